@@ -1,0 +1,122 @@
+"""Settings precedence, the seed's environment, contexts and secret handling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from wsctl.config import load_settings, parse_nodes, redacted
+from wsctl.errors import ConfigError
+
+
+def test_defaults_mean_embedded_redis_and_seed_timings(tmp_path: Path) -> None:
+    s = load_settings(env={}, cwd=tmp_path)
+    assert s.embedded
+    assert (s.prefix, s.heartbeat_interval, s.timeout) == ("ws_conn:", 30.0, 90.0)
+    assert s.source("timeout") == "default"
+
+
+def test_seed_environment_variables_are_understood(tmp_path: Path) -> None:
+    env = {
+        "REDIS_HOST": "redis.internal",
+        "REDIS_PORT": "4031",
+        "REDIS_DB": "2",
+        "REDIS_USERNAME": "ops",
+        "REDIS_PASSWORD": "p@ss:w/rd&#1",
+        "REDIS_USE_CLUSTER": "True",
+        "REDIS_NODES": "a:1,b:2,[::1]:3",
+    }
+    s = load_settings(env=env, cwd=tmp_path)
+    assert s.redis_host == "redis.internal" and s.redis_port == 4031 and s.redis_db == 2
+    assert s.redis_cluster is True
+    assert s.redis_nodes == (("a", 1), ("b", 2), ("::1", 3))
+    assert s.source("redis_password") == "env REDIS_PASSWORD"
+
+
+def test_flags_beat_env_beat_file_beat_defaults(tmp_path: Path) -> None:
+    (tmp_path / "wsctl.toml").write_text('timeout = 10\nprefix = "file:"\nscan_count = 7\n')
+    env = {"WSCTL_TIMEOUT": "20", "WSCTL_PREFIX": "env:"}
+    s = load_settings({"timeout": "30"}, env=env, cwd=tmp_path)
+    assert s.timeout == 30.0 and s.source("timeout") == "flag"
+    assert s.prefix == "env:" and s.source("prefix") == "env WSCTL_PREFIX"
+    assert s.scan_count == 7 and s.source("scan_count").endswith("wsctl.toml")
+    assert s.heartbeat_interval == 30.0
+
+
+def test_wsctl_variables_win_over_seed_variables(tmp_path: Path) -> None:
+    s = load_settings(
+        env={"REDIS_URL": "redis://a/0", "WSCTL_REDIS_URL": "redis://b/0"}, cwd=tmp_path
+    )
+    assert s.redis_url == "redis://b/0"
+
+
+def test_named_context_overrides_top_level(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        'redis_url = "redis://dev:6379/0"\n[contexts.prod]\nredis_cluster = true\n'
+        'redis_nodes = ["n1:7000", "n2:7001"]\ntimeout = 120\n'
+    )
+    s = load_settings({"config": str(cfg), "context": "prod"}, env={}, cwd=tmp_path)
+    assert s.redis_cluster and s.redis_nodes == (("n1", 7000), ("n2", 7001))
+    assert s.timeout == 120.0 and "[contexts.prod]" in s.source("timeout")
+
+
+def test_context_from_env_and_xdg_config_file(tmp_path: Path) -> None:
+    xdg = tmp_path / "xdg"
+    (xdg / "wsctl").mkdir(parents=True)
+    (xdg / "wsctl" / "config.toml").write_text('[contexts.stage]\nprefix = "stage:"\n')
+    s = load_settings(env={"XDG_CONFIG_HOME": str(xdg), "WSCTL_CONTEXT": "stage"}, cwd=tmp_path)
+    assert s.prefix == "stage:" and s.context == "stage"
+
+
+def test_unknown_context_names_the_known_ones(tmp_path: Path) -> None:
+    (tmp_path / "wsctl.toml").write_text("[contexts.a]\n[contexts.b]\n")
+    with pytest.raises(ConfigError, match="known: a, b"):
+        load_settings({"context": "prod"}, env={}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"REDIS_PORT": "http"}, "redis_port"),
+        ({"WSCTL_TIMEOUT": "-1"}, "timeout"),
+        ({"REDIS_USE_CLUSTER": "maybe"}, "redis_cluster"),
+        ({"REDIS_NODES": "nohostport"}, "redis_nodes"),
+        ({"WSCTL_NAIVE_TZ": "Mars/Olympus"}, "naive_tz"),
+        ({"WSCTL_REDIS_URL": "http://x"}, "redis_url"),
+    ],
+)
+def test_bad_values_are_config_errors_naming_the_setting(
+    env: dict[str, str], needle: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(env=env, cwd=tmp_path)
+
+
+def test_bad_password_value_is_never_echoed(tmp_path: Path) -> None:
+    (tmp_path / "wsctl.toml").write_text("redis_password = 12\nbogus = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={}, cwd=tmp_path)
+    assert "bogus" in str(info.value)
+
+
+def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "wsctl.toml").write_text("timeout = = 3")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(env={}, cwd=tmp_path)
+
+
+def test_redacted_hides_passwords_everywhere(tmp_path: Path) -> None:
+    s = load_settings(
+        env={"REDIS_PASSWORD": "hunter2", "REDIS_URL": "redis://u:s3cr%40t@h:1/0"}, cwd=tmp_path
+    )
+    text = repr(redacted(s))
+    assert "hunter2" not in text and "s3cr" not in text
+    assert ("redis_password", "***", "env REDIS_PASSWORD") in redacted(s)
+
+
+def test_parse_nodes_skips_blanks_and_rejects_bad_ports() -> None:
+    assert parse_nodes(" a:1 , ,b:2") == (("a", 1), ("b", 2))
+    with pytest.raises(ValueError):
+        parse_nodes("a:99999")

@@ -1,0 +1,137 @@
+"""Tolerant parsing of entries and staleness, with ``now`` passed in (no Redis)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wsctl.registry.model import (
+    Registration,
+    State,
+    assess,
+    entry_from_hash,
+    format_ts,
+    parse_timestamp,
+    resolve_tz,
+    wrong_type_entry,
+)
+
+NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
+
+
+def seed_fields(heartbeat: str, **extra: str) -> dict[str, str]:
+    return {
+        "instance_id": "a1b2c3d4e5f60718",
+        "robot_id": "r1",
+        "connected_at": heartbeat,
+        "last_heartbeat": heartbeat,
+        "status": "connected",
+        "websocket_state": "active",
+        **extra,
+    }
+
+
+def test_naive_timestamps_are_read_in_the_configured_zone() -> None:
+    shanghai = ZoneInfo("Asia/Shanghai")
+    parsed = parse_timestamp("2026-11-27T20:00:00.123456", shanghai)
+    assert parsed == datetime(2026, 11, 27, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def test_naive_timestamps_default_to_local_time() -> None:
+    naive = datetime(2026, 1, 2, 3, 4, 5)
+    assert parse_timestamp(naive.isoformat(), None) == naive.astimezone(UTC)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "2026-11-27T12:00:00+00:00",
+        "2026-11-27T12:00:00Z",
+        "2026-11-27T13:00:00+01:00",
+        "1795780800",
+        "1795780800.0",
+        "1795780800000",
+    ],
+)
+def test_aware_iso_and_epoch_seconds_or_millis_parse_to_the_same_instant(raw: str) -> None:
+    assert parse_timestamp(raw, UTC) == NOW
+
+
+@pytest.mark.parametrize("raw", ["", "yesterday", "nan", "inf", "2026-13-45"])
+def test_garbage_timestamps_raise_value_error(raw: str) -> None:
+    with pytest.raises(ValueError):
+        parse_timestamp(raw, UTC)
+
+
+def test_wsctl_writes_aware_utc_iso() -> None:
+    moment = datetime(2026, 11, 27, 20, 0, tzinfo=timezone(timedelta(hours=8)))
+    assert format_ts(moment) == "2026-11-27T12:00:00+00:00"
+
+
+def test_seed_entry_is_online_then_stale_after_timeout() -> None:
+    entry = entry_from_hash("r1", seed_fields("2026-11-27T12:00:00"), UTC)
+    assert not entry.problems and entry.conn_id is None
+    assert assess(entry, NOW + timedelta(seconds=90), 90).state is State.ONLINE
+    verdict = assess(entry, NOW + timedelta(seconds=90.5), 90)
+    assert verdict.state is State.STALE and verdict.heartbeat_age == 90.5
+
+
+def test_missing_required_fields_make_a_malformed_entry_with_reasons() -> None:
+    entry = entry_from_hash("r1", {"robot_id": "r1"}, UTC)
+    verdict = assess(entry, NOW, 90)
+    assert verdict.state is State.MALFORMED
+    assert "missing instance_id" in verdict.reason and "missing last_heartbeat" in verdict.reason
+
+
+def test_unparsable_heartbeat_is_malformed_not_a_crash() -> None:
+    entry = entry_from_hash("r1", seed_fields("soon"), UTC)
+    assert assess(entry, NOW, 90).state is State.MALFORMED
+
+
+def test_future_heartbeat_beyond_skew_is_reported_as_clock_skew() -> None:
+    entry = entry_from_hash("r1", seed_fields("2026-11-27T12:01:00"), UTC)
+    verdict = assess(entry, NOW, 90)
+    assert verdict.state is State.MALFORMED and "future" in verdict.reason
+    assert assess(entry, NOW + timedelta(seconds=57), 90).state is State.ONLINE
+
+
+def test_robot_id_field_that_disagrees_with_key_is_malformed() -> None:
+    entry = entry_from_hash("r2", seed_fields("2026-11-27T12:00:00"), UTC)
+    assert "does not match key" in assess(entry, NOW, 90).reason
+
+
+def test_non_hash_key_is_malformed_with_its_type() -> None:
+    verdict = assess(wrong_type_entry("r1", "string"), NOW, 90)
+    assert verdict.state is State.MALFORMED and "type string" in verdict.reason
+
+
+def test_extra_fields_are_kept_on_the_entry() -> None:
+    entry = entry_from_hash("r1", seed_fields("2026-11-27T12:00:00", firmware="1.2"), UTC)
+    assert entry.fields["firmware"] == "1.2"
+
+
+def test_registration_writes_seed_fields_plus_conn_id() -> None:
+    record = Registration("r1", "gw-a", "c-1", NOW).to_hash()
+    assert record["conn_id"] == "c-1" and record["last_heartbeat"] == "2026-11-27T12:00:00+00:00"
+    assert {"instance_id", "robot_id", "connected_at", "status", "websocket_state"} <= set(record)
+
+
+def test_resolve_tz_accepts_local_utc_and_iana_names() -> None:
+    assert resolve_tz("local") is None and resolve_tz("utc") is UTC
+    assert resolve_tz("Asia/Shanghai") == ZoneInfo("Asia/Shanghai")
+    with pytest.raises(ValueError):
+        resolve_tz("Nowhere/Here")
+
+
+@given(st.floats(min_value=0, max_value=10_000), st.floats(min_value=1, max_value=1000))
+def test_stale_exactly_when_age_exceeds_timeout(age: float, timeout: float) -> None:
+    heartbeat = NOW - timedelta(seconds=age)
+    entry = entry_from_hash("r1", seed_fields(format_ts(heartbeat)), UTC)
+    verdict = assess(entry, NOW, timeout)
+    expected = State.STALE if verdict.heartbeat_age > timeout else State.ONLINE  # type: ignore[operator]
+    assert verdict.state is expected
+    assert abs(verdict.heartbeat_age - age) < 1e-3  # type: ignore[operator]

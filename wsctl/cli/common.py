@@ -1,0 +1,134 @@
+"""Shared CLI plumbing: global options, settings, the registry connection, async running."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import typer
+
+from wsctl.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from wsctl.config import Settings
+    from wsctl.redis_client import AsyncClient, Target
+    from wsctl.registry.store import RegistryStore
+
+T = TypeVar("T")
+
+OUTPUT_HELP = "Output format: table, wide, json, jsonl or csv."
+
+
+@dataclass
+class CliState:
+    """What the root callback collected: global flags, resolved lazily into Settings."""
+
+    flags: dict[str, Any] = field(default_factory=dict)
+    debug: bool = False
+    _settings: Settings | None = None
+
+    def settings(self, **overrides: Any) -> Settings:
+        from wsctl.config import load_settings, with_overrides
+
+        if self._settings is None:
+            self._settings = load_settings(self.flags)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if given:
+            from wsctl.config import _convert
+
+            converted = {k: _convert(k, v, "flag") for k, v in given.items()}
+            return with_overrides(self._settings, **converted)
+        return self._settings
+
+
+def state(ctx: typer.Context) -> CliState:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, CliState):  # pragma: no cover - the root callback always sets it
+        obj = CliState()
+        ctx.find_root().obj = obj
+    return obj
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one command's coroutine (asyncio is imported here, not at start-up)."""
+    import asyncio
+
+    return asyncio.run(coro)
+
+
+def check_output(fmt: str) -> str:
+    from wsctl.cli.output import FORMATS
+
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown output format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def default_output() -> str:
+    return "table"
+
+
+def resolve_target(settings: Settings) -> Target:
+    """The Redis to use; with nothing configured, the running ``wsctl sandbox`` if any."""
+    from wsctl.redis_client import target_from_settings
+
+    if settings.embedded:
+        from wsctl.sandbox import running_sandbox
+
+        found = running_sandbox()
+        if found is None:
+            raise ConfigError(
+                "no Redis configured: set WSCTL_REDIS_URL (or REDIS_HOST / REDIS_NODES), "
+                "use --redis-url, or start `wsctl sandbox` in another terminal"
+            )
+        from wsctl.config import load_settings
+
+        settings = load_settings({"redis_url": found.redis_url}, env={})
+    return target_from_settings(settings)
+
+
+@contextlib.asynccontextmanager
+async def open_client(settings: Settings) -> AsyncIterator[AsyncClient]:
+    from wsctl.redis_client import connect
+
+    async with connect(resolve_target(settings)) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[RegistryStore]:
+    """A :class:`RegistryStore` on the configured Redis; errors become RedisUnavailable."""
+    from wsctl.registry.model import resolve_tz
+    from wsctl.registry.store import RegistryStore
+
+    async with open_client(settings) as client:
+        yield RegistryStore(
+            client,
+            keyspace_of(settings),
+            naive_tz=resolve_tz(settings.naive_tz),
+            scan_count=settings.scan_count,
+        )
+
+
+def keyspace_of(settings: Settings) -> Any:
+    from wsctl.registry.keys import Keyspace
+
+    return Keyspace(
+        prefix=settings.prefix,
+        instance_prefix=settings.instance_prefix,
+        control_prefix=settings.control_prefix,
+    )
+
+
+def err(message: str) -> None:
+    """One diagnostic line on stderr."""
+    sys.stderr.write(message.rstrip("\n") + "\n")
+    sys.stderr.flush()
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("WSCTL_DEBUG", "") not in ("", "0", "false")

@@ -1,0 +1,119 @@
+"""The ``wsctl`` root command and the one boundary where errors become exit codes.
+
+Command modules are imported here (Typer needs their signatures for ``--help``) but keep their
+heavy imports (redis, websockets, rich tables) inside the functions, so ``wsctl --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from wsctl import __version__
+from wsctl.cli import config_cmd, read_cmd, registry_cmd
+from wsctl.cli.common import CliState, debug_enabled, err
+from wsctl.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, WsctlError
+
+app = typer.Typer(
+    name="wsctl",
+    help=(
+        "Operate and diagnose WebSocket gateway fleets that share a Redis connection registry.\n\n"
+        "Example: wsctl list connections --stale -o json"
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_debug = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"wsctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            "--redis-url",
+            help="redis://, rediss:// or unix:// URL (percent-encode a password, or use "
+            "REDIS_PASSWORD).",
+        ),
+    ] = None,
+    cluster: Annotated[
+        bool | None, typer.Option("--cluster/--no-cluster", help="Redis Cluster mode.")
+    ] = None,
+    nodes: Annotated[
+        str | None, typer.Option("--nodes", help="Cluster start-up nodes host:port,host:port.")
+    ] = None,
+    context: Annotated[
+        str | None, typer.Option("--context", help="Named context from the config file.")
+    ] = None,
+    config: Annotated[str | None, typer.Option("--config", help="Config file path.")] = None,
+    prefix: Annotated[
+        str | None, typer.Option("--prefix", help="Registry key prefix (default ws_conn:).")
+    ] = None,
+    naive_tz: Annotated[
+        str | None,
+        typer.Option("--naive-tz", help="Zone for naive timestamps: local (default), UTC, IANA."),
+    ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks (also WSCTL_DEBUG=1).")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Operate and diagnose WebSocket gateway fleets that share a Redis connection registry."""
+    global _debug
+    _debug = debug or debug_enabled()
+    ctx.obj = CliState(
+        flags={
+            "redis_url": redis_url,
+            "redis_cluster": cluster,
+            "redis_nodes": nodes,
+            "context": context,
+            "config": config,
+            "prefix": prefix,
+            "naive_tz": naive_tz,
+        },
+        debug=_debug,
+    )
+
+
+app.add_typer(read_cmd.list_app, name="list")
+app.command("show")(read_cmd.show)
+app.add_typer(registry_cmd.registry_app, name="registry")
+app.add_typer(config_cmd.config_app, name="config")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app, map WsctlError to its exit code."""
+    try:
+        app(args=argv, prog_name="wsctl")
+    except WsctlError as exc:
+        if _debug or debug_enabled():
+            raise
+        err(f"wsctl: error: {exc.message}")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err("wsctl: interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        if _debug or debug_enabled():
+            raise
+        err(
+            f"wsctl: internal error: {exc.__class__.__name__}: {exc} "
+            "(run with --debug for a traceback and report it)"
+        )
+        sys.exit(EXIT_INTERNAL)

@@ -1,0 +1,355 @@
+"""``wsctl list connections|instances|robots`` and ``wsctl show ROBOT``: read the registry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from wsctl.cli.common import OUTPUT_HELP, check_output, open_store, run, state
+from wsctl.cli.output import Column
+from wsctl.errors import NotFound, UsageError
+
+if TYPE_CHECKING:
+    from wsctl.config import Settings
+    from wsctl.registry.store import RegistryStore
+
+list_app = typer.Typer(help="List registry entries, instances or robots.", no_args_is_help=True)
+
+OutputOpt = Annotated[str, typer.Option("-o", "--output", help=OUTPUT_HELP)]
+TimeoutOpt = Annotated[
+    float | None,
+    typer.Option("--timeout", help="Seconds without heartbeat that make an entry stale."),
+]
+
+
+class SortKey(StrEnum):
+    robot = "robot"
+    instance = "instance"
+    heartbeat = "heartbeat"
+    connected = "connected"
+
+
+def _age(value: Any) -> str:
+    from wsctl.views import human_duration
+
+    return human_duration(value)
+
+
+def _freshness_style(timeout: float) -> Any:
+    def style(row: dict[str, Any]) -> str | None:
+        if row.get("state") == "malformed":
+            return "magenta"
+        age = row.get("heartbeat_age_s")
+        if age is None:
+            return None
+        if age > timeout:
+            return "red"
+        if age > timeout / 3:
+            return "yellow"
+        return "green"
+
+    return style
+
+
+def connection_columns(timeout: float) -> list[Column]:
+    return [
+        Column("robot_id", "ROBOT"),
+        Column("instance_id", "INSTANCE"),
+        Column("state", "STATE", style=_freshness_style(timeout)),
+        Column("status", "STATUS", wide_only=True),
+        Column(
+            "heartbeat_age_s",
+            "HEARTBEAT",
+            fmt=_age,
+            style=_freshness_style(timeout),
+            justify="right",
+        ),
+        Column("connected_for_s", "CONNECTED", fmt=_age, justify="right"),
+        Column("websocket_state", "WS STATE", wide_only=True),
+        Column("conn_id", "CONN ID", wide_only=True),
+        Column("last_heartbeat", "LAST HEARTBEAT", wide_only=True),
+        Column("connected_at", "CONNECTED AT", wide_only=True),
+        Column("reason", "REASON"),
+    ]
+
+
+@dataclass(frozen=True)
+class ConnectionFilter:
+    instance: str | None = None
+    state: str | None = None  # "stale", "fresh" (online) or "malformed"
+    older_than: float | None = None
+
+    def keep(self, row: dict[str, Any]) -> bool:
+        if self.instance is not None and row["instance_id"] != self.instance:
+            return False
+        if self.state == "stale" and row["state"] != "stale":
+            return False
+        if self.state == "fresh" and row["state"] != "online":
+            return False
+        if self.state == "malformed" and row["state"] != "malformed":
+            return False
+        if self.older_than is not None:
+            age = row["heartbeat_age_s"]
+            if age is None or age <= self.older_than:
+                return False
+        return True
+
+
+async def connection_rows(
+    store: RegistryStore, robot_glob: str | None, flt: ConnectionFilter, timeout: float
+) -> AsyncIterator[dict[str, Any]]:
+    from wsctl.registry.model import utcnow
+    from wsctl.views import connection_row
+
+    async for batch in store.iter_batches(robot_glob):
+        now = utcnow()
+        for entry in batch:
+            row = connection_row(entry, now, timeout)
+            if flt.keep(row):
+                yield row
+
+
+_SORT_FIELDS = {
+    SortKey.robot: ("robot_id", False),
+    SortKey.instance: ("instance_id", False),
+    SortKey.heartbeat: ("heartbeat_age_s", False),
+    SortKey.connected: ("connected_for_s", True),
+}
+
+
+def _sort_rows(rows: list[dict[str, Any]], key: SortKey) -> list[dict[str, Any]]:
+    name, reverse = _SORT_FIELDS[key]
+    present = [r for r in rows if r.get(name) is not None]
+    missing = [r for r in rows if r.get(name) is None]
+    present.sort(key=lambda r: (r[name], r["robot_id"]), reverse=reverse)
+    return present + missing
+
+
+@list_app.command("connections")
+def list_connections(
+    ctx: typer.Context,
+    instance: Annotated[str | None, typer.Option("--instance", help="Only this instance.")] = None,
+    stale: Annotated[bool, typer.Option("--stale", help="Only stale entries.")] = False,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Only fresh (online) entries.")] = False,
+    malformed: Annotated[bool, typer.Option("--malformed", help="Only malformed entries.")] = False,
+    older_than: Annotated[
+        float | None, typer.Option("--older-than", help="Heartbeat older than SECONDS.")
+    ] = None,
+    robot: Annotated[
+        str | None, typer.Option("--robot", help="Robot id glob (Redis MATCH syntax).")
+    ] = None,
+    sort: Annotated[
+        SortKey | None,
+        typer.Option("--sort", help="Sort (buffers the listing); tables sort by robot."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most N rows.")] = None,
+    timeout: TimeoutOpt = None,
+    output: OutputOpt = "table",
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Refresh the table in place (Ctrl-C stops).")
+    ] = False,
+    interval: Annotated[float, typer.Option("--interval", help="--watch refresh seconds.")] = 2.0,
+) -> None:
+    """List connection entries with their heartbeat age and state.
+
+    jsonl/csv/json stream in SCAN order with flat memory; tables are sorted by robot.
+
+    Example: wsctl list connections --instance gw-a --stale -o jsonl
+    """
+    fmt = check_output(output)
+    if sum((stale, fresh, malformed)) > 1:
+        raise UsageError("--stale, --fresh and --malformed exclude each other")
+    chosen = "stale" if stale else "fresh" if fresh else "malformed" if malformed else None
+    settings = state(ctx).settings(timeout=timeout)
+    flt = ConnectionFilter(instance=instance, state=chosen, older_than=older_than)
+    if watch:
+        if fmt not in ("table", "wide"):
+            raise UsageError("--watch needs -o table or wide")
+        run(_watch(settings, robot, flt, sort or SortKey.robot, limit or 200, fmt, interval))
+        return
+    if sort is None and fmt in ("table", "wide"):
+        sort = SortKey.robot
+    run(_list_connections(settings, robot, flt, sort, limit, fmt))
+
+
+async def _list_connections(
+    settings: Settings,
+    robot: str | None,
+    flt: ConnectionFilter,
+    sort: SortKey | None,
+    limit: int | None,
+    fmt: str,
+) -> None:
+    from wsctl.cli.output import RowWriter
+
+    writer = RowWriter(connection_columns(settings.timeout), fmt)
+    async with open_store(settings) as store:
+        rows = connection_rows(store, robot, flt, settings.timeout)
+        if sort is None:
+            async for row in rows:
+                writer.write(row)
+                if limit is not None and writer.count >= limit:
+                    break
+        else:
+            collected = _sort_rows([row async for row in rows], sort)
+            for row in collected[:limit]:
+                writer.write(row)
+    writer.close()
+
+
+async def _watch(
+    settings: Settings,
+    robot: str | None,
+    flt: ConnectionFilter,
+    sort: SortKey,
+    limit: int,
+    fmt: str,
+    interval: float,
+) -> None:
+    import asyncio
+
+    from rich.live import Live
+
+    from wsctl.cli.output import build_table, make_console
+
+    columns = connection_columns(settings.timeout)
+    async with open_store(settings) as store:
+        with Live(console=make_console(), auto_refresh=False) as live:
+            while True:
+                rows = _sort_rows(
+                    [row async for row in connection_rows(store, robot, flt, settings.timeout)],
+                    sort,
+                )
+                title = f"{len(rows)} connection(s) at {time.strftime('%H:%M:%S')}"
+                live.update(
+                    build_table(rows[:limit], columns, wide=fmt == "wide", title=title),
+                    refresh=True,
+                )
+                await asyncio.sleep(interval)
+
+
+def instance_columns() -> list[Column]:
+    return [
+        Column("instance_id", "INSTANCE"),
+        Column("liveness", "LIVENESS"),
+        Column("connections", "CONNS", justify="right"),
+        Column("fresh", "FRESH", justify="right"),
+        Column("stale", "STALE", justify="right"),
+        Column("malformed", "MALFORMED", justify="right"),
+        Column("newest_heartbeat_age_s", "NEWEST HB", fmt=_age, justify="right"),
+        Column("oldest_heartbeat_age_s", "OLDEST HB", fmt=_age, justify="right"),
+        Column("ws_url", "WS URL", wide_only=True),
+        Column("pid", "PID", wide_only=True),
+        Column("version", "VERSION", wide_only=True),
+        Column("started_at", "STARTED AT", wide_only=True),
+    ]
+
+
+@list_app.command("instances")
+def list_instances(
+    ctx: typer.Context, timeout: TimeoutOpt = None, output: OutputOpt = "table"
+) -> None:
+    """List every instance seen in the registry or in liveness records.
+
+    LIVENESS is alive (a fresh liveness record), dead (a record older than the timeout) or
+    unknown (only seen in connection entries, as with the seed's gateways).
+
+    Example: wsctl list instances -o json
+    """
+    fmt = check_output(output)
+    settings = state(ctx).settings(timeout=timeout)
+    rows = run(_instances(settings))
+    from wsctl.cli.output import render
+
+    render(rows, instance_columns(), fmt)
+
+
+async def _instances(settings: Settings) -> list[dict[str, Any]]:
+    from wsctl import instances as inst
+    from wsctl.cli.common import keyspace_of
+    from wsctl.ops.summary import summarize_instances
+
+    async with open_store(settings) as store:
+        records = [r async for r in inst.iter_records(store.client, keyspace_of(settings))]
+        return await summarize_instances(store, records, settings.timeout)
+
+
+def robot_columns() -> list[Column]:
+    return [
+        Column("robot_id", "ROBOT"),
+        Column("state", "STATE"),
+        Column("instance_id", "INSTANCE"),
+    ]
+
+
+@list_app.command("robots")
+def list_robots(
+    ctx: typer.Context,
+    robot: Annotated[str | None, typer.Option("--robot", help="Robot id glob.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most N rows.")] = None,
+    timeout: TimeoutOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """List robots compactly: id, state (online/stale/malformed) and instance.
+
+    Example: wsctl list robots -o csv > robots.csv
+    """
+    fmt = check_output(output)
+    settings = state(ctx).settings(timeout=timeout)
+    sort = SortKey.robot if fmt in ("table", "wide") else None
+    run(_list_connections(settings, robot, ConnectionFilter(), sort, limit, fmt))
+
+
+def show(
+    ctx: typer.Context,
+    robot_id: Annotated[str, typer.Argument(help="The robot id (exact; no glob).")],
+    timeout: TimeoutOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Show one robot's entry: every field plus heartbeat age and whether it is stale.
+
+    The id is exact: `wsctl show 'robot*'` shows the robot literally named robot*.
+    Exits 1 when the robot has no entry.
+
+    Example: wsctl show robot-17 -o json
+    """
+    from wsctl.registry.keys import validate_id
+
+    fmt = check_output(output)
+    validate_id(robot_id)
+    settings = state(ctx).settings(timeout=timeout)
+    obj = run(_show(settings, robot_id))
+    from wsctl.cli.output import render_object
+
+    render_object(obj, "table" if fmt == "wide" else fmt)
+
+
+async def _show(settings: Settings, robot_id: str) -> dict[str, Any]:
+    from wsctl import instances as inst
+    from wsctl.cli.common import keyspace_of
+    from wsctl.registry.model import utcnow
+    from wsctl.views import connection_row
+
+    async with open_store(settings) as store:
+        entry = await store.get(robot_id)
+        if entry is None:
+            raise NotFound(f"robot {robot_id!r} has no registry entry")
+        now = utcnow()
+        row = connection_row(entry, now, settings.timeout)
+        owner = None
+        if entry.instance_id:
+            record = await inst.get_record(store.client, keyspace_of(settings), entry.instance_id)
+            owner = inst.liveness(record, now, settings.timeout).value
+        return {
+            **row,
+            "key": store.keys.conn_key(robot_id),
+            "key_type": entry.key_type,
+            "timeout_s": settings.timeout,
+            "owner_liveness": owner,
+            "fields": dict(entry.fields),
+        }

@@ -1,0 +1,305 @@
+"""Effective settings and where each came from.
+
+Precedence, highest first: command-line flags > environment (``WSCTL_*``, then the seed's own
+``REDIS_*`` names so an existing deployment's environment just works) > config file (the selected
+``[contexts.NAME]`` table over the file's top level) > built-in defaults.
+
+This module only reads; it never connects and never prints. Passwords are kept in the
+:class:`Settings` object but every rendering of it goes through :func:`redacted`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from wsctl.errors import ConfigError
+
+SECRET_FIELDS = frozenset({"redis_password"})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything wsctl needs to find the registry and judge its entries."""
+
+    redis_url: str | None = None
+    redis_host: str | None = None
+    redis_port: int = 6379
+    redis_db: int = 0
+    redis_username: str | None = None
+    redis_password: str | None = None
+    redis_cluster: bool = False
+    redis_nodes: tuple[tuple[str, int], ...] = ()
+    prefix: str = "ws_conn:"
+    instance_prefix: str = "ws_inst:"
+    control_prefix: str = "ws_ctl:"
+    heartbeat_interval: float = 30.0
+    timeout: float = 90.0
+    naive_tz: str = "local"
+    scan_count: int = 1000
+    context: str | None = None
+    config_file: str | None = None
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Redis is configured at all: wsctl then uses its embedded Redis."""
+        return not (self.redis_url or self.redis_host or self.redis_nodes)
+
+    def source(self, name: str) -> str:
+        return self.sources.get(name, "default")
+
+
+# Environment variables per setting, first match wins. WSCTL_* beat the seed's names.
+ENV_NAMES: dict[str, tuple[str, ...]] = {
+    "redis_url": ("WSCTL_REDIS_URL", "REDIS_URL"),
+    "redis_host": ("WSCTL_REDIS_HOST", "REDIS_HOST"),
+    "redis_port": ("WSCTL_REDIS_PORT", "REDIS_PORT"),
+    "redis_db": ("WSCTL_REDIS_DB", "REDIS_DB"),
+    "redis_username": ("WSCTL_REDIS_USERNAME", "REDIS_USERNAME"),
+    "redis_password": ("WSCTL_REDIS_PASSWORD", "REDIS_PASSWORD"),
+    "redis_cluster": ("WSCTL_REDIS_CLUSTER", "REDIS_USE_CLUSTER"),
+    "redis_nodes": ("WSCTL_REDIS_NODES", "REDIS_NODES"),
+    "prefix": ("WSCTL_PREFIX",),
+    "instance_prefix": ("WSCTL_INSTANCE_PREFIX",),
+    "control_prefix": ("WSCTL_CONTROL_PREFIX",),
+    "heartbeat_interval": ("WSCTL_HEARTBEAT_INTERVAL",),
+    "timeout": ("WSCTL_TIMEOUT",),
+    "naive_tz": ("WSCTL_NAIVE_TZ",),
+    "scan_count": ("WSCTL_SCAN_COUNT",),
+}
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError("expected true or false")
+
+
+def parse_nodes(raw: str) -> tuple[tuple[str, int], ...]:
+    """Parse ``host:port,host:port`` (IPv6 as ``[::1]:7000``) into start-up nodes."""
+    nodes: list[tuple[str, int]] = []
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        host, sep, port = part.rpartition(":")
+        if not sep or not host:
+            raise ValueError(f"node {part!r} is not host:port")
+        host = host.strip("[]")
+        nodes.append((host, _parse_port(port)))
+    return tuple(nodes)
+
+
+def _parse_port(raw: str) -> int:
+    port = int(raw)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range")
+    return port
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _db(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _text(raw: str) -> str:
+    return raw
+
+
+def _prefix(raw: str) -> str:
+    if not raw:
+        raise ValueError("must not be empty")
+    return raw
+
+
+def _tz(raw: str) -> str:
+    from wsctl.registry.model import resolve_tz
+
+    resolve_tz(raw)
+    return raw
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "redis_url": _text,
+    "redis_host": _text,
+    "redis_port": _parse_port,
+    "redis_db": _db,
+    "redis_username": _text,
+    "redis_password": _text,
+    "redis_cluster": parse_bool,
+    "redis_nodes": parse_nodes,
+    "prefix": _prefix,
+    "instance_prefix": _prefix,
+    "control_prefix": _prefix,
+    "heartbeat_interval": _positive_float,
+    "timeout": _positive_float,
+    "naive_tz": _tz,
+    "scan_count": _positive_int,
+}
+SETTING_NAMES = tuple(_PARSERS)
+
+
+def _convert(name: str, raw: Any, where: str) -> Any:
+    """Convert one raw value (a string from env/flags, or a TOML value) for setting ``name``."""
+    try:
+        if name == "redis_nodes" and isinstance(raw, list):
+            return parse_nodes(",".join(str(item) for item in raw))
+        if isinstance(raw, bool):
+            raw = "true" if raw else "false"
+        return _PARSERS[name](str(raw))
+    except (ValueError, ConfigError) as exc:
+        shown = "***" if name in SECRET_FIELDS else repr(raw)
+        raise ConfigError(f"invalid {name} {shown} from {where}: {exc}") from None
+
+
+def default_config_paths(env: Mapping[str, str], cwd: Path) -> list[Path]:
+    xdg = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME", str(Path.home()))) / ".config")
+    return [cwd / "wsctl.toml", Path(xdg) / "wsctl" / "config.toml"]
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Merge flags > env > config file > defaults into :class:`Settings`, recording sources.
+
+    ``flags`` maps setting names to values given on the command line (``None`` means not
+    given). Special flag keys: ``config`` (a config file path) and ``context``.
+    """
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    env = os.environ if env is None else env
+    cwd = Path.cwd() if cwd is None else cwd
+
+    config_path: Path | None = None
+    explicit = flags.get("config") or env.get("WSCTL_CONFIG")
+    if explicit:
+        config_path = Path(explicit)
+        if not config_path.is_file():
+            raise ConfigError(f"config file {config_path} does not exist")
+    else:
+        config_path = next((p for p in default_config_paths(env, cwd) if p.is_file()), None)
+    document = _read_file(config_path) if config_path else {}
+
+    context = flags.get("context") or env.get("WSCTL_CONTEXT") or document.get("context")
+    layers: list[tuple[dict[str, Any], str]] = []
+    if config_path:
+        top = {k: v for k, v in document.items() if k in _PARSERS}
+        layers.append((top, str(config_path)))
+        if context:
+            contexts = document.get("contexts", {})
+            if not isinstance(contexts, dict) or context not in contexts:
+                known = ", ".join(sorted(contexts)) if isinstance(contexts, dict) else ""
+                raise ConfigError(
+                    f"context {context!r} not found in {config_path}"
+                    + (f" (known: {known})" if known else "")
+                )
+            layers.append((contexts[context], f"{config_path} [contexts.{context}]"))
+        unknown = sorted(
+            set(document) - set(_PARSERS) - {"context", "contexts"}
+            | {k for table, _ in layers[1:] for k in table if k not in _PARSERS}
+        )
+        if unknown:
+            raise ConfigError(f"unknown setting(s) in {config_path}: {', '.join(unknown)}")
+    elif context:
+        raise ConfigError(f"context {context!r} given but no config file was found")
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for table, where in layers:
+        for name, raw in table.items():
+            values[name] = _convert(name, raw, where)
+            sources[name] = where
+    for name, env_names in ENV_NAMES.items():
+        for env_name in env_names:
+            raw = env.get(env_name)
+            if raw is not None and raw != "":
+                values[name] = _convert(name, raw, f"env {env_name}")
+                sources[name] = f"env {env_name}"
+                break
+    for name in SETTING_NAMES:
+        if name in flags:
+            values[name] = _convert(name, flags[name], "flag")
+            sources[name] = "flag"
+
+    settings = Settings(
+        **values,
+        context=context,
+        config_file=str(config_path) if config_path else None,
+        sources=sources,
+    )
+    if settings.redis_url and not settings.redis_url.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        raise ConfigError(
+            f"redis_url from {settings.source('redis_url')} must start with redis://, "
+            "rediss:// or unix://"
+        )
+    return settings
+
+
+def with_overrides(settings: Settings, **changes: Any) -> Settings:
+    """A copy of ``settings`` with some values replaced, their source marked as ``flag``."""
+    sources = dict(settings.sources)
+    sources.update({name: "flag" for name in changes})
+    return replace(settings, sources=sources, **changes)
+
+
+def redacted(settings: Settings) -> list[tuple[str, str, str]]:
+    """``(name, shown value, source)`` for every setting, passwords and URL secrets masked."""
+    from wsctl.redis_client import redact_url
+
+    rows: list[tuple[str, str, str]] = []
+    for f in fields(Settings):
+        if f.name in ("sources", "config_file", "context"):
+            continue
+        value = getattr(settings, f.name)
+        if f.name in SECRET_FIELDS:
+            shown = "***" if value else ""
+        elif f.name == "redis_url" and value:
+            shown = redact_url(value)
+        elif f.name == "redis_nodes":
+            shown = ",".join(f"{h}:{p}" for h, p in value)
+        elif value is None:
+            shown = ""
+        else:
+            shown = str(value)
+        rows.append((f.name, shown, settings.source(f.name)))
+    return rows

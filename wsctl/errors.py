@@ -1,0 +1,57 @@
+"""The one exception hierarchy of wsctl.
+
+Library code raises subclasses of :class:`WsctlError`; the CLI translates them to exit codes in
+exactly one place (``wsctl.cli.main``). Messages are single lines, never contain secrets.
+"""
+
+from __future__ import annotations
+
+# Documented exit codes (README "Exit codes").
+EXIT_OK = 0
+EXIT_NEGATIVE = 1  # a negative result: robot not found, problems found, a check failed
+EXIT_USAGE = 2  # bad flags or input
+EXIT_REDIS = 3  # Redis unreachable, auth failure, cluster mismatch, configuration error
+EXIT_NOT_REGISTERED = 4  # send: the robot has no registry entry
+EXIT_UNREACHABLE = 5  # send: the owning / via instance is not listening
+EXIT_TIMEOUT = 6  # send: no reply within --timeout
+EXIT_INTERNAL = 70  # a bug in wsctl (traceback with --debug)
+EXIT_INTERRUPTED = 130
+
+
+class WsctlError(Exception):
+    """Base of every error wsctl reports to an operator; ``exit_code`` says how the CLI exits."""
+
+    exit_code: int = EXIT_NEGATIVE
+
+    def __init__(self, message: str, *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class UsageError(WsctlError):
+    """Bad input from the operator: an invalid robot id, a malformed file, conflicting flags."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(WsctlError):
+    """The configuration (file, env or flags) cannot be used."""
+
+    exit_code = EXIT_REDIS
+
+
+class RedisUnavailable(WsctlError):
+    """Redis could not be reached or refused us (auth, cluster mode mismatch, timeout)."""
+
+    exit_code = EXIT_REDIS
+
+
+class NotFound(WsctlError):
+    """The thing asked for does not exist (a negative result, not a failure of wsctl)."""
+
+    exit_code = EXIT_NEGATIVE

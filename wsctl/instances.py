@@ -1,0 +1,124 @@
+"""Instance liveness records: ``{instance_prefix}{instance_id}`` hashes with a TTL.
+
+A gateway refreshes its record every heartbeat interval with a TTL of the connection timeout, so
+a crashed instance's record disappears by itself. Instances that appear only in connection
+entries (the seed's gateways write no record) are ``unknown``. Pure parts take ``now``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from wsctl.redis_client import AsyncClient
+from wsctl.registry.keys import Keyspace
+from wsctl.registry.model import format_ts, parse_timestamp
+
+
+class Liveness(StrEnum):
+    ALIVE = "alive"
+    DEAD = "dead"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    instance_id: str
+    host: str = ""
+    port: int = 0
+    pid: int = 0
+    ws_url: str = ""
+    started_at: str = ""
+    last_seen: str = ""
+    version: str = ""
+    connections: int = 0
+
+    def to_hash(self) -> dict[str, str]:
+        return {k: str(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_hash(cls, instance_id: str, mapping: Mapping[str, str]) -> InstanceRecord:
+        def number(name: str) -> int:
+            try:
+                return int(mapping.get(name, "0"))
+            except ValueError:
+                return 0
+
+        return cls(
+            instance_id=instance_id,
+            host=mapping.get("host", ""),
+            port=number("port"),
+            pid=number("pid"),
+            ws_url=mapping.get("ws_url", ""),
+            started_at=mapping.get("started_at", ""),
+            last_seen=mapping.get("last_seen", ""),
+            version=mapping.get("version", ""),
+            connections=number("connections"),
+        )
+
+    def age(self, now: datetime) -> float | None:
+        try:
+            return (now - parse_timestamp(self.last_seen)).total_seconds()
+        except ValueError:
+            return None
+
+
+def liveness(record: InstanceRecord | None, now: datetime, timeout: float) -> Liveness:
+    """alive: a record seen within ``timeout``; dead: a record older than that; else unknown."""
+    if record is None:
+        return Liveness.UNKNOWN
+    age = record.age(now)
+    if age is not None and age <= timeout:
+        return Liveness.ALIVE
+    return Liveness.DEAD
+
+
+async def write_record(
+    client: AsyncClient, keys: Keyspace, record: InstanceRecord, ttl: float
+) -> None:
+    key = keys.instance_key(record.instance_id)
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(key, mapping=record.to_hash())  # type: ignore[arg-type]
+    pipe.pexpire(key, max(1, int(ttl * 1000)))
+    await pipe.execute()
+
+
+async def delete_record(client: AsyncClient, keys: Keyspace, instance_id: str) -> None:
+    await client.delete(keys.instance_key(instance_id))
+
+
+async def iter_records(client: AsyncClient, keys: Keyspace) -> AsyncIterator[InstanceRecord]:
+    batch: list[str] = []
+
+    async def flush(names: list[str]) -> list[InstanceRecord]:
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(name)
+        out = []
+        for name, mapping in zip(names, await pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(mapping, dict) and mapping:
+                out.append(InstanceRecord.from_hash(keys.instance_of(name), mapping))
+        return out
+
+    async for key in client.scan_iter(match=keys.instance_match(), count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            for record in await flush(batch):
+                yield record
+            batch = []
+    if batch:
+        for record in await flush(batch):
+            yield record
+
+
+async def get_record(
+    client: AsyncClient, keys: Keyspace, instance_id: str
+) -> InstanceRecord | None:
+    mapping: dict[str, str] = await client.hgetall(keys.instance_key(instance_id))  # type: ignore[assignment]
+    return InstanceRecord.from_hash(instance_id, mapping) if mapping else None
+
+
+def now_stamp(now: datetime) -> str:
+    return format_ts(now)

@@ -1,0 +1,1 @@
+"""Operations (reap, send, doctor, simulate, summaries): library functions returning results."""

@@ -1,0 +1,60 @@
+"""Append-only JSONL backups of entries before they are deleted (reap, rm, doctor --fix).
+
+The format is the export format, so ``wsctl registry import BACKUP`` restores a backup.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from wsctl.paths import backups_dir
+from wsctl.registry.model import Entry, format_ts
+from wsctl.registry.records import dumps, entry_record
+
+
+def default_backup_path(kind: str, now: datetime) -> Path:
+    stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
+    return backups_dir() / f"{kind}-{stamp}.jsonl"
+
+
+class BackupWriter:
+    """Writes each entry (with why and when it was removed) and flushes before the delete."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.count = 0
+        self._fh: IO[str] | None = None
+
+    def __enter__(self) -> BackupWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def write(self, entries: list[tuple[Entry, str]], now: datetime) -> None:
+        """Append entries and make them durable (flush + fsync) before anything is deleted."""
+        if self.path is None or not entries:
+            return
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("a", encoding="utf-8", errors="surrogateescape")
+        removed_at = format_ts(now)
+        for entry, reason in entries:
+            self._fh.write(dumps(entry_record(entry, reason=reason, removed_at=removed_at)) + "\n")
+            self.count += 1
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None

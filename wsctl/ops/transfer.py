@@ -1,0 +1,81 @@
+"""Export and import of registry entries (JSONL), used by ``wsctl registry export|import``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+
+from wsctl.registry.model import Entry
+from wsctl.registry.records import Record
+from wsctl.registry.store import RegistryStore
+
+IMPORT_BATCH = 500
+
+
+async def export_entries(
+    store: RegistryStore, instance: str | None = None, robot_glob: str | None = None
+) -> AsyncIterator[Entry]:
+    """Entries to export (streaming). Non-hash keys are yielded too; callers decide."""
+    async for entry in store.iter_entries(robot_glob):
+        if instance is None or entry.instance_id == instance:
+            yield entry
+
+
+@dataclass
+class ImportResult:
+    written: int = 0
+    skipped_existing: list[str] = field(default_factory=list)
+    would_write: int = 0
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "written": self.written,
+            "would_write": self.would_write,
+            "skipped_existing": len(self.skipped_existing),
+            "skipped_robot_ids": self.skipped_existing[:100],
+            "dry_run": self.dry_run,
+        }
+
+
+async def import_records(
+    store: RegistryStore, records: Iterable[Record], *, overwrite: bool, dry_run: bool
+) -> ImportResult:
+    """Write records in pipelined batches; without ``overwrite`` existing robots are skipped.
+
+    ``dry_run`` checks which robots exist and writes nothing.
+    """
+    result = ImportResult(dry_run=dry_run)
+    batch: list[Record] = []
+
+    async def flush() -> None:
+        if dry_run:
+            if overwrite:
+                result.would_write += len(batch)
+                return
+            pipe = store.client.pipeline(transaction=False)
+            for rec in batch:
+                pipe.exists(store.keys.conn_key(rec.robot_id))
+            for rec, exists in zip(batch, await pipe.execute(), strict=True):
+                if exists:
+                    result.skipped_existing.append(rec.robot_id)
+                else:
+                    result.would_write += 1
+            return
+        outcomes = await store.write_many(
+            [(rec.robot_id, rec.fields) for rec in batch], replace=overwrite
+        )
+        for rec, written in zip(batch, outcomes, strict=True):
+            if written:
+                result.written += 1
+            else:
+                result.skipped_existing.append(rec.robot_id)
+
+    for record in records:
+        batch.append(record)
+        if len(batch) >= IMPORT_BATCH:
+            await flush()
+            batch = []
+    if batch:
+        await flush()
+    return result

@@ -1,0 +1,24 @@
+"""Where wsctl keeps local state (backups, the running sandbox's address)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def state_dir() -> Path:
+    """``$WSCTL_STATE_DIR``, else the platform's user state dir (``~/.local/state/wsctl``)."""
+    override = os.environ.get("WSCTL_STATE_DIR")
+    if override:
+        return Path(override)
+    from platformdirs import user_state_dir
+
+    return Path(user_state_dir("wsctl"))
+
+
+def sandbox_file() -> Path:
+    return state_dir() / "sandbox.json"
+
+
+def backups_dir() -> Path:
+    return state_dir() / "backups"

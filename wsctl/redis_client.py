@@ -1,0 +1,262 @@
+"""Builds the asyncio Redis client: the one place that knows single node from cluster.
+
+Connection parameters are always passed as keyword arguments (never an interpolated URL, the
+seed's bug with passwords containing ``@ : / & #``). Every error that leaves this module names
+the target with the password redacted, and maps to :class:`RedisUnavailable` (exit code 3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+
+from wsctl.config import Settings
+from wsctl.errors import ConfigError, RedisUnavailable
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+
+    AsyncClient: TypeAlias = Redis | RedisCluster
+else:
+    AsyncClient = Any
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (username kept)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where Redis is, resolved from settings; ``describe()`` is safe to print."""
+
+    kind: str  # "tcp", "unix" or "cluster"
+    host: str = "127.0.0.1"
+    port: int = 6379
+    path: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    ssl: bool = False
+    nodes: tuple[tuple[str, int], ...] = ()
+
+    def describe(self) -> str:
+        user = f"{self.username}@" if self.username else ""
+        if self.kind == "unix":
+            return f"unix://{user}{self.path}"
+        if self.kind == "cluster":
+            return "cluster " + user + ",".join(f"{h}:{p}" for h, p in self.nodes)
+        scheme = "rediss" if self.ssl else "redis"
+        return f"{scheme}://{user}{self.host}:{self.port}/{self.db}"
+
+    def scrub(self, text: str) -> str:
+        """Remove the password from any text (error messages from libraries, just in case)."""
+        if self.password:
+            text = text.replace(self.password, "***")
+        return text
+
+
+def target_from_settings(settings: Settings, embedded_path: str | None = None) -> Target:
+    """Resolve the Redis target; ``embedded_path`` is the unix socket of the embedded server."""
+    if settings.embedded:
+        if embedded_path is None:
+            raise ConfigError("no Redis configured and the embedded Redis is not running")
+        return Target(kind="unix", path=embedded_path)
+    username = settings.redis_username
+    password = settings.redis_password
+    if settings.redis_url:
+        parts = urlsplit(settings.redis_url)
+        try:
+            url_port = parts.port
+        except ValueError:
+            raise ConfigError(
+                f"redis_url {redact_url(settings.redis_url)} has a bad port"
+            ) from None
+        username = username or (unquote(parts.username) if parts.username else None)
+        password = password or (unquote(parts.password) if parts.password else None)
+        if parts.scheme == "unix":
+            query = parse_qs(parts.query)
+            db = int(query.get("db", [settings.redis_db])[0])
+            return Target("unix", path=parts.path, db=db, username=username, password=password)
+        host = parts.hostname or "127.0.0.1"
+        port = url_port or 6379
+        db_text = parts.path.lstrip("/")
+        db = int(db_text) if db_text.isdigit() else settings.redis_db
+        if settings.redis_cluster:
+            nodes = settings.redis_nodes or ((host, port),)
+            return Target("cluster", username=username, password=password, nodes=nodes)
+        return Target(
+            "tcp",
+            host=host,
+            port=port,
+            db=db,
+            username=username,
+            password=password,
+            ssl=parts.scheme == "rediss",
+        )
+    if settings.redis_cluster or (settings.redis_nodes and not settings.redis_host):
+        nodes = settings.redis_nodes or ((settings.redis_host or "127.0.0.1", settings.redis_port),)
+        return Target("cluster", username=username, password=password, nodes=nodes)
+    return Target(
+        "tcp",
+        host=settings.redis_host or "127.0.0.1",
+        port=settings.redis_port,
+        db=settings.redis_db,
+        username=username,
+        password=password,
+    )
+
+
+def _retry(retries: int) -> Any:
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
+
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries)
+
+
+def make_client(target: Target, *, retries: int = 2, socket_timeout: float = 10.0) -> AsyncClient:
+    """A decode_responses async client for ``target`` (no I/O until first use).
+
+    ``surrogateescape`` keeps keys that are not UTF-8 readable and writable unchanged.
+    """
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    common: dict[str, Any] = {
+        "username": target.username,
+        "password": target.password,
+        "decode_responses": True,
+        "encoding_errors": "surrogateescape",
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": min(socket_timeout, 5.0),
+        "retry": _retry(retries),
+        "retry_on_error": [ConnectionError, TimeoutError],
+    }
+    if target.kind == "cluster":
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        return RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],
+            require_full_coverage=False,
+            **common,
+        )
+    from redis.asyncio import Redis
+
+    if target.kind == "unix":
+        return Redis(unix_socket_path=target.path, db=target.db, **common)
+    return Redis(host=target.host, port=target.port, db=target.db, ssl=target.ssl, **common)
+
+
+def is_cluster(client: AsyncClient) -> bool:
+    from redis.asyncio.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
+
+
+def describe_error(target: Target, exc: BaseException) -> RedisUnavailable:
+    """Translate a redis-py exception into one operator-facing line (password scrubbed)."""
+    from redis import exceptions as rx
+
+    where = target.describe()
+    text = target.scrub(str(exc)) or exc.__class__.__name__
+    upper = text.upper()
+    if isinstance(exc, rx.AuthenticationError) or "WRONGPASS" in upper or "NOAUTH" in upper:
+        msg = f"authentication failed at {where}: check REDIS_USERNAME / REDIS_PASSWORD"
+    elif isinstance(exc, rx.ResponseError) and upper.startswith(("MOVED", "ASK", "CROSSSLOT")):
+        msg = (
+            f"{where} is a Redis Cluster node: set REDIS_USE_CLUSTER=true (or --cluster) "
+            "and REDIS_NODES"
+        )
+    elif "CLUSTER" in upper and ("NOT ENABLED" in upper or "DISABLED" in upper):
+        msg = f"{where} is not a Redis Cluster: unset REDIS_USE_CLUSTER / drop --cluster"
+    elif isinstance(exc, rx.TimeoutError):
+        msg = f"Redis at {where} timed out: check the network and server load"
+    elif isinstance(exc, rx.ConnectionError):
+        msg = f"cannot connect to Redis at {where}: {text}; check host, port and that it runs"
+    elif isinstance(exc, rx.RedisClusterException):
+        msg = f"Redis Cluster at {where}: {text}"
+    else:
+        msg = f"Redis error at {where}: {text}"
+    return RedisUnavailable(msg)
+
+
+@contextlib.contextmanager
+def translate_errors(target: Target) -> Iterator[None]:
+    """Re-raise any redis-py error inside the block as :class:`RedisUnavailable`."""
+    from redis.exceptions import RedisClusterException, RedisError
+
+    try:
+        yield
+    except (RedisError, RedisClusterException) as exc:
+        raise describe_error(target, exc) from exc
+    except socket.gaierror as exc:  # a name that does not resolve
+        raise describe_error(target, exc) from exc
+
+
+async def check_mode(client: AsyncClient, target: Target) -> None:
+    """Fail early, with the right advice, when cluster mode does not match the server."""
+    with translate_errors(target):
+        if is_cluster(client):
+            await client.initialize()
+            return
+        await client.ping()
+        info = await client.info("cluster")
+        if int(info.get("cluster_enabled", 0)):
+            raise RedisUnavailable(
+                f"{target.describe()} is a Redis Cluster node: set REDIS_USE_CLUSTER=true "
+                "(or --cluster) and REDIS_NODES"
+            )
+
+
+@contextlib.asynccontextmanager
+async def connect(target: Target, *, retries: int = 2) -> AsyncIterator[AsyncClient]:
+    """Open a checked client for ``target``; closes it on exit; errors are translated."""
+    client = make_client(target, retries=retries)
+    try:
+        await check_mode(client, target)
+        with translate_errors(target):
+            yield client
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
+
+
+async def subscriber_count(client: AsyncClient, channel: str) -> int:
+    """Subscribers of ``channel`` summed over every node (a cluster node only counts its own)."""
+    if is_cluster(client):
+        from redis.asyncio.cluster import RedisCluster
+
+        assert isinstance(client, RedisCluster)
+        total = 0
+        for node in client.get_nodes():
+            reply = await client.execute_command("PUBSUB NUMSUB", channel, target_nodes=node)
+            total += _numsub_value(reply)
+        return total
+    reply = await client.execute_command("PUBSUB NUMSUB", channel)
+    return _numsub_value(reply)
+
+
+def _numsub_value(reply: Any) -> int:
+    if isinstance(reply, dict):  # cluster responses may come back keyed by node
+        return sum(_numsub_value(v) for v in reply.values())
+    if isinstance(reply, list | tuple) and len(reply) >= 2:
+        pairs = list(reply)
+        if pairs and isinstance(pairs[0], list | tuple):
+            return sum(int(count) for _, count in pairs)
+        return int(pairs[1])
+    return 0

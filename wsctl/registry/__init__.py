@@ -1,0 +1,1 @@
+"""The connection registry: key names, the entry model, and the async store."""

@@ -1,0 +1,82 @@
+"""The only place that spells Redis key and channel names.
+
+Connection entries live at ``{prefix}{robot_id}`` (the seed's ``ws_conn:``), instance liveness
+records at ``{instance_prefix}{instance_id}``, and each instance listens for control envelopes on
+``{control_prefix}{instance_id}``. Replies to the CLI come back on ``{reply_prefix}{token}``.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+
+from wsctl.errors import UsageError
+
+MAX_ID_BYTES = 256
+_GLOB_SPECIALS = frozenset("*?[]\\")
+
+
+def escape_glob(text: str) -> str:
+    """Escape Redis glob metacharacters so a SCAN MATCH pattern matches ``text`` literally."""
+    return "".join("\\" + ch if ch in _GLOB_SPECIALS else ch for ch in text)
+
+
+def validate_id(value: str, what: str = "robot id") -> str:
+    """Return ``value`` if it is a usable id: non-empty, <= 256 UTF-8 bytes, no control chars.
+
+    Glob metacharacters and any Unicode are allowed: they are escaped wherever a pattern is built.
+    """
+    if not value:
+        raise UsageError(f"{what} must not be empty")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} {value!r} is not valid text") from None
+    if size > MAX_ID_BYTES:
+        raise UsageError(f"{what} is {size} bytes long; at most {MAX_ID_BYTES} are allowed")
+    for ch in value:
+        if unicodedata.category(ch) == "Cc":
+            raise UsageError(f"{what} {value!r} contains a control character")
+    return value
+
+
+@dataclass(frozen=True)
+class Keyspace:
+    """Key and channel naming for one deployment (prefixes are configurable)."""
+
+    prefix: str = "ws_conn:"
+    instance_prefix: str = "ws_inst:"
+    control_prefix: str = "ws_ctl:"
+    reply_prefix: str = "ws_reply:"
+
+    # connection entries
+    def conn_key(self, robot_id: str) -> str:
+        return self.prefix + robot_id
+
+    def robot_of(self, key: str) -> str:
+        """The robot id of a connection key (the key without the prefix)."""
+        return key[len(self.prefix) :] if key.startswith(self.prefix) else key
+
+    def conn_match(self, robot_glob: str | None = None) -> str:
+        """A SCAN MATCH pattern for connection keys; ``robot_glob`` is a glob on robot ids."""
+        return escape_glob(self.prefix) + (robot_glob if robot_glob is not None else "*")
+
+    def conn_match_exact(self, robot_id: str) -> str:
+        return escape_glob(self.prefix) + escape_glob(robot_id)
+
+    # instance liveness records
+    def instance_key(self, instance_id: str) -> str:
+        return self.instance_prefix + instance_id
+
+    def instance_of(self, key: str) -> str:
+        return key[len(self.instance_prefix) :]
+
+    def instance_match(self) -> str:
+        return escape_glob(self.instance_prefix) + "*"
+
+    # channels
+    def control_channel(self, instance_id: str) -> str:
+        return self.control_prefix + instance_id
+
+    def reply_channel(self, token: str) -> str:
+        return self.reply_prefix + token

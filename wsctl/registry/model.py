@@ -1,0 +1,211 @@
+"""Registry entries: hash <-> record, tolerant parsing, and staleness. Pure: no I/O.
+
+The seed writes ``datetime.now().isoformat()`` (naive local time) and no ``conn_id``; wsctl reads
+that, aware ISO and epoch seconds, and itself writes aware UTC ISO. Anything it cannot make sense
+of becomes a *malformed* entry with a reason: never a crash, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+# Field names: the seed's six, plus wsctl's fencing token. The only place they are spelled.
+F_INSTANCE_ID = "instance_id"
+F_ROBOT_ID = "robot_id"
+F_CONNECTED_AT = "connected_at"
+F_LAST_HEARTBEAT = "last_heartbeat"
+F_STATUS = "status"
+F_WS_STATE = "websocket_state"
+F_CONN_ID = "conn_id"
+SEED_FIELDS = (F_INSTANCE_ID, F_ROBOT_ID, F_CONNECTED_AT, F_LAST_HEARTBEAT, F_STATUS, F_WS_STATE)
+REQUIRED_FIELDS = (F_INSTANCE_ID, F_LAST_HEARTBEAT)
+
+# A heartbeat further than this in the future is reported as clock skew.
+DEFAULT_MAX_SKEW = 5.0
+
+
+class State(StrEnum):
+    ONLINE = "online"
+    STALE = "stale"
+    MALFORMED = "malformed"
+
+
+def resolve_tz(name: str) -> tzinfo | None:
+    """The zone naive timestamps are read in; ``local`` (None) means the machine's local zone."""
+    if name.lower() == "local":
+        return None
+    if name.upper() == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}") from None
+
+
+def parse_timestamp(raw: str, naive_tz: tzinfo | None = None) -> datetime:
+    """Parse an ISO timestamp (naive or aware) or epoch seconds into an aware datetime.
+
+    Naive values are interpreted in ``naive_tz`` (None: local time, what the seed writes).
+    Raises ValueError with a short reason.
+    """
+    text = raw.strip()
+    if not text:
+        raise ValueError("empty")
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    if number is not None:
+        if not math.isfinite(number):
+            raise ValueError(f"{raw!r} is not a time")
+        if number > 1e11:  # milliseconds since the epoch
+            number /= 1000.0
+        return datetime.fromtimestamp(number, UTC)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not an ISO time or epoch seconds") from None
+    if parsed.tzinfo is None:
+        return parsed.astimezone(UTC) if naive_tz is None else parsed.replace(tzinfo=naive_tz)
+    return parsed
+
+
+def format_ts(moment: datetime) -> str:
+    """How wsctl writes times: aware UTC ISO 8601."""
+    return moment.astimezone(UTC).isoformat()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One registry key as read: its raw fields plus what could be parsed from them."""
+
+    robot_id: str
+    fields: Mapping[str, str]
+    key_type: str = "hash"
+    connected_at: datetime | None = None
+    last_heartbeat: datetime | None = None
+    problems: tuple[str, ...] = ()
+
+    @property
+    def instance_id(self) -> str | None:
+        return self.fields.get(F_INSTANCE_ID) or None
+
+    @property
+    def conn_id(self) -> str | None:
+        return self.fields.get(F_CONN_ID) or None
+
+    @property
+    def status(self) -> str | None:
+        return self.fields.get(F_STATUS)
+
+    @property
+    def websocket_state(self) -> str | None:
+        return self.fields.get(F_WS_STATE)
+
+
+def entry_from_hash(
+    robot_id: str, mapping: Mapping[str, str], naive_tz: tzinfo | None = None
+) -> Entry:
+    """Build an :class:`Entry` from a hash's fields, noting every problem instead of failing."""
+    problems: list[str] = []
+    for name in REQUIRED_FIELDS:
+        if not mapping.get(name):
+            problems.append(f"missing {name}")
+    times: dict[str, datetime | None] = {}
+    for name in (F_CONNECTED_AT, F_LAST_HEARTBEAT):
+        raw = mapping.get(name)
+        times[name] = None
+        if raw:
+            try:
+                times[name] = parse_timestamp(raw, naive_tz)
+            except ValueError as exc:
+                problems.append(f"bad {name}: {exc}")
+    stored_id = mapping.get(F_ROBOT_ID)
+    if stored_id and stored_id != robot_id:
+        problems.append(f"robot_id field {stored_id!r} does not match key")
+    return Entry(
+        robot_id=robot_id,
+        fields=dict(mapping),
+        connected_at=times[F_CONNECTED_AT],
+        last_heartbeat=times[F_LAST_HEARTBEAT],
+        problems=tuple(problems),
+    )
+
+
+def wrong_type_entry(robot_id: str, key_type: str) -> Entry:
+    """A key under the prefix that is not a hash."""
+    return Entry(
+        robot_id=robot_id,
+        fields={},
+        key_type=key_type,
+        problems=(f"not a hash (type {key_type})",),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """What an entry means at a given ``now``: its state, heartbeat age and why."""
+
+    state: State
+    heartbeat_age: float | None
+    connected_for: float | None
+    reason: str = ""
+
+
+def assess(
+    entry: Entry, now: datetime, timeout: float, max_skew: float = DEFAULT_MAX_SKEW
+) -> Assessment:
+    """Classify ``entry`` at ``now``: stale when ``now - last_heartbeat > timeout``."""
+    age = (now - entry.last_heartbeat).total_seconds() if entry.last_heartbeat else None
+    connected_for = (now - entry.connected_at).total_seconds() if entry.connected_at else None
+    if entry.problems:
+        return Assessment(State.MALFORMED, age, connected_for, "; ".join(entry.problems))
+    if age is None:  # pragma: no cover - a hash without heartbeat already has a problem
+        return Assessment(State.MALFORMED, None, connected_for, "missing last_heartbeat")
+    if -age > max_skew:
+        return Assessment(
+            State.MALFORMED,
+            age,
+            connected_for,
+            f"last_heartbeat is {-age:.0f}s in the future (clock skew or wrong naive_tz?)",
+        )
+    if age > timeout:
+        return Assessment(State.STALE, age, connected_for, f"no heartbeat for {age:.0f}s")
+    return Assessment(State.ONLINE, age, connected_for)
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A fresh registry record for one WebSocket session, written by gateways and ``set``."""
+
+    robot_id: str
+    instance_id: str
+    conn_id: str
+    now: datetime
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def to_hash(self) -> dict[str, str]:
+        stamp = format_ts(self.now)
+        return {
+            F_INSTANCE_ID: self.instance_id,
+            F_ROBOT_ID: self.robot_id,
+            F_CONNECTED_AT: stamp,
+            F_LAST_HEARTBEAT: stamp,
+            F_STATUS: "connected",
+            F_WS_STATE: "active",
+            F_CONN_ID: self.conn_id,
+            **self.extra,
+        }
+
+
+def seconds_between(later: datetime, earlier: datetime) -> float:
+    return (later - earlier) / timedelta(seconds=1)

