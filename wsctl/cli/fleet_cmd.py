@@ -1,0 +1,212 @@
+"""``wsctl gateway``, ``wsctl send`` and ``wsctl token``: run an instance and talk to the fleet."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from wsctl.cli.common import err, keyspace_of, open_client, resolve_target, run, state
+from wsctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from wsctl.config import Settings
+
+AuthSecretOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--auth-secret",
+        envvar="WSCTL_AUTH_SECRET",
+        show_envvar=True,
+        help="Shared secret: robots must present hex HMAC-SHA256(secret, robot_id).",
+    ),
+]
+
+
+def gateway(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0 picks a free one).")] = 8765,
+    instance_id: Annotated[
+        str | None,
+        typer.Option(
+            "--instance-id",
+            envvar="SERVER_INSTANCE_ID",
+            help="Instance id (default: md5 of hostname:port:pid, the seed's rule).",
+        ),
+    ] = None,
+    auth_secret: AuthSecretOpt = None,
+    heartbeat_interval: Annotated[
+        float | None, typer.Option("--heartbeat-interval", help="Seconds between heartbeats.")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Connection timeout (liveness TTL).")
+    ] = None,
+    max_message_bytes: Annotated[
+        int, typer.Option("--max-message-bytes", help="Largest message accepted.")
+    ] = 1 << 20,
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")] = "info",
+) -> None:
+    """Run a reference gateway instance: robots connect to ws://HOST:PORT/ws/{robot_id}.
+
+    Registers each robot in the shared registry (fenced by conn_id), refreshes heartbeats in
+    one pipelined batch per interval, forwards messages for robots on other instances over the
+    control channel, serves /healthz and /metrics. SIGTERM/SIGINT: close sockets with 1001,
+    remove own entries, exit 0.
+
+    Example: wsctl gateway --port 8765 --instance-id gw-a
+    """
+    import logging
+
+    from wsctl.gateway.server import Gateway, GatewayConfig
+
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        raise UsageError(f"unknown log level {log_level!r}")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("websockets").setLevel(max(level, logging.WARNING))
+    settings = state(ctx).settings(heartbeat_interval=heartbeat_interval, timeout=timeout)
+    if not auth_secret:
+        logging.getLogger("wsctl.gateway").warning(
+            "no --auth-secret: any client may connect as any robot (open gateway)"
+        )
+    config = GatewayConfig(
+        host=host,
+        port=port,
+        instance_id=instance_id,
+        auth_secret=auth_secret,
+        heartbeat_interval=settings.heartbeat_interval,
+        timeout=settings.timeout,
+        max_message_bytes=max_message_bytes,
+        keyspace=keyspace_of(settings),
+    )
+    run(_serve(Gateway(config, resolve_target(settings))))
+
+
+async def _serve(gw: Any) -> None:
+    import asyncio
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await gw.start()
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on {gw.config.host}:{gw.config.port}: {exc.strerror}"
+        ) from None
+    err(f"gateway {gw.instance_id} listening on {gw.ws_url}/ws/{{robot_id}}")
+    try:
+        await stop.wait()
+    finally:
+        await gw.stop()
+
+
+def send(
+    ctx: typer.Context,
+    robot_id: Annotated[str, typer.Argument(help="Robot id (exact).")],
+    message: Annotated[
+        str | None, typer.Argument(help="Message text; - reads stdin.", show_default=False)
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="Read the message from a file.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Validate the message as JSON first.")
+    ] = False,
+    via: Annotated[
+        str | None, typer.Option("--via", help="Inject at this instance and let it route.")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="Seconds to wait for the reply.")
+    ] = 5.0,
+    trace: Annotated[
+        bool, typer.Option("--trace", help="Print every hop with its latency.")
+    ] = False,
+    output: Annotated[str, typer.Option("-o", "--output", help="table or json.")] = "table",
+) -> None:
+    """Send a test message to a robot through the fleet and report the route taken.
+
+    Without --via the message goes to the robot's registered owner; with --via it is injected
+    at that instance, which forwards it (at most 2 hops). Exit codes: 0 delivered,
+    1 not connected/rejected, 4 not registered, 5 instance unreachable, 6 timed out.
+
+    Example: wsctl send robot-17 '{"cmd": "ping"}' --json --via gw-a --trace
+    """
+    from wsctl.registry.keys import validate_id
+
+    validate_id(robot_id)
+    if output not in ("table", "json"):
+        raise UsageError("send supports -o table or json")
+    if timeout <= 0:
+        raise UsageError("--timeout must be greater than 0")
+    text = _message_text(message, file)
+    if as_json:
+        import json
+
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"message is not valid JSON: {exc.msg} at char {exc.pos}") from None
+    if via is not None:
+        validate_id(via, "instance id")
+    outcome = run(_send(state(ctx).settings(), robot_id, text, via, timeout))
+    if output == "json":
+        import json
+
+        sys.stdout.write(json.dumps(outcome.as_dict(), ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(outcome.summary() + "\n")
+        if trace:
+            for hop in outcome.as_dict()["hops"]:
+                sys.stdout.write(f"  {hop['instance']:<24} +{hop['latency_ms']:.2f} ms\n")
+    sys.stdout.flush()
+    if outcome.exit_code:
+        raise typer.Exit(outcome.exit_code)
+
+
+def _message_text(message: str | None, file: Path | None) -> str:
+    if file is not None and message is not None:
+        raise UsageError("give MESSAGE or --file, not both")
+    if file is not None:
+        try:
+            return file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot read {file}: {exc.strerror}") from None
+    if message is None:
+        raise UsageError("missing MESSAGE (text, - for stdin, or --file PATH)")
+    return sys.stdin.read() if message == "-" else message
+
+
+async def _send(
+    settings: Settings, robot_id: str, text: str, via: str | None, timeout: float
+) -> Any:
+    from wsctl.ops.send import send_message
+
+    async with open_client(settings) as client:
+        return await send_message(
+            client, keyspace_of(settings), robot_id, text, via=via, timeout=timeout
+        )
+
+
+def token(
+    robot_id: Annotated[str, typer.Argument(help="Robot id.")],
+    auth_secret: AuthSecretOpt = None,
+) -> None:
+    """Print the token a robot presents to a gateway started with --auth-secret.
+
+    Example: WSCTL_AUTH_SECRET=s3cret wsctl token robot-17
+    """
+    from wsctl.gateway.identity import robot_token
+    from wsctl.registry.keys import validate_id
+
+    validate_id(robot_id)
+    if not auth_secret:
+        raise UsageError("no secret: pass --auth-secret or set WSCTL_AUTH_SECRET")
+    sys.stdout.write(robot_token(auth_secret, robot_id) + "\n")

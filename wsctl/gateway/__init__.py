@@ -1,0 +1,1 @@
+"""The reference gateway instance: the seed's system built right, on ``websockets`` asyncio."""

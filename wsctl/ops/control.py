@@ -1,0 +1,82 @@
+"""Request/reply over the control channel: what ``send``, ``doctor`` and ``reap`` use.
+
+The reply channel is subscribed *before* the request is published, so a fast reply is never
+missed; if nobody listens on the instance's control channel (subscribers are counted on every
+node of a cluster), the request is not sent and the caller learns at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from dataclasses import replace
+
+from wsctl.protocol import Envelope, ProtocolError, Reply, decode_reply, encode
+from wsctl.redis_client import AsyncClient, subscriber_count
+from wsctl.registry.keys import Keyspace
+
+
+class Unreachable(Exception):
+    """Nobody is subscribed to the instance's control channel."""
+
+
+async def is_listening(client: AsyncClient, keys: Keyspace, instance_id: str) -> bool:
+    return await subscriber_count(client, keys.control_channel(instance_id)) > 0
+
+
+async def request(
+    client: AsyncClient,
+    keys: Keyspace,
+    instance_id: str,
+    envelope: Envelope,
+    timeout: float,
+) -> Reply | None:
+    """Send ``envelope`` to ``instance_id`` and wait for its one reply (None on timeout).
+
+    Raises :class:`Unreachable` when the instance does not listen on its control channel.
+    """
+    channel = keys.reply_channel(uuid.uuid4().hex)
+    envelope = replace(envelope, reply_to=channel, sent_at=time.time())
+    pubsub = client.pubsub()
+    try:
+        await pubsub.subscribe(channel)
+        if not await is_listening(client, keys, instance_id):
+            raise Unreachable(instance_id)
+        await client.publish(keys.control_channel(instance_id), encode(envelope))
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            message = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=min(remaining, 1.0)
+            )
+            if not message or message.get("type") != "message":
+                continue
+            try:
+                reply = decode_reply(message["data"])
+            except ProtocolError:
+                continue
+            if reply.id == envelope.id:
+                return reply
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def gather_requests(
+    client: AsyncClient,
+    keys: Keyspace,
+    targets: list[tuple[str, Envelope]],
+    timeout: float,
+) -> dict[str, Reply | Unreachable | None]:
+    """Several requests at once; per instance its reply, None (timeout) or Unreachable."""
+
+    async def one(instance_id: str, envelope: Envelope) -> Reply | Unreachable | None:
+        try:
+            return await request(client, keys, instance_id, envelope, timeout)
+        except Unreachable as exc:
+            return exc
+
+    results = await asyncio.gather(*(one(i, e) for i, e in targets))
+    return {i: r for (i, _), r in zip(targets, results, strict=True)}

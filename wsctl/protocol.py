@@ -1,0 +1,202 @@
+"""Control-channel envelopes between instances and the CLI. Pure: no I/O.
+
+Requests travel on ``{control_prefix}{instance_id}`` (classic pub/sub; Redis 6.2 has no sharded
+pub/sub); every request with ``reply_to`` gets exactly one :class:`Reply` on that channel. JSON,
+versioned with ``v``; unknown fields are ignored so newer peers can add some.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+VERSION = 1
+MAX_HOPS = 2
+
+
+class Op(StrEnum):
+    SEND = "send"
+    KICK = "kick"
+    PING = "ping"
+    INVENTORY = "inventory"
+
+
+class Status(StrEnum):
+    DELIVERED = "delivered"
+    NOT_CONNECTED = "not_connected"
+    INSTANCE_UNREACHABLE = "instance_unreachable"
+    REJECTED = "rejected"
+    ERROR = "error"
+    PONG = "pong"
+    INVENTORY = "inventory"
+    KICKED = "kicked"
+
+
+class ProtocolError(ValueError):
+    """An envelope that cannot be understood (bad JSON, unknown op, wrong types)."""
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One instance an envelope passed through, with the time (epoch seconds) it got there."""
+
+    instance: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Envelope:
+    op: Op
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    robot_id: str | None = None
+    message: str | None = None
+    conn_id: str | None = None
+    reply_to: str | None = None
+    hops: int = 0
+    origin: str = "cli"
+    sent_at: float = field(default_factory=time.time)
+    route: tuple[Hop, ...] = ()
+    v: int = VERSION
+
+    def arrived(self, instance: str, now: float) -> Envelope:
+        """This envelope with ``instance`` appended to its route."""
+        return replace(self, route=(*self.route, Hop(instance, now)))
+
+    def forwarded(self) -> Envelope:
+        return replace(self, hops=self.hops + 1)
+
+
+@dataclass(frozen=True)
+class Reply:
+    id: str
+    status: Status
+    instance: str
+    robot_id: str | None = None
+    reason: str | None = None
+    route: tuple[Hop, ...] = ()
+    sent_at: float = 0.0
+    replied_at: float = field(default_factory=time.time)
+    data: dict[str, Any] = field(default_factory=dict)
+    v: int = VERSION
+
+    def hop_latencies_ms(self) -> list[tuple[str, float]]:
+        """Per hop: the instance and the milliseconds since the previous hop (or the send)."""
+        out: list[tuple[str, float]] = []
+        previous = self.sent_at
+        for hop in self.route:
+            out.append((hop.instance, max(0.0, (hop.at - previous) * 1000)))
+            previous = hop.at
+        return out
+
+    @property
+    def total_ms(self) -> float:
+        return max(0.0, (self.replied_at - self.sent_at) * 1000)
+
+
+def reply_to(envelope: Envelope, status: Status, instance: str, **kw: Any) -> Reply:
+    return Reply(
+        id=envelope.id,
+        status=status,
+        instance=instance,
+        robot_id=envelope.robot_id,
+        route=envelope.route,
+        sent_at=envelope.sent_at,
+        **kw,
+    )
+
+
+def _route_json(route: tuple[Hop, ...]) -> list[dict[str, Any]]:
+    return [asdict(h) for h in route]
+
+
+def encode(obj: Envelope | Reply) -> str:
+    data = asdict(obj)
+    data["route"] = _route_json(obj.route)
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def _parse_route(raw: Any) -> tuple[Hop, ...]:
+    if not isinstance(raw, list):
+        raise ProtocolError("route must be a list")
+    hops = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("instance"), str):
+            raise ProtocolError("bad route hop")
+        hops.append(Hop(item["instance"], float(item.get("at", 0.0))))
+    return tuple(hops)
+
+
+def _load(text: str | bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("not a JSON object")
+    if data.get("v") != VERSION:
+        raise ProtocolError(f"unsupported version {data.get('v')!r}")
+    return data
+
+
+def _opt_str(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, str):
+        raise ProtocolError(f"{name} must be a string")
+    return value
+
+
+def decode_envelope(text: str | bytes) -> Envelope:
+    data = _load(text)
+    try:
+        op = Op(str(data.get("op")))
+    except ValueError:
+        raise ProtocolError(f"unknown op {data.get('op')!r}") from None
+    ident = data.get("id")
+    if not isinstance(ident, str) or not ident:
+        raise ProtocolError("id missing")
+    hops = data.get("hops", 0)
+    if not isinstance(hops, int) or hops < 0:
+        raise ProtocolError("hops must be a non-negative integer")
+    envelope = Envelope(
+        op=op,
+        id=ident,
+        robot_id=_opt_str(data, "robot_id"),
+        message=_opt_str(data, "message"),
+        conn_id=_opt_str(data, "conn_id"),
+        reply_to=_opt_str(data, "reply_to"),
+        hops=hops,
+        origin=_opt_str(data, "origin") or "unknown",
+        sent_at=float(data.get("sent_at", 0.0)),
+        route=_parse_route(data.get("route", [])),
+    )
+    if op in (Op.SEND, Op.KICK) and not envelope.robot_id:
+        raise ProtocolError(f"{op.value} needs robot_id")
+    if op is Op.SEND and envelope.message is None:
+        raise ProtocolError("send needs message")
+    return envelope
+
+
+def decode_reply(text: str | bytes) -> Reply:
+    data = _load(text)
+    try:
+        status = Status(str(data.get("status")))
+    except ValueError:
+        raise ProtocolError(f"unknown status {data.get('status')!r}") from None
+    payload = data.get("data", {})
+    if not isinstance(payload, dict):
+        raise ProtocolError("data must be an object")
+    return Reply(
+        id=str(data.get("id", "")),
+        status=status,
+        instance=str(data.get("instance", "")),
+        robot_id=_opt_str(data, "robot_id"),
+        reason=_opt_str(data, "reason"),
+        route=_parse_route(data.get("route", [])),
+        sent_at=float(data.get("sent_at", 0.0)),
+        replied_at=float(data.get("replied_at", 0.0)),
+        data=payload,
+    )
