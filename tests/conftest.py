@@ -143,3 +143,10 @@ async def open_test_store(backend: Backend):  # type: ignore[no-untyped-def]
     settings = load_settings(env=backend.env)
     async with connect(target_from_settings(settings)) as client:
         yield RegistryStore(client, Keyspace(), batch_size=50, scan_count=100)
+
+
+async def ainvoke(args: list[str], env: dict[str, str] | None = None, stdin: str = "") -> CliResult:
+    """:func:`invoke` from async tests whose event loop must keep serving (gateways)."""
+    import asyncio
+
+    return await asyncio.to_thread(invoke, args, env, stdin)

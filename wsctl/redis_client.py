@@ -252,11 +252,11 @@ async def subscriber_count(client: AsyncClient, channel: str) -> int:
 
 
 def _numsub_value(reply: Any) -> int:
-    if isinstance(reply, dict):  # cluster responses may come back keyed by node
+    """Sum the counts of a PUBSUB NUMSUB reply: ``[(channel, n)]``, a flat list, or per node."""
+    if isinstance(reply, dict):  # cluster replies may come keyed by node
         return sum(_numsub_value(v) for v in reply.values())
-    if isinstance(reply, list | tuple) and len(reply) >= 2:
-        pairs = list(reply)
-        if pairs and isinstance(pairs[0], list | tuple):
-            return sum(int(count) for _, count in pairs)
-        return int(pairs[1])
-    return 0
+    if not isinstance(reply, list | tuple) or not reply:
+        return 0
+    if isinstance(reply[0], list | tuple):
+        return sum(int(pair[1]) for pair in reply)
+    return sum(int(count) for count in reply[1::2])

@@ -1,0 +1,47 @@
+"""In-process gateway fleets for integration tests (real sockets on 127.0.0.1, real Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from wsctl.config import load_settings
+from wsctl.gateway.server import Gateway, GatewayConfig
+from wsctl.redis_client import target_from_settings
+
+
+@contextlib.asynccontextmanager
+async def running_fleet(
+    env: dict[str, str], names: tuple[str, ...] = ("gw-a", "gw-b"), **config: Any
+) -> AsyncIterator[dict[str, Gateway]]:
+    """Start one Gateway per name on free loopback ports; stop them all afterwards."""
+    target = target_from_settings(load_settings(env=env))
+    gateways: dict[str, Gateway] = {}
+    options = {"heartbeat_interval": 0.3, "timeout": 5.0, **config}
+    try:
+        for name in names:
+            gw = Gateway(GatewayConfig(port=0, instance_id=name, **options), target)
+            await gw.start()
+            gateways[name] = gw
+        await asyncio.gather(*(gw.wait_subscribed() for gw in gateways.values()))
+        yield gateways
+    finally:
+        for gw in gateways.values():
+            await gw.stop()
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> None:
+    """Poll an async or sync predicate until true (bounded in time)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)

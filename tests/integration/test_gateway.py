@@ -1,0 +1,262 @@
+"""The reference gateway with real robots over WebSockets on 127.0.0.1 and real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.conftest import Backend, ainvoke, open_test_store
+from tests.fleet import running_fleet, wait_for
+from tests.seedlike import seed_store_connection
+from wsctl.gateway.identity import instance_id_for, robot_token
+
+
+async def test_connect_registers_and_disconnect_removes_entry(backend: Backend) -> None:
+    async with running_fleet(backend.env) as fleet, open_test_store(backend) as store:
+        gw = fleet["gw-a"]
+        async with connect(f"{gw.ws_url}/ws/robot-1"):
+            await wait_for(lambda: store.get("robot-1"))
+            entry = await store.get("robot-1")
+            assert entry is not None and entry.instance_id == "gw-a" and entry.conn_id
+            assert entry.fields["status"] == "connected" and not entry.problems
+        await wait_for(lambda: _gone(store, "robot-1"))
+
+
+async def _gone(store, robot_id: str) -> bool:  # type: ignore[no-untyped-def]
+    return await store.get(robot_id) is None
+
+
+async def test_reconnect_elsewhere_wins_and_old_socket_gets_4001(backend: Backend) -> None:
+    async with running_fleet(backend.env) as fleet, open_test_store(backend) as store:
+        old = await connect(f"{fleet['gw-a'].ws_url}/ws/r2")
+        await wait_for(lambda: store.get("r2"))
+        new = await connect(f"{fleet['gw-b'].ws_url}/ws/r2")
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(old.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+        await asyncio.sleep(0.7)  # heartbeats on both sides, gw-a's disconnect handled
+        entry = await store.get("r2")
+        assert entry is not None and entry.instance_id == "gw-b"
+        await new.close()
+
+
+async def test_same_instance_reconnect_supersedes_locally(backend: Backend) -> None:
+    async with (
+        running_fleet(backend.env, names=("gw-a",)) as fleet,
+        open_test_store(backend) as store,
+    ):
+        url = f"{fleet['gw-a'].ws_url}/ws/r3"
+        old = await connect(url)
+        new = await connect(url)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(old.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+        await asyncio.sleep(0.2)
+        entry = await store.get("r3")
+        assert entry is not None and entry.conn_id == fleet["gw-a"].local.get("r3").conn_id  # type: ignore[union-attr]
+        await new.close()
+
+
+async def test_racing_connects_end_with_registry_on_the_surviving_socket(backend: Backend) -> None:
+    """Simultaneous connects of one robot to two instances, many times: one session survives
+    and the registry names exactly that session."""
+    async with running_fleet(backend.env) as fleet, open_test_store(backend) as store:
+        for round_no in range(5):
+            rid = f"race-{round_no}"
+            a, b = await asyncio.gather(
+                connect(f"{fleet['gw-a'].ws_url}/ws/{rid}"),
+                connect(f"{fleet['gw-b'].ws_url}/ws/{rid}"),
+            )
+            await asyncio.sleep(0.8)  # kicks delivered, heartbeats ran
+            open_ = [name for name, ws in (("gw-a", a), ("gw-b", b)) if ws.state.name == "OPEN"]
+            assert len(open_) == 1, open_
+            entry = await store.get(rid)
+            assert entry is not None and entry.instance_id == open_[0]
+            assert entry.conn_id == fleet[open_[0]].local.get(rid).conn_id  # type: ignore[union-attr]
+            await a.close()
+            await b.close()
+
+
+async def test_heartbeats_advance_and_missing_entries_are_reregistered(backend: Backend) -> None:
+    async with running_fleet(backend.env) as fleet, open_test_store(backend) as store:
+        async with connect(f"{fleet['gw-a'].ws_url}/ws/hb"):
+            await wait_for(lambda: store.get("hb"))
+            first = (await store.get("hb")).fields["last_heartbeat"]  # type: ignore[union-attr]
+            await wait_for(lambda: _heartbeat_changed(store, "hb", first))
+            await store.client.delete("ws_conn:hb")  # e.g. a Redis restart or a careless script
+            await wait_for(lambda: store.get("hb"))
+            assert fleet["gw-a"].metrics.reregistered >= 1
+
+
+async def _heartbeat_changed(store, rid: str, before: str) -> bool:  # type: ignore[no-untyped-def]
+    entry = await store.get(rid)
+    return entry is not None and entry.fields["last_heartbeat"] != before
+
+
+async def test_liveness_records_and_list_instances(backend: Backend) -> None:
+    async with running_fleet(backend.env) as fleet:
+        res = await ainvoke(["list", "instances", "-o", "json"], env=backend.env)
+        rows = {r["instance_id"]: r for r in json.loads(res.out)}
+        assert (
+            rows["gw-a"]["liveness"] == "alive" and rows["gw-a"]["ws_url"] == fleet["gw-a"].ws_url
+        )
+    res = await ainvoke(["list", "instances", "-o", "json"], env=backend.env)
+    assert json.loads(res.out) == []  # stop removed the liveness records
+
+
+async def test_send_direct_and_via_another_instance(backend: Backend) -> None:
+    async with running_fleet(backend.env) as fleet, open_test_store(backend) as store:
+        async with connect(f"{fleet['gw-b'].ws_url}/ws/robot-17") as robot:
+            await wait_for(lambda: store.get("robot-17"))
+            res = await ainvoke(["send", "robot-17", "hello", "-o", "json"], env=backend.env)
+            assert res.code == 0, res.out + res.err
+            assert json.loads(res.out)["route"] == ["gw-b"]
+            assert await asyncio.wait_for(robot.recv(), 5) == "hello"
+            payload = '{"cmd": "ping", "n": 1}'
+            res = await ainvoke(
+                ["send", "robot-17", payload, "--json", "--via", "gw-a", "--trace"], env=backend.env
+            )
+            assert res.code == 0, res.out + res.err
+            assert res.out.startswith("via gw-a -> owner gw-b -> robot-17: delivered in ")
+            assert "gw-a" in res.out.splitlines()[1] and "gw-b" in res.out.splitlines()[2]
+            assert await asyncio.wait_for(robot.recv(), 5) == payload
+            assert fleet["gw-a"].metrics.messages_forwarded == 1
+
+
+async def test_send_exit_codes_for_each_failure(backend: Backend) -> None:
+    async with running_fleet(backend.env) as fleet, open_test_store(backend) as store:
+        res = await ainvoke(["send", "nobody", "x"], env=backend.env)
+        assert res.code == 4 and "not registered" in res.out
+        await seed_store_connection(store.client, "orphan", "gw-gone")
+        res = await ainvoke(["send", "orphan", "x"], env=backend.env)
+        assert res.code == 5 and "instance unreachable" in res.out
+        res = await ainvoke(["send", "orphan", "x", "--via", "gw-a", "-o", "json"], env=backend.env)
+        assert res.code == 5 and json.loads(res.out)["answered_by"] == "gw-a"
+        # a ghost: the registry names gw-b, which has no socket: cleaned, not connected
+        await seed_store_connection(store.client, "ghost", "gw-b")
+        res = await ainvoke(["send", "ghost", "x", "--via", "gw-a"], env=backend.env)
+        assert res.code == 1 and "not connected" in res.out
+        assert await store.get("ghost") is None
+        res = await ainvoke(["send", "x", "y", "--file", "/nonexistent"], env=backend.env)
+        assert res.code == 2
+        res = await ainvoke(["send", "x", "{bad", "--json"], env=backend.env)
+        assert res.code == 2 and "not valid JSON" in res.err
+        assert fleet["gw-a"].metrics.messages_failed >= 1
+
+
+async def test_oversized_message_is_rejected(backend: Backend) -> None:
+    async with (
+        running_fleet(backend.env, max_message_bytes=100) as fleet,
+        open_test_store(backend) as store,connect(f"{fleet['gw-a'].ws_url}/ws/big")
+    ):
+        await wait_for(lambda: store.get("big"))
+        res = await ainvoke(["send", "big", "x" * 101], env=backend.env)
+        assert res.code == 1 and "rejected" in res.out and "larger than 100" in res.out
+
+
+async def test_send_times_out_with_exit_6_when_nobody_answers(single: Backend) -> None:
+    """A listener that never replies (a stuck instance) makes send time out, exit 6."""
+    async with open_test_store(single) as store:
+        await seed_store_connection(store.client, "r", "mute")
+        pubsub = store.client.pubsub()
+        await pubsub.subscribe("ws_ctl:mute")
+        res = await ainvoke(["send", "r", "x", "--timeout", "0.5"], env=single.env)
+        await pubsub.aclose()
+    assert res.code == 6 and "timeout" in res.out
+
+
+async def test_auth_secret_requires_the_robot_token(single: Backend) -> None:
+    async with running_fleet(single.env, names=("gw-a",), auth_secret="s3cret") as fleet:
+        url = f"{fleet['gw-a'].ws_url}/ws/r1"
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(url)
+        assert refused.value.response.status_code == 401
+        with pytest.raises(InvalidStatus):
+            await connect(url + "?token=" + robot_token("wrong", "r1"))
+        async with connect(url + "?token=" + robot_token("s3cret", "r1")):
+            pass
+        headers = {"Authorization": "Bearer " + robot_token("s3cret", "r1")}
+        async with connect(url, additional_headers=headers):
+            pass
+    res = await ainvoke(["token", "r1", "--auth-secret", "s3cret"])
+    assert res.out.strip() == robot_token("s3cret", "r1")
+
+
+async def test_bad_paths_get_http_errors(single: Backend) -> None:
+    async with running_fleet(single.env, names=("gw-a",)) as fleet:
+        with pytest.raises(InvalidStatus) as info:
+            await connect(f"{fleet['gw-a'].ws_url}/elsewhere")
+        assert info.value.response.status_code == 404
+        with pytest.raises(InvalidStatus) as info:
+            await connect(f"{fleet['gw-a'].ws_url}/ws/")
+        assert info.value.response.status_code == 400
+
+
+async def test_healthz_and_metrics(single: Backend) -> None:
+    async with running_fleet(single.env, names=("gw-a",)) as fleet:
+        base = f"http://127.0.0.1:{fleet['gw-a'].port}"
+        health = await asyncio.to_thread(_get, base + "/healthz")
+        assert health == (200, "ok\n")
+        status, body = await asyncio.to_thread(_get, base + "/metrics")
+        assert status == 200 and 'wsctl_gateway_connections{instance_id="gw-a"} 0' in body
+        assert "wsctl_gateway_messages_delivered_total" in body
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def test_stop_closes_robots_with_1001_and_removes_entries(backend: Backend) -> None:
+    async with open_test_store(backend) as store:
+        async with running_fleet(backend.env, names=("gw-a",)) as fleet:
+            robots = [await connect(f"{fleet['gw-a'].ws_url}/ws/s{i}") for i in range(5)]
+            await wait_for(lambda: _count(store, 5))
+        for ws in robots:
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+        assert [e async for e in store.iter_entries()] == []
+
+
+async def _count(store, n: int) -> bool:  # type: ignore[no-untyped-def]
+    return len([e async for e in store.iter_entries()]) == n
+
+
+def test_instance_id_follows_the_seed_rule() -> None:
+    assert instance_id_for(8000, {"SERVER_INSTANCE_ID": "explicit"}) == "explicit"
+    generated = instance_id_for(8000, {})
+    assert len(generated) == 16 and int(generated, 16) >= 0
+
+
+async def test_gateway_survives_a_redis_restart_and_reregisters(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from wsctl.sandbox import RedisServer, free_port
+
+    port = free_port()
+    server = RedisServer(port=port).start()
+    env = {"WSCTL_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    try:
+        async with running_fleet(env, names=("gw-a",)) as fleet:
+            async with connect(f"{fleet['gw-a'].ws_url}/ws/survivor") as robot:
+                server.kill()
+                await wait_for(lambda: not fleet["gw-a"].redis_ok, timeout=5)
+                server = RedisServer(port=port).start()  # empty: everything was lost
+                await wait_for(
+                    lambda: fleet["gw-a"].redis_ok and fleet["gw-a"].subscribed, timeout=10
+                )
+                backend = Backend("single", env)
+                async with open_test_store(backend) as store:
+                    await wait_for(lambda: store.get("survivor"), timeout=5)
+                    assert await store.client.exists("ws_inst:gw-a") == 1
+                assert robot.state.name == "OPEN"
+    finally:
+        server.stop()

@@ -1,0 +1,55 @@
+"""Target resolution, URL redaction and reply parsing: no server needed."""
+
+from __future__ import annotations
+
+import pytest
+
+from wsctl.config import load_settings
+from wsctl.errors import ConfigError
+from wsctl.redis_client import _numsub_value, redact_url, target_from_settings
+
+
+def test_redact_url_masks_only_the_password() -> None:
+    assert redact_url("redis://ops:p%40ss@host:6379/1") == "redis://ops:***@host:6379/1"
+    assert redact_url("redis://host:6379/0") == "redis://host:6379/0"
+
+
+def test_password_with_url_specials_from_env_is_passed_verbatim() -> None:
+    settings = load_settings(env={"REDIS_HOST": "h", "REDIS_PASSWORD": "a@b:c/d&e#f"})
+    target = target_from_settings(settings)
+    assert target.password == "a@b:c/d&e#f" and target.host == "h"
+    assert "a@b" not in target.describe()
+    assert target.scrub("failed for a@b:c/d&e#f") == "failed for ***"
+
+
+def test_percent_encoded_url_password_is_decoded() -> None:
+    target = target_from_settings(load_settings(env={"REDIS_URL": "redis://u:p%40%3Ass@h:7/3"}))
+    assert (target.username, target.password, target.port, target.db) == ("u", "p@:ss", 7, 3)
+
+
+def test_seed_cluster_settings_give_a_cluster_target() -> None:
+    env = {"REDIS_USE_CLUSTER": "true", "REDIS_NODES": "a:1,b:2", "REDIS_USERNAME": "u"}
+    target = target_from_settings(load_settings(env=env))
+    assert target.kind == "cluster" and target.nodes == (("a", 1), ("b", 2))
+    assert target.describe() == "cluster u@a:1,b:2"
+
+
+def test_unix_url_and_rediss() -> None:
+    assert (
+        target_from_settings(load_settings(env={"REDIS_URL": "unix:///tmp/r.sock?db=2"})).path
+        == "/tmp/r.sock"
+    )
+    assert target_from_settings(load_settings(env={"REDIS_URL": "rediss://h:1/0"})).ssl
+
+
+def test_embedded_without_a_running_server_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        target_from_settings(load_settings(env={}))
+
+
+@pytest.mark.parametrize(
+    ("reply", "count"),
+    [([("ch", 2)], 2), (["ch", 3], 3), ({"n1": [("ch", 1)], "n2": [("ch", 2)]}, 3), ([], 0)],
+)
+def test_numsub_reply_shapes(reply: object, count: int) -> None:
+    assert _numsub_value(reply) == count
