@@ -153,7 +153,8 @@ async def test_send_exit_codes_for_each_failure(backend: Backend) -> None:
 async def test_oversized_message_is_rejected(backend: Backend) -> None:
     async with (
         running_fleet(backend.env, max_message_bytes=100) as fleet,
-        open_test_store(backend) as store,connect(f"{fleet['gw-a'].ws_url}/ws/big")
+        open_test_store(backend) as store,
+        connect(f"{fleet['gw-a'].ws_url}/ws/big"),
     ):
         await wait_for(lambda: store.get("big"))
         res = await ainvoke(["send", "big", "x" * 101], env=backend.env)

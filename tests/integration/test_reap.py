@@ -1,0 +1,244 @@
+"""`wsctl reap` on real Redis: atomicity against concurrent writers, backups, seed registries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from pathlib import Path
+
+from tests.conftest import Backend, ainvoke, invoke, open_test_store
+from tests.fleet import running_fleet
+from tests.seedlike import seed_hash, seed_store_connection
+from wsctl.ops.reap import ReapOptions, reap
+from wsctl.registry.model import format_ts, utcnow
+from wsctl.registry.store import RegistryStore
+
+
+class PausingStore(RegistryStore):
+    """Pauses between the reaper's read and its delete, so writers can act in that window."""
+
+    def __init__(self, inner: RegistryStore, window: asyncio.Event, resume: asyncio.Event) -> None:
+        super().__init__(inner.client, inner.keys, batch_size=inner.batch_size)
+        self.window, self.resume = window, resume
+
+    async def delete_many_if(self, items):  # type: ignore[no-untyped-def]
+        self.window.set()
+        await self.resume.wait()
+        return await super().delete_many_if(items)
+
+
+async def test_entries_refreshed_or_reconnected_after_judgement_are_never_reaped(
+    backend: Backend, tmp_path: Path
+) -> None:
+    rng = random.Random(7)
+    async with open_test_store(backend) as store:
+        stale = [f"stale-{i}" for i in range(40)]
+        lazarus = [f"laz-{i}" for i in range(40)]
+        for rid in stale + lazarus:
+            fields = {**seed_hash(rid, "gw-x", age_s=600), "conn_id": uuid.uuid4().hex}
+            await store.client.hset(store.keys.conn_key(rid), mapping=fields)
+        window, resume = asyncio.Event(), asyncio.Event()
+        pausing = PausingStore(store, window, resume)
+        pausing.batch_size = 1000  # one batch: everything judged before any delete
+        task = asyncio.create_task(
+            reap(pausing, ReapOptions(timeout=90, backup=tmp_path / "b.jsonl"))
+        )
+        await asyncio.wait_for(window.wait(), 10)
+        # in the window: each lazarus robot heartbeats, or reconnects (new session, same old time)
+        for rid in lazarus:
+            key = store.keys.conn_key(rid)
+            if rng.random() < 0.5:
+                await store.client.hset(key, "last_heartbeat", format_ts(utcnow()))
+            else:
+                await store.client.hset(key, "conn_id", uuid.uuid4().hex)
+        resume.set()
+        report = await asyncio.wait_for(task, 10)
+        remaining = {e.robot_id async for e in store.iter_entries()}
+    assert remaining == set(lazarus)
+    assert report.reaped == 40 and report.skipped_refreshed == 40
+    backed_up = [json.loads(x)["robot_id"] for x in (tmp_path / "b.jsonl").read_text().splitlines()]
+    assert set(backed_up) == set(stale + lazarus)  # backed up before the delete was attempted
+
+
+async def test_looping_reaper_against_busy_writers_never_deletes_a_live_robot(
+    backend: Backend,
+) -> None:
+    """Stress: a reaper looping with a short timeout while writers keep refreshing and
+    reconnecting live robots; truly stale robots go, live ones all stay."""
+    rng = random.Random(11)
+    live = [f"live-{i}" for i in range(30)]
+    dead = [f"dead-{i}" for i in range(60)]
+    async with open_test_store(backend) as store:
+        for rid in dead:
+            await seed_store_connection(store.client, rid, "gw-x", age_s=30)
+        for rid in live:
+            await store.client.hset(
+                store.keys.conn_key(rid),
+                mapping={**seed_hash(rid, "gw-y"), "last_heartbeat": format_ts(utcnow())},
+            )
+        stop = asyncio.Event()
+
+        async def writer() -> None:
+            for _ in range(10_000):  # bounded; stops when the reaper is done
+                if stop.is_set():
+                    return
+                rid = rng.choice(live)
+                mapping = {"last_heartbeat": format_ts(utcnow())}
+                if rng.random() < 0.3:
+                    mapping["conn_id"] = uuid.uuid4().hex
+                await store.client.hset(store.keys.conn_key(rid), mapping=mapping)  # type: ignore[arg-type]
+
+        writers = [asyncio.create_task(writer()) for _ in range(3)]
+        small = RegistryStore(store.client, store.keys, batch_size=7, scan_count=10)
+        for _ in range(15):
+            await reap(small, ReapOptions(timeout=2.0))
+        stop.set()
+        await asyncio.gather(*writers)
+        remaining = {e.robot_id async for e in store.iter_entries()}
+    assert remaining == set(live)
+
+
+async def test_seed_registry_is_reaped_and_the_backup_restores_it_exactly(
+    backend: Backend, tmp_path: Path
+) -> None:
+    async with open_test_store(backend) as store:
+        for i in range(30):
+            await seed_store_connection(
+                store.client, f"r{i}", "abcdef0123456789", age_s=200 if i % 3 else 5
+            )
+        before = {e.robot_id: dict(e.fields) async for e in store.iter_entries()}
+    backup = tmp_path / "reap.jsonl"
+    res = await ainvoke(["reap", "--backup", str(backup), "-o", "json"], env=backend.env)
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
+    assert report["reaped"] == 20 and report["by_reason"] == {"stale_heartbeat": 20}
+    assert report["by_instance"] == {"abcdef0123456789": 20}
+    async with open_test_store(backend) as store:
+        assert {e.robot_id async for e in store.iter_entries()} == {
+            f"r{i}" for i in range(0, 30, 3)
+        }
+    res = await ainvoke(["registry", "import", str(backup), "-o", "json"], env=backend.env)
+    assert json.loads(res.out)["written"] == 20
+    async with open_test_store(backend) as store:
+        after = {e.robot_id: dict(e.fields) async for e in store.iter_entries()}
+    assert after == before
+
+
+async def test_restore_skips_robots_that_re_registered_since(
+    backend: Backend, tmp_path: Path
+) -> None:
+    async with open_test_store(backend) as store:
+        await seed_store_connection(store.client, "r1", "old", age_s=500)
+    backup = tmp_path / "b.jsonl"
+    assert (await ainvoke(["reap", "--backup", str(backup)], env=backend.env)).code == 0
+    async with open_test_store(backend) as store:
+        await seed_store_connection(store.client, "r1", "new")
+    res = await ainvoke(["registry", "import", str(backup), "-o", "json"], env=backend.env)
+    assert json.loads(res.out)["skipped_existing"] == 1
+    async with open_test_store(backend) as store:
+        assert await store.client.hget("ws_conn:r1", "instance_id") == "new"
+
+
+async def test_dry_run_lists_what_would_go_and_changes_nothing(backend: Backend) -> None:
+    async with open_test_store(backend) as store:
+        await seed_store_connection(store.client, "old", "i", age_s=500)
+        await seed_store_connection(store.client, "new", "i")
+    res = await ainvoke(["reap", "--dry-run"], env=backend.env)
+    assert res.code == 0 and "old" in res.out and "would reap 1" in res.err
+    async with open_test_store(backend) as store:
+        assert await store.client.exists("ws_conn:old") == 1
+
+
+async def test_malformed_entries_listed_and_deleted_only_when_asked(backend: Backend) -> None:
+    async with open_test_store(backend) as store:
+        await store.client.set("ws_conn:junk", "x")
+        await store.client.hset("ws_conn:nohb", mapping={"instance_id": "i"})
+    res = await ainvoke(["reap", "-o", "json", "--no-backup"], env=backend.env)
+    report = json.loads(res.out)
+    assert report["malformed_kept"] == 2 and report["reaped"] == 0
+    res = await ainvoke(
+        ["reap", "-o", "json", "--include-malformed", "--no-backup"], env=backend.env
+    )
+    assert json.loads(res.out)["by_reason"] == {"malformed": 2}
+    async with open_test_store(backend) as store:
+        assert [e async for e in store.iter_entries()] == []
+
+
+async def test_timeout_flag_instance_filter_and_limit(backend: Backend) -> None:
+    async with open_test_store(backend) as store:
+        for i in range(10):
+            await seed_store_connection(store.client, f"a{i}", "gw-a", age_s=40)
+            await seed_store_connection(store.client, f"b{i}", "gw-b", age_s=40)
+    res = await ainvoke(["reap", "-o", "json", "--no-backup"], env=backend.env)
+    assert json.loads(res.out)["reaped"] == 0  # 40 s is fresh under the default 90 s
+    res = await ainvoke(
+        [
+            "reap",
+            "--timeout",
+            "30",
+            "--instance",
+            "gw-a",
+            "--limit",
+            "4",
+            "-o",
+            "json",
+            "--no-backup",
+        ],
+        env=backend.env,
+    )
+    assert json.loads(res.out)["reaped"] == 4
+    res = await ainvoke(
+        ["reap", "--timeout", "30", "-o", "json", "--no-backup"],
+        env=backend.env,
+    )
+    assert json.loads(res.out)["reaped"] == 16
+
+
+async def test_dead_instances_reaps_fresh_entries_of_gone_instances_only(backend: Backend) -> None:
+    async with (
+        running_fleet(backend.env, names=("gw-live",)) as fleet,
+        open_test_store(backend) as store,
+    ):
+        await seed_store_connection(store.client, "ghost-of-dead", "gw-dead")
+        await seed_store_connection(store.client, "seed-style-live", "gw-live")
+        res = await ainvoke(
+            ["reap", "--dead-instances", "-o", "json", "--no-backup"], env=backend.env
+        )
+        report = json.loads(res.out)
+        assert report["by_reason"] == {"dead_instance": 1}
+        remaining = {e.robot_id async for e in store.iter_entries()}
+        assert remaining == {"seed-style-live"}
+        assert fleet["gw-live"].subscribed
+
+
+def test_reap_against_unreachable_redis_exits_3() -> None:
+    res = invoke(["reap"], env={"WSCTL_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert res.code == 3 and "Traceback" not in res.err
+
+
+async def test_every_runs_passes_until_sigterm(single: Backend, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    async with open_test_store(single) as store:
+        await seed_store_connection(store.client, "old", "i", age_s=500)
+    env = {**os.environ, **single.env, "WSCTL_STATE_DIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsctl", "reap", "--every", "0.2", "-o", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        first = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 15)  # type: ignore[union-attr]
+        second = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 15)  # type: ignore[union-attr]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=10)
+    assert json.loads(first)["reaped"] == 1 and json.loads(second)["reaped"] == 0
+    assert code == 0

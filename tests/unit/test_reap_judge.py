@@ -1,0 +1,43 @@
+"""Reap's pure judgement: what goes and why, with ``now`` given."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from wsctl.ops.reap import ReapOptions, Reason, judge
+from wsctl.registry.model import entry_from_hash, format_ts, wrong_type_entry
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def entry(age: float, instance: str = "gw-a", robot: str = "r1"):  # type: ignore[no-untyped-def]
+    stamp = format_ts(NOW - timedelta(seconds=age))
+    return entry_from_hash(
+        robot, {"instance_id": instance, "robot_id": robot, "last_heartbeat": stamp}, UTC
+    )
+
+
+def test_stale_entry_is_reaped_fresh_is_kept() -> None:
+    assert judge(entry(91), NOW, ReapOptions(timeout=90))[0] is Reason.STALE
+    assert judge(entry(89), NOW, ReapOptions(timeout=90))[0] is None
+
+
+def test_instance_filter_limits_the_scope() -> None:
+    assert judge(entry(500, "gw-b"), NOW, ReapOptions(instance="gw-a"))[0] is None
+    assert judge(entry(500, "gw-a"), NOW, ReapOptions(instance="gw-a"))[0] is Reason.STALE
+
+
+def test_malformed_is_kept_unless_asked_but_the_reason_is_given() -> None:
+    bad = wrong_type_entry("r1", "list")
+    reason, detail = judge(bad, NOW, ReapOptions())
+    assert reason is None and "type list" in detail
+    assert judge(bad, NOW, ReapOptions(include_malformed=True))[0] is Reason.MALFORMED
+
+
+def test_dead_instance_reaps_fresh_entries_only_with_the_flag_set() -> None:
+    def dead(instance: str) -> bool:
+        return instance == "gw-dead"
+
+    assert judge(entry(1, "gw-dead"), NOW, ReapOptions(), dead)[0] is Reason.DEAD_INSTANCE
+    assert judge(entry(1, "gw-dead"), NOW, ReapOptions(), None)[0] is None
+    assert judge(entry(1, "gw-live"), NOW, ReapOptions(), dead)[0] is None

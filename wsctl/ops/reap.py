@@ -1,0 +1,196 @@
+"""``wsctl reap``: remove stale entries safely.
+
+* The judgement is pure (:func:`judge` takes ``now``).
+* An entry is deleted only if it is still exactly what was judged: a per-key Lua
+  compare-and-delete on ``instance_id``, ``conn_id`` and ``last_heartbeat`` (on a cluster each
+  script touches one key, so no cross-slot scripts). A heartbeat or reconnect that lands
+  between the read and the delete keeps the entry.
+* Before anything is deleted it is appended to a JSONL backup and fsync'ed, so
+  ``wsctl registry import BACKUP`` can restore it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from wsctl.instances import get_record, liveness
+from wsctl.ops.backup import BackupWriter
+from wsctl.ops.control import is_listening
+from wsctl.registry.model import Entry, State, assess, utcnow
+from wsctl.registry.store import RegistryStore, fence_of
+
+MAX_ITEMS_REPORTED = 1000
+
+
+class Reason(StrEnum):
+    STALE = "stale_heartbeat"
+    DEAD_INSTANCE = "dead_instance"
+    MALFORMED = "malformed"
+
+
+@dataclass(frozen=True)
+class ReapOptions:
+    timeout: float = 90.0
+    dry_run: bool = False
+    backup: Path | None = None
+    instance: str | None = None
+    dead_instances: bool = False
+    include_malformed: bool = False
+    limit: int | None = None
+
+
+def judge(
+    entry: Entry,
+    now: datetime,
+    options: ReapOptions,
+    dead: Callable[[str], bool] | None = None,
+) -> tuple[Reason | None, str]:
+    """Why ``entry`` should go (or None) and a human detail. Pure given ``dead``."""
+    if options.instance is not None and entry.instance_id != options.instance:
+        return None, ""
+    verdict = assess(entry, now, options.timeout)
+    if verdict.state is State.MALFORMED:
+        return (Reason.MALFORMED if options.include_malformed else None), verdict.reason
+    if verdict.state is State.STALE:
+        return Reason.STALE, verdict.reason
+    if dead is not None and entry.instance_id and dead(entry.instance_id):
+        return Reason.DEAD_INSTANCE, f"instance {entry.instance_id} is dead"
+    return None, ""
+
+
+@dataclass
+class ReapReport:
+    dry_run: bool
+    timeout: float
+    examined: int = 0
+    candidates: int = 0
+    reaped: int = 0
+    skipped_refreshed: int = 0
+    already_gone: int = 0
+    malformed_kept: int = 0
+    by_instance: Counter[str] = field(default_factory=Counter)
+    by_reason: Counter[str] = field(default_factory=Counter)
+    items: list[dict[str, Any]] = field(default_factory=list)
+    backup: str | None = None
+    seconds: float = 0.0
+
+    def note(self, entry: Entry, reason: str, result: str, detail: str) -> None:
+        if len(self.items) < MAX_ITEMS_REPORTED:
+            self.items.append(
+                {
+                    "robot_id": entry.robot_id,
+                    "instance_id": entry.instance_id,
+                    "reason": reason,
+                    "result": result,
+                    "detail": detail,
+                }
+            )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "timeout_s": self.timeout,
+            "examined": self.examined,
+            "candidates": self.candidates,
+            "reaped": self.reaped,
+            "skipped_refreshed": self.skipped_refreshed,
+            "already_gone": self.already_gone,
+            "malformed_kept": self.malformed_kept,
+            "by_instance": dict(self.by_instance),
+            "by_reason": dict(self.by_reason),
+            "backup": self.backup,
+            "seconds": round(self.seconds, 3),
+            "items": self.items,
+        }
+
+
+class DeadInstances:
+    """Memoised "is this instance dead?": no liveness record and nobody on its channel."""
+
+    def __init__(self, store: RegistryStore, timeout: float) -> None:
+        self.store = store
+        self.timeout = timeout
+        self.known: dict[str, bool] = {}
+
+    async def check(self, instance_ids: set[str]) -> None:
+        now = utcnow()
+        for instance_id in instance_ids - set(self.known):
+            record = await get_record(self.store.client, self.store.keys, instance_id)
+            alive = liveness(record, now, self.timeout).value == "alive"
+            if not alive:
+                alive = await is_listening(self.store.client, self.store.keys, instance_id)
+            self.known[instance_id] = not alive
+
+    def __call__(self, instance_id: str) -> bool:
+        return self.known.get(instance_id, False)
+
+
+async def reap(
+    store: RegistryStore,
+    options: ReapOptions,
+    progress: Callable[[int], None] | None = None,
+) -> ReapReport:
+    """One pass over the registry. Returns what was examined, reaped and kept, and why."""
+    started = time.perf_counter()
+    report = ReapReport(dry_run=options.dry_run, timeout=options.timeout)
+    dead = DeadInstances(store, options.timeout) if options.dead_instances else None
+    backup = None if options.dry_run else options.backup
+    with BackupWriter(backup) as writer:
+        async for batch in store.iter_batches():
+            now = utcnow()
+            if dead is not None:
+                await dead.check({e.instance_id for e in batch if e.instance_id})
+            chosen: list[tuple[Entry, Reason, str]] = []
+            for entry in batch:
+                report.examined += 1
+                reason, detail = judge(entry, now, options, dead)
+                if reason is None:
+                    if detail and (
+                        options.instance is None or entry.instance_id == options.instance
+                    ):
+                        report.malformed_kept += 1
+                        report.note(
+                            entry, Reason.MALFORMED, "kept", detail + " (use --include-malformed)"
+                        )
+                    continue
+                if options.limit is not None and report.candidates >= options.limit:
+                    break
+                report.candidates += 1
+                chosen.append((entry, reason, detail))
+            if chosen and not options.dry_run:
+                writer.write([(e, r.value) for e, r, _ in chosen], now)
+                outcomes = await store.delete_many_if(
+                    [
+                        (e.robot_id, fence_of(e) if e.key_type == "hash" else {}, e.key_type)
+                        for e, _, _ in chosen
+                    ]
+                )
+            else:
+                outcomes = [2] * len(chosen)  # dry run: would be reaped
+            for (entry, reason, detail), outcome in zip(chosen, outcomes, strict=True):
+                result = {1: "reaped", 0: "skipped_refreshed", -1: "already_gone", 2: "would_reap"}[
+                    outcome
+                ]
+                if outcome in (1, 2):
+                    report.reaped += outcome == 1
+                    report.by_instance[entry.instance_id or "-"] += 1
+                    report.by_reason[reason.value] += 1
+                elif outcome == 0:
+                    report.skipped_refreshed += 1
+                else:
+                    report.already_gone += 1
+                report.note(entry, reason.value, result, detail)
+            if progress is not None:
+                progress(report.examined)
+            if options.limit is not None and report.candidates >= options.limit:
+                break
+    report.backup = str(backup) if backup is not None and writer.count else None
+    report.seconds = time.perf_counter() - started
+    return report
