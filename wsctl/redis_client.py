@@ -130,7 +130,9 @@ def _retry(retries: int) -> Any:
     return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries)
 
 
-def make_client(target: Target, *, retries: int = 2, socket_timeout: float = 10.0) -> AsyncClient:
+def make_client(
+    target: Target, *, retries: int = 2, socket_timeout: float | None = 10.0
+) -> AsyncClient:
     """A decode_responses async client for ``target`` (no I/O until first use).
 
     ``surrogateescape`` keeps keys that are not UTF-8 readable and writable unchanged.
@@ -143,7 +145,7 @@ def make_client(target: Target, *, retries: int = 2, socket_timeout: float = 10.
         "decode_responses": True,
         "encoding_errors": "surrogateescape",
         "socket_timeout": socket_timeout,
-        "socket_connect_timeout": min(socket_timeout, 5.0),
+        "socket_connect_timeout": 5.0,
         "retry": _retry(retries),
         "retry_on_error": [ConnectionError, TimeoutError],
     }
@@ -226,7 +228,7 @@ async def check_mode(client: AsyncClient, target: Target) -> None:
 @contextlib.asynccontextmanager
 async def connect(target: Target, *, retries: int = 2) -> AsyncIterator[AsyncClient]:
     """Open a checked client for ``target``; closes it on exit; errors are translated."""
-    client = make_client(target, retries=retries)
+    client = make_client(target, retries=retries, socket_timeout=None)
     try:
         await check_mode(client, target)
         with translate_errors(target):

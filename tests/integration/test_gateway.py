@@ -47,19 +47,55 @@ async def test_reconnect_elsewhere_wins_and_old_socket_gets_4001(backend: Backen
 
 
 async def test_same_instance_reconnect_supersedes_locally(backend: Backend) -> None:
+    """Back-to-back reconnects to one instance: the newest session stays and is registered,
+    even when the older session's registration is still in flight."""
     async with (
         running_fleet(backend.env, names=("gw-a",)) as fleet,
         open_test_store(backend) as store,
     ):
-        url = f"{fleet['gw-a'].ws_url}/ws/r3"
+        for n in range(6):
+            url = f"{fleet['gw-a'].ws_url}/ws/r3-{n}"
+            old = await connect(url)
+            new = await connect(url)
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(old.recv(), 5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+            await asyncio.sleep(0.4)  # at least one heartbeat batch
+            current = fleet["gw-a"].local.get(f"r3-{n}")
+            entry = await store.get(f"r3-{n}")
+            assert current is not None and new.state.name == "OPEN"
+            assert entry is not None and entry.conn_id == current.conn_id
+            await new.close()
+
+
+async def test_slow_older_registration_cannot_overtake_a_reconnect(single: Backend) -> None:
+    """The older session's registry write is slow (a busy pooled connection): the newer
+    session's write must still land last, or the heartbeat would close the newer session."""
+    async with (
+        running_fleet(single.env, names=("gw-a",)) as fleet,
+        open_test_store(single) as store,
+    ):
+        gw = fleet["gw-a"]
+        original = gw.store.register
+        calls = 0
+
+        async def slow_first(robot_id, mapping):  # type: ignore[no-untyped-def]
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                await asyncio.sleep(0.3)
+            return await original(robot_id, mapping)
+
+        gw.store.register = slow_first  # type: ignore[method-assign]
+        url = f"{gw.ws_url}/ws/slow"
         old = await connect(url)
         new = await connect(url)
-        with pytest.raises(ConnectionClosed) as closed:
+        with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(old.recv(), 5)
-        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
-        await asyncio.sleep(0.2)
-        entry = await store.get("r3")
-        assert entry is not None and entry.conn_id == fleet["gw-a"].local.get("r3").conn_id  # type: ignore[union-attr]
+        await asyncio.sleep(1.0)  # heartbeats ran
+        assert new.state.name == "OPEN"
+        entry = await store.get("slow")
+        assert entry is not None and entry.conn_id == gw.local.get("slow").conn_id  # type: ignore[union-attr]
         await new.close()
 
 
@@ -90,8 +126,9 @@ async def test_heartbeats_advance_and_missing_entries_are_reregistered(backend: 
             first = (await store.get("hb")).fields["last_heartbeat"]  # type: ignore[union-attr]
             await wait_for(lambda: _heartbeat_changed(store, "hb", first))
             await store.client.delete("ws_conn:hb")  # e.g. a Redis restart or a careless script
-            await wait_for(lambda: store.get("hb"))
-            assert fleet["gw-a"].metrics.reregistered >= 1
+            await wait_for(lambda: fleet["gw-a"].metrics.reregistered >= 1)
+            entry = await store.get("hb")
+            assert entry is not None and entry.conn_id == fleet["gw-a"].local.get("hb").conn_id  # type: ignore[union-attr]
 
 
 async def _heartbeat_changed(store, rid: str, before: str) -> bool:  # type: ignore[no-untyped-def]

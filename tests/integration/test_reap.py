@@ -23,10 +23,10 @@ class PausingStore(RegistryStore):
         super().__init__(inner.client, inner.keys, batch_size=inner.batch_size)
         self.window, self.resume = window, resume
 
-    async def delete_many_if(self, items):  # type: ignore[no-untyped-def]
+    async def delete_observed(self, entries):  # type: ignore[no-untyped-def]
         self.window.set()
         await self.resume.wait()
-        return await super().delete_many_if(items)
+        return await super().delete_observed(entries)
 
 
 async def test_entries_refreshed_or_reconnected_after_judgement_are_never_reaped(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from tests.conftest import Backend, open_test_store
 from tests.seedlike import seed_hash, seed_store_connection
 from wsctl.registry.model import Registration, State, assess, utcnow
-from wsctl.registry.store import fence_of
 
 
 async def test_iter_entries_reads_every_seed_entry_across_batches(backend: Backend) -> None:
@@ -45,12 +44,36 @@ async def test_compare_and_delete_keeps_an_entry_that_changed(backend: Backend) 
         assert judged is not None
         # a heartbeat lands between the read and the delete
         await store.client.hset("ws_conn:r1", "last_heartbeat", utcnow().isoformat())
-        assert await store.delete_if("r1", fence_of(judged)) == 0
+        assert await store.delete_observed([judged]) == [0]
         assert await store.client.exists("ws_conn:r1") == 1
         fresh = await store.get("r1")
         assert fresh is not None
-        assert await store.delete_if("r1", fence_of(fresh)) == 1
-        assert await store.delete_if("r1", fence_of(fresh)) == -1
+        assert await store.delete_observed([fresh]) == [1]
+        assert await store.delete_observed([fresh]) == [-1]
+
+
+async def test_observed_delete_keeps_an_entry_whose_type_changed(backend: Backend) -> None:
+    async with open_test_store(backend) as store:
+        await seed_store_connection(store.client, "r1", "i")
+        observed = await store.get("r1")
+        assert observed is not None
+        await store.client.delete("ws_conn:r1")
+        await store.client.set("ws_conn:r1", "now a string")
+        assert await store.delete_observed([observed]) == [0]
+        odd = await store.get("r1")
+        assert odd is not None and odd.key_type == "string"
+        assert await store.delete_observed([odd]) == [1]
+
+
+async def test_observed_delete_requires_a_seed_entry_to_still_lack_conn_id(
+    backend: Backend,
+) -> None:
+    async with open_test_store(backend) as store:
+        await seed_store_connection(store.client, "r1", "i")
+        observed = await store.get("r1")
+        assert observed is not None
+        await store.client.hset("ws_conn:r1", "conn_id", "new-session")
+        assert await store.delete_observed([observed]) == [0]
 
 
 async def test_compare_and_delete_on_absent_field_expectation(backend: Backend) -> None:
@@ -66,9 +89,7 @@ async def test_delete_many_if_spans_slots_on_cluster(backend: Backend) -> None:
         for rid in ids:
             await seed_store_connection(store.client, rid, "i")
         entries = [await store.get(r) for r in ids]
-        results = await store.delete_many_if(
-            [(e.robot_id, fence_of(e), "hash") for e in entries if e]
-        )
+        results = await store.delete_observed([e for e in entries if e])
         assert results == [1] * 40
         assert [e async for e in store.iter_entries()] == []
 

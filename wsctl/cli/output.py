@@ -81,6 +81,19 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
+_encoder: Any = None
+
+
+def _encode(row: dict[str, Any]) -> str:
+    """One JSON object, UTF-8 kept as is (one shared encoder: this is the hot path)."""
+    global _encoder
+    if _encoder is None:
+        import json
+
+        _encoder = json.JSONEncoder(ensure_ascii=False, default=str).encode
+    return str(_encoder(row))
+
+
 class RowWriter:
     """Writes rows one at a time; streaming formats never hold more than one row."""
 
@@ -111,13 +124,11 @@ class RowWriter:
             self._csv.writeheader()
 
     def write(self, row: dict[str, Any]) -> None:
-        import json
-
         if self.fmt == "jsonl":
-            self.out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+            self.out.write(_encode(row) + "\n")
         elif self.fmt == "json":
             prefix = "," if self.count else ""
-            self.out.write(prefix + "\n  " + json.dumps(row, ensure_ascii=False, default=str))
+            self.out.write(prefix + "\n  " + _encode(row))
         elif self._csv is not None:
             self._csv.writerow({k: "" if v is None else v for k, v in row.items()})
         else:

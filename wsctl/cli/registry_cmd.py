@@ -169,8 +169,7 @@ async def _rm(
     dry_run: bool,
 ) -> tuple[list[dict[str, Any]], Path | None]:
     from wsctl.ops.backup import BackupWriter, default_backup_path
-    from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID, utcnow
-    from wsctl.registry.store import fence_of
+    from wsctl.registry.model import utcnow
 
     now = utcnow()
     path = None if (no_backup or dry_run) else (backup or default_backup_path("rm", now))
@@ -182,7 +181,6 @@ async def _rm(
                 if entry is None:
                     rows.append({"robot_id": robot_id, "result": "not found", "detail": None})
                     continue
-                conditions = fence_of(entry) if entry.key_type == "hash" else {}
                 mismatch = None
                 if if_instance is not None and entry.instance_id != if_instance:
                     mismatch = f"owned by {entry.instance_id!r}, not {if_instance!r}"
@@ -191,15 +189,13 @@ async def _rm(
                 if mismatch:
                     rows.append({"robot_id": robot_id, "result": "kept", "detail": mismatch})
                     continue
-                if if_instance is not None:
-                    conditions[F_INSTANCE_ID] = if_instance
-                if if_conn_id is not None:
-                    conditions[F_CONN_ID] = if_conn_id
                 if dry_run:
                     rows.append({"robot_id": robot_id, "result": "would remove", "detail": None})
                     continue
                 writer.write([(entry, "rm")], now)
-                outcome = await store.delete_if(robot_id, conditions, entry.key_type)
+                # the conditions were checked on this observation; the fenced delete makes sure
+                # it is still exactly this observation (instance, session, heartbeat) that goes
+                (outcome,) = await store.delete_observed([entry])
                 result = {1: "removed", 0: "changed", -1: "not found"}[outcome]
                 detail = "changed since read; kept (try again)" if outcome == 0 else None
                 rows.append({"robot_id": robot_id, "result": result, "detail": detail})

@@ -41,13 +41,14 @@ from wsctl.protocol import (
 from wsctl.redis_client import AsyncClient, Target, make_client, subscriber_count
 from wsctl.registry.keys import Keyspace, validate_id
 from wsctl.registry.model import F_CONN_ID, Registration, format_ts, utcnow
-from wsctl.registry.store import RegistryStore, fence_of
+from wsctl.registry.store import RegistryStore
 
 log = logging.getLogger("wsctl.gateway")
 
 CLOSE_SUPERSEDED = 4001
 WS_PATH = "/ws/"
 TOUCH_CHUNK = 1000
+LOCK_STRIPES = 256
 
 
 @dataclass
@@ -99,6 +100,10 @@ class Gateway:
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping = False
         self.port = config.port
+        # Striped per-robot locks: a robot's local session order and its registry writes from
+        # this instance happen in the same order (a fast reconnect cannot be overtaken by the
+        # older session's registration).
+        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -226,25 +231,30 @@ class Gateway:
         return True
 
     # ------------------------------------------------------------------ robots
+    def _lock(self, robot_id: str) -> asyncio.Lock:
+        return self._locks[hash(robot_id) % LOCK_STRIPES]
+
     async def _handle(self, ws: Any) -> None:
         robot_id = robot_from_path(ws.request.path) or ""
         conn = LocalConn(robot_id=robot_id, conn_id=uuid.uuid4().hex, ws=ws)
-        previous = self.local.add(conn)
         self.metrics.connections_opened += 1
-        if previous is not None:
-            self._supersede(previous)
-        try:
-            await self._register(conn)
-        except Exception as exc:
-            self._redis_failed("register", exc)
+        async with self._lock(robot_id):
+            previous = self.local.add(conn)
+            if previous is not None:
+                self._supersede(previous)
+            try:
+                await self._register(conn)
+            except Exception as exc:
+                self._redis_failed("register", exc)
         try:
             async for _ in ws:
                 conn.last_seen = time.time()
         except Exception:  # ConnectionClosedError and friends: the robot went away
             pass
         finally:
-            if self.local.remove(conn):
-                await self._forget(conn)
+            async with self._lock(robot_id):
+                if self.local.remove(conn):
+                    await self._forget(conn)
 
     def _supersede(self, conn: LocalConn) -> None:
         self.metrics.connections_superseded += 1
@@ -295,8 +305,10 @@ class Gateway:
         conns = list(self.local)
         for conn in conns:
             if not conn.registered:
-                await self._register(conn)
-                self.metrics.reregistered += 1
+                async with self._lock(conn.robot_id):
+                    if self.local.get(conn.robot_id) is conn and not conn.registered:
+                        await self._register(conn)
+                        self.metrics.reregistered += 1
         active = [c for c in conns if c.registered]
         for start in range(0, len(active), TOUCH_CHUNK):
             chunk = active[start : start + TOUCH_CHUNK]
@@ -416,7 +428,7 @@ class Gateway:
             return
         if owner == self.instance_id:
             # the registry says "here" but there is no socket: a ghost; remove exactly it
-            await self.store.delete_if(robot_id, fence_of(entry), entry.key_type)
+            await self.store.delete_observed([entry])
             self.metrics.messages_failed += 1
             await self._answer(
                 envelope,

@@ -24,7 +24,7 @@ from wsctl.instances import get_record, liveness
 from wsctl.ops.backup import BackupWriter
 from wsctl.ops.control import is_listening
 from wsctl.registry.model import Entry, State, assess, utcnow
-from wsctl.registry.store import RegistryStore, fence_of
+from wsctl.registry.store import RegistryStore
 
 MAX_ITEMS_REPORTED = 1000
 
@@ -166,12 +166,7 @@ async def reap(
                 chosen.append((entry, reason, detail))
             if chosen and not options.dry_run:
                 writer.write([(e, r.value) for e, r, _ in chosen], now)
-                outcomes = await store.delete_many_if(
-                    [
-                        (e.robot_id, fence_of(e) if e.key_type == "hash" else {}, e.key_type)
-                        for e, _, _ in chosen
-                    ]
-                )
+                outcomes = await store.delete_observed([e for e, _, _ in chosen])
             else:
                 outcomes = [2] * len(chosen)  # dry run: would be reaped
             for (entry, reason, detail), outcome in zip(chosen, outcomes, strict=True):

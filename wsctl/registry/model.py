@@ -7,6 +7,7 @@ of becomes a *malformed* entry with a reason: never a crash, never silently drop
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,8 +48,15 @@ def resolve_tz(name: str) -> tzinfo | None:
         raise ValueError(f"unknown time zone {name!r}") from None
 
 
+@functools.lru_cache(maxsize=4096)
+def _local_offset(year: int, month: int, day: int, hour: int) -> timedelta:
+    """The local zone's UTC offset at that hour (cached: bulk reads parse many timestamps)."""
+    offset = datetime(year, month, day, hour).astimezone().utcoffset()
+    return offset if offset is not None else timedelta(0)
+
+
 def parse_timestamp(raw: str, naive_tz: tzinfo | None = None) -> datetime:
-    """Parse an ISO timestamp (naive or aware) or epoch seconds into an aware datetime.
+    """Parse an ISO timestamp (naive or aware) or epoch seconds into an aware UTC datetime.
 
     Naive values are interpreted in ``naive_tz`` (None: local time, what the seed writes).
     Raises ValueError with a short reason.
@@ -56,28 +64,34 @@ def parse_timestamp(raw: str, naive_tz: tzinfo | None = None) -> datetime:
     text = raw.strip()
     if not text:
         raise ValueError("empty")
-    try:
-        number = float(text)
-    except ValueError:
-        number = None
-    if number is not None:
-        if not math.isfinite(number):
-            raise ValueError(f"{raw!r} is not a time")
-        if number > 1e11:  # milliseconds since the epoch
-            number /= 1000.0
-        return datetime.fromtimestamp(number, UTC)
+    if text[0].isdigit() and ("-" not in text[1:] or "e-" in text.lower()):
+        try:
+            number = float(text)
+        except ValueError:
+            number = None
+        if number is not None:
+            if not math.isfinite(number):
+                raise ValueError(f"{raw!r} is not a time")
+            if number > 1e11:  # milliseconds since the epoch
+                number /= 1000.0
+            return datetime.fromtimestamp(number, UTC)
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
+        if text.lower() in ("nan", "inf", "-inf", "infinity"):
+            raise ValueError(f"{raw!r} is not a time") from None
         raise ValueError(f"{raw!r} is not an ISO time or epoch seconds") from None
     if parsed.tzinfo is None:
-        return parsed.astimezone(UTC) if naive_tz is None else parsed.replace(tzinfo=naive_tz)
-    return parsed
+        if naive_tz is None:
+            offset = _local_offset(parsed.year, parsed.month, parsed.day, parsed.hour)
+            return (parsed - offset).replace(tzinfo=UTC)
+        parsed = parsed.replace(tzinfo=naive_tz)
+    return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
 
 
 def format_ts(moment: datetime) -> str:
     """How wsctl writes times: aware UTC ISO 8601."""
-    return moment.astimezone(UTC).isoformat()
+    return (moment if moment.tzinfo is UTC else moment.astimezone(UTC)).isoformat()
 
 
 def utcnow() -> datetime:
