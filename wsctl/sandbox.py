@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -299,6 +298,13 @@ class SandboxInfo:
     pid: int
     gateways: tuple[str, ...] = ()
     auth_secret: str | None = None
+    cluster_nodes: str | None = None
+
+    def flags(self) -> dict[str, object]:
+        """Settings flags that point a command at this sandbox."""
+        if self.cluster_nodes:
+            return {"redis_cluster": True, "redis_nodes": self.cluster_nodes}
+        return {"redis_url": self.redis_url}
 
 
 def _alive(pid: int) -> bool:
@@ -321,6 +327,7 @@ def running_sandbox() -> SandboxInfo | None:
             pid=int(data["pid"]),
             gateways=tuple(data.get("gateways", ())),
             auth_secret=data.get("auth_secret"),
+            cluster_nodes=data.get("cluster_nodes"),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -335,6 +342,7 @@ def write_sandbox_file(info: SandboxInfo) -> Path:
         "pid": info.pid,
         "gateways": list(info.gateways),
         "auth_secret": info.auth_secret,
+        "cluster_nodes": info.cluster_nodes,
     }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(payload))
@@ -350,15 +358,191 @@ def remove_sandbox_file(pid: int) -> None:
             sandbox_file().unlink()
 
 
-@contextlib.contextmanager
-def embedded_redis() -> Iterator[RedisServer]:
-    """A throw-away Redis for one run."""
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def python_executable() -> str:
     return sys.executable
+
+
+# ------------------------------------------------------------------ gateways + sandbox
+
+
+def _http_ok(port: int, path: str = "/healthz", timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            return sock.recv(32).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+@dataclass
+class GatewayProcess:
+    """``wsctl gateway`` as a subprocess on a free loopback port."""
+
+    redis_url: str
+    instance_id: str
+    port: int = 0
+    heartbeat_interval: float = 2.0
+    timeout: float = 10.0
+    auth_secret: str | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def start(self, log_dir: Path, timeout: float = 20.0) -> GatewayProcess:
+        if not self.port:
+            self.port = free_port()
+        cmd = [
+            python_executable(),
+            "-m",
+            "wsctl",
+            "--redis-url",
+            self.redis_url,
+            "gateway",
+            "--port",
+            str(self.port),
+            "--instance-id",
+            self.instance_id,
+            "--heartbeat-interval",
+            str(self.heartbeat_interval),
+            "--timeout",
+            str(self.timeout),
+            "--log-level",
+            "warning",
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("WSCTL_", "REDIS_"))}
+        env.update(self.extra_env)
+        if "WSCTL_STATE_DIR" in os.environ:
+            env["WSCTL_STATE_DIR"] = os.environ["WSCTL_STATE_DIR"]
+        if self.auth_secret:
+            env["WSCTL_AUTH_SECRET"] = self.auth_secret
+        self.log_path = log_dir / f"{self.instance_id}.log"
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise WsctlError(
+                    f"gateway {self.instance_id} exited at start (log: {self.log_path})"
+                )
+            if _http_ok(self.port):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise WsctlError(f"gateway {self.instance_id} did not become healthy in {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop_process(self.proc, grace=15.0)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+@dataclass
+class Sandbox:
+    """Embedded Redis plus ``gateways`` gateway subprocesses, all on loopback."""
+
+    gateways: int = 2
+    heartbeat_interval: float = 2.0
+    timeout: float = 10.0
+    auth_secret: str | None = None
+    cluster: bool = False
+    redis: RedisServer | None = None
+    redis_cluster: RedisClusterProcesses | None = None
+    gateway_procs: list[GatewayProcess] = field(default_factory=list)
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment lines that point every other wsctl command at this sandbox."""
+        if self.redis_cluster is not None:
+            return {"REDIS_USE_CLUSTER": "true", "REDIS_NODES": self.redis_cluster.startup}
+        assert self.redis is not None
+        return {"WSCTL_REDIS_URL": self.redis.url}
+
+    @property
+    def redis_url(self) -> str:
+        if self.redis_cluster is not None:
+            return f"redis://127.0.0.1:{self.redis_cluster.nodes[0].port}/0"
+        assert self.redis is not None
+        return self.redis.url
+
+    @property
+    def gateway_urls(self) -> list[str]:
+        return [g.url for g in self.gateway_procs]
+
+    def pids(self) -> list[int]:
+        pids = [g.pid for g in self.gateway_procs if g.pid]
+        if self.redis and self.redis.pid:
+            pids.append(self.redis.pid)
+        if self.redis_cluster:
+            pids += [n.pid for n in self.redis_cluster.nodes if n.pid]
+        return pids
+
+    def start(self) -> Sandbox:
+        self._tmp = tempfile.TemporaryDirectory(prefix="wsctl-sandbox-")
+        logs = Path(self._tmp.name)
+        try:
+            extra: dict[str, str] = {}
+            if self.cluster:
+                self.redis_cluster = RedisClusterProcesses().start()
+                extra = self.env
+                url = self.redis_url
+            else:
+                self.redis = RedisServer(workdir=logs / "redis").start()
+                url = self.redis.url
+            for n in range(self.gateways):
+                gw = GatewayProcess(
+                    redis_url=url,
+                    instance_id=f"sandbox-gw-{n + 1}",
+                    heartbeat_interval=self.heartbeat_interval,
+                    timeout=self.timeout,
+                    auth_secret=self.auth_secret,
+                    extra_env=extra,
+                )
+                self.gateway_procs.append(gw.start(logs))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop gateways (SIGTERM, then SIGKILL after a grace period), then Redis."""
+        for gw in self.gateway_procs:
+            with contextlib.suppress(Exception):
+                gw.stop()
+        if self.redis is not None:
+            self.redis.stop()
+        if self.redis_cluster is not None:
+            self.redis_cluster.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -87,7 +87,7 @@ def resolve_target(settings: Settings) -> Target:
             )
         from wsctl.config import load_settings
 
-        settings = load_settings({"redis_url": found.redis_url}, env={})
+        settings = load_settings(found.flags(), env={})
     return target_from_settings(settings)
 
 

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from wsctl import __version__
-from wsctl.cli import config_cmd, fleet_cmd, ops_cmd, read_cmd, registry_cmd
+from wsctl.cli import config_cmd, fleet_cmd, ops_cmd, read_cmd, registry_cmd, sim_cmd
 from wsctl.cli.common import CliState, debug_enabled, err
 from wsctl.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, WsctlError
 
@@ -99,6 +99,8 @@ app.command("send")(fleet_cmd.send)
 app.command("gateway")(fleet_cmd.gateway)
 app.command("token")(fleet_cmd.token)
 app.command("reap")(ops_cmd.reap)
+app.command("simulate")(sim_cmd.simulate)
+app.command("sandbox")(sim_cmd.sandbox)
 
 
 def main(argv: list[str] | None = None) -> None:

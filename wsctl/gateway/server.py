@@ -40,7 +40,7 @@ from wsctl.protocol import (
 )
 from wsctl.redis_client import AsyncClient, Target, make_client, subscriber_count
 from wsctl.registry.keys import Keyspace, validate_id
-from wsctl.registry.model import F_CONN_ID, Registration, format_ts, utcnow
+from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID, Registration, format_ts, utcnow
 from wsctl.registry.store import RegistryStore
 
 log = logging.getLogger("wsctl.gateway")
@@ -49,6 +49,9 @@ CLOSE_SUPERSEDED = 4001
 WS_PATH = "/ws/"
 TOUCH_CHUNK = 1000
 LOCK_STRIPES = 256
+# Control envelopes handled at once; the subscriber stops reading beyond this (backpressure),
+# which keeps Redis connections (pool of 100 per node) well within bounds.
+CONTROL_CONCURRENCY = 48
 
 
 @dataclass
@@ -104,6 +107,8 @@ class Gateway:
         # this instance happen in the same order (a fast reconnect cannot be overtaken by the
         # older session's registration).
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
+        self._listening_cache: dict[str, tuple[float, bool]] = {}
+        self._control_slots = asyncio.Semaphore(CONTROL_CONCURRENCY)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -346,7 +351,8 @@ class Gateway:
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message and message.get("type") == "message":
-                        self._spawn(self._on_control(message["data"]))
+                        await self._control_slots.acquire()
+                        self._spawn(self._on_control_slot(message["data"]))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -358,6 +364,12 @@ class Gateway:
                 self.subscribed = False
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _on_control_slot(self, data: str) -> None:
+        try:
+            await self._on_control(data)
+        finally:
+            self._control_slots.release()
 
     async def _on_control(self, data: str) -> None:
         try:
@@ -384,7 +396,9 @@ class Gateway:
                     self._supersede(conn)
                 await self._answer(envelope, Status.KICKED if kicked else Status.NOT_CONNECTED)
             else:
-                await self._route_send(envelope)
+                # per-robot FIFO: envelopes for one robot are routed in arrival order
+                async with self._lock(envelope.robot_id or ""):
+                    await self._route_send(envelope)
         except Exception as exc:
             self._redis_failed("control", exc)
             with contextlib.suppress(Exception):
@@ -395,6 +409,17 @@ class Gateway:
         if envelope.reply_to:
             reply = reply_to(envelope, status, self.instance_id, **kw)
             await self.client.publish(envelope.reply_to, encode(reply))
+
+    async def _listening(self, instance_id: str) -> bool:
+        """Is anyone subscribed to the instance's control channel? Cached for a second, so
+        bulk forwarding does not count subscribers on every node for every message."""
+        now = time.monotonic()
+        cached = self._listening_cache.get(instance_id)
+        if cached is not None and now - cached[0] < LISTENING_TTL:
+            return cached[1]
+        answer = await subscriber_count(self.client, self.keys.control_channel(instance_id)) > 0
+        self._listening_cache[instance_id] = (now, answer)
+        return answer
 
     async def _route_send(self, envelope: Envelope) -> None:
         """Deliver locally, or look the robot up and forward to its owner (at most 2 hops)."""
@@ -420,15 +445,16 @@ class Gateway:
                 self.metrics.messages_delivered += 1
                 await self._answer(envelope, Status.DELIVERED)
                 return
-        entry = await self.store.get(robot_id)
-        owner = entry.instance_id if entry is not None else None
-        if entry is None or owner is None:
+        owner = str(await self.client.hget(self.keys.conn_key(robot_id), F_INSTANCE_ID) or "")
+        if not owner:
             self.metrics.messages_failed += 1
             await self._answer(envelope, Status.NOT_CONNECTED, reason="no entry")
             return
         if owner == self.instance_id:
             # the registry says "here" but there is no socket: a ghost; remove exactly it
-            await self.store.delete_observed([entry])
+            entry = await self.store.get(robot_id)
+            if entry is not None and entry.instance_id == self.instance_id:
+                await self.store.delete_observed([entry])
             self.metrics.messages_failed += 1
             await self._answer(
                 envelope,
@@ -443,7 +469,7 @@ class Gateway:
             )
             return
         channel = self.keys.control_channel(owner)
-        if await subscriber_count(self.client, channel) == 0:
+        if not await self._listening(owner):
             self.metrics.messages_failed += 1
             await self._answer(
                 envelope,
@@ -453,6 +479,9 @@ class Gateway:
             return
         await self.client.publish(channel, encode(envelope.forwarded()))
         self.metrics.messages_forwarded += 1
+
+
+LISTENING_TTL = 1.0
 
 
 def _pid() -> int:

@@ -1,0 +1,322 @@
+"""``wsctl simulate`` and ``wsctl sandbox``: smoke and load tests with real robots."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from wsctl.cli.common import err, keyspace_of, run, state
+from wsctl.errors import EXIT_INTERRUPTED, EXIT_NEGATIVE, UsageError, WsctlError
+
+if TYPE_CHECKING:
+    from wsctl.config import Settings
+    from wsctl.ops.simulate import SimulateOptions, SimulateReport
+
+SANDBOX_HEARTBEAT = 2.0
+SANDBOX_TIMEOUT = 10.0
+
+
+def simulate(
+    ctx: typer.Context,
+    robots: Annotated[int, typer.Option("--robots", min=1, help="How many robots.")] = 200,
+    gateway: Annotated[
+        list[str] | None,
+        typer.Option("--gateway", help="Gateway base URL ws://host:port (repeatable)."),
+    ] = None,
+    messages: Annotated[int, typer.Option("--messages", min=0, help="Messages per robot.")] = 3,
+    duration: Annotated[
+        float | None,
+        typer.Option("--duration", help="Seconds for the heartbeat (and churn) phases."),
+    ] = None,
+    ramp: Annotated[
+        float, typer.Option("--ramp", help="Connects per second (0: all at once).")
+    ] = 1000.0,
+    churn: Annotated[
+        float, typer.Option("--churn", help="Reconnects per second to another gateway (0: off).")
+    ] = 0.0,
+    payload_bytes: Annotated[
+        int, typer.Option("--payload-bytes", min=0, help="Padding added to each message.")
+    ] = 0,
+    processes: Annotated[
+        int, typer.Option("--processes", min=1, help="Worker processes holding the robots.")
+    ] = 1,
+    auth_secret: Annotated[
+        str | None,
+        typer.Option("--auth-secret", envvar="WSCTL_AUTH_SECRET", help="Gateway auth secret."),
+    ] = None,
+    slo: Annotated[
+        list[str] | None,
+        typer.Option("--slo", help="Objective like 'p99<50ms', 'lost==0' (repeatable)."),
+    ] = None,
+    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here.")] = None,
+    sandbox_gateways: Annotated[
+        int, typer.Option("--sandbox-gateways", min=1, help="Gateways in an auto-started sandbox.")
+    ] = 2,
+    output: Annotated[str, typer.Option("-o", "--output", help="table or json.")] = "table",
+) -> None:
+    """Run real robots against the fleet and check every phase: connect, registered, deliver,
+    heartbeat, churn (with --churn) and disconnect.
+
+    With no --gateway and no Redis configured, a sandbox is started: an embedded Redis and two
+    gateway processes on loopback, torn down afterwards. With Redis configured but no --gateway,
+    the alive gateways are found from their liveness records. Exit 0 only when every phase and
+    every --slo holds, 1 otherwise (the failed checks are named).
+
+    Example: wsctl simulate --robots 200 --slo 'p99<50ms' --slo 'lost==0'
+    """
+    from wsctl.ops.simulate import SimulateOptions, parse_slo
+
+    if output not in ("table", "json"):
+        raise UsageError("simulate supports -o table or json")
+    if ramp < 0 or churn < 0:
+        raise UsageError("--ramp and --churn must not be negative")
+    if duration is not None and duration <= 0:
+        raise UsageError("--duration must be greater than 0")
+    slos = [parse_slo(text) for text in slo or []]
+    for url in gateway or []:
+        if not url.startswith(("ws://", "wss://")):
+            raise UsageError(f"--gateway {url!r} must start with ws:// or wss://")
+    settings = state(ctx).settings()
+    options = SimulateOptions(
+        robots=robots,
+        gateways=list(gateway or []),
+        messages=messages,
+        ramp=ramp,
+        churn=churn,
+        payload_bytes=payload_bytes,
+        processes=processes,
+        auth_secret=auth_secret,
+        slos=slos,
+    )
+    report = _run_simulation(settings, options, duration, sandbox_gateways)
+    if output == "json":
+        import json
+
+        sys.stdout.write(json.dumps(report.as_dict(), ensure_ascii=False, indent=2) + "\n")
+    else:
+        _print_report(report)
+    if junit is not None:
+        write_junit(report, junit)
+    if not report.ok:
+        err(f"simulate: FAILED: {', '.join(report.failed)}")
+        raise typer.Exit(EXIT_NEGATIVE)
+
+
+def _run_simulation(
+    settings: Settings, options: SimulateOptions, duration: float | None, sandbox_gateways: int
+) -> SimulateReport:
+    from wsctl.sandbox import Sandbox, running_sandbox
+
+    need_sandbox = settings.embedded and not options.gateways and running_sandbox() is None
+    if not need_sandbox:
+        options.duration = duration or settings.heartbeat_interval + 5.0
+        return run(_simulate(settings, options))
+    if settings.embedded and options.gateways:
+        raise UsageError("--gateway needs the gateways' Redis: set WSCTL_REDIS_URL or --redis-url")
+    err(f"starting a sandbox: embedded Redis + {sandbox_gateways} gateways on 127.0.0.1")
+    with Sandbox(
+        gateways=sandbox_gateways,
+        heartbeat_interval=SANDBOX_HEARTBEAT,
+        timeout=SANDBOX_TIMEOUT,
+        auth_secret=options.auth_secret,
+    ) as sandbox:
+        from wsctl.config import load_settings
+
+        options.gateways = sandbox.gateway_urls
+        options.duration = duration or SANDBOX_HEARTBEAT * 2 + 3.0
+        sandboxed = load_settings({"redis_url": sandbox.redis_url}, env={})
+        return run(_simulate(sandboxed, options))
+
+
+async def _simulate(settings: Settings, options: SimulateOptions) -> SimulateReport:
+    import asyncio
+    import signal
+
+    from wsctl.cli.common import open_store
+    from wsctl.ops.simulate import simulate as run_simulation
+
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    interrupted = False
+
+    def interrupt() -> None:
+        nonlocal interrupted
+        interrupted = True
+        if task is not None:
+            task.cancel()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, interrupt)
+    try:
+        async with open_store(settings) as store:
+            if not options.gateways:
+                options.gateways = await _discover(store, settings)
+            return await run_simulation(store, options, _progress)
+    except asyncio.CancelledError:
+        if interrupted:
+            raise WsctlError(
+                "interrupted; the run's robots were disconnected and its entries removed",
+                exit_code=EXIT_INTERRUPTED,
+            ) from None
+        raise
+
+
+async def _discover(store: Any, settings: Settings) -> list[str]:
+    from wsctl import instances as inst
+    from wsctl.registry.model import utcnow
+
+    now = utcnow()
+    urls: list[str] = []
+    async for record in inst.iter_records(store.client, keyspace_of(settings)):
+        if record.ws_url and inst.liveness(record, now, settings.timeout).value == "alive":
+            urls.append(record.ws_url)
+    urls.sort()
+    if not urls:
+        raise UsageError(
+            "no alive gateways found in liveness records: pass --gateway ws://host:port"
+        )
+    err(f"found {len(urls)} alive gateway(s): {', '.join(urls)}")
+    return urls
+
+
+def _progress(phase: str, text: str) -> None:
+    if text != "running":
+        err(f"  {phase:<10} {text}")
+
+
+def _print_report(report: SimulateReport) -> None:
+    from wsctl.cli.output import Column, render
+
+    rows = [
+        {
+            "phase": p.name,
+            "result": "ok" if p.ok else "FAIL",
+            "seconds": f"{p.seconds:.2f}",
+            "detail": p.detail,
+        }
+        for p in report.phases
+    ]
+    rows += [
+        {
+            "phase": "slo",
+            "result": "ok" if s["ok"] else "FAIL",
+            "seconds": "",
+            "detail": f"{s['slo']} (actual {s['actual']})",
+        }
+        for s in report.slos
+    ]
+
+    def style(row: dict[str, Any]) -> str | None:
+        return "green" if row["result"] == "ok" else "red"
+
+    render(
+        rows,
+        [
+            Column("phase", "PHASE"),
+            Column("result", "RESULT", style=style),
+            Column("seconds", "SECONDS", justify="right"),
+            Column("detail", "DETAIL"),
+        ],
+        "table",
+        title=f"simulate run {report.run_id}: {report.robots} robots, {len(report.gateways)} gateways",
+    )
+    if report.latency_ms.get("count"):
+        lat = report.latency_ms
+        sys.stdout.write(
+            f"delivery latency ms: p50 {lat['p50']}  p90 {lat['p90']}  p99 {lat['p99']}  "
+            f"max {lat['max']}  (n={lat['count']})\n"
+        )
+    if report.connect_ms.get("count"):
+        con = report.connect_ms
+        sys.stdout.write(f"connect ms: p50 {con['p50']}  p99 {con['p99']}  max {con['max']}\n")
+    sys.stdout.write(("PASS" if report.ok else "FAIL") + "\n")
+
+
+def write_junit(report: SimulateReport, path: Path) -> None:
+    """One testsuite, a testcase per phase and per SLO, failures with their detail."""
+    import xml.etree.ElementTree as ET
+
+    cases = [(p.name, p.ok, p.detail, p.seconds) for p in report.phases]
+    cases += [(f"slo {s['slo']}", s["ok"], f"actual {s['actual']}", 0.0) for s in report.slos]
+    suite = ET.Element(
+        "testsuite",
+        name=f"wsctl.simulate.{report.run_id}",
+        tests=str(len(cases)),
+        failures=str(sum(1 for c in cases if not c[1])),
+        time=f"{sum(c[3] for c in cases):.3f}",
+    )
+    for name, ok, detail, seconds in cases:
+        case = ET.SubElement(
+            suite, "testcase", classname="wsctl.simulate", name=name, time=f"{seconds:.3f}"
+        )
+        if not ok:
+            failure = ET.SubElement(case, "failure", message=detail[:200])
+            failure.text = detail
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def sandbox(
+    gateways: Annotated[int, typer.Option("--gateways", min=1, help="How many gateways.")] = 2,
+    cluster: Annotated[
+        bool, typer.Option("--cluster", help="A 3-master/3-replica cluster instead of one node.")
+    ] = False,
+    heartbeat_interval: Annotated[
+        float, typer.Option("--heartbeat-interval", help="Gateways' heartbeat interval.")
+    ] = SANDBOX_HEARTBEAT,
+    auth_secret: Annotated[
+        str | None,
+        typer.Option("--auth-secret", envvar="WSCTL_AUTH_SECRET", help="Gateways' auth secret."),
+    ] = None,
+) -> None:
+    """Run a local sandbox in the foreground: embedded Redis plus gateway processes.
+
+    Prints the environment lines to paste so every other command can be tried against it
+    (other commands with no Redis configured use it by themselves). Ctrl-C stops it cleanly.
+
+    Example: wsctl sandbox --gateways 3
+    """
+    import os
+    import signal
+    import threading
+
+    from wsctl.sandbox import Sandbox, SandboxInfo, remove_sandbox_file, write_sandbox_file
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    err("starting sandbox...")
+    with Sandbox(
+        gateways=gateways,
+        heartbeat_interval=heartbeat_interval,
+        timeout=max(SANDBOX_TIMEOUT, heartbeat_interval * 3),
+        auth_secret=auth_secret,
+        cluster=cluster,
+    ) as box:
+        info = SandboxInfo(
+            redis_url=box.redis_url,
+            pid=os.getpid(),
+            gateways=tuple(box.gateway_urls),
+            auth_secret=auth_secret,
+            cluster_nodes=box.redis_cluster.startup if box.redis_cluster else None,
+        )
+        write_sandbox_file(info)
+        try:
+            for name, value in box.env.items():
+                sys.stdout.write(f"export {name}={value}\n")
+            for url in box.gateway_urls:
+                sys.stdout.write(f"# gateway {url}/ws/{{robot_id}}\n")
+            sys.stdout.flush()
+            err("sandbox running; Ctrl-C stops it")
+            while not stop.wait(0.5):
+                pass
+        finally:
+            remove_sandbox_file(os.getpid())
+            err("stopping sandbox...")
+    err("sandbox stopped")

@@ -1,0 +1,250 @@
+"""Simulated robots: real WebSocket clients that record what they receive.
+
+A :class:`RobotSwarm` holds many robots in one event loop (no per-message compression, bounded
+queues). :class:`ProcessSwarm` runs a swarm in a worker process and speaks to it over a pipe, so
+``simulate --processes P`` can use every core; both expose the same async methods.
+
+Messages carry ``{"sim": run, "n": seq, "t": epoch seconds, "p": padding}``; each robot checks
+they belong to its run, arrive in order and once, and records the end-to-end latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsctl.ops.histogram import Histogram
+
+CONNECT_TIMEOUT = 10.0
+
+
+@dataclass
+class RobotState:
+    robot_id: str
+    url: str = ""
+    ws: Any = None
+    task: asyncio.Task[None] | None = None
+    received: list[int] = field(default_factory=list)
+    out_of_order: int = 0
+    foreign: int = 0
+    close_code: int | None = None
+    generation: int = 0
+
+
+def make_message(run_id: str, seq: int, padding: int = 0) -> str:
+    body = {"sim": run_id, "n": seq, "t": time.time()}
+    if padding > 0:
+        body["p"] = "x" * padding
+    return json.dumps(body, separators=(",", ":"))
+
+
+class RobotSwarm:
+    """Robots of one simulation run in this process."""
+
+    def __init__(self, run_id: str, auth_secret: str | None = None) -> None:
+        self.run_id = run_id
+        self.auth_secret = auth_secret
+        self.robots: dict[str, RobotState] = {}
+        self.connect_hist = Histogram()
+        self.latency = Histogram()
+        self.connect_failures: dict[str, str] = {}
+
+    def _url(self, base: str, robot_id: str) -> str:
+        from urllib.parse import quote
+
+        url = f"{base.rstrip('/')}/ws/{quote(robot_id, safe='')}"
+        if self.auth_secret:
+            from wsctl.gateway.identity import robot_token
+
+            url += "?token=" + robot_token(self.auth_secret, robot_id)
+        return url
+
+    async def _open(self, robot: RobotState, base: str) -> bool:
+        from websockets.asyncio.client import connect
+
+        started = time.perf_counter()
+        try:
+            ws = await asyncio.wait_for(
+                connect(
+                    self._url(base, robot.robot_id),
+                    compression=None,
+                    max_queue=64,
+                    open_timeout=CONNECT_TIMEOUT,
+                    ping_interval=None,
+                    close_timeout=2,
+                ),
+                CONNECT_TIMEOUT,
+            )
+        except Exception as exc:
+            self.connect_failures[robot.robot_id] = f"{type(exc).__name__}: {exc}"[:200]
+            return False
+        self.connect_hist.add(time.perf_counter() - started)
+        robot.url = base
+        robot.ws = ws
+        robot.close_code = None
+        robot.generation += 1
+        robot.task = asyncio.create_task(self._receive(robot, ws))
+        return True
+
+    async def _receive(self, robot: RobotState, ws: Any) -> None:
+        try:
+            async for frame in ws:
+                now = time.time()
+                try:
+                    data = json.loads(frame)
+                    if data.get("sim") != self.run_id:
+                        raise ValueError
+                    seq = int(data["n"])
+                except (ValueError, KeyError, TypeError):
+                    robot.foreign += 1
+                    continue
+                if robot.received and seq < robot.received[-1]:
+                    robot.out_of_order += 1
+                robot.received.append(seq)
+                self.latency.add(max(0.0, now - float(data["t"])))
+        except Exception:
+            pass
+        finally:
+            if robot.ws is ws:
+                robot.close_code = ws.close_code
+
+    async def connect(self, assignments: list[tuple[str, str]], rate: float) -> dict[str, Any]:
+        """Connect ``(robot_id, gateway_url)`` pairs, starting at most ``rate`` per second."""
+        interval = 1.0 / rate if rate > 0 else 0.0
+        started = time.perf_counter()
+        pending: list[asyncio.Task[bool]] = []
+        for i, (robot_id, base) in enumerate(assignments):
+            robot = self.robots.setdefault(robot_id, RobotState(robot_id))
+            if interval:
+                delay = started + i * interval - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            pending.append(asyncio.create_task(self._open(robot, base)))
+        results = await asyncio.gather(*pending)
+        return {
+            "connected": sum(results),
+            "failed": len(results) - sum(results),
+            "seconds": time.perf_counter() - started,
+        }
+
+    async def reconnect(self, robot_id: str, base: str) -> bool:
+        robot = self.robots[robot_id]
+        await self._close_robot(robot)
+        return await self._open(robot, base)
+
+    async def _close_robot(self, robot: RobotState) -> None:
+        ws, robot.ws = robot.ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+        if robot.task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(robot.task, 5)
+            robot.task = None
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(self._close_robot(r) for r in self.robots.values()))
+
+    def open_count(self) -> int:
+        return sum(1 for r in self.robots.values() if r.ws is not None and r.close_code is None)
+
+    async def snapshot(self) -> dict[str, Any]:
+        """:meth:`stats`, awaitable like :meth:`ProcessSwarm.snapshot`."""
+        return self.stats()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "connect": self.connect_hist.to_json(),
+            "latency": self.latency.to_json(),
+            "connect_failures": dict(list(self.connect_failures.items())[:50]),
+            "connect_failed": len(self.connect_failures),
+            "robots": {
+                r.robot_id: {
+                    "received": r.received,
+                    "out_of_order": r.out_of_order,
+                    "foreign": r.foreign,
+                    "url": r.url,
+                    "open": r.ws is not None and r.close_code is None,
+                    "close_code": r.close_code,
+                }
+                for r in self.robots.values()
+            },
+        }
+
+
+# --------------------------------------------------------------------- worker processes
+
+
+def _worker_main(conn: Any, run_id: str, auth_secret: str | None) -> None:
+    """Entry point of a swarm worker process: executes commands from the pipe."""
+
+    async def serve() -> None:
+        swarm = RobotSwarm(run_id, auth_secret)
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                command, args = await loop.run_in_executor(None, conn.recv)
+            except EOFError:
+                command, args = "exit", ()
+            if command == "exit":
+                await swarm.close_all()
+                return
+            try:
+                result = await getattr(swarm, command)(*args)
+                if command == "close_all":
+                    result = None
+                conn.send(("ok", result))
+            except Exception as exc:  # reported to the coordinator, never swallowed
+                conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+    asyncio.run(serve())
+
+
+class ProcessSwarm:
+    """A :class:`RobotSwarm` in a worker process, driven over a pipe."""
+
+    def __init__(self, run_id: str, auth_secret: str | None = None) -> None:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self.process = ctx.Process(
+            target=_worker_main, args=(child, run_id, auth_secret), daemon=True
+        )
+        self.process.start()
+        self._lock = asyncio.Lock()
+
+    async def _call(self, command: str, *args: Any) -> Any:
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            self._conn.send((command, args))
+            status, result = await loop.run_in_executor(None, self._conn.recv)
+        if status != "ok":
+            raise RuntimeError(f"simulation worker failed: {result}")
+        return result
+
+    async def connect(self, assignments: list[tuple[str, str]], rate: float) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("connect", assignments, rate)
+        return result
+
+    async def reconnect(self, robot_id: str, base: str) -> bool:
+        return bool(await self._call("reconnect", robot_id, base))
+
+    async def close_all(self) -> None:
+        await self._call("close_all")
+
+    async def snapshot(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("snapshot")
+        return result
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._conn.send(("exit", ()))
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)

@@ -1,0 +1,592 @@
+"""``wsctl simulate``: real robots over real WebSockets, checking the fleet and its registry.
+
+Phases (each a pass/fail check): connect, registered, deliver, heartbeat, churn (optional),
+disconnect. Robot ids are ``sim-<run>-<n>`` so runs never collide; whatever happens, the run's
+robots disconnect and the run's registry entries are removed (compare-and-delete), never other
+robots'. Returns a :class:`SimulateReport`; printing is the CLI's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsctl.errors import UsageError
+from wsctl.ops.histogram import Histogram
+from wsctl.ops.robots import ProcessSwarm, RobotSwarm, make_message
+from wsctl.protocol import Envelope, Op, ProtocolError, decode_reply, encode
+from wsctl.registry.model import Entry
+from wsctl.registry.store import RegistryStore
+
+Progress = Callable[[str, str], None]
+PUBLISH_BATCH = 500
+
+
+@dataclass(frozen=True)
+class Slo:
+    """``metric op value`` such as ``p99<50ms``, ``lost==0``, ``delivered_pct>=99.9``."""
+
+    text: str
+    metric: str
+    op: str
+    value: float
+
+    def check(self, metrics: dict[str, float]) -> tuple[bool, float | None]:
+        actual = metrics.get(self.metric)
+        if actual is None:
+            return False, None
+        ok = {
+            "<": actual < self.value,
+            "<=": actual <= self.value,
+            ">": actual > self.value,
+            ">=": actual >= self.value,
+            "==": actual == self.value,
+        }[self.op]
+        return ok, actual
+
+
+SLO_METRICS = (
+    "p50",
+    "p90",
+    "p99",
+    "max",
+    "connect_p50",
+    "connect_p99",
+    "lost",
+    "duplicated",
+    "out_of_order",
+    "delivered_pct",
+    "connect_failed",
+)
+_SLO_RE = re.compile(r"^\s*([a-z_0-9]+)\s*(<=|>=|==|<|>)\s*([0-9.]+)\s*(ms|s|%)?\s*$")
+
+
+def parse_slo(text: str) -> Slo:
+    """Parse an SLO; latency metrics are in milliseconds (``s`` converts)."""
+    match = _SLO_RE.match(text)
+    if not match:
+        raise UsageError(f"bad --slo {text!r}: expected like 'p99<50ms' or 'lost==0'")
+    metric, op, number, unit = match.groups()
+    if metric not in SLO_METRICS:
+        raise UsageError(
+            f"bad --slo {text!r}: unknown metric {metric!r} ({', '.join(SLO_METRICS)})"
+        )
+    value = float(number) * (1000.0 if unit == "s" else 1.0)
+    return Slo(text.strip(), metric, op, value)
+
+
+@dataclass
+class SimulateOptions:
+    robots: int = 200
+    gateways: list[str] = field(default_factory=list)
+    messages: int = 3
+    duration: float = 35.0
+    ramp: float = 1000.0
+    churn: float = 0.0
+    payload_bytes: int = 0
+    processes: int = 1
+    auth_secret: str | None = None
+    slos: list[Slo] = field(default_factory=list)
+    deliver_timeout: float = 30.0
+    settle_timeout: float = 10.0
+
+
+@dataclass
+class Phase:
+    name: str
+    ok: bool
+    detail: str
+    seconds: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "detail": self.detail,
+            "seconds": round(self.seconds, 3),
+            "metrics": self.metrics,
+        }
+
+
+@dataclass
+class SimulateReport:
+    run_id: str
+    robots: int
+    gateways: list[str]
+    phases: list[Phase] = field(default_factory=list)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    connect_ms: dict[str, float] = field(default_factory=dict)
+    slos: list[dict[str, Any]] = field(default_factory=list)
+    cleaned_up: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.error is None
+            and bool(self.phases)
+            and all(p.ok for p in self.phases)
+            and all(s["ok"] for s in self.slos)
+        )
+
+    @property
+    def failed(self) -> list[str]:
+        names = [p.name for p in self.phases if not p.ok]
+        names += [f"slo {s['slo']}" for s in self.slos if not s["ok"]]
+        if self.error:
+            names.append("error")
+        return names
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "schema": "wsctl.simulate/1",
+            "run_id": self.run_id,
+            "ok": self.ok,
+            "robots": self.robots,
+            "gateways": self.gateways,
+            "phases": [p.as_dict() for p in self.phases],
+            "latency_ms": self.latency_ms,
+            "connect_ms": self.connect_ms,
+            "slos": self.slos,
+            "failed": self.failed,
+            "cleaned_up": self.cleaned_up,
+            "error": self.error,
+        }
+
+
+class _Replies:
+    """Counts replies on the run's reply channel (subscribed before anything is sent)."""
+
+    def __init__(self, store: RegistryStore, channel: str) -> None:
+        self.store = store
+        self.channel = channel
+        self.status: dict[str, str] = {}
+        self.reasons: Counter[str] = Counter()
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen())
+        await asyncio.wait_for(self._ready.wait(), 10)
+
+    async def _listen(self) -> None:
+        pubsub = self.store.client.pubsub()
+        try:
+            await pubsub.subscribe(self.channel)
+            self._ready.set()
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if not message or message.get("type") != "message":
+                    continue
+                with contextlib.suppress(ProtocolError):
+                    reply = decode_reply(message["data"])
+                    self.status[reply.id] = reply.status.value
+                    if reply.reason:
+                        self.reasons[reply.reason[:80]] += 1
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+
+class Simulation:
+    def __init__(
+        self, store: RegistryStore, options: SimulateOptions, progress: Progress | None
+    ) -> None:
+        self.store = store
+        self.options = options
+        self.progress = progress or (lambda phase, text: None)
+        self.run_id = uuid.uuid4().hex[:8]
+        self.robot_ids = [f"sim-{self.run_id}-{n}" for n in range(options.robots)]
+        self.swarms: list[RobotSwarm | ProcessSwarm] = []
+        self.swarm_of: dict[str, int] = {}
+        self.url_of: dict[str, str] = {}
+        self.instance_of_url: dict[str, str] = {}
+        self.expected: dict[str, set[int]] = {r: set() for r in self.robot_ids}
+        self.replies = _Replies(store, store.keys.reply_channel(f"sim-{self.run_id}"))
+        self.report = SimulateReport(self.run_id, options.robots, list(options.gateways))
+        self.rng = random.Random(self.run_id)
+        self.next_seq: dict[str, int] = {}
+
+    # ---------------------------------------------------------------- helpers
+    async def _stats(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {"robots": {}, "connect": Histogram(), "latency": Histogram()}
+        failures: dict[str, str] = {}
+        failed = 0
+        for swarm in self.swarms:
+            part = await swarm.snapshot()
+            merged["robots"].update(part["robots"])
+            merged["connect"].merge(Histogram.from_json(part["connect"]))
+            merged["latency"].merge(Histogram.from_json(part["latency"]))
+            failures.update(part["connect_failures"])
+            failed += part["connect_failed"]
+        merged["connect_failures"] = failures
+        merged["connect_failed"] = failed
+        return merged
+
+    async def _entries(self) -> dict[str, Entry]:
+        found: dict[str, Entry] = {}
+        keys = [self.store.keys.conn_key(r) for r in self.robot_ids]
+        for start in range(0, len(keys), 1000):
+            for entry in await self.store.read_keys(keys[start : start + 1000]):
+                found[entry.robot_id] = entry
+        return found
+
+    async def _publish(self, sends: list[tuple[str, str, str]]) -> list[str]:
+        """Publish (robot_id, via_instance, message) envelopes in pipelines; returns ids."""
+        ids: list[str] = []
+        for start in range(0, len(sends), PUBLISH_BATCH):
+            pipe = self.store.client.pipeline(transaction=False)
+            for robot_id, via, message in sends[start : start + PUBLISH_BATCH]:
+                envelope = Envelope(
+                    op=Op.SEND,
+                    robot_id=robot_id,
+                    message=message,
+                    reply_to=self.replies.channel,
+                    origin=f"simulate-{self.run_id}",
+                )
+                ids.append(envelope.id)
+                pipe.publish(self.store.keys.control_channel(via), encode(envelope))
+            await pipe.execute()
+        return ids
+
+    def _message(self, robot_id: str) -> str:
+        return self._numbered(robot_id)[1]
+
+    def _numbered(self, robot_id: str) -> tuple[int, str]:
+        seq = self.next_seq.get(robot_id, 0)
+        self.next_seq[robot_id] = seq + 1
+        self.expected[robot_id].add(seq)
+        return seq, make_message(self.run_id, seq, self.options.payload_bytes)
+
+    async def _phase(self, name: str, body: Callable[[], Any]) -> Phase:
+        self.progress(name, "running")
+        started = time.perf_counter()
+        try:
+            ok, detail, metrics = await body()
+        except Exception as exc:
+            ok, detail, metrics = False, f"{type(exc).__name__}: {exc}"[:300], {}
+        phase = Phase(name, ok, detail, time.perf_counter() - started, metrics)
+        self.report.phases.append(phase)
+        self.progress(name, ("ok: " if ok else "FAILED: ") + detail)
+        return phase
+
+    # ---------------------------------------------------------------- phases
+    async def phase_connect(self) -> tuple[bool, str, dict[str, Any]]:
+        opts = self.options
+        per_swarm: list[list[tuple[str, str]]] = [[] for _ in self.swarms]
+        for n, robot_id in enumerate(self.robot_ids):
+            url = opts.gateways[n % len(opts.gateways)]
+            self.url_of[robot_id] = url
+            self.swarm_of[robot_id] = n % len(self.swarms)
+            per_swarm[n % len(self.swarms)].append((robot_id, url))
+        rate = opts.ramp / len(self.swarms) if opts.ramp > 0 else 0.0
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(s.connect(a, rate) for s, a in zip(self.swarms, per_swarm, strict=True))
+        )
+        seconds = time.perf_counter() - started
+        connected = sum(r["connected"] for r in results)
+        stats = await self._stats()
+        self.report.connect_ms = stats["connect"].summary_ms()
+        metrics = {
+            "connected": connected,
+            "failed": opts.robots - connected,
+            "rate_per_s": round(connected / seconds, 1) if seconds else 0.0,
+            **{f"connect_{k}_ms": v for k, v in self.report.connect_ms.items() if k != "count"},
+        }
+        if connected != opts.robots:
+            sample = next(iter(stats["connect_failures"].values()), "")
+            return (
+                False,
+                f"{opts.robots - connected} of {opts.robots} robots failed to connect ({sample})",
+                metrics,
+            )
+        return True, f"{connected} robots in {seconds:.2f}s ({metrics['rate_per_s']}/s)", metrics
+
+    async def phase_registered(self) -> tuple[bool, str, dict[str, Any]]:
+        deadline = time.monotonic() + self.options.settle_timeout
+        while True:
+            entries = await self._entries()
+            missing = [r for r in self.robot_ids if r not in entries or not entries[r].instance_id]
+            if not missing or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        by_url: dict[str, Counter[str]] = {}
+        for robot_id, entry in entries.items():
+            by_url.setdefault(self.url_of[robot_id], Counter())[entry.instance_id or ""] += 1
+        self.instance_of_url = {url: c.most_common(1)[0][0] for url, c in by_url.items()}
+        wrong = [
+            r
+            for r, e in entries.items()
+            if e.instance_id != self.instance_of_url.get(self.url_of[r])
+        ]
+        distinct = len(set(self.instance_of_url.values())) == len(self.instance_of_url)
+        metrics = {
+            "registered": len(entries),
+            "missing": len(missing),
+            "wrong_instance": len(wrong),
+            "instances": dict(sorted(self.instance_of_url.items())),
+        }
+        if missing:
+            return (
+                False,
+                f"{len(missing)} robots have no registry entry (e.g. {missing[0]})",
+                metrics,
+            )
+        if wrong or not distinct:
+            return (
+                False,
+                f"{len(wrong)} entries name another instance than the one connected to",
+                metrics,
+            )
+        return (
+            True,
+            f"all {len(entries)} entries name the instance their robot connected to",
+            metrics,
+        )
+
+    async def phase_deliver(self) -> tuple[bool, str, dict[str, Any]]:
+        opts = self.options
+        instances = sorted(set(self.instance_of_url.values()))
+        sends: list[tuple[str, str, str]] = []
+        via_owner = 0
+        for n, robot_id in enumerate(self.robot_ids):
+            owner = self.instance_of_url[self.url_of[robot_id]]
+            others = [i for i in instances if i != owner]
+            # three of four robots get their messages through a non-owner instance (forwarding)
+            via = owner if (n % 4 == 3 or not others) else others[n % len(others)]
+            via_owner += via == owner
+            for _ in range(opts.messages):
+                sends.append((robot_id, via, self._message(robot_id)))
+        total = len(sends)
+        started = time.perf_counter()
+        ids = await self._publish(sends)
+        deadline = time.monotonic() + opts.deliver_timeout
+        while time.monotonic() < deadline:
+            if sum(1 for i in ids if i in self.replies.status) >= total:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # frames are written before replies; let the last ones land
+        seconds = time.perf_counter() - started
+        stats = await self._stats()
+        self.report.latency_ms = stats["latency"].summary_ms()
+        delivered = duplicated = out_of_order = 0
+        for robot_id in self.robot_ids:
+            got = stats["robots"][robot_id]["received"]
+            delivered += len(set(got) & self.expected[robot_id])
+            duplicated += len(got) - len(set(got))
+            out_of_order += stats["robots"][robot_id]["out_of_order"]
+        lost = total - delivered
+        statuses = Counter(self.replies.status.get(i, "no_reply") for i in ids)
+        metrics = {
+            "sent": total,
+            "delivered": delivered,
+            "lost": lost,
+            "duplicated": duplicated,
+            "out_of_order": out_of_order,
+            "via_owner": via_owner * opts.messages,
+            "via_other": (len(self.robot_ids) - via_owner) * opts.messages,
+            "replies": dict(statuses),
+            "throughput_per_s": round(delivered / seconds, 1) if seconds else 0.0,
+            "latency_ms": self.report.latency_ms,
+        }
+        ok = lost == 0 and duplicated == 0 and out_of_order == 0
+        detail = (
+            f"{delivered}/{total} delivered, {lost} lost, {duplicated} duplicated, "
+            f"{out_of_order} out of order; p99 {self.report.latency_ms.get('p99', 0)} ms"
+        )
+        if not ok and self.replies.reasons:
+            detail += f" (e.g. {self.replies.reasons.most_common(1)[0][0]})"
+        return ok, detail, metrics
+
+    async def phase_heartbeat(self) -> tuple[bool, str, dict[str, Any]]:
+        before = {r: e.fields.get("last_heartbeat") for r, e in (await self._entries()).items()}
+        deadline = time.monotonic() + self.options.duration
+        stuck = list(before)
+        while stuck and time.monotonic() < deadline:
+            await asyncio.sleep(min(0.5, max(0.05, deadline - time.monotonic())))
+            now = await self._entries()
+            stuck = [
+                r for r in stuck if r not in now or now[r].fields.get("last_heartbeat") == before[r]
+            ]
+        metrics = {"advanced": len(before) - len(stuck), "not_advanced": len(stuck)}
+        if stuck:
+            return (
+                False,
+                f"{len(stuck)} robots' last_heartbeat did not advance within {self.options.duration:g}s",
+                metrics,
+            )
+        return True, "every last_heartbeat advanced", metrics
+
+    async def phase_churn(self) -> tuple[bool, str, dict[str, Any]]:
+        opts = self.options
+        gateways = opts.gateways
+        churned: dict[str, str] = {}
+        sent: list[tuple[str, str, int]] = []  # (envelope id, robot id, seq)
+        end = time.monotonic() + min(opts.duration, 10.0)
+        interval = 1.0 / opts.churn
+        reconnect_failed = 0
+        for _ in range(100_000):
+            if time.monotonic() >= end:
+                break
+            robot_id = self.rng.choice(self.robot_ids)
+            choices = [g for g in gateways if g != self.url_of[robot_id]] or gateways
+            new_url = self.rng.choice(choices)
+            if await self.swarms[self.swarm_of[robot_id]].reconnect(robot_id, new_url):
+                self.url_of[robot_id] = new_url
+                churned[robot_id] = new_url
+                # a message right after the move, injected at a random instance
+                seq, text = self._numbered(robot_id)
+                via = self.instance_of_url[self.rng.choice(gateways)]
+                (envelope_id,) = await self._publish([(robot_id, via, text)])
+                sent.append((envelope_id, robot_id, seq))
+            else:
+                reconnect_failed += 1
+            await asyncio.sleep(interval)
+        deadline = time.monotonic() + opts.settle_timeout
+        while True:
+            entries = await self._entries()
+            not_following = [
+                r
+                for r, url in churned.items()
+                if r not in entries or entries[r].instance_id != self.instance_of_url[url]
+            ]
+            answered = all(i in self.replies.status for i, _, _ in sent)
+            if (not not_following and answered) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)
+        stats = await self._stats()
+        # accounted for: the robot got it, or a reply said plainly that it was not delivered
+        delivered = refused = unaccounted = 0
+        for envelope_id, robot_id, seq in sent:
+            if seq in stats["robots"][robot_id]["received"]:
+                delivered += 1
+            elif self.replies.status.get(envelope_id, "delivered") != "delivered":
+                refused += 1
+            else:
+                unaccounted += 1
+        metrics = {
+            "reconnects": len(churned),
+            "reconnect_failed": reconnect_failed,
+            "registry_not_following": len(not_following),
+            "messages": len(sent),
+            "delivered": delivered,
+            "refused_with_reply": refused,
+            "unaccounted": unaccounted,
+        }
+        ok = not not_following and reconnect_failed == 0 and unaccounted == 0
+        return (
+            ok,
+            f"{len(churned)} robots moved, registry followed "
+            f"{len(churned) - len(not_following)}/{len(churned)}; churn messages: "
+            f"{delivered} delivered, {refused} refused with a reply, {unaccounted} unaccounted",
+            metrics,
+        )
+
+    async def phase_disconnect(self) -> tuple[bool, str, dict[str, Any]]:
+        await asyncio.gather(*(s.close_all() for s in self.swarms))
+        deadline = time.monotonic() + self.options.settle_timeout
+        while True:
+            left = await self._entries()
+            if not left or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        if left:
+            owners = Counter(e.instance_id for e in left.values())
+            return (
+                False,
+                f"{len(left)} entries left behind (by instance: {dict(owners)})",
+                {"left": len(left)},
+            )
+        return True, "every robot closed and every entry of the run is gone", {"left": 0}
+
+    # ---------------------------------------------------------------- run
+    async def run(self) -> SimulateReport:
+        opts = self.options
+        try:
+            for _ in range(opts.processes if opts.processes > 1 else 1):
+                self.swarms.append(
+                    ProcessSwarm(self.run_id, opts.auth_secret)
+                    if opts.processes > 1
+                    else RobotSwarm(self.run_id, opts.auth_secret)
+                )
+            await self.replies.start()
+            steps = [
+                ("connect", self.phase_connect),
+                ("registered", self.phase_registered),
+                ("deliver", self.phase_deliver),
+                ("heartbeat", self.phase_heartbeat),
+            ]
+            if opts.churn > 0:
+                steps.append(("churn", self.phase_churn))
+            for name, body in steps:
+                phase = await self._phase(name, body)
+                if not phase.ok and name in ("connect", "registered"):
+                    break  # later phases depend on these; go straight to clean-up
+            await self._phase("disconnect", self.phase_disconnect)
+            metrics = self.slo_metrics()
+            for slo in opts.slos:
+                ok, actual = slo.check(metrics)
+                self.report.slos.append({"slo": slo.text, "ok": ok, "actual": actual})
+        finally:
+            await self.cleanup()
+        return self.report
+
+    def slo_metrics(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for key in ("p50", "p90", "p99", "max"):
+            if key in self.report.latency_ms:
+                metrics[key] = float(self.report.latency_ms[key])
+            if key in self.report.connect_ms:
+                metrics[f"connect_{key}"] = float(self.report.connect_ms[key])
+        deliver = next((p for p in self.report.phases if p.name == "deliver"), None)
+        if deliver is not None and deliver.metrics:
+            sent = deliver.metrics["sent"] or 1
+            metrics["lost"] = deliver.metrics["lost"]
+            metrics["duplicated"] = deliver.metrics["duplicated"]
+            metrics["out_of_order"] = deliver.metrics["out_of_order"]
+            metrics["delivered_pct"] = 100.0 * deliver.metrics["delivered"] / sent
+        connect = next((p for p in self.report.phases if p.name == "connect"), None)
+        if connect is not None and connect.metrics:
+            metrics["connect_failed"] = connect.metrics["failed"]
+        return metrics
+
+    async def cleanup(self) -> None:
+        """Close the run's robots and remove the run's entries that remain (fenced deletes)."""
+        for swarm in self.swarms:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(swarm.close_all(), 30)
+            if isinstance(swarm, ProcessSwarm):
+                swarm.stop()
+        await self.replies.stop()
+        with contextlib.suppress(Exception):
+            left = list((await self._entries()).values())
+            if left:
+                results = await self.store.delete_observed(left)
+                self.report.cleaned_up = sum(1 for r in results if r == 1)
+
+
+async def simulate(
+    store: RegistryStore, options: SimulateOptions, progress: Progress | None = None
+) -> SimulateReport:
+    if not options.gateways:
+        raise UsageError("no gateways to simulate against")
+    if options.robots < 1 or options.messages < 0 or options.processes < 1:
+        raise UsageError("--robots and --processes must be at least 1, --messages at least 0")
+    return await Simulation(store, options, progress).run()
