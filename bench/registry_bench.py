@@ -117,7 +117,9 @@ def populate(client: object, n: int, stale_fraction: float) -> None:
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
     start = time.perf_counter()
-    done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=True)
+    done = subprocess.run(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=True
+    )
     return time.perf_counter() - start, done.stderr
 
 
@@ -138,7 +140,9 @@ def flush(client: object, cluster: bool) -> None:
         client.flushall()  # type: ignore[attr-defined]
 
 
-def run_suite(name: str, client: object, target: dict[str, str], n: int, cluster: bool, state: str) -> dict[str, float]:
+def run_suite(
+    name: str, client: object, target: dict[str, str], n: int, cluster: bool, state: str
+) -> dict[str, float]:
     env = wsctl_env(target, state)
     args = [f"{k}={v}" for k, v in target.items()]
     results: dict[str, float] = {}
@@ -147,7 +151,9 @@ def run_suite(name: str, client: object, target: dict[str, str], n: int, cluster
     for size in (n // 10, n):
         flush(client, cluster)
         populate(client, size, 0.5)
-        t_wsctl, err = timed([sys.executable, "-c", RSS_WRAPPER, "list", "connections", "-o", "jsonl"], env)
+        t_wsctl, err = timed(
+            [sys.executable, "-c", RSS_WRAPPER, "list", "connections", "-o", "jsonl"], env
+        )
         rss = int(err.strip().split("maxrss_kb=")[-1])
         t_floor, _ = timed([sys.executable, "-c", FLOOR_LIST, *args], env)
         print(
@@ -167,7 +173,9 @@ def run_suite(name: str, client: object, target: dict[str, str], n: int, cluster
     flush(client, cluster)
     populate(client, n, 0.5)
     backup = Path(state) / "bench-backup.jsonl"
-    t_reap, _ = timed([sys.executable, "-m", "wsctl", "reap", "--backup", str(backup), "-o", "json"], env)
+    t_reap, _ = timed(
+        [sys.executable, "-m", "wsctl", "reap", "--backup", str(backup), "-o", "json"], env
+    )
     flush(client, cluster)
     populate(client, n, 0.5)
     t_naive, _ = timed([sys.executable, "-c", FLOOR_REAP, *args], env)
@@ -184,7 +192,9 @@ def run_suite(name: str, client: object, target: dict[str, str], n: int, cluster
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--entries", type=int, default=200_000)
     parser.add_argument("--cluster", action="store_true", help="Also run on a 3+3 cluster.")
     args = parser.parse_args()
@@ -205,7 +215,9 @@ def main() -> None:
                     startup_nodes=[ClusterNode("127.0.0.1", n.port) for n in cluster.nodes],
                     decode_responses=True,
                 )
-                multi = run_suite("cluster", cclient, {"nodes": cluster.startup}, args.entries, True, state)
+                multi = run_suite(
+                    "cluster", cclient, {"nodes": cluster.startup}, args.entries, True, state
+                )
                 cclient.close()
             for key in (f"list_{args.entries}_s", "reap_s"):
                 print(f"cluster/single {key}: {multi[key] / single[key]:.2f}")

@@ -262,3 +262,16 @@ def _numsub_value(reply: Any) -> int:
     if isinstance(reply[0], list | tuple):
         return sum(int(pair[1]) for pair in reply)
     return sum(int(count) for count in reply[1::2])
+
+
+async def publish_many(client: AsyncClient, messages: list[tuple[str, str]]) -> None:
+    """PUBLISH many (channel, message) pairs in one non-transactional pipeline.
+
+    Through ``execute_command``: redis-py's cluster pipeline blocks its ``publish`` method, but a
+    PUBLISH on any cluster node reaches every subscriber (the bus broadcasts it), and commands
+    for one channel keep their order.
+    """
+    pipe = client.pipeline(transaction=False)
+    for channel, message in messages:
+        pipe.execute_command("PUBLISH", channel, message)
+    await pipe.execute()

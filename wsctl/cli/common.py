@@ -53,6 +53,20 @@ def state(ctx: typer.Context) -> CliState:
     return obj
 
 
+def on_stop_signals(callback: Any) -> None:
+    """Call ``callback`` on SIGTERM/SIGINT in the running loop (main thread only; embedded
+    callers such as tests run commands in worker threads, where signals cannot be handled)."""
+    import asyncio
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, callback)
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run one command's coroutine (asyncio is imported here, not at start-up)."""
     import asyncio

@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from wsctl.cli.common import err, keyspace_of, open_client, resolve_target, run, state
+from wsctl.cli.common import (
+    err,
+    keyspace_of,
+    on_stop_signals,
+    open_client,
+    resolve_target,
+    run,
+    state,
+)
 from wsctl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -89,12 +97,9 @@ def gateway(
 
 async def _serve(gw: Any) -> None:
     import asyncio
-    import signal
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    on_stop_signals(stop.set)
     try:
         await gw.start()
     except OSError as exc:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from wsctl.cli.common import err, open_store, run, state
+from wsctl.cli.common import err, on_stop_signals, open_store, run, state
 from wsctl.cli.output import Column
 from wsctl.errors import UsageError
 
@@ -117,7 +117,6 @@ async def _reap_forever(
     import asyncio
     import contextlib
     import json
-    import signal
     from dataclasses import replace
 
     from wsctl.ops.backup import default_backup_path
@@ -125,9 +124,7 @@ async def _reap_forever(
     from wsctl.registry.model import utcnow
 
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    on_stop_signals(stop.set)
     async with open_store(settings) as store:
         while not stop.is_set():
             pass_options = options

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from wsctl.cli.common import err, keyspace_of, run, state
+from wsctl.cli.common import err, keyspace_of, on_stop_signals, run, state
 from wsctl.errors import EXIT_INTERRUPTED, EXIT_NEGATIVE, UsageError, WsctlError
 
 if TYPE_CHECKING:
@@ -133,13 +133,11 @@ def _run_simulation(
 
 async def _simulate(settings: Settings, options: SimulateOptions) -> SimulateReport:
     import asyncio
-    import signal
 
     from wsctl.cli.common import open_store
     from wsctl.ops.simulate import simulate as run_simulation
 
     task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
     interrupted = False
 
     def interrupt() -> None:
@@ -148,8 +146,7 @@ async def _simulate(settings: Settings, options: SimulateOptions) -> SimulateRep
         if task is not None:
             task.cancel()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, interrupt)
+    on_stop_signals(interrupt)
     try:
         async with open_store(settings) as store:
             if not options.gateways:

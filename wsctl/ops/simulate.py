@@ -23,6 +23,7 @@ from wsctl.errors import UsageError
 from wsctl.ops.histogram import Histogram
 from wsctl.ops.robots import ProcessSwarm, RobotSwarm, make_message
 from wsctl.protocol import Envelope, Op, ProtocolError, decode_reply, encode
+from wsctl.redis_client import publish_many
 from wsctl.registry.model import Entry
 from wsctl.registry.store import RegistryStore
 
@@ -250,7 +251,7 @@ class Simulation:
         """Publish (robot_id, via_instance, message) envelopes in pipelines; returns ids."""
         ids: list[str] = []
         for start in range(0, len(sends), PUBLISH_BATCH):
-            pipe = self.store.client.pipeline(transaction=False)
+            batch: list[tuple[str, str]] = []
             for robot_id, via, message in sends[start : start + PUBLISH_BATCH]:
                 envelope = Envelope(
                     op=Op.SEND,
@@ -260,8 +261,8 @@ class Simulation:
                     origin=f"simulate-{self.run_id}",
                 )
                 ids.append(envelope.id)
-                pipe.publish(self.store.keys.control_channel(via), encode(envelope))
-            await pipe.execute()
+                batch.append((self.store.keys.control_channel(via), encode(envelope)))
+            await publish_many(self.store.client, batch)
         return ids
 
     def _message(self, robot_id: str) -> str:

@@ -1,0 +1,228 @@
+"""`wsctl simulate` and the sandbox: real robots, real gateways, real Redis, on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from xml.etree import ElementTree
+
+import jsonschema
+import pytest
+
+from tests.conftest import Backend, ainvoke, invoke, open_test_store
+from tests.fleet import running_fleet
+from wsctl.ops.simulate import SimulateOptions, parse_slo, simulate
+from wsctl.sandbox import Sandbox
+
+SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "simulate.schema.json").read_text())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is not alive: check its state
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def test_sandbox_stops_every_process_it_started() -> None:
+    with Sandbox(gateways=2) as box:
+        pids = box.pids()
+        assert len(pids) == 3 and all(_alive(p) for p in pids)
+    assert not any(_alive(p) for p in pids)
+
+
+def test_sandbox_stops_everything_after_a_failure_inside() -> None:
+    pids: list[int] = []
+    with pytest.raises(RuntimeError), Sandbox(gateways=1) as box:
+        pids = box.pids()
+        raise RuntimeError("boom")
+    assert pids and not any(_alive(p) for p in pids)
+
+
+def test_simulate_in_the_auto_sandbox_passes_and_matches_the_schema(tmp_path: Path) -> None:
+    junit = tmp_path / "sim.xml"
+    res = invoke(
+        [
+            "simulate",
+            "--robots",
+            "40",
+            "--messages",
+            "2",
+            "-o",
+            "json",
+            "--junit",
+            str(junit),
+            "--slo",
+            "lost==0",
+            "--slo",
+            "p99<5s",
+        ]
+    )
+    assert res.code == 0, res.err
+    report = json.loads(res.out)
+    jsonschema.validate(report, SCHEMA)
+    assert report["ok"] and [p["name"] for p in report["phases"]] == [
+        "connect",
+        "registered",
+        "deliver",
+        "heartbeat",
+        "disconnect",
+    ]
+    deliver = report["phases"][2]["metrics"]
+    assert deliver["sent"] == 80 and deliver["delivered"] == 80 and deliver["via_other"] > 0
+    suite = ElementTree.parse(junit).getroot()
+    assert suite.get("tests") == "7" and suite.get("failures") == "0"
+
+
+async def test_simulate_with_churn_and_worker_processes(backend: Backend) -> None:
+    async with running_fleet(backend.env) as fleet:
+        urls = [g.ws_url for g in fleet.values()]
+        args = [
+            "simulate",
+            "--robots",
+            "30",
+            "--processes",
+            "2",
+            "--churn",
+            "10",
+            "--duration",
+            "2",
+            "-o",
+            "json",
+        ]
+        for url in urls:
+            args += ["--gateway", url]
+        res = await ainvoke(args, env=backend.env)
+    report = json.loads(res.out)
+    jsonschema.validate(report, SCHEMA)
+    assert res.code == 0, report["failed"]
+    churn = next(p for p in report["phases"] if p["name"] == "churn")
+    assert churn["metrics"]["reconnects"] > 0 and churn["metrics"]["registry_not_following"] == 0
+
+
+async def test_simulate_discovers_alive_gateways_from_liveness_records(single: Backend) -> None:
+    async with running_fleet(single.env):
+        res = await ainvoke(
+            ["simulate", "--robots", "10", "--duration", "2", "-o", "json"], env=single.env
+        )
+    assert res.code == 0, res.err
+    assert len(json.loads(res.out)["gateways"]) == 2 and "found 2 alive gateway(s)" in res.err
+
+
+async def test_failing_slo_exits_1_and_is_named(single: Backend) -> None:
+    async with running_fleet(single.env, names=("gw-a",)) as fleet:
+        res = await ainvoke(
+            [
+                "simulate",
+                "--robots",
+                "5",
+                "--duration",
+                "2",
+                "--gateway",
+                fleet["gw-a"].ws_url,
+                "--slo",
+                "p99<0.000001ms",
+            ],
+            env=single.env,
+        )
+    assert res.code == 1 and "slo p99<0.000001ms" in res.err
+
+
+@pytest.mark.parametrize("bad", ["p99", "p99<<5", "latency<5ms", "p99<abc"])
+def test_bad_slo_is_a_usage_error(bad: str) -> None:
+    res = invoke(["simulate", "--slo", bad])
+    assert res.code == 2 and "bad --slo" in res.err
+
+
+def test_slo_units_convert_to_milliseconds() -> None:
+    assert parse_slo("p99<1.5s").value == 1500.0
+    assert parse_slo("delivered_pct>=99.9%").check({"delivered_pct": 100.0}) == (True, 100.0)
+
+
+async def test_a_gateway_killed_mid_run_fails_the_named_phase_and_leaves_no_entries(
+    single: Backend,
+) -> None:
+    """Kill one gateway process after registration: deliver fails, the report names it, and
+    the run's entries (including the dead gateway's) are removed by the clean-up."""
+    from wsctl.sandbox import GatewayProcess
+
+    redis_url = single.env["WSCTL_REDIS_URL"]
+    logs = Path(os.environ["WSCTL_STATE_DIR"])
+    logs.mkdir(parents=True, exist_ok=True)
+    gateways = [
+        GatewayProcess(
+            redis_url=redis_url, instance_id=f"kill-gw-{n}", heartbeat_interval=0.5
+        ).start(logs)
+        for n in range(2)
+    ]
+    try:
+        async with open_test_store(single) as store:
+
+            def progress(phase: str, text: str) -> None:
+                if phase == "registered" and text.startswith("ok"):
+                    gateways[1].kill()
+
+            report = await simulate(
+                store,
+                SimulateOptions(
+                    robots=20,
+                    gateways=[g.url for g in gateways],
+                    duration=2,
+                    deliver_timeout=3,
+                    settle_timeout=2,
+                ),
+                progress,
+            )
+            assert not report.ok and "deliver" in report.failed
+            assert report.cleaned_up > 0
+            left = [k async for k in store.client.scan_iter(match=f"ws_conn:sim-{report.run_id}-*")]
+            assert left == []
+    finally:
+        for gw in gateways:
+            gw.stop()
+    assert not any(_alive(g.pid) for g in gateways if g.pid)
+
+
+def test_wsctl_sandbox_serves_other_commands_and_stops_on_sigint(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WSCTL_", "REDIS_"))}
+    env["WSCTL_STATE_DIR"] = str(tmp_path / "state")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsctl", "sandbox", "--gateways", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        first = proc.stdout.readline()  # type: ignore[union-attr]
+        assert first.startswith("export WSCTL_REDIS_URL=redis://127.0.0.1:")
+        for _ in range(100):  # the state file is written before the exports
+            if (tmp_path / "state" / "sandbox.json").exists():
+                break
+            time.sleep(0.05)
+        listed = subprocess.run(
+            [sys.executable, "-m", "wsctl", "list", "instances", "-o", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert listed.returncode == 0, listed.stderr
+        ids = {r["instance_id"] for r in json.loads(listed.stdout)}
+        assert ids == {"sandbox-gw-1", "sandbox-gw-2"}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+    assert code == 0
+    assert not (tmp_path / "state" / "sandbox.json").exists()
