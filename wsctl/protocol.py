@@ -23,6 +23,7 @@ class Op(StrEnum):
     KICK = "kick"
     PING = "ping"
     INVENTORY = "inventory"
+    RESYNC = "resync"
 
 
 class Status(StrEnum):
@@ -34,6 +35,7 @@ class Status(StrEnum):
     PONG = "pong"
     INVENTORY = "inventory"
     KICKED = "kicked"
+    RESYNCED = "resynced"
 
 
 class ProtocolError(ValueError):

@@ -99,6 +99,7 @@ app.command("send")(fleet_cmd.send)
 app.command("gateway")(fleet_cmd.gateway)
 app.command("token")(fleet_cmd.token)
 app.command("reap")(ops_cmd.reap)
+app.command("doctor")(ops_cmd.doctor)
 app.command("simulate")(sim_cmd.simulate)
 app.command("sandbox")(sim_cmd.sandbox)
 

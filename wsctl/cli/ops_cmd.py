@@ -194,3 +194,146 @@ def _show_report(report: ReapReport, output: str) -> None:
             "table",
         )
     err(_one_line(report))
+
+
+def doctor(
+    ctx: typer.Context,
+    robot_id: Annotated[
+        str | None, typer.Argument(help="Check one robot end to end.", show_default=False)
+    ] = None,
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Apply the safe fixes (ghosts, orphans).")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="With --fix: only say what.")] = False,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Stale after SECONDS without heartbeat.")
+    ] = None,
+    output: Annotated[str, typer.Option("-o", "--output", help="table or json.")] = "table",
+) -> None:
+    """Check the registry against reality: every live instance is asked for its sockets.
+
+    Finds ghosts (registered, no socket), orphans (socket, no entry), robots registered to one
+    instance but connected to another, entries of dead or unknown instances, instances alive
+    but not listening, clock skew, malformed and stale entries, prefix collisions and, on a
+    cluster, uncovered slots. --fix applies only the safe fixes: fenced deletes of ghosts and
+    asking instances to re-register orphans. Exit 0 healthy, 1 problems found, 3 Redis errors.
+
+    Example: wsctl doctor --fix --dry-run; wsctl doctor robot-17
+    """
+    if output not in ("table", "json"):
+        raise UsageError("doctor supports -o table or json")
+    if dry_run and not fix:
+        raise UsageError("--dry-run goes with --fix")
+    settings = state(ctx).settings(timeout=timeout)
+    if robot_id is not None:
+        from wsctl.registry.keys import validate_id
+
+        validate_id(robot_id)
+        if fix:
+            raise UsageError("--fix checks the whole registry; run it without ROBOT")
+        result = run(_doctor_robot(settings, robot_id))
+        _show_robot(result, output)
+        healthy = bool(result["healthy"])
+    else:
+        report = run(_doctor(settings, fix, dry_run))
+        _show_doctor(report, output)
+        healthy = report["healthy"]
+    if not healthy:
+        raise typer.Exit(1)
+
+
+async def _doctor(settings: Settings, apply_fix: bool, dry_run: bool) -> dict[str, Any]:
+    from wsctl.ops.doctor import doctor as run_doctor
+    from wsctl.ops.doctor import fix as run_fix
+
+    async with open_store(settings) as store:
+        report = await run_doctor(store, settings.timeout)
+        if apply_fix:
+            report.fixed = await run_fix(store, report, dry_run)
+        return report.as_dict()
+
+
+async def _doctor_robot(settings: Settings, robot_id: str) -> dict[str, Any]:
+    from wsctl.ops.doctor import doctor_robot
+
+    async with open_store(settings) as store:
+        return await doctor_robot(store, robot_id, settings.timeout)
+
+
+def _finding_columns() -> list[Column]:
+    def style(row: dict[str, Any]) -> str | None:
+        return {"error": "red", "warning": "yellow"}.get(row["severity"])
+
+    return [
+        Column("severity", "SEVERITY", style=style),
+        Column("kind", "KIND"),
+        Column("robot_id", "ROBOT"),
+        Column("instance_id", "INSTANCE"),
+        Column("detail", "DETAIL"),
+        Column("fix", "FIX"),
+    ]
+
+
+def _show_doctor(report: dict[str, Any], output: str) -> None:
+    import json
+
+    if output == "json":
+        sys.stdout.write(json.dumps(report, ensure_ascii=False, indent=2) + "\n")
+        return
+    from wsctl.cli.output import render
+
+    render(
+        report["instances"],
+        [
+            Column("instance_id", "INSTANCE"),
+            Column("liveness", "LIVENESS"),
+            Column("listening", "LISTENING"),
+            Column("entries", "ENTRIES", justify="right"),
+            Column("sockets", "SOCKETS", justify="right"),
+        ],
+        "table",
+        title=f"{report['entries']} entries",
+    )
+    print_cluster(report.get("cluster"), report.get("keys_per_node", {}))
+    if report["findings"]:
+        render(report["findings"], _finding_columns(), "table", title="findings")
+    for item in report.get("fixed", []):
+        target = item.get("robot_id") or item.get("instance_id")
+        sys.stdout.write(f"fix {item['kind']} {target}: {item['result']}\n")
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(report["counts"].items())) or "no findings"
+    sys.stdout.write(("healthy" if report["healthy"] else "problems found") + f" ({counts})\n")
+
+
+def print_cluster(cluster: dict[str, Any] | None, per_node: dict[str, int]) -> None:
+    if cluster:
+        primaries = cluster["primaries"]
+        sys.stdout.write(
+            f"cluster: {len(primaries)} primaries, {cluster['replica_count']} replicas, "
+            f"{cluster['uncovered_slots']} uncovered slots\n"
+        )
+        for p in primaries:
+            replicas = ", ".join(
+                r["node"] + (" (failed)" if r["failed"] else "") for r in p["replicas"]
+            )
+            sys.stdout.write(
+                f"  primary {p['node']}{' (failed)' if p['failed'] else ''}: {p['slots']} slots, "
+                f"{per_node.get(p['node'], 0)} entries; replicas: {replicas or 'none'}\n"
+            )
+    elif per_node:
+        for node, count in per_node.items():
+            sys.stdout.write(f"redis {node}: {count} entries\n")
+
+
+def _show_robot(result: dict[str, Any], output: str) -> None:
+    import json
+
+    if output == "json":
+        sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
+        return
+    from wsctl.cli.output import render, render_object
+
+    summary = {k: v for k, v in result.items() if k not in ("findings", "fields")}
+    render_object(summary, "table")
+    if result["findings"]:
+        render(result["findings"], _finding_columns(), "table", title="findings")
+    sys.stdout.write(("healthy" if result["healthy"] else "problems found") + "\n")

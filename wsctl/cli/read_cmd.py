@@ -263,20 +263,34 @@ def list_instances(
     """
     fmt = check_output(output)
     settings = state(ctx).settings(timeout=timeout)
-    rows = run(_instances(settings))
+    rows, cluster, per_node = run(_instances(settings, fmt in ("table", "wide")))
     from wsctl.cli.output import render
 
     render(rows, instance_columns(), fmt)
+    if cluster is not None:
+        from wsctl.cli.ops_cmd import print_cluster
+
+        print_cluster(cluster, per_node)
 
 
-async def _instances(settings: Settings) -> list[dict[str, Any]]:
+async def _instances(
+    settings: Settings, with_cluster: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, int]]:
     from wsctl import instances as inst
     from wsctl.cli.common import keyspace_of
     from wsctl.ops.summary import summarize_instances
+    from wsctl.redis_client import cluster_facts, keys_per_node
 
     async with open_store(settings) as store:
         records = [r async for r in inst.iter_records(store.client, keyspace_of(settings))]
-        return await summarize_instances(store, records, settings.timeout)
+        rows = await summarize_instances(store, records, settings.timeout)
+        cluster = await cluster_facts(store.client) if with_cluster else None
+        per_node = (
+            await keys_per_node(store.client, store.keys.conn_match(), store.scan_count)
+            if cluster is not None
+            else {}
+        )
+        return rows, cluster, per_node
 
 
 def robot_columns() -> list[Column]:

@@ -379,11 +379,21 @@ class Gateway:
             return
         envelope = envelope.arrived(self.instance_id, time.time())
         try:
-            if envelope.op is Op.PING:
+            if envelope.op is Op.PING and envelope.robot_id:
+                await self._ping_robot(envelope)
+            elif envelope.op is Op.PING:
                 await self._answer(
                     envelope,
                     Status.PONG,
                     data={"connections": len(self.local), "version": __version__},
+                )
+            elif envelope.op is Op.RESYNC:
+                before = self.metrics.reregistered
+                await self._heartbeat_once()
+                await self._answer(
+                    envelope,
+                    Status.RESYNCED,
+                    data={"reregistered": self.metrics.reregistered - before},
                 )
             elif envelope.op is Op.INVENTORY:
                 await self._answer(
@@ -403,6 +413,30 @@ class Gateway:
             self._redis_failed("control", exc)
             with contextlib.suppress(Exception):
                 await self._answer(envelope, Status.ERROR, reason=str(exc)[:200])
+
+    async def _ping_robot(self, envelope: Envelope) -> None:
+        """A WebSocket ping to the robot itself: proves this instance holds a live socket."""
+        conn = self.local.get(envelope.robot_id or "")
+        if conn is None:
+            await self._answer(envelope, Status.NOT_CONNECTED, reason="no socket on this instance")
+            return
+        started = time.perf_counter()
+        try:
+            pong = await conn.ws.ping()
+            await asyncio.wait_for(pong, timeout=PING_TIMEOUT)
+        except Exception as exc:
+            await self._answer(
+                envelope, Status.NOT_CONNECTED, reason=f"socket did not answer a ping: {exc}"[:200]
+            )
+            return
+        await self._answer(
+            envelope,
+            Status.PONG,
+            data={
+                "robot_rtt_ms": round((time.perf_counter() - started) * 1000, 3),
+                "conn_id": conn.conn_id,
+            },
+        )
 
     async def _answer(self, envelope: Envelope, status: Status, **kw: Any) -> None:
         """Publish exactly one reply to the envelope's ``reply_to`` channel (if it has one)."""
@@ -482,6 +516,7 @@ class Gateway:
 
 
 LISTENING_TTL = 1.0
+PING_TIMEOUT = 3.0
 
 
 def _pid() -> int:

@@ -1,0 +1,129 @@
+"""doctor's pure diff: each planted fault becomes exactly the expected finding."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from wsctl.instances import InstanceRecord
+from wsctl.ops.doctor import Facts, Kind, Session, diagnose
+from wsctl.registry.model import entry_from_hash, format_ts, wrong_type_entry
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+ASKED = NOW.timestamp()
+
+
+def entry(
+    robot: str, instance: str, age: float = 1.0, conn: str | None = "c", connected_age: float = 600
+):  # type: ignore[no-untyped-def]
+    fields = {
+        "instance_id": instance,
+        "robot_id": robot,
+        "last_heartbeat": format_ts(NOW - timedelta(seconds=age)),
+        "connected_at": format_ts(NOW - timedelta(seconds=connected_age)),
+    }
+    if conn:
+        fields["conn_id"] = conn
+    return entry_from_hash(robot, fields, UTC)
+
+
+def record(instance: str, age: float = 1.0) -> InstanceRecord:
+    return InstanceRecord(instance, last_seen=format_ts(NOW - timedelta(seconds=age)))
+
+
+def facts(**kw):  # type: ignore[no-untyped-def]
+    base = Facts(asked_at=ASKED)
+    for key, value in kw.items():
+        setattr(base, key, value)
+    return base
+
+
+def kinds(findings) -> list[str]:  # type: ignore[no-untyped-def]
+    return sorted(f.kind.value for f in findings)
+
+
+def test_healthy_fleet_has_no_findings() -> None:
+    f = facts(
+        entries={"r1": entry("r1", "gw-a")},
+        records={"gw-a": record("gw-a")},
+        listening={"gw-a": True},
+        inventories={"gw-a": [Session("r1", "c", ASKED - 600)]},
+    )
+    assert diagnose(f, NOW, 90, "ws_conn:") == []
+
+
+def test_ghost_orphan_and_split_owner() -> None:
+    f = facts(
+        entries={"ghost": entry("ghost", "gw-a"), "split": entry("split", "gw-b")},
+        records={"gw-a": record("gw-a"), "gw-b": record("gw-b")},
+        listening={"gw-a": True, "gw-b": True},
+        inventories={
+            "gw-a": [Session("orphan", "x", ASKED - 60), Session("split", "y", ASKED - 60)],
+            "gw-b": [],
+        },
+    )
+    found = diagnose(f, NOW, 90, "ws_conn:")
+    assert kinds(found) == ["ghost", "ghost", "orphan", "split_owner"]
+    assert {f.robot_id for f in found if f.kind is Kind.GHOST} == {"ghost", "split"}
+
+
+def test_fresh_differences_are_in_flight_not_faults() -> None:
+    f = facts(
+        entries={"new": entry("new", "gw-a", connected_age=0.5)},
+        records={"gw-a": record("gw-a")},
+        listening={"gw-a": True},
+        inventories={"gw-a": [Session("arriving", "z", ASKED - 0.5)]},
+    )
+    assert diagnose(f, NOW, 90, "ws_conn:") == []
+
+
+def test_dead_owner_when_the_fleet_has_liveness_records_unknown_otherwise() -> None:
+    entries = {"r1": entry("r1", "gw-gone", conn=None)}
+    with_records = facts(
+        entries=entries,
+        records={"gw-a": record("gw-a")},
+        listening={"gw-a": True, "gw-gone": False},
+        inventories={"gw-a": []},
+    )
+    assert Kind.DEAD_OWNER in {f.kind for f in diagnose(with_records, NOW, 90, "ws_conn:")}
+    seed_fleet = facts(entries=entries, listening={"gw-gone": False})
+    (only,) = diagnose(seed_fleet, NOW, 90, "ws_conn:")
+    assert only.kind is Kind.UNKNOWN_OWNER and only.severity.value == "info"
+
+
+def test_alive_but_not_subscribed_and_no_reply() -> None:
+    f = facts(
+        records={"gw-z": record("gw-z"), "gw-s": record("gw-s")},
+        listening={"gw-z": False, "gw-s": True},
+        no_reply={"gw-s"},
+    )
+    assert kinds(diagnose(f, NOW, 90, "ws_conn:")) == ["no_reply", "not_subscribed"]
+
+
+def test_clock_skew_malformed_and_stale() -> None:
+    f = facts(
+        entries={
+            "future": entry("future", "gw-a", age=-3600),
+            "junk": wrong_type_entry("junk", "string"),
+            "old": entry("old", "gw-a", age=500),
+        },
+        records={"gw-a": record("gw-a")},
+        listening={"gw-a": True},
+        inventories={"gw-a": [Session("future", "c", 0), Session("old", "c", 0)]},
+    )
+    assert kinds(diagnose(f, NOW, 90, "ws_conn:")) == ["clock_skew", "malformed", "stale"]
+
+
+def test_prefix_collision_when_foreign_writers_share_the_prefix() -> None:
+    f = facts(
+        entries={"mine": entry("mine", "gw-a"), "theirs": entry("theirs", "other-team", conn=None)},
+        records={"gw-a": record("gw-a")},
+        listening={"gw-a": True, "other-team": False},
+        inventories={"gw-a": [Session("mine", "c", 0)]},
+    )
+    assert "prefix_collision" in kinds(diagnose(f, NOW, 90, "ws_conn:"))
+
+
+def test_uncovered_cluster_slots_are_an_error() -> None:
+    f = facts(cluster={"uncovered_slots": 10, "uncovered_ranges": ["0-9"], "primaries": []})
+    (only,) = diagnose(f, NOW, 90, "ws_conn:")
+    assert only.kind is Kind.UNCOVERED_SLOTS and "0-9" in only.detail

@@ -1,0 +1,516 @@
+"""``wsctl doctor``: the registry versus reality.
+
+Every live instance is asked for its local connection table (``inventory`` over the control
+channel) and the tables are diffed against the registry. The diff (:func:`diagnose`) is pure:
+it takes the gathered facts and ``now``. :func:`gather` is the thin I/O shell, :func:`fix`
+applies only the safe repairs (fenced deletes of ghosts; asking an instance to re-register its
+orphans).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from wsctl.instances import InstanceRecord, Liveness, iter_records, liveness
+from wsctl.ops.control import Unreachable, gather_requests, is_listening, request
+from wsctl.protocol import Envelope, Op, Reply, Status
+from wsctl.redis_client import cluster_facts, keys_per_node
+from wsctl.registry.model import Entry, State, assess, utcnow
+from wsctl.registry.store import RegistryStore
+
+# An entry younger than this when the inventory was asked may not be in it yet (and the
+# reverse for sessions): such differences are in flight, not faults.
+GRACE_S = 3.0
+INVENTORY_TIMEOUT = 3.0
+MAX_FINDINGS_PER_KIND = 200
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class Kind(StrEnum):
+    GHOST = "ghost"
+    ORPHAN = "orphan"
+    SPLIT = "split_owner"
+    STALE_SESSION = "stale_session"
+    DEAD_OWNER = "dead_owner"
+    UNKNOWN_OWNER = "unknown_owner"
+    NOT_SUBSCRIBED = "not_subscribed"
+    NO_REPLY = "no_reply"
+    CLOCK_SKEW = "clock_skew"
+    MALFORMED = "malformed"
+    STALE = "stale"
+    PREFIX_COLLISION = "prefix_collision"
+    UNCOVERED_SLOTS = "uncovered_slots"
+    ROBOT_UNREACHABLE = "robot_unreachable"
+
+
+SAFE_FIXES = frozenset({Kind.GHOST, Kind.ORPHAN})
+GHOST_OUTCOMES = {1: "removed", 0: "changed since; kept", -1: "already gone", 2: "would remove"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: Kind
+    severity: Severity
+    detail: str
+    fix: str
+    robot_id: str | None = None
+    instance_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "severity": self.severity.value,
+            "robot_id": self.robot_id,
+            "instance_id": self.instance_id,
+            "detail": self.detail,
+            "fix": self.fix,
+            "safe_fix": self.kind in SAFE_FIXES,
+        }
+
+
+@dataclass(frozen=True)
+class Session:
+    robot_id: str
+    conn_id: str
+    since: float
+
+
+@dataclass
+class Facts:
+    """Everything gathered from Redis and the instances (the input of :func:`diagnose`)."""
+
+    entries: dict[str, Entry] = field(default_factory=dict)
+    records: dict[str, InstanceRecord] = field(default_factory=dict)
+    listening: dict[str, bool] = field(default_factory=dict)
+    inventories: dict[str, list[Session]] = field(default_factory=dict)
+    no_reply: set[str] = field(default_factory=set)
+    asked_at: float = 0.0
+    cluster: dict[str, Any] | None = None
+    keys_per_node: dict[str, int] = field(default_factory=dict)
+
+
+def _epoch(moment: datetime | None) -> float:
+    return moment.timestamp() if moment is not None else 0.0
+
+
+def diagnose(facts: Facts, now: datetime, timeout: float, prefix: str) -> list[Finding]:
+    """The findings for ``facts`` at ``now``. Pure."""
+    out: list[Finding] = []
+    owners = {e.instance_id for e in facts.entries.values() if e.instance_id}
+    instances = owners | set(facts.records) | set(facts.inventories)
+    live = {i: liveness(facts.records.get(i), now, timeout) for i in instances}
+    fleet_has_records = bool(facts.records)
+
+    for instance_id in sorted(instances):
+        state = live[instance_id]
+        if state is Liveness.ALIVE and not facts.listening.get(instance_id, False):
+            out.append(
+                Finding(
+                    Kind.NOT_SUBSCRIBED,
+                    Severity.ERROR,
+                    "alive (fresh liveness record) but nobody listens on its control channel: "
+                    "messages cannot be forwarded to its robots",
+                    f"check the instance's logs and restart it ({instance_id})",
+                    instance_id=instance_id,
+                )
+            )
+        if instance_id in facts.no_reply:
+            out.append(
+                Finding(
+                    Kind.NO_REPLY,
+                    Severity.ERROR,
+                    "listens on its control channel but did not answer an inventory request",
+                    f"check the instance ({instance_id}); it may be overloaded or stuck",
+                    instance_id=instance_id,
+                )
+            )
+        count = sum(1 for e in facts.entries.values() if e.instance_id == instance_id)
+        if count and state is not Liveness.ALIVE and not facts.listening.get(instance_id, False):
+            if fleet_has_records:
+                out.append(
+                    Finding(
+                        Kind.DEAD_OWNER,
+                        Severity.ERROR,
+                        f"{count} entries owned by an instance with no liveness record that does "
+                        "not listen: its robots are unreachable",
+                        f"wsctl reap --dead-instances --instance {instance_id}",
+                        instance_id=instance_id,
+                    )
+                )
+            else:
+                out.append(
+                    Finding(
+                        Kind.UNKNOWN_OWNER,
+                        Severity.INFO,
+                        f"{count} entries owned by an instance that writes no liveness record "
+                        "(an original-design gateway?): its liveness cannot be checked",
+                        "run wsctl gateway instances, or check the instance by other means",
+                        instance_id=instance_id,
+                    )
+                )
+
+    # registry side
+    stale_by_instance: Counter[str] = Counter()
+    for entry in facts.entries.values():
+        verdict = assess(entry, now, timeout)
+        if verdict.state is State.MALFORMED:
+            kind = Kind.CLOCK_SKEW if "future" in verdict.reason else Kind.MALFORMED
+            out.append(
+                Finding(
+                    kind,
+                    Severity.WARNING,
+                    verdict.reason,
+                    "check the writer's clock and --naive-tz"
+                    if kind is Kind.CLOCK_SKEW
+                    else "wsctl reap --include-malformed --dry-run",
+                    robot_id=entry.robot_id,
+                    instance_id=entry.instance_id,
+                )
+            )
+            continue
+        if verdict.state is State.STALE:
+            stale_by_instance[entry.instance_id or "-"] += 1
+        owner = entry.instance_id
+        if owner in facts.inventories:
+            sessions = {s.robot_id: s for s in facts.inventories[owner]}
+            session = sessions.get(entry.robot_id)
+            fresh = _epoch(entry.connected_at) > facts.asked_at - GRACE_S
+            if session is None and not fresh:
+                out.append(
+                    Finding(
+                        Kind.GHOST,
+                        Severity.WARNING,
+                        f"registered to {owner}, which holds no socket for it",
+                        f"wsctl doctor --fix (or: wsctl registry rm {entry.robot_id})",
+                        robot_id=entry.robot_id,
+                        instance_id=owner,
+                    )
+                )
+            elif session is not None and entry.conn_id and session.conn_id != entry.conn_id:
+                out.append(
+                    Finding(
+                        Kind.STALE_SESSION,
+                        Severity.INFO,
+                        f"{owner} holds session {session.conn_id[:8]} but the registry names "
+                        f"{entry.conn_id[:8]}; the instance closes it at its next heartbeat",
+                        "none needed; if it persists, restart the instance",
+                        robot_id=entry.robot_id,
+                        instance_id=owner,
+                    )
+                )
+    for instance_id, count in sorted(stale_by_instance.items()):
+        out.append(
+            Finding(
+                Kind.STALE,
+                Severity.WARNING,
+                f"{count} entries without a heartbeat for more than {timeout:g}s",
+                f"wsctl reap --timeout {timeout:g} --instance {instance_id} --dry-run",
+                instance_id=instance_id,
+            )
+        )
+
+    # instance side
+    for instance_id, held in sorted(facts.inventories.items()):
+        for sess in held:
+            if sess.since > facts.asked_at - GRACE_S:
+                continue  # connected while we were asking
+            registered = facts.entries.get(sess.robot_id)
+            if registered is None:
+                out.append(
+                    Finding(
+                        Kind.ORPHAN,
+                        Severity.WARNING,
+                        f"connected to {instance_id} but has no registry entry",
+                        "wsctl doctor --fix (asks the instance to re-register)",
+                        robot_id=sess.robot_id,
+                        instance_id=instance_id,
+                    )
+                )
+            elif registered.instance_id and registered.instance_id != instance_id:
+                out.append(
+                    Finding(
+                        Kind.SPLIT,
+                        Severity.WARNING,
+                        f"connected to {instance_id} but registered to {registered.instance_id}",
+                        f"{instance_id} closes its session at its next heartbeat; if it "
+                        f"persists: wsctl send {sess.robot_id} ... to find where it lives",
+                        robot_id=sess.robot_id,
+                        instance_id=instance_id,
+                    )
+                )
+
+    # keyspace
+    styles = Counter("wsctl" if e.conn_id else "original" for e in facts.entries.values())
+    foreign = [
+        i for i in owners if live.get(i) is not Liveness.ALIVE and not facts.listening.get(i, False)
+    ]
+    if fleet_has_records and styles["wsctl"] and styles["original"] and foreign:
+        out.append(
+            Finding(
+                Kind.PREFIX_COLLISION,
+                Severity.WARNING,
+                f"entries under {prefix!r} come from wsctl gateways and from {len(foreign)} "
+                "instance(s) that are not part of this fleet: several deployments may share "
+                "the prefix",
+                "give each deployment its own prefix (WSCTL_PREFIX / the gateways' config)",
+            )
+        )
+    if facts.cluster and facts.cluster.get("uncovered_slots"):
+        out.append(
+            Finding(
+                Kind.UNCOVERED_SLOTS,
+                Severity.ERROR,
+                f"{facts.cluster['uncovered_slots']} hash slots are not served "
+                f"({', '.join(facts.cluster['uncovered_ranges'][:5])})",
+                "check the cluster (redis-cli --cluster check)",
+            )
+        )
+    return _cap(out)
+
+
+def _cap(findings: list[Finding]) -> list[Finding]:
+    seen: Counter[Kind] = Counter()
+    capped = []
+    for finding in findings:
+        seen[finding.kind] += 1
+        if seen[finding.kind] <= MAX_FINDINGS_PER_KIND:
+            capped.append(finding)
+    return capped
+
+
+def _sessions(reply: Reply) -> list[Session]:
+    rows = reply.data.get("connections", [])
+    return [
+        Session(str(r.get("robot_id")), str(r.get("conn_id")), float(r.get("since", 0.0)))
+        for r in rows
+        if isinstance(r, dict)
+    ]
+
+
+async def gather(store: RegistryStore, timeout: float) -> Facts:
+    """Read the registry, liveness records, subscriber counts and every live inventory."""
+    facts = Facts()
+    async for record in iter_records(store.client, store.keys):
+        facts.records[record.instance_id] = record
+    facts.asked_at = time.time()
+    candidates = set(facts.records)
+    # entries first seen below may name more instances; ask those that listen too
+    async for batch in store.iter_batches():
+        for entry in batch:
+            facts.entries[entry.robot_id] = entry
+            if entry.instance_id:
+                candidates.add(entry.instance_id)
+    for instance_id in sorted(candidates):
+        facts.listening[instance_id] = await is_listening(store.client, store.keys, instance_id)
+    targets = [
+        (i, Envelope(op=Op.INVENTORY, origin="doctor")) for i, ok in facts.listening.items() if ok
+    ]
+    replies = await gather_requests(store.client, store.keys, targets, INVENTORY_TIMEOUT)
+    for instance_id, reply in replies.items():
+        if isinstance(reply, Reply) and reply.status is Status.INVENTORY:
+            facts.inventories[instance_id] = _sessions(reply)
+        elif not isinstance(reply, Unreachable):
+            facts.no_reply.add(instance_id)
+    facts.cluster = await cluster_facts(store.client)
+    facts.keys_per_node = await keys_per_node(
+        store.client, store.keys.conn_match(), store.scan_count
+    )
+    return facts
+
+
+@dataclass
+class DoctorReport:
+    findings: list[Finding]
+    facts: Facts
+    now: datetime
+    timeout: float
+    fixed: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not any(f.severity is not Severity.INFO for f in self.findings)
+
+    def as_dict(self) -> dict[str, Any]:
+        by_severity = Counter(f.severity.value for f in self.findings)
+        return {
+            "healthy": self.healthy,
+            "entries": len(self.facts.entries),
+            "instances": self.instance_rows(),
+            "cluster": self.facts.cluster,
+            "keys_per_node": self.facts.keys_per_node,
+            "counts": dict(by_severity),
+            "findings": [f.as_dict() for f in self.findings],
+            "fixed": self.fixed,
+        }
+
+    def instance_rows(self) -> list[dict[str, Any]]:
+        facts = self.facts
+        owned = Counter(e.instance_id for e in facts.entries.values() if e.instance_id)
+        names = sorted(set(owned) | set(facts.records) | set(facts.inventories))
+        return [
+            {
+                "instance_id": i,
+                "liveness": liveness(facts.records.get(i), self.now, self.timeout).value,
+                "listening": facts.listening.get(i, False),
+                "entries": owned.get(i, 0),
+                "sockets": len(facts.inventories[i]) if i in facts.inventories else None,
+            }
+            for i in names
+        ]
+
+
+async def doctor(store: RegistryStore, timeout: float) -> DoctorReport:
+    facts = await gather(store, timeout)
+    now = utcnow()
+    return DoctorReport(diagnose(facts, now, timeout, store.keys.prefix), facts, now, timeout)
+
+
+async def fix(store: RegistryStore, report: DoctorReport, dry_run: bool) -> list[dict[str, Any]]:
+    """Apply the safe fixes: fenced deletes of ghosts, a resync request per orphan owner."""
+    done: list[dict[str, Any]] = []
+    ghosts = [
+        report.facts.entries[f.robot_id]
+        for f in report.findings
+        if f.kind is Kind.GHOST and f.robot_id in report.facts.entries
+    ]
+    if ghosts:
+        results = [2] * len(ghosts) if dry_run else await store.delete_observed(ghosts)
+        for entry, result in zip(ghosts, results, strict=True):
+            outcome = {
+                1: "removed",
+                0: "changed since; kept",
+                -1: "already gone",
+                2: "would remove",
+            }
+            done.append({"kind": "ghost", "robot_id": entry.robot_id, "result": outcome[result]})
+    owners = sorted(
+        {f.instance_id for f in report.findings if f.kind is Kind.ORPHAN and f.instance_id}
+    )
+    for instance_id in owners:
+        if dry_run:
+            done.append({"kind": "orphan", "instance_id": instance_id, "result": "would resync"})
+            continue
+        try:
+            reply = await request(
+                store.client, store.keys, instance_id, Envelope(op=Op.RESYNC, origin="doctor"), 5.0
+            )
+        except Unreachable:
+            reply = None
+        answer = (
+            f"re-registered {reply.data.get('reregistered', 0)}"
+            if reply is not None and reply.status is Status.RESYNCED
+            else "no answer"
+        )
+        done.append({"kind": "orphan", "instance_id": instance_id, "result": answer})
+    return done
+
+
+async def doctor_robot(store: RegistryStore, robot_id: str, timeout: float) -> dict[str, Any]:
+    """Everything known about one robot end to end, with findings and a ping through the route."""
+    findings: list[Finding] = []
+    now = utcnow()
+    entry = await store.get(robot_id)
+    result: dict[str, Any] = {"robot_id": robot_id, "registered": entry is not None}
+
+    def add(kind: Kind, severity: Severity, detail: str, fix_hint: str) -> None:
+        findings.append(Finding(kind, severity, detail, fix_hint, robot_id, owner))
+
+    owner = entry.instance_id if entry is not None else None
+    if entry is None:
+        add(
+            Kind.GHOST,
+            Severity.ERROR,
+            "no registry entry",
+            "is the robot connected? check its logs",
+        )
+    else:
+        verdict = assess(entry, now, timeout)
+        result.update(
+            {
+                "state": verdict.state.value,
+                "heartbeat_age_s": verdict.heartbeat_age,
+                "fields": dict(entry.fields),
+                "owner": owner,
+            }
+        )
+        if verdict.state is State.MALFORMED:
+            kind = Kind.CLOCK_SKEW if "future" in verdict.reason else Kind.MALFORMED
+            add(kind, Severity.WARNING, verdict.reason, "wsctl registry set / rm to repair it")
+        elif verdict.state is State.STALE:
+            add(Kind.STALE, Severity.WARNING, verdict.reason, f"wsctl reap --timeout {timeout:g}")
+    if owner:
+        record = None
+        async for rec in iter_records(store.client, store.keys):
+            if rec.instance_id == owner:
+                record = rec
+        state = liveness(record, now, timeout)
+        listening = await is_listening(store.client, store.keys, owner)
+        result["owner_liveness"] = state.value
+        result["owner_listening"] = listening
+        if not listening:
+            kind = Kind.DEAD_OWNER if state is not Liveness.ALIVE else Kind.NOT_SUBSCRIBED
+            add(
+                kind,
+                Severity.ERROR,
+                f"owner {owner} does not listen on its control channel",
+                f"wsctl reap --dead-instances --instance {owner}",
+            )
+        else:
+            inventory = await request(
+                store.client,
+                store.keys,
+                owner,
+                Envelope(op=Op.INVENTORY, origin="doctor"),
+                INVENTORY_TIMEOUT,
+            )
+            sessions = {s.robot_id: s for s in _sessions(inventory)} if inventory else {}
+            session = sessions.get(robot_id)
+            result["owner_holds_socket"] = session is not None
+            result["owner_session_matches"] = bool(
+                session and entry and (not entry.conn_id or session.conn_id == entry.conn_id)
+            )
+            if inventory is None:
+                add(Kind.NO_REPLY, Severity.ERROR, f"owner {owner} did not answer", "check it")
+            elif session is None:
+                add(
+                    Kind.GHOST,
+                    Severity.WARNING,
+                    f"owner {owner} holds no socket for it",
+                    f"wsctl registry rm {robot_id}",
+                )
+            ping = await request(
+                store.client,
+                store.keys,
+                owner,
+                Envelope(op=Op.PING, robot_id=robot_id, origin="doctor"),
+                INVENTORY_TIMEOUT,
+            )
+            if ping is not None and ping.status is Status.PONG:
+                result["ping"] = {
+                    "ok": True,
+                    "robot_rtt_ms": ping.data.get("robot_rtt_ms"),
+                    "route": [h.instance for h in ping.route],
+                    "total_ms": round(ping.total_ms, 3),
+                }
+            else:
+                reason = ping.reason if ping is not None else "no reply"
+                result["ping"] = {"ok": False, "reason": reason}
+                add(
+                    Kind.ROBOT_UNREACHABLE,
+                    Severity.ERROR,
+                    f"ping through {owner} failed: {reason}",
+                    f"wsctl send {robot_id} ... --trace",
+                )
+    result["findings"] = [f.as_dict() for f in findings]
+    result["healthy"] = not any(f.severity is not Severity.INFO for f in findings)
+    return result
