@@ -177,14 +177,19 @@ def describe_error(target: Target, exc: BaseException) -> RedisUnavailable:
     where = target.describe()
     text = target.scrub(str(exc)) or exc.__class__.__name__
     upper = text.upper()
-    if isinstance(exc, rx.AuthenticationError) or "WRONGPASS" in upper or "NOAUTH" in upper:
+    auth_markers = ("WRONGPASS", "NOAUTH", "USERNAME-PASSWORD", "INVALID PASSWORD")
+    if (
+        isinstance(exc, rx.AuthenticationError)
+        or isinstance(exc.__cause__, rx.AuthenticationError)
+        or any(marker in upper for marker in auth_markers)
+    ):
         msg = f"authentication failed at {where}: check REDIS_USERNAME / REDIS_PASSWORD"
     elif isinstance(exc, rx.ResponseError) and upper.startswith(("MOVED", "ASK", "CROSSSLOT")):
         msg = (
             f"{where} is a Redis Cluster node: set REDIS_USE_CLUSTER=true (or --cluster) "
             "and REDIS_NODES"
         )
-    elif "CLUSTER" in upper and ("NOT ENABLED" in upper or "DISABLED" in upper):
+    elif "CLUSTER MODE IS NOT ENABLED" in upper or "CLUSTER SUPPORT DISABLED" in upper:
         msg = f"{where} is not a Redis Cluster: unset REDIS_USE_CLUSTER / drop --cluster"
     elif isinstance(exc, rx.TimeoutError):
         msg = f"Redis at {where} timed out: check the network and server load"
@@ -375,3 +380,34 @@ async def keys_per_node(client: AsyncClient, match: str, count: int = 1000) -> d
                 break
         counts[node.name] = total
     return counts
+
+
+async def refresh_topology(client: AsyncClient) -> None:
+    """Re-read the cluster's slot map (after a node failure); a no-op on a single node."""
+    if is_cluster(client):
+        from redis.asyncio.cluster import RedisCluster
+
+        assert isinstance(client, RedisCluster)
+        await client.nodes_manager.initialize()
+
+
+def make_pubsub(client: AsyncClient, avoid: frozenset[str] = frozenset()) -> Any:
+    """A PubSub for classic SUBSCRIBE.
+
+    On a cluster it is tied to one primary, chosen at random among those not in ``avoid``
+    (nodes that just failed for this subscriber): a classic PUBLISH on any node reaches
+    subscribers on every node, so any live primary will do. Callers that lose the connection
+    call :func:`refresh_topology` and make a new one, avoiding the node that failed.
+    Returns ``(pubsub, node_name)``.
+    """
+    if not is_cluster(client):
+        return client.pubsub(), ""
+    import random
+
+    from redis.asyncio.cluster import RedisCluster
+
+    assert isinstance(client, RedisCluster)
+    primaries = client.get_primaries()
+    choices = [n for n in primaries if n.name not in avoid] or primaries
+    node = random.choice(choices)
+    return client.pubsub(node=node), node.name

@@ -38,7 +38,15 @@ from wsctl.protocol import (
     encode,
     reply_to,
 )
-from wsctl.redis_client import AsyncClient, Target, make_client, subscriber_count
+from wsctl.redis_client import (
+    AsyncClient,
+    Target,
+    is_cluster,
+    make_client,
+    make_pubsub,
+    refresh_topology,
+    subscriber_count,
+)
 from wsctl.registry.keys import Keyspace, validate_id
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID, Registration, format_ts, utcnow
 from wsctl.registry.store import RegistryStore
@@ -109,6 +117,7 @@ class Gateway:
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
         self._listening_cache: dict[str, tuple[float, bool]] = {}
         self._control_slots = asyncio.Semaphore(CONTROL_CONCURRENCY)
+        self._failing: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -198,10 +207,18 @@ class Gateway:
         task.add_done_callback(self._background.discard)
 
     def _redis_failed(self, where: str, exc: BaseException) -> None:
+        """Count the error; log once per outage of each part (heartbeat, control channel…)."""
         self.metrics.redis_errors += 1
-        if self.redis_ok:
+        if where not in self._failing:
+            self._failing.add(where)
             log.warning("redis unavailable (%s): %s", where, self.target.scrub(str(exc)))
-        self.redis_ok = False
+        if where != "control channel":
+            self.redis_ok = False
+
+    def _redis_recovered(self, where: str) -> None:
+        if where in self._failing:
+            self._failing.discard(where)
+            log.info("redis available again (%s)", where)
 
     # ------------------------------------------------------------------ HTTP side
     async def _process_request(self, connection: Any, request: Any) -> Any:
@@ -262,6 +279,7 @@ class Gateway:
                     await self._forget(conn)
 
     def _supersede(self, conn: LocalConn) -> None:
+        log.debug("closing superseded session %s of %s", conn.conn_id[:8], conn.robot_id)
         self.metrics.connections_superseded += 1
         self._spawn(conn.ws.close(CLOSE_SUPERSEDED, "superseded by a newer connection"))
 
@@ -299,9 +317,11 @@ class Gateway:
             except Exception as exc:
                 self._redis_failed("heartbeat", exc)
                 delay = min(interval, max(0.2, delay * 2 if delay < interval else 0.2))
+                if is_cluster(self.client):
+                    with contextlib.suppress(Exception):
+                        await refresh_topology(self.client)
                 continue
-            if not self.redis_ok:
-                log.info("redis available again; %d session(s) re-checked", len(self.local))
+            self._redis_recovered("heartbeat")
             self.redis_ok = True
             delay = interval
 
@@ -340,13 +360,22 @@ class Gateway:
 
     # ------------------------------------------------------------------ control channel
     async def _control_loop(self) -> None:
+        """Subscribe to our control channel; on any failure resubscribe, on a cluster to
+        another primary after re-reading the slot map (the old node may be dead)."""
         channel = self.keys.control_channel(self.instance_id)
         delay = 0.1
+        failed_nodes: set[str] = set()
         while True:
-            pubsub = self.client.pubsub()
+            node = ""
+            pubsub: Any = None
             try:
+                if failed_nodes:
+                    await refresh_topology(self.client)
+                pubsub, node = make_pubsub(self.client, frozenset(failed_nodes))
                 await pubsub.subscribe(channel)
                 self.subscribed = True
+                self._redis_recovered("control channel")
+                failed_nodes.clear()
                 delay = 0.1
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -357,13 +386,16 @@ class Gateway:
                 raise
             except Exception as exc:
                 self.subscribed = False
+                if node:
+                    failed_nodes.add(node)
                 self._redis_failed("control channel", exc)
                 await asyncio.sleep(delay)
                 delay = min(2.0, delay * 2)
             finally:
                 self.subscribed = False
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
 
     async def _on_control_slot(self, data: str) -> None:
         try:
@@ -471,8 +503,9 @@ class Gateway:
         if conn is not None:
             try:
                 await conn.ws.send(message)
-            except Exception:
+            except Exception as exc:
                 # the local socket is dead: clean it, then consult the registry again
+                log.debug("send to %s failed, socket dropped: %r", robot_id, exc)
                 if self.local.remove(conn):
                     await self._forget(conn)
             else:

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import replace
 
 from wsctl.protocol import Envelope, ProtocolError, Reply, decode_reply, encode
-from wsctl.redis_client import AsyncClient, subscriber_count
+from wsctl.redis_client import AsyncClient, make_pubsub, subscriber_count
 from wsctl.registry.keys import Keyspace
 
 
@@ -39,7 +39,7 @@ async def request(
     """
     channel = keys.reply_channel(uuid.uuid4().hex)
     envelope = replace(envelope, reply_to=channel, sent_at=time.time())
-    pubsub = client.pubsub()
+    pubsub, _ = make_pubsub(client)
     try:
         await pubsub.subscribe(channel)
         if not await is_listening(client, keys, instance_id):
@@ -61,7 +61,7 @@ async def request(
         return None
     finally:
         with contextlib.suppress(Exception):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
 
 async def gather_requests(

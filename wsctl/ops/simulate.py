@@ -17,18 +17,21 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from wsctl.errors import UsageError
 from wsctl.ops.histogram import Histogram
 from wsctl.ops.robots import ProcessSwarm, RobotSwarm, make_message
 from wsctl.protocol import Envelope, Op, ProtocolError, decode_reply, encode
-from wsctl.redis_client import publish_many
+from wsctl.redis_client import make_pubsub, publish_many, refresh_topology
 from wsctl.registry.model import Entry
 from wsctl.registry.store import RegistryStore
 
 Progress = Callable[[str, str], None]
 PUBLISH_BATCH = 500
+RETRY_ATTEMPTS = 60
+RETRY_DELAY = 0.25
 
 
 @dataclass(frozen=True)
@@ -180,22 +183,36 @@ class _Replies:
         await asyncio.wait_for(self._ready.wait(), 10)
 
     async def _listen(self) -> None:
-        pubsub = self.store.client.pubsub()
-        try:
-            await pubsub.subscribe(self.channel)
-            self._ready.set()
-            while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if not message or message.get("type") != "message":
-                    continue
-                with contextlib.suppress(ProtocolError):
-                    reply = decode_reply(message["data"])
-                    self.status[reply.id] = reply.status.value
-                    if reply.reason:
-                        self.reasons[reply.reason[:80]] += 1
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        """Subscribe and count replies; resubscribe (elsewhere on a cluster) after failures."""
+        failed: set[str] = set()
+        for _ in range(10_000):  # bounded; cancelled by stop()
+            node = ""
+            pubsub: Any = None
+            try:
+                if failed:
+                    await refresh_topology(self.store.client)
+                pubsub, node = make_pubsub(self.store.client, frozenset(failed))
+                await pubsub.subscribe(self.channel)
+                self._ready.set()
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if not message or message.get("type") != "message":
+                        continue
+                    with contextlib.suppress(ProtocolError):
+                        reply = decode_reply(message["data"])
+                        self.status[reply.id] = reply.status.value
+                        if reply.reason:
+                            self.reasons[reply.reason[:80]] += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                if node:
+                    failed.add(node)
+                await asyncio.sleep(0.25)
+            finally:
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -222,6 +239,8 @@ class Simulation:
         self.report = SimulateReport(self.run_id, options.robots, list(options.gateways))
         self.rng = random.Random(self.run_id)
         self.next_seq: dict[str, int] = {}
+        self.redis_errors = 0
+        self.unsent = 0
 
     # ---------------------------------------------------------------- helpers
     async def _stats(self) -> dict[str, Any]:
@@ -239,11 +258,28 @@ class Simulation:
         merged["connect_failed"] = failed
         return merged
 
+    async def _retrying(self, make: Callable[[], Any], what: str) -> Any:
+        """Run a Redis operation, retrying through failovers (bounded: about 15 s)."""
+        from redis.exceptions import RedisClusterException, RedisError
+
+        last: BaseException | None = None
+        for _ in range(RETRY_ATTEMPTS):
+            try:
+                return await make()
+            except (RedisError, RedisClusterException, OSError) as exc:
+                last = exc
+                self.redis_errors += 1
+                with contextlib.suppress(Exception):
+                    await refresh_topology(self.store.client)
+                await asyncio.sleep(RETRY_DELAY)
+        raise RuntimeError(f"{what}: Redis kept failing: {last}") from last
+
     async def _entries(self) -> dict[str, Entry]:
         found: dict[str, Entry] = {}
         keys = [self.store.keys.conn_key(r) for r in self.robot_ids]
         for start in range(0, len(keys), 1000):
-            for entry in await self.store.read_keys(keys[start : start + 1000]):
+            chunk = keys[start : start + 1000]
+            for entry in await self._retrying(partial(self.store.read_keys, chunk), "read"):
                 found[entry.robot_id] = entry
         return found
 
@@ -262,7 +298,10 @@ class Simulation:
                 )
                 ids.append(envelope.id)
                 batch.append((self.store.keys.control_channel(via), encode(envelope)))
-            await publish_many(self.store.client, batch)
+            try:
+                await self._retrying(partial(publish_many, self.store.client, batch), "publish")
+            except RuntimeError:
+                self.unsent += len(batch)  # counted as lost: the run goes on
         return ids
 
     def _message(self, robot_id: str) -> str:
@@ -403,6 +442,8 @@ class Simulation:
             "via_owner": via_owner * opts.messages,
             "via_other": (len(self.robot_ids) - via_owner) * opts.messages,
             "replies": dict(statuses),
+            "unsent": self.unsent,
+            "redis_errors": self.redis_errors,
             "throughput_per_s": round(delivered / seconds, 1) if seconds else 0.0,
             "latency_ms": self.report.latency_ms,
         }
@@ -579,7 +620,7 @@ class Simulation:
         with contextlib.suppress(Exception):
             left = list((await self._entries()).values())
             if left:
-                results = await self.store.delete_observed(left)
+                results = await self._retrying(lambda: self.store.delete_observed(left), "clean-up")
                 self.report.cleaned_up = sum(1 for r in results if r == 1)
 
 
