@@ -69,7 +69,9 @@ def gateway(
     import logging
 
     from wsctl.gateway.server import Gateway, GatewayConfig
+    from wsctl.system import raise_fd_limit
 
+    raise_fd_limit()
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         raise UsageError(f"unknown log level {log_level!r}")

@@ -60,6 +60,9 @@ LOCK_STRIPES = 256
 # Control envelopes handled at once; the subscriber stops reading beyond this (backpressure),
 # which keeps Redis connections (pool of 100 per node) well within bounds.
 CONTROL_CONCURRENCY = 48
+# Registrations and disconnect clean-ups at once (connects/disconnects come in storms); with the
+# control slots this stays below redis-py's 100 connections per node.
+SESSION_CONCURRENCY = 40
 
 
 @dataclass
@@ -117,6 +120,7 @@ class Gateway:
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
         self._listening_cache: dict[str, tuple[float, bool]] = {}
         self._control_slots = asyncio.Semaphore(CONTROL_CONCURRENCY)
+        self._session_slots = asyncio.Semaphore(SESSION_CONCURRENCY)
         self._failing: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -265,7 +269,8 @@ class Gateway:
             if previous is not None:
                 self._supersede(previous)
             try:
-                await self._register(conn)
+                async with self._session_slots:
+                    await self._register(conn)
             except Exception as exc:
                 self._redis_failed("register", exc)
         try:
@@ -276,7 +281,8 @@ class Gateway:
         finally:
             async with self._lock(robot_id):
                 if self.local.remove(conn):
-                    await self._forget(conn)
+                    async with self._session_slots:
+                        await self._forget(conn)
 
     def _supersede(self, conn: LocalConn) -> None:
         log.debug("closing superseded session %s of %s", conn.conn_id[:8], conn.robot_id)

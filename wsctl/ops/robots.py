@@ -68,16 +68,13 @@ class RobotSwarm:
 
         started = time.perf_counter()
         try:
-            ws = await asyncio.wait_for(
-                connect(
-                    self._url(base, robot.robot_id),
-                    compression=None,
-                    max_queue=64,
-                    open_timeout=CONNECT_TIMEOUT,
-                    ping_interval=None,
-                    close_timeout=2,
-                ),
-                CONNECT_TIMEOUT,
+            ws = await connect(
+                self._url(base, robot.robot_id),
+                compression=None,
+                max_queue=64,
+                open_timeout=CONNECT_TIMEOUT,
+                ping_interval=None,
+                close_timeout=2,
             )
         except Exception as exc:
             self.connect_failures[robot.robot_id] = f"{type(exc).__name__}: {exc}"[:200]
@@ -181,6 +178,10 @@ class RobotSwarm:
 
 def _worker_main(conn: Any, run_id: str, auth_secret: str | None) -> None:
     """Entry point of a swarm worker process: executes commands from the pipe."""
+
+    from wsctl.system import raise_fd_limit
+
+    raise_fd_limit()
 
     async def serve() -> None:
         swarm = RobotSwarm(run_id, auth_secret)

@@ -631,4 +631,7 @@ async def simulate(
         raise UsageError("no gateways to simulate against")
     if options.robots < 1 or options.messages < 0 or options.processes < 1:
         raise UsageError("--robots and --processes must be at least 1, --messages at least 0")
+    from wsctl.system import raise_fd_limit
+
+    raise_fd_limit()
     return await Simulation(store, options, progress).run()
