@@ -90,14 +90,14 @@ finally:
 
 
 def populate(client: object, n: int, stale_fraction: float) -> None:
-    """Seed-style entries (naive local ISO), written with pipelines."""
+    """Seed-style entries (naive local ISO, every timestamp distinct as the seed's code writes
+    them: the worst case for wsctl's timestamp caches), written with pipelines."""
     now = datetime.now()
-    fresh = now.isoformat()
-    old = (now - timedelta(seconds=600)).isoformat()
     pipe = client.pipeline(transaction=False)  # type: ignore[attr-defined]
     cutoff = int(n * stale_fraction)
     for i in range(n):
-        hb = old if i < cutoff else fresh
+        age = timedelta(seconds=600 if i < cutoff else 0, microseconds=i)
+        hb = (now - age).isoformat()
         pipe.hset(
             f"ws_conn:robot-{i:07d}",
             mapping={

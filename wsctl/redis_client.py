@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
@@ -411,3 +411,90 @@ def make_pubsub(client: AsyncClient, avoid: frozenset[str] = frozenset()) -> Any
     choices = [n for n in primaries if n.name not in avoid] or primaries
     node = random.choice(choices)
     return client.pubsub(node=node), node.name
+
+
+# ------------------------------------------------------------------ bulk single-key commands
+
+
+def pack_command(args: Sequence[str]) -> bytes:
+    """RESP encoding of one command whose arguments are all text (our bulk hot path)."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg.encode("utf-8", "surrogateescape")
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+async def _run_packed(conn: Any, packed: list[bytes]) -> list[Any]:
+    """Send many commands on one connection, read every reply; per-command Redis errors are
+    returned as exception objects (the stream stays in sync), anything else disconnects."""
+    from redis.exceptions import ResponseError
+
+    try:
+        await conn.send_packed_command(b"".join(packed), check_health=False)
+        results: list[Any] = []
+        for _ in packed:
+            try:
+                results.append(await conn.read_response())
+            except ResponseError as exc:
+                results.append(exc)
+        return results
+    except BaseException:
+        await conn.disconnect()
+        raise
+
+
+async def bulk_execute(
+    client: AsyncClient, calls: Sequence[tuple[str, Sequence[str]]]
+) -> list[Any]:
+    """Run single-key commands, given as ``(key, command words)``, as one raw pipeline per
+    node, skipping redis-py's per-command pipeline machinery (a third of bulk-read time).
+
+    Replies come back in order, untransformed (HGETALL is a flat list); a per-command Redis
+    error is returned as the exception. On a cluster, commands are grouped by the node serving
+    their key's slot; a MOVED/ASK reply (resharding, failover) is retried through the regular
+    client, which follows redirects and refreshes its slot map.
+    """
+    if not calls:
+        return []
+    commands = [words for _, words in calls]
+    if not is_cluster(client):
+        from redis.asyncio import Redis
+
+        assert isinstance(client, Redis)
+        pool = client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            return await _run_packed(conn, [pack_command(c) for c in commands])
+        finally:
+            await pool.release(conn)
+    import asyncio
+
+    from redis.asyncio.cluster import RedisCluster
+    from redis.exceptions import AskError, MovedError, TryAgainError
+
+    assert isinstance(client, RedisCluster)
+    groups: dict[str, tuple[Any, list[int]]] = {}
+    for index, (key, _) in enumerate(calls):
+        node = client.nodes_manager.get_node_from_slot(client.keyslot(key))
+        groups.setdefault(node.name, (node, []))[1].append(index)
+
+    async def on_node(node: Any, indices: list[int]) -> list[Any]:
+        conn = node.acquire_connection()
+        try:
+            return await _run_packed(conn, [pack_command(commands[i]) for i in indices])
+        finally:
+            node.release(conn)
+
+    results: list[Any] = [None] * len(commands)
+    replies = await asyncio.gather(*(on_node(node, idx) for node, idx in groups.values()))
+    for (_, indices), node_replies in zip(groups.values(), replies, strict=True):
+        for index, reply in zip(indices, node_replies, strict=True):
+            results[index] = reply
+    for index, reply in enumerate(results):
+        if isinstance(reply, MovedError | AskError | TryAgainError):
+            try:
+                results[index] = await client.execute_command(*commands[index])
+            except Exception as exc:  # the per-command contract: errors as values
+                results[index] = exc
+    return results

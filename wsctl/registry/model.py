@@ -55,11 +55,13 @@ def _local_offset(year: int, month: int, day: int, hour: int) -> timedelta:
     return offset if offset is not None else timedelta(0)
 
 
+@functools.lru_cache(maxsize=8192)
 def parse_timestamp(raw: str, naive_tz: tzinfo | None = None) -> datetime:
     """Parse an ISO timestamp (naive or aware) or epoch seconds into an aware UTC datetime.
 
     Naive values are interpreted in ``naive_tz`` (None: local time, what the seed writes).
-    Raises ValueError with a short reason.
+    Raises ValueError with a short reason. Cached: a gateway writes one stamp per heartbeat
+    batch, so bulk reads of a wsctl fleet's registry see the same strings again and again.
     """
     text = raw.strip()
     if not text:
@@ -89,6 +91,7 @@ def parse_timestamp(raw: str, naive_tz: tzinfo | None = None) -> datetime:
     return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
 
 
+@functools.lru_cache(maxsize=8192)
 def format_ts(moment: datetime) -> str:
     """How wsctl writes times: aware UTC ISO 8601."""
     return (moment if moment.tzinfo is UTC else moment.astimezone(UTC)).isoformat()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
 
-from wsctl.redis_client import AsyncClient
+from wsctl.redis_client import AsyncClient, bulk_execute
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import (
     F_CONN_ID,
@@ -172,10 +172,16 @@ async def run_script_batch(
 
     if not calls:
         return []
-    pipe = client.pipeline(transaction=False)
-    for keys, args in calls:
-        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-    results: list[Any] = list(await pipe.execute(raise_on_error=False))
+    if all(len(keys) == 1 for keys, _ in calls):
+        results: list[Any] = await bulk_execute(
+            client,
+            [(keys[0], ("EVALSHA", script.sha, "1", keys[0], *args)) for keys, args in calls],
+        )
+    else:
+        pipe = client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        results = list(await pipe.execute(raise_on_error=False))
     missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
     if missing:
         pipe = client.pipeline(transaction=False)
@@ -233,10 +239,7 @@ class RegistryStore:
         """Read many keys with one pipeline; keys gone since SCAN are left out."""
         from redis.exceptions import ResponseError
 
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hgetall(key)
-        results = await pipe.execute(raise_on_error=False)
+        results = await bulk_execute(self.client, [(key, ("HGETALL", key)) for key in keys])
         entries: list[Entry] = []
         wrong: list[str] = []
         for key, result in zip(keys, results, strict=True):
@@ -245,7 +248,9 @@ class RegistryStore:
             elif isinstance(result, BaseException):
                 raise result
             elif result:
-                entries.append(entry_from_hash(self.keys.robot_of(key), result, self.naive_tz))
+                it = iter(result)
+                fields = dict(zip(it, it, strict=True)) if isinstance(result, list) else result
+                entries.append(entry_from_hash(self.keys.robot_of(key), fields, self.naive_tz))
         if wrong:
             pipe = self.client.pipeline(transaction=False)
             for key in wrong:
