@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from wsctl.redis_client import AsyncClient
+from wsctl.redis_client import AsyncClient, scan_keys
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import format_ts, parse_timestamp
 
@@ -89,7 +89,11 @@ async def delete_record(client: AsyncClient, keys: Keyspace, instance_id: str) -
     await client.delete(keys.instance_key(instance_id))
 
 
-async def iter_records(client: AsyncClient, keys: Keyspace) -> AsyncIterator[InstanceRecord]:
+async def iter_records(
+    client: AsyncClient, keys: Keyspace, unreachable: dict[str, str] | None = None
+) -> AsyncIterator[InstanceRecord]:
+    """Every liveness record (SCAN; cluster primaries that cannot be reached are skipped and
+    named in ``unreachable`` when given)."""
     batch: list[str] = []
 
     async def flush(names: list[str]) -> list[InstanceRecord]:
@@ -102,7 +106,7 @@ async def iter_records(client: AsyncClient, keys: Keyspace) -> AsyncIterator[Ins
                 out.append(InstanceRecord.from_hash(keys.instance_of(name), mapping))
         return out
 
-    async for key in client.scan_iter(match=keys.instance_match(), count=1000):
+    async for key in scan_keys(client, keys.instance_match(), 1000, unreachable):
         batch.append(key)
         if len(batch) >= 500:
             for record in await flush(batch):

@@ -152,16 +152,47 @@ def make_client(
     if target.kind == "cluster":
         from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-        return RedisCluster(
+        cluster = RedisCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],
             require_full_coverage=False,
             **common,
         )
+        _start_on_a_live_node(cluster)
+        return cluster
     from redis.asyncio import Redis
 
     if target.kind == "unix":
         return Redis(unix_socket_path=target.path, db=target.db, **common)
     return Redis(host=target.host, port=target.port, db=target.db, ssl=target.ssl, **common)
+
+
+def _start_on_a_live_node(cluster: Any) -> None:
+    """redis-py reads COMMAND from the first primary of the slot map at start-up and fails when
+    that primary is down, even with ``require_full_coverage=False``. Let it fall back to the
+    next primaries, and make the one that answered the default node (slots of a dead primary
+    stay uncovered and are reported; the rest of the cluster stays usable)."""
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    parser = cluster.commands_parser
+    original = parser.initialize
+
+    async def initialize(node: Any = None) -> None:
+        primaries = cluster.nodes_manager.get_nodes_by_server_type("primary")
+        candidates = [node, *(n for n in primaries if n is not node)] if node else primaries
+        last: BaseException | None = None
+        for candidate in candidates:
+            try:
+                await original(candidate)
+            except (ConnectionError, TimeoutError, OSError) as exc:
+                last = exc
+                continue
+            cluster.nodes_manager.default_node = candidate
+            return
+        if last is not None:
+            raise last
+        await original(node)
+
+    parser.initialize = initialize
 
 
 def is_cluster(client: AsyncClient) -> bool:
@@ -249,9 +280,14 @@ async def subscriber_count(client: AsyncClient, channel: str) -> int:
         from redis.asyncio.cluster import RedisCluster
 
         assert isinstance(client, RedisCluster)
+        from redis.exceptions import ConnectionError, TimeoutError
+
         total = 0
         for node in client.get_nodes():
-            reply = await client.execute_command("PUBSUB NUMSUB", channel, target_nodes=node)
+            try:
+                reply = await client.execute_command("PUBSUB NUMSUB", channel, target_nodes=node)
+            except (ConnectionError, TimeoutError, OSError):
+                continue  # a dead node has no subscribers; the others still count
             total += _numsub_value(reply)
         return total
     reply = await client.execute_command("PUBSUB NUMSUB", channel)
@@ -316,8 +352,9 @@ def cluster_topology(nodes: dict[str, dict[str, Any]]) -> dict[str, Any]:
             slots = 0
             for pair in info.get("slots", []):
                 first, last = int(pair[0]), int(pair[-1])
-                for slot in range(first, last + 1):
-                    covered[slot] = 1
+                if not failed:  # a failed primary's slots are not served until a failover
+                    for slot in range(first, last + 1):
+                        covered[slot] = 1
                 slots += last - first + 1
             primaries[address] = {
                 "node": address,
@@ -367,18 +404,9 @@ async def keys_per_node(client: AsyncClient, match: str, count: int = 1000) -> d
     from redis.asyncio.cluster import RedisCluster
 
     assert isinstance(client, RedisCluster)
-    counts: dict[str, int] = {}
-    for node in client.get_primaries():
-        cursor, total = 0, 0
-        while True:
-            cursors, keys = await client.scan(
-                cursor=cursor, match=match, count=count, target_nodes=node
-            )
-            cursor = int(cursors[node.name]) if isinstance(cursors, dict) else int(cursors)
-            total += len(keys)
-            if not cursor:
-                break
-        counts[node.name] = total
+    counts: dict[str, int] = {node.name: 0 for node in client.get_primaries()}
+    async for key in scan_keys(client, match, count, unreachable={}):
+        counts[client.nodes_manager.get_node_from_slot(client.keyslot(key)).name] += 1
     return counts
 
 
@@ -498,3 +526,38 @@ async def bulk_execute(
             except Exception as exc:  # the per-command contract: errors as values
                 results[index] = exc
     return results
+
+
+async def scan_keys(
+    client: AsyncClient, match: str, count: int, unreachable: dict[str, str] | None = None
+) -> AsyncIterator[str]:
+    """SCAN for ``match``; on a cluster, every primary in turn (redis-py's ``scan`` with
+    ``target_nodes``). A primary that cannot be reached is skipped and reported in
+    ``unreachable`` (node -> reason) instead of failing the whole walk, so a cluster with
+    uncovered slots can still be listed and reaped; callers say which nodes were missed.
+    Without ``unreachable`` any failure propagates.
+    """
+    if not is_cluster(client):
+        async for key in client.scan_iter(match=match, count=count):
+            yield key
+        return
+    from redis.asyncio.cluster import RedisCluster
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    assert isinstance(client, RedisCluster)
+    for node in list(client.get_primaries()):
+        cursor = 0
+        try:
+            while True:
+                cursors, keys = await client.scan(
+                    cursor=cursor, match=match, count=count, target_nodes=node
+                )
+                for key in keys:
+                    yield str(key)
+                cursor = int(cursors[node.name]) if isinstance(cursors, dict) else int(cursors)
+                if not cursor:
+                    break
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            if unreachable is None:
+                raise
+            unreachable[node.name] = str(exc)[:200]

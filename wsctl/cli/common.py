@@ -120,12 +120,18 @@ async def open_store(settings: Settings) -> AsyncIterator[RegistryStore]:
     from wsctl.registry.store import RegistryStore
 
     async with open_client(settings) as client:
-        yield RegistryStore(
+        store = RegistryStore(
             client,
             keyspace_of(settings),
             naive_tz=resolve_tz(settings.naive_tz),
             scan_count=settings.scan_count,
         )
+        yield store
+        for node, reason in sorted(store.unreachable.items()):
+            err(
+                f"wsctl: warning: cluster primary {node} was unreachable; entries in its "
+                f"slots were not included ({reason})"
+            )
 
 
 def keyspace_of(settings: Settings) -> Any:

@@ -277,12 +277,11 @@ async def _instances(
     settings: Settings, with_cluster: bool
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, int]]:
     from wsctl import instances as inst
-    from wsctl.cli.common import keyspace_of
     from wsctl.ops.summary import summarize_instances
     from wsctl.redis_client import cluster_facts, keys_per_node
 
     async with open_store(settings) as store:
-        records = [r async for r in inst.iter_records(store.client, keyspace_of(settings))]
+        records = [r async for r in inst.iter_records(store.client, store.keys, store.unreachable)]
         rows = await summarize_instances(store, records, settings.timeout)
         cluster = await cluster_facts(store.client) if with_cluster else None
         per_node = (

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from wsctl.cli.common import err, keyspace_of, on_stop_signals, run, state
+from wsctl.cli.common import err, on_stop_signals, run, state
 from wsctl.errors import EXIT_INTERRUPTED, EXIT_NEGATIVE, UsageError, WsctlError
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ async def _discover(store: Any, settings: Settings) -> list[str]:
 
     now = utcnow()
     urls: list[str] = []
-    async for record in inst.iter_records(store.client, keyspace_of(settings)):
+    async for record in inst.iter_records(store.client, store.keys, store.unreachable):
         if record.ws_url and inst.liveness(record, now, settings.timeout).value == "alive":
             urls.append(record.ws_url)
     urls.sort()

@@ -12,6 +12,7 @@ import contextlib
 import time
 import uuid
 from dataclasses import replace
+from typing import Any
 
 from wsctl.protocol import Envelope, ProtocolError, Reply, decode_reply, encode
 from wsctl.redis_client import AsyncClient, make_pubsub, subscriber_count
@@ -24,6 +25,25 @@ class Unreachable(Exception):
 
 async def is_listening(client: AsyncClient, keys: Keyspace, instance_id: str) -> bool:
     return await subscriber_count(client, keys.control_channel(instance_id)) > 0
+
+
+async def _subscribed(client: AsyncClient, channel: str, attempts: int = 3) -> Any:
+    """A PubSub subscribed to ``channel``, trying other cluster primaries if one is down."""
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    failed: set[str] = set()
+    for attempt in range(attempts):
+        pubsub, node = make_pubsub(client, frozenset(failed))
+        try:
+            await pubsub.subscribe(channel)
+            return pubsub
+        except (ConnectionError, TimeoutError, OSError):
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+            if not node or attempt == attempts - 1:
+                raise
+            failed.add(node)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def request(
@@ -39,9 +59,8 @@ async def request(
     """
     channel = keys.reply_channel(uuid.uuid4().hex)
     envelope = replace(envelope, reply_to=channel, sent_at=time.time())
-    pubsub, _ = make_pubsub(client)
+    pubsub = await _subscribed(client, channel)
     try:
-        await pubsub.subscribe(channel)
         if not await is_listening(client, keys, instance_id):
             raise Unreachable(instance_id)
         await client.publish(keys.control_channel(instance_id), encode(envelope))

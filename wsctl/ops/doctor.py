@@ -300,7 +300,7 @@ def _sessions(reply: Reply) -> list[Session]:
 async def gather(store: RegistryStore, timeout: float) -> Facts:
     """Read the registry, liveness records, subscriber counts and every live inventory."""
     facts = Facts()
-    async for record in iter_records(store.client, store.keys):
+    async for record in iter_records(store.client, store.keys, store.unreachable):
         facts.records[record.instance_id] = record
     facts.asked_at = time.time()
     candidates = set(facts.records)
@@ -450,7 +450,7 @@ async def doctor_robot(store: RegistryStore, robot_id: str, timeout: float) -> d
             add(Kind.STALE, Severity.WARNING, verdict.reason, f"wsctl reap --timeout {timeout:g}")
     if owner:
         record = None
-        async for rec in iter_records(store.client, store.keys):
+        async for rec in iter_records(store.client, store.keys, store.unreachable):
             if rec.instance_id == owner:
                 record = rec
         state = liveness(record, now, timeout)

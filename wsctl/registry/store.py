@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
 
-from wsctl.redis_client import AsyncClient, bulk_execute
+from wsctl.redis_client import AsyncClient, bulk_execute, scan_keys
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import (
     F_CONN_ID,
@@ -210,12 +210,15 @@ class RegistryStore:
         self.naive_tz = naive_tz
         self.scan_count = scan_count
         self.batch_size = batch_size
+        # cluster primaries skipped by the last walks (node -> reason): their slots were missed
+        self.unreachable: dict[str, str] = {}
 
     # ----------------------------------------------------------------- reads
     async def iter_keys(self, robot_glob: str | None = None) -> AsyncIterator[str]:
-        """Connection keys under the prefix (SCAN, every primary on a cluster)."""
-        async for key in self.client.scan_iter(
-            match=self.keys.conn_match(robot_glob), count=self.scan_count
+        """Connection keys under the prefix (SCAN, every primary on a cluster). Primaries that
+        cannot be reached are skipped and named in :attr:`unreachable`."""
+        async for key in scan_keys(
+            self.client, self.keys.conn_match(robot_glob), self.scan_count, self.unreachable
         ):
             yield key
 
