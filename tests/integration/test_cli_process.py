@@ -1,0 +1,96 @@
+"""wsctl as a real process: entry points, signals, stdin."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import Backend, ainvoke, invoke, open_test_store
+from tests.fleet import running_fleet, wait_for
+from wsctl import __version__
+from wsctl.sandbox import GatewayProcess
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wsctl", *args], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_help_and_version_work_as_a_process() -> None:
+    assert _run("--version").stdout.strip() == f"wsctl {__version__}"
+    helped = _run("--help")
+    assert helped.returncode == 0 and "simulate" in helped.stdout and "doctor" in helped.stdout
+    commands = [
+        ("list", "connections"),
+        ("list", "instances"),
+        ("show",),
+        ("registry", "rm"),
+        ("registry", "import"),
+        ("send",),
+        ("reap",),
+        ("doctor",),
+        ("simulate",),
+        ("gateway",),
+        ("sandbox",),
+        ("token",),
+        ("config", "show"),
+    ]
+    for command in commands:
+        assert "Example" in _run(*command, "--help").stdout, command
+
+
+def test_debug_shows_a_traceback_and_default_does_not() -> None:
+    env = {**os.environ, "WSCTL_REDIS_URL": "redis://127.0.0.1:1/0"}
+    plain = _run("list", "robots", env=env)
+    assert plain.returncode == 3 and "Traceback" not in plain.stderr
+    debug = _run("--debug", "list", "robots", env=env)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+async def test_gateway_process_sigterm_closes_1001_removes_entries_exits_0(
+    single: Backend, tmp_path: Path
+) -> None:
+    gw = GatewayProcess(redis_url=single.env["WSCTL_REDIS_URL"], instance_id="gw-term").start(
+        tmp_path
+    )
+    try:
+        async with open_test_store(single) as store:
+            robot = await connect(f"{gw.url}/ws/term-1")
+            await wait_for(lambda: store.get("term-1"))
+            assert gw.proc is not None
+            gw.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(robot.recv(), 10)
+            except ConnectionClosed as closed:
+                assert closed.rcvd is not None and closed.rcvd.code == 1001
+            code = await asyncio.to_thread(gw.proc.wait, 15)
+            assert code == 0
+            assert await store.get("term-1") is None
+            assert await store.client.exists("ws_inst:gw-term") == 0
+    finally:
+        gw.stop()
+
+
+async def test_send_reads_the_message_from_stdin(single: Backend) -> None:
+    async with (
+        running_fleet(single.env, names=("gw-a",)) as fleet,
+        open_test_store(single) as store,
+    ):
+        async with connect(f"{fleet['gw-a'].ws_url}/ws/stdin-bot") as robot:
+            await wait_for(lambda: store.get("stdin-bot"))
+            res = await ainvoke(["send", "stdin-bot", "-"], env=single.env, stdin="from stdin\n")
+            assert res.code == 0, res.out + res.err
+            assert await asyncio.wait_for(robot.recv(), 5) == "from stdin\n"
+
+
+def test_watch_needs_a_table(single: Backend) -> None:
+    res = invoke(["list", "connections", "--watch", "-o", "json"], env=single.env)
+    assert res.code == 2 and "--watch needs" in res.err

@@ -1,0 +1,67 @@
+"""The store's scripts and bulk paths on fakeredis (with Lua): fast feedback; the same
+behaviours are checked against real Redis in tests/integration/test_store.py."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+
+from wsctl.registry.model import Registration, utcnow
+from wsctl.registry.store import RegistryStore
+
+
+@pytest.fixture
+def store() -> RegistryStore:
+    return RegistryStore(fakeredis.FakeAsyncRedis(decode_responses=True), batch_size=3)
+
+
+async def test_register_then_fenced_delete(store: RegistryStore) -> None:
+    await store.register("r1", Registration("r1", "gw", "c1", utcnow()).to_hash())
+    entry = await store.get("r1")
+    assert entry is not None and entry.conn_id == "c1"
+    assert await store.delete_observed([entry]) == [1]
+    assert await store.get("r1") is None
+
+
+async def test_fenced_delete_keeps_a_changed_heartbeat(store: RegistryStore) -> None:
+    await store.register("r1", Registration("r1", "gw", "c1", utcnow()).to_hash())
+    entry = await store.get("r1")
+    assert entry is not None
+    await store.client.hset("ws_conn:r1", "last_heartbeat", "later")
+    assert await store.delete_observed([entry]) == [0]
+
+
+async def test_batches_cover_every_key_and_report_wrong_types(store: RegistryStore) -> None:
+    for i in range(7):
+        await store.client.hset(
+            f"ws_conn:r{i}", mapping={"instance_id": "i", "last_heartbeat": "1"}
+        )
+    await store.client.rpush("ws_conn:list", "x")
+    batches = [b async for b in store.iter_batches()]
+    assert all(len(b) <= 3 for b in batches)
+    entries = {e.robot_id: e for b in batches for e in b}
+    assert len(entries) == 8 and entries["list"].key_type == "list"
+
+
+async def test_touch_reports_superseded_and_reregisters_missing(store: RegistryStore) -> None:
+    reg = Registration("r1", "gw", "c1", utcnow()).to_hash()
+    assert await store.touch_many([("r1", "c1", "t", reg)]) == [2]
+    assert await store.touch_many([("r1", "c1", "t2", reg)]) == [1]
+    assert await store.touch_many([("r1", "other", "t3", reg)]) == [0]
+
+
+async def test_write_many_absent_and_replace(store: RegistryStore) -> None:
+    assert await store.write_many([("a", {"x": "1"}), ("b", {"x": "2"})], replace=False) == [
+        True,
+        True,
+    ]
+    assert await store.write_many([("a", {"x": "3"})], replace=False) == [False]
+    assert await store.write_many([("a", {"y": "4"})], replace=True) == [True]
+    assert await store.client.hgetall("ws_conn:a") == {"y": "4"}
+
+
+async def test_compare_and_delete_with_absent_expectation(store: RegistryStore) -> None:
+    await store.client.hset("ws_conn:r1", mapping={"instance_id": "i"})
+    assert await store.delete_if("r1", {"conn_id": "c"}) == 0
+    assert await store.delete_if("r1", {"conn_id": None, "instance_id": "i"}) == 1
+    assert await store.delete_if("r1", {"conn_id": None}) == -1
