@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
@@ -561,3 +561,49 @@ async def scan_keys(
             if unreachable is None:
                 raise
             unreachable[node.name] = str(exc)[:200]
+
+
+async def subscription(
+    client: AsyncClient,
+    channel: str,
+    on_state: Callable[[bool, BaseException | None], None] | None = None,
+) -> AsyncIterator[Any]:
+    """Yield the payloads published on ``channel`` for as long as the caller iterates.
+
+    Survives node failures: after any error it waits (0.1 s doubling to 2 s), and on a cluster
+    re-reads the slot map and subscribes on another primary than the one that failed.
+    ``on_state(True, None)`` is called once subscribed, ``on_state(False, error)`` on each loss.
+    """
+    import asyncio
+
+    failed: set[str] = set()
+    delay = 0.1
+    while True:
+        pubsub: Any = None
+        node = ""
+        try:
+            if failed:
+                await refresh_topology(client)
+            pubsub, node = make_pubsub(client, frozenset(failed))
+            await pubsub.subscribe(channel)
+            failed.clear()
+            delay = 0.1
+            if on_state is not None:
+                on_state(True, None)
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message and message.get("type") == "message":
+                    yield message["data"]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if node:
+                failed.add(node)
+            if on_state is not None:
+                on_state(False, exc)
+            await asyncio.sleep(delay)
+            delay = min(2.0, delay * 2)
+        finally:
+            if pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from wsctl.errors import ConfigError, WsctlError
 from wsctl.paths import sandbox_file
@@ -98,8 +99,30 @@ def _stop_process(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
         proc.wait(timeout=grace)
 
 
+class _StartStop:
+    """Context-manager protocol of every process owner here: ``start()`` on enter (which
+    returns self), ``stop()`` on exit, whatever happened inside."""
+
+    def start(self) -> Self:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def stop(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
 @dataclass
-class RedisServer:
+class RedisServer(_StartStop):
     """One redis-server process on 127.0.0.1 (single node, or a cluster-enabled node)."""
 
     port: int = 0
@@ -122,6 +145,8 @@ class RedisServer:
         return self.proc.pid if self.proc else None
 
     def start(self, timeout: float = 15.0) -> RedisServer:
+        if self.proc is not None and self.proc.poll() is None:
+            return self
         if not self.port:
             self.port = free_cluster_port(self.host) if self.cluster else free_port(self.host)
         if self.workdir is None:
@@ -180,20 +205,9 @@ class RedisServer:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> RedisServer:
-        return self.start() if self.proc is None else self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 @dataclass
-class RedisClusterProcesses:
+class RedisClusterProcesses(_StartStop):
     """A real Redis Cluster on loopback: ``masters`` primaries, each with ``replicas`` replicas."""
 
     masters: int = 3
@@ -276,17 +290,6 @@ class RedisClusterProcesses:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-    def __enter__(self) -> RedisClusterProcesses:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # ------------------------------------------------------------------ the running sandbox
@@ -456,7 +459,7 @@ class GatewayProcess:
 
 
 @dataclass
-class Sandbox:
+class Sandbox(_StartStop):
     """Embedded Redis plus ``gateways`` gateway subprocesses, all on loopback."""
 
     gateways: int = 2
@@ -535,14 +538,3 @@ class Sandbox:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
-
-    def __enter__(self) -> Sandbox:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

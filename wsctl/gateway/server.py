@@ -43,9 +43,9 @@ from wsctl.redis_client import (
     Target,
     is_cluster,
     make_client,
-    make_pubsub,
     refresh_topology,
     subscriber_count,
+    subscription,
 )
 from wsctl.registry.keys import Keyspace, validate_id
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID, Registration, format_ts, utcnow
@@ -366,42 +366,19 @@ class Gateway:
 
     # ------------------------------------------------------------------ control channel
     async def _control_loop(self) -> None:
-        """Subscribe to our control channel; on any failure resubscribe, on a cluster to
-        another primary after re-reading the slot map (the old node may be dead)."""
+        """Handle envelopes from our control channel, at most CONTROL_CONCURRENCY at once; the
+        subscription itself survives node failures (see :func:`subscription`)."""
         channel = self.keys.control_channel(self.instance_id)
-        delay = 0.1
-        failed_nodes: set[str] = set()
-        while True:
-            node = ""
-            pubsub: Any = None
-            try:
-                if failed_nodes:
-                    await refresh_topology(self.client)
-                pubsub, node = make_pubsub(self.client, frozenset(failed_nodes))
-                await pubsub.subscribe(channel)
-                self.subscribed = True
-                self._redis_recovered("control channel")
-                failed_nodes.clear()
-                delay = 0.1
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message and message.get("type") == "message":
-                        await self._control_slots.acquire()
-                        self._spawn(self._on_control_slot(message["data"]))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.subscribed = False
-                if node:
-                    failed_nodes.add(node)
-                self._redis_failed("control channel", exc)
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
-            finally:
-                self.subscribed = False
-                if pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        await pubsub.aclose()
+        async for data in subscription(self.client, channel, self._subscription_state):
+            await self._control_slots.acquire()
+            self._spawn(self._on_control_slot(data))
+
+    def _subscription_state(self, subscribed: bool, exc: BaseException | None) -> None:
+        self.subscribed = subscribed
+        if subscribed:
+            self._redis_recovered("control channel")
+        elif exc is not None:
+            self._redis_failed("control channel", exc)
 
     async def _on_control_slot(self, data: str) -> None:
         try:
@@ -476,6 +453,11 @@ class Gateway:
             },
         )
 
+    async def _fail(self, envelope: Envelope, status: Status, reason: str) -> None:
+        """Count a message that could not be delivered and say why to the sender."""
+        self.metrics.messages_failed += 1
+        await self._answer(envelope, status, reason=reason)
+
     async def _answer(self, envelope: Envelope, status: Status, **kw: Any) -> None:
         """Publish exactly one reply to the envelope's ``reply_to`` channel (if it has one)."""
         if envelope.reply_to:
@@ -498,11 +480,10 @@ class Gateway:
         robot_id = envelope.robot_id or ""
         message = envelope.message or ""
         if len(message.encode("utf-8", "surrogateescape")) > self.config.max_message_bytes:
-            self.metrics.messages_failed += 1
-            await self._answer(
+            await self._fail(
                 envelope,
                 Status.REJECTED,
-                reason=f"message larger than {self.config.max_message_bytes} bytes",
+                f"message larger than {self.config.max_message_bytes} bytes",
             )
             return
         conn = self.local.get(robot_id)
@@ -520,34 +501,30 @@ class Gateway:
                 return
         owner = str(await self.client.hget(self.keys.conn_key(robot_id), F_INSTANCE_ID) or "")
         if not owner:
-            self.metrics.messages_failed += 1
-            await self._answer(envelope, Status.NOT_CONNECTED, reason="no entry")
+            await self._fail(envelope, Status.NOT_CONNECTED, "no entry")
             return
         if owner == self.instance_id:
             # the registry says "here" but there is no socket: a ghost; remove exactly it
             entry = await self.store.get(robot_id)
             if entry is not None and entry.instance_id == self.instance_id:
                 await self.store.delete_observed([entry])
-            self.metrics.messages_failed += 1
-            await self._answer(
+            await self._fail(
                 envelope,
                 Status.NOT_CONNECTED,
-                reason="registry named this instance but no socket was open (entry removed)",
+                "registry named this instance but no socket was open (entry removed)",
             )
             return
         if envelope.hops >= MAX_HOPS:
-            self.metrics.messages_failed += 1
-            await self._answer(
-                envelope, Status.REJECTED, reason=f"hop limit {MAX_HOPS} reached (owner {owner})"
+            await self._fail(
+                envelope, Status.REJECTED, f"hop limit {MAX_HOPS} reached (owner {owner})"
             )
             return
         channel = self.keys.control_channel(owner)
         if not await self._listening(owner):
-            self.metrics.messages_failed += 1
-            await self._answer(
+            await self._fail(
                 envelope,
                 Status.INSTANCE_UNREACHABLE,
-                reason=f"owner {owner} is not listening on its control channel",
+                f"owner {owner} is not listening on its control channel",
             )
             return
         await self.client.publish(channel, encode(envelope.forwarded()))

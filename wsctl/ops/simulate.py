@@ -24,7 +24,7 @@ from wsctl.errors import UsageError
 from wsctl.ops.histogram import Histogram
 from wsctl.ops.robots import ProcessSwarm, RobotSwarm, make_message
 from wsctl.protocol import Envelope, Op, ProtocolError, decode_reply, encode
-from wsctl.redis_client import make_pubsub, publish_many, refresh_topology
+from wsctl.redis_client import publish_many, refresh_topology, subscription
 from wsctl.registry.model import Entry
 from wsctl.registry.store import RegistryStore
 
@@ -183,36 +183,16 @@ class _Replies:
         await asyncio.wait_for(self._ready.wait(), 10)
 
     async def _listen(self) -> None:
-        """Subscribe and count replies; resubscribe (elsewhere on a cluster) after failures."""
-        failed: set[str] = set()
-        for _ in range(10_000):  # bounded; cancelled by stop()
-            node = ""
-            pubsub: Any = None
-            try:
-                if failed:
-                    await refresh_topology(self.store.client)
-                pubsub, node = make_pubsub(self.store.client, frozenset(failed))
-                await pubsub.subscribe(self.channel)
+        def state(subscribed: bool, _: BaseException | None) -> None:
+            if subscribed:
                 self._ready.set()
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if not message or message.get("type") != "message":
-                        continue
-                    with contextlib.suppress(ProtocolError):
-                        reply = decode_reply(message["data"])
-                        self.status[reply.id] = reply.status.value
-                        if reply.reason:
-                            self.reasons[reply.reason[:80]] += 1
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                if node:
-                    failed.add(node)
-                await asyncio.sleep(0.25)
-            finally:
-                if pubsub is not None:
-                    with contextlib.suppress(Exception):
-                        await pubsub.aclose()
+
+        async for data in subscription(self.store.client, self.channel, state):
+            with contextlib.suppress(ProtocolError):
+                reply = decode_reply(data)
+                self.status[reply.id] = reply.status.value
+                if reply.reason:
+                    self.reasons[reply.reason[:80]] += 1
 
     async def stop(self) -> None:
         if self._task is not None:
