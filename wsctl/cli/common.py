@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -21,6 +21,15 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 OUTPUT_HELP = "Output format: table, wide, json, jsonl or csv."
+
+# Commands that print one report rather than a listing take -o table|json.
+ReportOutput = Annotated[str, typer.Option("-o", "--output", help="table or json.")]
+
+
+def check_report_output(fmt: str, command: str) -> str:
+    if fmt not in ("table", "json"):
+        raise UsageError(f"{command} supports -o table or json")
+    return fmt
 
 
 @dataclass

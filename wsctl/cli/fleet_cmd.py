@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from wsctl.cli.common import (
+    ReportOutput,
+    check_report_output,
     err,
     keyspace_of,
     on_stop_signals,
@@ -136,7 +138,7 @@ def send(
     trace: Annotated[
         bool, typer.Option("--trace", help="Print every hop with its latency.")
     ] = False,
-    output: Annotated[str, typer.Option("-o", "--output", help="table or json.")] = "table",
+    output: ReportOutput = "table",
 ) -> None:
     """Send a test message to a robot through the fleet and report the route taken.
 
@@ -149,8 +151,7 @@ def send(
     from wsctl.registry.keys import validate_id
 
     validate_id(robot_id)
-    if output not in ("table", "json"):
-        raise UsageError("send supports -o table or json")
+    check_report_output(output, "send")
     if timeout <= 0:
         raise UsageError("--timeout must be greater than 0")
     text = _message_text(message, file)

@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from wsctl.cli.common import err, on_stop_signals, open_store, run, state
+from wsctl.cli.common import (
+    ReportOutput,
+    check_report_output,
+    err,
+    on_stop_signals,
+    open_store,
+    run,
+    state,
+)
 from wsctl.cli.output import Column
 from wsctl.errors import UsageError
 
@@ -51,7 +59,7 @@ def reap(
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Reap at most N per pass.")
     ] = None,
-    output: Annotated[str, typer.Option("-o", "--output", help="table or json.")] = "table",
+    output: ReportOutput = "table",
 ) -> None:
     """Remove stale entries safely: compare-and-delete, with a backup first.
 
@@ -66,8 +74,7 @@ def reap(
     from wsctl.ops.reap import ReapOptions
     from wsctl.registry.model import utcnow
 
-    if output not in ("table", "json"):
-        raise UsageError("reap supports -o table or json")
+    check_report_output(output, "reap")
     if backup is not None and no_backup:
         raise UsageError("--backup and --no-backup exclude each other")
     if every is not None and every <= 0:
@@ -208,7 +215,7 @@ def doctor(
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="Stale after SECONDS without heartbeat.")
     ] = None,
-    output: Annotated[str, typer.Option("-o", "--output", help="table or json.")] = "table",
+    output: ReportOutput = "table",
 ) -> None:
     """Check the registry against reality: every live instance is asked for its sockets.
 
@@ -220,8 +227,7 @@ def doctor(
 
     Example: wsctl doctor --fix --dry-run; wsctl doctor robot-17
     """
-    if output not in ("table", "json"):
-        raise UsageError("doctor supports -o table or json")
+    check_report_output(output, "doctor")
     if dry_run and not fix:
         raise UsageError("--dry-run goes with --fix")
     settings = state(ctx).settings(timeout=timeout)

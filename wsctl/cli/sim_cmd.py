@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from wsctl.cli.common import err, on_stop_signals, run, state
+from wsctl.cli.common import ReportOutput, check_report_output, err, on_stop_signals, run, state
 from wsctl.errors import EXIT_INTERRUPTED, EXIT_NEGATIVE, UsageError, WsctlError
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def simulate(
     sandbox_gateways: Annotated[
         int, typer.Option("--sandbox-gateways", min=1, help="Gateways in an auto-started sandbox.")
     ] = 2,
-    output: Annotated[str, typer.Option("-o", "--output", help="table or json.")] = "table",
+    output: ReportOutput = "table",
 ) -> None:
     """Run real robots against the fleet and check every phase: connect, registered, deliver,
     heartbeat, churn (with --churn) and disconnect.
@@ -69,8 +69,7 @@ def simulate(
     """
     from wsctl.ops.simulate import SimulateOptions, parse_slo
 
-    if output not in ("table", "json"):
-        raise UsageError("simulate supports -o table or json")
+    check_report_output(output, "simulate")
     if ramp < 0 or churn < 0:
         raise UsageError("--ramp and --churn must not be negative")
     if duration is not None and duration <= 0:
