@@ -6,6 +6,7 @@ Every write has ``--dry-run``; deletes are compare-and-delete and back the entry
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -262,35 +263,39 @@ def import_(
 ) -> None:
     """Import (restore) entries from an export or a backup; every line is validated first.
 
-    By default robots that already have an entry (re-registered since) are skipped.
+    By default robots that already have an entry (re-registered since) are skipped. A file is
+    read twice (validate, then write in batches) so memory stays flat; stdin is held.
 
     Example: wsctl registry import ~/.local/state/wsctl/backups/reap-....jsonl --dry-run
     """
-    from wsctl.registry.records import parse_lines
+    from wsctl.registry.records import iter_records, parse_lines, validate_lines
 
     fmt = check_output(output)
     if overwrite and skip_existing:
         raise UsageError("--overwrite and --skip-existing exclude each other")
+    settings = state(ctx).settings()
     if file == "-":
-        records = list(parse_lines(sys.stdin, "<stdin>"))
+        records = parse_lines(sys.stdin, "<stdin>")
+        result = run(_import(settings, iter(records), len(records), overwrite, dry_run))
     else:
         path = Path(file)
         try:
             with path.open(encoding="utf-8", errors="surrogateescape") as fh:
-                records = list(parse_lines(fh, str(path)))
+                count = validate_lines(fh, str(path))
+            with path.open(encoding="utf-8", errors="surrogateescape") as fh:
+                result = run(_import(settings, iter_records(fh), count, overwrite, dry_run))
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-    result = run(_import(state(ctx).settings(), records, overwrite, dry_run))
     from wsctl.cli.output import render_object
 
     render_object(result, fmt)
 
 
 async def _import(
-    settings: Settings, records: list[Any], overwrite: bool, dry_run: bool
+    settings: Settings, records: Iterator[Any], count: int, overwrite: bool, dry_run: bool
 ) -> dict[str, Any]:
     from wsctl.ops.transfer import import_records
 
     async with open_store(settings) as store:
         result = await import_records(store, records, overwrite=overwrite, dry_run=dry_run)
-    return {"records": len(records), **result.as_dict()}
+    return {"records": count, **result.as_dict()}

@@ -66,9 +66,10 @@ def parse_line(text: str, line: int) -> Record | None:
     return Record(robot_id, dict(fields), line)
 
 
-def parse_lines(lines: Iterable[str], source: str) -> Iterator[Record]:
-    """Validate every line; raise one UsageError listing the bad ones (with line numbers)."""
-    records: list[Record] = []
+def validate_lines(lines: Iterable[str], source: str) -> int:
+    """Check every line without keeping any; returns the record count, or raises one
+    UsageError listing the bad lines (with line numbers)."""
+    count = 0
     errors: list[str] = []
     for number, text in enumerate(lines, start=1):
         try:
@@ -76,8 +77,7 @@ def parse_lines(lines: Iterable[str], source: str) -> Iterator[Record]:
         except ValueError as exc:
             errors.append(f"{source}:{number}: {exc}")
             continue
-        if record is not None:
-            records.append(record)
+        count += record is not None
     if errors:
         shown = "; ".join(errors[:MAX_BAD_LINES_SHOWN])
         more = len(errors) - MAX_BAD_LINES_SHOWN
@@ -85,4 +85,19 @@ def parse_lines(lines: Iterable[str], source: str) -> Iterator[Record]:
             f"{len(errors)} bad line(s), nothing imported: {shown}"
             + (f"; and {more} more" if more > 0 else "")
         )
-    return iter(records)
+    return count
+
+
+def iter_records(lines: Iterable[str]) -> Iterator[Record]:
+    """Records of already validated lines (see :func:`validate_lines`), one at a time."""
+    for number, text in enumerate(lines, start=1):
+        record = parse_line(text, number)
+        if record is not None:
+            yield record
+
+
+def parse_lines(lines: Iterable[str], source: str) -> list[Record]:
+    """Validate and parse lines held in memory (stdin): all records, or one UsageError."""
+    held = list(lines)
+    validate_lines(held, source)
+    return list(iter_records(held))
