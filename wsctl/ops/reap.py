@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -111,6 +113,49 @@ class ReapReport:
         }
 
 
+def _choose(
+    batch: list[Entry],
+    now: datetime,
+    options: ReapOptions,
+    dead: DeadInstances | None,
+    report: ReapReport,
+) -> list[tuple[Entry, Reason, str]]:
+    """The entries of one batch to reap, counting what was examined and kept."""
+    chosen: list[tuple[Entry, Reason, str]] = []
+    for entry in batch:
+        report.examined += 1
+        reason, detail = judge(entry, now, options, dead)
+        if reason is None:
+            if detail and (options.instance is None or entry.instance_id == options.instance):
+                report.malformed_kept += 1
+                report.note(entry, Reason.MALFORMED, "kept", detail + " (use --include-malformed)")
+            continue
+        if options.limit is not None and report.candidates >= options.limit:
+            break
+        report.candidates += 1
+        chosen.append((entry, reason, detail))
+    return chosen
+
+
+_RESULTS = {1: "reaped", 0: "skipped_refreshed", -1: "already_gone", 2: "would_reap"}
+
+
+def _tally(
+    report: ReapReport, chosen: list[tuple[Entry, Reason, str]], outcomes: list[int]
+) -> None:
+    """Account for one batch's compare-and-delete outcomes (2 = dry run, would be reaped)."""
+    for (entry, reason, detail), outcome in zip(chosen, outcomes, strict=True):
+        if outcome in (1, 2):
+            report.reaped += outcome == 1
+            report.by_instance[entry.instance_id or "-"] += 1
+            report.by_reason[reason.value] += 1
+        elif outcome == 0:
+            report.skipped_refreshed += 1
+        else:
+            report.already_gone += 1
+        report.note(entry, reason.value, _RESULTS[outcome], detail)
+
+
 class DeadInstances:
     """Memoised "is this instance dead?": no liveness record and nobody on its channel."""
 
@@ -142,50 +187,38 @@ async def reap(
     report = ReapReport(dry_run=options.dry_run, timeout=options.timeout)
     dead = DeadInstances(store, options.timeout) if options.dead_instances else None
     backup = None if options.dry_run else options.backup
+    # the deletes of one batch run while the next batch is scanned and read; the backup of a
+    # batch is on disk before its deletes start, and outcomes are tallied in batch order
+    in_flight: tuple[list[tuple[Entry, Reason, str]], asyncio.Task[list[int]]] | None = None
     with BackupWriter(backup) as writer:
-        async for batch in store.iter_batches():
-            now = utcnow()
-            if dead is not None:
-                await dead.check({e.instance_id for e in batch if e.instance_id})
-            chosen: list[tuple[Entry, Reason, str]] = []
-            for entry in batch:
-                report.examined += 1
-                reason, detail = judge(entry, now, options, dead)
-                if reason is None:
-                    if detail and (
-                        options.instance is None or entry.instance_id == options.instance
-                    ):
-                        report.malformed_kept += 1
-                        report.note(
-                            entry, Reason.MALFORMED, "kept", detail + " (use --include-malformed)"
-                        )
-                    continue
+        try:
+            async for batch in store.iter_batches():
+                now = utcnow()
+                if dead is not None:
+                    await dead.check({e.instance_id for e in batch if e.instance_id})
+                chosen = _choose(batch, now, options, dead, report)
+                if in_flight is not None:
+                    _tally(report, in_flight[0], await in_flight[1])
+                    in_flight = None
+                if chosen and not options.dry_run:
+                    writer.write([(e, r.value) for e, r, _ in chosen], now)
+                    in_flight = (
+                        chosen,
+                        asyncio.create_task(store.delete_observed([e for e, _, _ in chosen])),
+                    )
+                else:
+                    _tally(report, chosen, [2] * len(chosen))  # dry run: would be reaped
+                if progress is not None:
+                    progress(report.examined)
                 if options.limit is not None and report.candidates >= options.limit:
                     break
-                report.candidates += 1
-                chosen.append((entry, reason, detail))
-            if chosen and not options.dry_run:
-                writer.write([(e, r.value) for e, r, _ in chosen], now)
-                outcomes = await store.delete_observed([e for e, _, _ in chosen])
-            else:
-                outcomes = [2] * len(chosen)  # dry run: would be reaped
-            for (entry, reason, detail), outcome in zip(chosen, outcomes, strict=True):
-                result = {1: "reaped", 0: "skipped_refreshed", -1: "already_gone", 2: "would_reap"}[
-                    outcome
-                ]
-                if outcome in (1, 2):
-                    report.reaped += outcome == 1
-                    report.by_instance[entry.instance_id or "-"] += 1
-                    report.by_reason[reason.value] += 1
-                elif outcome == 0:
-                    report.skipped_refreshed += 1
-                else:
-                    report.already_gone += 1
-                report.note(entry, reason.value, result, detail)
-            if progress is not None:
-                progress(report.examined)
-            if options.limit is not None and report.candidates >= options.limit:
-                break
+            if in_flight is not None:
+                _tally(report, in_flight[0], await in_flight[1])
+                in_flight = None
+        finally:
+            if in_flight is not None:  # an error elsewhere: let the started deletes finish
+                with contextlib.suppress(Exception):
+                    await in_flight[1]
     report.backup = str(backup) if backup is not None and writer.count else None
     report.seconds = time.perf_counter() - started
     return report
