@@ -34,6 +34,14 @@ def simulate(
     ramp: Annotated[
         float, typer.Option("--ramp", help="Connects per second (0: all at once).")
     ] = 1000.0,
+    rate: Annotated[
+        float,
+        typer.Option(
+            "--rate",
+            help="Deliver-phase messages per second (0: all at once, a burst whose latency "
+            "includes queueing).",
+        ),
+    ] = 0.0,
     churn: Annotated[
         float, typer.Option("--churn", help="Reconnects per second to another gateway (0: off).")
     ] = 0.0,
@@ -70,8 +78,8 @@ def simulate(
     from wsctl.ops.simulate import SimulateOptions, parse_slo
 
     check_report_output(output, "simulate")
-    if ramp < 0 or churn < 0:
-        raise UsageError("--ramp and --churn must not be negative")
+    if ramp < 0 or churn < 0 or rate < 0:
+        raise UsageError("--ramp, --rate and --churn must not be negative")
     if duration is not None and duration <= 0:
         raise UsageError("--duration must be greater than 0")
     slos = [parse_slo(text) for text in slo or []]
@@ -85,6 +93,7 @@ def simulate(
         messages=messages,
         ramp=ramp,
         churn=churn,
+        rate=rate,
         payload_bytes=payload_bytes,
         processes=processes,
         auth_secret=auth_secret,

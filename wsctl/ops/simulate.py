@@ -96,6 +96,7 @@ class SimulateOptions:
     ramp: float = 1000.0
     churn: float = 0.0
     payload_bytes: int = 0
+    rate: float = 0.0  # deliver-phase messages per second; 0 sends them all at once
     processes: int = 1
     auth_secret: str | None = None
     slos: list[Slo] = field(default_factory=list)
@@ -263,16 +264,26 @@ class Simulation:
                 found[entry.robot_id] = entry
         return found
 
-    async def _publish(self, sends: list[tuple[str, str, str]]) -> list[str]:
-        """Publish (robot_id, via_instance, message) envelopes in pipelines; returns ids."""
+    async def _publish(self, sends: list[tuple[str, str, int]], rate: float = 0.0) -> list[str]:
+        """Publish (robot_id, via_instance, seq) messages in pipelines; returns envelope ids.
+
+        Each message is stamped with its send time as it is published. With ``rate`` > 0, at
+        most that many per second (batches of 1/20 s); else all at once.
+        """
         ids: list[str] = []
-        for start in range(0, len(sends), PUBLISH_BATCH):
+        step = PUBLISH_BATCH if rate <= 0 else max(1, min(PUBLISH_BATCH, int(rate / 20)))
+        started = time.perf_counter()
+        for start in range(0, len(sends), step):
+            if rate > 0:
+                delay = started + start / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
             batch: list[tuple[str, str]] = []
-            for robot_id, via, message in sends[start : start + PUBLISH_BATCH]:
+            for robot_id, via, seq in sends[start : start + step]:
                 envelope = Envelope(
                     op=Op.SEND,
                     robot_id=robot_id,
-                    message=message,
+                    message=make_message(self.run_id, seq, self.options.payload_bytes),
                     reply_to=self.replies.channel,
                     origin=f"simulate-{self.run_id}",
                 )
@@ -284,14 +295,12 @@ class Simulation:
                 self.unsent += len(batch)  # counted as lost: the run goes on
         return ids
 
-    def _message(self, robot_id: str) -> str:
-        return self._numbered(robot_id)[1]
-
-    def _numbered(self, robot_id: str) -> tuple[int, str]:
+    def _next_seq(self, robot_id: str) -> int:
+        """The next message number for a robot, recorded as expected."""
         seq = self.next_seq.get(robot_id, 0)
         self.next_seq[robot_id] = seq + 1
         self.expected[robot_id].add(seq)
-        return seq, make_message(self.run_id, seq, self.options.payload_bytes)
+        return seq
 
     async def _phase(self, name: str, body: Callable[[], Any]) -> Phase:
         self.progress(name, "running")
@@ -383,7 +392,7 @@ class Simulation:
     async def phase_deliver(self) -> tuple[bool, str, dict[str, Any]]:
         opts = self.options
         instances = sorted(set(self.instance_of_url.values()))
-        sends: list[tuple[str, str, str]] = []
+        sends: list[tuple[str, str, int]] = []
         via_owner = 0
         for n, robot_id in enumerate(self.robot_ids):
             owner = self.instance_of_url[self.url_of[robot_id]]
@@ -392,10 +401,10 @@ class Simulation:
             via = owner if (n % 4 == 3 or not others) else others[n % len(others)]
             via_owner += via == owner
             for _ in range(opts.messages):
-                sends.append((robot_id, via, self._message(robot_id)))
+                sends.append((robot_id, via, self._next_seq(robot_id)))
         total = len(sends)
         started = time.perf_counter()
-        ids = await self._publish(sends)
+        ids = await self._publish(sends, opts.rate)
         deadline = time.monotonic() + opts.deliver_timeout
         while time.monotonic() < deadline:
             if sum(1 for i in ids if i in self.replies.status) >= total:
@@ -473,9 +482,9 @@ class Simulation:
                 self.url_of[robot_id] = new_url
                 churned[robot_id] = new_url
                 # a message right after the move, injected at a random instance
-                seq, text = self._numbered(robot_id)
+                seq = self._next_seq(robot_id)
                 via = self.instance_of_url[self.rng.choice(gateways)]
-                (envelope_id,) = await self._publish([(robot_id, via, text)])
+                (envelope_id,) = await self._publish([(robot_id, via, seq)])
                 sent.append((envelope_id, robot_id, seq))
             else:
                 reconnect_failed += 1
