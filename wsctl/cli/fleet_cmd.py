@@ -57,6 +57,12 @@ def gateway(
     max_message_bytes: Annotated[
         int, typer.Option("--max-message-bytes", help="Largest message accepted.")
     ] = 1 << 20,
+    advertise_url: Annotated[
+        str | None,
+        typer.Option(
+            "--advertise-url", help="ws:// URL published in the liveness record (behind a proxy)."
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")] = "info",
 ) -> None:
     """Run a reference gateway instance: robots connect to ws://HOST:PORT/ws/{robot_id}.
@@ -95,6 +101,7 @@ def gateway(
         timeout=settings.timeout,
         max_message_bytes=max_message_bytes,
         keyspace=keyspace_of(settings),
+        advertise_url=advertise_url,
     )
     run(_serve(Gateway(config, resolve_target(settings))))
 
@@ -110,7 +117,10 @@ async def _serve(gw: Any) -> None:
         raise UsageError(
             f"cannot listen on {gw.config.host}:{gw.config.port}: {exc.strerror}"
         ) from None
-    err(f"gateway {gw.instance_id} listening on {gw.ws_url}/ws/{{robot_id}}")
+    err(
+        f"gateway {gw.instance_id} listening on {gw.config.host}:{gw.port}; "
+        f"robots connect to {gw.ws_url}/ws/{{robot_id}}"
+    )
     try:
         await stop.wait()
     finally:

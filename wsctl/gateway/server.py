@@ -77,6 +77,7 @@ class GatewayConfig:
     keyspace: Keyspace = field(default_factory=Keyspace)
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
+    advertise_url: str | None = None  # ws_url published in the liveness record
 
 
 def robot_from_path(path: str) -> str | None:
@@ -136,7 +137,18 @@ class Gateway:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.config.host}:{self.port}"
+        """Where robots and ``simulate`` reach this instance (a wildcard bind advertises the
+        host name instead of 0.0.0.0)."""
+        if self.config.advertise_url:
+            return self.config.advertise_url.rstrip("/")
+        host = self.config.host
+        if host in ("0.0.0.0", "::", ""):
+            import socket
+
+            host = socket.gethostname()
+        if ":" in host:
+            host = f"[{host}]"
+        return f"ws://{host}:{self.port}"
 
     async def start(self) -> None:
         from websockets.asyncio.server import serve
