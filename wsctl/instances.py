@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from wsctl.redis_client import AsyncClient, scan_keys
 from wsctl.registry.keys import Keyspace
-from wsctl.registry.model import format_ts, parse_timestamp
+from wsctl.registry.model import parse_timestamp
 
 
 class Liveness(StrEnum):
@@ -122,7 +122,3 @@ async def get_record(
 ) -> InstanceRecord | None:
     mapping: dict[str, str] = await client.hgetall(keys.instance_key(instance_id))  # type: ignore[assignment]
     return InstanceRecord.from_hash(instance_id, mapping) if mapping else None
-
-
-def now_stamp(now: datetime) -> str:
-    return format_ts(now)

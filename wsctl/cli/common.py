@@ -91,10 +91,6 @@ def check_output(fmt: str) -> str:
     return fmt
 
 
-def default_output() -> str:
-    return "table"
-
-
 def resolve_target(settings: Settings) -> Target:
     """The Redis to use; with nothing configured, the running ``wsctl sandbox`` if any."""
     from wsctl.redis_client import target_from_settings

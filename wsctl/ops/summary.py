@@ -41,8 +41,14 @@ class InstanceTally:
             self.oldest = age if self.oldest is None else max(self.oldest, age)
 
 
-def tally(entries: Iterable[Entry], now: datetime, timeout: float) -> dict[str, InstanceTally]:
-    out: dict[str, InstanceTally] = {}
+def tally(
+    entries: Iterable[Entry],
+    now: datetime,
+    timeout: float,
+    into: dict[str, InstanceTally] | None = None,
+) -> dict[str, InstanceTally]:
+    """Count entries per instance (into ``into`` when given, for streaming batches)."""
+    out: dict[str, InstanceTally] = {} if into is None else into
     for entry in entries:
         key = entry.instance_id or ""
         out.setdefault(key, InstanceTally(key)).add(entry, now, timeout)
@@ -87,7 +93,5 @@ async def summarize_instances(
     now = utcnow()
     async for batch in store.iter_batches():
         now = utcnow()
-        for entry in batch:
-            key = entry.instance_id or ""
-            tallies.setdefault(key, InstanceTally(key)).add(entry, now, timeout)
+        tally(batch, now, timeout, into=tallies)
     return instance_rows(tallies, records, now, timeout)

@@ -23,7 +23,6 @@ F_LAST_HEARTBEAT = "last_heartbeat"
 F_STATUS = "status"
 F_WS_STATE = "websocket_state"
 F_CONN_ID = "conn_id"
-SEED_FIELDS = (F_INSTANCE_ID, F_ROBOT_ID, F_CONNECTED_AT, F_LAST_HEARTBEAT, F_STATUS, F_WS_STATE)
 REQUIRED_FIELDS = (F_INSTANCE_ID, F_LAST_HEARTBEAT)
 
 # A heartbeat further than this in the future is reported as clock skew.
@@ -222,7 +221,3 @@ class Registration:
             F_CONN_ID: self.conn_id,
             **self.extra,
         }
-
-
-def seconds_between(later: datetime, earlier: datetime) -> float:
-    return (later - earlier) / timedelta(seconds=1)
