@@ -7,6 +7,7 @@ the target with the password redacted, and maps to :class:`RedisUnavailable` (ex
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -453,6 +454,45 @@ def pack_command(args: Sequence[str]) -> bytes:
     return b"".join(parts)
 
 
+def _reply_error(message: str) -> Exception:
+    """An error reply as the redis-py exception it would have raised (NOSCRIPT, MOVED, ...)."""
+    from redis._parsers.base import BaseParser
+
+    return BaseParser.parse_error(message)  # type: ignore[no-any-return, no-untyped-call]
+
+
+async def _read_replies(conn: Any, count: int) -> list[Any] | None:
+    """Read ``count`` replies straight from the connection's stream with a hiredis reader
+    (one parse call per reply, no per-reply coroutine). None when this connection has no
+    plain stream (then the caller uses redis-py's own reader)."""
+    stream = getattr(conn, "_reader", None)
+    encoder = getattr(conn, "encoder", None)
+    if not isinstance(stream, asyncio.StreamReader) or encoder is None:
+        return None
+    try:
+        import hiredis
+    except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
+        return None
+    if not getattr(encoder, "decode_responses", False):
+        return None
+    reader = hiredis.Reader(
+        replyError=_reply_error, encoding=encoder.encoding, errors=encoder.encoding_errors
+    )
+    replies: list[Any] = []
+    while len(replies) < count:
+        reply = reader.gets()
+        if reply is False:
+            data = await stream.read(1 << 16)
+            if not data:
+                from redis.exceptions import ConnectionError
+
+                raise ConnectionError("connection closed while reading replies")
+            reader.feed(data)
+            continue
+        replies.append(reply)
+    return replies
+
+
 async def _run_packed(conn: Any, packed: list[bytes]) -> list[Any]:
     """Send many commands on one connection, read every reply; per-command Redis errors are
     returned as exception objects (the stream stays in sync), anything else disconnects."""
@@ -460,6 +500,9 @@ async def _run_packed(conn: Any, packed: list[bytes]) -> list[Any]:
 
     try:
         await conn.send_packed_command(b"".join(packed), check_health=False)
+        fast = await _read_replies(conn, len(packed))
+        if fast is not None:
+            return fast
         results: list[Any] = []
         for _ in packed:
             try:
