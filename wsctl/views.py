@@ -8,7 +8,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from wsctl.registry.model import Assessment, Entry, assess, format_ts
+from wsctl.registry.model import (
+    F_CONN_ID,
+    F_INSTANCE_ID,
+    F_STATUS,
+    F_WS_STATE,
+    Assessment,
+    Entry,
+    assess,
+    format_ts,
+)
 
 
 def connection_row(entry: Entry, now: datetime, timeout: float) -> dict[str, Any]:
@@ -17,23 +26,21 @@ def connection_row(entry: Entry, now: datetime, timeout: float) -> dict[str, Any
 
 
 def connection_row_from(entry: Entry, verdict: Assessment) -> dict[str, Any]:
+    get = entry.fields.get
+    age, connected_for = verdict.heartbeat_age, verdict.connected_for
     return {
         "robot_id": entry.robot_id,
-        "instance_id": entry.instance_id,
+        "instance_id": get(F_INSTANCE_ID) or None,
         "state": verdict.state.value,
-        "status": entry.status,
-        "websocket_state": entry.websocket_state,
-        "heartbeat_age_s": _round(verdict.heartbeat_age),
-        "connected_for_s": _round(verdict.connected_for),
+        "status": get(F_STATUS),
+        "websocket_state": get(F_WS_STATE),
+        "heartbeat_age_s": None if age is None else round(age, 3),
+        "connected_for_s": None if connected_for is None else round(connected_for, 3),
         "last_heartbeat": format_ts(entry.last_heartbeat) if entry.last_heartbeat else None,
         "connected_at": format_ts(entry.connected_at) if entry.connected_at else None,
-        "conn_id": entry.conn_id,
+        "conn_id": get(F_CONN_ID) or None,
         "reason": verdict.reason or None,
     }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
 
 
 def human_duration(seconds: float | None) -> str:

@@ -61,3 +61,16 @@ def test_human_duration() -> None:
         "1d01h",
         "-4s",
     ]
+
+
+def test_write_many_matches_row_by_row_output() -> None:
+    from wsctl.cli.output import RowWriter
+
+    for fmt in ("jsonl", "json", "csv"):
+        one, many = io.StringIO(), io.StringIO()
+        render(ROWS, COLUMNS, fmt, stream=one)
+        writer = RowWriter(COLUMNS, fmt, stream=many)
+        writer.write_many(ROWS[:1])
+        writer.write_many([])
+        writer.write_many(ROWS[1:])
+        assert writer.close() == 2 and many.getvalue() == one.getvalue()

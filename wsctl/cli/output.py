@@ -135,6 +135,16 @@ class RowWriter:
             self._buffer.append(row)
         self.count += 1
 
+    def write_many(self, rows: list[dict[str, Any]]) -> None:
+        """Several rows at once (one write call for jsonl: the bulk listing hot path)."""
+        if self.fmt == "jsonl":
+            if rows:
+                self.out.write("\n".join(map(_encode, rows)) + "\n")
+                self.count += len(rows)
+            return
+        for row in rows:
+            self.write(row)
+
     def close(self) -> int:
         if self.fmt == "json":
             self.out.write("\n]\n" if self.count else "]\n")

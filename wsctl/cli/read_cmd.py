@@ -100,18 +100,27 @@ class ConnectionFilter:
         return True
 
 
-async def connection_rows(
+async def connection_row_batches(
     store: RegistryStore, robot_glob: str | None, flt: ConnectionFilter, timeout: float
-) -> AsyncIterator[dict[str, Any]]:
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Rows of the entries that pass ``flt``, one list per store batch (streamed)."""
     from wsctl.registry.model import utcnow
     from wsctl.views import connection_row
 
     async for batch in store.iter_batches(robot_glob):
         now = utcnow()
-        for entry in batch:
-            row = connection_row(entry, now, timeout)
-            if flt.keep(row):
-                yield row
+        rows = [connection_row(entry, now, timeout) for entry in batch]
+        yield [row for row in rows if flt.keep(row)]
+
+
+async def all_connection_rows(
+    store: RegistryStore, robot_glob: str | None, flt: ConnectionFilter, timeout: float
+) -> list[dict[str, Any]]:
+    return [
+        row
+        async for rows in connection_row_batches(store, robot_glob, flt, timeout)
+        for row in rows
+    ]
 
 
 _SORT_FIELDS = {
@@ -189,16 +198,16 @@ async def _list_connections(
 
     writer = RowWriter(connection_columns(settings.timeout), fmt)
     async with open_store(settings) as store:
-        rows = connection_rows(store, robot, flt, settings.timeout)
         if sort is None:
-            async for row in rows:
-                writer.write(row)
+            async for rows in connection_row_batches(store, robot, flt, settings.timeout):
+                if limit is not None:
+                    rows = rows[: limit - writer.count]
+                writer.write_many(rows)
                 if limit is not None and writer.count >= limit:
                     break
         else:
-            collected = _sort_rows([row async for row in rows], sort)
-            for row in collected[:limit]:
-                writer.write(row)
+            collected = await all_connection_rows(store, robot, flt, settings.timeout)
+            writer.write_many(_sort_rows(collected, sort)[:limit])
     writer.close()
 
 
@@ -222,7 +231,7 @@ async def _watch(
         with Live(console=make_console(), auto_refresh=False) as live:
             while True:
                 rows = _sort_rows(
-                    [row async for row in connection_rows(store, robot, flt, settings.timeout)],
+                    await all_connection_rows(store, robot, flt, settings.timeout),
                     sort,
                 )
                 title = f"{len(rows)} connection(s) at {time.strftime('%H:%M:%S')}"
