@@ -22,14 +22,21 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-FLOOR_LIST = r"""
+# The hand-written floors share how they connect: url=... or nodes=host:port,...
+FLOOR_CONNECT = r"""
 import json, sys, redis
+from datetime import datetime
 from redis.cluster import RedisCluster, ClusterNode
 env = dict(a.split("=", 1) for a in sys.argv[1:])
 if env.get("nodes"):
     r = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", int(p.split(":")[1])) for p in env["nodes"].split(",")], decode_responses=True)
 else:
     r = redis.Redis.from_url(env["url"], decode_responses=True)
+"""
+
+FLOOR_LIST = (
+    FLOOR_CONNECT
+    + r"""
 out = sys.stdout
 batch = []
 def flush():
@@ -45,16 +52,11 @@ for key in r.scan_iter(match="ws_conn:*", count=1000):
 if batch:
     flush()
 """
+)
 
-FLOOR_REAP = r"""
-import sys, redis
-from datetime import datetime
-from redis.cluster import RedisCluster, ClusterNode
-env = dict(a.split("=", 1) for a in sys.argv[1:])
-if env.get("nodes"):
-    r = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", int(p.split(":")[1])) for p in env["nodes"].split(",")], decode_responses=True)
-else:
-    r = redis.Redis.from_url(env["url"], decode_responses=True)
+FLOOR_REAP = (
+    FLOOR_CONNECT
+    + r"""
 now = datetime.now()
 batch = []
 deleted = 0
@@ -76,6 +78,7 @@ if batch:
     flush()
 print(deleted, file=sys.stderr)
 """
+)
 
 RSS_WRAPPER = r"""
 import resource, sys
