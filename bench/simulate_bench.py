@@ -59,6 +59,9 @@ def main() -> None:
     parser.add_argument("--robots", type=int, default=10_000)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--messages", type=int, default=1)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="deliver-phase pacing (0: burst, max throughput)"
+    )
     args = parser.parse_args()
 
     from wsctl.sandbox import Sandbox
@@ -79,6 +82,8 @@ def main() -> None:
             str(args.messages),
             "--processes",
             str(args.processes),
+            "--rate",
+            str(args.rate),
             "--duration",
             "8",
             "-o",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -111,14 +111,41 @@ def reply_to(envelope: Envelope, status: Status, instance: str, **kw: Any) -> Re
     )
 
 
-def _route_json(route: tuple[Hop, ...]) -> list[dict[str, Any]]:
-    return [asdict(h) for h in route]
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 def encode(obj: Envelope | Reply) -> str:
-    data = asdict(obj)
-    data["route"] = _route_json(obj.route)
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    """JSON of an envelope or reply. Built field by field (not ``asdict``, which deep-copies):
+    this runs for every message on every hop."""
+    route = [{"instance": h.instance, "at": h.at} for h in obj.route]
+    if isinstance(obj, Envelope):
+        data: dict[str, Any] = {
+            "op": obj.op.value,
+            "id": obj.id,
+            "robot_id": obj.robot_id,
+            "message": obj.message,
+            "conn_id": obj.conn_id,
+            "reply_to": obj.reply_to,
+            "hops": obj.hops,
+            "origin": obj.origin,
+            "sent_at": obj.sent_at,
+            "route": route,
+            "v": obj.v,
+        }
+    else:
+        data = {
+            "id": obj.id,
+            "status": obj.status.value,
+            "instance": obj.instance,
+            "robot_id": obj.robot_id,
+            "reason": obj.reason,
+            "route": route,
+            "sent_at": obj.sent_at,
+            "replied_at": obj.replied_at,
+            "data": obj.data,
+            "v": obj.v,
+        }
+    return str(_ENCODER.encode(data))
 
 
 def _parse_route(raw: Any) -> tuple[Hop, ...]:

@@ -56,3 +56,14 @@ def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
     data = json.loads(encode(Envelope(op=Op.PING)))
     data["future_field"] = 1
     assert decode_envelope(json.dumps(data)).op is Op.PING
+
+
+def test_encode_carries_every_field_of_envelopes_and_replies() -> None:
+    from dataclasses import fields
+
+    from wsctl.protocol import Reply
+
+    env = Envelope(op=Op.PING)
+    assert set(json.loads(encode(env))) == {f.name for f in fields(Envelope)}
+    reply = reply_to(env, Status.PONG, "gw")
+    assert set(json.loads(encode(reply))) == {f.name for f in fields(Reply)}

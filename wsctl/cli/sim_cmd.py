@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from wsctl.ops.simulate import SimulateOptions, SimulateReport
 
 SANDBOX_HEARTBEAT = 2.0
+# Paced by default so the latency printed is the fleet's, not the queue of a burst.
+DEFAULT_RATE = 1000.0
 SANDBOX_TIMEOUT = 10.0
 
 
@@ -41,7 +43,7 @@ def simulate(
             help="Deliver-phase messages per second (0: all at once, a burst whose latency "
             "includes queueing).",
         ),
-    ] = 0.0,
+    ] = DEFAULT_RATE,
     churn: Annotated[
         float, typer.Option("--churn", help="Reconnects per second to another gateway (0: off).")
     ] = 0.0,
