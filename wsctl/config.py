@@ -166,7 +166,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 SETTING_NAMES = tuple(_PARSERS)
 
 
-def _convert(name: str, raw: Any, where: str) -> Any:
+def convert_value(name: str, raw: Any, where: str) -> Any:
     """Convert one raw value (a string from env/flags, or a TOML value) for setting ``name``."""
     try:
         if name == "redis_nodes" and isinstance(raw, list):
@@ -245,18 +245,18 @@ def load_settings(
     sources: dict[str, str] = {}
     for table, where in layers:
         for name, raw in table.items():
-            values[name] = _convert(name, raw, where)
+            values[name] = convert_value(name, raw, where)
             sources[name] = where
     for name, env_names in ENV_NAMES.items():
         for env_name in env_names:
             raw = env.get(env_name)
             if raw is not None and raw != "":
-                values[name] = _convert(name, raw, f"env {env_name}")
+                values[name] = convert_value(name, raw, f"env {env_name}")
                 sources[name] = f"env {env_name}"
                 break
     for name in SETTING_NAMES:
         if name in flags:
-            values[name] = _convert(name, flags[name], "flag")
+            values[name] = convert_value(name, flags[name], "flag")
             sources[name] = "flag"
 
     settings = Settings(

@@ -127,3 +127,21 @@ def test_uncovered_cluster_slots_are_an_error() -> None:
     f = facts(cluster={"uncovered_slots": 10, "uncovered_ranges": ["0-9"], "primaries": []})
     (only,) = diagnose(f, NOW, 90, "ws_conn:")
     assert only.kind is Kind.UNCOVERED_SLOTS and "0-9" in only.detail
+
+
+async def test_ghosts_that_changed_since_the_read_are_not_reported() -> None:
+    import fakeredis
+
+    from wsctl.ops.doctor import Finding, Severity, confirm_ghosts
+    from wsctl.registry.store import RegistryStore
+
+    store = RegistryStore(fakeredis.FakeAsyncRedis(decode_responses=True))
+    seen = {r: entry(r, "gw-a", conn=f"{r}-c1") for r in ("same", "moved", "gone")}
+    for robot, conn in (("same", "same-c1"), ("moved", "moved-c2")):
+        await store.client.hset(f"ws_conn:{robot}", mapping={**seen[robot].fields, "conn_id": conn})
+    findings = [
+        Finding(Kind.GHOST, Severity.WARNING, "x", "y", robot_id=r, instance_id="gw-a")
+        for r in seen
+    ]
+    kept = await confirm_ghosts(store, findings, facts(entries=dict(seen)))
+    assert [f.robot_id for f in kept] == ["same"]

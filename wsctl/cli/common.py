@@ -47,9 +47,9 @@ class CliState:
             self._settings = load_settings(self.flags)
         given = {k: v for k, v in overrides.items() if v is not None}
         if given:
-            from wsctl.config import _convert
+            from wsctl.config import convert_value
 
-            converted = {k: _convert(k, v, "flag") for k, v in given.items()}
+            converted = {k: convert_value(k, v, "flag") for k, v in given.items()}
             return with_overrides(self._settings, **converted)
         return self._settings
 

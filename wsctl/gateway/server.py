@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -367,7 +368,7 @@ class Gateway:
             instance_id=self.instance_id,
             host=self.config.host,
             port=self.port,
-            pid=_pid(),
+            pid=os.getpid(),
             ws_url=self.ws_url,
             started_at=format_ts(self.started_at),
             last_seen=stamp,
@@ -545,9 +546,3 @@ class Gateway:
 
 LISTENING_TTL = 1.0
 PING_TIMEOUT = 3.0
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()

@@ -20,7 +20,7 @@ from wsctl.instances import InstanceRecord, Liveness, iter_records, liveness
 from wsctl.ops.control import Unreachable, gather_requests, is_listening, request
 from wsctl.protocol import Envelope, Op, Reply, Status
 from wsctl.redis_client import cluster_facts, keys_per_node
-from wsctl.registry.model import Entry, State, assess, utcnow
+from wsctl.registry.model import F_CONNECTED_AT, Entry, State, assess, utcnow
 from wsctl.registry.store import RegistryStore
 
 # An entry younger than this when the inventory was asked may not be in it yet (and the
@@ -372,7 +372,35 @@ class DoctorReport:
 async def doctor(store: RegistryStore, timeout: float) -> DoctorReport:
     facts = await gather(store, timeout)
     now = utcnow()
-    return DoctorReport(diagnose(facts, now, timeout, store.keys.prefix), facts, now, timeout)
+    findings = diagnose(facts, now, timeout, store.keys.prefix)
+    return DoctorReport(await confirm_ghosts(store, findings, facts), facts, now, timeout)
+
+
+def _session(entry: Entry) -> tuple[str | None, str | None]:
+    """What identifies one registration: its conn_id, and for the original code's entries
+    (which have none) when it connected."""
+    return entry.conn_id, entry.fields.get(F_CONNECTED_AT)
+
+
+async def confirm_ghosts(
+    store: RegistryStore, findings: list[Finding], facts: Facts
+) -> list[Finding]:
+    """Drop ghost findings whose entry changed since the registry was read (the robot left or
+    reconnected while the instances were being asked): on a busy fleet these are not faults."""
+    ghosts = [f.robot_id for f in findings if f.kind is Kind.GHOST and f.robot_id]
+    if not ghosts:
+        return findings
+    now_entries = {
+        e.robot_id: e for e in await store.read_keys([store.keys.conn_key(r) for r in ghosts])
+    }
+    stale: set[str] = set()
+    for robot_id in ghosts:
+        before, after = facts.entries.get(robot_id), now_entries.get(robot_id)
+        if after is None or before is None or _session(after) != _session(before):
+            stale.add(robot_id)
+        else:
+            facts.entries[robot_id] = after
+    return [f for f in findings if not (f.kind is Kind.GHOST and f.robot_id in stale)]
 
 
 async def fix(store: RegistryStore, report: DoctorReport, dry_run: bool) -> list[dict[str, Any]]:
