@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -445,12 +446,23 @@ def make_pubsub(client: AsyncClient, avoid: frozenset[str] = frozenset()) -> Any
 # ------------------------------------------------------------------ bulk single-key commands
 
 
-def pack_command(args: Sequence[str]) -> bytes:
-    """RESP encoding of one command whose arguments are all text (our bulk hot path)."""
+@functools.lru_cache(maxsize=256)
+def _packed_word(word: str) -> bytes:
+    """RESP bulk string of a word that recurs in every command (names, script SHAs, "1")."""
+    data = word.encode("utf-8", "surrogateescape")
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def pack_command(args: Sequence[str], fixed: int = 1) -> bytes:
+    """RESP encoding of one command whose arguments are all text (our bulk hot path); the
+    first ``fixed`` words recur in every command and are encoded once."""
     parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg.encode("utf-8", "surrogateescape")
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    for i, arg in enumerate(args):
+        if i < fixed:
+            parts.append(_packed_word(arg))
+        else:
+            data = arg.encode("utf-8", "surrogateescape")
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
 
 
@@ -516,7 +528,7 @@ async def _run_packed(conn: Any, packed: list[bytes]) -> list[Any]:
 
 
 async def bulk_execute(
-    client: AsyncClient, calls: Sequence[tuple[str, Sequence[str]]]
+    client: AsyncClient, calls: Sequence[tuple[str, Sequence[str]]], fixed: int = 1
 ) -> list[Any]:
     """Run single-key commands, given as ``(key, command words)``, as one raw pipeline per
     node, skipping redis-py's per-command pipeline machinery (a third of bulk-read time).
@@ -524,7 +536,8 @@ async def bulk_execute(
     Replies come back in order, untransformed (HGETALL is a flat list); a per-command Redis
     error is returned as the exception. On a cluster, commands are grouped by the node serving
     their key's slot; a MOVED/ASK reply (resharding, failover) is retried through the regular
-    client, which follows redirects and refreshes its slot map.
+    client, which follows redirects and refreshes its slot map. The first ``fixed`` words are
+    the same in every command (encoded once).
     """
     if not calls:
         return []
@@ -536,7 +549,7 @@ async def bulk_execute(
         pool = client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            return await _run_packed(conn, [pack_command(c) for c in commands])
+            return await _run_packed(conn, [pack_command(c, fixed) for c in commands])
         finally:
             await pool.release(conn)
     import asyncio
@@ -553,7 +566,7 @@ async def bulk_execute(
     async def on_node(node: Any, indices: list[int]) -> list[Any]:
         conn = node.acquire_connection()
         try:
-            return await _run_packed(conn, [pack_command(commands[i]) for i in indices])
+            return await _run_packed(conn, [pack_command(commands[i], fixed) for i in indices])
         finally:
             node.release(conn)
 

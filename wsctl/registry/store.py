@@ -176,6 +176,7 @@ async def run_script_batch(
         results: list[Any] = await bulk_execute(
             client,
             [(keys[0], ("EVALSHA", script.sha, "1", keys[0], *args)) for keys, args in calls],
+            fixed=3,
         )
     else:
         pipe = client.pipeline(transaction=False)
