@@ -65,3 +65,18 @@ async def test_compare_and_delete_with_absent_expectation(store: RegistryStore) 
     assert await store.delete_if("r1", {"conn_id": "c"}) == 0
     assert await store.delete_if("r1", {"conn_id": None, "instance_id": "i"}) == 1
     assert await store.delete_if("r1", {"conn_id": None}) == -1
+
+
+async def test_stopping_early_leaves_no_read_ahead_task_behind(store: RegistryStore) -> None:
+    import asyncio
+
+    for i in range(10):
+        await store.client.hset(
+            f"ws_conn:r{i}", mapping={"instance_id": "i", "last_heartbeat": "1"}
+        )
+    batches = store.iter_batches()
+    first = await anext(batches)
+    assert len(first) == 3
+    await batches.aclose()
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert not [t for t in others if "read_keys" in repr(t.get_coro())]

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -224,15 +225,35 @@ class RegistryStore:
             yield key
 
     async def iter_batches(self, robot_glob: str | None = None) -> AsyncIterator[list[Entry]]:
-        """Entries in batches of ``batch_size``, each batch read with one pipeline."""
-        pending: list[str] = []
-        async for key in self.iter_keys(robot_glob):
-            pending.append(key)
-            if len(pending) >= self.batch_size:
-                yield await self.read_keys(pending)
-                pending = []
-        if pending:
-            yield await self.read_keys(pending)
+        """Entries in batches of ``batch_size``, each batch read with one pipeline.
+
+        The next batch is already being read while the caller works on this one (two batches
+        in memory at most), so Redis and wsctl work at the same time.
+        """
+        import asyncio
+
+        ahead: asyncio.Task[list[Entry]] | None = None
+        try:
+            pending: list[str] = []
+            async for key in self.iter_keys(robot_glob):
+                pending.append(key)
+                if len(pending) >= self.batch_size:
+                    previous, ahead = ahead, asyncio.create_task(self.read_keys(pending))
+                    pending = []
+                    if previous is not None:
+                        yield await previous
+            if pending:
+                previous, ahead = ahead, asyncio.create_task(self.read_keys(pending))
+                if previous is not None:
+                    yield await previous
+            if ahead is not None:
+                last, ahead = ahead, None
+                yield await last
+        finally:
+            if ahead is not None:  # the caller stopped early (--limit) or failed
+                ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await ahead
 
     async def iter_entries(self, robot_glob: str | None = None) -> AsyncIterator[Entry]:
         async for batch in self.iter_batches(robot_glob):
