@@ -94,3 +94,26 @@ async def test_send_reads_the_message_from_stdin(single: Backend) -> None:
 def test_watch_needs_a_table(single: Backend) -> None:
     res = invoke(["list", "connections", "--watch", "-o", "json"], env=single.env)
     assert res.code == 2 and "--watch needs" in res.err
+
+
+def test_keys_that_are_not_utf8_print_escaped_and_round_trip_byte_for_byte(
+    single: Backend, tmp_path: Path
+) -> None:
+    import redis
+
+    raw = redis.Redis(port=single.single.port)  # type: ignore[union-attr]
+    raw.hset(b"ws_conn:bot\xff\xfe", mapping={b"instance_id": b"gw\xff", b"last_heartbeat": b"1"})
+    env = {**os.environ, **single.env, "PYTHONIOENCODING": "utf-8"}
+    listed = _run("list", "connections", "-o", "jsonl", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert '"robot_id": "bot\\udcff\\udcfe"' in listed.stdout
+    dump = tmp_path / "dump.jsonl"
+    assert _run("registry", "export", "-f", str(dump), env=env).returncode == 0
+    assert "bot\\udcff\\udcfe" in dump.read_text(encoding="utf-8")  # valid UTF-8 JSON
+    raw.flushall()
+    assert _run("registry", "import", str(dump), env=env).returncode == 0
+    assert raw.hgetall(b"ws_conn:bot\xff\xfe") == {
+        b"instance_id": b"gw\xff",
+        b"last_heartbeat": b"1",
+    }
+    raw.close()

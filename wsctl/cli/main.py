@@ -104,8 +104,19 @@ app.command("simulate")(sim_cmd.simulate)
 app.command("sandbox")(sim_cmd.sandbox)
 
 
+def _tolerant_streams() -> None:
+    """Keys that are not UTF-8 are read with surrogateescape; print those bytes as \\udcXX
+    escapes rather than crash. In JSON output the escapes parse back to the same surrogates, so
+    an export of such keys imports to the very same bytes."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, map WsctlError to its exit code."""
+    _tolerant_streams()
     try:
         app(args=argv, prog_name="wsctl")
     except WsctlError as exc:

@@ -220,7 +220,7 @@ def export(
     """
     settings = state(ctx).settings()
     if file is not None:
-        with file.open("w", encoding="utf-8", errors="surrogateescape") as fh:
+        with file.open("w", encoding="utf-8", errors="backslashreplace") as fh:
             count, skipped = run(_export(settings, instance, robot, fh))
     else:
         count, skipped = run(_export(settings, instance, robot, sys.stdout))

@@ -46,7 +46,7 @@ class BackupWriter:
             return
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = self.path.open("a", encoding="utf-8", errors="surrogateescape")
+            self._fh = self.path.open("a", encoding="utf-8", errors="backslashreplace")
         removed_at = format_ts(now)
         for entry, reason in entries:
             self._fh.write(dumps(entry_record(entry, reason=reason, removed_at=removed_at)) + "\n")

@@ -29,7 +29,8 @@ def validate_id(value: str, what: str = "robot id") -> str:
     if not value:
         raise UsageError(f"{what} must not be empty")
     try:
-        size = len(value.encode("utf-8"))
+        # surrogateescape: ids read from keys that are not UTF-8 round-trip to the same bytes
+        size = len(value.encode("utf-8", "surrogateescape"))
     except UnicodeEncodeError:
         raise UsageError(f"{what} {value!r} is not valid text") from None
     if size > MAX_ID_BYTES:
