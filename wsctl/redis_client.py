@@ -94,12 +94,19 @@ def target_from_settings(settings: Settings, embedded_path: str | None = None) -
         password = password or (unquote(parts.password) if parts.password else None)
         if parts.scheme == "unix":
             query = parse_qs(parts.query)
-            db = int(query.get("db", [settings.redis_db])[0])
+            db_value = str(query.get("db", [settings.redis_db])[0])
+            if not db_value.isdigit():
+                raise ConfigError(f"redis_url: database {db_value!r} is not a number")
+            db = int(db_value)
             return Target("unix", path=parts.path, db=db, username=username, password=password)
         host = parts.hostname or "127.0.0.1"
         port = url_port or 6379
         db_text = parts.path.lstrip("/")
-        db = int(db_text) if db_text.isdigit() else settings.redis_db
+        if db_text and not db_text.isdigit():
+            raise ConfigError(
+                f"redis_url {redact_url(settings.redis_url)}: database {db_text!r} is not a number"
+            )
+        db = int(db_text) if db_text else settings.redis_db
         if settings.redis_cluster:
             nodes = settings.redis_nodes or ((host, port),)
             return Target("cluster", username=username, password=password, nodes=nodes)

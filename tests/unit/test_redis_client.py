@@ -53,3 +53,9 @@ def test_embedded_without_a_running_server_is_a_config_error() -> None:
 )
 def test_numsub_reply_shapes(reply: object, count: int) -> None:
     assert _numsub_value(reply) == count
+
+
+@pytest.mark.parametrize("url", ["redis://h:1/abc", "unix:///tmp/r.sock?db=x"])
+def test_a_database_that_is_not_a_number_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="not a number"):
+        target_from_settings(load_settings(env={"REDIS_URL": url}))
