@@ -117,3 +117,11 @@ def test_keys_that_are_not_utf8_print_escaped_and_round_trip_byte_for_byte(
         b"last_heartbeat": b"1",
     }
     raw.close()
+
+
+def test_gateway_bad_port_and_busy_port_are_usage_errors(single: Backend) -> None:
+    env = {**os.environ, **single.env}
+    bad = _run("gateway", "--port", "99999", env=env)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    busy = _run("gateway", "--port", str(single.single.port), env=env)  # type: ignore[union-attr]
+    assert busy.returncode == 2 and "cannot listen on" in busy.stderr

@@ -38,7 +38,9 @@ AuthSecretOpt = Annotated[
 def gateway(
     ctx: typer.Context,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port (0 picks a free one).")] = 8765,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port (0 picks a free one).")
+    ] = 8765,
     instance_id: Annotated[
         str | None,
         typer.Option(
@@ -55,7 +57,7 @@ def gateway(
         float | None, typer.Option("--timeout", help="Connection timeout (liveness TTL).")
     ] = None,
     max_message_bytes: Annotated[
-        int, typer.Option("--max-message-bytes", help="Largest message accepted.")
+        int, typer.Option("--max-message-bytes", min=1, help="Largest message accepted.")
     ] = 1 << 20,
     advertise_url: Annotated[
         str | None,
