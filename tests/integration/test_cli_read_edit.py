@@ -276,3 +276,15 @@ def test_config_show_redacts_and_names_sources() -> None:
 def test_bad_output_format_is_usage_error(single: Backend) -> None:
     res = invoke(["list", "connections", "-o", "yaml"], env=single.env)
     assert res.code == 2 and "unknown output format" in res.err
+
+
+async def test_robot_glob_filters_and_export_by_instance(backend: Backend) -> None:
+    await _seed(backend, 12)
+    res = invoke(["list", "connections", "--robot", "r1*", "-o", "jsonl"], env=backend.env)
+    assert {json.loads(x)["robot_id"] for x in res.out.splitlines()} == {"r1", "r10", "r11"}
+    res = invoke(["list", "robots", "--robot", "r?", "-o", "json"], env=backend.env)
+    assert len(json.loads(res.out)) == 10
+    res = invoke(["registry", "export", "--instance", "gw-a"], env=backend.env)
+    exported = [json.loads(x) for x in res.out.splitlines()]
+    assert exported and all(r["fields"]["instance_id"] == "gw-a" for r in exported)
+    assert len(exported) == 6
