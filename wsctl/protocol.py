@@ -148,6 +148,14 @@ def encode(obj: Envelope | Reply) -> str:
     return str(_ENCODER.encode(data))
 
 
+def _time(data: dict[str, Any], name: str) -> float:
+    """A numeric epoch time field (missing: 0.0); anything else is a ProtocolError."""
+    value = data.get(name, 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ProtocolError(f"{name} must be a number")
+    return float(value)
+
+
 def _parse_route(raw: Any) -> tuple[Hop, ...]:
     if not isinstance(raw, list):
         raise ProtocolError("route must be a list")
@@ -155,7 +163,7 @@ def _parse_route(raw: Any) -> tuple[Hop, ...]:
     for item in raw:
         if not isinstance(item, dict) or not isinstance(item.get("instance"), str):
             raise ProtocolError("bad route hop")
-        hops.append(Hop(item["instance"], float(item.get("at", 0.0))))
+        hops.append(Hop(item["instance"], _time(item, "at")))
     return tuple(hops)
 
 
@@ -199,7 +207,7 @@ def decode_envelope(text: str | bytes) -> Envelope:
         reply_to=_opt_str(data, "reply_to"),
         hops=hops,
         origin=_opt_str(data, "origin") or "unknown",
-        sent_at=float(data.get("sent_at", 0.0)),
+        sent_at=_time(data, "sent_at"),
         route=_parse_route(data.get("route", [])),
     )
     if op in (Op.SEND, Op.KICK) and not envelope.robot_id:
@@ -225,7 +233,7 @@ def decode_reply(text: str | bytes) -> Reply:
         robot_id=_opt_str(data, "robot_id"),
         reason=_opt_str(data, "reason"),
         route=_parse_route(data.get("route", [])),
-        sent_at=float(data.get("sent_at", 0.0)),
-        replied_at=float(data.get("replied_at", 0.0)),
+        sent_at=_time(data, "sent_at"),
+        replied_at=_time(data, "replied_at"),
         data=payload,
     )

@@ -45,6 +45,8 @@ def test_reply_hop_latencies_are_measured_from_the_send() -> None:
         json.dumps({"v": 1, "op": "kick", "id": "x"}),
         json.dumps({"v": 1, "op": "ping", "id": "x", "hops": -1}),
         json.dumps({"v": 1, "op": "ping", "id": ""}),
+        json.dumps({"v": 1, "op": "ping", "id": "x", "sent_at": "yesterday"}),
+        json.dumps({"v": 1, "op": "ping", "id": "x", "route": [{"instance": "a", "at": "?"}]}),
     ],
 )
 def test_bad_envelopes_raise_protocol_error(payload: str) -> None:
@@ -67,3 +69,8 @@ def test_encode_carries_every_field_of_envelopes_and_replies() -> None:
     assert set(json.loads(encode(env))) == {f.name for f in fields(Envelope)}
     reply = reply_to(env, Status.PONG, "gw")
     assert set(json.loads(encode(reply))) == {f.name for f in fields(Reply)}
+
+
+def test_reply_with_a_non_numeric_time_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError):
+        decode_reply(json.dumps({"v": 1, "id": "x", "status": "pong", "replied_at": "soon"}))
