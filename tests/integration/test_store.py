@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tests.conftest import Backend, open_test_store
 from tests.seedlike import seed_hash, seed_store_connection
+from wsctl.registry.keys import escape_glob
 from wsctl.registry.model import Registration, State, assess, utcnow
 
 
@@ -32,7 +33,8 @@ async def test_glob_characters_in_ids_are_literal_for_get(backend: Backend) -> N
         entry = await store.get("robot*")
         assert entry is not None and entry.robot_id == "robot*"
         exact = [
-            k async for k in store.client.scan_iter(match=store.keys.conn_match_exact("robot*"))
+            k
+            async for k in store.client.scan_iter(match=escape_glob(store.keys.conn_key("robot*")))
         ]
     assert exact == ["ws_conn:robot*"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wsctl.errors import UsageError
-from wsctl.registry.keys import Keyspace, validate_id
+from wsctl.registry.keys import Keyspace, escape_glob, validate_id
 
 
 def test_keys_use_the_seed_prefix_by_default() -> None:
@@ -17,7 +17,7 @@ def test_keys_use_the_seed_prefix_by_default() -> None:
 
 
 def test_exact_match_escapes_every_glob_metacharacter() -> None:
-    assert Keyspace().conn_match_exact("a*b?[c]\\") == "ws_conn:a\\*b\\?\\[c\\]\\\\"
+    assert escape_glob(Keyspace().conn_key("a*b?[c]\\")) == "ws_conn:a\\*b\\?\\[c\\]\\\\"
 
 
 def test_prefix_with_metacharacters_is_escaped_in_patterns() -> None:

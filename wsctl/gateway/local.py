@@ -16,7 +16,6 @@ class LocalConn:
     conn_id: str
     ws: Any
     since: float = field(default_factory=time.time)
-    last_seen: float = field(default_factory=time.time)
     registered: bool = False
     registration: dict[str, str] = field(default_factory=dict)
 

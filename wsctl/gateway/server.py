@@ -287,8 +287,10 @@ class Gateway:
             except Exception as exc:
                 self._redis_failed("register", exc)
         try:
+            # frames from robots are read (which also answers pings and sees the close) and
+            # dropped; liveness is the open socket, kept honest by WebSocket keepalive pings
             async for _ in ws:
-                conn.last_seen = time.time()
+                pass
         except Exception:  # ConnectionClosedError and friends: the robot went away
             pass
         finally:

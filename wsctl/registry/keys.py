@@ -62,9 +62,6 @@ class Keyspace:
         """A SCAN MATCH pattern for connection keys; ``robot_glob`` is a glob on robot ids."""
         return escape_glob(self.prefix) + (robot_glob if robot_glob is not None else "*")
 
-    def conn_match_exact(self, robot_id: str) -> str:
-        return escape_glob(self.prefix) + escape_glob(robot_id)
-
     # instance liveness records
     def instance_key(self, instance_id: str) -> str:
         return self.instance_prefix + instance_id
