@@ -34,6 +34,16 @@ else:
     r = redis.Redis.from_url(env["url"], decode_responses=True)
 """
 
+# ...and how they walk the registry: SCAN in batches of 1000, flush() per batch.
+FLOOR_WALK = r"""
+for key in r.scan_iter(match="ws_conn:*", count=1000):
+    batch.append(key)
+    if len(batch) >= 1000:
+        flush(); batch = []
+if batch:
+    flush()
+"""
+
 FLOOR_LIST = (
     FLOOR_CONNECT
     + r"""
@@ -45,13 +55,8 @@ def flush():
         pipe.hgetall(k)
     for k, v in zip(batch, pipe.execute()):
         out.write(json.dumps({"key": k, **v}) + "\n")
-for key in r.scan_iter(match="ws_conn:*", count=1000):
-    batch.append(key)
-    if len(batch) >= 1000:
-        flush(); batch = []
-if batch:
-    flush()
 """
+    + FLOOR_WALK
 )
 
 FLOOR_REAP = (
@@ -70,12 +75,9 @@ def flush():
     for k in stale:
         pipe.delete(k)
     deleted += sum(pipe.execute())
-for key in r.scan_iter(match="ws_conn:*", count=1000):
-    batch.append(key)
-    if len(batch) >= 1000:
-        flush(); batch = []
-if batch:
-    flush()
+"""
+    + FLOOR_WALK
+    + r"""
 print(deleted, file=sys.stderr)
 """
 )
