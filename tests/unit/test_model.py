@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -44,6 +45,48 @@ def test_naive_timestamps_are_read_in_the_configured_zone() -> None:
 def test_naive_timestamps_default_to_local_time() -> None:
     naive = datetime(2026, 1, 2, 3, 4, 5)
     assert parse_timestamp(naive.isoformat(), None) == naive.astimezone(UTC)
+
+
+@pytest.fixture
+def berlin_local_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The process's local zone is Europe/Berlin (DST) for one test; caches start empty."""
+    import time
+
+    from wsctl.registry import model
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    model._local_offsets.clear()
+    model._parsed.clear()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+    model._local_offsets.clear()
+    model._parsed.clear()
+
+
+NAIVE_FORMS = [
+    "2026-03-29T01:59:59.999999",  # the last winter second (+01:00)
+    "2026-03-29T03:00:00",  # the first summer second (+02:00)
+    "2026-03-29T00:30:00",
+    "2026-07-01T12:00:00.5",
+    "2026-07-01 12:00:00",
+    "2026-10-25T01:30:00",
+    "2026-10-25T03:30:00",
+    "2026-12-31",
+    "20260701T120000",
+    "2026-07-01T12",
+]
+
+
+def test_naive_local_times_convert_like_astimezone_across_dst(berlin_local_time: None) -> None:
+    """Offsets are cached per hour of local time; every form, on each side of a DST change,
+    read cold and then from the caches, converts exactly as ``datetime.astimezone`` does."""
+    for _ in range(2):
+        for raw in NAIVE_FORMS:
+            parsed = parse_timestamp(raw, None)
+            assert parsed == datetime.fromisoformat(raw).astimezone(UTC), raw
+            assert parsed.tzinfo is UTC
 
 
 @pytest.mark.parametrize(

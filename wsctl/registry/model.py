@@ -7,7 +7,6 @@ of becomes a *malformed* entry with a reason: never a crash, never silently drop
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,21 +45,47 @@ def resolve_tz(name: str) -> tzinfo | None:
         raise ValueError(f"unknown time zone {name!r}") from None
 
 
-@functools.lru_cache(maxsize=4096)
-def _local_offset(year: int, month: int, day: int, hour: int) -> timedelta:
-    """The local zone's UTC offset at that hour (cached: bulk reads parse many timestamps)."""
-    offset = datetime(year, month, day, hour).astimezone().utcoffset()
-    return offset if offset is not None else timedelta(0)
+# Bulk reads parse one or two timestamps per entry, so parsing is the hot path of every
+# listing and reap. Two small caches keep it cheap: the local zone's UTC offset per hour of
+# naive time (keyed by the text up to the hour, "2026-11-27T05"), and parsed values per zone
+# (a gateway writes one stamp per heartbeat batch, so the same strings recur). Both are
+# bounded: cleared when full.
+_CACHE_LIMIT = 8192
+_local_offsets: dict[str, timedelta] = {}
+_parsed: dict[tzinfo | None, dict[str, datetime]] = {}
 
 
-@functools.lru_cache(maxsize=8192)
+def _local_offset(naive: datetime, hour_key: str) -> timedelta:
+    """The local zone's UTC offset at that naive local time's hour (what the seed meant)."""
+    offset = _local_offsets.get(hour_key)
+    if offset is None:
+        top = naive.replace(minute=0, second=0, microsecond=0, fold=0)
+        offset = top.astimezone().utcoffset() or timedelta(0)
+        if len(_local_offsets) >= _CACHE_LIMIT:
+            _local_offsets.clear()
+        _local_offsets[hour_key] = offset
+    return offset
+
+
 def parse_timestamp(raw: str, naive_tz: tzinfo | None = None) -> datetime:
     """Parse an ISO timestamp (naive or aware) or epoch seconds into an aware UTC datetime.
 
     Naive values are interpreted in ``naive_tz`` (None: local time, what the seed writes).
-    Raises ValueError with a short reason. Cached: a gateway writes one stamp per heartbeat
-    batch, so bulk reads of a wsctl fleet's registry see the same strings again and again.
+    Raises ValueError with a short reason. Valid results are cached per zone.
     """
+    cache = _parsed.get(naive_tz)
+    if cache is None:
+        cache = _parsed[naive_tz] = {}
+    value = cache.get(raw)
+    if value is None:
+        value = _parse_timestamp(raw, naive_tz)
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[raw] = value
+    return value
+
+
+def _parse_timestamp(raw: str, naive_tz: tzinfo | None) -> datetime:
     text = raw.strip()
     if not text:
         raise ValueError("empty")
@@ -83,13 +108,13 @@ def parse_timestamp(raw: str, naive_tz: tzinfo | None = None) -> datetime:
         raise ValueError(f"{raw!r} is not an ISO time or epoch seconds") from None
     if parsed.tzinfo is None:
         if naive_tz is None:
-            offset = _local_offset(parsed.year, parsed.month, parsed.day, parsed.hour)
-            return (parsed - offset).replace(tzinfo=UTC)
+            # every accepted ISO form spells date and hour within its first 13 characters
+            utc = parsed - _local_offset(parsed, text[:13])
+            return datetime.combine(utc, utc.time(), UTC)  # 5x cheaper than .replace(tzinfo=)
         parsed = parsed.replace(tzinfo=naive_tz)
     return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
 
 
-@functools.lru_cache(maxsize=8192)
 def format_ts(moment: datetime) -> str:
     """How wsctl writes times: aware UTC ISO 8601."""
     return (moment if moment.tzinfo is UTC else moment.astimezone(UTC)).isoformat()
@@ -137,16 +162,18 @@ def entry_from_hash(
     if not get(F_INSTANCE_ID):
         problems.append(f"missing {F_INSTANCE_ID}")
     heartbeat = connected = None
-    raw = get(F_LAST_HEARTBEAT)
-    if not raw:
+    raw_heartbeat = get(F_LAST_HEARTBEAT)
+    if not raw_heartbeat:
         problems.append(f"missing {F_LAST_HEARTBEAT}")
     else:
         try:
-            heartbeat = parse_timestamp(raw, naive_tz)
+            heartbeat = parse_timestamp(raw_heartbeat, naive_tz)
         except ValueError as exc:
             problems.append(f"bad {F_LAST_HEARTBEAT}: {exc}")
     raw = get(F_CONNECTED_AT)
-    if raw:
+    if raw and raw == raw_heartbeat and heartbeat is not None:  # not beaten since it came
+        connected = heartbeat
+    elif raw:
         try:
             connected = parse_timestamp(raw, naive_tz)
         except ValueError as exc:
