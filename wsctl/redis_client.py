@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
@@ -453,24 +452,31 @@ def make_pubsub(client: AsyncClient, avoid: frozenset[str] = frozenset()) -> Any
 # ------------------------------------------------------------------ bulk single-key commands
 
 
-@functools.lru_cache(maxsize=256)
-def _packed_word(word: str) -> bytes:
-    """RESP bulk string of a word that recurs in every command (names, script SHAs, "1")."""
+def _bulk_string(word: str) -> bytes:
     data = word.encode("utf-8", "surrogateescape")
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
-def pack_command(args: Sequence[str], fixed: int = 1) -> bytes:
-    """RESP encoding of one command whose arguments are all text (our bulk hot path); the
-    first ``fixed`` words recur in every command and are encoded once."""
-    parts = [b"*%d\r\n" % len(args)]
-    for i, arg in enumerate(args):
-        if i < fixed:
-            parts.append(_packed_word(arg))
+def pack_commands(commands: Iterable[Sequence[str]], fixed: int = 1) -> list[bytes]:
+    """RESP encoding of commands whose arguments are all text (the bulk hot path).
+
+    The first ``fixed`` words are the same in every command (a name, a script SHA, "1"):
+    they are encoded once per length of command, with the array header, so a one-key
+    command like HGETALL costs one encode and one format.
+    """
+    heads: dict[int, bytes] = {}
+    packed: list[bytes] = []
+    for args in commands:
+        count = len(args)
+        head = heads.get(count)
+        if head is None:
+            head = heads[count] = b"*%d\r\n" % count + b"".join(map(_bulk_string, args[:fixed]))
+        if count == fixed + 1:
+            data = args[fixed].encode("utf-8", "surrogateescape")
+            packed.append(b"%s$%d\r\n%s\r\n" % (head, len(data), data))
         else:
-            data = arg.encode("utf-8", "surrogateescape")
-            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+            packed.append(head + b"".join(map(_bulk_string, args[fixed:])))
+    return packed
 
 
 def _reply_error(message: str) -> Exception:
@@ -556,7 +562,7 @@ async def bulk_execute(
         pool = client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            return await _run_packed(conn, [pack_command(c, fixed) for c in commands])
+            return await _run_packed(conn, pack_commands(commands, fixed))
         finally:
             await pool.release(conn)
     import asyncio
@@ -573,7 +579,7 @@ async def bulk_execute(
     async def on_node(node: Any, indices: list[int]) -> list[Any]:
         conn = node.acquire_connection()
         try:
-            return await _run_packed(conn, [pack_command(commands[i], fixed) for i in indices])
+            return await _run_packed(conn, pack_commands([commands[i] for i in indices], fixed))
         finally:
             node.release(conn)
 

@@ -6,7 +6,7 @@ import pytest
 
 from wsctl.config import load_settings
 from wsctl.errors import ConfigError
-from wsctl.redis_client import _numsub_value, redact_url, target_from_settings
+from wsctl.redis_client import _numsub_value, pack_commands, redact_url, target_from_settings
 
 
 def test_redact_url_masks_only_the_password() -> None:
@@ -59,3 +59,25 @@ def test_numsub_reply_shapes(reply: object, count: int) -> None:
 def test_a_database_that_is_not_a_number_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError, match="not a number"):
         target_from_settings(load_settings(env={"REDIS_URL": url}))
+
+
+@pytest.mark.parametrize(
+    ("commands", "fixed"),
+    [
+        ([("HGETALL", "ws_conn:r1"), ("HGETALL", "ws_conn:é*[x]"), ("HGETALL", "")], 1),
+        (
+            [("EVALSHA", "0123abcd", "1", "k1", "a"), ("EVALSHA", "0123abcd", "1", "k2", "a", "b")],
+            3,
+        ),
+        ([("PUBLISH", "ws_ctl:gw-1", '{"op": "ping"}')], 1),
+    ],
+)
+def test_packed_commands_are_byte_identical_to_redis_py(
+    commands: list[tuple[str, ...]], fixed: int
+) -> None:
+    """wsctl's own bulk packer writes exactly the bytes redis-py would send."""
+    from redis.connection import Connection
+
+    reference = Connection()
+    expected = [b"".join(reference.pack_command(*command)) for command in commands]
+    assert pack_commands(commands, fixed) == expected
