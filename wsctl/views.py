@@ -28,6 +28,12 @@ def connection_row(entry: Entry, now: datetime, timeout: float) -> dict[str, Any
 def connection_row_from(entry: Entry, verdict: Assessment) -> dict[str, Any]:
     get = entry.fields.get
     age, connected_for = verdict.heartbeat_age, verdict.connected_for
+    heartbeat, connected = entry.last_heartbeat, entry.connected_at
+    heartbeat_text = format_ts(heartbeat) if heartbeat else None
+    if connected is heartbeat:  # one parsed value (same text): format it once
+        connected_text = heartbeat_text
+    else:
+        connected_text = format_ts(connected) if connected else None
     return {
         "robot_id": entry.robot_id,
         "instance_id": get(F_INSTANCE_ID) or None,
@@ -36,8 +42,8 @@ def connection_row_from(entry: Entry, verdict: Assessment) -> dict[str, Any]:
         "websocket_state": get(F_WS_STATE),
         "heartbeat_age_s": None if age is None else round(age, 3),
         "connected_for_s": None if connected_for is None else round(connected_for, 3),
-        "last_heartbeat": format_ts(entry.last_heartbeat) if entry.last_heartbeat else None,
-        "connected_at": format_ts(entry.connected_at) if entry.connected_at else None,
+        "last_heartbeat": heartbeat_text,
+        "connected_at": connected_text,
         "conn_id": get(F_CONN_ID) or None,
         "reason": verdict.reason or None,
     }

@@ -8,6 +8,7 @@ records at ``{instance_prefix}{instance_id}``, and each instance listens for con
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wsctl.errors import UsageError
@@ -57,6 +58,11 @@ class Keyspace:
     def robot_of(self, key: str) -> str:
         """The robot id of a connection key (the key without the prefix)."""
         return key[len(self.prefix) :] if key.startswith(self.prefix) else key
+
+    def robots_of(self, keys: Sequence[str]) -> list[str]:
+        """:meth:`robot_of` for a batch of keys (bulk reads)."""
+        prefix, size = self.prefix, len(self.prefix)
+        return [key[size:] if key.startswith(prefix) else key for key in keys]
 
     def conn_match(self, robot_glob: str | None = None) -> str:
         """A SCAN MATCH pattern for connection keys; ``robot_glob`` is a glob on robot ids."""

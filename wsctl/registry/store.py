@@ -267,15 +267,20 @@ class RegistryStore:
         results = await bulk_execute(self.client, [(key, ("HGETALL", key)) for key in keys])
         entries: list[Entry] = []
         wrong: list[str] = []
-        for key, result in zip(keys, results, strict=True):
-            if isinstance(result, ResponseError) and "WRONGTYPE" in str(result):
+        naive_tz = self.naive_tz
+        for key, robot_id, result in zip(keys, self.keys.robots_of(keys), results, strict=True):
+            if type(result) is list:  # HGETALL's flat field/value list: the common case
+                if result:
+                    it = iter(result)
+                    entries.append(
+                        entry_from_hash(robot_id, dict(zip(it, it, strict=True)), naive_tz)
+                    )
+            elif isinstance(result, ResponseError) and "WRONGTYPE" in str(result):
                 wrong.append(key)
             elif isinstance(result, BaseException):
                 raise result
-            elif result:
-                it = iter(result)
-                fields = dict(zip(it, it, strict=True)) if isinstance(result, list) else result
-                entries.append(entry_from_hash(self.keys.robot_of(key), fields, self.naive_tz))
+            elif result:  # a mapping (RESP3, or a MOVED retry through redis-py)
+                entries.append(entry_from_hash(robot_id, result, naive_tz))
         if wrong:
             pipe = self.client.pipeline(transaction=False)
             for key in wrong:
