@@ -5,12 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, datetime
 
-from hypothesis import given
-from hypothesis import strategies as st
-
-from wsctl.cli.output import Column, _encode, render, render_object
+from wsctl.cli.output import Column, render, render_object
 from wsctl.views import human_duration
 
 COLUMNS = [Column("robot_id", "ROBOT"), Column("age", "AGE", wide_only=True)]
@@ -78,25 +74,3 @@ def test_write_many_matches_row_by_row_output() -> None:
         writer.write_many([])
         writer.write_many(ROWS[1:])
         assert writer.close() == 2 and many.getvalue() == one.getvalue()
-
-
-@given(
-    st.dictionaries(
-        st.text(max_size=8),
-        st.none()
-        | st.booleans()
-        | st.integers()
-        | st.floats(allow_nan=True, allow_infinity=True)
-        | st.text(max_size=12)
-        | st.lists(st.integers(), max_size=3),
-        max_size=6,
-    )
-)
-def test_row_encoding_is_exactly_json_dumps(row: dict[str, object]) -> None:
-    """The reused C encoder writes what json.dumps(ensure_ascii=False, default=str) would."""
-    assert _encode(row) == json.dumps(row, ensure_ascii=False, default=str)
-
-
-def test_row_encoding_falls_back_to_str_for_other_values() -> None:
-    moment = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-    assert _encode({"at": moment}) == '{"at": "2026-11-27 12:00:00+00:00"}'

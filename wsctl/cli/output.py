@@ -85,20 +85,13 @@ _encoder: Any = None
 
 
 def _encode(row: dict[str, Any]) -> str:
-    """One JSON object, UTF-8 kept as is: exactly ``json.dumps(row, ensure_ascii=False,
-    default=str)``. The hot path of every jsonl listing, so one C encoder is built once and
-    reused (``json.dumps`` builds a new one per call: a quarter of its cost)."""
+    """One JSON object, UTF-8 kept as is (``json.dumps(row, ensure_ascii=False,
+    default=str)``): one reused encoder, as this is the hot path of every jsonl listing."""
     global _encoder
     if _encoder is None:
-        import json
-        from json import encoder
+        from wsctl.jsonenc import make_encoder
 
-        make = getattr(encoder, "c_make_encoder", None)  # CPython's C accelerator
-        if make is not None:
-            one = make(None, str, encoder.encode_basestring, None, ": ", ", ", False, False, True)
-            _encoder = lambda value: "".join(one(value, 0))  # noqa: E731
-        else:  # pragma: no cover - CPython always has the C encoder
-            _encoder = json.JSONEncoder(ensure_ascii=False, default=str).encode
+        _encoder = make_encoder(default=str)
     return str(_encoder(row))
 
 

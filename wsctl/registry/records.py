@@ -7,11 +7,12 @@ One line per entry: ``{"robot_id": ..., "fields": {...}}``; backups add ``reason
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from wsctl.errors import UsageError
+from wsctl.jsonenc import make_encoder
 from wsctl.registry.keys import validate_id
 from wsctl.registry.model import Entry
 
@@ -34,8 +35,8 @@ def entry_record(entry: Entry, **extra: Any) -> dict[str, Any]:
     return record
 
 
-def dumps(record: Mapping[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), sort_keys=False)
+dumps: Callable[[Mapping[str, Any]], str] = make_encoder(compact=True)
+"""One record as a compact JSON line (UTF-8 kept as is)."""
 
 
 def parse_line(text: str, line: int) -> Record | None:
