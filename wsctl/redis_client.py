@@ -461,21 +461,29 @@ def pack_commands(commands: Iterable[Sequence[str]], fixed: int = 1) -> list[byt
     """RESP encoding of commands whose arguments are all text (the bulk hot path).
 
     The first ``fixed`` words are the same in every command (a name, a script SHA, "1"):
-    they are encoded once per length of command, with the array header, so a one-key
-    command like HGETALL costs one encode and one format.
+    they are encoded once, into one byte template per command length that the remaining
+    arguments are formatted into with a single ``%``.
     """
-    heads: dict[int, bytes] = {}
+    templates: dict[int, bytes] = {}
     packed: list[bytes] = []
     for args in commands:
         count = len(args)
-        head = heads.get(count)
-        if head is None:
-            head = heads[count] = b"*%d\r\n" % count + b"".join(map(_bulk_string, args[:fixed]))
-        if count == fixed + 1:
+        template = templates.get(count)
+        if template is None:
+            head = b"*%d\r\n" % count + b"".join(map(_bulk_string, args[:fixed]))
+            template = templates[count] = head.replace(b"%", b"%%") + b"$%d\r\n%s\r\n" * (
+                count - fixed
+            )
+        if count == fixed + 1:  # one-key commands (HGETALL, TYPE): the commonest case
             data = args[fixed].encode("utf-8", "surrogateescape")
-            packed.append(b"%s$%d\r\n%s\r\n" % (head, len(data), data))
-        else:
-            packed.append(head + b"".join(map(_bulk_string, args[fixed:])))
+            packed.append(template % (len(data), data))
+            continue
+        values: list[int | bytes] = []
+        for arg in args[fixed:]:
+            data = arg.encode("utf-8", "surrogateescape")
+            values.append(len(data))
+            values.append(data)
+        packed.append(template % tuple(values))
     return packed
 
 

@@ -70,6 +70,7 @@ def test_a_database_that_is_not_a_number_is_a_config_error(url: str) -> None:
             3,
         ),
         ([("PUBLISH", "ws_ctl:gw-1", '{"op": "ping"}')], 1),
+        ([("EVAL", "return '%s%%d'", "1", "k%d", "a%")], 3),
     ],
 )
 def test_packed_commands_are_byte_identical_to_redis_py(
