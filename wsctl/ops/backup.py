@@ -48,9 +48,12 @@ class BackupWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = self.path.open("a", encoding="utf-8", errors="backslashreplace")
         removed_at = format_ts(now)
-        for entry, reason in entries:
-            self._fh.write(dumps(entry_record(entry, reason=reason, removed_at=removed_at)) + "\n")
-            self.count += 1
+        lines = [
+            dumps(entry_record(entry, reason=reason, removed_at=removed_at))
+            for entry, reason in entries
+        ]
+        self._fh.write("\n".join(lines) + "\n")
+        self.count += len(lines)
         self._fh.flush()
         os.fsync(self._fh.fileno())
 

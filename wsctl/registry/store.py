@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any
 
@@ -34,10 +34,10 @@ class LuaScript:
     """A script body with its SHA1, run per key (one KEYS element: cluster-safe)."""
 
     body: str
+    sha: str = field(init=False, repr=False)  # computed once: read per call on hot paths
 
-    @property
-    def sha(self) -> str:
-        return hashlib.sha1(self.body.encode()).hexdigest()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.body.encode()).hexdigest())
 
 
 # Delete KEYS[1] only if it still has type ARGV[1] and every (field, expectation) pair in the
@@ -174,9 +174,10 @@ async def run_script_batch(
     if not calls:
         return []
     if all(len(keys) == 1 for keys, _ in calls):
+        sha = script.sha
         results: list[Any] = await bulk_execute(
             client,
-            [(keys[0], ("EVALSHA", script.sha, "1", keys[0], *args)) for keys, args in calls],
+            [(keys[0], ("EVALSHA", sha, "1", keys[0], *args)) for keys, args in calls],
             fixed=3,
         )
     else:
