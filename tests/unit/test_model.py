@@ -98,10 +98,16 @@ def test_naive_local_times_convert_like_astimezone_across_dst(berlin_local_time:
         "1795780800",
         "1795780800.0",
         "1795780800000",
+        "17957808.00e+02",
     ],
 )
 def test_aware_iso_and_epoch_seconds_or_millis_parse_to_the_same_instant(raw: str) -> None:
     assert parse_timestamp(raw, UTC) == NOW
+
+
+def test_tiny_epoch_seconds_in_e_notation_are_numbers_not_iso_dates() -> None:
+    """ "1.5e-05" has a dash where an ISO date has one; it is still epoch seconds."""
+    assert parse_timestamp("1.5e-05", UTC) == datetime(1970, 1, 1, 0, 0, 0, 15, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("raw", ["", "yesterday", "nan", "inf", "2026-13-45"])

@@ -89,7 +89,9 @@ def _parse_timestamp(raw: str, naive_tz: tzinfo | None) -> datetime:
     text = raw.strip()
     if not text:
         raise ValueError("empty")
-    if text[0].isdigit() and ("-" not in text[1:] or "e-" in text.lower()):
+    if text[4:5] == "-" and text[:4].isdigit():  # "2026-...": an ISO date, the commonest form
+        pass
+    elif text[0].isdigit() and ("-" not in text[1:] or "e-" in text.lower()):
         try:
             number = float(text)
         except ValueError:
@@ -109,7 +111,10 @@ def _parse_timestamp(raw: str, naive_tz: tzinfo | None) -> datetime:
     if parsed.tzinfo is None:
         if naive_tz is None:
             # every accepted ISO form spells date and hour within its first 13 characters
-            utc = parsed - _local_offset(parsed, text[:13])
+            offset = _local_offsets.get(text[:13])
+            if offset is None:
+                offset = _local_offset(parsed, text[:13])
+            utc = parsed - offset
             return datetime.combine(utc, utc.time(), UTC)  # 5x cheaper than .replace(tzinfo=)
         parsed = parsed.replace(tzinfo=naive_tz)
     return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
