@@ -55,15 +55,14 @@ _local_offsets: dict[str, timedelta] = {}
 _parsed: dict[tzinfo | None, dict[str, datetime]] = {}
 
 
-def _local_offset(naive: datetime, hour_key: str) -> timedelta:
-    """The local zone's UTC offset at that naive local time's hour (what the seed meant)."""
-    offset = _local_offsets.get(hour_key)
-    if offset is None:
-        top = naive.replace(minute=0, second=0, microsecond=0, fold=0)
-        offset = top.astimezone().utcoffset() or timedelta(0)
-        if len(_local_offsets) >= _CACHE_LIMIT:
-            _local_offsets.clear()
-        _local_offsets[hour_key] = offset
+def _learn_local_offset(naive: datetime, hour_key: str) -> timedelta:
+    """The local zone's UTC offset at that naive local time's hour (what the seed meant),
+    remembered under ``hour_key``."""
+    top = naive.replace(minute=0, second=0, microsecond=0, fold=0)
+    offset = top.astimezone().utcoffset() or timedelta(0)
+    if len(_local_offsets) >= _CACHE_LIMIT:
+        _local_offsets.clear()
+    _local_offsets[hour_key] = offset
     return offset
 
 
@@ -111,9 +110,10 @@ def _parse_timestamp(raw: str, naive_tz: tzinfo | None) -> datetime:
     if parsed.tzinfo is None:
         if naive_tz is None:
             # every accepted ISO form spells date and hour within its first 13 characters
-            offset = _local_offsets.get(text[:13])
+            hour_key = text[:13]
+            offset = _local_offsets.get(hour_key)
             if offset is None:
-                offset = _local_offset(parsed, text[:13])
+                offset = _learn_local_offset(parsed, hour_key)
             utc = parsed - offset
             return datetime.combine(utc, utc.time(), UTC)  # 5x cheaper than .replace(tzinfo=)
         parsed = parsed.replace(tzinfo=naive_tz)
