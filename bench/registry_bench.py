@@ -7,7 +7,10 @@
 * --cluster also runs both on a real 3-master/3-replica cluster and prints cluster/single.
 
 Servers are started from the bundled redis-server on 127.0.0.1 and stopped at the end.
-Run: python bench/registry_bench.py [--entries 200000] [--cluster]
+Each measurement is run --repeat times (default 3), wsctl and its floor alternating; the
+medians are compared.
+
+Run: python bench/registry_bench.py [--entries 200000] [--cluster] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -146,25 +150,35 @@ def flush(client: object, cluster: bool) -> None:
 
 
 def run_suite(
-    name: str, client: object, target: dict[str, str], n: int, cluster: bool, state: str
+    name: str,
+    client: object,
+    target: dict[str, str],
+    n: int,
+    cluster: bool,
+    state: str,
+    repeat: int,
 ) -> dict[str, float]:
     env = wsctl_env(target, state)
     args = [f"{k}={v}" for k, v in target.items()]
     results: dict[str, float] = {}
 
-    # list, at N/10 and N, with peak RSS
+    # list, at N/10 and N, with peak RSS; wsctl and the floor alternate, medians are compared
     for size in (n // 10, n):
         flush(client, cluster)
         populate(client, size, 0.5)
-        t_wsctl, err = timed(
-            [sys.executable, "-c", RSS_WRAPPER, "list", "connections", "-o", "jsonl"], env
-        )
-        rss = int(err.strip().split("maxrss_kb=")[-1])
-        t_floor, _ = timed([sys.executable, "-c", FLOOR_LIST, *args], env)
+        wsctl_times, floor_times, rss = [], [], 0
+        for _ in range(repeat):
+            t, err = timed(
+                [sys.executable, "-c", RSS_WRAPPER, "list", "connections", "-o", "jsonl"], env
+            )
+            wsctl_times.append(t)
+            rss = max(rss, int(err.strip().split("maxrss_kb=")[-1]))
+            floor_times.append(timed([sys.executable, "-c", FLOOR_LIST, *args], env)[0])
+        t_wsctl, t_floor = statistics.median(wsctl_times), statistics.median(floor_times)
         print(
             f"[{name}] list {size:>7} entries: wsctl {t_wsctl:6.2f}s ({size / t_wsctl:8.0f} keys/s), "
             f"floor {t_floor:6.2f}s ({size / t_floor:8.0f} keys/s), ratio {t_wsctl / t_floor:4.2f}, "
-            f"wsctl peak RSS {rss / 1024:6.1f} MiB"
+            f"wsctl peak RSS {rss / 1024:6.1f} MiB (medians of {repeat})"
         )
         results[f"list_{size}_ratio"] = t_wsctl / t_floor
         results[f"list_{size}_s"] = t_wsctl
@@ -174,20 +188,26 @@ def run_suite(
         f"{results[f'list_{n}_rss_mib'] / results[f'list_{n // 10}_rss_mib']:.2f}x (1.0 = flat)"
     )
 
-    # reap: same data for both
-    flush(client, cluster)
-    populate(client, n, 0.5)
+    # reap: the same data for both, populated afresh before every run
     backup = Path(state) / "bench-backup.jsonl"
-    t_reap, _ = timed(
-        [sys.executable, "-m", "wsctl", "reap", "--backup", str(backup), "-o", "json"], env
-    )
-    flush(client, cluster)
-    populate(client, n, 0.5)
-    t_naive, _ = timed([sys.executable, "-c", FLOOR_REAP, *args], env)
+    reap_times, naive_times = [], []
+    for _ in range(repeat):
+        flush(client, cluster)
+        populate(client, n, 0.5)
+        reap_times.append(
+            timed(
+                [sys.executable, "-m", "wsctl", "reap", "--backup", str(backup), "-o", "json"], env
+            )[0]
+        )
+        backup.unlink(missing_ok=True)
+        flush(client, cluster)
+        populate(client, n, 0.5)
+        naive_times.append(timed([sys.executable, "-c", FLOOR_REAP, *args], env)[0])
+    t_reap, t_naive = statistics.median(reap_times), statistics.median(naive_times)
     print(
         f"[{name}] reap {n} entries (half stale): wsctl {t_reap:6.2f}s ({n / t_reap:8.0f} keys/s), "
         f"naive {t_naive:6.2f}s ({n / t_naive:8.0f} keys/s), ratio {t_reap / t_naive:4.2f} "
-        f"(target <= 1.5; wsctl is atomic and writes a backup)"
+        f"(target <= 1.5; wsctl is atomic and writes a backup; medians of {repeat})"
     )
     results["reap_ratio"] = t_reap / t_naive
     results["reap_s"] = t_reap
@@ -202,6 +222,9 @@ def main() -> None:
     )
     parser.add_argument("--entries", type=int, default=200_000)
     parser.add_argument("--cluster", action="store_true", help="Also run on a 3+3 cluster.")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="Runs per measurement; medians are compared."
+    )
     args = parser.parse_args()
 
     import redis
@@ -212,7 +235,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as state:
         with RedisServer() as server:
             client = redis.Redis(port=server.port, decode_responses=True)
-            single = run_suite("single", client, {"url": server.url}, args.entries, False, state)
+            single = run_suite(
+                "single", client, {"url": server.url}, args.entries, False, state, args.repeat
+            )
             client.close()
         if args.cluster:
             with RedisClusterProcesses() as cluster:
@@ -221,7 +246,13 @@ def main() -> None:
                     decode_responses=True,
                 )
                 multi = run_suite(
-                    "cluster", cclient, {"nodes": cluster.startup}, args.entries, True, state
+                    "cluster",
+                    cclient,
+                    {"nodes": cluster.startup},
+                    args.entries,
+                    True,
+                    state,
+                    args.repeat,
                 )
                 cclient.close()
             for key in (f"list_{args.entries}_s", "reap_s"):
