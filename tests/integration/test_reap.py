@@ -8,6 +8,8 @@ import random
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Backend, ainvoke, invoke, open_test_store
 from tests.fleet import running_fleet
 from tests.seedlike import seed_hash, seed_store_connection
@@ -124,6 +126,26 @@ async def test_seed_registry_is_reaped_and_the_backup_restores_it_exactly(
     async with open_test_store(backend) as store:
         after = {e.robot_id: dict(e.fields) async for e in store.iter_entries()}
     assert after == before
+
+
+async def test_a_backup_that_cannot_be_made_durable_deletes_nothing(
+    single: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's deletes start only once its backup is fsync'ed: when that fails (a full or
+    failing disk), the reap fails and every entry is still there."""
+    import wsctl.ops.backup
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(wsctl.ops.backup.os, "fsync", failing_fsync)
+    async with open_test_store(single) as store:
+        for i in range(25):
+            await seed_store_connection(store.client, f"r{i}", "abcdef0123456789", age_s=600)
+        store.batch_size = 10
+        with pytest.raises(OSError, match="Input/output"):
+            await reap(store, ReapOptions(timeout=90, backup=tmp_path / "b.jsonl"))
+        assert len([e async for e in store.iter_entries()]) == 25
 
 
 async def test_restore_skips_robots_that_re_registered_since(
