@@ -65,6 +65,28 @@ async def test_table_and_csv_outputs(backend: Backend) -> None:
     assert {r["robot_id"] for r in rows} >= {"r0", "broken"}
 
 
+async def test_tables_are_capped_with_a_note_and_streams_are_not(
+    single: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table shows the first TABLE_ROWS rows by robot and says on stderr how many matched;
+    --limit lifts the cap; jsonl and csv stream every entry."""
+    from wsctl.cli import read_cmd
+
+    monkeypatch.setattr(read_cmd, "TABLE_ROWS", 4)
+    await _seed(single, n=9)  # r0..r8 and the malformed "broken"
+    table = invoke(["list", "connections"], env=single.env)
+    assert table.code == 0, table.err
+    shown = [r for r in (f"r{i}" for i in range(9)) if f" {r} " in table.out]
+    assert ["broken" in table.out, *shown] == [True, "r0", "r1", "r2"]
+    assert "showing 4 of 10 entries (sorted by robot)" in table.err
+    robots = invoke(["list", "robots"], env=single.env)
+    assert "showing 4 of 10 robots" in robots.err
+    wider = invoke(["list", "connections", "--limit", "6", "--sort", "heartbeat"], env=single.env)
+    assert " r5 " in wider.out and " r6 " not in wider.out and wider.err == ""
+    rows = invoke(["list", "connections", "-o", "jsonl"], env=single.env).out.splitlines()
+    assert len(rows) == 10
+
+
 async def test_list_instances_counts_fresh_and_stale(backend: Backend) -> None:
     await _seed(backend)
     res = invoke(["list", "instances", "-o", "json"], env=backend.env)
