@@ -21,13 +21,18 @@ from wsctl.ops.control import Unreachable, gather_requests, is_listening, reques
 from wsctl.protocol import Envelope, Op, Reply, Status
 from wsctl.redis_client import cluster_facts, keys_per_node
 from wsctl.registry.model import F_CONNECTED_AT, Entry, State, assess, utcnow
-from wsctl.registry.store import RegistryStore
+from wsctl.registry.store import FENCE_FIELDS, RegistryStore
 
 # An entry younger than this when the inventory was asked may not be in it yet (and the
 # reverse for sessions): such differences are in flight, not faults.
 GRACE_S = 3.0
 INVENTORY_TIMEOUT = 3.0
 MAX_FINDINGS_PER_KIND = 200
+
+# The fields doctor keeps of each entry while it asks the instances (the whole registry is held
+# for the diff): the fencing set for --fix and connected_at for session identity. The rest is
+# dropped, and the kept names are shared constants, halving memory on big registries.
+_KEPT_FIELDS = (*FENCE_FIELDS, F_CONNECTED_AT)
 
 
 class Severity(StrEnum):
@@ -307,6 +312,8 @@ async def gather(store: RegistryStore, timeout: float) -> Facts:
     # entries first seen below may name more instances; ask those that listen too
     async for batch in store.iter_batches():
         for entry in batch:
+            fields = entry.fields
+            entry.fields = {name: fields[name] for name in _KEPT_FIELDS if name in fields}
             facts.entries[entry.robot_id] = entry
             if entry.instance_id:
                 candidates.add(entry.instance_id)
