@@ -154,10 +154,11 @@ async def test_restore_skips_robots_that_re_registered_since(
     async with open_test_store(backend) as store:
         await seed_store_connection(store.client, "r1", "old", age_s=500)
     backup = tmp_path / "b.jsonl"
-    assert (await ainvoke(["reap", "--backup", str(backup)], env=backend.env)).code == 0
+    reaped = await ainvoke(["reap", "--backup", str(backup)], env=backend.env)
+    assert reaped.code == 0 and f"undo: wsctl registry restore {backup}" in reaped.err
     async with open_test_store(backend) as store:
         await seed_store_connection(store.client, "r1", "new")
-    res = await ainvoke(["registry", "import", str(backup), "-o", "json"], env=backend.env)
+    res = await ainvoke(["registry", "restore", str(backup), "-o", "json"], env=backend.env)
     assert json.loads(res.out)["skipped_existing"] == 1
     async with open_test_store(backend) as store:
         assert await store.client.hget("ws_conn:r1", "instance_id") == "new"

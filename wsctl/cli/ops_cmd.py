@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -201,6 +202,8 @@ def _show_report(report: ReapReport, output: str) -> None:
             "table",
         )
     err(_one_line(report))
+    if report.backup:
+        err(f"undo: wsctl registry restore {shlex.quote(report.backup)}")
 
 
 def doctor(

@@ -5,6 +5,7 @@ Every write has ``--dry-run``; deletes are compare-and-delete and back the entry
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,6 +157,8 @@ def remove(
     render(rows, rm_columns(), fmt)
     if backup_path is not None:
         err(f"backup: {backup_path}")
+        if not dry_run:
+            err(f"undo: wsctl registry restore {shlex.quote(str(backup_path))}")
     if any(r["result"] not in ("removed", "would remove") for r in rows):
         raise typer.Exit(EXIT_NEGATIVE)
 
@@ -289,6 +292,13 @@ def import_(
     from wsctl.cli.output import render_object
 
     render_object(result, fmt)
+
+
+registry_app.command(
+    "restore",
+    help="Restore a backup (of reap, rm): the same command as import. "
+    "Example: wsctl registry restore ~/.local/state/wsctl/backups/reap-....jsonl --dry-run",
+)(import_)
 
 
 async def _import(
