@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from wsctl.errors import ConfigError
+from wsctl.redis_target import redact_url
+from wsctl.timezones import resolve_tz
 
 SECRET_FIELDS = frozenset({"redis_password"})
 
@@ -140,8 +142,6 @@ def _prefix(raw: str) -> str:
 
 
 def _tz(raw: str) -> str:
-    from wsctl.registry.model import resolve_tz
-
     resolve_tz(raw)
     return raw
 
@@ -284,8 +284,6 @@ def with_overrides(settings: Settings, **changes: Any) -> Settings:
 
 def redacted(settings: Settings) -> list[tuple[str, str, str]]:
     """``(name, shown value, source)`` for every setting, passwords and URL secrets masked."""
-    from wsctl.redis_client import redact_url
-
     rows: list[tuple[str, str, str]] = []
     for f in fields(Settings):
         if f.name in ("sources", "config_file", "context"):

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from wsctl.redis_client import AsyncClient, scan_keys
+from wsctl.redis_scan import scan_keys
+from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import parse_timestamp
 

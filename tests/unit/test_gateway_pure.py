@@ -7,7 +7,7 @@ import socket
 from wsctl.gateway.identity import robot_token, token_ok
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
 from wsctl.gateway.server import Gateway, GatewayConfig, presented_token, robot_from_path
-from wsctl.redis_client import Target
+from wsctl.redis_target import Target
 
 
 def test_robot_ids_come_percent_decoded_from_the_path() -> None:

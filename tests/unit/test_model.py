@@ -17,7 +17,6 @@ from wsctl.registry.model import (
     entry_from_hash,
     format_ts,
     parse_timestamp,
-    resolve_tz,
     wrong_type_entry,
 )
 
@@ -167,13 +166,6 @@ def test_registration_writes_seed_fields_plus_conn_id() -> None:
     record = Registration("r1", "gw-a", "c-1", NOW).to_hash()
     assert record["conn_id"] == "c-1" and record["last_heartbeat"] == "2026-11-27T12:00:00+00:00"
     assert {"instance_id", "robot_id", "connected_at", "status", "websocket_state"} <= set(record)
-
-
-def test_resolve_tz_accepts_local_utc_and_iana_names() -> None:
-    assert resolve_tz("local") is None and resolve_tz("utc") is UTC
-    assert resolve_tz("Asia/Shanghai") == ZoneInfo("Asia/Shanghai")
-    with pytest.raises(ValueError):
-        resolve_tz("Nowhere/Here")
 
 
 @given(st.floats(min_value=0, max_value=10_000), st.floats(min_value=1, max_value=1000))

@@ -15,7 +15,7 @@ from wsctl.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from wsctl.config import Settings
-    from wsctl.redis_client import AsyncClient, Target
+    from wsctl.redis_target import AsyncClient, Target
     from wsctl.registry.store import RegistryStore
 
 T = TypeVar("T")
@@ -93,7 +93,7 @@ def check_output(fmt: str) -> str:
 
 def resolve_target(settings: Settings) -> Target:
     """The Redis to use; with nothing configured, the running ``wsctl sandbox`` if any."""
-    from wsctl.redis_client import target_from_settings
+    from wsctl.redis_factory import target_from_settings
 
     if settings.embedded:
         from wsctl.sandbox import running_sandbox
@@ -112,7 +112,7 @@ def resolve_target(settings: Settings) -> Target:
 
 @contextlib.asynccontextmanager
 async def open_client(settings: Settings) -> AsyncIterator[AsyncClient]:
-    from wsctl.redis_client import connect
+    from wsctl.redis_factory import connect
 
     async with connect(resolve_target(settings)) as client:
         yield client
@@ -121,8 +121,8 @@ async def open_client(settings: Settings) -> AsyncIterator[AsyncClient]:
 @contextlib.asynccontextmanager
 async def open_store(settings: Settings) -> AsyncIterator[RegistryStore]:
     """A :class:`RegistryStore` on the configured Redis; errors become RedisUnavailable."""
-    from wsctl.registry.model import resolve_tz
     from wsctl.registry.store import RegistryStore
+    from wsctl.timezones import resolve_tz
 
     async with open_client(settings) as client:
         store = RegistryStore(

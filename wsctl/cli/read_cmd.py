@@ -346,7 +346,7 @@ async def _instances(
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, int]]:
     from wsctl import instances as inst
     from wsctl.ops.summary import summarize_instances
-    from wsctl.redis_client import cluster_facts, keys_per_node
+    from wsctl.redis_topology import cluster_facts, keys_per_node
 
     async with open_store(settings) as store:
         records = [r async for r in inst.iter_records(store.client, store.keys, store.unreachable)]

@@ -39,15 +39,10 @@ from wsctl.protocol import (
     encode,
     reply_to,
 )
-from wsctl.redis_client import (
-    AsyncClient,
-    Target,
-    is_cluster,
-    make_client,
-    refresh_topology,
-    subscriber_count,
-    subscription,
-)
+from wsctl.redis_factory import is_cluster, make_client
+from wsctl.redis_pubsub import subscriber_count, subscription
+from wsctl.redis_target import AsyncClient, Target
+from wsctl.redis_topology import refresh_topology
 from wsctl.registry.keys import Keyspace, validate_id
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID, Registration, format_ts, utcnow
 from wsctl.registry.store import RegistryStore

@@ -15,7 +15,8 @@ from dataclasses import replace
 from typing import Any
 
 from wsctl.protocol import Envelope, ProtocolError, Reply, decode_reply, encode
-from wsctl.redis_client import AsyncClient, make_pubsub, subscriber_count
+from wsctl.redis_pubsub import make_pubsub, subscriber_count
+from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from wsctl.instances import InstanceRecord, Liveness, iter_records, liveness
 from wsctl.ops.control import Unreachable, gather_requests, is_listening, request
 from wsctl.protocol import Envelope, Op, Reply, Status
-from wsctl.redis_client import cluster_facts, keys_per_node
+from wsctl.redis_topology import cluster_facts, keys_per_node
 from wsctl.registry.model import F_CONNECTED_AT, Entry, State, assess, utcnow
 from wsctl.registry.store import FENCE_FIELDS, RegistryStore
 

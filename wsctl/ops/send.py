@@ -15,7 +15,7 @@ from wsctl.errors import (
 )
 from wsctl.ops.control import Unreachable, request
 from wsctl.protocol import Envelope, Op, Reply
-from wsctl.redis_client import AsyncClient
+from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_INSTANCE_ID
 

@@ -24,7 +24,8 @@ from wsctl.errors import UsageError
 from wsctl.ops.histogram import Histogram
 from wsctl.ops.robots import ProcessSwarm, RobotSwarm, make_message
 from wsctl.protocol import Envelope, Op, ProtocolError, decode_reply, encode
-from wsctl.redis_client import publish_many, refresh_topology, subscription
+from wsctl.redis_pubsub import publish_many, subscription
+from wsctl.redis_topology import refresh_topology
 from wsctl.registry.model import Entry
 from wsctl.registry.store import RegistryStore
 

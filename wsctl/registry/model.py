@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # Field names: the seed's six, plus wsctl's fencing token. The only place they are spelled.
 F_INSTANCE_ID = "instance_id"
@@ -31,18 +30,6 @@ class State(StrEnum):
     ONLINE = "online"
     STALE = "stale"
     MALFORMED = "malformed"
-
-
-def resolve_tz(name: str) -> tzinfo | None:
-    """The zone naive timestamps are read in; ``local`` (None) means the machine's local zone."""
-    if name.lower() == "local":
-        return None
-    if name.upper() == "UTC":
-        return UTC
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r}") from None
 
 
 # Bulk reads parse one or two timestamps per entry, so parsing is the hot path of every

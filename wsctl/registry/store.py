@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any
 
-from wsctl.redis_client import AsyncClient, bulk_execute, scan_keys
+from wsctl.redis_internals import bulk_execute
+from wsctl.redis_scan import scan_keys
+from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import (
     F_CONN_ID,

@@ -6,7 +6,10 @@ import pytest
 
 from wsctl.config import load_settings
 from wsctl.errors import ConfigError
-from wsctl.redis_client import _numsub_value, pack_commands, redact_url, target_from_settings
+from wsctl.redis_factory import target_from_settings
+from wsctl.redis_internals import pack_commands
+from wsctl.redis_pubsub import _numsub_value
+from wsctl.redis_target import redact_url
 
 
 def test_redact_url_masks_only_the_password() -> None:

@@ -1,0 +1,110 @@
+"""The import graph of wsctl has no cycles, counting every import statement wherever it is
+(function-local and ``TYPE_CHECKING`` imports included), and the leaf modules stay leaves."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import wsctl
+
+ROOT = Path(wsctl.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(path): path for path in sorted(ROOT.rglob("*.py"))}
+
+
+def _imports(path: Path, name: str, known: set[str]) -> set[str]:
+    """Every wsctl module ``path`` imports, from any statement in the file."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            found.add(module)
+            # ``from wsctl.cli import config_cmd`` imports the submodule wsctl.cli.config_cmd
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    # Packages' own __init__ files are empty markers; an edge to one is not a dependency.
+    return {m for m in found if m in known and m != name and _modules()[m].name != "__init__.py"}
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    known = set(modules)
+    return {name: _imports(path, name, known) for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle as a path ``[a, b, ..., a]``, or None."""
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state:
+                cycle = visit(nxt)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_the_graph_sees_function_local_and_type_checking_imports() -> None:
+    graph = import_graph()
+    # cli.common imports the factory only inside functions (for --help speed)
+    assert "wsctl.redis_factory" in graph["wsctl.cli.common"]
+    assert "wsctl.cli.config_cmd" in graph["wsctl.cli.main"]
+
+
+def test_the_module_graph_has_no_cycles() -> None:
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_leaf_modules_import_nothing_from_wsctl_but_errors() -> None:
+    graph = import_graph()
+    for leaf in ("wsctl.redis_target", "wsctl.errors", "wsctl.timezones"):
+        assert graph[leaf] <= {"wsctl.errors"}, (leaf, graph[leaf])
+
+
+def test_config_depends_on_no_registry_or_client_code() -> None:
+    reachable: set[str] = set()
+    todo = ["wsctl.config"]
+    graph = import_graph()
+    while todo:
+        for nxt in graph[todo.pop()] - reachable:
+            reachable.add(nxt)
+            todo.append(nxt)
+    assert reachable <= {"wsctl.errors", "wsctl.redis_target", "wsctl.timezones"}, reachable

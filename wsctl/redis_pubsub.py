@@ -1,0 +1,118 @@
+"""Classic pub/sub: subscriptions that survive node failures, subscriber counts summed over a
+cluster, and many PUBLISHes in one pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError, TimeoutError
+
+from wsctl.redis_target import AsyncClient
+from wsctl.redis_topology import refresh_topology
+
+__all__ = ["make_pubsub", "publish_many", "subscriber_count", "subscription"]
+
+
+async def subscriber_count(client: AsyncClient, channel: str) -> int:
+    """Subscribers of ``channel`` summed over every node (a cluster node only counts its own)."""
+    if isinstance(client, RedisCluster):
+        total = 0
+        for node in client.get_nodes():
+            try:
+                reply = await client.execute_command("PUBSUB NUMSUB", channel, target_nodes=node)
+            except (ConnectionError, TimeoutError, OSError):
+                continue  # a dead node has no subscribers; the others still count
+            total += _numsub_value(reply)
+        return total
+    reply = await client.execute_command("PUBSUB NUMSUB", channel)  # type: ignore[no-untyped-call]
+    return _numsub_value(reply)
+
+
+def _numsub_value(reply: Any) -> int:
+    """Sum the counts of a PUBSUB NUMSUB reply: ``[(channel, n)]``, a flat list, or per node."""
+    if isinstance(reply, dict):  # cluster replies may come keyed by node
+        return sum(_numsub_value(v) for v in reply.values())
+    if not isinstance(reply, list | tuple) or not reply:
+        return 0
+    if isinstance(reply[0], list | tuple):
+        return sum(int(pair[1]) for pair in reply)
+    return sum(int(count) for count in reply[1::2])
+
+
+async def publish_many(client: AsyncClient, messages: list[tuple[str, str]]) -> None:
+    """PUBLISH many (channel, message) pairs in one non-transactional pipeline.
+
+    Through ``execute_command``: redis-py's cluster pipeline blocks its ``publish`` method, but a
+    PUBLISH on any cluster node reaches every subscriber (the bus broadcasts it), and commands
+    for one channel keep their order.
+    """
+    pipe = client.pipeline(transaction=False)
+    for channel, message in messages:
+        pipe.execute_command("PUBLISH", channel, message)
+    await pipe.execute()
+
+
+def make_pubsub(client: AsyncClient, avoid: frozenset[str] = frozenset()) -> Any:
+    """A PubSub for classic SUBSCRIBE.
+
+    On a cluster it is tied to one primary, chosen at random among those not in ``avoid``
+    (nodes that just failed for this subscriber): a classic PUBLISH on any node reaches
+    subscribers on every node, so any live primary will do. Callers that lose the connection
+    call :func:`refresh_topology` and make a new one, avoiding the node that failed.
+    Returns ``(pubsub, node_name)``.
+    """
+    if not isinstance(client, RedisCluster):
+        return client.pubsub(), ""
+    primaries = client.get_primaries()
+    choices = [n for n in primaries if n.name not in avoid] or primaries
+    node = random.choice(choices)
+    return client.pubsub(node=node), node.name
+
+
+async def subscription(
+    client: AsyncClient,
+    channel: str,
+    on_state: Callable[[bool, BaseException | None], None] | None = None,
+) -> AsyncIterator[Any]:
+    """Yield the payloads published on ``channel`` for as long as the caller iterates.
+
+    Survives node failures: after any error it waits (0.1 s doubling to 2 s), and on a cluster
+    re-reads the slot map and subscribes on another primary than the one that failed.
+    ``on_state(True, None)`` is called once subscribed, ``on_state(False, error)`` on each loss.
+    """
+    failed: set[str] = set()
+    delay = 0.1
+    while True:
+        pubsub: Any = None
+        node = ""
+        try:
+            if failed:
+                await refresh_topology(client)
+            pubsub, node = make_pubsub(client, frozenset(failed))
+            await pubsub.subscribe(channel)
+            failed.clear()
+            delay = 0.1
+            if on_state is not None:
+                on_state(True, None)
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message and message.get("type") == "message":
+                    yield message["data"]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if node:
+                failed.add(node)
+            if on_state is not None:
+                on_state(False, exc)
+            await asyncio.sleep(delay)
+            delay = min(2.0, delay * 2)
+        finally:
+            if pubsub is not None:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()

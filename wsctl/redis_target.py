@@ -1,0 +1,71 @@
+"""Where Redis is (:class:`Target`), how to name it safely (:func:`redact_url`), and the type
+of the client that talks to it (:data:`AsyncClient`: one async code path for single node and
+cluster).
+
+A leaf module (standard library only): the settings loader uses it to render URLs, the client
+factory builds targets from settings, and every error message names the server through
+:meth:`Target.describe`, which never contains a password.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+
+    AsyncClient: TypeAlias = Redis | RedisCluster
+else:  # redis is not imported at run time: this module stays light for --help
+    AsyncClient = Any
+
+__all__ = ["AsyncClient", "Target", "redact_url"]
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (username kept)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where Redis is, resolved from settings; ``describe()`` is safe to print."""
+
+    kind: str  # "tcp", "unix" or "cluster"
+    host: str = "127.0.0.1"
+    port: int = 6379
+    path: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    ssl: bool = False
+    nodes: tuple[tuple[str, int], ...] = ()
+
+    def describe(self) -> str:
+        """The server(s) and user, without the password: for messages and logs."""
+        user = f"{self.username}@" if self.username else ""
+        if self.kind == "unix":
+            return f"unix://{user}{self.path}"
+        if self.kind == "cluster":
+            return "cluster " + user + ",".join(f"{h}:{p}" for h, p in self.nodes)
+        scheme = "rediss" if self.ssl else "redis"
+        return f"{scheme}://{user}{self.host}:{self.port}/{self.db}"
+
+    def scrub(self, text: str) -> str:
+        """Remove the password from any text (error messages from libraries, just in case)."""
+        if self.password:
+            text = text.replace(self.password, "***")
+        return text
