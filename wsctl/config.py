@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from wsctl.errors import ConfigError
-from wsctl.redis_target import redact_url
+from wsctl.redis_target import redact_url, split_url
 from wsctl.timezones import resolve_tz
 
 SECRET_FIELDS = frozenset({"redis_password"})
@@ -272,6 +272,13 @@ def load_settings(
             f"redis_url from {settings.source('redis_url')} must start with redis://, "
             "rediss:// or unix://"
         )
+    if settings.redis_url:
+        try:
+            split_url(settings.redis_url)
+        except ValueError as exc:
+            raise ConfigError(
+                f"redis_url from {settings.source('redis_url')} is malformed: {exc}"
+            ) from None
     return settings
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -25,7 +25,7 @@ from wsctl.config import Settings
 from wsctl.errors import ConfigError, RedisUnavailable
 from wsctl.redis_errors import translate_errors
 from wsctl.redis_internals import start_on_a_live_node
-from wsctl.redis_target import AsyncClient, Target, redact_url
+from wsctl.redis_target import AsyncClient, Target, redact_url, split_url
 
 __all__ = [
     "check_mode",
@@ -45,20 +45,18 @@ def target_from_settings(settings: Settings, embedded_path: str | None = None) -
     username = settings.redis_username
     password = settings.redis_password
     if settings.redis_url:
-        parts = urlsplit(settings.redis_url)
         try:
-            url_port = parts.port
-        except ValueError:
-            raise ConfigError(
-                f"redis_url {redact_url(settings.redis_url)} has a bad port"
-            ) from None
+            parts = split_url(settings.redis_url)
+        except ValueError as exc:
+            raise ConfigError(f"redis_url is malformed: {exc}") from None
+        url_port = parts.port
         username = username or (unquote(parts.username) if parts.username else None)
         password = password or (unquote(parts.password) if parts.password else None)
         if parts.scheme == "unix":
             query = parse_qs(parts.query)
             db_value = str(query.get("db", [settings.redis_db])[0])
             if not db_value.isdigit():
-                raise ConfigError(f"redis_url: database {db_value!r} is not a number")
+                raise ConfigError("redis_url: the database (?db=) is not a number")
             db = int(db_value)
             return Target("unix", path=parts.path, db=db, username=username, password=password)
         host = parts.hostname or "127.0.0.1"
@@ -66,7 +64,8 @@ def target_from_settings(settings: Settings, embedded_path: str | None = None) -
         db_text = parts.path.lstrip("/")
         if db_text and not db_text.isdigit():
             raise ConfigError(
-                f"redis_url {redact_url(settings.redis_url)}: database {db_text!r} is not a number"
+                f"redis_url {redact_url(settings.redis_url)}: the database (the path) is not a "
+                "number"
             )
         db = int(db_text) if db_text else settings.redis_db
         if settings.redis_cluster:

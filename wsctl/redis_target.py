@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -21,15 +21,43 @@ if TYPE_CHECKING:
 else:  # redis is not imported at run time: this module stays light for --help
     AsyncClient = Any
 
-__all__ = ["AsyncClient", "Target", "redact_url"]
+__all__ = ["AsyncClient", "Target", "redact_url", "split_url"]
+
+
+_URL_HINT = "percent-encode @ : / ? # in the password (%40 %3A %2F %3F %23) or set REDIS_PASSWORD"
+
+
+def split_url(url: str) -> SplitResult:
+    """``urlsplit(url)`` with every check that could fail later done now: the host part
+    parses, the port is a number from 1 to 65535, and no ``@`` follows the host (the sign of a
+    password with an unencoded ``/``, ``?`` or ``#``, which would otherwise be read as host,
+    port or database and echoed).
+
+    Raises:
+        ValueError: its message holds no part of ``url``, so it is safe to print.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"its host or port cannot be parsed ({_URL_HINT})") from None
+    after_host = parts.query + parts.fragment
+    if parts.scheme != "unix":
+        after_host += parts.path
+    if "@" in after_host:
+        raise ValueError(f"it has an '@' after the host ({_URL_HINT})")
+    if port == 0:
+        raise ValueError("its port is not a number from 1 to 65535")
+    return parts
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (username kept)."""
+    """``url`` with its password replaced by ``***`` (username kept); a URL that does not
+    parse cleanly is hidden entirely, since its password cannot be told from its host."""
     try:
-        parts = urlsplit(url)
+        parts = split_url(url)
     except ValueError:
-        return "<unparsable url>"
+        return "<malformed URL, hidden>"
     if parts.password is None:
         return url
     user = parts.username or ""

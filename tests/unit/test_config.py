@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import invoke
 from wsctl.config import load_settings, parse_nodes, redacted
 from wsctl.errors import ConfigError
 
@@ -120,3 +121,24 @@ def test_parse_nodes_skips_blanks_and_rejects_bad_ports() -> None:
     assert parse_nodes(" a:1 , ,b:2") == (("a", 1), ("b", 2))
     with pytest.raises(ValueError):
         parse_nodes("a:99999")
+
+
+@pytest.mark.parametrize("command", [["list", "connections"], ["config", "show"], ["doctor"]])
+@pytest.mark.parametrize("where", ["flag", "env", "file"])
+def test_a_malformed_redis_url_exits_3_with_one_line_and_no_credentials(
+    command: list[str], where: str, tmp_path: Path
+) -> None:
+    url = "redis://:x@y:Hunter2Secret/zz@127.0.0.1:6379/0"
+    env: dict[str, str] = {}
+    args = list(command)
+    if where == "flag":
+        args = ["--redis-url", url, *command]
+    elif where == "env":
+        env["WSCTL_REDIS_URL"] = url
+    else:
+        (tmp_path / "wsctl.toml").write_text(f'redis_url = "{url}"\n')
+    result = invoke(args, env=env)
+    assert result.code == 3, result
+    assert result.err.count("\n") == 1 and result.err.startswith("wsctl: error: ")
+    for part in ("Hunter2", "Secret", "x@y", "zz@"):
+        assert part not in result.err + result.out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wsctl.config import load_settings
+from wsctl.config import Settings, load_settings
 from wsctl.errors import ConfigError
 from wsctl.redis_factory import target_from_settings
 from wsctl.redis_internals import pack_commands
@@ -85,3 +85,51 @@ def test_packed_commands_are_byte_identical_to_redis_py(
     reference = Connection()
     expected = [b"".join(reference.pack_command(*command)) for command in commands]
     assert pack_commands(commands, fixed) == expected
+
+
+# Malformed URLs whose password would be misread as host, port or database. Each holds the
+# marker S3cr (or the issue's Hunter2Secret) inside its credentials.
+MALFORMED_URLS = [
+    "redis://:x@y:Hunter2Secret/zz@127.0.0.1:6379/0",  # the reported case
+    "redis://:S3cr/et@127.0.0.1:6379/0",  # unencoded '/'
+    "redis://:S3cr#et@127.0.0.1:6379",  # unencoded '#'
+    "redis://:S3cr?et@127.0.0.1:6379",  # unencoded '?'
+    "redis://ops:S3cr/et?x@127.0.0.1:6379/0",
+    "redis://:S3cret",  # no host: the password is read as a port
+    "redis://:S3cret@h:99999/0",  # port out of range
+    "redis://:S3cret@h:0/0",
+    "redis://u:S3cret@[::1:6379/0",  # unbalanced IPv6 bracket
+    "rediss://:S3cr:et@h:12ab/0",
+    "unix://:S3cr#et@/tmp/r.sock?db=0",
+]
+
+
+def _leaks(text: str) -> bool:
+    return any(marker in text for marker in ("S3cr", "Hunter2", "Secret", "x@y"))
+
+
+@pytest.mark.parametrize("url", MALFORMED_URLS)
+def test_a_malformed_url_is_a_config_error_without_its_credentials(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env={"REDIS_URL": url})
+    assert "malformed" in caught.value.message and not _leaks(caught.value.message)
+    assert "\n" not in caught.value.message
+
+
+@pytest.mark.parametrize("url", MALFORMED_URLS)
+def test_redact_url_hides_a_malformed_url_entirely(url: str) -> None:
+    assert not _leaks(redact_url(url))
+
+
+@pytest.mark.parametrize("url", MALFORMED_URLS)
+def test_target_from_settings_refuses_a_malformed_url(url: str) -> None:
+    """Settings built without load_settings (library callers) are checked as well."""
+    with pytest.raises(ConfigError) as caught:
+        target_from_settings(Settings(redis_url=url))
+    assert not _leaks(caught.value.message)
+
+
+@pytest.mark.parametrize("url", ["redis://:p%2Fw%23d%40x@127.0.0.1:6379/0", "unix:///tmp/a@b.sock"])
+def test_well_formed_urls_with_encoded_or_path_at_signs_still_work(url: str) -> None:
+    target = target_from_settings(load_settings(env={"REDIS_URL": url}))
+    assert target.password in (None, "p/w#d@x")
