@@ -1,0 +1,172 @@
+"""docs/protocol.md and docs/envelope.schema.json say what the code does.
+
+The Lua bodies in the document are the ones the code runs, every JSON example decodes with
+wsctl's own decoder and validates against the schema, and every envelope and reply the code can
+build validates too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from wsctl.protocol import (
+    MAX_HOPS,
+    VERSION,
+    Envelope,
+    Op,
+    ProtocolError,
+    Status,
+    decode_envelope,
+    decode_reply,
+    encode,
+    reply_to,
+)
+from wsctl.registry import store
+from wsctl.registry.keys import Keyspace
+from wsctl.registry.model import F_CONN_ID, Registration, utcnow
+
+DOCS = Path(__file__).parents[2] / "docs"
+DOC = (DOCS / "protocol.md").read_text(encoding="utf-8")
+SCHEMA = json.loads((DOCS / "envelope.schema.json").read_text(encoding="utf-8"))
+VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+
+LUA_BLOCK = re.compile(r"<!-- lua:([A-Z_]+) -->\n```lua\n(.*?)```", re.S)
+JSON_BLOCK = re.compile(r"```json\n(.*?)```", re.S)
+# the scripts a gateway needs (WRITE_HASH serves wsctl's own registry set/import)
+GATEWAY_SCRIPTS = {"REGISTER", "TOUCH", "COMPARE_AND_DELETE", "FENCED_DELETE"}
+
+
+def _decode(text: str) -> Envelope | Any:
+    return decode_envelope(text) if "op" in json.loads(text) else decode_reply(text)
+
+
+def _valid(text: str) -> None:
+    errors = [e.message for e in VALIDATOR.iter_errors(json.loads(text))]
+    assert not errors, f"{errors} in {text}"
+
+
+def test_the_schema_is_valid_json_schema() -> None:
+    jsonschema.Draft202012Validator.check_schema(SCHEMA)
+
+
+def test_the_document_shows_each_gateway_script_exactly_as_the_code_runs_it() -> None:
+    shown = dict(LUA_BLOCK.findall(DOC))
+    assert set(shown) >= GATEWAY_SCRIPTS
+    for name, body in shown.items():
+        assert body == getattr(store, name).body.strip("\n") + "\n", f"{name} differs from code"
+
+
+def test_every_json_example_decodes_with_wsctl_and_validates() -> None:
+    examples = JSON_BLOCK.findall(DOC)
+    assert len(examples) >= 10
+    for text in examples:
+        decoded = _decode(text)
+        _valid(text)
+        _valid(encode(decoded))  # and what wsctl would write back for it
+
+
+def test_the_examples_show_every_op_and_every_status() -> None:
+    seen_ops, seen_status = set(), set()
+    for text in JSON_BLOCK.findall(DOC):
+        data = json.loads(text)
+        seen_ops.add(data.get("op"))
+        seen_status.add(data.get("status"))
+    assert {o.value for o in Op} <= seen_ops
+    assert {s.value for s in Status} <= seen_status
+
+
+def test_every_op_and_status_is_documented() -> None:
+    for op in Op:
+        assert f"\n### {op.value}\n" in DOC, f"op {op.value} has no section"
+        assert f"`{op.value}`" in DOC
+    for status in Status:
+        assert re.search(rf"^\| `{status.value}` \|", DOC, re.M), f"status {status.value}"
+
+
+def test_schema_enums_are_exactly_the_protocol_enums() -> None:
+    defs = SCHEMA["$defs"]
+    assert set(defs["envelope"]["properties"]["op"]["enum"]) == {o.value for o in Op}
+    assert set(defs["reply"]["properties"]["status"]["enum"]) == {s.value for s in Status}
+    assert defs["envelope"]["properties"]["v"]["const"] == VERSION
+
+
+def test_documented_names_and_limits_are_the_codes() -> None:
+    keys = Keyspace()
+    for prefix in (keys.prefix, keys.instance_prefix, keys.control_prefix, keys.reply_prefix):
+        assert f"`{prefix}{{" in DOC
+    assert f"hop limit {MAX_HOPS}" in DOC and f"`hops >= {MAX_HOPS}`" in DOC
+    assert f"# The wsctl wire protocol (version {VERSION})" in DOC
+    fields = Registration("r", "i", "c", utcnow()).to_hash()
+    for name in fields:
+        assert f"| `{name}` |" in DOC, f"entry field {name} not documented"
+    assert F_CONN_ID in fields
+
+
+def _every_envelope() -> list[Envelope]:
+    out = []
+    for op in Op:
+        robot = "robot-1" if op in (Op.SEND, Op.KICK) else None
+        message = "hello" if op is Op.SEND else None
+        plain = Envelope(op=op, robot_id=robot, message=message, reply_to="ws_reply:x")
+        out += [plain, plain.arrived("gw-a", 1.5).forwarded(), Envelope(op=op, robot_id="r")]
+    out.append(Envelope(op=Op.KICK, robot_id="r", conn_id="c1", origin="gw-b"))
+    out.append(Envelope(op=Op.SEND, robot_id="r", message=""))
+    return [e for e in out if e.op is not Op.SEND or e.message is not None]
+
+
+@pytest.mark.parametrize("envelope", _every_envelope(), ids=lambda e: e.op.value)
+def test_every_envelope_the_code_builds_validates(envelope: Envelope) -> None:
+    _valid(encode(envelope))
+    assert decode_envelope(encode(envelope)) == envelope
+
+
+_DATA: dict[Status, list[dict[str, Any]]] = {
+    Status.PONG: [{"connections": 3, "version": "0.1.0"}, {"robot_rtt_ms": 1.2, "conn_id": "c"}],
+    Status.INVENTORY: [
+        {"connections": []},
+        {"connections": [{"robot_id": "r", "conn_id": "c", "since": 1.0}]},
+    ],
+    Status.RESYNCED: [{"reregistered": 0}],
+}
+
+
+@pytest.mark.parametrize("status", list(Status), ids=lambda s: s.value)
+def test_every_reply_the_code_builds_validates(status: Status) -> None:
+    request = Envelope(op=Op.SEND, robot_id="r", message="m").arrived("gw-a", 2.0)
+    for data in _DATA.get(status, [{}]):
+        reason = None if status in (Status.DELIVERED, Status.PONG) else "why"
+        text = encode(reply_to(request, status, "gw-a", reason=reason, data=data))
+        _valid(text)
+        assert decode_reply(text).status is status
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"v":2,"op":"ping","id":"a"}',
+        '{"v":1,"op":"teleport","id":"a"}',
+        '{"v":1,"op":"send","id":"a","robot_id":"r"}',
+        '{"v":1,"op":"kick","id":"a"}',
+        '{"v":1,"op":"ping","id":""}',
+        '{"v":1,"op":"ping","id":"a","hops":-1}',
+        '{"v":1,"op":"ping","id":"a","route":[{"at":1}]}',
+        '{"v":1,"id":"a","status":"teleported","instance":"i"}',
+        '{"v":1,"id":"a","status":"delivered","instance":"i","data":[]}',
+    ],
+)
+def test_what_the_decoder_rejects_the_schema_rejects(payload: str) -> None:
+    with pytest.raises(ProtocolError):
+        _decode(payload)
+    assert not VALIDATOR.is_valid(json.loads(payload))
+
+
+def test_unknown_fields_are_allowed_by_decoder_and_schema() -> None:
+    text = '{"v":1,"op":"ping","id":"a","priority":"high"}'
+    assert decode_envelope(text).op is Op.PING
+    _valid(text)
