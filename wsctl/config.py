@@ -43,6 +43,11 @@ class Settings:
     timeout: float = 90.0
     naive_tz: str = "local"
     scan_count: int = 1000
+    redis_tls: bool = False
+    tls_ca_cert: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_insecure: bool = False
     context: str | None = None
     config_file: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -73,7 +78,18 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "timeout": ("WSCTL_TIMEOUT",),
     "naive_tz": ("WSCTL_NAIVE_TZ",),
     "scan_count": ("WSCTL_SCAN_COUNT",),
+    "redis_tls": ("WSCTL_REDIS_TLS",),
+    "tls_ca_cert": ("WSCTL_TLS_CA_CERT",),
+    "tls_cert": ("WSCTL_TLS_CERT",),
+    "tls_key": ("WSCTL_TLS_KEY",),
+    "tls_insecure": ("WSCTL_TLS_INSECURE",),
 }
+
+# Settings that name files: ``~`` is expanded, and a relative path in a config file is taken
+# relative to that file's directory (so a context and its certificates can live side by side).
+PATH_SETTINGS = frozenset({"tls_ca_cert", "tls_cert", "tls_key"})
+# The TLS settings, as environment variables, for a process started on the same Redis.
+TLS_SETTINGS = ("redis_tls", "tls_ca_cert", "tls_cert", "tls_key", "tls_insecure")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -141,6 +157,12 @@ def _prefix(raw: str) -> str:
     return raw
 
 
+def _path(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return os.path.expanduser(raw)
+
+
 def _tz(raw: str) -> str:
     resolve_tz(raw)
     return raw
@@ -162,6 +184,11 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "timeout": _positive_float,
     "naive_tz": _tz,
     "scan_count": _positive_int,
+    "redis_tls": parse_bool,
+    "tls_ca_cert": _path,
+    "tls_cert": _path,
+    "tls_key": _path,
+    "tls_insecure": parse_bool,
 }
 SETTING_NAMES = tuple(_PARSERS)
 
@@ -246,6 +273,8 @@ def load_settings(
     for table, where in layers:
         for name, raw in table.items():
             values[name] = convert_value(name, raw, where)
+            if name in PATH_SETTINGS and config_path is not None:
+                values[name] = str(config_path.parent / values[name])  # absolute stays absolute
             sources[name] = where
     for name, env_names in ENV_NAMES.items():
         for env_name in env_names:
@@ -280,6 +309,19 @@ def load_settings(
                 f"redis_url from {settings.source('redis_url')} is malformed: {exc}"
             ) from None
     return settings
+
+
+def tls_env(settings: Settings) -> dict[str, str]:
+    """The TLS settings as ``WSCTL_*`` environment variables, for a process (a gateway) that
+    must reach the same Redis the same way; empty when none is set."""
+    env: dict[str, str] = {}
+    for name in TLS_SETTINGS:
+        value = getattr(settings, name)
+        if value is True:
+            env[ENV_NAMES[name][0]] = "true"
+        elif isinstance(value, str):
+            env[ENV_NAMES[name][0]] = value
+    return env
 
 
 def with_overrides(settings: Settings, **changes: Any) -> Settings:

@@ -130,6 +130,8 @@ class RedisServer(_StartStop):
     cluster: bool = False
     password: str | None = None
     host: str = "127.0.0.1"
+    # A cluster node announces this port instead of its own (a TLS proxy in front of it).
+    announce_port: int = 0
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
@@ -171,6 +173,11 @@ class RedisServer(_StartStop):
                 "cluster-node-timeout 2000",
                 "cluster-require-full-coverage no",
             ]
+            if self.announce_port:
+                lines += [
+                    f"cluster-announce-port {self.announce_port}",
+                    f"cluster-announce-bus-port {self.port + 10000}",
+                ]
         if self.password:
             lines += [f"requirepass {self.password}", f"masterauth {self.password}"]
         conf = self.workdir / f"redis-{self.port}.conf"
@@ -213,6 +220,9 @@ class RedisClusterProcesses(_StartStop):
     masters: int = 3
     replicas: int = 1
     password: str | None = None
+    # Optional, one per node: the ports to listen on and the ports to announce (proxies).
+    ports: list[int] = field(default_factory=list)
+    announce_ports: list[int] = field(default_factory=list)
     nodes: list[RedisServer] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
@@ -225,7 +235,13 @@ class RedisClusterProcesses(_StartStop):
         base = Path(self._tmp.name)
         try:
             for i in range(self.masters * (1 + self.replicas)):
-                node = RedisServer(workdir=base / f"n{i}", cluster=True, password=self.password)
+                node = RedisServer(
+                    workdir=base / f"n{i}",
+                    cluster=True,
+                    password=self.password,
+                    port=self.ports[i] if self.ports else 0,
+                    announce_port=self.announce_ports[i] if self.announce_ports else 0,
+                )
                 self.nodes.append(node.start())
             cmd = [redis_cli_binary(), "--cluster", "create"]
             cmd += [f"127.0.0.1:{n.port}" for n in self.nodes]

@@ -142,3 +142,87 @@ def test_a_malformed_redis_url_exits_3_with_one_line_and_no_credentials(
     assert result.err.count("\n") == 1 and result.err.startswith("wsctl: error: ")
     for part in ("Hunter2", "Secret", "x@y", "zz@"):
         assert part not in result.err + result.out
+
+
+def test_tls_settings_follow_flags_env_file_precedence(tmp_path: Path) -> None:
+    (tmp_path / "wsctl.toml").write_text(
+        'redis_tls = true\ntls_ca_cert = "/file/ca.pem"\ntls_cert = "/file/c.pem"\n'
+        'tls_key = "/file/k.pem"\n'
+    )
+    env = {"WSCTL_TLS_CA_CERT": "/env/ca.pem", "WSCTL_TLS_INSECURE": "yes"}
+    s = load_settings({"tls_cert": "/flag/c.pem"}, env=env, cwd=tmp_path)
+    assert s.redis_tls and s.source("redis_tls").endswith("wsctl.toml")
+    assert s.tls_ca_cert == "/env/ca.pem" and s.source("tls_ca_cert") == "env WSCTL_TLS_CA_CERT"
+    assert s.tls_cert == "/flag/c.pem" and s.source("tls_cert") == "flag"
+    assert s.tls_key == "/file/k.pem"
+    assert s.tls_insecure is True
+
+
+def test_tls_defaults_are_off() -> None:
+    s = load_settings(env={})
+    assert (s.redis_tls, s.tls_ca_cert, s.tls_cert, s.tls_key, s.tls_insecure) == (
+        False,
+        None,
+        None,
+        None,
+        False,
+    )
+
+
+def test_tls_env_turns_redis_tls_on_for_host_port_settings(tmp_path: Path) -> None:
+    s = load_settings(env={"REDIS_HOST": "redis.internal", "WSCTL_REDIS_TLS": "1"}, cwd=tmp_path)
+    assert s.redis_tls and s.source("redis_tls") == "env WSCTL_REDIS_TLS"
+
+
+def test_tls_paths_in_a_context_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    conf = tmp_path / "etc" / "wsctl.toml"
+    conf.parent.mkdir()
+    conf.write_text(
+        '[contexts.managed]\nredis_url = "rediss://r.example:6380/0"\n'
+        'tls_ca_cert = "certs/ca.pem"\ntls_cert = "/abs/client.pem"\ntls_key = "~/k.pem"\n'
+    )
+    s = load_settings({"config": str(conf), "context": "managed"}, env={}, cwd=tmp_path)
+    assert s.tls_ca_cert == str(conf.parent / "certs" / "ca.pem")
+    assert s.tls_cert == "/abs/client.pem"
+    assert s.tls_key == str(Path("~/k.pem").expanduser())
+    assert "[contexts.managed]" in s.source("tls_ca_cert")
+
+
+def test_tls_path_from_env_expands_home_and_stays_relative_to_cwd(tmp_path: Path) -> None:
+    s = load_settings(env={"WSCTL_TLS_CERT": "~/c.pem", "WSCTL_TLS_KEY": "k.pem"}, cwd=tmp_path)
+    assert s.tls_cert == str(Path("~/c.pem").expanduser())
+    assert s.tls_key == "k.pem"
+
+
+@pytest.mark.parametrize(("name", "value"), [("WSCTL_REDIS_TLS", "maybe"), ("WSCTL_TLS_CERT", " ")])
+def test_bad_tls_values_are_config_errors(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        load_settings(env={name: value})
+
+
+def test_tls_env_hands_the_tls_settings_to_a_child_process(tmp_path: Path) -> None:
+    from wsctl.config import tls_env
+
+    env = {"WSCTL_REDIS_TLS": "true", "WSCTL_TLS_CA_CERT": "/ca.pem", "WSCTL_TLS_INSECURE": "0"}
+    s = load_settings({"tls_cert": "/c.pem", "tls_key": "/k.pem"}, env=env, cwd=tmp_path)
+    assert tls_env(s) == {
+        "WSCTL_REDIS_TLS": "true",
+        "WSCTL_TLS_CA_CERT": "/ca.pem",
+        "WSCTL_TLS_CERT": "/c.pem",
+        "WSCTL_TLS_KEY": "/k.pem",
+    }
+    assert load_settings(env=tls_env(s), cwd=tmp_path).tls_key == "/k.pem"
+    assert tls_env(load_settings(env={}, cwd=tmp_path)) == {}
+
+
+def test_redacted_shows_tls_paths_with_their_sources(tmp_path: Path) -> None:
+    s = load_settings(
+        {"tls_ca_cert": "/etc/ca.pem", "redis_tls": True},
+        env={"WSCTL_TLS_KEY": "/secret/dir/k.pem"},
+        cwd=tmp_path,
+    )
+    rows = {name: (shown, source) for name, shown, source in redacted(s)}
+    assert rows["tls_ca_cert"] == ("/etc/ca.pem", "flag")
+    assert rows["redis_tls"] == ("True", "flag")
+    assert rows["tls_key"] == ("/secret/dir/k.pem", "env WSCTL_TLS_KEY")
+    assert rows["tls_insecure"] == ("False", "default")

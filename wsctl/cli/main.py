@@ -55,6 +55,32 @@ def root(
     nodes: Annotated[
         str | None, typer.Option("--nodes", help="Cluster start-up nodes host:port,host:port.")
     ] = None,
+    tls: Annotated[
+        bool | None,
+        typer.Option(
+            "--tls/--no-tls",
+            help="TLS to Redis (also with host/port settings; rediss:// URLs imply it).",
+        ),
+    ] = None,
+    tls_ca_cert: Annotated[
+        str | None,
+        typer.Option("--tls-ca-cert", metavar="PATH", help="CA bundle for Redis' certificate."),
+    ] = None,
+    tls_cert: Annotated[
+        str | None,
+        typer.Option("--tls-cert", metavar="PATH", help="Client certificate (mutual TLS)."),
+    ] = None,
+    tls_key: Annotated[
+        str | None,
+        typer.Option("--tls-key", metavar="PATH", help="Private key of --tls-cert."),
+    ] = None,
+    tls_insecure: Annotated[
+        bool | None,
+        typer.Option(
+            "--tls-insecure",
+            help="Do not verify Redis' certificate or host name (warns on every run).",
+        ),
+    ] = None,
     context: Annotated[
         str | None, typer.Option("--context", help="Named context from the config file.")
     ] = None,
@@ -82,6 +108,11 @@ def root(
             "redis_url": redis_url,
             "redis_cluster": cluster,
             "redis_nodes": nodes,
+            "redis_tls": tls,
+            "tls_ca_cert": tls_ca_cert,
+            "tls_cert": tls_cert,
+            "tls_key": tls_key,
+            "tls_insecure": tls_insecure,
             "context": context,
             "config": config,
             "prefix": prefix,
