@@ -150,3 +150,79 @@ async def ainvoke(args: list[str], env: dict[str, str] | None = None, stdin: str
     import asyncio
 
     return await asyncio.to_thread(invoke, args, env, stdin)
+
+
+# ------------------------------------------------------------------ TLS (see tests/tlsproxy.py)
+
+
+@pytest.fixture(scope="session")
+def tls_pki(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A throw-away CA (trustme) with server and client certificates, as PEM files."""
+    from tests.tlsproxy import TestPki
+
+    return TestPki.create(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def tls_proxy_loop():  # type: ignore[no-untyped-def]
+    """The thread and asyncio loop every TLS proxy of the session runs on (stopped at the end,
+    with every proxy on it)."""
+    from tests.tlsproxy import proxy_loop
+
+    with proxy_loop() as loop:
+        yield loop
+
+
+@dataclass
+class TlsSingle:
+    """TLS proxies in front of the session's single redis-server, one per scenario."""
+
+    server: RedisServer
+    pki: object
+    port: int  # the server certificate (localhost, 127.0.0.1) from the test CA
+    wrong_name_port: int  # a certificate from the test CA for another host name
+    untrusted_port: int  # a certificate from another CA
+    mtls_port: int  # requires a client certificate from the test CA
+
+    def env(self, port: int | None = None, **extra: str) -> dict[str, str]:
+        """Settings for ``rediss://localhost:PORT/0`` trusting the test CA."""
+        env = {
+            "WSCTL_REDIS_URL": f"rediss://localhost:{port or self.port}/0",
+            "WSCTL_TLS_CA_CERT": str(self.pki.ca),  # type: ignore[attr-defined]
+        }
+        env.update(extra)
+        return env
+
+    def backend(self, **extra: str) -> Backend:
+        return Backend("single-tls", self.env(**extra), single=self.server)
+
+
+@pytest.fixture(scope="session")
+def tls_single(redis_server: RedisServer, tls_pki, tls_proxy_loop) -> TlsSingle:  # type: ignore[no-untyped-def]
+    def proxy(cert: Path, **kw: object) -> int:
+        return int(tls_proxy_loop.proxy(redis_server.port, cert, **kw).port)
+
+    return TlsSingle(
+        server=redis_server,
+        pki=tls_pki,
+        port=proxy(tls_pki.server),
+        wrong_name_port=proxy(tls_pki.wrong_name_server),
+        untrusted_port=proxy(tls_pki.untrusted_server),
+        mtls_port=proxy(tls_pki.server, client_ca=tls_pki.ca),
+    )
+
+
+@pytest.fixture
+def tls(tls_single: TlsSingle) -> TlsSingle:
+    """:func:`tls_single` with the registry flushed."""
+    _flush([tls_single.server.port])
+    return tls_single
+
+
+@pytest.fixture(scope="session")
+def tls_cluster(tls_pki, tls_proxy_loop):  # type: ignore[no-untyped-def]
+    """A real 3+3 cluster behind one TLS proxy per node; nodes announce the proxies' ports."""
+    from tests.tlsproxy import tls_cluster as start
+
+    with start(tls_proxy_loop, tls_pki.server) as cluster:
+        yield cluster

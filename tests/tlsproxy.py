@@ -304,9 +304,7 @@ def tls_cluster(loop: ProxyLoop, server_cert: Path) -> Iterator[TlsCluster]:
         if port not in ports:
             ports.append(port)
     proxies = [loop.proxy(port, server_cert, allow_plain=True) for port in ports]
-    with RedisClusterProcesses(
-        ports=ports, announce_ports=[p.port for p in proxies]
-    ) as cluster:
+    with RedisClusterProcesses(ports=ports, announce_ports=[p.port for p in proxies]) as cluster:
         yield TlsCluster(cluster, proxies)
 
 
@@ -324,3 +322,25 @@ class TlsCluster:
     def primary_ports(self) -> list[int]:
         """Plain ports of the primaries (for flushing between tests)."""
         return list(self.cluster.primary_ports())
+
+    def wait_announced(self, timeout: float = 30.0) -> None:
+        """Wait until every node's slot map lists all six nodes, by their proxies' ports."""
+        import time
+
+        import redis
+
+        want = {p.port for p in self.proxies}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen = []
+            for node in self.cluster.nodes:
+                client = redis.Redis(port=node.port, socket_timeout=5)
+                try:
+                    slots = client.execute_command("CLUSTER", "SLOTS")
+                finally:
+                    client.close()
+                seen.append({int(n[1]) for entry in slots for n in entry[2:]})
+            if all(ports == want for ports in seen):
+                return
+            time.sleep(0.1)
+        raise AssertionError("the cluster's slot maps do not name every proxy in time")

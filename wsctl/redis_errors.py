@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 from collections.abc import Iterator
 
 from redis import exceptions as rx
@@ -14,11 +15,154 @@ from redis import exceptions as rx
 from wsctl.errors import RedisUnavailable
 from wsctl.redis_target import Target
 
-__all__ = ["describe_error", "translate_errors"]
+__all__ = ["describe_error", "tls_problem", "translate_errors"]
+
+# Where to set things, said once for every message.
+_CA_HINT = "give its CA bundle with --tls-ca-cert / WSCTL_TLS_CA_CERT (tls_ca_cert in a context)"
+_CERT_HINT = "--tls-cert and --tls-key (WSCTL_TLS_CERT, WSCTL_TLS_KEY)"
+# OpenSSL reasons a server gives when it refuses the client certificate we presented.
+_REJECTED = (
+    "ALERT_UNKNOWN_CA",
+    "ALERT_BAD_CERTIFICATE",
+    "ALERT_CERTIFICATE_UNKNOWN",
+    "ALERT_CERTIFICATE_EXPIRED",
+    "ALERT_CERTIFICATE_REVOKED",
+    "ALERT_UNSUPPORTED_CERTIFICATE",
+    "ALERT_ACCESS_DENIED",
+    "ALERT_DECRYPT_ERROR",
+)
+# What a TLS client reads when the other end answers in plain text.
+_NOT_TLS = (
+    "WRONG_VERSION_NUMBER",
+    "RECORD_LAYER_FAILURE",
+    "UNKNOWN_PROTOCOL",
+    "PACKET_LENGTH_TOO_LONG",
+    "RECORD_TOO_LARGE",
+    "HTTP_REQUEST",
+)
+# What a plain client sees when a TLS server drops its non-TLS bytes.
+_CLOSED = ("CONNECTION CLOSED BY SERVER", "CONNECTION RESET", "BROKEN PIPE")
 
 
-def describe_error(target: Target, exc: BaseException) -> RedisUnavailable:
-    """Translate a redis-py exception into one operator-facing line (password scrubbed)."""
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes (bounded: cause chains can loop)."""
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(found) < 10 and current not in found:
+        found.append(current)
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def _verify_message(chain: list[BaseException]) -> str:
+    for item in chain:
+        message = getattr(item, "verify_message", None)
+        if isinstance(item, ssl.SSLCertVerificationError) and message:
+            return str(message).rstrip(".")
+    return "certificate verify failed"
+
+
+def _endpoints(target: Target) -> list[tuple[str, int]]:
+    if target.kind == "cluster":
+        return list(target.nodes[:3])
+    return [(target.host, target.port)] if target.kind == "tcp" else []
+
+
+def _speaks_tls(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when ``host:port`` answers a TLS handshake (certificates not checked: this only
+    tells a TLS port from a plain one, to explain an error)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            return True
+    except ssl.SSLError as exc:  # an alert (e.g. "certificate required") is still TLS
+        return "ALERT" in str(exc.reason or "").upper()
+    except OSError:
+        return False
+
+
+def _speaks_plain_redis(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when ``host:port`` answers a plain ``PING`` like Redis (+PONG, or an error such as
+    NOAUTH)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            reply = sock.recv(64)
+    except OSError:
+        return False
+    return reply.startswith((b"+PONG", b"-NOAUTH", b"-ERR", b"-WRONGPASS"))
+
+
+def tls_problem(target: Target, exc: BaseException, *, probe: bool = True) -> str | None:
+    """The operator-facing line for a TLS failure (or a TLS/plain mismatch), else None.
+
+    Says which: the server's certificate is not trusted, its name does not match, the server
+    requires or rejected our client certificate, a plain Redis behind a TLS setting, or a TLS
+    port spoken to in plain. Ambiguous symptoms (a timeout or a closed connection) are checked
+    with one short probe of the server when ``probe`` is true.
+    """
+    chain = _chain(exc)
+    text = " ".join(target.scrub(str(item)) for item in chain).upper()
+    where = target.describe()
+    if target.tls is not None:
+        verify = next((e for e in chain if isinstance(e, ssl.SSLCertVerificationError)), None)
+        code = getattr(verify, "verify_code", None)
+        if code in (62, 64) or "HOSTNAME MISMATCH" in text or "IP ADDRESS MISMATCH" in text:
+            return (
+                f"TLS: the certificate of {where} is not valid for the host name used "
+                f"({_verify_message(chain)}): connect with a name the certificate lists"
+            )
+        if verify is not None or "CERTIFICATE_VERIFY_FAILED" in text:
+            return f"TLS: the certificate of {where} is not trusted ({_verify_message(chain)}): {_CA_HINT}"
+        if "CERTIFICATE_REQUIRED" in text or "PEER_DID_NOT_RETURN_A_CERTIFICATE" in text:
+            return f"TLS: {where} requires a client certificate: give {_CERT_HINT}"
+        rejected = next((r for r in _REJECTED if r in text), None)
+        if rejected is not None:
+            if target.tls.cert is None:
+                return f"TLS: {where} requires a client certificate: give {_CERT_HINT}"
+            return (
+                f"TLS: {where} rejected the client certificate {target.tls.cert} "
+                f"({rejected.removeprefix('ALERT_').replace('_', ' ').lower()}): use one "
+                "signed by a CA the server trusts"
+            )
+        if "ALERT_HANDSHAKE_FAILURE" in text and target.tls.cert is None:
+            return (
+                f"TLS: {where} refused the handshake; it may require a client certificate: "
+                f"give {_CERT_HINT}"
+            )
+        plain_hint = (
+            f"TLS: {where} does not speak TLS (a plain Redis?): use redis:// and drop "
+            "--tls / WSCTL_REDIS_TLS"
+        )
+        if any(marker in text for marker in _NOT_TLS):
+            return plain_hint
+        ambiguous = isinstance(exc, rx.TimeoutError) or any(m in text for m in _CLOSED)
+        if probe and ambiguous and any(_speaks_plain_redis(h, p) for h, p in _endpoints(target)):
+            return plain_hint
+        return None
+    closed = any(marker in text for marker in _CLOSED)
+    if probe and closed and any(_speaks_tls(h, p) for h, p in _endpoints(target)):
+        return (
+            f"TLS: {where} expects TLS but wsctl spoke plain Redis: use a rediss:// URL, "
+            "--tls or WSCTL_REDIS_TLS=true"
+        )
+    return None
+
+
+def describe_error(target: Target, exc: BaseException, *, probe: bool = True) -> RedisUnavailable:
+    """Translate a redis-py exception into one operator-facing line (password scrubbed).
+
+    ``probe`` allows one short connection to the server to tell TLS from plain when the
+    symptom alone does not (see :func:`tls_problem`).
+    """
+    tls = tls_problem(target, exc, probe=probe)
+    if tls is not None:
+        return RedisUnavailable(tls)
     where = target.describe()
     text = target.scrub(str(exc)) or exc.__class__.__name__
     upper = text.upper()

@@ -11,7 +11,10 @@ Errors leaving :func:`connect` name the target with the password redacted and ma
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+import os
+import ssl
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -21,19 +24,92 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
-from wsctl.config import Settings
+from wsctl.config import Settings, parse_bool
 from wsctl.errors import ConfigError, RedisUnavailable
 from wsctl.redis_errors import translate_errors
 from wsctl.redis_internals import start_on_a_live_node
-from wsctl.redis_target import AsyncClient, Target, redact_url, split_url
+from wsctl.redis_target import AsyncClient, Target, TlsOptions, redact_url, split_url
 
 __all__ = [
     "check_mode",
     "connect",
+    "insecure_warning",
     "is_cluster",
     "make_client",
     "target_from_settings",
+    "tls_kwargs",
 ]
+
+log = logging.getLogger("wsctl.redis")
+
+# redis-py's URL query form (``rediss://h:6380/0?ssl_ca_certs=/ca.pem``) -> our settings.
+_URL_TLS_FILES = {
+    "ssl_ca_certs": "tls_ca_cert",
+    "ssl_certfile": "tls_cert",
+    "ssl_keyfile": "tls_key",
+}
+_TLS_ON_HINT = "use a rediss:// URL, --tls or WSCTL_REDIS_TLS=true"
+
+
+def _tls_options(
+    settings: Settings, scheme: str, query: Mapping[str, list[str]]
+) -> TlsOptions | None:
+    """The TLS options for the target, or None for plain TCP.
+
+    TLS is on with a ``rediss://`` URL or ``redis_tls`` (for host/port and cluster settings,
+    or to upgrade a ``redis://`` URL). The ``tls_*`` settings win over the URL's ``ssl_*``
+    query parameters. TLS options given while TLS is off are an error, not silently dropped.
+    """
+    url_tls = scheme == "rediss"
+    if url_tls and not settings.redis_tls and settings.source("redis_tls") != "default":
+        raise ConfigError(
+            f"redis_url is rediss:// but redis_tls is false (from "
+            f"{settings.source('redis_tls')}): drop one of them"
+        )
+    files: dict[str, str] = {}
+    origin: dict[str, str] = {}
+    for key, name in _URL_TLS_FILES.items():
+        if query.get(key):
+            files[name] = os.path.expanduser(query[key][-1])
+            origin[name] = f"redis_url ?{key}="
+    for name in ("tls_ca_cert", "tls_cert", "tls_key"):
+        value = getattr(settings, name)
+        if value:
+            files[name] = value
+            origin[name] = settings.source(name)
+    insecure = settings.tls_insecure
+    if settings.tls_insecure:
+        origin["tls_insecure"] = settings.source("tls_insecure")
+    check_hostname = True
+    try:
+        if query.get("ssl_cert_reqs"):
+            reqs = query["ssl_cert_reqs"][-1].strip().lower().removeprefix("cert_")
+            if reqs not in ("none", "optional", "required"):
+                raise ValueError("ssl_cert_reqs must be none, optional or required")
+            if reqs == "none":
+                insecure = True
+                origin.setdefault("tls_insecure", "redis_url ?ssl_cert_reqs=none")
+        if query.get("ssl_check_hostname"):
+            check_hostname = parse_bool(query["ssl_check_hostname"][-1])
+    except ValueError as exc:
+        raise ConfigError(f"redis_url: {exc}") from None
+    if not (settings.redis_tls or url_tls):
+        if origin:
+            name, where = next(iter(origin.items()))
+            raise ConfigError(f"{name} is set (from {where}) but TLS is off: {_TLS_ON_HINT}")
+        return None
+    if "tls_key" in files and "tls_cert" not in files:
+        raise ConfigError(
+            f"tls_key is set (from {origin['tls_key']}) without tls_cert: give the client "
+            "certificate with --tls-cert / WSCTL_TLS_CERT"
+        )
+    return TlsOptions(
+        ca_cert=files.get("tls_ca_cert"),
+        cert=files.get("tls_cert"),
+        key=files.get("tls_key"),
+        insecure=insecure,
+        check_hostname=check_hostname,
+    )
 
 
 def target_from_settings(settings: Settings, embedded_path: str | None = None) -> Target:
@@ -49,6 +125,7 @@ def target_from_settings(settings: Settings, embedded_path: str | None = None) -
             parts = split_url(settings.redis_url)
         except ValueError as exc:
             raise ConfigError(f"redis_url is malformed: {exc}") from None
+        tls = _tls_options(settings, parts.scheme, parse_qs(parts.query))
         url_port = parts.port
         username = username or (unquote(parts.username) if parts.username else None)
         password = password or (unquote(parts.password) if parts.password else None)
@@ -58,6 +135,11 @@ def target_from_settings(settings: Settings, embedded_path: str | None = None) -
             if not db_value.isdigit():
                 raise ConfigError("redis_url: the database (?db=) is not a number")
             db = int(db_value)
+            if tls is not None:
+                raise ConfigError(
+                    f"TLS is on (redis_tls from {settings.source('redis_tls')}) but redis_url "
+                    "is a unix socket: drop one of them"
+                )
             return Target("unix", path=parts.path, db=db, username=username, password=password)
         host = parts.hostname or "127.0.0.1"
         port = url_port or 6379
@@ -70,19 +152,14 @@ def target_from_settings(settings: Settings, embedded_path: str | None = None) -
         db = int(db_text) if db_text else settings.redis_db
         if settings.redis_cluster:
             nodes = settings.redis_nodes or ((host, port),)
-            return Target("cluster", username=username, password=password, nodes=nodes)
+            return Target("cluster", username=username, password=password, nodes=nodes, tls=tls)
         return Target(
-            "tcp",
-            host=host,
-            port=port,
-            db=db,
-            username=username,
-            password=password,
-            ssl=parts.scheme == "rediss",
+            "tcp", host=host, port=port, db=db, username=username, password=password, tls=tls
         )
+    tls = _tls_options(settings, "", {})
     if settings.redis_cluster or (settings.redis_nodes and not settings.redis_host):
         nodes = settings.redis_nodes or ((settings.redis_host or "127.0.0.1", settings.redis_port),)
-        return Target("cluster", username=username, password=password, nodes=nodes)
+        return Target("cluster", username=username, password=password, nodes=nodes, tls=tls)
     return Target(
         "tcp",
         host=settings.redis_host or "127.0.0.1",
@@ -90,6 +167,78 @@ def target_from_settings(settings: Settings, embedded_path: str | None = None) -
         db=settings.redis_db,
         username=username,
         password=password,
+        tls=tls,
+    )
+
+
+def _no_passphrase() -> bytes:
+    raise ConfigError(
+        "tls_key is encrypted with a passphrase, which wsctl does not take: give an "
+        "unencrypted key file (readable only by its owner)"
+    )
+
+
+def _check_tls_files(tls: TlsOptions) -> None:
+    """Load the CA bundle and client certificate once, so a wrong path or a key that does not
+    match its certificate is one clear error before any connection (and an encrypted key never
+    makes OpenSSL prompt on the terminal)."""
+    for name, path in (("tls_ca_cert", tls.ca_cert), ("tls_cert", tls.cert), ("tls_key", tls.key)):
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"{name} {path}: no such file")
+    context = ssl.create_default_context()
+    if tls.ca_cert and not tls.insecure:
+        try:
+            context.load_verify_locations(cafile=tls.ca_cert)
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"tls_ca_cert {tls.ca_cert}: no PEM CA certificate in it ({exc.reason or exc})"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(
+                f"tls_ca_cert {tls.ca_cert}: cannot be read ({exc.strerror})"
+            ) from None
+    if tls.cert:
+        try:
+            context.load_cert_chain(tls.cert, tls.key, password=_no_passphrase)
+        except ssl.SSLError as exc:
+            if "KEY_VALUES_MISMATCH" in str(exc):
+                problem = f"tls_key {tls.key} does not belong to tls_cert {tls.cert}"
+            elif tls.key is None:
+                problem = (
+                    f"tls_cert {tls.cert}: no certificate and private key in it (give the key "
+                    "with --tls-key / WSCTL_TLS_KEY)"
+                )
+            else:
+                problem = f"tls_cert {tls.cert} / tls_key {tls.key}: not a PEM certificate and key"
+            raise ConfigError(f"{problem} ({exc.reason or exc})") from None
+        except OSError as exc:
+            raise ConfigError(f"tls_cert {tls.cert}: cannot be read ({exc.strerror})") from None
+
+
+def tls_kwargs(tls: TlsOptions | None) -> dict[str, Any]:
+    """redis-py keyword arguments for ``tls`` (the same for a single node and for every node
+    of a cluster, including nodes learnt from the slot map); empty for plain TCP."""
+    if tls is None:
+        return {}
+    _check_tls_files(tls)
+    return {
+        "ssl": True,
+        "ssl_ca_certs": tls.ca_cert,
+        "ssl_certfile": tls.cert,
+        "ssl_keyfile": tls.key,
+        "ssl_cert_reqs": "none" if tls.insecure else "required",
+        "ssl_check_hostname": tls.check_hostname and not tls.insecure,
+    }
+
+
+def insecure_warning(target: Target) -> str | None:
+    """The warning for a target whose certificate is not verified (None when it is)."""
+    if target.tls is None or not target.tls.insecure:
+        return None
+    return (
+        f"TLS certificate verification is off for {target.describe()} (tls_insecure): the "
+        "server is not authenticated; anyone on the network path can read and change "
+        "registry traffic"
     )
 
 
@@ -113,7 +262,11 @@ def make_client(
         "socket_connect_timeout": 5.0,
         "retry": _retry(retries),
         "retry_on_error": [ConnectionError, TimeoutError],
+        **tls_kwargs(target.tls),
     }
+    warning = insecure_warning(target)
+    if warning:
+        log.warning("%s", warning)
     if target.kind == "cluster":
         cluster = RedisCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],
@@ -124,7 +277,7 @@ def make_client(
         return cluster
     if target.kind == "unix":
         return Redis(unix_socket_path=target.path, db=target.db, **common)
-    return Redis(host=target.host, port=target.port, db=target.db, ssl=target.ssl, **common)
+    return Redis(host=target.host, port=target.port, db=target.db, **common)
 
 
 def is_cluster(client: AsyncClient) -> bool:

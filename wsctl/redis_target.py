@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 else:  # redis is not imported at run time: this module stays light for --help
     AsyncClient = Any
 
-__all__ = ["AsyncClient", "Target", "redact_url", "split_url"]
+__all__ = ["AsyncClient", "Target", "TlsOptions", "redact_url", "split_url"]
 
 
 _URL_HINT = "percent-encode @ : / ? # in the password (%40 %3A %2F %3F %23) or set REDIS_PASSWORD"
@@ -69,6 +69,27 @@ def redact_url(url: str) -> str:
 
 
 @dataclass(frozen=True)
+class TlsOptions:
+    """How to speak TLS to Redis: every node of a cluster gets the same options.
+
+    ``ca_cert`` is a CA bundle (None: the system's trust store); ``cert``/``key`` a client
+    certificate for mutual TLS; ``insecure`` turns certificate and host name checks off;
+    ``check_hostname`` is False only when a URL asked for it (``ssl_check_hostname=false``).
+    """
+
+    ca_cert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    insecure: bool = False
+    check_hostname: bool = True
+
+    @property
+    def verifies(self) -> bool:
+        """True when the server's certificate chain is checked."""
+        return not self.insecure
+
+
+@dataclass(frozen=True)
 class Target:
     """Where Redis is, resolved from settings; ``describe()`` is safe to print."""
 
@@ -79,8 +100,13 @@ class Target:
     db: int = 0
     username: str | None = None
     password: str | None = None
-    ssl: bool = False
     nodes: tuple[tuple[str, int], ...] = ()
+    tls: TlsOptions | None = None
+
+    @property
+    def ssl(self) -> bool:
+        """True when every connection to this target speaks TLS."""
+        return self.tls is not None
 
     def describe(self) -> str:
         """The server(s) and user, without the password: for messages and logs."""
@@ -88,7 +114,8 @@ class Target:
         if self.kind == "unix":
             return f"unix://{user}{self.path}"
         if self.kind == "cluster":
-            return "cluster " + user + ",".join(f"{h}:{p}" for h, p in self.nodes)
+            tls = "(TLS) " if self.ssl else ""
+            return "cluster " + tls + user + ",".join(f"{h}:{p}" for h, p in self.nodes)
         scheme = "rediss" if self.ssl else "redis"
         return f"{scheme}://{user}{self.host}:{self.port}/{self.db}"
 

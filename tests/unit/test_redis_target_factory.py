@@ -133,3 +133,167 @@ def test_target_from_settings_refuses_a_malformed_url(url: str) -> None:
 def test_well_formed_urls_with_encoded_or_path_at_signs_still_work(url: str) -> None:
     target = target_from_settings(load_settings(env={"REDIS_URL": url}))
     assert target.password in (None, "p/w#d@x")
+
+
+# ------------------------------------------------------------------ TLS
+
+
+def _tls_target(env: dict[str, str], flags: dict[str, object] | None = None):  # type: ignore[no-untyped-def]
+    return target_from_settings(load_settings(flags, env=env))
+
+
+def test_rediss_url_and_tls_setting_both_give_tls_options() -> None:
+    from wsctl.redis_target import TlsOptions
+
+    assert _tls_target({"REDIS_URL": "rediss://h:1/0"}).tls == TlsOptions()
+    target = _tls_target({"REDIS_HOST": "h", "WSCTL_REDIS_TLS": "true"})
+    assert target.tls == TlsOptions() and target.describe() == "rediss://h:6379/0"
+    assert _tls_target({"REDIS_URL": "redis://h:1/0"}, {"redis_tls": True}).ssl
+    assert _tls_target({"REDIS_URL": "redis://h:1/0"}).tls is None
+
+
+def test_cluster_target_carries_tls_and_says_so() -> None:
+    env = {"REDIS_USE_CLUSTER": "1", "REDIS_NODES": "a:1,b:2", "WSCTL_REDIS_TLS": "1"}
+    target = _tls_target({**env, "WSCTL_TLS_CA_CERT": "/ca.pem"})
+    assert target.kind == "cluster" and target.tls is not None and target.tls.ca_cert == "/ca.pem"
+    assert target.describe() == "cluster (TLS) a:1,b:2"
+    url_cluster = _tls_target({"REDIS_URL": "rediss://a:1/0", "REDIS_USE_CLUSTER": "1"})
+    assert url_cluster.kind == "cluster" and url_cluster.ssl
+
+
+def test_url_query_form_maps_to_tls_options_and_settings_win() -> None:
+    url = (
+        "rediss://h:1/0?ssl_ca_certs=/q/ca.pem&ssl_certfile=/q/c.pem&ssl_keyfile=/q/k.pem"
+        "&ssl_check_hostname=false"
+    )
+    tls = _tls_target({"REDIS_URL": url}).tls
+    assert tls is not None
+    assert (tls.ca_cert, tls.cert, tls.key, tls.check_hostname) == (
+        "/q/ca.pem",
+        "/q/c.pem",
+        "/q/k.pem",
+        False,
+    )
+    tls = _tls_target({"REDIS_URL": url, "WSCTL_TLS_CA_CERT": "/s/ca.pem"}).tls
+    assert tls is not None and tls.ca_cert == "/s/ca.pem" and tls.cert == "/q/c.pem"
+    none = _tls_target({"REDIS_URL": "rediss://h:1/0?ssl_cert_reqs=none"}).tls
+    assert none is not None and none.insecure
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"REDIS_URL": "redis://h:1/0", "WSCTL_TLS_CA_CERT": "/ca.pem"}, "but TLS is off"),
+        ({"REDIS_HOST": "h", "WSCTL_TLS_INSECURE": "1"}, "tls_insecure is set"),
+        ({"REDIS_URL": "redis://h:1/0?ssl_ca_certs=/ca.pem"}, "?ssl_ca_certs="),
+        ({"REDIS_URL": "rediss://h:1/0", "WSCTL_REDIS_TLS": "0"}, "redis_tls is false"),
+        ({"REDIS_URL": "unix:///r.sock", "WSCTL_REDIS_TLS": "1"}, "unix socket"),
+        ({"REDIS_URL": "rediss://h:1/0", "WSCTL_TLS_KEY": "/k.pem"}, "without tls_cert"),
+        ({"REDIS_URL": "rediss://h:1/0?ssl_cert_reqs=maybe"}, "ssl_cert_reqs must be"),
+    ],
+)
+def test_inconsistent_tls_settings_are_config_errors(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle.replace("?", r"\?")):
+        _tls_target(env)
+
+
+def test_tls_kwargs_are_the_same_for_single_node_and_cluster(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import trustme
+
+    from wsctl.redis_factory import make_client, tls_kwargs
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    env = {"WSCTL_REDIS_TLS": "1", "WSCTL_TLS_CA_CERT": str(tmp_path / "ca.pem")}
+    single = _tls_target({**env, "REDIS_HOST": "h"})
+    cluster = _tls_target({**env, "REDIS_NODES": "a:1"})
+    assert (
+        tls_kwargs(single.tls)
+        == tls_kwargs(cluster.tls)
+        == {
+            "ssl": True,
+            "ssl_ca_certs": str(tmp_path / "ca.pem"),
+            "ssl_certfile": None,
+            "ssl_keyfile": None,
+            "ssl_cert_reqs": "required",
+            "ssl_check_hostname": True,
+        }
+    )
+    assert tls_kwargs(None) == {}
+    client = make_client(single)
+    kwargs = client.connection_pool.connection_kwargs  # type: ignore[union-attr]
+    assert kwargs["ssl_ca_certs"] == str(tmp_path / "ca.pem")
+    assert kwargs["ssl_cert_reqs"] == "required"
+
+
+def test_insecure_turns_every_check_off_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    from wsctl.redis_factory import insecure_warning, make_client, tls_kwargs
+
+    target = _tls_target({"REDIS_URL": "rediss://h:1/0", "WSCTL_TLS_INSECURE": "1"})
+    kwargs = tls_kwargs(target.tls)
+    assert kwargs["ssl_cert_reqs"] == "none" and kwargs["ssl_check_hostname"] is False
+    assert "verification is off for rediss://h:1/0" in (insecure_warning(target) or "")
+    with caplog.at_level("WARNING", logger="wsctl.redis"):
+        make_client(target)
+    assert any("verification is off" in r.getMessage() for r in caplog.records)
+    assert insecure_warning(_tls_target({"REDIS_URL": "rediss://h:1/0"})) is None
+
+
+def test_encrypted_client_key_is_refused_without_a_prompt(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import trustme
+    from cryptography.hazmat.primitives import serialization
+
+    from wsctl.redis_factory import tls_kwargs
+    from wsctl.redis_target import TlsOptions
+
+    issued = trustme.CA().issue_cert("client")
+    key = serialization.load_pem_private_key(issued.private_key_pem.bytes(), None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret-passphrase"),
+    )
+    (tmp_path / "k.pem").write_bytes(encrypted)
+    issued.cert_chain_pems[0].write_to_path(str(tmp_path / "c.pem"))
+    tls = TlsOptions(cert=str(tmp_path / "c.pem"), key=str(tmp_path / "k.pem"))
+    with pytest.raises(ConfigError, match="encrypted with a passphrase"):
+        tls_kwargs(tls)
+
+
+def test_tls_failures_are_told_apart_from_the_error_alone() -> None:
+    import ssl
+
+    from redis.exceptions import ConnectionError
+
+    from wsctl.redis_errors import tls_problem
+    from wsctl.redis_target import Target, TlsOptions
+
+    tls = Target("tcp", host="r.example", port=6380, tls=TlsOptions())
+    mtls = Target("tcp", host="r.example", port=6380, tls=TlsOptions(cert="/c.pem"))
+
+    def failure(text: str, cause: BaseException | None = None) -> ConnectionError:
+        exc = ConnectionError(text)
+        exc.__cause__ = cause
+        return exc
+
+    untrusted = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    untrusted.verify_code, untrusted.verify_message = 19, "self-signed certificate in chain"
+    assert "is not trusted (self-signed certificate in chain)" in (
+        tls_problem(tls, failure("Error 1 connecting", untrusted), probe=False) or ""
+    )
+    mismatch = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    mismatch.verify_code, mismatch.verify_message = 62, "Hostname mismatch"
+    assert "not valid for the host name" in (
+        tls_problem(tls, failure("x", mismatch), probe=False) or ""
+    )
+    required = failure("Error while reading: [SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] alert")
+    assert "requires a client certificate" in (tls_problem(tls, required, probe=False) or "")
+    bad = failure("Error while reading: [SSL: SSLV3_ALERT_BAD_CERTIFICATE] sslv3 alert")
+    assert "rejected the client certificate /c.pem (bad certificate)" in (
+        tls_problem(mtls, bad, probe=False) or ""
+    )
+    plain = failure("Error 1 connecting: [SSL: WRONG_VERSION_NUMBER] wrong version number")
+    assert "does not speak TLS" in (tls_problem(tls, plain, probe=False) or "")
+    assert tls_problem(tls, failure("Connection refused"), probe=False) is None
+    no_tls = Target("tcp", host="r.example", port=6380)
+    assert tls_problem(no_tls, failure("Connection closed by server."), probe=False) is None

@@ -107,7 +107,29 @@ def resolve_target(settings: Settings) -> Target:
         from wsctl.config import load_settings
 
         settings = load_settings(found.flags(), env={})
+    _show_redis_warnings()
     return target_from_settings(settings)
+
+
+def _show_redis_warnings() -> None:
+    """The client factory logs what an operator must see on every run (TLS verification
+    turned off) on the ``wsctl.redis`` logger: print those records as ``wsctl: warning:``
+    lines on stderr, once each, whatever logging the command configured (logging is imported
+    here, not at start-up)."""
+    import logging
+
+    logger = logging.getLogger("wsctl.redis")
+    if any(h.get_name() == "wsctl-cli-warnings" for h in logger.handlers):
+        return
+
+    class WarningLines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            err(f"wsctl: warning: {record.getMessage()}")
+
+    handler = WarningLines(logging.WARNING)
+    handler.set_name("wsctl-cli-warnings")
+    logger.addHandler(handler)
+    logger.propagate = False
 
 
 @contextlib.asynccontextmanager
