@@ -216,7 +216,7 @@ def test_a_key_that_is_not_the_certificates_is_a_config_error(tls: TlsSingle) ->
         WSCTL_TLS_CERT=str(pki.client_cert),  # type: ignore[attr-defined]
         WSCTL_TLS_KEY=str(pki.untrusted_client_key),  # type: ignore[attr-defined]
     )
-    _one_line_exit_3(invoke(["list", "robots"], env=env), "does not belong to the certificate")
+    _one_line_exit_3(invoke(["list", "robots"], env=env), "does not belong to tls_cert")
 
 
 def test_tls_options_without_tls_are_an_error_not_a_silent_plain_connection(
