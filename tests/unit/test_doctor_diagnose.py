@@ -86,8 +86,9 @@ def test_dead_owner_when_the_fleet_has_liveness_records_unknown_otherwise() -> N
     )
     assert Kind.DEAD_OWNER in {f.kind for f in diagnose(with_records, NOW, 90, "ws_conn:")}
     seed_fleet = facts(entries=entries, listening={"gw-gone": False})
-    (only,) = diagnose(seed_fleet, NOW, 90, "ws_conn:")
-    assert only.kind is Kind.UNKNOWN_OWNER and only.severity.value == "info"
+    found = {f.kind: f for f in diagnose(seed_fleet, NOW, 90, "ws_conn:")}
+    assert set(found) == {Kind.UNKNOWN_OWNER, Kind.NOT_CHECKED}
+    assert {f.severity.value for f in found.values()} == {"info"}
 
 
 def test_alive_but_not_subscribed_and_no_reply() -> None:
@@ -96,7 +97,39 @@ def test_alive_but_not_subscribed_and_no_reply() -> None:
         listening={"gw-z": False, "gw-s": True},
         no_reply={"gw-s"},
     )
-    assert kinds(diagnose(f, NOW, 90, "ws_conn:")) == ["no_reply", "not_subscribed"]
+    found = diagnose(f, NOW, 90, "ws_conn:")
+    assert kinds(found) == ["no_reply", "not_checked", "not_checked", "not_subscribed"]
+    unchecked = {f.instance_id: f.detail for f in found if f.kind is Kind.NOT_CHECKED}
+    assert "did not answer the inventory request" in unchecked["gw-s"]
+    assert "alive (fresh liveness record) but nobody listens" in unchecked["gw-z"]
+
+
+def test_doctor_says_which_checks_it_could_not_make_for_an_original_design_instance() -> None:
+    f = facts(
+        entries={"r1": entry("r1", "gw-a"), "r2": entry("r2", "orig-b", conn=None)},
+        records={"gw-a": record("gw-a")},
+        listening={"gw-a": True, "orig-b": False},
+        inventories={"gw-a": [Session("r1", "c", ASKED - 600)]},
+    )
+    found = [f for f in diagnose(f, NOW, 90, "ws_conn:") if f.kind is Kind.NOT_CHECKED]
+    (only,) = found
+    assert only.instance_id == "orig-b" and only.severity.value == "info"
+    assert only.detail.startswith(
+        "could not check its sockets against the registry (ghosts, orphans, split owners) "
+        "and its liveness: orig-b does not speak wsctl's control protocol"
+    )
+    assert "docs/protocol.md" in only.fix and "FastAPI adapter" in only.fix
+
+
+def test_an_instance_without_a_liveness_record_that_listens_misses_only_that_check() -> None:
+    f = facts(
+        entries={"r1": entry("r1", "gw-a")},
+        listening={"gw-a": True},
+        inventories={"gw-a": [Session("r1", "c", ASKED - 600)]},
+    )
+    (only,) = diagnose(f, NOW, 90, "ws_conn:")
+    assert only.kind is Kind.NOT_CHECKED
+    assert only.detail == "could not check its liveness: it writes no liveness record"
 
 
 def test_clock_skew_malformed_and_stale() -> None:

@@ -61,6 +61,28 @@ def simulate(
         list[str] | None,
         typer.Option("--slo", help="Objective like 'p99<50ms', 'lost==0' (repeatable)."),
     ] = None,
+    robot_heartbeat: Annotated[
+        str | None,
+        typer.Option(
+            "--robot-heartbeat",
+            help="Robots send this text as an application heartbeat (for gateways that refresh "
+            "last_heartbeat only when a robot sends a message, like the original design's).",
+        ),
+    ] = None,
+    robot_heartbeat_every: Annotated[
+        float | None,
+        typer.Option(
+            "--robot-heartbeat-every", help="Seconds between a robot's heartbeats (default 5)."
+        ),
+    ] = None,
+    require_delivery: Annotated[
+        bool,
+        typer.Option(
+            "--require-delivery",
+            help="Fail at once when an instance does not listen on its control channel "
+            "(by default deliver is skipped for them).",
+        ),
+    ] = False,
     junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here.")] = None,
     sandbox_gateways: Annotated[
         int, typer.Option("--sandbox-gateways", min=1, help="Gateways in an auto-started sandbox.")
@@ -72,10 +94,13 @@ def simulate(
 
     With no --gateway and no Redis configured, a sandbox is started: an embedded Redis and two
     gateway processes on loopback, torn down afterwards. With Redis configured but no --gateway,
-    the alive gateways are found from their liveness records. Exit 0 only when every phase and
+    the alive gateways are found from their liveness records. Gateways that do not speak the
+    control protocol (docs/protocol.md) are found before the deliver phase, which is then
+    skipped for their robots (--require-delivery: failed). Exit 0 only when every phase and
     every --slo holds, 1 otherwise (the failed checks are named).
 
-    Example: wsctl simulate --robots 200 --slo 'p99<50ms' --slo 'lost==0'
+    Example: wsctl simulate --robots 200 --slo 'p99<50ms' --slo 'lost==0';
+    wsctl simulate --gateway ws://a:8000 --gateway ws://b:8000 --robot-heartbeat '{"type":"hb"}'
     """
     from wsctl.ops.simulate import SimulateOptions, parse_slo
 
@@ -84,6 +109,10 @@ def simulate(
         raise UsageError("--ramp, --rate and --churn must not be negative")
     if duration is not None and duration <= 0:
         raise UsageError("--duration must be greater than 0")
+    if robot_heartbeat_every is not None and robot_heartbeat is None:
+        raise UsageError("--robot-heartbeat-every goes with --robot-heartbeat TEXT")
+    if robot_heartbeat_every is not None and robot_heartbeat_every <= 0:
+        raise UsageError("--robot-heartbeat-every must be greater than 0")
     slos = [parse_slo(text) for text in slo or []]
     for url in gateway or []:
         if not url.startswith(("ws://", "wss://")):
@@ -100,6 +129,10 @@ def simulate(
         processes=processes,
         auth_secret=auth_secret,
         slos=slos,
+        robot_heartbeat=robot_heartbeat,
+        robot_heartbeat_every=robot_heartbeat_every or 5.0,
+        require_delivery=require_delivery,
+        liveness_timeout=settings.timeout,
     )
     report = _run_simulation(settings, options, duration, sandbox_gateways)
     if output == "json":
@@ -113,6 +146,9 @@ def simulate(
     if not report.ok:
         err(f"simulate: FAILED: {', '.join(report.failed)}")
         raise typer.Exit(EXIT_NEGATIVE)
+    skipped = [p.name for p in report.phases if p.skipped]
+    if skipped:
+        err(f"simulate: passed, but not checked: {', '.join(skipped)} (see the detail above)")
 
 
 def _run_simulation(
@@ -200,7 +236,7 @@ def _print_report(report: SimulateReport) -> None:
     rows = [
         {
             "phase": p.name,
-            "result": "ok" if p.ok else "FAIL",
+            "result": "SKIP" if p.skipped else "ok" if p.ok else "FAIL",
             "seconds": f"{p.seconds:.2f}",
             "detail": p.detail,
         }
@@ -217,7 +253,7 @@ def _print_report(report: SimulateReport) -> None:
     ]
 
     def style(row: dict[str, Any]) -> str | None:
-        return "green" if row["result"] == "ok" else "red"
+        return {"ok": "green", "SKIP": "yellow"}.get(row["result"], "red")
 
     render(
         rows,
@@ -243,25 +279,30 @@ def _print_report(report: SimulateReport) -> None:
 
 
 def write_junit(report: SimulateReport, path: Path) -> None:
-    """One testsuite, a testcase per phase and per SLO, failures with their detail."""
+    """One testsuite, a testcase per phase and per SLO, failures and skips with their detail."""
     import xml.etree.ElementTree as ET
 
-    cases = [(p.name, p.ok, p.detail, p.seconds) for p in report.phases]
-    cases += [(f"slo {s['slo']}", s["ok"], f"actual {s['actual']}", 0.0) for s in report.slos]
+    cases = [(p.name, p.status, p.detail, p.seconds) for p in report.phases]
+    cases += [
+        (f"slo {s['slo']}", "passed" if s["ok"] else "failed", f"actual {s['actual']}", 0.0)
+        for s in report.slos
+    ]
     suite = ET.Element(
         "testsuite",
         name=f"wsctl.simulate.{report.run_id}",
         tests=str(len(cases)),
-        failures=str(sum(1 for c in cases if not c[1])),
+        failures=str(sum(1 for c in cases if c[1] == "failed")),
+        skipped=str(sum(1 for c in cases if c[1] == "skipped")),
         time=f"{sum(c[3] for c in cases):.3f}",
     )
-    for name, ok, detail, seconds in cases:
+    for name, status, detail, seconds in cases:
         case = ET.SubElement(
             suite, "testcase", classname="wsctl.simulate", name=name, time=f"{seconds:.3f}"
         )
-        if not ok:
-            failure = ET.SubElement(case, "failure", message=detail[:200])
-            failure.text = detail
+        if status != "passed":
+            tag = "failure" if status == "failed" else "skipped"
+            element = ET.SubElement(case, tag, message=detail[:200])
+            element.text = detail
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)

@@ -17,9 +17,11 @@ from enum import StrEnum
 from typing import Any
 
 from wsctl.instances import InstanceRecord, Liveness, iter_records, liveness
+from wsctl.ops.compat import Participation, classify, explain, how_to_join, writes_conn_id
 from wsctl.ops.control import Unreachable, gather_requests, is_listening, request
 from wsctl.protocol import Envelope, Op, Reply, Status
 from wsctl.redis_topology import cluster_facts, keys_per_node
+from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONNECTED_AT, Entry, State, assess, utcnow
 from wsctl.registry.store import FENCE_FIELDS, RegistryStore
 
@@ -56,6 +58,7 @@ class Kind(StrEnum):
     PREFIX_COLLISION = "prefix_collision"
     UNCOVERED_SLOTS = "uncovered_slots"
     ROBOT_UNREACHABLE = "robot_unreachable"
+    NOT_CHECKED = "not_checked"
 
 
 SAFE_FIXES = frozenset({Kind.GHOST, Kind.ORPHAN})
@@ -102,6 +105,42 @@ class Facts:
     asked_at: float = 0.0
     cluster: dict[str, Any] | None = None
     keys_per_node: dict[str, int] = field(default_factory=dict)
+    keyspace: Keyspace = field(default_factory=Keyspace)
+
+
+# What doctor checks of an instance, by the names ``not_checked`` lists when it could not.
+CHECK_SOCKETS = "sockets"  # its socket inventory against the registry (ghosts, orphans, splits)
+CHECK_LIVENESS = "liveness"  # its liveness record
+CHECK_PING = "robot_ping"  # doctor ROBOT: a WebSocket ping through it
+_CHECK_TEXT = {
+    CHECK_SOCKETS: "its sockets against the registry (ghosts, orphans, split owners)",
+    CHECK_LIVENESS: "its liveness",
+    CHECK_PING: "a ping of the robot through it",
+}
+
+
+def not_checked(facts: Facts, instance_id: str, state: Liveness) -> list[str]:
+    """The checks doctor could not make for ``instance_id``."""
+    missing = []
+    if instance_id not in facts.inventories:
+        missing.append(CHECK_SOCKETS)
+    if state is Liveness.UNKNOWN:
+        missing.append(CHECK_LIVENESS)
+    return missing
+
+
+def _not_checked_finding(
+    instance_id: str, checks: list[str], why: str, participation: Participation
+) -> Finding:
+    what = " and ".join(_CHECK_TEXT[c] for c in checks)
+    joins = participation in (Participation.NO_CONTROL_PROTOCOL, Participation.DOWN_OR_UNKNOWN)
+    return Finding(
+        Kind.NOT_CHECKED,
+        Severity.INFO,
+        f"could not check {what}: {why}",
+        how_to_join() if joins else "see this instance's other findings",
+        instance_id=instance_id,
+    )
 
 
 def _epoch(moment: datetime | None) -> float:
@@ -115,6 +154,7 @@ def diagnose(facts: Facts, now: datetime, timeout: float, prefix: str) -> list[F
     instances = owners | set(facts.records) | set(facts.inventories)
     live = {i: liveness(facts.records.get(i), now, timeout) for i in instances}
     fleet_has_records = bool(facts.records)
+    conn_ids = writes_conn_id(facts.entries.values())
 
     for instance_id in sorted(instances):
         state = live[instance_id]
@@ -139,6 +179,20 @@ def diagnose(facts: Facts, now: datetime, timeout: float, prefix: str) -> list[F
                     instance_id=instance_id,
                 )
             )
+        checks = not_checked(facts, instance_id, state)
+        if checks:
+            listening = facts.listening.get(instance_id, False)
+            participation = classify(listening, state, conn_ids.get(instance_id))
+            why = (
+                "it listens on its control channel but did not answer the inventory request"
+                if instance_id in facts.no_reply
+                else "it writes no liveness record"
+                if listening
+                else explain(
+                    instance_id, facts.keyspace.control_channel(instance_id), participation
+                )
+            )
+            out.append(_not_checked_finding(instance_id, checks, why, participation))
         count = sum(1 for e in facts.entries.values() if e.instance_id == instance_id)
         if count and state is not Liveness.ALIVE and not facts.listening.get(instance_id, False):
             if fleet_has_records:
@@ -304,7 +358,7 @@ def _sessions(reply: Reply) -> list[Session]:
 
 async def gather(store: RegistryStore, timeout: float) -> Facts:
     """Read the registry, liveness records, subscriber counts and every live inventory."""
-    facts = Facts()
+    facts = Facts(keyspace=store.keys)
     async for record in iter_records(store.client, store.keys, store.unreachable):
         facts.records[record.instance_id] = record
     facts.asked_at = time.time()
@@ -371,6 +425,9 @@ class DoctorReport:
                 "listening": facts.listening.get(i, False),
                 "entries": owned.get(i, 0),
                 "sockets": len(facts.inventories[i]) if i in facts.inventories else None,
+                "not_checked": not_checked(
+                    facts, i, liveness(facts.records.get(i), self.now, self.timeout)
+                ),
             }
             for i in names
         ]
@@ -492,7 +549,21 @@ async def doctor_robot(store: RegistryStore, robot_id: str, timeout: float) -> d
         listening = await is_listening(store.client, store.keys, owner)
         result["owner_liveness"] = state.value
         result["owner_listening"] = listening
-        if not listening:
+        participation = classify(listening, state, bool(entry.conn_id) if entry else None)
+        checks = ([] if listening else [CHECK_SOCKETS, CHECK_PING]) + (
+            [CHECK_LIVENESS] if state is Liveness.UNKNOWN else []
+        )
+        result["not_checked"] = checks
+        why = (
+            "it writes no liveness record"
+            if listening
+            else explain(owner, store.keys.control_channel(owner), participation)
+        )
+        if checks:
+            findings.append(_not_checked_finding(owner, checks, why, participation))
+        if participation is Participation.NO_CONTROL_PROTOCOL:
+            pass  # an original-design owner is not dead for not listening: it never does
+        elif not listening:
             kind = Kind.DEAD_OWNER if state is not Liveness.ALIVE else Kind.NOT_SUBSCRIBED
             add(
                 kind,

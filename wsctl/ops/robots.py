@@ -5,7 +5,9 @@ queues). :class:`ProcessSwarm` runs a swarm in a worker process and speaks to it
 ``simulate --processes P`` can use every core; both expose the same async methods.
 
 Messages carry ``{"sim": run, "n": seq, "t": epoch seconds, "p": padding}``; each robot checks
-they belong to its run, arrive in order and once, and records the end-to-end latency.
+they belong to its run, arrive in order and once, and records the end-to-end latency. With a
+``heartbeat`` of ``(text, every)``, every open robot also sends ``text`` once per ``every``
+seconds (spread over the period), as robots of gateways that count a message as a heartbeat do.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 from wsctl.ops.histogram import Histogram
 
 CONNECT_TIMEOUT = 10.0
+HEARTBEAT_SLICES = 10  # the robots' heartbeats are spread over this many ticks per period
+Heartbeat = tuple[str, float]  # (text, every seconds)
 
 
 @dataclass
@@ -45,13 +49,35 @@ def make_message(run_id: str, seq: int, padding: int = 0) -> str:
 class RobotSwarm:
     """Robots of one simulation run in this process."""
 
-    def __init__(self, run_id: str, auth_secret: str | None = None) -> None:
+    def __init__(
+        self, run_id: str, auth_secret: str | None = None, heartbeat: Heartbeat | None = None
+    ) -> None:
         self.run_id = run_id
         self.auth_secret = auth_secret
         self.robots: dict[str, RobotState] = {}
         self.connect_hist = Histogram()
         self.latency = Histogram()
         self.connect_failures: dict[str, str] = {}
+        self.heartbeat = heartbeat
+        self.heartbeats_sent = 0
+        self._beat_task: asyncio.Task[None] | None = None
+
+    async def _beat(self, text: str, every: float) -> None:
+        """Send ``text`` from every open robot once per ``every`` seconds, a slice of the robots
+        per tick; runs until :meth:`close_all` cancels it."""
+        tick = 0
+        while True:
+            await asyncio.sleep(every / HEARTBEAT_SLICES)
+            due = [
+                r.ws
+                for i, r in enumerate(self.robots.values())
+                if i % HEARTBEAT_SLICES == tick % HEARTBEAT_SLICES
+                and r.ws is not None
+                and r.close_code is None
+            ]
+            tick += 1
+            results = await asyncio.gather(*(ws.send(text) for ws in due), return_exceptions=True)
+            self.heartbeats_sent += sum(1 for r in results if r is None)
 
     def _url(self, base: str, robot_id: str) -> str:
         from urllib.parse import quote
@@ -113,6 +139,8 @@ class RobotSwarm:
         """Connect ``(robot_id, gateway_url)`` pairs, starting at most ``rate`` per second."""
         interval = 1.0 / rate if rate > 0 else 0.0
         started = time.perf_counter()
+        if self.heartbeat is not None and self._beat_task is None:
+            self._beat_task = asyncio.create_task(self._beat(*self.heartbeat))
         pending: list[asyncio.Task[bool]] = []
         for i, (robot_id, base) in enumerate(assignments):
             robot = self.robots.setdefault(robot_id, RobotState(robot_id))
@@ -144,6 +172,11 @@ class RobotSwarm:
             robot.task = None
 
     async def close_all(self) -> None:
+        if self._beat_task is not None:
+            self._beat_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat_task
+            self._beat_task = None
         await asyncio.gather(*(self._close_robot(r) for r in self.robots.values()))
 
     def open_count(self) -> int:
@@ -159,6 +192,7 @@ class RobotSwarm:
             "latency": self.latency.to_json(),
             "connect_failures": dict(list(self.connect_failures.items())[:50]),
             "connect_failed": len(self.connect_failures),
+            "heartbeats_sent": self.heartbeats_sent,
             "robots": {
                 r.robot_id: {
                     "received": r.received,
@@ -176,7 +210,9 @@ class RobotSwarm:
 # --------------------------------------------------------------------- worker processes
 
 
-def _worker_main(conn: Any, run_id: str, auth_secret: str | None) -> None:
+def _worker_main(
+    conn: Any, run_id: str, auth_secret: str | None, heartbeat: Heartbeat | None = None
+) -> None:
     """Entry point of a swarm worker process: executes commands from the pipe."""
 
     from wsctl.system import raise_fd_limit
@@ -184,7 +220,7 @@ def _worker_main(conn: Any, run_id: str, auth_secret: str | None) -> None:
     raise_fd_limit()
 
     async def serve() -> None:
-        swarm = RobotSwarm(run_id, auth_secret)
+        swarm = RobotSwarm(run_id, auth_secret, heartbeat)
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -208,13 +244,15 @@ def _worker_main(conn: Any, run_id: str, auth_secret: str | None) -> None:
 class ProcessSwarm:
     """A :class:`RobotSwarm` in a worker process, driven over a pipe."""
 
-    def __init__(self, run_id: str, auth_secret: str | None = None) -> None:
+    def __init__(
+        self, run_id: str, auth_secret: str | None = None, heartbeat: Heartbeat | None = None
+    ) -> None:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self.process = ctx.Process(
-            target=_worker_main, args=(child, run_id, auth_secret), daemon=True
+            target=_worker_main, args=(child, run_id, auth_secret, heartbeat), daemon=True
         )
         self.process.start()
         self._lock = asyncio.Lock()

@@ -13,11 +13,13 @@ from wsctl.errors import (
     EXIT_TIMEOUT,
     EXIT_UNREACHABLE,
 )
-from wsctl.ops.control import Unreachable, request
-from wsctl.protocol import Envelope, Op, Reply
+from wsctl.instances import get_record, liveness
+from wsctl.ops.compat import classify, explain
+from wsctl.ops.control import Unreachable, is_listening, request
+from wsctl.protocol import Envelope, Op, Reply, Status
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
-from wsctl.registry.model import F_INSTANCE_ID
+from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID, utcnow
 
 NOT_REGISTERED = "not_registered"
 TIMEOUT = "timeout"
@@ -80,6 +82,20 @@ class SendOutcome:
         return text
 
 
+async def why_unreachable(
+    client: AsyncClient,
+    keys: Keyspace,
+    instance_id: str,
+    writes_conn_id: bool | None,
+    timeout: float,
+) -> str:
+    """Why nothing can be sent through ``instance_id`` (see :mod:`wsctl.ops.compat`)."""
+    record = await get_record(client, keys, instance_id)
+    listening = await is_listening(client, keys, instance_id)
+    participation = classify(listening, liveness(record, utcnow(), timeout), writes_conn_id)
+    return explain(instance_id, keys.control_channel(instance_id), participation)
+
+
 async def send_message(
     client: AsyncClient,
     keys: Keyspace,
@@ -88,31 +104,37 @@ async def send_message(
     *,
     via: str | None = None,
     timeout: float = 5.0,
+    liveness_timeout: float = 90.0,
 ) -> SendOutcome:
-    """Send ``message`` to ``robot_id``: to its registered owner, or injected at ``via``."""
+    """Send ``message`` to ``robot_id``: to its registered owner, or injected at ``via``.
+
+    When the target (or, through ``via``, the owner) does not listen on its control channel,
+    the outcome says why: alive but unsubscribed, down, or a gateway that does not speak the
+    control protocol (``liveness_timeout`` judges its liveness record)."""
     started = time.perf_counter()
     target = via
+    owner, conn_id = await client.hmget(keys.conn_key(robot_id), [F_INSTANCE_ID, F_CONN_ID])
     if target is None:
-        owner = await client.hget(keys.conn_key(robot_id), F_INSTANCE_ID)
         if not owner:
             return SendOutcome(NOT_REGISTERED, robot_id, None, False, "no registry entry")
         target = str(owner)
+    writes_conn_id = bool(conn_id) if owner else None
     envelope = Envelope(op=Op.SEND, robot_id=robot_id, message=message, origin="cli")
     try:
         reply = await request(client, keys, target, envelope, timeout)
     except Unreachable:
-        return SendOutcome(
-            UNREACHABLE,
-            robot_id,
-            target,
-            via is not None,
-            f"{target} is not listening on its control channel",
-        )
+        known = writes_conn_id if target == owner else None
+        why = await why_unreachable(client, keys, target, known, liveness_timeout)
+        return SendOutcome(UNREACHABLE, robot_id, target, via is not None, why)
     elapsed = (time.perf_counter() - started) * 1000
     if reply is None:
         return SendOutcome(
             TIMEOUT, robot_id, target, via is not None, f"no reply within {timeout:g}s"
         )
+    reason: str | None = reply.reason
+    if reply.status is Status.INSTANCE_UNREACHABLE and owner and str(owner) != target:
+        # forwarded to an owner that does not listen: say what kind of instance it is
+        reason = await why_unreachable(client, keys, str(owner), writes_conn_id, liveness_timeout)
     return SendOutcome(
-        reply.status.value, robot_id, target, via is not None, reply.reason, reply, elapsed
+        reply.status.value, robot_id, target, via is not None, reason, reply, elapsed
     )

@@ -1,7 +1,9 @@
 """``wsctl simulate``: real robots over real WebSockets, checking the fleet and its registry.
 
 Phases (each a pass/fail check): connect, registered, deliver, heartbeat, churn (optional),
-disconnect. Robot ids are ``sim-<run>-<n>`` so runs never collide; whatever happens, the run's
+disconnect. Deliver is skipped (or, with ``require_delivery``, failed at once) when instances
+do not listen on their control channel, e.g. gateways written the original design's way; their
+robots can send an application heartbeat (``robot_heartbeat``), as such fleets need. Robot ids are ``sim-<run>-<n>`` so runs never collide; whatever happens, the run's
 robots disconnect and the run's registry entries are removed (compare-and-delete), never other
 robots'. Returns a :class:`SimulateReport`; printing is the CLI's job.
 """
@@ -21,12 +23,15 @@ from functools import partial
 from typing import Any
 
 from wsctl.errors import UsageError
+from wsctl.instances import get_record, liveness
+from wsctl.ops.compat import Participation, classify, explain, writes_conn_id
+from wsctl.ops.control import is_listening
 from wsctl.ops.histogram import Histogram
 from wsctl.ops.robots import ProcessSwarm, RobotSwarm, make_message
 from wsctl.protocol import Envelope, Op, ProtocolError, decode_reply, encode
 from wsctl.redis_pubsub import publish_many, subscription
 from wsctl.redis_topology import refresh_topology
-from wsctl.registry.model import Entry
+from wsctl.registry.model import Entry, utcnow
 from wsctl.registry.store import RegistryStore
 
 Progress = Callable[[str, str], None]
@@ -103,20 +108,41 @@ class SimulateOptions:
     slos: list[Slo] = field(default_factory=list)
     deliver_timeout: float = 30.0
     settle_timeout: float = 10.0
+    # robots send this text frame every robot_heartbeat_every seconds (None: they send nothing)
+    robot_heartbeat: str | None = None
+    robot_heartbeat_every: float = 5.0
+    require_delivery: bool = False  # instances that do not listen fail deliver instead of skipping
+    liveness_timeout: float = 90.0  # judges the gateways' liveness records
+
+
+# Instances whose robots the deliver phase skips: they do not take part in the control protocol
+# (robots of this run connected to them, so they are up). An instance with a fresh liveness
+# record that does not listen is a wsctl-protocol gateway in trouble: deliver checks it, and fails.
+NOT_SPEAKING = frozenset({Participation.NO_CONTROL_PROTOCOL, Participation.DOWN_OR_UNKNOWN})
+
+
+class PhaseSkipped(Exception):
+    """Raised by a phase that cannot be checked against this fleet; the message says why."""
 
 
 @dataclass
 class Phase:
     name: str
-    ok: bool
+    ok: bool  # False only when the check failed (a skipped phase is ok, and says why)
     detail: str
     seconds: float
     metrics: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False
+
+    @property
+    def status(self) -> str:
+        return "skipped" if self.skipped else "passed" if self.ok else "failed"
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "ok": self.ok,
+            "status": self.status,
             "detail": self.detail,
             "seconds": round(self.seconds, 3),
             "metrics": self.metrics,
@@ -164,6 +190,7 @@ class SimulateReport:
             "connect_ms": self.connect_ms,
             "slos": self.slos,
             "failed": self.failed,
+            "skipped": [p.name for p in self.phases if p.skipped],
             "cleaned_up": self.cleaned_up,
             "error": self.error,
         }
@@ -223,6 +250,10 @@ class Simulation:
         self.next_seq: dict[str, int] = {}
         self.redis_errors = 0
         self.unsent = 0
+        # instances that do not listen on their control channel -> why (found before deliver)
+        self.not_listening: dict[str, str] = {}
+        self.participation: dict[str, Participation] = {}
+        self.seen_entries: dict[str, Entry] = {}
 
     # ---------------------------------------------------------------- helpers
     async def _stats(self) -> dict[str, Any]:
@@ -306,14 +337,45 @@ class Simulation:
     async def _phase(self, name: str, body: Callable[[], Any]) -> Phase:
         self.progress(name, "running")
         started = time.perf_counter()
+        skipped = False
         try:
             ok, detail, metrics = await body()
+        except PhaseSkipped as exc:
+            ok, detail, metrics, skipped = True, str(exc), {}, True
         except Exception as exc:
             ok, detail, metrics = False, f"{type(exc).__name__}: {exc}"[:300], {}
-        phase = Phase(name, ok, detail, time.perf_counter() - started, metrics)
+        phase = Phase(name, ok, detail, time.perf_counter() - started, metrics, skipped)
         self.report.phases.append(phase)
-        self.progress(name, ("ok: " if ok else "FAILED: ") + detail)
+        self.progress(name, ("skipped: " if skipped else "ok: " if ok else "FAILED: ") + detail)
         return phase
+
+    async def check_listeners(self) -> None:
+        """Find the instances of this run that nobody listens for on their control channel,
+        and what kind they are (see :mod:`wsctl.ops.compat`), before anything is sent."""
+        keys = self.store.keys
+        conn_ids = writes_conn_id(self.seen_entries.values())
+        now = utcnow()
+        for instance_id in sorted(set(self.instance_of_url.values())):
+            listening = await self._retrying(
+                partial(is_listening, self.store.client, keys, instance_id), "listeners"
+            )
+            record = await self._retrying(
+                partial(get_record, self.store.client, keys, instance_id), "liveness records"
+            )
+            state = liveness(record, now, self.options.liveness_timeout)
+            kind = classify(listening, state, conn_ids.get(instance_id))
+            self.participation[instance_id] = kind
+            if kind in NOT_SPEAKING:
+                self.not_listening[instance_id] = explain(
+                    instance_id, keys.control_channel(instance_id), kind
+                )
+
+    def _not_listening_text(self) -> str:
+        urls = {i: u for u, i in self.instance_of_url.items()}
+        names = ", ".join(f"{i} ({urls.get(i, '?')})" for i in self.not_listening)
+        first = next(iter(self.not_listening.values()), "")
+        count = len(self.not_listening)
+        return f"{count} instance(s) do not listen on their control channel: {names}; e.g. {first}"
 
     # ---------------------------------------------------------------- phases
     async def phase_connect(self) -> tuple[bool, str, dict[str, Any]]:
@@ -351,7 +413,7 @@ class Simulation:
     async def phase_registered(self) -> tuple[bool, str, dict[str, Any]]:
         deadline = time.monotonic() + self.options.settle_timeout
         while True:
-            entries = await self._entries()
+            entries = self.seen_entries = await self._entries()
             missing = [r for r in self.robot_ids if r not in entries or not entries[r].instance_id]
             if not missing or time.monotonic() > deadline:
                 break
@@ -392,10 +454,16 @@ class Simulation:
 
     async def phase_deliver(self) -> tuple[bool, str, dict[str, Any]]:
         opts = self.options
-        instances = sorted(set(self.instance_of_url.values()))
+        if self.not_listening and opts.require_delivery:
+            return False, "delivery required, but " + self._not_listening_text(), {}
+        instances = sorted(set(self.instance_of_url.values()) - set(self.not_listening))
+        if not instances:
+            raise PhaseSkipped("not checked: " + self._not_listening_text())
+        # robots on instances that do not listen cannot be reached through the control channel
+        robot_ids = [r for r in self.robot_ids if self.instance_of_url[self.url_of[r]] in instances]
         sends: list[tuple[str, str, int]] = []
         via_owner = 0
-        for n, robot_id in enumerate(self.robot_ids):
+        for n, robot_id in enumerate(robot_ids):
             owner = self.instance_of_url[self.url_of[robot_id]]
             others = [i for i in instances if i != owner]
             # three of four robots get their messages through a non-owner instance (forwarding)
@@ -416,7 +484,7 @@ class Simulation:
         stats = await self._stats()
         self.report.latency_ms = stats["latency"].summary_ms()
         delivered = duplicated = out_of_order = 0
-        for robot_id in self.robot_ids:
+        for robot_id in robot_ids:
             got = stats["robots"][robot_id]["received"]
             delivered += len(set(got) & self.expected[robot_id])
             duplicated += len(got) - len(set(got))
@@ -430,7 +498,8 @@ class Simulation:
             "duplicated": duplicated,
             "out_of_order": out_of_order,
             "via_owner": via_owner * opts.messages,
-            "via_other": (len(self.robot_ids) - via_owner) * opts.messages,
+            "via_other": (len(robot_ids) - via_owner) * opts.messages,
+            "robots_not_tested": len(self.robot_ids) - len(robot_ids),
             "replies": dict(statuses),
             "unsent": self.unsent,
             "redis_errors": self.redis_errors,
@@ -444,6 +513,18 @@ class Simulation:
         )
         if not ok and self.replies.reasons:
             detail += f" (e.g. {self.replies.reasons.most_common(1)[0][0]})"
+        if self.not_listening:
+            detail += (
+                f"; {len(self.robot_ids) - len(robot_ids)} robots not tested: "
+                + self._not_listening_text()
+            )
+        troubled = [
+            explain(i, self.store.keys.control_channel(i), kind)
+            for i, kind in self.participation.items()
+            if kind is Participation.ALIVE_NOT_LISTENING
+        ]
+        if troubled and not ok:
+            detail += "; " + "; ".join(troubled)
         return ok, detail, metrics
 
     async def phase_heartbeat(self) -> tuple[bool, str, dict[str, Any]]:
@@ -456,14 +537,44 @@ class Simulation:
             stuck = [
                 r for r in stuck if r not in now or now[r].fields.get("last_heartbeat") == before[r]
             ]
-        metrics = {"advanced": len(before) - len(stuck), "not_advanced": len(stuck)}
+        metrics = {
+            "advanced": len(before) - len(stuck),
+            "not_advanced": len(stuck),
+            "robot_heartbeats_sent": sum(
+                int(p.get("heartbeats_sent", 0)) for p in await self._swarm_parts()
+            ),
+        }
         if stuck:
-            return (
-                False,
-                f"{len(stuck)} robots' last_heartbeat did not advance within {self.options.duration:g}s",
-                metrics,
+            detail = (
+                f"{len(stuck)} robots' last_heartbeat did not advance within "
+                f"{self.options.duration:g}s"
             )
+            return False, detail + self._heartbeat_hint(stuck), metrics
         return True, "every last_heartbeat advanced", metrics
+
+    async def _swarm_parts(self) -> list[dict[str, Any]]:
+        return [await swarm.snapshot() for swarm in self.swarms]
+
+    def _heartbeat_hint(self, stuck: list[str]) -> str:
+        """Why heartbeats did not advance, when the robots' gateways do not speak wsctl's
+        protocol: such gateways refresh last_heartbeat only when a robot sends a message."""
+        foreign = set(self.not_listening)
+        on_foreign = [r for r in stuck if self.instance_of_url.get(self.url_of[r]) in foreign]
+        if not on_foreign:
+            return ""
+        names = ", ".join(sorted({self.instance_of_url[self.url_of[r]] for r in on_foreign}))
+        if self.options.robot_heartbeat is None:
+            return (
+                f"; {len(on_foreign)} of them are on {names}, which do not speak wsctl's "
+                "control protocol: such gateways refresh last_heartbeat only when a robot "
+                "sends a message, and these robots sent none; rerun with --robot-heartbeat "
+                "TEXT (what your robots send as a heartbeat)"
+            )
+        return (
+            f"; {len(on_foreign)} of them are on {names}, which do not speak wsctl's control "
+            f"protocol and did not refresh last_heartbeat when the robots sent "
+            f"{self.options.robot_heartbeat!r} every {self.options.robot_heartbeat_every:g}s"
+        )
 
     async def phase_churn(self) -> tuple[bool, str, dict[str, Any]]:
         opts = self.options
@@ -482,6 +593,9 @@ class Simulation:
             if await self.swarms[self.swarm_of[robot_id]].reconnect(robot_id, new_url):
                 self.url_of[robot_id] = new_url
                 churned[robot_id] = new_url
+                if self.not_listening:
+                    await asyncio.sleep(interval)
+                    continue  # no messages: not every instance listens (see the detail)
                 # a message right after the move, injected at a random instance
                 seq = self._next_seq(robot_id)
                 via = self.instance_of_url[self.rng.choice(gateways)]
@@ -523,11 +637,16 @@ class Simulation:
             "unaccounted": unaccounted,
         }
         ok = not not_following and reconnect_failed == 0 and unaccounted == 0
+        messages = (
+            f"churn messages: {delivered} delivered, {refused} refused with a reply, "
+            f"{unaccounted} unaccounted"
+            if not self.not_listening
+            else "no churn messages sent: " + self._not_listening_text()
+        )
         return (
             ok,
             f"{len(churned)} robots moved, registry followed "
-            f"{len(churned) - len(not_following)}/{len(churned)}; churn messages: "
-            f"{delivered} delivered, {refused} refused with a reply, {unaccounted} unaccounted",
+            f"{len(churned) - len(not_following)}/{len(churned)}; {messages}",
             metrics,
         )
 
@@ -552,11 +671,16 @@ class Simulation:
     async def run(self) -> SimulateReport:
         opts = self.options
         try:
+            beat = (
+                (opts.robot_heartbeat, opts.robot_heartbeat_every)
+                if opts.robot_heartbeat is not None
+                else None
+            )
             for _ in range(opts.processes if opts.processes > 1 else 1):
                 self.swarms.append(
-                    ProcessSwarm(self.run_id, opts.auth_secret)
+                    ProcessSwarm(self.run_id, opts.auth_secret, beat)
                     if opts.processes > 1
-                    else RobotSwarm(self.run_id, opts.auth_secret)
+                    else RobotSwarm(self.run_id, opts.auth_secret, beat)
                 )
             await self.replies.start()
             steps = [
@@ -568,9 +692,14 @@ class Simulation:
             if opts.churn > 0:
                 steps.append(("churn", self.phase_churn))
             for name, body in steps:
+                if name == "deliver":
+                    # before anything is sent: which instances cannot take part
+                    await self.check_listeners()
                 phase = await self._phase(name, body)
                 if not phase.ok and name in ("connect", "registered"):
                     break  # later phases depend on these; go straight to clean-up
+                if not phase.ok and name == "deliver" and self.options.require_delivery:
+                    break  # a fast failure: delivery was required and cannot be checked
             await self._phase("disconnect", self.phase_disconnect)
             metrics = self.slo_metrics()
             for slo in opts.slos:
@@ -621,6 +750,13 @@ async def simulate(
         raise UsageError("no gateways to simulate against")
     if options.robots < 1 or options.messages < 0 or options.processes < 1:
         raise UsageError("--robots and --processes must be at least 1, --messages at least 0")
+    if options.robot_heartbeat is not None and not (
+        0 < options.robot_heartbeat_every < options.duration
+    ):
+        raise UsageError(
+            f"--robot-heartbeat-every must be above 0 and below the heartbeat phase's "
+            f"--duration ({options.duration:g}s), so that a heartbeat can land within it"
+        )
     from wsctl.system import raise_fd_limit
 
     raise_fd_limit()
