@@ -126,13 +126,13 @@ async def test_require_delivery_makes_it_a_fast_failure(single: Backend) -> None
 
 
 async def test_simulate_with_robot_heartbeats_passes_against_original_gateways(
-    single: Backend,
+    backend: Backend,
 ) -> None:
-    with original_gateways(single) as gateways:
+    with original_gateways(backend) as gateways:
         started = time.monotonic()
         res = await ainvoke(
             _sim_args([g.ws_url for g in gateways], "--robot-heartbeat", HEARTBEAT),
-            env=single.env,
+            env=backend.env,
         )
         elapsed = time.monotonic() - started
     report = json.loads(res.out)
@@ -141,7 +141,9 @@ async def test_simulate_with_robot_heartbeats_passes_against_original_gateways(
     assert report["skipped"] == ["deliver"]
     heartbeat = _phases(report)["heartbeat"]
     assert heartbeat["metrics"]["advanced"] == 50 and heartbeat["metrics"]["robot_heartbeats_sent"]
-    print(f"simulate, 50 robots, 2 original gateways, --robot-heartbeat: {elapsed:.1f}s")
+    print(
+        f"simulate, 50 robots, 2 original gateways ({backend.name}), --robot-heartbeat: {elapsed:.1f}s"
+    )
     assert elapsed < 30  # the default heartbeat window is 35 s; a heartbeat every 5 s ends it
 
 
