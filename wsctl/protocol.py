@@ -11,7 +11,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 VERSION = 1
@@ -24,6 +24,20 @@ class Op(StrEnum):
     PING = "ping"
     INVENTORY = "inventory"
     RESYNC = "resync"
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes a gateway sends to a robot (4000-4999: application range)."""
+
+    GOING_AWAY = 1001  # the instance is shutting down
+    SUPERSEDED = 4001  # the robot connected again (here or elsewhere); this socket is old
+    KICKED = 4002  # an operator kicked the robot (``wsctl kick``); the reason says why
+
+
+# ``data`` of a ``pong`` reply to a robot ping when the instance's transport cannot ping a
+# socket (Starlette has no ping): the instance holds the socket, liveness was not probed.
+ROBOT_PING = "robot_ping"
+ROBOT_PING_UNSUPPORTED = "unsupported"
 
 
 class Status(StrEnum):

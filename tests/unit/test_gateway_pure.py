@@ -31,7 +31,7 @@ def test_tokens_are_per_robot_and_per_secret() -> None:
 
 def test_local_table_keeps_the_newest_session_only() -> None:
     table = LocalConnections()
-    old, new = LocalConn("r", "c1", ws=None), LocalConn("r", "c2", ws=None)
+    old, new = LocalConn("r", "c1", sock=None), LocalConn("r", "c2", sock=None)
     assert table.add(old) is None and table.add(new) is old
     assert not table.remove(old) and table.get("r") is new
     assert [c["conn_id"] for c in table.inventory()] == ["c2"]

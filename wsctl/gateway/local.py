@@ -1,4 +1,4 @@
-"""The gateway's in-memory connection table and its counters. No I/O."""
+"""The instance's in-memory session table and its counters. No I/O."""
 
 from __future__ import annotations
 
@@ -7,16 +7,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = ["LocalConn", "LocalConnections", "Metrics"]
 
-@dataclass
+
+@dataclass(eq=False)
 class LocalConn:
-    """One robot's WebSocket session on this instance."""
+    """One robot's socket session on this instance.
+
+    ``closed`` is set the moment the session ends (socket gone, superseded, kicked) and never
+    cleared: from then on nothing may register or re-register it.
+    """
 
     robot_id: str
     conn_id: str
-    ws: Any
+    sock: Any  # a wsctl.gateway.core.RobotSocket
     since: float = field(default_factory=time.time)
     registered: bool = False
+    closed: bool = False
     registration: dict[str, str] = field(default_factory=dict)
 
 
@@ -55,35 +62,63 @@ class LocalConnections:
         ]
 
 
+COUNTERS = (
+    "connections_opened",
+    "connections_superseded",
+    "connections_kicked",
+    "messages_delivered",
+    "messages_forwarded",
+    "messages_failed",
+    "redis_errors",
+    "reregistered",
+    "ghosts_removed",
+    "cleanup_retries",
+    "cleanup_abandoned",
+    "closed_entries_recreated",
+)
+
+
 @dataclass
 class Metrics:
-    """Counters exported at ``/metrics`` in Prometheus text format."""
+    """Counters exported at ``/metrics`` in Prometheus text format.
+
+    ``cleanup_retries`` counts retried fenced deletes of closed sessions' entries (a delete on
+    disconnect that failed); ``cleanup_abandoned`` the ones given up after the retry window;
+    ``closed_entries_recreated`` entries a heartbeat in flight re-created for a session that
+    had just closed (each deleted again).
+    """
 
     connections_opened: int = 0
     connections_superseded: int = 0
+    connections_kicked: int = 0
     messages_delivered: int = 0
     messages_forwarded: int = 0
     messages_failed: int = 0
     redis_errors: int = 0
     reregistered: int = 0
+    ghosts_removed: int = 0
+    cleanup_retries: int = 0
+    cleanup_abandoned: int = 0
+    closed_entries_recreated: int = 0
 
-    def render(self, instance_id: str, connections: int, redis_ok: bool) -> str:
-        label = f'{{instance_id="{instance_id}"}}'
+    def render(
+        self, instance_id: str, connections: int, redis_ok: bool, cleanup_pending: int = 0
+    ) -> str:
+        label = f'{{instance_id="{_label(instance_id)}"}}'
         lines = [
             "# TYPE wsctl_gateway_connections gauge",
             f"wsctl_gateway_connections{label} {connections}",
             "# TYPE wsctl_gateway_redis_up gauge",
             f"wsctl_gateway_redis_up{label} {1 if redis_ok else 0}",
+            "# TYPE wsctl_gateway_cleanup_pending gauge",
+            f"wsctl_gateway_cleanup_pending{label} {cleanup_pending}",
         ]
-        for name in (
-            "connections_opened",
-            "connections_superseded",
-            "messages_delivered",
-            "messages_forwarded",
-            "messages_failed",
-            "redis_errors",
-            "reregistered",
-        ):
+        for name in COUNTERS:
             lines.append(f"# TYPE wsctl_gateway_{name}_total counter")
             lines.append(f"wsctl_gateway_{name}_total{label} {getattr(self, name)}")
         return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    """A Prometheus label value: backslash, quote and newline escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

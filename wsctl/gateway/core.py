@@ -1,0 +1,737 @@
+"""The fleet core: everything a gateway instance does besides moving bytes.
+
+Transport-independent (in the spirit of the ``websockets`` library's sans-I/O design): an
+adapter accepts a robot's socket, wraps it in something with ``send_text``/``close`` (and
+``ping`` if it can), calls :meth:`FleetCore.open_session` and, when the socket ends,
+:meth:`FleetCore.close_session`. The core does the rest:
+
+* registration fenced by ``conn_id`` (Lua), a robot that connects again wins (the older socket
+  is closed with :attr:`CloseCode.SUPERSEDED`, locally or by a kick to the old owner);
+* ``last_heartbeat`` of every local session refreshed in pipelined batches each interval; an
+  entry that vanished (Redis restart, flush) is re-registered by the same script;
+* a closed session is never registered again: it is marked closed before anything else, the
+  heartbeat skips it, and an entry a heartbeat re-created in flight is deleted again;
+* a delete on disconnect that fails is retried (fenced, batched, backoff capped) until it
+  succeeds or the entry is no longer this session's; ``/metrics`` counts the retries;
+* the liveness record, the control channel (send/forward, kick, ping, inventory, resync),
+  routing by :func:`wsctl.gateway.routing.decide`, metrics and a clean shutdown.
+
+Every Redis outage is survived: sockets stay open, calls are retried, entries come back.
+Importing this module imports neither a web framework nor a WebSocket library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from wsctl import __version__
+from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
+from wsctl.gateway.routing import Decision, LocalSocket, Route, decide
+from wsctl.instances import InstanceRecord, delete_record, write_record
+from wsctl.protocol import (
+    ROBOT_PING,
+    ROBOT_PING_UNSUPPORTED,
+    CloseCode,
+    Envelope,
+    Op,
+    ProtocolError,
+    Status,
+    decode_envelope,
+    encode,
+    reply_to,
+)
+from wsctl.redis_factory import is_cluster, make_client
+from wsctl.redis_pubsub import subscriber_count, subscription
+from wsctl.redis_target import AsyncClient, Target
+from wsctl.redis_topology import refresh_topology
+from wsctl.registry.keys import Keyspace
+from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID, Registration, format_ts, utcnow
+from wsctl.registry.store import RegistryStore
+
+__all__ = [
+    "CoreConfig",
+    "FleetCore",
+    "RobotSocket",
+    "SendOutcome",
+    "SendResult",
+]
+
+log = logging.getLogger("wsctl.gateway")
+
+TOUCH_CHUNK = 1000
+LOCK_STRIPES = 256
+# Control envelopes handled at once; the subscriber stops reading beyond this (backpressure),
+# which keeps Redis connections (pool of 100 per node) well within bounds.
+CONTROL_CONCURRENCY = 48
+# Registrations and disconnect clean-ups at once (connects/disconnects come in storms); with the
+# control slots this stays below redis-py's 100 connections per node.
+SESSION_CONCURRENCY = 40
+LISTENING_TTL = 1.0
+PING_TIMEOUT = 3.0
+# Failed deletes on disconnect: first retry after CLEANUP_FIRST_DELAY, doubling to
+# CLEANUP_MAX_DELAY; an entry is given up (counted, logged) after CoreConfig.cleanup_retry_for.
+CLEANUP_FIRST_DELAY = 0.2
+CLEANUP_MAX_DELAY = 5.0
+CLEANUP_BATCH = 1000
+# A heartbeat pass that takes longer than this is abandoned (and retried): every loop bounded.
+HEARTBEAT_DEADLINE = 60.0
+MAX_CLOSE_REASON = 120  # bytes; WebSocket close reasons are limited to 123
+
+
+class RobotSocket(Protocol):
+    """What the core needs from a transport's socket. ``ping()`` is optional: a socket type
+    without it (Starlette) makes robot pings report ``unsupported`` rather than fail."""
+
+    async def send_text(self, text: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class SendOutcome(StrEnum):
+    """What became of :meth:`FleetCore.send` (reply statuses, plus ``timeout``)."""
+
+    DELIVERED = "delivered"
+    NOT_CONNECTED = "not_connected"
+    INSTANCE_UNREACHABLE = "instance_unreachable"
+    REJECTED = "rejected"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: SendOutcome
+    robot_id: str
+    route: tuple[str, ...] = ()
+    reason: str | None = None
+
+    @property
+    def delivered(self) -> bool:
+        return self.outcome is SendOutcome.DELIVERED
+
+
+@dataclass
+class CoreConfig:
+    instance_id: str
+    heartbeat_interval: float = 30.0
+    timeout: float = 90.0  # liveness record TTL (the fleet's connection timeout)
+    max_message_bytes: int = 1 << 20
+    keyspace: Keyspace = field(default_factory=Keyspace)
+    host: str = ""  # published in the liveness record
+    port: int = 0
+    ws_url: str = ""
+    cleanup_retry_for: float = 900.0
+    socket_timeout: float = 5.0
+
+
+def close_reason(text: str) -> str:
+    """``text`` cut to what fits a WebSocket close frame (UTF-8, whole characters)."""
+    raw = text.encode("utf-8", "replace")[:MAX_CLOSE_REASON]
+    return raw.decode("utf-8", "ignore")
+
+
+class FleetCore:
+    """One instance's fleet logic. ``await start()``; sessions via ``open_session`` /
+    ``close_session``; ``await stop()`` when the transport has stopped accepting."""
+
+    def __init__(self, config: CoreConfig, target: Target) -> None:
+        self.config = config
+        self.target = target
+        self.keys = config.keyspace
+        self.instance_id = config.instance_id
+        self.local = LocalConnections()
+        self.metrics = Metrics()
+        self.redis_ok = False
+        self.subscribed = False
+        self.stopping = False
+        self.started_at = utcnow()
+        self._client: AsyncClient | None = None
+        self._store: RegistryStore | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        # Striped per-robot locks: a robot's local session order and its registry writes from
+        # this instance happen in the same order (a fast reconnect cannot be overtaken by the
+        # older session's registration), and sends to one robot are routed in arrival order.
+        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
+        self._listening_cache: dict[str, tuple[float, bool]] = {}
+        self._control_slots = asyncio.Semaphore(CONTROL_CONCURRENCY)
+        self._session_slots = asyncio.Semaphore(SESSION_CONCURRENCY)
+        self._failing: set[str] = set()
+        # closed sessions whose entry still has to go: conn -> give-up time (monotonic)
+        self._cleanup: dict[LocalConn, float] = {}
+        self._cleanup_wake = asyncio.Event()
+        self._cleanup_task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def client(self) -> AsyncClient:
+        assert self._client is not None, "fleet core not started"
+        return self._client
+
+    @property
+    def store(self) -> RegistryStore:
+        assert self._store is not None, "fleet core not started"
+        return self._store
+
+    @property
+    def cleanup_pending(self) -> int:
+        return len(self._cleanup)
+
+    async def start(self) -> None:
+        """Connect (lazily), write the liveness record, start heartbeats and the control
+        channel. A Redis that is down at start is not fatal: the heartbeat loop retries."""
+        self._client = make_client(
+            self.target, retries=1, socket_timeout=self.config.socket_timeout
+        )
+        self._store = RegistryStore(self._client, self.keys)
+        try:
+            await asyncio.wait_for(self.heartbeat_once(), HEARTBEAT_DEADLINE)
+            self.redis_ok = True
+        except Exception as exc:  # keep serving; the heartbeat loop retries
+            self._redis_failed("start", exc)
+        self._tasks = [
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._control_loop(), name="control"),
+        ]
+
+    async def wait_subscribed(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.subscribed:
+            if time.monotonic() > deadline:
+                raise TimeoutError("control channel not subscribed in time")
+            await asyncio.sleep(0.01)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Close remaining sockets with 1001, remove their entries (fenced), give pending
+        clean-ups a last chance, delete the liveness record, close the client."""
+        if self._client is None:
+            return
+        self.stopping = True
+        remaining = list(self.local)
+        for conn in remaining:
+            self._spawn(self._close_socket(conn, CloseCode.GOING_AWAY, "server shutting down"))
+        if remaining:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    asyncio.gather(*(self.close_session(c) for c in remaining)), grace
+                )
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._cleanup:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._cleanup_pass(final=True), grace)
+        if self._cleanup_task is not None:
+            self._cleanup_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._cleanup_task
+        for task in list(self._background):
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(delete_record(self._client, self.keys, self.instance_id), 5)
+        with contextlib.suppress(Exception):
+            await self._client.aclose()
+        self._client = None
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _redis_failed(self, where: str, exc: BaseException) -> None:
+        """Count the error; log once per outage of each part (heartbeat, control channel…)."""
+        self.metrics.redis_errors += 1
+        if where not in self._failing:
+            self._failing.add(where)
+            log.warning("redis unavailable (%s): %s", where, self.target.scrub(str(exc)))
+        if where != "control channel":
+            self.redis_ok = False
+
+    def _redis_recovered(self, where: str) -> None:
+        if where in self._failing:
+            self._failing.discard(where)
+            log.info("redis available again (%s)", where)
+
+    async def healthy(self) -> bool:
+        """Does Redis answer a PING within 2 s?"""
+        if self._client is None:
+            return False
+        try:
+            await asyncio.wait_for(self._client.ping(), timeout=2)
+        except Exception:
+            return False
+        return True
+
+    def metrics_text(self) -> str:
+        return self.metrics.render(
+            self.instance_id, len(self.local), self.redis_ok, self.cleanup_pending
+        )
+
+    # ------------------------------------------------------------------ sessions
+    def _lock(self, robot_id: str) -> asyncio.Lock:
+        return self._locks[hash(robot_id) % LOCK_STRIPES]
+
+    async def open_session(self, robot_id: str, sock: RobotSocket) -> LocalConn:
+        """A robot's socket was accepted: supersede its older local session, register it.
+        A Redis failure here is not fatal: the next heartbeat registers the session."""
+        conn = LocalConn(robot_id=robot_id, conn_id=uuid.uuid4().hex, sock=sock)
+        self.metrics.connections_opened += 1
+        async with self._lock(robot_id):
+            previous = self.local.add(conn)
+            if previous is not None:
+                previous.closed = True
+                self._supersede(previous)
+            try:
+                async with self._session_slots:
+                    await self._register(conn)
+            except Exception as exc:
+                self._redis_failed("register", exc)
+        return conn
+
+    async def close_session(self, conn: LocalConn) -> None:
+        """The session's socket is gone: forget it here and remove its entry (fenced)."""
+        conn.closed = True  # first, so no heartbeat or registration can bring it back
+        async with self._lock(conn.robot_id):
+            if self.local.remove(conn):
+                async with self._session_slots:
+                    await self._remove_entry(conn)
+
+    def _supersede(self, conn: LocalConn) -> None:
+        log.debug("closing superseded session %s of %s", conn.conn_id[:8], conn.robot_id)
+        self.metrics.connections_superseded += 1
+        self._spawn(
+            self._close_socket(conn, CloseCode.SUPERSEDED, "superseded by a newer connection")
+        )
+
+    async def _close_socket(self, conn: LocalConn, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await conn.sock.close(int(code), close_reason(reason))
+
+    async def _register(self, conn: LocalConn) -> None:
+        """Write the entry; kick the previous owner if it was another instance's session.
+        Never for a closed session (callers hold the robot's lock)."""
+        if conn.closed:
+            return
+        conn.registration = Registration(
+            conn.robot_id, self.instance_id, conn.conn_id, utcnow()
+        ).to_hash()
+        previous = await self.store.register(conn.robot_id, conn.registration)
+        conn.registered = True
+        if previous is None:
+            return
+        prev_instance, prev_conn = previous
+        if prev_conn != conn.conn_id and prev_instance and prev_instance != self.instance_id:
+            kick = Envelope(
+                op=Op.KICK, robot_id=conn.robot_id, conn_id=prev_conn, origin=self.instance_id
+            )
+            await self.client.publish(self.keys.control_channel(prev_instance), encode(kick))
+
+    async def _remove_entry(self, conn: LocalConn) -> None:
+        """Delete the session's entry only if it is still this session's; on failure, queue
+        it for the retry loop."""
+        try:
+            await self.store.delete_if(conn.robot_id, {F_CONN_ID: conn.conn_id})
+        except Exception as exc:
+            self._redis_failed("disconnect", exc)
+            self._queue_cleanup(conn)
+
+    def _drop(self, conn: LocalConn) -> bool:
+        """Mark ``conn`` closed and forget it locally (no I/O). True if it was current."""
+        conn.closed = True
+        return self.local.remove(conn)
+
+    # ------------------------------------------------------------------ clean-up retries
+    def _queue_cleanup(self, conn: LocalConn) -> None:
+        if conn not in self._cleanup:
+            self._cleanup[conn] = time.monotonic() + self.config.cleanup_retry_for
+        self._cleanup_wake.set()
+        if self._cleanup_task is None or self._cleanup_task.done():
+            self._cleanup_task = asyncio.create_task(self._cleanup_loop(), name="cleanup")
+
+    async def _cleanup_loop(self) -> None:
+        """Retry queued deletes in batches: first after CLEANUP_FIRST_DELAY, doubling to
+        CLEANUP_MAX_DELAY while Redis keeps failing; ends when the queue is empty."""
+        delay = CLEANUP_FIRST_DELAY
+        while self._cleanup:
+            self._cleanup_wake.clear()
+            await asyncio.sleep(delay)
+            if await self._cleanup_pass():
+                delay = CLEANUP_FIRST_DELAY
+            else:
+                delay = min(CLEANUP_MAX_DELAY, delay * 2)
+
+    async def _cleanup_pass(self, final: bool = False) -> bool:
+        """One fenced delete per queued session (pipelined). False when Redis failed."""
+        now = time.monotonic()
+        for conn, give_up in list(self._cleanup.items()):
+            if now > give_up:
+                del self._cleanup[conn]
+                self.metrics.cleanup_abandoned += 1
+                log.error(
+                    "gave up removing the entry of closed session %s of %s; a reaper will find it",
+                    conn.conn_id[:8],
+                    conn.robot_id,
+                )
+        batch = list(self._cleanup)[:CLEANUP_BATCH]
+        if not batch:
+            return True
+        self.metrics.cleanup_retries += len(batch)
+        try:
+            results = await self.store.delete_many_if(
+                [(c.robot_id, {F_CONN_ID: c.conn_id}, "hash") for c in batch]
+            )
+        except Exception as exc:
+            self._redis_failed("disconnect retry", exc)
+            return False
+        # 1 deleted, 0 no longer this session's, -1 gone: done either way
+        for conn, _ in zip(batch, results, strict=True):
+            self._cleanup.pop(conn, None)
+        self._redis_recovered("disconnect retry")
+        self._redis_recovered("disconnect")
+        return True
+
+    # ------------------------------------------------------------------ heartbeats
+    async def _heartbeat_loop(self) -> None:
+        interval = self.config.heartbeat_interval
+        delay = interval
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await asyncio.wait_for(self.heartbeat_once(), HEARTBEAT_DEADLINE)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._redis_failed("heartbeat", exc)
+                # retry soon (0.2 s doubling), never later than one interval
+                delay = min(interval, max(0.2, delay * 2 if delay < interval else 0.2))
+                if is_cluster(self.client):
+                    with contextlib.suppress(Exception):
+                        await refresh_topology(self.client)
+                continue
+            self._redis_recovered("heartbeat")
+            self.redis_ok = True
+            delay = interval
+
+    async def heartbeat_once(self) -> int:
+        """Refresh every live local session's entry (re-registering vanished ones) and the
+        liveness record. Returns how many entries were (re-)registered."""
+        stamp = format_ts(utcnow())
+        reregistered = 0
+        conns = list(self.local)
+        for conn in conns:
+            if not conn.registered and not conn.closed:
+                async with self._lock(conn.robot_id):
+                    current = self.local.get(conn.robot_id) is conn
+                    if current and not conn.closed and not conn.registered:
+                        await self._register(conn)
+                        self.metrics.reregistered += 1
+                        reregistered += 1
+        active = [c for c in conns if c.registered]
+        for start in range(0, len(active), TOUCH_CHUNK):
+            # sessions closed since the snapshot are skipped here...
+            chunk = [c for c in active[start : start + TOUCH_CHUNK] if not c.closed]
+            if not chunk:
+                continue
+            results = await self.store.touch_many(
+                [(c.robot_id, c.conn_id, stamp, c.registration) for c in chunk]
+            )
+            for conn, result in zip(chunk, results, strict=True):
+                if result == 2:
+                    if conn.closed:
+                        # ...and one that closed while the batch was in flight, whose fenced
+                        # delete ran before our TOUCH re-created it, is deleted again
+                        self.metrics.closed_entries_recreated += 1
+                        self._queue_cleanup(conn)
+                    else:
+                        self.metrics.reregistered += 1
+                        reregistered += 1
+                elif result == 0 and self._drop(conn):
+                    self.metrics.connections_superseded += 1
+                    self._spawn(
+                        self._close_socket(
+                            conn, CloseCode.SUPERSEDED, "superseded by a newer connection"
+                        )
+                    )
+        record = InstanceRecord(
+            instance_id=self.instance_id,
+            host=self.config.host,
+            port=self.config.port,
+            pid=os.getpid(),
+            ws_url=self.config.ws_url,
+            started_at=format_ts(self.started_at),
+            last_seen=stamp,
+            version=__version__,
+            connections=len(self.local),
+        )
+        await write_record(self.client, self.keys, record, ttl=self.config.timeout)
+        return reregistered
+
+    # ------------------------------------------------------------------ control channel
+    async def _control_loop(self) -> None:
+        """Handle envelopes from our control channel, at most CONTROL_CONCURRENCY at once; the
+        subscription itself survives node failures (see :func:`subscription`)."""
+        channel = self.keys.control_channel(self.instance_id)
+        async for data in subscription(self.client, channel, self._subscription_state):
+            await self._control_slots.acquire()
+            self._spawn(self._on_control_slot(data))
+
+    def _subscription_state(self, subscribed: bool, exc: BaseException | None) -> None:
+        self.subscribed = subscribed
+        if subscribed:
+            self._redis_recovered("control channel")
+        elif exc is not None:
+            self._redis_failed("control channel", exc)
+
+    async def _on_control_slot(self, data: str) -> None:
+        try:
+            await self.handle_control(data)
+        finally:
+            self._control_slots.release()
+
+    async def handle_control(self, data: str | bytes) -> None:
+        """Act on one control envelope and publish its reply (if it asked for one)."""
+        try:
+            envelope = decode_envelope(data)
+        except ProtocolError as exc:
+            log.warning("ignored bad control envelope: %s", exc)
+            return
+        envelope = envelope.arrived(self.instance_id, time.time())
+        try:
+            if envelope.op is Op.PING and envelope.robot_id:
+                await self._ping_robot(envelope)
+            elif envelope.op is Op.PING:
+                await self._answer(
+                    envelope,
+                    Status.PONG,
+                    data={"connections": len(self.local), "version": __version__},
+                )
+            elif envelope.op is Op.RESYNC:
+                count = await self.heartbeat_once()
+                await self._answer(envelope, Status.RESYNCED, data={"reregistered": count})
+            elif envelope.op is Op.INVENTORY:
+                await self._answer(
+                    envelope, Status.INVENTORY, data={"connections": self.local.inventory()}
+                )
+            elif envelope.op is Op.KICK:
+                await self._kick(envelope)
+            else:
+                # per-robot FIFO: envelopes for one robot are routed in arrival order
+                async with self._lock(envelope.robot_id or ""):
+                    await self._route_envelope(envelope)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._redis_failed("control", exc)
+            with contextlib.suppress(Exception):
+                await self._answer(envelope, Status.ERROR, reason=str(exc)[:200])
+
+    async def _kick(self, envelope: Envelope) -> None:
+        """Close the robot's socket here and remove its entry (fenced by conn_id).
+
+        Without ``message`` it is a supersede kick from the instance the robot reconnected to
+        (close code 4001); with one, an operator's kick and ``message`` is the reason (4002).
+        """
+        robot_id = envelope.robot_id or ""
+        conn = self.local.get(robot_id)
+        kicked = conn is not None and envelope.conn_id in (None, conn.conn_id)
+        if conn is not None and kicked:
+            async with self._lock(robot_id):
+                if self._drop(conn):
+                    if envelope.message is None:
+                        self.metrics.connections_superseded += 1
+                        self._spawn(
+                            self._close_socket(
+                                conn, CloseCode.SUPERSEDED, "superseded by a newer connection"
+                            )
+                        )
+                    else:
+                        self.metrics.connections_kicked += 1
+                        self._spawn(
+                            self._close_socket(conn, CloseCode.KICKED, envelope.message or "kicked")
+                        )
+                    await self._remove_entry(conn)
+        await self._answer(
+            envelope,
+            Status.KICKED if kicked else Status.NOT_CONNECTED,
+            reason=None if kicked else "no such session on this instance",
+        )
+
+    async def _ping_robot(self, envelope: Envelope) -> None:
+        """A WebSocket ping to the robot itself: proves this instance holds a live socket."""
+        conn = self.local.get(envelope.robot_id or "")
+        if conn is None:
+            await self._answer(envelope, Status.NOT_CONNECTED, reason="no socket on this instance")
+            return
+        ping: Callable[[], Awaitable[Any]] | None = getattr(conn.sock, "ping", None)
+        if ping is None:
+            await self._answer(
+                envelope,
+                Status.PONG,
+                data={ROBOT_PING: ROBOT_PING_UNSUPPORTED, "conn_id": conn.conn_id},
+            )
+            return
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(ping(), timeout=PING_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._answer(
+                envelope,
+                Status.NOT_CONNECTED,
+                reason=f"socket did not answer a ping: {exc!r}"[:200],
+            )
+            return
+        await self._answer(
+            envelope,
+            Status.PONG,
+            data={
+                "robot_rtt_ms": round((time.perf_counter() - started) * 1000, 3),
+                "conn_id": conn.conn_id,
+            },
+        )
+
+    async def _fail(self, envelope: Envelope, status: Status, reason: str | None) -> None:
+        """Count a message that could not be delivered and say why to the sender."""
+        self.metrics.messages_failed += 1
+        await self._answer(envelope, status, reason=reason)
+
+    async def _answer(self, envelope: Envelope, status: Status, **kw: Any) -> None:
+        """Publish exactly one reply to the envelope's ``reply_to`` channel (if it has one)."""
+        if envelope.reply_to:
+            reply = reply_to(envelope, status, self.instance_id, **kw)
+            await self.client.publish(envelope.reply_to, encode(reply))
+
+    async def _listening(self, instance_id: str) -> bool:
+        """Is anyone subscribed to the instance's control channel? Cached for a second, so
+        bulk forwarding does not count subscribers on every node for every message."""
+        now = time.monotonic()
+        cached = self._listening_cache.get(instance_id)
+        if cached is not None and now - cached[0] < LISTENING_TTL:
+            return cached[1]
+        answer = await subscriber_count(self.client, self.keys.control_channel(instance_id)) > 0
+        self._listening_cache[instance_id] = (now, answer)
+        return answer
+
+    # ------------------------------------------------------------------ routing
+    def _too_big(self, message: str) -> str | None:
+        limit = self.config.max_message_bytes
+        if len(message.encode("utf-8", "surrogateescape")) > limit:
+            return f"message larger than {limit} bytes"
+        return None
+
+    async def _route_step(self, robot_id: str, message: str, hops: int) -> Decision:
+        """Try the local socket; else read the owner and :func:`decide`. Carries out LOCAL
+        (the write) and STALE_OWNER (the ghost's fenced removal). Caller holds the lock."""
+        conn = self.local.get(robot_id)
+        state = LocalSocket.NONE
+        if conn is not None and not conn.closed:
+            try:
+                await conn.sock.send_text(message)
+            except Exception as exc:
+                # the local socket is dead: clean it, then consult the registry again
+                log.debug("send to %s failed, socket dropped: %r", robot_id, exc)
+                state = LocalSocket.DEAD
+                if self._drop(conn):
+                    await self._remove_entry(conn)
+            else:
+                self.metrics.messages_delivered += 1
+                return decide(
+                    self_id=self.instance_id, local=LocalSocket.OPEN, owner=None, hops=hops
+                )
+        owner = str(await self.client.hget(self.keys.conn_key(robot_id), F_INSTANCE_ID) or "")
+        decision = decide(self_id=self.instance_id, local=state, owner=owner or None, hops=hops)
+        if decision.route is Route.STALE_OWNER:
+            # the registry says "here" but there is no socket: a ghost; remove exactly it
+            entry = await self.store.get(robot_id)
+            ours = entry is not None and entry.instance_id == self.instance_id
+            if entry is not None and ours and self.local.get(robot_id) is None:
+                await self.store.delete_observed([entry])
+                self.metrics.ghosts_removed += 1
+        return decision
+
+    async def _route_envelope(self, envelope: Envelope) -> None:
+        """A ``send`` from the control channel: deliver, forward (at most MAX_HOPS) or fail."""
+        robot_id = envelope.robot_id or ""
+        message = envelope.message or ""
+        too_big = self._too_big(message)
+        if too_big:
+            await self._fail(envelope, Status.REJECTED, too_big)
+            return
+        decision = await self._route_step(robot_id, message, envelope.hops)
+        if decision.route is Route.LOCAL:
+            await self._answer(envelope, Status.DELIVERED)
+        elif decision.route is Route.FORWARD:
+            owner = decision.target or ""
+            if not await self._listening(owner):
+                await self._fail(
+                    envelope,
+                    Status.INSTANCE_UNREACHABLE,
+                    f"owner {owner} is not listening on its control channel",
+                )
+                return
+            await self.client.publish(
+                self.keys.control_channel(owner), encode(envelope.forwarded())
+            )
+            self.metrics.messages_forwarded += 1
+        else:
+            await self._fail(envelope, decision.status or Status.ERROR, decision.reason)
+
+    async def send(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:
+        """Deliver ``message`` to ``robot_id``: on this instance's socket, or forwarded to the
+        instance that holds it (which replies). Never raises for a Redis failure: the outcome
+        says ``error``."""
+        from wsctl.ops.control import Unreachable, request
+
+        too_big = self._too_big(message)
+        if too_big:
+            self.metrics.messages_failed += 1
+            return SendResult(SendOutcome.REJECTED, robot_id, (self.instance_id,), too_big)
+        envelope = Envelope(
+            op=Op.SEND, robot_id=robot_id, message=message, origin=self.instance_id
+        ).arrived(self.instance_id, time.time())
+        here = (self.instance_id,)
+        try:
+            async with self._lock(robot_id):
+                decision = await self._route_step(robot_id, message, envelope.hops)
+            if decision.route is Route.LOCAL:
+                return SendResult(SendOutcome.DELIVERED, robot_id, here)
+            if decision.route is not Route.FORWARD:
+                self.metrics.messages_failed += 1
+                status = decision.status or Status.ERROR
+                return SendResult(SendOutcome(status.value), robot_id, here, decision.reason)
+            owner = decision.target or ""
+            try:
+                reply = await request(self.client, self.keys, owner, envelope.forwarded(), timeout)
+            except Unreachable:
+                self.metrics.messages_failed += 1
+                return SendResult(
+                    SendOutcome.INSTANCE_UNREACHABLE,
+                    robot_id,
+                    here,
+                    f"owner {owner} is not listening on its control channel",
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._redis_failed("send", exc)
+            self.metrics.messages_failed += 1
+            return SendResult(SendOutcome.ERROR, robot_id, here, self.target.scrub(str(exc))[:200])
+        self.metrics.messages_forwarded += 1
+        if reply is None:
+            return SendResult(
+                SendOutcome.TIMEOUT, robot_id, here, f"no reply from {owner} within {timeout:g}s"
+            )
+        route = tuple(hop.instance for hop in reply.route)
+        return SendResult(SendOutcome(reply.status.value), robot_id, route, reply.reason)
