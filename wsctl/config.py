@@ -23,6 +23,10 @@ from wsctl.timezones import resolve_tz
 
 SECRET_FIELDS = frozenset({"redis_password"})
 
+# Seconds any one Redis read or write may take (redis-py's socket_timeout, and wsctl's own
+# bulk reads); a command against a stalled server fails within about (retries + 1) times this.
+DEFAULT_SOCKET_TIMEOUT = 5.0
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -36,6 +40,7 @@ class Settings:
     redis_password: str | None = None
     redis_cluster: bool = False
     redis_nodes: tuple[tuple[str, int], ...] = ()
+    socket_timeout: float = DEFAULT_SOCKET_TIMEOUT
     prefix: str = "ws_conn:"
     instance_prefix: str = "ws_inst:"
     control_prefix: str = "ws_ctl:"
@@ -71,6 +76,7 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "redis_password": ("WSCTL_REDIS_PASSWORD", "REDIS_PASSWORD"),
     "redis_cluster": ("WSCTL_REDIS_CLUSTER", "REDIS_USE_CLUSTER"),
     "redis_nodes": ("WSCTL_REDIS_NODES", "REDIS_NODES"),
+    "socket_timeout": ("WSCTL_SOCKET_TIMEOUT",),
     "prefix": ("WSCTL_PREFIX",),
     "instance_prefix": ("WSCTL_INSTANCE_PREFIX",),
     "control_prefix": ("WSCTL_CONTROL_PREFIX",),
@@ -177,6 +183,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "redis_password": _text,
     "redis_cluster": parse_bool,
     "redis_nodes": parse_nodes,
+    "socket_timeout": _positive_float,
     "prefix": _prefix,
     "instance_prefix": _prefix,
     "control_prefix": _prefix,

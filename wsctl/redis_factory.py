@@ -24,13 +24,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
-from wsctl.config import Settings, parse_bool
+from wsctl.config import DEFAULT_SOCKET_TIMEOUT, Settings, parse_bool
 from wsctl.errors import ConfigError, RedisUnavailable
 from wsctl.redis_errors import translate_errors
 from wsctl.redis_internals import start_on_a_live_node
 from wsctl.redis_target import AsyncClient, Target, TlsOptions, redact_url, split_url
 
 __all__ = [
+    "RETRIES",
     "check_mode",
     "connect",
     "insecure_warning",
@@ -242,16 +243,28 @@ def insecure_warning(target: Target) -> str | None:
     )
 
 
+# A failed read or write is retried this often (on a new connection) before the command fails:
+# against a stalled server a command fails within about (RETRIES + 1) x the socket timeout.
+RETRIES = 2
+
+
 def _retry(retries: int) -> Retry:
     return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries)
 
 
 def make_client(
-    target: Target, *, retries: int = 2, socket_timeout: float | None = 10.0
+    target: Target,
+    *,
+    retries: int = RETRIES,
+    socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
 ) -> AsyncClient:
     """A decode_responses async client for ``target`` (no I/O until first use).
 
-    ``surrogateescape`` keeps keys that are not UTF-8 readable and writable unchanged.
+    Every read, write and connect is bounded by ``socket_timeout`` (the bulk fast path in
+    :mod:`wsctl.redis_internals` honours it too). The protocol is pinned to RESP2: no push
+    frames can arrive between replies, which the bulk reader relies on, and every server
+    speaks it. ``surrogateescape`` keeps keys that are not UTF-8 readable and writable
+    unchanged.
     """
     common: dict[str, Any] = {
         "username": target.username,
@@ -259,10 +272,11 @@ def make_client(
         "decode_responses": True,
         "encoding_errors": "surrogateescape",
         "socket_timeout": socket_timeout,
-        "socket_connect_timeout": 5.0,
+        "socket_connect_timeout": socket_timeout,
         "retry": _retry(retries),
         "retry_on_error": [ConnectionError, TimeoutError],
         **tls_kwargs(target.tls),
+        "protocol": 2,
     }
     warning = insecure_warning(target)
     if warning:
@@ -301,9 +315,18 @@ async def check_mode(client: AsyncClient, target: Target) -> None:
 
 
 @contextlib.asynccontextmanager
-async def connect(target: Target, *, retries: int = 2) -> AsyncIterator[AsyncClient]:
-    """Open a checked client for ``target``; closes it on exit; errors are translated."""
-    client = make_client(target, retries=retries, socket_timeout=None)
+async def connect(
+    target: Target,
+    *,
+    socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+    retries: int = RETRIES,
+) -> AsyncIterator[AsyncClient]:
+    """Open a checked client for ``target``; closes it on exit; errors are translated.
+
+    A stalled server makes the block fail with :class:`RedisUnavailable` naming the target
+    within about ``socket_timeout * (retries + 1)``.
+    """
+    client = make_client(target, retries=retries, socket_timeout=socket_timeout)
     try:
         await check_mode(client, target)
         with translate_errors(target):

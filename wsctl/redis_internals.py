@@ -17,7 +17,9 @@ supported redis-py.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import hiredis
@@ -29,13 +31,21 @@ from redis.exceptions import (
     ConnectionError,
     MovedError,
     ResponseError,
-    TimeoutError,
     TryAgainError,
 )
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wsctl.redis_target import AsyncClient
 
-__all__ = ["bulk_execute", "pack_commands", "start_on_a_live_node"]
+__all__ = [
+    "BulkPathCounts",
+    "bulk_execute",
+    "bulk_path_counts",
+    "pack_commands",
+    "start_on_a_live_node",
+]
+
+log = logging.getLogger("wsctl.redis")
 
 
 def start_on_a_live_node(cluster: RedisCluster) -> None:
@@ -53,7 +63,7 @@ def start_on_a_live_node(cluster: RedisCluster) -> None:
         for candidate in candidates:
             try:
                 await original(candidate)
-            except (ConnectionError, TimeoutError, OSError) as exc:
+            except (ConnectionError, RedisTimeoutError, OSError) as exc:
                 last = exc
                 continue
             cluster.nodes_manager.default_node = candidate
@@ -108,29 +118,74 @@ def _reply_error(message: str) -> Exception:
     return BaseParser.parse_error(message)  # type: ignore[no-any-return, no-untyped-call]
 
 
-async def _read_replies(conn: Any, count: int) -> list[Any] | None:
-    """Read ``count`` replies straight from the connection's stream with a hiredis reader
-    (one parse call per reply, no per-reply coroutine). None when this connection has no
-    plain stream (then the caller uses redis-py's own reader)."""
-    stream = getattr(conn, "_reader", None)
+@dataclass
+class BulkPathCounts:
+    """How many bulk batches were read by the fast reader and how many by redis-py's (the
+    fallback). Tests assert on it; the fallback is also logged once per reason at debug."""
+
+    fast: int = 0
+    fallback: int = 0
+
+
+bulk_path_counts = BulkPathCounts()
+_logged_fallbacks: set[str] = set()
+
+
+def _why_not_fast(conn: Any) -> str | None:
+    """Why the fast reader cannot read replies on ``conn`` (None when it can).
+
+    It needs redis-py's plain asyncio stream, decoded responses, and RESP2: under RESP3 the
+    server may send push frames (invalidations, maintenance notifications) between replies,
+    and counting them as replies would shift every reply after them.
+    """
+    if not isinstance(getattr(conn, "_reader", None), asyncio.StreamReader):
+        return "the connection has no asyncio stream (redis-py internals changed?)"
     encoder = getattr(conn, "encoder", None)
-    if not isinstance(stream, asyncio.StreamReader) or encoder is None:
-        return None
-    if not getattr(encoder, "decode_responses", False):
-        return None
+    if encoder is None or not getattr(encoder, "decode_responses", False):
+        return "the connection does not decode responses"
+    protocol = getattr(conn, "protocol", None)
+    if str(protocol) != "2":
+        return f"the connection speaks RESP{protocol}, where push frames may arrive"
+    return None
+
+
+def _note_fallback(reason: str) -> None:
+    bulk_path_counts.fallback += 1
+    if reason not in _logged_fallbacks:
+        _logged_fallbacks.add(reason)
+        log.debug("bulk fast path not taken (%s): using redis-py's reader", reason)
+
+
+async def _read_replies(conn: Any, count: int) -> list[Any]:
+    """Read ``count`` replies straight from the connection's stream with a hiredis reader
+    (one parse call per reply, no per-reply coroutine). Each wait for data is bounded by the
+    connection's ``socket_timeout``, as redis-py bounds its own reads."""
+    stream: asyncio.StreamReader = conn._reader
+    encoder = conn.encoder
+    timeout: float | None = conn.socket_timeout
     reader = hiredis.Reader(
         replyError=_reply_error, encoding=encoder.encoding, errors=encoder.encoding_errors
     )
+    gets = reader.gets
+    loop = asyncio.get_running_loop()
     replies: list[Any] = []
-    while len(replies) < count:
-        reply = reader.gets()
-        if reply is False:
-            data = await stream.read(1 << 16)
-            if not data:
-                raise ConnectionError("connection closed while reading replies")
-            reader.feed(data)
-            continue
-        replies.append(reply)
+    try:
+        async with asyncio.timeout(None) as deadline:
+            while len(replies) < count:
+                reply = gets()
+                if reply is False:
+                    if timeout:
+                        deadline.reschedule(loop.time() + timeout)
+                    data = await stream.read(1 << 16)
+                    if not data:
+                        raise ConnectionError("connection closed while reading replies")
+                    reader.feed(data)
+                    continue
+                replies.append(reply)
+    except TimeoutError:  # the builtin, raised by asyncio.timeout
+        raise RedisTimeoutError(
+            f"Timeout reading from {getattr(conn, 'host', None) or 'the server'}"
+        ) from None
     return replies
 
 
@@ -139,9 +194,11 @@ async def _run_packed(conn: Any, packed: list[bytes]) -> list[Any]:
     returned as exception objects (the stream stays in sync), anything else disconnects."""
     try:
         await conn.send_packed_command(b"".join(packed), check_health=False)
-        fast = await _read_replies(conn, len(packed))
-        if fast is not None:
-            return fast
+        why_not = _why_not_fast(conn)
+        if why_not is None:
+            bulk_path_counts.fast += 1
+            return await _read_replies(conn, len(packed))
+        _note_fallback(why_not)
         results: list[Any] = []
         for _ in packed:
             try:

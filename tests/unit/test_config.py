@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -226,3 +227,25 @@ def test_redacted_shows_tls_paths_with_their_sources(tmp_path: Path) -> None:
     assert rows["redis_tls"] == ("True", "flag")
     assert rows["tls_key"] == ("/secret/dir/k.pem", "env WSCTL_TLS_KEY")
     assert rows["tls_insecure"] == ("False", "default")
+
+
+def test_request_timeout_defaults_to_5s_and_comes_from_env_or_flag(tmp_path: Path) -> None:
+    assert load_settings(env={}, cwd=tmp_path).socket_timeout == 5.0
+    from_env = load_settings(env={"WSCTL_SOCKET_TIMEOUT": "2.5"}, cwd=tmp_path)
+    assert (from_env.socket_timeout, from_env.source("socket_timeout")) == (
+        2.5,
+        "env WSCTL_SOCKET_TIMEOUT",
+    )
+    flagged = load_settings({"socket_timeout": "0.5"}, env={"WSCTL_SOCKET_TIMEOUT": "2"})
+    assert flagged.socket_timeout == 0.5
+    with pytest.raises(ConfigError, match="socket_timeout"):
+        load_settings(env={"WSCTL_SOCKET_TIMEOUT": "0"}, cwd=tmp_path)
+
+
+def test_config_show_lists_the_request_timeout_and_its_source() -> None:
+    result = invoke(
+        ["--request-timeout", "1.5", "--redis-url", "redis://h:1/0", "config", "show", "-o", "json"]
+    )
+    assert result.code == 0, result
+    rows = {row["setting"]: row for row in json.loads(result.out)}
+    assert rows["socket_timeout"]["value"] == "1.5" and rows["socket_timeout"]["source"] == "flag"

@@ -136,7 +136,7 @@ def _show_redis_warnings() -> None:
 async def open_client(settings: Settings) -> AsyncIterator[AsyncClient]:
     from wsctl.redis_factory import connect
 
-    async with connect(resolve_target(settings)) as client:
+    async with connect(resolve_target(settings), socket_timeout=settings.socket_timeout) as client:
         yield client
 
 

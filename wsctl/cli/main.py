@@ -81,6 +81,15 @@ def root(
             help="Do not verify Redis' certificate or host name (warns on every run).",
         ),
     ] = None,
+    request_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--request-timeout",
+            help="Seconds any one Redis read or write may take (default 5; also "
+            "WSCTL_SOCKET_TIMEOUT). A stalled Redis fails the command with exit 3 within about "
+            "3x this.",
+        ),
+    ] = None,
     context: Annotated[
         str | None, typer.Option("--context", help="Named context from the config file.")
     ] = None,
@@ -113,6 +122,7 @@ def root(
             "tls_cert": tls_cert,
             "tls_key": tls_key,
             "tls_insecure": tls_insecure,
+            "socket_timeout": request_timeout,
             "context": context,
             "config": config,
             "prefix": prefix,

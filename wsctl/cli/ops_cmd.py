@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -19,7 +21,7 @@ from wsctl.cli.common import (
     state,
 )
 from wsctl.cli.output import Column
-from wsctl.errors import UsageError
+from wsctl.errors import UsageError, WsctlError
 
 if TYPE_CHECKING:
     from wsctl.config import Settings
@@ -98,7 +100,28 @@ def reap(
         run(_reap_forever(settings, options, every, output))
 
 
+@contextlib.contextmanager
+def _naming_backup(path: Path | None) -> Iterator[None]:
+    """A reap that fails part-way (Redis stalled or gone) may have deleted some entries, each
+    backed up first: its one-line error says where they are and how to restore them."""
+    try:
+        yield
+    except WsctlError as exc:
+        if path is None or not path.is_file() or not path.stat().st_size:
+            raise
+        raise type(exc)(
+            f"{exc.message}; entries removed before the failure are backed up in {path} "
+            f"(undo: wsctl registry restore {shlex.quote(str(path))})",
+            exit_code=exc.exit_code,
+        ) from exc
+
+
 async def _reap_once(settings: Settings, options: ReapOptions) -> ReapReport:
+    with _naming_backup(options.backup):
+        return await _reap_pass_once(settings, options)
+
+
+async def _reap_pass_once(settings: Settings, options: ReapOptions) -> ReapReport:
     from wsctl.ops.reap import reap as reap_pass
 
     async with open_store(settings) as store:
@@ -138,7 +161,8 @@ async def _reap_forever(
             pass_options = options
             if options.backup is not None and not options.dry_run:
                 pass_options = replace(options, backup=default_backup_path("reap", utcnow()))
-            report = await reap_pass(store, pass_options)
+            with _naming_backup(pass_options.backup):
+                report = await reap_pass(store, pass_options)
             if output == "json":
                 summary = {k: v for k, v in report.as_dict().items() if k != "items"}
                 sys.stdout.write(json.dumps(summary) + "\n")

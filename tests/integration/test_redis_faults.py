@@ -1,0 +1,225 @@
+"""A stalled or vanished Redis never hangs wsctl: SIGSTOP/SIGCONT and SIGKILL of real
+redis-server processes under the real CLI (as subprocesses, timed from outside).
+
+Each test starts its own servers (a stopped server must not stall the session's shared
+fixtures) and always resumes them in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.faults import fill, frozen
+from wsctl.redis_factory import RETRIES
+from wsctl.sandbox import RedisServer
+
+TIMEOUT = 1.0  # --request-timeout used by these tests
+# "within socket timeout x (retries + 1) plus a little": the little is process start-up
+# (about 0.3 s, more on a busy 2-core machine), back-off between retries and closing.
+BOUND = TIMEOUT * (RETRIES + 1) + 2.5
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as own:
+        yield own
+
+
+def start_wsctl(server: RedisServer, *args: str, timeout: float = TIMEOUT) -> subprocess.Popen[str]:
+    env = dict(os.environ, WSCTL_REDIS_URL=server.url)
+    return subprocess.Popen(
+        [sys.executable, "-m", "wsctl", "--request-timeout", str(timeout), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+
+
+def finish(proc: subprocess.Popen[str], limit: float) -> tuple[int, str, str, float]:
+    """Drain both pipes and wait (at most ``limit`` s, then kill): (code, out, err, seconds)."""
+    started = time.monotonic()
+    try:
+        out, err = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(f"wsctl still running after {limit:.1f}s; stderr: {err[-500:]}")
+    return proc.returncode, out, err, time.monotonic() - started
+
+
+def assert_redis_error_line(err: str, server: RedisServer) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("wsctl: error: ") and f"127.0.0.1:{server.port}" in lines[0], err
+    assert "Traceback" not in err
+
+
+COMMANDS = {
+    "list": ["list", "connections", "-o", "jsonl"],
+    "list-instances": ["list", "instances"],
+    "show": ["show", "robot-1"],
+    "reap": ["reap", "--timeout", "1"],
+    "export": ["registry", "export"],
+    "import": ["registry", "import", "IMPORT_FILE"],
+    "doctor": ["doctor"],
+    "send": ["send", "robot-1", "hello"],
+}
+
+
+def test_every_command_against_a_frozen_server_exits_3_naming_it_within_the_bound(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    fill(server, 50)
+    records = tmp_path / "import.jsonl"
+    records.write_text(
+        json.dumps(
+            {
+                "robot_id": "new-1",
+                "fields": {
+                    "instance_id": "gw-a",
+                    "robot_id": "new-1",
+                    "last_heartbeat": datetime.now().isoformat(),
+                },
+            }
+        )
+        + "\n"
+    )
+    with frozen(server):
+        procs = {}
+        for name, args in COMMANDS.items():
+            args = [str(records) if a == "IMPORT_FILE" else a for a in args]
+            procs[name] = (start_wsctl(server, *args), time.monotonic())
+        for name, (proc, started) in procs.items():
+            code, _, err, _ = finish(proc, 30)
+            elapsed = time.monotonic() - started
+            assert code == 3, (name, code, err)
+            assert_redis_error_line(err, server)
+            assert "timed out" in err, (name, err)
+            # all eight started together on two cores: allow their start-up to queue
+            assert elapsed < BOUND + 2.0, (name, elapsed)
+    # the server answers again: nothing was written while it was frozen
+    client = redis.Redis(port=server.port)
+    try:
+        assert client.dbsize() == 50
+    finally:
+        client.close()
+
+
+def test_a_bulk_read_frozen_midway_exits_3_within_the_bound(server: RedisServer) -> None:
+    fill(server, 30_000)
+    proc = start_wsctl(server, "list", "connections", "-o", "jsonl")
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("{")  # streaming has begun
+        # wsctl now fills the pipe (30k lines, far more than a pipe holds) and blocks on it
+        time.sleep(1.0)
+        with frozen(server):
+            code, out, err, elapsed = finish(proc, 30)
+        assert code == 3, err
+        assert_redis_error_line(err, server)
+        assert elapsed < BOUND, elapsed
+        assert 0 < out.count("\n") < 30_000  # it stopped part-way, with what it had read
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def _keys(server: RedisServer) -> set[str]:
+    client = redis.Redis(port=server.port, decode_responses=True)
+    try:
+        return set(client.scan_iter(match="ws_conn:*", count=5000))
+    finally:
+        client.close()
+
+
+def test_a_reap_frozen_midway_deleted_nothing_it_had_not_backed_up(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    total = 40_000
+    fill(server, total, age_s=600)
+    backup = tmp_path / "reap.jsonl"
+    probe = redis.Redis(port=server.port, socket_timeout=5)
+    proc = start_wsctl(server, "reap", "--timeout", "90", "--backup", str(backup))
+    try:
+        deadline = time.monotonic() + 30
+        while probe.dbsize() == total:  # wait for the first deletes to land
+            assert time.monotonic() < deadline and proc.poll() is None, "reap did not start"
+            time.sleep(0.005)
+        with frozen(server):
+            code, _, err, elapsed = finish(proc, 30)
+        assert code == 3, err
+        assert_redis_error_line(err, server)
+        assert elapsed < BOUND, elapsed
+        assert str(backup) in err  # the operator is told where the removed entries are
+    finally:
+        probe.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    # Resumed, the server may still run deletes that were in flight when wsctl gave up: every
+    # entry gone must be in the backup.
+    time.sleep(0.5)
+    gone = {f"robot-{i}" for i in range(total)} - {
+        k.removeprefix("ws_conn:") for k in _keys(server)
+    }
+    backed_up = {json.loads(line)["robot_id"] for line in backup.read_text().splitlines()}
+    assert gone, "the freeze came after the reap had finished"
+    assert gone <= backed_up
+    assert len(gone) < total
+
+
+def test_a_server_killed_midway_then_restarted_empty(server: RedisServer) -> None:
+    fill(server, 30_000)
+    proc = start_wsctl(server, "list", "connections", "-o", "jsonl")
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("{")
+        time.sleep(1.0)
+        server.kill()
+        code, _, err, elapsed = finish(proc, 30)
+        assert code == 3, err
+        assert_redis_error_line(err, server)
+        assert elapsed < BOUND, elapsed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    # while it is down: a clean, quick failure
+    code, _, err, elapsed = finish(start_wsctl(server, "list", "connections"), 30)
+    assert code == 3 and elapsed < BOUND, (code, err, elapsed)
+    assert_redis_error_line(err, server)
+    server.start()  # same port, empty (no persistence)
+    code, out, err, _ = finish(start_wsctl(server, "list", "connections", "-o", "jsonl"), 30)
+    assert (code, out) == (0, ""), err
+    code, _, err, _ = finish(start_wsctl(server, "send", "robot-1", "hi"), 30)
+    assert code == 4, err
+
+
+def test_a_long_reaper_survives_a_freeze_it_outlasts() -> None:
+    """Not every stall is fatal: a freeze shorter than the request timeout is ridden out."""
+    with RedisServer() as own:
+        fill(own, 100, age_s=600)
+        proc = start_wsctl(own, "reap", "--timeout", "90", "--no-backup", timeout=5.0)
+        try:
+            with frozen(own):
+                time.sleep(1.0)
+            code, _, err, _ = finish(proc, 30)
+            assert code == 0, err
+            assert _keys(own) == set()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
