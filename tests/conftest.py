@@ -225,4 +225,5 @@ def tls_cluster(tls_pki, tls_proxy_loop):  # type: ignore[no-untyped-def]
     from tests.tlsproxy import tls_cluster as start
 
     with start(tls_proxy_loop, tls_pki.server) as cluster:
+        cluster.wait_announced()  # replicas reach every slot map a moment after cluster_state:ok
         yield cluster
