@@ -51,6 +51,12 @@ class RedisUnavailable(WsctlError):
     exit_code = EXIT_REDIS
 
 
+class TlsError(RedisUnavailable):
+    """TLS to Redis failed in a way retrying will not fix: an untrusted or misnamed server
+    certificate, a client certificate required or rejected, TLS spoken to a plain server (or
+    the reverse)."""
+
+
 class NotFound(WsctlError):
     """The thing asked for does not exist (a negative result, not a failure of wsctl)."""
 

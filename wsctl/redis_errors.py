@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 from redis import exceptions as rx
 
-from wsctl.errors import RedisUnavailable
+from wsctl.errors import RedisUnavailable, TlsError
 from wsctl.redis_target import Target
 
 __all__ = ["describe_error", "tls_problem", "translate_errors"]
@@ -162,7 +162,7 @@ def describe_error(target: Target, exc: BaseException, *, probe: bool = True) ->
     """
     tls = tls_problem(target, exc, probe=probe)
     if tls is not None:
-        return RedisUnavailable(tls)
+        return TlsError(tls)
     where = target.describe()
     text = target.scrub(str(exc)) or exc.__class__.__name__
     upper = text.upper()

@@ -179,6 +179,24 @@ def test_config_show_lists_tls_paths_and_their_sources(tls: TlsSingle) -> None:
 # ------------------------------------------------------------------ single node: each failure
 
 
+def test_gateway_with_an_untrusted_redis_certificate_exits_3_at_start(tls: TlsSingle) -> None:
+    """A gateway that could never register fails fast with the TLS reason, rather than serving
+    robots it cannot record (a Redis that is merely down is still retried)."""
+    import subprocess
+    import sys
+
+    url = f"rediss://localhost:{tls.port}/0"
+    done = subprocess.run(
+        [sys.executable, "-m", "wsctl", "--redis-url", url, "gateway", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "is not trusted" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_private_ca_not_given_is_certificate_not_trusted(tls: TlsSingle) -> None:
     res = invoke(["list", "robots"], env={"WSCTL_REDIS_URL": f"rediss://localhost:{tls.port}/0"})
     _one_line_exit_3(res, "is not trusted")

@@ -295,5 +295,10 @@ def test_tls_failures_are_told_apart_from_the_error_alone() -> None:
     plain = failure("Error 1 connecting: [SSL: WRONG_VERSION_NUMBER] wrong version number")
     assert "does not speak TLS" in (tls_problem(tls, plain, probe=False) or "")
     assert tls_problem(tls, failure("Connection refused"), probe=False) is None
+    from wsctl.errors import TlsError
+    from wsctl.redis_errors import describe_error
+
+    assert isinstance(describe_error(tls, plain, probe=False), TlsError)
+    assert not isinstance(describe_error(tls, failure("refused"), probe=False), TlsError)
     no_tls = Target("tcp", host="r.example", port=6380)
     assert tls_problem(no_tls, failure("Connection closed by server."), probe=False) is None

@@ -108,9 +108,29 @@ def gateway(
     run(_serve(Gateway(config, resolve_target(settings))))
 
 
+async def _check_tls(target: Any) -> None:
+    """With TLS on, connect once before serving: a TLS failure (untrusted certificate, client
+    certificate refused, TLS/plain mismatch) is a configuration error that retrying cannot fix,
+    so the gateway exits 3 with it. Any other failure (Redis down) leaves the gateway to start
+    and retry, as it does without TLS."""
+    from wsctl.errors import RedisUnavailable, TlsError
+    from wsctl.redis_factory import connect
+
+    if target.tls is None:
+        return
+    try:
+        async with connect(target, retries=0):
+            pass
+    except TlsError:
+        raise
+    except RedisUnavailable:
+        pass
+
+
 async def _serve(gw: Any) -> None:
     import asyncio
 
+    await _check_tls(gw.target)
     stop = asyncio.Event()
     on_stop_signals(stop.set)
     try:
