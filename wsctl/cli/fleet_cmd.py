@@ -105,10 +105,10 @@ def gateway(
         keyspace=keyspace_of(settings),
         advertise_url=advertise_url,
     )
-    run(_serve(Gateway(config, resolve_target(settings))))
+    run(_serve(Gateway(config, resolve_target(settings)), settings.socket_timeout))
 
 
-async def _check_tls(target: Any) -> None:
+async def _check_tls(target: Any, socket_timeout: float) -> None:
     """With TLS on, connect once before serving: a TLS failure (untrusted certificate, client
     certificate refused, TLS/plain mismatch) is a configuration error that retrying cannot fix,
     so the gateway exits 3 with it. Any other failure (Redis down) leaves the gateway to start
@@ -119,7 +119,7 @@ async def _check_tls(target: Any) -> None:
     if target.tls is None:
         return
     try:
-        async with connect(target, retries=0):
+        async with connect(target, retries=0, socket_timeout=socket_timeout):
             pass
     except TlsError:
         raise
@@ -127,10 +127,10 @@ async def _check_tls(target: Any) -> None:
         pass
 
 
-async def _serve(gw: Any) -> None:
+async def _serve(gw: Any, socket_timeout: float) -> None:
     import asyncio
 
-    await _check_tls(gw.target)
+    await _check_tls(gw.target, socket_timeout)
     stop = asyncio.Event()
     on_stop_signals(stop.set)
     try:
