@@ -125,7 +125,13 @@ class DocGateway:
             status, reason = "not_connected", "no socket here"
         elif op == "kick" and session and env.get("conn_id") in (None, session[0]):
             del self.sessions[robot]
-            await session[1].close(4001, "superseded by a newer connection")
+            if env.get("message") is None:
+                await session[1].close(4001, "superseded by a newer connection")
+            else:
+                await session[1].close(4002, env["message"])
+            await self._eval(
+                "COMPARE_AND_DELETE", f"ws_conn:{robot}", "hash", "conn_id", "=" + session[0]
+            )
             status = "kicked"
         elif op == "ping" and not robot:
             status, data = "pong", {"connections": len(self.sessions), "version": "doc-1"}

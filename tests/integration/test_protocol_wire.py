@@ -21,7 +21,7 @@ from tests.fleet import running_fleet, wait_for
 from tests.seedlike import seed_store_connection
 from wsctl.ops.control import request
 from wsctl.ops.send import send_message
-from wsctl.protocol import Envelope, Op, Status, encode
+from wsctl.protocol import CloseCode, Envelope, Op, Status, encode
 
 SCHEMA = json.loads(
     (Path(__file__).parents[2] / "docs" / "envelope.schema.json").read_text(encoding="utf-8")
@@ -65,7 +65,7 @@ async def test_everything_real_gateways_publish_validates_against_the_schema(
             await wait_for(lambda: store.get("robot-1"))
             # the robot connects again elsewhere: gw-b kicks gw-a's session (no reply_to)
             async with connect(f"{fleet['gw-b'].ws_url}/ws/robot-1") as robot:
-                await wait_for(lambda: first.close_code == 4001)
+                await wait_for(lambda: first.close_code == CloseCode.SUPERSEDED)
 
                 async def moved() -> bool:
                     entry = await store.get("robot-1")
@@ -92,10 +92,12 @@ async def test_everything_real_gateways_publish_validates_against_the_schema(
                     (Envelope(op=Op.PING, robot_id="robot-9"), Status.NOT_CONNECTED),
                     (Envelope(op=Op.INVENTORY), Status.INVENTORY),
                     (Envelope(op=Op.RESYNC), Status.RESYNCED),
-                    (Envelope(op=Op.KICK, robot_id="robot-1"), Status.KICKED),
+                    (Envelope(op=Op.KICK, robot_id="robot-1", message="bye"), Status.KICKED),
                 ]:
                     reply = await request(client, keys, "gw-b", envelope, 5)
                     assert reply is not None and reply.status is status, envelope
+                await wait_for(lambda: robot.close_code == CloseCode.KICKED)
+                assert robot.close_reason == "bye"
         # a broken envelope gets no reply and breaks nothing
         await client.publish("ws_ctl:gw-a", "{not json")
         await client.publish("ws_ctl:gw-a", encode(Envelope(op=Op.PING, reply_to="ws_reply:z")))

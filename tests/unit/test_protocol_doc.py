@@ -11,13 +11,17 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import jsonschema
 import pytest
 
 from wsctl.protocol import (
     MAX_HOPS,
+    ROBOT_PING,
+    ROBOT_PING_UNSUPPORTED,
     VERSION,
+    CloseCode,
     Envelope,
     Op,
     ProtocolError,
@@ -108,6 +112,14 @@ def test_documented_names_and_limits_are_the_codes() -> None:
     assert F_CONN_ID in fields
 
 
+def test_every_close_code_and_the_unsupported_ping_are_documented() -> None:
+    for code in CloseCode:
+        assert f"**{code.value}**" in DOC, f"close code {code.name}"
+    assert f'`data.{ROBOT_PING}` = `"{ROBOT_PING_UNSUPPORTED}"`' in DOC
+    pong = SCHEMA["$defs"]["reply"]["allOf"][1]["then"]["properties"]["data"]["properties"]
+    assert pong[ROBOT_PING] == {"const": ROBOT_PING_UNSUPPORTED, "description": ANY}
+
+
 def _every_envelope() -> list[Envelope]:
     out = []
     for op in Op:
@@ -127,7 +139,11 @@ def test_every_envelope_the_code_builds_validates(envelope: Envelope) -> None:
 
 
 _DATA: dict[Status, list[dict[str, Any]]] = {
-    Status.PONG: [{"connections": 3, "version": "0.1.0"}, {"robot_rtt_ms": 1.2, "conn_id": "c"}],
+    Status.PONG: [
+        {"connections": 3, "version": "0.1.0"},
+        {"robot_rtt_ms": 1.2, "conn_id": "c"},
+        {ROBOT_PING: ROBOT_PING_UNSUPPORTED, "conn_id": "c"},
+    ],
     Status.INVENTORY: [
         {"connections": []},
         {"connections": [{"robot_id": "r", "conn_id": "c", "since": 1.0}]},
