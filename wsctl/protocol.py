@@ -113,6 +113,22 @@ class Reply:
         return max(0.0, (self.replied_at - self.sent_at) * 1000)
 
 
+def message_problem(message: str, max_bytes: int) -> str | None:
+    """Why a ``send`` message cannot go to a robot as a WebSocket text frame, or None.
+
+    A text frame is UTF-8: text holding lone surrogates (bytes that were not UTF-8, carried
+    through JSON as ``\\udcXX`` escapes) cannot be encoded, and that is the message's fault,
+    never a sign that the robot's socket is dead.
+    """
+    try:
+        size = len(message.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "message is not valid UTF-8 text"
+    if size > max_bytes:
+        return f"message larger than {max_bytes} bytes"
+    return None
+
+
 def reply_to(envelope: Envelope, status: Status, instance: str, **kw: Any) -> Reply:
     return Reply(
         id=envelope.id,

@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.conftest import Backend, ainvoke, open_test_store
+from tests.conftest import Backend, ainvoke, invoke, open_test_store
 from tests.fleet import running_fleet, wait_for
 from tests.seedlike import seed_store_connection
+from wsctl.errors import UsageError
 from wsctl.gateway.identity import instance_id_for, robot_token
+from wsctl.gateway.server import Gateway, GatewayConfig
+from wsctl.redis_target import Target
 
 
 async def test_connect_registers_and_disconnect_removes_entry(backend: Backend) -> None:
@@ -298,3 +305,96 @@ async def test_gateway_survives_a_redis_restart_and_reregisters(tmp_path) -> Non
                 assert robot.state.name == "OPEN"
     finally:
         server.stop()
+
+
+async def test_a_message_that_is_not_utf8_is_rejected_and_the_robot_stays_connected(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hostile repro: ``wsctl send robot-6 $'caf\\xe9'`` used to make the owner treat the encode
+    error as a dead socket, drop the robot and delete its entry. Whoever publishes such an
+    envelope (an older CLI, another language's gateway), directly or through a forwarding
+    instance, gets ``rejected`` with the reason; the robot keeps its socket and its entry."""
+    from wsctl import protocol
+    from wsctl.ops.send import send_message
+    from wsctl.registry.keys import Keyspace
+
+    # as a peer in another language would write them: JSON \\uXXXX escapes, ASCII on the wire
+    monkeypatch.setattr(
+        "wsctl.ops.control.encode", lambda obj: json.dumps(json.loads(protocol.encode(obj)))
+    )
+    async with running_fleet(backend.env) as fleet, open_test_store(backend) as store:
+        async with connect(f"{fleet['gw-b'].ws_url}/ws/robot-6") as robot:
+            await wait_for(lambda: store.get("robot-6"))
+            for text in ("caf\udce9", "ab\udcffcd", "\ud800"):
+                for via in (None, "gw-a"):
+                    outcome = await send_message(
+                        store.client, Keyspace(), "robot-6", text, via=via, timeout=5
+                    )
+                    assert outcome.status == "rejected", (text, via, outcome)
+                    assert outcome.reason == "message is not valid UTF-8 text"
+            assert robot.state.name == "OPEN"
+            assert fleet["gw-b"].local.get("robot-6") is not None
+            assert await store.get("robot-6") is not None
+            res = await ainvoke(["send", "robot-6", "café"], env=backend.env)
+            assert res.code == 0, res.out + res.err
+            assert await asyncio.wait_for(robot.recv(), 5) == "café"
+
+
+async def test_send_refuses_text_that_is_not_utf8_from_every_source(
+    single: Backend, tmp_path: Path
+) -> None:
+    """The CLI refuses non-UTF-8 text (exit 2) from the argument, stdin and --file, before it
+    reaches any gateway; the robot stays connected."""
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    async with (
+        running_fleet(single.env, names=("gw-a",)) as fleet,
+        open_test_store(single) as store,
+        connect(f"{fleet['gw-a'].ws_url}/ws/robot-5") as robot,
+    ):
+        await wait_for(lambda: store.get("robot-5"))
+        for args in (
+            ["send", "robot-5", "caf\udce9"],
+            ["send", "robot-5", "--file", str(binary)],
+            ["send", "robot-5", "ab\udcffcd", "--json"],
+        ):
+            res = await ainvoke(args, env=single.env)
+            assert res.code == 2, (args, res)
+            assert "not valid UTF-8" in res.err and len(res.err.splitlines()) == 1
+        assert fleet["gw-a"].metrics.messages_failed == 0
+        assert robot.state.name == "OPEN" and await store.get("robot-5") is not None
+
+
+def test_send_refuses_binary_stdin_as_a_process(single: Backend) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "wsctl", "send", "robot-5", "-"],
+        input=b"ab\xffcd",
+        capture_output=True,
+        env={**os.environ, **single.env},
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert b"stdin is not valid UTF-8 text (byte 2)" in proc.stderr
+
+
+def test_token_refuses_ids_and_secrets_that_are_not_utf8() -> None:
+    res = invoke(["token", "r\udcff", "--auth-secret", "s"])
+    assert res.code == 2 and "robot id is not valid UTF-8" in res.err, res
+    res = invoke(["token", "r", "--auth-secret", "s\udcff3cret"])
+    assert res.code == 2 and "--auth-secret is not valid UTF-8" in res.err
+    assert "s3cret" not in res.err and "\udcff" not in res.err
+
+
+def test_instance_ids_with_control_characters_are_refused() -> None:
+    for bad in ("gw\nINFO forged line", "gw\x1b[2J", "gw\x00", "x" * 300):
+        res = invoke(["--redis-url", "redis://127.0.0.1:1/0", "gateway", "--instance-id", bad])
+        assert res.code == 2 and "instance id" in res.err, (bad, res)
+        assert len(res.err.splitlines()) == 1
+        if "\x00" not in bad:  # an environment cannot hold NUL
+            env = {"SERVER_INSTANCE_ID": bad}
+            res = invoke(["--redis-url", "redis://127.0.0.1:1/0", "gateway"], env=env)
+            assert res.code == 2 and "instance id" in res.err, (bad, res)
+        with pytest.raises(UsageError):
+            Gateway(GatewayConfig(instance_id=bad), Target(kind="tcp", port=1))
+        with pytest.raises(UsageError):
+            instance_id_for(8000, {"SERVER_INSTANCE_ID": bad})

@@ -74,3 +74,12 @@ def test_encode_carries_every_field_of_envelopes_and_replies() -> None:
 def test_reply_with_a_non_numeric_time_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError):
         decode_reply(json.dumps({"v": 1, "id": "x", "status": "pong", "replied_at": "soon"}))
+
+
+def test_message_problem_names_text_a_websocket_cannot_carry() -> None:
+    from wsctl.protocol import message_problem
+
+    assert message_problem("café ☃", 100) is None
+    assert message_problem("caf\udce9", 100) == "message is not valid UTF-8 text"
+    assert message_problem("\ud800", 100) == "message is not valid UTF-8 text"
+    assert message_problem("é" * 51, 100) == "message larger than 100 bytes"

@@ -79,6 +79,10 @@ def gateway(
     import logging
 
     from wsctl.gateway.server import Gateway, GatewayConfig
+    from wsctl.registry.keys import validate_id
+
+    if instance_id is not None:
+        validate_id(instance_id, "instance id")
     from wsctl.system import raise_fd_limit
 
     raise_fd_limit()
@@ -212,16 +216,35 @@ def send(
 
 
 def _message_text(message: str | None, file: Path | None) -> str:
+    """The message as text, refused (exit 2) unless it is valid UTF-8: a WebSocket text frame
+    cannot carry anything else, and a gateway must never get bytes it cannot send."""
     if file is not None and message is not None:
         raise UsageError("give MESSAGE or --file, not both")
     if file is not None:
         try:
-            return file.read_text(encoding="utf-8")
+            data = file.read_bytes()
         except OSError as exc:
             raise UsageError(f"cannot read {file}: {exc.strerror}") from None
+        return _utf8(data, f"--file {file}")
     if message is None:
         raise UsageError("missing MESSAGE (text, - for stdin, or --file PATH)")
-    return sys.stdin.read() if message == "-" else message
+    if message == "-":
+        buffer = getattr(sys.stdin, "buffer", None)
+        return _utf8(buffer.read() if buffer is not None else sys.stdin.read(), "stdin")
+    # argv is decoded with surrogateescape: bytes that were not UTF-8 are lone surrogates
+    return _utf8(message, "MESSAGE")
+
+
+def _utf8(
+    data: bytes | str, source: str, why: str = "a WebSocket text message must be UTF-8"
+) -> str:
+    try:
+        if isinstance(data, bytes):
+            return data.decode("utf-8")
+        data.encode("utf-8")
+    except (UnicodeDecodeError, UnicodeEncodeError) as exc:
+        raise UsageError(f"{source} is not valid UTF-8 text (byte {exc.start}); {why}") from None
+    return data
 
 
 async def _send(
@@ -249,4 +272,7 @@ def token(
     validate_id(robot_id)
     if not auth_secret:
         raise UsageError("no secret: pass --auth-secret or set WSCTL_AUTH_SECRET")
+    # gateways read ids from URLs and secrets from UTF-8 configuration: other bytes never match
+    _utf8(robot_id, "robot id", "a gateway reads robot ids from URLs as UTF-8")
+    _utf8(auth_secret, "--auth-secret", "a gateway's secret is UTF-8 text")
     sys.stdout.write(robot_token(auth_secret, robot_id) + "\n")

@@ -47,13 +47,14 @@ from wsctl.protocol import (
     Status,
     decode_envelope,
     encode,
+    message_problem,
     reply_to,
 )
 from wsctl.redis_factory import is_cluster, make_client
 from wsctl.redis_pubsub import subscriber_count, subscription
 from wsctl.redis_target import AsyncClient, Target
 from wsctl.redis_topology import refresh_topology
-from wsctl.registry.keys import Keyspace
+from wsctl.registry.keys import Keyspace, validate_id
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID, Registration, format_ts, utcnow
 from wsctl.registry.store import RegistryStore
 
@@ -147,6 +148,10 @@ class FleetCore:
         self.config = config
         self.target = target
         self.keys = config.keyspace
+        # an instance id is a key and channel suffix and appears in every log line: the same
+        # rules as robot ids (no control characters, at most 256 bytes)
+        if config.instance_id:
+            validate_id(config.instance_id, "instance id")
         self.instance_id = config.instance_id
         self.local = LocalConnections()
         self.metrics = Metrics()
@@ -626,10 +631,8 @@ class FleetCore:
 
     # ------------------------------------------------------------------ routing
     def _too_big(self, message: str) -> str | None:
-        limit = self.config.max_message_bytes
-        if len(message.encode("utf-8", "surrogateescape")) > limit:
-            return f"message larger than {limit} bytes"
-        return None
+        """Why the message cannot go to any robot (not UTF-8 text, over the size limit)."""
+        return message_problem(message, self.config.max_message_bytes)
 
     async def _route_step(self, robot_id: str, message: str, hops: int) -> Decision:
         """Try the local socket; else read the owner and :func:`decide`. Carries out LOCAL
@@ -639,6 +642,13 @@ class FleetCore:
         if conn is not None and not conn.closed:
             try:
                 await conn.sock.send_text(message)
+            except (UnicodeError, TypeError, ValueError) as exc:
+                # a message the socket cannot carry says nothing about the socket: keep it
+                return Decision(
+                    Route.REFUSED,
+                    status=Status.REJECTED,
+                    reason=f"message not sendable: {exc}"[:200],
+                )
             except Exception as exc:
                 # the local socket is dead: clean it, then consult the registry again
                 log.debug("send to %s failed, socket dropped: %r", robot_id, exc)

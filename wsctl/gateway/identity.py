@@ -14,7 +14,9 @@ def instance_id_for(port: int, env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     explicit = env.get("SERVER_INSTANCE_ID")
     if explicit:
-        return explicit
+        from wsctl.registry.keys import validate_id
+
+        return validate_id(explicit, "instance id (SERVER_INSTANCE_ID)")
     seed = f"{socket.gethostname()}:{port}:{os.getpid()}"
     return hashlib.md5(seed.encode()).hexdigest()[:16]
 

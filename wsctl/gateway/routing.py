@@ -29,6 +29,7 @@ class Route(StrEnum):
     NOT_CONNECTED = "not_connected"  # no registry entry
     STALE_OWNER = "stale_owner"  # the registry names us but we hold no live socket: a ghost
     HOP_LIMIT = "hop_limit"  # forwarding again would exceed MAX_HOPS
+    REFUSED = "refused"  # the message itself cannot be sent (not the socket's fault)
 
 
 @dataclass(frozen=True)
