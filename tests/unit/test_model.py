@@ -176,3 +176,52 @@ def test_stale_exactly_when_age_exceeds_timeout(age: float, timeout: float) -> N
     expected = State.STALE if verdict.heartbeat_age > timeout else State.ONLINE  # type: ignore[operator]
     assert verdict.state is expected
     assert abs(verdict.heartbeat_age - age) < 1e-3  # type: ignore[operator]
+
+
+HOSTILE_TIMES = [
+    "99999999999999999999",  # epoch beyond datetime (OSError errno 75 / OverflowError)
+    "1e300",
+    "-1e300",
+    "-99999999999",
+    "9999-12-31T23:59:59",  # naive, moved across the local offset
+    "0001-01-01T00:00:00",  # "year 0 is out of range"
+    "0001-01-01T00:00:00+05:00",
+    "9999-12-31T23:59:59-05:00",
+    "1e11",
+    "2026-02-30T00:00:00",
+    "x" * 10_000,
+]
+
+
+@pytest.mark.parametrize("raw", HOSTILE_TIMES)
+@pytest.mark.parametrize(
+    "zone", [None, UTC, ZoneInfo("Pacific/Kiritimati"), ZoneInfo("Etc/GMT+12")]
+)
+def test_hostile_timestamps_make_a_malformed_entry_never_an_exception(raw: str, zone) -> None:  # type: ignore[no-untyped-def]
+    from wsctl.views import connection_row
+
+    for name in ("last_heartbeat", "connected_at"):
+        fields = seed_fields("2026-11-27T11:59:59+00:00", **{name: raw})
+        entry = entry_from_hash("r1", fields, zone)
+        row = connection_row(entry, NOW, 90)
+        if entry.problems:
+            assert row["state"] == "malformed" and name in row["reason"]
+            assert len(row["reason"]) < 200  # a huge value cannot make a huge reason
+        else:
+            assert row["state"] in ("online", "stale", "malformed")
+
+
+@given(st.dictionaries(st.sampled_from(list(seed_fields("x"))) | st.text(), st.text()))
+def test_any_value_of_any_field_is_survivable(fields: dict[str, str]) -> None:
+    from wsctl.views import connection_row
+
+    row = connection_row(entry_from_hash("r1", fields), NOW, 90)
+    assert row["state"] in ("online", "stale", "malformed")
+
+
+@given(st.from_regex(r"-?[0-9]{1,25}(\.[0-9]{0,5})?(e[-+]?[0-9]{1,4})?", fullmatch=True))
+def test_any_epoch_number_parses_or_is_refused_with_a_reason(raw: str) -> None:
+    try:
+        parse_timestamp(raw)
+    except ValueError as exc:
+        assert str(exc)

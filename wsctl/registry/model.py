@@ -72,6 +72,21 @@ def parse_timestamp(raw: str, naive_tz: tzinfo | None = None) -> datetime:
 
 
 def _parse_timestamp(raw: str, naive_tz: tzinfo | None) -> datetime:
+    # Any text is survivable: values outside what datetime holds (epoch 1e20, year 1 moved
+    # across a UTC offset, year 9999 in a zone east of UTC) raise OverflowError or OSError
+    # deep in the conversions; those are unparsable values like any other.
+    try:
+        return _parse_timestamp_unchecked(raw, naive_tz)
+    except (OverflowError, OSError):
+        raise ValueError(f"{_short(raw)} is out of the representable time range") from None
+
+
+def _short(raw: str, limit: int = 40) -> str:
+    """A value quoted for a reason, cut so a huge field cannot make a huge message."""
+    return repr(raw if len(raw) <= limit else raw[:limit] + "...")
+
+
+def _parse_timestamp_unchecked(raw: str, naive_tz: tzinfo | None) -> datetime:
     text = raw.strip()
     if not text:
         raise ValueError("empty")
@@ -84,17 +99,23 @@ def _parse_timestamp(raw: str, naive_tz: tzinfo | None) -> datetime:
             number = None
         if number is not None:
             if not math.isfinite(number):
-                raise ValueError(f"{raw!r} is not a time")
+                raise ValueError(f"{_short(raw)} is not a time")
             if number > 1e11:  # milliseconds since the epoch
                 number /= 1000.0
-            return datetime.fromtimestamp(number, UTC)
+            try:
+                return datetime.fromtimestamp(number, UTC)
+            except ValueError:  # "year 300000 is out of range"
+                raise OverflowError from None
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         if text.lower() in ("nan", "inf", "-inf", "infinity"):
-            raise ValueError(f"{raw!r} is not a time") from None
-        raise ValueError(f"{raw!r} is not an ISO time or epoch seconds") from None
+            raise ValueError(f"{_short(raw)} is not a time") from None
+        raise ValueError(f"{_short(raw)} is not an ISO time or epoch seconds") from None
     if parsed.tzinfo is None:
+        if not 1 < parsed.year < 9999:
+            # a naive time this close to datetime's limits cannot be moved to UTC reliably
+            raise OverflowError
         if naive_tz is None:
             # every accepted ISO form spells date and hour within its first 13 characters
             hour_key = text[:13]
@@ -126,6 +147,9 @@ class Entry:
     connected_at: datetime | None = None
     last_heartbeat: datetime | None = None
     problems: tuple[str, ...] = ()
+    # a key that is not a hash: its DUMP payload (bytes as surrogateescape text), read before
+    # a delete so the backup can restore it and the delete can be fenced on it
+    dump: str | None = None
 
     @property
     def instance_id(self) -> str | None:
@@ -172,7 +196,7 @@ def entry_from_hash(
             problems.append(f"bad {F_CONNECTED_AT}: {exc}")
     stored_id = get(F_ROBOT_ID)
     if stored_id and stored_id != robot_id:
-        problems.append(f"robot_id field {stored_id!r} does not match key")
+        problems.append(f"robot_id field {_short(stored_id)} does not match key")
     fields = mapping if isinstance(mapping, dict) else dict(mapping)
     return Entry(robot_id, fields, "hash", connected, heartbeat, tuple(problems))
 
@@ -185,6 +209,22 @@ def wrong_type_entry(robot_id: str, key_type: str) -> Entry:
         key_type=key_type,
         problems=(f"not a hash (type {key_type})",),
     )
+
+
+def problems_at(
+    robot_id: str,
+    fields: Mapping[str, str],
+    now: datetime,
+    naive_tz: tzinfo | None = None,
+    max_skew: float = DEFAULT_MAX_SKEW,
+) -> list[str]:
+    """Why a hash with ``fields`` at ``robot_id`` would be a malformed entry at ``now`` (empty:
+    it would not). The one validation of what ``registry set`` and ``import`` write."""
+    entry = entry_from_hash(robot_id, fields, naive_tz)
+    verdict = assess(entry, now, math.inf, max_skew)
+    if verdict.state is State.MALFORMED:
+        return list(entry.problems) or [verdict.reason]
+    return []
 
 
 @dataclass(slots=True)
