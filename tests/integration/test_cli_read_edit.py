@@ -210,7 +210,7 @@ async def test_import_skips_existing_by_default_and_overwrites_on_request(backen
 def test_import_reports_every_bad_line_and_writes_nothing(single: Backend) -> None:
     text = "\n".join(
         [
-            json.dumps({"robot_id": "ok", "fields": {"a": "b"}}),
+            json.dumps({"robot_id": "ok", "fields": seed_hash("ok", "gw-a")}),
             "{not json",
             json.dumps({"robot_id": "", "fields": {"a": "b"}}),
             json.dumps({"robot_id": "x", "fields": {"a": 1}}),

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import Backend, ainvoke, invoke, open_test_store
 from tests.fleet import running_fleet
 from tests.seedlike import seed_hash, seed_store_connection
+from wsctl.errors import UsageError
 from wsctl.ops.reap import ReapOptions, reap
 from wsctl.registry.model import format_ts, utcnow
 from wsctl.registry.store import RegistryStore
@@ -143,7 +144,7 @@ async def test_a_backup_that_cannot_be_made_durable_deletes_nothing(
         for i in range(25):
             await seed_store_connection(store.client, f"r{i}", "abcdef0123456789", age_s=600)
         store.batch_size = 10
-        with pytest.raises(OSError, match="Input/output"):
+        with pytest.raises(UsageError, match="Input/output error; entries not backed up"):
             await reap(store, ReapOptions(timeout=90, backup=tmp_path / "b.jsonl"))
         assert len([e async for e in store.iter_entries()]) == 25
 

@@ -82,6 +82,10 @@ def reap(
         raise UsageError("--backup and --no-backup exclude each other")
     if every is not None and every <= 0:
         raise UsageError("--every must be greater than 0")
+    if backup is not None:
+        from wsctl.ops.backup import check_backup_path
+
+        check_backup_path(backup)
     settings = state(ctx).settings(timeout=timeout)
     path = None if no_backup else (backup or default_backup_path("reap", utcnow()))
     options = ReapOptions(

@@ -5,6 +5,7 @@ Every write has ``--dry-run``; deletes are compare-and-delete and back the entry
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 from collections.abc import Iterator
@@ -104,13 +105,27 @@ async def _set(
         elif entry.key_type != "hash":
             raise UsageError(
                 f"{store.keys.conn_key(robot_id)} is a {entry.key_type}, not a hash; "
-                f"remove it first with: wsctl registry rm {robot_id}"
+                f"remove it first with: wsctl registry rm {shlex.quote(robot_id)}"
             )
+        _refuse_malformed(robot_id, entry, mapping, store.naive_tz)
         verb = "would set" if dry_run else "set"
         if not dry_run:
             await store.set_fields(robot_id, mapping)
         fields = ", ".join(f"{k}={v}" for k, v in mapping.items())
         err(f"{verb} {robot_id}: {fields}")
+
+
+def _refuse_malformed(robot_id: str, entry: Any, mapping: dict[str, str], naive_tz: Any) -> None:
+    """Refuse a write that would leave an entry wsctl itself calls malformed (the same
+    judgement as every listing's): problems the entry already had are not blamed on it."""
+    from wsctl.registry.model import problems_at, utcnow
+
+    now = utcnow()
+    before = dict(entry.fields) if entry is not None else {}
+    had = set(problems_at(robot_id, before, now, naive_tz)) if entry is not None else set()
+    new = [p for p in problems_at(robot_id, {**before, **mapping}, now, naive_tz) if p not in had]
+    if new:
+        raise UsageError(f"refused: the entry would be malformed: {'; '.join(new)}")
 
 
 def rm_columns() -> list[Column]:
@@ -148,6 +163,10 @@ def remove(
         validate_id(robot_id)
     if backup is not None and no_backup:
         raise UsageError("--backup and --no-backup exclude each other")
+    if backup is not None:
+        from wsctl.ops.backup import check_backup_path
+
+        check_backup_path(backup)
     settings = state(ctx).settings()
     rows, backup_path = run(
         _rm(settings, robot_ids, if_instance, if_conn_id, backup, no_backup, dry_run)
@@ -196,6 +215,7 @@ async def _rm(
                 if dry_run:
                     rows.append({"robot_id": robot_id, "result": "would remove", "detail": None})
                     continue
+                await store.attach_dumps([entry])
                 writer.write([(entry, "rm")], now)
                 # the conditions were checked on this observation; the fenced delete makes sure
                 # it is still exactly this observation (instance, session, heartbeat) that goes
@@ -223,7 +243,9 @@ def export(
     """
     settings = state(ctx).settings()
     if file is not None:
-        with file.open("w", encoding="utf-8", errors="backslashreplace") as fh:
+        # a temporary file beside the target, renamed over it only on success: an export that
+        # fails (Redis unreachable, disk full) never truncates the file it would replace
+        with atomic_output(file) as fh:
             count, skipped = run(_export(settings, instance, robot, fh))
     else:
         count, skipped = run(_export(settings, instance, robot, sys.stdout))
@@ -231,6 +253,44 @@ def export(
         f"exported {count} entr{'y' if count == 1 else 'ies'}"
         + (f"; skipped {skipped} key(s) that are not hashes" if skipped else "")
     )
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[Any]:
+    """A text file written to a temporary name in ``path``'s directory, fsync'ed and renamed
+    over ``path`` only if the block succeeds (else removed)."""
+    import os
+    import stat
+    import tempfile
+
+    try:
+        special = not stat.S_ISREG(path.stat().st_mode)  # a device or a pipe
+    except OSError:
+        special = False
+    if special:  # nothing to truncate, and never to be replaced by a regular file
+        try:
+            with path.open("w", encoding="utf-8", errors="backslashreplace") as fh:
+                yield fh
+        except OSError as exc:
+            raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+        return
+    directory = path.parent
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, ConnectionError):
+            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise
 
 
 async def _export(
@@ -251,54 +311,149 @@ async def _export(
     return count, skipped
 
 
+FileArg = Annotated[str, typer.Argument(help="JSONL file (an export or a backup), - for stdin.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace entries that exist.")]
+SkipExistingOpt = Annotated[
+    bool, typer.Option("--skip-existing", help="Keep entries that exist (the default).")
+]
+
+
 @registry_app.command("import")
 def import_(
     ctx: typer.Context,
-    file: Annotated[str, typer.Argument(help="JSONL file (an export or a backup), - for stdin.")],
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace entries that exist.")
-    ] = False,
-    skip_existing: Annotated[
-        bool, typer.Option("--skip-existing", help="Keep entries that exist (the default).")
+    file: FileArg,
+    overwrite: OverwriteOpt = False,
+    skip_existing: SkipExistingOpt = False,
+    allow_malformed: Annotated[
+        bool,
+        typer.Option(
+            "--allow-malformed",
+            help="Also write entries wsctl calls malformed (an export of such a registry).",
+        ),
     ] = False,
     dry_run: DryRunOpt = False,
     output: OutputOpt = "table",
 ) -> None:
-    """Import (restore) entries from an export or a backup; every line is validated first.
+    """Import entries from an export or a backup; every line is validated first.
 
-    By default robots that already have an entry (re-registered since) are skipped. A file is
-    read twice (validate, then write in batches) so memory stays flat; stdin is held.
+    A line is refused (and nothing written) when it is not JSON, when its fields make an entry
+    wsctl calls malformed (missing instance_id, a timestamp that does not parse or lies in the
+    future, a robot_id field naming another robot), or when it gives a robot a second time.
+    By default robots that already have an entry are skipped. Files, pipes (<(cmd)) and stdin
+    are all read twice (validate, then write in batches): pipes and stdin via a temporary file.
 
-    Example: wsctl registry import ~/.local/state/wsctl/backups/reap-....jsonl --dry-run
+    Example: wsctl registry import registry.jsonl --dry-run
     """
-    from wsctl.registry.records import iter_records, parse_lines, validate_lines
+    _import_command(ctx, file, overwrite, skip_existing, allow_malformed, dry_run, output, False)
+
+
+@registry_app.command("restore")
+def restore(
+    ctx: typer.Context,
+    file: FileArg,
+    overwrite: OverwriteOpt = False,
+    skip_existing: SkipExistingOpt = False,
+    dry_run: DryRunOpt = False,
+    output: OutputOpt = "table",
+) -> None:
+    """Restore a backup written by reap or rm: every key exactly as it was removed.
+
+    Malformed entries and keys that are not hashes are restored as they were (that is what
+    was removed); when a backup holds a robot twice (several reaps), the last line wins.
+    Robots that registered again since are skipped. Keys that cannot be restored are listed
+    and the rest are restored (exit 1 then).
+
+    Example: wsctl registry restore ~/.local/state/wsctl/backups/reap-....jsonl --dry-run
+    """
+    _import_command(ctx, file, overwrite, skip_existing, True, dry_run, output, True)
+
+
+def _import_command(
+    ctx: typer.Context,
+    file: str,
+    overwrite: bool,
+    skip_existing: bool,
+    allow_malformed: bool,
+    dry_run: bool,
+    output: str,
+    restoring: bool,
+) -> None:
+    from wsctl.registry.model import problems_at, utcnow
+    from wsctl.registry.records import Record, iter_records, validate_lines
+    from wsctl.timezones import resolve_tz
 
     fmt = check_output(output)
     if overwrite and skip_existing:
         raise UsageError("--overwrite and --skip-existing exclude each other")
     settings = state(ctx).settings()
-    if file == "-":
-        records = parse_lines(sys.stdin, "<stdin>")
-        result = run(_import(settings, iter(records), len(records), overwrite, dry_run))
-    else:
-        path = Path(file)
-        try:
-            with path.open(encoding="utf-8", errors="surrogateescape") as fh:
-                count = validate_lines(fh, str(path))
-            with path.open(encoding="utf-8", errors="surrogateescape") as fh:
-                result = run(_import(settings, iter_records(fh), count, overwrite, dry_run))
-        except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    now, naive_tz = utcnow(), resolve_tz(settings.naive_tz)
+
+    def check(record: Record) -> list[str]:
+        return problems_at(record.robot_id, record.fields, now, naive_tz)
+
+    with _seekable(file) as (path, label):
+        with path.open(encoding="utf-8", errors="surrogateescape") as fh:
+            found = validate_lines(
+                fh, label, None if allow_malformed else check, last_wins=restoring
+            )
+        with path.open(encoding="utf-8", errors="surrogateescape") as fh:
+            records = iter_records(fh, found.skip)
+            result = run(_import(settings, records, found.count, overwrite, dry_run))
+    result["superseded"] = len(found.superseded)
+    result["not_restored_items"] = found.unrestorable + result["not_restored_items"]
+    result["not_restored"] = len(result["not_restored_items"])
     from wsctl.cli.output import render_object
 
     render_object(result, fmt)
+    if result["not_restored"]:
+        for item in result["not_restored_items"][:10]:
+            err(
+                f"wsctl: not restored: line {item['line']}, robot {item['robot_id']!r}: "
+                f"{item['reason']}"
+            )
+        raise typer.Exit(EXIT_NEGATIVE)
 
 
-registry_app.command(
-    "restore",
-    help="Restore a backup (of reap, rm): the same command as import. "
-    "Example: wsctl registry restore ~/.local/state/wsctl/backups/reap-....jsonl --dry-run",
-)(import_)
+@contextlib.contextmanager
+def _seekable(file: str) -> Iterator[tuple[Path, str]]:
+    """A regular file holding the input: the file itself, or for stdin and anything that
+    cannot be read twice (a pipe such as ``<(cat f)``, a FIFO) a private temporary copy."""
+    import os
+    import shutil
+    import stat
+    import tempfile
+
+    if file != "-":
+        path = Path(file)
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        if stat.S_ISDIR(mode):
+            raise UsageError(f"cannot read {path}: it is a directory")
+        if stat.S_ISREG(mode):
+            yield path, str(path)
+            return
+    label = "<stdin>" if file == "-" else file
+    fd, tmp = tempfile.mkstemp(prefix="wsctl-import-", suffix=".jsonl")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if file == "-":
+                source = getattr(sys.stdin, "buffer", None)
+                if source is not None:
+                    shutil.copyfileobj(source, out)
+                else:  # an in-process caller's text stream
+                    out.write(sys.stdin.read().encode("utf-8", "surrogateescape"))
+            else:
+                try:
+                    with open(file, "rb") as src:
+                        shutil.copyfileobj(src, out)
+                except OSError as exc:
+                    raise UsageError(f"cannot read {file}: {exc.strerror}") from None
+        yield Path(tmp), label
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 async def _import(

@@ -5,12 +5,14 @@ The format is the export format, so ``wsctl registry import BACKUP`` restores a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from wsctl.errors import UsageError
 from wsctl.paths import backups_dir
 from wsctl.registry.model import Entry, format_ts
 from wsctl.registry.records import dumps, entry_record
@@ -44,20 +46,46 @@ class BackupWriter:
         """Append entries and make them durable (flush + fsync) before anything is deleted."""
         if self.path is None or not entries:
             return
-        if self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fh = self.path.open("a", encoding="utf-8", errors="backslashreplace")
         removed_at = format_ts(now)
         lines = [
             dumps(entry_record(entry, reason=reason, removed_at=removed_at))
             for entry, reason in entries
         ]
-        self._fh.write("\n".join(lines) + "\n")
+        try:
+            if self._fh is None:
+                check_backup_path(self.path)
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = self.path.open("a", encoding="utf-8", errors="backslashreplace")
+            self._fh.write("\n".join(lines) + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            # the caller deletes nothing of this batch: its backup is not on disk
+            raise UsageError(
+                f"cannot write backup {self.path}: {exc.strerror or exc}; "
+                "entries not backed up were not deleted"
+            ) from None
         self.count += len(lines)
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            fh, self._fh = self._fh, None
+            with contextlib.suppress(OSError):  # every batch was fsync'ed (or refused) already
+                fh.close()
+
+
+def check_backup_path(path: Path) -> None:
+    """Refuse, before anything is read or deleted, a backup path that cannot hold a backup:
+    a directory, or a device or pipe (where fsync cannot make it durable)."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UsageError(f"cannot use backup {path}: {exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise UsageError(f"backup {path} is a directory; give a file path")
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"backup {path} is not a regular file (it must be durable on disk)")

@@ -201,6 +201,7 @@ async def reap(
                     _tally(report, in_flight[0], await in_flight[1])
                     in_flight = None
                 if chosen and not options.dry_run:
+                    await store.attach_dumps([e for e, _, _ in chosen])
                     writer.write([(e, r.value) for e, r, _ in chosen], now)
                     in_flight = (
                         chosen,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from wsctl.registry.model import Entry
 from wsctl.registry.records import Record
@@ -27,6 +28,8 @@ class ImportResult:
     skipped_existing: list[str] = field(default_factory=list)
     would_write: int = 0
     dry_run: bool = False
+    not_restored: list[dict[str, Any]] = field(default_factory=list)
+    superseded: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -34,6 +37,9 @@ class ImportResult:
             "would_write": self.would_write,
             "skipped_existing": len(self.skipped_existing),
             "skipped_robot_ids": self.skipped_existing[:100],
+            "superseded": self.superseded,
+            "not_restored": len(self.not_restored),
+            "not_restored_items": self.not_restored[:100],
             "dry_run": self.dry_run,
         }
 
@@ -43,7 +49,9 @@ async def import_records(
 ) -> ImportResult:
     """Write records in pipelined batches; without ``overwrite`` existing robots are skipped.
 
-    ``dry_run`` checks which robots exist and writes nothing.
+    Hashes are written whole by a per-key script; keys of other types (backups) are restored
+    from their DUMP payload. A key that cannot be restored is reported in ``not_restored`` and
+    the rest are still written. ``dry_run`` checks which robots exist and writes nothing.
     """
     result = ImportResult(dry_run=dry_run)
     batch: list[Record] = []
@@ -62,14 +70,28 @@ async def import_records(
                 else:
                     result.would_write += 1
             return
+        hashes = [rec for rec in batch if rec.dump is None]
         outcomes = await store.write_many(
-            [(rec.robot_id, rec.fields) for rec in batch], replace=overwrite
+            [(rec.robot_id, rec.fields) for rec in hashes], replace=overwrite
         )
-        for rec, written in zip(batch, outcomes, strict=True):
+        for rec, written in zip(hashes, outcomes, strict=True):
             if written:
                 result.written += 1
             else:
                 result.skipped_existing.append(rec.robot_id)
+        others = [rec for rec in batch if rec.dump is not None]
+        errors = await store.restore_many(
+            [(rec.robot_id, rec.dump or b"") for rec in others], replace=overwrite
+        )
+        for rec, error in zip(others, errors, strict=True):
+            if error is None:
+                result.written += 1
+            elif "BUSYKEY" in str(error):
+                result.skipped_existing.append(rec.robot_id)
+            else:
+                result.not_restored.append(
+                    {"line": rec.line, "robot_id": rec.robot_id, "reason": str(error)[:200]}
+                )
 
     for record in records:
         batch.append(record)

@@ -1,14 +1,18 @@
 """JSONL records of registry entries (export, import, backups). Pure: no I/O.
 
 One line per entry: ``{"robot_id": ..., "fields": {...}}``; backups add ``reason`` and
-``removed_at``. Import validates every line before anything is written.
+``removed_at``, and for a key that is not a hash its type and value (``key_type`` and
+``dump``, the base64 of Redis's DUMP payload, restored with RESTORE). Import validates every
+line before anything is written.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from wsctl.errors import UsageError
@@ -24,13 +28,24 @@ class Record:
     robot_id: str
     fields: dict[str, str]
     line: int = 0
+    key_type: str = "hash"
+    dump: bytes | None = None  # a key that is not a hash: its DUMP payload
+
+
+class Unrestorable(ValueError):
+    """A well-formed line that cannot be written back (a backup of a key that is not a hash,
+    written without its value): reported and skipped, never a reason to restore nothing."""
 
 
 def entry_record(entry: Entry, **extra: Any) -> dict[str, Any]:
-    """The JSON object for one entry (hash fields verbatim, so a restore is exact)."""
+    """The JSON object for one entry (hash fields verbatim, so a restore is exact; a key of
+    another type with its DUMP payload when it was read)."""
     record: dict[str, Any] = {"robot_id": entry.robot_id, "fields": dict(entry.fields)}
     if entry.key_type != "hash":
         record["key_type"] = entry.key_type
+        if entry.dump is not None:
+            raw = entry.dump.encode("utf-8", "surrogateescape")
+            record["dump"] = base64.b64encode(raw).decode("ascii")
     record.update(extra)
     return record
 
@@ -57,8 +72,20 @@ def parse_line(text: str, line: int) -> Record | None:
         validate_id(robot_id)
     except UsageError as exc:
         raise ValueError(exc.message) from None
-    if obj.get("key_type", "hash") != "hash":
-        raise ValueError(f"key_type {obj['key_type']!r} cannot be imported (only hashes)")
+    key_type = obj.get("key_type", "hash")
+    if key_type != "hash":
+        if not isinstance(key_type, str) or not key_type:
+            raise ValueError("key_type must be a string")
+        dump = obj.get("dump")
+        if dump is None:
+            raise Unrestorable(f"a {key_type} key backed up without its value")
+        try:
+            payload = base64.b64decode(dump, validate=True) if isinstance(dump, str) else None
+        except (binascii.Error, ValueError):
+            payload = None
+        if not payload:
+            raise ValueError("dump is not base64 of a DUMP payload")
+        return Record(robot_id, {}, line, key_type, payload)
     if not isinstance(fields, dict) or not fields:
         raise ValueError("fields missing, empty or not an object")
     bad = [k for k, v in fields.items() if not isinstance(v, str) or not k]
@@ -67,18 +94,63 @@ def parse_line(text: str, line: int) -> Record | None:
     return Record(robot_id, dict(fields), line)
 
 
-def validate_lines(lines: Iterable[str], source: str) -> int:
-    """Check every line without keeping any; returns the record count, or raises one
-    UsageError listing the bad lines (with line numbers)."""
-    count = 0
+Check = Callable[[Record], list[str]]
+"""Problems of one record beyond its syntax (what ``registry set`` would refuse)."""
+
+
+@dataclass
+class Validation:
+    """What a validation pass found: records to write, lines to skip, and why."""
+
+    count: int = 0
+    unrestorable: list[dict[str, Any]] = field(default_factory=list)
+    superseded: dict[int, int] = field(default_factory=dict)  # line -> the later line
+
+    @property
+    def skip(self) -> set[int]:
+        return {item["line"] for item in self.unrestorable} | set(self.superseded)
+
+
+def validate_lines(
+    lines: Iterable[str], source: str, check: Check | None = None, *, last_wins: bool = False
+) -> Validation:
+    """Check every line, keeping only robot ids (duplicates are found across the file).
+
+    Returns what will be written, or raises one UsageError listing the bad lines (with line
+    numbers): syntax, ``check``'s problems, and a robot given twice; with ``last_wins`` (a
+    backup appended by several reaps) the last line of a robot wins and earlier ones are
+    reported as superseded. Unrestorable lines are reported, not fatal.
+    """
+    result = Validation()
     errors: list[str] = []
+    seen: dict[str, int] = {}
     for number, text in enumerate(lines, start=1):
         try:
             record = parse_line(text, number)
+        except Unrestorable as exc:
+            robot = _robot_of(text)
+            result.unrestorable.append({"line": number, "robot_id": robot, "reason": str(exc)})
+            continue
         except ValueError as exc:
             errors.append(f"{source}:{number}: {exc}")
             continue
-        count += record is not None
+        if record is None:
+            continue
+        problems = check(record) if check is not None and record.key_type == "hash" else []
+        if problems:
+            errors.append(f"{source}:{number}: {'; '.join(problems)}")
+            continue
+        earlier = seen.get(record.robot_id)
+        if earlier is not None:
+            if not last_wins:
+                errors.append(
+                    f"{source}:{number}: robot {record.robot_id!r} already on line {earlier}"
+                )
+                continue
+            result.superseded[earlier] = number
+            result.count -= 1
+        seen[record.robot_id] = number
+        result.count += 1
     if errors:
         shown = "; ".join(errors[:MAX_BAD_LINES_SHOWN])
         more = len(errors) - MAX_BAD_LINES_SHOWN
@@ -86,19 +158,23 @@ def validate_lines(lines: Iterable[str], source: str) -> int:
             f"{len(errors)} bad line(s), nothing imported: {shown}"
             + (f"; and {more} more" if more > 0 else "")
         )
-    return count
+    return result
 
 
-def iter_records(lines: Iterable[str]) -> Iterator[Record]:
-    """Records of already validated lines (see :func:`validate_lines`), one at a time."""
+def _robot_of(text: str) -> str | None:
+    try:
+        robot = json.loads(text).get("robot_id")
+    except (ValueError, AttributeError):
+        return None
+    return robot if isinstance(robot, str) else None
+
+
+def iter_records(lines: Iterable[str], skip: set[int] | None = None) -> Iterator[Record]:
+    """Records of already validated lines (see :func:`validate_lines`), one at a time,
+    leaving out the line numbers in ``skip``."""
     for number, text in enumerate(lines, start=1):
+        if skip and number in skip:
+            continue
         record = parse_line(text, number)
         if record is not None:
             yield record
-
-
-def parse_lines(lines: Iterable[str], source: str) -> list[Record]:
-    """Validate and parse lines held in memory (stdin): all records, or one UsageError."""
-    held = list(lines)
-    validate_lines(held, source)
-    return list(iter_records(held))

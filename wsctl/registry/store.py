@@ -86,6 +86,8 @@ if t == 'hash' then
       return 0
     end
   end
+elseif ARGV[2] then
+  if redis.call('DUMP', KEYS[1]) ~= ARGV[2] then return 0 end
 end
 return redis.call('DEL', KEYS[1])
 """.replace("__FIELDS__", ", ".join(f"'{name}'" for name in FENCE_FIELDS)).replace(
@@ -298,6 +300,37 @@ class RegistryStore:
         found = await self.read_keys([self.keys.conn_key(robot_id)])
         return found[0] if found else None
 
+    async def attach_dumps(self, entries: Sequence[Entry]) -> None:
+        """Read the DUMP payload of each entry that is not a hash (one pipeline), so a backup
+        holds its value and the fenced delete removes only that value. Keys gone since are
+        left without one (their delete then reports them gone)."""
+        others = [e for e in entries if e.key_type != "hash" and e.dump is None]
+        if not others:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for entry in others:
+            pipe.dump(self.keys.conn_key(entry.robot_id))
+        for entry, payload in zip(others, await pipe.execute(), strict=True):
+            if isinstance(payload, bytes):
+                payload = payload.decode("utf-8", "surrogateescape")
+            entry.dump = payload if isinstance(payload, str) else None
+
+    async def restore_many(
+        self, items: Sequence[tuple[str, bytes]], *, replace: bool
+    ) -> list[BaseException | None]:
+        """RESTORE keys that are not hashes from their DUMP payloads (one pipeline). Per key:
+        None restored, else the error (``BUSYKEY`` when it exists and not ``replace``)."""
+        if not items:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for robot_id, payload in items:
+            args: list[Any] = ["RESTORE", self.keys.conn_key(robot_id), 0, payload]
+            if replace:
+                args.append("REPLACE")
+            pipe.execute_command(*args)
+        results = await pipe.execute(raise_on_error=False)
+        return [r if isinstance(r, BaseException) else None for r in results]
+
     # ---------------------------------------------------------------- writes
     async def set_fields(self, robot_id: str, mapping: Mapping[str, str]) -> None:
         """HSET some fields, keeping every other field (creates the hash if needed)."""
@@ -360,6 +393,8 @@ class RegistryStore:
                 for name in FENCE_FIELDS:
                     value = entry.fields.get(name)
                     args.append("!" if value is None else "=" + value)
+            elif entry.dump is not None:  # only if still the value that was backed up
+                args.append(entry.dump)
             calls.append(([self.keys.conn_key(entry.robot_id)], args))
         return [int(_ok(r)) for r in await run_script_batch(self.client, FENCED_DELETE, calls)]
 
