@@ -197,6 +197,25 @@ def test_gateway_with_an_untrusted_redis_certificate_exits_3_at_start(tls: TlsSi
     assert "is not trusted" in done.stderr and "Traceback" not in done.stderr
 
 
+async def test_embedded_fleet_core_logs_which_tls_failure_it_met(
+    tls: TlsSingle, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gateway embedding the fleet core (no exit code to give) logs the same TLS reason."""
+    from wsctl.gateway.server import Gateway, GatewayConfig
+    from wsctl.redis_factory import target_from_settings
+
+    env = {"WSCTL_REDIS_URL": f"rediss://localhost:{tls.mtls_port}/0"}
+    env["WSCTL_TLS_CA_CERT"] = str(tls.pki.ca)  # type: ignore[attr-defined]
+    gw = Gateway(
+        GatewayConfig(port=0, instance_id="gw-log"), target_from_settings(load_settings(env=env))
+    )
+    with caplog.at_level("WARNING", logger="wsctl.gateway"):
+        await gw.start()
+        await gw.stop()
+    lines = [r.getMessage() for r in caplog.records if r.name == "wsctl.gateway"]
+    assert any("requires a client certificate" in line for line in lines), lines
+
+
 def test_private_ca_not_given_is_certificate_not_trusted(tls: TlsSingle) -> None:
     res = invoke(["list", "robots"], env={"WSCTL_REDIS_URL": f"rediss://localhost:{tls.port}/0"})
     _one_line_exit_3(res, "is not trusted")

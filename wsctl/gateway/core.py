@@ -50,6 +50,7 @@ from wsctl.protocol import (
     message_problem,
     reply_to,
 )
+from wsctl.redis_errors import tls_problem
 from wsctl.redis_factory import is_cluster, make_client
 from wsctl.redis_pubsub import subscriber_count, subscription
 from wsctl.redis_target import AsyncClient, Target
@@ -259,7 +260,9 @@ class FleetCore:
         self.metrics.redis_errors += 1
         if where not in self._failing:
             self._failing.add(where)
-            log.warning("redis unavailable (%s): %s", where, self.target.scrub(str(exc)))
+            # a TLS failure says which (untrusted certificate, client certificate refused...)
+            reason = tls_problem(self.target, exc, probe=False) or self.target.scrub(str(exc))
+            log.warning("redis unavailable (%s): %s", where, reason)
         if where != "control channel":
             self.redis_ok = False
 
