@@ -29,6 +29,7 @@ from wsctl.protocol import (
     decode_envelope,
     decode_reply,
     encode,
+    message_problem,
     reply_to,
 )
 from wsctl.registry import store
@@ -110,6 +111,13 @@ def test_documented_names_and_limits_are_the_codes() -> None:
     for name in fields:
         assert f"| `{name}` |" in DOC, f"entry field {name} not documented"
     assert F_CONN_ID in fields
+
+
+def test_the_documented_refusals_are_the_codes() -> None:
+    not_text = message_problem("\udc80", 10)
+    assert f'"{not_text}"' in DOC
+    assert message_problem("x" * 11, 10) == "message larger than 10 bytes"
+    assert '"message larger than N bytes"' in DOC
 
 
 def test_every_close_code_and_the_unsupported_ping_are_documented() -> None:
