@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from wsctl import __version__
-from wsctl.cli import config_cmd, fleet_cmd, ops_cmd, read_cmd, registry_cmd, sim_cmd
+from wsctl.cli import config_cmd, control_cmd, fleet_cmd, ops_cmd, read_cmd, registry_cmd, sim_cmd
 from wsctl.cli.common import CliState, debug_enabled, err
 from wsctl.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, WsctlError
 
@@ -139,6 +139,8 @@ app.add_typer(config_cmd.config_app, name="config")
 app.command("send")(fleet_cmd.send)
 app.command("gateway")(fleet_cmd.gateway)
 app.command("token")(fleet_cmd.token)
+app.command("kick")(control_cmd.kick)
+app.command("ping")(control_cmd.ping)
 app.command("reap")(ops_cmd.reap)
 app.command("doctor")(ops_cmd.doctor)
 app.command("simulate")(sim_cmd.simulate)

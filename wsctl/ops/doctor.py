@@ -19,7 +19,7 @@ from typing import Any
 from wsctl.instances import InstanceRecord, Liveness, iter_records, liveness
 from wsctl.ops.compat import Participation, classify, explain, how_to_join, writes_conn_id
 from wsctl.ops.control import Unreachable, gather_requests, is_listening, request
-from wsctl.protocol import Envelope, Op, Reply, Status
+from wsctl.protocol import ROBOT_PING, ROBOT_PING_UNSUPPORTED, Envelope, Op, Reply, Status
 from wsctl.redis_topology import cluster_facts, keys_per_node
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONNECTED_AT, Entry, State, assess, utcnow
@@ -601,13 +601,23 @@ async def doctor_robot(store: RegistryStore, robot_id: str, timeout: float) -> d
                 Envelope(op=Op.PING, robot_id=robot_id, origin="doctor"),
                 INVENTORY_TIMEOUT,
             )
+            unsupported = ping is not None and (ping.data.get(ROBOT_PING) == ROBOT_PING_UNSUPPORTED)
             if ping is not None and ping.status is Status.PONG:
                 result["ping"] = {
                     "ok": True,
+                    "supported": not unsupported,
                     "robot_rtt_ms": ping.data.get("robot_rtt_ms"),
                     "route": [h.instance for h in ping.route],
                     "total_ms": round(ping.total_ms, 3),
                 }
+                if unsupported:
+                    add(
+                        Kind.NOT_CHECKED,
+                        Severity.INFO,
+                        f"robot ping unsupported by {owner}'s transport (Starlette has no "
+                        "WebSocket ping): it holds the socket, the robot was not probed",
+                        "rely on the server's keepalive (uvicorn --ws-ping-interval)",
+                    )
             else:
                 reason = ping.reason if ping is not None else "no reply"
                 result["ping"] = {"ok": False, "reason": reason}

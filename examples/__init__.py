@@ -1,0 +1,1 @@
+"""Examples of embedding wsctl (run from a checkout)."""

@@ -1,0 +1,270 @@
+"""Embed the fleet core in a Starlette or FastAPI app: ``pip install 'wsctl[fastapi]'``.
+
+::
+
+    fleet = Fleet.from_env()                      # REDIS_*, SERVER_INSTANCE_ID, PORT, ...
+    app = FastAPI(lifespan=fleet.lifespan)        # start/stop with the app
+    app.router.routes.extend(fleet.routes())      # /healthz and /metrics
+
+    @app.websocket("/ws/{robot_id}")
+    async def robot(websocket: WebSocket, robot_id: str) -> None:
+        await fleet.serve(websocket, robot_id)    # a whole session: auth, register, clean-up
+
+    result = await fleet.send("robot-17", "hello")  # here or across instances -> outcome
+
+The app's instances then take part in the fleet like ``wsctl gateway`` instances: ``wsctl
+send``, ``kick``, ``ping``, ``doctor`` and ``simulate`` work against them. Starlette sockets have
+no ping, so a robot ping (``doctor ROBOT``) is reported as unsupported, not failed; uvicorn's own
+``--ws-ping-interval`` keeps silent dead sockets from lingering.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from wsctl.gateway.core import CoreConfig, FleetCore, SendResult
+from wsctl.gateway.identity import instance_id_for, token_ok
+from wsctl.gateway.local import LocalConnections, Metrics
+from wsctl.gateway.server import advertised_url, presented_token
+from wsctl.redis_target import Target
+from wsctl.registry.keys import Keyspace, validate_id
+
+__all__ = ["Fleet", "StarletteSocket"]
+
+log = logging.getLogger("wsctl.gateway")
+
+# Callbacks may be plain functions or coroutines.
+OnConnect = Callable[[str], Awaitable[None] | None]
+OnMessage = Callable[[str, str], Awaitable[None] | None]
+OnDisconnect = Callable[[str], Awaitable[None] | None]
+
+CLOSE_POLICY = 1008  # handshake refused (bad id, bad token) where no HTTP denial is possible
+CLOSE_TRY_LATER = 1013
+
+
+class StarletteSocket:
+    """A Starlette ``WebSocket`` as the core's ``RobotSocket``: no ``ping``."""
+
+    __slots__ = ("ws",)
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+
+    async def send_text(self, text: str) -> None:
+        await self.ws.send_text(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.ws.application_state is not WebSocketState.DISCONNECTED:
+            await self.ws.close(code, reason)
+
+
+class Fleet:
+    """One instance of a Starlette/FastAPI app in the fleet: the core plus the ASGI glue."""
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        instance_id: str | None = None,
+        port: int = 8000,
+        host: str = "127.0.0.1",
+        advertise_url: str | None = None,
+        auth_secret: str | None = None,
+        heartbeat_interval: float = 30.0,
+        timeout: float = 90.0,
+        max_message_bytes: int = 1 << 20,
+        keyspace: Keyspace | None = None,
+        on_connect: OnConnect | None = None,
+        on_message: OnMessage | None = None,
+        on_disconnect: OnDisconnect | None = None,
+    ) -> None:
+        self.auth_secret = auth_secret or None
+        self.on_connect = on_connect
+        self.on_message = on_message
+        self.on_disconnect = on_disconnect
+        self.core = FleetCore(
+            CoreConfig(
+                instance_id=instance_id or instance_id_for(port),
+                heartbeat_interval=heartbeat_interval,
+                timeout=timeout,
+                max_message_bytes=max_message_bytes,
+                keyspace=keyspace or Keyspace(),
+                host=host,
+                port=port,
+                ws_url=advertised_url(host, port, advertise_url),
+            ),
+            target,
+        )
+        if not self.auth_secret:
+            log.warning("no auth secret: any client may connect as any robot (open gateway)")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> Fleet:
+        """A fleet configured like the original design's app and ``wsctl`` itself.
+
+        Redis: the original ``REDIS_HOST``, ``REDIS_PORT``, ``REDIS_PASSWORD``,
+        ``REDIS_USE_CLUSTER``, ``REDIS_NODES`` (or ``WSCTL_REDIS_*``, a config file; nothing
+        set means 127.0.0.1:6379). ``SERVER_INSTANCE_ID``, else the original rule over
+        ``PORT``. ``WSCTL_AUTH_SECRET``, ``WSCTL_ADVERTISE_URL``, ``HOST``, ``WSCTL_PREFIX``,
+        ``WSCTL_HEARTBEAT_INTERVAL``, ``WSCTL_TIMEOUT``. ``options`` override any of these.
+        """
+        from wsctl.config import load_settings
+        from wsctl.errors import ConfigError
+        from wsctl.redis_factory import target_from_settings
+
+        env = os.environ if env is None else env
+        settings = load_settings(env=env)
+        target = Target("tcp") if settings.embedded else target_from_settings(settings)
+        try:
+            port = int(env.get("PORT", "8000"))
+        except ValueError:
+            raise ConfigError(f"PORT {env.get('PORT')!r} is not a number") from None
+        instance_id = instance_id_for(port, env)
+        validate_id(instance_id, "instance id")
+        config: dict[str, Any] = {
+            "instance_id": instance_id,
+            "port": port,
+            "host": env.get("HOST", "127.0.0.1"),
+            "advertise_url": env.get("WSCTL_ADVERTISE_URL") or None,
+            "auth_secret": env.get("WSCTL_AUTH_SECRET") or None,
+            "heartbeat_interval": settings.heartbeat_interval,
+            "timeout": settings.timeout,
+            "keyspace": Keyspace(
+                prefix=settings.prefix,
+                instance_prefix=settings.instance_prefix,
+                control_prefix=settings.control_prefix,
+            ),
+        }
+        config.update(options)
+        return cls(target, **config)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def instance_id(self) -> str:
+        return self.core.instance_id
+
+    @property
+    def local(self) -> LocalConnections:
+        return self.core.local
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.core.metrics
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await self.core.start()
+        log.info("instance %s joined the fleet (%s)", self.instance_id, self.core.config.ws_url)
+
+    async def stop(self) -> None:
+        """Close remaining sockets with 1001, remove this instance's entries (only its own
+        sessions': fenced) and its liveness record."""
+        await self.core.stop()
+        log.info("instance %s left the fleet", self.instance_id)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
+        """``FastAPI(lifespan=fleet.lifespan)`` / ``Starlette(lifespan=fleet.lifespan)``."""
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    # ------------------------------------------------------------------ robots
+    async def _refuse(self, websocket: WebSocket, status: int, text: str) -> None:
+        """Refuse the handshake with an HTTP status where the server allows it, else 1008."""
+        if "websocket.http.response" in websocket.scope.get("extensions", {}):
+            await websocket.send_denial_response(PlainTextResponse(text, status_code=status))
+        else:
+            await websocket.close(CLOSE_POLICY, text[:100])
+
+    def _token_ok(self, websocket: WebSocket, robot_id: str) -> bool:
+        if not self.auth_secret:
+            return True
+        token = presented_token("?" + websocket.url.query, websocket.headers.get("authorization"))
+        return token_ok(self.auth_secret, robot_id, token)
+
+    async def serve(self, websocket: WebSocket, robot_id: str) -> None:
+        """Run one robot's session: check the id and token, accept, register (fenced), pass
+        each text message to ``on_message``, and clean up when the socket ends."""
+        if self.core.stopping:
+            await websocket.close(CLOSE_TRY_LATER, "shutting down")
+            return
+        try:
+            validate_id(robot_id)
+        except Exception as exc:
+            await self._refuse(websocket, 400, f"{exc}\n")
+            return
+        if not self._token_ok(websocket, robot_id):
+            await self._refuse(websocket, 401, "bad or missing token\n")
+            return
+        await websocket.accept()
+        conn = await self.core.open_session(robot_id, StarletteSocket(websocket))
+        try:
+            await self._call(self.on_connect, robot_id)
+            while True:
+                frame = await websocket.receive()
+                if frame["type"] == "websocket.disconnect":
+                    break
+                text = frame.get("text")
+                if text is None and frame.get("bytes") is not None:
+                    text = frame["bytes"].decode("utf-8", "replace")
+                if text is not None:
+                    await self._call(self.on_message, robot_id, text)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass  # the robot went away (RuntimeError: receive after a close we sent)
+        finally:
+            await self.core.close_session(conn)
+            await self._call(self.on_disconnect, robot_id)
+
+    async def _call(self, callback: Callable[..., Any] | None, *args: Any) -> None:
+        """Run an app callback; its errors are logged, never end the robot's session."""
+        if callback is None:
+            return
+        try:
+            result = callback(*args)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("callback %s failed", getattr(callback, "__name__", callback))
+
+    async def send(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:
+        """Deliver ``message`` here or through the instance that holds the robot; the outcome
+        is ``delivered``, ``not_connected``, ``instance_unreachable``, ``rejected``, ``error``
+        or ``timeout``, with the route taken."""
+        return await self.core.send(robot_id, message, timeout=timeout)
+
+    # ------------------------------------------------------------------ HTTP
+    async def healthz(self, request: Request) -> Response:
+        ok = await self.core.healthy()
+        return PlainTextResponse(
+            "ok\n" if ok else "redis unavailable\n", status_code=200 if ok else 503
+        )
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        return PlainTextResponse(self.core.metrics_text())
+
+    async def _websocket_endpoint(self, websocket: WebSocket) -> None:
+        await self.serve(websocket, str(websocket.path_params.get("robot_id", "")))
+
+    def routes(self, websocket_path: str | None = None) -> list[BaseRoute]:
+        """``/healthz`` and ``/metrics`` to mount, plus the robot endpoint when
+        ``websocket_path`` is given (e.g. ``"/ws/{robot_id:path}"``)."""
+        routes: list[BaseRoute] = [
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/metrics", self.metrics_endpoint, methods=["GET"]),
+        ]
+        if websocket_path:
+            routes.append(WebSocketRoute(websocket_path, self._websocket_endpoint))
+        return routes
