@@ -19,7 +19,7 @@ from wsctl.sandbox import RedisServer, free_port
 
 INTERVAL = 0.5
 # one heartbeat interval, plus what a loaded 2-core machine needs to run one batch
-WITHIN = INTERVAL + 1.5
+WITHIN = INTERVAL + 2.5
 
 
 @pytest.fixture
