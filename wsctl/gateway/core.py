@@ -545,12 +545,12 @@ class FleetCore:
                 await self._answer(envelope, Status.ERROR, reason=str(exc)[:200])
 
     async def _kick(self, envelope: Envelope) -> None:
-        """Close the robot's socket here.
+        """Close the robot's socket here and remove its entry, fenced by its conn_id (which
+        keeps the entry when a newer session already owns it, as after a reconnect elsewhere).
 
-        Without ``message`` it is a supersede kick from the instance the robot reconnected to:
-        close code 4001, the entry (now the newer session's) is not touched. With ``message``
-        it is an operator's kick (``wsctl kick``): close code 4002 with ``message`` as the
-        reason, and the session's entry is removed (fenced by its conn_id).
+        Without ``message`` it is a supersede kick from the instance the robot reconnected to
+        (close code 4001); with one, an operator's kick (``wsctl kick``): 4002 with ``message``
+        as the close reason.
         """
         robot_id = envelope.robot_id or ""
         conn = self.local.get(robot_id)
@@ -570,7 +570,7 @@ class FleetCore:
                         self._spawn(
                             self._close_socket(conn, CloseCode.KICKED, envelope.message or "kicked")
                         )
-                        await self._remove_entry(conn)
+                    await self._remove_entry(conn)
         await self._answer(
             envelope,
             Status.KICKED if kicked else Status.NOT_CONNECTED,
