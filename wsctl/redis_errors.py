@@ -181,7 +181,9 @@ def describe_error(target: Target, exc: BaseException, *, probe: bool = True) ->
     elif "CLUSTER MODE IS NOT ENABLED" in upper or "CLUSTER SUPPORT DISABLED" in upper:
         msg = f"{where} is not a Redis Cluster: unset REDIS_USE_CLUSTER / drop --cluster"
     elif isinstance(exc, rx.TimeoutError):
-        msg = f"Redis at {where} timed out: check the network and server load"
+        # on a cluster, redis-py's text names the node that did not answer
+        node = f" ({text})" if target.kind == "cluster" and text != "TimeoutError" else ""
+        msg = f"Redis at {where} timed out{node}: check the network and server load"
     elif isinstance(exc, rx.ConnectionError):
         msg = f"cannot connect to Redis at {where}: {text}; check host, port and that it runs"
     elif isinstance(exc, rx.RedisClusterException):

@@ -149,6 +149,14 @@ def _why_not_fast(conn: Any) -> str | None:
     return None
 
 
+def _address(conn: Any) -> str:
+    """``host:port`` (or the socket path) of a connection, for messages."""
+    path = getattr(conn, "path", None)
+    if path:
+        return str(path)
+    return f"{getattr(conn, 'host', '?')}:{getattr(conn, 'port', '?')}"
+
+
 def _note_fallback(reason: str) -> None:
     bulk_path_counts.fallback += 1
     if reason not in _logged_fallbacks:
@@ -183,9 +191,7 @@ async def _read_replies(conn: Any, count: int) -> list[Any]:
                     continue
                 replies.append(reply)
     except TimeoutError:  # the builtin, raised by asyncio.timeout
-        raise RedisTimeoutError(
-            f"Timeout reading from {getattr(conn, 'host', None) or 'the server'}"
-        ) from None
+        raise RedisTimeoutError(f"Timeout reading from {_address(conn)}") from None
     return replies
 
 

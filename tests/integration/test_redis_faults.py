@@ -21,7 +21,7 @@ import redis
 
 from tests.faults import fill, frozen
 from wsctl.redis_factory import RETRIES
-from wsctl.sandbox import RedisServer
+from wsctl.sandbox import RedisClusterProcesses, RedisServer
 
 TIMEOUT = 1.0  # --request-timeout used by these tests
 # "within socket timeout x (retries + 1) plus a little": the little is process start-up
@@ -223,3 +223,51 @@ def test_a_long_reaper_survives_a_freeze_it_outlasts() -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.communicate()
+
+
+@pytest.fixture
+def small_cluster() -> Iterator[RedisClusterProcesses]:
+    """Three primaries and no replicas (no failover: a frozen primary stays frozen)."""
+    with RedisClusterProcesses(masters=3, replicas=0) as own:
+        yield own
+
+
+def test_a_frozen_cluster_primary_is_skipped_by_listings_and_named_by_reads(
+    small_cluster: RedisClusterProcesses,
+) -> None:
+    client = redis.RedisCluster(
+        host="127.0.0.1", port=small_cluster.nodes[0].port, decode_responses=True
+    )
+    try:
+        for i in range(200):
+            client.hset(f"ws_conn:robot-{i}", mapping={"instance_id": "gw-a", "robot_id": "x"})
+        victim = small_cluster.nodes[1]
+        on_victim = next(
+            f"robot-{i}"
+            for i in range(200)
+            if client.get_node_from_key(f"ws_conn:robot-{i}").port == victim.port
+        )
+    finally:
+        client.close()
+    env = dict(os.environ, REDIS_USE_CLUSTER="true", REDIS_NODES=small_cluster.startup)
+    node = f"127.0.0.1:{victim.port}"
+
+    def run(*args: str) -> tuple[int, str, str, float]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wsctl", "--request-timeout", str(TIMEOUT), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        return finish(proc, 30)
+
+    with frozen(victim):
+        code, out, err, elapsed = run("list", "connections", "-o", "jsonl")
+        assert code == 0 and elapsed < BOUND, (code, err, elapsed)
+        assert 0 < out.count("\n") < 200  # the other primaries' entries
+        assert f"cluster primary {node} was unreachable" in err
+        code, _, err, elapsed = run("show", on_victim)
+        assert code == 3 and elapsed < BOUND, (code, err, elapsed)
+        assert err.count("\n") == 1 and "timed out" in err and node in err, err
