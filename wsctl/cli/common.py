@@ -1,4 +1,9 @@
-"""Shared CLI plumbing: global options, settings, the registry connection, async running."""
+"""Shared CLI plumbing: global options, settings, the registry connection, async running.
+
+Imports of settings, the Redis layer and the registry are inside the functions that use them:
+every command module imports this one, so ``wsctl --help`` would otherwise load redis-py and
+asyncio (bench/help_startup.py measures it).
+"""
 
 from __future__ import annotations
 

@@ -14,6 +14,8 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
+from redis.exceptions import ConnectionError, TimeoutError
+
 from wsctl.protocol import Envelope, ProtocolError, Reply, decode_reply, encode
 from wsctl.redis_pubsub import make_pubsub, subscriber_count
 from wsctl.redis_target import AsyncClient
@@ -30,8 +32,6 @@ async def is_listening(client: AsyncClient, keys: Keyspace, instance_id: str) ->
 
 async def _subscribed(client: AsyncClient, channel: str, attempts: int = 3) -> Any:
     """A PubSub subscribed to ``channel``, trying other cluster primaries if one is down."""
-    from redis.exceptions import ConnectionError, TimeoutError
-
     failed: set[str] = set()
     for attempt in range(attempts):
         pubsub, node = make_pubsub(client, frozenset(failed))

@@ -10,12 +10,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any
+
+from redis.exceptions import NoScriptError, ResponseError
 
 from wsctl.redis_internals import bulk_execute
 from wsctl.redis_scan import scan_keys
@@ -156,8 +159,6 @@ def expectations(conditions: Mapping[str, str | None]) -> list[str]:
 async def run_script(
     client: AsyncClient, script: LuaScript, keys: Sequence[str], args: Sequence[str]
 ) -> Any:
-    from redis.exceptions import NoScriptError
-
     try:
         return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
     except NoScriptError:
@@ -173,8 +174,6 @@ async def run_script_batch(
 
     Results are in order; a per-call Redis error is returned as the exception object.
     """
-    from redis.exceptions import NoScriptError
-
     if not calls:
         return []
     if all(len(keys) == 1 for keys, _ in calls):
@@ -235,8 +234,6 @@ class RegistryStore:
         The next batch is already being read while the caller works on this one (two batches
         in memory at most), so Redis and wsctl work at the same time.
         """
-        import asyncio
-
         ahead: asyncio.Task[list[Entry]] | None = None
         try:
             pending: list[str] = []
@@ -267,8 +264,6 @@ class RegistryStore:
 
     async def read_keys(self, keys: Sequence[str]) -> list[Entry]:
         """Read many keys with one pipeline; keys gone since SCAN are left out."""
-        from redis.exceptions import ResponseError
-
         results = await bulk_execute(self.client, [(key, ("HGETALL", key)) for key in keys])
         entries: list[Entry] = []
         wrong: list[str] = []
