@@ -35,6 +35,8 @@ class InstanceRecord:
     last_seen: str = ""
     version: str = ""
     connections: int = 0
+    # the highest control-protocol version the instance speaks (0: not said, i.e. 1 at most)
+    protocol: int = 0
 
     def to_hash(self) -> dict[str, str]:
         return {k: str(v) for k, v in asdict(self).items()}
@@ -57,6 +59,7 @@ class InstanceRecord:
             last_seen=mapping.get("last_seen", ""),
             version=mapping.get("version", ""),
             connections=number("connections"),
+            protocol=number("protocol"),
         )
 
     def age(self, now: datetime) -> float | None:

@@ -7,12 +7,13 @@ versioned with ``v``; unknown fields are ignored so newer peers can add some.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass, field, replace
 from enum import IntEnum, StrEnum
 from typing import Any
+
+from wsctl.codec import dumps, loads
 
 VERSION = 1
 MAX_HOPS = 2
@@ -141,9 +142,6 @@ def reply_to(envelope: Envelope, status: Status, instance: str, **kw: Any) -> Re
     )
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
 def encode(obj: Envelope | Reply) -> str:
     """JSON of an envelope or reply. Built field by field (not ``asdict``, which deep-copies):
     this runs for every message on every hop."""
@@ -175,10 +173,10 @@ def encode(obj: Envelope | Reply) -> str:
             "data": obj.data,
             "v": obj.v,
         }
-    return str(_ENCODER.encode(data))
+    return dumps(data)
 
 
-def _time(data: dict[str, Any], name: str) -> float:
+def parse_time(data: dict[str, Any], name: str) -> float:
     """A numeric epoch time field (missing: 0.0); anything else is a ProtocolError."""
     value = data.get(name, 0.0)
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -186,24 +184,30 @@ def _time(data: dict[str, Any], name: str) -> float:
     return float(value)
 
 
-def _parse_route(raw: Any) -> tuple[Hop, ...]:
+def parse_route(raw: Any) -> tuple[Hop, ...]:
     if not isinstance(raw, list):
         raise ProtocolError("route must be a list")
     hops = []
     for item in raw:
         if not isinstance(item, dict) or not isinstance(item.get("instance"), str):
             raise ProtocolError("bad route hop")
-        hops.append(Hop(item["instance"], _time(item, "at")))
+        hops.append(Hop(item["instance"], parse_time(item, "at")))
     return tuple(hops)
 
 
-def _load(text: str | bytes) -> dict[str, Any]:
+def load_object(text: str | bytes) -> dict[str, Any]:
+    """Decoded JSON that must be an object (any version)."""
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = loads(text)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and orjson's are ValueErrors
         raise ProtocolError(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ProtocolError("not a JSON object")
+    return data
+
+
+def _load(text: str | bytes) -> dict[str, Any]:
+    data = load_object(text)
     if data.get("v") != VERSION:
         raise ProtocolError(f"unsupported version {data.get('v')!r}")
     return data
@@ -217,7 +221,11 @@ def _opt_str(data: dict[str, Any], name: str) -> str | None:
 
 
 def decode_envelope(text: str | bytes) -> Envelope:
-    data = _load(text)
+    return envelope_from_data(_load(text))
+
+
+def envelope_from_data(data: dict[str, Any]) -> Envelope:
+    """An envelope from decoded JSON whose ``v`` is :data:`VERSION`."""
     try:
         op = Op(str(data.get("op")))
     except ValueError:
@@ -237,8 +245,8 @@ def decode_envelope(text: str | bytes) -> Envelope:
         reply_to=_opt_str(data, "reply_to"),
         hops=hops,
         origin=_opt_str(data, "origin") or "unknown",
-        sent_at=_time(data, "sent_at"),
-        route=_parse_route(data.get("route", [])),
+        sent_at=parse_time(data, "sent_at"),
+        route=parse_route(data.get("route", [])),
     )
     if op in (Op.SEND, Op.KICK) and not envelope.robot_id:
         raise ProtocolError(f"{op.value} needs robot_id")
@@ -248,7 +256,11 @@ def decode_envelope(text: str | bytes) -> Envelope:
 
 
 def decode_reply(text: str | bytes) -> Reply:
-    data = _load(text)
+    return reply_from_data(_load(text))
+
+
+def reply_from_data(data: dict[str, Any]) -> Reply:
+    """A reply from decoded JSON whose ``v`` is :data:`VERSION`."""
     try:
         status = Status(str(data.get("status")))
     except ValueError:
@@ -262,8 +274,8 @@ def decode_reply(text: str | bytes) -> Reply:
         instance=str(data.get("instance", "")),
         robot_id=_opt_str(data, "robot_id"),
         reason=_opt_str(data, "reason"),
-        route=_parse_route(data.get("route", [])),
-        sent_at=_time(data, "sent_at"),
-        replied_at=_time(data, "replied_at"),
+        route=parse_route(data.get("route", [])),
+        sent_at=parse_time(data, "sent_at"),
+        replied_at=parse_time(data, "replied_at"),
         data=payload,
     )

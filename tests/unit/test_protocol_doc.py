@@ -32,6 +32,19 @@ from wsctl.protocol import (
     message_problem,
     reply_to,
 )
+from wsctl.protocol_batch import (
+    BATCH_VERSION,
+    ITEM_STATUSES,
+    MAX_ITEMS,
+    Batch,
+    BatchReply,
+    Item,
+    Outcome,
+    decode_any_reply,
+    decode_control,
+    encode_batch,
+    encode_batch_reply,
+)
 from wsctl.registry import store
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONN_ID, Registration, utcnow
@@ -48,7 +61,17 @@ GATEWAY_SCRIPTS = {"REGISTER", "TOUCH", "COMPARE_AND_DELETE", "FENCED_DELETE"}
 
 
 def _decode(text: str) -> Envelope | Any:
+    if json.loads(text).get("v") == BATCH_VERSION:
+        return decode_control(text) if "op" in json.loads(text) else decode_any_reply(text)
     return decode_envelope(text) if "op" in json.loads(text) else decode_reply(text)
+
+
+def _encode(obj: Any) -> str:
+    if isinstance(obj, Batch):
+        return encode_batch(obj)
+    if isinstance(obj, BatchReply):
+        return encode_batch_reply(obj)
+    return encode(obj)
 
 
 def _valid(text: str) -> None:
@@ -73,7 +96,7 @@ def test_every_json_example_decodes_with_wsctl_and_validates() -> None:
     for text in examples:
         decoded = _decode(text)
         _valid(text)
-        _valid(encode(decoded))  # and what wsctl would write back for it
+        _valid(_encode(decoded))  # and what wsctl would write back for it
 
 
 def test_the_examples_show_every_op_and_every_status() -> None:
@@ -106,7 +129,9 @@ def test_documented_names_and_limits_are_the_codes() -> None:
     for prefix in (keys.prefix, keys.instance_prefix, keys.control_prefix, keys.reply_prefix):
         assert f"`{prefix}{{" in DOC
     assert f"hop limit {MAX_HOPS}" in DOC and f"`hops >= {MAX_HOPS}`" in DOC
-    assert f"# The wsctl wire protocol (version {VERSION})" in DOC
+    assert f"# The wsctl wire protocol (versions {VERSION} and {BATCH_VERSION})" in DOC
+    assert f"at most {MAX_ITEMS:,} items" in DOC
+    assert SCHEMA["$defs"]["batch"]["properties"]["items"]["maxItems"] == MAX_ITEMS
     fields = Registration("r", "i", "c", utcnow()).to_hash()
     for name in fields:
         assert f"| `{name}` |" in DOC, f"entry field {name} not documented"
@@ -194,3 +219,59 @@ def test_unknown_fields_are_allowed_by_decoder_and_schema() -> None:
     text = '{"v":1,"op":"ping","id":"a","priority":"high"}'
     assert decode_envelope(text).op is Op.PING
     _valid(text)
+
+
+def test_the_examples_show_a_batch_a_forwarded_batch_and_batch_replies() -> None:
+    batches = [_decode(t) for t in JSON_BLOCK.findall(DOC) if '"v":2' in t]
+    kinds = {(type(b).__name__, getattr(b, "hops", None)) for b in batches}
+    assert {("Batch", 0), ("Batch", 1), ("BatchReply", None)} <= kinds
+    failed = {o.status for b in batches if isinstance(b, BatchReply) for o in b.failed}
+    assert failed and failed <= ITEM_STATUSES
+
+
+def test_the_schema_item_statuses_are_the_codes() -> None:
+    reply = SCHEMA["$defs"]["batch_reply"]["properties"]["failed"]["items"]
+    statuses = set(reply["properties"]["status"]["enum"])
+    assert statuses == {s.value for s in ITEM_STATUSES if s is not Status.DELIVERED}
+    assert SCHEMA["$defs"]["batch"]["properties"]["v"]["const"] == BATCH_VERSION
+
+
+def _every_batch() -> list[Batch | BatchReply]:
+    shared = Batch(items=(Item("0", "r1"), Item("1", "r2")), message="m", reply_to="ws_reply:x")
+    own = Batch(items=(Item("0", "r1", "a"), Item("1", "r1", "")), reply_to=None)
+    return [
+        shared,
+        own,
+        shared.arrived("gw-a", 1.5).forwarded(shared.items[:1]),
+        BatchReply(id="b", instance="gw-a", delivered=("0",)),
+        BatchReply(
+            id="b",
+            instance="gw-a",
+            failed=tuple(
+                Outcome(str(n), s, "why")
+                for n, s in enumerate(sorted(ITEM_STATUSES - {Status.DELIVERED}))
+            ),
+        ),
+    ]
+
+
+@pytest.mark.parametrize("obj", _every_batch(), ids=lambda o: type(o).__name__)
+def test_every_batch_and_batch_reply_the_code_builds_validates(obj: Batch | BatchReply) -> None:
+    text = _encode(obj)
+    _valid(text)
+    assert _decode(text) == obj
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"v":2,"op":"send","id":"a","items":[{"id":"1","robot_id":"r"}]}',
+        '{"v":2,"op":"send","id":"a","message":"m","items":[{"id":"1"}]}',
+        '{"v":2,"op":"send","id":"a","message":"m"}',
+        '{"v":2,"id":"a","instance":"i","failed":[{"id":"1","status":"pong"}]}',
+    ],
+)
+def test_what_the_batch_decoder_rejects_the_schema_rejects(payload: str) -> None:
+    with pytest.raises(ProtocolError):
+        _decode(payload)
+    assert not VALIDATOR.is_valid(json.loads(payload))

@@ -34,6 +34,8 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from wsctl import __version__
+from wsctl.gateway.batch_router import BatchRouter
+from wsctl.gateway.batching import OWNER_CACHE_TTL
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
 from wsctl.gateway.routing import Decision, LocalSocket, Route, decide
 from wsctl.instances import InstanceRecord, delete_record, write_record
@@ -45,11 +47,11 @@ from wsctl.protocol import (
     Op,
     ProtocolError,
     Status,
-    decode_envelope,
     encode,
     message_problem,
     reply_to,
 )
+from wsctl.protocol_batch import BATCH_VERSION, Batch, decode_control
 from wsctl.redis_errors import tls_problem
 from wsctl.redis_factory import is_cluster, make_client
 from wsctl.redis_pubsub import subscriber_count, subscription
@@ -133,6 +135,7 @@ class CoreConfig:
     ws_url: str = ""
     cleanup_retry_for: float = 900.0
     socket_timeout: float = 5.0
+    owner_cache_ttl: float = OWNER_CACHE_TTL  # seconds; 0 turns the owner cache off
 
 
 def close_reason(text: str) -> str:
@@ -169,6 +172,8 @@ class FleetCore:
         # older session's registration), and sends to one robot are routed in arrival order.
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
         self._listening_cache: dict[str, tuple[float, bool]] = {}
+        # batched sends (protocol v2): one worker, in arrival order, and the owner cache
+        self.batches = BatchRouter(self, config.owner_cache_ttl)
         self._control_slots = asyncio.Semaphore(CONTROL_CONCURRENCY)
         self._session_slots = asyncio.Semaphore(SESSION_CONCURRENCY)
         self._failing: set[str] = set()
@@ -207,6 +212,7 @@ class FleetCore:
         self._tasks = [
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._control_loop(), name="control"),
+            asyncio.create_task(self.batches.run(), name="batches"),
         ]
 
     async def wait_subscribed(self, timeout: float = 10.0) -> None:
@@ -481,6 +487,7 @@ class FleetCore:
             last_seen=stamp,
             version=__version__,
             connections=len(self.local),
+            protocol=BATCH_VERSION,
         )
         await write_record(self.client, self.keys, record, ttl=self.config.timeout)
         return reregistered
@@ -491,8 +498,16 @@ class FleetCore:
         subscription itself survives node failures (see :func:`subscription`)."""
         channel = self.keys.control_channel(self.instance_id)
         async for data in subscription(self.client, channel, self._subscription_state):
+            try:
+                request = decode_control(data)
+            except ProtocolError as exc:
+                log.warning("ignored bad control envelope: %s", exc)
+                continue
+            if isinstance(request, Batch):
+                await self.batches.queue.put(request)  # one worker: arrival order kept
+                continue
             await self._control_slots.acquire()
-            self._spawn(self._on_control_slot(data))
+            self._spawn(self._on_control_slot(request))
 
     def _subscription_state(self, subscribed: bool, exc: BaseException | None) -> None:
         self.subscribed = subscribed
@@ -501,19 +516,26 @@ class FleetCore:
         elif exc is not None:
             self._redis_failed("control channel", exc)
 
-    async def _on_control_slot(self, data: str) -> None:
+    async def _on_control_slot(self, envelope: Envelope) -> None:
         try:
-            await self.handle_control(data)
+            await self._handle_envelope(envelope)
         finally:
             self._control_slots.release()
 
     async def handle_control(self, data: str | bytes) -> None:
-        """Act on one control envelope and publish its reply (if it asked for one)."""
+        """Act on one control envelope or batch and publish its reply (if it asked for one)."""
         try:
-            envelope = decode_envelope(data)
+            request = decode_control(data)
         except ProtocolError as exc:
             log.warning("ignored bad control envelope: %s", exc)
             return
+        if isinstance(request, Batch):
+            await self.batches.handle(request)
+        else:
+            await self._handle_envelope(request)
+
+    async def _handle_envelope(self, envelope: Envelope) -> None:
+        """Act on one single-message (v1) envelope and publish its reply."""
         envelope = envelope.arrived(self.instance_id, time.time())
         try:
             if envelope.op is Op.PING and envelope.robot_id:
@@ -665,7 +687,16 @@ class FleetCore:
                 return decide(
                     self_id=self.instance_id, local=LocalSocket.OPEN, owner=None, hops=hops
                 )
-        owner = str(await self.client.hget(self.keys.conn_key(robot_id), F_INSTANCE_ID) or "")
+        owners = self.batches.owners
+        owner = ""
+        if state is LocalSocket.NONE and hops == 0:
+            owner = owners.get(robot_id, time.monotonic()) or ""
+        if not owner or owner == self.instance_id:
+            owner = str(await self.client.hget(self.keys.conn_key(robot_id), F_INSTANCE_ID) or "")
+            if owner:
+                owners.put(robot_id, owner, time.monotonic())
+            else:
+                owners.invalidate((robot_id,))
         decision = decide(self_id=self.instance_id, local=state, owner=owner or None, hops=hops)
         if decision.route is Route.STALE_OWNER:
             # the registry says "here" but there is no socket: a ghost; remove exactly it
@@ -749,4 +780,6 @@ class FleetCore:
                 SendOutcome.TIMEOUT, robot_id, here, f"no reply from {owner} within {timeout:g}s"
             )
         route = tuple(hop.instance for hop in reply.route)
+        if reply.status is Status.NOT_CONNECTED:
+            self.batches.owners.invalidate((robot_id,))  # the forward came back: forget the owner
         return SendResult(SendOutcome(reply.status.value), robot_id, route, reply.reason)

@@ -16,6 +16,8 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from websockets.protocol import State
+
 from wsctl.gateway.core import CoreConfig, FleetCore
 from wsctl.gateway.identity import instance_id_for, token_ok
 from wsctl.gateway.local import LocalConnections, Metrics
@@ -94,6 +96,19 @@ class WebsocketsSocket:
 
     async def send_text(self, text: str) -> None:
         await self.ws.send(text)
+
+    def send_text_nowait(self, data: bytes) -> None:
+        """Write one text frame of UTF-8 ``data`` now, without waiting for the buffer to drain:
+        what ``websockets.broadcast()`` does per connection (one encoding shared by every
+        socket it goes to), but a socket that is not open is an error, not silently skipped.
+        No backpressure: keepalive pings close a robot that stops reading."""
+        ws = self.ws
+        if ws.protocol.state is not State.OPEN:
+            raise ConnectionError("socket not open")
+        if ws.send_in_progress is not None:
+            raise ConnectionError("a fragmented message is being sent")
+        ws.protocol.send_text(data)
+        ws.send_data()
 
     async def close(self, code: int, reason: str) -> None:
         await self.ws.close(code, reason)

@@ -1,0 +1,213 @@
+"""Batched send envelopes (protocol v2) through real gateways, real robots and real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.conftest import Backend, open_test_store
+from tests.fleet import running_fleet, wait_for
+from wsctl.protocol import Envelope, Op, Status, encode
+from wsctl.protocol_batch import (
+    Batch,
+    BatchReply,
+    Item,
+    decode_any_reply,
+    encode_batch,
+)
+from wsctl.redis_pubsub import make_pubsub
+
+
+@contextlib.asynccontextmanager
+async def robots(urls: dict[str, str]) -> AsyncIterator[dict[str, ClientConnection]]:
+    """robot id -> an open client connection to the given gateway URL."""
+    conns: dict[str, ClientConnection] = {}
+    try:
+        for robot_id, url in urls.items():
+            conns[robot_id] = await connect(f"{url}/ws/{robot_id}", ping_interval=None)
+        yield conns
+    finally:
+        await asyncio.gather(*(c.close() for c in conns.values()), return_exceptions=True)
+
+
+async def _frames(conn: ClientConnection, wait: float = 0.3) -> list[str]:
+    got: list[str] = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            got.append(str(await asyncio.wait_for(conn.recv(), wait)))
+    return got
+
+
+async def _exchange(
+    store: Any, channel: str, messages: list[tuple[str, str]], expect: int, timeout: float = 5
+) -> list[Any]:
+    """Publish ``messages`` (channel, text) and collect replies on ``channel`` until ``expect``
+    item outcomes (batch replies) or single replies have arrived."""
+    pubsub, _ = make_pubsub(store.client)
+    await pubsub.subscribe(channel)
+    replies: list[Any] = []
+    try:
+        for target, text in messages:
+            await store.client.publish(target, text)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        count = 0
+        while count < expect and loop.time() < deadline:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+            if message and message.get("type") == "message":
+                reply = decode_any_reply(message["data"])
+                replies.append(reply)
+                count += len(reply) if isinstance(reply, BatchReply) else 1
+    finally:
+        await pubsub.aclose()
+    return replies
+
+
+def _outcomes(replies: list[Any]) -> dict[str, tuple[Status, str]]:
+    out: dict[str, tuple[Status, str]] = {}
+    for reply in replies:
+        for outcome in reply.outcomes():
+            assert outcome.id not in out, f"two outcomes for item {outcome.id}"
+            out[outcome.id] = (outcome.status, reply.instance)
+    return out
+
+
+async def test_a_batch_through_a_non_owner_reaches_every_robot_in_order_once(
+    backend: Backend,
+) -> None:
+    async with (
+        running_fleet(backend.env) as fleet,
+        open_test_store(backend) as store,
+    ):
+        urls = {f"b{n}": fleet["gw-a" if n % 2 else "gw-b"].ws_url for n in range(6)}
+        async with robots(urls) as conns:
+            await wait_for(lambda: _all_registered(store, list(urls)))
+            items = [
+                Item(f"{n}-{k}", robot_id, f"m{k}-{robot_id}")
+                for k in range(3)
+                for n, robot_id in enumerate(urls)
+            ]
+            items.append(Item("ghost", "nobody-here", "x"))
+            channel = store.keys.reply_channel("batch-test")
+            batch = Batch(items=tuple(items), reply_to=channel, origin="test")
+            replies = await _exchange(
+                store,
+                channel,
+                [(store.keys.control_channel("gw-a"), encode_batch(batch))],
+                expect=len(items),
+            )
+            outcomes = _outcomes(replies)
+            assert len(outcomes) == len(items)
+            assert outcomes.pop("ghost")[0] is Status.NOT_CONNECTED
+            assert all(status is Status.DELIVERED for status, _ in outcomes.values())
+            # the owner answers for what it delivered: gw-a its own, gw-b the forwarded ones
+            assert {outcomes[f"{n}-0"][1] for n in range(1, 6, 2)} == {"gw-a"}
+            assert {outcomes[f"{n}-0"][1] for n in range(0, 6, 2)} == {"gw-b"}
+            assert len(replies) == 2  # one reply per instance that resolved items
+            for robot_id, conn in conns.items():
+                assert await _frames(conn) == [f"m{k}-{robot_id}" for k in range(3)]
+
+
+async def _all_registered(store: Any, robot_ids: list[str]) -> bool:
+    entries = [await store.get(r) for r in robot_ids]
+    return all(e is not None for e in entries)
+
+
+async def test_a_shared_message_batch_is_written_to_each_socket_once(single: Backend) -> None:
+    async with (
+        running_fleet(single.env, names=("gw-a",)) as fleet,
+        open_test_store(single) as store,
+    ):
+        urls = {f"s{n}": fleet["gw-a"].ws_url for n in range(20)}
+        async with robots(urls) as conns:
+            await wait_for(lambda: _all_registered(store, list(urls)))
+            channel = store.keys.reply_channel("shared")
+            batch = Batch(
+                items=tuple(Item(str(n), r) for n, r in enumerate(urls)),
+                message='{"cmd":"reboot"}',
+                reply_to=channel,
+            )
+            replies = await _exchange(
+                store, channel, [(store.keys.control_channel("gw-a"), encode_batch(batch))], 20
+            )
+            assert len(_outcomes(replies)) == 20 and len(replies) == 1
+            for conn in conns.values():
+                assert await _frames(conn) == ['{"cmd":"reboot"}']
+
+
+async def test_single_and_batched_envelopes_work_side_by_side(single: Backend) -> None:
+    async with (
+        running_fleet(single.env) as fleet,
+        open_test_store(single) as store,
+    ):
+        async with robots({"x1": fleet["gw-b"].ws_url}) as conns:
+            await wait_for(lambda: _all_registered(store, ["x1"]))
+            channel = store.keys.reply_channel("mixed")
+            single_env = Envelope(op=Op.SEND, robot_id="x1", message="old", reply_to=channel)
+            batch = Batch(items=(Item("1", "x1", "new"),), reply_to=channel)
+            replies = await _exchange(
+                store,
+                channel,
+                [
+                    (store.keys.control_channel("gw-a"), encode(single_env)),
+                    (store.keys.control_channel("gw-a"), encode_batch(batch)),
+                ],
+                expect=2,
+            )
+            assert sorted(type(r).__name__ for r in replies) == ["BatchReply", "Reply"]
+            assert sorted(await _frames(conns["x1"])) == ["new", "old"]
+
+
+async def test_a_batch_to_an_owner_that_does_not_listen_says_unreachable(
+    single: Backend,
+) -> None:
+    async with (
+        running_fleet(single.env, names=("gw-a",)) as fleet,
+        open_test_store(single) as store,
+    ):
+        from wsctl.registry.model import Registration, utcnow
+
+        await store.register("far-1", Registration("far-1", "gw-gone", "c1", utcnow()).to_hash())
+        channel = store.keys.reply_channel("unreach")
+        batch = Batch(items=(Item("1", "far-1", "hi"),), reply_to=channel)
+        replies = await _exchange(
+            store, channel, [(store.keys.control_channel("gw-a"), encode_batch(batch))], 1
+        )
+        (outcome,) = list(replies[0].outcomes())
+        assert outcome.status is Status.INSTANCE_UNREACHABLE and "gw-gone" in (outcome.reason or "")
+        assert fleet["gw-a"].metrics.messages_failed == 1
+
+
+@pytest.mark.parametrize("hops", [0, 2])
+async def test_hop_limit_holds_for_batches(single: Backend, hops: int) -> None:
+    async with (
+        running_fleet(single.env) as fleet,
+        open_test_store(single) as store,
+    ):
+        async with robots({"h1": fleet["gw-b"].ws_url}):
+            await wait_for(lambda: _all_registered(store, ["h1"]))
+            channel = store.keys.reply_channel("hops")
+            batch = Batch(items=(Item("1", "h1", "hi"),), reply_to=channel, hops=hops)
+            replies = await _exchange(
+                store, channel, [(store.keys.control_channel("gw-a"), encode_batch(batch))], 1
+            )
+            (outcome,) = list(replies[0].outcomes())
+            expected = Status.DELIVERED if hops == 0 else Status.REJECTED
+            assert outcome.status is expected
+
+
+async def test_the_liveness_record_says_the_instance_speaks_batches(single: Backend) -> None:
+    from wsctl.instances import get_record
+    from wsctl.protocol_batch import BATCH_VERSION
+
+    async with (
+        running_fleet(single.env, names=("gw-a",)),
+        open_test_store(single) as store,
+    ):
+        record = await get_record(store.client, store.keys, "gw-a")
+        assert record is not None and record.protocol == BATCH_VERSION

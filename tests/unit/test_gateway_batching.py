@@ -1,0 +1,80 @@
+"""Batched routing decisions and the owner cache, without Redis or a clock."""
+
+from __future__ import annotations
+
+from wsctl.gateway.batching import OwnerCache, route_items
+from wsctl.gateway.routing import LocalSocket
+from wsctl.protocol import Status
+from wsctl.protocol_batch import Item
+
+
+def _items(*robots: str) -> list[Item]:
+    return [Item(str(n), r, f"m{n}") for n, r in enumerate(robots)]
+
+
+def test_items_are_grouped_per_owner_in_batch_order() -> None:
+    items = _items("a", "b", "a", "c", "b")
+    plan = route_items(
+        self_id="gw-1",
+        hops=0,
+        pending=[(i, LocalSocket.NONE) for i in items],
+        owners={"a": "gw-2", "b": "gw-3", "c": "gw-2"},
+    )
+    assert {o: [i.id for i in its] for o, its in plan.forward.items()} == {
+        "gw-2": ["0", "2", "3"],
+        "gw-3": ["1", "4"],
+    }
+    assert plan.failed == [] and plan.stale == []
+
+
+def test_no_entry_is_not_connected_and_a_ghost_is_named_once() -> None:
+    items = _items("gone", "ghost", "ghost")
+    plan = route_items(
+        self_id="gw-1",
+        hops=0,
+        pending=[(i, LocalSocket.NONE) for i in items],
+        owners={"gone": None, "ghost": "gw-1"},
+    )
+    assert [(o.id, o.status) for o in plan.failed] == [
+        ("0", Status.NOT_CONNECTED),
+        ("1", Status.NOT_CONNECTED),
+        ("2", Status.NOT_CONNECTED),
+    ]
+    assert plan.stale == ["ghost"] and plan.forward == {}
+
+
+def test_the_hop_limit_rejects_instead_of_forwarding() -> None:
+    (item,) = _items("a")
+    plan = route_items(
+        self_id="gw-1", hops=2, pending=[(item, LocalSocket.NONE)], owners={"a": "gw-2"}
+    )
+    assert plan.forward == {} and plan.failed[0].status is Status.REJECTED
+    assert "hop limit 2" in (plan.failed[0].reason or "")
+
+
+def test_a_dead_local_socket_routes_to_the_registry_owner() -> None:
+    (item,) = _items("a")
+    plan = route_items(
+        self_id="gw-1", hops=0, pending=[(item, LocalSocket.DEAD)], owners={"a": "gw-2"}
+    )
+    assert list(plan.forward) == ["gw-2"]
+
+
+def test_the_owner_cache_expires_invalidates_and_stays_bounded() -> None:
+    cache = OwnerCache(ttl=1.0, size=2)
+    cache.put("a", "gw-2", now=10.0)
+    assert cache.get("a", now=10.5) == "gw-2"
+    assert cache.get("a", now=11.5) is None  # expired
+    cache.put("a", "gw-2", now=20.0)
+    cache.invalidate(["a"])
+    assert cache.get("a", now=20.1) is None
+    for n, robot in enumerate("xyz"):
+        cache.put(robot, "gw", now=30.0 + n)
+    assert len(cache) == 2 and cache.get("x", now=32.0) is None  # the oldest went first
+    assert (cache.hits, cache.misses) == (1, 3)
+
+
+def test_a_zero_ttl_owner_cache_remembers_nothing() -> None:
+    cache = OwnerCache(ttl=0.0)
+    cache.put("a", "gw-2", now=1.0)
+    assert cache.get("a", now=1.0) is None and len(cache) == 0

@@ -1,0 +1,275 @@
+"""Batched ``send`` envelopes (protocol v2) on one instance: the thin I/O shell over
+:func:`wsctl.gateway.batching.route_items`.
+
+Batches are handled one at a time, in the order they arrive on the control channel (a bounded
+queue between the subscriber and one worker), which keeps every robot's messages in order:
+within a batch items are taken in order, local sockets are written synchronously (no await
+between two writes), and what goes to another instance leaves in one pipeline per batch, the
+per-owner forward batches before the next batch is looked at. Per batch:
+
+1. every item whose robot has an open socket here is written (an identical payload is encoded
+   once and written to each socket without a copy per item, as ``websockets.broadcast`` does);
+   a socket whose write fails is dropped and its entry removed (fenced), and the item routed on;
+2. the owners of the rest come from a short cache (first hop only) or one pipelined ``HGET``
+   per robot in one round trip;
+3. :func:`route_items` decides; ghosts (entries naming this instance without a socket) are
+   removed as observed; owners that do not listen get ``instance_unreachable``;
+4. one pipeline publishes a forward batch per owner plus this instance's one reply (the ids
+   delivered here and the outcome of every item answered here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from wsctl.gateway.batching import OwnerCache, route_items
+from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
+from wsctl.gateway.routing import LocalSocket
+from wsctl.protocol import Status
+from wsctl.protocol_batch import (
+    Batch,
+    BatchReply,
+    Item,
+    Outcome,
+    encode_batch,
+    encode_batch_reply,
+)
+from wsctl.redis_target import AsyncClient, Target
+from wsctl.registry.keys import Keyspace
+from wsctl.registry.model import F_INSTANCE_ID
+from wsctl.registry.store import RegistryStore
+
+__all__ = ["BATCH_QUEUE", "BatchRouter"]
+
+log = logging.getLogger("wsctl.gateway")
+
+# Batches waiting for the worker; beyond this the subscriber stops reading (backpressure).
+BATCH_QUEUE = 64
+
+
+class Core(Protocol):
+    """What the router uses of :class:`wsctl.gateway.core.FleetCore` (no import cycle)."""
+
+    instance_id: str
+    local: LocalConnections
+    metrics: Metrics
+    keys: Keyspace
+    target: Target
+
+    @property
+    def config(self) -> Any: ...
+
+    @property
+    def client(self) -> AsyncClient: ...
+
+    @property
+    def store(self) -> RegistryStore: ...
+
+    def _drop(self, conn: LocalConn) -> bool: ...
+
+    async def _remove_entry(self, conn: LocalConn) -> None: ...
+
+    def _redis_failed(self, where: str, exc: BaseException) -> None: ...
+
+    async def _listening(self, instance_id: str) -> bool: ...
+
+
+class BatchRouter:
+    """Owns the batch queue, its worker and the owner cache of one fleet core."""
+
+    def __init__(self, core: Core, owner_ttl: float) -> None:
+        self.core = core
+        self.owners = OwnerCache(ttl=owner_ttl)
+        self.queue: asyncio.Queue[Batch] = asyncio.Queue(BATCH_QUEUE)
+
+    async def run(self) -> None:
+        """The worker: one batch at a time, in arrival order, until cancelled."""
+        while True:
+            batch = await self.queue.get()
+            try:
+                await self.handle(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # handle() answers what it can; never let the worker die
+                log.exception("batch %s failed", batch.id[:8])
+
+    # ------------------------------------------------------------------ local writes
+    def _write(self, conn: Any, text: str, encoded: dict[str, bytes]) -> bool:
+        """Write ``text`` to ``conn``'s socket without awaiting (encoded once per batch and
+        payload). False when the socket is gone or the write failed."""
+        sock = conn.sock
+        nowait: Callable[[bytes], None] | None = getattr(sock, "send_text_nowait", None)
+        if nowait is None:
+            return False  # caller awaits send_text instead
+        data = encoded.get(text)
+        if data is None:
+            data = encoded[text] = text.encode("utf-8", "surrogatepass")
+        try:
+            nowait(data)
+        except Exception as exc:
+            log.debug("write to %s failed: %r", conn.robot_id, exc)
+            raise
+        return True
+
+    async def _deliver_local(
+        self, batch: Batch, delivered: list[str], failed: list[Outcome]
+    ) -> list[tuple[Item, LocalSocket]]:
+        """Step 1: write what this instance holds; return the items to route on."""
+        core = self.core
+        pending: list[tuple[Item, LocalSocket]] = []
+        dead: set[str] = set()
+        encoded: dict[str, bytes] = {}
+        limit = core.config.max_message_bytes
+        for item in batch.items:
+            text = batch.text(item)
+            if len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit:
+                failed.append(
+                    Outcome(item.id, Status.REJECTED, f"message larger than {limit} bytes")
+                )
+                continue
+            robot_id = item.robot_id
+            if robot_id in dead:
+                pending.append((item, LocalSocket.DEAD))
+                continue
+            conn = core.local.get(robot_id)
+            if conn is None or conn.closed:
+                pending.append((item, LocalSocket.NONE))
+                continue
+            try:
+                if not self._write(conn, text, encoded):
+                    await conn.sock.send_text(text)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                dead.add(robot_id)
+                if core._drop(conn):
+                    await core._remove_entry(conn)
+                self.owners.invalidate((robot_id,))
+                pending.append((item, LocalSocket.DEAD))
+                continue
+            delivered.append(item.id)
+        return pending
+
+    # ------------------------------------------------------------------ owners
+    async def _owners(
+        self, batch: Batch, pending: list[tuple[Item, LocalSocket]]
+    ) -> dict[str, str | None]:
+        """Step 2: every pending robot's owner, cached ones first (first hop only)."""
+        core = self.core
+        now = time.monotonic()
+        owners: dict[str, str | None] = {}
+        lookup: list[str] = []
+        for item, local in pending:
+            robot_id = item.robot_id
+            if robot_id in owners or robot_id in lookup:
+                continue
+            cached = (
+                self.owners.get(robot_id, now)
+                if batch.hops == 0 and local is LocalSocket.NONE
+                else None
+            )
+            if cached is not None and cached != core.instance_id:
+                owners[robot_id] = cached
+            else:
+                lookup.append(robot_id)
+        if lookup:
+            pipe = core.client.pipeline(transaction=False)
+            for robot_id in lookup:
+                pipe.hget(core.keys.conn_key(robot_id), F_INSTANCE_ID)
+            for robot_id, raw in zip(lookup, await pipe.execute(), strict=True):
+                owner = str(raw) if raw else None
+                owners[robot_id] = owner
+                if owner:
+                    self.owners.put(robot_id, owner, now)
+                else:
+                    self.owners.invalidate((robot_id,))
+        return owners
+
+    async def _remove_ghosts(self, robot_ids: list[str]) -> None:
+        """Entries that name this instance although it holds no socket: remove as observed."""
+        core = self.core
+        for robot_id in robot_ids:
+            self.owners.invalidate((robot_id,))
+            entry = await core.store.get(robot_id)
+            ours = entry is not None and entry.instance_id == core.instance_id
+            if entry is not None and ours and core.local.get(robot_id) is None:
+                await core.store.delete_observed([entry])
+                core.metrics.ghosts_removed += 1
+
+    # ------------------------------------------------------------------ one batch
+    async def handle(self, batch: Batch) -> None:
+        """Deliver, forward and answer one batch: every item gets exactly one outcome, from
+        this instance or from the one it is forwarded to."""
+        core = self.core
+        batch = batch.arrived(core.instance_id, time.time())
+        delivered: list[str] = []
+        failed: list[Outcome] = []
+        forwards: list[tuple[str, str]] = []
+        forwarded = 0
+        try:
+            pending = await self._deliver_local(batch, delivered, failed)
+            if pending:
+                owners = await self._owners(batch, pending)
+                plan = route_items(
+                    self_id=core.instance_id, hops=batch.hops, pending=pending, owners=owners
+                )
+                failed.extend(plan.failed)
+                if plan.stale:
+                    await self._remove_ghosts(plan.stale)
+                for owner, items in plan.forward.items():
+                    if not await core._listening(owner):
+                        reason = f"owner {owner} is not listening on its control channel"
+                        self.owners.invalidate(i.robot_id for i in items)
+                        failed.extend(
+                            Outcome(i.id, Status.INSTANCE_UNREACHABLE, reason) for i in items
+                        )
+                        continue
+                    forwards.append(
+                        (core.keys.control_channel(owner), encode_batch(batch.forwarded(items)))
+                    )
+                    forwarded += len(items)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # a Redis failure part-way: what was written stays delivered, the rest is an error
+            core._redis_failed("control", exc)
+            answered = set(delivered) | {o.id for o in failed}
+            reason = core.target.scrub(str(exc))[:200]
+            failed.extend(
+                Outcome(i.id, Status.ERROR, reason) for i in batch.items if i.id not in answered
+            )
+            forwards = []
+            forwarded = 0
+        core.metrics.messages_delivered += len(delivered)
+        core.metrics.messages_forwarded += forwarded
+        core.metrics.messages_failed += len(failed)
+        messages = list(forwards)
+        if batch.reply_to and (delivered or failed):
+            reply = BatchReply(
+                id=batch.id,
+                instance=core.instance_id,
+                delivered=tuple(delivered),
+                failed=tuple(failed),
+                route=batch.route,
+                sent_at=batch.sent_at,
+            )
+            messages.append((batch.reply_to, encode_batch_reply(reply)))
+        if messages:
+            await self._publish(messages)
+
+    async def _publish(self, messages: list[tuple[str, str]]) -> None:
+        """One pipeline for the forwards and the reply. Not retried: a pipeline that failed
+        may have gone out in part, and a duplicate is worse than a timeout (the requester
+        reports items it got no outcome for as ``timeout``)."""
+        from wsctl.redis_pubsub import publish_many
+
+        try:
+            await publish_many(self.core.client, messages)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.core._redis_failed("control", exc)

@@ -1,0 +1,92 @@
+"""Batched routing (protocol v2): the pure parts. No I/O, no clock (``now`` is passed in).
+
+:func:`route_items` decides, for the items of a batch that this instance could not write to a
+local socket, what becomes of each: forwarded to its owner (grouped in per-owner batches, order
+kept), or answered here. :class:`OwnerCache` remembers owners for a short time so that steady
+traffic through a non-owner does not read the registry for every message; the owner an item is
+forwarded to always checks its own socket and reads the registry itself, so a stale cache entry
+costs at most a hop, never a wrong delivery.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from wsctl.gateway.routing import LocalSocket, Route, decide
+from wsctl.protocol import Status
+from wsctl.protocol_batch import Item, Outcome
+
+__all__ = ["OwnerCache", "RoutePlan", "route_items"]
+
+OWNER_CACHE_TTL = 1.0
+OWNER_CACHE_SIZE = 100_000
+
+
+class OwnerCache:
+    """robot id -> owner instance, each for ``ttl`` seconds, at most ``size`` entries (oldest
+    dropped first). Used only for messages that have not been forwarded yet (``hops == 0``)."""
+
+    def __init__(self, ttl: float = OWNER_CACHE_TTL, size: int = OWNER_CACHE_SIZE) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._owners: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, robot_id: str, now: float) -> str | None:
+        found = self._owners.get(robot_id)
+        if found is None or now - found[1] > self.ttl:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return found[0]
+
+    def put(self, robot_id: str, owner: str, now: float) -> None:
+        if self.ttl <= 0:
+            return
+        self._owners[robot_id] = (owner, now)
+        self._owners.move_to_end(robot_id)
+        while len(self._owners) > self.size:
+            self._owners.popitem(last=False)
+
+    def invalidate(self, robot_ids: Iterable[str]) -> None:
+        for robot_id in robot_ids:
+            self._owners.pop(robot_id, None)
+
+    def __len__(self) -> int:
+        return len(self._owners)
+
+
+@dataclass
+class RoutePlan:
+    """Per owner the items to forward to it (in batch order); the items answered here; the
+    robots whose entry names this instance although it holds no socket (ghosts to remove)."""
+
+    forward: dict[str, list[Item]] = field(default_factory=dict)
+    failed: list[Outcome] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+
+
+def route_items(
+    *,
+    self_id: str,
+    hops: int,
+    pending: Sequence[tuple[Item, LocalSocket]],
+    owners: Mapping[str, str | None],
+) -> RoutePlan:
+    """Decide each pending item with :func:`wsctl.gateway.routing.decide` (the same rules as a
+    single message). ``owners`` maps every pending robot to its owner (None: no entry)."""
+    plan = RoutePlan()
+    stale: dict[str, None] = {}
+    for item, local in pending:
+        decision = decide(self_id=self_id, local=local, owner=owners.get(item.robot_id), hops=hops)
+        if decision.route is Route.FORWARD:
+            plan.forward.setdefault(decision.target or "", []).append(item)
+            continue
+        if decision.route is Route.STALE_OWNER:
+            stale[item.robot_id] = None
+        plan.failed.append(Outcome(item.id, decision.status or Status.ERROR, decision.reason))
+    plan.stale = list(stale)
+    return plan

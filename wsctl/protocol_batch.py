@@ -1,0 +1,291 @@
+"""Version 2 of the control protocol: many ``send`` messages in one envelope. Pure: no I/O.
+
+A batch envelope (``"v": 2``) carries ``items``, each a robot id, an item id (unique within the
+batch) and optionally its own message; items without one carry the batch's shared ``message``
+(one payload to many robots is sent, and written to the sockets of one instance, once). The
+instance that handles a batch delivers what it holds, forwards the rest to the owners in
+per-owner batches (same ``id``, same ``reply_to``, ``hops + 1``) and answers what it resolved in
+one :class:`BatchReply`: the ids delivered plus an :class:`Outcome` per item that was not. Every
+item gets exactly one outcome, from exactly one instance; a requester collects them by
+``(batch id, item id)``. Single-message envelopes (``"v": 1``, :mod:`wsctl.protocol`) keep
+working side by side. Documented in docs/protocol.md (§16).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from wsctl.codec import dumps
+from wsctl.protocol import (
+    VERSION,
+    Envelope,
+    Hop,
+    ProtocolError,
+    Reply,
+    Status,
+    envelope_from_data,
+    load_object,
+    parse_route,
+    parse_time,
+    reply_from_data,
+)
+
+__all__ = [
+    "BATCH_VERSION",
+    "ITEM_STATUSES",
+    "MAX_ITEMS",
+    "Batch",
+    "BatchReply",
+    "Item",
+    "Outcome",
+    "batch_from_data",
+    "batch_reply_from_data",
+    "decode_any_reply",
+    "decode_control",
+    "encode_batch",
+    "encode_batch_reply",
+    "split",
+]
+
+BATCH_VERSION = 2
+# Items one envelope may carry; a decoder refuses more. Senders use far fewer (wsctl: 500).
+MAX_ITEMS = 10_000
+# What an item's outcome may say (a batch has no op other than send).
+ITEM_STATUSES = frozenset(
+    {
+        Status.DELIVERED,
+        Status.NOT_CONNECTED,
+        Status.INSTANCE_UNREACHABLE,
+        Status.REJECTED,
+        Status.ERROR,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One message of a batch: ``message`` None means the batch's shared message."""
+
+    id: str
+    robot_id: str
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    items: tuple[Item, ...]
+    message: str | None = None  # the shared payload of items without their own
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    reply_to: str | None = None
+    hops: int = 0
+    origin: str = "cli"
+    sent_at: float = field(default_factory=time.time)
+    route: tuple[Hop, ...] = ()
+    v: int = BATCH_VERSION
+
+    def text(self, item: Item) -> str:
+        """The message ``item`` carries (its own, else the batch's)."""
+        return item.message if item.message is not None else (self.message or "")
+
+    def arrived(self, instance: str, now: float) -> Batch:
+        return replace(self, route=(*self.route, Hop(instance, now)))
+
+    def forwarded(self, items: Sequence[Item]) -> Batch:
+        """The batch to forward to one owner: ``items`` only, ``hops + 1``, same id/route."""
+        return replace(self, items=tuple(items), hops=self.hops + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    id: str
+    status: Status
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class BatchReply:
+    """What one instance resolved of a batch: ``delivered`` ids plus the other outcomes."""
+
+    id: str
+    instance: str
+    delivered: tuple[str, ...] = ()
+    failed: tuple[Outcome, ...] = ()
+    route: tuple[Hop, ...] = ()
+    sent_at: float = 0.0
+    replied_at: float = field(default_factory=time.time)
+    v: int = BATCH_VERSION
+
+    def outcomes(self) -> Iterable[Outcome]:
+        for ident in self.delivered:
+            yield Outcome(ident, Status.DELIVERED)
+        yield from self.failed
+
+    def __len__(self) -> int:
+        return len(self.delivered) + len(self.failed)
+
+
+def split(items: Sequence[Item], size: int) -> list[tuple[Item, ...]]:
+    """``items`` in consecutive chunks of at most ``size`` (order kept)."""
+    return [tuple(items[i : i + size]) for i in range(0, len(items), max(1, size))]
+
+
+def _route_json(route: tuple[Hop, ...]) -> list[dict[str, Any]]:
+    return [{"instance": h.instance, "at": h.at} for h in route]
+
+
+def encode_batch(batch: Batch) -> str:
+    items: list[dict[str, str]] = []
+    for item in batch.items:
+        if item.message is None:
+            items.append({"id": item.id, "robot_id": item.robot_id})
+        else:
+            items.append({"id": item.id, "robot_id": item.robot_id, "message": item.message})
+    return dumps(
+        {
+            "v": batch.v,
+            "op": "send",
+            "id": batch.id,
+            "message": batch.message,
+            "items": items,
+            "reply_to": batch.reply_to,
+            "hops": batch.hops,
+            "origin": batch.origin,
+            "sent_at": batch.sent_at,
+            "route": _route_json(batch.route),
+        }
+    )
+
+
+def encode_batch_reply(reply: BatchReply) -> str:
+    return dumps(
+        {
+            "v": reply.v,
+            "id": reply.id,
+            "instance": reply.instance,
+            "delivered": list(reply.delivered),
+            "failed": [
+                {"id": o.id, "status": o.status.value, "reason": o.reason} for o in reply.failed
+            ],
+            "route": _route_json(reply.route),
+            "sent_at": reply.sent_at,
+            "replied_at": reply.replied_at,
+        }
+    )
+
+
+def _text(data: dict[str, Any], name: str, required: bool = False) -> str | None:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise ProtocolError(f"{name} missing")
+        return None
+    if not isinstance(value, str) or (required and not value):
+        raise ProtocolError(f"{name} must be a non-empty string" if required else f"{name}")
+    return value
+
+
+def batch_from_data(data: dict[str, Any]) -> Batch:
+    """A batch envelope from decoded JSON (``v`` already checked to be 2)."""
+    if data.get("op") != "send":
+        raise ProtocolError(f"unknown batch op {data.get('op')!r}")
+    ident = _text(data, "id", required=True) or ""
+    hops = data.get("hops", 0)
+    if not isinstance(hops, int) or isinstance(hops, bool) or hops < 0:
+        raise ProtocolError("hops must be a non-negative integer")
+    message = _text(data, "message")
+    raw = data.get("items")
+    if not isinstance(raw, list):
+        raise ProtocolError("items must be a list")
+    if len(raw) > MAX_ITEMS:
+        raise ProtocolError(f"more than {MAX_ITEMS} items")
+    items: list[Item] = []
+    seen: set[str] = set()
+    for entry in raw:
+        if not isinstance(entry, dict):
+            raise ProtocolError("item must be an object")
+        item_id = entry.get("id")
+        robot_id = entry.get("robot_id")
+        own = entry.get("message")
+        if not isinstance(item_id, str) or not item_id:
+            raise ProtocolError("item id missing")
+        if not isinstance(robot_id, str) or not robot_id:
+            raise ProtocolError("item robot_id missing")
+        if own is not None and not isinstance(own, str):
+            raise ProtocolError("item message must be a string")
+        if own is None and message is None:
+            raise ProtocolError("item without message in a batch without message")
+        if item_id in seen:
+            raise ProtocolError(f"duplicate item id {item_id!r}")
+        seen.add(item_id)
+        items.append(Item(item_id, robot_id, own))
+    return Batch(
+        items=tuple(items),
+        message=message,
+        id=ident,
+        reply_to=_text(data, "reply_to"),
+        hops=hops,
+        origin=_text(data, "origin") or "unknown",
+        sent_at=parse_time(data, "sent_at"),
+        route=parse_route(data.get("route", [])),
+    )
+
+
+def batch_reply_from_data(data: dict[str, Any]) -> BatchReply:
+    """A batch reply from decoded JSON (``v`` already checked to be 2)."""
+    ident = _text(data, "id", required=True) or ""
+    instance = _text(data, "instance", required=True) or ""
+    delivered = data.get("delivered", [])
+    if not isinstance(delivered, list) or not all(isinstance(i, str) for i in delivered):
+        raise ProtocolError("delivered must be a list of item ids")
+    raw = data.get("failed", [])
+    if not isinstance(raw, list):
+        raise ProtocolError("failed must be a list")
+    failed: list[Outcome] = []
+    for entry in raw:
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            raise ProtocolError("bad failed item")
+        try:
+            status = Status(str(entry.get("status")))
+        except ValueError:
+            raise ProtocolError(f"unknown status {entry.get('status')!r}") from None
+        if status not in ITEM_STATUSES or status is Status.DELIVERED:
+            raise ProtocolError(f"status {status.value} is not a failed item's")
+        reason = entry.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise ProtocolError("reason must be a string")
+        failed.append(Outcome(entry["id"], status, reason))
+    return BatchReply(
+        id=ident,
+        instance=instance,
+        delivered=tuple(delivered),
+        failed=tuple(failed),
+        route=parse_route(data.get("route", [])),
+        sent_at=parse_time(data, "sent_at"),
+        replied_at=parse_time(data, "replied_at"),
+    )
+
+
+def decode_control(text: str | bytes) -> Envelope | Batch:
+    """Any control-channel request: a single envelope (v1) or a batch (v2)."""
+    data = load_object(text)
+    version = data.get("v")
+    if version == BATCH_VERSION:
+        return batch_from_data(data)
+    if version == VERSION:
+        return envelope_from_data(data)
+    raise ProtocolError(f"unsupported version {version!r}")
+
+
+def decode_any_reply(text: str | bytes) -> Reply | BatchReply:
+    """Any reply: to a single envelope (v1) or to a batch (v2)."""
+    data = load_object(text)
+    version = data.get("v")
+    if version == BATCH_VERSION:
+        return batch_reply_from_data(data)
+    if version == VERSION:
+        return reply_from_data(data)
+    raise ProtocolError(f"unsupported version {version!r}")
