@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from wsctl.gateway.batching import OwnerCache, route_items
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
 from wsctl.gateway.routing import LocalSocket
-from wsctl.protocol import Status
+from wsctl.protocol import Status, message_problem
 from wsctl.protocol_batch import (
     Batch,
     BatchReply,
@@ -98,16 +98,14 @@ class BatchRouter:
                 log.exception("batch %s failed", batch.id[:8])
 
     # ------------------------------------------------------------------ local writes
-    def _write(self, conn: Any, text: str, encoded: dict[str, bytes]) -> bool:
-        """Write ``text`` to ``conn``'s socket without awaiting (encoded once per batch and
-        payload). False when the socket is gone or the write failed."""
-        sock = conn.sock
-        nowait: Callable[[bytes], None] | None = getattr(sock, "send_text_nowait", None)
+    @staticmethod
+    def _write(conn: Any, data: bytes) -> bool:
+        """Write ``data`` (a payload encoded once per batch) to ``conn``'s socket without
+        awaiting. False when the transport cannot (the caller awaits ``send_text``); raises
+        when the socket is gone."""
+        nowait: Callable[[bytes], None] | None = getattr(conn.sock, "send_text_nowait", None)
         if nowait is None:
-            return False  # caller awaits send_text instead
-        data = encoded.get(text)
-        if data is None:
-            data = encoded[text] = text.encode("utf-8", "surrogatepass")
+            return False
         try:
             nowait(data)
         except Exception as exc:
@@ -122,14 +120,17 @@ class BatchRouter:
         core = self.core
         pending: list[tuple[Item, LocalSocket]] = []
         dead: set[str] = set()
-        encoded: dict[str, bytes] = {}
+        # per distinct payload: its UTF-8 bytes, or why it cannot be sent (checked once)
+        encoded: dict[str, bytes | str] = {}
         limit = core.config.max_message_bytes
         for item in batch.items:
             text = batch.text(item)
-            if len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit:
-                failed.append(
-                    Outcome(item.id, Status.REJECTED, f"message larger than {limit} bytes")
-                )
+            data = encoded.get(text)
+            if data is None:
+                problem = message_problem(text, limit)
+                data = encoded[text] = problem if problem else text.encode("utf-8")
+            if isinstance(data, str):
+                failed.append(Outcome(item.id, Status.REJECTED, data))
                 continue
             robot_id = item.robot_id
             if robot_id in dead:
@@ -140,7 +141,7 @@ class BatchRouter:
                 pending.append((item, LocalSocket.NONE))
                 continue
             try:
-                if not self._write(conn, text, encoded):
+                if not self._write(conn, data):
                     await conn.sock.send_text(text)
             except asyncio.CancelledError:
                 raise
