@@ -378,3 +378,48 @@ def test_cluster_without_the_ca_is_certificate_not_trusted(tls_cluster, tls_pki)
     env = _cluster_env(tls_cluster, tls_pki)
     del env["WSCTL_TLS_CA_CERT"]
     _one_line_exit_3(invoke(["list", "robots"], env=env), "is not trusted")
+
+
+# ------------------------------------------------------------------ the FastAPI adapter
+
+
+async def test_fastapi_adapter_reaches_redis_over_tls(tls: TlsSingle, tmp_path: Path) -> None:
+    """examples/fastapi_gateway.py under uvicorn builds its client through the same factory:
+    with WSCTL_REDIS_TLS and a private CA it registers robots and takes sends over TLS."""
+    from tests.fastapi_fleet import fastapi_gateways
+
+    tls_settings = {
+        "REDIS_HOST": "localhost",
+        "REDIS_PORT": str(tls.port),
+        "WSCTL_REDIS_TLS": "true",
+        "WSCTL_TLS_CA_CERT": str(tls.pki.ca),  # type: ignore[attr-defined]
+    }
+    backend = tls.backend()
+    with fastapi_gateways(backend, tmp_path, names=("fa-tls",), extra_env=tls_settings) as (gw,):
+        async with open_test_store(backend) as store, connect(f"{gw.ws_url}/ws/fa-bot") as robot:
+            await wait_for(lambda: store.get("fa-bot"), timeout=10)
+            entry = await store.get("fa-bot")
+            assert entry is not None and entry.instance_id == "fa-tls"
+            res = await ainvoke(["send", "fa-bot", "via fastapi", "-o", "json"], env=backend.env)
+            assert res.code == 0, res.out + res.err
+            assert await asyncio.wait_for(robot.recv(), 5) == "via fastapi"
+
+
+async def test_fastapi_adapter_with_tls_insecure_warns_on_stderr(
+    tls: TlsSingle, tmp_path: Path
+) -> None:
+    from tests.fastapi_fleet import fastapi_gateways
+
+    settings = {
+        "REDIS_HOST": "localhost",
+        "REDIS_PORT": str(tls.untrusted_port),
+        "WSCTL_REDIS_TLS": "true",
+        "WSCTL_TLS_INSECURE": "true",
+    }
+    with fastapi_gateways(tls.backend(), tmp_path, names=("fa-insecure",), extra_env=settings) as (
+        gw,
+    ):
+        async with open_test_store(tls.backend()) as store, connect(f"{gw.ws_url}/ws/fa-i"):
+            await wait_for(lambda: store.get("fa-i"), timeout=10)  # it registers, unverified
+        log = gw.log.read_text()
+    assert log.count("TLS certificate verification is off") == 1, log
