@@ -41,7 +41,7 @@ _NOT_TLS = (
     "HTTP_REQUEST",
 )
 # What a plain client sees when a TLS server drops its non-TLS bytes.
-_CLOSED = ("CONNECTION CLOSED BY SERVER", "CONNECTION RESET", "BROKEN PIPE")
+_CLOSED = ("CONNECTION CLOSED BY SERVER", "CONNECTION RESET", "BROKEN PIPE", "EOF")
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
@@ -98,55 +98,112 @@ def _speaks_plain_redis(host: str, port: int, timeout: float = 1.0) -> bool:
     return reply.startswith((b"+PONG", b"-NOAUTH", b"-ERR", b"-WRONGPASS"))
 
 
+def _tls_verdict(target: Target, text: str, chain: list[BaseException]) -> str | None:
+    """The TLS failure that ``text`` (an upper-cased error chain) shows, for a TLS target."""
+    assert target.tls is not None
+    where = target.describe()
+    verify = next((e for e in chain if isinstance(e, ssl.SSLCertVerificationError)), None)
+    code = getattr(verify, "verify_code", None)
+    if code in (62, 64) or "HOSTNAME MISMATCH" in text or "IP ADDRESS MISMATCH" in text:
+        return (
+            f"TLS: the certificate of {where} is not valid for the host name used "
+            f"({_verify_message(chain)}): connect with a name the certificate lists"
+        )
+    if verify is not None or "CERTIFICATE_VERIFY_FAILED" in text:
+        return (
+            f"TLS: the certificate of {where} is not trusted ({_verify_message(chain)}): {_CA_HINT}"
+        )
+    if "CERTIFICATE_REQUIRED" in text or "PEER_DID_NOT_RETURN_A_CERTIFICATE" in text:
+        return f"TLS: {where} requires a client certificate: give {_CERT_HINT}"
+    rejected = next((r for r in _REJECTED if r in text), None)
+    if rejected is not None:
+        if target.tls.cert is None:
+            return f"TLS: {where} requires a client certificate: give {_CERT_HINT}"
+        return (
+            f"TLS: {where} rejected the client certificate {target.tls.cert} "
+            f"({rejected.removeprefix('ALERT_').replace('_', ' ').lower()}): use one "
+            "signed by a CA the server trusts"
+        )
+    if "ALERT_HANDSHAKE_FAILURE" in text and target.tls.cert is None:
+        return (
+            f"TLS: {where} refused the handshake; it may require a client certificate: "
+            f"give {_CERT_HINT}"
+        )
+    if any(marker in text for marker in _NOT_TLS):
+        return _plain_behind_tls(where)
+    return None
+
+
+def _plain_behind_tls(where: str) -> str:
+    return (
+        f"TLS: {where} does not speak TLS (a plain Redis?): use redis:// and drop "
+        "--tls / WSCTL_REDIS_TLS"
+    )
+
+
+def _tls_handshake_verdict(target: Target, timeout: float = 1.0) -> BaseException | None:
+    """Handshake as the client does and wait a moment for the server's verdict.
+
+    With TLS 1.3 a server checks the client certificate after the client considers the
+    handshake done, and its alert ("certificate required", "unknown CA") can be lost when the
+    client's first command crosses the server's close (the client then sees a reset). Reading
+    right after the handshake, before writing anything, gets the alert itself.
+    """
+    tls = target.tls
+    assert tls is not None
+    try:
+        context = ssl.create_default_context(cafile=tls.ca_cert if not tls.insecure else None)
+        if tls.insecure or not tls.check_hostname:
+            context.check_hostname = False
+        if tls.insecure:
+            context.verify_mode = ssl.CERT_NONE
+        if tls.cert:
+            context.load_cert_chain(tls.cert, tls.key, password=lambda: b"")
+    except (OSError, ValueError):
+        return None
+    for host, port in _endpoints(target):
+        try:
+            with (
+                socket.create_connection((host, port), timeout=timeout) as raw,
+                context.wrap_socket(raw, server_hostname=host) as sock,
+            ):
+                sock.settimeout(timeout / 2)
+                try:
+                    sock.recv(1)
+                except TimeoutError:
+                    continue  # the server waits for a command: it accepted us
+        except ssl.SSLError as exc:
+            return exc
+        except OSError:
+            continue
+    return None
+
+
 def tls_problem(target: Target, exc: BaseException, *, probe: bool = True) -> str | None:
     """The operator-facing line for a TLS failure (or a TLS/plain mismatch), else None.
 
     Says which: the server's certificate is not trusted, its name does not match, the server
     requires or rejected our client certificate, a plain Redis behind a TLS setting, or a TLS
-    port spoken to in plain. Ambiguous symptoms (a timeout or a closed connection) are checked
-    with one short probe of the server when ``probe`` is true.
+    port spoken to in plain. Ambiguous symptoms (a timeout, a closed or reset connection) are
+    checked with short probes of the server when ``probe`` is true.
     """
     chain = _chain(exc)
     text = " ".join(target.scrub(str(item)) for item in chain).upper()
     where = target.describe()
+    ambiguous = any(marker in text for marker in _CLOSED)
     if target.tls is not None:
-        verify = next((e for e in chain if isinstance(e, ssl.SSLCertVerificationError)), None)
-        code = getattr(verify, "verify_code", None)
-        if code in (62, 64) or "HOSTNAME MISMATCH" in text or "IP ADDRESS MISMATCH" in text:
-            return (
-                f"TLS: the certificate of {where} is not valid for the host name used "
-                f"({_verify_message(chain)}): connect with a name the certificate lists"
-            )
-        if verify is not None or "CERTIFICATE_VERIFY_FAILED" in text:
-            return f"TLS: the certificate of {where} is not trusted ({_verify_message(chain)}): {_CA_HINT}"
-        if "CERTIFICATE_REQUIRED" in text or "PEER_DID_NOT_RETURN_A_CERTIFICATE" in text:
-            return f"TLS: {where} requires a client certificate: give {_CERT_HINT}"
-        rejected = next((r for r in _REJECTED if r in text), None)
-        if rejected is not None:
-            if target.tls.cert is None:
-                return f"TLS: {where} requires a client certificate: give {_CERT_HINT}"
-            return (
-                f"TLS: {where} rejected the client certificate {target.tls.cert} "
-                f"({rejected.removeprefix('ALERT_').replace('_', ' ').lower()}): use one "
-                "signed by a CA the server trusts"
-            )
-        if "ALERT_HANDSHAKE_FAILURE" in text and target.tls.cert is None:
-            return (
-                f"TLS: {where} refused the handshake; it may require a client certificate: "
-                f"give {_CERT_HINT}"
-            )
-        plain_hint = (
-            f"TLS: {where} does not speak TLS (a plain Redis?): use redis:// and drop "
-            "--tls / WSCTL_REDIS_TLS"
-        )
-        if any(marker in text for marker in _NOT_TLS):
-            return plain_hint
-        ambiguous = isinstance(exc, rx.TimeoutError) or any(m in text for m in _CLOSED)
-        if probe and ambiguous and any(_speaks_plain_redis(h, p) for h, p in _endpoints(target)):
-            return plain_hint
-        return None
-    closed = any(marker in text for marker in _CLOSED)
-    if probe and closed and any(_speaks_tls(h, p) for h, p in _endpoints(target)):
+        verdict = _tls_verdict(target, text, chain)
+        if verdict is not None or not probe:
+            return verdict
+        if not (ambiguous or isinstance(exc, rx.TimeoutError)):
+            return None
+        if any(_speaks_plain_redis(h, p) for h, p in _endpoints(target)):
+            return _plain_behind_tls(where)
+        found = _tls_handshake_verdict(target)
+        if found is None:
+            return None
+        return _tls_verdict(target, target.scrub(str(found)).upper(), [found])
+    if probe and ambiguous and any(_speaks_tls(h, p) for h, p in _endpoints(target)):
         return (
             f"TLS: {where} expects TLS but wsctl spoke plain Redis: use a rediss:// URL, "
             "--tls or WSCTL_REDIS_TLS=true"

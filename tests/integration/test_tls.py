@@ -237,6 +237,37 @@ def test_missing_client_certificate_says_one_is_required(tls: TlsSingle) -> None
     assert "--tls-cert" in res.err
 
 
+@pytest.mark.parametrize("client_cert", [False, True])
+def test_a_reset_that_lost_the_alert_is_explained_by_a_probe(
+    tls: TlsSingle, client_cert: bool
+) -> None:
+    """Under load the client's first command can cross the server's close after a refused
+    client certificate: the client sees only a reset. A probe that reads right after the
+    handshake gets the alert and says which."""
+    from redis.exceptions import ConnectionError
+
+    from wsctl.redis_errors import tls_problem
+    from wsctl.redis_factory import target_from_settings
+
+    pki = tls.pki
+    extra = (
+        {
+            "WSCTL_TLS_CERT": str(pki.untrusted_client_cert),  # type: ignore[attr-defined]
+            "WSCTL_TLS_KEY": str(pki.untrusted_client_key),  # type: ignore[attr-defined]
+        }
+        if client_cert
+        else {}
+    )
+    target = target_from_settings(load_settings(env=tls.env(tls.mtls_port, **extra)))
+    reset = ConnectionError(
+        "Error while reading from localhost : (104, 'Connection reset by peer')"
+    )
+    line = tls_problem(target, reset) or ""
+    needle = "rejected the client certificate" if client_cert else "requires a client certificate"
+    assert needle in line, line
+    assert tls_problem(target, reset, probe=False) is None
+
+
 def test_client_certificate_from_an_unknown_ca_is_rejected(tls: TlsSingle) -> None:
     pki = tls.pki
     env = tls.env(
