@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from wsctl.errors import ConfigError
+from wsctl.errors import ConfigError, UsageError
 from wsctl.redis_target import redact_url, split_url
 from wsctl.timezones import resolve_tz
 
@@ -59,12 +59,21 @@ class Settings:
 
     @property
     def embedded(self) -> bool:
-        """True when no Redis is configured at all: wsctl then uses its embedded Redis."""
-        return not (self.redis_url or self.redis_host or self.redis_nodes)
+        """True when no Redis is configured at all: wsctl then uses the running sandbox.
+
+        Any of host, port, db, username or password set (``REDIS_PORT=16402`` alone, as in
+        the original design's environment) means a configured Redis: the host then defaults
+        to 127.0.0.1."""
+        if self.redis_url or self.redis_host or self.redis_nodes:
+            return False
+        return not any(name in self.sources for name in _CONNECTION_PARTS)
 
     def source(self, name: str) -> str:
         return self.sources.get(name, "default")
 
+
+# Settings that, set anywhere, mean "a Redis is configured" even without a host.
+_CONNECTION_PARTS = ("redis_port", "redis_db", "redis_username", "redis_password")
 
 # Environment variables per setting, first match wins. WSCTL_* beat the seed's names.
 ENV_NAMES: dict[str, tuple[str, ...]] = {
@@ -200,6 +209,15 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 SETTING_NAMES = tuple(_PARSERS)
 
 
+# Settings whose flag is not spelled --{name}.
+_FLAG_NAMES = {
+    "redis_nodes": "--nodes",
+    "redis_cluster": "--cluster",
+    "socket_timeout": "--request-timeout",
+    "redis_tls": "--tls",
+}
+
+
 def convert_value(name: str, raw: Any, where: str) -> Any:
     """Convert one raw value (a string from env/flags, or a TOML value) for setting ``name``."""
     try:
@@ -210,7 +228,11 @@ def convert_value(name: str, raw: Any, where: str) -> Any:
         return _PARSERS[name](str(raw))
     except (ValueError, ConfigError) as exc:
         shown = "***" if name in SECRET_FIELDS else repr(raw)
-        raise ConfigError(f"invalid {name} {shown} from {where}: {exc}") from None
+        if where == "flag":  # a bad flag value is a usage error (exit 2), not configuration
+            flag = _FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+            raise UsageError(f"invalid {flag} {shown}: {exc}") from None
+        message = f"invalid {name} {shown} from {where}: {exc}"
+        raise ConfigError(message) from None
 
 
 def default_config_paths(env: Mapping[str, str], cwd: Path) -> list[Path]:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from wsctl.errors import ConfigError, WsctlError
 from wsctl.paths import sandbox_file
@@ -554,3 +554,107 @@ class Sandbox(_StartStop):
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+# ------------------------------------------------------------------ demo robots
+
+
+class DemoRobots(_StartStop):
+    """``count`` robots (``robot-1`` … ``robot-N``) holding real WebSocket connections to the
+    sandbox's gateways, round robin, in a thread of their own; each reconnects (after a pause)
+    when its gateway drops it, until :meth:`stop`. They are what the README's tour shows,
+    sends to and pings."""
+
+    def __init__(self, gateway_urls: list[str], count: int, auth_secret: str | None = None) -> None:
+        import threading
+
+        self.urls = gateway_urls
+        self.count = count
+        self.auth_secret = auth_secret
+        self.received = 0
+        self._connected: set[str] = set()
+        self._thread: threading.Thread | None = None
+        self._loop: Any = None
+        self._stop: Any = None
+        self._stopping = threading.Event()
+
+    @property
+    def robot_ids(self) -> list[str]:
+        return [f"robot-{n}" for n in range(1, self.count + 1)]
+
+    @property
+    def connected(self) -> int:
+        return len(self._connected)
+
+    def start(self, timeout: float = 30.0) -> DemoRobots:
+        import threading
+
+        if not self.count or not self.urls:
+            return self
+        self._thread = threading.Thread(target=self._run, name="demo-robots", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while self.connected < self.count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.connected < self.count:
+            self.stop()
+            raise WsctlError(f"only {self.connected} of {self.count} demo robots connected")
+        return self
+
+    def _run(self) -> None:
+        import asyncio
+
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._loop.run_until_complete(self._main())
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        import asyncio
+
+        self._stop = asyncio.Event()
+        if self._stopping.is_set():
+            return
+        tasks = [
+            asyncio.create_task(self._robot(robot_id, self.urls[n % len(self.urls)]))
+            for n, robot_id in enumerate(self.robot_ids)
+        ]
+        await self._stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _robot(self, robot_id: str, url: str) -> None:
+        import asyncio
+
+        from websockets.asyncio.client import connect
+
+        target = f"{url}/ws/{robot_id}"
+        if self.auth_secret:
+            from wsctl.gateway.identity import robot_token
+
+            target += f"?token={robot_token(self.auth_secret, robot_id)}"
+        while True:  # until cancelled by stop()
+            try:
+                async with connect(target, open_timeout=5, close_timeout=1) as ws:
+                    self._connected.add(robot_id)
+                    async for _ in ws:
+                        self.received += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the gateway went away or refused: retry after a pause
+                pass
+            finally:
+                self._connected.discard(robot_id)
+            await asyncio.sleep(1.0)
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stopping.set()
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=10)
+        self._thread = None

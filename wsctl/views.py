@@ -47,18 +47,3 @@ def connection_row_from(entry: Entry, verdict: Assessment) -> dict[str, Any]:
         "conn_id": get(F_CONN_ID) or None,
         "reason": verdict.reason or None,
     }
-
-
-def human_duration(seconds: float | None) -> str:
-    """``3s``, ``4m05s``, ``2h03m``, ``3d04h``; negative ages (skew) keep their sign."""
-    if seconds is None:
-        return "-"
-    sign = "-" if seconds < 0 else ""
-    s = int(abs(seconds))
-    if s < 60:
-        return f"{sign}{s}s"
-    if s < 3600:
-        return f"{sign}{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{sign}{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{sign}{s // 86400}d{s % 86400 // 3600:02d}h"

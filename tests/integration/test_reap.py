@@ -266,3 +266,21 @@ async def test_every_runs_passes_until_sigterm(single: Backend, tmp_path: Path) 
         code = proc.wait(timeout=10)
     assert json.loads(first)["reaped"] == 1 and json.loads(second)["reaped"] == 0
     assert code == 0
+    # every pass says when it ran (a long-lived reaper's log), in JSON and in text
+    from datetime import datetime
+
+    assert datetime.fromisoformat(json.loads(first)["at"]).tzinfo is not None
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsctl", "reap", "--every", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stderr.readline), 15)  # type: ignore[union-attr]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    stamp, rest = line.split(" ", 1)
+    assert datetime.fromisoformat(stamp).tzinfo is not None and rest.startswith("reap: examined")

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import Backend, ainvoke, invoke, open_test_store
 from tests.fleet import running_fleet
 from wsctl.ops.simulate import SimulateOptions, parse_slo, simulate
-from wsctl.sandbox import Sandbox
+from wsctl.sandbox import Sandbox, running_sandbox
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "simulate.schema.json").read_text())
 
@@ -139,7 +139,21 @@ async def test_failing_slo_exits_1_and_is_named(single: Backend) -> None:
     assert res.code == 1 and "slo p99<0.000001ms" in res.err
 
 
-@pytest.mark.parametrize("bad", ["p99", "p99<<5", "latency<5ms", "p99<abc"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "p99",
+        "p99<<5",
+        "latency<5ms",
+        "p99<abc",
+        "lost<5ms",  # a count with a latency's unit
+        "rejected==0%",
+        "connect_failed<1s",
+        "delivered_pct>=99ms",
+        "p99<50%",
+        "p99<1.2.3ms",
+    ],
+)
 def test_bad_slo_is_a_usage_error(bad: str) -> None:
     res = invoke(["simulate", "--slo", bad])
     assert res.code == 2 and "bad --slo" in res.err
@@ -226,3 +240,76 @@ def test_wsctl_sandbox_serves_other_commands_and_stops_on_sigint(tmp_path: Path)
         code = proc.wait(timeout=30)
     assert code == 0
     assert not (tmp_path / "state" / "sandbox.json").exists()
+
+
+async def test_messages_refused_with_a_reply_are_rejected_not_lost(single: Backend) -> None:
+    """Review: oversize messages refused with a reply were counted as "lost" with "p99 0.0 ms",
+    and `--slo p99<50ms` then passed on nothing measured."""
+    async with running_fleet(single.env, names=("gw-a",), max_message_bytes=100) as fleet:
+        res = await ainvoke(
+            [
+                "simulate",
+                "--robots",
+                "4",
+                "--messages",
+                "2",
+                "--payload-bytes",
+                "500",
+                "--duration",
+                "2",
+                "--gateway",
+                fleet["gw-a"].ws_url,
+                "--slo",
+                "p99<50ms",
+                "-o",
+                "json",
+            ],
+            env=single.env,
+        )
+    report = json.loads(res.out)
+    jsonschema.validate(report, SCHEMA)
+    deliver = next(p for p in report["phases"] if p["name"] == "deliver")
+    assert deliver["metrics"]["rejected"] == 8 and deliver["metrics"]["lost"] == 0
+    assert "8 rejected, 0 lost" in deliver["detail"] and "p99 0.0" not in deliver["detail"]
+    assert "larger than 100 bytes" in deliver["detail"]
+    assert not deliver["ok"] and res.code == 1
+    assert report["slos"] == [{"slo": "p99<50ms", "ok": False, "actual": None}]
+
+
+def test_the_readme_tour_works_against_a_detached_sandbox_with_demo_robots() -> None:
+    """README's tour: `wsctl sandbox --detach`, then show/send to robot-17 and the rest, then
+    `wsctl sandbox --stop` stops every process the sandbox started."""
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "wsctl", *args], capture_output=True, text=True, timeout=120
+        )
+
+    started = run("sandbox", "--detach", "--robots", "20")
+    assert started.returncode == 0, started.stderr
+    assert "export WSCTL_REDIS_URL=redis://127.0.0.1:" in started.stdout
+    assert "wsctl sandbox --stop" in started.stderr
+    try:
+        info = running_sandbox()
+        assert info is not None
+        instances = json.loads(invoke(["list", "instances", "-o", "json"]).out)
+        pids = [info.pid] + [row["pid"] for row in instances]
+        assert len(pids) == 3 and all(_alive(p) for p in pids)
+        again = run("sandbox", "--detach")
+        assert again.returncode == 2 and "already running" in again.stderr
+        shown = invoke(["show", "robot-17", "-o", "json"])
+        assert shown.code == 0 and json.loads(shown.out)["state"] == "online"
+        res = invoke(
+            ["send", "robot-17", '{"cmd":"ping"}', "--json", "--via", "sandbox-gw-1", "--trace"]
+        )
+        assert res.code == 0 and "robot-17: delivered in" in res.out, res
+        assert invoke(["reap", "--timeout", "90", "--dry-run"]).code == 0
+        assert len(invoke(["registry", "export"]).out.splitlines()) == 20
+    finally:
+        stopped = run("sandbox", "--stop")
+    assert stopped.returncode == 0 and "sandbox stopped" in stopped.stderr, stopped.stderr
+    assert not any(_alive(p) for p in pids)
+    assert running_sandbox() is None
+    assert run("sandbox", "--stop").returncode == 1

@@ -178,3 +178,35 @@ async def test_ghosts_that_changed_since_the_read_are_not_reported() -> None:
     ]
     kept = await confirm_ghosts(store, findings, facts(entries=dict(seen)))
     assert [f.robot_id for f in kept] == ["same"]
+
+
+def test_every_suggested_command_quotes_ids_holding_shell_syntax() -> None:
+    """Review: doctor suggested `wsctl reap --dead-instances --instance gw a;touch /tmp/PWNED`
+    for an instance id holding shell syntax. Every command-shaped fix is quoted."""
+    import shlex
+
+    evil = "gw a;touch /tmp/PWNED"
+    robot = "r $(id)"
+    f = facts(
+        entries={
+            robot: entry(robot, evil),
+            "stale": entry("stale", evil, age=600),
+            "ghost": entry("ghost", "gw-b"),
+        },
+        records={"gw-b": record("gw-b"), "gw-x": record("gw-x")},
+        listening={"gw-b": True, "gw-x": True},
+        inventories={"gw-b": [], "gw-x": [Session("split y", "s", ASKED - 60)]},
+    )
+    f.entries["split y"] = entry("split y", "gw-b")
+    found = diagnose(f, NOW, 90, "ws_conn:")
+    commands = [x.fix for x in found if x.fix and "wsctl " in x.fix]
+    assert commands
+    for fix in commands:
+        command = fix[fix.index("wsctl ") :].split(" (")[0].rstrip(")").split(" to find")[0]
+        words = shlex.split(command)
+        assert not any(";" in w and w != evil for w in words), fix
+        for ident in (evil, robot, "split y"):
+            if ident.split()[0] in command and ident in fix:
+                assert shlex.quote(ident) in fix, fix
+    assert any(shlex.quote(evil) in fix for fix in commands)
+    assert not any("run wsctl gateway instances" in (x.fix or "") for x in found)

@@ -7,7 +7,7 @@ import io
 import json
 
 from wsctl.cli.output import Column, render, render_object
-from wsctl.views import human_duration
+from wsctl.durations import human_duration
 
 COLUMNS = [Column("robot_id", "ROBOT"), Column("age", "AGE", wide_only=True)]
 ROWS = [
@@ -59,8 +59,15 @@ def test_human_duration() -> None:
         "1m05s",
         "2h01m",
         "1d01h",
-        "-4s",
+        "in 4s",
     ]
+
+
+def test_human_duration_of_years_and_of_the_far_future() -> None:
+    """Review found ``-2912112d14h`` for a heartbeat in year 9999."""
+    assert human_duration(251_607_000_000) == "7978y148d"
+    assert human_duration(-251_607_000_000) == "in 7978y148d"
+    assert human_duration(400 * 86400) == "1y035d"
 
 
 def test_write_many_matches_row_by_row_output() -> None:
@@ -74,3 +81,83 @@ def test_write_many_matches_row_by_row_output() -> None:
         writer.write_many([])
         writer.write_many(ROWS[1:])
         assert writer.close() == 2 and many.getvalue() == one.getvalue()
+
+
+EVIL = "ok\x1b]0;pwned\x07\x1b[2J"
+
+
+def test_every_human_readable_rendering_escapes_control_characters() -> None:
+    from wsctl.cli.output import printable
+
+    rows = [{"robot_id": EVIL, "age": "a\u202eb\nc"}]
+    for fmt in ("table", "wide"):
+        out = io.StringIO()
+        render(rows, COLUMNS, fmt, stream=out, title=EVIL)
+        text = out.getvalue()
+        assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+        assert "ok\\x1b]0;pwned\\x07\\x1b[2J" in text
+    out = io.StringIO()
+    render_object({EVIL: EVIL, "fields": {"status": EVIL}}, "table", stream=out)
+    assert "\x1b" not in out.getvalue() and out.getvalue().count("\\x1b[2J") == 3
+    assert printable("机器人 café") == "机器人 café"
+    assert printable("a\udcffb") == "a\\udcffb"
+    # machine formats stay exact (JSON escapes control characters itself)
+    out = io.StringIO()
+    render(rows, COLUMNS, "jsonl", stream=out)
+    assert json.loads(out.getvalue())["robot_id"] == EVIL
+
+
+def test_diagnostics_on_stderr_escape_control_characters(capsys) -> None:  # type: ignore[no-untyped-def]
+    from wsctl.cli.common import err
+
+    err(f"robot {EVIL} gone\nforged line")
+    assert capsys.readouterr().err == "robot ok\\x1b]0;pwned\\x07\\x1b[2J gone\\nforged line\n"
+
+
+def test_tables_honour_columns_have_no_trailing_padding_and_keep_ids_whole(
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    columns = [Column("robot_id", "ROBOT"), Column("reason", "REASON", wrap=True)]
+    rows = [
+        {"robot_id": "robot-with-a-long-id-0001", "reason": "word " * 30},
+        {"robot_id": "r2", "reason": "short"},
+    ]
+    monkeypatch.delenv("COLUMNS", raising=False)
+    out = io.StringIO()
+    render(rows, columns, "table", stream=out)
+    lines = out.getvalue().splitlines()
+    assert all(line == line.rstrip() for line in lines)
+    assert max(len(line) for line in lines) < 250  # piped: no padding to a fixed width
+    assert any(("word " * 30).strip() in line for line in lines)  # piped: not wrapped
+    monkeypatch.setenv("COLUMNS", "60")
+    out = io.StringIO()
+    render(rows, columns, "table", stream=out)
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 60 and line == line.rstrip() for line in lines)
+    assert sum("robot-with-a-long-id-0001" in line for line in lines) == 1  # never broken
+    words = {w for line in lines[3:] for w in line.split()}
+    assert words == {"robot-with-a-long-id-0001", "word", "r2", "short"}  # no word broken
+    monkeypatch.setenv("COLUMNS", "20")  # narrower than the ids: ids stay whole anyway
+    out = io.StringIO()
+    render(rows, columns, "table", stream=out)
+    assert "robot-with-a-long-id-0001" in out.getvalue()
+
+
+def test_render_object_shows_lists_and_booleans_for_people() -> None:
+    out = io.StringIO()
+    render_object({"ids": ["robot-8", "robot-9"], "none": [], "ok": False}, "table", stream=out)
+    text = out.getvalue()
+    assert "robot-8, robot-9" in text and "['" not in text and "ok    no" in text
+
+
+def test_suggested_commands_are_shell_quoted() -> None:
+    import shlex
+
+    from wsctl.shell import command, quote
+
+    assert command("wsctl", "reap", "--instance", "gw a;touch /tmp/PWNED") == (
+        "wsctl reap --instance 'gw a;touch /tmp/PWNED'"
+    )
+    assert shlex.split(command("wsctl", "rm", "it's")) == ["wsctl", "rm", "it's"]
+    assert quote(EVIL) == "$'ok\\x1b]0;pwned\\x07\\x1b[2J'"
+    assert quote("a'b\\c\n") == "$'a\\'b\\\\c\\x0a'"

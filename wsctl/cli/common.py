@@ -107,7 +107,7 @@ def resolve_target(settings: Settings) -> Target:
         if found is None:
             raise ConfigError(
                 "no Redis configured: set WSCTL_REDIS_URL (or REDIS_HOST / REDIS_NODES), "
-                "use --redis-url, or start `wsctl sandbox` in another terminal"
+                "use --redis-url, or start one with `wsctl sandbox --detach`"
             )
         from wsctl.config import load_settings
 
@@ -177,8 +177,11 @@ def keyspace_of(settings: Settings) -> Any:
 
 
 def err(message: str) -> None:
-    """One diagnostic line on stderr."""
-    sys.stderr.write(message.rstrip("\n") + "\n")
+    """One diagnostic line on stderr, control characters escaped (messages quote ids and
+    values from the registry, which is untrusted)."""
+    from wsctl.cli.output import printable
+
+    sys.stderr.write(printable(message.rstrip("\n")) + "\n")
     sys.stderr.flush()
 
 

@@ -9,7 +9,10 @@ import typer
 from wsctl.cli.common import OUTPUT_HELP, check_output, state
 from wsctl.cli.output import Column
 
-config_app = typer.Typer(help="Inspect the effective configuration.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Inspect the effective configuration.\n\nExample: wsctl --context prod config show",
+    no_args_is_help=True,
+)
 
 
 @config_app.command("show")

@@ -19,6 +19,7 @@ from wsctl.cli.common import (
     run,
     state,
 )
+from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
 from wsctl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def gateway(
         typer.Option(
             "--instance-id",
             envvar="SERVER_INSTANCE_ID",
-            help="Instance id (default: md5 of hostname:port:pid, the seed's rule).",
+            help="Instance id (default: md5 of hostname:port:pid, the original design's rule).",
         ),
     ] = None,
     auth_secret: AuthSecretOpt = None,
@@ -155,7 +156,9 @@ async def _serve(gw: Any, socket_timeout: float) -> None:
 
 def send(
     ctx: typer.Context,
-    robot_id: Annotated[str, typer.Argument(help="Robot id (exact).")],
+    robot_id: Annotated[
+        str, typer.Argument(help="Robot id (exact).", autocompletion=complete_robot_ids)
+    ],
     message: Annotated[
         str | None, typer.Argument(help="Message text; - reads stdin.", show_default=False)
     ] = None,
@@ -166,7 +169,12 @@ def send(
         bool, typer.Option("--json", help="Validate the message as JSON first.")
     ] = False,
     via: Annotated[
-        str | None, typer.Option("--via", help="Inject at this instance and let it route.")
+        str | None,
+        typer.Option(
+            "--via",
+            help="Inject at this instance and let it route.",
+            autocompletion=complete_instance_ids,
+        ),
     ] = None,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds to wait for the reply.")
@@ -206,10 +214,14 @@ def send(
 
         sys.stdout.write(json.dumps(outcome.as_dict(), ensure_ascii=False) + "\n")
     else:
-        sys.stdout.write(outcome.summary() + "\n")
+        from wsctl.cli.output import printable
+
+        # the route, reason and instance names come from gateways and the registry
+        sys.stdout.write(printable(outcome.summary()) + "\n")
         if trace:
             for hop in outcome.as_dict()["hops"]:
-                sys.stdout.write(f"  {hop['instance']:<24} +{hop['latency_ms']:.2f} ms\n")
+                name = printable(hop["instance"])
+                sys.stdout.write(f"  {name:<24} +{hop['latency_ms']:.2f} ms\n")
     sys.stdout.flush()
     if outcome.exit_code:
         raise typer.Exit(outcome.exit_code)

@@ -6,15 +6,25 @@ heavy imports (redis, websockets, rich tables) inside the functions, so ``wsctl 
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from wsctl import __version__
-from wsctl.cli import config_cmd, control_cmd, fleet_cmd, ops_cmd, read_cmd, registry_cmd, sim_cmd
+from wsctl.cli import (
+    completion_cmd,
+    config_cmd,
+    control_cmd,
+    fleet_cmd,
+    ops_cmd,
+    read_cmd,
+    registry_cmd,
+    sim_cmd,
+)
 from wsctl.cli.common import CliState, debug_enabled, err
-from wsctl.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, WsctlError
+from wsctl.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, WsctlError
 
 app = typer.Typer(
     name="wsctl",
@@ -145,6 +155,7 @@ app.command("reap")(ops_cmd.reap)
 app.command("doctor")(ops_cmd.doctor)
 app.command("simulate")(sim_cmd.simulate)
 app.command("sandbox")(sim_cmd.sandbox)
+app.command("completion")(completion_cmd.completion)
 
 
 def _tolerant_streams() -> None:
@@ -180,10 +191,28 @@ def _tune_gc() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, map WsctlError to its exit code."""
+    # typer 0.28 vendors click (pinned in pyproject): its exceptions live here
+    from typer._click import exceptions as click
+
     _tolerant_streams()
     _tune_gc()
+    if completion_cmd.COMPLETE_VAR in os.environ:  # a shell asking for completions
+        from typer._completion_classes import completion_init
+
+        completion_init()
     try:
-        app(args=argv, prog_name="wsctl")
+        code = app(args=argv, prog_name="wsctl", standalone_mode=False)
+    except click.NoArgsIsHelpError as exc:
+        exc.show()  # a group without a command: its help
+        sys.exit(EXIT_USAGE)
+    except click.UsageError as exc:
+        sys.exit(_usage_error(exc))
+    except click.ClickException as exc:  # e.g. a file option that cannot be opened
+        err(f"wsctl: error: {exc.format_message()}")
+        sys.exit(EXIT_USAGE)
+    except typer.Abort:
+        err("wsctl: interrupted")
+        sys.exit(EXIT_INTERRUPTED)
     except WsctlError as exc:
         if _debug or debug_enabled():
             raise
@@ -200,3 +229,18 @@ def main(argv: list[str] | None = None) -> None:
             "(run with --debug for a traceback and report it)"
         )
         sys.exit(EXIT_INTERNAL)
+    if isinstance(code, int) and code:
+        if code == EXIT_INTERRUPTED:
+            err("wsctl: interrupted")
+        sys.exit(code)
+
+
+def _usage_error(exc: Any) -> int:
+    """A usage error as one line on stderr (README: errors are one line), naming where the
+    help is; returns the exit code (2)."""
+    message = " ".join(exc.format_message().split())
+    where = ""
+    if exc.ctx is not None:
+        where = f" (see {exc.ctx.command_path} --help)"
+    err(f"wsctl: error: {message}{where}")
+    return EXIT_USAGE

@@ -20,7 +20,8 @@ from wsctl.cli.common import (
     run,
     state,
 )
-from wsctl.cli.output import Column
+from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
+from wsctl.cli.output import Column, printable
 from wsctl.errors import UsageError, WsctlError
 
 if TYPE_CHECKING:
@@ -44,7 +45,10 @@ def reap(
     ] = None,
     no_backup: Annotated[bool, typer.Option("--no-backup", help="Do not write a backup.")] = False,
     instance: Annotated[
-        str | None, typer.Option("--instance", help="Only this instance's entries.")
+        str | None,
+        typer.Option(
+            "--instance", help="Only this instance's entries.", autocompletion=complete_instance_ids
+        ),
     ] = None,
     dead_instances: Annotated[
         bool,
@@ -156,7 +160,7 @@ async def _reap_forever(
 
     from wsctl.ops.backup import default_backup_path
     from wsctl.ops.reap import reap as reap_pass
-    from wsctl.registry.model import utcnow
+    from wsctl.registry.model import format_ts, utcnow
 
     stop = asyncio.Event()
     on_stop_signals(stop.set)
@@ -167,12 +171,13 @@ async def _reap_forever(
                 pass_options = replace(options, backup=default_backup_path("reap", utcnow()))
             with _naming_backup(pass_options.backup):
                 report = await reap_pass(store, pass_options)
+            at = format_ts(utcnow())  # each pass of a long-lived reaper says when it ran
             if output == "json":
                 summary = {k: v for k, v in report.as_dict().items() if k != "items"}
-                sys.stdout.write(json.dumps(summary) + "\n")
+                sys.stdout.write(json.dumps({"at": at, **summary}) + "\n")
                 sys.stdout.flush()
             else:
-                err(_one_line(report))
+                err(f"{at} {_one_line(report)}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=every)
 
@@ -225,7 +230,7 @@ def _show_report(report: ReapReport, output: str) -> None:
                 Column("robot_id", "ROBOT"),
                 Column("instance_id", "INSTANCE"),
                 Column("reason", "REASON"),
-                Column("detail", "DETAIL"),
+                Column("detail", "DETAIL", wrap=True),
             ],
             "table",
         )
@@ -237,7 +242,12 @@ def _show_report(report: ReapReport, output: str) -> None:
 def doctor(
     ctx: typer.Context,
     robot_id: Annotated[
-        str | None, typer.Argument(help="Check one robot end to end.", show_default=False)
+        str | None,
+        typer.Argument(
+            help="Check one robot end to end.",
+            show_default=False,
+            autocompletion=complete_robot_ids,
+        ),
     ] = None,
     fix: Annotated[
         bool, typer.Option("--fix", help="Apply the safe fixes (ghosts, orphans).")
@@ -306,8 +316,7 @@ def _finding_columns() -> list[Column]:
         Column("kind", "KIND"),
         Column("robot_id", "ROBOT"),
         Column("instance_id", "INSTANCE"),
-        Column("detail", "DETAIL"),
-        Column("fix", "FIX"),
+        Column("detail", "DETAIL", wrap=True),
     ]
 
 
@@ -334,11 +343,22 @@ def _show_doctor(report: dict[str, Any], output: str) -> None:
     print_cluster(report.get("cluster"), report.get("keys_per_node", {}))
     if report["findings"]:
         render(report["findings"], _finding_columns(), "table", title="findings")
+        print_fixes(report["findings"])
     for item in report.get("fixed", []):
         target = item.get("robot_id") or item.get("instance_id")
-        sys.stdout.write(f"fix {item['kind']} {target}: {item['result']}\n")
+        sys.stdout.write(printable(f"fix {item['kind']} {target}: {item['result']}") + "\n")
     counts = ", ".join(f"{v} {k}" for k, v in sorted(report["counts"].items())) or "no findings"
     sys.stdout.write(("healthy" if report["healthy"] else "problems found") + f" ({counts})\n")
+
+
+def print_fixes(findings: list[dict[str, Any]]) -> None:
+    """Suggested commands, each once and on a line of its own (never wrapped inside a table
+    cell, so they can be copied), in the order of the findings that suggest them."""
+    fixes = list(dict.fromkeys(f["fix"] for f in findings if f.get("fix")))
+    if fixes:
+        sys.stdout.write("next steps:\n")
+        for command in fixes:
+            sys.stdout.write(f"  {printable(command)}\n")
 
 
 def print_cluster(cluster: dict[str, Any] | None, per_node: dict[str, int]) -> None:
@@ -373,4 +393,5 @@ def _show_robot(result: dict[str, Any], output: str) -> None:
     render_object(summary, "table")
     if result["findings"]:
         render(result["findings"], _finding_columns(), "table", title="findings")
+        print_fixes(result["findings"])
     sys.stdout.write(("healthy" if result["healthy"] else "problems found") + "\n")

@@ -29,19 +29,64 @@ class Column:
     fmt: Callable[[Any], str] | None = None
     style: Callable[[dict[str, Any]], str | None] | None = None
     justify: str = "left"
+    wrap: bool = False  # free text (reasons, details) wraps at words; nothing else does
 
 
 def _cell(column: Column, row: dict[str, Any]) -> str:
     value = row.get(column.key)
     if column.fmt is not None:
-        return column.fmt(value)
+        return printable(column.fmt(value))
     if value is None:
         return "-"
-    return str(value)
+    return printable(str(value))
+
+
+# Characters that must never reach a terminal raw: C0/C1 controls (escape sequences set the
+# window title, clear the screen, fake output), bidirectional overrides (text that reads
+# differently from what it is) and line/paragraph separators.
+_UNSAFE = {
+    **{c: None for c in range(0x00, 0x20)},
+    0x7F: None,
+    **{c: None for c in range(0x80, 0xA0)},
+    **{c: None for c in (0x2028, 0x2029, 0x200E, 0x200F, 0x061C)},
+    **{c: None for c in range(0x202A, 0x202F)},
+    **{c: None for c in range(0x2066, 0x206A)},
+}
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character escaped (``\\x1b``, ``\\n``, ``\\u202e``):
+    registry data is untrusted, and anything printed for a person goes through here."""
+    if text.isprintable():  # the common case, in C
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if code in _UNSAFE or 0xD800 <= code <= 0xDFFF:
+            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+# A wrapping column is never narrower than its longest word, up to this many characters.
+WRAP_MIN = 30
+# Piped output without COLUMNS is not wrapped at all (a table is as wide as its rows).
+UNWRAPPED = 100_000
+
+
+def output_width(is_tty: bool) -> int | None:
+    """``COLUMNS`` when set to a number, else the terminal's width on a TTY (None lets rich
+    ask), else no limit when piped."""
+    columns = os.environ.get("COLUMNS", "").strip()
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    return None if is_tty else UNWRAPPED
 
 
 def make_console(stream: IO[str] | None = None, *, stderr: bool = False) -> Console:
-    """A rich console: colour on a TTY unless NO_COLOR; wide lines when piped."""
+    """A rich console: colour on a TTY unless NO_COLOR; COLUMNS honoured; unwrapped when
+    piped."""
     from rich.console import Console
 
     target = stream or (sys.stderr if stderr else sys.stdout)
@@ -51,8 +96,32 @@ def make_console(stream: IO[str] | None = None, *, stderr: bool = False) -> Cons
         no_color=bool(os.environ.get("NO_COLOR")) or not is_tty,
         highlight=False,
         soft_wrap=False,
-        width=None if is_tty else 250,
+        width=output_width(is_tty),
     )
+
+
+_TRAILING = None
+
+
+def print_table(table: Table, stream: IO[str] | None = None) -> None:
+    """Print a table without trailing padding on any line (rich pads every cell and the
+    blank lines around the table to the table's width)."""
+    import io
+    import re
+
+    global _TRAILING
+    if _TRAILING is None:
+        _TRAILING = re.compile(r"[ ]+((?:\x1b\[[0-9;]*m)*)$", re.M)
+    out = stream or sys.stdout
+    console = make_console(out)
+    buffer = io.StringIO()
+    console.file = buffer
+    # columns that must not wrap (ids, states, ages) are never dropped or cut to fit COLUMNS:
+    # the table is then as wide as they need (build_table's min_width), and no wider
+    if table.min_width and table.min_width > console.width:
+        console.width = table.min_width
+    console.print(table)
+    out.write(_TRAILING.sub(r"\1", buffer.getvalue()))
 
 
 def build_table(
@@ -62,16 +131,41 @@ def build_table(
     from rich.table import Table
 
     shown = [c for c in columns if wide or not c.wide_only]
-    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", pad_edge=False)
-    for column in shown:
-        table.add_column(column.header, justify=column.justify, overflow="fold")  # type: ignore[arg-type]
-    for row in rows:
-        cells = []
-        for column in shown:
-            text = _cell(column, row)
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title=printable(title) if title else None,
+        title_justify="left",
+        pad_edge=False,
+    )
+    held = list(rows)
+    texts = [[_cell(column, row) for column in shown] for row in held]
+    # the narrowest this table can be: every column at its least width, plus (box SIMPLE_HEAD,
+    # no edge padding) one space on each side of every inner edge and a separator per edge
+    needed = 3 * len(shown) - 1
+    for i, column in enumerate(shown):
+        # ids, states and ages are never broken across lines: only free text (reasons,
+        # details) wraps, at word boundaries
+        if column.wrap:
+            words = (word for cells in texts for word in cells[i].split())
+            least = min(max((len(w) for w in words), default=0), WRAP_MIN)
+        else:
+            least = max((len(cells[i]) for cells in texts), default=0)
+        least = max(least, len(column.header))
+        needed += least
+        table.add_column(
+            column.header,
+            justify=column.justify,  # type: ignore[arg-type]
+            overflow="fold",
+            no_wrap=not column.wrap,
+            min_width=None if column.wrap else least,
+        )
+    table.min_width = needed
+    for row, cells in zip(held, texts, strict=True):
+        styled = []
+        for column, text in zip(shown, cells, strict=True):
             style = column.style(row) if column.style else None
-            cells.append(f"[{style}]{_escape(text)}[/]" if style else _escape(text))
-        table.add_row(*cells)
+            styled.append(f"[{style}]{_escape(text)}[/]" if style else _escape(text))
+        table.add_row(*styled)
     return table
 
 
@@ -153,7 +247,7 @@ class RowWriter:
             table = build_table(
                 self._buffer, self.columns, wide=self.fmt == "wide", title=self.title
             )
-            make_console(self.out).print(table)
+            print_table(table, self.out)
             self._buffer = []
         self.out.flush()
         return self.count
@@ -189,10 +283,25 @@ def render_object(obj: dict[str, Any], fmt: str, *, stream: IO[str] | None = Non
         for key, value in _flatten(obj):
             writer.writerow([key, value])
     else:
-        width = max((len(k) for k, _ in _flatten(obj)), default=0)
-        for key, value in _flatten(obj):
-            out.write(f"{key.ljust(width)}  {value}\n")
+        items = [(printable(k), printable(v)) for k, v in _flatten(obj)]
+        width = max((len(k) for k, _ in items), default=0)
+        for key, value in items:
+            out.write(f"{key.ljust(width)}  {value}".rstrip() + "\n")
     out.flush()
+
+
+def human_value(value: Any) -> str:
+    """A value as a person reads it: ``-`` for none, lists as comma-separated items (never a
+    Python repr), booleans as yes/no."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        if not value:
+            return "-"
+        return ", ".join(_encode(v) if isinstance(v, dict) else human_value(v) for v in value)
+    return str(value)
 
 
 def _flatten(obj: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
@@ -202,5 +311,5 @@ def _flatten(obj: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
         if isinstance(value, dict):
             items.extend(_flatten(value, name + "."))
         else:
-            items.append((name, "-" if value is None else str(value)))
+            items.append((name, human_value(value)))
     return items

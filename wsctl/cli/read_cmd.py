@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from wsctl.cli.common import OUTPUT_HELP, check_output, err, open_store, run, state
+from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
 from wsctl.cli.output import Column
 from wsctl.errors import NotFound, UsageError
 
@@ -18,7 +19,11 @@ if TYPE_CHECKING:
     from wsctl.config import Settings
     from wsctl.registry.store import RegistryStore
 
-list_app = typer.Typer(help="List registry entries, instances or robots.", no_args_is_help=True)
+list_app = typer.Typer(
+    help="List registry entries, instances or robots.\n\n"
+    "Example: wsctl list connections --stale -o jsonl",
+    no_args_is_help=True,
+)
 
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help=OUTPUT_HELP)]
 TimeoutOpt = Annotated[
@@ -35,7 +40,7 @@ class SortKey(StrEnum):
 
 
 def _age(value: Any) -> str:
-    from wsctl.views import human_duration
+    from wsctl.durations import human_duration
 
     return human_duration(value)
 
@@ -74,7 +79,7 @@ def connection_columns(timeout: float) -> list[Column]:
         Column("conn_id", "CONN ID", wide_only=True),
         Column("last_heartbeat", "LAST HEARTBEAT", wide_only=True),
         Column("connected_at", "CONNECTED AT", wide_only=True),
-        Column("reason", "REASON"),
+        Column("reason", "REASON", wrap=True),
     ]
 
 
@@ -173,7 +178,12 @@ async def top_connection_rows(
 @list_app.command("connections")
 def list_connections(
     ctx: typer.Context,
-    instance: Annotated[str | None, typer.Option("--instance", help="Only this instance.")] = None,
+    instance: Annotated[
+        str | None,
+        typer.Option(
+            "--instance", help="Only this instance.", autocompletion=complete_instance_ids
+        ),
+    ] = None,
     stale: Annotated[bool, typer.Option("--stale", help="Only stale entries.")] = False,
     fresh: Annotated[bool, typer.Option("--fresh", help="Only fresh (online) entries.")] = False,
     malformed: Annotated[bool, typer.Option("--malformed", help="Only malformed entries.")] = False,
@@ -225,6 +235,7 @@ def _list_and_note(
     limit: int | None,
     fmt: str,
     what: str,
+    columns: list[Column] | None = None,
 ) -> None:
     """List; tables are sorted (by robot unless --sort) and capped at TABLE_ROWS unless
     --limit is given, with a note on stderr saying how many rows were left out."""
@@ -233,7 +244,7 @@ def _list_and_note(
         sort = sort or SortKey.robot
         if limit is None:
             limit, capped = TABLE_ROWS, True
-    matched = run(_list_connections(settings, robot, flt, sort, limit, fmt))
+    matched = run(_list_connections(settings, robot, flt, sort, limit, fmt, columns))
     if capped and limit is not None and matched is not None and matched > limit:
         err(
             f"showing {limit} of {matched} {what} (sorted by {sort}); --limit N shows more, "
@@ -248,23 +259,30 @@ async def _list_connections(
     sort: SortKey | None,
     limit: int | None,
     fmt: str,
+    columns: list[Column] | None = None,
 ) -> int | None:
-    """Write the rows; returns how many matched when they were sorted (all were read)."""
+    """Write the rows; returns how many matched when they were sorted (all were read).
+    With ``columns``, every format carries only those keys (``list robots``)."""
     from wsctl.cli.output import RowWriter
 
-    writer = RowWriter(connection_columns(settings.timeout), fmt)
+    writer = RowWriter(columns or connection_columns(settings.timeout), fmt)
+    keys = [c.key for c in columns] if columns else None
+
+    def project(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return rows if keys is None else [{k: row.get(k) for k in keys} for row in rows]
+
     matched = None
     async with open_store(settings) as store:
         if sort is None:
             async for rows in connection_row_batches(store, robot, flt, settings.timeout):
                 if limit is not None:
                     rows = rows[: limit - writer.count]
-                writer.write_many(rows)
+                writer.write_many(project(rows))
                 if limit is not None and writer.count >= limit:
                     break
         else:
             top = await top_connection_rows(store, robot, flt, settings.timeout, sort, limit)
-            writer.write_many(top.result())
+            writer.write_many(project(top.result()))
             matched = top.seen
     writer.close()
     return matched
@@ -325,7 +343,7 @@ def list_instances(
     """List every instance seen in the registry or in liveness records.
 
     LIVENESS is alive (a fresh liveness record), dead (a record older than the timeout) or
-    unknown (only seen in connection entries, as with the seed's gateways).
+    unknown (only seen in connection entries, as with the original design's gateways).
 
     Example: wsctl list instances -o json
     """
@@ -360,10 +378,10 @@ async def _instances(
         return rows, cluster, per_node
 
 
-def robot_columns() -> list[Column]:
+def robot_columns(timeout: float) -> list[Column]:
     return [
         Column("robot_id", "ROBOT"),
-        Column("state", "STATE"),
+        Column("state", "STATE", style=_freshness_style(timeout)),
         Column("instance_id", "INSTANCE"),
     ]
 
@@ -378,18 +396,23 @@ def list_robots(
 ) -> None:
     """List robots compactly: id, state (online/stale/malformed) and instance.
 
+    Every format carries just robot_id, state and instance_id (list connections has the rest).
     Tables are sorted by robot and show the first 1000 unless --limit; csv/jsonl stream all.
 
     Example: wsctl list robots -o csv > robots.csv
     """
     fmt = check_output(output)
     settings = state(ctx).settings(timeout=timeout)
-    _list_and_note(settings, robot, ConnectionFilter(), None, limit, fmt, "robots")
+    columns = robot_columns(settings.timeout)
+    _list_and_note(settings, robot, ConnectionFilter(), None, limit, fmt, "robots", columns)
 
 
 def show(
     ctx: typer.Context,
-    robot_id: Annotated[str, typer.Argument(help="The robot id (exact; no glob).")],
+    robot_id: Annotated[
+        str,
+        typer.Argument(help="The robot id (exact; no glob).", autocompletion=complete_robot_ids),
+    ],
     timeout: TimeoutOpt = None,
     output: OutputOpt = "table",
 ) -> None:

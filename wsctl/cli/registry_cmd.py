@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from wsctl.cli.common import OUTPUT_HELP, check_output, err, open_store, run, state
+from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
 from wsctl.cli.output import Column
 from wsctl.errors import EXIT_NEGATIVE, NotFound, UsageError
 
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
     from wsctl.config import Settings
 
 registry_app = typer.Typer(
-    help="Edit the registry safely: set, rm, export, import.", no_args_is_help=True
+    help="Edit the registry safely: set, rm, export, import, restore.\n\n"
+    "Example: wsctl registry export -f registry.jsonl",
+    no_args_is_help=True,
 )
 
 DryRunOpt = Annotated[
@@ -52,7 +55,9 @@ def parse_assignments(pairs: list[str]) -> dict[str, str]:
 @registry_app.command("set")
 def set_fields(
     ctx: typer.Context,
-    robot_id: Annotated[str, typer.Argument(help="Robot id (exact).")],
+    robot_id: Annotated[
+        str, typer.Argument(help="Robot id (exact).", autocompletion=complete_robot_ids)
+    ],
     assignments: Annotated[list[str], typer.Argument(help="field=value pairs.")],
     create: Annotated[
         bool, typer.Option("--create", help="Create the entry if the robot has none.")
@@ -129,15 +134,26 @@ def _refuse_malformed(robot_id: str, entry: Any, mapping: dict[str, str], naive_
 
 
 def rm_columns() -> list[Column]:
-    return [Column("robot_id", "ROBOT"), Column("result", "RESULT"), Column("detail", "DETAIL")]
+    return [
+        Column("robot_id", "ROBOT"),
+        Column("result", "RESULT"),
+        Column("detail", "DETAIL", wrap=True),
+    ]
 
 
 @registry_app.command("rm")
 def remove(
     ctx: typer.Context,
-    robot_ids: Annotated[list[str], typer.Argument(help="Robot ids (exact).")],
+    robot_ids: Annotated[
+        list[str], typer.Argument(help="Robot ids (exact).", autocompletion=complete_robot_ids)
+    ],
     if_instance: Annotated[
-        str | None, typer.Option("--if-instance", help="Only if owned by this instance.")
+        str | None,
+        typer.Option(
+            "--if-instance",
+            help="Only if owned by this instance.",
+            autocompletion=complete_instance_ids,
+        ),
     ] = None,
     if_conn_id: Annotated[
         str | None, typer.Option("--if-conn-id", help="Only if it is this session.")
@@ -230,7 +246,12 @@ async def _rm(
 def export(
     ctx: typer.Context,
     instance: Annotated[
-        str | None, typer.Option("--instance", help="Only entries of this instance.")
+        str | None,
+        typer.Option(
+            "--instance",
+            help="Only entries of this instance.",
+            autocompletion=complete_instance_ids,
+        ),
     ] = None,
     robot: Annotated[str | None, typer.Option("--robot", help="Robot id glob.")] = None,
     file: Annotated[

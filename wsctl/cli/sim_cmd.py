@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from wsctl.cli.common import ReportOutput, check_report_output, err, on_stop_signals, run, state
-from wsctl.errors import EXIT_INTERRUPTED, EXIT_NEGATIVE, UsageError, WsctlError
+from wsctl.errors import EXIT_INTERRUPTED, EXIT_NEGATIVE, NotFound, UsageError, WsctlError
 
 if TYPE_CHECKING:
     from wsctl.config import Settings
@@ -19,6 +19,11 @@ SANDBOX_HEARTBEAT = 2.0
 # Paced by default so the latency printed is the fleet's, not the queue of a burst.
 DEFAULT_RATE = 1000.0
 SANDBOX_TIMEOUT = 10.0
+# robot-1 .. robot-20 stay connected in `wsctl sandbox` (the README tour uses robot-17)
+DEMO_ROBOTS = 20
+# a detached sandbox must be ready, and a stopped one gone, within these
+DETACH_TIMEOUT = 90.0
+STOP_TIMEOUT = 60.0
 
 
 def simulate(
@@ -312,6 +317,12 @@ def write_junit(report: SimulateReport, path: Path) -> None:
 
 def sandbox(
     gateways: Annotated[int, typer.Option("--gateways", min=1, help="How many gateways.")] = 2,
+    robots: Annotated[
+        int,
+        typer.Option(
+            "--robots", min=0, help="Demo robots robot-1..robot-N kept connected (0: none)."
+        ),
+    ] = DEMO_ROBOTS,
     cluster: Annotated[
         bool, typer.Option("--cluster", help="A 3-master/3-replica cluster instead of one node.")
     ] = False,
@@ -322,31 +333,59 @@ def sandbox(
         str | None,
         typer.Option("--auth-secret", envvar="WSCTL_AUTH_SECRET", help="Gateways' auth secret."),
     ] = None,
+    detach: Annotated[
+        bool,
+        typer.Option("--detach", "-d", help="Run in the background; return once it is ready."),
+    ] = False,
+    stop_running: Annotated[
+        bool, typer.Option("--stop", help="Stop the sandbox running in the background.")
+    ] = False,
 ) -> None:
-    """Run a local sandbox in the foreground: embedded Redis plus gateway processes.
+    """Run a local sandbox: embedded Redis, gateway processes and demo robots.
 
-    Prints the environment lines to paste so every other command can be tried against it
-    (other commands with no Redis configured use it by themselves). Ctrl-C stops it cleanly.
+    In the foreground by default (Ctrl-C stops it cleanly); --detach runs it in the
+    background and returns once Redis, the gateways and the robots are up; --stop stops that
+    one. Other commands with no Redis configured use the running sandbox by themselves; the
+    printed environment lines point anything else at it. The demo robots (robot-1 ..
+    robot-20 by default, round robin over the gateways) stay connected, so show, send and
+    doctor have someone to talk to.
 
-    Example: wsctl sandbox --gateways 3
+    Example: wsctl sandbox --detach; wsctl show robot-17; wsctl sandbox --stop
     """
+    if stop_running:
+        if detach:
+            raise UsageError("--stop and --detach exclude each other")
+        _stop_sandbox()
+        return
+    if detach:
+        _detach(gateways, robots, cluster, heartbeat_interval, auth_secret)
+        return
     import os
     import signal
     import threading
 
-    from wsctl.sandbox import Sandbox, SandboxInfo, remove_sandbox_file, write_sandbox_file
+    from wsctl.sandbox import (
+        DemoRobots,
+        Sandbox,
+        SandboxInfo,
+        remove_sandbox_file,
+        write_sandbox_file,
+    )
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     err("starting sandbox...")
-    with Sandbox(
-        gateways=gateways,
-        heartbeat_interval=heartbeat_interval,
-        timeout=max(SANDBOX_TIMEOUT, heartbeat_interval * 3),
-        auth_secret=auth_secret,
-        cluster=cluster,
-    ) as box:
+    with (
+        Sandbox(
+            gateways=gateways,
+            heartbeat_interval=heartbeat_interval,
+            timeout=max(SANDBOX_TIMEOUT, heartbeat_interval * 3),
+            auth_secret=auth_secret,
+            cluster=cluster,
+        ) as box,
+        DemoRobots(box.gateway_urls, robots, auth_secret) as demo,
+    ):
         info = SandboxInfo(
             redis_url=box.redis_url,
             pid=os.getpid(),
@@ -354,17 +393,120 @@ def sandbox(
             auth_secret=auth_secret,
             cluster_nodes=box.redis_cluster.startup if box.redis_cluster else None,
         )
-        write_sandbox_file(info)
+        write_sandbox_file(info)  # written once everything is up: its presence means ready
         try:
             for name, value in box.env.items():
                 sys.stdout.write(f"export {name}={value}\n")
             for url in box.gateway_urls:
                 sys.stdout.write(f"# gateway {url}/ws/{{robot_id}}\n")
+            if demo.count:
+                sys.stdout.write(f"# demo robots robot-1 .. robot-{demo.count} connected\n")
             sys.stdout.flush()
-            err("sandbox running; Ctrl-C stops it")
+            err("sandbox running; Ctrl-C stops it (or wsctl sandbox --stop)")
             while not stop.wait(0.5):
                 pass
         finally:
             remove_sandbox_file(os.getpid())
             err("stopping sandbox...")
     err("sandbox stopped")
+
+
+def _detach(
+    gateways: int, robots: int, cluster: bool, heartbeat_interval: float, auth_secret: str | None
+) -> None:
+    """Start ``wsctl sandbox`` as a background process (its own session, output to a log in
+    the state dir) and wait until it has written its state file: ready."""
+    import os
+    import subprocess
+    import time
+
+    from wsctl.paths import state_dir
+    from wsctl.sandbox import python_executable, running_sandbox
+
+    found = running_sandbox()
+    if found is not None:
+        raise UsageError(f"a sandbox is already running (pid {found.pid}); wsctl sandbox --stop")
+    log_path = state_dir() / "sandbox.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        python_executable(),
+        "-m",
+        "wsctl",
+        "sandbox",
+        "--gateways",
+        str(gateways),
+        "--robots",
+        str(robots),
+        "--heartbeat-interval",
+        str(heartbeat_interval),
+    ]
+    if cluster:
+        cmd.append("--cluster")
+    env = dict(os.environ)
+    if auth_secret:
+        env["WSCTL_AUTH_SECRET"] = auth_secret
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True
+        )
+    deadline = time.monotonic() + DETACH_TIMEOUT
+    while time.monotonic() < deadline:
+        info = running_sandbox()
+        if info is not None and info.pid == proc.pid:
+            if info.cluster_nodes:
+                lines = [
+                    "export REDIS_USE_CLUSTER=true",
+                    f"export REDIS_NODES={info.cluster_nodes}",
+                ]
+            else:
+                lines = [f"export WSCTL_REDIS_URL={info.redis_url}"]
+            lines += [f"# gateway {url}/ws/{{robot_id}}" for url in info.gateways]
+            if robots:
+                lines.append(f"# demo robots robot-1 .. robot-{robots} connected")
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+            err(f"sandbox running in the background (pid {proc.pid}, log {log_path})")
+            err("stop it with: wsctl sandbox --stop")
+            return
+        if proc.poll() is not None:
+            raise WsctlError(f"the sandbox exited while starting (log: {log_path})")
+        time.sleep(0.1)
+    proc.terminate()
+    raise WsctlError(f"the sandbox was not ready within {DETACH_TIMEOUT:g}s (log: {log_path})")
+
+
+def _stop_sandbox() -> None:
+    """SIGTERM the running sandbox and wait until it has stopped everything it started."""
+    import os
+    import signal
+    import time
+
+    from wsctl.sandbox import running_sandbox
+
+    found = running_sandbox()
+    if found is None:
+        raise NotFound("no sandbox is running")
+    os.kill(found.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while time.monotonic() < deadline:
+        if running_sandbox() is None and not _pid_alive(found.pid):
+            err(f"sandbox stopped (pid {found.pid})")
+            return
+        time.sleep(0.1)
+    raise WsctlError(f"the sandbox (pid {found.pid}) did not stop within {STOP_TIMEOUT:g}s")
+
+
+def _pid_alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (our own detached child, not yet reaped) is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return True

@@ -24,6 +24,7 @@ from wsctl.redis_topology import cluster_facts, keys_per_node
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONNECTED_AT, Entry, State, assess, utcnow
 from wsctl.registry.store import FENCE_FIELDS, RegistryStore
+from wsctl.shell import command
 
 # An entry younger than this when the inventory was asked may not be in it yet (and the
 # reverse for sessions): such differences are in flight, not faults.
@@ -45,6 +46,7 @@ class Severity(StrEnum):
 
 class Kind(StrEnum):
     GHOST = "ghost"
+    NOT_REGISTERED = "not_registered"
     ORPHAN = "orphan"
     SPLIT = "split_owner"
     STALE_SESSION = "stale_session"
@@ -202,7 +204,7 @@ def diagnose(facts: Facts, now: datetime, timeout: float, prefix: str) -> list[F
                         Severity.ERROR,
                         f"{count} entries owned by an instance with no liveness record that does "
                         "not listen: its robots are unreachable",
-                        f"wsctl reap --dead-instances --instance {instance_id}",
+                        command("wsctl", "reap", "--dead-instances", "--instance", instance_id),
                         instance_id=instance_id,
                     )
                 )
@@ -213,7 +215,9 @@ def diagnose(facts: Facts, now: datetime, timeout: float, prefix: str) -> list[F
                         Severity.INFO,
                         f"{count} entries owned by an instance that writes no liveness record "
                         "(an original-design gateway?): its liveness cannot be checked",
-                        "run wsctl gateway instances, or check the instance by other means",
+                        "check the instance by its own means (health endpoint, logs); gateways "
+                        "that write liveness records (wsctl gateway, docs/protocol.md) are "
+                        "checked by doctor",
                         instance_id=instance_id,
                     )
                 )
@@ -250,7 +254,9 @@ def diagnose(facts: Facts, now: datetime, timeout: float, prefix: str) -> list[F
                         Kind.GHOST,
                         Severity.WARNING,
                         f"registered to {owner}, which holds no socket for it",
-                        f"wsctl doctor --fix (or: wsctl registry rm {entry.robot_id})",
+                        "wsctl doctor --fix (or: "
+                        + command("wsctl", "registry", "rm", entry.robot_id)
+                        + ")",
                         robot_id=entry.robot_id,
                         instance_id=owner,
                     )
@@ -273,7 +279,8 @@ def diagnose(facts: Facts, now: datetime, timeout: float, prefix: str) -> list[F
                 Kind.STALE,
                 Severity.WARNING,
                 f"{count} entries without a heartbeat for more than {timeout:g}s",
-                f"wsctl reap --timeout {timeout:g} --instance {instance_id} --dry-run",
+                command("wsctl", "reap", "--timeout", f"{timeout:g}", "--instance", instance_id)
+                + " --dry-run",
                 instance_id=instance_id,
             )
         )
@@ -302,7 +309,9 @@ def diagnose(facts: Facts, now: datetime, timeout: float, prefix: str) -> list[F
                         Severity.WARNING,
                         f"connected to {instance_id} but registered to {registered.instance_id}",
                         f"{instance_id} closes its session at its next heartbeat; if it "
-                        f"persists: wsctl send {sess.robot_id} ... to find where it lives",
+                        "persists: "
+                        + command("wsctl", "send", sess.robot_id, "...", "--trace")
+                        + " to find where it lives",
                         robot_id=sess.robot_id,
                         instance_id=instance_id,
                     )
@@ -520,10 +529,10 @@ async def doctor_robot(store: RegistryStore, robot_id: str, timeout: float) -> d
     owner = entry.instance_id if entry is not None else None
     if entry is None:
         add(
-            Kind.GHOST,
+            Kind.NOT_REGISTERED,
             Severity.ERROR,
-            "no registry entry",
-            "is the robot connected? check its logs",
+            "no registry entry: the robot is not connected to any instance (or never was)",
+            "is the robot running? check its logs and the gateway it should connect to",
         )
     else:
         verdict = assess(entry, now, timeout)
@@ -569,7 +578,7 @@ async def doctor_robot(store: RegistryStore, robot_id: str, timeout: float) -> d
                 kind,
                 Severity.ERROR,
                 f"owner {owner} does not listen on its control channel",
-                f"wsctl reap --dead-instances --instance {owner}",
+                command("wsctl", "reap", "--dead-instances", "--instance", owner),
             )
         else:
             inventory = await request(
@@ -592,7 +601,7 @@ async def doctor_robot(store: RegistryStore, robot_id: str, timeout: float) -> d
                     Kind.GHOST,
                     Severity.WARNING,
                     f"owner {owner} holds no socket for it",
-                    f"wsctl registry rm {robot_id}",
+                    command("wsctl", "registry", "rm", robot_id),
                 )
             ping = await request(
                 store.client,
@@ -625,7 +634,7 @@ async def doctor_robot(store: RegistryStore, robot_id: str, timeout: float) -> d
                     Kind.ROBOT_UNREACHABLE,
                     Severity.ERROR,
                     f"ping through {owner} failed: {reason}",
-                    f"wsctl send {robot_id} ... --trace",
+                    command("wsctl", "send", robot_id, "...", "--trace"),
                 )
     result["findings"] = [f.as_dict() for f in findings]
     result["healthy"] = not any(f.severity is not Severity.INFO for f in findings)

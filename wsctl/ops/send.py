@@ -57,7 +57,7 @@ class SendOutcome:
             "status": self.status,
             "robot_id": self.robot_id,
             "target": self.target,
-            "via": self.via,
+            "via": self.target if self.via else None,
             "route": self.route,
             "hops": [{"instance": i, "latency_ms": round(ms, 3)} for i, ms in hops],
             "answered_by": self.reply.instance if self.reply else None,

@@ -71,6 +71,7 @@ SLO_METRICS = (
     "connect_p50",
     "connect_p99",
     "lost",
+    "rejected",
     "duplicated",
     "out_of_order",
     "delivered_pct",
@@ -89,8 +90,25 @@ def parse_slo(text: str) -> Slo:
         raise UsageError(
             f"bad --slo {text!r}: unknown metric {metric!r} ({', '.join(SLO_METRICS)})"
         )
-    value = float(number) * (1000.0 if unit == "s" else 1.0)
+    if metric in _COUNT_METRICS and unit is not None:
+        raise UsageError(
+            f"bad --slo {text!r}: {metric} is a count of messages or robots; give it without "
+            f"a unit (e.g. '{metric}==0')"
+        )
+    if metric in _PERCENT_METRICS and unit not in (None, "%"):
+        raise UsageError(f"bad --slo {text!r}: {metric} is a percentage (e.g. '{metric}>=99.9')")
+    if metric in _LATENCY_METRICS and unit not in (None, "ms", "s"):
+        raise UsageError(f"bad --slo {text!r}: {metric} is a latency in ms or s")
+    try:
+        value = float(number) * (1000.0 if unit == "s" else 1.0)
+    except ValueError:
+        raise UsageError(f"bad --slo {text!r}: {number!r} is not a number") from None
     return Slo(text.strip(), metric, op, value)
+
+
+_LATENCY_METRICS = frozenset({"p50", "p90", "p99", "max", "connect_p50", "connect_p99"})
+_COUNT_METRICS = frozenset({"lost", "rejected", "duplicated", "out_of_order", "connect_failed"})
+_PERCENT_METRICS = frozenset({"delivered_pct"})
 
 
 @dataclass
@@ -489,11 +507,15 @@ class Simulation:
             delivered += len(set(got) & self.expected[robot_id])
             duplicated += len(got) - len(set(got))
             out_of_order += stats["robots"][robot_id]["out_of_order"]
-        lost = total - delivered
         statuses = Counter(self.replies.status.get(i, "no_reply") for i in ids)
+        # refused with a reply (e.g. larger than the gateways' limit) is not lost: the sender
+        # was told; lost is what vanished without a word
+        rejected = statuses.get("rejected", 0)
+        lost = max(0, total - delivered - rejected)
         metrics = {
             "sent": total,
             "delivered": delivered,
+            "rejected": rejected,
             "lost": lost,
             "duplicated": duplicated,
             "out_of_order": out_of_order,
@@ -506,10 +528,15 @@ class Simulation:
             "throughput_per_s": round(delivered / seconds, 1) if seconds else 0.0,
             "latency_ms": self.report.latency_ms,
         }
-        ok = lost == 0 and duplicated == 0 and out_of_order == 0
+        ok = lost == 0 and rejected == 0 and duplicated == 0 and out_of_order == 0
+        latency = (
+            f"p99 {self.report.latency_ms['p99']} ms"
+            if self.report.latency_ms.get("count")
+            else "no latency (nothing delivered)"
+        )
         detail = (
-            f"{delivered}/{total} delivered, {lost} lost, {duplicated} duplicated, "
-            f"{out_of_order} out of order; p99 {self.report.latency_ms.get('p99', 0)} ms"
+            f"{delivered}/{total} delivered, {rejected} rejected, {lost} lost, "
+            f"{duplicated} duplicated, {out_of_order} out of order; {latency}"
         )
         if not ok and self.replies.reasons:
             detail += f" (e.g. {self.replies.reasons.most_common(1)[0][0]})"
@@ -711,15 +738,17 @@ class Simulation:
 
     def slo_metrics(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
+        # a latency of nothing measured is unknown, not 0 ms (an SLO on it then fails)
         for key in ("p50", "p90", "p99", "max"):
-            if key in self.report.latency_ms:
+            if key in self.report.latency_ms and self.report.latency_ms.get("count"):
                 metrics[key] = float(self.report.latency_ms[key])
-            if key in self.report.connect_ms:
+            if key in self.report.connect_ms and self.report.connect_ms.get("count"):
                 metrics[f"connect_{key}"] = float(self.report.connect_ms[key])
         deliver = next((p for p in self.report.phases if p.name == "deliver"), None)
         if deliver is not None and deliver.metrics:
             sent = deliver.metrics["sent"] or 1
             metrics["lost"] = deliver.metrics["lost"]
+            metrics["rejected"] = deliver.metrics.get("rejected", 0)
             metrics["duplicated"] = deliver.metrics["duplicated"]
             metrics["out_of_order"] = deliver.metrics["out_of_order"]
             metrics["delivered_pct"] = 100.0 * deliver.metrics["delivered"] / sent

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 
+from wsctl.durations import human_duration
+
 # Field names: the seed's six, plus wsctl's fencing token. The only place they are spelled.
 F_INSTANCE_ID = "instance_id"
 F_ROBOT_ID = "robot_id"
@@ -252,10 +254,13 @@ def assess(
             State.MALFORMED,
             age,
             connected_for,
-            f"last_heartbeat is {-age:.0f}s in the future (clock skew or wrong naive_tz?)",
+            f"last_heartbeat is {human_duration(-age)} in the future "
+            "(clock skew or wrong naive_tz?)",
         )
     if age > timeout:
-        return Assessment(State.STALE, age, connected_for, f"no heartbeat for {age:.0f}s")
+        return Assessment(
+            State.STALE, age, connected_for, f"no heartbeat for {human_duration(age)}"
+        )
     return Assessment(State.ONLINE, age, connected_for)
 
 

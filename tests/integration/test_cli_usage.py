@@ -1,0 +1,92 @@
+"""How the CLI meets ordinary mistakes and ordinary environments (issue #15): usage errors
+are one line with exit 2, bad flag values are usage errors, the original design's REDIS_*
+variables alone configure a Redis, and compact listings are compact."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import Backend, invoke, open_test_store
+from tests.seedlike import seed_store_connection
+from wsctl.sandbox import RedisServer, SandboxInfo, write_sandbox_file
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["reap", "--timeout", "-1"], "invalid --timeout -1.0: must be greater than 0"),
+        (["list", "connections", "--timeout", "-5"], "invalid --timeout -5.0"),
+        (["gateway", "--heartbeat-interval", "0"], "invalid --heartbeat-interval 0.0"),
+        (["--naive-tz", "Mars/Base", "list", "robots"], "invalid --naive-tz 'Mars/Base'"),
+        (["list", "connections", "--bogus"], "No such option: --bogus"),
+        (["reap", "--timeout", "abc"], "'abc' is not a valid float"),
+        (["show"], "Missing argument 'robot_id'"),
+        (["shw"], "No such command 'shw'"),
+        (["list", "connections", "--limit", "0"], "0 is not in the range"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_2(args: list[str], needle: str) -> None:
+    res = invoke(args, env={"WSCTL_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert res.code == 2, res
+    assert needle in res.err and len(res.err.splitlines()) == 1, res.err
+    assert res.err.startswith("wsctl: error: ")
+
+
+def test_usage_errors_are_one_line_as_a_process() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "wsctl", "list", "connections", "--bogus"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "see wsctl list connections --help" in proc.stderr
+
+
+async def test_redis_port_and_password_alone_configure_a_redis(
+    redis_server: RedisServer, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """`REDIS_PORT=16402 REDIS_PASSWORD=… wsctl list instances` without REDIS_HOST used the
+    running sandbox (or said no Redis was configured)."""
+    with RedisServer(password="p@ss:w/rd") as secured:
+        env = {"REDIS_PORT": str(secured.port), "REDIS_PASSWORD": "p@ss:w/rd"}
+        backend = Backend("single", {"WSCTL_REDIS_URL": secured.url})
+        async with open_test_store(backend) as store:
+            await seed_store_connection(store.client, "robot-1", "gw-real")
+        # a running sandbox elsewhere must not win over the configured Redis
+        write_sandbox_file(SandboxInfo(redis_url=redis_server.url, pid=os.getpid()))
+        res = invoke(["list", "instances", "-o", "json"], env=env)
+        assert res.code == 0, res
+        assert [row["instance_id"] for row in json.loads(res.out)] == ["gw-real"]
+        res = invoke(["list", "robots", "-o", "json"], env={"REDIS_PORT": str(secured.port)})
+        assert res.code == 3 and "p@ss" not in res.err  # the right server, no password
+        res = invoke(["config", "show"], env={"REDIS_DB": "0"})
+        assert res.code == 0
+
+
+async def test_list_robots_shows_robot_state_instance(single: Backend) -> None:
+    async with open_test_store(single) as store:
+        await seed_store_connection(store.client, "robot-1", "gw-a")
+    res = invoke(["list", "robots"], env=single.env)
+    header = res.out.strip().splitlines()[0].split()
+    assert res.code == 0 and header == ["ROBOT", "STATE", "INSTANCE"], res.out
+    for fmt in ("json", "jsonl"):
+        res = invoke(["list", "robots", "-o", fmt], env=single.env)
+        row = json.loads(res.out)[0] if fmt == "json" else json.loads(res.out)
+        assert row == {"robot_id": "robot-1", "state": "online", "instance_id": "gw-a"}
+    res = invoke(["list", "robots", "-o", "csv"], env=single.env)
+    assert res.out.splitlines()[0] == "robot_id,state,instance_id"
+
+
+def test_doctor_calls_an_unknown_robot_not_registered_not_a_ghost(single: Backend) -> None:
+    res = invoke(["doctor", "no-such-robot", "-o", "json"], env=single.env)
+    assert res.code == 1
+    kinds = [f["kind"] for f in json.loads(res.out)["findings"]]
+    assert kinds == ["not_registered"]
+    res = invoke(["doctor", "no-such-robot"], env=single.env)
+    assert "ghost" not in res.out and "not_registered" in res.out

@@ -1,0 +1,85 @@
+"""``wsctl completion bash|zsh|fish`` and id completion against a real Redis: candidates from
+the registry, and bounded in time when Redis is stalled or unreachable."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import Backend, invoke, open_test_store
+from tests.seedlike import seed_store_connection
+from wsctl.sandbox import RedisServer
+
+
+def _complete(words: str, cword: int, env: dict[str, str]) -> tuple[list[str], float]:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "wsctl"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={
+            **os.environ,
+            **env,
+            "_WSCTL_COMPLETE": "complete_bash",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(cword),
+        },
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split(), time.monotonic() - started
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_prints_the_script_for_each_shell(shell: str) -> None:
+    res = invoke(["completion", shell])
+    assert res.code == 0 and "_WSCTL_COMPLETE" in res.out and "wsctl" in res.out
+
+
+def test_an_unknown_shell_is_a_usage_error() -> None:
+    res = invoke(["completion", "tcsh"])
+    assert res.code == 2 and "unknown shell 'tcsh'" in res.err
+
+
+def test_bash_accepts_the_script() -> None:
+    script = subprocess.run(
+        [sys.executable, "-m", "wsctl", "completion", "bash"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    proc = subprocess.run(
+        ["bash", "-c", script + "\ncomplete -p wsctl"], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 0 and "_wsctl_completion" in proc.stdout, proc.stderr
+
+
+async def test_robot_and_instance_ids_complete_from_the_registry(single: Backend) -> None:
+    async with open_test_store(single) as store:
+        for robot in ("robot-17", "robot-18", "other"):
+            await seed_store_connection(store.client, robot, "gw-a")
+        await store.client.hset("ws_inst:gw-alpha", mapping={"last_seen": "x"})
+    assert _complete("wsctl show rob", 2, single.env)[0] == ["robot-17", "robot-18"]
+    assert _complete("wsctl registry rm robot-1", 3, single.env)[0] == ["robot-17", "robot-18"]
+    assert _complete("wsctl send x --via gw-", 4, single.env)[0] == ["gw-alpha"]
+    assert _complete("wsctl li", 1, single.env)[0] == ["list"]
+
+
+def test_id_completion_is_bounded_when_redis_is_stalled_or_down() -> None:
+    with RedisServer() as server:
+        env = {"WSCTL_REDIS_URL": server.url}
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGSTOP)
+        try:
+            found, seconds = _complete("wsctl show rob", 2, env)
+        finally:
+            os.kill(server.pid, signal.SIGCONT)
+        assert found == [] and seconds < 5
+    found, seconds = _complete("wsctl show rob", 2, {"WSCTL_REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert found == [] and seconds < 5
