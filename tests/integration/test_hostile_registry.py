@@ -229,6 +229,9 @@ def test_import_refuses_what_set_refuses(single: Backend, dry_run: bool) -> None
             assert res.code == 2 and needle in res.err and "<stdin>:" in res.err, (needle, res)
             assert len(res.err.splitlines()) == 1
     assert invoke(["show", "r1"], env=single.env).code == 1
+    text = json.dumps({"robot_id": "r1", "fields": {**good, "last_heartbeat": "yesterday"}})
+    res = invoke(["registry", "import", "-", *extra], env=single.env, stdin=text)
+    assert "--allow-malformed writes entries" in res.err
     # an export of a registry holding malformed entries still imports, when asked to
     text = json.dumps({"robot_id": "r1", "fields": {**good, "last_heartbeat": "yesterday"}})
     res = invoke(
@@ -290,3 +293,42 @@ async def test_unusable_backup_paths_are_refused_before_anything_is_deleted(
             assert len(res.err.splitlines()) == 1
     async with open_test_store(single) as store:
         assert await store.client.exists("ws_conn:old") == 1
+
+
+EVIL = "ok\x1b]0;pwned\x07\x1b[2J"
+
+
+async def test_escape_sequences_in_registry_data_never_reach_the_terminal(
+    single: Backend,
+) -> None:
+    """Review: `ok\\x1b]0;pwned\\x07\\x1b[2J` in a field or key reached the terminal raw
+    through show, list -o wide and doctor (window title set, screen cleared)."""
+    async with open_test_store(single) as store:
+        await store.client.hset(
+            "ws_conn:evil", mapping={**seed_hash("evil", EVIL, age_s=500), "status": EVIL}
+        )
+        await store.client.hset(f"ws_conn:key{EVIL}", mapping=seed_hash(f"key{EVIL}", "gw-a"))
+        await store.client.hset(
+            "ws_conn:r2", mapping=seed_hash("r2", "gw a;touch /tmp/PWNED", age_s=500)
+        )
+    for args in (
+        ["show", "evil"],
+        ["list", "connections"],
+        ["list", "connections", "-o", "wide"],
+        ["list", "robots"],
+        ["list", "instances", "-o", "wide"],
+        ["doctor"],
+        ["reap", "--dry-run"],
+        ["send", "evil", "hi"],
+        ["registry", "rm", "evil", "--if-instance", "gw-a", "--dry-run"],
+    ):
+        res = invoke(args, env=single.env)
+        for text in (res.out, res.err):
+            assert "\x1b" not in text and "\x07" not in text, (args, text)
+        assert "\\x1b" in res.out + res.err, args  # shown, escaped
+    doctor = invoke(["doctor"], env=single.env).out
+    steps = doctor.split("next steps:\n")[1].splitlines()
+    assert "  wsctl reap --timeout 90 --instance 'gw a;touch /tmp/PWNED' --dry-run" in steps
+    assert "  wsctl reap --timeout 90 --instance $'ok\\x1b]0;pwned\\x07\\x1b[2J' --dry-run" in steps
+    rows = json.loads(invoke(["list", "connections", "-o", "json"], env=single.env).out)
+    assert {r["instance_id"] for r in rows} >= {EVIL}  # machine formats stay exact

@@ -409,14 +409,27 @@ def _import_command(
     settings = state(ctx).settings()
     now, naive_tz = utcnow(), resolve_tz(settings.naive_tz)
 
+    judged_malformed = False
+
     def check(record: Record) -> list[str]:
-        return problems_at(record.robot_id, record.fields, now, naive_tz)
+        nonlocal judged_malformed
+        problems = problems_at(record.robot_id, record.fields, now, naive_tz)
+        judged_malformed = judged_malformed or bool(problems)
+        return problems
 
     with _seekable(file) as (path, label):
         with path.open(encoding="utf-8", errors="surrogateescape") as fh:
-            found = validate_lines(
-                fh, label, None if allow_malformed else check, last_wins=restoring
-            )
+            try:
+                found = validate_lines(
+                    fh, label, None if allow_malformed else check, last_wins=restoring
+                )
+            except UsageError as exc:
+                if judged_malformed:  # an export of a registry holding malformed entries
+                    raise UsageError(
+                        f"{exc.message} (--allow-malformed writes entries wsctl calls "
+                        "malformed as they are)"
+                    ) from None
+                raise
         with path.open(encoding="utf-8", errors="surrogateescape") as fh:
             records = iter_records(fh, found.skip)
             result = run(_import(settings, records, found.count, overwrite, dry_run))
