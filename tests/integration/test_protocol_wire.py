@@ -1,4 +1,5 @@
-"""What real gateways publish over a real redis-server validates against docs/envelope.schema.json.
+"""What real gateways (wsctl gateway, and a FastAPI app on the fleet core under uvicorn) publish
+over a real redis-server validates against docs/envelope.schema.json.
 
 Every message on the control and reply channels is captured with PSUBSCRIBE while the fleet does
 each thing the protocol describes: forwarding, kicks on reconnect, refusals, pings, inventories,
@@ -17,11 +18,20 @@ import jsonschema
 from websockets.asyncio.client import connect
 
 from tests.conftest import Backend, open_test_store
+from tests.fastapi_fleet import fastapi_gateways
 from tests.fleet import running_fleet, wait_for
 from tests.seedlike import seed_store_connection
 from wsctl.ops.control import request
 from wsctl.ops.send import send_message
-from wsctl.protocol import CloseCode, Envelope, Op, Status, encode
+from wsctl.protocol import (
+    ROBOT_PING,
+    ROBOT_PING_UNSUPPORTED,
+    CloseCode,
+    Envelope,
+    Op,
+    Status,
+    encode,
+)
 
 SCHEMA = json.loads(
     (Path(__file__).parents[2] / "docs" / "envelope.schema.json").read_text(encoding="utf-8")
@@ -53,13 +63,23 @@ async def captured(client: object) -> AsyncIterator[list[tuple[str, str]]]:
 
 
 async def test_everything_real_gateways_publish_validates_against_the_schema(
-    single: Backend,
+    single: Backend, tmp_path: Path
 ) -> None:
     async with (
         running_fleet(single.env, max_message_bytes=100) as fleet,
         open_test_store(single) as store,
         captured(store.client) as seen,
     ):
+        # a FastAPI instance on the fleet core too (uvicorn): it cannot ping a robot
+        with fastapi_gateways(single, tmp_path, names=("fa-a",)) as (fa,):
+            async with connect(f"{fa.ws_url}/ws/robot-fa"):
+                await wait_for(lambda: store.get("robot-fa"))
+                ping = Envelope(op=Op.PING, robot_id="robot-fa")
+                reply = await request(store.client, store.keys, "fa-a", ping, 5)
+                assert reply is not None and reply.status is Status.PONG
+                assert reply.data[ROBOT_PING] == ROBOT_PING_UNSUPPORTED
+                sent = await send_message(store.client, store.keys, "robot-fa", "m", via="gw-a")
+                assert sent.status == "delivered" and sent.route == ["gw-a", "fa-a"]
         client, keys = store.client, store.keys
         async with connect(f"{fleet['gw-a'].ws_url}/ws/robot-1") as first:
             await wait_for(lambda: store.get("robot-1"))
@@ -109,6 +129,9 @@ async def test_everything_real_gateways_publish_validates_against_the_schema(
     assert ops == {o.value for o in Op}
     # `error` needs Redis to fail mid-request: the unit tests build it
     assert statuses == {s.value for s in Status} - {"error"}
+    unsupported = [m for m in messages if m.get("data", {}).get(ROBOT_PING)]
+    assert unsupported and unsupported[0]["instance"] == "fa-a"
+    assert {m["instance"] for m in messages if "status" in m} >= {"gw-a", "gw-b", "fa-a"}
     kicks = [m for m in messages if m.get("op") == "kick" and m["origin"] == "gw-b"]
     assert kicks and kicks[0]["reply_to"] is None and kicks[0]["conn_id"]
     forwarded = [m for m in messages if m.get("op") == "send" and m["hops"] == 1]

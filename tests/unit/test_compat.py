@@ -50,3 +50,14 @@ def test_writes_conn_id_is_true_if_any_entry_of_the_instance_has_one() -> None:
         entry_from_hash("r4", {}),
     ]
     assert writes_conn_id(entries) == {"a": True, "b": False}
+
+
+def test_the_pointers_name_a_document_and_a_module_that_exist() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    from wsctl.ops.compat import ADAPTER, PROTOCOL_DOC
+
+    assert (Path(__file__).parents[2] / PROTOCOL_DOC).is_file()
+    assert "wsctl.gateway.asgi" in ADAPTER
+    assert importlib.util.find_spec("wsctl.gateway.asgi") is not None

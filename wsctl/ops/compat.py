@@ -62,10 +62,13 @@ def writes_conn_id(entries: Iterable[Entry]) -> dict[str, bool]:
     return out
 
 
+ADAPTER = "wsctl's FastAPI adapter (wsctl.gateway.asgi, pip install 'wsctl[fastapi]')"
+
+
 def how_to_join() -> str:
     return (
         f"to take part, a gateway implements {PROTOCOL_DOC}; "
-        "FastAPI/Starlette apps can embed wsctl's FastAPI adapter"
+        f"FastAPI/Starlette apps can embed {ADAPTER}"
     )
 
 
@@ -85,5 +88,5 @@ def explain(instance_id: str, channel: str, participation: Participation) -> str
     return (
         f"{instance_id} does not listen on its control channel {channel} and has no fresh "
         f"liveness record: it is down, or it does not speak wsctl's control protocol "
-        f"({PROTOCOL_DOC}; FastAPI/Starlette apps: wsctl's FastAPI adapter)"
+        f"({PROTOCOL_DOC}; FastAPI/Starlette apps: {ADAPTER})"
     )
