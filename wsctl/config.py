@@ -353,6 +353,15 @@ def tls_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def without_tls(settings: Settings) -> Settings:
+    """``settings`` with every TLS setting back at its default: for wsctl's own plain sandbox
+    Redis, which TLS settings meant for a real Redis (say a config file's) must not reach."""
+    defaults = Settings()
+    sources = {k: v for k, v in settings.sources.items() if k not in TLS_SETTINGS}
+    changes = {name: getattr(defaults, name) for name in TLS_SETTINGS}
+    return replace(settings, sources=sources, **changes)
+
+
 def with_overrides(settings: Settings, **changes: Any) -> Settings:
     """A copy of ``settings`` with some values replaced, their source marked as ``flag``."""
     sources = dict(settings.sources)

@@ -454,3 +454,20 @@ async def test_fastapi_adapter_with_tls_insecure_warns_on_stderr(
             await wait_for(lambda: store.get("fa-i"), timeout=10)  # it registers, unverified
         log = gw.log.read_text()
     assert log.count("TLS certificate verification is off") == 1, log
+
+
+def test_tls_settings_from_a_config_file_do_not_reach_the_plain_sandbox(
+    tls: TlsSingle, tmp_path: Path
+) -> None:
+    """With no Redis configured, commands use the running sandbox (plain, embedded): a config
+    file's TLS settings, meant for real Redis, are not applied to it."""
+    import os
+
+    from wsctl.sandbox import SandboxInfo, write_sandbox_file
+
+    (tmp_path / "wsctl.toml").write_text(
+        f'tls_ca_cert = "{tls.pki.ca}"\nredis_tls = true\n'  # type: ignore[attr-defined]
+    )
+    write_sandbox_file(SandboxInfo(redis_url=tls.server.url, pid=os.getpid()))
+    res = invoke(["list", "robots", "-o", "json"])
+    assert res.code == 0 and json.loads(res.out) == [], res.err

@@ -249,3 +249,13 @@ def test_config_show_lists_the_request_timeout_and_its_source() -> None:
     assert result.code == 0, result
     rows = {row["setting"]: row for row in json.loads(result.out)}
     assert rows["socket_timeout"]["value"] == "1.5" and rows["socket_timeout"]["source"] == "flag"
+
+
+def test_without_tls_resets_every_tls_setting_and_its_source(tmp_path: Path) -> None:
+    from wsctl.config import TLS_SETTINGS, without_tls
+
+    env = {"WSCTL_REDIS_TLS": "1", "WSCTL_TLS_CA_CERT": "/ca.pem", "WSCTL_TLS_INSECURE": "1"}
+    s = without_tls(load_settings({"tls_cert": "/c.pem", "prefix": "p:"}, env=env, cwd=tmp_path))
+    assert not s.redis_tls and not s.tls_insecure and s.tls_ca_cert is None and s.tls_cert is None
+    assert all(s.source(name) == "default" for name in TLS_SETTINGS)
+    assert s.prefix == "p:" and s.source("prefix") == "flag"

@@ -109,9 +109,9 @@ def resolve_target(settings: Settings) -> Target:
                 "no Redis configured: set WSCTL_REDIS_URL (or REDIS_HOST / REDIS_NODES), "
                 "use --redis-url, or start one with `wsctl sandbox --detach`"
             )
-        from wsctl.config import load_settings
+        from wsctl.config import load_settings, without_tls
 
-        settings = load_settings(found.flags(), env={})
+        settings = without_tls(load_settings(found.flags(), env={}))
     _show_redis_warnings()
     return target_from_settings(settings)
 

@@ -174,11 +174,11 @@ def _run_simulation(
         timeout=SANDBOX_TIMEOUT,
         auth_secret=options.auth_secret,
     ) as sandbox:
-        from wsctl.config import load_settings
+        from wsctl.config import load_settings, without_tls
 
         options.gateways = sandbox.gateway_urls
         options.duration = duration or SANDBOX_HEARTBEAT * 2 + 3.0
-        sandboxed = load_settings({"redis_url": sandbox.redis_url}, env={})
+        sandboxed = without_tls(load_settings({"redis_url": sandbox.redis_url}, env={}))
         return run(_simulate(sandboxed, options))
 
 
