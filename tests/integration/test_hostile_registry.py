@@ -164,9 +164,14 @@ async def test_an_old_backup_without_values_restores_all_it_can(
 ) -> None:
     """A backup line of a string key written without its value (older wsctl): the command
     says which line could not be restored (exit 1) and restores every other entry."""
+    import base64
+
+    garbage = base64.b64encode(b"not a DUMP payload").decode()
     backup = tmp_path / "old.jsonl"
     backup.write_text(
         json.dumps({"robot_id": "junk-1", "fields": {}, "key_type": "string", "reason": "m"})
+        + "\n"
+        + json.dumps({"robot_id": "junk-2", "fields": {}, "key_type": "string", "dump": garbage})
         + "\n"
         + "".join(
             json.dumps({"robot_id": f"r{i}", "fields": seed_hash(f"r{i}", "gw")}) + "\n"
@@ -176,8 +181,9 @@ async def test_an_old_backup_without_values_restores_all_it_can(
     res = invoke(["registry", "restore", str(backup), "-o", "json"], env=single.env)
     assert res.code == 1, res
     out = json.loads(res.out)
-    assert out["written"] == 3 and out["not_restored"] == 1
+    assert out["written"] == 3 and out["not_restored"] == 2
     assert "not restored: line 1, robot 'junk-1'" in res.err
+    assert "not restored: line 2, robot 'junk-2'" in res.err  # RESTORE refused the payload
     async with open_test_store(single) as store:
         assert len([e async for e in store.iter_entries()]) == 3
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from wsctl.cli.common import (
 from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
 from wsctl.cli.output import Column, printable
 from wsctl.errors import UsageError, WsctlError
+from wsctl.shell import quote as shell_quote
 
 if TYPE_CHECKING:
     from wsctl.config import Settings
@@ -119,7 +119,7 @@ def _naming_backup(path: Path | None) -> Iterator[None]:
             raise
         raise type(exc)(
             f"{exc.message}; entries removed before the failure are backed up in {path} "
-            f"(undo: wsctl registry restore {shlex.quote(str(path))})",
+            f"(undo: wsctl registry restore {shell_quote(str(path))})",
             exit_code=exc.exit_code,
         ) from exc
 
@@ -236,7 +236,7 @@ def _show_report(report: ReapReport, output: str) -> None:
         )
     err(_one_line(report))
     if report.backup:
-        err(f"undo: wsctl registry restore {shlex.quote(report.backup)}")
+        err(f"undo: wsctl registry restore {shell_quote(report.backup)}")
 
 
 def doctor(

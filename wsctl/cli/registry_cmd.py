@@ -6,7 +6,6 @@ Every write has ``--dry-run``; deletes are compare-and-delete and back the entry
 from __future__ import annotations
 
 import contextlib
-import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from wsctl.cli.common import OUTPUT_HELP, check_output, err, open_store, run, st
 from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
 from wsctl.cli.output import Column
 from wsctl.errors import EXIT_NEGATIVE, NotFound, UsageError
+from wsctl.shell import quote as shell_quote
 
 if TYPE_CHECKING:
     from wsctl.config import Settings
@@ -110,7 +110,7 @@ async def _set(
         elif entry.key_type != "hash":
             raise UsageError(
                 f"{store.keys.conn_key(robot_id)} is a {entry.key_type}, not a hash; "
-                f"remove it first with: wsctl registry rm {shlex.quote(robot_id)}"
+                f"remove it first with: wsctl registry rm {shell_quote(robot_id)}"
             )
         _refuse_malformed(robot_id, entry, mapping, store.naive_tz)
         verb = "would set" if dry_run else "set"
@@ -193,7 +193,7 @@ def remove(
     if backup_path is not None:
         err(f"backup: {backup_path}")
         if not dry_run:
-            err(f"undo: wsctl registry restore {shlex.quote(str(backup_path))}")
+            err(f"undo: wsctl registry restore {shell_quote(str(backup_path))}")
     if any(r["result"] not in ("removed", "would remove") for r in rows):
         raise typer.Exit(EXIT_NEGATIVE)
 
