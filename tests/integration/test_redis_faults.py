@@ -268,3 +268,15 @@ def test_a_frozen_cluster_primary_is_skipped_by_listings_and_named_by_reads(
         code, _, err, elapsed = run("show", on_victim)
         assert code == 3 and elapsed < BOUND, (code, err, elapsed)
         assert err.count("\n") == 1 and "timed out" in err and node in err, err
+
+
+def test_a_frozen_server_is_named_without_its_password() -> None:
+    password = "Fr0zen@pass/word"
+    with RedisServer(password=password) as own:
+        env = {"WSCTL_REDIS_URL": f"redis://127.0.0.1:{own.port}/0", "REDIS_PASSWORD": password}
+        assert invoke(["list", "connections"], env=env).code == 0
+        with frozen(own):
+            result = invoke(["--request-timeout", "0.3", "list", "connections"], env=env)
+        assert result.code == 3, result
+        assert_redis_error_line(result.err, own)
+        assert "Fr0zen" not in result.err + result.out and "pass/word" not in result.err
