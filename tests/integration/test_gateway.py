@@ -161,7 +161,13 @@ async def test_send_direct_and_via_another_instance(backend: Backend) -> None:
             res = await ainvoke(["send", "robot-17", "hello", "-o", "json"], env=backend.env)
             assert res.code == 0, res.out + res.err
             assert json.loads(res.out)["route"] == ["gw-b"]
+            assert json.loads(res.out)["via"] is None  # a string or null, never a bool
             assert await asyncio.wait_for(robot.recv(), 5) == "hello"
+            res = await ainvoke(
+                ["send", "robot-17", "hi", "--via", "gw-b", "-o", "json"], env=backend.env
+            )
+            assert json.loads(res.out)["via"] == "gw-b"
+            assert await asyncio.wait_for(robot.recv(), 5) == "hi"
             payload = '{"cmd": "ping", "n": 1}'
             res = await ainvoke(
                 ["send", "robot-17", payload, "--json", "--via", "gw-a", "--trace"], env=backend.env

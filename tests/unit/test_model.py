@@ -225,3 +225,11 @@ def test_any_epoch_number_parses_or_is_refused_with_a_reason(raw: str) -> None:
         parse_timestamp(raw)
     except ValueError as exc:
         assert str(exc)
+
+
+def test_reasons_give_durations_in_human_units() -> None:
+    """Review found "no heartbeat for 28461161s" and "-2912112d14h"."""
+    stale = entry_from_hash("r1", seed_fields(format_ts(NOW - timedelta(days=329, hours=10))))
+    assert assess(stale, NOW, 90).reason == "no heartbeat for 329d10h"
+    ahead = entry_from_hash("r1", seed_fields(format_ts(NOW + timedelta(minutes=5))))
+    assert assess(ahead, NOW, 90).reason.startswith("last_heartbeat is 5m00s in the future")
