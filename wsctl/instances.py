@@ -37,9 +37,12 @@ class InstanceRecord:
     connections: int = 0
     # the highest control-protocol version the instance speaks (0: not said, i.e. 1 at most)
     protocol: int = 0
+    draining: bool = False  # ``wsctl drain``: refuses new robots, closing the ones it has
 
     def to_hash(self) -> dict[str, str]:
-        return {k: str(v) for k, v in asdict(self).items()}
+        out = {k: str(v) for k, v in asdict(self).items()}
+        out["draining"] = "1" if self.draining else "0"
+        return out
 
     @classmethod
     def from_hash(cls, instance_id: str, mapping: Mapping[str, str]) -> InstanceRecord:
@@ -60,6 +63,7 @@ class InstanceRecord:
             version=mapping.get("version", ""),
             connections=number("connections"),
             protocol=number("protocol"),
+            draining=mapping.get("draining", "0") == "1",
         )
 
     def age(self, now: datetime) -> float | None:

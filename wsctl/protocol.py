@@ -25,12 +25,15 @@ class Op(StrEnum):
     PING = "ping"
     INVENTORY = "inventory"
     RESYNC = "resync"
+    DRAIN = "drain"
+    UNDRAIN = "undrain"
 
 
 class CloseCode(IntEnum):
     """WebSocket close codes a gateway sends to a robot (4000-4999: application range)."""
 
     GOING_AWAY = 1001  # the instance is shutting down
+    SERVICE_RESTART = 1012  # the instance is draining (``wsctl drain``): reconnect elsewhere
     SUPERSEDED = 4001  # the robot connected again (here or elsewhere); this socket is old
     KICKED = 4002  # an operator kicked the robot (``wsctl kick``); the reason says why
 
@@ -51,6 +54,37 @@ class Status(StrEnum):
     INVENTORY = "inventory"
     KICKED = "kicked"
     RESYNCED = "resynced"
+    DRAINING = "draining"
+    UNDRAINED = "undrained"
+
+
+# ``drain``: robots closed per batch and seconds between batches, when the envelope's
+# ``message`` (a JSON object, optional) does not say.
+DRAIN_BATCH = 50
+DRAIN_INTERVAL = 1.0
+MAX_DRAIN_INTERVAL = 3600.0
+
+
+def drain_params(message: str | None) -> tuple[int, float]:
+    """``(batch, interval)`` of a ``drain`` envelope: its ``message`` is null or a JSON object
+    ``{"batch": N, "interval": S}`` (either optional). Raises ProtocolError otherwise."""
+    if message is None or message == "":
+        return DRAIN_BATCH, DRAIN_INTERVAL
+    try:
+        data = loads(message)
+    except ValueError:
+        raise ProtocolError("drain message must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("drain message must be a JSON object")
+    batch = data.get("batch", DRAIN_BATCH)
+    interval = data.get("interval", DRAIN_INTERVAL)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ProtocolError("drain batch must be a positive integer")
+    if isinstance(interval, bool) or not isinstance(interval, int | float):
+        raise ProtocolError("drain interval must be a number")
+    if not 0 <= interval <= MAX_DRAIN_INTERVAL:
+        raise ProtocolError(f"drain interval must be within 0..{MAX_DRAIN_INTERVAL:g} s")
+    return batch, float(interval)
 
 
 class ProtocolError(ValueError):

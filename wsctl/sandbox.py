@@ -404,6 +404,7 @@ class GatewayProcess:
     timeout: float = 10.0
     auth_secret: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    events: bool = True  # False: --no-events (bench/simulate_bench.py compares both)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     log_path: Path | None = None
 
@@ -435,6 +436,7 @@ class GatewayProcess:
             str(self.timeout),
             "--log-level",
             "warning",
+            *(() if self.events else ("--no-events",)),
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WSCTL_", "REDIS_"))}
         env.update(self.extra_env)
@@ -483,6 +485,7 @@ class Sandbox(_StartStop):
     timeout: float = 10.0
     auth_secret: str | None = None
     cluster: bool = False
+    events: bool = True
     redis: RedisServer | None = None
     redis_cluster: RedisClusterProcesses | None = None
     gateway_procs: list[GatewayProcess] = field(default_factory=list)
@@ -535,6 +538,7 @@ class Sandbox(_StartStop):
                     timeout=self.timeout,
                     auth_secret=self.auth_secret,
                     extra_env=extra,
+                    events=self.events,
                 )
                 self.gateway_procs.append(gw.start(logs))
         except BaseException:

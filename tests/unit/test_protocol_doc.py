@@ -16,6 +16,7 @@ from unittest.mock import ANY
 import jsonschema
 import pytest
 
+from wsctl.events import Event, EventName
 from wsctl.protocol import (
     MAX_HOPS,
     ROBOT_PING,
@@ -46,7 +47,7 @@ from wsctl.protocol_batch import (
     encode_batch_reply,
 )
 from wsctl.registry import store
-from wsctl.registry.keys import Keyspace
+from wsctl.registry.keys import CLI_WRITER, Keyspace
 from wsctl.registry.model import F_CONN_ID, Registration, utcnow
 
 DOCS = Path(__file__).parents[2] / "docs"
@@ -126,8 +127,21 @@ def test_schema_enums_are_exactly_the_protocol_enums() -> None:
 
 def test_documented_names_and_limits_are_the_codes() -> None:
     keys = Keyspace()
-    for prefix in (keys.prefix, keys.instance_prefix, keys.control_prefix, keys.reply_prefix):
+    for prefix in (
+        keys.prefix,
+        keys.instance_prefix,
+        keys.control_prefix,
+        keys.reply_prefix,
+        keys.events_prefix,
+        keys.robot_events_prefix,
+    ):
         assert f"`{prefix}{{" in DOC
+    assert f"`{keys.events_index}`" in DOC and f"`{keys.events_key(CLI_WRITER)}`" in DOC
+    for name in EventName:
+        assert f"`{name.value}`" in DOC, f"event {name.value} not documented"
+    for field_name in Event("e").to_fields():
+        assert f"| `{field_name}` |" in DOC, f"event field {field_name} not documented"
+    assert "| `draining` |" in DOC  # the liveness record's field
     assert f"hop limit {MAX_HOPS}" in DOC and f"`hops >= {MAX_HOPS}`" in DOC
     assert f"# The wsctl wire protocol (versions {VERSION} and {BATCH_VERSION})" in DOC
     assert f"at most {MAX_ITEMS:,} items" in DOC
@@ -182,6 +196,11 @@ _DATA: dict[Status, list[dict[str, Any]]] = {
         {"connections": [{"robot_id": "r", "conn_id": "c", "since": 1.0}]},
     ],
     Status.RESYNCED: [{"reregistered": 0}],
+    Status.DRAINING: [
+        {"draining": True, "batch": 5, "interval": 0.5, "connections": []},
+        {"draining": True, "connections": [{"robot_id": "r", "conn_id": "c", "since": 1.0}]},
+    ],
+    Status.UNDRAINED: [{"draining": False, "connections": 0}],
 }
 
 

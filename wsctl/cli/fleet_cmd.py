@@ -67,18 +67,32 @@ def gateway(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning.")] = "info",
+    events: Annotated[
+        bool,
+        typer.Option("--events/--no-events", help="Write the event log (wsctl events / history)."),
+    ] = True,
+    events_maxlen: Annotated[
+        int,
+        typer.Option("--events-maxlen", min=1, help="Cap (MAXLEN ~) of the instance's stream."),
+    ] = 100_000,
+    robot_events_maxlen: Annotated[
+        int,
+        typer.Option("--robot-events-maxlen", min=1, help="Cap (MAXLEN ~) of each robot's stream."),
+    ] = 200,
 ) -> None:
     """Run a reference gateway instance: robots connect to ws://HOST:PORT/ws/{robot_id}.
 
     Registers each robot in the shared registry (fenced by conn_id), refreshes heartbeats in
     one pipelined batch per interval, forwards messages for robots on other instances over the
-    control channel, serves /healthz and /metrics. SIGTERM/SIGINT: close sockets with 1001,
+    control channel, serves /healthz and /metrics, appends events to its capped stream
+    (wsctl events / history), drains on `wsctl drain`. SIGTERM/SIGINT: close sockets with 1001,
     remove own entries, exit 0.
 
     Example: wsctl gateway --port 8765 --instance-id gw-a
     """
     import logging
 
+    from wsctl.events import EventLimits
     from wsctl.gateway.server import Gateway, GatewayConfig
     from wsctl.registry.keys import validate_id
 
@@ -109,6 +123,8 @@ def gateway(
         max_message_bytes=max_message_bytes,
         keyspace=keyspace_of(settings),
         advertise_url=advertise_url,
+        events=events,
+        event_limits=EventLimits(instance_maxlen=events_maxlen, robot_maxlen=robot_events_maxlen),
     )
     run(_serve(Gateway(config, resolve_target(settings)), settings.socket_timeout))
 

@@ -17,6 +17,8 @@ from wsctl.cli import (
     completion_cmd,
     config_cmd,
     control_cmd,
+    drain_cmd,
+    events_cmd,
     fleet_cmd,
     ops_cmd,
     read_cmd,
@@ -156,6 +158,10 @@ app.command("doctor")(ops_cmd.doctor)
 app.command("simulate")(sim_cmd.simulate)
 app.command("sandbox")(sim_cmd.sandbox)
 app.command("completion")(completion_cmd.completion)
+app.command("events")(events_cmd.events)
+app.command("history")(events_cmd.history)
+app.command("drain")(drain_cmd.drain)
+app.command("undrain")(drain_cmd.undrain)
 
 
 def _tolerant_streams() -> None:

@@ -323,6 +323,7 @@ def instance_columns() -> list[Column]:
     return [
         Column("instance_id", "INSTANCE"),
         Column("liveness", "LIVENESS"),
+        Column("draining", "DRAINING", fmt=lambda v: "draining" if v else "-"),
         Column("connections", "CONNS", justify="right"),
         Column("fresh", "FRESH", justify="right"),
         Column("stale", "STALE", justify="right"),
@@ -344,6 +345,7 @@ def list_instances(
 
     LIVENESS is alive (a fresh liveness record), dead (a record older than the timeout) or
     unknown (only seen in connection entries, as with the original design's gateways).
+    DRAINING says which instances are being drained (`wsctl drain`) and refuse new robots.
 
     Example: wsctl list instances -o json
     """

@@ -13,8 +13,11 @@ adapter accepts a robot's socket, wraps it in something with ``send_text``/``clo
   heartbeat skips it, and an entry a heartbeat re-created in flight is deleted again;
 * a delete on disconnect that fails is retried (fenced, batched, backoff capped) until it
   succeeds or the entry is no longer this session's; ``/metrics`` counts the retries;
-* the liveness record, the control channel (send/forward, kick, ping, inventory, resync),
-  routing by :func:`wsctl.gateway.routing.decide`, metrics and a clean shutdown.
+* the liveness record, the control channel (send/forward, kick, ping, inventory, resync,
+  drain/undrain), routing by :func:`wsctl.gateway.routing.decide`, metrics and a clean
+  shutdown;
+* the instance's event stream (:mod:`wsctl.gateway.events`: batched, off the session path) and
+  the draining state adapters consult (:attr:`FleetCore.draining`, :meth:`FleetCore.health`).
 
 Every Redis outage is survived: sockets stay open, calls are retried, entries come back.
 Importing this module imports neither a web framework nor a WebSocket library.
@@ -34,9 +37,12 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from wsctl import __version__
+from wsctl.events import EventLimits, EventName
 from wsctl.gateway.batch_router import BatchRouter
 from wsctl.gateway.batching import OWNER_CACHE_TTL
-from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
+from wsctl.gateway.drain import Drainer
+from wsctl.gateway.events import EventSink
+from wsctl.gateway.local import LocalConn, LocalConnections, Metrics, _label
 from wsctl.gateway.routing import Decision, LocalSocket, Route, decide
 from wsctl.instances import InstanceRecord, delete_record, write_record
 from wsctl.protocol import (
@@ -136,6 +142,8 @@ class CoreConfig:
     cleanup_retry_for: float = 900.0
     socket_timeout: float = 5.0
     owner_cache_ttl: float = OWNER_CACHE_TTL  # seconds; 0 turns the owner cache off
+    events: bool = True  # write the event stream (wsctl events / history)
+    event_limits: EventLimits = field(default_factory=EventLimits)
 
 
 def close_reason(text: str) -> str:
@@ -181,6 +189,10 @@ class FleetCore:
         self._cleanup: dict[LocalConn, float] = {}
         self._cleanup_wake = asyncio.Event()
         self._cleanup_task: asyncio.Task[None] | None = None
+        self.events = EventSink(
+            self.keys, config.instance_id, config.event_limits, enabled=config.events
+        )
+        self.drainer = Drainer(self)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -204,6 +216,8 @@ class FleetCore:
             self.target, retries=1, socket_timeout=self.config.socket_timeout
         )
         self._store = RegistryStore(self._client, self.keys)
+        self.events.writer = self.instance_id
+        self.events.start(self._client)
         try:
             await asyncio.wait_for(self.heartbeat_once(), HEARTBEAT_DEADLINE)
             self.redis_ok = True
@@ -250,6 +264,8 @@ class FleetCore:
                 await self._cleanup_task
         for task in list(self._background):
             task.cancel()
+        self.drainer.cancel()
+        await self.events.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(delete_record(self._client, self.keys, self.instance_id), 5)
         with contextlib.suppress(Exception):
@@ -288,9 +304,30 @@ class FleetCore:
         return True
 
     def metrics_text(self) -> str:
-        return self.metrics.render(
+        text = self.metrics.render(
             self.instance_id, len(self.local), self.redis_ok, self.cleanup_pending
         )
+        label = f'{{instance_id="{_label(self.instance_id)}"}}'
+        return text + "\n".join([*self.events.render(label), *self.drainer.render(label)]) + "\n"
+
+    # ------------------------------------------------------------------ draining
+    @property
+    def draining(self) -> bool:
+        """True while the instance drains (``wsctl drain``): adapters refuse new robot
+        handshakes with HTTP 503 and ``Retry-After: {retry_after}`` and /healthz answers 503
+        ``draining``, so load balancers and robots go elsewhere."""
+        return self.drainer.active
+
+    retry_after = 5  # seconds, the Retry-After of a refused handshake while draining
+
+    async def health(self) -> tuple[int, str]:
+        """What /healthz answers: (200, "ok"), (503, "draining") or (503, "redis
+        unavailable"). Adapters serve it as is."""
+        if self.draining:
+            return 503, "draining"
+        if not await self.healthy():
+            return 503, "redis unavailable"
+        return 200, "ok"
 
     # ------------------------------------------------------------------ sessions
     def _lock(self, robot_id: str) -> asyncio.Lock:
@@ -306,6 +343,8 @@ class FleetCore:
             if previous is not None:
                 previous.closed = True
                 self._supersede(previous)
+                self.events.emit(EventName.SUPERSEDED, robot_id, previous.conn_id, by=conn.conn_id)
+            self.events.emit(EventName.CONNECTED, robot_id, conn.conn_id)
             try:
                 async with self._session_slots:
                     await self._register(conn)
@@ -313,9 +352,20 @@ class FleetCore:
                 self._redis_failed("register", exc)
         return conn
 
-    async def close_session(self, conn: LocalConn) -> None:
-        """The session's socket is gone: forget it here and remove its entry (fenced)."""
+    async def close_session(
+        self, conn: LocalConn, code: int | None = None, reason: str | None = None
+    ) -> None:
+        """The session's socket is gone: forget it here and remove its entry (fenced).
+        ``code``/``reason``: the close frame, when the transport knows it (event detail)."""
         conn.closed = True  # first, so no heartbeat or registration can bring it back
+        self.events.emit(
+            EventName.DISCONNECTED,
+            conn.robot_id,
+            conn.conn_id,
+            code=code,
+            reason=close_reason(reason or "") or None,
+            session_s=round(time.time() - conn.since, 3),
+        )
         async with self._lock(conn.robot_id):
             if self.local.remove(conn):
                 async with self._session_slots:
@@ -451,6 +501,7 @@ class FleetCore:
                         await self._register(conn)
                         self.metrics.reregistered += 1
                         reregistered += 1
+                        self.events.emit(EventName.REREGISTERED, conn.robot_id, conn.conn_id)
         active = [c for c in conns if c.registered]
         for start in range(0, len(active), TOUCH_CHUNK):
             # sessions closed since the snapshot are skipped here...
@@ -470,13 +521,24 @@ class FleetCore:
                     else:
                         self.metrics.reregistered += 1
                         reregistered += 1
+                        self.events.emit(
+                            EventName.REREGISTERED, conn.robot_id, conn.conn_id, entry="vanished"
+                        )
                 elif result == 0 and self._drop(conn):
                     self.metrics.connections_superseded += 1
+                    self.events.emit(
+                        EventName.SUPERSEDED, conn.robot_id, conn.conn_id, by="registry"
+                    )
                     self._spawn(
                         self._close_socket(
                             conn, CloseCode.SUPERSEDED, "superseded by a newer connection"
                         )
                     )
+        await self.write_liveness(stamp)
+        return reregistered
+
+    async def write_liveness(self, stamp: str | None = None) -> None:
+        """Write the instance's liveness record (every heartbeat, and when draining changes)."""
         record = InstanceRecord(
             instance_id=self.instance_id,
             host=self.config.host,
@@ -484,13 +546,13 @@ class FleetCore:
             pid=os.getpid(),
             ws_url=self.config.ws_url,
             started_at=format_ts(self.started_at),
-            last_seen=stamp,
+            last_seen=stamp or format_ts(utcnow()),
             version=__version__,
             connections=len(self.local),
             protocol=BATCH_VERSION,
+            draining=self.draining,
         )
         await write_record(self.client, self.keys, record, ttl=self.config.timeout)
-        return reregistered
 
     # ------------------------------------------------------------------ control channel
     async def _control_loop(self) -> None:
@@ -555,6 +617,8 @@ class FleetCore:
                 )
             elif envelope.op is Op.KICK:
                 await self._kick(envelope)
+            elif envelope.op in (Op.DRAIN, Op.UNDRAIN):
+                await self.drainer.handle(envelope)
             else:
                 # per-robot FIFO: envelopes for one robot are routed in arrival order
                 async with self._lock(envelope.robot_id or ""):
@@ -582,6 +646,9 @@ class FleetCore:
                 if self._drop(conn):
                     if envelope.message is None:
                         self.metrics.connections_superseded += 1
+                        self.events.emit(
+                            EventName.SUPERSEDED, robot_id, conn.conn_id, by=envelope.origin
+                        )
                         self._spawn(
                             self._close_socket(
                                 conn, CloseCode.SUPERSEDED, "superseded by a newer connection"
@@ -589,6 +656,13 @@ class FleetCore:
                         )
                     else:
                         self.metrics.connections_kicked += 1
+                        self.events.emit(
+                            EventName.KICKED,
+                            robot_id,
+                            conn.conn_id,
+                            by=envelope.origin,
+                            reason=close_reason(envelope.message or ""),
+                        )
                         self._spawn(
                             self._close_socket(conn, CloseCode.KICKED, envelope.message or "kicked")
                         )
@@ -637,6 +711,14 @@ class FleetCore:
     async def _fail(self, envelope: Envelope, status: Status, reason: str | None) -> None:
         """Count a message that could not be delivered and say why to the sender."""
         self.metrics.messages_failed += 1
+        self.events.emit(
+            EventName.FORWARD_FAILED,
+            envelope.robot_id or "",
+            status=status.value,
+            reason=reason,
+            origin=envelope.origin,
+            hops=envelope.hops,
+        )
         await self._answer(envelope, status, reason=reason)
 
     async def _answer(self, envelope: Envelope, status: Status, **kw: Any) -> None:

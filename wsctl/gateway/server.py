@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from websockets.protocol import State
 
+from wsctl.events import EventLimits
 from wsctl.gateway.core import CoreConfig, FleetCore
 from wsctl.gateway.identity import instance_id_for, token_ok
 from wsctl.gateway.local import LocalConnections, Metrics
@@ -54,6 +55,8 @@ class GatewayConfig:
     ping_interval: float | None = 20.0
     ping_timeout: float | None = 20.0
     advertise_url: str | None = None  # ws_url published in the liveness record
+    events: bool = True  # write the instance's event stream
+    event_limits: EventLimits = field(default_factory=EventLimits)
 
 
 def robot_from_path(path: str) -> str | None:
@@ -136,6 +139,8 @@ class Gateway:
                 keyspace=config.keyspace,
                 host=config.host,
                 port=config.port,
+                events=config.events,
+                event_limits=config.event_limits,
             ),
             target,
         )
@@ -222,9 +227,8 @@ class Gateway:
     async def _process_request(self, connection: Any, request: Any) -> Any:
         path = urlsplit(request.path).path
         if path == "/healthz":
-            ok = await self.core.healthy()
-            status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
-            return connection.respond(status, "ok\n" if ok else "redis unavailable\n")
+            code, text = await self.core.health()
+            return connection.respond(HTTPStatus(code), text + "\n")
         if path == "/metrics":
             return connection.respond(HTTPStatus.OK, self.core.metrics_text())
         robot_id = robot_from_path(request.path)
@@ -232,6 +236,10 @@ class Gateway:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found: use /ws/{robot_id}\n")
         if self._stopping:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
+        if self.core.draining:
+            response = connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
+            response.headers["Retry-After"] = str(self.core.retry_after)
+            return response
         try:
             validate_id(robot_id)
         except Exception as exc:
@@ -254,4 +262,4 @@ class Gateway:
         except Exception:  # ConnectionClosedError and friends: the robot went away
             pass
         finally:
-            await self.core.close_session(conn)
+            await self.core.close_session(conn, ws.close_code, ws.close_reason)

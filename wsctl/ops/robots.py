@@ -8,6 +8,9 @@ Messages carry ``{"sim": run, "n": seq, "t": epoch seconds, "p": padding}``; eac
 they belong to its run, arrive in order and once, and records the end-to-end latency. With a
 ``heartbeat`` of ``(text, every)``, every open robot also sends ``text`` once per ``every``
 seconds (spread over the period), as robots of gateways that count a message as a heartbeat do.
+With ``reconnect`` (the gateways' URLs), a robot whose socket the gateway closes reconnects as
+real robots do: after a jittered backoff, to the next gateway in the list (a draining gateway
+refuses with 503, a killed one refuses the connection: the robot then tries the next).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +28,11 @@ from wsctl.ops.histogram import Histogram
 CONNECT_TIMEOUT = 10.0
 HEARTBEAT_SLICES = 10  # the robots' heartbeats are spread over this many ticks per period
 Heartbeat = tuple[str, float]  # (text, every seconds)
+# --reconnect: first retry after 50-150 ms, doubling to RECONNECT_MAX_DELAY, at most
+# RECONNECT_ATTEMPTS tries (about a minute) before the robot gives up
+RECONNECT_FIRST_DELAY = 0.1
+RECONNECT_MAX_DELAY = 2.0
+RECONNECT_ATTEMPTS = 40
 
 
 @dataclass
@@ -37,6 +46,8 @@ class RobotState:
     foreign: int = 0
     close_code: int | None = None
     generation: int = 0
+    reconnects: int = 0
+    closed_at: float | None = None  # monotonic, when the gateway closed it (reconnect pending)
 
 
 def make_message(run_id: str, seq: int, padding: int = 0) -> str:
@@ -50,9 +61,20 @@ class RobotSwarm:
     """Robots of one simulation run in this process."""
 
     def __init__(
-        self, run_id: str, auth_secret: str | None = None, heartbeat: Heartbeat | None = None
+        self,
+        run_id: str,
+        auth_secret: str | None = None,
+        heartbeat: Heartbeat | None = None,
+        reconnect: list[str] | None = None,
     ) -> None:
         self.run_id = run_id
+        self.reconnect_urls = list(reconnect or [])
+        self.reconnects = 0
+        self.reconnect_failures = 0
+        self.longest_gap = 0.0  # seconds a robot spent between its sockets (reconnect)
+        self._closing = False
+        self._reconnecting: set[asyncio.Task[None]] = set()
+        self._rng = random.Random(run_id)
         self.auth_secret = auth_secret
         self.robots: dict[str, RobotState] = {}
         self.connect_hist = Histogram()
@@ -89,7 +111,7 @@ class RobotSwarm:
             url += "?token=" + robot_token(self.auth_secret, robot_id)
         return url
 
-    async def _open(self, robot: RobotState, base: str) -> bool:
+    async def _open(self, robot: RobotState, base: str, quiet: bool = False) -> bool:
         from websockets.asyncio.client import connect
 
         started = time.perf_counter()
@@ -103,9 +125,11 @@ class RobotSwarm:
                 close_timeout=2,
             )
         except Exception as exc:
-            self.connect_failures[robot.robot_id] = f"{type(exc).__name__}: {exc}"[:200]
+            if not quiet:
+                self.connect_failures[robot.robot_id] = f"{type(exc).__name__}: {exc}"[:200]
             return False
-        self.connect_hist.add(time.perf_counter() - started)
+        if not quiet:
+            self.connect_hist.add(time.perf_counter() - started)
         robot.url = base
         robot.ws = ws
         robot.close_code = None
@@ -134,6 +158,30 @@ class RobotSwarm:
         finally:
             if robot.ws is ws:
                 robot.close_code = ws.close_code
+                if self.reconnect_urls and not self._closing:
+                    task = asyncio.create_task(self._reconnect_after_close(robot, ws))
+                    self._reconnecting.add(task)
+                    task.add_done_callback(self._reconnecting.discard)
+
+    async def _reconnect_after_close(self, robot: RobotState, ws: Any) -> None:
+        """The gateway closed the robot's socket: reconnect to the next gateway, with jittered
+        exponential backoff, bounded in attempts."""
+        robot.closed_at = time.monotonic()
+        urls = self.reconnect_urls
+        start = urls.index(robot.url) + 1 if robot.url in urls else 0
+        delay = RECONNECT_FIRST_DELAY
+        for attempt in range(RECONNECT_ATTEMPTS):
+            await asyncio.sleep(delay * (0.5 + self._rng.random()))
+            if self._closing or robot.ws is not ws:
+                return  # closed by us, or reconnected by someone else meanwhile
+            if await self._open(robot, urls[(start + attempt) % len(urls)], quiet=True):
+                robot.reconnects += 1
+                self.reconnects += 1
+                self.longest_gap = max(self.longest_gap, time.monotonic() - robot.closed_at)
+                robot.closed_at = None
+                return
+            delay = min(RECONNECT_MAX_DELAY, delay * 2)
+        self.reconnect_failures += 1
 
     async def connect(self, assignments: list[tuple[str, str]], rate: float) -> dict[str, Any]:
         """Connect ``(robot_id, gateway_url)`` pairs, starting at most ``rate`` per second."""
@@ -172,6 +220,9 @@ class RobotSwarm:
             robot.task = None
 
     async def close_all(self) -> None:
+        self._closing = True
+        for task in list(self._reconnecting):
+            task.cancel()
         if self._beat_task is not None:
             self._beat_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -193,6 +244,9 @@ class RobotSwarm:
             "connect_failures": dict(list(self.connect_failures.items())[:50]),
             "connect_failed": len(self.connect_failures),
             "heartbeats_sent": self.heartbeats_sent,
+            "reconnects": self.reconnects,
+            "reconnect_failures": self.reconnect_failures,
+            "longest_gap_s": round(self.longest_gap, 3),
             "robots": {
                 r.robot_id: {
                     "received": r.received,
@@ -211,7 +265,11 @@ class RobotSwarm:
 
 
 def _worker_main(
-    conn: Any, run_id: str, auth_secret: str | None, heartbeat: Heartbeat | None = None
+    conn: Any,
+    run_id: str,
+    auth_secret: str | None,
+    heartbeat: Heartbeat | None = None,
+    reconnect: list[str] | None = None,
 ) -> None:
     """Entry point of a swarm worker process: executes commands from the pipe."""
 
@@ -220,7 +278,7 @@ def _worker_main(
     raise_fd_limit()
 
     async def serve() -> None:
-        swarm = RobotSwarm(run_id, auth_secret, heartbeat)
+        swarm = RobotSwarm(run_id, auth_secret, heartbeat, reconnect)
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -245,14 +303,20 @@ class ProcessSwarm:
     """A :class:`RobotSwarm` in a worker process, driven over a pipe."""
 
     def __init__(
-        self, run_id: str, auth_secret: str | None = None, heartbeat: Heartbeat | None = None
+        self,
+        run_id: str,
+        auth_secret: str | None = None,
+        heartbeat: Heartbeat | None = None,
+        reconnect: list[str] | None = None,
     ) -> None:
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self.process = ctx.Process(
-            target=_worker_main, args=(child, run_id, auth_secret, heartbeat), daemon=True
+            target=_worker_main,
+            args=(child, run_id, auth_secret, heartbeat, reconnect),
+            daemon=True,
         )
         self.process.start()
         self._lock = asyncio.Lock()

@@ -70,6 +70,7 @@ def instance_rows(
             {
                 "instance_id": instance_id or None,
                 "liveness": liveness(record, now, timeout).value,
+                "draining": record.draining if record else None,
                 "connections": t.connections,
                 "fresh": t.fresh,
                 "stale": t.stale,

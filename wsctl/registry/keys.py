@@ -3,6 +3,11 @@
 Connection entries live at ``{prefix}{robot_id}`` (the seed's ``ws_conn:``), instance liveness
 records at ``{instance_prefix}{instance_id}``, and each instance listens for control envelopes on
 ``{control_prefix}{instance_id}``. Replies to the CLI come back on ``{reply_prefix}{token}``.
+
+Events (``wsctl events``/``history``) go to one capped stream per writer,
+``{events_prefix}{instance_id}`` (the CLI writes to ``{events_prefix}@cli``), and to a small
+capped stream per robot, ``{robot_events_prefix}{robot_id}``; ``{events_index}`` is the set of
+writer streams (so readers never SCAN for them).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wsctl.errors import UsageError
+
+__all__ = ["CLI_WRITER", "MAX_ID_BYTES", "Keyspace", "escape_glob", "validate_id"]
 
 MAX_ID_BYTES = 256
 _GLOB_SPECIALS = frozenset("*?[]\\")
@@ -50,6 +57,9 @@ class Keyspace:
     instance_prefix: str = "ws_inst:"
     control_prefix: str = "ws_ctl:"
     reply_prefix: str = "ws_reply:"
+    events_prefix: str = "ws_events:"
+    robot_events_prefix: str = "ws_revents:"
+    events_index: str = "ws_events_streams"
 
     # connection entries
     def conn_key(self, robot_id: str) -> str:
@@ -84,3 +94,19 @@ class Keyspace:
 
     def reply_channel(self, token: str) -> str:
         return self.reply_prefix + token
+
+    # event streams
+    def events_key(self, writer: str) -> str:
+        """The capped event stream of one writer (an instance id, or :data:`CLI_WRITER`)."""
+        return self.events_prefix + writer
+
+    def writer_of(self, events_key: str) -> str:
+        return events_key[len(self.events_prefix) :]
+
+    def robot_events_key(self, robot_id: str) -> str:
+        """The small capped stream of one robot's events (what ``history`` reads)."""
+        return self.robot_events_prefix + robot_id
+
+
+# The writer name of events the CLI records (``reaped``, ``removed``, ``set``, ``imported``).
+CLI_WRITER = "@cli"

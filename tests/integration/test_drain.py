@@ -1,0 +1,185 @@
+"""``wsctl drain`` / ``undrain`` end to end: real gateways on 127.0.0.1, real Redis (single
+node and a 3+3 cluster), robots that reconnect to the next gateway as real robots do."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from tests.conftest import Backend, ainvoke
+from tests.fleet import running_fleet, wait_for
+from wsctl.instances import InstanceRecord, write_record
+from wsctl.ops.robots import RobotSwarm, make_message
+from wsctl.registry.keys import Keyspace
+
+
+def _http(url: str) -> tuple[int, str, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode(), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(), dict(exc.headers)
+
+
+async def test_drain_moves_every_reconnecting_robot_and_loses_no_message_to_others(
+    backend: Backend,
+) -> None:
+    async with running_fleet(backend.env, names=("gw-a", "gw-b", "gw-c")) as fleet:
+        a, b, c = fleet["gw-a"], fleet["gw-b"], fleet["gw-c"]
+        urls = [a.ws_url, b.ws_url, c.ws_url]
+        movers = RobotSwarm("drain-run", reconnect=urls)
+        stayers = RobotSwarm("drain-run")
+        try:
+            await movers.connect([(f"m-{i}", a.ws_url) for i in range(30)], 0)
+            await stayers.connect([(f"s-{i}", b.ws_url) for i in range(10)], 0)
+            await wait_for(lambda: len(a.local) == 30 and len(b.local) == 10, timeout=10)
+
+            sent = 0
+            stop = asyncio.Event()
+
+            async def traffic() -> None:
+                # messages for gw-b's robots, injected at gw-c, while gw-a drains
+                nonlocal sent
+                while not stop.is_set():
+                    for i in range(10):
+                        result = await c.core.send(f"s-{i}", make_message("drain-run", sent))
+                        assert result.delivered, result
+                    sent += 1
+                    await asyncio.sleep(0.01)
+
+            pump = asyncio.create_task(traffic())
+            res = await ainvoke(
+                [
+                    "drain",
+                    "gw-a",
+                    "--batch",
+                    "10",
+                    "--interval",
+                    "0.3",
+                    "--timeout",
+                    "20",
+                    "-o",
+                    "json",
+                ],
+                backend.env,
+            )
+            stop.set()
+            await pump
+            assert res.code == 0, res.err + res.out
+            report = json.loads(res.out)
+            assert report["robots"] == 30 and report["moved"] == 30 and report["not_back"] == 0
+            assert report["batches"] == 3
+            assert {m["instance_id"] for m in report["moved_to"]} <= {"gw-b", "gw-c"}
+            assert len(a.local) == 0 and a.core.draining
+            # the drained robots were closed with 1012 and are registered elsewhere
+            stats = movers.stats()
+            assert stats["reconnects"] == 30 and stats["reconnect_failures"] == 0
+            # nothing for the other instances' robots was lost, in order, once
+            for robot in stayers.stats()["robots"].values():
+                assert robot["received"] == list(range(sent))
+
+            # draining: handshakes refused with 503 + Retry-After, /healthz 503 draining
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(f"{a.ws_url}/ws/late")
+            assert refused.value.response.status_code == 503
+            assert refused.value.response.headers["Retry-After"] == "5"
+            http = a.ws_url.replace("ws://", "http://")
+            status, body, _ = await asyncio.to_thread(_http, f"{http}/healthz")
+            assert (status, body.strip()) == (503, "draining")
+            listing = await ainvoke(["list", "instances", "-o", "json"], backend.env)
+            rows = {r["instance_id"]: r for r in json.loads(listing.out)}
+            assert rows["gw-a"]["draining"] is True and rows["gw-b"]["draining"] is False
+            # the event log says what happened
+            history = await ainvoke(["history", "m-0", "-o", "json"], backend.env)
+            names = [e["event"] for e in json.loads(history.out)]
+            assert names[:2] == ["connected", "drained"] and names.count("connected") == 2
+
+            # undrain reopens it
+            res = await ainvoke(["undrain", "gw-a"], backend.env)
+            assert res.code == 0 and "accepts robots again" in res.out
+            assert not a.core.draining
+            async with connect(f"{a.ws_url}/ws/late"):
+                await wait_for(lambda: a.local.get("late") is not None)
+            status, _, _ = await asyncio.to_thread(_http, f"{http}/healthz")
+            assert status == 200
+            await wait_for(lambda: a.local.get("late") is None)
+
+            # drained again, then stopped (what SIGTERM does): the moved robots lose nothing
+            res = await ainvoke(["drain", "gw-a", "--timeout", "5"], backend.env)
+            assert res.code == 0, res.err
+            await a.stop()
+            listing = await ainvoke(["list", "connections", "-o", "json"], backend.env)
+            owners = {r["robot_id"]: r["instance_id"] for r in json.loads(listing.out)}
+            assert all(owners.get(f"m-{i}") in ("gw-b", "gw-c") for i in range(30)), owners
+            assert movers.open_count() == 30 and stayers.open_count() == 10
+        finally:
+            await movers.close_all()
+            await stayers.close_all()
+
+
+async def test_robots_that_do_not_come_back_are_listed_and_exit_1(single: Backend) -> None:
+    async with running_fleet(single.env, names=("gw-a", "gw-b")) as fleet:
+        a = fleet["gw-a"]
+        stubborn = RobotSwarm("no-reconnect")  # robots that never reconnect
+        try:
+            await stubborn.connect([(f"st-{i}", a.ws_url) for i in range(3)], 0)
+            await wait_for(lambda: len(a.local) == 3)
+            res = await ainvoke(
+                ["drain", "gw-a", "--batch", "2", "--interval", "0", "--timeout", "1"],
+                single.env,
+            )
+            assert res.code == 1, res.err
+            assert "0 of 3 robot(s) moved" in res.out and "not back: st-0 st-1 st-2" in res.out
+            codes = {r["close_code"] for r in stubborn.stats()["robots"].values()}
+            assert codes == {1012}
+        finally:
+            await stubborn.close_all()
+
+
+async def test_dry_run_says_what_would_happen_and_changes_nothing(single: Backend) -> None:
+    async with running_fleet(single.env, names=("gw-a",)) as fleet:
+        a = fleet["gw-a"]
+        async with connect(f"{a.ws_url}/ws/r1"), connect(f"{a.ws_url}/ws/r2"):
+            await wait_for(lambda: len(a.local) == 2)
+            res = await ainvoke(["drain", "gw-a", "--dry-run", "--batch", "1"], single.env)
+            assert res.code == 0, res.err
+            assert "would drain gw-a" in res.out and "close 2 robot(s)" in res.out
+            assert "2 batch(es)" in res.out
+            assert not a.core.draining and len(a.local) == 2
+
+
+async def test_unknown_and_non_listening_instances_exit_4_and_5(single: Backend) -> None:
+    res = await ainvoke(["drain", "gw-nowhere"], single.env)
+    assert res.code == 4 and "unknown instance" in res.err and res.err.count("\n") == 1
+    res = await ainvoke(["undrain", "gw-nowhere"], single.env)
+    assert res.code == 4
+    from wsctl.config import load_settings
+    from wsctl.redis_factory import connect as redis_connect
+    from wsctl.redis_factory import target_from_settings
+
+    async with redis_connect(target_from_settings(load_settings(env=single.env))) as client:
+        await write_record(client, Keyspace(), InstanceRecord("gw-deaf"), ttl=30)
+    res = await ainvoke(["drain", "gw-deaf"], single.env)
+    assert res.code == 5 and "not listening" in res.err and res.err.count("\n") == 1
+    res = await ainvoke(["drain", "gw-a", "--batch", "0"], single.env)
+    assert res.code == 2
+
+
+async def test_a_bad_drain_envelope_is_rejected_and_changes_nothing(single: Backend) -> None:
+    from wsctl.ops.control import request
+    from wsctl.protocol import Envelope, Op, Status
+
+    async with running_fleet(single.env, names=("gw-a",)) as fleet:
+        a = fleet["gw-a"]
+        for message in ("[1]", '{"batch": 0}', '{"interval": -1}', "nope"):
+            reply = await request(
+                a.client, Keyspace(), "gw-a", Envelope(op=Op.DRAIN, message=message), 5
+            )
+            assert reply is not None and reply.status is Status.REJECTED, message
+        assert not a.core.draining

@@ -1,0 +1,181 @@
+"""The fleet event log end to end: real gateways on 127.0.0.1 write it through the core, real
+Redis (single node and a 3+3 cluster) holds it, ``wsctl events`` / ``history`` read it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+
+from websockets.asyncio.client import connect
+
+from tests.conftest import Backend, ainvoke
+from tests.fleet import running_fleet, wait_for
+from wsctl.events import Event, EventLimits
+from wsctl.registry.keys import Keyspace
+
+
+def _jsonl(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+async def _history(backend: Backend, robot: str, *extra: str) -> list[dict[str, object]]:
+    res = await ainvoke(["history", robot, "-o", "jsonl", *extra], backend.env)
+    assert res.code == 0, res.err
+    return _jsonl(res.out)
+
+
+async def test_a_session_leaves_connected_and_disconnected_with_code_and_length(
+    backend: Backend,
+) -> None:
+    async with running_fleet(backend.env, names=("gw-a",)) as fleet:
+        gw = fleet["gw-a"]
+        async with connect(f"{gw.ws_url}/ws/robot-1") as ws:
+            await wait_for(lambda: gw.local.get("robot-1") is not None)
+            await asyncio.sleep(0.05)
+            await ws.close(4321, "bye")
+        await wait_for(lambda: gw.local.get("robot-1") is None)
+
+        async def both() -> bool:
+            res = await ainvoke(["history", "robot-1", "-o", "jsonl"], backend.env)
+            return res.code == 0 and len(_jsonl(res.out)) >= 2
+
+        await wait_for(both, timeout=10, interval=0.2)
+    rows = await _history(backend, "robot-1")
+    assert [r["event"] for r in rows] == ["connected", "disconnected"]
+    connected, disconnected = rows
+    assert connected["instance_id"] == "gw-a" and connected["conn_id"]
+    assert disconnected["conn_id"] == connected["conn_id"]
+    detail = disconnected["detail"]
+    assert isinstance(detail, dict) and detail["code"] == 4321 and detail["reason"] == "bye"
+    assert detail["session_s"] >= 0.05
+    assert str(connected["at"]).endswith("+00:00")
+
+
+async def test_events_merges_instances_by_time_and_filters(backend: Backend) -> None:
+    async with running_fleet(backend.env, names=("gw-a", "gw-b")) as fleet:
+        urls = [fleet["gw-a"].ws_url, fleet["gw-b"].ws_url]
+        for i in range(6):
+            async with connect(f"{urls[i % 2]}/ws/bot-{i}"):
+                await wait_for(lambda i=i: fleet[("gw-a", "gw-b")[i % 2]].local.get(f"bot-{i}"))
+
+        async def all_written() -> bool:
+            res = await ainvoke(["events", "-o", "jsonl"], backend.env)
+            return len(_jsonl(res.out)) >= 12
+
+        await wait_for(all_written, timeout=10, interval=0.2)
+    res = await ainvoke(["events", "-o", "jsonl"], backend.env)
+    rows = _jsonl(res.out)
+    ats = [str(r["at"]) for r in rows]
+    assert ats == sorted(ats)
+    assert {r["instance_id"] for r in rows} == {"gw-a", "gw-b"}
+    only_b = _jsonl(
+        (await ainvoke(["events", "--instance", "gw-b", "-o", "jsonl"], backend.env)).out
+    )
+    assert only_b and {r["instance_id"] for r in only_b} == {"gw-b"}
+    glob = _jsonl(
+        (
+            await ainvoke(
+                ["events", "--robot", "bot-[12]", "--event", "connected", "-o", "jsonl"],
+                backend.env,
+            )
+        ).out
+    )
+    assert sorted(str(r["robot_id"]) for r in glob) == ["bot-1", "bot-2"]
+    newest = _jsonl((await ainvoke(["events", "--limit", "3", "-o", "jsonl"], backend.env)).out)
+    assert newest == rows[-3:]
+    recent = await ainvoke(["events", "--since", "10m", "-o", "jsonl"], backend.env)
+    assert len(_jsonl(recent.out)) == len(rows)
+    table = await ainvoke(["events"], backend.env)
+    assert table.code == 0 and "EVENT" in table.out and "disconnected" in table.out
+
+
+async def test_history_of_a_robot_without_events_exits_1_with_one_line(single: Backend) -> None:
+    res = await ainvoke(["history", "nobody"], single.env)
+    assert res.code == 1 and res.err.count("\n") == 1 and "no events" in res.err
+
+
+async def test_bad_flags_get_one_line_and_exit_2(single: Backend) -> None:
+    for args in (
+        ["events", "--event", "exploded"],
+        ["events", "--since", "yesterday"],
+        ["events", "--for", "3"],
+        ["history", "bad\x01id"],
+    ):
+        res = await ainvoke(args, single.env)
+        assert res.code == 2 and res.err.count("\n") == 1 and "Traceback" not in res.err, args
+
+
+async def test_malformed_and_hostile_entries_are_listed_escaped_never_crash(
+    single: Backend,
+) -> None:
+    import redis.asyncio as aredis
+
+    keys = Keyspace()
+    client = aredis.Redis(port=single.single.port, decode_responses=True)  # type: ignore[union-attr]
+    try:
+        stream = keys.events_key("evil")
+        await client.sadd(keys.events_index, stream)
+        await client.xadd(stream, {"junk": "1"})
+        await client.xadd(
+            stream,
+            {
+                "at": "2026-01-01T00:00:00+00:00",
+                "event": "connected\x1b[31m",
+                "robot_id": "r\x07",
+                "detail": "not json",
+            },
+        )
+        await client.xadd(stream, {"at": "yesterday", "event": "connected", "robot_id": "r2"})
+        await client.set(keys.events_key("wrongtype"), "x")
+        await client.sadd(keys.events_index, keys.events_key("wrongtype"))
+    finally:
+        await client.aclose()
+    table = await ainvoke(["events", "-o", "wide"], single.env)
+    assert table.code == 0, table.err
+    assert "\x1b" not in table.out and "\x07" not in table.out
+    assert "\\x1b" in table.out and "malformed" in table.err
+    rows = _jsonl((await ainvoke(["events", "-o", "jsonl"], single.env)).out)
+    assert len(rows) == 3 and all(r["problem"] for r in rows)
+
+
+async def test_an_instance_stream_stays_capped(single: Backend) -> None:
+    from wsctl.ops.events import record_events
+    from wsctl.redis_factory import connect, target_from_settings
+
+    settings = single.settings()
+    keys = Keyspace()
+    async with connect(target_from_settings(settings)) as client:  # type: ignore[arg-type]
+        limits = EventLimits(instance_maxlen=500, robot_maxlen=20)
+        events = [Event("set", robot_id=f"r{i % 3}") for i in range(5000)]
+        outcome = await record_events(client, keys, events, limits, chunk=1000)
+        assert outcome.written == 5000 and outcome.error is None
+        assert 500 <= await client.xlen(keys.events_key("@cli")) < 1500
+        assert 20 <= await client.xlen(keys.robot_events_key("r1")) < 200
+        assert await client.ttl(keys.robot_events_key("r1")) > 0
+
+
+async def test_a_redis_outage_drops_events_with_a_counter_and_never_blocks_robots(
+    single: Backend,
+) -> None:
+    server = single.single
+    assert server is not None and server.pid is not None
+    async with running_fleet(single.env, names=("gw-a",), heartbeat_interval=30.0) as fleet:
+        gw = fleet["gw-a"]
+        gw.core.events.flush_interval = 0.05
+        server_pid = server.pid
+        import os
+
+        os.kill(server_pid, signal.SIGSTOP)
+        try:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            socks = [await connect(f"{gw.ws_url}/ws/stalled-{i}") for i in range(5)]
+            # handshakes are answered while Redis is frozen (registration retried later)
+            assert loop.time() - started < 8
+            for ws in socks:
+                await ws.close()
+            await wait_for(lambda: gw.core.events.dropped >= 1, timeout=30, interval=0.1)
+        finally:
+            os.kill(server_pid, signal.SIGCONT)
+        assert "wsctl_gateway_events_dropped_total" in gw.core.metrics_text()

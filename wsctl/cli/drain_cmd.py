@@ -1,0 +1,149 @@
+"""``wsctl drain INSTANCE`` and ``wsctl undrain INSTANCE``: rolling deploys without drops."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from wsctl.cli.common import (
+    ReportOutput,
+    check_report_output,
+    keyspace_of,
+    open_client,
+    run,
+    state,
+)
+from wsctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from wsctl.config import Settings
+    from wsctl.ops.drain import DrainReport
+
+
+def _shown(text: str) -> str:
+    from wsctl.events import printable
+
+    return printable(text)
+
+
+def drain(
+    ctx: typer.Context,
+    instance: Annotated[str, typer.Argument(help="The instance id to drain.")],
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Robots closed per batch.")] = 50,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.0, max=3600.0, help="Seconds between batches.")
+    ] = 1.0,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            help="Seconds (after the last batch is due) to wait for robots to register elsewhere.",
+        ),
+    ] = 60.0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would happen; change nothing.")
+    ] = False,
+    output: ReportOutput = "table",
+) -> None:
+    """Drain an instance for a deploy: it refuses new robots (HTTP 503 + Retry-After, /healthz
+    503 draining), closes its robots in paced batches with close code 1012 so they reconnect
+    elsewhere, and this command follows the registry until each is registered on another
+    instance. Afterwards the instance can be stopped (SIGTERM) without losing anything;
+    `wsctl undrain` reopens it instead.
+
+    Exit codes: 0 every robot moved, 1 some not back within --timeout (listed by id),
+    4 unknown instance, 5 instance not listening, 6 no answer to the drain.
+
+    Example: wsctl drain gw-3 --batch 100 --interval 2 --timeout 120
+    """
+    from wsctl.registry.keys import validate_id
+
+    validate_id(instance, "instance id")
+    check_report_output(output, "drain")
+    if timeout <= 0:
+        raise UsageError("--timeout must be greater than 0")
+    report = run(_drain(state(ctx).settings(), instance, batch, interval, timeout, dry_run))
+    if output == "json":
+        import json
+
+        sys.stdout.write(json.dumps(report.as_dict(), ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(_summary(report))
+    sys.stdout.flush()
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
+
+
+def _summary(report: DrainReport) -> str:
+    name = _shown(report.instance)
+    n = len(report.robots)
+    if report.dry_run:
+        eta = max(0, report.batches - 1) * report.interval
+        return (
+            f"would drain {name}: refuse new robots, close {n} robot(s) with 1012 in "
+            f"{report.batches} batch(es) of {report.batch} every {report.interval:g}s "
+            f"(about {eta:g}s), then wait up to {report.timeout:g}s for each to register "
+            "elsewhere\n"
+        )
+    lines = [
+        f"drained {name}: {len(report.moved)} of {n} robot(s) moved in {report.seconds:.1f}s"
+        + (f"; {len(report.not_back)} not back within the timeout" if report.not_back else "")
+    ]
+    by_target: dict[str, int] = {}
+    for target in report.moved.values():
+        by_target[target] = by_target.get(target, 0) + 1
+    for target, count in sorted(by_target.items()):
+        lines.append(f"  moved to {_shown(target)}: {count}")
+    if report.not_back:
+        lines.append("  not back: " + " ".join(_shown(r) for r in report.not_back))
+    if not report.not_back:
+        lines.append(f"{name} holds no robots and refuses new ones: it can be stopped now")
+    return "\n".join(lines) + "\n"
+
+
+async def _drain(
+    settings: Settings,
+    instance: str,
+    batch: int,
+    interval: float,
+    timeout: float,
+    dry_run: bool,
+) -> DrainReport:
+    from wsctl.ops.drain import drain_instance
+
+    async with open_client(settings) as client:
+        return await drain_instance(
+            client,
+            keyspace_of(settings),
+            instance,
+            batch=batch,
+            interval=interval,
+            timeout=timeout,
+            dry_run=dry_run,
+        )
+
+
+def undrain(
+    ctx: typer.Context,
+    instance: Annotated[str, typer.Argument(help="The instance id to reopen.")],
+) -> None:
+    """Reopen a drained instance: it accepts robots again and stops closing batches.
+
+    Exit codes: 0 reopened, 4 unknown instance, 5 instance not listening, 6 no answer.
+
+    Example: wsctl undrain gw-3
+    """
+    from wsctl.registry.keys import validate_id
+
+    validate_id(instance, "instance id")
+    held = run(_undrain(state(ctx).settings(), instance))
+    sys.stdout.write(f"{_shown(instance)} accepts robots again ({held} held)\n")
+
+
+async def _undrain(settings: Settings, instance: str) -> int:
+    from wsctl.ops.drain import undrain_instance
+
+    async with open_client(settings) as client:
+        return await undrain_instance(client, keyspace_of(settings), instance)

@@ -1,0 +1,234 @@
+"""The fleet event log: what an event is, how it is stored in a stream entry, how entries read
+back (tolerantly: stream contents are untrusted input). Pure: no I/O.
+
+Every event is one stream entry with the fields ``at`` (aware UTC ISO 8601), ``event``,
+``robot_id``, ``instance_id``, ``conn_id`` and ``detail`` (a JSON object, as text). It is
+written twice in one pipeline: to its writer's capped stream (one per gateway instance, one for
+the CLI: ``wsctl events`` merges these) and to the robot's own small capped stream (``wsctl
+history ROBOT`` is one XRANGE of one key). Both XADDs touch one key each, so every write stays
+on one cluster node; both streams are capped with ``MAXLEN ~`` and expire when idle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from wsctl.registry.keys import Keyspace
+
+__all__ = [
+    "DEFAULT_INSTANCE_MAXLEN",
+    "DEFAULT_RETENTION_S",
+    "DEFAULT_ROBOT_MAXLEN",
+    "Event",
+    "EventLimits",
+    "EventName",
+    "StoredEvent",
+    "detail_text",
+    "parse_entry",
+    "printable",
+    "queue_event",
+    "stream_id_ms",
+]
+
+# Per writer stream (~ 100k events of one instance) and per robot stream (its last 200).
+DEFAULT_INSTANCE_MAXLEN = 100_000
+DEFAULT_ROBOT_MAXLEN = 200
+# Streams not written for this long expire (a robot or instance that is gone for good).
+DEFAULT_RETENTION_S = 7 * 86400
+MAX_DETAIL_TEXT = 500  # characters of one free-text detail value kept
+
+
+class EventName(StrEnum):
+    """Every event name; gateways write the first group (through the fleet core), the CLI the
+    second."""
+
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    SUPERSEDED = "superseded"
+    KICKED = "kicked"
+    REREGISTERED = "reregistered"
+    FORWARD_FAILED = "forward_failed"
+    DRAINED = "drained"  # a robot's socket closed with 1012 by a drain
+    DRAINING = "draining"  # the instance entered the draining state (robot_id empty)
+    UNDRAINED = "undrained"  # the instance accepts robots again (robot_id empty)
+    # CLI
+    REAPED = "reaped"
+    REMOVED = "removed"
+    SET = "set"
+    IMPORTED = "imported"
+
+
+@dataclass(frozen=True)
+class EventLimits:
+    """Caps of the streams (``MAXLEN ~``: Redis trims whole nodes, so a stream holds at least
+    this many and a little more) and the idle expiry."""
+
+    instance_maxlen: int = DEFAULT_INSTANCE_MAXLEN
+    robot_maxlen: int = DEFAULT_ROBOT_MAXLEN
+    retention_s: float = DEFAULT_RETENTION_S
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event as written."""
+
+    event: str
+    robot_id: str = ""
+    instance_id: str = ""
+    conn_id: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "at": self.at.astimezone(UTC).isoformat(),
+            "event": str(self.event),
+            "robot_id": self.robot_id,
+            "instance_id": self.instance_id,
+            "conn_id": self.conn_id,
+            "detail": json.dumps(self.detail, ensure_ascii=False, separators=(",", ":")),
+        }
+
+
+def queue_event(pipe: Any, keys: Keyspace, writer: str, event: Event, limits: EventLimits) -> int:
+    """Add one event's commands to ``pipe`` (a redis-py pipeline, non-transactional, so a
+    cluster pipeline sends each command to its key's node): XADD to the writer's stream and,
+    when the event names a robot, to the robot's stream; each capped with MAXLEN ~ and given
+    the idle expiry. Returns how many commands were queued."""
+    fields = event.to_fields()
+    ttl = max(1, int(limits.retention_s))
+    key = keys.events_key(writer)
+    pipe.xadd(key, fields, maxlen=limits.instance_maxlen, approximate=True)
+    pipe.expire(key, ttl)
+    queued = 2
+    if event.robot_id:
+        robot_key = keys.robot_events_key(event.robot_id)
+        pipe.xadd(robot_key, fields, maxlen=limits.robot_maxlen, approximate=True)
+        pipe.expire(robot_key, ttl)
+        queued += 2
+    return queued
+
+
+def stream_id_ms(stream_id: str) -> int:
+    """The millisecond part of a stream entry id (``1700000000000-3`` -> 1700000000000)."""
+    head = stream_id.split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One stream entry as read back. ``problem`` says what was wrong with a malformed entry
+    (it is still listed, never dropped silently)."""
+
+    stream: str  # the writer (instance id or @cli), or the robot stream's robot id
+    id: str
+    at: str
+    ts: float  # epoch seconds of ``at`` (of the entry id when ``at`` is unusable): sort key
+    event: str
+    robot_id: str
+    instance_id: str
+    conn_id: str
+    detail: dict[str, Any]
+    problem: str | None = None
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "event": self.event,
+            "robot_id": self.robot_id,
+            "instance_id": self.instance_id,
+            "conn_id": self.conn_id,
+            "detail": self.detail,
+            "stream": self.stream,
+            "id": self.id,
+            "problem": self.problem,
+        }
+
+    @property
+    def key(self) -> tuple[float, str, str]:
+        """Merge order: time, then writer, then entry id (stable across runs)."""
+        return (self.ts, self.stream, self.id)
+
+
+def _text(fields: dict[str, Any], name: str, problems: list[str]) -> str:
+    value = fields.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        problems.append(f"{name} is not text")
+        return str(value)
+    return value
+
+
+def _parse_at(raw: str) -> float | None:
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    ts = moment.timestamp()
+    return ts if math.isfinite(ts) else None
+
+
+def parse_entry(stream: str, stream_id: str, fields: Any) -> StoredEvent:
+    """A stream entry as a :class:`StoredEvent`; anything unexpected becomes ``problem``."""
+    problems: list[str] = []
+    if not isinstance(fields, dict):
+        problems.append("entry has no fields")
+        fields = {}
+    at = _text(fields, "at", problems)
+    event = _text(fields, "event", problems)
+    if not event:
+        problems.append("no event name")
+    ts = _parse_at(at) if at else None
+    if ts is None:
+        problems.append("at is missing or not an aware ISO time" if at else "no at")
+        ts = stream_id_ms(stream_id) / 1000.0
+    raw_detail = _text(fields, "detail", problems)
+    detail: dict[str, Any] = {}
+    if raw_detail:
+        try:
+            parsed = json.loads(raw_detail)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            detail = parsed
+        else:
+            detail = {"text": raw_detail[:MAX_DETAIL_TEXT]}
+            problems.append("detail is not a JSON object")
+    return StoredEvent(
+        stream=stream,
+        id=stream_id,
+        at=at,
+        ts=ts,
+        event=event,
+        robot_id=_text(fields, "robot_id", problems),
+        instance_id=_text(fields, "instance_id", problems),
+        conn_id=_text(fields, "conn_id", problems),
+        detail=detail,
+        problem="; ".join(problems) or None,
+    )
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (and bidi overrides) shown as escapes, for tables."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def detail_text(detail: dict[str, Any]) -> str:
+    """``key=value`` pairs of a detail object, for one table cell."""
+    parts = []
+    for key, value in detail.items():
+        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        parts.append(f"{key}={shown}")
+    return " ".join(parts)

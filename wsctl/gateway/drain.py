@@ -1,0 +1,158 @@
+"""Draining an instance for a rolling deploy (``drain``/``undrain`` control ops).
+
+On ``drain`` the instance enters the draining state at once (adapters refuse new robot
+handshakes with 503 + Retry-After, /healthz answers 503 ``draining``, the liveness record says
+``draining: 1``) and replies with the sessions it holds; then it closes them in paced batches
+with close code 1012 (service restart), each entry removed fenced by its ``conn_id``, so the
+robots reconnect to other instances. ``undrain`` stops the batches and accepts robots again.
+The pacing runs here, not in the CLI: a drain completes even if the operator's terminal goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any, Protocol
+
+from wsctl.events import EventName
+from wsctl.gateway.events import EventSink
+from wsctl.gateway.local import LocalConn, LocalConnections
+from wsctl.protocol import CloseCode, Envelope, Op, ProtocolError, Status, drain_params
+
+__all__ = ["DRAIN_CLOSE_REASON", "Drainer"]
+
+log = logging.getLogger("wsctl.gateway")
+
+DRAIN_CLOSE_REASON = "service restart: reconnect to another instance"
+RECORD_TIMEOUT = 5.0
+
+
+class DrainHost(Protocol):
+    """What the drainer uses of :class:`wsctl.gateway.core.FleetCore` (no import cycle)."""
+
+    instance_id: str
+    local: LocalConnections
+    events: EventSink
+    _session_slots: asyncio.Semaphore
+
+    def _lock(self, robot_id: str) -> asyncio.Lock: ...
+
+    def _drop(self, conn: LocalConn) -> bool: ...
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None: ...
+
+    async def _close_socket(self, conn: LocalConn, code: int, reason: str) -> None: ...
+
+    async def _remove_entry(self, conn: LocalConn) -> None: ...
+
+    async def _answer(self, envelope: Envelope, status: Status, **kw: Any) -> None: ...
+
+    async def write_liveness(self, stamp: str | None = None) -> None: ...
+
+
+class Drainer:
+    """The draining state of one :class:`FleetCore` and the task closing its robots."""
+
+    def __init__(self, core: DrainHost) -> None:
+        self.core = core
+        self.active = False
+        self.closed_total = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    @property
+    def running(self) -> bool:
+        """Still closing batches."""
+        return self._task is not None and not self._task.done()
+
+    async def handle(self, envelope: Envelope) -> None:
+        core = self.core
+        if envelope.op is Op.UNDRAIN:
+            was = self.active
+            self.cancel()
+            self.active = False
+            if was:
+                core.events.emit(EventName.UNDRAINED, by=envelope.origin)
+                log.info("instance %s accepts robots again (undrained)", core.instance_id)
+            await self._publish_record()
+            await core._answer(
+                envelope,
+                Status.UNDRAINED,
+                data={"draining": False, "connections": len(core.local)},
+            )
+            return
+        try:
+            batch, interval = drain_params(envelope.message)
+        except ProtocolError as exc:
+            await core._answer(envelope, Status.REJECTED, reason=str(exc))
+            return
+        sessions = list(core.local)
+        if not self.active:
+            self.active = True
+            core.events.emit(
+                EventName.DRAINING,
+                by=envelope.origin,
+                batch=batch,
+                interval=interval,
+                connections=len(sessions),
+            )
+            log.info(
+                "instance %s draining: %d robots, %d per batch every %gs",
+                core.instance_id,
+                len(sessions),
+                batch,
+                interval,
+            )
+        self.cancel()
+        self._task = asyncio.create_task(self._run(sessions, batch, interval), name="drain")
+        await self._publish_record()
+        await core._answer(
+            envelope,
+            Status.DRAINING,
+            data={
+                "draining": True,
+                "batch": batch,
+                "interval": interval,
+                "connections": [
+                    {"robot_id": c.robot_id, "conn_id": c.conn_id, "since": c.since}
+                    for c in sessions
+                ],
+            },
+        )
+
+    async def _publish_record(self) -> None:
+        """Refresh the liveness record now (it carries ``draining``), not at the next beat."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.core.write_liveness(), RECORD_TIMEOUT)
+
+    async def _run(self, sessions: list[LocalConn], batch: int, interval: float) -> None:
+        for number, start in enumerate(range(0, len(sessions), batch), 1):
+            if number > 1:
+                await asyncio.sleep(interval)
+            await asyncio.gather(*(self._close(c, number) for c in sessions[start : start + batch]))
+
+    async def _close(self, conn: LocalConn, batch: int) -> None:
+        """Close one session with 1012 and remove its entry (fenced), unless it already ended."""
+        core = self.core
+        async with core._lock(conn.robot_id):
+            if not core._drop(conn):
+                return
+            self.closed_total += 1
+            core.events.emit(EventName.DRAINED, conn.robot_id, conn.conn_id, batch=batch)
+            core._spawn(core._close_socket(conn, CloseCode.SERVICE_RESTART, DRAIN_CLOSE_REASON))
+            async with core._session_slots:
+                await core._remove_entry(conn)
+
+    def render(self, label: str) -> list[str]:
+        return [
+            "# TYPE wsctl_gateway_draining gauge",
+            f"wsctl_gateway_draining{label} {1 if self.active else 0}",
+            "# TYPE wsctl_gateway_drained_total counter",
+            f"wsctl_gateway_drained_total{label} {self.closed_total}",
+        ]

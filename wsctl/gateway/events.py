@@ -1,0 +1,148 @@
+"""The instance's event sink: events leave the session path at once and reach Redis in batches.
+
+:meth:`EventSink.emit` is synchronous and O(1): it appends to a bounded in-memory queue and
+never waits for Redis. A background task writes the queue in pipelined batches (each event
+XADDed to the instance's capped stream and to the robot's, see :mod:`wsctl.events`). When Redis
+is down or slow a batch fails within the socket timeout and is dropped with a counter; when the
+queue is full new events are dropped with the same counter. A robot is never blocked by events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from wsctl.events import Event, EventLimits, queue_event
+from wsctl.redis_target import AsyncClient
+from wsctl.registry.keys import Keyspace
+
+__all__ = ["EventSink"]
+
+log = logging.getLogger("wsctl.gateway")
+
+FLUSH_INTERVAL = 0.25  # seconds an event waits at most before its batch is written
+FLUSH_BATCH = 2000  # events per pipeline
+MAX_PENDING = 100_000  # queued events beyond this are dropped (counted)
+FLUSH_TIMEOUT = 10.0  # one batch's write, on top of the client's own socket timeout
+
+
+class EventSink:
+    """Batched, lossy-under-outage event writer of one instance (or any long-lived writer)."""
+
+    def __init__(
+        self,
+        keys: Keyspace,
+        writer: str,
+        limits: EventLimits | None = None,
+        *,
+        enabled: bool = True,
+        max_pending: int = MAX_PENDING,
+        flush_interval: float = FLUSH_INTERVAL,
+    ) -> None:
+        self.keys = keys
+        self.writer = writer
+        self.limits = limits or EventLimits()
+        self.enabled = enabled
+        self.max_pending = max_pending
+        self.flush_interval = flush_interval
+        self.written = 0
+        self.dropped = 0
+        self._pending: deque[Event] = deque()
+        self._client: AsyncClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._failing = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def emit(self, event: str, robot_id: str = "", conn_id: str = "", **detail: Any) -> None:
+        """Queue one event (no I/O). Dropped, and counted, when the queue is full."""
+        if not self.enabled:
+            return
+        if len(self._pending) >= self.max_pending:
+            self.dropped += 1
+            return
+        self._pending.append(
+            Event(event, robot_id, self.writer, conn_id, detail)  # at: now
+        )
+        if len(self._pending) >= FLUSH_BATCH:
+            self._wake.set()
+
+    def start(self, client: AsyncClient) -> None:
+        self._client = client
+        if self.enabled and self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="events")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop the writer after a last flush of what is queued (bounded by ``grace``)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        deadline = time.monotonic() + grace
+        while self._pending and self._client is not None and time.monotonic() < deadline:
+            if not await self.flush(timeout=max(0.1, deadline - time.monotonic())):
+                break
+        if self._pending:
+            self.dropped += len(self._pending)
+            self._pending.clear()
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+            self._wake.clear()
+            # write everything queued, batch by batch; a failure drops that batch only
+            for _ in range(self.max_pending // FLUSH_BATCH + 1):
+                if not self._pending:
+                    break
+                await self.flush()
+
+    async def flush(self, timeout: float = FLUSH_TIMEOUT) -> bool:
+        """Write one batch of queued events. False (batch dropped, counted) on any failure."""
+        if not self._pending or self._client is None:
+            return True
+        batch = [self._pending.popleft() for _ in range(min(FLUSH_BATCH, len(self._pending)))]
+        pipe = self._client.pipeline(transaction=False)
+        starts = []
+        for event in batch:
+            starts.append(len(pipe))
+            queue_event(pipe, self.keys, self.writer, event, self.limits)
+        pipe.sadd(self.keys.events_index, self.keys.events_key(self.writer))
+        try:
+            results = await asyncio.wait_for(pipe.execute(raise_on_error=False), timeout)
+        except asyncio.CancelledError:
+            self.dropped += len(batch)
+            raise
+        except Exception as exc:
+            self.dropped += len(batch)
+            if not self._failing:
+                self._failing = True
+                log.warning("events dropped, redis unavailable: %s", type(exc).__name__)
+            return False
+        if self._failing:
+            self._failing = False
+            log.info("events are written again (%d dropped so far)", self.dropped)
+        # an XADD refused by Redis (a key of another type, OOM) loses that event only
+        failed = sum(1 for at in starts if isinstance(results[at], Exception))
+        self.dropped += failed
+        self.written += len(batch) - failed
+        return True
+
+    def render(self, label: str) -> list[str]:
+        """Prometheus lines: written/dropped counters and the queue gauge."""
+        return [
+            "# TYPE wsctl_gateway_events_written_total counter",
+            f"wsctl_gateway_events_written_total{label} {self.written}",
+            "# TYPE wsctl_gateway_events_dropped_total counter",
+            f"wsctl_gateway_events_dropped_total{label} {self.dropped}",
+            "# TYPE wsctl_gateway_events_pending gauge",
+            f"wsctl_gateway_events_pending{label} {len(self._pending)}",
+        ]

@@ -1,0 +1,198 @@
+"""``wsctl drain INSTANCE`` / ``wsctl undrain INSTANCE``: evacuate an instance for a deploy.
+
+The instance does the closing (the ``drain`` op, paced in batches, close code 1012; see
+:mod:`wsctl.gateway.drain`), so a drain finishes even if this process goes away. This side
+checks the instance exists and listens, asks it to drain, and follows the registry until each
+robot it held is registered on another instance, or the timeout passes: the report lists
+moved robots (with where they went) and those not back, by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from wsctl.errors import EXIT_NOT_REGISTERED, EXIT_TIMEOUT, EXIT_UNREACHABLE, WsctlError
+from wsctl.instances import get_record
+from wsctl.ops.control import Unreachable, is_listening, request
+from wsctl.protocol import Envelope, Op, Status
+from wsctl.redis_target import AsyncClient
+from wsctl.registry.keys import Keyspace
+from wsctl.registry.model import F_INSTANCE_ID
+
+__all__ = ["DrainReport", "drain_instance", "undrain_instance"]
+
+REQUEST_TIMEOUT = 10.0  # seconds for the instance to answer drain/undrain
+FOLLOW_POLL = 0.25  # seconds between reads of the drained robots' entries
+READ_CHUNK = 1000
+
+
+@dataclass
+class DrainReport:
+    instance: str
+    batch: int
+    interval: float
+    timeout: float
+    dry_run: bool = False
+    robots: list[str] = field(default_factory=list)
+    moved: dict[str, str] = field(default_factory=dict)  # robot -> instance it is on now
+    not_back: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def batches(self) -> int:
+        return math.ceil(len(self.robots) / self.batch) if self.robots else 0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.not_back else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance,
+            "dry_run": self.dry_run,
+            "batch": self.batch,
+            "interval": self.interval,
+            "timeout": self.timeout,
+            "robots": len(self.robots),
+            "batches": self.batches,
+            "moved": len(self.moved),
+            "not_back": len(self.not_back),
+            "seconds": round(self.seconds, 3),
+            "moved_to": [{"robot_id": r, "instance_id": i} for r, i in sorted(self.moved.items())],
+            "not_back_ids": list(self.not_back),
+        }
+
+
+async def check_instance(client: AsyncClient, keys: Keyspace, instance: str) -> None:
+    """Raise unless ``instance`` listens on its control channel: exit 4 when nothing is known
+    of it (no liveness record), exit 5 when it has a record but does not listen."""
+    if await is_listening(client, keys, instance):
+        return
+    record = await get_record(client, keys, instance)
+    if record is None:
+        raise WsctlError(
+            f"unknown instance {instance!r}: no liveness record and nobody listens on its "
+            "control channel (see `wsctl list instances`)",
+            exit_code=EXIT_NOT_REGISTERED,
+        )
+    raise WsctlError(
+        f"instance {instance!r} is not listening on its control channel (down, or a gateway "
+        "that does not speak the wsctl protocol); nothing to drain through it",
+        exit_code=EXIT_UNREACHABLE,
+    )
+
+
+async def _ask(
+    client: AsyncClient, keys: Keyspace, instance: str, envelope: Envelope
+) -> dict[str, Any]:
+    try:
+        reply = await request(client, keys, instance, envelope, REQUEST_TIMEOUT)
+    except Unreachable:
+        raise WsctlError(
+            f"instance {instance!r} stopped listening on its control channel",
+            exit_code=EXIT_UNREACHABLE,
+        ) from None
+    if reply is None:
+        raise WsctlError(
+            f"instance {instance!r} did not answer {envelope.op.value} within "
+            f"{REQUEST_TIMEOUT:g}s (an older gateway that does not know the op?)",
+            exit_code=EXIT_TIMEOUT,
+        )
+    wanted = Status.DRAINING if envelope.op is Op.DRAIN else Status.UNDRAINED
+    if reply.status is not wanted:
+        raise WsctlError(
+            f"instance {instance!r} answered {reply.status.value}: {reply.reason or '-'}"
+        )
+    return reply.data
+
+
+def _robot_ids(data: dict[str, Any]) -> list[str]:
+    """Robot ids from a ``draining``/``inventory`` reply's ``connections`` (untrusted)."""
+    out = []
+    raw = data.get("connections")
+    for item in raw if isinstance(raw, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("robot_id"), str) and item["robot_id"]:
+            out.append(item["robot_id"])
+    return sorted(set(out))
+
+
+async def drain_instance(
+    client: AsyncClient,
+    keys: Keyspace,
+    instance: str,
+    *,
+    batch: int,
+    interval: float,
+    timeout: float,
+    dry_run: bool = False,
+) -> DrainReport:
+    """Drain ``instance`` and follow its robots until each is registered elsewhere (or
+    ``timeout`` seconds after the last batch is due)."""
+    started = time.monotonic()
+    report = DrainReport(instance, batch, interval, timeout, dry_run=dry_run)
+    await check_instance(client, keys, instance)
+    if dry_run:
+        data = await _ask_inventory(client, keys, instance)
+        report.robots = _robot_ids(data)
+        return report
+    envelope = Envelope(
+        op=Op.DRAIN,
+        message=json.dumps({"batch": batch, "interval": interval}),
+        origin="cli",
+    )
+    data = await _ask(client, keys, instance, envelope)
+    report.robots = _robot_ids(data)
+    deadline = started + max(0, report.batches - 1) * interval + timeout
+    pending = set(report.robots)
+    while pending:
+        await _note_moved(client, keys, instance, pending, report.moved)
+        if not pending or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(min(FOLLOW_POLL, max(0.0, deadline - time.monotonic())))
+    report.not_back = sorted(pending)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+async def _ask_inventory(client: AsyncClient, keys: Keyspace, instance: str) -> dict[str, Any]:
+    reply = await request(client, keys, instance, Envelope(op=Op.INVENTORY), REQUEST_TIMEOUT)
+    if reply is None or reply.status is not Status.INVENTORY:
+        raise WsctlError(
+            f"instance {instance!r} did not answer inventory within {REQUEST_TIMEOUT:g}s",
+            exit_code=EXIT_TIMEOUT,
+        )
+    return reply.data
+
+
+async def _note_moved(
+    client: AsyncClient,
+    keys: Keyspace,
+    instance: str,
+    pending: set[str],
+    moved: dict[str, str],
+) -> None:
+    """Move robots whose entry names another instance from ``pending`` to ``moved``."""
+    robots = sorted(pending)
+    for start in range(0, len(robots), READ_CHUNK):
+        chunk = robots[start : start + READ_CHUNK]
+        pipe = client.pipeline(transaction=False)
+        for robot in chunk:
+            pipe.hget(keys.conn_key(robot), F_INSTANCE_ID)
+        owners = await pipe.execute(raise_on_error=False)
+        for robot, owner in zip(chunk, owners, strict=True):
+            if isinstance(owner, str) and owner and owner != instance:
+                moved[robot] = owner
+                pending.discard(robot)
+
+
+async def undrain_instance(client: AsyncClient, keys: Keyspace, instance: str) -> int:
+    """Let ``instance`` accept robots again; returns how many sessions it holds."""
+    await check_instance(client, keys, instance)
+    data = await _ask(client, keys, instance, Envelope(op=Op.UNDRAIN, origin="cli"))
+    count = data.get("connections")
+    return count if isinstance(count, int) and not isinstance(count, bool) else 0
