@@ -3,7 +3,7 @@ over a real redis-server validates against docs/envelope.schema.json.
 
 Every message on the control and reply channels is captured with PSUBSCRIBE while the fleet does
 each thing the protocol describes: forwarding, kicks on reconnect, refusals, pings, inventories,
-resyncs.
+resyncs, drains.
 """
 
 from __future__ import annotations
@@ -113,6 +113,8 @@ async def test_everything_real_gateways_publish_validates_against_the_schema(
                     (Envelope(op=Op.INVENTORY), Status.INVENTORY),
                     (Envelope(op=Op.RESYNC), Status.RESYNCED),
                     (Envelope(op=Op.KICK, robot_id="robot-1", message="bye"), Status.KICKED),
+                    (Envelope(op=Op.DRAIN, message='{"batch": 10}'), Status.DRAINING),
+                    (Envelope(op=Op.UNDRAIN), Status.UNDRAINED),
                 ]:
                     reply = await request(client, keys, "gw-b", envelope, 5)
                     assert reply is not None and reply.status is status, envelope
