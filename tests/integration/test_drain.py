@@ -48,8 +48,9 @@ async def test_drain_moves_every_reconnecting_robot_and_loses_no_message_to_othe
                 nonlocal sent
                 while not stop.is_set():
                     for i in range(10):
-                        result = await c.core.send(f"s-{i}", make_message("drain-run", sent))
-                        assert result.delivered, result
+                        # a reply may come late on a loaded machine; what the robots received
+                        # is checked below
+                        await c.core.send(f"s-{i}", make_message("drain-run", sent), timeout=30)
                     sent += 1
                     await asyncio.sleep(0.01)
 
@@ -81,6 +82,10 @@ async def test_drain_moves_every_reconnecting_robot_and_loses_no_message_to_othe
             stats = movers.stats()
             assert stats["reconnects"] == 30 and stats["reconnect_failures"] == 0
             # nothing for the other instances' robots was lost, in order, once
+            await wait_for(
+                lambda: all(len(r["received"]) >= sent for r in stayers.stats()["robots"].values()),
+                timeout=10,
+            )
             for robot in stayers.stats()["robots"].values():
                 assert robot["received"] == list(range(sent))
 
@@ -95,10 +100,17 @@ async def test_drain_moves_every_reconnecting_robot_and_loses_no_message_to_othe
             listing = await ainvoke(["list", "instances", "-o", "json"], backend.env)
             rows = {r["instance_id"]: r for r in json.loads(listing.out)}
             assert rows["gw-a"]["draining"] is True and rows["gw-b"]["draining"] is False
-            # the event log says what happened
-            history = await ainvoke(["history", "m-0", "-o", "json"], backend.env)
-            names = [e["event"] for e in json.loads(history.out)]
-            assert names[:2] == ["connected", "drained"] and names.count("connected") == 2
+            # the event log says what happened (events reach Redis in batches: wait for it)
+            names: list[str] = []
+
+            async def logged() -> bool:
+                nonlocal names
+                history = await ainvoke(["history", "m-0", "-o", "json"], backend.env)
+                names = [e["event"] for e in json.loads(history.out or "[]")]
+                return names.count("connected") == 2
+
+            await wait_for(logged, timeout=10, interval=0.2)
+            assert names[:3] == ["connected", "drained", "disconnected"], names
 
             # undrain reopens it
             res = await ainvoke(["undrain", "gw-a"], backend.env)
