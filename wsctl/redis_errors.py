@@ -41,7 +41,15 @@ _NOT_TLS = (
     "HTTP_REQUEST",
 )
 # What a plain client sees when a TLS server drops its non-TLS bytes.
-_CLOSED = ("CONNECTION CLOSED BY SERVER", "CONNECTION RESET", "BROKEN PIPE", "EOF")
+_CLOSED = (
+    "CONNECTION CLOSED BY SERVER",
+    "CONNECTION RESET",
+    "CONNECTION LOST",
+    "BROKEN PIPE",
+    "EOF",
+    "WRITING TO SOCKET",
+    "WHILE READING",
+)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
