@@ -208,3 +208,13 @@ async def test_robot_heartbeat_flags_are_checked(single: Backend) -> None:
         [*base, "--robot-heartbeat", "hb", "--robot-heartbeat-every", "2"], env=single.env
     )
     assert res.code == 2 and "below the heartbeat phase's --duration (2s)" in res.err
+
+
+async def test_simulate_without_gateways_says_original_gateways_write_no_liveness_record(
+    single: Backend,
+) -> None:
+    with original_gateways(single, names=("orig-a",)):
+        res = await ainvoke(["simulate", "--robots", "5"], env=single.env)
+    assert res.code == 2
+    assert "do not speak wsctl's control protocol write none" in res.err
+    assert "pass --gateway ws://host:port for each" in res.err

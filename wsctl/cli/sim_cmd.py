@@ -224,7 +224,8 @@ async def _discover(store: Any, settings: Settings) -> list[str]:
     urls.sort()
     if not urls:
         raise UsageError(
-            "no alive gateways found in liveness records: pass --gateway ws://host:port"
+            "no alive gateways found in liveness records (gateways that do not speak wsctl's "
+            "control protocol write none): pass --gateway ws://host:port for each"
         )
     err(f"found {len(urls)} alive gateway(s): {', '.join(urls)}")
     return urls
