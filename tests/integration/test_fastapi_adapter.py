@@ -222,3 +222,48 @@ def test_importing_the_core_never_imports_starlette() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def _post(url: str, body: dict) -> tuple[int, dict]:  # type: ignore[type-arg]
+    import urllib.request
+
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return resp.status, json.loads(resp.read())
+
+
+async def test_app_send_and_callbacks_through_the_example_app(
+    single: Backend, tmp_path: Path
+) -> None:
+    """The example's own endpoints: ``fleet.send`` from a request handler delivers here or
+    across instances and returns the outcome; on_connect/on_disconnect keep its status."""
+    with fastapi_gateways(single, tmp_path) as (fa, fb):
+        async with open_test_store(single) as store:
+            await wait_for(lambda: _all_listening(store, ["fa-a", "fa-b"]), timeout=10)
+            robot = await connect(f"{fb.ws_url}/ws/app-1")
+            await wait_for(lambda: store.get("app-1"))
+            assert json.loads(fb.get("/robots/app-1/status")[1])["status"] == 1
+            await robot.send('{"type": "hello"}')  # on_message; the session goes on
+            status, result = await asyncio.to_thread(
+                _post, fa.http_url + "/robots/app-1/messages", {"cmd": "move"}
+            )
+            assert status == 200 and result["status"] == "delivered"
+            assert result["route"] == ["fa-a", "fa-b"]
+            assert json.loads(await asyncio.wait_for(robot.recv(), 5)) == {"cmd": "move"}
+            status, result = await asyncio.to_thread(
+                _post, fb.http_url + "/robots/app-1/messages", {"cmd": "stop"}
+            )
+            assert result["status"] == "delivered" and result["route"] == ["fa-b"]
+            status, result = await asyncio.to_thread(
+                _post, fa.http_url + "/robots/nobody/messages", {"cmd": "x"}
+            )
+            assert result["status"] == "not_connected"
+            await robot.close()
+            await wait_for(lambda: _absent(store, "app-1"))
+            await wait_for(lambda: json.loads(fb.get("/robots/app-1/status")[1])["status"] == 0)
+
+
+async def _absent(store, robot_id: str) -> bool:  # type: ignore[no-untyped-def]
+    return await store.get(robot_id) is None
