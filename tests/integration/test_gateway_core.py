@@ -238,6 +238,8 @@ async def test_touch_in_flight_when_the_session_closes_does_not_recreate_its_ent
         finally:
             gate.restore(core)
         assert await _entry_conn(store, "flight") is None
+        assert core.metrics.closed_entries_recreated == 1
+        assert core.metrics.cleanup_retries == 0  # nothing failed: not a retry
 
 
 async def test_session_closed_between_heartbeat_chunks_is_skipped(

@@ -187,6 +187,8 @@ class FleetCore:
         self._failing: set[str] = set()
         # closed sessions whose entry still has to go: conn -> give-up time (monotonic)
         self._cleanup: dict[LocalConn, float] = {}
+        # ...of which these are there because a delete failed (counted as retries)
+        self._failed_deletes: set[LocalConn] = set()
         self._cleanup_wake = asyncio.Event()
         self._cleanup_task: asyncio.Task[None] | None = None
         self.events = EventSink(
@@ -408,7 +410,7 @@ class FleetCore:
             await self.store.delete_if(conn.robot_id, {F_CONN_ID: conn.conn_id})
         except Exception as exc:
             self._redis_failed("disconnect", exc)
-            self._queue_cleanup(conn)
+            self._queue_cleanup(conn, failed=True)
 
     def _drop(self, conn: LocalConn) -> bool:
         """Mark ``conn`` closed and forget it locally (no I/O). True if it was current."""
@@ -416,7 +418,11 @@ class FleetCore:
         return self.local.remove(conn)
 
     # ------------------------------------------------------------------ clean-up retries
-    def _queue_cleanup(self, conn: LocalConn) -> None:
+    def _queue_cleanup(self, conn: LocalConn, failed: bool = False) -> None:
+        """Queue a fenced delete of a closed session's entry: after a failed delete
+        (``failed``), or for an entry a heartbeat in flight re-created."""
+        if failed:
+            self._failed_deletes.add(conn)
         if conn not in self._cleanup:
             self._cleanup[conn] = time.monotonic() + self.config.cleanup_retry_for
         self._cleanup_wake.set()
@@ -441,6 +447,7 @@ class FleetCore:
         for conn, give_up in list(self._cleanup.items()):
             if now > give_up:
                 del self._cleanup[conn]
+                self._failed_deletes.discard(conn)
                 self.metrics.cleanup_abandoned += 1
                 log.error(
                     "gave up removing the entry of closed session %s of %s; a reaper will find it",
@@ -450,17 +457,19 @@ class FleetCore:
         batch = list(self._cleanup)[:CLEANUP_BATCH]
         if not batch:
             return True
-        self.metrics.cleanup_retries += len(batch)
+        self.metrics.cleanup_retries += sum(1 for c in batch if c in self._failed_deletes)
         try:
             results = await self.store.delete_many_if(
                 [(c.robot_id, {F_CONN_ID: c.conn_id}, "hash") for c in batch]
             )
         except Exception as exc:
             self._redis_failed("disconnect retry", exc)
+            self._failed_deletes.update(batch)  # a re-created entry whose delete failed
             return False
         # 1 deleted, 0 no longer this session's, -1 gone: done either way
         for conn, _ in zip(batch, results, strict=True):
             self._cleanup.pop(conn, None)
+            self._failed_deletes.discard(conn)
         self._redis_recovered("disconnect retry")
         self._redis_recovered("disconnect")
         return True
