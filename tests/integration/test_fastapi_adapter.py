@@ -99,6 +99,7 @@ async def test_kick_across_fastapi_and_wsctl_instances(backend: Backend, tmp_pat
             )
             res = await ainvoke(["kick", "k-ghost"], env=backend.env)
             assert res.code == 1 and "ghost" in res.out
+            assert "  fix: wsctl registry rm k-ghost --if-instance fa-a" in res.out
             res = await ainvoke(["ping", "gone", "--timeout", "1"], env=backend.env)
             assert res.code == 5 and "gone" in res.out
             res = await ainvoke(["kick", "k-gw", "--reason", "a\x1bb"], env=backend.env)

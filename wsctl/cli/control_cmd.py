@@ -16,6 +16,7 @@ from wsctl.cli.common import (
     run,
     state,
 )
+from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
 from wsctl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -26,18 +27,19 @@ TimeoutOpt = Annotated[
 ]
 
 
-def _printable(text: str) -> str:
-    """Control characters (from a reply, an instance id) escaped for the terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def _emit(outcome: Any, output: str) -> None:
     if output == "json":
         import json
 
         sys.stdout.write(json.dumps(outcome.as_dict(), ensure_ascii=False) + "\n")
     else:
-        sys.stdout.write(_printable(outcome.summary()) + "\n")
+        from wsctl.cli.output import printable
+
+        # instance names and reasons come from the registry and from gateways: untrusted
+        sys.stdout.write(printable(outcome.summary()) + "\n")
+        fix = getattr(outcome, "fix", None)
+        if fix:
+            sys.stdout.write(f"  fix: {fix}\n")
     sys.stdout.flush()
     if outcome.exit_code:
         raise typer.Exit(outcome.exit_code)
@@ -45,7 +47,9 @@ def _emit(outcome: Any, output: str) -> None:
 
 def kick(
     ctx: typer.Context,
-    robot_id: Annotated[str, typer.Argument(help="Robot id (exact).")],
+    robot_id: Annotated[
+        str, typer.Argument(help="Robot id (exact).", autocompletion=complete_robot_ids)
+    ],
     reason: Annotated[
         str, typer.Option("--reason", help="Close reason sent to the robot (max 120 bytes).")
     ] = "kicked by operator",
@@ -89,7 +93,9 @@ async def _kick(settings: Settings, robot_id: str, reason: str, timeout: float) 
 
 def ping(
     ctx: typer.Context,
-    instance_id: Annotated[str, typer.Argument(help="Instance id.")],
+    instance_id: Annotated[
+        str, typer.Argument(help="Instance id.", autocompletion=complete_instance_ids)
+    ],
     timeout: TimeoutOpt = 5.0,
     output: ReportOutput = "table",
 ) -> None:

@@ -21,6 +21,7 @@ from wsctl.protocol import CloseCode, Envelope, Op, Status
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID
+from wsctl.shell import command
 
 __all__ = [
     "DEFAULT_KICK_REASON",
@@ -63,6 +64,7 @@ class KickOutcome:
     reason: str | None = None
     close_code: int | None = None
     elapsed_ms: float = 0.0
+    fix: str | None = None  # a command to run next (shell-quoted)
 
     @property
     def exit_code(self) -> int:
@@ -76,6 +78,7 @@ class KickOutcome:
             "conn_id": self.conn_id,
             "close_code": self.close_code,
             "reason": self.reason,
+            "fix": self.fix,
             "elapsed_ms": round(self.elapsed_ms, 3),
         }
 
@@ -127,11 +130,14 @@ async def kick_robot(
             KickStatus.KICKED, robot_id, owner, conn_id, None, int(CloseCode.KICKED), elapsed
         )
     if reply.status is Status.NOT_CONNECTED:
-        hint = (
-            f"{owner} holds no such session; the entry is a ghost: "
-            f"wsctl registry rm {robot_id} (or wsctl reap)"
+        return KickOutcome(
+            KickStatus.NOT_CONNECTED,
+            robot_id,
+            owner,
+            conn_id,
+            f"{owner} holds no such session: the entry is a ghost",
+            fix=command("wsctl", "registry", "rm", robot_id, "--if-instance", owner),
         )
-        return KickOutcome(KickStatus.NOT_CONNECTED, robot_id, owner, conn_id, hint)
     return KickOutcome(KickStatus.ERROR, robot_id, owner, conn_id, reply.reason or "error")
 
 
