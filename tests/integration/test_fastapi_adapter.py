@@ -180,13 +180,13 @@ async def test_sigterm_of_a_fastapi_instance_removes_its_own_entries_only(
             moved = await connect(f"{fb.ws_url}/ws/t-moved")
             with pytest.raises(ConnectionClosed):
                 await asyncio.wait_for(moved_old.recv(), 5)
-            await wait_for(lambda: _owned(store, "fa-a", 5))
-            await wait_for(lambda: _owned(store, "fa-b", 6))
+            await wait_for(lambda: _owned(store, "fa-a", 5), timeout=15)
+            await wait_for(lambda: _owned(store, "fa-b", 6), timeout=15)
             fa.proc.send_signal(signal.SIGTERM)
-            await asyncio.to_thread(fa.proc.wait, 15)
+            await asyncio.to_thread(fa.proc.wait, 30)
             for ws in mine:
                 with pytest.raises(ConnectionClosed):
-                    await asyncio.wait_for(ws.recv(), 5)
+                    await asyncio.wait_for(ws.recv(), 10)
             assert await _owned(store, "fa-a", 0)
             assert await _owned(store, "fa-b", 6)
             assert await store.client.exists("ws_inst:fa-a") == 0

@@ -385,3 +385,24 @@ async def test_operator_kick_closes_with_4002_and_removes_the_entry(single: Back
         assert await _entry_conn(store, "k") is None and core.local.get("k") is None
         again = await _ask(core, store, Envelope(op=Op.KICK, robot_id="k", message="bye"))
         assert again.status is Status.NOT_CONNECTED
+
+
+async def test_a_disconnect_cancelled_mid_delete_still_removes_the_entry(single: Backend) -> None:
+    """A server shutting down may cancel the handler while its delete is in flight: the entry
+    is queued and removed all the same."""
+    async with running_core(single.env) as core, open_test_store(single) as store:
+        conn = await core.open_session("cancelled", FakeSocket())
+        gate = Gate(core)
+        try:
+            closer = asyncio.create_task(core.close_session(conn))
+            await gate.settle()
+            held = gate.pending.pop()  # the delete, not yet sent
+            closer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await closer
+            held.go.set()
+            assert core.cleanup_pending == 1
+            await gate.drive((0,), [], core)
+        finally:
+            gate.restore(core)
+        assert await _entry_conn(store, "cancelled") is None and core.cleanup_pending == 0

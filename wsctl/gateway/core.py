@@ -370,8 +370,14 @@ class FleetCore:
         )
         async with self._lock(conn.robot_id):
             if self.local.remove(conn):
-                async with self._session_slots:
-                    await self._remove_entry(conn)
+                try:
+                    async with self._session_slots:
+                        await self._remove_entry(conn)
+                except asyncio.CancelledError:
+                    # the transport cancelled its handler (a server shutting down): the entry
+                    # still has to go; the retry loop, or stop()'s last pass, removes it
+                    self._queue_cleanup(conn)
+                    raise
 
     def _supersede(self, conn: LocalConn) -> None:
         log.debug("closing superseded session %s of %s", conn.conn_id[:8], conn.robot_id)
