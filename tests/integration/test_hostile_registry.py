@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import Backend, invoke, open_test_store
 from tests.seedlike import seed_hash, seed_store_connection
+from wsctl.registry.store import DeleteOutcome
 
 HOSTILE = {
     "huge-ts": {"instance_id": "gw-a", "last_heartbeat": "99999999999999999999"},
@@ -154,7 +155,7 @@ async def test_a_changed_value_of_a_non_hash_key_is_not_deleted(
         (entry,) = [e async for e in store.iter_entries()]
         await store.attach_dumps([entry])
         await store.client.set("ws_conn:junk-1", "v2")
-        assert await store.delete_observed([entry]) == [0]
+        assert await store.delete_observed([entry]) == [DeleteOutcome.CHANGED]
         report = await reap(store, ReapOptions(include_malformed=True, backup=tmp_path / "b.jsonl"))
         assert report.reaped == 1
 

@@ -6,6 +6,7 @@ from tests.conftest import Backend, open_test_store
 from tests.seedlike import seed_hash, seed_store_connection
 from wsctl.registry.keys import escape_glob
 from wsctl.registry.model import Registration, State, assess, utcnow
+from wsctl.registry.store import DeleteOutcome, TouchOutcome
 
 
 async def test_iter_entries_reads_every_seed_entry_across_batches(backend: Backend) -> None:
@@ -46,12 +47,12 @@ async def test_compare_and_delete_keeps_an_entry_that_changed(backend: Backend) 
         assert judged is not None
         # a heartbeat lands between the read and the delete
         await store.client.hset("ws_conn:r1", "last_heartbeat", utcnow().isoformat())
-        assert await store.delete_observed([judged]) == [0]
+        assert await store.delete_observed([judged]) == [DeleteOutcome.CHANGED]
         assert await store.client.exists("ws_conn:r1") == 1
         fresh = await store.get("r1")
         assert fresh is not None
-        assert await store.delete_observed([fresh]) == [1]
-        assert await store.delete_observed([fresh]) == [-1]
+        assert await store.delete_observed([fresh]) == [DeleteOutcome.DELETED]
+        assert await store.delete_observed([fresh]) == [DeleteOutcome.GONE]
 
 
 async def test_observed_delete_keeps_an_entry_whose_type_changed(backend: Backend) -> None:
@@ -61,10 +62,10 @@ async def test_observed_delete_keeps_an_entry_whose_type_changed(backend: Backen
         assert observed is not None
         await store.client.delete("ws_conn:r1")
         await store.client.set("ws_conn:r1", "now a string")
-        assert await store.delete_observed([observed]) == [0]
+        assert await store.delete_observed([observed]) == [DeleteOutcome.CHANGED]
         odd = await store.get("r1")
         assert odd is not None and odd.key_type == "string"
-        assert await store.delete_observed([odd]) == [1]
+        assert await store.delete_observed([odd]) == [DeleteOutcome.DELETED]
 
 
 async def test_observed_delete_requires_a_seed_entry_to_still_lack_conn_id(
@@ -75,14 +76,14 @@ async def test_observed_delete_requires_a_seed_entry_to_still_lack_conn_id(
         observed = await store.get("r1")
         assert observed is not None
         await store.client.hset("ws_conn:r1", "conn_id", "new-session")
-        assert await store.delete_observed([observed]) == [0]
+        assert await store.delete_observed([observed]) == [DeleteOutcome.CHANGED]
 
 
 async def test_compare_and_delete_on_absent_field_expectation(backend: Backend) -> None:
     async with open_test_store(backend) as store:
         await seed_store_connection(store.client, "r1", "i")
-        assert await store.delete_if("r1", {"conn_id": "c1"}) == 0
-        assert await store.delete_if("r1", {"conn_id": None}) == 1
+        assert await store.delete_if("r1", {"conn_id": "c1"}) is DeleteOutcome.CHANGED
+        assert await store.delete_if("r1", {"conn_id": None}) is DeleteOutcome.DELETED
 
 
 async def test_delete_many_if_spans_slots_on_cluster(backend: Backend) -> None:
@@ -92,7 +93,7 @@ async def test_delete_many_if_spans_slots_on_cluster(backend: Backend) -> None:
             await seed_store_connection(store.client, rid, "i")
         entries = [await store.get(r) for r in ids]
         results = await store.delete_observed([e for e in entries if e])
-        assert results == [1] * 40
+        assert results == [DeleteOutcome.DELETED] * 40
         assert [e async for e in store.iter_entries()] == []
 
 
@@ -101,7 +102,7 @@ async def test_scripts_recover_from_script_flush(backend: Backend) -> None:
     async with open_test_store(backend) as store:
         await seed_store_connection(store.client, "r1", "i")
         await store.client.script_flush()
-        assert await store.delete_if("r1", {"conn_id": None}) == 1
+        assert await store.delete_if("r1", {"conn_id": None}) is DeleteOutcome.DELETED
 
 
 async def test_write_absent_skips_existing_and_replace_drops_extra_fields(backend: Backend) -> None:
@@ -134,14 +135,14 @@ async def test_touch_refreshes_own_session_reregisters_missing_and_yields_to_new
         reg = Registration("r1", "gw", "c1", utcnow()).to_hash()
         await store.register("r1", reg)
         stamp = "2030-01-01T00:00:00+00:00"
-        assert await store.touch_many([("r1", "c1", stamp, reg)]) == [1]
+        assert await store.touch_many([("r1", "c1", stamp, reg)]) == [TouchOutcome.REFRESHED]
         assert await store.client.hget("ws_conn:r1", "last_heartbeat") == stamp
         await store.client.delete("ws_conn:r1")
-        assert await store.touch_many([("r1", "c1", stamp, reg)]) == [2]
+        assert await store.touch_many([("r1", "c1", stamp, reg)]) == [TouchOutcome.REREGISTERED]
         entry = await store.get("r1")
         assert entry is not None and entry.conn_id == "c1"
         await store.register("r1", Registration("r1", "gw2", "c9", utcnow()).to_hash())
-        assert await store.touch_many([("r1", "c1", stamp, reg)]) == [0]
+        assert await store.touch_many([("r1", "c1", stamp, reg)]) == [TouchOutcome.SUPERSEDED]
 
 
 async def test_seed_entries_are_assessed_with_local_naive_time(backend: Backend) -> None:

@@ -7,7 +7,7 @@ import fakeredis
 import pytest
 
 from wsctl.registry.model import Registration, utcnow
-from wsctl.registry.store import RegistryStore
+from wsctl.registry.store import DeleteOutcome, RegistryStore, TouchOutcome
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ async def test_register_then_fenced_delete(store: RegistryStore) -> None:
     await store.register("r1", Registration("r1", "gw", "c1", utcnow()).to_hash())
     entry = await store.get("r1")
     assert entry is not None and entry.conn_id == "c1"
-    assert await store.delete_observed([entry]) == [1]
+    assert await store.delete_observed([entry]) == [DeleteOutcome.DELETED]
     assert await store.get("r1") is None
 
 
@@ -28,7 +28,7 @@ async def test_fenced_delete_keeps_a_changed_heartbeat(store: RegistryStore) -> 
     entry = await store.get("r1")
     assert entry is not None
     await store.client.hset("ws_conn:r1", "last_heartbeat", "later")
-    assert await store.delete_observed([entry]) == [0]
+    assert await store.delete_observed([entry]) == [DeleteOutcome.CHANGED]
 
 
 async def test_batches_cover_every_key_and_report_wrong_types(store: RegistryStore) -> None:
@@ -45,9 +45,9 @@ async def test_batches_cover_every_key_and_report_wrong_types(store: RegistrySto
 
 async def test_touch_reports_superseded_and_reregisters_missing(store: RegistryStore) -> None:
     reg = Registration("r1", "gw", "c1", utcnow()).to_hash()
-    assert await store.touch_many([("r1", "c1", "t", reg)]) == [2]
-    assert await store.touch_many([("r1", "c1", "t2", reg)]) == [1]
-    assert await store.touch_many([("r1", "other", "t3", reg)]) == [0]
+    assert await store.touch_many([("r1", "c1", "t", reg)]) == [TouchOutcome.REREGISTERED]
+    assert await store.touch_many([("r1", "c1", "t2", reg)]) == [TouchOutcome.REFRESHED]
+    assert await store.touch_many([("r1", "other", "t3", reg)]) == [TouchOutcome.SUPERSEDED]
 
 
 async def test_write_many_absent_and_replace(store: RegistryStore) -> None:
@@ -62,9 +62,11 @@ async def test_write_many_absent_and_replace(store: RegistryStore) -> None:
 
 async def test_compare_and_delete_with_absent_expectation(store: RegistryStore) -> None:
     await store.client.hset("ws_conn:r1", mapping={"instance_id": "i"})
-    assert await store.delete_if("r1", {"conn_id": "c"}) == 0
-    assert await store.delete_if("r1", {"conn_id": None, "instance_id": "i"}) == 1
-    assert await store.delete_if("r1", {"conn_id": None}) == -1
+    assert await store.delete_if("r1", {"conn_id": "c"}) is DeleteOutcome.CHANGED
+    assert (
+        await store.delete_if("r1", {"conn_id": None, "instance_id": "i"}) is DeleteOutcome.DELETED
+    )
+    assert await store.delete_if("r1", {"conn_id": None}) is DeleteOutcome.GONE
 
 
 async def test_stopping_early_leaves_no_read_ahead_task_behind(store: RegistryStore) -> None:

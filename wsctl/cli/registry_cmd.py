@@ -209,7 +209,13 @@ async def _rm(
 ) -> tuple[list[dict[str, Any]], Path | None]:
     from wsctl.ops.backup import BackupWriter, default_backup_path
     from wsctl.registry.model import utcnow
+    from wsctl.registry.store import DeleteOutcome
 
+    rm_results = {
+        DeleteOutcome.DELETED: "removed",
+        DeleteOutcome.CHANGED: "changed",
+        DeleteOutcome.GONE: "not found",
+    }
     now = utcnow()
     path = None if (no_backup or dry_run) else (backup or default_backup_path("rm", now))
     rows: list[dict[str, Any]] = []
@@ -236,8 +242,12 @@ async def _rm(
                 # the conditions were checked on this observation; the fenced delete makes sure
                 # it is still exactly this observation (instance, session, heartbeat) that goes
                 (outcome,) = await store.delete_observed([entry])
-                result = {1: "removed", 0: "changed", -1: "not found"}[outcome]
-                detail = "changed since read; kept (try again)" if outcome == 0 else None
+                result = rm_results[outcome]
+                detail = (
+                    "changed since read; kept (try again)"
+                    if outcome is DeleteOutcome.CHANGED
+                    else None
+                )
                 rows.append({"robot_id": robot_id, "result": result, "detail": detail})
     return rows, path if path is not None and path.exists() else None
 

@@ -23,7 +23,7 @@ from wsctl.protocol import ROBOT_PING, ROBOT_PING_UNSUPPORTED, Envelope, Op, Rep
 from wsctl.redis_topology import cluster_facts, keys_per_node
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONNECTED_AT, Entry, State, assess, utcnow
-from wsctl.registry.store import FENCE_FIELDS, RegistryStore
+from wsctl.registry.store import FENCE_FIELDS, DeleteOutcome, RegistryStore
 from wsctl.shell import command
 
 # An entry younger than this when the inventory was asked may not be in it yet (and the
@@ -64,7 +64,13 @@ class Kind(StrEnum):
 
 
 SAFE_FIXES = frozenset({Kind.GHOST, Kind.ORPHAN})
-GHOST_OUTCOMES = {1: "removed", 0: "changed since; kept", -1: "already gone", 2: "would remove"}
+# How ``doctor --fix`` reports each delete outcome of a ghost
+GHOST_OUTCOMES = {
+    DeleteOutcome.DELETED: "removed",
+    DeleteOutcome.CHANGED: "changed since; kept",
+    DeleteOutcome.GONE: "already gone",
+    DeleteOutcome.WOULD_DELETE: "would remove",
+}
 
 
 @dataclass(frozen=True)
@@ -485,15 +491,15 @@ async def fix(store: RegistryStore, report: DoctorReport, dry_run: bool) -> list
         if f.kind is Kind.GHOST and f.robot_id in report.facts.entries
     ]
     if ghosts:
-        results = [2] * len(ghosts) if dry_run else await store.delete_observed(ghosts)
+        results = (
+            [DeleteOutcome.WOULD_DELETE] * len(ghosts)
+            if dry_run
+            else await store.delete_observed(ghosts)
+        )
         for entry, result in zip(ghosts, results, strict=True):
-            outcome = {
-                1: "removed",
-                0: "changed since; kept",
-                -1: "already gone",
-                2: "would remove",
-            }
-            done.append({"kind": "ghost", "robot_id": entry.robot_id, "result": outcome[result]})
+            done.append(
+                {"kind": "ghost", "robot_id": entry.robot_id, "result": GHOST_OUTCOMES[result]}
+            )
     owners = sorted(
         {f.instance_id for f in report.findings if f.kind is Kind.ORPHAN and f.instance_id}
     )

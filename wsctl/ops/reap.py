@@ -26,7 +26,7 @@ from wsctl.instances import get_record, liveness
 from wsctl.ops.backup import BackupWriter
 from wsctl.ops.control import is_listening
 from wsctl.registry.model import Entry, State, assess, utcnow
-from wsctl.registry.store import RegistryStore
+from wsctl.registry.store import DeleteOutcome, RegistryStore
 
 MAX_ITEMS_REPORTED = 1000
 
@@ -137,19 +137,25 @@ def _choose(
     return chosen
 
 
-_RESULTS = {1: "reaped", 0: "skipped_refreshed", -1: "already_gone", 2: "would_reap"}
+# How reap's report names each delete outcome (the ``result`` of its items)
+_RESULTS = {
+    DeleteOutcome.DELETED: "reaped",
+    DeleteOutcome.CHANGED: "skipped_refreshed",
+    DeleteOutcome.GONE: "already_gone",
+    DeleteOutcome.WOULD_DELETE: "would_reap",
+}
 
 
 def _tally(
-    report: ReapReport, chosen: list[tuple[Entry, Reason, str]], outcomes: list[int]
+    report: ReapReport, chosen: list[tuple[Entry, Reason, str]], outcomes: list[DeleteOutcome]
 ) -> None:
-    """Account for one batch's compare-and-delete outcomes (2 = dry run, would be reaped)."""
+    """Account for one batch's compare-and-delete outcomes (``WOULD_DELETE`` in a dry run)."""
     for (entry, reason, detail), outcome in zip(chosen, outcomes, strict=True):
-        if outcome in (1, 2):
-            report.reaped += outcome == 1
+        if outcome in (DeleteOutcome.DELETED, DeleteOutcome.WOULD_DELETE):
+            report.reaped += outcome is DeleteOutcome.DELETED
             report.by_instance[entry.instance_id or "-"] += 1
             report.by_reason[reason.value] += 1
-        elif outcome == 0:
+        elif outcome is DeleteOutcome.CHANGED:
             report.skipped_refreshed += 1
         else:
             report.already_gone += 1
@@ -189,7 +195,9 @@ async def reap(
     backup = None if options.dry_run else options.backup
     # the deletes of one batch run while the next batch is scanned and read; the backup of a
     # batch is on disk before its deletes start, and outcomes are tallied in batch order
-    in_flight: tuple[list[tuple[Entry, Reason, str]], asyncio.Task[list[int]]] | None = None
+    in_flight: tuple[list[tuple[Entry, Reason, str]], asyncio.Task[list[DeleteOutcome]]] | None = (
+        None
+    )
     with BackupWriter(backup) as writer:
         try:
             async for batch in store.iter_batches():
@@ -208,7 +216,7 @@ async def reap(
                         asyncio.create_task(store.delete_observed([e for e, _, _ in chosen])),
                     )
                 else:
-                    _tally(report, chosen, [2] * len(chosen))  # dry run: would be reaped
+                    _tally(report, chosen, [DeleteOutcome.WOULD_DELETE] * len(chosen))
                 if progress is not None:
                     progress(report.examined)
                 if options.limit is not None and report.candidates >= options.limit:

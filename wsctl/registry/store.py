@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
+from enum import IntEnum
 from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
@@ -34,6 +35,26 @@ from wsctl.registry.model import (
 )
 
 
+class DeleteOutcome(IntEnum):
+    """What a compare-and-delete did to one key: the delete scripts' replies, one name each.
+
+    ``WOULD_DELETE`` is never returned by Redis: dry runs report it for what they would delete.
+    """
+
+    CHANGED = 0  # the key is not what the caller judged (heartbeat, session, type): kept
+    DELETED = 1
+    GONE = -1  # no such key any more
+    WOULD_DELETE = 2
+
+
+class TouchOutcome(IntEnum):
+    """What a heartbeat (the TOUCH script) did to one local session's entry."""
+
+    SUPERSEDED = 0  # another session owns the robot now
+    REFRESHED = 1
+    REREGISTERED = 2  # the key was gone: written again from the session's registration
+
+
 @dataclass(frozen=True)
 class LuaScript:
     """A script body with its SHA1, run per key (one KEYS element: cluster-safe)."""
@@ -47,7 +68,7 @@ class LuaScript:
 
 # Delete KEYS[1] only if it still has type ARGV[1] and every (field, expectation) pair in the
 # rest of ARGV holds. An expectation is "=value" (field equals value) or "!" (field absent).
-# Returns 1 deleted, 0 changed (kept), -1 already gone.
+# Returns a DeleteOutcome: 1 deleted, 0 changed (kept), -1 already gone.
 COMPARE_AND_DELETE = LuaScript(
     """
 local t = redis.call('TYPE', KEYS[1]).ok
@@ -73,7 +94,7 @@ FENCE_FIELDS = (F_INSTANCE_ID, F_CONN_ID, F_LAST_HEARTBEAT)
 # Delete KEYS[1] only if it is still what was observed: same type ARGV[1] and, for a hash, each
 # FENCE_FIELDS value as in ARGV[2..] ("=value", or "!" for absent). The field names are baked
 # in from FENCE_FIELDS so the hot path (reap) sends 4 arguments per key, not 8.
-# Returns 1 deleted, 0 changed (kept), -1 already gone.
+# Returns a DeleteOutcome: 1 deleted, 0 changed (kept), -1 already gone.
 FENCED_DELETE = LuaScript(
     """
 local t = redis.call('TYPE', KEYS[1]).ok
@@ -130,7 +151,8 @@ return prev
 # Heartbeat of one local session. ARGV[1] conn_id field, ARGV[2] our conn_id, ARGV[3] the
 # last_heartbeat field, ARGV[4] its new value, ARGV[5..] the full registration (re-register
 # when the key is gone, e.g. after a Redis restart or a reaper's mistake).
-# Returns 1 refreshed, 2 re-registered, 0 superseded (another session owns the robot now).
+# Returns a TouchOutcome: 1 refreshed, 2 re-registered, 0 superseded (another session owns
+# the robot now).
 TOUCH = LuaScript(
     """
 local t = redis.call('TYPE', KEYS[1]).ok
@@ -361,25 +383,26 @@ class RegistryStore:
 
     async def delete_if(
         self, robot_id: str, conditions: Mapping[str, str | None], key_type: str = "hash"
-    ) -> int:
-        """Compare-and-delete one entry: 1 deleted, 0 changed since (kept), -1 already gone."""
+    ) -> DeleteOutcome:
+        """Compare-and-delete one entry: deleted, changed since (kept) or already gone."""
         result = await self.delete_many_if([(robot_id, conditions, key_type)])
         return result[0]
 
     async def delete_many_if(
         self, items: Iterable[tuple[str, Mapping[str, str | None], str]]
-    ) -> list[int]:
+    ) -> list[DeleteOutcome]:
         """Compare-and-delete many entries in one pipeline (one script call per key)."""
         calls: list[tuple[Sequence[str], Sequence[str]]] = [
             ([self.keys.conn_key(robot_id)], [key_type, *expectations(conditions)])
             for robot_id, conditions, key_type in items
         ]
-        return [int(_ok(r)) for r in await run_script_batch(self.client, COMPARE_AND_DELETE, calls)]
+        results = await run_script_batch(self.client, COMPARE_AND_DELETE, calls)
+        return [DeleteOutcome(_ok(r)) for r in results]
 
-    async def delete_observed(self, entries: Sequence[Entry]) -> list[int]:
+    async def delete_observed(self, entries: Sequence[Entry]) -> list[DeleteOutcome]:
         """Delete entries only if each is still exactly as observed (type and fencing fields).
 
-        One FENCED_DELETE call per key in one pipeline: 1 deleted, 0 changed, -1 gone.
+        One FENCED_DELETE call per key in one pipeline; an outcome per entry, in order.
         """
         calls: list[tuple[Sequence[str], Sequence[str]]] = []
         for entry in entries:
@@ -391,14 +414,15 @@ class RegistryStore:
             elif entry.dump is not None:  # only if still the value that was backed up
                 args.append(entry.dump)
             calls.append(([self.keys.conn_key(entry.robot_id)], args))
-        return [int(_ok(r)) for r in await run_script_batch(self.client, FENCED_DELETE, calls)]
+        results = await run_script_batch(self.client, FENCED_DELETE, calls)
+        return [DeleteOutcome(_ok(r)) for r in results]
 
     async def touch_many(
         self, sessions: Iterable[tuple[str, str, str, Mapping[str, str]]]
-    ) -> list[int]:
+    ) -> list[TouchOutcome]:
         """Heartbeat many local sessions ``(robot_id, conn_id, stamp, registration)``.
 
-        Returns per session 1 refreshed, 2 re-registered, 0 superseded by another session.
+        Returns per session whether it was refreshed, re-registered or superseded.
         """
         calls: list[tuple[Sequence[str], Sequence[str]]] = []
         for robot_id, conn_id, stamp, registration in sessions:
@@ -406,7 +430,7 @@ class RegistryStore:
             for name, value in registration.items():
                 flat.extend((name, value if name != F_LAST_HEARTBEAT else stamp))
             calls.append(([self.keys.conn_key(robot_id)], flat))
-        return [int(_ok(r)) for r in await run_script_batch(self.client, TOUCH, calls)]
+        return [TouchOutcome(_ok(r)) for r in await run_script_batch(self.client, TOUCH, calls)]
 
 
 def _ok(result: Any) -> Any:

@@ -1,0 +1,84 @@
+"""The house rules that a reader checks by eye, checked by machine: library code (everything
+outside ``wsctl/cli/``) never talks to the terminal, and delete outcomes have one vocabulary."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import wsctl
+from wsctl.registry.store import DeleteOutcome
+
+ROOT = Path(wsctl.__file__).parent
+
+
+def _library_files() -> list[Path]:
+    return [p for p in sorted(ROOT.rglob("*.py")) if "cli" not in p.relative_to(ROOT).parts]
+
+
+def _trees() -> list[tuple[Path, ast.AST]]:
+    return [(p, ast.parse(p.read_text(encoding="utf-8"))) for p in sorted(ROOT.rglob("*.py"))]
+
+
+def test_library_code_never_imports_typer_or_rich() -> None:
+    offenders = []
+    for path in _library_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            offenders += [f"{path}: {n}" for n in names if n.split(".")[0] in ("typer", "rich")]
+    assert offenders == []
+
+
+def test_library_code_never_prints() -> None:
+    offenders = []
+    for path in _library_files():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("print", "input", "breakpoint")
+            ):
+                offenders.append(f"{path}:{node.lineno}")
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("stdout", "stderr")
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "sys"
+            ):
+                offenders.append(f"{path}:{node.lineno} sys.{node.attr}")
+    assert offenders == []
+
+
+def _int_value(node: ast.AST) -> int | None:
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        inner = _int_value(node.operand)
+        return None if inner is None else -inner
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    return None
+
+
+def test_no_table_of_delete_outcomes_keyed_by_bare_ints() -> None:
+    """A dict literal keyed by -1 and 0/1 is a private copy of DeleteOutcome's values."""
+    offenders = []
+    for path, tree in _trees():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Dict):
+                keys = {_int_value(k) for k in node.keys if k is not None}
+                if -1 in keys and keys & {0, 1}:
+                    offenders.append(f"{path}:{node.lineno}")
+            if isinstance(node, ast.Compare):
+                values = [_int_value(c) for c in node.comparators]
+                if -1 in values:
+                    offenders.append(f"{path}:{node.lineno} compared with -1")
+    assert offenders == []
+
+
+def test_the_store_reports_delete_outcomes_as_the_enum() -> None:
+    assert [o.value for o in DeleteOutcome] == [0, 1, -1, 2]
+    # IntEnum members are the scripts' replies, so Redis's integer maps to a member
+    assert DeleteOutcome(-1) is DeleteOutcome.GONE
