@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from wsctl.instances import InstanceRecord
-from wsctl.ops.doctor import Facts, Kind, Session, diagnose
+from wsctl.ops.doctor import Facts, Finding, Kind, Session, Severity, diagnose, healthy
 from wsctl.registry.model import entry_from_hash, format_ts, wrong_type_entry
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -144,6 +144,27 @@ def test_clock_skew_malformed_and_stale() -> None:
         inventories={"gw-a": [Session("future", "c", 0), Session("old", "c", 0)]},
     )
     assert kinds(diagnose(f, NOW, 90, "ws_conn:")) == ["clock_skew", "malformed", "stale"]
+
+
+def test_a_malformed_entry_whose_reason_says_future_is_not_clock_skew() -> None:
+    """Fixed bug: clock skew was recognised by the word "future" in the reason, so a robot_id
+    field naming a robot called ``future-1`` made a malformed entry read as clock skew."""
+    wrong_id = entry("r1", "gw-a")
+    wrong_id = entry_from_hash("r1", {**wrong_id.fields, "robot_id": "future-1"}, UTC)
+    f = facts(
+        entries={"r1": wrong_id},
+        records={"gw-a": record("gw-a")},
+        listening={"gw-a": True},
+        inventories={"gw-a": [Session("r1", "c", 0)]},
+    )
+    assert kinds(diagnose(f, NOW, 90, "ws_conn:")) == ["malformed"]
+
+
+def test_doctor_is_healthy_with_informational_findings_only() -> None:
+    info = Finding(Kind.NOT_CHECKED, Severity.INFO, "could not check", "")
+    warning = Finding(Kind.STALE, Severity.WARNING, "stale", "")
+    assert healthy([]) and healthy([info])
+    assert not healthy([info, warning])
 
 
 def test_prefix_collision_when_foreign_writers_share_the_prefix() -> None:

@@ -144,12 +144,14 @@ def test_future_heartbeat_beyond_skew_is_reported_as_clock_skew() -> None:
     entry = entry_from_hash("r1", seed_fields("2026-11-27T12:01:00"), UTC)
     verdict = assess(entry, NOW, 90)
     assert verdict.state is State.MALFORMED and "future" in verdict.reason
+    assert verdict.clock_skew
     assert assess(entry, NOW + timedelta(seconds=57), 90).state is State.ONLINE
 
 
 def test_robot_id_field_that_disagrees_with_key_is_malformed() -> None:
     entry = entry_from_hash("r2", seed_fields("2026-11-27T12:00:00"), UTC)
     assert "does not match key" in assess(entry, NOW, 90).reason
+    assert not assess(entry, NOW, 90).clock_skew
 
 
 def test_non_hash_key_is_malformed_with_its_type() -> None:

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from wsctl.instances import InstanceRecord, Liveness, iter_records, liveness
+from wsctl.instances import InstanceRecord, Liveness, get_record, iter_records, liveness
 from wsctl.ops.compat import Participation, classify, explain, how_to_join, writes_conn_id
 from wsctl.ops.control import Unreachable, gather_requests, is_listening, request
 from wsctl.protocol import ROBOT_PING, ROBOT_PING_UNSUPPORTED, Envelope, Op, Reply, Status
@@ -233,7 +234,7 @@ def diagnose(facts: Facts, now: datetime, timeout: float, prefix: str) -> list[F
     for entry in facts.entries.values():
         verdict = assess(entry, now, timeout)
         if verdict.state is State.MALFORMED:
-            kind = Kind.CLOCK_SKEW if "future" in verdict.reason else Kind.MALFORMED
+            kind = Kind.CLOCK_SKEW if verdict.clock_skew else Kind.MALFORMED
             out.append(
                 Finding(
                     kind,
@@ -352,6 +353,12 @@ def diagnose(facts: Facts, now: datetime, timeout: float, prefix: str) -> list[F
     return _cap(out)
 
 
+def healthy(findings: Iterable[Finding]) -> bool:
+    """Doctor's verdict: healthy unless a finding is a warning or an error (``info`` findings,
+    such as checks that could not be made, do not count)."""
+    return all(f.severity is Severity.INFO for f in findings)
+
+
 def _cap(findings: list[Finding]) -> list[Finding]:
     seen: Counter[Kind] = Counter()
     capped = []
@@ -414,7 +421,8 @@ class DoctorReport:
 
     @property
     def healthy(self) -> bool:
-        return not any(f.severity is not Severity.INFO for f in self.findings)
+        """True when no finding is worse than informational."""
+        return healthy(self.findings)
 
     def as_dict(self) -> dict[str, Any]:
         by_severity = Counter(f.severity.value for f in self.findings)
@@ -551,16 +559,12 @@ async def doctor_robot(store: RegistryStore, robot_id: str, timeout: float) -> d
             }
         )
         if verdict.state is State.MALFORMED:
-            kind = Kind.CLOCK_SKEW if "future" in verdict.reason else Kind.MALFORMED
+            kind = Kind.CLOCK_SKEW if verdict.clock_skew else Kind.MALFORMED
             add(kind, Severity.WARNING, verdict.reason, "wsctl registry set / rm to repair it")
         elif verdict.state is State.STALE:
             add(Kind.STALE, Severity.WARNING, verdict.reason, f"wsctl reap --timeout {timeout:g}")
     if owner:
-        record = None
-        async for rec in iter_records(store.client, store.keys, store.unreachable):
-            if rec.instance_id == owner:
-                record = rec
-        state = liveness(record, now, timeout)
+        state = liveness(await get_record(store.client, store.keys, owner), now, timeout)
         listening = await is_listening(store.client, store.keys, owner)
         result["owner_liveness"] = state.value
         result["owner_listening"] = listening
@@ -643,5 +647,5 @@ async def doctor_robot(store: RegistryStore, robot_id: str, timeout: float) -> d
                     command("wsctl", "send", robot_id, "...", "--trace"),
                 )
     result["findings"] = [f.as_dict() for f in findings]
-    result["healthy"] = not any(f.severity is not Severity.INFO for f in findings)
+    result["healthy"] = healthy(findings)
     return result

@@ -22,7 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from wsctl.instances import get_record, liveness
+from wsctl.instances import Liveness, get_record, liveness
 from wsctl.ops.backup import BackupWriter
 from wsctl.ops.control import is_listening
 from wsctl.registry.model import Entry, State, assess, utcnow
@@ -174,7 +174,7 @@ class DeadInstances:
         now = utcnow()
         for instance_id in instance_ids - set(self.known):
             record = await get_record(self.store.client, self.store.keys, instance_id)
-            alive = liveness(record, now, self.timeout).value == "alive"
+            alive = liveness(record, now, self.timeout) is Liveness.ALIVE
             if not alive:
                 alive = await is_listening(self.store.client, self.store.keys, instance_id)
             self.known[instance_id] = not alive

@@ -237,6 +237,8 @@ class Assessment:
     heartbeat_age: float | None
     connected_for: float | None
     reason: str = ""
+    # malformed because the heartbeat is in the future: the writer's clock (or --naive-tz) is off
+    clock_skew: bool = False
 
 
 def assess(
@@ -256,6 +258,7 @@ def assess(
             connected_for,
             f"last_heartbeat is {human_duration(-age)} in the future "
             "(clock skew or wrong naive_tz?)",
+            clock_skew=True,
         )
     if age > timeout:
         return Assessment(
