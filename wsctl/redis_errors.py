@@ -205,12 +205,14 @@ def tls_problem(target: Target, exc: BaseException, *, probe: bool = True) -> st
             return verdict
         if not (ambiguous or isinstance(exc, rx.TimeoutError)):
             return None
+        found = _tls_handshake_verdict(target)
+        if found is not None:
+            verdict = _tls_verdict(target, target.scrub(str(found)).upper(), [found])
+            if verdict is not None:
+                return verdict
         if any(_speaks_plain_redis(h, p) for h, p in _endpoints(target)):
             return _plain_behind_tls(where)
-        found = _tls_handshake_verdict(target)
-        if found is None:
-            return None
-        return _tls_verdict(target, target.scrub(str(found)).upper(), [found])
+        return None
     if probe and ambiguous and any(_speaks_tls(h, p) for h, p in _endpoints(target)):
         return (
             f"TLS: {where} expects TLS but wsctl spoke plain Redis: use a rediss:// URL, "

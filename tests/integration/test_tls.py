@@ -329,12 +329,16 @@ def test_tls_options_without_tls_are_an_error_not_a_silent_plain_connection(
 
 
 def _cluster_env(tls_cluster, pki, first_only: bool = True) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Settings for the mutual-TLS cluster: one start-up node (the rest come from the slot
+    map), the test CA, and the client certificate every node requires."""
     startup = tls_cluster.startup.split(",")[0] if first_only else tls_cluster.startup
     return {
         "REDIS_USE_CLUSTER": "true",
         "REDIS_NODES": startup,
         "WSCTL_REDIS_TLS": "true",
         "WSCTL_TLS_CA_CERT": str(pki.ca),
+        "WSCTL_TLS_CERT": str(pki.client_cert),
+        "WSCTL_TLS_KEY": str(pki.client_key),
     }
 
 
@@ -344,7 +348,13 @@ async def test_cluster_slot_map_and_moved_replies_name_tls_endpoints(tls_cluster
 
     proxy_ports = {p.port for p in tls_cluster.proxies}
     first = tls_cluster.proxies[0].port
-    client = Redis(port=first, ssl=True, ssl_ca_certs=str(tls_pki.ca))
+    client = Redis(
+        port=first,
+        ssl=True,
+        ssl_ca_certs=str(tls_pki.ca),
+        ssl_certfile=str(tls_pki.client_cert),
+        ssl_keyfile=str(tls_pki.client_key),
+    )
     try:
         slots = await client.execute_command("CLUSTER", "SLOTS")
         named = {int(node[1]) for entry in slots for node in entry[2:]}
@@ -471,3 +481,25 @@ def test_tls_settings_from_a_config_file_do_not_reach_the_plain_sandbox(
     write_sandbox_file(SandboxInfo(redis_url=tls.server.url, pid=os.getpid()))
     res = invoke(["list", "robots", "-o", "json"])
     assert res.code == 0 and json.loads(res.out) == [], res.err
+
+
+async def test_cluster_nodes_learnt_from_the_slot_map_get_the_client_certificate_too(
+    tls_cluster, tls_pki
+) -> None:  # type: ignore[no-untyped-def]
+    """Every node requires a client certificate: without one the first node already refuses;
+    with it, keys on every primary (two of them known only from the slot map) are reachable."""
+    env = _cluster_env(tls_cluster, tls_pki)
+    without = {k: v for k, v in env.items() if k not in ("WSCTL_TLS_CERT", "WSCTL_TLS_KEY")}
+    _one_line_exit_3(invoke(["list", "robots"], env=without), "requires a client certificate")
+    from bisect import bisect
+
+    from redis.crc import key_slot
+
+    robots = [f"m{n}" for n in range(30)]  # redis-cli gives the primaries 0-5460, -10922, -16383
+    assert {bisect([5461, 10923], key_slot(f"ws_conn:{r}".encode())) for r in robots} == {0, 1, 2}
+    async with open_test_store(Backend("cluster-mtls", env)) as store:
+        for robot in robots:  # writes land on every primary, over mutual TLS
+            await seed_store_connection(store.client, robot, "gw-m", age_s=1)
+    res = await ainvoke(["list", "robots", "-o", "json"], env=env)
+    assert res.code == 0, res.err
+    assert {r["robot_id"] for r in json.loads(res.out)} >= set(robots)
