@@ -179,3 +179,36 @@ async def test_a_redis_outage_drops_events_with_a_counter_and_never_blocks_robot
         finally:
             os.kill(server_pid, signal.SIGCONT)
         assert "wsctl_gateway_events_dropped_total" in gw.core.metrics_text()
+
+
+async def test_show_and_doctor_robot_end_with_the_robots_last_events(backend: Backend) -> None:
+    async with running_fleet(backend.env, names=("gw-a",)) as fleet:
+        gw = fleet["gw-a"]
+        for _ in range(3):
+            async with connect(f"{gw.ws_url}/ws/robot-7"):
+                await wait_for(lambda: gw.local.get("robot-7") is not None)
+            await wait_for(lambda: gw.local.get("robot-7") is None)
+        async with connect(f"{gw.ws_url}/ws/robot-7"):
+            await wait_for(lambda: gw.local.get("robot-7") is not None)
+
+            async def seven() -> bool:
+                return len(await _history(backend, "robot-7")) >= 7
+
+            await wait_for(seven, timeout=10, interval=0.2)
+            shown = await ainvoke(["show", "robot-7"], backend.env)
+            assert shown.code == 0, shown.err
+            tail = shown.out.split("last events")[1].splitlines()[1:]
+            assert len(tail) == 5 and "connected" in tail[-1] and "gw-a" in tail[-1]
+            as_json = json.loads(
+                (await ainvoke(["show", "robot-7", "-o", "json"], backend.env)).out
+            )
+            assert [e["event"] for e in as_json["last_events"]][-1] == "connected"
+            doctor = await ainvoke(["doctor", "robot-7"], backend.env)
+            assert doctor.out.rstrip().splitlines()[-1].startswith("  ")
+            assert "last events" in doctor.out
+            doc_json = json.loads(
+                (await ainvoke(["doctor", "robot-7", "-o", "json"], backend.env)).out
+            )
+            assert len(doc_json["last_events"]) == 5
+    gone = await ainvoke(["show", "robot-7"], backend.env)
+    assert gone.code == 1 and "last event:" in gone.err and "disconnected" in gone.err

@@ -51,7 +51,11 @@ def event_columns() -> list[Column]:
 
 def event_line(event: StoredEvent) -> str:
     """One event as one line (``--follow`` in table format)."""
-    row = event.as_row()
+    return row_line(event.as_row())
+
+
+def row_line(row: dict[str, Any]) -> str:
+    """One event row as one line, control characters escaped."""
     parts = [
         _shown(row["at"]),
         _shown(row["event"]).ljust(14),
@@ -60,9 +64,40 @@ def event_line(event: StoredEvent) -> str:
         _conn(row["conn_id"]),
         _detail(row["detail"]),
     ]
-    if event.problem:
-        parts.append(f"(malformed: {_shown(event.problem)})")
+    if row.get("problem"):
+        parts.append(f"(malformed: {_shown(row['problem'])})")
     return "  ".join(parts)
+
+
+RECENT = 5  # events that ``show ROBOT`` and ``doctor ROBOT`` end with
+
+
+async def recent_rows(client: Any, keys: Any, robot_id: str) -> tuple[list[dict[str, Any]], str]:
+    """The robot's last :data:`RECENT` events as rows, oldest first; a read that fails gives
+    no rows and the reason (the event log never fails ``show`` or ``doctor``)."""
+    import asyncio
+
+    from wsctl.ops.events import robot_history
+
+    try:
+        events = await robot_history(client, keys, robot_id, RECENT)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        return [], f"event log not read: {type(exc).__name__}"
+    return [e.as_row() for e in events], ""
+
+
+def write_recent(rows: list[dict[str, Any]], problem: str = "") -> None:
+    """The ``last events`` block that ends ``show`` and ``doctor ROBOT`` tables."""
+    if problem:
+        sys.stdout.write(f"last events: ({_shown(problem)})\n")
+    elif not rows:
+        sys.stdout.write("last events: none recorded\n")
+    else:
+        sys.stdout.write("last events (wsctl history ROBOT for all):\n")
+        for row in rows:
+            sys.stdout.write("  " + row_line(row) + "\n")
 
 
 def _note_malformed(events: list[StoredEvent]) -> None:

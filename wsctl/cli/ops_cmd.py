@@ -301,10 +301,15 @@ async def _doctor(settings: Settings, apply_fix: bool, dry_run: bool) -> dict[st
 
 
 async def _doctor_robot(settings: Settings, robot_id: str) -> dict[str, Any]:
+    from wsctl.cli.events_cmd import recent_rows
     from wsctl.ops.doctor import doctor_robot
 
     async with open_store(settings) as store:
-        return await doctor_robot(store, robot_id, settings.timeout)
+        result = await doctor_robot(store, robot_id, settings.timeout)
+        result["last_events"], problem = await recent_rows(store.client, store.keys, robot_id)
+        if problem:
+            result["last_events_error"] = problem
+        return result
 
 
 def _finding_columns() -> list[Column]:
@@ -387,11 +392,14 @@ def _show_robot(result: dict[str, Any], output: str) -> None:
     if output == "json":
         sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
         return
+    from wsctl.cli.events_cmd import write_recent
     from wsctl.cli.output import render, render_object
 
-    summary = {k: v for k, v in result.items() if k not in ("findings", "fields")}
+    hidden = ("findings", "fields", "last_events", "last_events_error")
+    summary = {k: v for k, v in result.items() if k not in hidden}
     render_object(summary, "table")
     if result["findings"]:
         render(result["findings"], _finding_columns(), "table", title="findings")
         print_fixes(result["findings"])
     sys.stdout.write(("healthy" if result["healthy"] else "problems found") + "\n")
+    write_recent(result.get("last_events", []), result.get("last_events_error", ""))

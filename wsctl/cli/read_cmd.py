@@ -418,10 +418,11 @@ def show(
     timeout: TimeoutOpt = None,
     output: OutputOpt = "table",
 ) -> None:
-    """Show one robot's entry: every field plus heartbeat age and whether it is stale.
+    """Show one robot's entry: every field plus heartbeat age and whether it is stale, ending
+    with the robot's last events (`wsctl history ROBOT` lists them all).
 
     The id is exact: `wsctl show 'robot*'` shows the robot literally named robot*.
-    Exits 1 when the robot has no entry.
+    Exits 1 when the robot has no entry (the error names its last event, if any).
 
     Example: wsctl show robot-17 -o json
     """
@@ -431,21 +432,32 @@ def show(
     validate_id(robot_id)
     settings = state(ctx).settings(timeout=timeout)
     obj = run(_show(settings, robot_id))
+    from wsctl.cli.events_cmd import write_recent
     from wsctl.cli.output import render_object
 
+    if fmt in ("json", "jsonl"):
+        render_object(obj, fmt)
+        return
+    recent = obj.pop("last_events", [])
+    problem = obj.pop("last_events_error", "")
     render_object(obj, "table" if fmt == "wide" else fmt)
+    if fmt != "csv":
+        write_recent(recent, problem)
 
 
 async def _show(settings: Settings, robot_id: str) -> dict[str, Any]:
     from wsctl import instances as inst
     from wsctl.cli.common import keyspace_of
+    from wsctl.cli.events_cmd import recent_rows, row_line
     from wsctl.registry.model import utcnow
     from wsctl.views import connection_row
 
     async with open_store(settings) as store:
         entry = await store.get(robot_id)
+        recent, problem = await recent_rows(store.client, store.keys, robot_id)
         if entry is None:
-            raise NotFound(f"robot {robot_id!r} has no registry entry")
+            last = f"; last event: {row_line(recent[-1])}" if recent else ""
+            raise NotFound(f"robot {robot_id!r} has no registry entry{last}")
         now = utcnow()
         row = connection_row(entry, now, settings.timeout)
         owner = None
@@ -459,4 +471,6 @@ async def _show(settings: Settings, robot_id: str) -> dict[str, Any]:
             "timeout_s": settings.timeout,
             "owner_liveness": owner,
             "fields": dict(entry.fields),
+            "last_events": recent,
+            **({"last_events_error": problem} if problem else {}),
         }
