@@ -212,3 +212,33 @@ async def test_show_and_doctor_robot_end_with_the_robots_last_events(backend: Ba
             assert len(doc_json["last_events"]) == 5
     gone = await ainvoke(["show", "robot-7"], backend.env)
     assert gone.code == 1 and "last event:" in gone.err and "disconnected" in gone.err
+
+
+async def test_the_clis_own_writes_are_events_with_their_backup_paths(backend: Backend) -> None:
+    env = backend.env
+    for i in range(3):
+        res = await ainvoke(["registry", "set", f"cli-{i}", "instance_id=gw-old", "--create"], env)
+        assert res.code == 0, res.err
+    res = await ainvoke(["registry", "rm", "cli-0", "--backup", "rm.jsonl"], env)
+    assert res.code == 0, res.err
+    await ainvoke(["registry", "set", "cli-1", "last_heartbeat=2020-01-01T00:00:00+00:00"], env)
+    res = await ainvoke(["reap", "--timeout", "60", "--backup", "reap.jsonl"], env)
+    assert res.code == 0, res.err
+    res = await ainvoke(["registry", "restore", "reap.jsonl"], env)
+    assert res.code == 0, res.err
+    # --instance ID also finds what the CLI did to that instance's robots
+    rows = _jsonl((await ainvoke(["events", "--instance", "gw-old", "-o", "jsonl"], env)).out)
+    assert rows and {r["instance_id"] for r in rows} == {"gw-old"}
+    assert {"set", "removed", "reaped"} <= {r["event"] for r in rows}
+    every = _jsonl((await ainvoke(["events", "-o", "jsonl"], env)).out)
+    history = [(r["event"], r["detail"]) for r in await _history(backend, "cli-1")]
+    assert [h[0] for h in history] == ["set", "set", "reaped", "imported"]
+    assert str(history[2][1]["backup"]).endswith("reap.jsonl")
+    assert history[3][1]["file"] == "reap.jsonl" and history[3][1]["restore"] is True
+    removed = [r for r in every if r["event"] == "removed"]
+    assert removed and removed[0]["robot_id"] == "cli-0"
+    assert removed[0]["instance_id"] == "gw-old"
+    assert str(removed[0]["detail"]["backup"]).endswith("rm.jsonl")
+    summary = [r for r in every if r["event"] == "reaped" and not r["robot_id"]]
+    assert summary and summary[0]["detail"]["reaped"] == 1
+    assert all(r["stream"] == "@cli" for r in every)

@@ -239,3 +239,16 @@ async def _history(settings: Settings, robot_id: str, limit: int | None) -> list
 
     async with open_client(settings) as client:
         return await robot_history(client, keyspace_of(settings), robot_id, limit)
+
+
+async def record_cli_events(client: Any, keys: Any, events: list[Any]) -> None:
+    """Append the CLI's events to its stream; a failure is a warning on stderr (the registry
+    change it describes already happened and stands)."""
+    if not events:
+        return
+    from wsctl.ops.events import record_events
+
+    outcome = await record_events(client, keys, events)
+    if outcome.error:
+        lost = len(events) - outcome.written
+        err(f"wsctl: warning: {lost} event(s) not recorded in the event log ({outcome.error})")

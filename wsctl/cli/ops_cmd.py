@@ -145,8 +145,19 @@ async def _reap_pass_once(settings: Settings, options: ReapOptions) -> ReapRepor
                 transient=True,
             ) as bar:
                 task = bar.add_task("reap", total=None)
-                return await reap_pass(store, options, lambda n: bar.update(task, completed=n))
-        return await reap_pass(store, options)
+                report = await reap_pass(store, options, lambda n: bar.update(task, completed=n))
+        else:
+            report = await reap_pass(store, options)
+        await _record_reaped(store, report)
+        return report
+
+
+async def _record_reaped(store: Any, report: ReapReport) -> None:
+    from wsctl.cli.events_cmd import record_cli_events
+    from wsctl.ops.events import reap_events
+
+    if not report.dry_run:
+        await record_cli_events(store.client, store.keys, reap_events(report))
 
 
 async def _reap_forever(
@@ -171,6 +182,7 @@ async def _reap_forever(
                 pass_options = replace(options, backup=default_backup_path("reap", utcnow()))
             with _naming_backup(pass_options.backup):
                 report = await reap_pass(store, pass_options)
+            await _record_reaped(store, report)
             at = format_ts(utcnow())  # each pass of a long-lived reaper says when it ran
             if output == "json":
                 summary = {k: v for k, v in report.as_dict().items() if k != "items"}

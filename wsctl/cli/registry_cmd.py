@@ -116,6 +116,12 @@ async def _set(
         verb = "would set" if dry_run else "set"
         if not dry_run:
             await store.set_fields(robot_id, mapping)
+            from wsctl.cli.events_cmd import record_cli_events
+            from wsctl.ops.events import set_event
+
+            owner = mapping.get("instance_id") or (entry.instance_id if entry else "") or ""
+            event = set_event(robot_id, owner, dict(mapping), created=entry is None)
+            await record_cli_events(store.client, store.keys, [event])
         fields = ", ".join(f"{k}={v}" for k, v in mapping.items())
         err(f"{verb} {robot_id}: {fields}")
 
@@ -219,6 +225,7 @@ async def _rm(
     now = utcnow()
     path = None if (no_backup or dry_run) else (backup or default_backup_path("rm", now))
     rows: list[dict[str, Any]] = []
+    owners: dict[str, str] = {}
     async with open_store(settings) as store:
         with BackupWriter(path) as writer:
             for robot_id in dict.fromkeys(robot_ids):
@@ -237,6 +244,7 @@ async def _rm(
                 if dry_run:
                     rows.append({"robot_id": robot_id, "result": "would remove", "detail": None})
                     continue
+                owners[robot_id] = entry.instance_id or ""
                 await store.attach_dumps([entry])
                 writer.write([(entry, "rm")], now)
                 # the conditions were checked on this observation; the fenced delete makes sure
@@ -249,6 +257,11 @@ async def _rm(
                     else None
                 )
                 rows.append({"robot_id": robot_id, "result": result, "detail": detail})
+        from wsctl.cli.events_cmd import record_cli_events
+        from wsctl.ops.events import removed_events
+
+        kept = path if path is not None and path.exists() else None
+        await record_cli_events(store.client, store.keys, removed_events(rows, owners, kept))
     return rows, path if path is not None and path.exists() else None
 
 
@@ -442,7 +455,9 @@ def _import_command(
                 raise
         with path.open(encoding="utf-8", errors="surrogateescape") as fh:
             records = iter_records(fh, found.skip)
-            result = run(_import(settings, records, found.count, overwrite, dry_run))
+            result = run(
+                _import(settings, records, found.count, overwrite, dry_run, label, restoring)
+            )
     result["superseded"] = len(found.superseded)
     result["not_restored_items"] = found.unrestorable + result["not_restored_items"]
     result["not_restored"] = len(result["not_restored_items"])
@@ -501,10 +516,20 @@ def _seekable(file: str) -> Iterator[tuple[Path, str]]:
 
 
 async def _import(
-    settings: Settings, records: Iterator[Any], count: int, overwrite: bool, dry_run: bool
+    settings: Settings,
+    records: Iterator[Any],
+    count: int,
+    overwrite: bool,
+    dry_run: bool,
+    source: str = "-",
+    restoring: bool = False,
 ) -> dict[str, Any]:
+    from wsctl.cli.events_cmd import record_cli_events
+    from wsctl.ops.events import imported_events
     from wsctl.ops.transfer import import_records
 
     async with open_store(settings) as store:
         result = await import_records(store, records, overwrite=overwrite, dry_run=dry_run)
+        events = imported_events(result.written_ids, source, overwrite=overwrite, restore=restoring)
+        await record_cli_events(store.client, store.keys, events)
     return {"records": count, **result.as_dict()}

@@ -18,17 +18,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wsctl.errors import UsageError
-from wsctl.events import Event, EventLimits, StoredEvent, parse_entry, queue_event
+from wsctl.events import Event, EventLimits, EventName, StoredEvent, parse_entry, queue_event
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import CLI_WRITER, Keyspace
 
 __all__ = [
     "EventFilter",
     "follow_events",
+    "imported_events",
     "parse_since",
     "read_events",
+    "reap_events",
     "record_events",
+    "removed_events",
     "robot_history",
+    "set_event",
 ]
 
 PAGE = 2000  # entries per XREVRANGE/XRANGE call
@@ -257,3 +261,77 @@ async def record_events(
     except Exception as exc:
         outcome.error = f"{type(exc).__name__}: {exc}"[:200]
     return outcome
+
+
+# ---------------------------------------------------------------------------- the CLI's events
+MAX_ROBOT_EVENTS_PER_COMMAND = 10_000  # beyond this a bulk command writes its summary event only
+
+
+def reap_events(report: Any) -> list[Event]:
+    """``reaped`` per robot removed by a reap pass (a :class:`wsctl.ops.reap.ReapReport`), plus
+    one summary event (no robot) with the counts and the backup path."""
+    events = [
+        Event(
+            EventName.REAPED,
+            robot_id=str(item.get("robot_id") or ""),
+            instance_id=str(item.get("instance_id") or ""),
+            detail={
+                "reason": item.get("reason"),
+                "detail": item.get("detail"),
+                "backup": report.backup,
+            },
+        )
+        for item in report.items[:MAX_ROBOT_EVENTS_PER_COMMAND]
+        if item.get("result") == "reaped"
+    ]
+    if report.reaped:
+        events.append(
+            Event(
+                EventName.REAPED,
+                detail={
+                    "reaped": report.reaped,
+                    "by_reason": dict(report.by_reason),
+                    "backup": report.backup,
+                },
+            )
+        )
+    return events
+
+
+def removed_events(rows: list[dict[str, Any]], owners: dict[str, str], backup: Any) -> list[Event]:
+    """``removed`` per robot ``registry rm`` deleted."""
+    return [
+        Event(
+            EventName.REMOVED,
+            robot_id=str(row["robot_id"]),
+            instance_id=owners.get(str(row["robot_id"]), ""),
+            detail={"backup": str(backup) if backup else None},
+        )
+        for row in rows
+        if row.get("result") == "removed"
+    ]
+
+
+def set_event(robot_id: str, instance_id: str, fields: dict[str, str], created: bool) -> Event:
+    """``set``: ``registry set`` wrote these fields (values as given)."""
+    return Event(
+        EventName.SET,
+        robot_id=robot_id,
+        instance_id=instance_id,
+        detail={"fields": fields, "created": created},
+    )
+
+
+def imported_events(
+    robot_ids: list[str], source: str, *, overwrite: bool, restore: bool
+) -> list[Event]:
+    """``imported`` per robot written by ``registry import``/``restore`` (the first
+    :data:`MAX_ROBOT_EVENTS_PER_COMMAND`), plus one summary event with the file."""
+    detail = {"file": source, "overwrite": overwrite, "restore": restore}
+    events = [
+        Event(EventName.IMPORTED, robot_id=r, detail=detail)
+        for r in robot_ids[:MAX_ROBOT_EVENTS_PER_COMMAND]
+    ]
+    if robot_ids:
+        events.append(Event(EventName.IMPORTED, detail={**detail, "written": len(robot_ids)}))
+    return events

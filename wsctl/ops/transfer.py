@@ -22,6 +22,9 @@ async def export_entries(
             yield entry
 
 
+MAX_WRITTEN_IDS = 10_000
+
+
 @dataclass
 class ImportResult:
     written: int = 0
@@ -30,6 +33,14 @@ class ImportResult:
     dry_run: bool = False
     not_restored: list[dict[str, Any]] = field(default_factory=list)
     superseded: int = 0
+    # robots written, for the event log (the first MAX_WRITTEN_IDS: enough for its per-robot
+    # events; a bigger import is summarised there)
+    written_ids: list[str] = field(default_factory=list)
+
+    def note_written(self, robot_id: str) -> None:
+        self.written += 1
+        if len(self.written_ids) < MAX_WRITTEN_IDS:
+            self.written_ids.append(robot_id)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -76,7 +87,7 @@ async def import_records(
         )
         for rec, written in zip(hashes, outcomes, strict=True):
             if written:
-                result.written += 1
+                result.note_written(rec.robot_id)
             else:
                 result.skipped_existing.append(rec.robot_id)
         others = [rec for rec in batch if rec.dump is not None]
@@ -85,7 +96,7 @@ async def import_records(
         )
         for rec, error in zip(others, errors, strict=True):
             if error is None:
-                result.written += 1
+                result.note_written(rec.robot_id)
             elif "BUSYKEY" in str(error):
                 result.skipped_existing.append(rec.robot_id)
             else:
