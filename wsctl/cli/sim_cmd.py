@@ -88,6 +88,21 @@ def simulate(
             "(by default deliver is skipped for them).",
         ),
     ] = False,
+    reconnect: Annotated[
+        bool,
+        typer.Option(
+            "--reconnect",
+            help="Robots reconnect when a gateway closes them (jittered backoff, next gateway).",
+        ),
+    ] = False,
+    chaos: Annotated[
+        str | None,
+        typer.Option(
+            "--chaos",
+            help="drain or kill the first gateway during the deliver phase (kill: only the "
+            "sandbox simulate starts); implies --reconnect.",
+        ),
+    ] = None,
     junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here.")] = None,
     sandbox_gateways: Annotated[
         int, typer.Option("--sandbox-gateways", min=1, help="Gateways in an auto-started sandbox.")
@@ -103,6 +118,11 @@ def simulate(
     control protocol (docs/protocol.md) are found before the deliver phase, which is then
     skipped for their robots (--require-delivery: failed). Exit 0 only when every phase and
     every --slo holds, 1 otherwise (the failed checks are named).
+
+    --reconnect makes robots reconnect when a gateway closes them, as real robots do.
+    --chaos drain|kill drains, or SIGKILLs, the first gateway while deliver publishes, and the
+    deliver phase reports messages lost (to its robots, in flight to it, to other robots: the
+    last must be 0) and the seconds until every robot is registered again.
 
     Example: wsctl simulate --robots 200 --slo 'p99<50ms' --slo 'lost==0';
     wsctl simulate --gateway ws://a:8000 --gateway ws://b:8000 --robot-heartbeat '{"type":"hb"}'
@@ -138,7 +158,13 @@ def simulate(
         robot_heartbeat_every=robot_heartbeat_every or 5.0,
         require_delivery=require_delivery,
         liveness_timeout=settings.timeout,
+        reconnect=reconnect or chaos is not None,
+        chaos=chaos,
     )
+    if chaos is not None and chaos not in ("drain", "kill"):
+        raise UsageError(f"--chaos {chaos!r}: use drain or kill")
+    if chaos is not None and churn > 0:
+        raise UsageError("--chaos and --churn exclude each other")
     report = _run_simulation(settings, options, duration, sandbox_gateways)
     if output == "json":
         import json
@@ -162,6 +188,13 @@ def _run_simulation(
     from wsctl.sandbox import Sandbox, running_sandbox
 
     need_sandbox = settings.embedded and not options.gateways and running_sandbox() is None
+    if options.chaos == "kill" and not need_sandbox:
+        raise UsageError(
+            "--chaos kill needs the sandbox simulate starts itself (no --gateway and no Redis "
+            "configured); against your own fleet use --chaos drain"
+        )
+    if options.chaos is not None and sandbox_gateways < 2:
+        raise UsageError("--chaos needs at least two gateways: --sandbox-gateways 2 or more")
     if not need_sandbox:
         options.duration = duration or settings.heartbeat_interval + 5.0
         return run(_simulate(settings, options))
@@ -178,6 +211,15 @@ def _run_simulation(
 
         options.gateways = sandbox.gateway_urls
         options.duration = duration or SANDBOX_HEARTBEAT * 2 + 3.0
+
+        def kill_gateway(url: str) -> bool:
+            for proc in sandbox.gateway_procs:
+                if proc.url == url and proc.pid is not None:
+                    proc.kill()  # SIGKILL: no clean-up at all, as in a crash
+                    return True
+            return False
+
+        options.kill_gateway = kill_gateway
         sandboxed = without_tls(load_settings({"redis_url": sandbox.redis_url}, env={}))
         return run(_simulate(sandboxed, options))
 

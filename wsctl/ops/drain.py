@@ -24,7 +24,13 @@ from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_INSTANCE_ID
 
-__all__ = ["DrainReport", "drain_instance", "undrain_instance"]
+__all__ = [
+    "DrainReport",
+    "check_instance",
+    "drain_instance",
+    "start_drain",
+    "undrain_instance",
+]
 
 REQUEST_TIMEOUT = 10.0  # seconds for the instance to answer drain/undrain
 FOLLOW_POLL = 0.25  # seconds between reads of the drained robots' entries
@@ -140,13 +146,7 @@ async def drain_instance(
         data = await _ask_inventory(client, keys, instance)
         report.robots = _robot_ids(data)
         return report
-    envelope = Envelope(
-        op=Op.DRAIN,
-        message=json.dumps({"batch": batch, "interval": interval}),
-        origin="cli",
-    )
-    data = await _ask(client, keys, instance, envelope)
-    report.robots = _robot_ids(data)
+    report.robots = await start_drain(client, keys, instance, batch, interval)
     deadline = started + max(0, report.batches - 1) * interval + timeout
     pending = set(report.robots)
     while pending:
@@ -157,6 +157,23 @@ async def drain_instance(
     report.not_back = sorted(pending)
     report.seconds = time.monotonic() - started
     return report
+
+
+async def start_drain(
+    client: AsyncClient,
+    keys: Keyspace,
+    instance: str,
+    batch: int,
+    interval: float,
+    origin: str = "cli",
+) -> list[str]:
+    """Ask ``instance`` to drain (it must listen); returns the robots it will close."""
+    envelope = Envelope(
+        op=Op.DRAIN,
+        message=json.dumps({"batch": batch, "interval": interval}),
+        origin=origin,
+    )
+    return _robot_ids(await _ask(client, keys, instance, envelope))
 
 
 async def _ask_inventory(client: AsyncClient, keys: Keyspace, instance: str) -> dict[str, Any]:

@@ -6,6 +6,12 @@ do not listen on their control channel, e.g. gateways written the original desig
 robots can send an application heartbeat (``robot_heartbeat``), as such fleets need. Robot ids are ``sim-<run>-<n>`` so runs never collide; whatever happens, the run's
 robots disconnect and the run's registry entries are removed (compare-and-delete), never other
 robots'. Returns a :class:`SimulateReport`; printing is the CLI's job.
+
+With ``reconnect`` robots reconnect on close, to the next gateway, as real robots do. With
+``chaos`` (``drain`` or ``kill``) one gateway (the first) is drained, or SIGKILLed through the
+``kill_gateway`` callback the sandbox provides, while the deliver phase publishes; the phase then
+reports messages lost to the victim's robots, lost in flight to the victim, lost to other
+instances' robots (must be 0), and the seconds until every robot is registered again.
 """
 
 from __future__ import annotations
@@ -131,6 +137,15 @@ class SimulateOptions:
     robot_heartbeat_every: float = 5.0
     require_delivery: bool = False  # instances that do not listen fail deliver instead of skipping
     liveness_timeout: float = 90.0  # judges the gateways' liveness records
+    reconnect: bool = False  # robots reconnect on close (jittered backoff, next gateway)
+    chaos: str | None = None  # "drain" or "kill" one gateway during the deliver phase
+    # SIGKILLs the gateway at this URL (the sandbox's); True if it did
+    kill_gateway: Callable[[str], bool] | None = None
+
+
+CHAOS_ACTIONS = ("drain", "kill")
+CHAOS_SETTLE = 60.0  # seconds for every robot to be registered again after the chaos
+CHAOS_REPLY_GRACE = 5.0  # seconds to wait for late replies once every robot is back
 
 
 # Instances whose robots the deliver phase skips: they do not take part in the control protocol
@@ -272,6 +287,8 @@ class Simulation:
         self.not_listening: dict[str, str] = {}
         self.participation: dict[str, Participation] = {}
         self.seen_entries: dict[str, Entry] = {}
+        self.chaos: dict[str, Any] = {}
+        self.drained: str | None = None  # the instance this run drained (undrained at the end)
 
     # ---------------------------------------------------------------- helpers
     async def _stats(self) -> dict[str, Any]:
@@ -491,22 +508,45 @@ class Simulation:
                 sends.append((robot_id, via, self._next_seq(robot_id)))
         total = len(sends)
         started = time.perf_counter()
+        chaos = None
+        if opts.chaos:
+            publish_s = total / opts.rate if opts.rate > 0 else 0.0
+            chaos = asyncio.create_task(self._chaos(publish_s * 0.3))
         ids = await self._publish(sends, opts.rate)
         deadline = time.monotonic() + opts.deliver_timeout
         while time.monotonic() < deadline:
-            if sum(1 for i in ids if i in self.replies.status) >= total:
+            if sum(1 for i in ids if i in self.replies.status) >= total and (
+                chaos is None or chaos.done()
+            ):
                 break
+            if chaos is not None and chaos.done():
+                # replies to messages lost with a killed gateway never come: wait a little
+                deadline = min(deadline, self.chaos.get("done_at", 0.0) + CHAOS_REPLY_GRACE)
             await asyncio.sleep(0.05)
+        if chaos is not None:
+            await chaos  # bounded by CHAOS_SETTLE
         await asyncio.sleep(0.2)  # frames are written before replies; let the last ones land
         seconds = time.perf_counter() - started
         stats = await self._stats()
         self.report.latency_ms = stats["latency"].summary_ms()
         delivered = duplicated = out_of_order = 0
+        victim = self.chaos.get("victim")
+        via_of = {(r, seq): v for r, v, seq in sends}
+        lost_kinds: Counter[str] = Counter()
         for robot_id in robot_ids:
             got = stats["robots"][robot_id]["received"]
             delivered += len(set(got) & self.expected[robot_id])
             duplicated += len(got) - len(set(got))
-            out_of_order += stats["robots"][robot_id]["out_of_order"]
+            on_victim = self.instance_of_url[self.url_of[robot_id]] == victim
+            if not on_victim:  # a moved robot may see a message overtake another: not a fault
+                out_of_order += stats["robots"][robot_id]["out_of_order"]
+            for seq in self.expected[robot_id] - set(got):
+                if on_victim:
+                    lost_kinds["victim_robots"] += 1
+                elif via_of.get((robot_id, seq)) == victim:
+                    lost_kinds["in_flight_to_victim"] += 1
+                else:
+                    lost_kinds["other_robots"] += 1
         statuses = Counter(self.replies.status.get(i, "no_reply") for i in ids)
         # refused with a reply (e.g. larger than the gateways' limit) is not lost: the sender
         # was told; lost is what vanished without a word
@@ -538,6 +578,11 @@ class Simulation:
             f"{delivered}/{total} delivered, {rejected} rejected, {lost} lost, "
             f"{duplicated} duplicated, {out_of_order} out of order; {latency}"
         )
+        if opts.chaos:
+            ok, chaos_detail = self._chaos_verdict(
+                metrics, lost_kinds, rejected, duplicated, out_of_order
+            )
+            detail += chaos_detail
         if not ok and self.replies.reasons:
             detail += f" (e.g. {self.replies.reasons.most_common(1)[0][0]})"
         if self.not_listening:
@@ -553,6 +598,86 @@ class Simulation:
         if troubled and not ok:
             detail += "; " + "; ".join(troubled)
         return ok, detail, metrics
+
+    def _chaos_verdict(
+        self,
+        metrics: dict[str, Any],
+        lost_kinds: Counter[str],
+        rejected: int,
+        duplicated: int,
+        out_of_order: int,
+    ) -> tuple[bool, str]:
+        """Losing what was in flight to the victim (or to its robots while they move) is what
+        the chaos costs; losing anything else, or robots that never come back, is a fault."""
+        chaos = {
+            **{k: v for k, v in self.chaos.items() if k != "done_at"},
+            "lost_victim_robots": lost_kinds["victim_robots"],
+            "lost_in_flight_to_victim": lost_kinds["in_flight_to_victim"],
+            "lost_other_robots": lost_kinds["other_robots"],
+        }
+        metrics["chaos"] = chaos
+        back = chaos.get("reregistered_s")
+        ok = (
+            lost_kinds["other_robots"] == 0
+            and duplicated == 0
+            and out_of_order == 0
+            and back is not None
+            and not chaos.get("error")
+        )
+        text = f"; chaos {chaos.get('action')} of {chaos.get('victim')}: " + (
+            f"every robot registered again in {back:.2f}s"
+            if back is not None
+            else f"{chaos.get('not_back', '?')} robots not registered again"
+        )
+        text += (
+            f", lost {lost_kinds['victim_robots']} to its robots, "
+            f"{lost_kinds['in_flight_to_victim']} in flight to it, "
+            f"{lost_kinds['other_robots']} to other robots"
+        )
+        if chaos.get("error"):
+            text += f" ({chaos['error']})"
+        return ok, text
+
+    async def _chaos(self, delay: float) -> None:
+        """Drain or kill the first gateway ``delay`` seconds into the deliver phase, then wait
+        (bounded) until every robot is registered on another instance."""
+        from wsctl.ops.drain import check_instance, start_drain
+
+        opts = self.options
+        url = opts.gateways[0]
+        victim = self.instance_of_url.get(url, "")
+        on_victim = [r for r in self.robot_ids if self.url_of[r] == url]
+        self.chaos = {"action": opts.chaos, "victim": victim, "robots_on_victim": len(on_victim)}
+        await asyncio.sleep(delay)
+        started = time.monotonic()
+        try:
+            if opts.chaos == "drain":
+                await check_instance(self.store.client, self.store.keys, victim)
+                batch = max(1, len(on_victim) // 5)
+                origin = f"simulate-{self.run_id}"
+                await start_drain(self.store.client, self.store.keys, victim, batch, 0.2, origin)
+                self.drained = victim
+            elif opts.kill_gateway is None or not opts.kill_gateway(url):
+                raise RuntimeError(f"cannot kill the gateway at {url}")
+        except Exception as exc:
+            self.chaos["error"] = f"{type(exc).__name__}: {exc}"[:200]
+            self.chaos["done_at"] = time.monotonic()
+            return
+        deadline = started + CHAOS_SETTLE
+        while True:
+            entries = await self._entries()
+            away = [
+                r for r in self.robot_ids if r not in entries or entries[r].instance_id == victim
+            ]
+            if not away or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
+        if away:
+            self.chaos["not_back"] = len(away)
+            self.chaos["not_back_sample"] = away[:10]
+        else:
+            self.chaos["reregistered_s"] = round(time.monotonic() - started, 3)
+        self.chaos["done_at"] = time.monotonic()
 
     async def phase_heartbeat(self) -> tuple[bool, str, dict[str, Any]]:
         before = {r: e.fields.get("last_heartbeat") for r, e in (await self._entries()).items()}
@@ -703,11 +828,12 @@ class Simulation:
                 if opts.robot_heartbeat is not None
                 else None
             )
+            again = list(opts.gateways) if (opts.reconnect or opts.chaos) else None
             for _ in range(opts.processes if opts.processes > 1 else 1):
                 self.swarms.append(
-                    ProcessSwarm(self.run_id, opts.auth_secret, beat)
+                    ProcessSwarm(self.run_id, opts.auth_secret, beat, again)
                     if opts.processes > 1
-                    else RobotSwarm(self.run_id, opts.auth_secret, beat)
+                    else RobotSwarm(self.run_id, opts.auth_secret, beat, again)
                 )
             await self.replies.start()
             steps = [
@@ -765,6 +891,11 @@ class Simulation:
             if isinstance(swarm, ProcessSwarm):
                 swarm.stop()
         await self.replies.stop()
+        if self.drained is not None:  # a drained gateway of the fleet takes robots again
+            from wsctl.ops.drain import undrain_instance
+
+            with contextlib.suppress(Exception):
+                await undrain_instance(self.store.client, self.store.keys, self.drained)
         with contextlib.suppress(Exception):
             left = list((await self._entries()).values())
             if left:
@@ -777,6 +908,13 @@ async def simulate(
 ) -> SimulateReport:
     if not options.gateways:
         raise UsageError("no gateways to simulate against")
+    if options.chaos is not None:
+        if options.chaos not in CHAOS_ACTIONS:
+            raise UsageError(f"--chaos {options.chaos!r}: use drain or kill")
+        if len(options.gateways) < 2:
+            raise UsageError("--chaos needs at least two gateways (robots move to the others)")
+        if options.churn > 0:
+            raise UsageError("--chaos and --churn exclude each other")
     if options.robots < 1 or options.messages < 0 or options.processes < 1:
         raise UsageError("--robots and --processes must be at least 1, --messages at least 0")
     if options.robot_heartbeat is not None and not (
