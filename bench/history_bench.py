@@ -24,8 +24,9 @@ import time
 
 async def fill(url: str, events: int, robots: int, instances: int) -> float:
     from wsctl.config import load_settings
-    from wsctl.events import Event, EventLimits, queue_event
+    from wsctl.events import Event, EventLimits, event_commands
     from wsctl.redis_factory import connect, target_from_settings
+    from wsctl.redis_internals import bulk_execute
     from wsctl.registry.keys import Keyspace
 
     keys = Keyspace()
@@ -36,20 +37,23 @@ async def fill(url: str, events: int, robots: int, instances: int) -> float:
     async with connect(target_from_settings(load_settings(env={"WSCTL_REDIS_URL": url}))) as c:
         chunk = 5000
         for start in range(0, events, chunk):
-            pipe = c.pipeline(transaction=False)
-            for i in range(start, min(events, start + chunk)):
-                writer = f"gw-{i % instances}"
-                event = Event(
-                    names[i % 4],
-                    robot_id=f"robot-{i % robots}",
-                    instance_id=writer,
-                    conn_id=f"{i:032x}",
-                    detail={"code": 1000, "session_s": 12.5} if i % 4 == 1 else {},
-                )
-                queue_event(pipe, keys, writer, event, limits)
+            # as the gateways write them: each instance's batch in one bulk pipeline
             for n in range(instances):
-                pipe.sadd(keys.events_index, keys.events_key(f"gw-{n}"))
-            await pipe.execute()
+                writer = f"gw-{n}"
+                batch = [
+                    Event(
+                        names[i % 4],
+                        robot_id=f"robot-{i % robots}",
+                        instance_id=writer,
+                        conn_id=f"{i:032x}",
+                        detail={"code": 1000, "session_s": 12.5} if i % 4 == 1 else {},
+                    )
+                    for i in range(start + n, min(events, start + chunk), instances)
+                ]
+                calls, _ = event_commands(keys, writer, batch, limits)
+                await bulk_execute(c, calls)
+        for n in range(instances):
+            await c.sadd(keys.events_index, keys.events_key(f"gw-{n}"))
     return time.perf_counter() - started
 
 

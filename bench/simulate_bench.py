@@ -7,7 +7,13 @@
    `websockets` client swarm that only connects (no registry checks). Both connect all robots
    at once (--ramp 0). Target ratio <= 1.3.
 
+3. With --compare-events: the same run against gateways with the event log on and off
+   (`wsctl gateway --no-events`), alternating, --repeat times each; prints the gateways' CPU
+   seconds (user+system of both gateway processes over the run) and the phases' times, with
+   the median ratio on/off. Target: event writing costs gateways < 5%.
+
 Run: python bench/simulate_bench.py [--robots 10000] [--processes 1]
+     python bench/simulate_bench.py --compare-events [--repeat 3]
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 FLOOR = r"""
 import asyncio, sys, time, resource
@@ -52,6 +60,15 @@ sys.exit(code)
 """
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a running process (Linux /proc)."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -62,11 +79,64 @@ def main() -> None:
     parser.add_argument(
         "--rate", type=float, default=0.0, help="deliver-phase pacing (0: burst, max throughput)"
     )
+    parser.add_argument(
+        "--compare-events", action="store_true", help="event log on vs off (see 3. above)"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="with --compare-events")
     args = parser.parse_args()
+    if args.compare_events:
+        compare_events(args)
+        return
+    run_once(args, events=True, floor=True)
 
+
+def compare_events(args: Any) -> None:
+    runs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+    for n in range(args.repeat):
+        for events in (n % 2 == 0, n % 2 != 0):  # alternate which goes first
+            print(f"run {n + 1}/{args.repeat}, events {'on' if events else 'off'}:")
+            runs[events].append(run_once(args, events=events, floor=False))
+
+    def median(events: bool, key: str) -> float:
+        return statistics.median(r[key] for r in runs[events])
+
+    for key, label in (
+        ("gateway_cpu_s", "gateway CPU s"),
+        ("connect_s", "connect phase s"),
+        ("deliver_s", "deliver phase s"),
+        ("total_s", "whole run s"),
+    ):
+        on, off = median(True, key), median(False, key)
+        print(
+            f"{label:<16} events on {on:8.2f}  off {off:8.2f}  ratio {on / off if off else 0:.3f}"
+        )
+    on, off = median(True, "gateway_cpu_s"), median(False, "gateway_cpu_s")
+    cost = (on / off - 1) * 100 if off else 0.0
+    written = median(True, "events_written")
+    print(
+        f"event writing costs the gateways {cost:+.1f}% CPU ({written:.0f} events written per "
+        f"run, medians of {args.repeat}; target < 5%: {'PASS' if cost < 5 else 'FAIL'})"
+    )
+
+
+def events_written(urls: list[str]) -> float:
+    import urllib.request
+
+    total = 0.0
+    for url in urls:
+        http = url.replace("ws://", "http://") + "/metrics"
+        with urllib.request.urlopen(http, timeout=5) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith("wsctl_gateway_events_written_total"):
+                    total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def run_once(args: Any, *, events: bool, floor: bool) -> dict[str, float]:
     from wsctl.sandbox import Sandbox
 
-    with Sandbox(gateways=2, heartbeat_interval=2.0, timeout=30.0) as box:
+    with Sandbox(gateways=2, heartbeat_interval=2.0, timeout=30.0, events=events) as box:
+        cpu_before = sum(cpu_seconds(g.pid) for g in box.gateway_procs)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WSCTL_", "REDIS_"))}
         env.update(box.env)
         cmd = [
@@ -111,6 +181,20 @@ def main() -> None:
             f"peak RSS {rss_kb / 1024:.0f} MiB = {rss_kb / args.robots:.1f} KiB per robot"
             + (" (coordinator only; robots in workers)" if args.processes > 1 else "")
         )
+        time.sleep(0.5)  # the last events of the run reach Redis (batches every 0.25 s)
+        result = {
+            "gateway_cpu_s": sum(cpu_seconds(g.pid) for g in box.gateway_procs) - cpu_before,
+            "connect_s": connect["seconds"],
+            "deliver_s": deliver.get("seconds", 0.0),
+            "total_s": total,
+            "events_written": events_written(box.gateway_urls) if events else 0.0,
+        }
+        print(
+            f"  gateways used {result['gateway_cpu_s']:.2f} CPU s"
+            + (f", wrote {result['events_written']:.0f} events" if events else " (no events)")
+        )
+        if not floor:
+            return result
         floor_done = subprocess.run(
             [sys.executable, "-c", FLOOR, str(args.robots), *box.gateway_urls],
             env=env,
@@ -124,6 +208,7 @@ def main() -> None:
             f"connect phase: wsctl {ours:.2f}s vs bare websockets swarm {floor:.2f}s: "
             f"ratio {ours / floor:.2f} (target <= 1.3)"
         )
+        return result
 
 
 if __name__ == "__main__":

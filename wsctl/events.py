@@ -30,9 +30,9 @@ __all__ = [
     "EventName",
     "StoredEvent",
     "detail_text",
+    "event_commands",
     "parse_entry",
     "printable",
-    "queue_event",
     "stream_id_ms",
 ]
 
@@ -96,23 +96,34 @@ class Event:
         }
 
 
-def queue_event(pipe: Any, keys: Keyspace, writer: str, event: Event, limits: EventLimits) -> int:
-    """Add one event's commands to ``pipe`` (a redis-py pipeline, non-transactional, so a
-    cluster pipeline sends each command to its key's node): XADD to the writer's stream and,
-    when the event names a robot, to the robot's stream; each capped with MAXLEN ~ and given
-    the idle expiry. Returns how many commands were queued."""
-    fields = event.to_fields()
-    ttl = max(1, int(limits.retention_s))
+Command = tuple[str, list[str]]  # (key, command words): one single-key command
+
+
+def event_commands(
+    keys: Keyspace, writer: str, events: list[Event], limits: EventLimits
+) -> tuple[list[Command], list[int]]:
+    """The commands that write ``events``: per event an XADD to the writer's stream and, when
+    it names a robot, one to the robot's stream, each capped with MAXLEN ~; then one EXPIRE
+    (the idle expiry) per stream written. Every command touches one key. Also returns, per
+    event, the index of its first XADD (to tell which events Redis refused)."""
     key = keys.events_key(writer)
-    pipe.xadd(key, fields, maxlen=limits.instance_maxlen, approximate=True)
-    pipe.expire(key, ttl)
-    queued = 2
-    if event.robot_id:
-        robot_key = keys.robot_events_key(event.robot_id)
-        pipe.xadd(robot_key, fields, maxlen=limits.robot_maxlen, approximate=True)
-        pipe.expire(robot_key, ttl)
-        queued += 2
-    return queued
+    writer_cap, robot_cap = str(limits.instance_maxlen), str(limits.robot_maxlen)
+    ttl = str(max(1, int(limits.retention_s)))
+    calls: list[Command] = []
+    starts: list[int] = []
+    robots: dict[str, None] = {}
+    for event in events:
+        fields = event.to_fields()
+        flat = [word for pair in fields.items() for word in pair]
+        starts.append(len(calls))
+        calls.append((key, ["XADD", key, "MAXLEN", "~", writer_cap, "*", *flat]))
+        if event.robot_id:
+            robot_key = keys.robot_events_key(event.robot_id)
+            calls.append((robot_key, ["XADD", robot_key, "MAXLEN", "~", robot_cap, "*", *flat]))
+            robots[robot_key] = None
+    for stream in (key, *robots):
+        calls.append((stream, ["EXPIRE", stream, ttl]))
+    return calls, starts
 
 
 def stream_id_ms(stream_id: str) -> int:

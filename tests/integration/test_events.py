@@ -192,7 +192,8 @@ async def test_show_and_doctor_robot_end_with_the_robots_last_events(backend: Ba
             await wait_for(lambda: gw.local.get("robot-7") is not None)
 
             async def seven() -> bool:
-                return len(await _history(backend, "robot-7")) >= 7
+                res = await ainvoke(["history", "robot-7", "-o", "jsonl"], backend.env)
+                return len(_jsonl(res.out)) >= 7
 
             await wait_for(seven, timeout=10, interval=0.2)
             shown = await ainvoke(["show", "robot-7"], backend.env)

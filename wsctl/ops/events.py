@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wsctl.errors import UsageError
-from wsctl.events import Event, EventLimits, EventName, StoredEvent, parse_entry, queue_event
+from wsctl.events import (
+    Event,
+    EventLimits,
+    EventName,
+    StoredEvent,
+    event_commands,
+    parse_entry,
+)
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import CLI_WRITER, Keyspace
 
@@ -246,16 +253,20 @@ async def record_events(
     """Append the CLI's events to its own stream (and each robot's), pipelined in chunks.
     Never raises for a Redis failure: the registry change already happened, so the caller
     reports the lost events as a warning."""
+    from wsctl.redis_internals import bulk_execute
+
     limits = limits or EventLimits()
     outcome = RecordOutcome()
     try:
         for start in range(0, len(events), chunk):
-            pipe = client.pipeline(transaction=False)
-            for event in events[start : start + chunk]:
-                queue_event(pipe, keys, CLI_WRITER, event, limits)
-            pipe.sadd(keys.events_index, keys.events_key(CLI_WRITER))
-            await asyncio.wait_for(pipe.execute(), timeout)
-            outcome.written += len(events[start : start + chunk])
+            part = events[start : start + chunk]
+            calls, starts = event_commands(keys, CLI_WRITER, part, limits)
+            results = await asyncio.wait_for(bulk_execute(client, calls), timeout)
+            refused = [results[i] for i in starts if isinstance(results[i], Exception)]
+            outcome.written += len(part) - len(refused)
+            if refused:
+                outcome.error = f"Redis refused {len(refused)}: {refused[0]}"[:200]
+        await asyncio.wait_for(client.sadd(keys.events_index, keys.events_key(CLI_WRITER)), timeout)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
