@@ -243,3 +243,27 @@ async def test_the_clis_own_writes_are_events_with_their_backup_paths(backend: B
     summary = [r for r in every if r["event"] == "reaped" and not r["robot_id"]]
     assert summary and summary[0]["detail"]["reaped"] == 1
     assert all(r["stream"] == "@cli" for r in every)
+
+
+async def test_messages_that_cannot_be_delivered_leave_forward_failed(backend: Backend) -> None:
+    from wsctl.protocol_batch import Batch, Item, encode_batch
+
+    async with running_fleet(backend.env, names=("gw-a", "gw-b")) as fleet:
+        res = await ainvoke(["send", "nobody", "hello", "--via", "gw-a"], backend.env)
+        assert res.code == 1, res.err
+        batch = Batch(items=(Item("0", "nobody-batched", "x"),), origin="test-batch")
+        await fleet["gw-b"].client.publish("ws_ctl:gw-b", encode_batch(batch))
+
+        async def both() -> bool:
+            res = await ainvoke(["events", "--event", "forward_failed", "-o", "jsonl"], backend.env)
+            return len(_jsonl(res.out)) >= 2
+
+        await wait_for(both, timeout=10, interval=0.2)
+    rows = _jsonl(
+        (await ainvoke(["events", "--event", "forward_failed", "-o", "jsonl"], backend.env)).out
+    )
+    by_robot = {r["robot_id"]: r for r in rows}
+    single = by_robot["nobody"]
+    assert single["instance_id"] == "gw-a" and single["detail"]["status"] == "not_connected"
+    batched = by_robot["nobody-batched"]
+    assert batched["instance_id"] == "gw-b" and batched["detail"]["origin"] == "test-batch"

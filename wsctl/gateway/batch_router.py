@@ -26,7 +26,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from wsctl.events import EventName
 from wsctl.gateway.batching import OwnerCache, route_items
+from wsctl.gateway.events import EventSink
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
 from wsctl.gateway.routing import LocalSocket
 from wsctl.protocol import Status, message_problem
@@ -59,6 +61,7 @@ class Core(Protocol):
     metrics: Metrics
     keys: Keyspace
     target: Target
+    events: EventSink
 
     @property
     def config(self) -> Any: ...
@@ -248,6 +251,18 @@ class BatchRouter:
         core.metrics.messages_delivered += len(delivered)
         core.metrics.messages_forwarded += forwarded
         core.metrics.messages_failed += len(failed)
+        if failed:
+            robot_of = {i.id: i.robot_id for i in batch.items}
+            for outcome in failed:
+                core.events.emit(
+                    EventName.FORWARD_FAILED,
+                    robot_of.get(outcome.id, ""),
+                    status=outcome.status.value,
+                    reason=outcome.reason,
+                    origin=batch.origin,
+                    hops=batch.hops,
+                    batch=batch.id,
+                )
         messages = list(forwards)
         if batch.reply_to and (delivered or failed):
             reply = BatchReply(
