@@ -83,6 +83,9 @@ def main() -> None:
         "--compare-events", action="store_true", help="event log on vs off (see 3. above)"
     )
     parser.add_argument("--repeat", type=int, default=3, help="with --compare-events")
+    parser.add_argument(
+        "--ramp", type=float, default=0.0, help="connects per second (0: all at once)"
+    )
     args = parser.parse_args()
     if args.compare_events:
         compare_events(args)
@@ -147,7 +150,7 @@ def run_once(args: Any, *, events: bool, floor: bool) -> dict[str, float]:
             "--robots",
             str(args.robots),
             "--ramp",
-            "0",
+            str(args.ramp),
             "--messages",
             str(args.messages),
             "--processes",

@@ -4,12 +4,20 @@ on a real Redis for drain; the sandbox's gateway processes for kill, one SIGKILL
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import jsonschema
 
 from tests.conftest import Backend, ainvoke, invoke
 from tests.fleet import running_fleet
 
+SCHEMA = json.loads(
+    (Path(__file__).parents[2] / "docs" / "simulate.schema.json").read_text(encoding="utf-8")
+)
+
 
 def _deliver(report: dict[str, object]) -> dict[str, object]:
+    jsonschema.validate(report, SCHEMA)
     phases = {p["name"]: p for p in report["phases"]}  # type: ignore[index, union-attr]
     return phases["deliver"]  # type: ignore[return-value]
 
