@@ -172,10 +172,12 @@ async def test_a_redis_outage_drops_events_with_a_counter_and_never_blocks_robot
             started = loop.time()
             socks = [await connect(f"{gw.ws_url}/ws/stalled-{i}") for i in range(5)]
             # handshakes are answered while Redis is frozen (registration retried later)
-            assert loop.time() - started < 8
+            took = loop.time() - started
+            assert took < 15, took
             for ws in socks:
                 await ws.close()
-            await wait_for(lambda: gw.core.events.dropped >= 1, timeout=30, interval=0.1)
+            sink = gw.core.events
+            await wait_for(lambda: sink.dropped >= 1, timeout=60, interval=0.1)
         finally:
             os.kill(server_pid, signal.SIGCONT)
         assert "wsctl_gateway_events_dropped_total" in gw.core.metrics_text()
