@@ -7,6 +7,7 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
@@ -195,3 +196,41 @@ async def test_a_bad_drain_envelope_is_rejected_and_changes_nothing(single: Back
             )
             assert reply is not None and reply.status is Status.REJECTED, message
         assert not a.core.draining
+
+
+async def test_a_fastapi_instance_drains_like_a_wsctl_gateway(
+    single: Backend, tmp_path: Path
+) -> None:
+    from tests.fastapi_fleet import fastapi_gateways
+
+    with fastapi_gateways(single, tmp_path, names=("fa-a",)) as (fa,):
+        async with running_fleet(single.env, names=("gw-b",)) as fleet:
+            movers = RobotSwarm("fa-drain", reconnect=[fa.ws_url, fleet["gw-b"].ws_url])
+            try:
+                await movers.connect([(f"fm-{i}", fa.ws_url) for i in range(5)], 0)
+                res = await ainvoke(
+                    ["drain", "fa-a", "--batch", "2", "--interval", "0.1", "--timeout", "15"],
+                    single.env,
+                )
+                assert res.code == 0, res.out + res.err
+                assert "5 of 5 robot(s) moved" in res.out and "moved to gw-b: 5" in res.out
+                with pytest.raises(InvalidStatus) as refused:
+                    await connect(f"{fa.ws_url}/ws/late")
+                assert refused.value.response.status_code == 503
+                assert refused.value.response.headers["Retry-After"] == "5"
+                assert fa.get("/healthz") == (503, "draining\n")
+                first: list[dict[str, object]] = []
+
+                async def logged() -> bool:
+                    nonlocal first
+                    history = await ainvoke(["history", "fm-0", "-o", "json"], single.env)
+                    first = json.loads(history.out or "[]")[:3]
+                    return len(first) == 3
+
+                await wait_for(logged, timeout=10, interval=0.2)
+                assert [e["event"] for e in first] == ["connected", "drained", "disconnected"]
+                assert first[2]["detail"]["code"] == 1012  # type: ignore[index]
+                res = await ainvoke(["undrain", "fa-a"], single.env)
+                assert res.code == 0 and fa.get("/healthz")[0] == 200
+            finally:
+                await movers.close_all()

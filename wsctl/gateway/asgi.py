@@ -189,6 +189,15 @@ class Fleet:
         else:
             await websocket.close(CLOSE_POLICY, text[:100])
 
+    async def _refuse_draining(self, websocket: WebSocket) -> None:
+        """HTTP 503 with ``Retry-After`` (as the websockets shell answers), else 1013."""
+        if "websocket.http.response" in websocket.scope.get("extensions", {}):
+            headers = {"Retry-After": str(self.core.retry_after)}
+            response = PlainTextResponse("draining\n", status_code=503, headers=headers)
+            await websocket.send_denial_response(response)
+        else:
+            await websocket.close(CLOSE_TRY_LATER, "draining")
+
     def _token_ok(self, websocket: WebSocket, robot_id: str) -> bool:
         if not self.auth_secret:
             return True
@@ -201,6 +210,9 @@ class Fleet:
         if self.core.stopping:
             await websocket.close(CLOSE_TRY_LATER, "shutting down")
             return
+        if self.core.draining:  # wsctl drain: robots go to other instances meanwhile
+            await self._refuse_draining(websocket)
+            return
         try:
             validate_id(robot_id)
         except Exception as exc:
@@ -211,11 +223,13 @@ class Fleet:
             return
         await websocket.accept()
         conn = await self.core.open_session(robot_id, StarletteSocket(websocket))
+        code: int | None = None  # the close code, for the disconnected event
         try:
             await self._call(self.on_connect, robot_id)
             while True:
                 frame = await websocket.receive()
                 if frame["type"] == "websocket.disconnect":
+                    code = frame.get("code")
                     break
                 text = frame.get("text")
                 if text is None and frame.get("bytes") is not None:
@@ -225,7 +239,7 @@ class Fleet:
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass  # the robot went away (RuntimeError: receive after a close we sent)
         finally:
-            await self.core.close_session(conn)
+            await self.core.close_session(conn, code)
             await self._call(self.on_disconnect, robot_id)
 
     async def _call(self, callback: Callable[..., Any] | None, *args: Any) -> None:
@@ -247,10 +261,9 @@ class Fleet:
 
     # ------------------------------------------------------------------ HTTP
     async def healthz(self, request: Request) -> Response:
-        ok = await self.core.healthy()
-        return PlainTextResponse(
-            "ok\n" if ok else "redis unavailable\n", status_code=200 if ok else 503
-        )
+        """200 ``ok``; 503 ``draining`` or ``redis unavailable`` (:meth:`FleetCore.health`)."""
+        status, text = await self.core.health()
+        return PlainTextResponse(text + "\n", status_code=status)
 
     async def metrics_endpoint(self, request: Request) -> Response:
         return PlainTextResponse(self.core.metrics_text())
