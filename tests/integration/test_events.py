@@ -269,3 +269,57 @@ async def test_messages_that_cannot_be_delivered_leave_forward_failed(backend: B
     assert single["instance_id"] == "gw-a" and single["detail"]["status"] == "not_connected"
     batched = by_robot["nobody-batched"]
     assert batched["instance_id"] == "gw-b" and batched["detail"]["origin"] == "test-batch"
+
+
+async def test_follow_prints_new_events_as_they_come_and_stops_after_for(
+    backend: Backend,
+) -> None:
+    async with running_fleet(backend.env, names=("gw-a", "gw-b")) as fleet:
+        async with connect(f"{fleet['gw-a'].ws_url}/ws/old-robot"):
+            await wait_for(lambda: fleet["gw-a"].local.get("old-robot") is not None)
+        follower = asyncio.create_task(
+            ainvoke(
+                ["events", "--follow", "--for", "8", "--robot", "new-*", "-o", "jsonl"],
+                backend.env,
+            )
+        )
+        await asyncio.sleep(3.0)  # the follower has started (a cluster client takes a moment)
+        for name in ("gw-a", "gw-b"):
+            async with connect(f"{fleet[name].ws_url}/ws/new-{name}"):
+                await wait_for(lambda n=name: fleet[n].local.get(f"new-{n}") is not None)
+        res = await asyncio.wait_for(follower, 30)
+    assert res.code == 0, res.err
+    rows = _jsonl(res.out)
+    assert {(r["robot_id"], r["event"]) for r in rows} >= {
+        ("new-gw-a", "connected"),
+        ("new-gw-a", "disconnected"),
+        ("new-gw-b", "connected"),
+    }
+    assert all(str(r["robot_id"]).startswith("new-") for r in rows)
+
+
+def test_ctrl_c_ends_follow_cleanly_with_exit_0(single: Backend, tmp_path: object) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WSCTL_", "REDIS_"))}
+    env.update(single.env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsctl", "events", "--follow"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err

@@ -177,11 +177,14 @@ async def _events(
     follow: bool,
     for_seconds: float | None,
 ) -> None:
+    import time
+
     from wsctl.cli.output import RowWriter, render
     from wsctl.ops.events import follow_events, read_events
 
     keys = keyspace_of(settings)
     async with open_client(settings) as client:
+        before = time.time()
         listed = await read_events(client, keys, flt, limit)
         _note_malformed(listed)
         if not follow:
@@ -195,7 +198,9 @@ async def _events(
             for e in listed:
                 sys.stdout.write(event_line(e) + "\n")
         sys.stdout.flush()
-        async for batch in follow_events(client, keys, flt, after=listed, duration=for_seconds):
+        async for batch in follow_events(
+            client, keys, flt, after=listed, duration=for_seconds, start=before
+        ):
             _note_malformed(batch)
             if streaming:
                 writer.write_many([e.as_row() for e in batch])

@@ -45,7 +45,7 @@ __all__ = [
 PAGE = 2000  # entries per XREVRANGE/XRANGE call
 MAX_PAGES_PER_STREAM = 200  # 400k entries: a bound on any one read of one stream
 FOLLOW_POLL = 0.5  # seconds between polls of --follow
-FOLLOW_REDISCOVER = 5.0  # seconds between re-reads of the writer index
+FOLLOW_REDISCOVER = 1.0  # seconds between re-reads of the writer index (new instances)
 _GLOB_CHARS = frozenset("*?[")
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -185,13 +185,16 @@ async def follow_events(
     after: Iterable[StoredEvent] = (),
     poll: float = FOLLOW_POLL,
     duration: float | None = None,
+    start: float | None = None,
 ) -> AsyncIterator[list[StoredEvent]]:
     """New events as they arrive, one merged batch per poll. Starts after the newest of
-    ``after`` per stream (else at now). Ends after ``duration`` seconds (None: until the caller
+    ``after`` per stream (else at ``start``, epoch seconds, default now: pass the time taken
+    before the listing that ``after`` came from, so nothing falls between the two). Ends after
+    ``duration`` seconds (None: until the caller
     stops iterating, e.g. on Ctrl-C); each poll is one pipelined read, bounded by the socket
     timeout, so the loop never hangs on a stalled Redis for longer than that."""
     started = time.time()
-    start_id = f"{int(started * 1000)}-0"
+    start_id = f"{int((start if start is not None else started) * 1000)}-0"
     last: dict[str, str] = {}
     for event in after:
         if event.stream not in last or _id_key(event.id) > _id_key(last[event.stream]):
