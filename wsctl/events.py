@@ -86,14 +86,28 @@ class Event:
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def to_fields(self) -> dict[str, str]:
-        return {
-            "at": self.at.astimezone(UTC).isoformat(),
-            "event": str(self.event),
-            "robot_id": self.robot_id,
-            "instance_id": self.instance_id,
-            "conn_id": self.conn_id,
-            "detail": json.dumps(self.detail, ensure_ascii=False, separators=(",", ":")),
-        }
+        words = self.words()
+        return dict(zip(words[::2], words[1::2], strict=True))
+
+    def words(self) -> list[str]:
+        """The stream entry's field/value words, in order (what XADD takes after ``*``)."""
+        return [
+            "at",
+            self.at.astimezone(UTC).isoformat(),
+            "event",
+            str(self.event),
+            "robot_id",
+            self.robot_id,
+            "instance_id",
+            self.instance_id,
+            "conn_id",
+            self.conn_id,
+            "detail",
+            _DETAIL.encode(self.detail) if self.detail else "{}",
+        ]
+
+
+_DETAIL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 Command = tuple[str, list[str]]  # (key, command words): one single-key command
@@ -113,8 +127,7 @@ def event_commands(
     starts: list[int] = []
     robots: dict[str, None] = {}
     for event in events:
-        fields = event.to_fields()
-        flat = [word for pair in fields.items() for word in pair]
+        flat = event.words()
         starts.append(len(calls))
         calls.append((key, ["XADD", key, "MAXLEN", "~", writer_cap, "*", *flat]))
         if event.robot_id:
