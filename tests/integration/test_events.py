@@ -323,3 +323,14 @@ def test_ctrl_c_ends_follow_cleanly_with_exit_0(single: Backend, tmp_path: objec
             proc.wait(5)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+async def test_csv_output_has_the_detail_as_json_text(single: Backend) -> None:
+    res = await ainvoke(["registry", "set", "csv-1", "instance_id=gw-x", "--create"], single.env)
+    assert res.code == 0, res.err
+    out = (await ainvoke(["history", "csv-1", "-o", "csv"], single.env)).out
+    import csv
+    import io
+
+    (row,) = list(csv.DictReader(io.StringIO(out)))
+    assert row["event"] == "set" and json.loads(row["detail"])["created"] is True

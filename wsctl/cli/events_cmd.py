@@ -49,6 +49,16 @@ def event_columns() -> list[Column]:
     ]
 
 
+def _row(event: StoredEvent, fmt: str) -> dict[str, Any]:
+    """An event's row; in csv the detail object is one JSON text cell."""
+    row = event.as_row()
+    if fmt == "csv":
+        import json
+
+        row["detail"] = json.dumps(row["detail"], ensure_ascii=False, default=str)
+    return row
+
+
 def event_line(event: StoredEvent) -> str:
     """One event as one line (``--follow`` in table format)."""
     return row_line(event.as_row())
@@ -188,7 +198,7 @@ async def _events(
         listed = await read_events(client, keys, flt, limit)
         _note_malformed(listed)
         if not follow:
-            render((e.as_row() for e in listed), event_columns(), fmt)
+            render((_row(e, fmt) for e in listed), event_columns(), fmt)
             return
         streaming = fmt not in ("table", "wide")
         writer = RowWriter(event_columns(), "jsonl" if fmt == "json" else fmt)
@@ -236,7 +246,7 @@ def history(
     _note_malformed(found)
     from wsctl.cli.output import render
 
-    render((e.as_row() for e in found), event_columns(), fmt)
+    render((_row(e, fmt) for e in found), event_columns(), fmt)
 
 
 async def _history(settings: Settings, robot_id: str, limit: int | None) -> list[StoredEvent]:
