@@ -24,6 +24,7 @@ from wsctl.protocol import (
     VERSION,
     Envelope,
     Hop,
+    Op,
     ProtocolError,
     Reply,
     Status,
@@ -48,6 +49,8 @@ __all__ = [
     "decode_control",
     "encode_batch",
     "encode_batch_reply",
+    "item_key",
+    "singles",
     "split",
 ]
 
@@ -126,6 +129,33 @@ class BatchReply:
 
     def __len__(self) -> int:
         return len(self.delivered) + len(self.failed)
+
+
+def singles(batch: Batch, items: Sequence[Item]) -> list[Envelope]:
+    """``items`` of ``batch`` forwarded as single (v1) envelopes, for an owner that does not
+    speak batches: each with id ``{batch id}:{item id}`` (see :func:`item_key`), ``hops + 1``,
+    the batch's reply channel, origin, send time and route."""
+    return [
+        Envelope(
+            op=Op.SEND,
+            id=f"{batch.id}:{item.id}",
+            robot_id=item.robot_id,
+            message=batch.text(item),
+            reply_to=batch.reply_to,
+            hops=batch.hops + 1,
+            origin=batch.origin,
+            sent_at=batch.sent_at,
+            route=batch.route,
+        )
+        for item in items
+    ]
+
+
+def item_key(reply_id: str) -> tuple[str, str]:
+    """The (batch id, item id) a single reply answers: ``{batch id}:{item id}`` for an item
+    forwarded as a single envelope, else ``(reply id, "")``."""
+    batch_id, sep, item_id = reply_id.partition(":")
+    return (batch_id, item_id) if sep else (reply_id, "")
 
 
 def split(items: Sequence[Item], size: int) -> list[tuple[Item, ...]]:

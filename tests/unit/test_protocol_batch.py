@@ -113,3 +113,20 @@ def test_the_decoder_refuses_oversized_batches() -> None:
 def test_the_reply_decoder_refuses_bad_batch_replies(payload: str) -> None:
     with pytest.raises(ProtocolError):
         decode_any_reply(payload)
+
+
+def test_items_for_a_version_1_owner_become_single_envelopes_keyed_back_to_the_item() -> None:
+    from wsctl.protocol_batch import item_key, singles
+
+    batch = Batch(
+        items=(Item("0", "r1"), Item("1", "r2", "own")), message="shared", reply_to="c"
+    ).arrived("gw-a", 2.0)
+    envelopes = singles(batch, batch.items)
+    assert [(e.id, e.robot_id, e.message, e.hops) for e in envelopes] == [
+        (f"{batch.id}:0", "r1", "shared", 1),
+        (f"{batch.id}:1", "r2", "own", 1),
+    ]
+    assert all(e.reply_to == "c" and e.route == batch.route for e in envelopes)
+    assert decode_control(encode(envelopes[0])) == envelopes[0]
+    assert item_key(envelopes[1].id) == (batch.id, "1")
+    assert item_key("plainid") == ("plainid", "")

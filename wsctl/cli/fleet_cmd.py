@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from wsctl.cli.common import (
-    ReportOutput,
     check_report_output,
     err,
     keyspace_of,
@@ -173,10 +172,20 @@ async def _serve(gw: Any, socket_timeout: float) -> None:
 def send(
     ctx: typer.Context,
     robot_id: Annotated[
-        str, typer.Argument(help="Robot id (exact).", autocompletion=complete_robot_ids)
-    ],
+        str | None,
+        typer.Argument(
+            metavar="ROBOT|MESSAGE",
+            help="Robot id (exact), then the message; with --robot, --instance or "
+            "--robots-from, only the message.",
+            show_default=False,
+            autocompletion=complete_robot_ids,
+        ),
+    ] = None,
     message: Annotated[
-        str | None, typer.Argument(help="Message text; - reads stdin.", show_default=False)
+        str | None,
+        typer.Argument(
+            metavar="[MESSAGE]", help="Message text; - reads stdin.", show_default=False
+        ),
     ] = None,
     file: Annotated[
         Path | None, typer.Option("--file", help="Read the message from a file.")
@@ -198,30 +207,90 @@ def send(
     trace: Annotated[
         bool, typer.Option("--trace", help="Print every hop with its latency.")
     ] = False,
-    output: ReportOutput = "table",
+    robot_glob: Annotated[
+        str | None,
+        typer.Option("--robot", help="Fan-out: every registered robot matching this glob."),
+    ] = None,
+    instance: Annotated[
+        str | None,
+        typer.Option("--instance", help="Fan-out: every robot registered to this instance."),
+    ] = None,
+    robots_from: Annotated[
+        str | None,
+        typer.Option("--robots-from", help="Fan-out: robot ids, one a line, from FILE or -."),
+    ] = None,
+    rate: Annotated[
+        float, typer.Option("--rate", help="Fan-out: robots per second (0: no pacing).")
+    ] = 0.0,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Fan-out: list the selection, send nothing.")
+    ] = False,
+    output: Annotated[
+        str,
+        typer.Option("-o", "--output", help="table or json; fan-out also jsonl (per robot)."),
+    ] = "table",
 ) -> None:
-    """Send a test message to a robot through the fleet and report the route taken.
+    """Send a message to a robot, or to many, through the fleet and report what became of it.
 
-    Without --via the message goes to the robot's registered owner; with --via it is injected
-    at that instance, which forwards it (at most 2 hops). Exit codes: 0 delivered,
+    One robot: without --via the message goes to the robot's registered owner; with --via it is
+    injected at that instance, which forwards it (at most 2 hops). Exit codes: 0 delivered,
     1 not connected/rejected, 4 not registered, 5 instance unreachable, 6 timed out.
 
+    Many robots (--robot GLOB, --instance ID or --robots-from FILE|-): the selection streams
+    from the registry (or the file), each robot's owner gets batches carrying the message once
+    (or --via routes them), and a summary says how many were delivered, not_connected,
+    rejected, unreachable, timeout (-o json; -o jsonl: one line per robot). Exit 0 when every
+    selected robot got it, 1 otherwise.
+
     Example: wsctl send robot-17 '{"cmd": "ping"}' --json --via gw-a --trace
+
+    Example: wsctl send '{"cmd": "update"}' --instance gw-a -o json
     """
     from wsctl.registry.keys import validate_id
 
-    validate_id(robot_id)
-    check_report_output(output, "send")
+    chosen = [o for o in (robot_glob, instance, robots_from) if o is not None]
+    if len(chosen) > 1:
+        raise UsageError("give one of --robot, --instance, --robots-from")
     if timeout <= 0:
         raise UsageError("--timeout must be greater than 0")
+    if chosen:
+        if message is not None:
+            raise UsageError(
+                "with --robot, --instance or --robots-from give only MESSAGE (no robot id)"
+            )
+        if instance is not None:
+            validate_id(instance, "instance id")
+        if via is not None:
+            validate_id(via, "instance id")
+        if robots_from == "-" and robot_id == "-" and file is None:
+            raise UsageError("stdin cannot hold both the message and --robots-from -")
+        text = _message_text(robot_id, file)
+        if as_json:
+            _check_json(text)
+        from wsctl.cli.fanout_cmd import run_fanout
+
+        run_fanout(
+            state(ctx).settings(),
+            text,
+            robot_glob=robot_glob,
+            instance=instance,
+            robots_from=robots_from,
+            via=via,
+            rate=rate,
+            timeout=timeout,
+            dry_run=dry_run,
+            output=output,
+        )
+        return
+    if dry_run or rate:
+        raise UsageError("--dry-run and --rate go with --robot, --instance or --robots-from")
+    if robot_id is None:
+        raise UsageError("missing ROBOT (or --robot, --instance, --robots-from) and MESSAGE")
+    validate_id(robot_id)
+    check_report_output(output, "send")
     text = _message_text(message, file)
     if as_json:
-        import json
-
-        try:
-            json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"message is not valid JSON: {exc.msg} at char {exc.pos}") from None
+        _check_json(text)
     if via is not None:
         validate_id(via, "instance id")
     outcome = run(_send(state(ctx).settings(), robot_id, text, via, timeout))
@@ -241,6 +310,15 @@ def send(
     sys.stdout.flush()
     if outcome.exit_code:
         raise typer.Exit(outcome.exit_code)
+
+
+def _check_json(text: str) -> None:
+    import json
+
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"message is not valid JSON: {exc.msg} at char {exc.pos}") from None
 
 
 def _message_text(message: str | None, file: Path | None) -> str:

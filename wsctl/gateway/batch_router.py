@@ -31,14 +31,16 @@ from wsctl.gateway.batching import OwnerCache, route_items
 from wsctl.gateway.events import EventSink
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
 from wsctl.gateway.routing import LocalSocket
-from wsctl.protocol import Status, message_problem
+from wsctl.protocol import Status, encode, message_problem
 from wsctl.protocol_batch import (
+    BATCH_VERSION,
     Batch,
     BatchReply,
     Item,
     Outcome,
     encode_batch,
     encode_batch_reply,
+    singles,
 )
 from wsctl.redis_target import AsyncClient, Target
 from wsctl.registry.keys import Keyspace
@@ -51,6 +53,8 @@ log = logging.getLogger("wsctl.gateway")
 
 # Batches waiting for the worker; beyond this the subscriber stops reading (backpressure).
 BATCH_QUEUE = 64
+# How long an instance's protocol version (from its liveness record) is remembered.
+PROTOCOL_TTL = 10.0
 
 
 class Core(Protocol):
@@ -88,6 +92,22 @@ class BatchRouter:
         self.core = core
         self.owners = OwnerCache(ttl=owner_ttl)
         self.queue: asyncio.Queue[Batch] = asyncio.Queue(BATCH_QUEUE)
+        self._protocols: dict[str, tuple[float, int]] = {}  # instance -> (read at, version)
+
+    async def _speaks_batches(self, instance_id: str) -> bool:
+        """Does the instance's liveness record say ``protocol`` 2? (Read at most every
+        PROTOCOL_TTL seconds per instance.)"""
+        now = time.monotonic()
+        cached = self._protocols.get(instance_id)
+        if cached is None or now - cached[0] > PROTOCOL_TTL:
+            core = self.core
+            raw = await core.client.hget(core.keys.instance_key(instance_id), "protocol")
+            try:
+                version = int(raw or 0)
+            except ValueError:
+                version = 0
+            cached = self._protocols[instance_id] = (now, version)
+        return cached[1] >= BATCH_VERSION
 
     async def run(self) -> None:
         """The worker: one batch at a time, in arrival order, until cancelled."""
@@ -232,9 +252,13 @@ class BatchRouter:
                             Outcome(i.id, Status.INSTANCE_UNREACHABLE, reason) for i in items
                         )
                         continue
-                    forwards.append(
-                        (core.keys.control_channel(owner), encode_batch(batch.forwarded(items)))
-                    )
+                    channel = core.keys.control_channel(owner)
+                    if await self._speaks_batches(owner):
+                        forwards.append((channel, encode_batch(batch.forwarded(items))))
+                    else:
+                        forwards.extend(
+                            (channel, encode(single)) for single in singles(batch, items)
+                        )
                     forwarded += len(items)
         except asyncio.CancelledError:
             raise

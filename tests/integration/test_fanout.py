@@ -1,0 +1,227 @@
+"""Fan-out ``wsctl send`` against real gateways, real robots and real Redis (single node and
+the 3+3 cluster), including an owner frozen (SIGSTOP) or killed mid fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.conftest import Backend, ainvoke, open_test_store
+from tests.fleet import running_fleet, wait_for
+from wsctl.sandbox import GatewayProcess
+
+
+@contextlib.asynccontextmanager
+async def robots(urls: dict[str, str]) -> AsyncIterator[dict[str, ClientConnection]]:
+    conns: dict[str, ClientConnection] = {}
+    try:
+        for robot_id, url in urls.items():
+            conns[robot_id] = await connect(f"{url}/ws/{robot_id}", ping_interval=None)
+        yield conns
+    finally:
+        await asyncio.gather(*(c.close() for c in conns.values()), return_exceptions=True)
+
+
+async def _frames(conn: ClientConnection, wait: float = 0.3) -> list[str]:
+    got: list[str] = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            got.append(str(await asyncio.wait_for(conn.recv(), wait)))
+    return got
+
+
+async def _registered(store: Any, robot_ids: list[str]) -> bool:
+    pipe = store.client.pipeline(transaction=False)
+    for robot_id in robot_ids:
+        pipe.exists(store.keys.conn_key(robot_id))
+    return all(await pipe.execute())
+
+
+async def test_fan_out_by_glob_reaches_every_robot_on_both_gateways_exactly_once(
+    backend: Backend,
+) -> None:
+    async with running_fleet(backend.env) as fleet, open_test_store(backend) as store:
+        urls = {f"fan-{n}": fleet["gw-a" if n % 2 else "gw-b"].ws_url for n in range(30)}
+        urls["other-1"] = fleet["gw-a"].ws_url
+        async with robots(urls) as conns:
+            await wait_for(lambda: _registered(store, list(urls)))
+            res = await ainvoke(
+                ["send", '{"cmd":"go"}', "--robot", "fan-*", "-o", "json"], backend.env
+            )
+            assert res.code == 0, res.err
+            summary = json.loads(res.out)
+            assert summary["selected"] == 30 and summary["delivered"] == 30
+            for key in ("not_connected", "rejected", "unreachable", "timeout"):
+                assert summary[key] == 0
+            assert isinstance(summary["seconds"], float)
+            for robot_id, conn in conns.items():
+                expected = [] if robot_id == "other-1" else ['{"cmd":"go"}']
+                assert await _frames(conn) == expected
+
+
+async def test_fan_out_by_instance_sends_only_to_that_instances_robots(single: Backend) -> None:
+    async with running_fleet(single.env) as fleet, open_test_store(single) as store:
+        urls = {f"ins-{n}": fleet["gw-a" if n % 2 else "gw-b"].ws_url for n in range(6)}
+        async with robots(urls) as conns:
+            await wait_for(lambda: _registered(store, list(urls)))
+            res = await ainvoke(["send", "hello", "--instance", "gw-b", "-o", "jsonl"], single.env)
+            assert res.code == 0, res.err
+            rows = [json.loads(line) for line in res.out.splitlines()]
+            assert sorted(r["robot_id"] for r in rows) == ["ins-0", "ins-2", "ins-4"]
+            assert {(r["outcome"], r["instance"]) for r in rows} == {("delivered", "gw-b")}
+            assert "3 selected, 3 delivered" in res.err
+            for n, conn in enumerate(conns.values()):
+                assert await _frames(conn) == ([] if n % 2 else ["hello"])
+
+
+async def test_robots_from_stdin_with_an_unknown_robot_exits_1_and_names_it(
+    single: Backend,
+) -> None:
+    async with running_fleet(single.env) as fleet, open_test_store(single) as store:
+        urls = {"rf-1": fleet["gw-a"].ws_url, "rf-2": fleet["gw-b"].ws_url}
+        async with robots(urls) as conns:
+            await wait_for(lambda: _registered(store, list(urls)))
+            ids = "rf-1\n# a comment\n\nrf-2\nrf-1\nrf-missing\n"
+            res = await ainvoke(
+                ["send", "m", "--robots-from", "-", "-o", "jsonl"], single.env, stdin=ids
+            )
+            assert res.code == 1, res.err
+            rows = {json.loads(line)["robot_id"]: json.loads(line) for line in res.out.splitlines()}
+            assert rows["rf-missing"]["outcome"] == "not_connected"
+            assert rows["rf-1"]["outcome"] == rows["rf-2"]["outcome"] == "delivered"
+            assert len(rows) == 3  # the duplicate line is sent once
+            assert [await _frames(c) for c in conns.values()] == [["m"], ["m"]]
+
+
+async def test_fan_out_via_one_instance_lets_it_route(single: Backend, tmp_path: Path) -> None:
+    async with running_fleet(single.env) as fleet, open_test_store(single) as store:
+        urls = {f"via-{n}": fleet["gw-b"].ws_url for n in range(4)}
+        async with robots(urls) as conns:
+            await wait_for(lambda: _registered(store, list(urls)))
+            listing = tmp_path / "ids.txt"
+            listing.write_text("\n".join([*urls, "via-none"]) + "\n")
+            res = await ainvoke(
+                ["send", "x", "--robots-from", str(listing), "--via", "gw-a", "-o", "json"],
+                single.env,
+            )
+            summary = json.loads(res.out)
+            assert res.code == 1 and summary["delivered"] == 4 and summary["not_connected"] == 1
+            assert fleet["gw-a"].metrics.messages_forwarded == 4
+            for conn in conns.values():
+                assert await _frames(conn) == ["x"]
+
+
+async def test_dry_run_lists_the_selection_and_sends_nothing(single: Backend) -> None:
+    async with (
+        running_fleet(single.env, names=("gw-a",)) as fleet,
+        open_test_store(single) as store,
+    ):
+        urls = {f"dry-{n}": fleet["gw-a"].ws_url for n in range(3)}
+        async with robots(urls) as conns:
+            await wait_for(lambda: _registered(store, list(urls)))
+            res = await ainvoke(
+                ["send", "no", "--robot", "dry-*", "--dry-run", "-o", "jsonl"], single.env
+            )
+            assert res.code == 0, res.err
+            rows = [json.loads(line) for line in res.out.splitlines()]
+            assert sorted(r["robot_id"] for r in rows) == sorted(urls)
+            assert {r["instance"] for r in rows} == {"gw-a"}
+            assert "3 robots selected; nothing sent" in res.err
+            for conn in conns.values():
+                assert await _frames(conn) == []
+
+
+async def test_a_single_robot_send_still_works_and_selection_flags_are_checked(
+    single: Backend,
+) -> None:
+    async with (
+        running_fleet(single.env, names=("gw-a",)) as fleet,
+        open_test_store(single) as store,
+    ):
+        async with robots({"one-1": fleet["gw-a"].ws_url}) as conns:
+            await wait_for(lambda: _registered(store, ["one-1"]))
+            res = await ainvoke(["send", "one-1", "hi"], single.env)
+            assert res.code == 0 and "delivered" in res.out
+            assert await _frames(conns["one-1"]) == ["hi"]
+            both = await ainvoke(["send", "one-1", "hi", "--robot", "x*"], single.env)
+            assert both.code == 2 and "only MESSAGE" in both.err
+            two = await ainvoke(["send", "hi", "--robot", "x*", "--instance", "gw-a"], single.env)
+            assert two.code == 2 and "one of" in two.err
+            rate = await ainvoke(["send", "one-1", "hi", "--rate", "5"], single.env)
+            assert rate.code == 2
+
+
+async def test_an_owner_frozen_or_killed_mid_fan_out_gives_timeout_or_unreachable(
+    single: Backend, tmp_path: Path
+) -> None:
+    url = single.env["WSCTL_REDIS_URL"]
+    frozen = GatewayProcess(redis_url=url, instance_id="gw-frozen").start(tmp_path)
+    live = GatewayProcess(redis_url=url, instance_id="gw-live").start(tmp_path)
+    try:
+        async with open_test_store(single) as store:
+            urls = {f"flt-{n}": (frozen if n % 2 else live).url for n in range(10)}
+            async with robots(urls):
+                await wait_for(lambda: _registered(store, list(urls)), timeout=10)
+                assert frozen.pid is not None
+                os.kill(frozen.pid, signal.SIGSTOP)
+                try:
+                    started = time.monotonic()
+                    res = await ainvoke(
+                        ["send", "f", "--robot", "flt-*", "--timeout", "1", "-o", "jsonl"],
+                        single.env,
+                    )
+                    took = time.monotonic() - started
+                finally:
+                    os.kill(frozen.pid, signal.SIGCONT)
+                assert res.code == 1 and took < 8, (took, res.err)
+                rows = [json.loads(line) for line in res.out.splitlines()]
+                outcomes = {r["robot_id"]: r["outcome"] for r in rows}
+                for n in range(10):
+                    assert outcomes[f"flt-{n}"] == ("timeout" if n % 2 else "delivered")
+                assert "5 timeout" in res.err
+                assert frozen.proc is not None
+                frozen.proc.kill()
+                frozen.proc.wait(10)
+                res = await ainvoke(["send", "k", "--robot", "flt-*", "-o", "json"], single.env)
+                summary = json.loads(res.out)
+                assert res.code == 1 and summary["delivered"] == 5
+                assert summary["unreachable"] == 5
+    finally:
+        frozen.stop()
+        live.stop()
+
+
+async def test_owners_that_speak_only_single_envelopes_get_single_envelopes(
+    single: Backend,
+) -> None:
+    """A gateway built from docs/protocol.md's version 1 (no batches): fan-out sends it single
+    envelopes, and a version-2 instance forwarding a batch to it does the same."""
+    from tests.integration.test_protocol_from_doc import DocGateway
+
+    async with (
+        open_test_store(single) as store,
+        DocGateway(store.client, "doc-gw").running() as doc,
+        running_fleet(single.env, names=("gw-a",)) as fleet,
+    ):
+        urls = {"v1-1": f"ws://127.0.0.1:{doc.port}", "v1-2": f"ws://127.0.0.1:{doc.port}"}
+        urls["v2-1"] = fleet["gw-a"].ws_url
+        async with robots(urls) as conns:
+            await wait_for(lambda: _registered(store, list(urls)))
+            res = await ainvoke(["send", "direct", "--robot", "v*", "-o", "json"], single.env)
+            assert res.code == 0, res.out + res.err
+            assert json.loads(res.out)["delivered"] == 3
+            res = await ainvoke(
+                ["send", "routed", "--robot", "v*", "--via", "gw-a", "-o", "json"], single.env
+            )
+            assert res.code == 0, res.out + res.err
+            for conn in conns.values():
+                assert await _frames(conn) == ["direct", "routed"]

@@ -1,0 +1,437 @@
+"""Fan-out ``send``: one message to many robots, straight to each robot's owner.
+
+The selection streams (from the registry, or from a list of ids); owners are read in pipelined
+batches; each owner is checked once (does it listen, does it speak batches) and gets batches of
+at most :data:`BATCH_ITEMS` robots carrying the payload once (protocol v2), or single envelopes
+when its liveness record does not say ``protocol`` 2. With ``via`` every batch goes to that
+instance, which routes. Every robot ends with exactly one :class:`FanOutcome`; an item without
+an answer by the deadline is ``timeout``, so a frozen or killed owner never makes it hang.
+Returns results; printing is the CLI's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from wsctl.instances import get_record
+from wsctl.ops.control import _subscribed, is_listening
+from wsctl.protocol import Envelope, Op, ProtocolError, Reply, Status, encode
+from wsctl.protocol_batch import (
+    BATCH_VERSION,
+    Batch,
+    BatchReply,
+    Item,
+    decode_any_reply,
+    encode_batch,
+    item_key,
+)
+from wsctl.redis_pubsub import publish_many
+from wsctl.redis_target import AsyncClient
+from wsctl.registry.keys import Keyspace
+from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID
+from wsctl.registry.store import RegistryStore
+
+__all__ = [
+    "BATCH_ITEMS",
+    "FanOutcome",
+    "FanoutOptions",
+    "FanoutSummary",
+    "ReplyCollector",
+    "RobotOutcome",
+    "chunks_of",
+    "fan_out",
+    "registry_selection",
+]
+
+BATCH_ITEMS = 500  # robots per batch envelope
+LOOKUP_CHUNK = 1000  # owners read per pipeline
+
+
+class FanOutcome(StrEnum):
+    """What became of the message for one robot."""
+
+    DELIVERED = "delivered"
+    NOT_CONNECTED = "not_connected"
+    REJECTED = "rejected"
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+
+
+_FROM_STATUS = {
+    Status.DELIVERED: FanOutcome.DELIVERED,
+    Status.NOT_CONNECTED: FanOutcome.NOT_CONNECTED,
+    Status.REJECTED: FanOutcome.REJECTED,
+    Status.INSTANCE_UNREACHABLE: FanOutcome.UNREACHABLE,
+    Status.ERROR: FanOutcome.ERROR,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RobotOutcome:
+    robot_id: str
+    outcome: FanOutcome
+    instance: str | None = None  # the instance that answered (or the owner, when none did)
+    reason: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "robot_id": self.robot_id,
+            "outcome": self.outcome.value,
+            "instance": self.instance,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class FanoutSummary:
+    selected: int = 0
+    counts: dict[FanOutcome, int] = field(default_factory=lambda: dict.fromkeys(FanOutcome, 0))
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.counts[FanOutcome.DELIVERED] == self.selected
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"selected": self.selected}
+        out.update({o.value: n for o, n in self.counts.items()})
+        out["seconds"] = round(self.seconds, 3)
+        return out
+
+
+@dataclass
+class FanoutOptions:
+    via: str | None = None
+    rate: float = 0.0  # robots per second; 0: as fast as possible
+    timeout: float = 5.0  # seconds to wait for answers after the last publish
+    batch_items: int = BATCH_ITEMS
+    liveness_timeout: float = 90.0
+    origin: str = "cli"
+
+
+Key = tuple[str, str]  # (batch or envelope id, item id; "" for a single envelope)
+
+
+class ReplyCollector:
+    """Reads one reply channel (subscribed before anything is sent) and hands every item
+    outcome to ``on_outcome(key, status, instance, reason, reply)``: batch replies item by
+    item, single replies as ``(id, "")``. Replies that do not decode are ignored."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        channel: str,
+        on_outcome: Callable[[Key, Status, str, str | None, Reply | BatchReply], None],
+    ) -> None:
+        self.client = client
+        self.channel = channel
+        self.on_outcome = on_outcome
+        self._pubsub: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._pubsub = await _subscribed(self.client, self.channel)
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        pubsub = self._pubsub
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if not message or message.get("type") != "message":
+                continue
+            try:
+                reply = decode_any_reply(message["data"])
+            except ProtocolError:
+                continue
+            if isinstance(reply, BatchReply):
+                for ident in reply.delivered:
+                    self.on_outcome(
+                        (reply.id, ident), Status.DELIVERED, reply.instance, None, reply
+                    )
+                for failed in reply.failed:
+                    self.on_outcome(
+                        (reply.id, failed.id), failed.status, reply.instance, failed.reason, reply
+                    )
+            else:
+                key = item_key(reply.id)  # an item forwarded to an owner as a single envelope
+                self.on_outcome(key, reply.status, reply.instance, reply.reason, reply)
+
+    @property
+    def failed(self) -> BaseException | None:
+        """Why the reader stopped (a lost subscription), if it did."""
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            return self._task.exception()
+        return None
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()
+
+
+@dataclass
+class _Target:
+    """An instance messages go to, checked once per run."""
+
+    listening: bool
+    batches: bool
+    why: str | None = None
+
+
+class _FanOut:
+    def __init__(
+        self,
+        client: AsyncClient,
+        keys: Keyspace,
+        message: str,
+        options: FanoutOptions,
+        on_outcome: Callable[[RobotOutcome], None] | None,
+        summary: FanoutSummary | None = None,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.message = message
+        self.options = options
+        self.on_outcome = on_outcome
+        self.summary = summary if summary is not None else FanoutSummary()
+        self.seen: set[str] = set()
+        self.pending: dict[Key, tuple[str, str]] = {}  # key -> (robot id, target instance)
+        self.targets: dict[str, _Target] = {}
+        self.channel = keys.reply_channel(f"fanout-{uuid.uuid4().hex}")
+        self.sent = 0
+        self.started = time.perf_counter()
+        self.done = asyncio.Event()
+        self.finished_sending = False
+
+    # ------------------------------------------------------------------ outcomes
+    def record(
+        self, robot_id: str, outcome: FanOutcome, instance: str | None, reason: str | None
+    ) -> None:
+        self.summary.counts[outcome] += 1
+        if self.on_outcome is not None:
+            self.on_outcome(RobotOutcome(robot_id, outcome, instance, reason))
+
+    def answered(
+        self, key: Key, status: Status, instance: str, reason: str | None, _: object
+    ) -> None:
+        found = self.pending.pop(key, None)
+        if found is None:
+            return  # not ours, or a second answer (never counted twice)
+        self.record(found[0], _FROM_STATUS.get(status, FanOutcome.ERROR), instance, reason)
+        if self.finished_sending and not self.pending:
+            self.done.set()
+
+    # ------------------------------------------------------------------ targets
+    async def target(self, instance_id: str, conn_id_known: bool | None) -> _Target:
+        found = self.targets.get(instance_id)
+        if found is not None:
+            return found
+        listening = await is_listening(self.client, self.keys, instance_id)
+        record = await get_record(self.client, self.keys, instance_id)
+        why = None
+        if not listening:
+            from wsctl.ops.send import why_unreachable
+
+            why = await why_unreachable(
+                self.client,
+                self.keys,
+                instance_id,
+                conn_id_known,
+                self.options.liveness_timeout,
+            )
+        speaks = record is not None and record.protocol >= BATCH_VERSION
+        found = self.targets[instance_id] = _Target(listening, speaks, why)
+        return found
+
+    # ------------------------------------------------------------------ sending
+    async def pace(self, count: int) -> None:
+        """Wait until ``count`` more robots may be sent at ``rate`` per second."""
+        rate = self.options.rate
+        if rate > 0:
+            delay = self.started + self.sent / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        self.sent += count
+
+    async def send_group(self, instance_id: str, robots: list[str], known: bool | None) -> None:
+        """Send to ``robots`` through ``instance_id`` (their owner, or the via instance)."""
+        target = await self.target(instance_id, known)
+        if not target.listening:
+            for robot_id in robots:
+                self.record(robot_id, FanOutcome.UNREACHABLE, instance_id, target.why)
+            return
+        channel = self.keys.control_channel(instance_id)
+        size = max(1, self.options.batch_items)
+        if self.options.rate > 0:
+            size = max(1, min(size, int(self.options.rate / 20)))
+        for start in range(0, len(robots), size):
+            chunk = robots[start : start + size]
+            await self.pace(len(chunk))
+            messages: list[tuple[str, str]] = []
+            keys: list[Key] = []
+            if target.batches:
+                batch = Batch(
+                    items=tuple(Item(str(n), r) for n, r in enumerate(chunk)),
+                    message=self.message,
+                    reply_to=self.channel,
+                    origin=self.options.origin,
+                )
+                for n, robot_id in enumerate(chunk):
+                    keys.append((batch.id, str(n)))
+                    self.pending[keys[-1]] = (robot_id, instance_id)
+                messages.append((channel, encode_batch(batch)))
+            else:
+                for robot_id in chunk:
+                    envelope = Envelope(
+                        op=Op.SEND,
+                        robot_id=robot_id,
+                        message=self.message,
+                        reply_to=self.channel,
+                        origin=self.options.origin,
+                    )
+                    keys.append((envelope.id, ""))
+                    self.pending[keys[-1]] = (robot_id, instance_id)
+                    messages.append((channel, encode(envelope)))
+            try:
+                await publish_many(self.client, messages)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # not sent (or not known to be): these robots get an error, never a resend
+                for key in keys:
+                    found = self.pending.pop(key, None)
+                    if found is not None:
+                        self.record(found[0], FanOutcome.ERROR, instance_id, str(exc)[:200])
+
+    async def owners(self, robots: list[str]) -> list[tuple[str, str | None, bool]]:
+        """(robot, owner or None, entry has a conn_id) for each robot, in one pipeline."""
+        pipe = self.client.pipeline(transaction=False)
+        for robot_id in robots:
+            pipe.hmget(self.keys.conn_key(robot_id), [F_INSTANCE_ID, F_CONN_ID])
+        rows = await pipe.execute()
+        return [
+            (robot_id, str(owner) if owner else None, bool(conn_id))
+            for robot_id, (owner, conn_id) in zip(robots, rows, strict=True)
+        ]
+
+    async def chunk(self, selection: list[tuple[str, str | None]]) -> None:
+        """Send to one chunk of the selection: (robot, owner if already known)."""
+        fresh: list[tuple[str, str | None]] = []
+        for robot_id, owner in selection:
+            if robot_id not in self.seen:
+                self.seen.add(robot_id)
+                fresh.append((robot_id, owner))
+        self.summary.selected += len(fresh)
+        if not fresh:
+            return
+        via = self.options.via
+        if via is not None:
+            await self.send_group(via, [r for r, _ in fresh], None)
+            return
+        unknown = [r for r, o in fresh if o is None]
+        known_owner: dict[str, tuple[str, bool | None]] = {
+            r: (o, None) for r, o in fresh if o is not None
+        }
+        for start in range(0, len(unknown), LOOKUP_CHUNK):
+            for robot_id, owner, has_conn_id in await self.owners(
+                unknown[start : start + LOOKUP_CHUNK]
+            ):
+                if owner is None:
+                    self.record(robot_id, FanOutcome.NOT_CONNECTED, None, "no registry entry")
+                else:
+                    known_owner[robot_id] = (owner, has_conn_id)
+        groups: dict[str, list[str]] = {}
+        conn_ids: dict[str, bool | None] = {}
+        for robot_id, _ in fresh:
+            found = known_owner.get(robot_id)
+            if found is None:
+                continue
+            owner, conn_id = found
+            groups.setdefault(owner, []).append(robot_id)
+            if conn_id is not None:
+                conn_ids[owner] = bool(conn_ids.get(owner)) or conn_id
+        for owner, robots in groups.items():
+            await self.send_group(owner, robots, conn_ids.get(owner))
+
+    async def run(self, selection: AsyncIterator[list[tuple[str, str | None]]]) -> FanoutSummary:
+        collector = ReplyCollector(self.client, self.channel, self.answered)
+        await collector.start()
+        try:
+            async for part in selection:
+                await self.chunk(part)
+            self.finished_sending = True
+            if self.pending:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.done.wait(), self.options.timeout)
+        finally:
+            await collector.stop()
+        for robot_id, instance_id in list(self.pending.values()):
+            self.record(
+                robot_id,
+                FanOutcome.TIMEOUT,
+                instance_id,
+                f"no answer from {instance_id} within {self.options.timeout:g}s",
+            )
+        self.pending.clear()
+        self.summary.seconds = time.perf_counter() - self.started
+        return self.summary
+
+
+async def fan_out(
+    client: AsyncClient,
+    keys: Keyspace,
+    selection: AsyncIterator[list[tuple[str, str | None]]],
+    message: str,
+    options: FanoutOptions | None = None,
+    on_outcome: Callable[[RobotOutcome], None] | None = None,
+    summary: FanoutSummary | None = None,
+) -> FanoutSummary:
+    """Send ``message`` to every robot of ``selection`` (chunks of ``(robot_id, owner)``; an
+    owner of None is read from the registry) and return the counts per outcome (in
+    ``summary`` when given, which callers may watch while it runs); ``on_outcome`` sees each
+    robot's outcome as it is known."""
+    runner = _FanOut(client, keys, message, options or FanoutOptions(), on_outcome, summary)
+    return await runner.run(selection)
+
+
+async def chunks_of(
+    ids: Iterable[str], size: int = LOOKUP_CHUNK
+) -> AsyncIterator[list[tuple[str, str | None]]]:
+    """A selection from plain robot ids (owners to be read)."""
+    part: list[tuple[str, str | None]] = []
+    for robot_id in ids:
+        part.append((robot_id, None))
+        if len(part) >= size:
+            yield part
+            part = []
+            await asyncio.sleep(0)
+    if part:
+        yield part
+
+
+async def registry_selection(
+    store: RegistryStore, robot_glob: str | None = None, instance: str | None = None
+) -> AsyncIterator[list[tuple[str, str | None]]]:
+    """The registry's robots matching ``robot_glob`` (all when None) and, when given, owned by
+    ``instance``, in batches as they are read (SCAN + pipelined reads), with their owners."""
+    async for batch in store.iter_batches(robot_glob):
+        part = [
+            (e.robot_id, e.instance_id or None)
+            for e in batch
+            if instance is None or e.instance_id == instance
+        ]
+        if part:
+            yield part
