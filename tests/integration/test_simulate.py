@@ -313,3 +313,28 @@ def test_the_readme_tour_works_against_a_detached_sandbox_with_demo_robots() -> 
     assert not any(_alive(p) for p in pids)
     assert running_sandbox() is None
     assert run("sandbox", "--stop").returncode == 1
+
+
+@pytest.mark.parametrize("share", ["0", "1"])
+async def test_simulate_deliver_goes_through_batches_with_the_non_owner_share_asked(
+    single: Backend, share: str
+) -> None:
+    async with running_fleet(single.env) as fleet:
+        args = ["simulate", "--robots", "20", "--messages", "3", "--duration", "2", "-o", "json"]
+        args += ["--non-owner-share", share, "--rate", "0"]
+        for gw in fleet.values():
+            args += ["--gateway", gw.ws_url]
+        res = await ainvoke(args, env=single.env)
+        report = json.loads(res.out)
+        assert res.code == 0, report["failed"]
+        deliver = next(p for p in report["phases"] if p["name"] == "deliver")["metrics"]
+        assert deliver["delivered"] == 60 and deliver["out_of_order"] == deliver["duplicated"] == 0
+        assert deliver["via_other"] == (60 if share == "1" else 0)
+        assert deliver["replies"] == {"delivered": 60}
+        forwarded = sum(gw.metrics.messages_forwarded for gw in fleet.values())
+        assert forwarded == (60 if share == "1" else 0)
+
+
+def test_a_non_owner_share_outside_0_to_1_is_a_usage_error() -> None:
+    res = invoke(["simulate", "--non-owner-share", "1.5", "--gateway", "ws://127.0.0.1:1"])
+    assert res.code == 2 and "--non-owner-share" in res.err

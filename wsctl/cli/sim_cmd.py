@@ -49,6 +49,14 @@ def simulate(
             "includes queueing).",
         ),
     ] = DEFAULT_RATE,
+    non_owner_share: Annotated[
+        float,
+        typer.Option(
+            "--non-owner-share",
+            help="Deliver phase: share of robots whose messages are injected at an instance "
+            "that is not their owner (0-1; forwarded once).",
+        ),
+    ] = 0.75,
     churn: Annotated[
         float, typer.Option("--churn", help="Reconnects per second to another gateway (0: off).")
     ] = 0.0,
@@ -150,6 +158,7 @@ def simulate(
         ramp=ramp,
         churn=churn,
         rate=rate,
+        non_owner_share=non_owner_share,
         payload_bytes=payload_bytes,
         processes=processes,
         auth_secret=auth_secret,

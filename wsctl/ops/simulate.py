@@ -34,7 +34,15 @@ from wsctl.ops.compat import Participation, classify, explain, writes_conn_id
 from wsctl.ops.control import is_listening
 from wsctl.ops.histogram import Histogram
 from wsctl.ops.robots import ProcessSwarm, RobotSwarm, make_message
-from wsctl.protocol import Envelope, Op, ProtocolError, decode_reply, encode
+from wsctl.protocol import Envelope, Op, ProtocolError, encode
+from wsctl.protocol_batch import (
+    BATCH_VERSION,
+    Batch,
+    BatchReply,
+    Item,
+    decode_any_reply,
+    encode_batch,
+)
 from wsctl.redis_pubsub import publish_many, subscription
 from wsctl.redis_topology import refresh_topology
 from wsctl.registry.model import Entry, utcnow
@@ -136,6 +144,9 @@ class SimulateOptions:
     robot_heartbeat: str | None = None
     robot_heartbeat_every: float = 5.0
     require_delivery: bool = False  # instances that do not listen fail deliver instead of skipping
+    # deliver phase: the share of robots whose messages are injected at an instance other than
+    # their owner (forwarded once); the rest go straight to the owner
+    non_owner_share: float = 0.75
     liveness_timeout: float = 90.0  # judges the gateways' liveness records
     reconnect: bool = False  # robots reconnect on close (jittered backoff, next gateway)
     chaos: str | None = None  # "drain" or "kill" one gateway during the deliver phase
@@ -251,7 +262,18 @@ class _Replies:
 
         async for data in subscription(self.store.client, self.channel, state):
             with contextlib.suppress(ProtocolError):
-                reply = decode_reply(data)
+                reply = decode_any_reply(data)
+                if isinstance(reply, BatchReply):
+                    # items are keyed "{batch id}:{item id}", as single replies to items
+                    # forwarded to a version-1 owner are
+                    prefix = reply.id + ":"
+                    for ident in reply.delivered:
+                        self.status[prefix + ident] = "delivered"
+                    for failed in reply.failed:
+                        self.status[prefix + failed.id] = failed.status.value
+                        if failed.reason:
+                            self.reasons[failed.reason[:80]] += 1
+                    continue
                 self.status[reply.id] = reply.status.value
                 if reply.reason:
                     self.reasons[reply.reason[:80]] += 1
@@ -286,6 +308,7 @@ class Simulation:
         # instances that do not listen on their control channel -> why (found before deliver)
         self.not_listening: dict[str, str] = {}
         self.participation: dict[str, Participation] = {}
+        self.speaks_batches: set[str] = set()  # instances whose liveness record says protocol 2
         self.seen_entries: dict[str, Entry] = {}
         self.chaos: dict[str, Any] = {}
         self.drained: str | None = None  # the instance this run drained (undrained at the end)
@@ -332,30 +355,46 @@ class Simulation:
         return found
 
     async def _publish(self, sends: list[tuple[str, str, int]], rate: float = 0.0) -> list[str]:
-        """Publish (robot_id, via_instance, seq) messages in pipelines; returns envelope ids.
+        """Publish (robot_id, via_instance, seq) messages in pipelines; returns the keys their
+        replies come back under.
 
-        Each message is stamped with its send time as it is published. With ``rate`` > 0, at
-        most that many per second (batches of 1/20 s); else all at once.
+        Each message is stamped with its send time as it is published. Consecutive messages
+        for one instance that speaks batches go in one batch envelope (protocol v2; key
+        ``{batch id}:{item id}``), others as single envelopes (key: the envelope id). With
+        ``rate`` > 0, at most that many per second (steps of 1/20 s); else all at once.
         """
         ids: list[str] = []
         step = PUBLISH_BATCH if rate <= 0 else max(1, min(PUBLISH_BATCH, int(rate / 20)))
         started = time.perf_counter()
+        origin = f"simulate-{self.run_id}"
         for start in range(0, len(sends), step):
             if rate > 0:
                 delay = started + start / rate - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
             batch: list[tuple[str, str]] = []
+            groups: dict[str, list[Item]] = {}
             for robot_id, via, seq in sends[start : start + step]:
+                message = make_message(self.run_id, seq, self.options.payload_bytes)
+                if via in self.speaks_batches:
+                    items = groups.setdefault(via, [])
+                    items.append(Item(str(len(items)), robot_id, message))
+                    continue
                 envelope = Envelope(
                     op=Op.SEND,
                     robot_id=robot_id,
-                    message=make_message(self.run_id, seq, self.options.payload_bytes),
+                    message=message,
                     reply_to=self.replies.channel,
-                    origin=f"simulate-{self.run_id}",
+                    origin=origin,
                 )
                 ids.append(envelope.id)
                 batch.append((self.store.keys.control_channel(via), encode(envelope)))
+            for via, items in groups.items():
+                envelope_batch = Batch(
+                    items=tuple(items), reply_to=self.replies.channel, origin=origin
+                )
+                ids.extend(f"{envelope_batch.id}:{item.id}" for item in items)
+                batch.append((self.store.keys.control_channel(via), encode_batch(envelope_batch)))
             try:
                 await self._retrying(partial(publish_many, self.store.client, batch), "publish")
             except RuntimeError:
@@ -398,6 +437,8 @@ class Simulation:
                 partial(get_record, self.store.client, keys, instance_id), "liveness records"
             )
             state = liveness(record, now, self.options.liveness_timeout)
+            if record is not None and record.protocol >= BATCH_VERSION:
+                self.speaks_batches.add(instance_id)
             kind = classify(listening, state, conn_ids.get(instance_id))
             self.participation[instance_id] = kind
             if kind in NOT_SPEAKING:
@@ -498,11 +539,14 @@ class Simulation:
         robot_ids = [r for r in self.robot_ids if self.instance_of_url[self.url_of[r]] in instances]
         sends: list[tuple[str, str, int]] = []
         via_owner = 0
+        share = opts.non_owner_share
         for n, robot_id in enumerate(robot_ids):
             owner = self.instance_of_url[self.url_of[robot_id]]
             others = [i for i in instances if i != owner]
-            # three of four robots get their messages through a non-owner instance (forwarding)
-            via = owner if (n % 4 == 3 or not others) else others[n % len(others)]
+            # robots whose messages go through a non-owner instance (forwarding), spread
+            # evenly: robot n does when floor((n + 1) * share) > floor(n * share)
+            through_other = int((n + 1) * share) > int(n * share)
+            via = others[n % len(others)] if (through_other and others) else owner
             via_owner += via == owner
             for _ in range(opts.messages):
                 sends.append((robot_id, via, self._next_seq(robot_id)))
@@ -915,6 +959,8 @@ async def simulate(
             raise UsageError("--chaos needs at least two gateways (robots move to the others)")
         if options.churn > 0:
             raise UsageError("--chaos and --churn exclude each other")
+    if not 0.0 <= options.non_owner_share <= 1.0:
+        raise UsageError("--non-owner-share must be between 0 and 1")
     if options.robots < 1 or options.messages < 0 or options.processes < 1:
         raise UsageError("--robots and --processes must be at least 1, --messages at least 0")
     if options.robot_heartbeat is not None and not (
