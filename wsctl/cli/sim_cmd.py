@@ -140,6 +140,8 @@ def simulate(
     check_report_output(output, "simulate")
     if ramp < 0 or churn < 0 or rate < 0:
         raise UsageError("--ramp, --rate and --churn must not be negative")
+    if not 0.0 <= non_owner_share <= 1.0:
+        raise UsageError("--non-owner-share must be between 0 and 1")
     if duration is not None and duration <= 0:
         raise UsageError("--duration must be greater than 0")
     if robot_heartbeat_every is not None and robot_heartbeat is None:
