@@ -1,8 +1,9 @@
 """The event loop every wsctl command, gateway and robot worker runs on: one place to choose.
 
-``WSCTL_EVENT_LOOP``: ``auto`` (default: uvloop when it is installed, e.g. with
-``pip install 'wsctl[fast]'``, else asyncio's own), ``uvloop`` (required: an error without
-it) or ``asyncio``. README ("Decisions: event loop and JSON codec") has the measurements.
+``WSCTL_EVENT_LOOP``: ``asyncio`` (the default) or ``uvloop`` (when installed; an error
+otherwise). asyncio's own loop is the default because uvloop measured no better here (README,
+"Decisions: event loop and JSON codec"); the switch stays so that the measurement can be
+repeated on other machines.
 """
 
 from __future__ import annotations
@@ -16,29 +17,24 @@ from wsctl.errors import ConfigError
 __all__ = ["loop_factory", "loop_name", "run"]
 
 T = TypeVar("T")
-CHOICES = ("auto", "uvloop", "asyncio")
+CHOICES = ("asyncio", "uvloop")
 
 
 def _choice() -> str:
-    choice = os.environ.get("WSCTL_EVENT_LOOP", "auto").strip().lower() or "auto"
+    choice = os.environ.get("WSCTL_EVENT_LOOP", "asyncio").strip().lower() or "asyncio"
     if choice not in CHOICES:
         raise ConfigError(f"WSCTL_EVENT_LOOP={choice!r}: use one of {', '.join(CHOICES)}")
     return choice
 
 
 def loop_factory() -> Callable[[], Any] | None:
-    """uvloop's loop factory when chosen and available; None for asyncio's default loop."""
-    choice = _choice()
-    if choice == "asyncio":
+    """uvloop's loop factory when chosen; None for asyncio's default loop."""
+    if _choice() == "asyncio":
         return None
     try:
         import uvloop
     except ImportError:
-        if choice == "uvloop":
-            raise ConfigError(
-                "WSCTL_EVENT_LOOP=uvloop but uvloop is not installed (pip install 'wsctl[fast]')"
-            ) from None
-        return None
+        raise ConfigError("WSCTL_EVENT_LOOP=uvloop but uvloop is not installed") from None
     factory: Callable[[], Any] = uvloop.new_event_loop
     return factory
 

@@ -440,8 +440,9 @@ class GatewayProcess:
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WSCTL_", "REDIS_"))}
         env.update(self.extra_env)
-        if "WSCTL_STATE_DIR" in os.environ:
-            env["WSCTL_STATE_DIR"] = os.environ["WSCTL_STATE_DIR"]
+        for name in ("WSCTL_STATE_DIR", "WSCTL_EVENT_LOOP"):
+            if name in os.environ:
+                env[name] = os.environ[name]
         if self.auth_secret:
             env["WSCTL_AUTH_SECRET"] = self.auth_secret
         self.log_path = log_dir / f"{self.instance_id}.log"

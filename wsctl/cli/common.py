@@ -82,10 +82,11 @@ def on_stop_signals(callback: Any) -> None:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one command's coroutine (asyncio is imported here, not at start-up)."""
-    import asyncio
+    """Run one command's coroutine on the chosen event loop (:mod:`wsctl.eventloop`; asyncio
+    is imported here, not at start-up)."""
+    from wsctl.eventloop import run as run_on_loop
 
-    return asyncio.run(coro)
+    return run_on_loop(coro)
 
 
 def check_output(fmt: str) -> str:

@@ -296,7 +296,9 @@ def _worker_main(
             except Exception as exc:  # reported to the coordinator, never swallowed
                 conn.send(("error", f"{type(exc).__name__}: {exc}"))
 
-    asyncio.run(serve())
+    from wsctl.eventloop import run
+
+    run(serve())
 
 
 class ProcessSwarm:

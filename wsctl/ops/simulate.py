@@ -50,6 +50,8 @@ from wsctl.registry.store import RegistryStore
 
 Progress = Callable[[str, str], None]
 PUBLISH_BATCH = 500
+# paced sends (--rate) go out in this many steps per second: small bursts, low queueing
+PACING_STEPS = 200
 RETRY_ATTEMPTS = 60
 RETRY_DELAY = 0.25
 
@@ -361,10 +363,10 @@ class Simulation:
         Each message is stamped with its send time as it is published. Consecutive messages
         for one instance that speaks batches go in one batch envelope (protocol v2; key
         ``{batch id}:{item id}``), others as single envelopes (key: the envelope id). With
-        ``rate`` > 0, at most that many per second (steps of 1/20 s); else all at once.
+        ``rate`` > 0, at most that many per second (in PACING_STEPS steps a second); else all at once.
         """
         ids: list[str] = []
-        step = PUBLISH_BATCH if rate <= 0 else max(1, min(PUBLISH_BATCH, int(rate / 20)))
+        step = PUBLISH_BATCH if rate <= 0 else max(1, min(PUBLISH_BATCH, int(rate / PACING_STEPS)))
         started = time.perf_counter()
         origin = f"simulate-{self.run_id}"
         for start in range(0, len(sends), step):
