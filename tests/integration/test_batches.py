@@ -181,6 +181,10 @@ async def test_a_batch_to_an_owner_that_does_not_listen_says_unreachable(
         (outcome,) = list(replies[0].outcomes())
         assert outcome.status is Status.INSTANCE_UNREACHABLE and "gw-gone" in (outcome.reason or "")
         assert fleet["gw-a"].metrics.messages_failed == 1
+        # as for single envelopes, the failure is in the event log of the robot
+        await fleet["gw-a"].core.events.flush()
+        events = await store.client.xrange(store.keys.robot_events_key("far-1"))
+        assert [f["event"] for _, f in events] == ["forward_failed"]
 
 
 @pytest.mark.parametrize("hops", [0, 2])
