@@ -102,8 +102,11 @@ class EventSink:
 
     async def _loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation
+            # that arrives as the wake-up completes, and stop() would then wait forever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+                async with asyncio.timeout(self.flush_interval):
+                    await self._wake.wait()
             self._wake.clear()
             # write everything queued, batch by batch; a failure drops that batch only
             for _ in range(self.max_pending // FLUSH_BATCH + 1):
