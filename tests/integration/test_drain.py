@@ -234,3 +234,21 @@ async def test_a_fastapi_instance_drains_like_a_wsctl_gateway(
                 assert res.code == 0 and fa.get("/healthz")[0] == 200
             finally:
                 await movers.close_all()
+
+
+async def test_a_session_that_slipped_in_during_the_drain_is_closed_too(single: Backend) -> None:
+    from tests.integration.test_gateway_core import FakeSocket, running_core
+    from wsctl.protocol import Envelope, Op
+
+    async with running_core(single.env) as core:
+        early = [FakeSocket(), FakeSocket()]
+        for n, sock in enumerate(early):
+            await core.open_session(f"early-{n}", sock)
+        await core.drainer.handle(Envelope(op=Op.DRAIN, message='{"batch": 1, "interval": 0.3}'))
+        assert core.draining
+        # a handshake accepted just before the draining state was set registers now
+        late = FakeSocket()
+        await core.open_session("late", late)
+        await wait_for(lambda: len(core.local) == 0, timeout=10)
+        for sock in [*early, late]:
+            assert sock.closed_with is not None and sock.closed_with[0] == 1012

@@ -132,10 +132,17 @@ class Drainer:
             await asyncio.wait_for(self.core.write_liveness(), RECORD_TIMEOUT)
 
     async def _run(self, sessions: list[LocalConn], batch: int, interval: float) -> None:
+        number = 0
         for number, start in enumerate(range(0, len(sessions), batch), 1):
             if number > 1:
                 await asyncio.sleep(interval)
             await asyncio.gather(*(self._close(c, number) for c in sessions[start : start + batch]))
+        # a handshake accepted just before the drain began registers after the snapshot: close
+        # those too, so a drained instance holds nothing (bounded: new ones are refused)
+        late = [c for c in self.core.local if c not in sessions]
+        if late:
+            await asyncio.sleep(interval)
+            await asyncio.gather(*(self._close(c, number + 1) for c in late))
 
     async def _close(self, conn: LocalConn, batch: int) -> None:
         """Close one session with 1012 and remove its entry (fenced), unless it already ended."""
