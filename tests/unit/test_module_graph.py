@@ -108,3 +108,14 @@ def test_config_depends_on_no_registry_or_client_code() -> None:
             reachable.add(nxt)
             todo.append(nxt)
     assert reachable <= {"wsctl.errors", "wsctl.redis_target", "wsctl.timezones"}, reachable
+
+
+def test_command_modules_do_not_import_each_other() -> None:
+    """A command module uses the shared CLI modules (common, output, completion_cmd) and the
+    library; what two commands share lives in one of those, never in a command module."""
+    graph = import_graph()
+    shared = {"wsctl.cli.common", "wsctl.cli.output", "wsctl.cli.completion_cmd"}
+    for name, deps in graph.items():
+        if name.startswith("wsctl.cli.") and name.endswith("_cmd"):
+            others = {d for d in deps if d.startswith("wsctl.cli.")} - shared
+            assert others == set(), (name, others)

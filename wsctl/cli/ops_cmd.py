@@ -20,7 +20,7 @@ from wsctl.cli.common import (
     state,
 )
 from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
-from wsctl.cli.output import Column, printable
+from wsctl.cli.output import Column, print_cluster, printable
 from wsctl.errors import UsageError, WsctlError
 from wsctl.shell import quote as shell_quote
 
@@ -376,26 +376,6 @@ def print_fixes(findings: list[dict[str, Any]]) -> None:
         sys.stdout.write("next steps:\n")
         for command in fixes:
             sys.stdout.write(f"  {printable(command)}\n")
-
-
-def print_cluster(cluster: dict[str, Any] | None, per_node: dict[str, int]) -> None:
-    if cluster:
-        primaries = cluster["primaries"]
-        sys.stdout.write(
-            f"cluster: {len(primaries)} primaries, {cluster['replica_count']} replicas, "
-            f"{cluster['uncovered_slots']} uncovered slots\n"
-        )
-        for p in primaries:
-            replicas = ", ".join(
-                r["node"] + (" (failed)" if r["failed"] else "") for r in p["replicas"]
-            )
-            sys.stdout.write(
-                f"  primary {p['node']}{' (failed)' if p['failed'] else ''}: {p['slots']} slots, "
-                f"{per_node.get(p['node'], 0)} entries; replicas: {replicas or 'none'}\n"
-            )
-    elif per_node:
-        for node, count in per_node.items():
-            sys.stdout.write(f"redis {node}: {count} entries\n")
 
 
 def _show_robot(result: dict[str, Any], output: str) -> None:

@@ -290,6 +290,28 @@ def render_object(obj: dict[str, Any], fmt: str, *, stream: IO[str] | None = Non
     out.flush()
 
 
+def print_cluster(cluster: dict[str, Any] | None, per_node: dict[str, int]) -> None:
+    """The cluster's primaries, replicas and entries per primary (a single node: its entry
+    count) as text lines on stdout, after an instance listing or doctor's table."""
+    if cluster:
+        primaries = cluster["primaries"]
+        sys.stdout.write(
+            f"cluster: {len(primaries)} primaries, {cluster['replica_count']} replicas, "
+            f"{cluster['uncovered_slots']} uncovered slots\n"
+        )
+        for p in primaries:
+            replicas = ", ".join(
+                r["node"] + (" (failed)" if r["failed"] else "") for r in p["replicas"]
+            )
+            sys.stdout.write(
+                f"  primary {p['node']}{' (failed)' if p['failed'] else ''}: {p['slots']} slots, "
+                f"{per_node.get(p['node'], 0)} entries; replicas: {replicas or 'none'}\n"
+            )
+    elif per_node:
+        for node, count in per_node.items():
+            sys.stdout.write(f"redis {node}: {count} entries\n")
+
+
 def human_value(value: Any) -> str:
     """A value as a person reads it: ``-`` for none, lists as comma-separated items (never a
     Python repr), booleans as yes/no."""

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -14,10 +11,15 @@ from wsctl.cli.common import OUTPUT_HELP, check_output, err, open_store, run, st
 from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
 from wsctl.cli.output import Column
 from wsctl.errors import NotFound, UsageError
+from wsctl.ops.listing import (
+    ConnectionFilter,
+    SortKey,
+    connection_row_batches,
+    top_connection_rows,
+)
 
 if TYPE_CHECKING:
     from wsctl.config import Settings
-    from wsctl.registry.store import RegistryStore
 
 list_app = typer.Typer(
     help="List registry entries, instances or robots.\n\n"
@@ -30,13 +32,6 @@ TimeoutOpt = Annotated[
     float | None,
     typer.Option("--timeout", help="Seconds without heartbeat that make an entry stale."),
 ]
-
-
-class SortKey(StrEnum):
-    robot = "robot"
-    instance = "instance"
-    heartbeat = "heartbeat"
-    connected = "connected"
 
 
 def _age(value: Any) -> str:
@@ -83,96 +78,9 @@ def connection_columns(timeout: float) -> list[Column]:
     ]
 
 
-@dataclass(frozen=True)
-class ConnectionFilter:
-    instance: str | None = None
-    state: str | None = None  # "stale", "fresh" (online) or "malformed"
-    older_than: float | None = None
-
-    def keep(self, row: dict[str, Any]) -> bool:
-        if self.instance is not None and row["instance_id"] != self.instance:
-            return False
-        if self.state == "stale" and row["state"] != "stale":
-            return False
-        if self.state == "fresh" and row["state"] != "online":
-            return False
-        if self.state == "malformed" and row["state"] != "malformed":
-            return False
-        if self.older_than is not None:
-            age = row["heartbeat_age_s"]
-            if age is None or age <= self.older_than:
-                return False
-        return True
-
-
-async def connection_row_batches(
-    store: RegistryStore, robot_glob: str | None, flt: ConnectionFilter, timeout: float
-) -> AsyncIterator[list[dict[str, Any]]]:
-    """Rows of the entries that pass ``flt``, one list per store batch (streamed)."""
-    from wsctl.registry.model import utcnow
-    from wsctl.views import connection_row
-
-    async for batch in store.iter_batches(robot_glob):
-        now = utcnow()
-        rows = [connection_row(entry, now, timeout) for entry in batch]
-        yield [row for row in rows if flt.keep(row)]
-
-
 # Tables show at most this many rows unless --limit says otherwise: rendering 200k rows
 # took 100 s and 1 GiB. jsonl and csv stream everything in flat memory.
 TABLE_ROWS = 1000
-
-
-_SORT_FIELDS = {
-    SortKey.robot: ("robot_id", False),
-    SortKey.instance: ("instance_id", False),
-    SortKey.heartbeat: ("heartbeat_age_s", False),
-    SortKey.connected: ("connected_for_s", True),
-}
-
-
-def _sort_rows(rows: list[dict[str, Any]], key: SortKey) -> list[dict[str, Any]]:
-    name, reverse = _SORT_FIELDS[key]
-    present = [r for r in rows if r.get(name) is not None]
-    missing = [r for r in rows if r.get(name) is None]
-    present.sort(key=lambda r: (r[name], r["robot_id"]), reverse=reverse)
-    return present + missing
-
-
-class TopRows:
-    """The first ``limit`` rows in ``key`` order (all of them without a limit), held in
-    O(limit) memory: the buffer is sorted and cut back to ``limit`` whenever it grows past
-    ``max(2 * limit, 10_000)``. The order is total (robot id breaks ties, rows without the
-    sort field keep their arrival order at the end), so cutting early loses nothing."""
-
-    def __init__(self, key: SortKey, limit: int | None) -> None:
-        self.key, self.limit = key, limit
-        self.seen = 0
-        self._rows: list[dict[str, Any]] = []
-        self._cut_at = None if limit is None else max(2 * limit, 10_000)
-
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        self.seen += len(rows)
-        self._rows.extend(rows)
-        if self._cut_at is not None and len(self._rows) > self._cut_at:
-            self._rows = _sort_rows(self._rows, self.key)[: self.limit]
-
-    def result(self) -> list[dict[str, Any]]:
-        return _sort_rows(self._rows, self.key)[: self.limit]
-
-
-async def top_connection_rows(
-    store: RegistryStore,
-    robot_glob: str | None,
-    flt: ConnectionFilter,
-    timeout: float,
-    key: SortKey,
-    limit: int | None,
-) -> TopRows:
-    top = TopRows(key, limit)
-    async for rows in connection_row_batches(store, robot_glob, flt, timeout):
-        top.add(rows)
-    return top
 
 
 @list_app.command("connections")
@@ -352,12 +260,10 @@ def list_instances(
     fmt = check_output(output)
     settings = state(ctx).settings(timeout=timeout)
     rows, cluster, per_node = run(_instances(settings, fmt in ("table", "wide")))
-    from wsctl.cli.output import render
+    from wsctl.cli.output import print_cluster, render
 
     render(rows, instance_columns(), fmt)
     if cluster is not None:
-        from wsctl.cli.ops_cmd import print_cluster
-
         print_cluster(cluster, per_node)
 
 

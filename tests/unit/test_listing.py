@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wsctl.cli.read_cmd import SortKey, TopRows, _sort_rows
+from wsctl.ops.listing import SortKey, TopRows, sort_rows
 
 ROWS = st.lists(
     st.fixed_dictionaries(
@@ -31,7 +31,7 @@ def test_top_rows_are_the_head_of_the_full_sort(
     top._cut_at = limit  # cut as often as possible
     for start in range(0, len(rows), chunk):
         top.add(rows[start : start + chunk])
-    assert top.result() == _sort_rows(list(rows), key)[:limit]
+    assert top.result() == sort_rows(list(rows), key)[:limit]
     assert top.seen == len(rows)
 
 
