@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -109,12 +109,15 @@ def reap(
 
 
 @contextlib.contextmanager
-def _naming_backup(path: Path | None) -> Iterator[None]:
+def _naming_backup(backup_of: Callable[[], Path | None]) -> Iterator[None]:
     """A reap that fails part-way (Redis stalled or gone) may have deleted some entries, each
-    backed up first: its one-line error says where they are and how to restore them."""
+    backed up first: its one-line error says where they are and how to restore them.
+    ``backup_of`` gives the backup file of the pass that failed. Wraps :func:`open_store`,
+    where Redis errors become :class:`WsctlError`."""
     try:
         yield
     except WsctlError as exc:
+        path = backup_of()
         if path is None or not path.is_file() or not path.stat().st_size:
             raise
         raise type(exc)(
@@ -125,31 +128,29 @@ def _naming_backup(path: Path | None) -> Iterator[None]:
 
 
 async def _reap_once(settings: Settings, options: ReapOptions) -> ReapReport:
-    with _naming_backup(options.backup):
-        return await _reap_pass_once(settings, options)
-
-
-async def _reap_pass_once(settings: Settings, options: ReapOptions) -> ReapReport:
     from wsctl.ops.reap import reap as reap_pass
 
-    async with open_store(settings) as store:
-        if sys.stderr.isatty():
-            from rich.progress import Progress, SpinnerColumn, TextColumn
+    with _naming_backup(lambda: options.backup):
+        async with open_store(settings) as store:
+            if sys.stderr.isatty():
+                from rich.progress import Progress, SpinnerColumn, TextColumn
 
-            from wsctl.cli.output import make_console
+                from wsctl.cli.output import make_console
 
-            with Progress(
-                SpinnerColumn(),
-                TextColumn("examined {task.completed} entries"),
-                console=make_console(stderr=True),
-                transient=True,
-            ) as bar:
-                task = bar.add_task("reap", total=None)
-                report = await reap_pass(store, options, lambda n: bar.update(task, completed=n))
-        else:
-            report = await reap_pass(store, options)
-        await _record_reaped(store, report)
-        return report
+                with Progress(
+                    SpinnerColumn(),
+                    TextColumn("examined {task.completed} entries"),
+                    console=make_console(stderr=True),
+                    transient=True,
+                ) as bar:
+                    task = bar.add_task("reap", total=None)
+                    report = await reap_pass(
+                        store, options, lambda n: bar.update(task, completed=n)
+                    )
+            else:
+                report = await reap_pass(store, options)
+            await _record_reaped(store, report)
+            return report
 
 
 async def _record_reaped(store: Any, report: ReapReport) -> None:
@@ -165,47 +166,23 @@ async def _reap_forever(
 ) -> None:
     """Long-lived reaper: one log line (or one JSON line) per pass until SIGTERM/SIGINT."""
     import asyncio
-    import contextlib
     import json
-    from dataclasses import replace
 
-    from wsctl.ops.backup import default_backup_path
-    from wsctl.ops.reap import reap as reap_pass
-    from wsctl.registry.model import format_ts, utcnow
+    from wsctl.ops.reap import ReapLoop
 
     stop = asyncio.Event()
     on_stop_signals(stop.set)
-    async with open_store(settings) as store:
-        while not stop.is_set():
-            pass_options = options
-            if options.backup is not None and not options.dry_run:
-                pass_options = replace(options, backup=default_backup_path("reap", utcnow()))
-            with _naming_backup(pass_options.backup):
-                report = await reap_pass(store, pass_options)
-            await _record_reaped(store, report)
-            at = format_ts(utcnow())  # each pass of a long-lived reaper says when it ran
-            if output == "json":
-                summary = {k: v for k, v in report.as_dict().items() if k != "items"}
-                sys.stdout.write(json.dumps({"at": at, **summary}) + "\n")
-                sys.stdout.flush()
-            else:
-                err(f"{at} {_one_line(report)}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=every)
-
-
-def _one_line(report: ReapReport) -> str:
-    verb = "would reap" if report.dry_run else "reaped"
-    count = report.candidates if report.dry_run else report.reaped
-    reasons = ", ".join(f"{k}={v}" for k, v in sorted(report.by_reason.items())) or "none"
-    text = (
-        f"reap: examined {report.examined}, {verb} {count} ({reasons}), "
-        f"kept refreshed {report.skipped_refreshed}, malformed kept {report.malformed_kept} "
-        f"in {report.seconds:.2f}s"
-    )
-    if report.backup:
-        text += f"; backup {report.backup}"
-    return text
+    loop = ReapLoop(options, every)
+    with _naming_backup(lambda: loop.backup):
+        async with open_store(settings) as store:
+            async for at, report in loop.passes(store, stop):
+                await _record_reaped(store, report)
+                if output == "json":
+                    summary = {k: v for k, v in report.as_dict().items() if k != "items"}
+                    sys.stdout.write(json.dumps({"at": at, **summary}) + "\n")
+                    sys.stdout.flush()
+                else:
+                    err(f"{at} {report.summary()}")
 
 
 def _show_report(report: ReapReport, output: str) -> None:
@@ -246,7 +223,7 @@ def _show_report(report: ReapReport, output: str) -> None:
             ],
             "table",
         )
-    err(_one_line(report))
+    err(report.summary())
     if report.backup:
         err(f"undo: wsctl registry restore {shell_quote(report.backup)}")
 

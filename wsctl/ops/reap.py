@@ -15,17 +15,17 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from wsctl.instances import Liveness, get_record, liveness
-from wsctl.ops.backup import BackupWriter
+from wsctl.ops.backup import BackupWriter, default_backup_path
 from wsctl.ops.control import is_listening
-from wsctl.registry.model import Entry, State, assess, utcnow
+from wsctl.registry.model import Entry, State, assess, format_ts, utcnow
 from wsctl.registry.store import DeleteOutcome, RegistryStore
 
 MAX_ITEMS_REPORTED = 1000
@@ -94,6 +94,20 @@ class ReapReport:
                     "detail": detail,
                 }
             )
+
+    def summary(self) -> str:
+        """One line for a person: what was examined, reaped (or would be) and kept."""
+        verb = "would reap" if self.dry_run else "reaped"
+        count = self.candidates if self.dry_run else self.reaped
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.by_reason.items())) or "none"
+        text = (
+            f"reap: examined {self.examined}, {verb} {count} ({reasons}), "
+            f"kept refreshed {self.skipped_refreshed}, malformed kept {self.malformed_kept} "
+            f"in {self.seconds:.2f}s"
+        )
+        if self.backup:
+            text += f"; backup {self.backup}"
+        return text
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -188,7 +202,14 @@ async def reap(
     options: ReapOptions,
     progress: Callable[[int], None] | None = None,
 ) -> ReapReport:
-    """One pass over the registry. Returns what was examined, reaped and kept, and why."""
+    """One pass over the registry. Returns what was examined, reaped and kept, and why.
+
+    Every entry is in ``options.backup`` before its delete starts, so a pass that fails
+    part-way (Redis stalled or gone) has backed up what it removed.
+
+    Args:
+        progress: called after each batch with the number of entries examined so far.
+    """
     started = time.perf_counter()
     report = ReapReport(dry_run=options.dry_run, timeout=options.timeout)
     dead = DeadInstances(store, options.timeout) if options.dead_instances else None
@@ -231,3 +252,31 @@ async def reap(
     report.backup = str(backup) if backup is not None and writer.count else None
     report.seconds = time.perf_counter() - started
     return report
+
+
+@dataclass
+class ReapLoop:
+    """A long-lived reaper (``reap --every``): a pass every ``every`` seconds.
+
+    Each pass writes its own backup file, named by its time, when ``options`` has one (so a
+    file holds one pass); :attr:`backup` is the file of the pass running or last run, for an
+    error that must say where the removed entries are.
+    """
+
+    options: ReapOptions
+    every: float
+    backup: Path | None = None
+
+    async def passes(
+        self, store: RegistryStore, stop: asyncio.Event
+    ) -> AsyncIterator[tuple[str, ReapReport]]:
+        """Run passes until ``stop`` is set, yielding when each ended (UTC ISO) and its report."""
+        while not stop.is_set():
+            options = self.options
+            if options.backup is not None and not options.dry_run:
+                options = replace(options, backup=default_backup_path("reap", utcnow()))
+            self.backup = options.backup
+            report = await reap(store, options)
+            yield format_ts(utcnow()), report
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.every)
