@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from wsctl.redis_pubsub import subscriber_count
 from wsctl.redis_scan import scan_keys
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
@@ -128,5 +129,14 @@ async def iter_records(
 async def get_record(
     client: AsyncClient, keys: Keyspace, instance_id: str
 ) -> InstanceRecord | None:
+    """One instance's liveness record (one HGETALL), None when it has none."""
     mapping: dict[str, str] = await client.hgetall(keys.instance_key(instance_id))  # type: ignore[assignment]
     return InstanceRecord.from_hash(instance_id, mapping) if mapping else None
+
+
+async def is_listening(client: AsyncClient, keys: Keyspace, instance_id: str) -> bool:
+    """Is anyone subscribed to the instance's control channel (counted on every node of a
+    cluster)? The other half of liveness: original-design gateways write no record but may
+    listen, and an instance that stopped listening cannot be reached whatever its record says.
+    """
+    return await subscriber_count(client, keys.control_channel(instance_id)) > 0

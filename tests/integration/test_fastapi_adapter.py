@@ -19,7 +19,7 @@ from tests.conftest import Backend, ainvoke, open_test_store
 from tests.fastapi_fleet import fastapi_gateways
 from tests.fleet import running_fleet, wait_for
 from wsctl.gateway.identity import robot_token
-from wsctl.ops.control import is_listening
+from wsctl.instances import is_listening
 
 
 async def _all_listening(store, names: list[str]) -> bool:  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
+from wsctl.instances import InstanceRecord, write_record
 from wsctl.registry.model import Registration, utcnow
 from wsctl.registry.store import DeleteOutcome, RegistryStore, TouchOutcome
 
@@ -82,3 +83,24 @@ async def test_stopping_early_leaves_no_read_ahead_task_behind(store: RegistrySt
     await batches.aclose()
     others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     assert not [t for t in others if "read_keys" in repr(t.get_coro())]
+
+
+async def test_existing_says_which_robots_have_a_key(store: RegistryStore) -> None:
+    await store.client.hset("ws_conn:a", mapping={"x": "1"})
+    await store.client.set("ws_conn:odd", "x")
+    assert await store.existing(["a", "b", "odd"]) == [True, False, True]
+    assert await store.existing([]) == []
+
+
+async def test_instance_records_through_the_store(store: RegistryStore) -> None:
+    await write_record(store.client, store.keys, InstanceRecord("gw-a", port=8001), ttl=60)
+    assert (await store.instance_record("gw-a")) == InstanceRecord("gw-a", port=8001)
+    assert await store.instance_record("gw-b") is None
+    assert [r.instance_id async for r in store.instance_records()] == ["gw-a"]
+
+
+async def test_single_node_cluster_view_counts_only_when_asked(store: RegistryStore) -> None:
+    await store.client.hset("ws_conn:a", mapping={"x": "1"})
+    assert await store.cluster_view(count_single_node=False) == (None, {})
+    cluster, per_node = await store.cluster_view()
+    assert cluster is None and list(per_node.values()) == [1]

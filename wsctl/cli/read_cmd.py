@@ -270,19 +270,14 @@ def list_instances(
 async def _instances(
     settings: Settings, with_cluster: bool
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, int]]:
-    from wsctl import instances as inst
     from wsctl.ops.summary import summarize_instances
-    from wsctl.redis_topology import cluster_facts, keys_per_node
 
     async with open_store(settings) as store:
-        records = [r async for r in inst.iter_records(store.client, store.keys, store.unreachable)]
+        records = [r async for r in store.instance_records()]
         rows = await summarize_instances(store, records, settings.timeout)
-        cluster = await cluster_facts(store.client) if with_cluster else None
-        per_node = (
-            await keys_per_node(store.client, store.keys.conn_match(), store.scan_count)
-            if cluster is not None
-            else {}
-        )
+        if not with_cluster:
+            return rows, None, {}
+        cluster, per_node = await store.cluster_view(count_single_node=False)
         return rows, cluster, per_node
 
 
@@ -353,7 +348,6 @@ def show(
 
 async def _show(settings: Settings, robot_id: str) -> dict[str, Any]:
     from wsctl import instances as inst
-    from wsctl.cli.common import keyspace_of
     from wsctl.cli.events_cmd import recent_rows, row_line
     from wsctl.registry.model import utcnow
     from wsctl.views import connection_row
@@ -368,7 +362,7 @@ async def _show(settings: Settings, robot_id: str) -> dict[str, Any]:
         row = connection_row(entry, now, settings.timeout)
         owner = None
         if entry.instance_id:
-            record = await inst.get_record(store.client, keyspace_of(settings), entry.instance_id)
+            record = await store.instance_record(entry.instance_id)
             owner = inst.liveness(record, now, settings.timeout).value
         return {
             **row,

@@ -271,7 +271,7 @@ async def _discover(store: Any, settings: Settings) -> list[str]:
 
     now = utcnow()
     urls: list[str] = []
-    async for record in inst.iter_records(store.client, store.keys, store.unreachable):
+    async for record in store.instance_records():
         if record.ws_url and inst.liveness(record, now, settings.timeout) is inst.Liveness.ALIVE:
             urls.append(record.ws_url)
     urls.sort()

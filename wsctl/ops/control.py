@@ -16,18 +16,15 @@ from typing import Any
 
 from redis.exceptions import ConnectionError, TimeoutError
 
+from wsctl.instances import is_listening
 from wsctl.protocol import Envelope, ProtocolError, Reply, decode_reply, encode
-from wsctl.redis_pubsub import make_pubsub, subscriber_count
+from wsctl.redis_pubsub import make_pubsub
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
 
 
 class Unreachable(Exception):
     """Nobody is subscribed to the instance's control channel."""
-
-
-async def is_listening(client: AsyncClient, keys: Keyspace, instance_id: str) -> bool:
-    return await subscriber_count(client, keys.control_channel(instance_id)) > 0
 
 
 async def _subscribed(client: AsyncClient, channel: str, attempts: int = 3) -> Any:

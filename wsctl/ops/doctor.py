@@ -17,11 +17,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from wsctl.instances import InstanceRecord, Liveness, get_record, iter_records, liveness
+from wsctl.instances import InstanceRecord, Liveness, liveness
 from wsctl.ops.compat import Participation, classify, explain, how_to_join, writes_conn_id
-from wsctl.ops.control import Unreachable, gather_requests, is_listening, request
+from wsctl.ops.control import Unreachable, gather_requests, request
 from wsctl.protocol import ROBOT_PING, ROBOT_PING_UNSUPPORTED, Envelope, Op, Reply, Status
-from wsctl.redis_topology import cluster_facts, keys_per_node
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONNECTED_AT, Entry, State, assess, utcnow
 from wsctl.registry.store import FENCE_FIELDS, DeleteOutcome, RegistryStore
@@ -381,7 +380,7 @@ def _sessions(reply: Reply) -> list[Session]:
 async def gather(store: RegistryStore, timeout: float) -> Facts:
     """Read the registry, liveness records, subscriber counts and every live inventory."""
     facts = Facts(keyspace=store.keys)
-    async for record in iter_records(store.client, store.keys, store.unreachable):
+    async for record in store.instance_records():
         facts.records[record.instance_id] = record
     facts.asked_at = time.time()
     candidates = set(facts.records)
@@ -394,7 +393,7 @@ async def gather(store: RegistryStore, timeout: float) -> Facts:
             if entry.instance_id:
                 candidates.add(entry.instance_id)
     for instance_id in sorted(candidates):
-        facts.listening[instance_id] = await is_listening(store.client, store.keys, instance_id)
+        facts.listening[instance_id] = await store.is_listening(instance_id)
     targets = [
         (i, Envelope(op=Op.INVENTORY, origin="doctor")) for i, ok in facts.listening.items() if ok
     ]
@@ -404,10 +403,7 @@ async def gather(store: RegistryStore, timeout: float) -> Facts:
             facts.inventories[instance_id] = _sessions(reply)
         elif not isinstance(reply, Unreachable):
             facts.no_reply.add(instance_id)
-    facts.cluster = await cluster_facts(store.client)
-    facts.keys_per_node = await keys_per_node(
-        store.client, store.keys.conn_match(), store.scan_count
-    )
+    facts.cluster, facts.keys_per_node = await store.cluster_view()
     return facts
 
 
@@ -564,8 +560,8 @@ async def doctor_robot(store: RegistryStore, robot_id: str, timeout: float) -> d
         elif verdict.state is State.STALE:
             add(Kind.STALE, Severity.WARNING, verdict.reason, f"wsctl reap --timeout {timeout:g}")
     if owner:
-        state = liveness(await get_record(store.client, store.keys, owner), now, timeout)
-        listening = await is_listening(store.client, store.keys, owner)
+        state = liveness(await store.instance_record(owner), now, timeout)
+        listening = await store.is_listening(owner)
         result["owner_liveness"] = state.value
         result["owner_listening"] = listening
         participation = classify(listening, state, bool(entry.conn_id) if entry else None)

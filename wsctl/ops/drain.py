@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wsctl.errors import EXIT_NOT_REGISTERED, EXIT_TIMEOUT, EXIT_UNREACHABLE, WsctlError
-from wsctl.instances import get_record
-from wsctl.ops.control import Unreachable, is_listening, request
+from wsctl.instances import get_record, is_listening
+from wsctl.ops.control import Unreachable, request
 from wsctl.protocol import Envelope, Op, Status
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace

@@ -22,9 +22,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from wsctl.instances import Liveness, get_record, liveness
+from wsctl.instances import Liveness, liveness
 from wsctl.ops.backup import BackupWriter, default_backup_path
-from wsctl.ops.control import is_listening
 from wsctl.registry.model import Entry, State, assess, format_ts, utcnow
 from wsctl.registry.store import DeleteOutcome, RegistryStore
 
@@ -187,10 +186,10 @@ class DeadInstances:
     async def check(self, instance_ids: set[str]) -> None:
         now = utcnow()
         for instance_id in instance_ids - set(self.known):
-            record = await get_record(self.store.client, self.store.keys, instance_id)
+            record = await self.store.instance_record(instance_id)
             alive = liveness(record, now, self.timeout) is Liveness.ALIVE
             if not alive:
-                alive = await is_listening(self.store.client, self.store.keys, instance_id)
+                alive = await self.store.is_listening(instance_id)
             self.known[instance_id] = not alive
 
     def __call__(self, instance_id: str) -> bool:

@@ -13,9 +13,9 @@ from wsctl.errors import (
     EXIT_TIMEOUT,
     EXIT_UNREACHABLE,
 )
-from wsctl.instances import get_record, liveness
+from wsctl.instances import get_record, is_listening, liveness
 from wsctl.ops.compat import classify, explain
-from wsctl.ops.control import Unreachable, is_listening, request
+from wsctl.ops.control import Unreachable, request
 from wsctl.protocol import Envelope, Op, Reply, Status
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace

@@ -29,9 +29,8 @@ from functools import partial
 from typing import Any
 
 from wsctl.errors import UsageError
-from wsctl.instances import get_record, liveness
+from wsctl.instances import get_record, is_listening, liveness
 from wsctl.ops.compat import Participation, classify, explain, writes_conn_id
-from wsctl.ops.control import is_listening
 from wsctl.ops.histogram import Histogram
 from wsctl.ops.robots import ProcessSwarm, RobotSwarm, make_message
 from wsctl.protocol import Envelope, Op, ProtocolError, encode

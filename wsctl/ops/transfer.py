@@ -72,10 +72,8 @@ async def import_records(
             if overwrite:
                 result.would_write += len(batch)
                 return
-            pipe = store.client.pipeline(transaction=False)
-            for rec in batch:
-                pipe.exists(store.keys.conn_key(rec.robot_id))
-            for rec, exists in zip(batch, await pipe.execute(), strict=True):
+            found = await store.existing([rec.robot_id for rec in batch])
+            for rec, exists in zip(batch, found, strict=True):
                 if exists:
                     result.skipped_existing.append(rec.robot_id)
                 else:

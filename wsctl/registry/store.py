@@ -21,9 +21,11 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
+from wsctl.instances import InstanceRecord, get_record, is_listening, iter_records
 from wsctl.redis_internals import bulk_execute
 from wsctl.redis_scan import scan_keys
 from wsctl.redis_target import AsyncClient
+from wsctl.redis_topology import cluster_facts, keys_per_node
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import (
     F_CONN_ID,
@@ -347,6 +349,40 @@ class RegistryStore:
             pipe.execute_command(*args)
         results = await pipe.execute(raise_on_error=False)
         return [r if isinstance(r, BaseException) else None for r in results]
+
+    async def existing(self, robot_ids: Sequence[str]) -> list[bool]:
+        """Whether each robot has a key (one pipeline of EXISTS), in order."""
+        if not robot_ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for robot_id in robot_ids:
+            pipe.exists(self.keys.conn_key(robot_id))
+        return [bool(n) for n in await pipe.execute()]
+
+    # ------------------------------------------------------ instances, cluster
+    async def instance_record(self, instance_id: str) -> InstanceRecord | None:
+        """One instance's liveness record, None when it writes none (or it expired)."""
+        return await get_record(self.client, self.keys, instance_id)
+
+    async def instance_records(self) -> AsyncIterator[InstanceRecord]:
+        """Every liveness record (SCAN; unreachable primaries are named in :attr:`unreachable`)."""
+        async for record in iter_records(self.client, self.keys, self.unreachable):
+            yield record
+
+    async def is_listening(self, instance_id: str) -> bool:
+        """Is anyone subscribed to the instance's control channel?"""
+        return await is_listening(self.client, self.keys, instance_id)
+
+    async def cluster_view(
+        self, *, count_single_node: bool = True
+    ) -> tuple[dict[str, Any] | None, dict[str, int]]:
+        """The cluster's topology (None on a single node) and how many connection keys each
+        primary holds (one more streamed SCAN of the registry). ``count_single_node=False``
+        skips that SCAN on a single node, where the count adds nothing to a listing."""
+        cluster = await cluster_facts(self.client)
+        if cluster is None and not count_single_node:
+            return None, {}
+        return cluster, await keys_per_node(self.client, self.keys.conn_match(), self.scan_count)
 
     # ---------------------------------------------------------------- writes
     async def set_fields(self, robot_id: str, mapping: Mapping[str, str]) -> None:
