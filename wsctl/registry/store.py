@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from wsctl.registry.model import (
     entry_from_hash,
     wrong_type_entry,
 )
+from wsctl.tasks import settle
 
 
 class DeleteOutcome(IntEnum):
@@ -277,9 +277,7 @@ class RegistryStore:
                 yield await last
         finally:
             if ahead is not None:  # the caller stopped early (--limit) or failed
-                ahead.cancel()
-                with contextlib.suppress(BaseException):
-                    await ahead
+                await settle(ahead)
 
     async def iter_entries(self, robot_glob: str | None = None) -> AsyncIterator[Entry]:
         async for batch in self.iter_batches(robot_glob):
