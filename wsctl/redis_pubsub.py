@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError, TimeoutError
 from wsctl.redis_target import AsyncClient
 from wsctl.redis_topology import refresh_topology
 
-__all__ = ["make_pubsub", "publish_many", "subscriber_count", "subscription"]
+__all__ = ["make_pubsub", "publish_many", "subscribe", "subscriber_count", "subscription"]
 
 
 async def subscriber_count(client: AsyncClient, channel: str) -> int:
@@ -74,6 +74,45 @@ def make_pubsub(client: AsyncClient, avoid: frozenset[str] = frozenset()) -> Any
     return client.pubsub(node=node), node.name
 
 
+async def _subscribe_avoiding(
+    client: AsyncClient, channel: str, failed: set[str]
+) -> tuple[Any, str]:
+    """A PubSub subscribed to ``channel`` on a primary not in ``failed``, and that primary's
+    name ("" on a single node). On a connection failure the PubSub is closed, its node is
+    added to ``failed`` and the error raised."""
+    pubsub, node = make_pubsub(client, frozenset(failed))
+    try:
+        await pubsub.subscribe(channel)
+    except (ConnectionError, TimeoutError, OSError):
+        if node:
+            failed.add(node)
+        await _close(pubsub)
+        raise
+    return pubsub, node
+
+
+async def _close(pubsub: Any) -> None:
+    # closing a PubSub whose connection already failed raises that failure again: it is the
+    # error being handled (or about to be), not a new one
+    with contextlib.suppress(Exception):
+        await pubsub.aclose()
+
+
+async def subscribe(client: AsyncClient, channel: str, attempts: int = 3) -> Any:
+    """A PubSub subscribed to ``channel`` for a short exchange (a request's reply channel),
+    trying another cluster primary when one is down; the caller closes it. Raises the last
+    connection error after ``attempts`` (at once on a single node, which has no other)."""
+    failed: set[str] = set()
+    for attempt in range(attempts):
+        try:
+            pubsub, _ = await _subscribe_avoiding(client, channel, failed)
+            return pubsub
+        except (ConnectionError, TimeoutError, OSError):
+            if not failed or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 async def subscription(
     client: AsyncClient,
     channel: str,
@@ -93,8 +132,7 @@ async def subscription(
         try:
             if failed:
                 await refresh_topology(client)
-            pubsub, node = make_pubsub(client, frozenset(failed))
-            await pubsub.subscribe(channel)
+            pubsub, node = await _subscribe_avoiding(client, channel, failed)
             failed.clear()
             delay = 0.1
             if on_state is not None:
@@ -105,14 +143,13 @@ async def subscription(
                     yield message["data"]
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # whatever broke the subscription: subscribe again, later
             if node:
-                failed.add(node)
+                failed.add(node)  # the primary we listened on: try another one next time
             if on_state is not None:
                 on_state(False, exc)
             await asyncio.sleep(delay)
             delay = min(2.0, delay * 2)
         finally:
             if pubsub is not None:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                await _close(pubsub)

@@ -12,36 +12,18 @@ import contextlib
 import time
 import uuid
 from dataclasses import replace
-from typing import Any
-
-from redis.exceptions import ConnectionError, TimeoutError
 
 from wsctl.instances import is_listening
 from wsctl.protocol import Envelope, ProtocolError, Reply, decode_reply, encode
-from wsctl.redis_pubsub import make_pubsub
+from wsctl.redis_pubsub import subscribe
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
+
+__all__ = ["Unreachable", "gather_requests", "request"]
 
 
 class Unreachable(Exception):
     """Nobody is subscribed to the instance's control channel."""
-
-
-async def _subscribed(client: AsyncClient, channel: str, attempts: int = 3) -> Any:
-    """A PubSub subscribed to ``channel``, trying other cluster primaries if one is down."""
-    failed: set[str] = set()
-    for attempt in range(attempts):
-        pubsub, node = make_pubsub(client, frozenset(failed))
-        try:
-            await pubsub.subscribe(channel)
-            return pubsub
-        except (ConnectionError, TimeoutError, OSError):
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
-            if not node or attempt == attempts - 1:
-                raise
-            failed.add(node)
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def request(
@@ -57,7 +39,7 @@ async def request(
     """
     channel = keys.reply_channel(uuid.uuid4().hex)
     envelope = replace(envelope, reply_to=channel, sent_at=time.time())
-    pubsub = await _subscribed(client, channel)
+    pubsub = await subscribe(client, channel)
     try:
         if not await is_listening(client, keys, instance_id):
             raise Unreachable(instance_id)
@@ -77,6 +59,8 @@ async def request(
                 return reply
         return None
     finally:
+        # the reply (or the error being raised) is what matters; a close that fails on a
+        # connection that broke meanwhile is not news
         with contextlib.suppress(Exception):
             await pubsub.aclose()
 
