@@ -332,5 +332,7 @@ async def connect(
         with translate_errors(target):
             yield client
     finally:
+        # closing a client whose server failed raises that failure again: the error raised
+        # from the block (already translated) is the one to report
         with contextlib.suppress(Exception):
             await client.aclose()

@@ -272,7 +272,7 @@ async def record_events(
         await asyncio.wait_for(client.sadd(keys.events_index, keys.events_key(CLI_WRITER)), timeout)
     except asyncio.CancelledError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # recording is best effort: the command it records still stands
         outcome.error = f"{type(exc).__name__}: {exc}"[:200]
     return outcome
 

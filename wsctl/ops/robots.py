@@ -124,7 +124,7 @@ class RobotSwarm:
                 ping_interval=None,
                 close_timeout=2,
             )
-        except Exception as exc:
+        except Exception as exc:  # any failure to connect is a result the report counts
             if not quiet:
                 self.connect_failures[robot.robot_id] = f"{type(exc).__name__}: {exc}"[:200]
             return False
@@ -153,7 +153,7 @@ class RobotSwarm:
                     robot.out_of_order += 1
                 robot.received.append(seq)
                 self.latency.add(max(0.0, now - float(data["t"])))
-        except Exception:
+        except Exception:  # the socket closed or broke: close_code below says how
             pass
         finally:
             if robot.ws is ws:
@@ -211,6 +211,7 @@ class RobotSwarm:
 
     async def _close_robot(self, robot: RobotState) -> None:
         ws, robot.ws = robot.ws, None
+        # closing a simulated robot that may already be broken: its failure was counted
         if ws is not None:
             with contextlib.suppress(Exception):
                 await ws.close()
@@ -347,7 +348,7 @@ class ProcessSwarm:
         return result
 
     def stop(self) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # a worker already gone: join/kill below cope
             self._conn.send(("exit", ()))
         self.process.join(timeout=10)
         if self.process.is_alive():
