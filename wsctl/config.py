@@ -21,6 +21,25 @@ from wsctl.errors import ConfigError, UsageError
 from wsctl.redis_target import redact_url, split_url
 from wsctl.timezones import resolve_tz
 
+__all__ = [
+    "DEFAULT_SOCKET_TIMEOUT",
+    "ENV_NAMES",
+    "PATH_SETTINGS",
+    "SECRET_FIELDS",
+    "SETTING_NAMES",
+    "TLS_SETTINGS",
+    "Settings",
+    "convert_value",
+    "default_config_paths",
+    "load_settings",
+    "parse_bool",
+    "parse_nodes",
+    "redacted",
+    "tls_env",
+    "with_overrides",
+    "without_tls",
+]
+
 SECRET_FIELDS = frozenset({"redis_password"})
 
 # Seconds any one Redis read or write may take (redis-py's socket_timeout, and wsctl's own

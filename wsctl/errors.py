@@ -6,6 +6,24 @@ exactly one place (``wsctl.cli.main``). Messages are single lines, never contain
 
 from __future__ import annotations
 
+__all__ = [
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_NEGATIVE",
+    "EXIT_NOT_REGISTERED",
+    "EXIT_OK",
+    "EXIT_REDIS",
+    "EXIT_TIMEOUT",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "ConfigError",
+    "NotFound",
+    "RedisUnavailable",
+    "TlsError",
+    "UsageError",
+    "WsctlError",
+]
+
 # Documented exit codes (README "Exit codes").
 EXIT_OK = 0
 EXIT_NEGATIVE = 1  # a negative result: robot not found, problems found, a check failed

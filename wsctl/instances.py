@@ -18,6 +18,17 @@ from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import parse_timestamp
 
+__all__ = [
+    "InstanceRecord",
+    "Liveness",
+    "delete_record",
+    "get_record",
+    "is_listening",
+    "iter_records",
+    "liveness",
+    "write_record",
+]
+
 
 class Liveness(StrEnum):
     ALIVE = "alive"

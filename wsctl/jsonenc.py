@@ -12,6 +12,8 @@ from collections.abc import Callable
 from json import encoder as _json_encoder
 from typing import Any
 
+__all__ = ["make_encoder"]
+
 
 def _not_serializable(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")

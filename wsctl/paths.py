@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+__all__ = ["backups_dir", "sandbox_file", "state_dir"]
+
 
 def state_dir() -> Path:
     """``$WSCTL_STATE_DIR``, else the platform's user state dir (``~/.local/state/wsctl``)."""

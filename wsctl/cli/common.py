@@ -23,6 +23,23 @@ if TYPE_CHECKING:
     from wsctl.redis_target import AsyncClient, Target
     from wsctl.registry.store import RegistryStore
 
+__all__ = [
+    "OUTPUT_HELP",
+    "CliState",
+    "ReportOutput",
+    "check_output",
+    "check_report_output",
+    "debug_enabled",
+    "err",
+    "keyspace_of",
+    "on_stop_signals",
+    "open_client",
+    "open_store",
+    "resolve_target",
+    "run",
+    "state",
+]
+
 T = TypeVar("T")
 
 OUTPUT_HELP = "Output format: table, wide, json, jsonl or csv."

@@ -17,6 +17,18 @@ import typer
 
 from wsctl.errors import UsageError
 
+__all__ = [
+    "COMPLETE_VAR",
+    "DEADLINE_S",
+    "MAX_CANDIDATES",
+    "MAX_SCANS",
+    "SHELLS",
+    "SOCKET_TIMEOUT_S",
+    "complete_instance_ids",
+    "complete_robot_ids",
+    "completion",
+]
+
 SHELLS = ("bash", "zsh", "fish")
 COMPLETE_VAR = "_WSCTL_COMPLETE"
 # bounds of one completion: wall time, socket timeouts, candidates, SCAN round trips

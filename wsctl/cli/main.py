@@ -28,6 +28,8 @@ from wsctl.cli import (
 from wsctl.cli.common import CliState, debug_enabled, err
 from wsctl.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, WsctlError
 
+__all__ = ["app", "main"]
+
 app = typer.Typer(
     name="wsctl",
     help=(

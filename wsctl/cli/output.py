@@ -18,6 +18,23 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
+__all__ = [
+    "FORMATS",
+    "UNWRAPPED",
+    "WRAP_MIN",
+    "Column",
+    "RowWriter",
+    "build_table",
+    "human_value",
+    "make_console",
+    "output_width",
+    "print_cluster",
+    "print_table",
+    "printable",
+    "render",
+    "render_object",
+]
+
 FORMATS = ("table", "wide", "json", "jsonl", "csv")
 
 

@@ -17,6 +17,8 @@ from wsctl.paths import backups_dir
 from wsctl.registry.model import Entry, format_ts
 from wsctl.registry.records import dumps, entry_record
 
+__all__ = ["BackupWriter", "check_backup_path", "default_backup_path"]
+
 
 def default_backup_path(kind: str, now: datetime) -> Path:
     stamp = now.strftime("%Y%m%dT%H%M%S%fZ")

@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = ["Histogram"]
+
 _GROWTH = 1.02
 _LOG_GROWTH = math.log(_GROWTH)
 _MIN = 1e-6  # 1 microsecond, the smallest value that gets its own bucket

@@ -27,6 +27,17 @@ from wsctl.ops.backup import BackupWriter, default_backup_path
 from wsctl.registry.model import Entry, State, assess, format_ts, utcnow
 from wsctl.registry.store import DeleteOutcome, RegistryStore
 
+__all__ = [
+    "MAX_ITEMS_REPORTED",
+    "DeadInstances",
+    "ReapLoop",
+    "ReapOptions",
+    "ReapReport",
+    "Reason",
+    "judge",
+    "reap",
+]
+
 MAX_ITEMS_REPORTED = 1000
 
 
@@ -246,6 +257,7 @@ async def reap(
                 in_flight = None
         finally:
             if in_flight is not None:  # an error elsewhere: let the started deletes finish
+                # (their outcome is lost with the report; the error being raised is the news)
                 with contextlib.suppress(Exception):
                     await in_flight[1]
     report.backup = str(backup) if backup is not None and writer.count else None

@@ -15,6 +15,8 @@ from wsctl.instances import InstanceRecord, liveness
 from wsctl.registry.model import Entry, State, assess, utcnow
 from wsctl.registry.store import RegistryStore
 
+__all__ = ["InstanceTally", "instance_rows", "summarize_instances", "tally"]
+
 
 @dataclass
 class InstanceTally:

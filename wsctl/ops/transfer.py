@@ -10,6 +10,8 @@ from wsctl.registry.model import Entry
 from wsctl.registry.records import Record
 from wsctl.registry.store import RegistryStore
 
+__all__ = ["IMPORT_BATCH", "ImportResult", "export_entries", "import_records"]
+
 IMPORT_BATCH = 500
 
 

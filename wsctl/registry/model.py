@@ -15,6 +15,28 @@ from enum import StrEnum
 
 from wsctl.durations import human_duration
 
+__all__ = [
+    "DEFAULT_MAX_SKEW",
+    "F_CONNECTED_AT",
+    "F_CONN_ID",
+    "F_INSTANCE_ID",
+    "F_LAST_HEARTBEAT",
+    "F_ROBOT_ID",
+    "F_STATUS",
+    "F_WS_STATE",
+    "Assessment",
+    "Entry",
+    "Registration",
+    "State",
+    "assess",
+    "entry_from_hash",
+    "format_ts",
+    "parse_timestamp",
+    "problems_at",
+    "utcnow",
+    "wrong_type_entry",
+]
+
 # Field names: the seed's six, plus wsctl's fencing token. The only place they are spelled.
 F_INSTANCE_ID = "instance_id"
 F_ROBOT_ID = "robot_id"

@@ -20,6 +20,19 @@ from wsctl.jsonenc import make_encoder
 from wsctl.registry.keys import validate_id
 from wsctl.registry.model import Entry
 
+__all__ = [
+    "MAX_BAD_LINES_SHOWN",
+    "Check",
+    "Record",
+    "Unrestorable",
+    "Validation",
+    "dumps",
+    "entry_record",
+    "iter_records",
+    "parse_line",
+    "validate_lines",
+]
+
 MAX_BAD_LINES_SHOWN = 10
 
 

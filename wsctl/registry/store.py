@@ -36,6 +36,22 @@ from wsctl.registry.model import (
 )
 from wsctl.tasks import settle
 
+__all__ = [
+    "COMPARE_AND_DELETE",
+    "FENCED_DELETE",
+    "FENCE_FIELDS",
+    "REGISTER",
+    "TOUCH",
+    "WRITE_HASH",
+    "DeleteOutcome",
+    "LuaScript",
+    "RegistryStore",
+    "TouchOutcome",
+    "expectations",
+    "run_script",
+    "run_script_batch",
+]
+
 
 class DeleteOutcome(IntEnum):
     """What a compare-and-delete did to one key: the delete scripts' replies, one name each.
