@@ -88,6 +88,7 @@ class Settings:
         return not any(name in self.sources for name in _CONNECTION_PARTS)
 
     def source(self, name: str) -> str:
+        """Where the value of setting ``name`` came from (flag, env, file or default)."""
         return self.sources.get(name, "default")
 
 
@@ -130,6 +131,7 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 
 def parse_bool(raw: str) -> bool:
+    """Read a boolean setting as people write it (1/0, true/false, yes/no, on/off)."""
     value = raw.strip().lower()
     if value in _TRUE:
         return True
@@ -255,6 +257,8 @@ def convert_value(name: str, raw: Any, where: str) -> Any:
 
 
 def default_config_paths(env: Mapping[str, str], cwd: Path) -> list[Path]:
+    """The config files tried when none is given: ./wsctl.toml, then
+    $XDG_CONFIG_HOME/wsctl/config.toml."""
     xdg = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME", str(Path.home()))) / ".config")
     return [cwd / "wsctl.toml", Path(xdg) / "wsctl" / "config.toml"]
 

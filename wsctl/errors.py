@@ -48,6 +48,7 @@ class WsctlError(Exception):
 
     @property
     def message(self) -> str:
+        """The one-line text the CLI prints after ``wsctl: error:``."""
         return str(self.args[0]) if self.args else self.__class__.__name__
 
 

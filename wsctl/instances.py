@@ -31,6 +31,9 @@ __all__ = [
 
 
 class Liveness(StrEnum):
+    """An instance's liveness judged from its record: alive, dead (record too old) or unknown
+    (none)."""
+
     ALIVE = "alive"
     DEAD = "dead"
     UNKNOWN = "unknown"
@@ -38,6 +41,8 @@ class Liveness(StrEnum):
 
 @dataclass(frozen=True)
 class InstanceRecord:
+    """What a gateway says about itself in its liveness record, refreshed every heartbeat."""
+
     instance_id: str
     host: str = ""
     port: int = 0
@@ -52,12 +57,15 @@ class InstanceRecord:
     draining: bool = False  # ``wsctl drain``: refuses new robots, closing the ones it has
 
     def to_hash(self) -> dict[str, str]:
+        """The record as the hash fields written to Redis."""
         out = {k: str(v) for k, v in asdict(self).items()}
         out["draining"] = "1" if self.draining else "0"
         return out
 
     @classmethod
     def from_hash(cls, instance_id: str, mapping: Mapping[str, str]) -> InstanceRecord:
+        """Read a record tolerantly: missing or non-numeric fields become empty or 0."""
+
         def number(name: str) -> int:
             try:
                 return int(mapping.get(name, "0"))
@@ -79,6 +87,7 @@ class InstanceRecord:
         )
 
     def age(self, now: datetime) -> float | None:
+        """Seconds since ``last_seen`` at ``now``; None when it cannot be parsed."""
         try:
             return (now - parse_timestamp(self.last_seen)).total_seconds()
         except ValueError:
@@ -98,6 +107,7 @@ def liveness(record: InstanceRecord | None, now: datetime, timeout: float) -> Li
 async def write_record(
     client: AsyncClient, keys: Keyspace, record: InstanceRecord, ttl: float
 ) -> None:
+    """Write (or refresh) an instance's record with a TTL, so a crashed instance's record expires."""
     key = keys.instance_key(record.instance_id)
     pipe = client.pipeline(transaction=False)
     pipe.hset(key, mapping=record.to_hash())  # type: ignore[arg-type]
@@ -106,6 +116,7 @@ async def write_record(
 
 
 async def delete_record(client: AsyncClient, keys: Keyspace, instance_id: str) -> None:
+    """Remove an instance's record (a clean shutdown), so it reads as gone at once."""
     await client.delete(keys.instance_key(instance_id))
 
 

@@ -19,8 +19,10 @@ def state_dir() -> Path:
 
 
 def sandbox_file() -> Path:
+    """Where a running sandbox writes its address, for other commands to find it."""
     return state_dir() / "sandbox.json"
 
 
 def backups_dir() -> Path:
+    """Where reap and rm write their backups by default."""
     return state_dir() / "backups"

@@ -23,11 +23,13 @@ __all__ = ["connection_row", "connection_row_from"]
 
 
 def connection_row(entry: Entry, now: datetime, timeout: float) -> dict[str, Any]:
+    """The listing row of ``entry`` judged at ``now``: stable snake_case keys."""
     verdict = assess(entry, now, timeout)
     return connection_row_from(entry, verdict)
 
 
 def connection_row_from(entry: Entry, verdict: Assessment) -> dict[str, Any]:
+    """The listing row of ``entry`` from a verdict already made."""
     get = entry.fields.get
     age, connected_for = verdict.heartbeat_age, verdict.connected_for
     heartbeat, connected = entry.last_heartbeat, entry.connected_at

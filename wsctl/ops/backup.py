@@ -21,6 +21,7 @@ __all__ = ["BackupWriter", "check_backup_path", "default_backup_path"]
 
 
 def default_backup_path(kind: str, now: datetime) -> Path:
+    """A new backup file under the state dir, named by the command and the time (UTC)."""
     stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
     return backups_dir() / f"{kind}-{stamp}.jsonl"
 
@@ -70,6 +71,7 @@ class BackupWriter:
         self.count += len(lines)
 
     def close(self) -> None:
+        """Close the file (a no-op when nothing was written)."""
         if self._fh is not None:
             fh, self._fh = self._fh, None
             with contextlib.suppress(OSError):  # every batch was fsync'ed (or refused) already

@@ -20,6 +20,8 @@ _MIN = 1e-6  # 1 microsecond, the smallest value that gets its own bucket
 
 @dataclass
 class Histogram:
+    """Latencies in log-spaced buckets: bounded memory, mergeable across worker processes."""
+
     buckets: Counter[int] = field(default_factory=Counter)
     count: int = 0
     total: float = 0.0
@@ -27,6 +29,7 @@ class Histogram:
     minimum: float = math.inf
 
     def add(self, seconds: float) -> None:
+        """Count one sample (seconds)."""
         value = max(seconds, _MIN)
         self.buckets[int(math.log(value / _MIN) / _LOG_GROWTH)] += 1
         self.count += 1
@@ -35,6 +38,7 @@ class Histogram:
         self.minimum = min(self.minimum, value)
 
     def merge(self, other: Histogram) -> None:
+        """Add another histogram's counts to this one (a worker's, for the run's total)."""
         self.buckets.update(other.buckets)
         self.count += other.count
         self.total += other.total
@@ -55,6 +59,7 @@ class Histogram:
         return self.maximum  # pragma: no cover - rank never exceeds count
 
     def summary_ms(self) -> dict[str, float]:
+        """Count, p50, p90, p99, max and mean in milliseconds (zeros when empty), for reports."""
         if not self.count:
             return {"count": 0, "p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0, "mean": 0.0}
         return {
@@ -67,6 +72,7 @@ class Histogram:
         }
 
     def to_json(self) -> dict[str, Any]:
+        """The counts as JSON-ready data, to cross a process boundary."""
         return {
             "buckets": {str(k): v for k, v in self.buckets.items()},
             "count": self.count,
@@ -77,6 +83,7 @@ class Histogram:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Histogram:
+        """A histogram from :meth:`to_json`'s data."""
         hist = cls(Counter({int(k): int(v) for k, v in data["buckets"].items()}))
         hist.count = int(data["count"])
         hist.total = float(data["total"])

@@ -42,6 +42,8 @@ MAX_ITEMS_REPORTED = 1000
 
 
 class Reason(StrEnum):
+    """Why an entry is reaped (the ``reason`` of report items and ``by_reason``)."""
+
     STALE = "stale_heartbeat"
     DEAD_INSTANCE = "dead_instance"
     MALFORMED = "malformed"
@@ -49,6 +51,8 @@ class Reason(StrEnum):
 
 @dataclass(frozen=True)
 class ReapOptions:
+    """What one reap pass considers and how it deletes (the ``wsctl reap`` flags)."""
+
     timeout: float = 90.0
     dry_run: bool = False
     backup: Path | None = None
@@ -79,6 +83,8 @@ def judge(
 
 @dataclass
 class ReapReport:
+    """What one pass examined, reaped and kept, and why (``reap -o json``)."""
+
     dry_run: bool
     timeout: float
     examined: int = 0
@@ -94,6 +100,7 @@ class ReapReport:
     seconds: float = 0.0
 
     def note(self, entry: Entry, reason: str, result: str, detail: str) -> None:
+        """Record one item of the report (at most MAX_ITEMS_REPORTED are kept)."""
         if len(self.items) < MAX_ITEMS_REPORTED:
             self.items.append(
                 {
@@ -120,6 +127,7 @@ class ReapReport:
         return text
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as stable snake_case JSON."""
         return {
             "dry_run": self.dry_run,
             "timeout_s": self.timeout,
@@ -195,6 +203,7 @@ class DeadInstances:
         self.known: dict[str, bool] = {}
 
     async def check(self, instance_ids: set[str]) -> None:
+        """Judge the instances of ``instance_ids`` not judged yet (record, then listeners)."""
         now = utcnow()
         for instance_id in instance_ids - set(self.known):
             record = await self.store.instance_record(instance_id)

@@ -20,6 +20,8 @@ __all__ = ["InstanceTally", "instance_rows", "summarize_instances", "tally"]
 
 @dataclass
 class InstanceTally:
+    """Counts and heartbeat ages of one instance's entries."""
+
     instance_id: str
     connections: int = 0
     fresh: int = 0
@@ -29,6 +31,7 @@ class InstanceTally:
     oldest: float | None = None
 
     def add(self, entry: Entry, now: datetime, timeout: float) -> None:
+        """Count one entry as fresh, stale or malformed at ``now``."""
         verdict = assess(entry, now, timeout)
         self.connections += 1
         if verdict.state is State.ONLINE:
@@ -63,6 +66,7 @@ def instance_rows(
     now: datetime,
     timeout: float,
 ) -> list[dict[str, Any]]:
+    """One row per instance seen in ``tallies`` or ``records`` (``list instances``). Pure."""
     by_id = {r.instance_id: r for r in records}
     rows = []
     for instance_id in sorted(set(tallies) | set(by_id)):
@@ -92,6 +96,7 @@ def instance_rows(
 async def summarize_instances(
     store: RegistryStore, records: list[InstanceRecord], timeout: float
 ) -> list[dict[str, Any]]:
+    """Tally every entry per instance (streamed) and join the liveness records."""
     tallies: dict[str, InstanceTally] = {}
     now = utcnow()
     async for batch in store.iter_batches():

@@ -29,6 +29,8 @@ MAX_WRITTEN_IDS = 10_000
 
 @dataclass
 class ImportResult:
+    """What an import wrote, skipped (the robot exists) and could not restore."""
+
     written: int = 0
     skipped_existing: list[str] = field(default_factory=list)
     would_write: int = 0
@@ -45,6 +47,7 @@ class ImportResult:
             self.written_ids.append(robot_id)
 
     def as_dict(self) -> dict[str, object]:
+        """The result as stable snake_case JSON (item lists capped at 100)."""
         return {
             "written": self.written,
             "would_write": self.would_write,

@@ -63,6 +63,7 @@ class Keyspace:
 
     # connection entries
     def conn_key(self, robot_id: str) -> str:
+        """The connection key of ``robot_id``."""
         return self.prefix + robot_id
 
     def robot_of(self, key: str) -> str:
@@ -80,19 +81,24 @@ class Keyspace:
 
     # instance liveness records
     def instance_key(self, instance_id: str) -> str:
+        """The liveness-record key of ``instance_id``."""
         return self.instance_prefix + instance_id
 
     def instance_of(self, key: str) -> str:
+        """The instance id of a liveness-record key."""
         return key[len(self.instance_prefix) :]
 
     def instance_match(self) -> str:
+        """A SCAN pattern for every liveness record."""
         return escape_glob(self.instance_prefix) + "*"
 
     # channels
     def control_channel(self, instance_id: str) -> str:
+        """The channel ``instance_id`` listens on for control envelopes."""
         return self.control_prefix + instance_id
 
     def reply_channel(self, token: str) -> str:
+        """A private channel for the replies to one request (``token`` makes it unique)."""
         return self.reply_prefix + token
 
     # event streams
@@ -101,6 +107,7 @@ class Keyspace:
         return self.events_prefix + writer
 
     def writer_of(self, events_key: str) -> str:
+        """The writer (instance or CLI) of an event stream key."""
         return events_key[len(self.events_prefix) :]
 
     def robot_events_key(self, robot_id: str) -> str:

@@ -51,6 +51,8 @@ DEFAULT_MAX_SKEW = 5.0
 
 
 class State(StrEnum):
+    """What an entry means at a given time: online, stale or malformed."""
+
     ONLINE = "online"
     STALE = "stale"
     MALFORMED = "malformed"
@@ -158,6 +160,7 @@ def format_ts(moment: datetime) -> str:
 
 
 def utcnow() -> datetime:
+    """The current time, aware UTC (every pure judgement takes it as ``now``)."""
     return datetime.now(UTC)
 
 
@@ -177,18 +180,22 @@ class Entry:
 
     @property
     def instance_id(self) -> str | None:
+        """The instance that holds the robot's socket, per the entry."""
         return self.fields.get(F_INSTANCE_ID) or None
 
     @property
     def conn_id(self) -> str | None:
+        """The session id wsctl gateways write (None for the original design's entries)."""
         return self.fields.get(F_CONN_ID) or None
 
     @property
     def status(self) -> str | None:
+        """The ``status`` field as written."""
         return self.fields.get(F_STATUS)
 
     @property
     def websocket_state(self) -> str | None:
+        """The ``websocket_state`` field as written."""
         return self.fields.get(F_WS_STATE)
 
 
@@ -300,6 +307,7 @@ class Registration:
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def to_hash(self) -> dict[str, str]:
+        """The registry hash of this session: the seed's six fields plus ``conn_id``."""
         stamp = format_ts(self.now)
         return {
             F_INSTANCE_ID: self.instance_id,

@@ -38,6 +38,8 @@ MAX_BAD_LINES_SHOWN = 10
 
 @dataclass(frozen=True, slots=True)
 class Record:
+    """One line of a JSONL export or backup, validated: what import writes back."""
+
     robot_id: str
     fields: dict[str, str]
     line: int = 0
@@ -121,6 +123,8 @@ class Validation:
 
     @property
     def skip(self) -> set[int]:
+        """The line numbers import leaves out: unrestorable lines and lines a later line
+        for the same robot supersedes."""
         return {item["line"] for item in self.unrestorable} | set(self.superseded)
 
 

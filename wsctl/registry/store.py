@@ -199,6 +199,7 @@ def expectations(conditions: Mapping[str, str | None]) -> list[str]:
 async def run_script(
     client: AsyncClient, script: LuaScript, keys: Sequence[str], args: Sequence[str]
 ) -> Any:
+    """Run ``script`` once by its SHA, sending the body only when Redis lacks it (NOSCRIPT)."""
     try:
         return await client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
     except NoScriptError:
@@ -296,6 +297,7 @@ class RegistryStore:
                 await settle(ahead)
 
     async def iter_entries(self, robot_glob: str | None = None) -> AsyncIterator[Entry]:
+        """Every entry (streamed in batches; see :meth:`iter_batches`)."""
         async for batch in self.iter_batches(robot_glob):
             for entry in batch:
                 yield entry
@@ -411,6 +413,7 @@ class RegistryStore:
     async def write_many(
         self, items: Iterable[tuple[str, Mapping[str, str]]], *, replace: bool
     ) -> list[bool]:
+        """Write whole hashes (one script call per key, one pipeline); True where written."""
         mode = "replace" if replace else "absent"
         calls: list[tuple[Sequence[str], Sequence[str]]] = []
         for robot_id, mapping in items:
