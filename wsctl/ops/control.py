@@ -1,4 +1,4 @@
-"""Request/reply over the control channel: what ``send``, ``doctor`` and ``reap`` use.
+"""Request/reply over the control channel: what ``send``, ``kick``, ``drain`` and ``doctor`` use.
 
 The reply channel is subscribed *before* the request is published, so a fast reply is never
 missed; if nobody listens on the instance's control channel (subscribers are counted on every
