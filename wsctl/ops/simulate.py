@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from redis.exceptions import RedisClusterException, RedisError
+
 from wsctl.errors import UsageError
-from wsctl.instances import get_record, is_listening, liveness
+from wsctl.instances import liveness
 from wsctl.ops.compat import Participation, classify, explain, writes_conn_id
 from wsctl.ops.histogram import Histogram
 from wsctl.ops.robots import ProcessSwarm, RobotSwarm, make_message
@@ -42,10 +44,10 @@ from wsctl.protocol_batch import (
     decode_any_reply,
     encode_batch,
 )
-from wsctl.redis_pubsub import publish_many, subscription
-from wsctl.redis_topology import refresh_topology
 from wsctl.registry.model import Entry, utcnow
-from wsctl.registry.store import RegistryStore
+from wsctl.registry.store import DeleteOutcome, RegistryStore
+from wsctl.system import raise_fd_limit
+from wsctl.tasks import settle
 
 Progress = Callable[[str, str], None]
 PUBLISH_BATCH = 500
@@ -261,7 +263,7 @@ class _Replies:
             if subscribed:
                 self._ready.set()
 
-        async for data in subscription(self.store.client, self.channel, state):
+        async for data in self.store.subscription(self.channel, state):
             with contextlib.suppress(ProtocolError):
                 reply = decode_any_reply(data)
                 if isinstance(reply, BatchReply):
@@ -281,9 +283,7 @@ class _Replies:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+            await settle(self._task)
 
 
 class Simulation:
@@ -332,8 +332,6 @@ class Simulation:
 
     async def _retrying(self, make: Callable[[], Any], what: str) -> Any:
         """Run a Redis operation, retrying through failovers (bounded: about 15 s)."""
-        from redis.exceptions import RedisClusterException, RedisError
-
         last: BaseException | None = None
         for _ in range(RETRY_ATTEMPTS):
             try:
@@ -341,8 +339,9 @@ class Simulation:
             except (RedisError, RedisClusterException, OSError) as exc:
                 last = exc
                 self.redis_errors += 1
+                # a refresh that fails too is one more failure the next attempt meets
                 with contextlib.suppress(Exception):
-                    await refresh_topology(self.store.client)
+                    await self.store.refresh_topology()
                 await asyncio.sleep(RETRY_DELAY)
         raise RuntimeError(f"{what}: Redis kept failing: {last}") from last
 
@@ -397,7 +396,7 @@ class Simulation:
                 ids.extend(f"{envelope_batch.id}:{item.id}" for item in items)
                 batch.append((self.store.keys.control_channel(via), encode_batch(envelope_batch)))
             try:
-                await self._retrying(partial(publish_many, self.store.client, batch), "publish")
+                await self._retrying(partial(self.store.publish_many, batch), "publish")
             except RuntimeError:
                 self.unsent += len(batch)  # counted as lost: the run goes on
         return ids
@@ -417,7 +416,7 @@ class Simulation:
             ok, detail, metrics = await body()
         except PhaseSkipped as exc:
             ok, detail, metrics, skipped = True, str(exc), {}, True
-        except Exception as exc:
+        except Exception as exc:  # a failed phase is a FAILED line of the report; the run goes on
             ok, detail, metrics = False, f"{type(exc).__name__}: {exc}"[:300], {}
         phase = Phase(name, ok, detail, time.perf_counter() - started, metrics, skipped)
         self.report.phases.append(phase)
@@ -432,10 +431,10 @@ class Simulation:
         now = utcnow()
         for instance_id in sorted(set(self.instance_of_url.values())):
             listening = await self._retrying(
-                partial(is_listening, self.store.client, keys, instance_id), "listeners"
+                partial(self.store.is_listening, instance_id), "listeners"
             )
             record = await self._retrying(
-                partial(get_record, self.store.client, keys, instance_id), "liveness records"
+                partial(self.store.instance_record, instance_id), "liveness records"
             )
             state = liveness(record, now, self.options.liveness_timeout)
             if record is not None and record.protocol >= BATCH_VERSION:
@@ -930,6 +929,7 @@ class Simulation:
 
     async def cleanup(self) -> None:
         """Close the run's robots and remove the run's entries that remain (fenced deletes)."""
+        # clean-up after a run that may have failed: each step is tried whatever the others did
         for swarm in self.swarms:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(swarm.close_all(), 30)
@@ -945,7 +945,7 @@ class Simulation:
             left = list((await self._entries()).values())
             if left:
                 results = await self._retrying(lambda: self.store.delete_observed(left), "clean-up")
-                self.report.cleaned_up = sum(1 for r in results if r == 1)
+                self.report.cleaned_up = results.count(DeleteOutcome.DELETED)
 
 
 async def simulate(
@@ -971,7 +971,5 @@ async def simulate(
             f"--robot-heartbeat-every must be above 0 and below the heartbeat phase's "
             f"--duration ({options.duration:g}s), so that a heartbeat can land within it"
         )
-    from wsctl.system import raise_fd_limit
-
     raise_fd_limit()
     return await Simulation(store, options, progress).run()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from enum import IntEnum
@@ -22,9 +22,10 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from wsctl.instances import InstanceRecord, get_record, is_listening, iter_records
 from wsctl.redis_internals import bulk_execute
+from wsctl.redis_pubsub import publish_many, subscription
 from wsctl.redis_scan import scan_keys
 from wsctl.redis_target import AsyncClient
-from wsctl.redis_topology import cluster_facts, keys_per_node
+from wsctl.redis_topology import cluster_facts, keys_per_node, refresh_topology
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import (
     F_CONN_ID,
@@ -399,6 +400,24 @@ class RegistryStore:
         if cluster is None and not count_single_node:
             return None, {}
         return cluster, await keys_per_node(self.client, self.keys.conn_match(), self.scan_count)
+
+    async def refresh_topology(self) -> None:
+        """Re-read the cluster's slot map after a node failure (a no-op on a single node)."""
+        await refresh_topology(self.client)
+
+    # --------------------------------------------------------------- pub/sub
+    async def publish_many(self, messages: list[tuple[str, str]]) -> None:
+        """PUBLISH many ``(channel, message)`` pairs in one pipeline."""
+        await publish_many(self.client, messages)
+
+    def subscription(
+        self,
+        channel: str,
+        on_state: Callable[[bool, BaseException | None], None] | None = None,
+    ) -> AsyncIterator[Any]:
+        """The payloads published on ``channel``, surviving node failures
+        (see :func:`wsctl.redis_pubsub.subscription`)."""
+        return subscription(self.client, channel, on_state)
 
     # ---------------------------------------------------------------- writes
     async def set_fields(self, robot_id: str, mapping: Mapping[str, str]) -> None:
