@@ -15,6 +15,34 @@ from typing import Any
 
 from wsctl.codec import dumps, loads
 
+__all__ = [
+    "DRAIN_BATCH",
+    "DRAIN_INTERVAL",
+    "MAX_DRAIN_INTERVAL",
+    "MAX_HOPS",
+    "ROBOT_PING",
+    "ROBOT_PING_UNSUPPORTED",
+    "VERSION",
+    "CloseCode",
+    "Envelope",
+    "Hop",
+    "Op",
+    "ProtocolError",
+    "Reply",
+    "Status",
+    "decode_envelope",
+    "decode_reply",
+    "drain_params",
+    "encode",
+    "envelope_from_data",
+    "load_object",
+    "message_problem",
+    "parse_route",
+    "parse_time",
+    "reply_from_data",
+    "reply_to",
+]
+
 VERSION = 1
 MAX_HOPS = 2
 

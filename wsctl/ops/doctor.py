@@ -26,6 +26,31 @@ from wsctl.registry.model import F_CONNECTED_AT, Entry, State, assess, utcnow
 from wsctl.registry.store import FENCE_FIELDS, DeleteOutcome, RegistryStore
 from wsctl.shell import command
 
+__all__ = [
+    "CHECK_LIVENESS",
+    "CHECK_PING",
+    "CHECK_SOCKETS",
+    "GHOST_OUTCOMES",
+    "GRACE_S",
+    "INVENTORY_TIMEOUT",
+    "MAX_FINDINGS_PER_KIND",
+    "SAFE_FIXES",
+    "DoctorReport",
+    "Facts",
+    "Finding",
+    "Kind",
+    "Session",
+    "Severity",
+    "confirm_ghosts",
+    "diagnose",
+    "doctor",
+    "doctor_robot",
+    "fix",
+    "gather",
+    "healthy",
+    "not_checked",
+]
+
 # An entry younger than this when the inventory was asked may not be in it yet (and the
 # reverse for sessions): such differences are in flight, not faults.
 GRACE_S = 3.0

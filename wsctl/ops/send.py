@@ -21,6 +21,15 @@ from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID, utcnow
 
+__all__ = [
+    "NOT_REGISTERED",
+    "TIMEOUT",
+    "UNREACHABLE",
+    "SendOutcome",
+    "send_message",
+    "why_unreachable",
+]
+
 NOT_REGISTERED = "not_registered"
 TIMEOUT = "timeout"
 UNREACHABLE = "instance_unreachable"

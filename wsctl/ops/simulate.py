@@ -49,6 +49,23 @@ from wsctl.registry.store import DeleteOutcome, RegistryStore
 from wsctl.system import raise_fd_limit
 from wsctl.tasks import settle
 
+__all__ = [
+    "NOT_SPEAKING",
+    "PUBLISH_BATCH",
+    "RETRY_ATTEMPTS",
+    "RETRY_DELAY",
+    "SLO_METRICS",
+    "Phase",
+    "PhaseSkipped",
+    "Progress",
+    "SimulateOptions",
+    "SimulateReport",
+    "Simulation",
+    "Slo",
+    "parse_slo",
+    "simulate",
+]
+
 Progress = Callable[[str, str], None]
 PUBLISH_BATCH = 500
 # paced sends (--rate) go out in this many steps per second: small bursts, low queueing
