@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from wsctl.errors import ConfigError, WsctlError
+from wsctl.gateway.identity import robot_token
 from wsctl.paths import sandbox_file
 
 # Every command that talks to Redis imports this module (to find a running sandbox) and almost
@@ -657,8 +658,6 @@ class DemoRobots(_StartStop):
 
         target = f"{url}/ws/{robot_id}"
         if self.auth_secret:
-            from wsctl.gateway.identity import robot_token
-
             target += f"?token={robot_token(self.auth_secret, robot_id)}"
         while True:  # until cancelled by stop()
             try:

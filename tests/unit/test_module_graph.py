@@ -119,3 +119,21 @@ def test_command_modules_do_not_import_each_other() -> None:
         if name.startswith("wsctl.cli.") and name.endswith("_cmd"):
             others = {d for d in deps if d.startswith("wsctl.cli.")} - shared
             assert others == set(), (name, others)
+
+
+def test_library_code_imports_wsctl_modules_at_the_top() -> None:
+    """Outside cli/ (whose modules keep imports in functions so ``wsctl --help`` stays fast),
+    a function-local import of a wsctl module would only hide a dependency: there are none."""
+    found = []
+    for name, path in _modules().items():
+        if name.startswith("wsctl.cli."):
+            continue
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and (
+                    node.level or (node.module or "").startswith("wsctl")
+                ):
+                    found.append(f"{name}:{node.lineno} {node.module}")
+    assert found == []

@@ -32,10 +32,13 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from wsctl.config import load_settings
+from wsctl.errors import ConfigError
 from wsctl.gateway.core import CoreConfig, FleetCore, SendResult
 from wsctl.gateway.identity import instance_id_for, token_ok
 from wsctl.gateway.local import LocalConnections, Metrics
 from wsctl.gateway.server import advertised_url, presented_token
+from wsctl.redis_factory import target_from_settings
 from wsctl.redis_target import Target
 from wsctl.registry.keys import Keyspace, validate_id
 
@@ -118,10 +121,6 @@ class Fleet:
         ``PORT``. ``WSCTL_AUTH_SECRET``, ``WSCTL_ADVERTISE_URL``, ``HOST``, ``WSCTL_PREFIX``,
         ``WSCTL_HEARTBEAT_INTERVAL``, ``WSCTL_TIMEOUT``. ``options`` override any of these.
         """
-        from wsctl.config import load_settings
-        from wsctl.errors import ConfigError
-        from wsctl.redis_factory import target_from_settings
-
         env = os.environ if env is None else env
         settings = load_settings(env=env)
         target = Target("tcp") if settings.embedded else target_from_settings(settings)

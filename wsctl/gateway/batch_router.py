@@ -42,6 +42,7 @@ from wsctl.protocol_batch import (
     encode_batch_reply,
     singles,
 )
+from wsctl.redis_pubsub import publish_many
 from wsctl.redis_target import AsyncClient, Target
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_INSTANCE_ID
@@ -305,8 +306,6 @@ class BatchRouter:
         """One pipeline for the forwards and the reply. Not retried: a pipeline that failed
         may have gone out in part, and a duplicate is worse than a timeout (the requester
         reports items it got no outcome for as ``timeout``)."""
-        from wsctl.redis_pubsub import publish_many
-
         try:
             await publish_many(self.core.client, messages)
         except asyncio.CancelledError:

@@ -18,7 +18,7 @@ from wsctl.gateway.routing import LocalSocket, Route, decide
 from wsctl.protocol import Status
 from wsctl.protocol_batch import Item, Outcome
 
-__all__ = ["OwnerCache", "RoutePlan", "route_items"]
+__all__ = ["OWNER_CACHE_TTL", "OwnerCache", "RoutePlan", "route_items"]
 
 OWNER_CACHE_TTL = 1.0
 OWNER_CACHE_SIZE = 100_000

@@ -42,9 +42,10 @@ from wsctl.gateway.batch_router import BatchRouter
 from wsctl.gateway.batching import OWNER_CACHE_TTL
 from wsctl.gateway.drain import Drainer
 from wsctl.gateway.events import EventSink
-from wsctl.gateway.local import LocalConn, LocalConnections, Metrics, _label
+from wsctl.gateway.local import LocalConn, LocalConnections, Metrics, prometheus_label
 from wsctl.gateway.routing import Decision, LocalSocket, Route, decide
-from wsctl.instances import InstanceRecord, delete_record, write_record
+from wsctl.instances import InstanceRecord, delete_record, is_listening, write_record
+from wsctl.ops.control import Unreachable, request
 from wsctl.protocol import (
     ROBOT_PING,
     ROBOT_PING_UNSUPPORTED,
@@ -60,12 +61,12 @@ from wsctl.protocol import (
 from wsctl.protocol_batch import BATCH_VERSION, Batch, decode_control
 from wsctl.redis_errors import tls_problem
 from wsctl.redis_factory import is_cluster, make_client
-from wsctl.redis_pubsub import subscriber_count, subscription
+from wsctl.redis_pubsub import subscription
 from wsctl.redis_target import AsyncClient, Target
 from wsctl.redis_topology import refresh_topology
 from wsctl.registry.keys import Keyspace, validate_id
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID, Registration, format_ts, utcnow
-from wsctl.registry.store import RegistryStore
+from wsctl.registry.store import RegistryStore, TouchOutcome
 
 __all__ = [
     "CoreConfig",
@@ -309,7 +310,7 @@ class FleetCore:
         text = self.metrics.render(
             self.instance_id, len(self.local), self.redis_ok, self.cleanup_pending
         )
-        label = f'{{instance_id="{_label(self.instance_id)}"}}'
+        label = f'{{instance_id="{prometheus_label(self.instance_id)}"}}'
         return text + "\n".join([*self.events.render(label), *self.drainer.render(label)]) + "\n"
 
     # ------------------------------------------------------------------ draining
@@ -527,7 +528,7 @@ class FleetCore:
                 [(c.robot_id, c.conn_id, stamp, c.registration) for c in chunk]
             )
             for conn, result in zip(chunk, results, strict=True):
-                if result == 2:
+                if result is TouchOutcome.REREGISTERED:
                     if conn.closed:
                         # ...and one that closed while the batch was in flight, whose fenced
                         # delete ran before our TOUCH re-created it, is deleted again
@@ -539,7 +540,7 @@ class FleetCore:
                         self.events.emit(
                             EventName.REREGISTERED, conn.robot_id, conn.conn_id, entry="vanished"
                         )
-                elif result == 0 and self._drop(conn):
+                elif result is TouchOutcome.SUPERSEDED and self._drop(conn):
                     self.metrics.connections_superseded += 1
                     self.events.emit(
                         EventName.SUPERSEDED, conn.robot_id, conn.conn_id, by="registry"
@@ -749,7 +750,7 @@ class FleetCore:
         cached = self._listening_cache.get(instance_id)
         if cached is not None and now - cached[0] < LISTENING_TTL:
             return cached[1]
-        answer = await subscriber_count(self.client, self.keys.control_channel(instance_id)) > 0
+        answer = await is_listening(self.client, self.keys, instance_id)
         self._listening_cache[instance_id] = (now, answer)
         return answer
 
@@ -835,8 +836,6 @@ class FleetCore:
         """Deliver ``message`` to ``robot_id``: on this instance's socket, or forwarded to the
         instance that holds it (which replies). Never raises for a Redis failure: the outcome
         says ``error``."""
-        from wsctl.ops.control import Unreachable, request
-
         too_big = self._too_big(message)
         if too_big:
             self.metrics.messages_failed += 1

@@ -8,14 +8,16 @@ import os
 import socket
 from collections.abc import Mapping
 
+from wsctl.registry.keys import validate_id
+
+__all__ = ["instance_id_for", "robot_token", "token_ok"]
+
 
 def instance_id_for(port: int, env: Mapping[str, str] | None = None) -> str:
     """``SERVER_INSTANCE_ID``, else the seed's rule: md5("hostname:port:pid")[:16]."""
     env = os.environ if env is None else env
     explicit = env.get("SERVER_INSTANCE_ID")
     if explicit:
-        from wsctl.registry.keys import validate_id
-
         return validate_id(explicit, "instance id (SERVER_INSTANCE_ID)")
     seed = f"{socket.gethostname()}:{port}:{os.getpid()}"
     return hashlib.md5(seed.encode()).hexdigest()[:16]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LocalConn", "LocalConnections", "Metrics"]
+__all__ = ["LocalConn", "LocalConnections", "Metrics", "prometheus_label"]
 
 
 @dataclass(eq=False)
@@ -104,7 +104,7 @@ class Metrics:
     def render(
         self, instance_id: str, connections: int, redis_ok: bool, cleanup_pending: int = 0
     ) -> str:
-        label = f'{{instance_id="{_label(instance_id)}"}}'
+        label = f'{{instance_id="{prometheus_label(instance_id)}"}}'
         lines = [
             "# TYPE wsctl_gateway_connections gauge",
             f"wsctl_gateway_connections{label} {connections}",
@@ -119,6 +119,6 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-def _label(value: str) -> str:
+def prometheus_label(value: str) -> str:
     """A Prometheus label value: backslash, quote and newline escaped."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

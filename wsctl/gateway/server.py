@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from websockets.asyncio.server import serve
 from websockets.protocol import State
 
 from wsctl.events import EventLimits
@@ -81,8 +83,6 @@ def advertised_url(host: str, port: int, advertise_url: str | None = None) -> st
     if advertise_url:
         return advertise_url.rstrip("/")
     if host in ("0.0.0.0", "::", ""):
-        import socket
-
         host = socket.gethostname()
     if ":" in host:
         host = f"[{host}]"
@@ -179,8 +179,6 @@ class Gateway:
         return advertised_url(self.config.host, self.port, self.config.advertise_url)
 
     async def start(self) -> None:
-        from websockets.asyncio.server import serve
-
         self._server = await serve(
             self._handle,
             self.config.host,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -81,8 +82,6 @@ class BackupWriter:
 def check_backup_path(path: Path) -> None:
     """Refuse, before anything is read or deleted, a backup path that cannot hold a backup:
     a directory, or a device or pipe (where fsync cannot make it durable)."""
-    import stat
-
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:

@@ -14,7 +14,7 @@ import fnmatch
 import re
 import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from wsctl.errors import UsageError
@@ -172,8 +172,6 @@ async def robot_history(
 
 
 def _with_problem(event: StoredEvent, problem: str) -> StoredEvent:
-    from dataclasses import replace
-
     return replace(event, problem=problem)
 
 

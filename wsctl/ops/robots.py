@@ -18,12 +18,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
+from websockets.asyncio.client import connect
+
+from wsctl.gateway.identity import robot_token
 from wsctl.ops.histogram import Histogram
+from wsctl.system import raise_fd_limit
+
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "HEARTBEAT_SLICES",
+    "RECONNECT_ATTEMPTS",
+    "RECONNECT_FIRST_DELAY",
+    "RECONNECT_MAX_DELAY",
+    "Heartbeat",
+    "ProcessSwarm",
+    "RobotState",
+    "RobotSwarm",
+    "make_message",
+]
 
 CONNECT_TIMEOUT = 10.0
 HEARTBEAT_SLICES = 10  # the robots' heartbeats are spread over this many ticks per period
@@ -102,18 +121,12 @@ class RobotSwarm:
             self.heartbeats_sent += sum(1 for r in results if r is None)
 
     def _url(self, base: str, robot_id: str) -> str:
-        from urllib.parse import quote
-
         url = f"{base.rstrip('/')}/ws/{quote(robot_id, safe='')}"
         if self.auth_secret:
-            from wsctl.gateway.identity import robot_token
-
             url += "?token=" + robot_token(self.auth_secret, robot_id)
         return url
 
     async def _open(self, robot: RobotState, base: str, quiet: bool = False) -> bool:
-        from websockets.asyncio.client import connect
-
         started = time.perf_counter()
         try:
             ws = await connect(
@@ -273,9 +286,6 @@ def _worker_main(
     reconnect: list[str] | None = None,
 ) -> None:
     """Entry point of a swarm worker process: executes commands from the pipe."""
-
-    from wsctl.system import raise_fd_limit
-
     raise_fd_limit()
 
     async def serve() -> None:
@@ -312,8 +322,6 @@ class ProcessSwarm:
         heartbeat: Heartbeat | None = None,
         reconnect: list[str] | None = None,
     ) -> None:
-        import multiprocessing
-
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self.process = ctx.Process(
