@@ -138,3 +138,21 @@ def test_modules_others_import_from_declare_all_and_it_holds_what_they_import() 
             if n not in declared
         ]
     assert problems == [], "\n".join(problems)
+
+
+def test_no_suppress_that_could_swallow_the_callers_cancellation() -> None:
+    """``suppress(BaseException)`` or ``suppress(CancelledError)`` around an await swallows the
+    caller's own cancellation too: wsctl.tasks.settle waits for a task without doing that."""
+    offenders = []
+    for path, tree in _trees():
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and ast.unparse(node.func).endswith("suppress")
+                and any(
+                    ast.unparse(arg).split(".")[-1] in ("BaseException", "CancelledError")
+                    for arg in node.args
+                )
+            ):
+                offenders.append(f"{path}:{node.lineno}")
+    assert offenders == []

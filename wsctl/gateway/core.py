@@ -67,6 +67,7 @@ from wsctl.redis_topology import refresh_topology
 from wsctl.registry.keys import Keyspace, validate_id
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID, Registration, format_ts, utcnow
 from wsctl.registry.store import RegistryStore, TouchOutcome
+from wsctl.tasks import settle
 
 __all__ = [
     "CoreConfig",
@@ -256,15 +257,12 @@ class FleetCore:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await settle(task)
         if self._cleanup:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._cleanup_pass(final=True), grace)
         if self._cleanup_task is not None:
-            self._cleanup_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._cleanup_task
+            await settle(self._cleanup_task)
         for task in list(self._background):
             task.cancel()
         self.drainer.cancel()

@@ -24,6 +24,7 @@ from wsctl.events import Event, EventLimits, event_commands
 from wsctl.redis_internals import bulk_execute
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
+from wsctl.tasks import settle
 
 __all__ = ["EventSink"]
 
@@ -88,9 +89,7 @@ class EventSink:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop the writer after a last flush of what is queued (bounded by ``grace``)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await settle(self._task)
             self._task = None
         deadline = time.monotonic() + grace
         while self._pending and self._client is not None and time.monotonic() < deadline:

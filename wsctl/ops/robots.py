@@ -30,6 +30,7 @@ from websockets.asyncio.client import connect
 from wsctl.gateway.identity import robot_token
 from wsctl.ops.histogram import Histogram
 from wsctl.system import raise_fd_limit
+from wsctl.tasks import settle
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -238,9 +239,7 @@ class RobotSwarm:
         for task in list(self._reconnecting):
             task.cancel()
         if self._beat_task is not None:
-            self._beat_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._beat_task
+            await settle(self._beat_task)
             self._beat_task = None
         await asyncio.gather(*(self._close_robot(r) for r in self.robots.values()))
 
