@@ -6,6 +6,10 @@
   entry goes only if it is still exactly what the caller judged.
 * Scripts are run with EVALSHA through ``execute_command`` (``Script`` objects fail inside
   cluster pipelines) and fall back to EVAL on ``NOSCRIPT`` (a restarted or promoted node).
+* The store is also ``ops/``'s one handle on the deployment's Redis: liveness records,
+  listeners, cluster facts and pub/sub go through its methods (thin delegates to
+  :mod:`wsctl.instances`, :mod:`wsctl.redis_topology` and :mod:`wsctl.redis_pubsub`), so
+  operations never reach for the client.
 """
 
 from __future__ import annotations
