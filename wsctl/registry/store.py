@@ -8,8 +8,8 @@
   cluster pipelines) and fall back to EVAL on ``NOSCRIPT`` (a restarted or promoted node).
 * The store is also ``ops/``'s one handle on the deployment's Redis: liveness records,
   listeners, cluster facts and pub/sub go through its methods (thin delegates to
-  :mod:`wsctl.instances`, :mod:`wsctl.redis_topology` and :mod:`wsctl.redis_pubsub`), so
-  operations never reach for the client.
+  :mod:`wsctl.instances`, :mod:`wsctl.redis_topology` and :mod:`wsctl.redis_pubsub`). Only
+  control-channel requests (:mod:`wsctl.ops.control`) are handed the client and keyspace.
 """
 
 from __future__ import annotations
