@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err("wsctl: interrupted")
         sys.exit(EXIT_INTERRUPTED)
-    except Exception as exc:
+    except Exception as exc:  # the one boundary: anything unexpected is one line, exit 70
         if _debug or debug_enabled():
             raise
         err(

@@ -33,7 +33,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from wsctl.config import load_settings
-from wsctl.errors import ConfigError
+from wsctl.errors import ConfigError, UsageError
 from wsctl.gateway.core import CoreConfig, FleetCore, SendResult
 from wsctl.gateway.identity import instance_id_for, token_ok
 from wsctl.gateway.local import LocalConnections, Metrics
@@ -214,7 +214,7 @@ class Fleet:
             return
         try:
             validate_id(robot_id)
-        except Exception as exc:
+        except UsageError as exc:
             await self._refuse(websocket, 400, f"{exc}\n")
             return
         if not self._token_ok(websocket, robot_id):
@@ -249,7 +249,7 @@ class Fleet:
             result = callback(*args)
             if inspect.isawaitable(result):
                 await result
-        except Exception:
+        except Exception:  # the app's callback: its failure is logged, the session goes on
             log.exception("callback %s failed", getattr(callback, "__name__", callback))
 
     async def send(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:

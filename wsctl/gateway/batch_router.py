@@ -132,7 +132,7 @@ class BatchRouter:
             return False
         try:
             nowait(data)
-        except Exception as exc:
+        except Exception as exc:  # any failure of a robot's socket makes it a dead one
             log.debug("write to %s failed: %r", conn.robot_id, exc)
             raise
         return True
@@ -169,7 +169,7 @@ class BatchRouter:
                     await conn.sock.send_text(text)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception:  # any failure of a robot's socket makes it a dead one
                 dead.add(robot_id)
                 if core._drop(conn):
                     await core._remove_entry(conn)
@@ -310,5 +310,5 @@ class BatchRouter:
             await publish_many(self.core.client, messages)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # Redis failed: counted and logged by the core, never raised
             self.core._redis_failed("control", exc)

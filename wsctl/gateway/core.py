@@ -250,7 +250,7 @@ class FleetCore:
         for conn in remaining:
             self._spawn(self._close_socket(conn, CloseCode.GOING_AWAY, "server shutting down"))
         if remaining:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # shutting down: bounded by grace, whatever fails
                 await asyncio.wait_for(
                     asyncio.gather(*(self.close_session(c) for c in remaining)), grace
                 )
@@ -259,7 +259,7 @@ class FleetCore:
         for task in self._tasks:
             await settle(task)
         if self._cleanup:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # a last chance; what is left is reap's
                 await asyncio.wait_for(self._cleanup_pass(final=True), grace)
         if self._cleanup_task is not None:
             await settle(self._cleanup_task)
@@ -267,9 +267,9 @@ class FleetCore:
             task.cancel()
         self.drainer.cancel()
         await self.events.stop()
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # on the way out: the record's TTL ends it anyway
             await asyncio.wait_for(delete_record(self._client, self.keys, self.instance_id), 5)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # the server may be gone already
             await self._client.aclose()
         self._client = None
 
@@ -300,7 +300,7 @@ class FleetCore:
             return False
         try:
             await asyncio.wait_for(self._client.ping(), timeout=2)
-        except Exception:
+        except Exception:  # any failure means not ready
             return False
         return True
 
@@ -349,7 +349,7 @@ class FleetCore:
             try:
                 async with self._session_slots:
                     await self._register(conn)
-            except Exception as exc:
+            except Exception as exc:  # Redis failed: counted, logged, retried
                 self._redis_failed("register", exc)
         return conn
 
@@ -386,7 +386,7 @@ class FleetCore:
         )
 
     async def _close_socket(self, conn: LocalConn, code: int, reason: str) -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # the socket may be gone already
             await conn.sock.close(int(code), close_reason(reason))
 
     async def _register(self, conn: LocalConn) -> None:
@@ -413,7 +413,7 @@ class FleetCore:
         it for the retry loop."""
         try:
             await self.store.delete_if(conn.robot_id, {F_CONN_ID: conn.conn_id})
-        except Exception as exc:
+        except Exception as exc:  # Redis failed: queued for the retry loop
             self._redis_failed("disconnect", exc)
             self._queue_cleanup(conn, failed=True)
 
@@ -467,7 +467,7 @@ class FleetCore:
             results = await self.store.delete_many_if(
                 [(c.robot_id, {F_CONN_ID: c.conn_id}, "hash") for c in batch]
             )
-        except Exception as exc:
+        except Exception as exc:  # Redis failed: retried with backoff
             self._redis_failed("disconnect retry", exc)
             self._failed_deletes.update(batch)  # a re-created entry whose delete failed
             return False
@@ -489,11 +489,12 @@ class FleetCore:
                 await asyncio.wait_for(self.heartbeat_once(), HEARTBEAT_DEADLINE)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # Redis failed: counted, logged, retried
                 self._redis_failed("heartbeat", exc)
                 # retry soon (0.2 s doubling), never later than one interval
                 delay = min(interval, max(0.2, delay * 2 if delay < interval else 0.2))
                 if is_cluster(self.client):
+                    # a refresh that fails is retried next beat
                     with contextlib.suppress(Exception):
                         await refresh_topology(self.client)
                 continue
@@ -639,9 +640,9 @@ class FleetCore:
                     await self._route_envelope(envelope)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # Redis failed: counted and logged
             self._redis_failed("control", exc)
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # the reply goes to the same Redis
                 await self._answer(envelope, Status.ERROR, reason=str(exc)[:200])
 
     async def _kick(self, envelope: Envelope) -> None:
@@ -706,7 +707,7 @@ class FleetCore:
             await asyncio.wait_for(ping(), timeout=PING_TIMEOUT)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # the transport's ping failed: the reply says how
             await self._answer(
                 envelope,
                 Status.NOT_CONNECTED,
@@ -864,7 +865,7 @@ class FleetCore:
                 )
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # Redis failed: the outcome says error
             self._redis_failed("send", exc)
             self.metrics.messages_failed += 1
             return SendResult(SendOutcome.ERROR, robot_id, here, self.target.scrub(str(exc))[:200])

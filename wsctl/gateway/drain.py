@@ -128,6 +128,7 @@ class Drainer:
 
     async def _publish_record(self) -> None:
         """Refresh the liveness record now (it carries ``draining``), not at the next beat."""
+        # best effort: the next heartbeat writes the record anyway
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.core.write_liveness(), RECORD_TIMEOUT)
 

@@ -130,7 +130,7 @@ class EventSink:
         except asyncio.CancelledError:
             self.dropped += len(batch)
             raise
-        except Exception as exc:
+        except Exception as exc:  # events are best effort: counted as dropped, never raised
             self.dropped += len(batch)
             if not self._failing:
                 self._failing = True

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from websockets.asyncio.server import serve
 from websockets.protocol import State
 
+from wsctl.errors import UsageError
 from wsctl.events import EventLimits
 from wsctl.gateway.core import CoreConfig, FleetCore
 from wsctl.gateway.identity import instance_id_for, token_ok
@@ -209,6 +210,7 @@ class Gateway:
         self.core.stopping = True
         if self._server is not None:
             self._server.close()  # closes sockets with 1001; handlers remove their entries
+            # shutting down: a server that does not close in time is left to the process exit
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), timeout=15)
         await self.core.stop()
@@ -240,7 +242,7 @@ class Gateway:
             return response
         try:
             validate_id(robot_id)
-        except Exception as exc:
+        except UsageError as exc:
             return connection.respond(HTTPStatus.BAD_REQUEST, f"{exc}\n")
         if self.config.auth_secret:
             token = presented_token(request.path, request.headers.get("Authorization"))

@@ -225,12 +225,11 @@ class RobotSwarm:
 
     async def _close_robot(self, robot: RobotState) -> None:
         ws, robot.ws = robot.ws, None
-        # closing a simulated robot that may already be broken: its failure was counted
         if ws is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # already broken: counted when it broke
                 await ws.close()
         if robot.task is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # the receiver's end is recorded by itself
                 await asyncio.wait_for(robot.task, 5)
             robot.task = None
 

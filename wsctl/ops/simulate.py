@@ -33,6 +33,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from wsctl.errors import UsageError
 from wsctl.instances import liveness
 from wsctl.ops.compat import Participation, classify, explain, writes_conn_id
+from wsctl.ops.drain import check_instance, start_drain, undrain_instance
 from wsctl.ops.histogram import Histogram
 from wsctl.ops.robots import ProcessSwarm, RobotSwarm, make_message
 from wsctl.protocol import Envelope, Op, ProtocolError, encode
@@ -702,8 +703,6 @@ class Simulation:
     async def _chaos(self, delay: float) -> None:
         """Drain or kill the first gateway ``delay`` seconds into the deliver phase, then wait
         (bounded) until every robot is registered on another instance."""
-        from wsctl.ops.drain import check_instance, start_drain
-
         opts = self.options
         url = opts.gateways[0]
         victim = self.instance_of_url.get(url, "")
@@ -948,17 +947,15 @@ class Simulation:
         """Close the run's robots and remove the run's entries that remain (fenced deletes)."""
         # clean-up after a run that may have failed: each step is tried whatever the others did
         for swarm in self.swarms:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # one swarm failing to close stops no other
                 await asyncio.wait_for(swarm.close_all(), 30)
             if isinstance(swarm, ProcessSwarm):
                 swarm.stop()
         await self.replies.stop()
         if self.drained is not None:  # a drained gateway of the fleet takes robots again
-            from wsctl.ops.drain import undrain_instance
-
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # best effort, like the rest of the clean-up
                 await undrain_instance(self.store.client, self.store.keys, self.drained)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # the run's entries that remain: best effort too
             left = list((await self._entries()).values())
             if left:
                 results = await self._retrying(lambda: self.store.delete_observed(left), "clean-up")
