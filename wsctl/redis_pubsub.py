@@ -78,12 +78,15 @@ async def _subscribe_avoiding(
     client: AsyncClient, channel: str, failed: set[str]
 ) -> tuple[Any, str]:
     """A PubSub subscribed to ``channel`` on a primary not in ``failed``, and that primary's
-    name ("" on a single node). On a connection failure the PubSub is closed, its node is
-    added to ``failed`` and the error raised."""
+    name ("" on a single node). On a failure the PubSub is closed, its node is added to
+    ``failed`` and the error raised."""
     pubsub, node = make_pubsub(client, frozenset(failed))
     try:
         await pubsub.subscribe(channel)
-    except (ConnectionError, TimeoutError, OSError):
+    except asyncio.CancelledError:
+        await _close(pubsub)
+        raise
+    except Exception:  # any failure to subscribe there: avoid that node next time
         if node:
             failed.add(node)
         await _close(pubsub)
