@@ -16,6 +16,17 @@ if TYPE_CHECKING:
     from wsctl.events import StoredEvent
     from wsctl.ops.events import EventFilter
 
+__all__ = [
+    "event_columns",
+    "event_line",
+    "events",
+    "history",
+    "recent_rows",
+    "record_cli_events",
+    "row_line",
+    "write_recent",
+]
+
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help=OUTPUT_HELP)]
 
 
@@ -93,7 +104,7 @@ async def recent_rows(client: Any, keys: Any, robot_id: str) -> tuple[list[dict[
         events = await robot_history(client, keys, robot_id, RECENT)
     except asyncio.CancelledError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # the event log is an extra: show the robot without it
         return [], f"event log not read: {type(exc).__name__}"
     return [e.as_row() for e in events], ""
 

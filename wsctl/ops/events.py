@@ -26,6 +26,7 @@ from wsctl.events import (
     event_commands,
     parse_entry,
 )
+from wsctl.redis_internals import bulk_execute
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import CLI_WRITER, Keyspace
 
@@ -254,8 +255,6 @@ async def record_events(
     """Append the CLI's events to its own stream (and each robot's), pipelined in chunks.
     Never raises for a Redis failure: the registry change already happened, so the caller
     reports the lost events as a warning."""
-    from wsctl.redis_internals import bulk_execute
-
     limits = limits or EventLimits()
     outcome = RecordOutcome()
     try:

@@ -719,7 +719,7 @@ class Simulation:
                 self.drained = victim
             elif opts.kill_gateway is None or not opts.kill_gateway(url):
                 raise RuntimeError(f"cannot kill the gateway at {url}")
-        except Exception as exc:
+        except Exception as exc:  # a chaos action that failed is a result of the report
             self.chaos["error"] = f"{type(exc).__name__}: {exc}"[:200]
             self.chaos["done_at"] = time.monotonic()
             return
