@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from wsctl.config import Settings
     from wsctl.ops.fanout import FanoutOptions, FanoutSummary, RobotOutcome
 
+__all__ = ["FAILURES_SHOWN", "run_fanout"]
+
 FAILURES_SHOWN = 20
 
 
@@ -44,7 +46,7 @@ def _ids_from(source: str) -> Iterator[str]:
                 continue
             try:
                 yield validate_id(text)
-            except Exception as exc:
+            except UsageError as exc:
                 raise UsageError(f"--robots-from {source} line {number}: {exc}") from None
     finally:
         if stream is not sys.stdin:

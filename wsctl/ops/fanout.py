@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from wsctl.instances import get_record
-from wsctl.ops.control import _subscribed, is_listening
+from wsctl.instances import get_record, is_listening
+from wsctl.ops.send import why_unreachable
 from wsctl.protocol import Envelope, Op, ProtocolError, Reply, Status, encode
 from wsctl.protocol_batch import (
     BATCH_VERSION,
@@ -32,11 +32,12 @@ from wsctl.protocol_batch import (
     encode_batch,
     item_key,
 )
-from wsctl.redis_pubsub import publish_many
+from wsctl.redis_pubsub import publish_many, subscribe
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID
 from wsctl.registry.store import RegistryStore
+from wsctl.tasks import settle
 
 __all__ = [
     "BATCH_ITEMS",
@@ -139,7 +140,7 @@ class ReplyCollector:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._pubsub = await _subscribed(self.client, self.channel)
+        self._pubsub = await subscribe(self.client, self.channel)
         self._task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
@@ -174,11 +175,9 @@ class ReplyCollector:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+            await settle(self._task)
         if self._pubsub is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # a broken connection's close fails too
                 await self._pubsub.aclose()
 
 
@@ -243,8 +242,6 @@ class _FanOut:
         record = await get_record(self.client, self.keys, instance_id)
         why = None
         if not listening:
-            from wsctl.ops.send import why_unreachable
-
             why = await why_unreachable(
                 self.client,
                 self.keys,

@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 from websockets.asyncio.client import connect
 
+from wsctl.eventloop import run
 from wsctl.gateway.identity import robot_token
 from wsctl.ops.histogram import Histogram
 from wsctl.system import raise_fd_limit
@@ -304,8 +305,6 @@ def _worker_main(
                 conn.send(("ok", result))
             except Exception as exc:  # reported to the coordinator, never swallowed
                 conn.send(("error", f"{type(exc).__name__}: {exc}"))
-
-    from wsctl.eventloop import run
 
     run(serve())
 
