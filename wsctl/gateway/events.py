@@ -62,6 +62,7 @@ class EventSink:
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._failing = False
+        self._stopping = False
         self._indexed = False
 
     @property
@@ -84,11 +85,14 @@ class EventSink:
     def start(self, client: AsyncClient) -> None:
         self._client = client
         if self.enabled and self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._loop(), name="events")
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop the writer after a last flush of what is queued (bounded by ``grace``)."""
         if self._task is not None:
+            # the flag ends the loop even if a wait_for inside swallows the cancellation
+            self._stopping = True
             await settle(self._task)
             self._task = None
         deadline = time.monotonic() + grace
@@ -100,7 +104,7 @@ class EventSink:
             self._pending.clear()
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation
             # that arrives as the wake-up completes, and stop() would then wait forever
             with contextlib.suppress(TimeoutError):
@@ -109,7 +113,7 @@ class EventSink:
             self._wake.clear()
             # write everything queued, batch by batch; a failure drops that batch only
             for _ in range(self.max_pending // FLUSH_BATCH + 1):
-                if not self._pending:
+                if not self._pending or self._stopping:
                     break
                 await self.flush()
 
