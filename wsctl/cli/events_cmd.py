@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from wsctl.cli.common import OUTPUT_HELP, check_output, err, keyspace_of, open_client, run, state
-from wsctl.cli.output import Column
+from wsctl.cli.eventlog import event_columns, event_line
 from wsctl.errors import NotFound, UsageError
 
 if TYPE_CHECKING:
@@ -16,48 +16,9 @@ if TYPE_CHECKING:
     from wsctl.events import StoredEvent
     from wsctl.ops.events import EventFilter
 
-__all__ = [
-    "event_columns",
-    "event_line",
-    "events",
-    "history",
-    "recent_rows",
-    "record_cli_events",
-    "row_line",
-    "write_recent",
-]
+__all__ = ["events", "history"]
 
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help=OUTPUT_HELP)]
-
-
-def _shown(value: Any) -> str:
-    from wsctl.events import printable
-
-    return "-" if value in (None, "") else printable(str(value))
-
-
-def _detail(value: Any) -> str:
-    from wsctl.events import detail_text, printable
-
-    return printable(detail_text(value)) if isinstance(value, dict) and value else "-"
-
-
-def _conn(value: Any) -> str:
-    return _shown(str(value)[:8]) if value else "-"
-
-
-def event_columns() -> list[Column]:
-    return [
-        Column("at", "AT", fmt=_shown),
-        Column("event", "EVENT", fmt=_shown),
-        Column("robot_id", "ROBOT", fmt=_shown),
-        Column("instance_id", "INSTANCE", fmt=_shown),
-        Column("conn_id", "CONN", fmt=_conn),
-        Column("detail", "DETAIL", fmt=_detail),
-        Column("stream", "STREAM", wide_only=True, fmt=_shown),
-        Column("id", "ID", wide_only=True, fmt=_shown),
-        Column("problem", "PROBLEM", wide_only=True, fmt=_shown),
-    ]
 
 
 def _row(event: StoredEvent, fmt: str) -> dict[str, Any]:
@@ -68,57 +29,6 @@ def _row(event: StoredEvent, fmt: str) -> dict[str, Any]:
 
         row["detail"] = json.dumps(row["detail"], ensure_ascii=False, default=str)
     return row
-
-
-def event_line(event: StoredEvent) -> str:
-    """One event as one line (``--follow`` in table format)."""
-    return row_line(event.as_row())
-
-
-def row_line(row: dict[str, Any]) -> str:
-    """One event row as one line, control characters escaped."""
-    parts = [
-        _shown(row["at"]),
-        _shown(row["event"]).ljust(14),
-        _shown(row["robot_id"]),
-        _shown(row["instance_id"]),
-        _conn(row["conn_id"]),
-        _detail(row["detail"]),
-    ]
-    if row.get("problem"):
-        parts.append(f"(malformed: {_shown(row['problem'])})")
-    return "  ".join(parts)
-
-
-RECENT = 5  # events that ``show ROBOT`` and ``doctor ROBOT`` end with
-
-
-async def recent_rows(client: Any, keys: Any, robot_id: str) -> tuple[list[dict[str, Any]], str]:
-    """The robot's last :data:`RECENT` events as rows, oldest first; a read that fails gives
-    no rows and the reason (the event log never fails ``show`` or ``doctor``)."""
-    import asyncio
-
-    from wsctl.ops.events import robot_history
-
-    try:
-        events = await robot_history(client, keys, robot_id, RECENT)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # the event log is an extra: show the robot without it
-        return [], f"event log not read: {type(exc).__name__}"
-    return [e.as_row() for e in events], ""
-
-
-def write_recent(rows: list[dict[str, Any]], problem: str = "") -> None:
-    """The ``last events`` block that ends ``show`` and ``doctor ROBOT`` tables."""
-    if problem:
-        sys.stdout.write(f"last events: ({_shown(problem)})\n")
-    elif not rows:
-        sys.stdout.write("last events: none recorded\n")
-    else:
-        sys.stdout.write("last events (wsctl history ROBOT for all):\n")
-        for row in rows:
-            sys.stdout.write("  " + row_line(row) + "\n")
 
 
 def _note_malformed(events: list[StoredEvent]) -> None:
@@ -265,16 +175,3 @@ async def _history(settings: Settings, robot_id: str, limit: int | None) -> list
 
     async with open_client(settings) as client:
         return await robot_history(client, keyspace_of(settings), robot_id, limit)
-
-
-async def record_cli_events(client: Any, keys: Any, events: list[Any]) -> None:
-    """Append the CLI's events to its stream; a failure is a warning on stderr (the registry
-    change it describes already happened and stands)."""
-    if not events:
-        return
-    from wsctl.ops.events import record_events
-
-    outcome = await record_events(client, keys, events)
-    if outcome.error:
-        lost = len(events) - outcome.written
-        err(f"wsctl: warning: {lost} event(s) not recorded in the event log ({outcome.error})")

@@ -267,7 +267,7 @@ def send(
         text = _message_text(robot_id, file)
         if as_json:
             _check_json(text)
-        from wsctl.cli.fanout_cmd import run_fanout
+        from wsctl.cli.fanout import run_fanout
 
         run_fanout(
             state(ctx).settings(),

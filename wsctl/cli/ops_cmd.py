@@ -154,7 +154,7 @@ async def _reap_once(settings: Settings, options: ReapOptions) -> ReapReport:
 
 
 async def _record_reaped(store: Any, report: ReapReport) -> None:
-    from wsctl.cli.events_cmd import record_cli_events
+    from wsctl.cli.eventlog import record_cli_events
     from wsctl.ops.events import reap_events
 
     if not report.dry_run:
@@ -290,7 +290,7 @@ async def _doctor(settings: Settings, apply_fix: bool, dry_run: bool) -> dict[st
 
 
 async def _doctor_robot(settings: Settings, robot_id: str) -> dict[str, Any]:
-    from wsctl.cli.events_cmd import recent_rows
+    from wsctl.cli.eventlog import recent_rows
     from wsctl.ops.doctor import doctor_robot
 
     async with open_store(settings) as store:
@@ -361,7 +361,7 @@ def _show_robot(result: dict[str, Any], output: str) -> None:
     if output == "json":
         sys.stdout.write(json.dumps(result, ensure_ascii=False, indent=2) + "\n")
         return
-    from wsctl.cli.events_cmd import write_recent
+    from wsctl.cli.eventlog import write_recent
     from wsctl.cli.output import render, render_object
 
     hidden = ("findings", "fields", "last_events", "last_events_error")

@@ -333,7 +333,7 @@ def show(
     validate_id(robot_id)
     settings = state(ctx).settings(timeout=timeout)
     obj = run(_show(settings, robot_id))
-    from wsctl.cli.events_cmd import write_recent
+    from wsctl.cli.eventlog import write_recent
     from wsctl.cli.output import render_object
 
     if fmt in ("json", "jsonl"):
@@ -348,7 +348,7 @@ def show(
 
 async def _show(settings: Settings, robot_id: str) -> dict[str, Any]:
     from wsctl import instances as inst
-    from wsctl.cli.events_cmd import recent_rows, row_line
+    from wsctl.cli.eventlog import recent_rows, row_line
     from wsctl.registry.model import utcnow
     from wsctl.views import connection_row
 

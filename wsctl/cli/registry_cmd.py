@@ -116,7 +116,7 @@ async def _set(
         verb = "would set" if dry_run else "set"
         if not dry_run:
             await store.set_fields(robot_id, mapping)
-            from wsctl.cli.events_cmd import record_cli_events
+            from wsctl.cli.eventlog import record_cli_events
             from wsctl.ops.events import set_event
 
             owner = mapping.get("instance_id") or (entry.instance_id if entry else "") or ""
@@ -257,7 +257,7 @@ async def _rm(
                     else None
                 )
                 rows.append({"robot_id": robot_id, "result": result, "detail": detail})
-        from wsctl.cli.events_cmd import record_cli_events
+        from wsctl.cli.eventlog import record_cli_events
         from wsctl.ops.events import removed_events
 
         kept = path if path is not None and path.exists() else None
@@ -524,7 +524,7 @@ async def _import(
     source: str = "-",
     restoring: bool = False,
 ) -> dict[str, Any]:
-    from wsctl.cli.events_cmd import record_cli_events
+    from wsctl.cli.eventlog import record_cli_events
     from wsctl.ops.events import imported_events
     from wsctl.ops.transfer import import_records
 

@@ -1,7 +1,7 @@
-"""``wsctl send MESSAGE --robot GLOB | --instance ID | --robots-from FILE|-``: fan-out.
+"""The fan-out half of ``wsctl send MESSAGE --robot GLOB | --instance ID | --robots-from FILE|-``.
 
-Called by :func:`wsctl.cli.fleet_cmd.send` when a selection option is given. The selection
-streams (registry SCAN, or the file read line by line); outcomes are rendered as they come
+A helper module, not a command of its own: called by :func:`wsctl.cli.fleet_cmd.send` when a
+selection option is given. The selection streams (registry SCAN, or the file read line by line); outcomes are rendered as they come
 (``-o jsonl``) or summed up (``-o table``/``json``); a progress bar is drawn on stderr only
 when it is a terminal.
 """

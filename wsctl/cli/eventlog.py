@@ -1,0 +1,121 @@
+"""Event-log helpers shared by the CLI commands: ``events``/``history`` render with them, and
+``show``, ``doctor``, ``reap`` and registry edits print a robot's recent events or record the
+CLI's own events through them (so no command module imports another)."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+from wsctl.cli.common import err
+from wsctl.cli.output import Column
+
+if TYPE_CHECKING:
+    from wsctl.events import StoredEvent
+
+__all__ = [
+    "RECENT",
+    "event_columns",
+    "event_line",
+    "recent_rows",
+    "record_cli_events",
+    "row_line",
+    "shown",
+    "write_recent",
+]
+
+
+def shown(value: Any) -> str:
+    """A cell for a person: ``-`` when empty, control characters escaped."""
+    from wsctl.events import printable
+
+    return "-" if value in (None, "") else printable(str(value))
+
+
+def _detail(value: Any) -> str:
+    from wsctl.events import detail_text, printable
+
+    return printable(detail_text(value)) if isinstance(value, dict) and value else "-"
+
+
+def _conn(value: Any) -> str:
+    return shown(str(value)[:8]) if value else "-"
+
+
+def event_columns() -> list[Column]:
+    """The columns of every event listing (``events``, ``history``); the last three in wide."""
+    return [
+        Column("at", "AT", fmt=shown),
+        Column("event", "EVENT", fmt=shown),
+        Column("robot_id", "ROBOT", fmt=shown),
+        Column("instance_id", "INSTANCE", fmt=shown),
+        Column("conn_id", "CONN", fmt=_conn),
+        Column("detail", "DETAIL", fmt=_detail),
+        Column("stream", "STREAM", wide_only=True, fmt=shown),
+        Column("id", "ID", wide_only=True, fmt=shown),
+        Column("problem", "PROBLEM", wide_only=True, fmt=shown),
+    ]
+
+
+def event_line(event: StoredEvent) -> str:
+    """One event as one line (``--follow`` in table format)."""
+    return row_line(event.as_row())
+
+
+def row_line(row: dict[str, Any]) -> str:
+    """One event row as one line, control characters escaped."""
+    parts = [
+        shown(row["at"]),
+        shown(row["event"]).ljust(14),
+        shown(row["robot_id"]),
+        shown(row["instance_id"]),
+        _conn(row["conn_id"]),
+        _detail(row["detail"]),
+    ]
+    if row.get("problem"):
+        parts.append(f"(malformed: {shown(row['problem'])})")
+    return "  ".join(parts)
+
+
+RECENT = 5  # events that ``show ROBOT`` and ``doctor ROBOT`` end with
+
+
+async def recent_rows(client: Any, keys: Any, robot_id: str) -> tuple[list[dict[str, Any]], str]:
+    """The robot's last :data:`RECENT` events as rows, oldest first; a read that fails gives
+    no rows and the reason (the event log never fails ``show`` or ``doctor``)."""
+    import asyncio
+
+    from wsctl.ops.events import robot_history
+
+    try:
+        events = await robot_history(client, keys, robot_id, RECENT)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the event log is an extra: show the robot without it
+        return [], f"event log not read: {type(exc).__name__}"
+    return [e.as_row() for e in events], ""
+
+
+def write_recent(rows: list[dict[str, Any]], problem: str = "") -> None:
+    """The ``last events`` block that ends ``show`` and ``doctor ROBOT`` tables."""
+    if problem:
+        sys.stdout.write(f"last events: ({shown(problem)})\n")
+    elif not rows:
+        sys.stdout.write("last events: none recorded\n")
+    else:
+        sys.stdout.write("last events (wsctl history ROBOT for all):\n")
+        for row in rows:
+            sys.stdout.write("  " + row_line(row) + "\n")
+
+
+async def record_cli_events(client: Any, keys: Any, events: list[Any]) -> None:
+    """Append the CLI's events to its stream; a failure is a warning on stderr (the registry
+    change it describes already happened and stands)."""
+    if not events:
+        return
+    from wsctl.ops.events import record_events
+
+    outcome = await record_events(client, keys, events)
+    if outcome.error:
+        lost = len(events) - outcome.written
+        err(f"wsctl: warning: {lost} event(s) not recorded in the event log ({outcome.error})")
