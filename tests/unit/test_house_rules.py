@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 from pathlib import Path
 
 import wsctl
@@ -172,3 +173,17 @@ def test_every_catch_all_says_why_it_is_a_boundary() -> None:
                 if not any("#" in n for n in near):
                     offenders.append(f"{path}:{i + 1}")
     assert offenders == [], offenders
+
+
+def test_operations_never_reach_into_the_stores_client() -> None:
+    """``ops/`` goes through :class:`RegistryStore` methods (control-channel requests included),
+    so the store stays the one handle on the deployment's Redis."""
+    files = sorted((ROOT / "ops").glob("*.py"))
+    assert len(files) > 5
+    found = [
+        f"{path.name}:{number}"
+        for path in files
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"\bstore\.client\b", line)
+    ]
+    assert found == []

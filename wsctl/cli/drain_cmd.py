@@ -10,8 +10,7 @@ import typer
 from wsctl.cli.common import (
     ReportOutput,
     check_report_output,
-    keyspace_of,
-    open_client,
+    open_store,
     run,
     state,
 )
@@ -113,10 +112,9 @@ async def _drain(
 ) -> DrainReport:
     from wsctl.ops.drain import drain_instance
 
-    async with open_client(settings) as client:
+    async with open_store(settings) as store:
         return await drain_instance(
-            client,
-            keyspace_of(settings),
+            store,
             instance,
             batch=batch,
             interval=interval,
@@ -145,5 +143,5 @@ def undrain(
 async def _undrain(settings: Settings, instance: str) -> int:
     from wsctl.ops.drain import undrain_instance
 
-    async with open_client(settings) as client:
-        return await undrain_instance(client, keyspace_of(settings), instance)
+    async with open_store(settings) as store:
+        return await undrain_instance(store, instance)

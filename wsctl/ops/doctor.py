@@ -19,7 +19,7 @@ from typing import Any
 
 from wsctl.instances import InstanceRecord, Liveness, liveness
 from wsctl.ops.compat import Participation, classify, explain, how_to_join, writes_conn_id
-from wsctl.ops.control import Unreachable, gather_requests, request
+from wsctl.ops.control import Unreachable
 from wsctl.protocol import ROBOT_PING, ROBOT_PING_UNSUPPORTED, Envelope, Op, Reply, Status
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONNECTED_AT, Entry, State, assess, utcnow
@@ -422,7 +422,7 @@ async def gather(store: RegistryStore, timeout: float) -> Facts:
     targets = [
         (i, Envelope(op=Op.INVENTORY, origin="doctor")) for i, ok in facts.listening.items() if ok
     ]
-    replies = await gather_requests(store.client, store.keys, targets, INVENTORY_TIMEOUT)
+    replies = await store.gather_requests(targets, INVENTORY_TIMEOUT)
     for instance_id, reply in replies.items():
         if isinstance(reply, Reply) and reply.status is Status.INVENTORY:
             facts.inventories[instance_id] = _sessions(reply)
@@ -537,9 +537,7 @@ async def fix(store: RegistryStore, report: DoctorReport, dry_run: bool) -> list
             done.append({"kind": "orphan", "instance_id": instance_id, "result": "would resync"})
             continue
         try:
-            reply = await request(
-                store.client, store.keys, instance_id, Envelope(op=Op.RESYNC, origin="doctor"), 5.0
-            )
+            reply = await store.request(instance_id, Envelope(op=Op.RESYNC, origin="doctor"), 5.0)
         except Unreachable:
             reply = None
         answer = (
@@ -612,9 +610,7 @@ async def doctor_robot(store: RegistryStore, robot_id: str, timeout: float) -> d
                 command("wsctl", "reap", "--dead-instances", "--instance", owner),
             )
         else:
-            inventory = await request(
-                store.client,
-                store.keys,
+            inventory = await store.request(
                 owner,
                 Envelope(op=Op.INVENTORY, origin="doctor"),
                 INVENTORY_TIMEOUT,
@@ -634,9 +630,7 @@ async def doctor_robot(store: RegistryStore, robot_id: str, timeout: float) -> d
                     f"owner {owner} holds no socket for it",
                     command("wsctl", "registry", "rm", robot_id),
                 )
-            ping = await request(
-                store.client,
-                store.keys,
+            ping = await store.request(
                 owner,
                 Envelope(op=Op.PING, robot_id=robot_id, origin="doctor"),
                 INVENTORY_TIMEOUT,

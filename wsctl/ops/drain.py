@@ -17,12 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wsctl.errors import EXIT_NOT_REGISTERED, EXIT_TIMEOUT, EXIT_UNREACHABLE, WsctlError
-from wsctl.instances import get_record, is_listening
-from wsctl.ops.control import Unreachable, request
+from wsctl.ops.control import Unreachable
 from wsctl.protocol import Envelope, Op, Status
-from wsctl.redis_target import AsyncClient
-from wsctl.registry.keys import Keyspace
-from wsctl.registry.model import F_INSTANCE_ID
+from wsctl.registry.store import RegistryStore
 
 __all__ = [
     "DrainReport",
@@ -74,12 +71,12 @@ class DrainReport:
         }
 
 
-async def check_instance(client: AsyncClient, keys: Keyspace, instance: str) -> None:
+async def check_instance(store: RegistryStore, instance: str) -> None:
     """Raise unless ``instance`` listens on its control channel: exit 4 when nothing is known
     of it (no liveness record), exit 5 when it has a record but does not listen."""
-    if await is_listening(client, keys, instance):
+    if await store.is_listening(instance):
         return
-    record = await get_record(client, keys, instance)
+    record = await store.instance_record(instance)
     if record is None:
         raise WsctlError(
             f"unknown instance {instance!r}: no liveness record and nobody listens on its "
@@ -93,11 +90,9 @@ async def check_instance(client: AsyncClient, keys: Keyspace, instance: str) -> 
     )
 
 
-async def _ask(
-    client: AsyncClient, keys: Keyspace, instance: str, envelope: Envelope
-) -> dict[str, Any]:
+async def _ask(store: RegistryStore, instance: str, envelope: Envelope) -> dict[str, Any]:
     try:
-        reply = await request(client, keys, instance, envelope, REQUEST_TIMEOUT)
+        reply = await store.request(instance, envelope, REQUEST_TIMEOUT)
     except Unreachable:
         raise WsctlError(
             f"instance {instance!r} stopped listening on its control channel",
@@ -128,8 +123,7 @@ def _robot_ids(data: dict[str, Any]) -> list[str]:
 
 
 async def drain_instance(
-    client: AsyncClient,
-    keys: Keyspace,
+    store: RegistryStore,
     instance: str,
     *,
     batch: int,
@@ -141,16 +135,16 @@ async def drain_instance(
     ``timeout`` seconds after the last batch is due)."""
     started = time.monotonic()
     report = DrainReport(instance, batch, interval, timeout, dry_run=dry_run)
-    await check_instance(client, keys, instance)
+    await check_instance(store, instance)
     if dry_run:
-        data = await _ask_inventory(client, keys, instance)
+        data = await _ask_inventory(store, instance)
         report.robots = _robot_ids(data)
         return report
-    report.robots = await start_drain(client, keys, instance, batch, interval)
+    report.robots = await start_drain(store, instance, batch, interval)
     deadline = started + max(0, report.batches - 1) * interval + timeout
     pending = set(report.robots)
     while pending:
-        await _note_moved(client, keys, instance, pending, report.moved)
+        await _note_moved(store, instance, pending, report.moved)
         if not pending or time.monotonic() >= deadline:
             break
         await asyncio.sleep(min(FOLLOW_POLL, max(0.0, deadline - time.monotonic())))
@@ -160,8 +154,7 @@ async def drain_instance(
 
 
 async def start_drain(
-    client: AsyncClient,
-    keys: Keyspace,
+    store: RegistryStore,
     instance: str,
     batch: int,
     interval: float,
@@ -173,11 +166,11 @@ async def start_drain(
         message=json.dumps({"batch": batch, "interval": interval}),
         origin=origin,
     )
-    return _robot_ids(await _ask(client, keys, instance, envelope))
+    return _robot_ids(await _ask(store, instance, envelope))
 
 
-async def _ask_inventory(client: AsyncClient, keys: Keyspace, instance: str) -> dict[str, Any]:
-    reply = await request(client, keys, instance, Envelope(op=Op.INVENTORY), REQUEST_TIMEOUT)
+async def _ask_inventory(store: RegistryStore, instance: str) -> dict[str, Any]:
+    reply = await store.request(instance, Envelope(op=Op.INVENTORY), REQUEST_TIMEOUT)
     if reply is None or reply.status is not Status.INVENTORY:
         raise WsctlError(
             f"instance {instance!r} did not answer inventory within {REQUEST_TIMEOUT:g}s",
@@ -187,29 +180,23 @@ async def _ask_inventory(client: AsyncClient, keys: Keyspace, instance: str) -> 
 
 
 async def _note_moved(
-    client: AsyncClient,
-    keys: Keyspace,
+    store: RegistryStore,
     instance: str,
     pending: set[str],
     moved: dict[str, str],
 ) -> None:
     """Move robots whose entry names another instance from ``pending`` to ``moved``."""
     robots = sorted(pending)
-    for start in range(0, len(robots), READ_CHUNK):
-        chunk = robots[start : start + READ_CHUNK]
-        pipe = client.pipeline(transaction=False)
-        for robot in chunk:
-            pipe.hget(keys.conn_key(robot), F_INSTANCE_ID)
-        owners = await pipe.execute(raise_on_error=False)
-        for robot, owner in zip(chunk, owners, strict=True):
-            if isinstance(owner, str) and owner and owner != instance:
-                moved[robot] = owner
-                pending.discard(robot)
+    owners = await store.owners(robots, READ_CHUNK)
+    for robot, owner in zip(robots, owners, strict=True):
+        if isinstance(owner, str) and owner and owner != instance:
+            moved[robot] = owner
+            pending.discard(robot)
 
 
-async def undrain_instance(client: AsyncClient, keys: Keyspace, instance: str) -> int:
+async def undrain_instance(store: RegistryStore, instance: str) -> int:
     """Let ``instance`` accept robots again; returns how many sessions it holds."""
-    await check_instance(client, keys, instance)
-    data = await _ask(client, keys, instance, Envelope(op=Op.UNDRAIN, origin="cli"))
+    await check_instance(store, instance)
+    data = await _ask(store, instance, Envelope(op=Op.UNDRAIN, origin="cli"))
     count = data.get("connections")
     return count if isinstance(count, int) and not isinstance(count, bool) else 0

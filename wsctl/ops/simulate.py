@@ -712,10 +712,10 @@ class Simulation:
         started = time.monotonic()
         try:
             if opts.chaos == "drain":
-                await check_instance(self.store.client, self.store.keys, victim)
+                await check_instance(self.store, victim)
                 batch = max(1, len(on_victim) // 5)
                 origin = f"simulate-{self.run_id}"
-                await start_drain(self.store.client, self.store.keys, victim, batch, 0.2, origin)
+                await start_drain(self.store, victim, batch, 0.2, origin)
                 self.drained = victim
             elif opts.kill_gateway is None or not opts.kill_gateway(url):
                 raise RuntimeError(f"cannot kill the gateway at {url}")
@@ -954,7 +954,7 @@ class Simulation:
         await self.replies.stop()
         if self.drained is not None:  # a drained gateway of the fleet takes robots again
             with contextlib.suppress(Exception):  # best effort, like the rest of the clean-up
-                await undrain_instance(self.store.client, self.store.keys, self.drained)
+                await undrain_instance(self.store, self.drained)
         with contextlib.suppress(Exception):  # the run's entries that remain: best effort too
             left = list((await self._entries()).values())
             if left:

@@ -7,9 +7,9 @@
 * Scripts are run with EVALSHA through ``execute_command`` (``Script`` objects fail inside
   cluster pipelines) and fall back to EVAL on ``NOSCRIPT`` (a restarted or promoted node).
 * The store is also ``ops/``'s one handle on the deployment's Redis: liveness records,
-  listeners, cluster facts and pub/sub go through its methods (thin delegates to
-  :mod:`wsctl.instances`, :mod:`wsctl.redis_topology` and :mod:`wsctl.redis_pubsub`). Only
-  control-channel requests (:mod:`wsctl.ops.control`) are handed the client and keyspace.
+  listeners, cluster facts, pub/sub and control-channel requests go through its methods (thin
+  delegates to :mod:`wsctl.instances`, :mod:`wsctl.redis_topology`, :mod:`wsctl.redis_pubsub`
+  and :mod:`wsctl.ops.control`), so no operation reaches into its client.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from typing import Any
 from redis.exceptions import NoScriptError, ResponseError
 
 from wsctl.instances import InstanceRecord, get_record, is_listening, iter_records
+from wsctl.ops.control import Unreachable, gather_requests, request
+from wsctl.protocol import Envelope, Reply
 from wsctl.redis_internals import bulk_execute
 from wsctl.redis_pubsub import publish_many, subscription
 from wsctl.redis_scan import scan_keys
@@ -393,6 +395,32 @@ class RegistryStore:
     async def is_listening(self, instance_id: str) -> bool:
         """Is anyone subscribed to the instance's control channel?"""
         return await is_listening(self.client, self.keys, instance_id)
+
+    async def request(self, instance_id: str, envelope: Envelope, timeout: float) -> Reply | None:
+        """Send ``envelope`` on the instance's control channel and wait for its one reply.
+
+        Returns None on timeout; raises :class:`~wsctl.ops.control.Unreachable` when nobody
+        listens on that channel (see :func:`wsctl.ops.control.request`).
+        """
+        return await request(self.client, self.keys, instance_id, envelope, timeout)
+
+    async def gather_requests(
+        self, targets: list[tuple[str, Envelope]], timeout: float
+    ) -> dict[str, Reply | Unreachable | None]:
+        """Several control-channel requests at once; per instance its reply, None (timeout)
+        or :class:`~wsctl.ops.control.Unreachable`."""
+        return await gather_requests(self.client, self.keys, targets, timeout)
+
+    async def owners(self, robot_ids: Sequence[str], chunk: int = 1000) -> list[Any]:
+        """The ``instance_id`` field of each robot's entry, in order (one pipelined HGET per
+        ``chunk`` robots): a str, None for no entry, or the error a node answered with."""
+        out: list[Any] = []
+        for start in range(0, len(robot_ids), chunk):
+            pipe = self.client.pipeline(transaction=False)
+            for robot_id in robot_ids[start : start + chunk]:
+                pipe.hget(self.keys.conn_key(robot_id), F_INSTANCE_ID)
+            out.extend(await pipe.execute(raise_on_error=False))
+        return out
 
     async def cluster_view(
         self, *, count_single_node: bool = True
