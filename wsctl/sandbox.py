@@ -65,6 +65,8 @@ def redis_server_binary() -> str:
 
 
 def redis_cli_binary() -> str:
+    """The redis-cli that goes with :func:`redis_server_binary` (beside it, else on PATH);
+    it creates clusters. Raises ConfigError when there is none."""
     server = Path(redis_server_binary())
     beside = server.with_name("redis-cli")
     if beside.exists():
@@ -76,6 +78,7 @@ def redis_cli_binary() -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (the OS picks it; another process may take it later)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
@@ -158,6 +161,7 @@ class RedisServer(_StartStop):
 
     @property
     def url(self) -> str:
+        """The ``redis://`` URL of this server, password percent-encoded when set."""
         from urllib.parse import quote
 
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
@@ -165,9 +169,14 @@ class RedisServer(_StartStop):
 
     @property
     def pid(self) -> int | None:
+        """The process id while started, else None."""
         return self.proc.pid if self.proc else None
 
     def start(self, timeout: float = 15.0) -> RedisServer:
+        """Start redis-server with a generated config and wait until it answers PING.
+
+        A no-op while it runs. Raises WsctlError (after stopping it) when it exits or stays
+        silent for ``timeout`` seconds."""
         if self.proc is not None and self.proc.poll() is None:
             return self
         if not self.port:
@@ -227,6 +236,8 @@ class RedisServer(_StartStop):
             self.proc.wait(timeout=5)
 
     def stop(self) -> None:
+        """Stop the process (SIGTERM, then SIGKILL after a grace period) and remove its
+        temporary directory."""
         if self.proc is not None:
             _stop_process(self.proc)
         if self._tmp is not None:
@@ -249,9 +260,12 @@ class RedisClusterProcesses(_StartStop):
 
     @property
     def startup(self) -> str:
+        """The nodes as ``host:port,...``, the startup list a cluster client is given."""
         return ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def start(self, timeout: float = 60.0) -> RedisClusterProcesses:
+        """Start every node, create the cluster with redis-cli and wait until it is ok;
+        anything that fails stops the nodes already started before the error is raised."""
         self._tmp = tempfile.TemporaryDirectory(prefix="wsctl-cluster-")
         base = Path(self._tmp.name)
         try:
@@ -313,6 +327,8 @@ class RedisClusterProcesses(_StartStop):
         raise WsctlError("cluster did not reach cluster_state:ok in time")
 
     def primary_ports(self) -> list[int]:
+        """Ports of the live nodes that currently report the master role (they change
+        after a failover)."""
         out = []
         for node in self.nodes:
             if node.proc and node.proc.poll() is None:
@@ -322,6 +338,7 @@ class RedisClusterProcesses(_StartStop):
         return out
 
     def stop(self) -> None:
+        """Stop every node and remove the cluster's temporary directory."""
         for node in self.nodes:
             node.stop()
         if self._tmp is not None:
@@ -334,6 +351,9 @@ class RedisClusterProcesses(_StartStop):
 
 @dataclass(frozen=True)
 class SandboxInfo:
+    """What a running ``wsctl sandbox`` records in its state file so other commands can
+    find it: its Redis (URL or cluster nodes), its pid, gateway URLs and auth secret."""
+
     redis_url: str
     pid: int
     gateways: tuple[str, ...] = ()
@@ -375,6 +395,8 @@ def running_sandbox() -> SandboxInfo | None:
 
 
 def write_sandbox_file(info: SandboxInfo) -> Path:
+    """Record ``info`` in the sandbox state file (written atomically, mode 0600 since it
+    may hold the auth secret); returns its path."""
     path = sandbox_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -392,6 +414,8 @@ def write_sandbox_file(info: SandboxInfo) -> Path:
 
 
 def remove_sandbox_file(pid: int) -> None:
+    """Remove the state file if it belongs to the sandbox ``pid`` (or to none still
+    running), so a second sandbox's file is never removed by the first."""
     found = running_sandbox()
     with contextlib.suppress(OSError):
         if found is None or found.pid == pid:
@@ -399,6 +423,8 @@ def remove_sandbox_file(pid: int) -> None:
 
 
 def python_executable() -> str:
+    """The interpreter that gateway subprocesses run with: this one, so they import the
+    same wsctl."""
     return sys.executable
 
 
@@ -431,13 +457,21 @@ class GatewayProcess:
 
     @property
     def url(self) -> str:
+        """The gateway's ``ws://`` base URL on loopback."""
         return f"ws://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int | None:
+        """The process id while started, else None."""
         return self.proc.pid if self.proc else None
 
     def start(self, log_dir: Path, timeout: float = 20.0) -> GatewayProcess:
+        """Run ``python -m wsctl gateway`` with its output in ``log_dir`` and wait for
+        ``/healthz``.
+
+        The child gets none of this process's ``WSCTL_*``/``REDIS_*`` settings except the state
+        dir and event loop, so only the given Redis and ``extra_env`` apply. Raises WsctlError
+        (after stopping it) when it exits or is not healthy within ``timeout`` seconds."""
         if not self.port:
             self.port = free_port()
         cmd = [
@@ -489,10 +523,12 @@ class GatewayProcess:
         raise WsctlError(f"gateway {self.instance_id} did not become healthy in {timeout}s")
 
     def stop(self) -> None:
+        """SIGTERM, so the gateway closes its robots and deregisters; SIGKILL after 15 s."""
         if self.proc is not None:
             _stop_process(self.proc, grace=15.0)
 
     def kill(self) -> None:
+        """SIGKILL (failure tests): the gateway leaves its registry entries behind."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=5)
@@ -523,6 +559,7 @@ class Sandbox(_StartStop):
 
     @property
     def redis_url(self) -> str:
+        """A URL for the sandbox's Redis (on a cluster, its first node)."""
         if self.redis_cluster is not None:
             return f"redis://127.0.0.1:{self.redis_cluster.nodes[0].port}/0"
         assert self.redis is not None
@@ -530,9 +567,11 @@ class Sandbox(_StartStop):
 
     @property
     def gateway_urls(self) -> list[str]:
+        """The ``ws://`` URL of each gateway, in start order."""
         return [g.url for g in self.gateway_procs]
 
     def pids(self) -> list[int]:
+        """Every process the sandbox started (gateways, then Redis nodes) that has a pid."""
         pids = [g.pid for g in self.gateway_procs if g.pid]
         if self.redis and self.redis.pid:
             pids.append(self.redis.pid)
@@ -541,6 +580,8 @@ class Sandbox(_StartStop):
         return pids
 
     def start(self) -> Sandbox:
+        """Start Redis (one server, or a 3+3 cluster) and then the gateways on it; a
+        failure stops whatever already started before the error is raised."""
         self._tmp = tempfile.TemporaryDirectory(prefix="wsctl-sandbox-")
         logs = Path(self._tmp.name)
         try:
@@ -606,13 +647,17 @@ class DemoRobots(_StartStop):
 
     @property
     def robot_ids(self) -> list[str]:
+        """The demo robots' ids, ``robot-1`` … ``robot-N``."""
         return [f"robot-{n}" for n in range(1, self.count + 1)]
 
     @property
     def connected(self) -> int:
+        """How many robots hold a connection right now."""
         return len(self._connected)
 
     def start(self, timeout: float = 30.0) -> DemoRobots:
+        """Start the robots' thread and wait until all are connected; raises WsctlError
+        (after stopping them) when they are not within ``timeout`` seconds."""
         import threading
 
         if not self.count or not self.urls:
@@ -674,6 +719,7 @@ class DemoRobots(_StartStop):
             await asyncio.sleep(1.0)
 
     def stop(self) -> None:
+        """Cancel every robot, close their connections and join the thread (at most 10 s)."""
         if self._thread is None:
             return
         self._stopping.set()
