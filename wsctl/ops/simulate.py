@@ -85,6 +85,9 @@ class Slo:
     value: float
 
     def check(self, metrics: dict[str, float]) -> tuple[bool, float | None]:
+        """Judge ``metrics`` against this objective.
+
+        Returns (met, the measured value); a metric that was not measured fails, with None."""
         actual = metrics.get(self.metric)
         if actual is None:
             return False, None
@@ -148,6 +151,8 @@ _PERCENT_METRICS = frozenset({"delivered_pct"})
 
 @dataclass
 class SimulateOptions:
+    """Everything one ``simulate`` run needs: fleet, load, phase timeouts, SLOs and chaos."""
+
     robots: int = 200
     gateways: list[str] = field(default_factory=list)
     messages: int = 3
@@ -192,6 +197,9 @@ class PhaseSkipped(Exception):
 
 @dataclass
 class Phase:
+    """One phase's result: passed, failed (``ok`` False) or skipped (ok, with the reason
+    in ``detail``), with its duration and measurements."""
+
     name: str
     ok: bool  # False only when the check failed (a skipped phase is ok, and says why)
     detail: str
@@ -201,9 +209,11 @@ class Phase:
 
     @property
     def status(self) -> str:
+        """``passed``, ``failed`` or ``skipped``: the one word the report shows."""
         return "skipped" if self.skipped else "passed" if self.ok else "failed"
 
     def as_dict(self) -> dict[str, Any]:
+        """The phase as the stable JSON object of ``simulate -o json``."""
         return {
             "name": self.name,
             "ok": self.ok,
@@ -216,6 +226,9 @@ class Phase:
 
 @dataclass
 class SimulateReport:
+    """A whole run: its phases, latency and connect histograms, SLO verdicts, how many
+    left-over entries the clean-up removed, and a fatal error if one ended the run early."""
+
     run_id: str
     robots: int
     gateways: list[str]
@@ -228,6 +241,7 @@ class SimulateReport:
 
     @property
     def ok(self) -> bool:
+        """True when the run ended without error, ran phases, and every phase and SLO passed."""
         return (
             self.error is None
             and bool(self.phases)
@@ -237,6 +251,7 @@ class SimulateReport:
 
     @property
     def failed(self) -> list[str]:
+        """Names of what failed (phases, ``slo TEXT``, ``error``), for the one-line summary."""
         names = [p.name for p in self.phases if not p.ok]
         names += [f"slo {s['slo']}" for s in self.slos if not s["ok"]]
         if self.error:
@@ -244,6 +259,7 @@ class SimulateReport:
         return names
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as the ``wsctl.simulate/1`` JSON document."""
         return {
             "schema": "wsctl.simulate/1",
             "run_id": self.run_id,
@@ -305,6 +321,10 @@ class _Replies:
 
 
 class Simulation:
+    """One run's state (robots, swarms, expected messages, the report) and its phases.
+
+    Use :func:`simulate`, which validates the options first."""
+
     def __init__(
         self, store: RegistryStore, options: SimulateOptions, progress: Progress | None
     ) -> None:
@@ -473,6 +493,9 @@ class Simulation:
 
     # ---------------------------------------------------------------- phases
     async def phase_connect(self) -> tuple[bool, str, dict[str, Any]]:
+        """Connect every robot, spread round robin over the gateways at the ramp rate.
+
+        Passes when all connected; measures connect latency."""
         opts = self.options
         per_swarm: list[list[tuple[str, str]]] = [[] for _ in self.swarms]
         for n, robot_id in enumerate(self.robot_ids):
@@ -505,6 +528,8 @@ class Simulation:
         return True, f"{connected} robots in {seconds:.2f}s ({metrics['rate_per_s']}/s)", metrics
 
     async def phase_registered(self) -> tuple[bool, str, dict[str, Any]]:
+        """Wait (up to the settle timeout) until every robot has a registry entry, and
+        check each is owned by the instance behind the gateway it connected to."""
         deadline = time.monotonic() + self.options.settle_timeout
         while True:
             entries = self.seen_entries = await self._entries()
@@ -547,6 +572,11 @@ class Simulation:
         )
 
     async def phase_deliver(self) -> tuple[bool, str, dict[str, Any]]:
+        """Publish the messages on control channels (mostly at a non-owner, so they are
+        forwarded) and check each robot got its own, exactly once and in order.
+
+        Skipped when no instance listens; with ``chaos`` set, drains or kills a gateway
+        meanwhile and reports the losses by cause."""
         opts = self.options
         if self.not_listening and opts.require_delivery:
             return False, "delivery required, but " + self._not_listening_text(), {}
@@ -740,6 +770,8 @@ class Simulation:
         self.chaos["done_at"] = time.monotonic()
 
     async def phase_heartbeat(self) -> tuple[bool, str, dict[str, Any]]:
+        """Check every robot's ``last_heartbeat`` advances within ``duration`` seconds,
+        which proves the owners keep their entries alive."""
         before = {r: e.fields.get("last_heartbeat") for r, e in (await self._entries()).items()}
         deadline = time.monotonic() + self.options.duration
         stuck = list(before)
@@ -789,6 +821,8 @@ class Simulation:
         )
 
     async def phase_churn(self) -> tuple[bool, str, dict[str, Any]]:
+        """Move random robots to another gateway (``churn`` per second, at most 10 s) and
+        check messages sent to them afterwards still arrive at the new owner."""
         opts = self.options
         gateways = opts.gateways
         churned: dict[str, str] = {}
@@ -863,6 +897,8 @@ class Simulation:
         )
 
     async def phase_disconnect(self) -> tuple[bool, str, dict[str, Any]]:
+        """Close every robot and check their entries are gone within the settle timeout
+        (nothing left behind by a clean disconnect)."""
         await asyncio.gather(*(s.close_all() for s in self.swarms))
         deadline = time.monotonic() + self.options.settle_timeout
         while True:
@@ -881,6 +917,8 @@ class Simulation:
 
     # ---------------------------------------------------------------- run
     async def run(self) -> SimulateReport:
+        """Run the phases in order and return the report; whatever happens, the robots
+        disconnect and the run's leftover entries are removed (compare-and-delete)."""
         opts = self.options
         try:
             beat = (
@@ -923,6 +961,8 @@ class Simulation:
         return self.report
 
     def slo_metrics(self) -> dict[str, float]:
+        """The metrics SLOs are judged on (latency percentiles, lost, delivered_pct...);
+        a value that was not measured is absent, so an SLO on it fails rather than passes."""
         metrics: dict[str, float] = {}
         # a latency of nothing measured is unknown, not 0 ms (an SLO on it then fails)
         for key in ("p50", "p90", "p99", "max"):
@@ -965,6 +1005,10 @@ class Simulation:
 async def simulate(
     store: RegistryStore, options: SimulateOptions, progress: Progress | None = None
 ) -> SimulateReport:
+    """Check a fleet end to end with real robots: see the module docstring for the phases.
+
+    Raises UsageError for options that contradict each other; every other failure is a
+    result in the returned :class:`SimulateReport`."""
     if not options.gateways:
         raise UsageError("no gateways to simulate against")
     if options.chaos is not None:
