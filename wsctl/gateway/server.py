@@ -47,6 +47,9 @@ WS_PATH = "/ws/"
 
 @dataclass
 class GatewayConfig:
+    """Settings of one ``wsctl gateway`` instance: where it listens, its id, robot auth,
+    registry heartbeat and timeout, WebSocket limits and keepalive, and its event stream."""
+
     host: str = "127.0.0.1"
     port: int = 8765
     instance_id: str | None = None
@@ -99,6 +102,7 @@ class WebsocketsSocket:
         self.ws = ws
 
     async def send_text(self, text: str) -> None:
+        """Send one text frame, waiting while the write buffer is full (backpressure)."""
         await self.ws.send(text)
 
     def send_text_nowait(self, data: bytes) -> None:
@@ -115,9 +119,11 @@ class WebsocketsSocket:
         ws.send_data()
 
     async def close(self, code: int, reason: str) -> None:
+        """Close the connection with ``code`` and ``reason`` (the close handshake)."""
         await self.ws.close(code, reason)
 
     async def ping(self) -> None:
+        """Send a WebSocket ping and wait for its pong (the ``ping`` op's round trip)."""
         pong = await self.ws.ping()
         await pong
 
@@ -149,37 +155,47 @@ class Gateway:
     # the core's state, for callers and tests
     @property
     def instance_id(self) -> str:
+        """This instance's id (given, or derived from host and port at start)."""
         return self.core.instance_id
 
     @property
     def local(self) -> LocalConnections:
+        """The robots connected to this instance."""
         return self.core.local
 
     @property
     def metrics(self) -> Metrics:
+        """This instance's counters, as ``/metrics`` shows them."""
         return self.core.metrics
 
     @property
     def redis_ok(self) -> bool:
+        """False while Redis does not answer (``/healthz`` then reports 503)."""
         return self.core.redis_ok
 
     @property
     def subscribed(self) -> bool:
+        """True while the instance listens on its control channel."""
         return self.core.subscribed
 
     @property
     def client(self) -> AsyncClient:
+        """The Redis client the instance works on."""
         return self.core.client
 
     @property
     def store(self) -> RegistryStore:
+        """The registry store the instance writes its robots' entries through."""
         return self.core.store
 
     @property
     def ws_url(self) -> str:
+        """The URL published in the liveness record (see :func:`advertised_url`)."""
         return advertised_url(self.config.host, self.port, self.config.advertise_url)
 
     async def start(self) -> None:
+        """Listen for robots, then start the fleet core (registry, control channel,
+        heartbeats). With port 0 the OS picks the port, and the instance id defaults from it."""
         self._server = await serve(
             self._handle,
             self.config.host,
@@ -200,6 +216,8 @@ class Gateway:
         log.info("instance %s listening on %s", self.instance_id, self.ws_url)
 
     async def wait_subscribed(self, timeout: float = 10.0) -> None:
+        """Wait until the control-channel subscription is live, so requests sent next
+        are heard; raises TimeoutError after ``timeout`` seconds."""
         await self.core.wait_subscribed(timeout)
 
     async def stop(self) -> None:
@@ -217,6 +235,7 @@ class Gateway:
         log.info("instance %s stopped", self.instance_id)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Start, serve until ``stop`` is set, then stop (also when cancelled or failing)."""
         await self.start()
         try:
             await stop.wait()
