@@ -103,9 +103,11 @@ class RobotSocket(Protocol):
     """What the core needs from a transport's socket. ``ping()`` is optional: a socket type
     without it (Starlette) makes robot pings report ``unsupported`` rather than fail."""
 
-    async def send_text(self, text: str) -> None: ...
+    async def send_text(self, text: str) -> None:
+        """Send one text frame to the robot."""
 
-    async def close(self, code: int, reason: str) -> None: ...
+    async def close(self, code: int, reason: str) -> None:
+        """Close the connection with a WebSocket close code and reason."""
 
 
 class SendOutcome(StrEnum):
@@ -121,6 +123,9 @@ class SendOutcome(StrEnum):
 
 @dataclass(frozen=True)
 class SendResult:
+    """What became of one :meth:`FleetCore.send`: the outcome, the instances the
+    message went through, and the owner's reason when it was not delivered."""
+
     outcome: SendOutcome
     robot_id: str
     route: tuple[str, ...] = ()
@@ -128,11 +133,15 @@ class SendResult:
 
     @property
     def delivered(self) -> bool:
+        """True when the robot's socket took the message."""
         return self.outcome is SendOutcome.DELIVERED
 
 
 @dataclass
 class CoreConfig:
+    """Settings of the fleet core, whatever the transport: identity, heartbeat and TTL,
+    message limit, keyspace, where robots reach it, and its event stream."""
+
     instance_id: str
     heartbeat_interval: float = 30.0
     timeout: float = 90.0  # liveness record TTL (the fleet's connection timeout)
@@ -201,16 +210,20 @@ class FleetCore:
     # ------------------------------------------------------------------ lifecycle
     @property
     def client(self) -> AsyncClient:
+        """The Redis client (after :meth:`start`; asserts before)."""
         assert self._client is not None, "fleet core not started"
         return self._client
 
     @property
     def store(self) -> RegistryStore:
+        """The registry store on :attr:`client` (after :meth:`start`; asserts before)."""
         assert self._store is not None, "fleet core not started"
         return self._store
 
     @property
     def cleanup_pending(self) -> int:
+        """Closed sessions whose registry entry is still to be removed (retried in the
+        background until it goes or its deadline passes)."""
         return len(self._cleanup)
 
     async def start(self) -> None:
@@ -234,6 +247,8 @@ class FleetCore:
         ]
 
     async def wait_subscribed(self, timeout: float = 10.0) -> None:
+        """Wait until the control-channel subscription is live, so requests sent next
+        are heard; raises TimeoutError after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while not self.subscribed:
             if time.monotonic() > deadline:
@@ -305,6 +320,8 @@ class FleetCore:
         return True
 
     def metrics_text(self) -> str:
+        """The Prometheus text of ``/metrics``: connection, Redis, event-stream and
+        drain figures, labelled with the instance id."""
         text = self.metrics.render(
             self.instance_id, len(self.local), self.redis_ok, self.cleanup_pending
         )

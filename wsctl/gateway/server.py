@@ -155,7 +155,8 @@ class Gateway:
     # the core's state, for callers and tests
     @property
     def instance_id(self) -> str:
-        """This instance's id (given, or derived from host and port at start)."""
+        """This instance's id: the configured one, else
+        :func:`~wsctl.gateway.identity.instance_id_for` of the port it got at start."""
         return self.core.instance_id
 
     @property
