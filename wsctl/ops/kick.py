@@ -37,6 +37,8 @@ DEFAULT_KICK_REASON = "kicked by operator"
 
 
 class KickStatus(StrEnum):
+    """What became of a kick; each status maps to one documented exit code."""
+
     KICKED = "kicked"
     NOT_CONNECTED = "not_connected"
     NOT_REGISTERED = "not_registered"
@@ -57,6 +59,9 @@ _KICK_EXIT = {
 
 @dataclass(frozen=True)
 class KickOutcome:
+    """The result of :func:`kick_robot`: its status, the owner and session it reached,
+    the close code sent, and a shell-quoted command to run next when there is one."""
+
     status: KickStatus
     robot_id: str
     owner: str | None = None
@@ -68,9 +73,11 @@ class KickOutcome:
 
     @property
     def exit_code(self) -> int:
+        """The documented ``wsctl kick`` exit code of this outcome."""
         return _KICK_EXIT[self.status]
 
     def as_dict(self) -> dict[str, Any]:
+        """The outcome as the stable JSON object of ``wsctl kick -o json``."""
         return {
             "status": self.status.value,
             "robot_id": self.robot_id,
@@ -83,6 +90,7 @@ class KickOutcome:
         }
 
     def summary(self) -> str:
+        """One line for a person (ids escaped by the caller's printer)."""
         where = f" on {self.owner}" if self.owner else ""
         text = f"{self.robot_id}{where}: {self.status.value.replace('_', ' ')}"
         if self.status is KickStatus.KICKED:
@@ -142,6 +150,8 @@ async def kick_robot(
 
 
 class PingStatus(StrEnum):
+    """What became of an instance ping; each status maps to one documented exit code."""
+
     PONG = "pong"
     UNREACHABLE = "instance_unreachable"
     TIMEOUT = "timeout"
@@ -156,6 +166,9 @@ _PING_EXIT = {
 
 @dataclass(frozen=True)
 class PingOutcome:
+    """The result of :func:`ping_instance`: round trip, version and connection count
+    reported by the instance, and the instances the request went through."""
+
     status: PingStatus
     instance_id: str
     rtt_ms: float | None = None
@@ -166,9 +179,11 @@ class PingOutcome:
 
     @property
     def exit_code(self) -> int:
+        """The documented ``wsctl ping`` exit code of this outcome."""
         return _PING_EXIT[self.status]
 
     def as_dict(self) -> dict[str, Any]:
+        """The outcome as the stable JSON object of ``wsctl ping -o json``."""
         return {
             "status": self.status.value,
             "instance_id": self.instance_id,
@@ -179,6 +194,7 @@ class PingOutcome:
         }
 
     def summary(self) -> str:
+        """One line for a person: round trip, version and connections, or what failed."""
         if self.status is PingStatus.PONG:
             return (
                 f"pong from {self.instance_id} in {self.rtt_ms or 0:.1f} ms: "

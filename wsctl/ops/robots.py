@@ -58,6 +58,9 @@ RECONNECT_ATTEMPTS = 40
 
 @dataclass
 class RobotState:
+    """One simulated robot: its socket and receiver task, the sequence numbers it
+    received (to find losses, duplicates and reordering), and its close and reconnect history."""
+
     robot_id: str
     url: str = ""
     ws: Any = None
@@ -72,6 +75,9 @@ class RobotState:
 
 
 def make_message(run_id: str, seq: int, padding: int = 0) -> str:
+    """The compact JSON text a simulated robot is sent: the run id (so a robot can tell
+    another run's message), a sequence number, the send time for latency, and ``padding``
+    bytes of filler to reach a payload size."""
     body = {"sim": run_id, "n": seq, "t": time.time()}
     if padding > 0:
         body["p"] = "x" * padding
@@ -220,6 +226,7 @@ class RobotSwarm:
         }
 
     async def reconnect(self, robot_id: str, base: str) -> bool:
+        """Close the robot's connection and open a new one to ``base``; True if it opened."""
         robot = self.robots[robot_id]
         await self._close_robot(robot)
         return await self._open(robot, base)
@@ -235,6 +242,7 @@ class RobotSwarm:
             robot.task = None
 
     async def close_all(self) -> None:
+        """Stop reconnects and heartbeats, then close every robot's connection."""
         self._closing = True
         for task in list(self._reconnecting):
             task.cancel()
@@ -244,6 +252,7 @@ class RobotSwarm:
         await asyncio.gather(*(self._close_robot(r) for r in self.robots.values()))
 
     def open_count(self) -> int:
+        """How many robots hold an open connection right now."""
         return sum(1 for r in self.robots.values() if r.ws is not None and r.close_code is None)
 
     async def snapshot(self) -> dict[str, Any]:
@@ -251,6 +260,8 @@ class RobotSwarm:
         return self.stats()
 
     def stats(self) -> dict[str, Any]:
+        """The swarm's measurements as JSON-able data (histograms, failures, counters,
+        and what each robot received), to merge across swarms and processes."""
         return {
             "connect": self.connect_hist.to_json(),
             "latency": self.latency.to_json(),
@@ -339,20 +350,25 @@ class ProcessSwarm:
         return result
 
     async def connect(self, assignments: list[tuple[str, str]], rate: float) -> dict[str, Any]:
+        """Like :meth:`RobotSwarm.connect`, in the worker process."""
         result: dict[str, Any] = await self._call("connect", assignments, rate)
         return result
 
     async def reconnect(self, robot_id: str, base: str) -> bool:
+        """Like :meth:`RobotSwarm.reconnect`, in the worker process."""
         return bool(await self._call("reconnect", robot_id, base))
 
     async def close_all(self) -> None:
+        """Like :meth:`RobotSwarm.close_all`, in the worker process."""
         await self._call("close_all")
 
     async def snapshot(self) -> dict[str, Any]:
+        """The worker swarm's :meth:`RobotSwarm.stats`."""
         result: dict[str, Any] = await self._call("snapshot")
         return result
 
     def stop(self) -> None:
+        """Ask the worker to exit; kill it when it has not within 10 s."""
         with contextlib.suppress(Exception):  # a worker already gone: join/kill below cope
             self._conn.send(("exit", ()))
         self.process.join(timeout=10)
