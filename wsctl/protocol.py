@@ -48,6 +48,8 @@ MAX_HOPS = 2
 
 
 class Op(StrEnum):
+    """The operations an envelope asks an instance for (``op`` on the wire; docs/protocol.md)."""
+
     SEND = "send"
     KICK = "kick"
     PING = "ping"
@@ -73,6 +75,9 @@ ROBOT_PING_UNSUPPORTED = "unsupported"
 
 
 class Status(StrEnum):
+    """The statuses a reply reports (``status`` on the wire; docs/protocol.md): outcomes of
+    ``send`` and ``kick`` and the answers to the other ops."""
+
     DELIVERED = "delivered"
     NOT_CONNECTED = "not_connected"
     INSTANCE_UNREACHABLE = "instance_unreachable"
@@ -129,6 +134,12 @@ class Hop:
 
 @dataclass(frozen=True)
 class Envelope:
+    """A request on an instance's control channel (JSON on the wire; docs/protocol.md).
+
+    ``reply_to`` names the channel the reply goes to; ``hops`` counts forwards (at most
+    :data:`MAX_HOPS`, so a stale registry cannot bounce a message forever); ``route`` records
+    the instances it passed, for per-hop latency."""
+
     op: Op
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     robot_id: str | None = None
@@ -146,11 +157,15 @@ class Envelope:
         return replace(self, route=(*self.route, Hop(instance, now)))
 
     def forwarded(self) -> Envelope:
+        """This envelope with one more hop counted, as it is forwarded to another instance."""
         return replace(self, hops=self.hops + 1)
 
 
 @dataclass(frozen=True)
 class Reply:
+    """An instance's answer to an envelope, on the envelope's ``reply_to`` channel: the
+    envelope's id, a status, the answering instance, the route taken, and op-specific ``data``."""
+
     id: str
     status: Status
     instance: str
@@ -173,6 +188,7 @@ class Reply:
 
     @property
     def total_ms(self) -> float:
+        """Milliseconds from the envelope's send to this reply (0 when clocks disagree)."""
         return max(0.0, (self.replied_at - self.sent_at) * 1000)
 
 
@@ -193,6 +209,8 @@ def message_problem(message: str, max_bytes: int) -> str | None:
 
 
 def reply_to(envelope: Envelope, status: Status, instance: str, **kw: Any) -> Reply:
+    """The reply to ``envelope``: its id, robot, route and send time carried over, so the
+    requester can match the reply and measure the round trip; ``kw`` sets the other fields."""
     return Reply(
         id=envelope.id,
         status=status,
@@ -247,6 +265,7 @@ def parse_time(data: dict[str, Any], name: str) -> float:
 
 
 def parse_route(raw: Any) -> tuple[Hop, ...]:
+    """The ``route`` list of decoded JSON as hops; raises ProtocolError for anything else."""
     if not isinstance(raw, list):
         raise ProtocolError("route must be a list")
     hops = []
@@ -283,6 +302,8 @@ def _opt_str(data: dict[str, Any], name: str) -> str | None:
 
 
 def decode_envelope(text: str | bytes) -> Envelope:
+    """Parse one envelope from the wire; raises ProtocolError for bad JSON, another
+    protocol version, an unknown op or fields of the wrong type."""
     return envelope_from_data(_load(text))
 
 
@@ -318,6 +339,8 @@ def envelope_from_data(data: dict[str, Any]) -> Envelope:
 
 
 def decode_reply(text: str | bytes) -> Reply:
+    """Parse one reply from the wire; raises ProtocolError for bad JSON, another protocol
+    version, an unknown status or fields of the wrong type."""
     return reply_from_data(_load(text))
 
 

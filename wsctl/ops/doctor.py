@@ -64,12 +64,18 @@ _KEPT_FIELDS = (*FENCE_FIELDS, F_CONNECTED_AT)
 
 
 class Severity(StrEnum):
+    """How bad a finding is: errors and warnings make the fleet unhealthy (exit 1), info
+    does not."""
+
     ERROR = "error"
     WARNING = "warning"
     INFO = "info"
 
 
 class Kind(StrEnum):
+    """What a finding is about, one stable name each (``kind`` in ``doctor -o json``); the
+    README lists what each means and its fix."""
+
     GHOST = "ghost"
     NOT_REGISTERED = "not_registered"
     ORPHAN = "orphan"
@@ -100,6 +106,9 @@ GHOST_OUTCOMES = {
 
 @dataclass(frozen=True)
 class Finding:
+    """One problem doctor found: its kind and severity, what it saw (``detail``), the
+    command that fixes it (shell-quoted), and the robot or instance concerned."""
+
     kind: Kind
     severity: Severity
     detail: str
@@ -108,6 +117,8 @@ class Finding:
     instance_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """The finding as the stable JSON object of ``doctor -o json``; ``safe_fix`` says
+        whether ``doctor --fix`` applies it."""
         return {
             "kind": self.kind.value,
             "severity": self.severity.value,
@@ -121,6 +132,9 @@ class Finding:
 
 @dataclass(frozen=True)
 class Session:
+    """One WebSocket session an instance reported holding in its inventory: the robot,
+    the session's conn_id, and when it connected (epoch seconds)."""
+
     robot_id: str
     conn_id: str
     since: float
@@ -434,6 +448,9 @@ async def gather(store: RegistryStore, timeout: float) -> Facts:
 
 @dataclass
 class DoctorReport:
+    """The result of :func:`doctor`: findings, the facts they were judged on, when and
+    with which liveness timeout, and what ``--fix`` did."""
+
     findings: list[Finding]
     facts: Facts
     now: datetime
@@ -446,6 +463,7 @@ class DoctorReport:
         return healthy(self.findings)
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as the JSON document of ``doctor -o json``."""
         by_severity = Counter(f.severity.value for f in self.findings)
         return {
             "healthy": self.healthy,
@@ -459,6 +477,8 @@ class DoctorReport:
         }
 
     def instance_rows(self) -> list[dict[str, Any]]:
+        """One row per instance seen (owning entries, writing a liveness record or
+        answering inventory): liveness, listening, entries owned and sockets held."""
         facts = self.facts
         owned = Counter(e.instance_id for e in facts.entries.values() if e.instance_id)
         names = sorted(set(owned) | set(facts.records) | set(facts.inventories))
@@ -478,6 +498,11 @@ class DoctorReport:
 
 
 async def doctor(store: RegistryStore, timeout: float) -> DoctorReport:
+    """Check the whole fleet: read the registry and liveness records, ask each listening
+    instance for its inventory, diff them, and return the findings.
+
+    Ghost findings whose entry changed meanwhile are dropped (a robot that moved while
+    instances were asked is not a fault). ``timeout`` is the fleet's liveness timeout."""
     facts = await gather(store, timeout)
     now = utcnow()
     findings = diagnose(facts, now, timeout, store.keys.prefix)
