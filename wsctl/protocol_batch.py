@@ -80,6 +80,9 @@ class Item:
 
 @dataclass(frozen=True)
 class Batch:
+    """A version-2 envelope: many ``send`` items in one message, with the fields of a
+    version-1 envelope (``reply_to``, ``hops``, ``route``...) applying to the whole batch."""
+
     items: tuple[Item, ...]
     message: str | None = None  # the shared payload of items without their own
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
@@ -95,6 +98,7 @@ class Batch:
         return item.message if item.message is not None else (self.message or "")
 
     def arrived(self, instance: str, now: float) -> Batch:
+        """This batch with ``instance`` appended to its route."""
         return replace(self, route=(*self.route, Hop(instance, now)))
 
     def forwarded(self, items: Sequence[Item]) -> Batch:
@@ -104,6 +108,8 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """What became of one item that was not delivered: its id, the status, and why."""
+
     id: str
     status: Status
     reason: str | None = None
@@ -123,6 +129,7 @@ class BatchReply:
     v: int = BATCH_VERSION
 
     def outcomes(self) -> Iterable[Outcome]:
+        """Every item outcome of this reply, delivered ones included."""
         for ident in self.delivered:
             yield Outcome(ident, Status.DELIVERED)
         yield from self.failed
@@ -168,6 +175,7 @@ def _route_json(route: tuple[Hop, ...]) -> list[dict[str, Any]]:
 
 
 def encode_batch(batch: Batch) -> str:
+    """JSON of a batch; an item carries ``message`` only when it has its own."""
     items: list[dict[str, str]] = []
     for item in batch.items:
         if item.message is None:
@@ -191,6 +199,7 @@ def encode_batch(batch: Batch) -> str:
 
 
 def encode_batch_reply(reply: BatchReply) -> str:
+    """JSON of a batch reply."""
     return dumps(
         {
             "v": reply.v,

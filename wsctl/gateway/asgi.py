@@ -64,9 +64,12 @@ class StarletteSocket:
         self.ws = ws
 
     async def send_text(self, text: str) -> None:
+        """Send one text frame to the robot."""
         await self.ws.send_text(text)
 
     async def close(self, code: int, reason: str) -> None:
+        """Close with ``code`` and ``reason`` unless the socket is already disconnected
+        (Starlette raises on a second close)."""
         if self.ws.application_state is not WebSocketState.DISCONNECTED:
             await self.ws.close(code, reason)
 
@@ -150,18 +153,23 @@ class Fleet:
     # ------------------------------------------------------------------ state
     @property
     def instance_id(self) -> str:
+        """This instance's id."""
         return self.core.instance_id
 
     @property
     def local(self) -> LocalConnections:
+        """The robots connected to this instance."""
         return self.core.local
 
     @property
     def metrics(self) -> Metrics:
+        """This instance's counters, as :meth:`metrics_endpoint` shows them."""
         return self.core.metrics
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        """Join the fleet: write the liveness record, start heartbeats and the control
+        channel (call it from the app's startup or lifespan)."""
         await self.core.start()
         log.info("instance %s joined the fleet (%s)", self.instance_id, self.core.config.ws_url)
 
@@ -265,6 +273,7 @@ class Fleet:
         return PlainTextResponse(text + "\n", status_code=status)
 
     async def metrics_endpoint(self, request: Request) -> Response:
+        """A Starlette endpoint serving the Prometheus text of :meth:`FleetCore.metrics_text`."""
         return PlainTextResponse(self.core.metrics_text())
 
     async def _websocket_endpoint(self, websocket: WebSocket) -> None:

@@ -77,12 +77,15 @@ _FROM_STATUS = {
 
 @dataclass(frozen=True, slots=True)
 class RobotOutcome:
+    """What became of the message for one robot, the instance that said so, and why."""
+
     robot_id: str
     outcome: FanOutcome
     instance: str | None = None  # the instance that answered (or the owner, when none did)
     reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """The outcome as one stable JSON object (a line of ``send -o jsonl``)."""
         return {
             "robot_id": self.robot_id,
             "outcome": self.outcome.value,
@@ -93,6 +96,9 @@ class RobotOutcome:
 
 @dataclass
 class FanoutSummary:
+    """Counts per outcome over a whole fan-out, with how many robots were selected and
+    how long it took."""
+
     selected: int = 0
     counts: dict[FanOutcome, int] = field(default_factory=lambda: dict.fromkeys(FanOutcome, 0))
     seconds: float = 0.0
@@ -100,9 +106,11 @@ class FanoutSummary:
 
     @property
     def ok(self) -> bool:
+        """True when every selected robot got the message."""
         return self.counts[FanOutcome.DELIVERED] == self.selected
 
     def as_dict(self) -> dict[str, Any]:
+        """The summary as a JSON object: ``selected``, one count per outcome, ``seconds``."""
         out: dict[str, Any] = {"selected": self.selected}
         out.update({o.value: n for o, n in self.counts.items()})
         out["seconds"] = round(self.seconds, 3)
@@ -111,6 +119,10 @@ class FanoutSummary:
 
 @dataclass
 class FanoutOptions:
+    """How a fan-out runs: the instance to publish through (``via``; default each
+    owner), the pace, how long to wait for answers, batch size, and the liveness timeout
+    that judges owners."""
+
     via: str | None = None
     rate: float = 0.0  # robots per second; 0: as fast as possible
     timeout: float = 5.0  # seconds to wait for answers after the last publish
@@ -140,6 +152,8 @@ class ReplyCollector:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Subscribe to the reply channel (before anything is published, so no reply is
+        missed) and start reading it."""
         self._pubsub = await subscribe(self.client, self.channel)
         self._task = asyncio.create_task(self._read())
 
@@ -174,6 +188,7 @@ class ReplyCollector:
         return None
 
     async def stop(self) -> None:
+        """Stop reading and close the subscription."""
         if self._task is not None:
             await settle(self._task)
         if self._pubsub is not None:
