@@ -40,6 +40,7 @@ def loop_factory() -> Callable[[], Any] | None:
 
 
 def loop_name() -> str:
+    """``uvloop`` when :func:`loop_factory` picks it, else ``asyncio`` (for logs and metrics)."""
     return "asyncio" if loop_factory() is None else "uvloop"
 
 

@@ -86,6 +86,7 @@ class Event:
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def to_fields(self) -> dict[str, str]:
+        """The event as a field -> value mapping (:meth:`words` paired up)."""
         words = self.words()
         return dict(zip(words[::2], words[1::2], strict=True))
 
@@ -162,6 +163,7 @@ class StoredEvent:
     problem: str | None = None
 
     def as_row(self) -> dict[str, Any]:
+        """The event as a listing row (stable snake_case keys, ``-o json``/``jsonl``/``csv``)."""
         return {
             "at": self.at,
             "event": self.event,

@@ -49,6 +49,8 @@ ReportOutput = Annotated[str, typer.Option("-o", "--output", help="table or json
 
 
 def check_report_output(fmt: str, command: str) -> str:
+    """``fmt`` when it is ``table`` or ``json`` (the formats a command that reports one
+    result takes); otherwise a UsageError naming ``command``."""
     if fmt not in ("table", "json"):
         raise UsageError(f"{command} supports -o table or json")
     return fmt
@@ -63,6 +65,8 @@ class CliState:
     _settings: Settings | None = None
 
     def settings(self, **overrides: Any) -> Settings:
+        """The settings (flags > env > file > defaults), loaded once per invocation;
+        ``overrides`` not None (a command's own options) win over them."""
         from wsctl.config import load_settings, with_overrides
 
         if self._settings is None:
@@ -77,6 +81,7 @@ class CliState:
 
 
 def state(ctx: typer.Context) -> CliState:
+    """The invocation's :class:`CliState`, kept on the root context by the app callback."""
     obj = ctx.find_root().obj
     if not isinstance(obj, CliState):  # pragma: no cover - the root callback always sets it
         obj = CliState()
@@ -107,6 +112,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def check_output(fmt: str) -> str:
+    """``fmt`` when it is a listing format (``-o``); otherwise a UsageError listing them."""
     from wsctl.cli.output import FORMATS
 
     if fmt not in FORMATS:
@@ -157,6 +163,8 @@ def _show_redis_warnings() -> None:
 
 @contextlib.asynccontextmanager
 async def open_client(settings: Settings) -> AsyncIterator[AsyncClient]:
+    """A Redis client on the configured target for the ``async with`` body, closed after;
+    connection errors become RedisUnavailable (exit 3)."""
     from wsctl.redis_factory import connect
 
     async with connect(resolve_target(settings), socket_timeout=settings.socket_timeout) as client:
@@ -185,6 +193,8 @@ async def open_store(settings: Settings) -> AsyncIterator[RegistryStore]:
 
 
 def keyspace_of(settings: Settings) -> Any:
+    """The :class:`~wsctl.registry.keys.Keyspace` of the configured key, liveness and
+    control-channel prefixes."""
     from wsctl.registry.keys import Keyspace
 
     return Keyspace(
@@ -204,4 +214,5 @@ def err(message: str) -> None:
 
 
 def debug_enabled() -> bool:
+    """True when ``WSCTL_DEBUG`` asks for tracebacks instead of one-line errors."""
     return os.environ.get("WSCTL_DEBUG", "") not in ("", "0", "false")

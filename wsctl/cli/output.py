@@ -40,6 +40,10 @@ FORMATS = ("table", "wide", "json", "jsonl", "csv")
 
 @dataclass(frozen=True)
 class Column:
+    """One column of a listing: the row key, its header, whether only ``-o wide`` shows it,
+    and how the table formats, styles, aligns and wraps its cells (machine formats take
+    the raw value)."""
+
     key: str
     header: str
     wide_only: bool = False
@@ -144,6 +148,8 @@ def print_table(table: Table, stream: IO[str] | None = None) -> None:
 def build_table(
     rows: Iterable[dict[str, Any]], columns: Sequence[Column], *, wide: bool, title: str | None
 ) -> Table:
+    """A rich Table of ``rows`` in ``columns`` (the wide-only ones when ``wide``), cells
+    escaped for the terminal."""
     from rich import box
     from rich.table import Table
 
@@ -236,6 +242,8 @@ class RowWriter:
             self._csv.writeheader()
 
     def write(self, row: dict[str, Any]) -> None:
+        """Write one row now (json, jsonl, csv) or keep it for the table drawn by
+        :meth:`close`."""
         if self.fmt == "jsonl":
             self.out.write(_encode(row) + "\n")
         elif self.fmt == "json":
@@ -258,6 +266,7 @@ class RowWriter:
             self.write(row)
 
     def close(self) -> int:
+        """Finish the output (close the JSON array, draw the table); returns the rows written."""
         if self.fmt == "json":
             self.out.write("\n]\n" if self.count else "]\n")
         elif self.fmt in ("table", "wide"):

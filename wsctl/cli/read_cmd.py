@@ -57,6 +57,7 @@ def _freshness_style(timeout: float) -> Any:
 
 
 def connection_columns(timeout: float) -> list[Column]:
+    """Columns of ``wsctl list connections``; ``timeout`` colours stale heartbeats."""
     return [
         Column("robot_id", "ROBOT"),
         Column("instance_id", "INSTANCE"),
@@ -228,6 +229,7 @@ async def _watch(
 
 
 def instance_columns() -> list[Column]:
+    """Columns of ``wsctl list instances``."""
     return [
         Column("instance_id", "INSTANCE"),
         Column("liveness", "LIVENESS"),
@@ -282,6 +284,7 @@ async def _instances(
 
 
 def robot_columns(timeout: float) -> list[Column]:
+    """Columns of ``wsctl list robots``; ``timeout`` colours stale heartbeats."""
     return [
         Column("robot_id", "ROBOT"),
         Column("state", "STATE", style=_freshness_style(timeout)),

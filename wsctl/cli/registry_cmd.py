@@ -140,6 +140,7 @@ def _refuse_malformed(robot_id: str, entry: Any, mapping: dict[str, str], naive_
 
 
 def rm_columns() -> list[Column]:
+    """Columns of the ``registry rm`` report: each robot, what became of its entry, why."""
     return [
         Column("robot_id", "ROBOT"),
         Column("result", "RESULT"),

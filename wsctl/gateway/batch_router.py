@@ -69,13 +69,16 @@ class Core(Protocol):
     events: EventSink
 
     @property
-    def config(self) -> Any: ...
+    def config(self) -> Any:
+        """The core's :class:`~wsctl.gateway.core.CoreConfig`."""
 
     @property
-    def client(self) -> AsyncClient: ...
+    def client(self) -> AsyncClient:
+        """The core's Redis client."""
 
     @property
-    def store(self) -> RegistryStore: ...
+    def store(self) -> RegistryStore:
+        """The core's registry store."""
 
     def _drop(self, conn: LocalConn) -> bool: ...
 

@@ -36,6 +36,8 @@ class OwnerCache:
         self.misses = 0
 
     def get(self, robot_id: str, now: float) -> str | None:
+        """The cached owner of ``robot_id`` if cached less than ``ttl`` seconds before
+        ``now``, else None (counted as a hit or a miss)."""
         found = self._owners.get(robot_id)
         if found is None or now - found[1] > self.ttl:
             self.misses += 1
@@ -44,6 +46,8 @@ class OwnerCache:
         return found[0]
 
     def put(self, robot_id: str, owner: str, now: float) -> None:
+        """Remember ``owner`` for ``robot_id`` as of ``now``, dropping the oldest entries
+        beyond ``size``; a no-op when caching is off (``ttl`` <= 0)."""
         if self.ttl <= 0:
             return
         self._owners[robot_id] = (owner, now)
@@ -52,6 +56,8 @@ class OwnerCache:
             self._owners.popitem(last=False)
 
     def invalidate(self, robot_ids: Iterable[str]) -> None:
+        """Forget the owners of ``robot_ids`` (an owner answered that it no longer holds
+        them, so the next message asks the registry)."""
         for robot_id in robot_ids:
             self._owners.pop(robot_id, None)
 

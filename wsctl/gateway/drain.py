@@ -49,7 +49,8 @@ class DrainHost(Protocol):
 
     async def _answer(self, envelope: Envelope, status: Status, **kw: Any) -> None: ...
 
-    async def write_liveness(self, stamp: str | None = None) -> None: ...
+    async def write_liveness(self, stamp: str | None = None) -> None:
+        """Write the instance's liveness record (it carries the draining flag)."""
 
 
 class Drainer:
@@ -62,6 +63,7 @@ class Drainer:
         self._task: asyncio.Task[None] | None = None
 
     def cancel(self) -> None:
+        """Stop closing batches (undrain, or the instance stopping)."""
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -72,6 +74,8 @@ class Drainer:
         return self._task is not None and not self._task.done()
 
     async def handle(self, envelope: Envelope) -> None:
+        """Answer a ``drain`` or ``undrain`` envelope: start (or restart) closing the
+        instance's robots in paced batches, or stop and accept robots again."""
         core = self.core
         if envelope.op is Op.UNDRAIN:
             was = self.active
@@ -158,6 +162,7 @@ class Drainer:
                 await core._remove_entry(conn)
 
     def render(self, label: str) -> list[str]:
+        """The drain lines of ``/metrics`` (draining gauge, robots closed by drains)."""
         return [
             "# TYPE wsctl_gateway_draining gauge",
             f"wsctl_gateway_draining{label} {1 if self.active else 0}",

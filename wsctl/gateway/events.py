@@ -67,6 +67,7 @@ class EventSink:
 
     @property
     def pending(self) -> int:
+        """Events queued and not yet written to the instance's stream."""
         return len(self._pending)
 
     def emit(self, event: str, robot_id: str = "", conn_id: str = "", **detail: Any) -> None:
@@ -83,6 +84,7 @@ class EventSink:
             self._wake.set()
 
     def start(self, client: AsyncClient) -> None:
+        """Start writing queued events on ``client`` in the background (when enabled)."""
         self._client = client
         if self.enabled and self._task is None:
             self._stopping = False

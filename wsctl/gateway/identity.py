@@ -29,4 +29,5 @@ def robot_token(secret: str, robot_id: str) -> str:
 
 
 def token_ok(secret: str, robot_id: str, presented: str | None) -> bool:
+    """Whether ``presented`` is the robot's token under ``secret`` (constant-time compare)."""
     return presented is not None and hmac.compare_digest(robot_token(secret, robot_id), presented)

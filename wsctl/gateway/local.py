@@ -47,6 +47,7 @@ class LocalConnections:
         return False
 
     def get(self, robot_id: str) -> LocalConn | None:
+        """The robot's session on this instance, or None."""
         return self._by_robot.get(robot_id)
 
     def __len__(self) -> int:
@@ -56,6 +57,7 @@ class LocalConnections:
         return iter(list(self._by_robot.values()))
 
     def inventory(self) -> list[dict[str, Any]]:
+        """Every session held, as the ``inventory`` reply's ``connections`` list."""
         return [
             {"robot_id": c.robot_id, "conn_id": c.conn_id, "since": c.since}
             for c in self._by_robot.values()
@@ -104,6 +106,7 @@ class Metrics:
     def render(
         self, instance_id: str, connections: int, redis_ok: bool, cleanup_pending: int = 0
     ) -> str:
+        """The Prometheus text of the gateway's own counters, labelled with the instance id."""
         label = f'{{instance_id="{prometheus_label(instance_id)}"}}'
         lines = [
             "# TYPE wsctl_gateway_connections gauge",

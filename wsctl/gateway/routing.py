@@ -24,6 +24,9 @@ class LocalSocket(StrEnum):
 
 
 class Route(StrEnum):
+    """Where a ``send`` goes from this instance: its own socket, the owner, or nowhere
+    (with the reason in the member's name)."""
+
     LOCAL = "local"  # write to our own socket
     FORWARD = "forward"  # publish to the owner's control channel
     NOT_CONNECTED = "not_connected"  # no registry entry
@@ -34,6 +37,9 @@ class Route(StrEnum):
 
 @dataclass(frozen=True)
 class Decision:
+    """The router's verdict on one envelope: the route, the instance to forward to,
+    and the reply status and reason when the message stops here."""
+
     route: Route
     target: str | None = None  # the instance to forward to (FORWARD)
     status: Status | None = None  # the reply when the message stops here (not LOCAL/FORWARD)

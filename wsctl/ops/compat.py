@@ -33,6 +33,10 @@ PROTOCOL_DOC = "docs/protocol.md"
 
 
 class Participation(StrEnum):
+    """How an instance takes part in the control protocol (see :func:`classify`):
+    listening, alive but not listening (a wsctl gateway in trouble), never speaking it
+    (an original-design gateway), or down/unknown."""
+
     LISTENING = "listening"
     ALIVE_NOT_LISTENING = "alive_not_listening"
     NO_CONTROL_PROTOCOL = "no_control_protocol"
@@ -66,6 +70,7 @@ ADAPTER = "wsctl's FastAPI adapter (wsctl.gateway.asgi, pip install 'wsctl[fasta
 
 
 def how_to_join() -> str:
+    """The one-line hint for a gateway that does not speak the control protocol."""
     return (
         f"to take part, a gateway implements {PROTOCOL_DOC}; "
         f"FastAPI/Starlette apps can embed {ADAPTER}"

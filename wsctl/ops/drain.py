@@ -36,6 +36,9 @@ READ_CHUNK = 1000
 
 @dataclass
 class DrainReport:
+    """The result of :func:`drain_instance`: the instance, the pace, the robots it held,
+    where each moved to, and those not registered elsewhere before the timeout."""
+
     instance: str
     batch: int
     interval: float
@@ -48,13 +51,16 @@ class DrainReport:
 
     @property
     def batches(self) -> int:
+        """How many batches the instance closes its robots in."""
         return math.ceil(len(self.robots) / self.batch) if self.robots else 0
 
     @property
     def exit_code(self) -> int:
+        """1 when some robot is not back on another instance, else 0."""
         return 1 if self.not_back else 0
 
     def as_dict(self) -> dict[str, Any]:
+        """The report as the stable JSON object of ``wsctl drain -o json``."""
         return {
             "instance": self.instance,
             "dry_run": self.dry_run,

@@ -62,6 +62,9 @@ def parse_since(text: str) -> float:
 
 @dataclass(frozen=True)
 class EventFilter:
+    """Which events a listing keeps: robot id glob, instance, event names (empty: all),
+    and how many seconds back."""
+
     robot_glob: str | None = None
     instance: str | None = None
     events: frozenset[str] = frozenset()
@@ -76,6 +79,8 @@ class EventFilter:
         return glob
 
     def keep(self, event: StoredEvent) -> bool:
+        """Whether ``event`` passes the robot, instance and event-name filters (the time
+        window is applied when the streams are read)."""
         if self.robot_glob is not None and not fnmatch.fnmatchcase(event.robot_id, self.robot_glob):
             return False
         if self.instance is not None and event.instance_id != self.instance:
@@ -238,6 +243,9 @@ def _id_key(stream_id: str) -> tuple[int, int]:
 
 @dataclass
 class RecordOutcome:
+    """How many events :func:`record_events` wrote, and why it stopped when it did not
+    write them all."""
+
     written: int = 0
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

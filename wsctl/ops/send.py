@@ -44,6 +44,9 @@ _EXIT = {
 
 @dataclass(frozen=True)
 class SendOutcome:
+    """The result of one ``wsctl send``: the reply status, the instance the message was
+    injected at (and whether ``--via`` chose it), the reply with its route, and the time."""
+
     status: str
     robot_id: str
     target: str | None  # the instance the message was injected at
@@ -54,13 +57,17 @@ class SendOutcome:
 
     @property
     def exit_code(self) -> int:
+        """The documented ``wsctl send`` exit code of this status."""
         return _EXIT.get(self.status, EXIT_NEGATIVE)
 
     @property
     def route(self) -> list[str]:
+        """The instances the message passed through, in order."""
         return [hop.instance for hop in self.reply.route] if self.reply else []
 
     def as_dict(self) -> dict[str, Any]:
+        """The outcome as the stable JSON object of ``wsctl send -o json``, with per-hop
+        latencies."""
         hops = self.reply.hop_latencies_ms() if self.reply else []
         return {
             "status": self.status,

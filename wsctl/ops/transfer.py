@@ -42,6 +42,7 @@ class ImportResult:
     written_ids: list[str] = field(default_factory=list)
 
     def note_written(self, robot_id: str) -> None:
+        """Count one written entry; its id is kept for the report up to a bound."""
         self.written += 1
         if len(self.written_ids) < MAX_WRITTEN_IDS:
             self.written_ids.append(robot_id)
