@@ -187,3 +187,41 @@ def test_operations_never_reach_into_the_stores_client() -> None:
         if re.search(r"\bstore\.client\b", line)
     ]
     assert found == []
+
+
+def _undocumented(body: list[ast.stmt], prefix: str) -> list[str]:
+    """Public functions and classes in ``body`` (and methods of public classes) without a
+    docstring, as qualified names."""
+    found = []
+    for node in body:
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            continue
+        if node.name.startswith("_"):
+            continue
+        if ast.get_docstring(node) is None:
+            found.append(prefix + node.name)
+        if isinstance(node, ast.ClassDef):
+            found += _undocumented(node.body, f"{prefix}{node.name}.")
+    return found
+
+
+def test_undocumented_finds_public_functions_and_methods_without_a_docstring() -> None:
+    source = (
+        "def f(): pass\n"
+        "def _g(): pass\n"
+        "class C:\n"
+        '    """C."""\n'
+        "    def m(self): pass\n"
+        "    def _n(self): pass\n"
+    )
+    assert _undocumented(ast.parse(source).body, "") == ["f", "C.m"]
+
+
+def test_every_public_function_and_class_has_a_docstring() -> None:
+    """What and why, for every name another module or a user may call (rule 7)."""
+    missing = [
+        f"{path.relative_to(ROOT.parent)}: {name}"
+        for path in sorted(ROOT.rglob("*.py"))
+        for name in _undocumented(ast.parse(path.read_text(encoding="utf-8")).body, "")
+    ]
+    assert missing == []
