@@ -107,9 +107,13 @@ async def test_show_glob_id_means_that_one_robot(backend: Backend) -> None:
     assert missing.code == 1 and "no registry entry" in missing.err
 
 
-def test_invalid_robot_id_is_a_usage_error(single: Backend) -> None:
-    res = invoke(["show", "bad\nid"], env=single.env)
+def test_an_id_wsctl_would_not_create_is_refused_for_writes_and_looked_up_for_reads(
+    single: Backend,
+) -> None:
+    res = invoke(["registry", "set", "bad\nid", "a=b", "--create"], env=single.env)
     assert res.code == 2 and "control character" in res.err and "Traceback" not in res.err
+    res = invoke(["show", "bad\nid"], env=single.env)  # a registry may hold it: looked up
+    assert res.code == 1 and "no registry entry" in res.err and "\n" not in res.err.rstrip("\n")
 
 
 async def test_set_keeps_other_fields_and_validates_times(backend: Backend) -> None:

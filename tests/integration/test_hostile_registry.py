@@ -238,7 +238,7 @@ def test_import_refuses_what_set_refuses(single: Backend, dry_run: bool) -> None
     assert invoke(["show", "r1"], env=single.env).code == 1
     text = json.dumps({"robot_id": "r1", "fields": {**good, "last_heartbeat": "yesterday"}})
     res = invoke(["registry", "import", "-", *extra], env=single.env, stdin=text)
-    assert "--allow-malformed writes entries" in res.err
+    assert "--allow-malformed writes what a registry held" in res.err
     # an export of a registry holding malformed entries still imports, when asked to
     text = json.dumps({"robot_id": "r1", "fields": {**good, "last_heartbeat": "yesterday"}})
     res = invoke(
@@ -339,3 +339,134 @@ async def test_escape_sequences_in_registry_data_never_reach_the_terminal(
     assert "  wsctl reap --timeout 90 --instance $'ok\\x1b]0;pwned\\x07\\x1b[2J' --dry-run" in steps
     rows = json.loads(invoke(["list", "connections", "-o", "json"], env=single.env).out)
     assert {r["instance_id"] for r in rows} >= {EVIL}  # machine formats stay exact
+
+
+# Ids only a registry can hold (wsctl never writes them): a restore puts each back byte-exact.
+REGISTRY_ONLY_IDS = [
+    "old-\x1b]0;pwned\x07",  # control characters
+    "x" * 300,  # longer than any id wsctl accepts
+    "",  # the key is the bare prefix
+    "bad-\udcff\udcfe",  # bytes that are not UTF-8 (surrogateescape)
+    "bidi-\u202e-\x9b",  # a bidi override and a C1 control
+]
+
+
+async def _snapshot(backend: Backend) -> dict[bytes, tuple[str, object]]:
+    """Every ws_conn: key as bytes -> (type, value): what `restore` must give back exactly."""
+    snap: dict[bytes, tuple[str, object]] = {}
+    async with open_test_store(backend) as store:
+        async for entry in store.iter_entries():
+            key = store.keys.conn_key(entry.robot_id)
+            if entry.key_type == "hash":
+                value: object = dict(entry.fields)
+            else:
+                value = await store.client.get(key)
+            snap[key.encode("utf-8", "surrogateescape")] = (entry.key_type, value)
+    return snap
+
+
+async def _plant_registry_only_ids(backend: Backend) -> None:
+    async with open_test_store(backend) as store:
+        client = store.client
+        for robot in REGISTRY_ONLY_IDS:
+            await client.hset(
+                f"ws_conn:{robot}",
+                mapping={"instance_id": "gw-old", "last_heartbeat": "2020-01-01T00:00:00"},
+            )
+        await seed_store_connection(client, "old-1", "gw-old", age_s=600)
+        await client.set("ws_conn:junk-1", "value \udcff kept")
+
+
+async def test_a_reap_backup_restores_ids_only_a_registry_can_hold(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """reap --include-malformed deleted entries whose ids `registry set` would refuse (control
+    characters, 300 bytes, empty, not UTF-8); its printed undo used to refuse the whole backup
+    for one such line and restore nothing. Every key comes back byte-exact."""
+    await _plant_registry_only_ids(backend)
+    before = await _snapshot(backend)
+    assert len(before) == len(REGISTRY_ONLY_IDS) + 2
+    backup = tmp_path / "bk.jsonl"
+    res = invoke(["reap", "--include-malformed", "--backup", str(backup)], env=backend.env)
+    assert res.code == 0, res
+    assert await _snapshot(backend) == {}
+    assert f"undo: wsctl registry restore {backup}" in res.err
+    res = invoke(["registry", "restore", str(backup), "-o", "json"], env=backend.env)
+    assert res.code == 0, res
+    assert json.loads(res.out)["written"] == len(before)
+    assert await _snapshot(backend) == before
+
+
+async def test_export_then_import_allow_malformed_reproduces_ids_only_a_registry_can_hold(
+    backend: Backend, tmp_path: Path
+) -> None:
+    await _plant_registry_only_ids(backend)
+    async with open_test_store(backend) as store:
+        await store.client.delete("ws_conn:junk-1")  # export skips keys that are not hashes
+    before = await _snapshot(backend)
+    file = tmp_path / "export.jsonl"
+    res = invoke(["registry", "export", "-f", str(file)], env=backend.env)
+    assert res.code == 0, res
+    res = invoke(["reap", "--include-malformed", "--no-backup"], env=backend.env)
+    assert res.code == 0 and await _snapshot(backend) == {}, res
+    res = invoke(["registry", "import", str(file), "--allow-malformed"], env=backend.env)
+    assert res.code == 0, res
+    assert await _snapshot(backend) == before
+    # without --allow-malformed such ids are still refused, and nothing is written
+    await _flush_conn(backend)
+    res = invoke(["registry", "import", str(file)], env=backend.env)
+    assert res.code == 2 and "nothing imported" in res.err and "--allow-malformed" in res.err
+    assert await _snapshot(backend) == {}
+
+
+async def _flush_conn(backend: Backend) -> None:
+    async with open_test_store(backend) as store:
+        async for entry in store.iter_entries():
+            await store.client.delete(store.keys.conn_key(entry.robot_id))
+
+
+async def test_restore_puts_back_every_good_line_and_lists_the_bad_ones(
+    single: Backend, tmp_path: Path
+) -> None:
+    """A restore is never all-or-nothing: lines that are not JSON, have no robot id, or hold
+    text no registry could hold are listed (exit 1); every other key is restored."""
+    good = [{"robot_id": f"g{i}", "fields": seed_hash(f"g{i}", "gw-a")} for i in range(3)]
+    lines = [
+        json.dumps(good[0]),
+        "{not json",
+        json.dumps({"fields": {"a": "b"}}),
+        json.dumps(good[1]),
+        '{"robot_id": "lone-\\ud800", "fields": {"instance_id": "gw-a"}}',
+        json.dumps({"robot_id": "nofields", "fields": {}}),
+        json.dumps(good[2]),
+    ]
+    backup = tmp_path / "b.jsonl"
+    backup.write_text("\n".join(lines) + "\n")
+    res = invoke(["registry", "restore", str(backup), "-o", "json"], env=single.env)
+    assert res.code == 1, res
+    out = json.loads(res.out)
+    assert out["written"] == 3 and out["not_restored"] == 4
+    assert sorted(item["line"] for item in out["not_restored_items"]) == [2, 3, 5, 6]
+    for line in (2, 3, 5, 6):
+        assert f"not restored: line {line}" in res.err
+    async with open_test_store(single) as store:
+        assert {e.robot_id async for e in store.iter_entries()} == {"g0", "g1", "g2"}
+
+
+async def test_show_and_rm_address_ids_only_a_registry_can_hold(single: Backend) -> None:
+    """`list` shows such ids, so `show`, `doctor ROBOT` and `registry rm` take them by their
+    exact bytes (the empty id names the key that is the bare prefix)."""
+    await _plant_registry_only_ids(single)
+    for robot in REGISTRY_ONLY_IDS:
+        res = invoke(["show", robot], env=single.env)
+        assert res.code == 0 and "gw-old" in res.out, (robot, res)
+        assert "\x1b" not in res.out + res.err and "\x07" not in res.out
+        res = invoke(["doctor", robot], env=single.env)
+        assert res.code in (0, 1) and "internal error" not in res.err, (robot, res)
+        res = invoke(["registry", "rm", robot, "-o", "json"], env=single.env)
+        assert res.code == 0 and json.loads(res.out)[0]["result"] == "removed", (robot, res)
+    async with open_test_store(single) as store:
+        left = {e.robot_id async for e in store.iter_entries()}
+    assert left == {"old-1", "junk-1"}
+    res = invoke(["registry", "rm", "", "-o", "json"], env=single.env)
+    assert res.code == 1 and json.loads(res.out)[0]["result"] == "not found"

@@ -262,9 +262,9 @@ def doctor(
         raise UsageError("--dry-run goes with --fix")
     settings = state(ctx).settings(timeout=timeout)
     if robot_id is not None:
-        from wsctl.registry.keys import validate_id
+        from wsctl.registry.keys import validate_existing_id
 
-        validate_id(robot_id)
+        validate_existing_id(robot_id)
         if fix:
             raise UsageError("--fix checks the whole registry; run it without ROBOT")
         result = run(_doctor_robot(settings, robot_id))

@@ -330,10 +330,10 @@ def show(
 
     Example: wsctl show robot-17 -o json
     """
-    from wsctl.registry.keys import validate_id
+    from wsctl.registry.keys import validate_existing_id
 
     fmt = check_output(output)
-    validate_id(robot_id)
+    validate_existing_id(robot_id)
     settings = state(ctx).settings(timeout=timeout)
     obj = run(_show(settings, robot_id))
     from wsctl.cli.eventlog import write_recent

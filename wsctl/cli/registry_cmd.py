@@ -179,11 +179,11 @@ def remove(
 
     Example: wsctl registry rm robot-17 --if-instance gw-a
     """
-    from wsctl.registry.keys import validate_id
+    from wsctl.registry.keys import validate_existing_id
 
     fmt = check_output(output)
     for robot_id in robot_ids:
-        validate_id(robot_id)
+        validate_existing_id(robot_id)
     if backup is not None and no_backup:
         raise UsageError("--backup and --no-backup exclude each other")
     if backup is not None:
@@ -445,17 +445,24 @@ def _import_command(
         with path.open(encoding="utf-8", errors="surrogateescape") as fh:
             try:
                 found = validate_lines(
-                    fh, label, None if allow_malformed else check, last_wins=restoring
+                    fh,
+                    label,
+                    None if allow_malformed else check,
+                    last_wins=restoring,
+                    registry_ids=allow_malformed,
+                    partial=restoring,
                 )
             except UsageError as exc:
-                if judged_malformed:  # an export of a registry holding malformed entries
+                # an export of a registry holding malformed entries, or ids wsctl would not
+                # create (control characters, over 256 bytes, empty)
+                if not allow_malformed and (judged_malformed or "robot id" in exc.message):
                     raise UsageError(
-                        f"{exc.message} (--allow-malformed writes entries wsctl calls "
-                        "malformed as they are)"
+                        f"{exc.message} (--allow-malformed writes what a registry held as it "
+                        "is: malformed entries, and ids wsctl would not create)"
                     ) from None
                 raise
         with path.open(encoding="utf-8", errors="surrogateescape") as fh:
-            records = iter_records(fh, found.skip)
+            records = iter_records(fh, found.skip, registry_ids=allow_malformed)
             result = run(
                 _import(settings, records, found.count, overwrite, dry_run, label, restoring)
             )

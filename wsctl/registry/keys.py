@@ -18,7 +18,14 @@ from dataclasses import dataclass
 
 from wsctl.errors import UsageError
 
-__all__ = ["CLI_WRITER", "MAX_ID_BYTES", "Keyspace", "escape_glob", "validate_id"]
+__all__ = [
+    "CLI_WRITER",
+    "MAX_ID_BYTES",
+    "Keyspace",
+    "escape_glob",
+    "validate_existing_id",
+    "validate_id",
+]
 
 MAX_ID_BYTES = 256
 _GLOB_SPECIALS = frozenset("*?[]\\")
@@ -46,6 +53,21 @@ def validate_id(value: str, what: str = "robot id") -> str:
     for ch in value:
         if unicodedata.category(ch) == "Cc":
             raise UsageError(f"{what} {value!r} contains a control character")
+    return value
+
+
+def validate_existing_id(value: str, what: str = "robot id") -> str:
+    """Return ``value`` if it can name an entry a registry holds (``show``, ``registry rm``).
+
+    Ids are registry data: one wsctl would not create (control characters, over 256 bytes,
+    empty: the key that is the bare prefix, bytes that are not UTF-8) can still be looked up
+    and removed by its exact bytes (in bash ``$'old-\\x1b]0;x\\x07'``, ``''``); a removal is
+    backed up like any other.
+    """
+    try:
+        value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise UsageError(f"{what} {value!r} is not valid text") from None
     return value
 
 

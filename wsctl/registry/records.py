@@ -69,8 +69,14 @@ dumps: Callable[[Mapping[str, Any]], str] = make_encoder(compact=True)
 """One record as a compact JSON line (UTF-8 kept as is)."""
 
 
-def parse_line(text: str, line: int) -> Record | None:
-    """Parse one JSONL line; blank lines give None; anything wrong raises ValueError."""
+def parse_line(text: str, line: int, *, registry_ids: bool = False) -> Record | None:
+    """Parse one JSONL line; blank lines give None; anything wrong raises ValueError.
+
+    ``registry_ids``: the line is what a registry held (a backup, an export written back with
+    ``--allow-malformed``), so its robot id and field names are data to put back byte-exact
+    (empty, over 256 bytes, control characters, bytes that are not UTF-8 as \\udcXX escapes);
+    otherwise the id must be one ``registry set`` would accept.
+    """
     if not text.strip():
         return None
     try:
@@ -83,10 +89,13 @@ def parse_line(text: str, line: int) -> Record | None:
     fields = obj.get("fields")
     if not isinstance(robot_id, str):
         raise ValueError("robot_id missing or not a string")
-    try:
-        validate_id(robot_id)
-    except UsageError as exc:
-        raise ValueError(exc.message) from None
+    if registry_ids:
+        _check_bytes(robot_id, "robot id")
+    else:
+        try:
+            validate_id(robot_id)
+        except UsageError as exc:
+            raise ValueError(exc.message) from None
     key_type = obj.get("key_type", "hash")
     if key_type != "hash":
         if not isinstance(key_type, str) or not key_type:
@@ -103,10 +112,23 @@ def parse_line(text: str, line: int) -> Record | None:
         return Record(robot_id, {}, line, key_type, payload)
     if not isinstance(fields, dict) or not fields:
         raise ValueError("fields missing, empty or not an object")
-    bad = [k for k, v in fields.items() if not isinstance(v, str) or not k]
+    bad = [k for k, v in fields.items() if not isinstance(v, str) or not (k or registry_ids)]
     if bad:
         raise ValueError(f"field {bad[0]!r} is not a non-empty name with a string value")
+    if registry_ids:
+        for name, value in fields.items():
+            _check_bytes(name, "field name")
+            _check_bytes(value, f"field {name!r}")
     return Record(robot_id, dict(fields), line)
+
+
+def _check_bytes(text: str, what: str) -> None:
+    """Refuse text that maps to no bytes: a lone surrogate that is not one of the \\udc80-
+    \\udcff escapes of a byte that was not UTF-8 (no registry can have held it)."""
+    try:
+        text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} {text!r} is not text Redis could have held") from None
 
 
 Check = Callable[[Record], list[str]]
@@ -129,27 +151,35 @@ class Validation:
 
 
 def validate_lines(
-    lines: Iterable[str], source: str, check: Check | None = None, *, last_wins: bool = False
+    lines: Iterable[str],
+    source: str,
+    check: Check | None = None,
+    *,
+    last_wins: bool = False,
+    registry_ids: bool = False,
+    partial: bool = False,
 ) -> Validation:
     """Check every line, keeping only robot ids (duplicates are found across the file).
 
     Returns what will be written, or raises one UsageError listing the bad lines (with line
     numbers): syntax, ``check``'s problems, and a robot given twice; with ``last_wins`` (a
     backup appended by several reaps) the last line of a robot wins and earlier ones are
-    reported as superseded. Unrestorable lines are reported, not fatal.
+    reported as superseded. Unrestorable lines are reported, not fatal; with ``partial`` (a
+    restore: put back all it can) a bad line is reported the same way instead of failing the
+    whole file. ``registry_ids``: see :func:`parse_line`.
     """
     result = Validation()
     errors: list[str] = []
     seen: dict[str, int] = {}
     for number, text in enumerate(lines, start=1):
         try:
-            record = parse_line(text, number)
-        except Unrestorable as exc:
-            robot = _robot_of(text)
-            result.unrestorable.append({"line": number, "robot_id": robot, "reason": str(exc)})
-            continue
+            record = parse_line(text, number, registry_ids=registry_ids)
         except ValueError as exc:
-            errors.append(f"{source}:{number}: {exc}")
+            if partial or isinstance(exc, Unrestorable):
+                robot = _robot_of(text)
+                result.unrestorable.append({"line": number, "robot_id": robot, "reason": str(exc)})
+            else:
+                errors.append(f"{source}:{number}: {exc}")
             continue
         if record is None:
             continue
@@ -186,12 +216,14 @@ def _robot_of(text: str) -> str | None:
     return robot if isinstance(robot, str) else None
 
 
-def iter_records(lines: Iterable[str], skip: set[int] | None = None) -> Iterator[Record]:
-    """Records of already validated lines (see :func:`validate_lines`), one at a time,
-    leaving out the line numbers in ``skip``."""
+def iter_records(
+    lines: Iterable[str], skip: set[int] | None = None, *, registry_ids: bool = False
+) -> Iterator[Record]:
+    """Records of already validated lines (see :func:`validate_lines`, with the same
+    ``registry_ids``), one at a time, leaving out the line numbers in ``skip``."""
     for number, text in enumerate(lines, start=1):
         if skip and number in skip:
             continue
-        record = parse_line(text, number)
+        record = parse_line(text, number, registry_ids=registry_ids)
         if record is not None:
             yield record
