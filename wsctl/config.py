@@ -11,6 +11,7 @@ This module only reads; it never connects and never prints. Passwords are kept i
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -140,18 +141,38 @@ def parse_bool(raw: str) -> bool:
     raise ValueError("expected true or false")
 
 
+_NODE_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?\]")
+NODES_HINT = (
+    "a node is host:port (IPv6 as [::1]:7000); credentials go in --password/--username or "
+    "REDIS_PASSWORD, never in a node"
+)
+
+
+class NodeSpecError(ConfigError):
+    """A cluster node that is not plain host:port. Its text may hold credentials (a URL or
+    user:password@ pasted in), so the message never quotes it: only its position."""
+
+
 def parse_nodes(raw: str) -> tuple[tuple[str, int], ...]:
-    """Parse ``host:port,host:port`` (IPv6 as ``[::1]:7000``) into start-up nodes."""
+    """Parse ``host:port,host:port`` (IPv6 as ``[::1]:7000``) into start-up nodes.
+
+    Anything else (a URL, ``user:password@host:port``, a path) is refused without being
+    quoted: users paste credentials there, and a host name is echoed by every error.
+    """
     nodes: list[tuple[str, int]] = []
-    for part in raw.split(","):
+    for number, part in enumerate(raw.split(","), start=1):
         part = part.strip()
         if not part:
             continue
         host, sep, port = part.rpartition(":")
-        if not sep or not host:
-            raise ValueError(f"node {part!r} is not host:port")
-        host = host.strip("[]")
-        nodes.append((host, _parse_port(port)))
+        if not sep or not _NODE_HOST.fullmatch(host) or not port.isdigit():
+            raise NodeSpecError(f"node #{number} is not host:port ({NODES_HINT})")
+        try:
+            nodes.append((host.strip("[]"), _parse_port(port)))
+        except ValueError:
+            raise NodeSpecError(
+                f"node #{number}: its port is not a number from 1 to 65535"
+            ) from None
     return tuple(nodes)
 
 
@@ -247,6 +268,9 @@ def convert_value(name: str, raw: Any, where: str) -> Any:
         if isinstance(raw, bool):
             raw = "true" if raw else "false"
         return _PARSERS[name](str(raw))
+    except NodeSpecError as exc:  # never quoted, and a configuration error wherever it is
+        flag = _FLAG_NAMES.get(name, name) if where == "flag" else f"{name} from {where}"
+        raise ConfigError(f"invalid {flag}: {exc.message}") from None
     except (ValueError, ConfigError) as exc:
         shown = "***" if name in SECRET_FIELDS else repr(raw)
         if where == "flag":  # a bad flag value is a usage error (exit 2), not configuration

@@ -48,23 +48,22 @@ def split_url(url: str) -> SplitResult:
         raise ValueError(f"it has an '@' after the host ({_URL_HINT})")
     if port == 0:
         raise ValueError("its port is not a number from 1 to 65535")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError(f"it has no host ({_URL_HINT})")
     return parts
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (username kept); a URL that does not
-    parse cleanly is hidden entirely, since its password cannot be told from its host."""
+    """``url`` without its user part (``***@`` in its place: users put passwords in the user
+    name too); a URL that does not parse cleanly is hidden entirely, since its password
+    cannot be told from its host."""
     try:
         parts = split_url(url)
     except ValueError:
         return "<malformed URL, hidden>"
-    if parts.password is None:
+    if "@" not in parts.netloc:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    netloc = "***@" + parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
@@ -109,8 +108,9 @@ class Target:
         return self.tls is not None
 
     def describe(self) -> str:
-        """The server(s) and user, without the password: for messages and logs."""
-        user = f"{self.username}@" if self.username else ""
+        """The server(s), without user name or password: for messages and logs (users put
+        passwords in the user part too)."""
+        user = "***@" if self.username else ""
         if self.kind == "unix":
             return f"unix://{user}{self.path}"
         if self.kind == "cluster":

@@ -120,7 +120,7 @@ def test_redacted_hides_passwords_everywhere(tmp_path: Path) -> None:
 
 def test_parse_nodes_skips_blanks_and_rejects_bad_ports() -> None:
     assert parse_nodes(" a:1 , ,b:2") == (("a", 1), ("b", 2))
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         parse_nodes("a:99999")
 
 
@@ -259,3 +259,71 @@ def test_without_tls_resets_every_tls_setting_and_its_source(tmp_path: Path) -> 
     assert not s.redis_tls and not s.tls_insecure and s.tls_ca_cert is None and s.tls_cert is None
     assert all(s.source(name) == "default" for name in TLS_SETTINGS)
     assert s.prefix == "p:" and s.source("prefix") == "flag"
+
+
+NODE_SPECS_WITH_CREDENTIALS = [
+    "redis://:Hunter2Secret@127.0.0.1:1",
+    "u:Hunter2Secret@127.0.0.1:1",
+    "Hunter2Secret@127.0.0.1:1",
+    "127.0.0.1:1,rediss://u:Hunter2Secret@h:2",
+    "h:1/Hunter2Secret",
+    "h:Hunter2Secret",
+]
+
+
+@pytest.mark.parametrize("nodes", NODE_SPECS_WITH_CREDENTIALS)
+@pytest.mark.parametrize("where", ["flag", "env", "seed-env", "file", "file-list"])
+def test_a_node_spec_with_credentials_is_refused_without_echoing_them(
+    nodes: str, where: str, tmp_path: Path
+) -> None:
+    """Cluster nodes are host:port only: a URL or userinfo in one used to be taken as a host
+    name and echoed by every connection error, and by `config show`."""
+    env: dict[str, str] = {}
+    for command in (["list", "robots"], ["config", "show"]):
+        args = ["--cluster", *command]
+        if where == "flag":
+            args = ["--cluster", "--nodes", nodes, *command]
+        elif where == "env":
+            env["WSCTL_REDIS_NODES"] = nodes
+        elif where == "seed-env":
+            env = {"REDIS_USE_CLUSTER": "true", "REDIS_NODES": nodes}
+        elif where == "file":
+            (tmp_path / "wsctl.toml").write_text(f'redis_nodes = "{nodes}"\n')
+        else:
+            items = ", ".join(f'"{n}"' for n in nodes.split(","))
+            (tmp_path / "wsctl.toml").write_text(f"redis_nodes = [{items}]\n")
+        result = invoke(args, env=env)
+        assert result.code == 3, result
+        assert result.err.count("\n") == 1 and result.err.startswith("wsctl: error: ")
+        assert "Hunter2" not in result.err + result.out and "Secret" not in result.err
+        assert "host:port" in result.err
+
+
+def test_parse_nodes_takes_host_names_and_ip_addresses() -> None:
+    assert parse_nodes("a.b-c_d:1, 10.0.0.1:2,[::1]:3,[fe80::1%eth0]:4") == (
+        ("a.b-c_d", 1),
+        ("10.0.0.1", 2),
+        ("::1", 3),
+        ("fe80::1%eth0", 4),
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://Hunter2Secret@", "redis://Hunter2Secret@:6379/0", "rediss://:Hunter2Secret@/0"]
+)
+@pytest.mark.parametrize("command", [["list", "robots"], ["config", "show"]])
+def test_a_redis_url_without_a_host_is_refused_without_its_userinfo(
+    url: str, command: list[str]
+) -> None:
+    result = invoke(["--redis-url", url, *command])
+    assert result.code == 3, result
+    assert result.err.count("\n") == 1 and "no host" in result.err
+    assert "Hunter2" not in result.err + result.out
+
+
+def test_config_show_never_prints_url_userinfo(tmp_path: Path) -> None:
+    """Users put passwords in the user part too (`redis://Hunter2Secret@host`)."""
+    (tmp_path / "wsctl.toml").write_text('redis_url = "redis://Hunter2Secret@h:1/0"\n')
+    result = invoke(["config", "show"])
+    assert result.code == 0 and "Hunter2" not in result.out + result.err
+    assert "redis://***@h:1/0" in result.out

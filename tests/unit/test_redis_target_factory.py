@@ -12,8 +12,11 @@ from wsctl.redis_pubsub import _numsub_value
 from wsctl.redis_target import redact_url
 
 
-def test_redact_url_masks_only_the_password() -> None:
-    assert redact_url("redis://ops:p%40ss@host:6379/1") == "redis://ops:***@host:6379/1"
+def test_redact_url_never_shows_the_user_part() -> None:
+    """Users put passwords in the user name too (`redis://Hunter2Secret@host`)."""
+    assert redact_url("redis://ops:p%40ss@host:6379/1") == "redis://***@host:6379/1"
+    assert redact_url("redis://Hunter2Secret@host:6379/1") == "redis://***@host:6379/1"
+    assert redact_url("rediss://u:p@[::1]:7/0") == "rediss://***@[::1]:7/0"
     assert redact_url("redis://host:6379/0") == "redis://host:6379/0"
 
 
@@ -34,7 +37,7 @@ def test_seed_cluster_settings_give_a_cluster_target() -> None:
     env = {"REDIS_USE_CLUSTER": "true", "REDIS_NODES": "a:1,b:2", "REDIS_USERNAME": "u"}
     target = target_from_settings(load_settings(env=env))
     assert target.kind == "cluster" and target.nodes == (("a", 1), ("b", 2))
-    assert target.describe() == "cluster u@a:1,b:2"
+    assert target.describe() == "cluster ***@a:1,b:2"  # a user name is never shown
 
 
 def test_unix_url_and_rediss() -> None:
