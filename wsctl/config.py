@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from wsctl.durations import AGE_MAX_S, WAIT_MAX_S, check_seconds
 from wsctl.errors import ConfigError, UsageError
 from wsctl.redis_target import redact_url, split_url
 from wsctl.timezones import resolve_tz
@@ -190,6 +191,14 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _wait_seconds(raw: str) -> float:
+    return check_seconds(float(raw), maximum=WAIT_MAX_S)
+
+
+def _age_seconds(raw: str) -> float:
+    return check_seconds(float(raw), maximum=AGE_MAX_S)
+
+
 def _positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
@@ -234,12 +243,12 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "redis_password": _text,
     "redis_cluster": parse_bool,
     "redis_nodes": parse_nodes,
-    "socket_timeout": _positive_float,
+    "socket_timeout": _wait_seconds,
     "prefix": _prefix,
     "instance_prefix": _prefix,
     "control_prefix": _prefix,
-    "heartbeat_interval": _positive_float,
-    "timeout": _positive_float,
+    "heartbeat_interval": _wait_seconds,
+    "timeout": _age_seconds,
     "naive_tz": _tz,
     "scan_count": _positive_int,
     "redis_tls": parse_bool,

@@ -3,9 +3,37 @@ Pure; a leaf module shared by the registry model's reasons and every listing."""
 
 from __future__ import annotations
 
-__all__ = ["human_duration"]
+import math
+
+__all__ = ["AGE_MAX_S", "MIN_SECONDS", "WAIT_MAX_S", "check_seconds", "human_duration"]
 
 _YEAR = 365 * 86400
+
+MIN_SECONDS = 0.001
+"""The shortest duration any flag takes: 1 ms (``1e-300`` is a typo, not a timeout)."""
+WAIT_MAX_S = 86400.0
+"""The longest wait (a reply, a request, a refresh, a heartbeat interval): one day."""
+AGE_MAX_S = 10.0 * _YEAR
+"""The longest age or run time (staleness timeouts, --older-than, --every): ten years."""
+
+
+def check_seconds(value: float, *, maximum: float, allow_zero: bool = False) -> float:
+    """``value`` if it is a usable number of seconds: finite, from :data:`MIN_SECONDS` to
+    ``maximum`` (or exactly 0 with ``allow_zero``). The one rule of every duration flag and
+    setting; raises ValueError with a message that says the allowed range."""
+    if math.isnan(value):
+        raise ValueError("must be a number of seconds, not nan")
+    if math.isinf(value):
+        raise ValueError("must be a finite number of seconds")
+    if allow_zero and value == 0:
+        return 0.0
+    if value <= 0:
+        raise ValueError("must be greater than 0" + (" (or 0)" if allow_zero else ""))
+    if value < MIN_SECONDS:
+        raise ValueError(f"must be at least {MIN_SECONDS} seconds")
+    if value > maximum:
+        raise ValueError(f"must be at most {maximum:g} seconds ({human_duration(maximum)})")
+    return value
 
 
 def human_duration(seconds: float | None) -> str:

@@ -90,3 +90,64 @@ def test_doctor_calls_an_unknown_robot_not_registered_not_a_ghost(single: Backen
     assert kinds == ["not_registered"]
     res = invoke(["doctor", "no-such-robot"], env=single.env)
     assert "ghost" not in res.out and "not_registered" in res.out
+
+
+# Every duration flag of the CLI, with the arguments its command needs.
+DURATION_FLAGS = [
+    (["send", "robot-1", "hi"], "--timeout"),
+    (["kick", "robot-1"], "--timeout"),
+    (["ping", "gw-a"], "--timeout"),
+    (["drain", "gw-a"], "--timeout"),
+    (["drain", "gw-a"], "--interval"),
+    (["reap"], "--timeout"),
+    (["reap"], "--every"),
+    (["doctor"], "--timeout"),
+    (["list", "connections"], "--timeout"),
+    (["list", "connections"], "--older-than"),
+    (["list", "connections", "--watch"], "--interval"),
+    (["list", "robots"], "--timeout"),
+    (["events", "--follow"], "--for"),
+    (["gateway"], "--heartbeat-interval"),
+    (["gateway"], "--timeout"),
+    (["simulate"], "--duration"),
+    (["simulate"], "--robot-heartbeat-every"),
+    (["sandbox"], "--heartbeat-interval"),
+    ([], "--request-timeout"),
+]
+BAD_SECONDS = ["nan", "inf", "-inf", "-1", "1e-300", "1e12"]
+
+
+@pytest.mark.parametrize(("args", "flag"), DURATION_FLAGS)
+def test_every_duration_flag_refuses_nan_inf_negative_tiny_and_huge(
+    args: list[str], flag: str
+) -> None:
+    """One rule for every duration flag (finite, 1 ms to a day for waits or ten years for ages),
+    checked before anything runs: `kick --timeout nan` used to kick the robot, then report a
+    timeout."""
+    for value in BAD_SECONDS:
+        argv = [flag, value, "list", "robots"] if not args else [*args, flag, value]
+        res = invoke(argv, env={"WSCTL_REDIS_URL": "redis://127.0.0.1:1/0"})
+        assert res.code == 2, (argv, res)
+        assert res.err.startswith(f"wsctl: error: invalid {flag} "), res.err
+        assert len(res.err.splitlines()) == 1, res.err
+    if flag != "--interval" or args[0] != "drain":  # drain --interval 0: all at once
+        argv = [flag, "0", "list", "robots"] if not args else [*args, flag, "0"]
+        res = invoke(argv, env={"WSCTL_REDIS_URL": "redis://127.0.0.1:1/0"})
+        assert res.code == 2 and "greater than 0" in res.err, (argv, res)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-1", "1e-300"])
+@pytest.mark.parametrize("where", ["WSCTL_TIMEOUT", "WSCTL_SOCKET_TIMEOUT", "file"])
+def test_duration_settings_follow_the_same_rule_with_exit_3(
+    value: str, where: str, tmp_path: object
+) -> None:
+    import pathlib
+
+    env = {"WSCTL_REDIS_URL": "redis://127.0.0.1:1/0"}
+    if where == "file":
+        pathlib.Path("wsctl.toml").write_text(f'timeout = "{value}"\n')
+    else:
+        env[where] = value
+    res = invoke(["list", "robots"], env=env)
+    assert res.code == 3 and len(res.err.splitlines()) == 1, res
+    assert "invalid" in res.err

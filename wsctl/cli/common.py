@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -37,6 +37,7 @@ __all__ = [
     "open_store",
     "resolve_target",
     "run",
+    "seconds_flag",
     "state",
 ]
 
@@ -46,6 +47,27 @@ OUTPUT_HELP = "Output format: table, wide, json, jsonl or csv."
 
 # Commands that print one report rather than a listing take -o table|json.
 ReportOutput = Annotated[str, typer.Option("-o", "--output", help="table or json.")]
+
+
+def seconds_flag(
+    flag: str, *, wait: bool = True, allow_zero: bool = False
+) -> Callable[[float | None], float | None]:
+    """The callback every duration flag of the CLI takes: :func:`wsctl.durations.check_seconds`
+    (finite, at least 1 ms, at most a day for waits or ten years for ages), a one-line usage
+    error (exit 2) otherwise."""
+    from wsctl.durations import AGE_MAX_S, WAIT_MAX_S, check_seconds
+
+    maximum = WAIT_MAX_S if wait else AGE_MAX_S
+
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return None
+        try:
+            return check_seconds(value, maximum=maximum, allow_zero=allow_zero)
+        except ValueError as exc:
+            raise UsageError(f"invalid {flag} {value!r}: {exc}") from None
+
+    return check
 
 
 def check_report_output(fmt: str, command: str) -> str:

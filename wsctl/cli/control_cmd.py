@@ -14,6 +14,7 @@ from wsctl.cli.common import (
     keyspace_of,
     open_client,
     run,
+    seconds_flag,
     state,
 )
 from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
@@ -23,7 +24,12 @@ if TYPE_CHECKING:
     from wsctl.config import Settings
 
 TimeoutOpt = Annotated[
-    float, typer.Option("--timeout", help="Seconds to wait for the instance's reply.")
+    float,
+    typer.Option(
+        "--timeout",
+        help="Seconds to wait for the instance's reply.",
+        callback=seconds_flag("--timeout"),
+    ),
 ]
 
 

@@ -12,6 +12,7 @@ from wsctl.cli.common import (
     check_report_output,
     open_store,
     run,
+    seconds_flag,
     state,
 )
 from wsctl.errors import UsageError
@@ -32,13 +33,19 @@ def drain(
     instance: Annotated[str, typer.Argument(help="The instance id to drain.")],
     batch: Annotated[int, typer.Option("--batch", min=1, help="Robots closed per batch.")] = 50,
     interval: Annotated[
-        float, typer.Option("--interval", min=0.0, max=3600.0, help="Seconds between batches.")
+        float,
+        typer.Option(
+            "--interval",
+            help="Seconds between batches (0: all at once).",
+            callback=seconds_flag("--interval", allow_zero=True),
+        ),
     ] = 1.0,
     timeout: Annotated[
         float,
         typer.Option(
             "--timeout",
             help="Seconds (after the last batch is due) to wait for robots to register elsewhere.",
+            callback=seconds_flag("--timeout"),
         ),
     ] = 60.0,
     dry_run: Annotated[

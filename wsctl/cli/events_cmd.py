@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from wsctl.cli.common import OUTPUT_HELP, check_output, err, keyspace_of, open_client, run, state
+from wsctl.cli.common import (
+    OUTPUT_HELP,
+    check_output,
+    err,
+    keyspace_of,
+    open_client,
+    run,
+    seconds_flag,
+    state,
+)
 from wsctl.cli.eventlog import event_columns, event_line
 from wsctl.errors import NotFound, UsageError
 
@@ -62,7 +71,11 @@ def events(
     ] = 1000,
     for_seconds: Annotated[
         float | None,
-        typer.Option("--for", help="With --follow: stop after SECONDS (default: Ctrl-C)."),
+        typer.Option(
+            "--for",
+            help="With --follow: stop after SECONDS (default: Ctrl-C).",
+            callback=seconds_flag("--for", wait=False),
+        ),
     ] = None,
     output: OutputOpt = "table",
 ) -> None:

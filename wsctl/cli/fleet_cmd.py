@@ -16,6 +16,7 @@ from wsctl.cli.common import (
     open_client,
     resolve_target,
     run,
+    seconds_flag,
     state,
 )
 from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
@@ -51,10 +52,20 @@ def gateway(
     ] = None,
     auth_secret: AuthSecretOpt = None,
     heartbeat_interval: Annotated[
-        float | None, typer.Option("--heartbeat-interval", help="Seconds between heartbeats.")
+        float | None,
+        typer.Option(
+            "--heartbeat-interval",
+            help="Seconds between heartbeats.",
+            callback=seconds_flag("--heartbeat-interval"),
+        ),
     ] = None,
     timeout: Annotated[
-        float | None, typer.Option("--timeout", help="Connection timeout (liveness TTL).")
+        float | None,
+        typer.Option(
+            "--timeout",
+            help="Connection timeout (liveness TTL).",
+            callback=seconds_flag("--timeout"),
+        ),
     ] = None,
     max_message_bytes: Annotated[
         int, typer.Option("--max-message-bytes", min=1, help="Largest message accepted.")
@@ -202,7 +213,10 @@ def send(
         ),
     ] = None,
     timeout: Annotated[
-        float, typer.Option("--timeout", help="Seconds to wait for the reply.")
+        float,
+        typer.Option(
+            "--timeout", help="Seconds to wait for the reply.", callback=seconds_flag("--timeout")
+        ),
     ] = 5.0,
     trace: Annotated[
         bool, typer.Option("--trace", help="Print every hop with its latency.")

@@ -25,7 +25,7 @@ from wsctl.cli import (
     registry_cmd,
     sim_cmd,
 )
-from wsctl.cli.common import CliState, debug_enabled, err
+from wsctl.cli.common import CliState, debug_enabled, err, seconds_flag
 from wsctl.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, WsctlError
 
 __all__ = ["app", "main"]
@@ -102,6 +102,7 @@ def root(
             help="Seconds any one Redis read or write may take (default 5; also "
             "WSCTL_SOCKET_TIMEOUT). A stalled Redis fails the command with exit 3 within about "
             "3x this.",
+            callback=seconds_flag("--request-timeout"),
         ),
     ] = None,
     context: Annotated[

@@ -17,6 +17,7 @@ from wsctl.cli.common import (
     on_stop_signals,
     open_store,
     run,
+    seconds_flag,
     state,
 )
 from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
@@ -34,7 +35,9 @@ def reap(
     timeout: Annotated[
         float | None,
         typer.Option(
-            "--timeout", help="Stale after SECONDS without heartbeat (default: config, 90)."
+            "--timeout",
+            help="Stale after SECONDS without heartbeat (default: config, 90).",
+            callback=seconds_flag("--timeout", wait=False),
         ),
     ] = None,
     dry_run: Annotated[
@@ -61,7 +64,12 @@ def reap(
         bool, typer.Option("--include-malformed", help="Also delete malformed entries.")
     ] = False,
     every: Annotated[
-        float | None, typer.Option("--every", help="Run a pass every SECONDS until SIGTERM.")
+        float | None,
+        typer.Option(
+            "--every",
+            help="Run a pass every SECONDS until SIGTERM.",
+            callback=seconds_flag("--every", wait=False),
+        ),
     ] = None,
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Reap at most N per pass.")
@@ -84,8 +92,6 @@ def reap(
     check_report_output(output, "reap")
     if backup is not None and no_backup:
         raise UsageError("--backup and --no-backup exclude each other")
-    if every is not None and every <= 0:
-        raise UsageError("--every must be greater than 0")
     if backup is not None:
         from wsctl.ops.backup import check_backup_path
 
@@ -243,7 +249,12 @@ def doctor(
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="With --fix: only say what.")] = False,
     timeout: Annotated[
-        float | None, typer.Option("--timeout", help="Stale after SECONDS without heartbeat.")
+        float | None,
+        typer.Option(
+            "--timeout",
+            help="Stale after SECONDS without heartbeat.",
+            callback=seconds_flag("--timeout", wait=False),
+        ),
     ] = None,
     output: ReportOutput = "table",
 ) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from wsctl.cli.common import OUTPUT_HELP, check_output, err, open_store, run, state
+from wsctl.cli.common import OUTPUT_HELP, check_output, err, open_store, run, seconds_flag, state
 from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
 from wsctl.cli.output import Column
 from wsctl.errors import NotFound, UsageError
@@ -30,7 +30,11 @@ list_app = typer.Typer(
 OutputOpt = Annotated[str, typer.Option("-o", "--output", help=OUTPUT_HELP)]
 TimeoutOpt = Annotated[
     float | None,
-    typer.Option("--timeout", help="Seconds without heartbeat that make an entry stale."),
+    typer.Option(
+        "--timeout",
+        help="Seconds without heartbeat that make an entry stale.",
+        callback=seconds_flag("--timeout", wait=False),
+    ),
 ]
 
 
@@ -97,7 +101,12 @@ def list_connections(
     fresh: Annotated[bool, typer.Option("--fresh", help="Only fresh (online) entries.")] = False,
     malformed: Annotated[bool, typer.Option("--malformed", help="Only malformed entries.")] = False,
     older_than: Annotated[
-        float | None, typer.Option("--older-than", help="Heartbeat older than SECONDS.")
+        float | None,
+        typer.Option(
+            "--older-than",
+            help="Heartbeat older than SECONDS.",
+            callback=seconds_flag("--older-than", wait=False),
+        ),
     ] = None,
     robot: Annotated[
         str | None, typer.Option("--robot", help="Robot id glob (Redis MATCH syntax).")
@@ -112,7 +121,12 @@ def list_connections(
     watch: Annotated[
         bool, typer.Option("--watch", "-w", help="Refresh the table in place (Ctrl-C stops).")
     ] = False,
-    interval: Annotated[float, typer.Option("--interval", help="--watch refresh seconds.")] = 2.0,
+    interval: Annotated[
+        float,
+        typer.Option(
+            "--interval", help="--watch refresh seconds.", callback=seconds_flag("--interval")
+        ),
+    ] = 2.0,
 ) -> None:
     """List connection entries with their heartbeat age and state.
 

@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from wsctl.cli.common import ReportOutput, check_report_output, err, on_stop_signals, run, state
+from wsctl.cli.common import (
+    ReportOutput,
+    check_report_output,
+    err,
+    on_stop_signals,
+    run,
+    seconds_flag,
+    state,
+)
 from wsctl.errors import EXIT_INTERRUPTED, EXIT_NEGATIVE, NotFound, UsageError, WsctlError
 
 if TYPE_CHECKING:
@@ -36,7 +44,11 @@ def simulate(
     messages: Annotated[int, typer.Option("--messages", min=0, help="Messages per robot.")] = 3,
     duration: Annotated[
         float | None,
-        typer.Option("--duration", help="Seconds for the heartbeat (and churn) phases."),
+        typer.Option(
+            "--duration",
+            help="Seconds for the heartbeat (and churn) phases.",
+            callback=seconds_flag("--duration", wait=False),
+        ),
     ] = None,
     ramp: Annotated[
         float, typer.Option("--ramp", help="Connects per second (0: all at once).")
@@ -85,7 +97,9 @@ def simulate(
     robot_heartbeat_every: Annotated[
         float | None,
         typer.Option(
-            "--robot-heartbeat-every", help="Seconds between a robot's heartbeats (default 5)."
+            "--robot-heartbeat-every",
+            help="Seconds between a robot's heartbeats (default 5).",
+            callback=seconds_flag("--robot-heartbeat-every"),
         ),
     ] = None,
     require_delivery: Annotated[
@@ -381,7 +395,12 @@ def sandbox(
         bool, typer.Option("--cluster", help="A 3-master/3-replica cluster instead of one node.")
     ] = False,
     heartbeat_interval: Annotated[
-        float, typer.Option("--heartbeat-interval", help="Gateways' heartbeat interval.")
+        float,
+        typer.Option(
+            "--heartbeat-interval",
+            help="Gateways' heartbeat interval.",
+            callback=seconds_flag("--heartbeat-interval"),
+        ),
     ] = SANDBOX_HEARTBEAT,
     auth_secret: Annotated[
         str | None,
