@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -221,20 +223,64 @@ async def test_timeout_flag_instance_filter_and_limit(backend: Backend) -> None:
 
 
 async def test_dead_instances_reaps_fresh_entries_of_gone_instances_only(backend: Backend) -> None:
+    """Fresh entries go only when their owner is known dead: a protocol-style entry (conn_id)
+    of an instance with no liveness record, or an instance whose record expired. A seed-style
+    entry (no conn_id) of an instance without a record may belong to a live original-design
+    gateway: kept."""
+    from wsctl.instances import InstanceRecord, write_record
+
     async with (
         running_fleet(backend.env, names=("gw-live",)) as fleet,
         open_test_store(backend) as store,
     ):
         await seed_store_connection(store.client, "ghost-of-dead", "gw-dead")
+        await store.client.hset("ws_conn:ghost-of-dead", "conn_id", "c-1")
+        await seed_store_connection(store.client, "ghost-of-expired", "gw-expired")
+        old = format_ts(utcnow() - timedelta(seconds=600))
+        await write_record(
+            store.client, store.keys, InstanceRecord("gw-expired", last_seen=old), ttl=60
+        )
         await seed_store_connection(store.client, "seed-style-live", "gw-live")
+        await seed_store_connection(store.client, "seed-style-unknown", "gw-original")
         res = await ainvoke(
             ["reap", "--dead-instances", "-o", "json", "--no-backup"], env=backend.env
         )
         report = json.loads(res.out)
-        assert report["by_reason"] == {"dead_instance": 1}
+        assert report["by_reason"] == {"dead_instance": 2}, report
         remaining = {e.robot_id async for e in store.iter_entries()}
-        assert remaining == {"seed-style-live"}
+        assert remaining == {"seed-style-live", "seed-style-unknown"}
         assert fleet["gw-live"].subscribed
+
+
+async def test_dead_instances_never_reaps_live_robots_of_original_design_gateways(
+    backend: Backend,
+) -> None:
+    """The original design's gateways (real uvicorn processes) write no liveness record and no
+    conn_id and listen on no control channel: `reap --dead-instances` used to call them dead
+    and delete their live robots' entries."""
+    from websockets.asyncio.client import connect
+
+    from tests.fleet import wait_for
+    from tests.original_fleet import original_gateways
+
+    robots = [f"orig-robot-{i}" for i in range(4)]
+    with original_gateways(backend) as (orig_a, orig_b):
+        async with open_test_store(backend) as store, contextlib.AsyncExitStack() as stack:
+            for i, robot in enumerate(robots):
+                gw = orig_a if i % 2 else orig_b
+                await stack.enter_async_context(connect(f"{gw.ws_url}/ws/{robot}"))
+            for robot in robots:
+                await wait_for(lambda robot=robot: store.get(robot))  # type: ignore[misc]
+            before = {e.robot_id async for e in store.iter_entries()}
+            assert before == set(robots)
+            for args in (["--dry-run"], ["--no-backup"]):
+                res = await ainvoke(
+                    ["reap", "--dead-instances", "-o", "json", *args], env=backend.env
+                )
+                assert res.code == 0, res
+                report = json.loads(res.out)
+                assert report["candidates"] == 0 and report["reaped"] == 0, report
+            assert {e.robot_id async for e in store.iter_entries()} == before
 
 
 def test_reap_against_unreachable_redis_exits_3() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from wsctl.ops.reap import ReapOptions, Reason, judge
+from wsctl.instances import Liveness
+from wsctl.ops.reap import ReapOptions, Reason, judge, owner_known_dead
 from wsctl.registry.model import entry_from_hash, format_ts, wrong_type_entry
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -35,9 +36,22 @@ def test_malformed_is_kept_unless_asked_but_the_reason_is_given() -> None:
 
 
 def test_dead_instance_reaps_fresh_entries_only_with_the_flag_set() -> None:
-    def dead(instance: str) -> bool:
-        return instance == "gw-dead"
+    def dead(e) -> bool:  # type: ignore[no-untyped-def]
+        return bool(e.instance_id == "gw-dead")
 
     assert judge(entry(1, "gw-dead"), NOW, ReapOptions(), dead)[0] is Reason.DEAD_INSTANCE
     assert judge(entry(1, "gw-dead"), NOW, ReapOptions(), None)[0] is None
     assert judge(entry(1, "gw-live"), NOW, ReapOptions(), dead)[0] is None
+
+
+def test_an_owner_is_known_dead_only_if_it_would_say_it_was_alive() -> None:
+    """Nobody listening plus an expired liveness record, or no record and an entry carrying a
+    conn_id (a protocol gateway, which keeps a record while alive). No record and no conn_id is
+    an original-design gateway: unknown, never dead."""
+    for has_conn_id in (False, True):
+        assert owner_known_dead(False, Liveness.DEAD, has_conn_id)
+        assert not owner_known_dead(True, Liveness.DEAD, has_conn_id)
+        assert not owner_known_dead(False, Liveness.ALIVE, has_conn_id)
+        assert not owner_known_dead(True, Liveness.UNKNOWN, has_conn_id)
+    assert owner_known_dead(False, Liveness.UNKNOWN, True)
+    assert not owner_known_dead(False, Liveness.UNKNOWN, False)

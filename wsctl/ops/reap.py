@@ -62,13 +62,31 @@ class ReapOptions:
     limit: int | None = None
 
 
+def owner_known_dead(listening: bool, record: Liveness, entry_has_conn_id: bool) -> bool:
+    """Is the instance that owns an entry positively known dead (``reap --dead-instances``)?
+
+    Only if nobody listens on its control channel and it is an instance that would say it was
+    alive: its liveness record has expired (``DEAD``), or it has none (``UNKNOWN``) and the
+    entry carries a ``conn_id`` (written by a gateway speaking the protocol, which keeps a
+    liveness record while it lives). A gateway written the original design's way writes
+    neither record nor ``conn_id``: its absence says nothing, so its fresh entries are never
+    reaped this way (once it is down its heartbeats stop and staleness reaps them).
+    """
+    if listening:
+        return False
+    if record is Liveness.DEAD:
+        return True
+    return record is Liveness.UNKNOWN and entry_has_conn_id
+
+
 def judge(
     entry: Entry,
     now: datetime,
     options: ReapOptions,
-    dead: Callable[[str], bool] | None = None,
+    dead: Callable[[Entry], bool] | None = None,
 ) -> tuple[Reason | None, str]:
-    """Why ``entry`` should go (or None) and a human detail. Pure given ``dead``."""
+    """Why ``entry`` should go (or None) and a human detail. Pure given ``dead`` (is the
+    entry's owner known dead: see :func:`owner_known_dead`)."""
     if options.instance is not None and entry.instance_id != options.instance:
         return None, ""
     verdict = assess(entry, now, options.timeout)
@@ -76,7 +94,7 @@ def judge(
         return (Reason.MALFORMED if options.include_malformed else None), verdict.reason
     if verdict.state is State.STALE:
         return Reason.STALE, verdict.reason
-    if dead is not None and entry.instance_id and dead(entry.instance_id):
+    if dead is not None and entry.instance_id and dead(entry):
         return Reason.DEAD_INSTANCE, f"instance {entry.instance_id} is dead"
     return None, ""
 
@@ -195,25 +213,26 @@ def _tally(
 
 
 class DeadInstances:
-    """Memoised "is this instance dead?": no liveness record and nobody on its channel."""
+    """Memoised per instance: its liveness and whether anyone listens on its channel; called
+    with an entry, says whether its owner is known dead (:func:`owner_known_dead`)."""
 
     def __init__(self, store: RegistryStore, timeout: float) -> None:
         self.store = store
         self.timeout = timeout
-        self.known: dict[str, bool] = {}
+        self.known: dict[str, tuple[bool, Liveness]] = {}
 
     async def check(self, instance_ids: set[str]) -> None:
         """Judge the instances of ``instance_ids`` not judged yet (record, then listeners)."""
         now = utcnow()
         for instance_id in instance_ids - set(self.known):
             record = await self.store.instance_record(instance_id)
-            alive = liveness(record, now, self.timeout) is Liveness.ALIVE
-            if not alive:
-                alive = await self.store.is_listening(instance_id)
-            self.known[instance_id] = not alive
+            state = liveness(record, now, self.timeout)
+            listening = state is not Liveness.ALIVE and await self.store.is_listening(instance_id)
+            self.known[instance_id] = (listening, state)
 
-    def __call__(self, instance_id: str) -> bool:
-        return self.known.get(instance_id, False)
+    def __call__(self, entry: Entry) -> bool:
+        seen = self.known.get(entry.instance_id or "")
+        return seen is not None and owner_known_dead(*seen, bool(entry.conn_id))
 
 
 async def reap(
