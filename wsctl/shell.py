@@ -10,8 +10,10 @@ __all__ = ["command", "quote"]
 
 def quote(arg: str) -> str:
     """``arg`` as one shell word: POSIX single quotes (``shlex.quote``), or for text holding
-    characters a terminal would act on, bash's ``$'...'`` with those characters escaped, so
-    the printed command is safe to show and still names exactly that id."""
+    characters a terminal would act on, bash's ``$'...'`` with those characters escaped as
+    the bytes the id really holds (``\\xHH`` per UTF-8 byte; bytes that were not UTF-8, read
+    as surrogate escapes, as themselves), so the printed command is safe to show and bash
+    turns it back into exactly that id's bytes (``\\u`` escapes would depend on the locale)."""
     if arg.isprintable():
         return shlex.quote(arg)
     out = []
@@ -21,8 +23,11 @@ def quote(arg: str) -> str:
         elif ch.isprintable():
             out.append(ch)
         else:
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+            try:
+                raw = ch.encode("utf-8", "surrogateescape")
+            except UnicodeEncodeError:  # a lone surrogate no byte string decodes to
+                raw = ch.encode("utf-8", "surrogatepass")
+            out.append("".join(f"\\x{byte:02x}" for byte in raw))
     return "$'" + "".join(out) + "'"
 
 

@@ -6,6 +6,8 @@ import csv
 import io
 import json
 
+import pytest
+
 from wsctl.cli.output import Column, render, render_object
 from wsctl.durations import human_duration
 
@@ -161,3 +163,38 @@ def test_suggested_commands_are_shell_quoted() -> None:
     assert shlex.split(command("wsctl", "rm", "it's")) == ["wsctl", "rm", "it's"]
     assert quote(EVIL) == "$'ok\\x1b]0;pwned\\x07\\x1b[2J'"
     assert quote("a'b\\c\n") == "$'a\\'b\\\\c\\x0a'"
+
+
+@pytest.mark.parametrize(
+    "robot_id",
+    [
+        "ok\x1b]0;pwned\x07\x1b[2J",
+        "c1-\x9b-control",  # U+009B: UTF-8 bytes c2 9b, not the byte 9b
+        "bidi-\u202e-rlo",
+        "not-utf8-\udcff\udcfe",  # bytes ff fe read with surrogateescape
+        "mixed-é-\x00-'q'-\\-\x7f-\u2028",
+        "hex-after-\x07abc",  # \x07 then literal abc
+    ],
+)
+def test_a_quoted_id_runs_through_bash_as_the_ids_own_bytes(robot_id: str) -> None:
+    import subprocess
+
+    from wsctl.shell import quote
+
+    if "\x00" in robot_id:  # no argv can carry NUL; bash cuts $'\x00' short
+        robot_id = robot_id.replace("\x00", "")
+    expected = robot_id.encode("utf-8", "surrogateescape")
+    out = subprocess.run(
+        ["bash", "-c", f"printf %s {quote(robot_id)}"],
+        capture_output=True,
+        timeout=10,
+        env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 0 and out.stdout == expected
+    out = subprocess.run(
+        ["bash", "-c", f"printf %s {quote(robot_id)}"],
+        capture_output=True,
+        timeout=10,
+        env={"LC_ALL": "C.UTF-8", "PATH": "/usr/bin:/bin"},
+    )
+    assert out.stdout == expected
