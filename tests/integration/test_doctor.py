@@ -46,7 +46,8 @@ async def test_doctor_finds_each_planted_fault_and_fix_repairs_the_safe_ones(
         await store.client.hset("ws_conn:split", "instance_id", "gw-b")  # split owner
         ghost = {**seed_hash("ghost", "gw-a", age_s=1), "conn_id": uuid.uuid4().hex}
         await store.client.hset("ws_conn:ghost", mapping=ghost)  # ghost: entry without socket
-        await seed_store_connection(store.client, "dead-1", "gw-dead")  # dead owner
+        await seed_store_connection(store.client, "dead-1", "gw-dead")  # dead owner:
+        await store.client.hset("ws_conn:dead-1", "conn_id", "c-dead")  # a protocol gateway's
         future = {**seed_hash("skewed", "gw-a"), "last_heartbeat": "2099-01-01T00:00:00+00:00"}
         await store.client.hset("ws_conn:skewed", mapping=future)  # clock skew
         await store.client.set("ws_conn:junk", "x")  # malformed
@@ -130,3 +131,33 @@ async def test_doctor_shows_cluster_topology_and_spread(backend: Backend) -> Non
         assert "cluster: 3 primaries" in listing.out and listing.out.count("entries; replicas") == 3
     else:
         assert report["cluster"] is None
+
+
+async def test_doctor_robot_suggests_fixes_scoped_to_that_robot(backend: Backend) -> None:
+    """`doctor ROBOT` for one stale robot suggested a bare `wsctl reap --timeout 90` (the whole
+    fleet); for an owner alive but not listening it suggested `reap --dead-instances`. Each fix
+    now names only this robot's entry (this session), and running it removes only that."""
+    import shlex
+
+    async with open_test_store(backend) as store:
+        for robot in ("stale-1", "stale-2"):
+            await seed_store_connection(store.client, robot, "gw-x", age_s=600)
+            await store.client.hset(f"ws_conn:{robot}", "conn_id", f"c-{robot}")
+        await seed_store_connection(store.client, "zombie-robot", "gw-zombie")
+        zombie = InstanceRecord("gw-zombie", last_seen=format_ts(utcnow()))
+        await write_record(store.client, store.keys, zombie, ttl=60)  # alive, not listening
+
+        res = await ainvoke(["doctor", "stale-1", "-o", "json"], env=backend.env)
+        fixes = [f["fix"] for f in json.loads(res.out)["findings"] if f["fix"]]
+        commands = [f for f in fixes if f.startswith("wsctl ")]
+        assert commands and all("reap" not in f for f in fixes), fixes
+        assert "wsctl registry rm stale-1 --if-conn-id c-stale-1" in commands
+        res = await ainvoke([*shlex.split(commands[0])[1:], "--no-backup"], env=backend.env)
+        assert res.code == 0, res
+        assert await store.get("stale-1") is None and await store.get("stale-2") is not None
+
+        res = await ainvoke(["doctor", "zombie-robot", "-o", "json"], env=backend.env)
+        findings = json.loads(res.out)["findings"]
+        assert "not_subscribed" in {f["kind"] for f in findings}
+        assert not any("dead-instances" in (f["fix"] or "") for f in findings), findings
+        assert not any("reap" in (f["fix"] or "").split() for f in findings), findings

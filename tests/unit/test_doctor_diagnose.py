@@ -76,7 +76,10 @@ def test_fresh_differences_are_in_flight_not_faults() -> None:
     assert diagnose(f, NOW, 90, "ws_conn:") == []
 
 
-def test_dead_owner_when_the_fleet_has_liveness_records_unknown_otherwise() -> None:
+def test_dead_owner_only_when_reap_dead_instances_would_call_it_dead() -> None:
+    """Dead: not listening and no record while its entries carry conn_id (a protocol gateway),
+    or an expired record. An owner with no record and no conn_id may be a live original-design
+    gateway, even in a fleet where others write records: unknown."""
     entries = {"r1": entry("r1", "gw-gone", conn=None)}
     with_records = facts(
         entries=entries,
@@ -84,6 +87,12 @@ def test_dead_owner_when_the_fleet_has_liveness_records_unknown_otherwise() -> N
         listening={"gw-a": True, "gw-gone": False},
         inventories={"gw-a": []},
     )
+    found = {f.kind for f in diagnose(with_records, NOW, 90, "ws_conn:")}
+    assert Kind.UNKNOWN_OWNER in found and Kind.DEAD_OWNER not in found
+    with_records.entries = {"r1": entry("r1", "gw-gone", conn="c")}
+    assert Kind.DEAD_OWNER in {f.kind for f in diagnose(with_records, NOW, 90, "ws_conn:")}
+    with_records.entries = {"r1": entry("r1", "gw-gone", conn=None)}
+    with_records.records = {"gw-a": record("gw-a"), "gw-gone": record("gw-gone", age=600)}
     assert Kind.DEAD_OWNER in {f.kind for f in diagnose(with_records, NOW, 90, "ws_conn:")}
     seed_fleet = facts(entries=entries, listening={"gw-gone": False})
     found = {f.kind: f for f in diagnose(seed_fleet, NOW, 90, "ws_conn:")}

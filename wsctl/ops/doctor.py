@@ -242,7 +242,10 @@ def diagnose(facts: Facts, now: datetime, timeout: float, prefix: str) -> list[F
             out.append(_not_checked_finding(instance_id, checks, why, participation))
         count = sum(1 for e in facts.entries.values() if e.instance_id == instance_id)
         if count and state is not Liveness.ALIVE and not facts.listening.get(instance_id, False):
-            if fleet_has_records:
+            # dead only as `reap --dead-instances` judges it (wsctl.ops.reap.owner_known_dead):
+            # an owner with no record whose entries carry no conn_id may be a live
+            # original-design gateway
+            if state is Liveness.DEAD or conn_ids.get(instance_id, False):
                 out.append(
                     Finding(
                         Kind.DEAD_OWNER,
@@ -574,6 +577,19 @@ async def fix(store: RegistryStore, report: DoctorReport, dry_run: bool) -> list
     return done
 
 
+def rm_this_entry(entry: Entry) -> str:
+    """The command that removes exactly this entry, and only while it is this session (its
+    ``conn_id``; for entries without one, its owner): a fix scoped to the one robot a finding
+    is about, never a reap of the fleet."""
+    if entry.conn_id:
+        return command("wsctl", "registry", "rm", entry.robot_id, "--if-conn-id", entry.conn_id)
+    if entry.instance_id:
+        return command(
+            "wsctl", "registry", "rm", entry.robot_id, "--if-instance", entry.instance_id
+        )
+    return command("wsctl", "registry", "rm", entry.robot_id)
+
+
 async def doctor_robot(store: RegistryStore, robot_id: str, timeout: float) -> dict[str, Any]:
     """Everything known about one robot end to end, with findings and a ping through the route."""
     findings: list[Finding] = []
@@ -606,7 +622,7 @@ async def doctor_robot(store: RegistryStore, robot_id: str, timeout: float) -> d
             kind = Kind.CLOCK_SKEW if verdict.clock_skew else Kind.MALFORMED
             add(kind, Severity.WARNING, verdict.reason, "wsctl registry set / rm to repair it")
         elif verdict.state is State.STALE:
-            add(Kind.STALE, Severity.WARNING, verdict.reason, f"wsctl reap --timeout {timeout:g}")
+            add(Kind.STALE, Severity.WARNING, verdict.reason, rm_this_entry(entry))
     if owner:
         state = liveness(await store.instance_record(owner), now, timeout)
         listening = await store.is_listening(owner)
@@ -626,13 +642,22 @@ async def doctor_robot(store: RegistryStore, robot_id: str, timeout: float) -> d
             findings.append(_not_checked_finding(owner, checks, why, participation))
         if participation is Participation.NO_CONTROL_PROTOCOL:
             pass  # an original-design owner is not dead for not listening: it never does
-        elif not listening:
-            kind = Kind.DEAD_OWNER if state is not Liveness.ALIVE else Kind.NOT_SUBSCRIBED
+        elif not listening and state is Liveness.ALIVE:
             add(
-                kind,
+                Kind.NOT_SUBSCRIBED,
+                Severity.ERROR,
+                f"owner {owner} is alive (fresh liveness record) but does not listen on its "
+                "control channel",
+                f"check the instance's logs and restart it ({owner}); its robots are not "
+                "reaped, it is not dead",
+            )
+        elif not listening:
+            assert entry is not None  # an owner comes from the entry
+            add(
+                Kind.DEAD_OWNER,
                 Severity.ERROR,
                 f"owner {owner} does not listen on its control channel",
-                command("wsctl", "reap", "--dead-instances", "--instance", owner),
+                rm_this_entry(entry),
             )
         else:
             inventory = await store.request(
