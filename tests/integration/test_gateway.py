@@ -391,8 +391,10 @@ def test_token_refuses_ids_and_secrets_that_are_not_utf8() -> None:
     assert "s3cret" not in res.err and "\udcff" not in res.err
 
 
-def test_instance_ids_with_control_characters_are_refused() -> None:
-    for bad in ("gw\nINFO forged line", "gw\x1b[2J", "gw\x00", "x" * 300):
+def test_instance_ids_with_control_characters_or_not_utf8_are_refused() -> None:
+    """Instance ids follow robot ids' rules, UTF-8 included (`--instance-id $'gw\\xff'` was
+    accepted: argv bytes that are not UTF-8 arrive as surrogate escapes)."""
+    for bad in ("gw\nINFO forged line", "gw\x1b[2J", "gw\x00", "x" * 300, "gw\udcff", "\udcfe"):
         res = invoke(["--redis-url", "redis://127.0.0.1:1/0", "gateway", "--instance-id", bad])
         assert res.code == 2 and "instance id" in res.err, (bad, res)
         assert len(res.err.splitlines()) == 1

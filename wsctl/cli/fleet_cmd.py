@@ -107,7 +107,7 @@ def gateway(
     from wsctl.registry.keys import validate_id
 
     if instance_id is not None:
-        validate_id(instance_id, "instance id")
+        validate_id(instance_id, "instance id", utf8=True)
     from wsctl.system import raise_fd_limit
 
     raise_fd_limit()

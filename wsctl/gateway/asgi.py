@@ -132,7 +132,7 @@ class Fleet:
         except ValueError:
             raise ConfigError(f"PORT {env.get('PORT')!r} is not a number") from None
         instance_id = instance_id_for(port, env)
-        validate_id(instance_id, "instance id")
+        validate_id(instance_id, "instance id", utf8=True)
         config: dict[str, Any] = {
             "instance_id": instance_id,
             "port": port,

@@ -174,7 +174,7 @@ class FleetCore:
         # an instance id is a key and channel suffix and appears in every log line: the same
         # rules as robot ids (no control characters, at most 256 bytes)
         if config.instance_id:
-            validate_id(config.instance_id, "instance id")
+            validate_id(config.instance_id, "instance id", utf8=True)
         self.instance_id = config.instance_id
         self.local = LocalConnections()
         self.metrics = Metrics()

@@ -18,7 +18,7 @@ def instance_id_for(port: int, env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     explicit = env.get("SERVER_INSTANCE_ID")
     if explicit:
-        return validate_id(explicit, "instance id (SERVER_INSTANCE_ID)")
+        return validate_id(explicit, "instance id (SERVER_INSTANCE_ID)", utf8=True)
     seed = f"{socket.gethostname()}:{port}:{os.getpid()}"
     return hashlib.md5(seed.encode()).hexdigest()[:16]
 

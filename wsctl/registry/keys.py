@@ -36,13 +36,24 @@ def escape_glob(text: str) -> str:
     return "".join("\\" + ch if ch in _GLOB_SPECIALS else ch for ch in text)
 
 
-def validate_id(value: str, what: str = "robot id") -> str:
+def validate_id(value: str, what: str = "robot id", *, utf8: bool = False) -> str:
     """Return ``value`` if it is a usable id: non-empty, <= 256 UTF-8 bytes, no control chars.
 
     Glob metacharacters and any Unicode are allowed: they are escaped wherever a pattern is built.
+    ``utf8``: the id is one a gateway will write (its instance id), so it must be UTF-8 text,
+    as robot ids are (gateways read them from URLs); otherwise bytes that are not UTF-8 (read
+    from argv or keys with surrogateescape) are allowed, to name what a registry holds.
     """
     if not value:
         raise UsageError(f"{what} must not be empty")
+    if utf8:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise UsageError(
+                f"{what} is not valid UTF-8 text (character {exc.start}); ids a gateway "
+                "writes are UTF-8, like robot ids"
+            ) from None
     try:
         # surrogateescape: ids read from keys that are not UTF-8 round-trip to the same bytes
         size = len(value.encode("utf-8", "surrogateescape"))
