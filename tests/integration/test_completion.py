@@ -69,6 +69,15 @@ async def test_robot_and_instance_ids_complete_from_the_registry(single: Backend
     assert _complete("wsctl registry rm robot-1", 3, single.env)[0] == ["robot-17", "robot-18"]
     assert _complete("wsctl send x --via gw-", 4, single.env)[0] == ["gw-alpha"]
     assert _complete("wsctl li", 1, single.env)[0] == ["list"]
+    # every command taking one robot or one instance completes it
+    for words, cword in (
+        ("wsctl kick rob", 2),
+        ("wsctl history rob", 2),
+        ("wsctl doctor rob", 2),
+    ):
+        assert _complete(words, cword, single.env)[0] == ["robot-17", "robot-18"], words
+    for words in ("wsctl ping gw-", "wsctl drain gw-", "wsctl undrain gw-"):
+        assert _complete(words, 2, single.env)[0] == ["gw-alpha"], words
 
 
 def test_id_completion_is_bounded_when_redis_is_stalled_or_down() -> None:

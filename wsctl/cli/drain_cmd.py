@@ -15,6 +15,7 @@ from wsctl.cli.common import (
     seconds_flag,
     state,
 )
+from wsctl.cli.completion_cmd import complete_instance_ids
 from wsctl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -30,7 +31,10 @@ def _shown(text: str) -> str:
 
 def drain(
     ctx: typer.Context,
-    instance: Annotated[str, typer.Argument(help="The instance id to drain.")],
+    instance: Annotated[
+        str,
+        typer.Argument(help="The instance id to drain.", autocompletion=complete_instance_ids),
+    ],
     batch: Annotated[int, typer.Option("--batch", min=1, help="Robots closed per batch.")] = 50,
     interval: Annotated[
         float,
@@ -132,7 +136,10 @@ async def _drain(
 
 def undrain(
     ctx: typer.Context,
-    instance: Annotated[str, typer.Argument(help="The instance id to reopen.")],
+    instance: Annotated[
+        str,
+        typer.Argument(help="The instance id to reopen.", autocompletion=complete_instance_ids),
+    ],
 ) -> None:
     """Reopen a drained instance: it accepts robots again and stops closing batches.
 

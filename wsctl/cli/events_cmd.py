@@ -17,6 +17,7 @@ from wsctl.cli.common import (
     seconds_flag,
     state,
 )
+from wsctl.cli.completion_cmd import complete_robot_ids
 from wsctl.cli.eventlog import event_columns, event_line
 from wsctl.errors import NotFound, UsageError
 
@@ -156,7 +157,9 @@ async def _events(
 
 def history(
     ctx: typer.Context,
-    robot_id: Annotated[str, typer.Argument(help="The robot id (exact).")],
+    robot_id: Annotated[
+        str, typer.Argument(help="The robot id (exact).", autocompletion=complete_robot_ids)
+    ],
     limit: Annotated[
         int, typer.Option("--limit", min=0, help="Only the newest N events (0: all kept).")
     ] = 0,
