@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["AGE_MAX_S", "MIN_SECONDS", "WAIT_MAX_S", "check_seconds", "human_duration"]
+__all__ = [
+    "AGE_MAX_S",
+    "MIN_SECONDS",
+    "WAIT_MAX_S",
+    "check_seconds",
+    "counted",
+    "human_duration",
+]
 
 _YEAR = 365 * 86400
 
@@ -55,3 +62,8 @@ def human_duration(seconds: float | None) -> str:
     if s < _YEAR:
         return f"{s // 86400}d{s % 86400 // 3600:02d}h"
     return f"{s // _YEAR}y{s % _YEAR // 86400:03d}d"
+
+
+def counted(count: int, singular: str, plural: str | None = None) -> str:
+    """``1 entry``, ``2 entries``: a count with its noun in the right number."""
+    return f"{count} {singular if count == 1 else (plural or singular + 's')}"

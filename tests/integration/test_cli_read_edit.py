@@ -69,7 +69,8 @@ async def test_tables_are_capped_with_a_note_and_streams_are_not(
     single: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A table shows the first TABLE_ROWS rows by robot and says on stderr how many matched;
-    --limit lifts the cap; jsonl and csv stream every entry."""
+    --limit lifts the cap (and the note still says how many matched); jsonl and csv stream
+    every entry."""
     from wsctl.cli import read_cmd
 
     monkeypatch.setattr(read_cmd, "TABLE_ROWS", 4)
@@ -82,7 +83,10 @@ async def test_tables_are_capped_with_a_note_and_streams_are_not(
     robots = invoke(["list", "robots"], env=single.env)
     assert "showing 4 of 10 robots" in robots.err
     wider = invoke(["list", "connections", "--limit", "6", "--sort", "heartbeat"], env=single.env)
-    assert " r5 " in wider.out and " r6 " not in wider.out and wider.err == ""
+    assert " r5 " in wider.out and " r6 " not in wider.out
+    # an explicit --limit still says how many matched, without suggesting --limit
+    assert "showing 6 of 10 entries (sorted by heartbeat)" in wider.err
+    assert "--limit N" not in wider.err
     rows = invoke(["list", "connections", "-o", "jsonl"], env=single.env).out.splitlines()
     assert len(rows) == 10
 

@@ -151,3 +151,52 @@ def test_duration_settings_follow_the_same_rule_with_exit_3(
     res = invoke(["list", "robots"], env=env)
     assert res.code == 3 and len(res.err.splitlines()) == 1, res
     assert "invalid" in res.err
+
+
+async def test_a_limited_listing_says_how_many_matched(single: Backend) -> None:
+    async with open_test_store(single) as store:
+        for i in range(5):
+            await seed_store_connection(store.client, f"r{i}", "gw-a")
+    res = invoke(["list", "connections", "--limit", "3"], env=single.env)
+    assert res.code == 0 and "showing 3 of 5 entries (sorted by robot)" in res.err
+    assert "--limit N shows more" not in res.err  # the operator chose the limit
+    res = invoke(["list", "connections", "--limit", "3", "-o", "jsonl"], env=single.env)
+    assert len(res.out.splitlines()) == 3
+    assert "showing the first 3 entries found (--limit); more may match" in res.err
+    res = invoke(["list", "connections", "--limit", "5"], env=single.env)
+    assert res.code == 0 and res.err == ""
+
+
+async def test_counts_read_in_the_right_number(single: Backend) -> None:
+    async with open_test_store(single) as store:
+        await seed_store_connection(store.client, "only", "gw-a", age_s=600)
+    res = invoke(["doctor"], env=single.env)
+    assert "1 entry" in res.out and "1 entries" not in res.out + res.err, res.out
+
+
+async def test_show_and_restore_tables_read_as_a_person_reads(
+    single: Backend, tmp_path: object
+) -> None:
+    """`show` printed `heartbeat_age_s -3599.496`; `restore` printed its not-restored items as
+    a JSON blob in a table cell."""
+    import pathlib
+
+    from wsctl.registry.model import format_ts, utcnow
+
+    async with open_test_store(single) as store:
+        await seed_store_connection(store.client, "r1", "gw-a", age_s=125)
+        future = format_ts(utcnow().replace(microsecond=0)).replace("2026", "2027", 1)
+        await store.client.hset("ws_conn:r-future", mapping={"instance_id": "gw-a"})
+        await store.client.hset("ws_conn:r-future", "last_heartbeat", future)
+    res = invoke(["show", "r1"], env=single.env)
+    line = next(x for x in res.out.splitlines() if x.startswith("heartbeat_age_s"))
+    assert line.split()[-1] == "2m05s", line
+    res = invoke(["show", "r-future"], env=single.env)
+    line = next(x for x in res.out.splitlines() if x.startswith("heartbeat_age_s"))
+    assert " in " in line and "-" not in line.split()[-1], line
+    backup = pathlib.Path(str(tmp_path)) / "b.jsonl"
+    backup.write_text("{not json\n" + json.dumps({"robot_id": "x", "fields": {"a": "b"}}) + "\n")
+    res = invoke(["registry", "restore", str(backup)], env=single.env)
+    assert res.code == 1
+    items = [x for x in res.out.splitlines() if "not JSON" in x]
+    assert items and "{" not in items[0] and "line 1" in items[0], res.out

@@ -152,11 +152,13 @@ async def test_failing_slo_exits_1_and_is_named(single: Backend) -> None:
         "delivered_pct>=99ms",
         "p99<50%",
         "p99<1.2.3ms",
+        "p99<5",  # a latency without its unit used to mean ms silently
+        "connect_p50<=100",
     ],
 )
 def test_bad_slo_is_a_usage_error(bad: str) -> None:
     res = invoke(["simulate", "--slo", bad])
-    assert res.code == 2 and "bad --slo" in res.err
+    assert res.code == 2 and "bad --slo" in res.err and len(res.err.splitlines()) == 1
 
 
 def test_slo_units_convert_to_milliseconds() -> None:

@@ -22,6 +22,7 @@ from wsctl.cli.common import (
 )
 from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
 from wsctl.cli.output import Column, print_cluster, printable
+from wsctl.durations import counted
 from wsctl.errors import UsageError, WsctlError
 from wsctl.shell import quote as shell_quote
 
@@ -343,7 +344,7 @@ def _show_doctor(report: dict[str, Any], output: str) -> None:
             Column("sockets", "SOCKETS", justify="right"),
         ],
         "table",
-        title=f"{report['entries']} entries",
+        title=counted(report["entries"], "entry", "entries"),
     )
     print_cluster(report.get("cluster"), report.get("keys_per_node", {}))
     if report["findings"]:

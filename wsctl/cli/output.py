@@ -309,7 +309,7 @@ def render_object(obj: dict[str, Any], fmt: str, *, stream: IO[str] | None = Non
         for key, value in _flatten(obj):
             writer.writerow([key, value])
     else:
-        items = [(printable(k), printable(v)) for k, v in _flatten(obj)]
+        items = [(printable(k), printable(v)) for k, v in _flatten(obj, human=True)]
         width = max((len(k) for k, _ in items), default=0)
         for key, value in items:
             out.write(f"{key.ljust(width)}  {value}".rstrip() + "\n")
@@ -319,6 +319,8 @@ def render_object(obj: dict[str, Any], fmt: str, *, stream: IO[str] | None = Non
 def print_cluster(cluster: dict[str, Any] | None, per_node: dict[str, int]) -> None:
     """The cluster's primaries, replicas and entries per primary (a single node: its entry
     count) as text lines on stdout, after an instance listing or doctor's table."""
+    from wsctl.durations import counted
+
     if cluster:
         primaries = cluster["primaries"]
         sys.stdout.write(
@@ -331,11 +333,12 @@ def print_cluster(cluster: dict[str, Any] | None, per_node: dict[str, int]) -> N
             )
             sys.stdout.write(
                 f"  primary {p['node']}{' (failed)' if p['failed'] else ''}: {p['slots']} slots, "
-                f"{per_node.get(p['node'], 0)} entries; replicas: {replicas or 'none'}\n"
+                f"{counted(per_node.get(p['node'], 0), 'entry', 'entries')}; "
+                f"replicas: {replicas or 'none'}\n"
             )
     elif per_node:
         for node, count in per_node.items():
-            sys.stdout.write(f"redis {node}: {count} entries\n")
+            sys.stdout.write(f"redis {node}: {counted(count, 'entry', 'entries')}\n")
 
 
 def human_value(value: Any) -> str:
@@ -352,12 +355,30 @@ def human_value(value: Any) -> str:
     return str(value)
 
 
-def _flatten(obj: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+def _flatten(
+    obj: dict[str, Any], prefix: str = "", *, human: bool = False
+) -> list[tuple[str, str]]:
+    """Key/value pairs of a nested object. ``human`` (the table a person reads): seconds
+    (keys ending ``_s``) as durations (``1h00m``, ``in 59m59s``), and a list of objects as one
+    line per object (``line 2, robot_id x, reason ...``), never a JSON blob in a cell."""
+    from wsctl.durations import human_duration
+
     items: list[tuple[str, str]] = []
     for key, value in obj.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            items.extend(_flatten(value, name + "."))
+            items.extend(_flatten(value, name + ".", human=human))
+        elif (
+            human
+            and key.endswith("_s")
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+        ):
+            items.append((name, human_duration(value)))
+        elif human and isinstance(value, list) and value and isinstance(value[0], dict):
+            for i, item in enumerate(value):
+                line = ", ".join(f"{k} {human_value(v)}" for k, v in item.items())
+                items.append((name if i == 0 else "", line))
         else:
             items.append((name, human_value(value)))
     return items

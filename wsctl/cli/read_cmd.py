@@ -161,18 +161,21 @@ def _list_and_note(
     columns: list[Column] | None = None,
 ) -> None:
     """List; tables are sorted (by robot unless --sort) and capped at TABLE_ROWS unless
-    --limit is given, with a note on stderr saying how many rows were left out."""
+    --limit is given; whenever rows were left out a note on stderr says how many matched
+    (``showing 3 of 12 entries``), or for a stream cut by --limit that more may match."""
     capped = False
     if fmt in ("table", "wide"):
         sort = sort or SortKey.robot
         if limit is None:
             limit, capped = TABLE_ROWS, True
-    matched = run(_list_connections(settings, robot, flt, sort, limit, fmt, columns))
-    if capped and limit is not None and matched is not None and matched > limit:
+    matched, cut = run(_list_connections(settings, robot, flt, sort, limit, fmt, columns))
+    if limit is not None and matched is not None and matched > limit:
         err(
-            f"showing {limit} of {matched} {what} (sorted by {sort}); --limit N shows more, "
-            "-o jsonl or -o csv streams them all"
+            f"showing {limit} of {matched} {what} (sorted by {sort})"
+            + ("; --limit N shows more, -o jsonl or -o csv streams them all" if capped else "")
         )
+    elif cut:
+        err(f"showing the first {limit} {what} found (--limit); more may match")
 
 
 async def _list_connections(
@@ -183,8 +186,9 @@ async def _list_connections(
     limit: int | None,
     fmt: str,
     columns: list[Column] | None = None,
-) -> int | None:
-    """Write the rows; returns how many matched when they were sorted (all were read).
+) -> tuple[int | None, bool]:
+    """Write the rows; returns how many matched when they were sorted (all were read), and
+    whether an unsorted stream stopped at ``limit`` before the end (so more may match).
     With ``columns``, every format carries only those keys (``list robots``)."""
     from wsctl.cli.output import RowWriter
 
@@ -194,21 +198,23 @@ async def _list_connections(
     def project(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return rows if keys is None else [{k: row.get(k) for k in keys} for row in rows]
 
-    matched = None
+    matched, cut = None, False
     async with open_store(settings) as store:
         if sort is None:
             async for rows in connection_row_batches(store, robot, flt, settings.timeout):
                 if limit is not None:
+                    cut = len(rows) > limit - writer.count
                     rows = rows[: limit - writer.count]
                 writer.write_many(project(rows))
                 if limit is not None and writer.count >= limit:
+                    cut = True
                     break
         else:
             top = await top_connection_rows(store, robot, flt, settings.timeout, sort, limit)
             writer.write_many(project(top.result()))
             matched = top.seen
     writer.close()
-    return matched
+    return matched, cut
 
 
 async def _watch(
@@ -225,6 +231,7 @@ async def _watch(
     from rich.live import Live
 
     from wsctl.cli.output import build_table, make_console
+    from wsctl.durations import counted
 
     columns = connection_columns(settings.timeout)
     async with open_store(settings) as store:
@@ -232,7 +239,7 @@ async def _watch(
             while True:
                 top = await top_connection_rows(store, robot, flt, settings.timeout, sort, limit)
                 shown = top.result()
-                title = f"{top.seen} connection(s) at {time.strftime('%H:%M:%S')}"
+                title = f"{counted(top.seen, 'connection')} at {time.strftime('%H:%M:%S')}"
                 if top.seen > len(shown):
                     title += f", first {len(shown)} by {sort}"
                 live.update(

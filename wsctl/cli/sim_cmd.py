@@ -17,6 +17,7 @@ from wsctl.cli.common import (
     seconds_flag,
     state,
 )
+from wsctl.durations import counted
 from wsctl.errors import EXIT_INTERRUPTED, EXIT_NEGATIVE, NotFound, UsageError, WsctlError
 
 if TYPE_CHECKING:
@@ -337,7 +338,8 @@ def _print_report(report: SimulateReport) -> None:
             Column("detail", "DETAIL"),
         ],
         "table",
-        title=f"simulate run {report.run_id}: {report.robots} robots, {len(report.gateways)} gateways",
+        title=f"simulate run {report.run_id}: {counted(report.robots, 'robot')}, "
+        f"{counted(len(report.gateways), 'gateway')}",
     )
     if report.latency_ms.get("count"):
         lat = report.latency_ms

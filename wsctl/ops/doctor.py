@@ -17,6 +17,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from wsctl.durations import counted
 from wsctl.instances import InstanceRecord, Liveness, liveness
 from wsctl.ops.compat import Participation, classify, explain, how_to_join, writes_conn_id
 from wsctl.ops.control import Unreachable
@@ -250,7 +251,8 @@ def diagnose(facts: Facts, now: datetime, timeout: float, prefix: str) -> list[F
                     Finding(
                         Kind.DEAD_OWNER,
                         Severity.ERROR,
-                        f"{count} entries owned by an instance with no liveness record that does "
+                        f"{counted(count, 'entry', 'entries')} owned by an instance with no "
+                        "liveness record that does "
                         "not listen: its robots are unreachable",
                         command("wsctl", "reap", "--dead-instances", "--instance", instance_id),
                         instance_id=instance_id,
@@ -261,7 +263,8 @@ def diagnose(facts: Facts, now: datetime, timeout: float, prefix: str) -> list[F
                     Finding(
                         Kind.UNKNOWN_OWNER,
                         Severity.INFO,
-                        f"{count} entries owned by an instance that writes no liveness record "
+                        f"{counted(count, 'entry', 'entries')} owned by an instance that writes "
+                        "no liveness record "
                         "(an original-design gateway?): its liveness cannot be checked",
                         "check the instance by its own means (health endpoint, logs); gateways "
                         "that write liveness records (wsctl gateway, docs/protocol.md) are "
@@ -326,7 +329,8 @@ def diagnose(facts: Facts, now: datetime, timeout: float, prefix: str) -> list[F
             Finding(
                 Kind.STALE,
                 Severity.WARNING,
-                f"{count} entries without a heartbeat for more than {timeout:g}s",
+                f"{counted(count, 'entry', 'entries')} without a heartbeat for more than "
+                f"{timeout:g}s",
                 command("wsctl", "reap", "--timeout", f"{timeout:g}", "--instance", instance_id)
                 + " --dry-run",
                 instance_id=instance_id,

@@ -30,6 +30,7 @@ from typing import Any
 
 from redis.exceptions import RedisClusterException, RedisError
 
+from wsctl.durations import counted
 from wsctl.errors import UsageError
 from wsctl.instances import liveness
 from wsctl.ops.compat import Participation, classify, explain, writes_conn_id
@@ -119,7 +120,7 @@ _SLO_RE = re.compile(r"^\s*([a-z_0-9]+)\s*(<=|>=|==|<|>)\s*([0-9.]+)\s*(ms|s|%)?
 
 
 def parse_slo(text: str) -> Slo:
-    """Parse an SLO; latency metrics are in milliseconds (``s`` converts)."""
+    """Parse an SLO; latencies need a unit (``ms`` or ``s``) and are held in milliseconds."""
     match = _SLO_RE.match(text)
     if not match:
         raise UsageError(f"bad --slo {text!r}: expected like 'p99<50ms' or 'lost==0'")
@@ -135,8 +136,12 @@ def parse_slo(text: str) -> Slo:
         )
     if metric in _PERCENT_METRICS and unit not in (None, "%"):
         raise UsageError(f"bad --slo {text!r}: {metric} is a percentage (e.g. '{metric}>=99.9')")
-    if metric in _LATENCY_METRICS and unit not in (None, "ms", "s"):
-        raise UsageError(f"bad --slo {text!r}: {metric} is a latency in ms or s")
+    if metric in _LATENCY_METRICS and unit not in ("ms", "s"):
+        # a bare number (`p99<5`) used to mean ms silently: 5 ms or 5 s is the operator's call
+        raise UsageError(
+            f"bad --slo {text!r}: {metric} is a latency; give its unit, ms or s "
+            f"(e.g. '{metric}<50ms')"
+        )
     try:
         value = float(number) * (1000.0 if unit == "s" else 1.0)
     except ValueError:
@@ -562,7 +567,8 @@ class Simulation:
         if wrong or not distinct:
             return (
                 False,
-                f"{len(wrong)} entries name another instance than the one connected to",
+                f"{counted(len(wrong), 'entry', 'entries')} naming another instance than the one "
+                "connected to",
                 metrics,
             )
         return (
@@ -910,7 +916,8 @@ class Simulation:
             owners = Counter(e.instance_id for e in left.values())
             return (
                 False,
-                f"{len(left)} entries left behind (by instance: {dict(owners)})",
+                f"{counted(len(left), 'entry', 'entries')} left behind (by instance: "
+                f"{dict(owners)})",
                 {"left": len(left)},
             )
         return True, "every robot closed and every entry of the run is gone", {"left": 0}
