@@ -198,3 +198,32 @@ def test_a_quoted_id_runs_through_bash_as_the_ids_own_bytes(robot_id: str) -> No
         env={"LC_ALL": "C.UTF-8", "PATH": "/usr/bin:/bin"},
     )
     assert out.stdout == expected
+
+
+def test_the_header_rule_is_never_wider_than_the_table(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wrapped column left the rule wider than every row once trailing padding was cut
+    (`reap --dry-run` at COLUMNS=60: a 59-column rule over 56-column rows)."""
+    rows = [
+        {
+            "robot_id": f"robot-{i}",
+            "instance_id": "gw-a",
+            "reason": "stale_heartbeat",
+            "detail": "no heartbeat for 6y332d",
+        }
+        for i in range(3)
+    ]
+    cols = [
+        Column("robot_id", "ROBOT"),
+        Column("instance_id", "INSTANCE"),
+        Column("reason", "REASON"),
+        Column("detail", "DETAIL", wrap=True),
+    ]
+    for columns in range(20, 101):
+        monkeypatch.setenv("COLUMNS", str(columns))
+        render(rows, cols, "table")
+        lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+        rule = next(line for line in lines if "─" in line)
+        widest = max(len(line) for line in lines if "─" not in line)
+        assert len(rule) <= widest, (columns, rule, widest)

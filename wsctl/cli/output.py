@@ -142,7 +142,30 @@ def print_table(table: Table, stream: IO[str] | None = None) -> None:
     if table.min_width and table.min_width > console.width:
         console.width = table.min_width
     console.print(table)
-    out.write(_TRAILING.sub(r"\1", buffer.getvalue()))
+    out.write(_fit_rules(_TRAILING.sub(r"\1", buffer.getvalue())))
+
+
+_ANSI = None
+
+
+def _fit_rules(text: str) -> str:
+    """Cut the header rule (``───``) to the widest other line: rich draws it across the
+    width it gave the table, wider than the rows once a wrapped column's padding is gone."""
+    import re
+
+    global _ANSI
+    if _ANSI is None:
+        _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+    lines = text.split("\n")
+    visible = [_ANSI.sub("", line) for line in lines]
+    is_rule = [bool(v.strip()) and set(v.strip()) == {"─"} for v in visible]
+    widest = max((len(v) for v, rule in zip(visible, is_rule, strict=True) if not rule), default=0)
+    for i, (v, rule) in enumerate(zip(visible, is_rule, strict=True)):
+        extra = len(v) - widest
+        if rule and extra > 0 and widest > 0:
+            head, _, tail = lines[i].rpartition("─" * extra)
+            lines[i] = head + tail
+    return "\n".join(lines)
 
 
 def build_table(
