@@ -144,8 +144,8 @@ def parse_bool(raw: str) -> bool:
 
 _NODE_HOST = re.compile(r"[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+(%[A-Za-z0-9._-]+)?\]")
 NODES_HINT = (
-    "a node is host:port (IPv6 as [::1]:7000); credentials go in --password/--username or "
-    "REDIS_PASSWORD, never in a node"
+    "a node is host:port (IPv6 as [::1]:7000); credentials go in REDIS_USERNAME/"
+    "REDIS_PASSWORD or the config file, never in a node"
 )
 
 
