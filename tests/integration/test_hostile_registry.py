@@ -375,6 +375,16 @@ async def _plant_registry_only_ids(backend: Backend) -> None:
             )
         await seed_store_connection(client, "old-1", "gw-old", age_s=600)
         await client.set("ws_conn:junk-1", "value \udcff kept")
+        # field names and values are registry data too: not UTF-8, empty, control characters
+        await client.hset(
+            "ws_conn:odd-fields",
+            mapping={
+                "instance_id": "gw-old",
+                "last_heartbeat": "2020-01-01T00:00:00",
+                "note-\udcff": "v-\udcfe\x1b[2J",
+                "": "an empty field name",
+            },
+        )
 
 
 async def test_a_reap_backup_restores_ids_only_a_registry_can_hold(
@@ -385,7 +395,7 @@ async def test_a_reap_backup_restores_ids_only_a_registry_can_hold(
     for one such line and restore nothing. Every key comes back byte-exact."""
     await _plant_registry_only_ids(backend)
     before = await _snapshot(backend)
-    assert len(before) == len(REGISTRY_ONLY_IDS) + 2
+    assert len(before) == len(REGISTRY_ONLY_IDS) + 3
     backup = tmp_path / "bk.jsonl"
     res = invoke(["reap", "--include-malformed", "--backup", str(backup)], env=backend.env)
     assert res.code == 0, res
@@ -467,6 +477,6 @@ async def test_show_and_rm_address_ids_only_a_registry_can_hold(single: Backend)
         assert res.code == 0 and json.loads(res.out)[0]["result"] == "removed", (robot, res)
     async with open_test_store(single) as store:
         left = {e.robot_id async for e in store.iter_entries()}
-    assert left == {"old-1", "junk-1"}
+    assert left == {"old-1", "junk-1", "odd-fields"}
     res = invoke(["registry", "rm", "", "-o", "json"], env=single.env)
     assert res.code == 1 and json.loads(res.out)[0]["result"] == "not found"
