@@ -50,3 +50,15 @@ def test_wildcard_bind_advertises_the_host_name_or_the_given_url() -> None:
     assert wildcard.ws_url == f"ws://{socket.gethostname()}:9000"
     proxied = Gateway(GatewayConfig(port=9000, advertise_url="wss://gw.example/"), Target("tcp"))
     assert proxied.ws_url == "wss://gw.example"
+
+
+def test_the_request_timeout_reaches_the_core_of_both_adapters() -> None:
+    """``--request-timeout`` / ``WSCTL_SOCKET_TIMEOUT`` bounds the gateways' Redis calls too."""
+    from wsctl.gateway.asgi import Fleet
+    from wsctl.gateway.server import Gateway, GatewayConfig
+    from wsctl.redis_target import Target
+
+    gw = Gateway(GatewayConfig(instance_id="gw-t", socket_timeout=1.5), Target("tcp"))
+    assert gw.core.config.socket_timeout == 1.5
+    fleet = Fleet.from_env({"WSCTL_SOCKET_TIMEOUT": "2.5", "SERVER_INSTANCE_ID": "gw-f"})
+    assert fleet.core.config.socket_timeout == 2.5

@@ -135,6 +135,7 @@ def gateway(
         advertise_url=advertise_url,
         events=events,
         event_limits=EventLimits(instance_maxlen=events_maxlen, robot_maxlen=robot_events_maxlen),
+        socket_timeout=settings.socket_timeout,
     )
     run(_serve(Gateway(config, resolve_target(settings)), settings.socket_timeout))
 

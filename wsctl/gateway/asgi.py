@@ -32,7 +32,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from wsctl.config import load_settings
+from wsctl.config import DEFAULT_SOCKET_TIMEOUT, load_settings
 from wsctl.errors import ConfigError, UsageError
 from wsctl.gateway.core import CoreConfig, FleetCore, SendResult
 from wsctl.gateway.identity import instance_id_for, token_ok
@@ -90,6 +90,7 @@ class Fleet:
         timeout: float = 90.0,
         max_message_bytes: int = 1 << 20,
         keyspace: Keyspace | None = None,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
         on_connect: OnConnect | None = None,
         on_message: OnMessage | None = None,
         on_disconnect: OnDisconnect | None = None,
@@ -108,6 +109,7 @@ class Fleet:
                 host=host,
                 port=port,
                 ws_url=advertised_url(host, port, advertise_url),
+                socket_timeout=socket_timeout,
             ),
             target,
         )
@@ -122,7 +124,7 @@ class Fleet:
         ``REDIS_USE_CLUSTER``, ``REDIS_NODES`` (or ``WSCTL_REDIS_*``, a config file; nothing
         set means 127.0.0.1:6379). ``SERVER_INSTANCE_ID``, else the original rule over
         ``PORT``. ``WSCTL_AUTH_SECRET``, ``WSCTL_ADVERTISE_URL``, ``HOST``, ``WSCTL_PREFIX``,
-        ``WSCTL_HEARTBEAT_INTERVAL``, ``WSCTL_TIMEOUT``. ``options`` override any of these.
+        ``WSCTL_HEARTBEAT_INTERVAL``, ``WSCTL_TIMEOUT``, ``WSCTL_SOCKET_TIMEOUT``. ``options`` override any of these.
         """
         env = os.environ if env is None else env
         settings = load_settings(env=env)
@@ -141,6 +143,7 @@ class Fleet:
             "auth_secret": env.get("WSCTL_AUTH_SECRET") or None,
             "heartbeat_interval": settings.heartbeat_interval,
             "timeout": settings.timeout,
+            "socket_timeout": settings.socket_timeout,
             "keyspace": Keyspace(
                 prefix=settings.prefix,
                 instance_prefix=settings.instance_prefix,

@@ -37,6 +37,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from wsctl import __version__
+from wsctl.config import DEFAULT_SOCKET_TIMEOUT
 from wsctl.events import EventLimits, EventName
 from wsctl.gateway.batch_router import BatchRouter
 from wsctl.gateway.batching import OWNER_CACHE_TTL
@@ -151,7 +152,7 @@ class CoreConfig:
     port: int = 0
     ws_url: str = ""
     cleanup_retry_for: float = 900.0
-    socket_timeout: float = 5.0
+    socket_timeout: float = DEFAULT_SOCKET_TIMEOUT
     owner_cache_ttl: float = OWNER_CACHE_TTL  # seconds; 0 turns the owner cache off
     events: bool = True  # write the event stream (wsctl events / history)
     event_limits: EventLimits = field(default_factory=EventLimits)

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from websockets.asyncio.server import serve
 from websockets.protocol import State
 
+from wsctl.config import DEFAULT_SOCKET_TIMEOUT
 from wsctl.errors import UsageError
 from wsctl.events import EventLimits
 from wsctl.gateway.core import CoreConfig, FleetCore
@@ -63,6 +64,7 @@ class GatewayConfig:
     advertise_url: str | None = None  # ws_url published in the liveness record
     events: bool = True  # write the instance's event stream
     event_limits: EventLimits = field(default_factory=EventLimits)
+    socket_timeout: float = DEFAULT_SOCKET_TIMEOUT  # bounds every Redis call (--request-timeout)
 
 
 def robot_from_path(path: str) -> str | None:
@@ -148,6 +150,7 @@ class Gateway:
                 port=config.port,
                 events=config.events,
                 event_limits=config.event_limits,
+                socket_timeout=config.socket_timeout,
             ),
             target,
         )
