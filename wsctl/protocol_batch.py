@@ -43,13 +43,16 @@ __all__ = [
     "BatchReply",
     "Item",
     "Outcome",
+    "OwnerHint",
     "batch_from_data",
     "batch_reply_from_data",
     "decode_any_reply",
     "decode_control",
     "encode_batch",
     "encode_batch_reply",
+    "encode_owner_hint",
     "item_key",
+    "owner_hint_from_data",
     "singles",
     "split",
 ]
@@ -138,6 +141,20 @@ class BatchReply:
         return len(self.delivered) + len(self.failed)
 
 
+@dataclass(frozen=True)
+class OwnerHint:
+    """A notice, never answered: "these robots are not mine; their owner is, as far as I read
+    the registry, X (None: no entry)". An instance sends it to the one that forwarded it items
+    for robots it does not hold (the previous hop of the route), so that instance's owner
+    cache stops sending them here (§16, owner hints)."""
+
+    owners: tuple[tuple[str, str | None], ...]  # (robot id, owner or None), in item order
+    origin: str  # the instance the items were wrongly forwarded to (the sender)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    sent_at: float = field(default_factory=time.time)
+    v: int = BATCH_VERSION
+
+
 def singles(batch: Batch, items: Sequence[Item]) -> list[Envelope]:
     """``items`` of ``batch`` forwarded as single (v1) envelopes, for an owner that does not
     speak batches: each with id ``{batch id}:{item id}`` (see :func:`item_key`), ``hops + 1``,
@@ -216,6 +233,20 @@ def encode_batch_reply(reply: BatchReply) -> str:
     )
 
 
+def encode_owner_hint(hint: OwnerHint) -> str:
+    """JSON of an owner hint."""
+    return dumps(
+        {
+            "v": hint.v,
+            "op": "owners",
+            "id": hint.id,
+            "origin": hint.origin,
+            "owners": [{"robot_id": robot, "owner": owner} for robot, owner in hint.owners],
+            "sent_at": hint.sent_at,
+        }
+    )
+
+
 def _text(data: dict[str, Any], name: str, required: bool = False) -> str | None:
     value = data.get(name)
     if value is None:
@@ -273,6 +304,31 @@ def batch_from_data(data: dict[str, Any]) -> Batch:
     )
 
 
+def owner_hint_from_data(data: dict[str, Any]) -> OwnerHint:
+    """An owner hint from decoded JSON (``v`` 2, ``op`` ``owners``)."""
+    ident = _text(data, "id", required=True) or ""
+    origin = _text(data, "origin", required=True) or ""
+    raw = data.get("owners")
+    if not isinstance(raw, list):
+        raise ProtocolError("owners must be a list")
+    if len(raw) > MAX_ITEMS:
+        raise ProtocolError(f"more than {MAX_ITEMS} owners")
+    owners: list[tuple[str, str | None]] = []
+    for entry in raw:
+        if not isinstance(entry, dict):
+            raise ProtocolError("owner hint entry must be an object")
+        robot_id = entry.get("robot_id")
+        owner = entry.get("owner")
+        if not isinstance(robot_id, str) or not robot_id:
+            raise ProtocolError("owner hint robot_id missing")
+        if owner is not None and (not isinstance(owner, str) or not owner):
+            raise ProtocolError("owner must be a non-empty string or null")
+        owners.append((robot_id, owner))
+    return OwnerHint(
+        owners=tuple(owners), origin=origin, id=ident, sent_at=parse_time(data, "sent_at")
+    )
+
+
 def batch_reply_from_data(data: dict[str, Any]) -> BatchReply:
     """A batch reply from decoded JSON (``v`` already checked to be 2)."""
     ident = _text(data, "id", required=True) or ""
@@ -308,11 +364,13 @@ def batch_reply_from_data(data: dict[str, Any]) -> BatchReply:
     )
 
 
-def decode_control(text: str | bytes) -> Envelope | Batch:
-    """Any control-channel request: a single envelope (v1) or a batch (v2)."""
+def decode_control(text: str | bytes) -> Envelope | Batch | OwnerHint:
+    """Any control-channel request: a single envelope (v1), a batch or an owner hint (v2)."""
     data = load_object(text)
     version = data.get("v")
     if version == BATCH_VERSION:
+        if data.get("op") == "owners":
+            return owner_hint_from_data(data)
         return batch_from_data(data)
     if version == VERSION:
         return envelope_from_data(data)

@@ -78,3 +78,17 @@ def test_a_zero_ttl_owner_cache_remembers_nothing() -> None:
     cache = OwnerCache(ttl=0.0)
     cache.put("a", "gw-2", now=1.0)
     assert cache.get("a", now=1.0) is None and len(cache) == 0
+
+
+def test_a_hint_corrects_only_an_entry_naming_the_hinting_instance() -> None:
+    cache = OwnerCache(ttl=1.0)
+    cache.put("moved", "gw-a", 0.0)
+    cache.put("gone", "gw-a", 0.0)
+    cache.put("newer", "gw-c", 0.0)
+    assert cache.correct("moved", "gw-a", "gw-b", 5.0)  # expired or not: corrected
+    assert cache.get("moved", 5.5) == "gw-b"  # fresh as of the hint
+    assert cache.correct("gone", "gw-a", None, 5.0)
+    assert cache.get("gone", 5.0) is None and len(cache) == 2
+    assert not cache.correct("newer", "gw-a", "gw-b", 5.0)  # someone else's entry: kept
+    assert cache.get("newer", 0.5) == "gw-c"
+    assert not cache.correct("unknown", "gw-a", "gw-b", 5.0) and len(cache) == 2

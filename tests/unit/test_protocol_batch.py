@@ -13,10 +13,12 @@ from wsctl.protocol_batch import (
     BatchReply,
     Item,
     Outcome,
+    OwnerHint,
     decode_any_reply,
     decode_control,
     encode_batch,
     encode_batch_reply,
+    encode_owner_hint,
     split,
 )
 
@@ -130,3 +132,25 @@ def test_items_for_a_version_1_owner_become_single_envelopes_keyed_back_to_the_i
     assert decode_control(encode(envelopes[0])) == envelopes[0]
     assert item_key(envelopes[1].id) == (batch.id, "1")
     assert item_key("plainid") == ("plainid", "")
+
+
+def test_an_owner_hint_round_trips_and_is_told_apart_from_a_batch() -> None:
+    hint = OwnerHint(owners=(("r1", "gw-b"), ("r2", None)), origin="gw-a", sent_at=5.0)
+    decoded = decode_control(encode_owner_hint(hint))
+    assert isinstance(decoded, OwnerHint) and decoded == hint
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"v":2,"op":"owners","id":"a","owners":[]}',
+        '{"v":2,"op":"owners","id":"a","origin":"gw-a"}',
+        '{"v":2,"op":"owners","id":"a","origin":"gw-a","owners":[{"owner":"gw-b"}]}',
+        '{"v":2,"op":"owners","id":"a","origin":"gw-a","owners":[{"robot_id":"r","owner":""}]}',
+        '{"v":2,"op":"owners","id":"a","origin":"gw-a","owners":[{"robot_id":"r","owner":3}]}',
+        '{"v":2,"op":"owners","id":"a","origin":"gw-a","owners":["r"]}',
+    ],
+)
+def test_the_decoder_refuses_bad_owner_hints(payload: str) -> None:
+    with pytest.raises(ProtocolError):
+        decode_control(payload)

@@ -41,10 +41,12 @@ from wsctl.protocol_batch import (
     BatchReply,
     Item,
     Outcome,
+    OwnerHint,
     decode_any_reply,
     decode_control,
     encode_batch,
     encode_batch_reply,
+    encode_owner_hint,
 )
 from wsctl.registry import store
 from wsctl.registry.keys import CLI_WRITER, Keyspace
@@ -72,6 +74,8 @@ def _encode(obj: Any) -> str:
         return encode_batch(obj)
     if isinstance(obj, BatchReply):
         return encode_batch_reply(obj)
+    if isinstance(obj, OwnerHint):
+        return encode_owner_hint(obj)
     return encode(obj)
 
 
@@ -255,7 +259,17 @@ def test_the_schema_item_statuses_are_the_codes() -> None:
     assert SCHEMA["$defs"]["batch"]["properties"]["v"]["const"] == BATCH_VERSION
 
 
-def _every_batch() -> list[Batch | BatchReply]:
+def test_the_examples_show_an_owner_hint_and_the_schema_tells_it_from_a_batch() -> None:
+    hints = [_decode(t) for t in JSON_BLOCK.findall(DOC) if '"op":"owners"' in t]
+    assert hints and all(isinstance(h, OwnerHint) for h in hints)
+    bad = '{"v":2,"op":"owners","id":"a","origin":"gw-a","owners":[{"robot_id":"r","owner":""}]}'
+    with pytest.raises(ProtocolError):
+        _decode(bad)
+    assert not VALIDATOR.is_valid(json.loads(bad))
+    assert not VALIDATOR.is_valid({"v": 2, "op": "owners", "id": "a", "origin": "gw-a"})
+
+
+def _every_batch() -> list[Batch | BatchReply | OwnerHint]:
     shared = Batch(items=(Item("0", "r1"), Item("1", "r2")), message="m", reply_to="ws_reply:x")
     own = Batch(items=(Item("0", "r1", "a"), Item("1", "r1", "")), reply_to=None)
     return [
@@ -271,11 +285,14 @@ def _every_batch() -> list[Batch | BatchReply]:
                 for n, s in enumerate(sorted(ITEM_STATUSES - {Status.DELIVERED}))
             ),
         ),
+        OwnerHint(owners=(("r1", "gw-b"), ("r2", None)), origin="gw-a"),
     ]
 
 
 @pytest.mark.parametrize("obj", _every_batch(), ids=lambda o: type(o).__name__)
-def test_every_batch_and_batch_reply_the_code_builds_validates(obj: Batch | BatchReply) -> None:
+def test_every_batch_and_batch_reply_the_code_builds_validates(
+    obj: Batch | BatchReply | OwnerHint,
+) -> None:
     text = _encode(obj)
     _valid(text)
     assert _decode(text) == obj

@@ -15,7 +15,9 @@ per-owner forward batches before the next batch is looked at. Per batch:
 3. :func:`route_items` decides; ghosts (entries naming this instance without a socket) are
    removed as observed; owners that do not listen get ``instance_unreachable``;
 4. one pipeline publishes a forward batch per owner plus this instance's one reply (the ids
-   delivered here and the outcome of every item answered here).
+   delivered here and the outcome of every item answered here), plus, for a forwarded batch
+   (``hops`` >= 1) with items for robots this instance does not hold, one owner hint to the
+   instance that forwarded it (the previous hop), whose owner cache sent them here.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ from wsctl.protocol_batch import (
     BatchReply,
     Item,
     Outcome,
+    OwnerHint,
     encode_batch,
     encode_batch_reply,
+    encode_owner_hint,
     singles,
 )
 from wsctl.redis_pubsub import publish_many
@@ -123,6 +127,33 @@ class BatchRouter:
                 raise
             except Exception:  # handle() answers what it can; never let the worker die
                 log.exception("batch %s failed", batch.id[:8])
+
+    # ------------------------------------------------------------------ owner hints
+    def apply_hint(self, hint: OwnerHint) -> int:
+        """Correct the owner cache from a hint (no I/O): every robot the cache says
+        ``hint.origin`` owns gets the hinted owner (or is forgotten). Returns how many."""
+        now = time.monotonic()
+        corrected = 0
+        for robot_id, owner in hint.owners:
+            if self.owners.correct(robot_id, hint.origin, owner, now):
+                corrected += 1
+        self.core.metrics.owner_cache_corrected += corrected
+        return corrected
+
+    async def hint_message(
+        self, route: tuple[Any, ...], owners: list[tuple[str, str | None]]
+    ) -> tuple[str, str] | None:
+        """The (channel, text) of the owner hint for the previous hop of ``route`` (whose
+        last hop is this instance), or None: no previous hop, or it does not speak v2."""
+        core = self.core
+        if not owners or len(route) < 2:
+            return None
+        via = route[-2].instance
+        if not via or via == core.instance_id or not await self._speaks_batches(via):
+            return None
+        hint = OwnerHint(owners=tuple(owners), origin=core.instance_id)
+        core.metrics.owner_hints_sent += 1
+        return core.keys.control_channel(via), encode_owner_hint(hint)
 
     # ------------------------------------------------------------------ local writes
     @staticmethod
@@ -242,6 +273,16 @@ class BatchRouter:
             pending = await self._deliver_local(batch, delivered, failed)
             if pending:
                 owners = await self._owners(batch, pending)
+                if batch.hops >= 1:
+                    # sent here by an instance that thought we hold these robots: tell it
+                    me = core.instance_id
+                    hinted = {
+                        item.robot_id: (o if (o := owners.get(item.robot_id)) != me else None)
+                        for item, _ in pending
+                    }
+                    hint = await self.hint_message(batch.route, list(hinted.items()))
+                    if hint is not None:
+                        forwards.append(hint)
                 plan = route_items(
                     self_id=core.instance_id, hops=batch.hops, pending=pending, owners=owners
                 )

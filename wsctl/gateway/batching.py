@@ -5,7 +5,8 @@ local socket, what becomes of each: forwarded to its owner (grouped in per-owner
 kept), or answered here. :class:`OwnerCache` remembers owners for a short time so that steady
 traffic through a non-owner does not read the registry for every message; the owner an item is
 forwarded to always checks its own socket and reads the registry itself, so a stale cache entry
-costs at most a hop, never a wrong delivery.
+costs at most a hop, never a wrong delivery; that instance tells the one that forwarded it
+(an owner hint), which corrects its cache with :meth:`OwnerCache.correct`.
 """
 
 from __future__ import annotations
@@ -60,6 +61,19 @@ class OwnerCache:
         them, so the next message asks the registry)."""
         for robot_id in robot_ids:
             self._owners.pop(robot_id, None)
+
+    def correct(self, robot_id: str, wrong: str, owner: str | None, now: float) -> bool:
+        """An owner hint from ``wrong``: if the cache names ``wrong`` as the robot's owner
+        (fresh or expired), replace it with ``owner`` as of ``now`` (None: forget it). True
+        when the cache said ``wrong``; an entry naming someone else is newer: kept."""
+        found = self._owners.get(robot_id)
+        if found is None or found[0] != wrong:
+            return False
+        if owner is None or owner == wrong:
+            del self._owners[robot_id]
+        else:
+            self.put(robot_id, owner, now)
+        return True
 
     def __len__(self) -> int:
         return len(self._owners)

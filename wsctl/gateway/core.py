@@ -59,7 +59,7 @@ from wsctl.protocol import (
     message_problem,
     reply_to,
 )
-from wsctl.protocol_batch import BATCH_VERSION, Batch, decode_control
+from wsctl.protocol_batch import BATCH_VERSION, Batch, OwnerHint, decode_control
 from wsctl.redis_errors import tls_problem
 from wsctl.redis_factory import is_cluster, make_client
 from wsctl.redis_pubsub import subscription
@@ -601,6 +601,9 @@ class FleetCore:
             if isinstance(request, Batch):
                 await self.batches.queue.put(request)  # one worker: arrival order kept
                 continue
+            if isinstance(request, OwnerHint):
+                self.batches.apply_hint(request)  # no I/O, no reply
+                continue
             await self._control_slots.acquire()
             self._spawn(self._on_control_slot(request))
 
@@ -626,6 +629,8 @@ class FleetCore:
             return
         if isinstance(request, Batch):
             await self.batches.handle(request)
+        elif isinstance(request, OwnerHint):
+            self.batches.apply_hint(request)
         else:
             await self._handle_envelope(request)
 
@@ -831,6 +836,12 @@ class FleetCore:
             await self._fail(envelope, Status.REJECTED, too_big)
             return
         decision = await self._route_step(robot_id, message, envelope.hops)
+        if decision.route is not Route.LOCAL and envelope.hops >= 1:
+            # forwarded here by an instance that thought we hold the robot: tell it who does
+            owner = decision.target if decision.route in (Route.FORWARD, Route.HOP_LIMIT) else None
+            hint = await self.batches.hint_message(envelope.route, [(robot_id, owner)])
+            if hint is not None:
+                await self.client.publish(*hint)
         if decision.route is Route.LOCAL:
             await self._answer(envelope, Status.DELIVERED)
         elif decision.route is Route.FORWARD:

@@ -77,6 +77,8 @@ COUNTERS = (
     "cleanup_retries",
     "cleanup_abandoned",
     "closed_entries_recreated",
+    "owner_hints_sent",
+    "owner_cache_corrected",
 )
 
 
@@ -87,7 +89,10 @@ class Metrics:
     ``cleanup_retries`` counts retried fenced deletes of closed sessions' entries (a delete on
     disconnect that failed); ``cleanup_abandoned`` the ones given up after the retry window;
     ``closed_entries_recreated`` entries a heartbeat in flight re-created for a session that
-    had just closed (each deleted again).
+    had just closed (each deleted again). ``owner_hints_sent`` counts owner hints this
+    instance sent to an instance that forwarded it messages for robots it does not hold, and
+    ``owner_cache_corrected`` the owner-cache entries corrected by hints it received (the
+    cache named the hinting instance).
     """
 
     connections_opened: int = 0
@@ -102,6 +107,8 @@ class Metrics:
     cleanup_retries: int = 0
     cleanup_abandoned: int = 0
     closed_entries_recreated: int = 0
+    owner_hints_sent: int = 0
+    owner_cache_corrected: int = 0
 
     def render(
         self, instance_id: str, connections: int, redis_ok: bool, cleanup_pending: int = 0
