@@ -1,5 +1,6 @@
-"""Durations as a person reads them (``3s``, ``4m05s``, ``2h03m``, ``3d04h``, ``7y012d``).
-Pure; a leaf module shared by the registry model's reasons and every listing."""
+"""Durations as a person reads them (``3s``, ``4m05s``, ``2h03m``, ``3d04h``, ``7y012d``), and
+the one rule for duration and rate flags. Pure; a leaf module shared by the registry model's
+reasons, every listing and the CLI's flag checks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import math
 __all__ = [
     "AGE_MAX_S",
     "MIN_SECONDS",
+    "RATE_MAX",
     "WAIT_MAX_S",
+    "check_rate",
     "check_seconds",
     "counted",
     "human_duration",
@@ -22,6 +25,8 @@ WAIT_MAX_S = 86400.0
 """The longest wait (a reply, a request, a refresh, a heartbeat interval): one day."""
 AGE_MAX_S = 10.0 * _YEAR
 """The longest age or run time (staleness timeouts, --older-than, --every): ten years."""
+RATE_MAX = 1_000_000.0
+"""The highest pacing rate any flag takes, per second (more is a typo: use 0, no pacing)."""
 
 
 def check_seconds(value: float, *, maximum: float, allow_zero: bool = False) -> float:
@@ -40,6 +45,17 @@ def check_seconds(value: float, *, maximum: float, allow_zero: bool = False) -> 
         raise ValueError(f"must be at least {MIN_SECONDS} seconds")
     if value > maximum:
         raise ValueError(f"must be at most {maximum:g} seconds ({human_duration(maximum)})")
+    return value
+
+
+def check_rate(value: float) -> float:
+    """``value`` if it is a usable rate per second: finite, 0 (no pacing) or positive, at most
+    :data:`RATE_MAX`. Raises ValueError with a message that says the allowed range; ``nan``
+    would otherwise compare false everywhere and silently pace at an undefined speed."""
+    if math.isnan(value):
+        raise ValueError("must be a number per second, not nan")
+    if value < 0 or math.isinf(value) or value > RATE_MAX:
+        raise ValueError(f"must be from 0 (no pacing) to {RATE_MAX:g} per second")
     return value
 
 

@@ -136,6 +136,26 @@ def test_every_duration_flag_refuses_nan_inf_negative_tiny_and_huge(
         assert res.code == 2 and "greater than 0" in res.err, (argv, res)
 
 
+# Every rate flag of the CLI (per second; 0 means no pacing), with the arguments it needs.
+RATE_FLAGS = [
+    (["send", "hi", "--robot", "robot-*"], "--rate"),
+    (["simulate"], "--rate"),
+    (["simulate"], "--ramp"),
+    (["simulate"], "--churn"),
+]
+
+
+@pytest.mark.parametrize(("args", "flag"), RATE_FLAGS)
+def test_every_rate_flag_refuses_nan_inf_negative_and_huge(args: list[str], flag: str) -> None:
+    """A rate of nan compared false everywhere and paced at an undefined speed; every rate flag
+    now takes 0 (no pacing) to a million per second, checked before anything runs."""
+    for value in ["nan", "inf", "-inf", "-1", "1e12"]:
+        res = invoke([*args, flag, value], env={"WSCTL_REDIS_URL": "redis://127.0.0.1:1/0"})
+        assert res.code == 2, (args, flag, value, res)
+        assert res.err.startswith(f"wsctl: error: invalid {flag} "), res.err
+        assert "per second" in res.err and len(res.err.splitlines()) == 1, res.err
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "0", "-1", "1e-300"])
 @pytest.mark.parametrize("where", ["WSCTL_TIMEOUT", "WSCTL_SOCKET_TIMEOUT", "file"])
 def test_duration_settings_follow_the_same_rule_with_exit_3(

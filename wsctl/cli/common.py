@@ -35,6 +35,7 @@ __all__ = [
     "on_stop_signals",
     "open_client",
     "open_store",
+    "rate_flag",
     "resolve_target",
     "run",
     "seconds_flag",
@@ -64,6 +65,21 @@ def seconds_flag(
             return None
         try:
             return check_seconds(value, maximum=maximum, allow_zero=allow_zero)
+        except ValueError as exc:
+            raise UsageError(f"invalid {flag} {value!r}: {exc}") from None
+
+    return check
+
+
+def rate_flag(flag: str) -> Callable[[float], float]:
+    """The callback every rate flag of the CLI takes: :func:`wsctl.durations.check_rate`
+    (finite, 0 for no pacing, at most a million per second), a one-line usage error (exit 2)
+    otherwise."""
+    from wsctl.durations import check_rate
+
+    def check(value: float) -> float:
+        try:
+            return check_rate(value)
         except ValueError as exc:
             raise UsageError(f"invalid {flag} {value!r}: {exc}") from None
 

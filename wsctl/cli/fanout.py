@@ -156,8 +156,6 @@ def run_fanout(
 
     if output not in ("table", "json", "jsonl"):
         raise UsageError("send to many robots supports -o table, json or jsonl")
-    if rate < 0:
-        raise UsageError("--rate must be 0 (no pacing) or more")
     options = FanoutOptions(via=via, rate=rate, timeout=timeout)
     failures: list[dict[str, Any]] = []
     not_shown = 0

@@ -14,6 +14,7 @@ from wsctl.cli.common import (
     keyspace_of,
     on_stop_signals,
     open_client,
+    rate_flag,
     resolve_target,
     run,
     seconds_flag,
@@ -235,7 +236,12 @@ def send(
         typer.Option("--robots-from", help="Fan-out: robot ids, one a line, from FILE or -."),
     ] = None,
     rate: Annotated[
-        float, typer.Option("--rate", help="Fan-out: robots per second (0: no pacing).")
+        float,
+        typer.Option(
+            "--rate",
+            help="Fan-out: robots per second (0: no pacing).",
+            callback=rate_flag("--rate"),
+        ),
     ] = 0.0,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Fan-out: list the selection, send nothing.")

@@ -13,6 +13,7 @@ from wsctl.cli.common import (
     check_report_output,
     err,
     on_stop_signals,
+    rate_flag,
     run,
     seconds_flag,
     state,
@@ -52,7 +53,10 @@ def simulate(
         ),
     ] = None,
     ramp: Annotated[
-        float, typer.Option("--ramp", help="Connects per second (0: all at once).")
+        float,
+        typer.Option(
+            "--ramp", help="Connects per second (0: all at once).", callback=rate_flag("--ramp")
+        ),
     ] = 1000.0,
     rate: Annotated[
         float,
@@ -60,6 +64,7 @@ def simulate(
             "--rate",
             help="Deliver-phase messages per second (0: all at once, a burst whose latency "
             "includes queueing).",
+            callback=rate_flag("--rate"),
         ),
     ] = DEFAULT_RATE,
     non_owner_share: Annotated[
@@ -71,7 +76,12 @@ def simulate(
         ),
     ] = 0.75,
     churn: Annotated[
-        float, typer.Option("--churn", help="Reconnects per second to another gateway (0: off).")
+        float,
+        typer.Option(
+            "--churn",
+            help="Reconnects per second to another gateway (0: off).",
+            callback=rate_flag("--churn"),
+        ),
     ] = 0.0,
     payload_bytes: Annotated[
         int, typer.Option("--payload-bytes", min=0, help="Padding added to each message.")
@@ -153,8 +163,6 @@ def simulate(
     from wsctl.ops.simulate import SimulateOptions, parse_slo
 
     check_report_output(output, "simulate")
-    if ramp < 0 or churn < 0 or rate < 0:
-        raise UsageError("--ramp, --rate and --churn must not be negative")
     if not 0.0 <= non_owner_share <= 1.0:
         raise UsageError("--non-owner-share must be between 0 and 1")
     if duration is not None and duration <= 0:
