@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -9,9 +10,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import Backend
 from tests.original_fleet import redis_env
@@ -112,3 +114,31 @@ def fastapi_gateways(
     finally:
         for gw in started:
             _stop_process(gw.proc)
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_in_process(app: Any, timeout: float = 10.0) -> AsyncIterator[int]:
+    """Serve the ASGI ``app`` with uvicorn in this event loop on a free loopback port (no
+    lifespan: the test starts what it needs); yields the port, stops the server after."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=free_port(),
+        lifespan="off",
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if task.done() or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start within {timeout:g}s")
+            await asyncio.sleep(0.02)
+        yield config.port
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout)

@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import Backend, ainvoke, open_test_store
-from tests.fastapi_fleet import fastapi_gateways
+from tests.fastapi_fleet import fastapi_gateways, uvicorn_in_process
 from tests.fleet import running_fleet, wait_for
 from wsctl.gateway.identity import robot_token
 from wsctl.instances import is_listening
@@ -268,3 +268,54 @@ async def test_app_send_and_callbacks_through_the_example_app(
 
 async def _absent(store, robot_id: str) -> bool:  # type: ignore[no-untyped-def]
     return await store.get(robot_id) is None
+
+
+async def _refusal(url: str) -> tuple[int, bytes, str | None]:
+    """A refused handshake's status, body and Retry-After."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url):
+            pass
+    response = refused.value.response
+    return response.status_code, bytes(response.body or b""), response.headers.get("Retry-After")
+
+
+async def test_both_adapters_refuse_handshakes_alike(single: Backend) -> None:
+    """Bad token, bad id, draining and shutting down: the Starlette adapter (real uvicorn)
+    answers each refused handshake with the status, body and Retry-After of the websockets
+    shell, so robots and load balancers cannot tell the transports apart."""
+    from starlette.applications import Starlette
+
+    from wsctl.gateway.asgi import Fleet
+    from wsctl.redis_target import Target
+
+    fleet = Fleet(Target("tcp"), instance_id="fa-refuse", auth_secret="s3cret")
+    app = Starlette(routes=fleet.routes("/ws/{robot_id:path}"))
+    token = "?token=" + robot_token("s3cret", "r1")
+    async with (
+        running_fleet(single.env, names=("gw-refuse",), auth_secret="s3cret") as gateways,
+        uvicorn_in_process(app) as port,
+    ):
+        shell = gateways["gw-refuse"]
+        cores = (shell.core, fleet.core)
+        urls = (shell.ws_url, f"ws://127.0.0.1:{port}")
+        seen: dict[str, list[tuple[int, bytes, str | None]]] = {}
+        for situation, path in (
+            ("bad token", "/ws/r1?token=nope"),
+            ("bad id", "/ws/bad%01id"),
+            ("draining", "/ws/r1" + token),
+            ("shutting down", "/ws/r1" + token),
+        ):
+            for core in cores:
+                core.drainer.active = situation == "draining"
+                core.stopping = situation == "shutting down"
+            try:
+                seen[situation] = [await _refusal(url + path) for url in urls]
+            finally:
+                for core in cores:
+                    core.drainer.active = core.stopping = False
+        assert seen["bad token"][0] == (401, b"bad or missing token\n", None)
+        assert seen["bad id"][0][0] == 400
+        assert seen["draining"][0] == (503, b"draining\n", str(shell.core.retry_after))
+        assert seen["shutting down"][0] == (503, b"shutting down\n", None)
+        for situation, (from_shell, from_asgi) in seen.items():
+            assert from_asgi == from_shell, situation

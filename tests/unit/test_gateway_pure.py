@@ -1,4 +1,4 @@
-"""The gateway's pure parts: paths, tokens, ids, the local table, metrics, advertised URL."""
+"""The gateway's pure parts: tokens, the local table, metrics, advertised URL."""
 
 from __future__ import annotations
 
@@ -6,20 +6,8 @@ import socket
 
 from wsctl.gateway.identity import robot_token, token_ok
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
-from wsctl.gateway.server import Gateway, GatewayConfig, presented_token, robot_from_path
+from wsctl.gateway.server import Gateway, GatewayConfig
 from wsctl.redis_target import Target
-
-
-def test_robot_ids_come_percent_decoded_from_the_path() -> None:
-    assert robot_from_path("/ws/robot%2A17?token=x") == "robot*17"
-    assert robot_from_path("/ws/%E6%9C%BA") == "机"
-    assert robot_from_path("/other") is None
-
-
-def test_token_from_bearer_header_wins_over_query() -> None:
-    assert presented_token("/ws/r?token=q", "Bearer h") == "h"
-    assert presented_token("/ws/r?token=q", None) == "q"
-    assert presented_token("/ws/r", None) is None
 
 
 def test_tokens_are_per_robot_and_per_secret() -> None:

@@ -33,11 +33,18 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from wsctl.config import DEFAULT_SOCKET_TIMEOUT, load_settings
-from wsctl.errors import ConfigError, UsageError
-from wsctl.gateway.core import CoreConfig, FleetCore, SendResult
-from wsctl.gateway.identity import instance_id_for, token_ok
+from wsctl.errors import ConfigError
+from wsctl.gateway.admission import (
+    HEALTH_PATH,
+    METRICS_PATH,
+    Refusal,
+    advertised_url,
+    health_answer,
+    refusal,
+)
+from wsctl.gateway.core import CoreConfig, FleetCore, SendResult, close_reason
+from wsctl.gateway.identity import instance_id_for
 from wsctl.gateway.local import LocalConnections, Metrics
-from wsctl.gateway.server import advertised_url, presented_token
 from wsctl.redis_factory import target_from_settings
 from wsctl.redis_target import Target
 from wsctl.registry.keys import Keyspace, validate_id
@@ -50,9 +57,6 @@ log = logging.getLogger("wsctl.gateway")
 OnConnect = Callable[[str], Awaitable[None] | None]
 OnMessage = Callable[[str, str], Awaitable[None] | None]
 OnDisconnect = Callable[[str], Awaitable[None] | None]
-
-CLOSE_POLICY = 1008  # handshake refused (bad id, bad token) where no HTTP denial is possible
-CLOSE_TRY_LATER = 1013
 
 
 class StarletteSocket:
@@ -192,44 +196,29 @@ class Fleet:
             await self.stop()
 
     # ------------------------------------------------------------------ robots
-    async def _refuse(self, websocket: WebSocket, status: int, text: str) -> None:
-        """Refuse the handshake with an HTTP status where the server allows it, else 1008."""
+    async def _refuse(self, websocket: WebSocket, refused: Refusal) -> None:
+        """Refuse the handshake with its HTTP status where the server allows it (as the
+        websockets shell answers), else with its close code."""
         if "websocket.http.response" in websocket.scope.get("extensions", {}):
-            await websocket.send_denial_response(PlainTextResponse(text, status_code=status))
-        else:
-            await websocket.close(CLOSE_POLICY, text[:100])
-
-    async def _refuse_draining(self, websocket: WebSocket) -> None:
-        """HTTP 503 with ``Retry-After`` (as the websockets shell answers), else 1013."""
-        if "websocket.http.response" in websocket.scope.get("extensions", {}):
-            headers = {"Retry-After": str(self.core.retry_after)}
-            response = PlainTextResponse("draining\n", status_code=503, headers=headers)
+            response = PlainTextResponse(
+                refused.body, status_code=refused.status, headers=dict(refused.headers)
+            )
             await websocket.send_denial_response(response)
         else:
-            await websocket.close(CLOSE_TRY_LATER, "draining")
-
-    def _token_ok(self, websocket: WebSocket, robot_id: str) -> bool:
-        if not self.auth_secret:
-            return True
-        token = presented_token("?" + websocket.url.query, websocket.headers.get("authorization"))
-        return token_ok(self.auth_secret, robot_id, token)
+            await websocket.close(refused.close_code, close_reason(refused.reason))
 
     async def serve(self, websocket: WebSocket, robot_id: str) -> None:
         """Run one robot's session: check the id and token, accept, register (fenced), pass
         each text message to ``on_message``, and clean up when the socket ends."""
-        if self.core.stopping:
-            await websocket.close(CLOSE_TRY_LATER, "shutting down")
-            return
-        if self.core.draining:  # wsctl drain: robots go to other instances meanwhile
-            await self._refuse_draining(websocket)
-            return
-        try:
-            validate_id(robot_id)
-        except UsageError as exc:
-            await self._refuse(websocket, 400, f"{exc}\n")
-            return
-        if not self._token_ok(websocket, robot_id):
-            await self._refuse(websocket, 401, "bad or missing token\n")
+        refused = refusal(
+            self.core,
+            robot_id,
+            "?" + websocket.url.query,
+            websocket.headers.get("authorization"),
+            self.auth_secret,
+        )
+        if refused is not None:
+            await self._refuse(websocket, refused)
             return
         await websocket.accept()
         conn = await self.core.open_session(robot_id, StarletteSocket(websocket))
@@ -272,8 +261,8 @@ class Fleet:
     # ------------------------------------------------------------------ HTTP
     async def healthz(self, request: Request) -> Response:
         """200 ``ok``; 503 ``draining`` or ``redis unavailable`` (:meth:`FleetCore.health`)."""
-        status, text = await self.core.health()
-        return PlainTextResponse(text + "\n", status_code=status)
+        status, text = health_answer(*await self.core.health())
+        return PlainTextResponse(text, status_code=status)
 
     async def metrics_endpoint(self, request: Request) -> Response:
         """A Starlette endpoint serving the Prometheus text of :meth:`FleetCore.metrics_text`."""
@@ -286,8 +275,8 @@ class Fleet:
         """``/healthz`` and ``/metrics`` to mount, plus the robot endpoint when
         ``websocket_path`` is given (e.g. ``"/ws/{robot_id:path}"``)."""
         routes: list[BaseRoute] = [
-            Route("/healthz", self.healthz, methods=["GET"]),
-            Route("/metrics", self.metrics_endpoint, methods=["GET"]),
+            Route(HEALTH_PATH, self.healthz, methods=["GET"]),
+            Route(METRICS_PATH, self.metrics_endpoint, methods=["GET"]),
         ]
         if websocket_path:
             routes.append(WebSocketRoute(websocket_path, self._websocket_endpoint))

@@ -11,39 +11,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import serve
 from websockets.protocol import State
 
 from wsctl.config import DEFAULT_SOCKET_TIMEOUT
-from wsctl.errors import UsageError
 from wsctl.events import EventLimits
+from wsctl.gateway.admission import (
+    HEALTH_PATH,
+    METRICS_PATH,
+    advertised_url,
+    health_answer,
+    refusal,
+    robot_from_path,
+)
 from wsctl.gateway.core import CoreConfig, FleetCore
-from wsctl.gateway.identity import instance_id_for, token_ok
+from wsctl.gateway.identity import instance_id_for
 from wsctl.gateway.local import LocalConnections, Metrics
 from wsctl.protocol import CloseCode
 from wsctl.redis_target import AsyncClient, Target
-from wsctl.registry.keys import Keyspace, validate_id
+from wsctl.registry.keys import Keyspace
 from wsctl.registry.store import RegistryStore
 
-__all__ = [
-    "CLOSE_SUPERSEDED",
-    "Gateway",
-    "GatewayConfig",
-    "advertised_url",
-    "presented_token",
-    "robot_from_path",
-]
+__all__ = ["CLOSE_SUPERSEDED", "Gateway", "GatewayConfig", "WebsocketsSocket"]
 
 log = logging.getLogger("wsctl.gateway")
 
 CLOSE_SUPERSEDED = int(CloseCode.SUPERSEDED)
-WS_PATH = "/ws/"
 
 
 @dataclass
@@ -65,34 +63,6 @@ class GatewayConfig:
     events: bool = True  # write the instance's event stream
     event_limits: EventLimits = field(default_factory=EventLimits)
     socket_timeout: float = DEFAULT_SOCKET_TIMEOUT  # bounds every Redis call (--request-timeout)
-
-
-def robot_from_path(path: str) -> str | None:
-    """The robot id of ``/ws/{robot_id}`` (percent-decoded), else None."""
-    parts = urlsplit(path)
-    if not parts.path.startswith(WS_PATH):
-        return None
-    return unquote(parts.path[len(WS_PATH) :])
-
-
-def presented_token(path: str, authorization: str | None) -> str | None:
-    """The robot's token: ``Authorization: Bearer …`` wins over ``?token=``."""
-    if authorization and authorization.lower().startswith("bearer "):
-        return authorization[7:].strip()
-    values = parse_qs(urlsplit(path).query).get("token")
-    return values[0] if values else None
-
-
-def advertised_url(host: str, port: int, advertise_url: str | None = None) -> str:
-    """Where robots and ``simulate`` reach an instance (a wildcard bind advertises the host
-    name instead of 0.0.0.0)."""
-    if advertise_url:
-        return advertise_url.rstrip("/")
-    if host in ("0.0.0.0", "::", ""):
-        host = socket.gethostname()
-    if ":" in host:
-        host = f"[{host}]"
-    return f"ws://{host}:{port}"
 
 
 class WebsocketsSocket:
@@ -249,29 +219,27 @@ class Gateway:
     # ------------------------------------------------------------------ HTTP side
     async def _process_request(self, connection: Any, request: Any) -> Any:
         path = urlsplit(request.path).path
-        if path == "/healthz":
-            code, text = await self.core.health()
-            return connection.respond(HTTPStatus(code), text + "\n")
-        if path == "/metrics":
+        if path == HEALTH_PATH:
+            code, text = health_answer(*await self.core.health())
+            return connection.respond(HTTPStatus(code), text)
+        if path == METRICS_PATH:
             return connection.respond(HTTPStatus.OK, self.core.metrics_text())
         robot_id = robot_from_path(request.path)
         if robot_id is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found: use /ws/{robot_id}\n")
-        if self._stopping:
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
-        if self.core.draining:
-            response = connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "draining\n")
-            response.headers["Retry-After"] = str(self.core.retry_after)
-            return response
-        try:
-            validate_id(robot_id)
-        except UsageError as exc:
-            return connection.respond(HTTPStatus.BAD_REQUEST, f"{exc}\n")
-        if self.config.auth_secret:
-            token = presented_token(request.path, request.headers.get("Authorization"))
-            if not token_ok(self.config.auth_secret, robot_id, token):
-                return connection.respond(HTTPStatus.UNAUTHORIZED, "bad or missing token\n")
-        return None
+        refused = refusal(
+            self.core,
+            robot_id,
+            request.path,
+            request.headers.get("Authorization"),
+            self.config.auth_secret,
+        )
+        if refused is None:
+            return None
+        response = connection.respond(HTTPStatus(refused.status), refused.body)
+        for name, value in refused.headers:
+            response.headers[name] = value
+        return response
 
     # ------------------------------------------------------------------ robots
     async def _handle(self, ws: Any) -> None:
