@@ -149,3 +149,16 @@ def test_library_code_imports_wsctl_modules_at_the_top() -> None:
                 ):
                     found.append(f"{name}:{node.lineno} {node.module}")
     assert found == []
+
+
+def test_the_gateway_adapters_share_through_the_core_and_admission_only() -> None:
+    """The websockets shell and the Starlette adapter never import each other: what both need
+    lives in the transport-independent modules (gateway.core, gateway.admission)."""
+    graph = import_graph()
+    adapters = {"wsctl.gateway.server", "wsctl.gateway.asgi"}
+    for adapter in adapters:
+        assert graph[adapter] & adapters == set(), adapter
+    assert {"wsctl.gateway.admission", "wsctl.gateway.core"} <= graph["wsctl.gateway.asgi"]
+    # admission is pure: of the gateway it uses only the token check, never the core
+    gateway_deps = {m for m in graph["wsctl.gateway.admission"] if m.startswith("wsctl.gateway.")}
+    assert gateway_deps <= {"wsctl.gateway.identity"}, gateway_deps
