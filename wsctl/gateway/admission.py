@@ -56,8 +56,9 @@ class Refusal:
 
     @property
     def reason(self) -> str:
-        """The body as a close reason (no newline; the caller cuts it to the frame limit)."""
-        return self.body.rstrip("\n")
+        """The body as a close reason: no newline, at most 100 characters. (ASGI servers turn
+        a close before accept into HTTP 403, so only logs see it.)"""
+        return self.body.rstrip("\n")[:100]
 
 
 class AdmissionState(Protocol):

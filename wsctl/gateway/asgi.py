@@ -42,7 +42,7 @@ from wsctl.gateway.admission import (
     health_answer,
     refusal,
 )
-from wsctl.gateway.core import CoreConfig, FleetCore, SendResult, close_reason
+from wsctl.gateway.core import CoreConfig, FleetCore, SendResult
 from wsctl.gateway.identity import instance_id_for
 from wsctl.gateway.local import LocalConnections, Metrics
 from wsctl.redis_factory import target_from_settings
@@ -205,7 +205,7 @@ class Fleet:
             )
             await websocket.send_denial_response(response)
         else:
-            await websocket.close(refused.close_code, close_reason(refused.reason))
+            await websocket.close(refused.close_code, refused.reason)
 
     async def serve(self, websocket: WebSocket, robot_id: str) -> None:
         """Run one robot's session: check the id and token, accept, register (fenced), pass
