@@ -15,7 +15,7 @@ from redis import exceptions as rx
 from wsctl.errors import RedisUnavailable, TlsError
 from wsctl.redis_target import Target
 
-__all__ = ["describe_error", "tls_problem", "translate_errors"]
+__all__ = ["describe_error", "plain_behind_tls", "tls_problem", "translate_errors"]
 
 # Where to set things, said once for every message.
 _CA_HINT = "give its CA bundle with --tls-ca-cert / WSCTL_TLS_CA_CERT (tls_ca_cert in a context)"
@@ -147,6 +147,17 @@ def _plain_behind_tls(where: str) -> str:
         f"TLS: {where} does not speak TLS (a plain Redis?): use redis:// and drop "
         "--tls / WSCTL_REDIS_TLS"
     )
+
+
+def plain_behind_tls(target: Target, timeout: float = 1.0) -> str | None:
+    """The operator-facing line when ``target`` is configured for TLS but its server answers a
+    plain ``PING`` (a plain Redis behind a ``rediss://`` URL), else None. Blocking (short
+    probes, ``timeout`` each): callers run it in a thread while their TLS handshake waits."""
+    if target.tls is None:
+        return None
+    if any(_speaks_plain_redis(h, p, timeout) for h, p in _endpoints(target)):
+        return _plain_behind_tls(target.describe())
+    return None
 
 
 def _tls_handshake_verdict(target: Target, timeout: float = 1.0) -> BaseException | None:

@@ -10,6 +10,7 @@ Errors leaving :func:`connect` name the target with the password redacted and ma
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -25,10 +26,11 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError, TimeoutError
 
 from wsctl.config import DEFAULT_SOCKET_TIMEOUT, Settings, parse_bool
-from wsctl.errors import ConfigError, RedisUnavailable
-from wsctl.redis_errors import translate_errors
+from wsctl.errors import ConfigError, RedisUnavailable, TlsError
+from wsctl.redis_errors import plain_behind_tls, translate_errors
 from wsctl.redis_internals import start_on_a_live_node
 from wsctl.redis_target import AsyncClient, Target, TlsOptions, redact_url, split_url
+from wsctl.tasks import settle
 
 __all__ = [
     "RETRIES",
@@ -314,6 +316,32 @@ async def check_mode(client: AsyncClient, target: Target) -> None:
             )
 
 
+# How long a TLS check may take before wsctl asks, in parallel, whether the server is a plain
+# Redis (whose handshake would otherwise only fail after every retry's socket timeout).
+_TLS_PROBE_AFTER_S = 1.0
+
+
+async def _checked(client: AsyncClient, target: Target, socket_timeout: float) -> None:
+    """:func:`check_mode`, and for a TLS target that has not answered within a second, a plain
+    ``PING`` probe in parallel: a plain Redis behind a ``rediss://`` URL never finishes the
+    handshake (it waits for a line end the TLS hello never sends), so without the probe the
+    mistake is reported only after (retries + 1) x the socket timeout."""
+    if target.tls is None or target.kind == "unix":
+        await check_mode(client, target)
+        return
+    check = asyncio.create_task(check_mode(client, target))
+    try:
+        done, _ = await asyncio.wait({check}, timeout=min(_TLS_PROBE_AFTER_S, socket_timeout))
+        if not done:
+            probe_timeout = min(1.0, socket_timeout)
+            verdict = await asyncio.to_thread(plain_behind_tls, target, probe_timeout)
+            if verdict is not None and not check.done():
+                raise TlsError(verdict)
+        await check
+    finally:
+        await settle(check)
+
+
 @contextlib.asynccontextmanager
 async def connect(
     target: Target,
@@ -328,7 +356,7 @@ async def connect(
     """
     client = make_client(target, retries=retries, socket_timeout=socket_timeout)
     try:
-        await check_mode(client, target)
+        await _checked(client, target, socket_timeout)
         with translate_errors(target):
             yield client
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -284,6 +285,18 @@ def test_plain_redis_behind_a_rediss_url_says_it_does_not_speak_tls(tls: TlsSing
     # times out (WSCTL_SOCKET_TIMEOUT bounds it), then a plain PING tells why
     res = invoke(["list", "robots"], env=tls.env(tls.server.port, WSCTL_SOCKET_TIMEOUT="1"))
     _one_line_exit_3(res, "does not speak TLS")
+
+
+def test_plain_redis_behind_a_rediss_url_is_told_long_before_the_retries_time_out(
+    tls: TlsSingle,
+) -> None:
+    """With the default 5 s socket timeout and two retries the handshake alone fails only after
+    15 s; a plain PING probe sent after one second tells the mistake within a few seconds."""
+    started = time.monotonic()
+    res = invoke(["list", "robots"], env=tls.env(tls.server.port, WSCTL_SOCKET_TIMEOUT="5"))
+    elapsed = time.monotonic() - started
+    _one_line_exit_3(res, "does not speak TLS")
+    assert elapsed < 8, elapsed
 
 
 def test_redis_url_to_a_tls_port_says_it_expects_tls(tls: TlsSingle) -> None:
