@@ -16,8 +16,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import Backend, ainvoke, open_test_store
-from tests.fastapi_fleet import fastapi_gateways, uvicorn_in_process
+from tests.fastapi_fleet import fastapi_gateways
 from tests.fleet import running_fleet, wait_for
+from tests.uvicorn_fleet import uvicorn_in_process
 from wsctl.gateway.identity import robot_token
 from wsctl.instances import is_listening
 
