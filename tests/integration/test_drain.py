@@ -185,7 +185,7 @@ async def test_unknown_and_non_listening_instances_exit_4_and_5(single: Backend)
 
 
 async def test_a_bad_drain_envelope_is_rejected_and_changes_nothing(single: Backend) -> None:
-    from wsctl.ops.control import request
+    from wsctl.control_rpc import request
     from wsctl.protocol import Envelope, Op, Status
 
     async with running_fleet(single.env, names=("gw-a",)) as fleet:

@@ -326,7 +326,7 @@ async def test_a_message_that_is_not_utf8_is_rejected_and_the_robot_stays_connec
 
     # as a peer in another language would write them: JSON \\uXXXX escapes, ASCII on the wire
     monkeypatch.setattr(
-        "wsctl.ops.control.encode", lambda obj: json.dumps(json.loads(protocol.encode(obj)))
+        "wsctl.control_rpc.encode", lambda obj: json.dumps(json.loads(protocol.encode(obj)))
     )
     async with running_fleet(backend.env) as fleet, open_test_store(backend) as store:
         async with connect(f"{fleet['gw-b'].ws_url}/ws/robot-6") as robot:

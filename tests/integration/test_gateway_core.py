@@ -355,7 +355,7 @@ async def test_a_dead_local_socket_is_dropped_and_its_entry_removed(single: Back
 
 
 async def _ask(core: FleetCore, store: Any, envelope: Envelope) -> Any:
-    from wsctl.ops.control import request
+    from wsctl.control_rpc import request
 
     return await request(store.client, store.keys, core.instance_id, envelope, 5.0)
 

@@ -21,7 +21,7 @@ from tests.conftest import Backend, open_test_store
 from tests.fastapi_fleet import fastapi_gateways
 from tests.fleet import running_fleet, wait_for
 from tests.seedlike import seed_store_connection
-from wsctl.ops.control import request
+from wsctl.control_rpc import request
 from wsctl.ops.send import send_message
 from wsctl.protocol import (
     ROBOT_PING,

@@ -162,3 +162,25 @@ def test_the_gateway_adapters_share_through_the_core_and_admission_only() -> Non
     # admission is pure: of the gateway it uses only the token check, never the core
     gateway_deps = {m for m in graph["wsctl.gateway.admission"] if m.startswith("wsctl.gateway.")}
     assert gateway_deps <= {"wsctl.gateway.identity"}, gateway_deps
+
+
+def _importers_of(graph: dict[str, set[str]], package: str) -> set[str]:
+    return {name for name, deps in graph.items() if any(d.startswith(package) for d in deps)}
+
+
+def test_only_cli_and_ops_import_ops() -> None:
+    """ops/ is the top library layer (operations that return results): registry/, gateway/
+    and the modules under them never reach up into it."""
+    graph = import_graph()
+    importers = _importers_of(graph, "wsctl.ops.")
+    below = {n for n in importers if not n.startswith(("wsctl.ops.", "wsctl.cli."))}
+    assert below == set(), below
+
+
+def test_library_code_never_imports_cli() -> None:
+    """Only the CLI talks to the terminal; the library under it (everything but cli/ and the
+    ``python -m wsctl`` entry point) never imports it."""
+    graph = import_graph()
+    importers = _importers_of(graph, "wsctl.cli.")
+    library = {n for n in importers if not n.startswith("wsctl.cli.")} - {"wsctl.__main__"}
+    assert library == set(), library

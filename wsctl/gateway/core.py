@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from wsctl import __version__
 from wsctl.config import DEFAULT_SOCKET_TIMEOUT
+from wsctl.control_rpc import Unreachable, request
 from wsctl.events import EventLimits, EventName
 from wsctl.gateway.batch_router import BatchRouter
 from wsctl.gateway.batching import OWNER_CACHE_TTL
@@ -46,7 +47,6 @@ from wsctl.gateway.events import EventSink
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics, prometheus_label
 from wsctl.gateway.routing import Decision, LocalSocket, Route, decide
 from wsctl.instances import InstanceRecord, delete_record, is_listening, write_record
-from wsctl.ops.control import Unreachable, request
 from wsctl.protocol import (
     ROBOT_PING,
     ROBOT_PING_UNSUPPORTED,

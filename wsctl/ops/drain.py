@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from wsctl.control_rpc import Unreachable
 from wsctl.errors import EXIT_NOT_REGISTERED, EXIT_TIMEOUT, EXIT_UNREACHABLE, WsctlError
-from wsctl.ops.control import Unreachable
 from wsctl.protocol import Envelope, Op, Status
 from wsctl.registry.store import RegistryStore
 

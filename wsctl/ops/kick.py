@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from wsctl.control_rpc import Unreachable, request
 from wsctl.errors import (
     EXIT_NEGATIVE,
     EXIT_NOT_REGISTERED,
@@ -15,7 +16,6 @@ from wsctl.errors import (
     EXIT_TIMEOUT,
     EXIT_UNREACHABLE,
 )
-from wsctl.ops.control import Unreachable, request
 from wsctl.ops.send import why_unreachable
 from wsctl.protocol import CloseCode, Envelope, Op, Status
 from wsctl.redis_target import AsyncClient

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from wsctl.control_rpc import Unreachable, request
 from wsctl.errors import (
     EXIT_NEGATIVE,
     EXIT_NOT_REGISTERED,
@@ -15,7 +16,6 @@ from wsctl.errors import (
 )
 from wsctl.instances import get_record, is_listening, liveness
 from wsctl.ops.compat import classify, explain
-from wsctl.ops.control import Unreachable, request
 from wsctl.protocol import Envelope, Op, Reply, Status
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace

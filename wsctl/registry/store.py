@@ -9,7 +9,7 @@
 * The store is also ``ops/``'s one handle on the deployment's Redis: liveness records,
   listeners, cluster facts, pub/sub and control-channel requests go through its methods (thin
   delegates to :mod:`wsctl.instances`, :mod:`wsctl.redis_topology`, :mod:`wsctl.redis_pubsub`
-  and :mod:`wsctl.ops.control`), so no operation reaches into its client.
+  and :mod:`wsctl.control_rpc`), so no operation reaches into its client.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
+from wsctl.control_rpc import Unreachable, gather_requests, request
 from wsctl.instances import InstanceRecord, get_record, is_listening, iter_records
-from wsctl.ops.control import Unreachable, gather_requests, request
 from wsctl.protocol import Envelope, Reply
 from wsctl.redis_internals import bulk_execute
 from wsctl.redis_pubsub import publish_many, subscription
@@ -399,8 +399,8 @@ class RegistryStore:
     async def request(self, instance_id: str, envelope: Envelope, timeout: float) -> Reply | None:
         """Send ``envelope`` on the instance's control channel and wait for its one reply.
 
-        Returns None on timeout; raises :class:`~wsctl.ops.control.Unreachable` when nobody
-        listens on that channel (see :func:`wsctl.ops.control.request`).
+        Returns None on timeout; raises :class:`~wsctl.control_rpc.Unreachable` when nobody
+        listens on that channel (see :func:`wsctl.control_rpc.request`).
         """
         return await request(self.client, self.keys, instance_id, envelope, timeout)
 
@@ -408,7 +408,7 @@ class RegistryStore:
         self, targets: list[tuple[str, Envelope]], timeout: float
     ) -> dict[str, Reply | Unreachable | None]:
         """Several control-channel requests at once; per instance its reply, None (timeout)
-        or :class:`~wsctl.ops.control.Unreachable`."""
+        or :class:`~wsctl.control_rpc.Unreachable`."""
         return await gather_requests(self.client, self.keys, targets, timeout)
 
     async def owners(self, robot_ids: Sequence[str], chunk: int = 1000) -> list[Any]:

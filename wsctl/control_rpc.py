@@ -1,4 +1,7 @@
-"""Request/reply over the control channel: what ``send``, ``kick``, ``drain`` and ``doctor`` use.
+"""Request/reply over the control channel: how one instance or command asks another instance
+and waits for its answer (gateway forwarding, the registry store's requests, ``send``,
+``kick``, ``drain``, ``doctor``). Below ``registry/``, ``gateway/`` and ``ops/``: it uses only
+the protocol, pub/sub and liveness modules.
 
 The reply channel is subscribed *before* the request is published, so a fast reply is never
 missed; if nobody listens on the instance's control channel (subscribers are counted on every
