@@ -15,6 +15,7 @@ from websockets.exceptions import InvalidStatus
 
 from tests.conftest import Backend, ainvoke
 from tests.fleet import running_fleet, wait_for
+from wsctl.gateway.drain import DRAIN_CLOSE_REASON as DRAIN_REASON
 from wsctl.instances import InstanceRecord, write_record
 from wsctl.ops.robots import RobotSwarm, make_message
 from wsctl.registry.keys import Keyspace
@@ -252,3 +253,49 @@ async def test_a_session_that_slipped_in_during_the_drain_is_closed_too(single: 
         await wait_for(lambda: len(core.local) == 0, timeout=10)
         for sock in [*early, late]:
             assert sock.closed_with is not None and sock.closed_with[0] == 1012
+
+
+@pytest.mark.parametrize("interrupt", ["undrain", "drain-again"])
+async def test_an_undrain_mid_batch_leaves_no_entry_for_a_closed_socket(
+    backend: Backend, interrupt: str
+) -> None:
+    """The batch's deletes are held at the store while the undrain (or a second drain, which
+    restarts the batches) arrives: every socket the batch closed loses its entry all the same,
+    and the robots it had not reached keep theirs."""
+    from tests.conftest import open_test_store
+    from tests.integration.test_gateway_core import FakeSocket, Gate, running_core
+    from wsctl.protocol import Envelope, Op
+
+    async with running_core(backend.env) as core, open_test_store(backend) as store:
+        socks = {f"mid-{n}": FakeSocket() for n in range(4)}
+        for robot_id, sock in socks.items():
+            await core.open_session(robot_id, sock)
+        gate = Gate(core)
+        try:
+            await core.drainer.handle(Envelope(op=Op.DRAIN, message='{"batch": 2, "interval": 30}'))
+            await gate.settle()
+            assert [c.name for c in gate.pending] == ["delete_if", "delete_if"]
+            if interrupt == "undrain":
+                await core.drainer.handle(Envelope(op=Op.UNDRAIN))
+                assert not core.draining and not core.drainer.running
+            else:
+                await core.drainer.handle(
+                    Envelope(op=Op.DRAIN, message='{"batch": 10, "interval": 30}')
+                )
+            await gate.drive((0,), [], core)
+        finally:
+            gate.restore(core)
+        if interrupt == "drain-again":  # the second drain closes all four, in one batch
+            await wait_for(lambda: all(s.closed_with is not None for s in socks.values()), 10)
+        closed = [r for r, s in socks.items() if s.closed_with is not None]
+        assert closed and all(socks[r].closed_with == (1012, DRAIN_REASON) for r in closed)
+        for robot_id in socks:
+            entry = await store.get(robot_id)
+            if robot_id in closed:
+                assert entry is None, f"{robot_id}: entry left for a closed socket"
+                assert core.local.get(robot_id) is None
+            else:
+                assert entry is not None and core.local.get(robot_id) is not None
+        assert core.cleanup_pending == 0
+        if interrupt == "undrain":
+            assert len(closed) == 2

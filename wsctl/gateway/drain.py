@@ -4,7 +4,8 @@ On ``drain`` the instance enters the draining state at once (adapters refuse new
 handshakes with 503 + Retry-After, /healthz answers 503 ``draining``, the liveness record says
 ``draining: 1``) and replies with the sessions it holds; then it closes them in paced batches
 with close code 1012 (service restart), each entry removed fenced by its ``conn_id``, so the
-robots reconnect to other instances. ``undrain`` stops the batches and accepts robots again.
+robots reconnect to other instances. ``undrain`` stops the batches and accepts robots again;
+a session already dropped by a batch it interrupts still has its entry removed.
 The pacing runs here, not in the CLI: a drain completes even if the operator's terminal goes.
 """
 
@@ -46,6 +47,8 @@ class DrainHost(Protocol):
     async def _close_socket(self, conn: LocalConn, code: int, reason: str) -> None: ...
 
     async def _remove_entry(self, conn: LocalConn) -> None: ...
+
+    def _queue_cleanup(self, conn: LocalConn, failed: bool = False) -> None: ...
 
     async def _answer(self, envelope: Envelope, status: Status, **kw: Any) -> None: ...
 
@@ -158,8 +161,15 @@ class Drainer:
             self.closed_total += 1
             core.events.emit(EventName.DRAINED, conn.robot_id, conn.conn_id, batch=batch)
             core._spawn(core._close_socket(conn, CloseCode.SERVICE_RESTART, DRAIN_CLOSE_REASON))
-            async with core._session_slots:
-                await core._remove_entry(conn)
+            try:
+                async with core._session_slots:
+                    await core._remove_entry(conn)
+            except asyncio.CancelledError:
+                # an undrain (or a new drain, or the instance stopping) cancelled the batch
+                # after this socket was dropped and told to close: its entry must still go, or
+                # it names a closed socket (a ghost); the clean-up loop removes it, fenced
+                core._queue_cleanup(conn)
+                raise
 
     def render(self, label: str) -> list[str]:
         """The drain lines of ``/metrics`` (draining gauge, robots closed by drains)."""
