@@ -31,6 +31,7 @@ __all__ = [
     "StoredEvent",
     "detail_text",
     "event_commands",
+    "index_entry_stale",
     "parse_entry",
     "printable",
     "stream_id_ms",
@@ -138,6 +139,24 @@ def event_commands(
     for stream in (key, *robots):
         calls.append((stream, ["EXPIRE", stream, ttl]))
     return calls, starts
+
+
+def index_entry_stale(
+    newest_id: str | None, ttl_ms: int | None, now: float, retention_s: float
+) -> bool:
+    """Whether a writer stream's name should leave the index (``ws_events_streams``).
+
+    ``newest_id`` is the id of the stream's newest entry (None: the key is gone, empty, or not
+    a stream), ``ttl_ms`` its PTTL (None or negative: no expiry). A stream that is gone is
+    stale. One that still expires by itself stays listed (writers set the idle expiry on every
+    write, so its name goes at the first prune after it expired). One that will never expire
+    (its TTL was removed by hand) is stale once its newest event is older than the retention,
+    so no name stays listed for ever."""
+    if newest_id is None:
+        return True
+    if ttl_ms is not None and ttl_ms >= 0:
+        return False
+    return stream_id_ms(newest_id) / 1000.0 < now - retention_s
 
 
 def stream_id_ms(stream_id: str) -> int:

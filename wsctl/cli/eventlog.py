@@ -17,6 +17,7 @@ __all__ = [
     "RECENT",
     "event_columns",
     "event_line",
+    "prune_event_index",
     "recent_rows",
     "record_cli_events",
     "row_line",
@@ -119,3 +120,20 @@ async def record_cli_events(client: Any, keys: Any, events: list[Any]) -> None:
     if outcome.error:
         lost = len(events) - outcome.written
         err(f"wsctl: warning: {lost} event(s) not recorded in the event log ({outcome.error})")
+
+
+async def prune_event_index(client: Any, keys: Any) -> int:
+    """Remove gone writers' stream names from the event log's index (after a reap pass);
+    returns how many. A failure is a warning on stderr: the reap it follows still stands."""
+    import asyncio
+
+    from wsctl.event_index import prune_index
+
+    try:
+        outcome = await prune_index(client, keys)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the index is housekeeping: the next pass prunes it
+        err(f"wsctl: warning: event log index not pruned ({type(exc).__name__})")
+        return 0
+    return outcome.pruned

@@ -161,11 +161,12 @@ async def _reap_once(settings: Settings, options: ReapOptions) -> ReapReport:
 
 
 async def _record_reaped(store: Any, report: ReapReport) -> None:
-    from wsctl.cli.eventlog import record_cli_events
+    from wsctl.cli.eventlog import prune_event_index, record_cli_events
     from wsctl.ops.events import reap_events
 
     if not report.dry_run:
         await record_cli_events(store.client, store.keys, reap_events(report))
+        report.events_index_pruned = await prune_event_index(store.client, store.keys)
 
 
 async def _reap_forever(

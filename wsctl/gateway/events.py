@@ -20,6 +20,7 @@ import time
 from collections import deque
 from typing import Any
 
+from wsctl.event_index import PRUNE_DEADLINE, prune_index
 from wsctl.events import Event, EventLimits, event_commands
 from wsctl.redis_internals import bulk_execute
 from wsctl.redis_target import AsyncClient
@@ -34,6 +35,9 @@ FLUSH_INTERVAL = 0.25  # seconds an event waits at most before its batch is writ
 FLUSH_BATCH = 2000  # events per pipeline
 MAX_PENDING = 100_000  # queued events beyond this are dropped (counted)
 FLUSH_TIMEOUT = 10.0  # one batch's write, on top of the client's own socket timeout
+PRUNE_FIRST = 10.0  # seconds after start before the writer index is pruned (not in the rush)
+PRUNE_EVERY = 6 * 3600.0  # then this often (and 60 s after a failed prune)
+PRUNE_RETRY = 60.0
 
 
 class EventSink:
@@ -57,13 +61,14 @@ class EventSink:
         self.flush_interval = flush_interval
         self.written = 0
         self.dropped = 0
+        self.index_pruned = 0  # names of gone writers' streams removed from the index
         self._pending: deque[Event] = deque()
         self._client: AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
+        self._prune_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._failing = False
         self._stopping = False
-        self._indexed = False
 
     @property
     def pending(self) -> int:
@@ -89,6 +94,7 @@ class EventSink:
         if self.enabled and self._task is None:
             self._stopping = False
             self._task = asyncio.create_task(self._loop(), name="events")
+            self._prune_task = asyncio.create_task(self._prune_loop(), name="events-prune")
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop the writer after a last flush of what is queued (bounded by ``grace``)."""
@@ -97,6 +103,10 @@ class EventSink:
             self._stopping = True
             await settle(self._task)
             self._task = None
+        if self._prune_task is not None:
+            self._prune_task.cancel()
+            await settle(self._prune_task)
+            self._prune_task = None
         deadline = time.monotonic() + grace
         while self._pending and self._client is not None and time.monotonic() < deadline:
             if not await self.flush(timeout=max(0.1, deadline - time.monotonic())):
@@ -119,6 +129,30 @@ class EventSink:
                     break
                 await self.flush()
 
+    async def _prune_loop(self) -> None:
+        """Prune the writer index (:func:`wsctl.event_index.prune_index`) shortly after start,
+        then every :data:`PRUNE_EVERY` seconds: names of streams that are gone leave it."""
+        delay = PRUNE_FIRST
+        while not self._stopping:
+            await asyncio.sleep(delay)
+            if self._client is None:
+                continue
+            try:
+                async with asyncio.timeout(PRUNE_DEADLINE + FLUSH_TIMEOUT):
+                    outcome = await prune_index(
+                        self._client, self.keys, retention_s=self.limits.retention_s
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # best effort: the next pass tries again
+                log.debug("event index not pruned: %r", exc)
+                delay = PRUNE_RETRY
+                continue
+            self.index_pruned += outcome.pruned
+            if outcome.pruned:
+                log.info("event index: %d gone writers' streams unlisted", outcome.pruned)
+            delay = PRUNE_EVERY if outcome.complete else PRUNE_RETRY
+
     async def flush(self, timeout: float = FLUSH_TIMEOUT) -> bool:
         """Write one batch of queued events. False (batch dropped, counted) on any failure."""
         if not self._pending or self._client is None:
@@ -127,12 +161,13 @@ class EventSink:
         calls, starts = event_commands(self.keys, self.writer, batch, self.limits)
         try:
             results = await asyncio.wait_for(bulk_execute(self._client, calls), timeout)
-            if not self._indexed:  # the writer stream's name in the index, once per process
-                await asyncio.wait_for(
-                    self._client.sadd(self.keys.events_index, self.keys.events_key(self.writer)),
-                    timeout,
-                )
-                self._indexed = True
+            # the stream's name in the index after every batch, and after its XADDs (not in
+            # the same pipeline: on a cluster they run in parallel), so a prune that removed
+            # it as gone just before never leaves a written stream unlisted
+            await asyncio.wait_for(
+                self._client.sadd(self.keys.events_index, self.keys.events_key(self.writer)),
+                timeout,
+            )
         except asyncio.CancelledError:
             self.dropped += len(batch)
             raise
@@ -144,7 +179,6 @@ class EventSink:
             return False
         if self._failing:
             self._failing = False
-            self._indexed = False  # Redis may have lost the index meanwhile (restart, flush)
             log.info("events are written again (%d dropped so far)", self.dropped)
         # an XADD refused by Redis (a key of another type, OOM) loses that event only
         failed = sum(1 for at in starts if isinstance(results[at], Exception))
@@ -161,4 +195,6 @@ class EventSink:
             f"wsctl_gateway_events_dropped_total{label} {self.dropped}",
             "# TYPE wsctl_gateway_events_pending gauge",
             f"wsctl_gateway_events_pending{label} {len(self._pending)}",
+            "# TYPE wsctl_gateway_events_index_pruned_total counter",
+            f"wsctl_gateway_events_index_pruned_total{label} {self.index_pruned}",
         ]

@@ -116,6 +116,9 @@ class ReapReport:
     items: list[dict[str, Any]] = field(default_factory=list)
     backup: str | None = None
     seconds: float = 0.0
+    # names of gone writers' streams the pass removed from the event log's index (the CLI
+    # prunes it after each pass that is not a dry run)
+    events_index_pruned: int = 0
 
     def note(self, entry: Entry, reason: str, result: str, detail: str) -> None:
         """Record one item of the report (at most MAX_ITEMS_REPORTED are kept)."""
@@ -159,6 +162,7 @@ class ReapReport:
             "by_reason": dict(self.by_reason),
             "backup": self.backup,
             "seconds": round(self.seconds, 3),
+            "events_index_pruned": self.events_index_pruned,
             "items": self.items,
         }
 
