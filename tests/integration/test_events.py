@@ -298,6 +298,10 @@ async def test_follow_prints_new_events_as_they_come_and_stops_after_for(
     assert all(str(r["robot_id"]).startswith("new-") for r in rows)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_ends_follow_cleanly_with_exit_0(single: Backend, tmp_path: object) -> None:
     import os
     import subprocess
@@ -312,6 +316,9 @@ def test_ctrl_c_ends_follow_cleanly_with_exit_0(single: Backend, tmp_path: objec
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a suite started in the background by a non-interactive shell inherits SIGINT
+        # ignored, and so would wsctl: give it the default disposition a terminal gives
+        preexec_fn=_default_sigint,
     )
     try:
         time.sleep(2.0)
