@@ -17,6 +17,7 @@ __all__ = [
     "RECENT",
     "event_columns",
     "event_line",
+    "finish_recording",
     "prune_event_index",
     "recent_rows",
     "record_cli_events",
@@ -116,10 +117,25 @@ async def record_cli_events(client: Any, keys: Any, events: list[Any]) -> None:
         return
     from wsctl.ops.events import record_events
 
-    outcome = await record_events(client, keys, events)
-    if outcome.error:
-        lost = len(events) - outcome.written
-        err(f"wsctl: warning: {lost} event(s) not recorded in the event log ({outcome.error})")
+    _warn_lost(await record_events(client, keys, events))
+
+
+async def finish_recording(recorder: Any) -> Any:
+    """Close an :class:`wsctl.ops.events.EventRecorder` (what is queued is written) and warn
+    on stderr, in one line, when events were lost; returns its outcome."""
+    outcome = await recorder.close()
+    _warn_lost(outcome)
+    return outcome
+
+
+def _warn_lost(outcome: Any) -> None:
+    if outcome.lost:
+        err(
+            f"wsctl: warning: {outcome.lost} event(s) not recorded in the event log "
+            f"({outcome.error or 'refused'})"
+        )
+    elif outcome.error:
+        err(f"wsctl: warning: event log index not updated ({outcome.error})")
 
 
 async def prune_event_index(client: Any, keys: Any) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -139,34 +139,76 @@ async def _reap_once(settings: Settings, options: ReapOptions) -> ReapReport:
 
     with _naming_backup(lambda: options.backup):
         async with open_store(settings) as store:
-            if sys.stderr.isatty():
-                from rich.progress import Progress, SpinnerColumn, TextColumn
+            events = _PassEvents(store, lambda: options.backup)
+            try:
+                if sys.stderr.isatty():
+                    from rich.progress import Progress, SpinnerColumn, TextColumn
 
-                from wsctl.cli.output import make_console
+                    from wsctl.cli.output import make_console
 
-                with Progress(
-                    SpinnerColumn(),
-                    TextColumn("examined {task.completed} entries"),
-                    console=make_console(stderr=True),
-                    transient=True,
-                ) as bar:
-                    task = bar.add_task("reap", total=None)
+                    with Progress(
+                        SpinnerColumn(),
+                        TextColumn("examined {task.completed} entries"),
+                        console=make_console(stderr=True),
+                        transient=True,
+                    ) as bar:
+                        task = bar.add_task("reap", total=None)
+                        report = await reap_pass(
+                            store,
+                            options,
+                            lambda n: bar.update(task, completed=n),
+                            events.reaped_hook(options.dry_run),
+                        )
+                else:
                     report = await reap_pass(
-                        store, options, lambda n: bar.update(task, completed=n)
+                        store, options, on_reaped=events.reaped_hook(options.dry_run)
                     )
-            else:
-                report = await reap_pass(store, options)
-            await _record_reaped(store, report)
+            except BaseException:
+                events.abort()
+                raise
+            await events.finish(report)
             return report
 
 
-async def _record_reaped(store: Any, report: ReapReport) -> None:
-    from wsctl.cli.eventlog import prune_event_index, record_cli_events
-    from wsctl.ops.events import reap_events
+class _PassEvents:
+    """The event log side of reap passes: a ``reaped`` event for every robot a pass removes,
+    streamed batch by batch while it runs (bounded memory, no cap on the count), then the
+    pass's summary event, the counts in its report, and a prune of the writer index."""
 
-    if not report.dry_run:
-        await record_cli_events(store.client, store.keys, reap_events(report))
-        report.events_index_pruned = await prune_event_index(store.client, store.keys)
+    def __init__(self, store: Any, backup_of: Callable[[], Path | None]) -> None:
+        from wsctl.ops.events import EventRecorder
+
+        self.store = store
+        self.backup_of = backup_of
+        self.recorder = EventRecorder(store.client, store.keys)
+
+    def reaped_hook(self, dry_run: bool) -> Callable[[list[Any]], Awaitable[None]] | None:
+        """What :func:`wsctl.ops.reap.reap` calls with each batch's deleted entries."""
+        return None if dry_run else self._reaped
+
+    async def _reaped(self, items: list[Any]) -> None:
+        from wsctl.ops.events import reaped_events
+
+        backup = self.backup_of()
+        await self.recorder.add(reaped_events(items, str(backup) if backup else None))
+
+    def abort(self) -> None:
+        """The pass failed: drop what is not written yet."""
+        self.recorder.abort()
+
+    async def finish(self, report: ReapReport) -> None:
+        """Write the pass's summary and what is queued, note the counts in ``report``, prune
+        the writer index; then start afresh for the next pass."""
+        from wsctl.cli.eventlog import finish_recording, prune_event_index
+        from wsctl.ops.events import EventRecorder, reap_summary_events
+
+        if report.dry_run:
+            return
+        await self.recorder.add(reap_summary_events(report))
+        outcome = await finish_recording(self.recorder)
+        report.events_recorded, report.events_not_recorded = outcome.written, outcome.lost
+        report.events_index_pruned = await prune_event_index(self.store.client, self.store.keys)
+        self.recorder = EventRecorder(self.store.client, self.store.keys)
 
 
 async def _reap_forever(
@@ -183,14 +225,21 @@ async def _reap_forever(
     loop = ReapLoop(options, every)
     with _naming_backup(lambda: loop.backup):
         async with open_store(settings) as store:
-            async for at, report in loop.passes(store, stop):
-                await _record_reaped(store, report)
-                if output == "json":
-                    summary = {k: v for k, v in report.as_dict().items() if k != "items"}
-                    sys.stdout.write(json.dumps({"at": at, **summary}) + "\n")
-                    sys.stdout.flush()
-                else:
-                    err(f"{at} {report.summary()}")
+            events = _PassEvents(store, lambda: loop.backup)
+            try:
+                async for at, report in loop.passes(
+                    store, stop, events.reaped_hook(options.dry_run)
+                ):
+                    await events.finish(report)
+                    if output == "json":
+                        summary = {k: v for k, v in report.as_dict().items() if k != "items"}
+                        sys.stdout.write(json.dumps({"at": at, **summary}) + "\n")
+                        sys.stdout.flush()
+                    else:
+                        err(f"{at} {report.summary()}")
+            except BaseException:
+                events.abort()
+                raise
 
 
 def _show_report(report: ReapReport, output: str) -> None:

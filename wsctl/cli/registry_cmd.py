@@ -532,12 +532,29 @@ async def _import(
     source: str = "-",
     restoring: bool = False,
 ) -> dict[str, Any]:
-    from wsctl.cli.eventlog import record_cli_events
-    from wsctl.ops.events import imported_events
+    from wsctl.cli.eventlog import finish_recording
+    from wsctl.ops.events import EventRecorder, import_summary_events, imported_events
     from wsctl.ops.transfer import import_records
 
     async with open_store(settings) as store:
-        result = await import_records(store, records, overwrite=overwrite, dry_run=dry_run)
-        events = imported_events(result.written_ids, source, overwrite=overwrite, restore=restoring)
-        await record_cli_events(store.client, store.keys, events)
-    return {"records": count, **result.as_dict()}
+        # an ``imported`` event for every robot written, streamed batch by batch
+        recorder = EventRecorder(store.client, store.keys)
+
+        async def on_written(robot_ids: list[str]) -> None:
+            await recorder.add(
+                imported_events(robot_ids, source, overwrite=overwrite, restore=restoring)
+            )
+
+        try:
+            result = await import_records(
+                store, records, overwrite=overwrite, dry_run=dry_run, on_written=on_written
+            )
+        except BaseException:
+            recorder.abort()
+            raise
+        await recorder.add(
+            import_summary_events(result.written, source, overwrite=overwrite, restore=restoring)
+        )
+        outcome = await finish_recording(recorder)
+    recorded = {"events_recorded": outcome.written, "events_not_recorded": outcome.lost}
+    return {"records": count, **result.as_dict(), **recorded}

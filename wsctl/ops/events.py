@@ -32,11 +32,15 @@ from wsctl.registry.keys import CLI_WRITER, Keyspace
 
 __all__ = [
     "EventFilter",
+    "EventRecorder",
+    "RecordOutcome",
     "follow_events",
+    "import_summary_events",
     "imported_events",
     "parse_since",
     "read_events",
-    "reap_events",
+    "reap_summary_events",
+    "reaped_events",
     "record_events",
     "removed_events",
     "robot_history",
@@ -243,78 +247,155 @@ def _id_key(stream_id: str) -> tuple[int, int]:
 
 @dataclass
 class RecordOutcome:
-    """How many events :func:`record_events` wrote, and why it stopped when it did not
-    write them all."""
+    """How many events :func:`record_events` (or an :class:`EventRecorder`) wrote, how many
+    it could not, and why."""
 
     written: int = 0
+    lost: int = 0  # not recorded: refused by Redis, or not sent after a failure
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class EventRecorder:
+    """The CLI's events, streamed: :meth:`add` buffers them and every ``chunk`` events one
+    pipelined write goes out in the background (at most one in flight), so a bulk command
+    records an event for every robot it touched, in memory bounded by two chunks, while it goes
+    on with its own work. Each write is bounded by ``timeout``. After the first failure nothing
+    more is sent (on a stalled Redis every attempt would wait for the timeout): the rest is
+    counted as lost. Never raises for a Redis failure: the registry changes it records already
+    happened, so the caller reports lost events as a warning."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        keys: Keyspace,
+        limits: EventLimits | None = None,
+        *,
+        chunk: int = 2000,
+        timeout: float = 10.0,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self.limits = limits or EventLimits()
+        self.chunk = max(1, chunk)
+        self.timeout = timeout
+        self.outcome = RecordOutcome()
+        self._buffer: list[Event] = []
+        self._inflight: asyncio.Task[None] | None = None
+
+    async def add(self, events: Iterable[Event]) -> None:
+        """Queue ``events``; a full chunk is sent (after the previous one has been answered)."""
+        for event in events:
+            self._buffer.append(event)
+            if len(self._buffer) >= self.chunk:
+                await self._send()
+
+    async def _send(self) -> None:
+        part, self._buffer = self._buffer, []
+        if self._inflight is not None:
+            await self._inflight
+            self._inflight = None
+        if self.outcome.error is not None:
+            self.outcome.lost += len(part)
+            return
+        self._inflight = asyncio.create_task(self._write(part))
+
+    async def _write(self, part: list[Event]) -> None:
+        try:
+            calls, starts = event_commands(self.keys, CLI_WRITER, part, self.limits)
+            results = await asyncio.wait_for(bulk_execute(self.client, calls), self.timeout)
+        except asyncio.CancelledError:
+            self.outcome.lost += len(part)
+            raise
+        except Exception as exc:  # recording is best effort: the command it records stands
+            self.outcome.lost += len(part)
+            self.outcome.error = f"{type(exc).__name__}: {exc}"[:200]
+            return
+        refused = [results[i] for i in starts if isinstance(results[i], Exception)]
+        self.outcome.written += len(part) - len(refused)
+        self.outcome.lost += len(refused)
+        if refused:
+            self.outcome.error = f"Redis refused {len(refused)}: {refused[0]}"[:200]
+
+    async def close(self) -> RecordOutcome:
+        """Send what is buffered, wait for it, list the CLI's stream in the writer index (after
+        its XADDs: see :mod:`wsctl.event_index`); returns the outcome."""
+        if self._buffer:
+            await self._send()
+        if self._inflight is not None:
+            await self._inflight
+            self._inflight = None
+        if self.outcome.written:
+            try:
+                await asyncio.wait_for(
+                    self.client.sadd(self.keys.events_index, self.keys.events_key(CLI_WRITER)),
+                    self.timeout,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the events are written; the next write lists them
+                self.outcome.error = self.outcome.error or f"{type(exc).__name__}: {exc}"[:200]
+        return self.outcome
+
+    def abort(self) -> None:
+        """Drop what is buffered and cancel the write in flight (counted as lost)."""
+        self.outcome.lost += len(self._buffer)
+        self._buffer = []
+        if self._inflight is not None:
+            self._inflight.cancel()
+            self._inflight = None
 
 
 async def record_events(
     client: AsyncClient,
     keys: Keyspace,
-    events: list[Event],
+    events: Iterable[Event],
     limits: EventLimits | None = None,
     *,
     timeout: float = 10.0,
     chunk: int = 2000,
 ) -> RecordOutcome:
-    """Append the CLI's events to its own stream (and each robot's), pipelined in chunks.
-    Never raises for a Redis failure: the registry change already happened, so the caller
-    reports the lost events as a warning."""
-    limits = limits or EventLimits()
-    outcome = RecordOutcome()
+    """Append the CLI's events to its own stream (and each robot's), pipelined in chunks
+    (an :class:`EventRecorder` fed at once). Never raises for a Redis failure."""
+    recorder = EventRecorder(client, keys, limits, chunk=chunk, timeout=timeout)
     try:
-        for start in range(0, len(events), chunk):
-            part = events[start : start + chunk]
-            calls, starts = event_commands(keys, CLI_WRITER, part, limits)
-            results = await asyncio.wait_for(bulk_execute(client, calls), timeout)
-            refused = [results[i] for i in starts if isinstance(results[i], Exception)]
-            outcome.written += len(part) - len(refused)
-            if refused:
-                outcome.error = f"Redis refused {len(refused)}: {refused[0]}"[:200]
-        await asyncio.wait_for(client.sadd(keys.events_index, keys.events_key(CLI_WRITER)), timeout)
+        await recorder.add(events)
+        return await recorder.close()
     except asyncio.CancelledError:
+        recorder.abort()
         raise
-    except Exception as exc:  # recording is best effort: the command it records still stands
-        outcome.error = f"{type(exc).__name__}: {exc}"[:200]
-    return outcome
 
 
 # ---------------------------------------------------------------------------- the CLI's events
-MAX_ROBOT_EVENTS_PER_COMMAND = 10_000  # beyond this a bulk command writes its summary event only
-
-
-def reap_events(report: Any) -> list[Event]:
-    """``reaped`` per robot removed by a reap pass (a :class:`wsctl.ops.reap.ReapReport`), plus
-    one summary event (no robot) with the counts and the backup path."""
-    events = [
+def reaped_events(reaped: Iterable[tuple[Any, str, str]], backup: str | None) -> list[Event]:
+    """``reaped`` per robot a reap pass removed: ``(entry, reason, detail)`` as one batch of
+    :func:`wsctl.ops.reap.reap` hands them over, with the backup file they are in."""
+    return [
         Event(
             EventName.REAPED,
-            robot_id=str(item.get("robot_id") or ""),
-            instance_id=str(item.get("instance_id") or ""),
+            robot_id=str(entry.robot_id or ""),
+            instance_id=str(entry.instance_id or ""),
+            detail={"reason": reason, "detail": detail, "backup": backup},
+        )
+        for entry, reason, detail in reaped
+    ]
+
+
+def reap_summary_events(report: Any) -> list[Event]:
+    """The one summary event (no robot) of a reap pass that removed something (a
+    :class:`wsctl.ops.reap.ReapReport`): the counts and the backup path."""
+    if not report.reaped:
+        return []
+    return [
+        Event(
+            EventName.REAPED,
             detail={
-                "reason": item.get("reason"),
-                "detail": item.get("detail"),
+                "reaped": report.reaped,
+                "by_reason": dict(report.by_reason),
                 "backup": report.backup,
             },
         )
-        for item in report.items[:MAX_ROBOT_EVENTS_PER_COMMAND]
-        if item.get("result") == "reaped"
     ]
-    if report.reaped:
-        events.append(
-            Event(
-                EventName.REAPED,
-                detail={
-                    "reaped": report.reaped,
-                    "by_reason": dict(report.by_reason),
-                    "backup": report.backup,
-                },
-            )
-        )
-    return events
 
 
 def removed_events(rows: list[dict[str, Any]], owners: dict[str, str], backup: Any) -> list[Event]:
@@ -342,15 +423,18 @@ def set_event(robot_id: str, instance_id: str, fields: dict[str, str], created: 
 
 
 def imported_events(
-    robot_ids: list[str], source: str, *, overwrite: bool, restore: bool
+    robot_ids: Iterable[str], source: str, *, overwrite: bool, restore: bool
 ) -> list[Event]:
-    """``imported`` per robot written by ``registry import``/``restore`` (the first
-    :data:`MAX_ROBOT_EVENTS_PER_COMMAND`), plus one summary event with the file."""
+    """``imported`` per robot written by ``registry import``/``restore`` (one batch of them)."""
     detail = {"file": source, "overwrite": overwrite, "restore": restore}
-    events = [
-        Event(EventName.IMPORTED, robot_id=r, detail=detail)
-        for r in robot_ids[:MAX_ROBOT_EVENTS_PER_COMMAND]
-    ]
-    if robot_ids:
-        events.append(Event(EventName.IMPORTED, detail={**detail, "written": len(robot_ids)}))
-    return events
+    return [Event(EventName.IMPORTED, robot_id=r, detail=detail) for r in robot_ids]
+
+
+def import_summary_events(
+    written: int, source: str, *, overwrite: bool, restore: bool
+) -> list[Event]:
+    """The one summary event (no robot) of an import that wrote something."""
+    if not written:
+        return []
+    detail = {"file": source, "overwrite": overwrite, "restore": restore, "written": written}
+    return [Event(EventName.IMPORTED, detail=detail)]

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -119,6 +119,9 @@ class ReapReport:
     # names of gone writers' streams the pass removed from the event log's index (the CLI
     # prunes it after each pass that is not a dry run)
     events_index_pruned: int = 0
+    # events the CLI recorded for this pass (one per robot reaped, plus a summary) and lost
+    events_recorded: int = 0
+    events_not_recorded: int = 0
 
     def note(self, entry: Entry, reason: str, result: str, detail: str) -> None:
         """Record one item of the report (at most MAX_ITEMS_REPORTED are kept)."""
@@ -163,6 +166,8 @@ class ReapReport:
             "backup": self.backup,
             "seconds": round(self.seconds, 3),
             "events_index_pruned": self.events_index_pruned,
+            "events_recorded": self.events_recorded,
+            "events_not_recorded": self.events_not_recorded,
             "items": self.items,
         }
 
@@ -202,9 +207,13 @@ _RESULTS = {
 
 def _tally(
     report: ReapReport, chosen: list[tuple[Entry, Reason, str]], outcomes: list[DeleteOutcome]
-) -> None:
-    """Account for one batch's compare-and-delete outcomes (``WOULD_DELETE`` in a dry run)."""
+) -> list[tuple[Entry, str, str]]:
+    """Account for one batch's compare-and-delete outcomes (``WOULD_DELETE`` in a dry run);
+    returns the entries deleted, with reason and detail."""
+    deleted: list[tuple[Entry, str, str]] = []
     for (entry, reason, detail), outcome in zip(chosen, outcomes, strict=True):
+        if outcome is DeleteOutcome.DELETED:
+            deleted.append((entry, reason.value, detail))
         if outcome in (DeleteOutcome.DELETED, DeleteOutcome.WOULD_DELETE):
             report.reaped += outcome is DeleteOutcome.DELETED
             report.by_instance[entry.instance_id or "-"] += 1
@@ -214,6 +223,7 @@ def _tally(
         else:
             report.already_gone += 1
         report.note(entry, reason.value, _RESULTS[outcome], detail)
+    return deleted
 
 
 class DeadInstances:
@@ -239,10 +249,15 @@ class DeadInstances:
         return seen is not None and owner_known_dead(*seen, bool(entry.conn_id))
 
 
+# Called with each batch's deleted entries (entry, reason, detail), in batch order
+Reaped = Callable[[list[tuple[Entry, str, str]]], Awaitable[None]]
+
+
 async def reap(
     store: RegistryStore,
     options: ReapOptions,
     progress: Callable[[int], None] | None = None,
+    on_reaped: Reaped | None = None,
 ) -> ReapReport:
     """One pass over the registry. Returns what was examined, reaped and kept, and why.
 
@@ -251,7 +266,15 @@ async def reap(
 
     Args:
         progress: called after each batch with the number of entries examined so far.
+        on_reaped: awaited with every batch's deleted entries (each one, uncapped: the
+            report's ``items`` keep only the first MAX_ITEMS_REPORTED), e.g. to record events.
     """
+
+    async def tally(chosen: list[tuple[Entry, Reason, str]], outcomes: list[DeleteOutcome]) -> None:
+        deleted = _tally(report, chosen, outcomes)
+        if deleted and on_reaped is not None:
+            await on_reaped(deleted)
+
     started = time.perf_counter()
     report = ReapReport(dry_run=options.dry_run, timeout=options.timeout)
     dead = DeadInstances(store, options.timeout) if options.dead_instances else None
@@ -269,7 +292,7 @@ async def reap(
                     await dead.check({e.instance_id for e in batch if e.instance_id})
                 chosen = _choose(batch, now, options, dead, report)
                 if in_flight is not None:
-                    _tally(report, in_flight[0], await in_flight[1])
+                    await tally(in_flight[0], await in_flight[1])
                     in_flight = None
                 if chosen and not options.dry_run:
                     await store.attach_dumps([e for e, _, _ in chosen])
@@ -279,13 +302,13 @@ async def reap(
                         asyncio.create_task(store.delete_observed([e for e, _, _ in chosen])),
                     )
                 else:
-                    _tally(report, chosen, [DeleteOutcome.WOULD_DELETE] * len(chosen))
+                    await tally(chosen, [DeleteOutcome.WOULD_DELETE] * len(chosen))
                 if progress is not None:
                     progress(report.examined)
                 if options.limit is not None and report.candidates >= options.limit:
                     break
             if in_flight is not None:
-                _tally(report, in_flight[0], await in_flight[1])
+                await tally(in_flight[0], await in_flight[1])
                 in_flight = None
         finally:
             if in_flight is not None:  # an error elsewhere: let the started deletes finish
@@ -311,15 +334,16 @@ class ReapLoop:
     backup: Path | None = None
 
     async def passes(
-        self, store: RegistryStore, stop: asyncio.Event
+        self, store: RegistryStore, stop: asyncio.Event, on_reaped: Reaped | None = None
     ) -> AsyncIterator[tuple[str, ReapReport]]:
-        """Run passes until ``stop`` is set, yielding when each ended (UTC ISO) and its report."""
+        """Run passes until ``stop`` is set, yielding when each ended (UTC ISO) and its report
+        (``on_reaped`` as for :func:`reap`; :attr:`backup` names the pass's file)."""
         while not stop.is_set():
             options = self.options
             if options.backup is not None and not options.dry_run:
                 options = replace(options, backup=default_backup_path("reap", utcnow()))
             self.backup = options.backup
-            report = await reap(store, options)
+            report = await reap(store, options, on_reaped=on_reaped)
             yield format_ts(utcnow()), report
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.every)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +24,6 @@ async def export_entries(
             yield entry
 
 
-MAX_WRITTEN_IDS = 10_000
-
-
 @dataclass
 class ImportResult:
     """What an import wrote, skipped (the robot exists) and could not restore."""
@@ -37,15 +34,6 @@ class ImportResult:
     dry_run: bool = False
     not_restored: list[dict[str, Any]] = field(default_factory=list)
     superseded: int = 0
-    # robots written, for the event log (the first MAX_WRITTEN_IDS: enough for its per-robot
-    # events; a bigger import is summarised there)
-    written_ids: list[str] = field(default_factory=list)
-
-    def note_written(self, robot_id: str) -> None:
-        """Count one written entry; its id is kept for the report up to a bound."""
-        self.written += 1
-        if len(self.written_ids) < MAX_WRITTEN_IDS:
-            self.written_ids.append(robot_id)
 
     def as_dict(self) -> dict[str, object]:
         """The result as stable snake_case JSON (item lists capped at 100)."""
@@ -62,18 +50,34 @@ class ImportResult:
 
 
 async def import_records(
-    store: RegistryStore, records: Iterable[Record], *, overwrite: bool, dry_run: bool
+    store: RegistryStore,
+    records: Iterable[Record],
+    *,
+    overwrite: bool,
+    dry_run: bool,
+    on_written: Callable[[list[str]], Awaitable[None]] | None = None,
 ) -> ImportResult:
     """Write records in pipelined batches; without ``overwrite`` existing robots are skipped.
 
     Hashes are written whole by a per-key script; keys of other types (backups) are restored
     from their DUMP payload. A key that cannot be restored is reported in ``not_restored`` and
     the rest are still written. ``dry_run`` checks which robots exist and writes nothing.
+    ``on_written`` is awaited with each batch's written robot ids (every one, e.g. to record
+    events; the result keeps only the count).
     """
     result = ImportResult(dry_run=dry_run)
     batch: list[Record] = []
 
     async def flush() -> None:
+        written: list[str] = []
+        try:
+            await write(written)
+        finally:
+            result.written += len(written)
+        if written and on_written is not None:
+            await on_written(written)
+
+    async def write(written: list[str]) -> None:
         if dry_run:
             if overwrite:
                 result.would_write += len(batch)
@@ -89,9 +93,9 @@ async def import_records(
         outcomes = await store.write_many(
             [(rec.robot_id, rec.fields) for rec in hashes], replace=overwrite
         )
-        for rec, written in zip(hashes, outcomes, strict=True):
-            if written:
-                result.note_written(rec.robot_id)
+        for rec, ok in zip(hashes, outcomes, strict=True):
+            if ok:
+                written.append(rec.robot_id)
             else:
                 result.skipped_existing.append(rec.robot_id)
         others = [rec for rec in batch if rec.dump is not None]
@@ -100,7 +104,7 @@ async def import_records(
         )
         for rec, error in zip(others, errors, strict=True):
             if error is None:
-                result.note_written(rec.robot_id)
+                written.append(rec.robot_id)
             elif "BUSYKEY" in str(error):
                 result.skipped_existing.append(rec.robot_id)
             else:
