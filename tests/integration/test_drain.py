@@ -299,3 +299,45 @@ async def test_an_undrain_mid_batch_leaves_no_entry_for_a_closed_socket(
         assert core.cleanup_pending == 0
         if interrupt == "undrain":
             assert len(closed) == 2
+
+
+async def test_a_message_for_a_robot_being_drained_says_it_is_moving(backend: Backend) -> None:
+    """Nothing buffers a message for a robot while it moves: the not_connected answer says
+    why, both to the instance's own ``send`` and to ``wsctl send`` forwarded there (an entry
+    that still names the draining instance); a robot it never held gets the plain answer."""
+    from tests.conftest import open_test_store
+    from tests.integration.test_gateway_core import FakeSocket, running_core
+    from wsctl.gateway.core import SendOutcome
+    from wsctl.protocol import Envelope, Op
+
+    async with running_core(backend.env, name="gw-mv") as core, open_test_store(backend) as store:
+        sock = FakeSocket()
+        await core.open_session("mv-1", sock)
+        await core.drainer.handle(Envelope(op=Op.DRAIN, message='{"batch": 10, "interval": 1}'))
+        await wait_for(lambda: sock.closed_with is not None and len(core.local) == 0, 10)
+        await wait_for(lambda: _gone(store, "mv-1"), 10)
+
+        direct = await core.send("mv-1", "hello")
+        assert direct.outcome is SendOutcome.NOT_CONNECTED
+        assert direct.reason == "robot is moving: instance gw-mv is draining; retry", direct
+        other = await core.send("never-here", "hello")
+        assert other.outcome is SendOutcome.NOT_CONNECTED
+        assert "moving" not in (other.reason or "")
+
+        # the message got to the instance while the registry still named it
+        await store.client.hset(
+            Keyspace().conn_key("mv-1"), mapping={"instance_id": "gw-mv", "conn_id": "old"}
+        )
+        res = await ainvoke(["send", "mv-1", "hello"], backend.env)
+        assert res.code == 1, (res.out, res.err)
+        assert res.out.strip() == (
+            "owner gw-mv -> mv-1: not connected "
+            "(robot is moving: instance gw-mv is draining; retry)"
+        ), res.out
+        await core.drainer.handle(Envelope(op=Op.UNDRAIN))
+        after = await core.send("mv-1", "hello")
+        assert (after.reason or "").startswith("robot is moving: instance gw-mv drained it ")
+
+
+async def _gone(store: object, robot_id: str) -> bool:
+    return await store.get(robot_id) is None  # type: ignore[attr-defined]

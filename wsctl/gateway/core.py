@@ -825,7 +825,7 @@ class FleetCore:
             if entry is not None and ours and self.local.get(robot_id) is None:
                 await self.store.delete_observed([entry])
                 self.metrics.ghosts_removed += 1
-        return decision
+        return self.drainer.explain(robot_id, decision)  # "robot is moving" when drained
 
     async def _route_envelope(self, envelope: Envelope) -> None:
         """A ``send`` from the control channel: deliver, forward (at most MAX_HOPS) or fail."""

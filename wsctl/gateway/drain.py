@@ -14,12 +14,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any, Protocol
 
 from wsctl.events import EventName
 from wsctl.gateway.events import EventSink
 from wsctl.gateway.local import LocalConn, LocalConnections
+from wsctl.gateway.routing import Decision
 from wsctl.protocol import CloseCode, Envelope, Op, ProtocolError, Status, drain_params
 
 __all__ = ["DRAIN_CLOSE_REASON", "Drainer"]
@@ -28,6 +32,8 @@ log = logging.getLogger("wsctl.gateway")
 
 DRAIN_CLOSE_REASON = "service restart: reconnect to another instance"
 RECORD_TIMEOUT = 5.0
+MOVING_FOR = 300.0  # seconds a robot this instance drained is said to be moving
+MOVING_MEMORY = 100_000  # robots remembered as drained (the oldest are forgotten first)
 
 
 class DrainHost(Protocol):
@@ -64,6 +70,7 @@ class Drainer:
         self.active = False
         self.closed_total = 0
         self._task: asyncio.Task[None] | None = None
+        self._moved: OrderedDict[str, float] = OrderedDict()  # robot -> when drained (monotonic)
 
     def cancel(self) -> None:
         """Stop closing batches (undrain, or the instance stopping)."""
@@ -159,6 +166,7 @@ class Drainer:
             if not core._drop(conn):
                 return
             self.closed_total += 1
+            self._remember(conn.robot_id)
             core.events.emit(EventName.DRAINED, conn.robot_id, conn.conn_id, batch=batch)
             core._spawn(core._close_socket(conn, CloseCode.SERVICE_RESTART, DRAIN_CLOSE_REASON))
             try:
@@ -170,6 +178,30 @@ class Drainer:
                 # it names a closed socket (a ghost); the clean-up loop removes it, fenced
                 core._queue_cleanup(conn)
                 raise
+
+    def explain(self, robot_id: str, decision: Decision) -> Decision:
+        """``decision`` for a message to ``robot_id``, with a reason that says the robot is
+        moving when it is not connected because this instance drained it (in the last
+        :data:`MOVING_FOR` seconds): nothing buffers such messages, so the sender should
+        retry once the robot has reconnected elsewhere. Other decisions are returned as is."""
+        if decision.status is not Status.NOT_CONNECTED:
+            return decision
+        since = self._moved.get(robot_id)
+        if since is None:
+            return decision
+        age = time.monotonic() - since
+        if age > MOVING_FOR:
+            return decision
+        me = self.core.instance_id
+        why = f"instance {me} is draining" if self.active else f"instance {me} drained it"
+        when = "" if self.active else f" {age:.0f}s ago"
+        return replace(decision, reason=f"robot is moving: {why}{when}; retry")
+
+    def _remember(self, robot_id: str) -> None:
+        self._moved.pop(robot_id, None)
+        self._moved[robot_id] = time.monotonic()
+        while len(self._moved) > MOVING_MEMORY:
+            self._moved.popitem(last=False)
 
     def render(self, label: str) -> list[str]:
         """The drain lines of ``/metrics`` (draining gauge, robots closed by drains)."""
