@@ -16,97 +16,79 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import Backend, ainvoke, open_test_store
-from tests.fastapi_fleet import fastapi_gateways
+from tests.fastapi_fleet import all_listening, fastapi_gateways, mixed_fleet
 from tests.fleet import running_fleet, wait_for
 from tests.uvicorn_fleet import uvicorn_in_process
 from wsctl.gateway.identity import robot_token
-from wsctl.instances import is_listening
-
-
-async def _all_listening(store, names: list[str]) -> bool:  # type: ignore[no-untyped-def]
-    return all([await is_listening(store.client, store.keys, n) for n in names])
 
 
 async def test_send_via_every_instance_reaches_robots_on_every_other(
     backend: Backend, tmp_path: Path
 ) -> None:
-    with fastapi_gateways(backend, tmp_path) as (fa, fb):
-        async with (
-            running_fleet(backend.env, names=("gw-c",)) as fleet,
-            open_test_store(backend) as store,
-        ):
-            urls = {"fa-a": fa.ws_url, "fa-b": fb.ws_url, "gw-c": fleet["gw-c"].ws_url}
-            await wait_for(lambda: _all_listening(store, list(urls)), timeout=10)
-            robots = {name: await connect(f"{url}/ws/on-{name}") for name, url in urls.items()}
-            try:
-                for name in urls:
-                    await wait_for(lambda n=name: store.get(f"on-{n}"))
-                    entry = await store.get(f"on-{name}")
-                    assert entry is not None and entry.instance_id == name and entry.conn_id
-                for via in urls:
-                    for owner, ws in robots.items():
-                        text = f"from {via} to {owner}"
-                        res = await ainvoke(
-                            ["send", f"on-{owner}", text, "--via", via, "-o", "json"],
-                            env=backend.env,
-                        )
-                        assert res.code == 0, (via, owner, res.out, res.err)
-                        route = json.loads(res.out)["route"]
-                        assert route == ([via] if via == owner else [via, owner])
-                        assert await asyncio.wait_for(ws.recv(), 5) == text
-                ping = await ainvoke(["ping", "fa-a", "-o", "json"], env=backend.env)
-                assert ping.code == 0, ping.out + ping.err
-                pong = json.loads(ping.out)
-                assert pong["connections"] == 1 and pong["version"] and pong["rtt_ms"] > 0
-                status, body = fa.get("/metrics")
-                assert status == 200 and 'wsctl_gateway_connections{instance_id="fa-a"} 1' in body
-            finally:
-                for ws in robots.values():
-                    await ws.close()
+    async with mixed_fleet(backend, tmp_path) as fleet:
+        store, urls, fa = fleet.store, fleet.urls, fleet.fastapi[0]
+        robots = {name: await connect(f"{url}/ws/on-{name}") for name, url in urls.items()}
+        try:
+            for name in urls:
+                await wait_for(lambda n=name: store.get(f"on-{n}"))
+                entry = await store.get(f"on-{name}")
+                assert entry is not None and entry.instance_id == name and entry.conn_id
+            for via in urls:
+                for owner, ws in robots.items():
+                    text = f"from {via} to {owner}"
+                    res = await ainvoke(
+                        ["send", f"on-{owner}", text, "--via", via, "-o", "json"],
+                        env=backend.env,
+                    )
+                    assert res.code == 0, (via, owner, res.out, res.err)
+                    route = json.loads(res.out)["route"]
+                    assert route == ([via] if via == owner else [via, owner])
+                    assert await asyncio.wait_for(ws.recv(), 5) == text
+            ping = await ainvoke(["ping", "fa-a", "-o", "json"], env=backend.env)
+            assert ping.code == 0, ping.out + ping.err
+            pong = json.loads(ping.out)
+            assert pong["connections"] == 1 and pong["version"] and pong["rtt_ms"] > 0
+            status, body = fa.get("/metrics")
+            assert status == 200 and 'wsctl_gateway_connections{instance_id="fa-a"} 1' in body
+        finally:
+            for ws in robots.values():
+                await ws.close()
 
 
 async def test_kick_across_fastapi_and_wsctl_instances(backend: Backend, tmp_path: Path) -> None:
-    with fastapi_gateways(backend, tmp_path, names=("fa-a",)) as (fa,):
-        async with (
-            running_fleet(backend.env, names=("gw-c",)) as fleet,
-            open_test_store(backend) as store,
-        ):
-            await wait_for(lambda: _all_listening(store, ["fa-a", "gw-c"]), timeout=10)
-            on_fa = await connect(f"{fa.ws_url}/ws/k-fa")
-            on_gw = await connect(f"{fleet['gw-c'].ws_url}/ws/k-gw")
-            await wait_for(lambda: store.get("k-fa"))
-            await wait_for(lambda: store.get("k-gw"))
-            for rid, ws, owner in (("k-fa", on_fa, "fa-a"), ("k-gw", on_gw, "gw-c")):
-                res = await ainvoke(
-                    ["kick", rid, "--reason", "maintenance", "-o", "json"], env=backend.env
-                )
-                assert res.code == 0, res.out + res.err
-                outcome = json.loads(res.out)
-                assert outcome["status"] == "kicked" and outcome["owner"] == owner
-                with pytest.raises(ConnectionClosed) as closed:
-                    await asyncio.wait_for(ws.recv(), 5)
-                assert closed.value.rcvd is not None
-                assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4002, "maintenance")
-                assert await store.get(rid) is None
-            res = await ainvoke(["kick", "k-fa"], env=backend.env)
-            assert res.code == 4 and "not registered" in res.out
-            await store.client.hset(
-                "ws_conn:k-gone", mapping={"instance_id": "gone", "conn_id": "c1"}
+    async with mixed_fleet(backend, tmp_path, names=("fa-a",)) as fleet:
+        store = fleet.store
+        on_fa = await connect(f"{fleet.urls['fa-a']}/ws/k-fa")
+        on_gw = await connect(f"{fleet.urls['gw-c']}/ws/k-gw")
+        await wait_for(lambda: store.get("k-fa"))
+        await wait_for(lambda: store.get("k-gw"))
+        for rid, ws, owner in (("k-fa", on_fa, "fa-a"), ("k-gw", on_gw, "gw-c")):
+            res = await ainvoke(
+                ["kick", rid, "--reason", "maintenance", "-o", "json"], env=backend.env
             )
-            res = await ainvoke(["kick", "k-gone"], env=backend.env)
-            assert res.code == 5 and "gone" in res.out
-            await store.client.hset(
-                "ws_conn:k-ghost", mapping={"instance_id": "fa-a", "conn_id": "c2"}
-            )
-            res = await ainvoke(["kick", "k-ghost"], env=backend.env)
-            assert res.code == 1 and "ghost" in res.out
-            assert "  fix: wsctl registry rm k-ghost --if-instance fa-a" in res.out
-            res = await ainvoke(["ping", "gone", "--timeout", "1"], env=backend.env)
-            assert res.code == 5 and "gone" in res.out
-            res = await ainvoke(["kick", "k-gw", "--reason", "a\x1bb"], env=backend.env)
-            assert res.code == 2 and "control character" in res.err
-            res = await ainvoke(["kick", "k-gw", "--reason", "x" * 121], env=backend.env)
-            assert res.code == 2 and "120 bytes" in res.err
+            assert res.code == 0, res.out + res.err
+            outcome = json.loads(res.out)
+            assert outcome["status"] == "kicked" and outcome["owner"] == owner
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 5)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4002, "maintenance")
+            assert await store.get(rid) is None
+        res = await ainvoke(["kick", "k-fa"], env=backend.env)
+        assert res.code == 4 and "not registered" in res.out
+        await store.client.hset("ws_conn:k-gone", mapping={"instance_id": "gone", "conn_id": "c1"})
+        res = await ainvoke(["kick", "k-gone"], env=backend.env)
+        assert res.code == 5 and "gone" in res.out
+        await store.client.hset("ws_conn:k-ghost", mapping={"instance_id": "fa-a", "conn_id": "c2"})
+        res = await ainvoke(["kick", "k-ghost"], env=backend.env)
+        assert res.code == 1 and "ghost" in res.out
+        assert "  fix: wsctl registry rm k-ghost --if-instance fa-a" in res.out
+        res = await ainvoke(["ping", "gone", "--timeout", "1"], env=backend.env)
+        assert res.code == 5 and "gone" in res.out
+        res = await ainvoke(["kick", "k-gw", "--reason", "a\x1bb"], env=backend.env)
+        assert res.code == 2 and "control character" in res.err
+        res = await ainvoke(["kick", "k-gw", "--reason", "x" * 121], env=backend.env)
+        assert res.code == 2 and "120 bytes" in res.err
 
 
 async def test_doctor_is_healthy_then_finds_a_planted_ghost(
@@ -114,57 +96,45 @@ async def test_doctor_is_healthy_then_finds_a_planted_ghost(
 ) -> None:
     from tests.seedlike import seed_store_connection
 
-    with fastapi_gateways(backend, tmp_path) as (fa, fb):
-        async with (
-            running_fleet(backend.env, names=("gw-c",)) as fleet,
-            open_test_store(backend) as store,
-        ):
-            await wait_for(lambda: _all_listening(store, ["fa-a", "fa-b", "gw-c"]), timeout=10)
-            robots = [
-                await connect(f"{url}/ws/d-{n}")
-                for n, url in enumerate((fa.ws_url, fb.ws_url, fleet["gw-c"].ws_url))
-            ]
-            for n in range(3):
-                await wait_for(lambda n=n: store.get(f"d-{n}"))
-            await asyncio.sleep(1.0)  # a heartbeat on every instance
-            healthy = await ainvoke(["doctor", "-o", "json"], env=backend.env)
-            assert healthy.code == 0, healthy.out + healthy.err
-            robot = await ainvoke(["doctor", "d-0", "-o", "json"], env=backend.env)
-            assert robot.code == 0, robot.out
-            report = json.loads(robot.out)
-            assert report["owner"] == "fa-a" and report["owner_holds_socket"]
-            assert report["ping"]["ok"] and report["ping"]["supported"] is False
-            await seed_store_connection(store.client, "planted", "fa-b")
-            found = await ainvoke(["doctor", "-o", "json"], env=backend.env)
-            assert found.code == 1
-            ghosts = [
-                f
-                for f in json.loads(found.out)["findings"]
-                if f["kind"] == "ghost" and f.get("robot_id") == "planted"
-            ]
-            assert ghosts and ghosts[0]["instance_id"] == "fa-b"
-            for ws in robots:
-                await ws.close()
+    async with mixed_fleet(backend, tmp_path) as fleet:
+        store = fleet.store
+        robots = [await connect(f"{url}/ws/d-{n}") for n, url in enumerate(fleet.urls.values())]
+        for n in range(3):
+            await wait_for(lambda n=n: store.get(f"d-{n}"))
+        await asyncio.sleep(1.0)  # a heartbeat on every instance
+        healthy = await ainvoke(["doctor", "-o", "json"], env=backend.env)
+        assert healthy.code == 0, healthy.out + healthy.err
+        robot = await ainvoke(["doctor", "d-0", "-o", "json"], env=backend.env)
+        assert robot.code == 0, robot.out
+        report = json.loads(robot.out)
+        assert report["owner"] == "fa-a" and report["owner_holds_socket"]
+        assert report["ping"]["ok"] and report["ping"]["supported"] is False
+        await seed_store_connection(store.client, "planted", "fa-b")
+        found = await ainvoke(["doctor", "-o", "json"], env=backend.env)
+        assert found.code == 1
+        ghosts = [
+            f
+            for f in json.loads(found.out)["findings"]
+            if f["kind"] == "ghost" and f.get("robot_id") == "planted"
+        ]
+        assert ghosts and ghosts[0]["instance_id"] == "fa-b"
+        for ws in robots:
+            await ws.close()
 
 
 async def test_simulate_over_two_fastapi_instances_and_a_wsctl_gateway_passes(
     backend: Backend, tmp_path: Path
 ) -> None:
-    with fastapi_gateways(backend, tmp_path) as (fa, fb):
-        async with (
-            running_fleet(backend.env, names=("gw-c",)) as fleet,
-            open_test_store(backend) as store,
-        ):
-            await wait_for(lambda: _all_listening(store, ["fa-a", "fa-b", "gw-c"]), timeout=10)
-            args = ["simulate", "--robots", "60", "--messages", "2", "-o", "json"]
-            for url in (fa.ws_url, fb.ws_url, fleet["gw-c"].ws_url):
-                args += ["--gateway", url]
-            res = await ainvoke(args, env=backend.env)
-            report = json.loads(res.out)
-            failed = [p for p in report["phases"] if not p["ok"] or p.get("skipped")]
-            assert res.code == 0 and report["ok"] and not failed, (failed, res.err)
-            names = {p["name"] for p in report["phases"]}
-            assert {"connect", "registered", "deliver", "heartbeat", "disconnect"} <= names
+    async with mixed_fleet(backend, tmp_path) as fleet:
+        args = ["simulate", "--robots", "60", "--messages", "2", "-o", "json"]
+        for url in fleet.urls.values():
+            args += ["--gateway", url]
+        res = await ainvoke(args, env=backend.env)
+        report = json.loads(res.out)
+        failed = [p for p in report["phases"] if not p["ok"] or p.get("skipped")]
+        assert res.code == 0 and report["ok"] and not failed, (failed, res.err)
+        names = {p["name"] for p in report["phases"]}
+        assert {"connect", "registered", "deliver", "heartbeat", "disconnect"} <= names
 
 
 async def test_sigterm_of_a_fastapi_instance_removes_its_own_entries_only(
@@ -172,7 +142,7 @@ async def test_sigterm_of_a_fastapi_instance_removes_its_own_entries_only(
 ) -> None:
     with fastapi_gateways(backend, tmp_path) as (fa, fb):
         async with open_test_store(backend) as store:
-            await wait_for(lambda: _all_listening(store, ["fa-a", "fa-b"]), timeout=10)
+            await wait_for(lambda: all_listening(store, ["fa-a", "fa-b"]), timeout=10)
             mine = [await connect(f"{fa.ws_url}/ws/t-a{n}") for n in range(5)]
             theirs = [await connect(f"{fb.ws_url}/ws/t-b{n}") for n in range(5)]
             # a robot that was on fa-a and moved to fa-b: its entry is fa-b's now
@@ -243,7 +213,7 @@ async def test_app_send_and_callbacks_through_the_example_app(
     across instances and returns the outcome; on_connect/on_disconnect keep its status."""
     with fastapi_gateways(single, tmp_path) as (fa, fb):
         async with open_test_store(single) as store:
-            await wait_for(lambda: _all_listening(store, ["fa-a", "fa-b"]), timeout=10)
+            await wait_for(lambda: all_listening(store, ["fa-a", "fa-b"]), timeout=10)
             robot = await connect(f"{fb.ws_url}/ws/app-1")
             await wait_for(lambda: store.get("app-1"))
             assert json.loads(fb.get("/robots/app-1/status")[1])["status"] == 1
