@@ -81,6 +81,10 @@ def test_simulate_in_the_auto_sandbox_passes_and_matches_the_schema(tmp_path: Pa
     ]
     deliver = report["phases"][2]["metrics"]
     assert deliver["sent"] == 80 and deliver["delivered"] == 80 and deliver["via_other"] > 0
+    # throughput is over first publish -> last message received (not the waits for replies)
+    span = deliver["delivery_seconds"]
+    assert 0 < span <= report["phases"][2]["seconds"]
+    assert 80 / deliver["throughput_per_s"] == pytest.approx(span, abs=0.001)
     suite = ElementTree.parse(junit).getroot()
     assert suite.get("tests") == "7" and suite.get("failures") == "0"
 
