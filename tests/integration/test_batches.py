@@ -215,3 +215,73 @@ async def test_the_liveness_record_says_the_instance_speaks_batches(single: Back
     ):
         record = await get_record(store.client, store.keys, "gw-a")
         assert record is not None and record.protocol == BATCH_VERSION
+
+
+def _spy_writes(gateway: Any, robot_ids: list[str]) -> list[tuple[str, bytes]]:
+    """Record what the gateway writes to each robot's transport: (robot id, the bytes object)."""
+    written: list[tuple[str, bytes]] = []
+    for robot_id in robot_ids:
+        conn = gateway.core.local.get(robot_id)
+        transport = conn.sock.ws.transport
+        real = transport.write
+
+        def write(data: bytes, robot_id: str = robot_id, real: Any = real) -> None:
+            written.append((robot_id, data))
+            real(data)
+
+        transport.write = write
+    return written
+
+
+async def test_an_identical_payload_to_many_sockets_is_framed_once(single: Backend) -> None:
+    from websockets.frames import Frame, Opcode
+
+    async with (
+        running_fleet(single.env, names=("gw-a",)) as fleet,
+        open_test_store(single) as store,
+    ):
+        urls = {f"f{n}": fleet["gw-a"].ws_url for n in range(25)}
+        async with robots(urls) as conns:
+            await wait_for(lambda: _all_registered(store, list(urls)))
+            written = _spy_writes(fleet["gw-a"], list(urls))
+            channel = store.keys.reply_channel("frame-once")
+            payload = '{"cmd":"update","to":"every robot"}'
+            batch = Batch(
+                items=tuple(Item(str(n), r) for n, r in enumerate(urls)),
+                message=payload,
+                reply_to=channel,
+            )
+            replies = await _exchange(
+                store, channel, [(store.keys.control_channel("gw-a"), encode_batch(batch))], 25
+            )
+            assert len(_outcomes(replies)) == 25
+            for conn in conns.values():
+                assert await _frames(conn) == [payload]
+            # one write per socket, and all of them the very same bytes object: one frame
+            assert sorted(r for r, _ in written) == sorted(urls)
+            frames = {id(data) for _, data in written}
+            assert len(frames) == 1
+            assert written[0][1] == Frame(Opcode.TEXT, payload.encode()).serialize(mask=False)
+
+
+async def test_the_messages_of_one_robot_in_a_batch_leave_in_one_write_in_order(
+    single: Backend,
+) -> None:
+    async with (
+        running_fleet(single.env, names=("gw-a",)) as fleet,
+        open_test_store(single) as store,
+    ):
+        urls = {"w1": fleet["gw-a"].ws_url, "w2": fleet["gw-a"].ws_url}
+        async with robots(urls) as conns:
+            await wait_for(lambda: _all_registered(store, list(urls)))
+            written = _spy_writes(fleet["gw-a"], list(urls))
+            channel = store.keys.reply_channel("one-write")
+            items = [Item(f"{k}-{r}", r, f"{r}:{k}") for k in range(5) for r in urls]
+            batch = Batch(items=tuple(items), reply_to=channel)
+            replies = await _exchange(
+                store, channel, [(store.keys.control_channel("gw-a"), encode_batch(batch))], 10
+            )
+            assert all(s is Status.DELIVERED for s, _ in _outcomes(replies).values())
+            for robot_id, conn in conns.items():
+                assert await _frames(conn) == [f"{robot_id}:{k}" for k in range(5)]
+            assert sorted(r for r, _ in written) == ["w1", "w2"]  # one write each

@@ -7,9 +7,10 @@ within a batch items are taken in order, local sockets are written synchronously
 between two writes), and what goes to another instance leaves in one pipeline per batch, the
 per-owner forward batches before the next batch is looked at. Per batch:
 
-1. every item whose robot has an open socket here is written (an identical payload is encoded
-   once and written to each socket without a copy per item, as ``websockets.broadcast`` does);
-   a socket whose write fails is dropped and its entry removed (fenced), and the item routed on;
+1. every item whose robot has an open socket here is written: an identical payload is encoded
+   once, and framed once (:mod:`wsctl.gateway.wsframes`), and the items of one robot leave in
+   one write; a socket whose write fails is dropped and its entry removed (fenced), and its
+   items are routed on;
 2. the owners of the rest come from a short cache (first hop only) or one pipelined ``HGET``
    per robot in one round trip;
 3. :func:`route_items` decides; ghosts (entries naming this instance without a socket) are
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from wsctl.events import EventName
-from wsctl.gateway.batching import OwnerCache, route_items
+from wsctl.gateway.batching import OwnerCache, SharedText, route_items
 from wsctl.gateway.events import EventSink
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
 from wsctl.gateway.routing import LocalSocket
@@ -156,61 +157,71 @@ class BatchRouter:
         return core.keys.control_channel(via), encode_owner_hint(hint)
 
     # ------------------------------------------------------------------ local writes
-    @staticmethod
-    def _write(conn: Any, data: bytes) -> bool:
-        """Write ``data`` (a payload encoded once per batch) to ``conn``'s socket without
-        awaiting. False when the transport cannot (the caller awaits ``send_text``); raises
-        when the socket is gone."""
-        nowait: Callable[[bytes], None] | None = getattr(conn.sock, "send_text_nowait", None)
-        if nowait is None:
-            return False
-        try:
-            nowait(data)
-        except Exception as exc:  # any failure of a robot's socket makes it a dead one
-            log.debug("write to %s failed: %r", conn.robot_id, exc)
-            raise
-        return True
+    async def _write(self, conn: LocalConn, payloads: list[SharedText]) -> None:
+        """Write ``payloads`` to ``conn``'s socket, in order: at once, without awaiting, where
+        the transport can (``send_texts_nowait``: one write, frames shared between sockets),
+        else awaiting ``send_text`` per payload. Raises when the socket is gone."""
+        sock = conn.sock
+        many: Callable[[list[SharedText]], None] | None = getattr(sock, "send_texts_nowait", None)
+        if many is not None:
+            many(payloads)
+            return
+        one: Callable[[bytes], None] | None = getattr(sock, "send_text_nowait", None)
+        for payload in payloads:
+            if one is not None:
+                one(payload.data)
+            else:
+                await sock.send_text(payload.text)
 
     async def _deliver_local(
         self, batch: Batch, delivered: list[str], failed: list[Outcome]
     ) -> list[tuple[Item, LocalSocket]]:
-        """Step 1: write what this instance holds; return the items to route on."""
+        """Step 1: write what this instance holds; return the items to route on.
+
+        The items of each robot held here are written together, in batch order (one write per
+        socket and batch where the transport allows); an identical payload is encoded once per
+        batch (and framed once, where the transport shares frames)."""
         core = self.core
         pending: list[tuple[Item, LocalSocket]] = []
-        dead: set[str] = set()
-        # per distinct payload: its UTF-8 bytes, or why it cannot be sent (checked once)
-        encoded: dict[str, bytes | str] = {}
+        # per distinct payload: its shared encoding, or why it cannot be sent (checked once)
+        encoded: dict[str, SharedText | str] = {}
         limit = core.config.max_message_bytes
+        # robot id -> (its session here, its items' ids, their payloads), in batch order
+        writes: dict[str, tuple[LocalConn, list[str], list[SharedText]]] = {}
+        local = core.local
         for item in batch.items:
             text = batch.text(item)
-            data = encoded.get(text)
-            if data is None:
+            payload = encoded.get(text)
+            if payload is None:
                 problem = message_problem(text, limit)
-                data = encoded[text] = problem if problem else text.encode("utf-8")
-            if isinstance(data, str):
-                failed.append(Outcome(item.id, Status.REJECTED, data))
+                payload = encoded[text] = problem or SharedText(text, text.encode("utf-8"))
+            if isinstance(payload, str):
+                failed.append(Outcome(item.id, Status.REJECTED, payload))
                 continue
             robot_id = item.robot_id
-            if robot_id in dead:
-                pending.append((item, LocalSocket.DEAD))
-                continue
-            conn = core.local.get(robot_id)
-            if conn is None or conn.closed:
-                pending.append((item, LocalSocket.NONE))
-                continue
+            queued = writes.get(robot_id)
+            if queued is None:
+                conn = local.get(robot_id)
+                if conn is None or conn.closed:
+                    pending.append((item, LocalSocket.NONE))
+                    continue
+                queued = writes[robot_id] = (conn, [], [])
+            queued[1].append(item.id)
+            queued[2].append(payload)
+        for robot_id, (conn, ids, payloads) in writes.items():
             try:
-                if not self._write(conn, data):
-                    await conn.sock.send_text(text)
+                await self._write(conn, payloads)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # any failure of a robot's socket makes it a dead one
-                dead.add(robot_id)
+            except Exception as exc:  # any failure of a robot's socket makes it a dead one
+                log.debug("write to %s failed: %r", robot_id, exc)
                 if core._drop(conn):
                     await core._remove_entry(conn)
                 self.owners.invalidate((robot_id,))
-                pending.append((item, LocalSocket.DEAD))
+                by_id = {i.id: i for i in batch.items if i.robot_id == robot_id}
+                pending.extend((by_id[ident], LocalSocket.DEAD) for ident in ids)
                 continue
-            delivered.append(item.id)
+            delivered.extend(ids)
         return pending
 
     # ------------------------------------------------------------------ owners

@@ -19,10 +19,23 @@ from wsctl.gateway.routing import LocalSocket, Route, decide
 from wsctl.protocol import Status
 from wsctl.protocol_batch import Item, Outcome
 
-__all__ = ["OWNER_CACHE_TTL", "OwnerCache", "RoutePlan", "route_items"]
+__all__ = ["OWNER_CACHE_TTL", "OwnerCache", "RoutePlan", "SharedText", "route_items"]
 
 OWNER_CACHE_TTL = 1.0
 OWNER_CACHE_SIZE = 100_000
+
+
+class SharedText:
+    """One message text of a batch as the sockets get it: its UTF-8 bytes, encoded once per
+    batch however many robots it goes to, and the transport's frame of it, which an adapter
+    that can share frames builds on first use (:func:`wsctl.gateway.wsframes.frame_of`)."""
+
+    __slots__ = ("data", "frame", "text")
+
+    def __init__(self, text: str, data: bytes) -> None:
+        self.text = text
+        self.data = data
+        self.frame: bytes | None = None
 
 
 class OwnerCache:

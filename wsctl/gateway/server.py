@@ -29,9 +29,11 @@ from wsctl.gateway.admission import (
     refusal,
     robot_from_path,
 )
+from wsctl.gateway.batching import SharedText
 from wsctl.gateway.core import CoreConfig, FleetCore
 from wsctl.gateway.identity import instance_id_for
 from wsctl.gateway.local import LocalConnections, Metrics
+from wsctl.gateway.wsframes import write_texts
 from wsctl.protocol import CloseCode
 from wsctl.redis_target import AsyncClient, Target
 from wsctl.registry.keys import Keyspace
@@ -89,6 +91,11 @@ class WebsocketsSocket:
             raise ConnectionError("a fragmented message is being sent")
         ws.protocol.send_text(data)
         ws.send_data()
+
+    def send_texts_nowait(self, payloads: list[SharedText]) -> None:
+        """Write text frames now, in one write, each payload framed once for every socket it
+        goes to (:func:`wsctl.gateway.wsframes.write_texts`)."""
+        write_texts(self.ws, payloads)
 
     async def close(self, code: int, reason: str) -> None:
         """Close the connection with ``code`` and ``reason`` (the close handshake)."""
