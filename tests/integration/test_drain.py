@@ -324,6 +324,15 @@ async def test_a_message_for_a_robot_being_drained_says_it_is_moving(backend: Ba
         assert other.outcome is SendOutcome.NOT_CONNECTED
         assert "moving" not in (other.reason or "")
 
+        # wsctl send once the entry is gone: not registered, and the robot's last event says
+        # why (the drained event reaches Redis within the event writer's flush interval)
+        await wait_for(lambda: _last_event(store, "mv-1", "drained"), 10)
+        res = await ainvoke(["send", "mv-1", "hello"], backend.env)
+        assert res.code == 4, (res.out, res.err)
+        assert "robot is moving (instance gw-mv drained it " in res.out, res.out
+        unknown = await ainvoke(["send", "never-here", "hello"], backend.env)
+        assert unknown.code == 4 and "moving" not in unknown.out
+
         # the message got to the instance while the registry still named it
         await store.client.hset(
             Keyspace().conn_key("mv-1"), mapping={"instance_id": "gw-mv", "conn_id": "old"}
@@ -341,3 +350,10 @@ async def test_a_message_for_a_robot_being_drained_says_it_is_moving(backend: Ba
 
 async def _gone(store: object, robot_id: str) -> bool:
     return await store.get(robot_id) is None  # type: ignore[attr-defined]
+
+
+async def _last_event(store: object, robot_id: str, name: str) -> bool:
+    page = await store.client.xrevrange(  # type: ignore[attr-defined]
+        Keyspace().robot_events_key(robot_id), "+", "-", count=1
+    )
+    return bool(page) and page[0][1].get("event") == name

@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from wsctl.control_rpc import Unreachable, request
 from wsctl.errors import (
     EXIT_NEGATIVE,
@@ -14,6 +16,7 @@ from wsctl.errors import (
     EXIT_TIMEOUT,
     EXIT_UNREACHABLE,
 )
+from wsctl.events import EventName, parse_entry
 from wsctl.instances import get_record, is_listening, liveness
 from wsctl.ops.compat import classify, explain
 from wsctl.protocol import Envelope, Op, Reply, Status
@@ -27,6 +30,7 @@ __all__ = [
     "UNREACHABLE",
     "SendOutcome",
     "send_message",
+    "why_not_registered",
     "why_unreachable",
 ]
 
@@ -98,6 +102,28 @@ class SendOutcome:
         return text
 
 
+MOVING_FOR = 300.0  # seconds after a drain closed a robot that it is said to be moving
+
+
+async def why_not_registered(client: AsyncClient, keys: Keyspace, robot_id: str) -> str:
+    """``no registry entry``; when the robot's last event says a drain closed it in the last
+    :data:`MOVING_FOR` seconds, also that it is moving (between instances: retry)."""
+    try:
+        page: Any = await client.xrevrange(keys.robot_events_key(robot_id), "+", "-", count=1)
+    except RedisError:  # the event log is an extra (a key of another type, say)
+        return "no registry entry"
+    if not page:
+        return "no registry entry"
+    last = parse_entry(robot_id, str(page[0][0]), page[0][1])
+    age = time.time() - last.ts
+    if last.event != EventName.DRAINED or last.problem or not 0 <= age <= MOVING_FOR:
+        return "no registry entry"
+    return (
+        f"no registry entry: robot is moving (instance {last.instance_id} drained it "
+        f"{age:.0f}s ago); retry"
+    )
+
+
 async def why_unreachable(
     client: AsyncClient,
     keys: Keyspace,
@@ -132,7 +158,8 @@ async def send_message(
     owner, conn_id = await client.hmget(keys.conn_key(robot_id), [F_INSTANCE_ID, F_CONN_ID])
     if target is None:
         if not owner:
-            return SendOutcome(NOT_REGISTERED, robot_id, None, False, "no registry entry")
+            why = await why_not_registered(client, keys, robot_id)
+            return SendOutcome(NOT_REGISTERED, robot_id, None, False, why)
         target = str(owner)
     writes_conn_id = bool(conn_id) if owner else None
     envelope = Envelope(op=Op.SEND, robot_id=robot_id, message=message, origin="cli")
