@@ -15,7 +15,14 @@ from redis.exceptions import ConnectionError, TimeoutError
 from wsctl.redis_target import AsyncClient
 from wsctl.redis_topology import refresh_topology
 
-__all__ = ["make_pubsub", "publish_many", "subscribe", "subscriber_count", "subscription"]
+__all__ = [
+    "make_pubsub",
+    "publish",
+    "publish_many",
+    "subscribe",
+    "subscriber_count",
+    "subscription",
+]
 
 
 async def subscriber_count(client: AsyncClient, channel: str) -> int:
@@ -44,30 +51,54 @@ def _numsub_value(reply: Any) -> int:
     return sum(int(count) for count in reply[1::2])
 
 
+async def publish(client: AsyncClient, channel: str, message: str) -> int:
+    """PUBLISH one message; on a cluster, on the primary that owns the channel's hash slot (see
+    :func:`publish_many`). Returns the receivers that node counted (subscribers there)."""
+    if isinstance(client, RedisCluster):
+        node = client.get_node_from_key(channel)
+        return int(await client.execute_command("PUBLISH", channel, message, target_nodes=node))
+    return int(await client.publish(channel, message))
+
+
 async def publish_many(client: AsyncClient, messages: list[tuple[str, str]]) -> None:
     """PUBLISH many (channel, message) pairs in one non-transactional pipeline.
 
-    Through ``execute_command``: redis-py's cluster pipeline blocks its ``publish`` method, but a
-    PUBLISH on any cluster node reaches every subscriber (the bus broadcasts it), and commands
-    for one channel keep their order.
+    Through ``execute_command``: redis-py's cluster pipeline blocks its ``publish`` method. A
+    classic PUBLISH on any cluster node reaches every subscriber (the cluster bus broadcasts
+    it), but the bus adds latency (tens of ms per hop under steady load: it is not written
+    with the urgency of a client reply). So on a cluster each message is published on the
+    primary that owns its channel's hash slot, where subscribers made by :func:`make_pubsub`
+    for that channel listen: no bus hop on the way to them. Commands for one channel go to one
+    node on one connection and keep their order.
     """
     pipe = client.pipeline(transaction=False)
-    for channel, message in messages:
-        pipe.execute_command("PUBLISH", channel, message)
+    if isinstance(client, RedisCluster):
+        for channel, message in messages:
+            node = client.get_node_from_key(channel)
+            pipe.execute_command("PUBLISH", channel, message, target_nodes=node)
+    else:
+        for channel, message in messages:
+            pipe.execute_command("PUBLISH", channel, message)
     await pipe.execute()
 
 
-def make_pubsub(client: AsyncClient, avoid: frozenset[str] = frozenset()) -> Any:
+def make_pubsub(
+    client: AsyncClient, avoid: frozenset[str] = frozenset(), channel: str | None = None
+) -> Any:
     """A PubSub for classic SUBSCRIBE.
 
-    On a cluster it is tied to one primary, chosen at random among those not in ``avoid``
-    (nodes that just failed for this subscriber): a classic PUBLISH on any node reaches
-    subscribers on every node, so any live primary will do. Callers that lose the connection
+    On a cluster it is tied to one primary: the one owning ``channel``'s hash slot, where
+    :func:`publish_many` publishes (no cluster-bus hop), unless it is in ``avoid`` (nodes that
+    just failed for this subscriber); then one at random among the others: a classic PUBLISH
+    on any node reaches subscribers on every node, so any live primary will do. Callers that lose the connection
     call :func:`refresh_topology` and make a new one, avoiding the node that failed.
     Returns ``(pubsub, node_name)``.
     """
     if not isinstance(client, RedisCluster):
         return client.pubsub(), ""
+    home = client.get_node_from_key(channel) if channel is not None else None
+    if home is not None and home.name not in avoid:
+        return client.pubsub(node=home), home.name
     primaries = client.get_primaries()
     choices = [n for n in primaries if n.name not in avoid] or primaries
     node = random.choice(choices)
@@ -80,7 +111,7 @@ async def _subscribe_avoiding(
     """A PubSub subscribed to ``channel`` on a primary not in ``failed``, and that primary's
     name ("" on a single node). On a failure the PubSub is closed, its node is added to
     ``failed`` and the error raised."""
-    pubsub, node = make_pubsub(client, frozenset(failed))
+    pubsub, node = make_pubsub(client, frozenset(failed), channel)
     try:
         await pubsub.subscribe(channel)
     except asyncio.CancelledError:

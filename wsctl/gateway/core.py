@@ -62,7 +62,7 @@ from wsctl.protocol import (
 from wsctl.protocol_batch import BATCH_VERSION, Batch, OwnerHint, decode_control
 from wsctl.redis_errors import tls_problem
 from wsctl.redis_factory import is_cluster, make_client
-from wsctl.redis_pubsub import subscription
+from wsctl.redis_pubsub import publish, subscription
 from wsctl.redis_target import AsyncClient, Target
 from wsctl.redis_topology import refresh_topology
 from wsctl.registry.keys import Keyspace, validate_id
@@ -424,7 +424,7 @@ class FleetCore:
             kick = Envelope(
                 op=Op.KICK, robot_id=conn.robot_id, conn_id=prev_conn, origin=self.instance_id
             )
-            await self.client.publish(self.keys.control_channel(prev_instance), encode(kick))
+            await publish(self.client, self.keys.control_channel(prev_instance), encode(kick))
 
     async def _remove_entry(self, conn: LocalConn) -> None:
         """Delete the session's entry only if it is still this session's; on failure, queue
@@ -763,7 +763,7 @@ class FleetCore:
         """Publish exactly one reply to the envelope's ``reply_to`` channel (if it has one)."""
         if envelope.reply_to:
             reply = reply_to(envelope, status, self.instance_id, **kw)
-            await self.client.publish(envelope.reply_to, encode(reply))
+            await publish(self.client, envelope.reply_to, encode(reply))
 
     async def _listening(self, instance_id: str) -> bool:
         """Is anyone subscribed to the instance's control channel? Cached for a second, so
@@ -841,7 +841,7 @@ class FleetCore:
             owner = decision.target if decision.route in (Route.FORWARD, Route.HOP_LIMIT) else None
             hint = await self.batches.hint_message(envelope.route, [(robot_id, owner)])
             if hint is not None:
-                await self.client.publish(*hint)
+                await publish(self.client, *hint)
         if decision.route is Route.LOCAL:
             await self._answer(envelope, Status.DELIVERED)
         elif decision.route is Route.FORWARD:
@@ -853,8 +853,8 @@ class FleetCore:
                     f"owner {owner} is not listening on its control channel",
                 )
                 return
-            await self.client.publish(
-                self.keys.control_channel(owner), encode(envelope.forwarded())
+            await publish(
+                self.client, self.keys.control_channel(owner), encode(envelope.forwarded())
             )
             self.metrics.messages_forwarded += 1
         else:
