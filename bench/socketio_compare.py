@@ -69,9 +69,13 @@ def run_wsctl(
             cmd += ["--gateway", url]
         done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         report = json.loads(done.stdout)
-        deliver = next(p for p in report["phases"] if p["name"] == "deliver")["metrics"]
+        phase = next(p for p in report["phases"] if p["name"] == "deliver")
+        deliver = phase["metrics"]
         return {
             "throughput_per_s": deliver["throughput_per_s"],
+            # the whole deliver phase, waits for the last replies included (the definition
+            # before delivery_seconds), for comparison with older figures
+            "phase_per_s": deliver["delivered"] / phase["seconds"],
             "delivered": deliver["delivered"],
             "sent": deliver["sent"],
             "lost": deliver["lost"],
@@ -155,11 +159,16 @@ def main() -> None:
             else:
                 result = run_socketio(args.robots, args.messages, args.share, env)
                 theirs.append(result["throughput_per_s"])
+            phase = (
+                f", whole phase incl. replies {result['phase_per_s']:.0f} msg/s"
+                if "phase_per_s" in result
+                else ""
+            )
             print(
                 f"run {run + 1} {side:<9}: {result['throughput_per_s']:>9.0f} msg/s delivered "
                 f"({result['delivered']}/{result['sent']}, {result['duplicated']} duplicated, "
                 f"{result['out_of_order']} out of order, p99 {result['p99_ms']} ms, "
-                f"{'ok' if result['ok'] else 'NOT OK'}; {time.perf_counter() - started:.0f}s)",
+                f"{'ok' if result['ok'] else 'NOT OK'}{phase}; {time.perf_counter() - started:.0f}s)",
                 flush=True,
             )
     mine, peer = statistics.median(ours), statistics.median(theirs)
