@@ -105,6 +105,9 @@ async def _move_and_send(
         outcomes = [status_and_route(await send_via(store, "gw-c", robot_id, "m0", batch))]
         new = await connect(f"{gws['gw-b'].url}/ws/{robot_id}", ping_interval=None)
         await wait_for(lambda: owner_is(store, robot_id, "gw-b"))
+        # gw-a has dropped the superseded session (the kick closes it with 4001)
+        await asyncio.wait_for(old.wait_closed(), 5)
+        assert old.close_code == 4001
         for text in ("m1", "m2"):
             outcomes.append(status_and_route(await send_via(store, "gw-c", robot_id, text, batch)))
     finally:
