@@ -10,6 +10,7 @@ __all__ = [
     "AGE_MAX_S",
     "MIN_SECONDS",
     "RATE_MAX",
+    "RATE_MIN",
     "WAIT_MAX_S",
     "check_rate",
     "check_seconds",
@@ -27,6 +28,8 @@ AGE_MAX_S = 10.0 * _YEAR
 """The longest age or run time (staleness timeouts, --older-than, --every): ten years."""
 RATE_MAX = 1_000_000.0
 """The highest pacing rate any flag takes, per second (more is a typo: use 0, no pacing)."""
+RATE_MIN = 1.0 / WAIT_MAX_S
+"""The lowest pacing rate above 0: one a day (``1e-9`` would wait 31 years between sends)."""
 
 
 def check_seconds(value: float, *, maximum: float, allow_zero: bool = False) -> float:
@@ -49,13 +52,17 @@ def check_seconds(value: float, *, maximum: float, allow_zero: bool = False) -> 
 
 
 def check_rate(value: float) -> float:
-    """``value`` if it is a usable rate per second: finite, 0 (no pacing) or positive, at most
-    :data:`RATE_MAX`. Raises ValueError with a message that says the allowed range; ``nan``
+    """``value`` if it is a usable rate per second: finite, 0 (no pacing) or from :data:`RATE_MIN`
+    (one a day) to :data:`RATE_MAX`. Raises ValueError with a message that says the allowed range; ``nan``
     would otherwise compare false everywhere and silently pace at an undefined speed."""
     if math.isnan(value):
         raise ValueError("must be a number per second, not nan")
-    if value < 0 or math.isinf(value) or value > RATE_MAX:
-        raise ValueError(f"must be from 0 (no pacing) to {RATE_MAX:g} per second")
+    if value == 0:
+        return 0.0
+    if value < RATE_MIN or math.isinf(value) or value > RATE_MAX:
+        raise ValueError(
+            f"must be 0 (no pacing) or from {RATE_MIN:.3g} (one a day) to {RATE_MAX:g} per second"
+        )
     return value
 
 

@@ -1,9 +1,9 @@
 """The event loop every wsctl command, gateway and robot worker runs on: one place to choose.
 
 ``WSCTL_EVENT_LOOP``: ``asyncio`` (the default) or ``uvloop`` (when installed; an error
-otherwise). asyncio's own loop is the default because uvloop measured no better here (README,
-"Decisions: event loop and JSON codec"); the switch stays so that the measurement can be
-repeated on other machines.
+otherwise). asyncio's own loop is the default because uvloop measured no better here
+(README, "Decisions worth knowing", event loop and JSON codec); the switch stays so that the
+measurement can be repeated on other machines.
 """
 
 from __future__ import annotations
@@ -45,8 +45,15 @@ def loop_name() -> str:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(coro)`` on the chosen loop."""
+    """``asyncio.run(coro)`` on the chosen loop. A bad choice raises ConfigError before the
+    coroutine starts, and the coroutine is closed (no "never awaited" warning after the
+    one-line error)."""
     import asyncio
 
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+    try:
+        factory = loop_factory()
+    except ConfigError:
+        coro.close()
+        raise
+    with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(coro)

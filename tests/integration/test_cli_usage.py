@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -146,10 +147,10 @@ RATE_FLAGS = [
 
 
 @pytest.mark.parametrize(("args", "flag"), RATE_FLAGS)
-def test_every_rate_flag_refuses_nan_inf_negative_and_huge(args: list[str], flag: str) -> None:
+def test_every_rate_flag_refuses_nan_inf_negative_tiny_and_huge(args: list[str], flag: str) -> None:
     """A rate of nan compared false everywhere and paced at an undefined speed; every rate flag
     now takes 0 (no pacing) to a million per second, checked before anything runs."""
-    for value in ["nan", "inf", "-inf", "-1", "1e12"]:
+    for value in ["nan", "inf", "-inf", "-1", "1e12", "1e-9"]:
         res = invoke([*args, flag, value], env={"WSCTL_REDIS_URL": "redis://127.0.0.1:1/0"})
         assert res.code == 2, (args, flag, value, res)
         assert res.err.startswith(f"wsctl: error: invalid {flag} "), res.err
@@ -220,3 +221,30 @@ async def test_show_and_restore_tables_read_as_a_person_reads(
     assert res.code == 1
     items = [x for x in res.out.splitlines() if "not JSON" in x]
     assert items and "{" not in items[0] and "line 1" in items[0], res.out
+
+
+@pytest.mark.parametrize("value", ["bogus", "uvloop"])
+@pytest.mark.parametrize("args", [["list", "robots"], ["simulate", "--robots", "2"]])
+def test_a_bad_event_loop_choice_is_one_line_and_exit_3_before_anything_starts(
+    value: str, args: list[str], tmp_path: Path
+) -> None:
+    """WSCTL_EVENT_LOOP=bogus (or uvloop when it is not installed) used to print the error and
+    then Python's "coroutine was never awaited" warning; simulate started its sandbox and each
+    gateway died of it (exit 1). A real process, with no Redis configured (the sandbox path)."""
+    import importlib.util
+
+    if value == "uvloop" and importlib.util.find_spec("uvloop") is not None:
+        pytest.skip("uvloop is installed")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WSCTL_", "REDIS_", "SERVER_"))}
+    env.update(WSCTL_EVENT_LOOP=value, HOME=str(tmp_path), WSCTL_STATE_DIR=str(tmp_path))
+    res = subprocess.run(
+        [sys.executable, "-m", "wsctl", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 3, res
+    assert res.stderr.startswith("wsctl: error: WSCTL_EVENT_LOOP"), res.stderr
+    assert len(res.stderr.splitlines()) == 1, res.stderr

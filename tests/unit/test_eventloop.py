@@ -51,3 +51,13 @@ def test_an_unknown_choice_is_a_configuration_error(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("WSCTL_EVENT_LOOP", "trio")
     with pytest.raises(ConfigError, match="WSCTL_EVENT_LOOP"):
         loop_name()
+
+
+def test_a_bad_choice_closes_the_coroutine_it_was_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """run() with a bad WSCTL_EVENT_LOOP closes the coroutine, so no "never awaited" warning
+    follows the one-line error."""
+    monkeypatch.setenv("WSCTL_EVENT_LOOP", "bogus")
+    coro = _loop_type()
+    with pytest.raises(ConfigError):
+        run(coro)
+    assert coro.cr_frame is None  # closed: it can never run, and Python does not warn

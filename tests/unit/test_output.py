@@ -227,3 +227,14 @@ def test_the_header_rule_is_never_wider_than_the_table(
         rule = next(line for line in lines if "─" in line)
         widest = max(len(line) for line in lines if "─" not in line)
         assert len(rule) <= widest, (columns, rule, widest)
+
+
+def test_invisible_format_characters_are_escaped_so_look_alike_ids_differ() -> None:
+    """A BOM or a zero-width space makes ``robot-1`` and ``\\ufeffrobot-1`` print alike; both
+    are format characters (Unicode category Cf) and are escaped like controls."""
+    from wsctl.cli.output import printable
+
+    assert printable("\ufeffrobot-1") == "\\ufeffrobot-1"
+    assert printable("robot\u200b-1") == "robot\\u200b-1"
+    assert printable("a\u00adb") == "a\\xadb"  # soft hyphen: invisible in most terminals
+    assert printable("robot 1") == "robot 1"  # the space stays

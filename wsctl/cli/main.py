@@ -127,6 +127,11 @@ def root(
     """Operate and diagnose WebSocket gateway fleets that share a Redis connection registry."""
     global _debug
     _debug = debug or debug_enabled()
+    from wsctl.eventloop import loop_factory
+
+    # a bad WSCTL_EVENT_LOOP is one line and exit 3 before anything starts (simulate's
+    # gateway processes would otherwise each die of it at start)
+    loop_factory()
     ctx.obj = CliState(
         flags={
             "redis_url": redis_url,

@@ -62,32 +62,20 @@ def _cell(column: Column, row: dict[str, Any]) -> str:
     return printable(str(value))
 
 
-# Characters that must never reach a terminal raw: C0/C1 controls (escape sequences set the
-# window title, clear the screen, fake output), bidirectional overrides (text that reads
-# differently from what it is) and line/paragraph separators.
-_UNSAFE = {
-    **{c: None for c in range(0x00, 0x20)},
-    0x7F: None,
-    **{c: None for c in range(0x80, 0xA0)},
-    **{c: None for c in (0x2028, 0x2029, 0x200E, 0x200F, 0x061C)},
-    **{c: None for c in range(0x202A, 0x202F)},
-    **{c: None for c in range(0x2066, 0x206A)},
-}
-
-
 def printable(text: str) -> str:
-    """``text`` with every control character escaped (``\\x1b``, ``\\n``, ``\\u202e``):
-    registry data is untrusted, and anything printed for a person goes through here."""
+    """``text`` with every character that is not printable escaped (``\\x1b``, ``\\n``,
+    ``\\u202e``, ``\\ufeff``): registry data is untrusted, and anything printed for a person
+    goes through here. Python's rule (``str.isprintable``) covers C0/C1 controls (escape
+    sequences set the window title, clear the screen, fake output), format characters
+    (bidirectional overrides that make text read differently from what it is, zero-width
+    spaces and BOMs that make two ids look alike), separators other than the space, and lone
+    surrogates (bytes that were not UTF-8)."""
     if text.isprintable():  # the common case, in C
         return text
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if code in _UNSAFE or 0xD800 <= code <= 0xDFFF:
-            out.append(ch.encode("unicode_escape", "backslashreplace").decode("ascii"))
-        else:
-            out.append(ch)
-    return "".join(out)
+    return "".join(
+        ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for ch in text
+    )
 
 
 # A wrapping column is never narrower than its longest word, up to this many characters.
