@@ -39,8 +39,14 @@ def ensure_node() -> str | None:
     """None when node and the pinned packages are ready, else why the peer is skipped."""
     if shutil.which("node") is None:
         return "node not found on PATH (install Node.js 18+ to measure socket.io)"
-    if (HERE / "node_modules" / "socket.io").is_dir():
-        return None
+    node = shutil.which("node")
+    assert node is not None
+    probe = "for (const m of PACKAGES) require(m)".replace(
+        "PACKAGES",
+        json.dumps(["socket.io", "socket.io-client", "@socket.io/redis-adapter", "redis"]),
+    )
+    if subprocess.run([node, "-e", probe], cwd=HERE, capture_output=True).returncode == 0:
+        return None  # the pinned packages load (a partial node_modules does not pass)
     npm = shutil.which("npm")
     if npm is None:
         return "npm not found on PATH (needed once to install bench/socketio's packages)"
