@@ -28,12 +28,20 @@ __all__ = [
 async def subscriber_count(client: AsyncClient, channel: str) -> int:
     """Subscribers of ``channel`` summed over every node (a cluster node only counts its own)."""
     if isinstance(client, RedisCluster):
+        # every node at once (a gateway asks this on its message path, once a second)
+        replies = await asyncio.gather(
+            *(
+                client.execute_command("PUBSUB NUMSUB", channel, target_nodes=node)
+                for node in client.get_nodes()
+            ),
+            return_exceptions=True,
+        )
         total = 0
-        for node in client.get_nodes():
-            try:
-                reply = await client.execute_command("PUBSUB NUMSUB", channel, target_nodes=node)
-            except (ConnectionError, TimeoutError, OSError):
+        for reply in replies:
+            if isinstance(reply, ConnectionError | TimeoutError | OSError):
                 continue  # a dead node has no subscribers; the others still count
+            if isinstance(reply, BaseException):
+                raise reply
             total += _numsub_value(reply)
         return total
     reply = await client.execute_command("PUBSUB NUMSUB", channel)  # type: ignore[no-untyped-call]
