@@ -166,13 +166,15 @@ def run_suite(
     cluster: bool,
     state: str,
     repeat: int,
+    only: tuple[str, ...] = ("list", "reap"),
+    reap_args: tuple[str, ...] = (),
 ) -> dict[str, float]:
     env = wsctl_env(target, state)
     args = [f"{k}={v}" for k, v in target.items()]
     results: dict[str, float] = {}
 
     # list, at N/10 and N, with peak RSS; wsctl and the floor alternate, medians are compared
-    for size in (n // 10, n):
+    for size in (n // 10, n) if "list" in only else ():
         flush(client, cluster)
         populate(client, size, 0.5)
         wsctl_times, floor_times, rss = [], [], 0
@@ -191,11 +193,14 @@ def run_suite(
         results[f"list_{size}_ratio"] = t_wsctl / t_floor
         results[f"list_{size}_s"] = t_wsctl
         results[f"list_{size}_rss_mib"] = rss / 1024
-    print(
-        f"[{name}] list peak RSS {n} vs {n // 10}: "
-        f"{results[f'list_{n}_rss_mib'] / results[f'list_{n // 10}_rss_mib']:.2f}x (1.0 = flat)"
-    )
+    if "list" in only:
+        print(
+            f"[{name}] list peak RSS {n} vs {n // 10}: "
+            f"{results[f'list_{n}_rss_mib'] / results[f'list_{n // 10}_rss_mib']:.2f}x (1.0 = flat)"
+        )
 
+    if "reap" not in only:
+        return results
     # reap: the same data for both, populated afresh before every run
     backup = Path(state) / "bench-backup.jsonl"
     reap_times, naive_times = [], []
@@ -204,7 +209,11 @@ def run_suite(
         populate(client, n, 0.5)
         reap_times.append(
             timed(
-                [sys.executable, "-m", "wsctl", "reap", "--backup", str(backup), "-o", "json"], env
+                [
+                    *(sys.executable, "-m", "wsctl", "reap", "--backup", str(backup)),
+                    *("-o", "json", *reap_args),
+                ],
+                env,
             )[0]
         )
         backup.unlink(missing_ok=True)
@@ -231,7 +240,13 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=3, help="Runs per measurement; medians are compared."
     )
+    parser.add_argument("--only", choices=("list", "reap"), help="Run one of the two measurements.")
+    parser.add_argument(
+        "--reap-args", default="", help="Extra arguments for `wsctl reap` (split on spaces)."
+    )
     args = parser.parse_args()
+    only = (args.only,) if args.only else ("list", "reap")
+    reap_args = tuple(args.reap_args.split())
 
     import redis
     from redis.cluster import ClusterNode, RedisCluster
@@ -242,7 +257,15 @@ def main() -> None:
         with RedisServer() as server:
             client = redis.Redis(port=server.port, decode_responses=True)
             single = run_suite(
-                "single", client, {"url": server.url}, args.entries, False, state, args.repeat
+                "single",
+                client,
+                {"url": server.url},
+                args.entries,
+                False,
+                state,
+                args.repeat,
+                only,
+                reap_args,
             )
             client.close()
         if args.cluster:
@@ -259,10 +282,13 @@ def main() -> None:
                     True,
                     state,
                     args.repeat,
+                    only,
+                    reap_args,
                 )
                 cclient.close()
             for key in (f"list_{args.entries}_s", "reap_s"):
-                print(f"cluster/single {key}: {multi[key] / single[key]:.2f}")
+                if key in multi and key in single:
+                    print(f"cluster/single {key}: {multi[key] / single[key]:.2f}")
         print(json.dumps({"single": single}, indent=None))
 
 

@@ -14,25 +14,30 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
+from wsctl.errors import UsageError
 from wsctl.registry.keys import Keyspace
 
 __all__ = [
     "DEFAULT_INSTANCE_MAXLEN",
     "DEFAULT_RETENTION_S",
+    "DEFAULT_ROBOT_EVENTS",
     "DEFAULT_ROBOT_MAXLEN",
     "Event",
     "EventLimits",
     "EventName",
+    "RobotEventCap",
     "StoredEvent",
     "detail_text",
     "event_commands",
     "index_entry_stale",
     "parse_entry",
+    "parse_robot_events",
     "printable",
     "stream_id_ms",
 ]
@@ -110,6 +115,61 @@ class Event:
 
 
 _DETAIL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+# Robots of one bulk CLI run (a reap pass, an import, a restore) that get their own event by default;
+# the rest are counted in the run's summary event. Each per-robot event costs about 15 us of
+# wsctl CPU and 10 us of Redis CPU (two XADDs, an EXPIRE, a new key): for every robot of a big
+# reap that is more than the reap itself (bench/registry_bench.py, README "The event log").
+DEFAULT_ROBOT_EVENTS = 1_000
+
+_T = TypeVar("_T")
+
+
+def parse_robot_events(text: str) -> int | None:
+    """``--robot-events``: a count N (the first N robots of a run get their own event), ``all``
+    (None: every robot) or ``none`` (0: the summary event only). A UsageError otherwise."""
+    word = text.strip().lower()
+    if word == "all":
+        return None
+    if word == "none":
+        return 0
+    if word.isascii() and word.isdigit() and len(word) <= 12:
+        return int(word)
+    raise UsageError(f"--robot-events takes a count, 'all' or 'none', not {text!r}")
+
+
+@dataclass
+class RobotEventCap:
+    """Which robots of one bulk run get their own event: the first ``limit`` (None: every one,
+    0: none); the run's summary event says how many robots there were and how many got one."""
+
+    limit: int | None = DEFAULT_ROBOT_EVENTS
+    robots: int = 0  # robots the run touched, so far
+    given: int = 0  # of them, robots whose event was queued
+
+    def take(self, items: Sequence[_T]) -> Sequence[_T]:
+        """The part of one batch of robots that gets per-robot events (counts the batch)."""
+        self.robots += len(items)
+        room = len(items) if self.limit is None else max(0, self.limit - self.given)
+        part = items[:room]
+        self.given += len(part)
+        return part
+
+    @property
+    def left_out(self) -> int:
+        """Robots the cap left without their own event."""
+        return self.robots - self.given
+
+    def note(self) -> str | None:
+        """One line for stderr when a count cut the run short (None otherwise: ``all``,
+        ``none``, or a run within the count)."""
+        if not self.limit or not self.left_out:
+            return None
+        return (
+            f"per-robot events recorded for the first {self.given:,} of {self.robots:,} "
+            "robots; --robot-events all records every one"
+        )
 
 
 Command = tuple[str, list[str]]  # (key, command words): one single-key command

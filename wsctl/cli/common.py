@@ -27,6 +27,7 @@ __all__ = [
     "OUTPUT_HELP",
     "CliState",
     "ReportOutput",
+    "RobotEventsOpt",
     "check_output",
     "check_report_output",
     "debug_enabled",
@@ -48,6 +49,20 @@ OUTPUT_HELP = "Output format: table, wide, json, jsonl or csv."
 
 # Commands that print one report rather than a listing take -o table|json.
 ReportOutput = Annotated[str, typer.Option("-o", "--output", help="table or json.")]
+
+# Bulk commands (reap, registry import/restore): which robots get their own event
+# (wsctl.events.parse_robot_events reads it).
+RobotEventsOpt = Annotated[
+    str,
+    typer.Option(
+        "--robot-events",
+        metavar="N|all|none",
+        help=(
+            "Record a per-robot event for the first N robots of the run, for all, or none; "
+            "the run's summary event is always recorded."
+        ),
+    ),
+]
 
 
 def seconds_flag(

@@ -18,6 +18,7 @@ __all__ = [
     "event_columns",
     "event_line",
     "finish_recording",
+    "note_robot_event_cap",
     "prune_event_index",
     "recent_rows",
     "record_cli_events",
@@ -126,6 +127,14 @@ async def finish_recording(recorder: Any) -> Any:
     outcome = await recorder.close()
     _warn_lost(outcome)
     return outcome
+
+
+def note_robot_event_cap(cap: Any) -> None:
+    """One line on stderr when a :class:`wsctl.events.RobotEventCap` count left robots of the
+    run without their own event (nothing for ``all``, ``none`` or a run within the count)."""
+    line = cap.note()
+    if line:
+        err(f"wsctl: {line}")
 
 
 def _warn_lost(outcome: Any) -> None:

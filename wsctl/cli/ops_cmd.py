@@ -12,6 +12,7 @@ import typer
 
 from wsctl.cli.common import (
     ReportOutput,
+    RobotEventsOpt,
     check_report_output,
     err,
     on_stop_signals,
@@ -24,6 +25,7 @@ from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
 from wsctl.cli.output import Column, print_cluster, printable
 from wsctl.durations import counted
 from wsctl.errors import UsageError, WsctlError
+from wsctl.events import DEFAULT_ROBOT_EVENTS, parse_robot_events
 from wsctl.shell import quote as shell_quote
 
 if TYPE_CHECKING:
@@ -75,6 +77,7 @@ def reap(
     limit: Annotated[
         int | None, typer.Option("--limit", min=1, help="Reap at most N per pass.")
     ] = None,
+    robot_events: RobotEventsOpt = str(DEFAULT_ROBOT_EVENTS),
     output: ReportOutput = "table",
 ) -> None:
     """Remove stale entries safely: compare-and-delete, with a backup first.
@@ -82,7 +85,10 @@ def reap(
     An entry goes only if it is still exactly what was judged stale (instance_id, conn_id and
     last_heartbeat unchanged): a robot that heartbeats or reconnects meanwhile is kept. Every
     removed entry is first written to a JSONL backup (path printed) that
-    `wsctl registry import BACKUP` restores. Exit 0 when the pass ran, 3 on Redis errors.
+    `wsctl registry import BACKUP` restores. Each pass records one summary event, and a
+    `reaped` event per robot for its first --robot-events robots (`all` records every one,
+    at a cost: see README, The event log). Exit 0 when the pass ran, 3 on
+    Redis errors.
 
     Example: wsctl reap --timeout 90 --dry-run
     """
@@ -91,6 +97,7 @@ def reap(
     from wsctl.registry.model import utcnow
 
     check_report_output(output, "reap")
+    robot_event_limit = parse_robot_events(robot_events)
     if backup is not None and no_backup:
         raise UsageError("--backup and --no-backup exclude each other")
     if backup is not None:
@@ -109,10 +116,10 @@ def reap(
         limit=limit,
     )
     if every is None:
-        report = run(_reap_once(settings, options))
+        report = run(_reap_once(settings, options, robot_event_limit))
         _show_report(report, output)
     else:
-        run(_reap_forever(settings, options, every, output))
+        run(_reap_forever(settings, options, every, output, robot_event_limit))
 
 
 @contextlib.contextmanager
@@ -134,12 +141,14 @@ def _naming_backup(backup_of: Callable[[], Path | None]) -> Iterator[None]:
         ) from exc
 
 
-async def _reap_once(settings: Settings, options: ReapOptions) -> ReapReport:
+async def _reap_once(
+    settings: Settings, options: ReapOptions, robot_event_limit: int | None = DEFAULT_ROBOT_EVENTS
+) -> ReapReport:
     from wsctl.ops.reap import reap as reap_pass
 
     with _naming_backup(lambda: options.backup):
         async with open_store(settings) as store:
-            events = _PassEvents(store, lambda: options.backup)
+            events = _PassEvents(store, lambda: options.backup, robot_event_limit)
             try:
                 if sys.stderr.isatty():
                     from rich.progress import Progress, SpinnerColumn, TextColumn
@@ -171,16 +180,22 @@ async def _reap_once(settings: Settings, options: ReapOptions) -> ReapReport:
 
 
 class _PassEvents:
-    """The event log side of reap passes: a ``reaped`` event for every robot a pass removes,
-    streamed batch by batch while it runs (bounded memory, no cap on the count), then the
-    pass's summary event, the counts in its report, and a prune of the writer index."""
+    """The event log side of reap passes: a ``reaped`` event for each robot a pass removes,
+    up to the pass's ``--robot-events`` count, streamed batch by batch while it runs (bounded
+    memory), then the pass's summary event, the counts in its report, one stderr line when
+    the count left robots out, and a prune of the writer index."""
 
-    def __init__(self, store: Any, backup_of: Callable[[], Path | None]) -> None:
+    def __init__(
+        self, store: Any, backup_of: Callable[[], Path | None], robot_event_limit: int | None
+    ) -> None:
+        from wsctl.events import RobotEventCap
         from wsctl.ops.events import EventRecorder
 
         self.store = store
         self.backup_of = backup_of
+        self.limit = robot_event_limit
         self.recorder = EventRecorder(store.client, store.keys)
+        self.cap = RobotEventCap(robot_event_limit)
 
     def reaped_hook(self, dry_run: bool) -> Callable[[list[Any]], Awaitable[None]] | None:
         """What :func:`wsctl.ops.reap.reap` calls with each batch's deleted entries."""
@@ -189,8 +204,10 @@ class _PassEvents:
     async def _reaped(self, items: list[Any]) -> None:
         from wsctl.ops.events import reaped_events
 
-        backup = self.backup_of()
-        await self.recorder.add(reaped_events(items, str(backup) if backup else None))
+        part = self.cap.take(items)
+        if part:
+            backup = self.backup_of()
+            await self.recorder.add(reaped_events(part, str(backup) if backup else None))
 
     def abort(self) -> None:
         """The pass failed: drop what is not written yet."""
@@ -199,20 +216,33 @@ class _PassEvents:
     async def finish(self, report: ReapReport) -> None:
         """Write the pass's summary and what is queued, note the counts in ``report``, prune
         the writer index; then start afresh for the next pass."""
-        from wsctl.cli.eventlog import finish_recording, prune_event_index
+        from wsctl.cli.eventlog import (
+            finish_recording,
+            note_robot_event_cap,
+            prune_event_index,
+        )
+        from wsctl.events import RobotEventCap
         from wsctl.ops.events import EventRecorder, reap_summary_events
 
         if report.dry_run:
             return
-        await self.recorder.add(reap_summary_events(report))
+        await self.recorder.add(reap_summary_events(report, self.cap.given))
         outcome = await finish_recording(self.recorder)
-        report.events_recorded, report.events_not_recorded = outcome.written, outcome.lost
+        note_robot_event_cap(self.cap)
+        report.events_recorded = outcome.written
+        report.events_capped = self.cap.left_out
+        report.events_not_recorded = outcome.lost + self.cap.left_out
         report.events_index_pruned = await prune_event_index(self.store.client, self.store.keys)
         self.recorder = EventRecorder(self.store.client, self.store.keys)
+        self.cap = RobotEventCap(self.limit)
 
 
 async def _reap_forever(
-    settings: Settings, options: ReapOptions, every: float, output: str
+    settings: Settings,
+    options: ReapOptions,
+    every: float,
+    output: str,
+    robot_event_limit: int | None = DEFAULT_ROBOT_EVENTS,
 ) -> None:
     """Long-lived reaper: one log line (or one JSON line) per pass until SIGTERM/SIGINT."""
     import asyncio
@@ -225,7 +255,7 @@ async def _reap_forever(
     loop = ReapLoop(options, every)
     with _naming_backup(lambda: loop.backup):
         async with open_store(settings) as store:
-            events = _PassEvents(store, lambda: loop.backup)
+            events = _PassEvents(store, lambda: loop.backup, robot_event_limit)
             try:
                 async for at, report in loop.passes(
                     store, stop, events.reaped_hook(options.dry_run)

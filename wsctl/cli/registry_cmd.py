@@ -13,10 +13,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from wsctl.cli.common import OUTPUT_HELP, check_output, err, open_store, run, state
+from wsctl.cli.common import (
+    OUTPUT_HELP,
+    RobotEventsOpt,
+    check_output,
+    err,
+    open_store,
+    run,
+    state,
+)
 from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
 from wsctl.cli.output import Column
 from wsctl.errors import EXIT_NEGATIVE, NotFound, UsageError
+from wsctl.events import DEFAULT_ROBOT_EVENTS
 from wsctl.shell import quote as shell_quote
 
 if TYPE_CHECKING:
@@ -377,6 +386,7 @@ def import_(
         ),
     ] = False,
     dry_run: DryRunOpt = False,
+    robot_events: RobotEventsOpt = str(DEFAULT_ROBOT_EVENTS),
     output: OutputOpt = "table",
 ) -> None:
     """Import entries from an export or a backup; every line is validated first.
@@ -386,10 +396,14 @@ def import_(
     future, a robot_id field naming another robot), or when it gives a robot a second time.
     By default robots that already have an entry are skipped. Files, pipes (<(cmd)) and stdin
     are all read twice (validate, then write in batches): pipes and stdin via a temporary file.
+    One summary event is recorded, and an `imported` event per robot for the first
+    --robot-events robots.
 
     Example: wsctl registry import registry.jsonl --dry-run
     """
-    _import_command(ctx, file, overwrite, skip_existing, allow_malformed, dry_run, output, False)
+    _import_command(
+        ctx, file, overwrite, skip_existing, allow_malformed, dry_run, output, False, robot_events
+    )
 
 
 @registry_app.command("restore")
@@ -399,6 +413,7 @@ def restore(
     overwrite: OverwriteOpt = False,
     skip_existing: SkipExistingOpt = False,
     dry_run: DryRunOpt = False,
+    robot_events: RobotEventsOpt = str(DEFAULT_ROBOT_EVENTS),
     output: OutputOpt = "table",
 ) -> None:
     """Restore a backup written by reap or rm: every key exactly as it was removed.
@@ -406,11 +421,11 @@ def restore(
     Malformed entries and keys that are not hashes are restored as they were (that is what
     was removed); when a backup holds a robot twice (several reaps), the last line wins.
     Robots that registered again since are skipped. Keys that cannot be restored are listed
-    and the rest are restored (exit 1 then).
+    and the rest are restored (exit 1 then). Events as for import (--robot-events).
 
     Example: wsctl registry restore ~/.local/state/wsctl/backups/reap-....jsonl --dry-run
     """
-    _import_command(ctx, file, overwrite, skip_existing, True, dry_run, output, True)
+    _import_command(ctx, file, overwrite, skip_existing, True, dry_run, output, True, robot_events)
 
 
 def _import_command(
@@ -422,12 +437,15 @@ def _import_command(
     dry_run: bool,
     output: str,
     restoring: bool,
+    robot_events: str,
 ) -> None:
+    from wsctl.events import parse_robot_events
     from wsctl.registry.model import problems_at, utcnow
     from wsctl.registry.records import Record, iter_records, validate_lines
     from wsctl.timezones import resolve_tz
 
     fmt = check_output(output)
+    robot_event_limit = parse_robot_events(robot_events)
     if overwrite and skip_existing:
         raise UsageError("--overwrite and --skip-existing exclude each other")
     settings = state(ctx).settings()
@@ -464,7 +482,16 @@ def _import_command(
         with path.open(encoding="utf-8", errors="surrogateescape") as fh:
             records = iter_records(fh, found.skip, registry_ids=allow_malformed)
             result = run(
-                _import(settings, records, found.count, overwrite, dry_run, label, restoring)
+                _import(
+                    settings,
+                    records,
+                    found.count,
+                    overwrite,
+                    dry_run,
+                    label,
+                    restoring,
+                    robot_event_limit,
+                )
             )
     result["superseded"] = len(found.superseded)
     result["not_restored_items"] = found.unrestorable + result["not_restored_items"]
@@ -531,19 +558,24 @@ async def _import(
     dry_run: bool,
     source: str = "-",
     restoring: bool = False,
+    robot_event_limit: int | None = DEFAULT_ROBOT_EVENTS,
 ) -> dict[str, Any]:
-    from wsctl.cli.eventlog import finish_recording
+    from wsctl.cli.eventlog import finish_recording, note_robot_event_cap
+    from wsctl.events import RobotEventCap
     from wsctl.ops.events import EventRecorder, import_summary_events, imported_events
     from wsctl.ops.transfer import import_records
 
     async with open_store(settings) as store:
-        # an ``imported`` event for every robot written, streamed batch by batch
+        # an ``imported`` event for each robot written (up to the cap), streamed batch by batch
         recorder = EventRecorder(store.client, store.keys)
+        cap = RobotEventCap(robot_event_limit)
 
         async def on_written(robot_ids: list[str]) -> None:
-            await recorder.add(
-                imported_events(robot_ids, source, overwrite=overwrite, restore=restoring)
-            )
+            part = cap.take(robot_ids)
+            if part:
+                await recorder.add(
+                    imported_events(part, source, overwrite=overwrite, restore=restoring)
+                )
 
         try:
             result = await import_records(
@@ -553,8 +585,19 @@ async def _import(
             recorder.abort()
             raise
         await recorder.add(
-            import_summary_events(result.written, source, overwrite=overwrite, restore=restoring)
+            import_summary_events(
+                result.written,
+                source,
+                overwrite=overwrite,
+                restore=restoring,
+                robot_events=cap.given,
+            )
         )
         outcome = await finish_recording(recorder)
-    recorded = {"events_recorded": outcome.written, "events_not_recorded": outcome.lost}
+        note_robot_event_cap(cap)
+    recorded = {
+        "events_recorded": outcome.written,
+        "events_not_recorded": outcome.lost + cap.left_out,
+        "events_capped": cap.left_out,
+    }
     return {"records": count, **result.as_dict(), **recorded}

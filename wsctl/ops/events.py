@@ -381,9 +381,10 @@ def reaped_events(reaped: Iterable[tuple[Any, str, str]], backup: str | None) ->
     ]
 
 
-def reap_summary_events(report: Any) -> list[Event]:
+def reap_summary_events(report: Any, robot_events: int) -> list[Event]:
     """The one summary event (no robot) of a reap pass that removed something (a
-    :class:`wsctl.ops.reap.ReapReport`): the counts and the backup path."""
+    :class:`wsctl.ops.reap.ReapReport`): the counts, the backup path, and how many of the
+    robots got their own ``reaped`` event (``robot_events``)."""
     if not report.reaped:
         return []
     return [
@@ -393,6 +394,7 @@ def reap_summary_events(report: Any) -> list[Event]:
                 "reaped": report.reaped,
                 "by_reason": dict(report.by_reason),
                 "backup": report.backup,
+                "robot_events": robot_events,
             },
         )
     ]
@@ -431,10 +433,17 @@ def imported_events(
 
 
 def import_summary_events(
-    written: int, source: str, *, overwrite: bool, restore: bool
+    written: int, source: str, *, overwrite: bool, restore: bool, robot_events: int
 ) -> list[Event]:
-    """The one summary event (no robot) of an import that wrote something."""
+    """The one summary event (no robot) of an import that wrote something: how many robots,
+    and how many of them got their own ``imported`` event (``robot_events``)."""
     if not written:
         return []
-    detail = {"file": source, "overwrite": overwrite, "restore": restore, "written": written}
+    detail = {
+        "file": source,
+        "overwrite": overwrite,
+        "restore": restore,
+        "written": written,
+        "robot_events": robot_events,
+    }
     return [Event(EventName.IMPORTED, detail=detail)]

@@ -119,9 +119,11 @@ class ReapReport:
     # names of gone writers' streams the pass removed from the event log's index (the CLI
     # prunes it after each pass that is not a dry run)
     events_index_pruned: int = 0
-    # events the CLI recorded for this pass (one per robot reaped, plus a summary) and lost
+    # events the CLI recorded for this pass (one per robot reaped, up to its --robot-events
+    # cap, plus a summary) and not: the robots the cap left out (events_capped) and lost ones
     events_recorded: int = 0
     events_not_recorded: int = 0
+    events_capped: int = 0
 
     def note(self, entry: Entry, reason: str, result: str, detail: str) -> None:
         """Record one item of the report (at most MAX_ITEMS_REPORTED are kept)."""
@@ -168,6 +170,7 @@ class ReapReport:
             "events_index_pruned": self.events_index_pruned,
             "events_recorded": self.events_recorded,
             "events_not_recorded": self.events_not_recorded,
+            "events_capped": self.events_capped,
             "items": self.items,
         }
 
