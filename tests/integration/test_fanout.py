@@ -8,6 +8,8 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.conftest import Backend, ainvoke, open_test_store
 from tests.fleet import running_fleet, wait_for
-from wsctl.sandbox import GatewayProcess
+from wsctl.sandbox import GatewayProcess, RedisServer
 
 
 @contextlib.asynccontextmanager
@@ -225,3 +227,155 @@ async def test_owners_that_speak_only_single_envelopes_get_single_envelopes(
             assert res.code == 0, res.out + res.err
             for conn in conns.values():
                 assert await _frames(conn) == ["direct", "routed"]
+
+
+# ------------------------------------------------------------------ wsctl as a real process
+
+
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WSCTL_", "REDIS_"))}
+    for name in ("WSCTL_STATE_DIR", "WSCTL_EVENT_LOOP"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    env.update(extra)
+    return env
+
+
+def _default_sigint() -> None:
+    # a suite started in the background by a non-interactive shell inherits SIGINT ignored
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _wsctl(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "wsctl", *args],
+        env=_env(env),
+        text=True,
+        preexec_fn=_default_sigint,
+        **kwargs,
+    )
+
+
+def _finish(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    return out or "", err or ""
+
+
+def _on_a_terminal(args: list[str], env: dict[str, str], out: Path) -> tuple[int, bytes]:
+    """Run wsctl with stderr on a pseudo-terminal 40 columns wide and stdout to ``out``;
+    returns the exit code and what the terminal got."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    screen = b""
+    try:
+        with out.open("w") as sink:
+            proc = _wsctl(
+                args, {**env, "COLUMNS": "40"}, stdout=sink, stderr=slave, stdin=subprocess.DEVNULL
+            )
+        os.close(slave)
+        slave = -1
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+            elif proc.poll() is not None:
+                break
+        code = proc.wait(10)
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+        with contextlib.suppress(NameError):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+    return code, screen
+
+
+async def test_jsonl_lines_reach_stdout_unwrapped_when_stderr_is_a_terminal(
+    single: Backend, tmp_path: Path
+) -> None:
+    async with running_fleet(single.env) as fleet, open_test_store(single) as store:
+        urls = {f"tty-robot-with-a-long-name-{n}": fleet["gw-a"].ws_url for n in range(12)}
+        async with robots(urls):
+            await wait_for(lambda: _registered(store, list(urls)))
+            out = tmp_path / "out.jsonl"
+            code, screen = await asyncio.to_thread(
+                _on_a_terminal, ["send", "hi", "--robot", "tty-*", "-o", "jsonl"], single.env, out
+            )
+            assert code == 0, screen
+            lines = out.read_text().splitlines()
+            assert len(lines) == 12, (lines, screen)
+            rows = [json.loads(line) for line in lines]  # one whole object a line: no wrapping
+            assert sorted(r["robot_id"] for r in rows) == sorted(urls)
+            assert b"robot_id" not in screen  # data never drawn on the terminal
+            assert b"12 selected, 12 delivered" in screen
+
+
+async def test_redis_frozen_mid_fan_out_stops_with_exit_3_within_3_request_timeouts(
+    tmp_path: Path,
+) -> None:
+    """SIGSTOP of Redis during a paced fan-out: the first failed publish ends the run (one
+    error line naming the server, exit 3) after the outcomes known so far; robots not sent are
+    ``not_tried``."""
+    with RedisServer() as own:
+        env = {"WSCTL_REDIS_URL": own.url, "WSCTL_SOCKET_TIMEOUT": "1"}
+        backend = Backend("single", env, single=own)
+        async with running_fleet(env) as fleet, open_test_store(backend) as store:
+            urls = {f"fz-{n:02}": fleet["gw-a" if n % 2 else "gw-b"].ws_url for n in range(40)}
+            async with robots(urls):
+                await wait_for(lambda: _registered(store, list(urls)))
+                ids = tmp_path / "ids.txt"
+                ids.write_text("\n".join(urls) + "\n")
+                runs = {
+                    "jsonl": ["send", "hi", "--robot", "fz-*", "--rate", "10", "-o", "jsonl"],
+                    "json": ["send", "hi", "--robots-from", str(ids), "--rate", "10", "-o", "json"],
+                }
+                results: dict[str, tuple[int, str, str, float]] = {}
+                for name, args in runs.items():
+                    proc = _wsctl(args, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                    await asyncio.sleep(1.5)
+                    assert own.pid is not None
+                    os.kill(own.pid, signal.SIGSTOP)
+                    try:
+                        started = time.monotonic()
+                        out, err = await asyncio.to_thread(_finish, proc, 20)
+                        took = time.monotonic() - started
+                    finally:
+                        os.kill(own.pid, signal.SIGCONT)
+                    results[name] = (proc.returncode, out, err, took)
+                    await asyncio.sleep(1.0)  # let the gateways catch up
+        for code, _, err, took in results.values():
+            assert code == 3, err
+            assert took < 3 * 1 + 1 + 1.5, took  # 3 x the request timeout + 1 s (+ slack)
+            errors = [line for line in err.splitlines() if line.startswith("wsctl: error:")]
+            assert len(errors) == 1 and f"127.0.0.1:{own.port}" in errors[0], err
+            assert "Traceback" not in err
+        _, out, err, _ = results["jsonl"]
+        rows = [json.loads(line) for line in out.splitlines()]
+        outcomes = [r["outcome"] for r in rows]
+        assert len(rows) == 40 and len({r["robot_id"] for r in rows}) == 40
+        assert set(outcomes) <= {"delivered", "timeout", "not_tried"}, outcomes
+        assert outcomes.count("delivered") >= 5 and outcomes.count("not_tried") >= 5
+        assert "(stopped: Redis failed)" in err
+        _, out, err, _ = results["json"]
+        summary = json.loads(out)
+        assert summary["aborted"] is True and summary["selected"] == 40
+        assert summary["delivered"] >= 5 and summary["not_tried"] >= 5
+        assert summary["error"] == 0
+        counted = ("delivered", "not_connected", "rejected", "unreachable", "timeout", "not_tried")
+        assert sum(summary[k] for k in counted) == 40

@@ -1,37 +1,49 @@
 """The fan-out half of ``wsctl send MESSAGE --robot GLOB | --instance ID | --robots-from FILE|-``.
 
 A helper module, not a command of its own: called by :func:`wsctl.cli.fleet_cmd.send` when a
-selection option is given. The selection streams (registry SCAN, or the file read line by line); outcomes are rendered as they come
-(``-o jsonl``) or summed up (``-o table``/``json``); a progress bar is drawn on stderr only
-when it is a terminal.
+selection option is given. The selection streams (registry SCAN; a ``--robots-from`` list is
+read first, so its size is known); per-robot outcomes are rendered by
+:class:`wsctl.cli.output.RowWriter` as they come (``-o jsonl``/``csv``) or at the end (``-o
+table``: the robots not delivered, ``-o wide``: every robot), after a one-line summary;
+``-o json`` is the summary object. A progress bar is drawn on stderr only when it is a
+terminal, and never touches stdout (data written there stays data).
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
 from wsctl.cli.common import open_store
-from wsctl.errors import EXIT_NEGATIVE, UsageError
+from wsctl.errors import EXIT_NEGATIVE, UsageError, WsctlError
 
 if TYPE_CHECKING:
+    from wsctl.cli.output import Column
     from wsctl.config import Settings
     from wsctl.ops.fanout import FanoutOptions, FanoutSummary, RobotOutcome
 
-__all__ = ["FAILURES_SHOWN", "run_fanout"]
+__all__ = ["FAILURES_SHOWN", "read_ids", "run_fanout"]
 
 FAILURES_SHOWN = 20
+BOM = "\ufeff"
 
 
-def _ids_from(source: str) -> Iterator[str]:
-    """Robot ids, one a line (blank lines and ``#`` comments skipped), from a file or ``-``;
-    a bad id is a usage error naming its line."""
+def read_ids(source: str) -> list[str]:
+    """Robot ids, one a line, from a file or ``-`` (stdin), in order, duplicates kept.
+
+    A UTF-8 byte order mark at the start is dropped; leading and trailing blanks of a line are
+    dropped; blank lines and lines starting with ``#`` are skipped. A ``#`` later in a line is
+    part of the id (ids may hold spaces and ``#``). A bad id is a usage error naming its line.
+    """
     from wsctl.registry.keys import validate_id
 
+    if source == "":
+        raise UsageError("--robots-from needs a file path or - for stdin (got an empty path)")
     if source == "-":
         stream: Any = sys.stdin
     else:
@@ -39,39 +51,75 @@ def _ids_from(source: str) -> Iterator[str]:
             stream = Path(source).open(encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
         except OSError as exc:
             raise UsageError(f"cannot read --robots-from {source}: {exc.strerror}") from None
+    ids: list[str] = []
     try:
         for number, line in enumerate(stream, 1):
             text = line.strip()
+            if number == 1:
+                text = text.removeprefix(BOM).strip()
             if not text or text.startswith("#"):
                 continue
             try:
-                yield validate_id(text)
+                ids.append(validate_id(text))
             except UsageError as exc:
                 raise UsageError(f"--robots-from {source} line {number}: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read --robots-from {source}: {exc.strerror}") from None
     finally:
         if stream is not sys.stdin:
             stream.close()
+    return ids
 
 
 class _Progress:
-    """A progress bar on stderr when it is a terminal (and nothing otherwise)."""
+    """A progress bar on stderr when it is a terminal (and nothing otherwise).
 
-    def __init__(self, enabled: bool) -> None:
+    Rich redraws it ten times a second from the live :class:`FanoutSummary` (time-based, not
+    per outcome): replied / total (``?`` until the selection's size is known), robots sent,
+    replies per second. stdout and stderr are never redirected through it: data written to
+    stdout meanwhile goes where the operator sent it."""
+
+    def __init__(self, enabled: bool, summary: FanoutSummary, total: int | None) -> None:
         self.bar: Any = None
-        self.task: Any = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        if not enabled:
+            return
+        import time
 
-            from wsctl.cli.output import make_console
+        from rich.console import RenderableType
+        from rich.progress import Progress, ProgressColumn, Task
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
 
-            self.bar = Progress(
-                TextColumn("sending"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                console=make_console(stderr=True),
-                transient=True,
-            )
-            self.task = self.bar.add_task("send", total=None)
+        from wsctl.cli.output import make_console
+
+        started = time.monotonic()
+
+        class Live(ProgressColumn):
+            def render(self, task: Task) -> RenderableType:
+                known = total if total is not None else None
+                if known is None and summary.selection_done:
+                    known = summary.selected
+                replied = summary.answered
+                elapsed = max(time.monotonic() - started, 1e-3)
+                grid = Table.grid(padding=(0, 1))
+                grid.add_row(
+                    "sending",
+                    ProgressBar(total=known, completed=replied, width=30),
+                    f"{replied}/{known if known is not None else '?'} replied",
+                    f"sent {summary.sent}",
+                    f"{replied / elapsed:,.0f}/s",
+                )
+                return grid
+
+        self.bar = Progress(
+            Live(),
+            console=make_console(stderr=True),
+            transient=True,
+            redirect_stdout=False,
+            redirect_stderr=False,
+            refresh_per_second=10,
+        )
+        self.bar.add_task("send", total=None)
 
     def __enter__(self) -> _Progress:
         if self.bar is not None:
@@ -82,58 +130,50 @@ class _Progress:
         if self.bar is not None:
             self.bar.stop()
 
-    def update(self, done: int, selected: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done, total=max(selected, done))
+
+def _outcome_columns() -> list[Column]:
+    from wsctl.cli.output import Column
+
+    return [
+        Column("robot_id", "ROBOT"),
+        Column("outcome", "OUTCOME"),
+        Column("instance", "INSTANCE"),
+        Column("reason", "REASON", wrap=True),
+    ]
+
+
+def _listing_columns() -> list[Column]:
+    from wsctl.cli.output import Column
+
+    return [Column("robot_id", "ROBOT"), Column("instance", "INSTANCE")]
 
 
 async def _run(
     settings: Settings,
     message: str,
-    robot_glob: str | None,
-    instance: str | None,
-    robots_from: str | None,
+    selection_of: Callable[[Any], AsyncIterator[list[tuple[str, str | None]]]],
     options: FanoutOptions,
     dry_run: bool,
-    on_outcome: Any,
-    progress: _Progress,
+    on_outcome: Callable[[Any], None],
+    summary: FanoutSummary,
 ) -> FanoutSummary:
-    from wsctl.ops.fanout import (
-        FanoutSummary,
-        chunks_of,
-        fan_out,
-        registry_selection,
-    )
+    from wsctl.ops.fanout import fan_out, with_owners
 
     async with open_store(settings) as store:
-        selection: AsyncIterator[list[tuple[str, str | None]]]
-        if robots_from is not None:
-            selection = chunks_of(_ids_from(robots_from))
-        else:
-            selection = registry_selection(store, robot_glob, instance)
+        selection = selection_of(store)
         if dry_run:
-            summary = FanoutSummary(dry_run=True)
             seen: set[str] = set()
-            async for part in selection:
+            async for part in with_owners(store.client, store.keys, selection):
                 for robot_id, owner in part:
                     if robot_id not in seen:
                         seen.add(robot_id)
                         on_outcome({"robot_id": robot_id, "instance": owner})
-            summary.selected = len(seen)
+                        summary.selected += 1
+            summary.selection_done = True
             return summary
-        done = 0
-        summary = FanoutSummary()
-
-        def seen_outcome(outcome: RobotOutcome) -> None:
-            nonlocal done
-            done += 1
-            on_outcome(outcome)
-            if done % 200 == 0:
-                progress.update(done, summary.selected)
-
-        await fan_out(store.client, store.keys, selection, message, options, seen_outcome, summary)
-        progress.update(done, summary.selected)
-        return summary
+        return await fan_out(
+            store.client, store.keys, selection, message, options, on_outcome, summary
+        )
 
 
 def run_fanout(
@@ -149,93 +189,129 @@ def run_fanout(
     dry_run: bool,
     output: str,
 ) -> None:
-    """Run a fan-out send and render it; exit 0 when every selected robot got the message."""
-    from wsctl.cli.common import run
-    from wsctl.cli.output import Column, RowWriter, printable, render_object
-    from wsctl.ops.fanout import FanOutcome, FanoutOptions, RobotOutcome
-
-    if output not in ("table", "json", "jsonl"):
-        raise UsageError("send to many robots supports -o table, json or jsonl")
-    options = FanoutOptions(via=via, rate=rate, timeout=timeout)
-    failures: list[dict[str, Any]] = []
-    not_shown = 0
-    listing = (
-        RowWriter(
-            [Column("robot_id", "ROBOT"), Column("instance", "INSTANCE")],
-            "jsonl" if output == "jsonl" else output,
-        )
-        if dry_run
-        else None
+    """Run a fan-out send and render it; exit 0 when every selected robot got the message,
+    1 otherwise, 3 when Redis failed (after rendering what was known), 130 on Ctrl-C (after
+    a partial summary on stderr)."""
+    from wsctl.cli.common import check_output, run
+    from wsctl.cli.output import RowWriter, render_object
+    from wsctl.ops.fanout import (
+        FanOutcome,
+        FanoutOptions,
+        FanoutSummary,
+        chunks_of,
+        registry_selection,
     )
+
+    check_output(output)
+    options = FanoutOptions(via=via, rate=rate, timeout=timeout)
+    summary = FanoutSummary(dry_run=dry_run)
+    total: int | None = None
+    selection_of: Callable[[Any], AsyncIterator[list[tuple[str, str | None]]]]
+    if robots_from is not None:
+        ids = read_ids(robots_from)
+        total = len(set(ids))
+        selection_of = lambda _store: chunks_of(ids)  # noqa: E731
+        what = f"no robot id in --robots-from {shlex.quote(robots_from)}"
+    else:
+        selection_of = lambda store: registry_selection(store, robot_glob, instance)  # noqa: E731
+        flag, value = (
+            ("--robot", robot_glob) if robot_glob is not None else ("--instance", instance)
+        )
+        what = f"no robot matched {flag} {shlex.quote(value or '')}"
+
+    if dry_run:
+        writer = RowWriter(_listing_columns(), output, stream=sys.stdout)
+    elif output in ("jsonl", "csv", "wide"):
+        writer = RowWriter(_outcome_columns(), output, stream=sys.stdout)
+    elif output == "table":
+        writer = RowWriter(_outcome_columns(), "table", stream=sys.stdout)
+    else:
+        writer = None
+    every = dry_run or output != "table"  # table: only the first robots not delivered
+    not_shown = 0
 
     def on_outcome(item: RobotOutcome | dict[str, Any]) -> None:
         nonlocal not_shown
-        if listing is not None:
-            assert isinstance(item, dict)
-            listing.write(item)
+        if writer is None:
             return
-        assert isinstance(item, RobotOutcome)
-        if output == "jsonl":
-            sys.stdout.write(_jsonl(item.as_dict()))
+        if isinstance(item, dict):
+            writer.write(item)
+        elif every:
+            writer.write(item.as_dict())
         elif item.outcome is not FanOutcome.DELIVERED:
-            if len(failures) < FAILURES_SHOWN:
-                failures.append(item.as_dict())
+            if writer.count < FAILURES_SHOWN:
+                writer.write(item.as_dict())
             else:
                 not_shown += 1
 
+    failed: WsctlError | None = None
     terminal = sys.stderr.isatty() and not dry_run
-    with _Progress(terminal) as progress:
-        summary = run(
-            _run(
-                settings,
-                message,
-                robot_glob,
-                instance,
-                robots_from,
-                options,
-                dry_run,
-                on_outcome,
-                progress,
-            )
-        )
-    if listing is not None:
-        listing.close()
+    try:
+        with _Progress(terminal, summary, total):
+            run(_run(settings, message, selection_of, options, dry_run, on_outcome, summary))
+    except KeyboardInterrupt:
+        sys.stdout.flush()
+        if not dry_run:
+            sys.stderr.write(f"interrupted: {_progress_line(summary)}\n")
+        raise
+    except WsctlError as exc:
+        if not summary.aborted:
+            raise  # nothing was sent (connecting failed, bad input): the error alone says it
+        failed = exc
+    from wsctl.cli.common import err
+
+    if dry_run:
+        assert writer is not None
+        writer.close()
+        if summary.selected == 0:
+            err(f"wsctl: {what}")
         sys.stderr.write(f"{summary.selected} robots selected; nothing sent (--dry-run)\n")
         return
     result = summary.as_dict()
     if output == "json":
         render_object(result, "json")
-    elif output == "jsonl":
-        sys.stdout.flush()
+    elif output in ("jsonl", "csv"):
+        assert writer is not None
+        writer.close()
         sys.stderr.write(_summary_line(result) + "\n")
     else:
+        assert writer is not None
         sys.stdout.write(_summary_line(result) + "\n")
-        for row in failures:
-            # reasons and instance names come from gateways and the registry: escaped
-            reason = f" ({row['reason']})" if row["reason"] else ""
-            line = f"  {row['robot_id']}: {row['outcome']} at {row['instance'] or '-'}{reason}"
-            sys.stdout.write(printable(line) + "\n")
+        writer.close()
         if not_shown:
             sys.stderr.write(f"{not_shown} more not delivered; -o jsonl lists every robot\n")
     sys.stdout.flush()
+    if failed is not None:
+        raise failed
+    if summary.selected == 0:
+        err(f"wsctl: {what}")
     if not summary.ok:
         raise typer.Exit(EXIT_NEGATIVE)
 
 
-def _jsonl(row: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(row, ensure_ascii=False) + "\n"
+def _progress_line(summary: FanoutSummary) -> str:
+    """``sent 120 of 500 selected; 100 delivered, 3 not connected so far``."""
+    counts = summary.as_dict()
+    text = f"sent to {summary.sent} of {summary.selected} selected robots"
+    if not summary.selection_done:
+        text += " (selection not fully read)"
+    answers = [
+        f"{counts[k.value]} {k.value.replace('_', ' ')}" for k in summary.counts if counts[k.value]
+    ]
+    return text + "; " + (", ".join(answers) if answers else "no answer yet") + " so far"
 
 
 def _summary_line(result: dict[str, Any]) -> str:
     """``5000 selected, 5000 delivered in 1.23 s`` plus every non-zero other outcome."""
     others = [
         f"{result[k]} {k.replace('_', ' ')}"
-        for k in ("not_connected", "rejected", "unreachable", "timeout", "error")
+        for k in ("not_connected", "rejected", "unreachable", "timeout", "error", "not_tried")
         if result[k]
     ]
     text = f"{result['selected']} selected, {result['delivered']} delivered"
     if others:
         text += ", " + ", ".join(others)
-    return text + f" in {result['seconds']:.2f} s"
+    text += f" in {result['seconds']:.2f} s"
+    if result.get("aborted"):
+        text += " (stopped: Redis failed)"
+    return text

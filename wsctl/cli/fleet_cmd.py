@@ -248,7 +248,12 @@ def send(
     ] = False,
     output: Annotated[
         str,
-        typer.Option("-o", "--output", help="table or json; fan-out also jsonl (per robot)."),
+        typer.Option(
+            "-o",
+            "--output",
+            help="One robot: table or json. Fan-out: table, wide, json (the summary "
+            "object), jsonl or csv (one row per robot).",
+        ),
     ] = "table",
 ) -> None:
     """Send a message to a robot, or to many, through the fleet and report what became of it.
@@ -260,8 +265,12 @@ def send(
     Many robots (--robot GLOB, --instance ID or --robots-from FILE|-): the selection streams
     from the registry (or the file), each robot's owner gets batches carrying the message once
     (or --via routes them), and a summary says how many were delivered, not_connected,
-    rejected, unreachable, timeout (-o json; -o jsonl: one line per robot). Exit 0 when every
-    selected robot got it, 1 otherwise.
+    rejected, unreachable, timeout. -o json is that summary as one object; -o jsonl and csv
+    give one row per robot (summary on stderr); -o table lists the first robots not delivered
+    under the summary line, -o wide every robot. --dry-run lists robot and owner in any -o
+    format. Exit 0 when every selected robot got it (also when nothing matched: a line on
+    stderr says so), 1 otherwise, 3 when Redis fails mid-send (the run stops; robots not sent
+    are counted not_tried).
 
     Example: wsctl send robot-17 '{"cmd": "ping"}' --json --via gw-a --trace
 
@@ -283,6 +292,8 @@ def send(
             validate_id(instance, "instance id")
         if via is not None:
             validate_id(via, "instance id")
+        if trace:
+            raise UsageError("--trace goes with one robot (wsctl send ROBOT MESSAGE --trace)")
         if robots_from == "-" and robot_id == "-" and file is None:
             raise UsageError("stdin cannot hold both the message and --robots-from -")
         text = _message_text(robot_id, file)

@@ -5,8 +5,14 @@ batches; each owner is checked once (does it listen, does it speak batches) and 
 at most :data:`BATCH_ITEMS` robots carrying the payload once (protocol v2), or single envelopes
 when its liveness record does not say ``protocol`` 2. With ``via`` every batch goes to that
 instance, which routes. Every robot ends with exactly one :class:`FanOutcome`; an item without
-an answer by the deadline is ``timeout``, so a frozen or killed owner never makes it hang.
-Returns results; printing is the CLI's job.
+an answer by the deadline is ``timeout``, so a frozen or killed owner never makes it hang, and
+an item whose PUBLISH reached no subscriber (a killed owner) is ``unreachable`` at once.
+
+Redis failing (a timeout or a lost connection on a publish, an owner lookup or the selection)
+ends the run at once: going on would cost every later batch the same wait. The robots already
+answered keep their outcome, those sent but not answered are ``timeout`` (their fate is
+unknown), those selected but not sent are ``not_tried``, the summary says ``aborted``, and the
+error is raised. Returns results; printing is the CLI's job.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from wsctl.protocol_batch import (
     encode_batch,
     item_key,
 )
-from wsctl.redis_pubsub import publish_many, subscribe
+from wsctl.redis_factory import is_cluster
+from wsctl.redis_pubsub import publish_many, subscribe, subscriber_count
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID
@@ -48,7 +55,9 @@ __all__ = [
     "RobotOutcome",
     "chunks_of",
     "fan_out",
+    "lookup_owners",
     "registry_selection",
+    "with_owners",
 ]
 
 BATCH_ITEMS = 500  # robots per batch envelope
@@ -64,6 +73,7 @@ class FanOutcome(StrEnum):
     UNREACHABLE = "unreachable"
     TIMEOUT = "timeout"
     ERROR = "error"
+    NOT_TRIED = "not_tried"  # selected, never sent: Redis failed first
 
 
 _FROM_STATUS = {
@@ -103,6 +113,14 @@ class FanoutSummary:
     counts: dict[FanOutcome, int] = field(default_factory=lambda: dict.fromkeys(FanOutcome, 0))
     seconds: float = 0.0
     dry_run: bool = False
+    sent: int = 0  # robots whose message was published (or whose publish was attempted)
+    selection_done: bool = False  # the whole selection was read: ``selected`` is the total
+    aborted: bool = False  # Redis failed and the run stopped early
+
+    @property
+    def answered(self) -> int:
+        """Robots with an outcome so far."""
+        return sum(self.counts.values())
 
     @property
     def ok(self) -> bool:
@@ -110,10 +128,12 @@ class FanoutSummary:
         return self.counts[FanOutcome.DELIVERED] == self.selected
 
     def as_dict(self) -> dict[str, Any]:
-        """The summary as a JSON object: ``selected``, one count per outcome, ``seconds``."""
+        """The summary as a JSON object: ``selected``, one count per outcome, ``seconds``,
+        ``aborted``."""
         out: dict[str, Any] = {"selected": self.selected}
         out.update({o.value: n for o, n in self.counts.items()})
         out["seconds"] = round(self.seconds, 3)
+        out["aborted"] = self.aborted
         return out
 
 
@@ -222,6 +242,7 @@ class _FanOut:
         self.on_outcome = on_outcome
         self.summary = summary if summary is not None else FanoutSummary()
         self.seen: set[str] = set()
+        self.open: dict[str, None] = {}  # selected robots without an outcome yet, in order
         self.pending: dict[Key, tuple[str, str]] = {}  # key -> (robot id, target instance)
         self.targets: dict[str, _Target] = {}
         self.channel = keys.reply_channel(f"fanout-{uuid.uuid4().hex}")
@@ -235,6 +256,7 @@ class _FanOut:
         self, robot_id: str, outcome: FanOutcome, instance: str | None, reason: str | None
     ) -> None:
         self.summary.counts[outcome] += 1
+        self.open.pop(robot_id, None)
         if self.on_outcome is not None:
             self.on_outcome(RobotOutcome(robot_id, outcome, instance, reason))
 
@@ -294,6 +316,7 @@ class _FanOut:
             await self.pace(len(chunk))
             messages: list[tuple[str, str]] = []
             keys: list[Key] = []
+            per_message: list[list[Key]] = []  # the items each message carries
             if target.batches:
                 batch = Batch(
                     items=tuple(Item(str(n), r) for n, r in enumerate(chunk)),
@@ -305,6 +328,7 @@ class _FanOut:
                     keys.append((batch.id, str(n)))
                     self.pending[keys[-1]] = (robot_id, instance_id)
                 messages.append((channel, encode_batch(batch)))
+                per_message.append(keys)
             else:
                 for robot_id in chunk:
                     envelope = Envelope(
@@ -317,27 +341,37 @@ class _FanOut:
                     keys.append((envelope.id, ""))
                     self.pending[keys[-1]] = (robot_id, instance_id)
                     messages.append((channel, encode(envelope)))
-            try:
-                await publish_many(self.client, messages)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # not sent (or not known to be): these robots get an error, never a resend
-                for key in keys:
-                    found = self.pending.pop(key, None)
-                    if found is not None:
-                        self.record(found[0], FanOutcome.ERROR, instance_id, str(exc)[:200])
+                    per_message.append([keys[-1]])
+            self.summary.sent += len(chunk)
+            # a failure propagates: run() ends the fan-out (never a resend, never a wait per batch)
+            counts = await publish_many(self.client, messages)
+            await self.unheard(instance_id, channel, per_message, counts)
+
+    async def unheard(
+        self, instance_id: str, channel: str, per_message: list[list[Key]], counts: list[int]
+    ) -> None:
+        """Items whose PUBLISH reached no subscriber are ``unreachable`` now: nobody got them,
+        so no answer can come (a killed owner's liveness record outlives it by its TTL).
+
+        A single node counts every subscriber of the channel. A cluster node counts only its
+        own: wsctl publishes on the channel's home primary, where gateways subscribe, but a
+        gateway that lost that node subscribes elsewhere; so on a cluster a count of 0 is
+        checked with PUBSUB NUMSUB summed over every node first."""
+        silent = [keys for keys, count in zip(per_message, counts, strict=True) if count == 0]
+        if not silent:
+            return
+        if is_cluster(self.client) and await subscriber_count(self.client, channel) > 0:
+            return
+        reason = f"no subscriber on the control channel of {instance_id} (it is gone)"
+        for keys in silent:
+            for key in keys:
+                found = self.pending.pop(key, None)
+                if found is not None:
+                    self.record(found[0], FanOutcome.UNREACHABLE, instance_id, reason)
 
     async def owners(self, robots: list[str]) -> list[tuple[str, str | None, bool]]:
         """(robot, owner or None, entry has a conn_id) for each robot, in one pipeline."""
-        pipe = self.client.pipeline(transaction=False)
-        for robot_id in robots:
-            pipe.hmget(self.keys.conn_key(robot_id), [F_INSTANCE_ID, F_CONN_ID])
-        rows = await pipe.execute()
-        return [
-            (robot_id, str(owner) if owner else None, bool(conn_id))
-            for robot_id, (owner, conn_id) in zip(robots, rows, strict=True)
-        ]
+        return await lookup_owners(self.client, self.keys, robots)
 
     async def chunk(self, selection: list[tuple[str, str | None]]) -> None:
         """Send to one chunk of the selection: (robot, owner if already known)."""
@@ -347,6 +381,7 @@ class _FanOut:
                 self.seen.add(robot_id)
                 fresh.append((robot_id, owner))
         self.summary.selected += len(fresh)
+        self.open.update(dict.fromkeys(r for r, _ in fresh))
         if not fresh:
             return
         via = self.options.via
@@ -382,8 +417,15 @@ class _FanOut:
         collector = ReplyCollector(self.client, self.channel, self.answered)
         await collector.start()
         try:
-            async for part in selection:
-                await self.chunk(part)
+            try:
+                async for part in selection:
+                    await self.chunk(part)
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception:
+                self.abort()
+                raise
+            self.summary.selection_done = True
             self.finished_sending = True
             if self.pending:
                 with contextlib.suppress(TimeoutError):
@@ -401,6 +443,20 @@ class _FanOut:
         self.summary.seconds = time.perf_counter() - self.started
         return self.summary
 
+    def abort(self) -> None:
+        """Redis failed: settle every robot without an outcome (sent: ``timeout``, fate
+        unknown; not sent: ``not_tried``) and mark the summary ``aborted``."""
+        self.summary.aborted = True
+        sent = {robot_id: instance_id for robot_id, instance_id in self.pending.values()}
+        self.pending.clear()
+        for robot_id in list(self.open):
+            if robot_id in sent:
+                why = "sent, but Redis failed before an answer came (it may have been delivered)"
+                self.record(robot_id, FanOutcome.TIMEOUT, sent[robot_id], why)
+            else:
+                self.record(robot_id, FanOutcome.NOT_TRIED, None, "not sent: Redis failed first")
+        self.summary.seconds = time.perf_counter() - self.started
+
 
 async def fan_out(
     client: AsyncClient,
@@ -417,6 +473,36 @@ async def fan_out(
     robot's outcome as it is known."""
     runner = _FanOut(client, keys, message, options or FanoutOptions(), on_outcome, summary)
     return await runner.run(selection)
+
+
+async def lookup_owners(
+    client: AsyncClient, keys: Keyspace, robots: list[str]
+) -> list[tuple[str, str | None, bool]]:
+    """(robot, owner or None, entry has a conn_id) for each robot, in one pipeline."""
+    pipe = client.pipeline(transaction=False)
+    for robot_id in robots:
+        pipe.hmget(keys.conn_key(robot_id), [F_INSTANCE_ID, F_CONN_ID])
+    rows = await pipe.execute()
+    return [
+        (robot_id, str(owner) if owner else None, bool(conn_id))
+        for robot_id, (owner, conn_id) in zip(robots, rows, strict=True)
+    ]
+
+
+async def with_owners(
+    client: AsyncClient, keys: Keyspace, selection: AsyncIterator[list[tuple[str, str | None]]]
+) -> AsyncIterator[list[tuple[str, str | None]]]:
+    """``selection`` with every unknown owner read from the registry (pipelined, at most
+    :data:`LOOKUP_CHUNK` a pipeline); a robot without an entry keeps None."""
+    async for part in selection:
+        unknown = [r for r, o in part if o is None]
+        found: dict[str, str | None] = {}
+        for start in range(0, len(unknown), LOOKUP_CHUNK):
+            for robot_id, owner, _ in await lookup_owners(
+                client, keys, unknown[start : start + LOOKUP_CHUNK]
+            ):
+                found[robot_id] = owner
+        yield [(r, o if o is not None else found.get(r)) for r, o in part]
 
 
 async def chunks_of(
