@@ -379,3 +379,186 @@ async def test_redis_frozen_mid_fan_out_stops_with_exit_3_within_3_request_timeo
         assert summary["error"] == 0
         counted = ("delivered", "not_connected", "rejected", "unreachable", "timeout", "not_tried")
         assert sum(summary[k] for k in counted) == 40
+
+
+async def test_dry_run_from_a_list_shows_each_robots_owner(single: Backend, tmp_path: Path) -> None:
+    async with (
+        running_fleet(single.env, names=("gw-a",)) as fleet,
+        open_test_store(single) as store,
+    ):
+        urls = {f"dro-{n}": fleet["gw-a"].ws_url for n in range(3)}
+        async with robots(urls) as conns:
+            await wait_for(lambda: _registered(store, list(urls)))
+            ids = tmp_path / "ids.txt"
+            ids.write_text("\n".join([*urls, "dro-missing"]) + "\n")
+            res = await ainvoke(
+                ["send", "no", "--robots-from", str(ids), "--dry-run", "-o", "jsonl"], single.env
+            )
+            assert res.code == 0, res.err
+            owners = {r["robot_id"]: r["instance"] for r in map(json.loads, res.out.splitlines())}
+            assert owners == {**dict.fromkeys(urls, "gw-a"), "dro-missing": None}
+            for conn in conns.values():
+                assert await _frames(conn) == []
+
+
+async def test_progress_on_a_terminal_moves_in_time_and_shows_the_known_total(
+    single: Backend, tmp_path: Path
+) -> None:
+    async with (
+        running_fleet(single.env, names=("gw-a",)) as fleet,
+        open_test_store(single) as store,
+    ):
+        urls = {f"prg-{n}": fleet["gw-a"].ws_url for n in range(20)}
+        async with robots(urls):
+            await wait_for(lambda: _registered(store, list(urls)))
+            ids = tmp_path / "ids.txt"
+            ids.write_text("\n".join(urls) + "\n")
+            args = ["send", "p", "--robots-from", str(ids), "--rate", "8", "-o", "json"]
+            code, screen = await asyncio.to_thread(
+                _on_a_terminal, args, single.env, tmp_path / "out.json"
+            )
+            assert code == 0, screen
+            import re
+
+            seen = set(re.findall(rb"(\d+)/20 replied, sent \d+, [\d,]+/s", screen))
+            assert len(seen) >= 5, screen  # 20 robots over ~2.5 s: redrawn as they come
+            assert json.loads((tmp_path / "out.json").read_text())["delivered"] == 20
+
+
+async def test_a_selection_matching_nothing_exits_0_and_says_so(single: Backend) -> None:
+    res = await ainvoke(["send", "hi", "--instance", "nope"], single.env)
+    assert res.code == 0 and "no robot matched --instance nope" in res.err
+    assert "0 selected" in res.out
+    res = await ainvoke(["send", "hi", "--robot", "robto-*", "-o", "json"], single.env)
+    assert res.code == 0 and "no robot matched --robot 'robto-*'" in res.err
+    assert json.loads(res.out)["selected"] == 0
+    res = await ainvoke(["send", "hi", "--robot", "robto-*", "--dry-run"], single.env)
+    assert res.code == 0 and "no robot matched --robot 'robto-*'" in res.err
+
+
+async def test_every_listing_format_works_for_outcomes_and_the_dry_run(single: Backend) -> None:
+    import csv
+    import io
+
+    async with (
+        running_fleet(single.env, names=("gw-a",)) as fleet,
+        open_test_store(single) as store,
+    ):
+        urls = {f"fmt-{n}": fleet["gw-a"].ws_url for n in range(3)}
+        async with robots(urls):
+            await wait_for(lambda: _registered(store, list(urls)))
+            res = await ainvoke(["send", "c", "--robot", "fmt-*", "-o", "csv"], single.env)
+            assert res.code == 0, res.err
+            rows = list(csv.DictReader(io.StringIO(res.out)))
+            assert list(rows[0]) == ["robot_id", "outcome", "instance", "reason"]
+            assert sorted(r["robot_id"] for r in rows) == sorted(urls)
+            assert {(r["outcome"], r["instance"]) for r in rows} == {("delivered", "gw-a")}
+            assert "3 selected, 3 delivered" in res.err
+            res = await ainvoke(["send", "w", "--robot", "fmt-*", "-o", "wide"], single.env)
+            assert res.code == 0, res.err
+            assert res.out.startswith("3 selected, 3 delivered")
+            assert "REASON" in res.out and all(robot in res.out for robot in urls)
+            for fmt in ("table", "wide", "json", "jsonl", "csv"):
+                res = await ainvoke(
+                    ["send", "d", "--robot", "fmt-*", "--dry-run", "-o", fmt], single.env
+                )
+                assert res.code == 0, (fmt, res.err)
+                assert all(robot in res.out for robot in urls), (fmt, res.out)
+                assert "gw-a" in res.out
+            res = await ainvoke(
+                ["send", "d", "--robot", "fmt-*", "--dry-run", "-o", "csv"], single.env
+            )
+            assert res.out.splitlines()[0] == "robot_id,instance"
+            res = await ainvoke(
+                ["send", "d", "--robot", "fmt-*", "--dry-run", "-o", "json"], single.env
+            )
+            assert sorted(r["robot_id"] for r in json.loads(res.out)) == sorted(urls)
+
+
+async def test_trace_with_a_selection_is_refused(single: Backend) -> None:
+    res = await ainvoke(["send", "hi", "--robot", "x*", "--trace"], single.env)
+    assert res.code == 2 and "--trace goes with one robot" in res.err
+    assert len(res.err.strip().splitlines()) == 1
+
+
+async def test_robots_from_drops_a_bom_keeps_hash_inside_an_id_and_names_an_empty_path(
+    single: Backend, tmp_path: Path
+) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes("\ufeffrb-1\n  # a comment\nrb-2 # trailing\n".encode())
+    res = await ainvoke(
+        ["send", "x", "--robots-from", str(ids), "--dry-run", "-o", "jsonl"], single.env
+    )
+    assert res.code == 0, res.err
+    assert [json.loads(line)["robot_id"] for line in res.out.splitlines()] == [
+        "rb-1",
+        "rb-2 # trailing",
+    ]
+    res = await ainvoke(["send", "x", "--robots-from", ""], single.env)
+    assert res.code == 2 and "empty path" in res.err and "directory" not in res.err
+
+
+async def test_ctrl_c_mid_fan_out_prints_what_was_sent_so_far_and_exits_130(
+    single: Backend, tmp_path: Path
+) -> None:
+    async with (
+        running_fleet(single.env, names=("gw-a",)) as fleet,
+        open_test_store(single) as store,
+    ):
+        urls = {f"int-{n}": fleet["gw-a"].ws_url for n in range(20)}
+        async with robots(urls):
+            await wait_for(lambda: _registered(store, list(urls)))
+            proc = _wsctl(
+                ["send", "i", "--robot", "int-*", "--rate", "5", "-o", "json"],
+                single.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            await asyncio.sleep(2.0)
+            proc.send_signal(signal.SIGINT)
+            _, err = await asyncio.to_thread(_finish, proc, 15)
+            assert proc.returncode == 130, err
+            import re
+
+            found = re.search(
+                r"interrupted: sent to (\d+) of 20 selected robots.*; (\d+) delivered", err
+            )
+            assert found is not None, err
+            assert 1 <= int(found[1]) < 20 and int(found[2]) >= 1
+            assert err.rstrip().endswith("wsctl: interrupted") and "Traceback" not in err
+
+
+async def test_an_owner_killed_mid_fan_out_makes_later_robots_unreachable_at_once(
+    single: Backend, tmp_path: Path
+) -> None:
+    url = single.env["WSCTL_REDIS_URL"]
+    doomed = GatewayProcess(redis_url=url, instance_id="gw-doomed").start(tmp_path)
+    try:
+        async with open_test_store(single) as store:
+            urls = {f"kil-{n:02}": doomed.url for n in range(20)}
+            async with robots(urls):
+                await wait_for(lambda: _registered(store, list(urls)), timeout=10)
+                args = ["send", "k", "--robot", "kil-*", "--rate", "10", "--timeout", "4"]
+                proc = _wsctl(
+                    [*args, "-o", "jsonl"],
+                    single.env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                )
+                await asyncio.sleep(0.8)
+                assert doomed.proc is not None
+                doomed.proc.kill()
+                started = time.monotonic()
+                out, err = await asyncio.to_thread(_finish, proc, 30)
+                took = time.monotonic() - started
+        rows = [json.loads(line) for line in out.splitlines()]
+        outcomes = [r["outcome"] for r in rows]
+        assert proc.returncode == 1 and len(rows) == 20, err
+        unreachable = [r for r in rows if r["outcome"] == "unreachable"]
+        assert len(unreachable) >= 8, outcomes
+        assert all("no subscriber" in r["reason"] for r in unreachable)
+        assert outcomes.count("timeout") <= 2, outcomes  # sent just before the kill
+        if "timeout" not in outcomes:
+            assert took < 3.5, took  # nothing waited for --timeout
+    finally:
+        doomed.stop()

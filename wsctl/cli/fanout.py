@@ -92,28 +92,36 @@ class _Progress:
 
         from wsctl.cli.output import make_console
 
+        console = make_console(stderr=True)
         started = time.monotonic()
 
         class Live(ProgressColumn):
             def render(self, task: Task) -> RenderableType:
-                known = total if total is not None else None
+                known = total
                 if known is None and summary.selection_done:
                     known = summary.selected
                 replied = summary.answered
                 elapsed = max(time.monotonic() - started, 1e-3)
-                grid = Table.grid(padding=(0, 1))
-                grid.add_row(
-                    "sending",
-                    ProgressBar(total=known, completed=replied, width=30),
-                    f"{replied}/{known if known is not None else '?'} replied",
-                    f"sent {summary.sent}",
-                    f"{replied / elapsed:,.0f}/s",
+                text = (
+                    f"{replied}/{known if known is not None else '?'} replied, "
+                    f"sent {summary.sent}, {replied / elapsed:,.0f}/s"
                 )
+                # the bar only where it fits: a narrow terminal gets the counts on one line
+                room = console.width - len(text) - len("sending ") - 2
+                grid = Table.grid(padding=(0, 1))
+                if room >= 10:
+                    grid.add_row(
+                        "sending",
+                        ProgressBar(total=known, completed=replied, width=min(room, 40)),
+                        text,
+                    )
+                else:
+                    grid.add_row(text)
                 return grid
 
         self.bar = Progress(
             Live(),
-            console=make_console(stderr=True),
+            console=console,
             transient=True,
             redirect_stdout=False,
             redirect_stderr=False,
