@@ -422,7 +422,7 @@ class _FanOut:
                     await self.chunk(part)
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
-            except Exception:
+            except Exception:  # Redis failed (any way): settle every robot, then report it
                 self.abort()
                 raise
             self.summary.selection_done = True
