@@ -18,7 +18,7 @@ from dataclasses import replace
 
 from wsctl.instances import is_listening
 from wsctl.protocol import Envelope, ProtocolError, Reply, decode_reply, encode
-from wsctl.redis_pubsub import subscribe
+from wsctl.redis_pubsub import publish, subscribe
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
 
@@ -46,7 +46,7 @@ async def request(
     try:
         if not await is_listening(client, keys, instance_id):
             raise Unreachable(instance_id)
-        await client.publish(keys.control_channel(instance_id), encode(envelope))
+        await publish(client, keys.control_channel(instance_id), encode(envelope))
         deadline = time.monotonic() + timeout
         while (remaining := deadline - time.monotonic()) > 0:
             message = await pubsub.get_message(
