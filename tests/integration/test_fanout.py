@@ -562,3 +562,35 @@ async def test_an_owner_killed_mid_fan_out_makes_later_robots_unreachable_at_onc
             assert took < 3.5, took  # nothing waited for --timeout
     finally:
         doomed.stop()
+
+
+async def test_an_owner_gone_mid_fan_out_is_unreachable_at_once_on_a_node_and_a_cluster(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """The owner stops listening mid-send: its PUBLISHes reach nobody (on a cluster, checked
+    over every node), so its later robots are ``unreachable`` without waiting for --timeout."""
+    async with (
+        running_fleet(backend.env, names=("gw-a",)) as fleet,
+        open_test_store(backend) as store,
+    ):
+        urls = {f"gone-{n:02}": fleet["gw-a"].ws_url for n in range(20)}
+        async with robots(urls):
+            await wait_for(lambda: _registered(store, list(urls)))
+            ids = tmp_path / "ids.txt"
+            ids.write_text("\n".join(urls) + "\n")
+            args = ["send", "g", "--robots-from", str(ids), "--rate", "10", "--timeout", "5"]
+            sending = asyncio.create_task(ainvoke([*args, "-o", "jsonl"], backend.env))
+            await asyncio.sleep(0.8)
+            await fleet["gw-a"].stop()
+            started = time.monotonic()
+            res = await sending
+            took = time.monotonic() - started
+    rows = [json.loads(line) for line in res.out.splitlines()]
+    outcomes = [r["outcome"] for r in rows]
+    assert res.code == 1 and len(rows) == 20, res.err
+    unreachable = [r for r in rows if r["outcome"] == "unreachable"]
+    assert len(unreachable) >= 5, outcomes
+    assert all("no subscriber" in r["reason"] for r in unreachable)
+    assert outcomes.count("timeout") <= 2, outcomes
+    if "timeout" not in outcomes:
+        assert took < 4, took
