@@ -594,3 +594,103 @@ async def test_an_owner_gone_mid_fan_out_is_unreachable_at_once_on_a_node_and_a_
     assert outcomes.count("timeout") <= 2, outcomes
     if "timeout" not in outcomes:
         assert took < 4, took
+
+
+def _both_on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
+    """Run wsctl with stdout and stderr on one pseudo-terminal; returns the exit code and what
+    the terminal got."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    screen = b""
+    proc = _wsctl(args, env, stdout=slave, stderr=slave, stdin=subprocess.DEVNULL)
+    try:
+        os.close(slave)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                screen += chunk
+            elif proc.poll() is not None:
+                break
+        return proc.wait(10), screen
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+async def test_jsonl_rows_on_the_same_terminal_as_stderr_get_no_progress_bar_between_them(
+    single: Backend, tmp_path: Path
+) -> None:
+    """A bar redrawn on the terminal the rows are printed to glued its text to every row."""
+    async with (
+        running_fleet(single.env, names=("gw-a",)) as fleet,
+        open_test_store(single) as store,
+    ):
+        urls = {f"same-{n}": fleet["gw-a"].ws_url for n in range(6)}
+        async with robots(urls):
+            await wait_for(lambda: _registered(store, list(urls)))
+            ids = tmp_path / "ids.txt"
+            ids.write_text("\n".join(urls) + "\n")
+            args = ["send", "hi", "--robots-from", str(ids), "--rate", "4", "-o", "jsonl"]
+            code, screen = await asyncio.to_thread(_both_on_a_terminal, args, single.env)
+            assert code == 0, screen
+            assert b"replied" not in screen, screen
+            rows = [line for line in screen.splitlines() if b"robot_id" in line]
+            assert len(rows) == 6 and all(json.loads(row) for row in rows), screen
+
+
+async def test_a_closed_stdout_stops_the_send_at_once_and_says_so(
+    single: Backend, tmp_path: Path
+) -> None:
+    """`send ... -o jsonl | head -1`: rows are flushed as they come, and once the reader is
+    gone nothing more is sent (exit 1, one line), instead of a silent exit 1 after every
+    robot and the reply timeout."""
+    async with (
+        running_fleet(single.env, names=("gw-a",)) as fleet,
+        open_test_store(single) as store,
+    ):
+        urls = {f"pipe-{n}": fleet["gw-a"].ws_url for n in range(6)}
+        async with robots(urls) as conns:
+            await wait_for(lambda: _registered(store, list(urls)))
+            ids = tmp_path / "ids.txt"
+            ids.write_text("\n".join(urls) + "\n")
+            args = ["send", "hi", "--robots-from", str(ids), "--rate", "2", "-o", "jsonl"]
+            started = time.monotonic()
+            proc = _wsctl(args, single.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            assert proc.stdout is not None
+            first = await asyncio.to_thread(proc.stdout.readline)  # the first row, in time
+            proc.stdout.close()  # the reader leaves, like `head -1`
+            _, err = await asyncio.to_thread(_finish, proc, 30)
+            elapsed = time.monotonic() - started
+            assert json.loads(first)["robot_id"] == "pipe-0"
+            assert proc.returncode == 1, err
+            assert err.startswith("wsctl: stdout was closed; stopped: sent to "), err
+            assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+            assert elapsed < 2.6, elapsed  # 6 robots at 2/s would take 2.5 s, plus the timeout
+            got = [await _frames(conns[robot]) for robot in urls]
+            assert sum(1 for frames in got if frames) < 6, got  # not every robot was sent it
+
+
+async def test_a_table_fan_out_where_every_robot_got_it_prints_no_empty_table(
+    single: Backend,
+) -> None:
+    async with (
+        running_fleet(single.env, names=("gw-a",)) as fleet,
+        open_test_store(single) as store,
+    ):
+        urls = {f"tbl-{n}": fleet["gw-a"].ws_url for n in range(3)}
+        async with robots(urls):
+            await wait_for(lambda: _registered(store, list(urls)))
+            res = await ainvoke(["send", "hi", "--robot", "tbl-*"], single.env)
+            assert res.code == 0, res
+            assert res.out.startswith("3 selected, 3 delivered") and "ROBOT" not in res.out, res

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -156,6 +157,35 @@ def _listing_columns() -> list[Column]:
     return [Column("robot_id", "ROBOT"), Column("instance", "INSTANCE")]
 
 
+class _ReaderGone(Exception):
+    """The reader of stdout went away (``| head``): nothing more is sent."""
+
+
+class _ReaderWatch:
+    """Set by the outcome writer when stdout's reader is gone; the run watches ``event``."""
+
+    def __init__(self) -> None:
+        self.gone = False
+        self.event: Any = None
+
+    def set(self) -> None:
+        self.gone = True
+        if self.event is not None:
+            self.event.set()
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so the interpreter's last flush does not fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real fd (an in-process caller's buffer): nothing to do
+        pass
+
+
 async def _run(
     settings: Settings,
     message: str,
@@ -164,14 +194,20 @@ async def _run(
     dry_run: bool,
     on_outcome: Callable[[Any], None],
     summary: FanoutSummary,
+    reader_gone: _ReaderWatch,
 ) -> FanoutSummary:
+    import asyncio
+
     from wsctl.ops.fanout import fan_out, with_owners
+    from wsctl.tasks import settle
 
     async with open_store(settings) as store:
         selection = selection_of(store)
         if dry_run:
             seen: set[str] = set()
             async for part in with_owners(store.client, store.keys, selection):
+                if reader_gone.gone:
+                    raise _ReaderGone
                 for robot_id, owner in part:
                     if robot_id not in seen:
                         seen.add(robot_id)
@@ -179,9 +215,20 @@ async def _run(
                         summary.selected += 1
             summary.selection_done = True
             return summary
-        return await fan_out(
-            store.client, store.keys, selection, message, options, on_outcome, summary
+        stop = reader_gone.event = asyncio.Event()
+        sending = asyncio.ensure_future(
+            fan_out(store.client, store.keys, selection, message, options, on_outcome, summary)
         )
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({sending, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await settle(stopper)
+            if not sending.done() or stop.is_set():
+                await settle(sending)  # cancels: nothing more is sent
+        if stop.is_set():
+            raise _ReaderGone
+        return sending.result()
 
 
 def run_fanout(
@@ -237,26 +284,53 @@ def run_fanout(
         writer = None
     every = dry_run or output != "table"  # table: only the first robots not delivered
     not_shown = 0
+    streaming = output in ("jsonl", "csv")
+    reader_gone = _ReaderWatch()
+    last_flush = 0.0
 
     def on_outcome(item: RobotOutcome | dict[str, Any]) -> None:
-        nonlocal not_shown
-        if writer is None:
+        nonlocal not_shown, last_flush
+        if writer is None or reader_gone.gone:
             return
-        if isinstance(item, dict):
-            writer.write(item)
-        elif every:
-            writer.write(item.as_dict())
-        elif item.outcome is not FanOutcome.DELIVERED:
-            if writer.count < FAILURES_SHOWN:
+        try:
+            if isinstance(item, dict):
+                writer.write(item)
+            elif every:
                 writer.write(item.as_dict())
-            else:
-                not_shown += 1
+            elif item.outcome is not FanOutcome.DELIVERED:
+                if writer.count < FAILURES_SHOWN:
+                    writer.write(item.as_dict())
+                else:
+                    not_shown += 1
+            # streamed rows reach a pipe while a paced send runs (ten flushes a second at most)
+            if streaming and (now := time.monotonic()) - last_flush >= 0.1:
+                last_flush = now
+                sys.stdout.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+            reader_gone.set()
 
     failed: WsctlError | None = None
-    terminal = sys.stderr.isatty() and not dry_run
+    # no bar when rows stream to the same terminal: they would be drawn into its line
+    terminal = sys.stderr.isatty() and not dry_run and not (streaming and sys.stdout.isatty())
     try:
         with _Progress(terminal, summary, total):
-            run(_run(settings, message, selection_of, options, dry_run, on_outcome, summary))
+            run(
+                _run(
+                    settings,
+                    message,
+                    selection_of,
+                    options,
+                    dry_run,
+                    on_outcome,
+                    summary,
+                    reader_gone,
+                )
+            )
+    except _ReaderGone:
+        what_was_done = f"{summary.selected} listed" if dry_run else _progress_line(summary)
+        sys.stderr.write(f"wsctl: stdout was closed; stopped: {what_was_done}\n")
+        raise typer.Exit(0 if dry_run else EXIT_NEGATIVE) from None
     except KeyboardInterrupt:
         sys.stdout.flush()
         if not dry_run:
@@ -285,7 +359,8 @@ def run_fanout(
     else:
         assert writer is not None
         sys.stdout.write(_summary_line(result) + "\n")
-        writer.close()
+        if writer.count:  # the robots not delivered; none: no empty table
+            writer.close()
         if not_shown:
             sys.stderr.write(f"{not_shown} more not delivered; -o jsonl lists every robot\n")
     sys.stdout.flush()
