@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
 
 from tests.conftest import Backend, open_test_store
 from tests.fleet import running_fleet, wait_for
+from tests.robot_clients import frames, registered, robots
 from wsctl.protocol import Envelope, Op, Status, encode
 from wsctl.protocol_batch import (
     Batch,
@@ -21,26 +19,6 @@ from wsctl.protocol_batch import (
     encode_batch,
 )
 from wsctl.redis_pubsub import make_pubsub
-
-
-@contextlib.asynccontextmanager
-async def robots(urls: dict[str, str]) -> AsyncIterator[dict[str, ClientConnection]]:
-    """robot id -> an open client connection to the given gateway URL."""
-    conns: dict[str, ClientConnection] = {}
-    try:
-        for robot_id, url in urls.items():
-            conns[robot_id] = await connect(f"{url}/ws/{robot_id}", ping_interval=None)
-        yield conns
-    finally:
-        await asyncio.gather(*(c.close() for c in conns.values()), return_exceptions=True)
-
-
-async def _frames(conn: ClientConnection, wait: float = 0.3) -> list[str]:
-    got: list[str] = []
-    with contextlib.suppress(TimeoutError):
-        while True:
-            got.append(str(await asyncio.wait_for(conn.recv(), wait)))
-    return got
 
 
 async def _exchange(
@@ -86,7 +64,7 @@ async def test_a_batch_through_a_non_owner_reaches_every_robot_in_order_once(
     ):
         urls = {f"b{n}": fleet["gw-a" if n % 2 else "gw-b"].ws_url for n in range(6)}
         async with robots(urls) as conns:
-            await wait_for(lambda: _all_registered(store, list(urls)))
+            await wait_for(lambda: registered(store, list(urls)))
             items = [
                 Item(f"{n}-{k}", robot_id, f"m{k}-{robot_id}")
                 for k in range(3)
@@ -110,12 +88,7 @@ async def test_a_batch_through_a_non_owner_reaches_every_robot_in_order_once(
             assert {outcomes[f"{n}-0"][1] for n in range(0, 6, 2)} == {"gw-b"}
             assert len(replies) == 2  # one reply per instance that resolved items
             for robot_id, conn in conns.items():
-                assert await _frames(conn) == [f"m{k}-{robot_id}" for k in range(3)]
-
-
-async def _all_registered(store: Any, robot_ids: list[str]) -> bool:
-    entries = [await store.get(r) for r in robot_ids]
-    return all(e is not None for e in entries)
+                assert await frames(conn) == [f"m{k}-{robot_id}" for k in range(3)]
 
 
 async def test_a_shared_message_batch_is_written_to_each_socket_once(single: Backend) -> None:
@@ -125,7 +98,7 @@ async def test_a_shared_message_batch_is_written_to_each_socket_once(single: Bac
     ):
         urls = {f"s{n}": fleet["gw-a"].ws_url for n in range(20)}
         async with robots(urls) as conns:
-            await wait_for(lambda: _all_registered(store, list(urls)))
+            await wait_for(lambda: registered(store, list(urls)))
             channel = store.keys.reply_channel("shared")
             batch = Batch(
                 items=tuple(Item(str(n), r) for n, r in enumerate(urls)),
@@ -137,7 +110,7 @@ async def test_a_shared_message_batch_is_written_to_each_socket_once(single: Bac
             )
             assert len(_outcomes(replies)) == 20 and len(replies) == 1
             for conn in conns.values():
-                assert await _frames(conn) == ['{"cmd":"reboot"}']
+                assert await frames(conn) == ['{"cmd":"reboot"}']
 
 
 async def test_single_and_batched_envelopes_work_side_by_side(single: Backend) -> None:
@@ -146,7 +119,7 @@ async def test_single_and_batched_envelopes_work_side_by_side(single: Backend) -
         open_test_store(single) as store,
     ):
         async with robots({"x1": fleet["gw-b"].ws_url}) as conns:
-            await wait_for(lambda: _all_registered(store, ["x1"]))
+            await wait_for(lambda: registered(store, ["x1"]))
             channel = store.keys.reply_channel("mixed")
             single_env = Envelope(op=Op.SEND, robot_id="x1", message="old", reply_to=channel)
             batch = Batch(items=(Item("1", "x1", "new"),), reply_to=channel)
@@ -160,7 +133,7 @@ async def test_single_and_batched_envelopes_work_side_by_side(single: Backend) -
                 expect=2,
             )
             assert sorted(type(r).__name__ for r in replies) == ["BatchReply", "Reply"]
-            assert sorted(await _frames(conns["x1"])) == ["new", "old"]
+            assert sorted(await frames(conns["x1"])) == ["new", "old"]
 
 
 async def test_a_batch_to_an_owner_that_does_not_listen_says_unreachable(
@@ -194,7 +167,7 @@ async def test_hop_limit_holds_for_batches(single: Backend, hops: int) -> None:
         open_test_store(single) as store,
     ):
         async with robots({"h1": fleet["gw-b"].ws_url}):
-            await wait_for(lambda: _all_registered(store, ["h1"]))
+            await wait_for(lambda: registered(store, ["h1"]))
             channel = store.keys.reply_channel("hops")
             batch = Batch(items=(Item("1", "h1", "hi"),), reply_to=channel, hops=hops)
             replies = await _exchange(
@@ -242,7 +215,7 @@ async def test_an_identical_payload_to_many_sockets_is_framed_once(single: Backe
     ):
         urls = {f"f{n}": fleet["gw-a"].ws_url for n in range(25)}
         async with robots(urls) as conns:
-            await wait_for(lambda: _all_registered(store, list(urls)))
+            await wait_for(lambda: registered(store, list(urls)))
             written = _spy_writes(fleet["gw-a"], list(urls))
             channel = store.keys.reply_channel("frame-once")
             payload = '{"cmd":"update","to":"every robot"}'
@@ -256,11 +229,11 @@ async def test_an_identical_payload_to_many_sockets_is_framed_once(single: Backe
             )
             assert len(_outcomes(replies)) == 25
             for conn in conns.values():
-                assert await _frames(conn) == [payload]
+                assert await frames(conn) == [payload]
             # one write per socket, and all of them the very same bytes object: one frame
             assert sorted(r for r, _ in written) == sorted(urls)
-            frames = {id(data) for _, data in written}
-            assert len(frames) == 1
+            frame_ids = {id(data) for _, data in written}
+            assert len(frame_ids) == 1
             assert written[0][1] == Frame(Opcode.TEXT, payload.encode()).serialize(mask=False)
 
 
@@ -273,7 +246,7 @@ async def test_the_messages_of_one_robot_in_a_batch_leave_in_one_write_in_order(
     ):
         urls = {"w1": fleet["gw-a"].ws_url, "w2": fleet["gw-a"].ws_url}
         async with robots(urls) as conns:
-            await wait_for(lambda: _all_registered(store, list(urls)))
+            await wait_for(lambda: registered(store, list(urls)))
             written = _spy_writes(fleet["gw-a"], list(urls))
             channel = store.keys.reply_channel("one-write")
             items = [Item(f"{k}-{r}", r, f"{r}:{k}") for k in range(5) for r in urls]
@@ -283,5 +256,5 @@ async def test_the_messages_of_one_robot_in_a_batch_leave_in_one_write_in_order(
             )
             assert all(s is Status.DELIVERED for s, _ in _outcomes(replies).values())
             for robot_id, conn in conns.items():
-                assert await _frames(conn) == [f"{robot_id}:{k}" for k in range(5)]
+                assert await frames(conn) == [f"{robot_id}:{k}" for k in range(5)]
             assert sorted(r for r, _ in written) == ["w1", "w2"]  # one write each

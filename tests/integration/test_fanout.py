@@ -11,41 +11,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-
 from tests.conftest import Backend, ainvoke, open_test_store
 from tests.fleet import running_fleet, wait_for
+from tests.robot_clients import frames, registered, robots
 from wsctl.sandbox import GatewayProcess, RedisServer
-
-
-@contextlib.asynccontextmanager
-async def robots(urls: dict[str, str]) -> AsyncIterator[dict[str, ClientConnection]]:
-    conns: dict[str, ClientConnection] = {}
-    try:
-        for robot_id, url in urls.items():
-            conns[robot_id] = await connect(f"{url}/ws/{robot_id}", ping_interval=None)
-        yield conns
-    finally:
-        await asyncio.gather(*(c.close() for c in conns.values()), return_exceptions=True)
-
-
-async def _frames(conn: ClientConnection, wait: float = 0.3) -> list[str]:
-    got: list[str] = []
-    with contextlib.suppress(TimeoutError):
-        while True:
-            got.append(str(await asyncio.wait_for(conn.recv(), wait)))
-    return got
-
-
-async def _registered(store: Any, robot_ids: list[str]) -> bool:
-    pipe = store.client.pipeline(transaction=False)
-    for robot_id in robot_ids:
-        pipe.exists(store.keys.conn_key(robot_id))
-    return all(await pipe.execute())
 
 
 async def test_fan_out_by_glob_reaches_every_robot_on_both_gateways_exactly_once(
@@ -55,7 +27,7 @@ async def test_fan_out_by_glob_reaches_every_robot_on_both_gateways_exactly_once
         urls = {f"fan-{n}": fleet["gw-a" if n % 2 else "gw-b"].ws_url for n in range(30)}
         urls["other-1"] = fleet["gw-a"].ws_url
         async with robots(urls) as conns:
-            await wait_for(lambda: _registered(store, list(urls)))
+            await wait_for(lambda: registered(store, list(urls)))
             res = await ainvoke(
                 ["send", '{"cmd":"go"}', "--robot", "fan-*", "-o", "json"], backend.env
             )
@@ -67,14 +39,14 @@ async def test_fan_out_by_glob_reaches_every_robot_on_both_gateways_exactly_once
             assert isinstance(summary["seconds"], float)
             for robot_id, conn in conns.items():
                 expected = [] if robot_id == "other-1" else ['{"cmd":"go"}']
-                assert await _frames(conn) == expected
+                assert await frames(conn) == expected
 
 
 async def test_fan_out_by_instance_sends_only_to_that_instances_robots(single: Backend) -> None:
     async with running_fleet(single.env) as fleet, open_test_store(single) as store:
         urls = {f"ins-{n}": fleet["gw-a" if n % 2 else "gw-b"].ws_url for n in range(6)}
         async with robots(urls) as conns:
-            await wait_for(lambda: _registered(store, list(urls)))
+            await wait_for(lambda: registered(store, list(urls)))
             res = await ainvoke(["send", "hello", "--instance", "gw-b", "-o", "jsonl"], single.env)
             assert res.code == 0, res.err
             rows = [json.loads(line) for line in res.out.splitlines()]
@@ -82,7 +54,7 @@ async def test_fan_out_by_instance_sends_only_to_that_instances_robots(single: B
             assert {(r["outcome"], r["instance"]) for r in rows} == {("delivered", "gw-b")}
             assert "3 selected, 3 delivered" in res.err
             for n, conn in enumerate(conns.values()):
-                assert await _frames(conn) == ([] if n % 2 else ["hello"])
+                assert await frames(conn) == ([] if n % 2 else ["hello"])
 
 
 async def test_robots_from_stdin_with_an_unknown_robot_exits_1_and_names_it(
@@ -91,7 +63,7 @@ async def test_robots_from_stdin_with_an_unknown_robot_exits_1_and_names_it(
     async with running_fleet(single.env) as fleet, open_test_store(single) as store:
         urls = {"rf-1": fleet["gw-a"].ws_url, "rf-2": fleet["gw-b"].ws_url}
         async with robots(urls) as conns:
-            await wait_for(lambda: _registered(store, list(urls)))
+            await wait_for(lambda: registered(store, list(urls)))
             ids = "rf-1\n# a comment\n\nrf-2\nrf-1\nrf-missing\n"
             res = await ainvoke(
                 ["send", "m", "--robots-from", "-", "-o", "jsonl"], single.env, stdin=ids
@@ -101,14 +73,14 @@ async def test_robots_from_stdin_with_an_unknown_robot_exits_1_and_names_it(
             assert rows["rf-missing"]["outcome"] == "not_connected"
             assert rows["rf-1"]["outcome"] == rows["rf-2"]["outcome"] == "delivered"
             assert len(rows) == 3  # the duplicate line is sent once
-            assert [await _frames(c) for c in conns.values()] == [["m"], ["m"]]
+            assert [await frames(c) for c in conns.values()] == [["m"], ["m"]]
 
 
 async def test_fan_out_via_one_instance_lets_it_route(single: Backend, tmp_path: Path) -> None:
     async with running_fleet(single.env) as fleet, open_test_store(single) as store:
         urls = {f"via-{n}": fleet["gw-b"].ws_url for n in range(4)}
         async with robots(urls) as conns:
-            await wait_for(lambda: _registered(store, list(urls)))
+            await wait_for(lambda: registered(store, list(urls)))
             listing = tmp_path / "ids.txt"
             listing.write_text("\n".join([*urls, "via-none"]) + "\n")
             res = await ainvoke(
@@ -119,7 +91,7 @@ async def test_fan_out_via_one_instance_lets_it_route(single: Backend, tmp_path:
             assert res.code == 1 and summary["delivered"] == 4 and summary["not_connected"] == 1
             assert fleet["gw-a"].metrics.messages_forwarded == 4
             for conn in conns.values():
-                assert await _frames(conn) == ["x"]
+                assert await frames(conn) == ["x"]
 
 
 async def test_dry_run_lists_the_selection_and_sends_nothing(single: Backend) -> None:
@@ -129,7 +101,7 @@ async def test_dry_run_lists_the_selection_and_sends_nothing(single: Backend) ->
     ):
         urls = {f"dry-{n}": fleet["gw-a"].ws_url for n in range(3)}
         async with robots(urls) as conns:
-            await wait_for(lambda: _registered(store, list(urls)))
+            await wait_for(lambda: registered(store, list(urls)))
             res = await ainvoke(
                 ["send", "no", "--robot", "dry-*", "--dry-run", "-o", "jsonl"], single.env
             )
@@ -139,7 +111,7 @@ async def test_dry_run_lists_the_selection_and_sends_nothing(single: Backend) ->
             assert {r["instance"] for r in rows} == {"gw-a"}
             assert "3 robots selected; nothing sent" in res.err
             for conn in conns.values():
-                assert await _frames(conn) == []
+                assert await frames(conn) == []
 
 
 async def test_a_single_robot_send_still_works_and_selection_flags_are_checked(
@@ -150,10 +122,10 @@ async def test_a_single_robot_send_still_works_and_selection_flags_are_checked(
         open_test_store(single) as store,
     ):
         async with robots({"one-1": fleet["gw-a"].ws_url}) as conns:
-            await wait_for(lambda: _registered(store, ["one-1"]))
+            await wait_for(lambda: registered(store, ["one-1"]))
             res = await ainvoke(["send", "one-1", "hi"], single.env)
             assert res.code == 0 and "delivered" in res.out
-            assert await _frames(conns["one-1"]) == ["hi"]
+            assert await frames(conns["one-1"]) == ["hi"]
             both = await ainvoke(["send", "one-1", "hi", "--robot", "x*"], single.env)
             assert both.code == 2 and "only MESSAGE" in both.err
             two = await ainvoke(["send", "hi", "--robot", "x*", "--instance", "gw-a"], single.env)
@@ -172,7 +144,7 @@ async def test_an_owner_frozen_or_killed_mid_fan_out_gives_timeout_or_unreachabl
         async with open_test_store(single) as store:
             urls = {f"flt-{n}": (frozen if n % 2 else live).url for n in range(10)}
             async with robots(urls):
-                await wait_for(lambda: _registered(store, list(urls)), timeout=10)
+                await wait_for(lambda: registered(store, list(urls)), timeout=10)
                 assert frozen.pid is not None
                 os.kill(frozen.pid, signal.SIGSTOP)
                 try:
@@ -217,7 +189,7 @@ async def test_owners_that_speak_only_single_envelopes_get_single_envelopes(
         urls = {"v1-1": f"ws://127.0.0.1:{doc.port}", "v1-2": f"ws://127.0.0.1:{doc.port}"}
         urls["v2-1"] = fleet["gw-a"].ws_url
         async with robots(urls) as conns:
-            await wait_for(lambda: _registered(store, list(urls)))
+            await wait_for(lambda: registered(store, list(urls)))
             res = await ainvoke(["send", "direct", "--robot", "v*", "-o", "json"], single.env)
             assert res.code == 0, res.out + res.err
             assert json.loads(res.out)["delivered"] == 3
@@ -226,7 +198,7 @@ async def test_owners_that_speak_only_single_envelopes_get_single_envelopes(
             )
             assert res.code == 0, res.out + res.err
             for conn in conns.values():
-                assert await _frames(conn) == ["direct", "routed"]
+                assert await frames(conn) == ["direct", "routed"]
 
 
 # ------------------------------------------------------------------ wsctl as a real process
@@ -266,16 +238,16 @@ def _finish(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
     return out or "", err or ""
 
 
-def _on_a_terminal(args: list[str], env: dict[str, str], out: Path) -> tuple[int, bytes]:
-    """Run wsctl with stderr on a pseudo-terminal 40 columns wide and stdout to ``out``;
-    returns the exit code and what the terminal got."""
+def _on_a_terminal(args: list[str], env: dict[str, str], out: Path | None) -> tuple[int, bytes]:
+    """Run wsctl with stderr on a pseudo-terminal 40 columns wide and stdout to ``out`` (to the
+    same terminal when None); returns the exit code and what the terminal got."""
     import pty
     import select
 
     master, slave = pty.openpty()
     screen = b""
     try:
-        with out.open("w") as sink:
+        with out.open("w") if out is not None else contextlib.nullcontext(slave) as sink:
             proc = _wsctl(
                 args, {**env, "COLUMNS": "40"}, stdout=sink, stderr=slave, stdin=subprocess.DEVNULL
             )
@@ -312,7 +284,7 @@ async def test_jsonl_lines_reach_stdout_unwrapped_when_stderr_is_a_terminal(
     async with running_fleet(single.env) as fleet, open_test_store(single) as store:
         urls = {f"tty-robot-with-a-long-name-{n}": fleet["gw-a"].ws_url for n in range(12)}
         async with robots(urls):
-            await wait_for(lambda: _registered(store, list(urls)))
+            await wait_for(lambda: registered(store, list(urls)))
             out = tmp_path / "out.jsonl"
             code, screen = await asyncio.to_thread(
                 _on_a_terminal, ["send", "hi", "--robot", "tty-*", "-o", "jsonl"], single.env, out
@@ -338,7 +310,7 @@ async def test_redis_frozen_mid_fan_out_stops_with_exit_3_within_3_request_timeo
         async with running_fleet(env) as fleet, open_test_store(backend) as store:
             urls = {f"fz-{n:02}": fleet["gw-a" if n % 2 else "gw-b"].ws_url for n in range(40)}
             async with robots(urls):
-                await wait_for(lambda: _registered(store, list(urls)))
+                await wait_for(lambda: registered(store, list(urls)))
                 ids = tmp_path / "ids.txt"
                 ids.write_text("\n".join(urls) + "\n")
                 runs = {
@@ -388,7 +360,7 @@ async def test_dry_run_from_a_list_shows_each_robots_owner(single: Backend, tmp_
     ):
         urls = {f"dro-{n}": fleet["gw-a"].ws_url for n in range(3)}
         async with robots(urls) as conns:
-            await wait_for(lambda: _registered(store, list(urls)))
+            await wait_for(lambda: registered(store, list(urls)))
             ids = tmp_path / "ids.txt"
             ids.write_text("\n".join([*urls, "dro-missing"]) + "\n")
             res = await ainvoke(
@@ -398,7 +370,7 @@ async def test_dry_run_from_a_list_shows_each_robots_owner(single: Backend, tmp_
             owners = {r["robot_id"]: r["instance"] for r in map(json.loads, res.out.splitlines())}
             assert owners == {**dict.fromkeys(urls, "gw-a"), "dro-missing": None}
             for conn in conns.values():
-                assert await _frames(conn) == []
+                assert await frames(conn) == []
 
 
 async def test_progress_on_a_terminal_moves_in_time_and_shows_the_known_total(
@@ -410,7 +382,7 @@ async def test_progress_on_a_terminal_moves_in_time_and_shows_the_known_total(
     ):
         urls = {f"prg-{n}": fleet["gw-a"].ws_url for n in range(20)}
         async with robots(urls):
-            await wait_for(lambda: _registered(store, list(urls)))
+            await wait_for(lambda: registered(store, list(urls)))
             ids = tmp_path / "ids.txt"
             ids.write_text("\n".join(urls) + "\n")
             args = ["send", "p", "--robots-from", str(ids), "--rate", "8", "-o", "json"]
@@ -446,7 +418,7 @@ async def test_every_listing_format_works_for_outcomes_and_the_dry_run(single: B
     ):
         urls = {f"fmt-{n}": fleet["gw-a"].ws_url for n in range(3)}
         async with robots(urls):
-            await wait_for(lambda: _registered(store, list(urls)))
+            await wait_for(lambda: registered(store, list(urls)))
             res = await ainvoke(["send", "c", "--robot", "fmt-*", "-o", "csv"], single.env)
             assert res.code == 0, res.err
             rows = list(csv.DictReader(io.StringIO(res.out)))
@@ -507,7 +479,7 @@ async def test_ctrl_c_mid_fan_out_prints_what_was_sent_so_far_and_exits_130(
     ):
         urls = {f"int-{n}": fleet["gw-a"].ws_url for n in range(20)}
         async with robots(urls):
-            await wait_for(lambda: _registered(store, list(urls)))
+            await wait_for(lambda: registered(store, list(urls)))
             proc = _wsctl(
                 ["send", "i", "--robot", "int-*", "--rate", "5", "-o", "json"],
                 single.env,
@@ -537,7 +509,7 @@ async def test_an_owner_killed_mid_fan_out_makes_later_robots_unreachable_at_onc
         async with open_test_store(single) as store:
             urls = {f"kil-{n:02}": doomed.url for n in range(20)}
             async with robots(urls):
-                await wait_for(lambda: _registered(store, list(urls)), timeout=10)
+                await wait_for(lambda: registered(store, list(urls)), timeout=10)
                 args = ["send", "k", "--robot", "kil-*", "--rate", "10", "--timeout", "4"]
                 proc = _wsctl(
                     [*args, "-o", "jsonl"],
@@ -575,7 +547,7 @@ async def test_an_owner_gone_mid_fan_out_is_unreachable_at_once_on_a_node_and_a_
     ):
         urls = {f"gone-{n:02}": fleet["gw-a"].ws_url for n in range(20)}
         async with robots(urls):
-            await wait_for(lambda: _registered(store, list(urls)))
+            await wait_for(lambda: registered(store, list(urls)))
             ids = tmp_path / "ids.txt"
             ids.write_text("\n".join(urls) + "\n")
             args = ["send", "g", "--robots-from", str(ids), "--rate", "10", "--timeout", "5"]
@@ -596,38 +568,6 @@ async def test_an_owner_gone_mid_fan_out_is_unreachable_at_once_on_a_node_and_a_
         assert took < 4, took
 
 
-def _both_on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
-    """Run wsctl with stdout and stderr on one pseudo-terminal; returns the exit code and what
-    the terminal got."""
-    import pty
-    import select
-
-    master, slave = pty.openpty()
-    screen = b""
-    proc = _wsctl(args, env, stdout=slave, stderr=slave, stdin=subprocess.DEVNULL)
-    try:
-        os.close(slave)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(master, 65536)
-                except OSError:  # EIO: the child closed the terminal
-                    break
-                if not chunk:
-                    break
-                screen += chunk
-            elif proc.poll() is not None:
-                break
-        return proc.wait(10), screen
-    finally:
-        os.close(master)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-
-
 async def test_jsonl_rows_on_the_same_terminal_as_stderr_get_no_progress_bar_between_them(
     single: Backend, tmp_path: Path
 ) -> None:
@@ -638,11 +578,11 @@ async def test_jsonl_rows_on_the_same_terminal_as_stderr_get_no_progress_bar_bet
     ):
         urls = {f"same-{n}": fleet["gw-a"].ws_url for n in range(6)}
         async with robots(urls):
-            await wait_for(lambda: _registered(store, list(urls)))
+            await wait_for(lambda: registered(store, list(urls)))
             ids = tmp_path / "ids.txt"
             ids.write_text("\n".join(urls) + "\n")
             args = ["send", "hi", "--robots-from", str(ids), "--rate", "4", "-o", "jsonl"]
-            code, screen = await asyncio.to_thread(_both_on_a_terminal, args, single.env)
+            code, screen = await asyncio.to_thread(_on_a_terminal, args, single.env, None)
             assert code == 0, screen
             assert b"replied" not in screen, screen
             rows = [line for line in screen.splitlines() if b"robot_id" in line]
@@ -661,7 +601,7 @@ async def test_a_closed_stdout_stops_the_send_at_once_and_says_so(
     ):
         urls = {f"pipe-{n}": fleet["gw-a"].ws_url for n in range(6)}
         async with robots(urls) as conns:
-            await wait_for(lambda: _registered(store, list(urls)))
+            await wait_for(lambda: registered(store, list(urls)))
             ids = tmp_path / "ids.txt"
             ids.write_text("\n".join(urls) + "\n")
             args = ["send", "hi", "--robots-from", str(ids), "--rate", "2", "-o", "jsonl"]
@@ -677,7 +617,7 @@ async def test_a_closed_stdout_stops_the_send_at_once_and_says_so(
             assert err.startswith("wsctl: stdout was closed; stopped: sent to "), err
             assert len(err.splitlines()) == 1 and "Traceback" not in err, err
             assert elapsed < 2.6, elapsed  # 6 robots at 2/s would take 2.5 s, plus the timeout
-            got = [await _frames(conns[robot]) for robot in urls]
+            got = [await frames(conns[robot]) for robot in urls]
             assert sum(1 for frames in got if frames) < 6, got  # not every robot was sent it
 
 
@@ -690,7 +630,7 @@ async def test_a_table_fan_out_where_every_robot_got_it_prints_no_empty_table(
     ):
         urls = {f"tbl-{n}": fleet["gw-a"].ws_url for n in range(3)}
         async with robots(urls):
-            await wait_for(lambda: _registered(store, list(urls)))
+            await wait_for(lambda: registered(store, list(urls)))
             res = await ainvoke(["send", "hi", "--robot", "tbl-*"], single.env)
             assert res.code == 0, res
             assert res.out.startswith("3 selected, 3 delivered") and "ROBOT" not in res.out, res

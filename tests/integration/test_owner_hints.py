@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.conftest import Backend, open_test_store
 from tests.fleet import wait_for
+from tests.robot_clients import frames
 from wsctl.protocol import Envelope, Op, Reply, Status, encode
 from wsctl.protocol_batch import Batch, BatchReply, Item, decode_any_reply, encode_batch
 from wsctl.redis_pubsub import make_pubsub
@@ -86,14 +87,6 @@ async def owner_is(store: Any, robot_id: str, instance: str) -> bool:
     return entry is not None and entry.instance_id == instance
 
 
-async def _frames(conn: ClientConnection, wait: float = 0.3) -> list[str]:
-    got: list[str] = []
-    with contextlib.suppress(TimeoutError):
-        while True:
-            got.append(str(await asyncio.wait_for(conn.recv(), wait)))
-    return got
-
-
 async def _move_and_send(
     store: Any, gws: dict[str, GatewayProcess], robot_id: str, batch: bool
 ) -> tuple[ClientConnection, list[tuple[Status, list[str]]]]:
@@ -131,7 +124,7 @@ async def _moved_robot_case(
             assert outcomes[1] == (Status.DELIVERED, ["gw-c", "gw-a", "gw-b"])
             # ...so m2 goes straight to the new owner
             assert outcomes[2] == (Status.DELIVERED, ["gw-c", "gw-b"])
-            assert await _frames(new) == ["m1", "m2"]
+            assert await frames(new) == ["m1", "m2"]
             await wait_for(
                 lambda n=corrected + 1: counter(gws["gw-c"], "owner_cache_corrected") == n
             )
@@ -169,6 +162,6 @@ async def test_a_via_sent_to_a_ghost_owner_delivers_after_one_not_connected(
                 await wait_for(lambda: owner_is(store, robot_id, "gw-b"))
                 second = status_and_route(await send_via(store, "gw-c", robot_id, "g1"))
                 assert second == (Status.DELIVERED, ["gw-c", "gw-b"])
-                assert await _frames(conn) == ["g1"]
+                assert await frames(conn) == ["g1"]
             finally:
                 await conn.close()

@@ -387,14 +387,7 @@ class FleetCore:
         )
         async with self._lock(conn.robot_id):
             if self.local.remove(conn):
-                try:
-                    async with self._session_slots:
-                        await self._remove_entry(conn)
-                except asyncio.CancelledError:
-                    # the transport cancelled its handler (a server shutting down): the entry
-                    # still has to go; the retry loop, or stop()'s last pass, removes it
-                    self._queue_cleanup(conn)
-                    raise
+                await self._remove_entry_surely(conn)
 
     def _supersede(self, conn: LocalConn) -> None:
         log.debug("closing superseded session %s of %s", conn.conn_id[:8], conn.robot_id)
@@ -425,6 +418,19 @@ class FleetCore:
                 op=Op.KICK, robot_id=conn.robot_id, conn_id=prev_conn, origin=self.instance_id
             )
             await publish(self.client, self.keys.control_channel(prev_instance), encode(kick))
+
+    async def _remove_entry_surely(self, conn: LocalConn) -> None:
+        """:meth:`_remove_entry` within the session slots, even if the caller is cancelled
+        meanwhile (the transport cancelling its handler as a server shuts down, an undrain
+        cancelling a drain batch): the entry still has to go, or it names a closed socket (a
+        ghost), so it is queued for the retry loop (or stop()'s last pass), fenced, and the
+        cancellation goes on."""
+        try:
+            async with self._session_slots:
+                await self._remove_entry(conn)
+        except asyncio.CancelledError:
+            self._queue_cleanup(conn)
+            raise
 
     async def _remove_entry(self, conn: LocalConn) -> None:
         """Delete the session's entry only if it is still this session's; on failure, queue

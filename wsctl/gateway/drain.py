@@ -42,7 +42,6 @@ class DrainHost(Protocol):
     instance_id: str
     local: LocalConnections
     events: EventSink
-    _session_slots: asyncio.Semaphore
 
     def _lock(self, robot_id: str) -> asyncio.Lock: ...
 
@@ -52,9 +51,7 @@ class DrainHost(Protocol):
 
     async def _close_socket(self, conn: LocalConn, code: int, reason: str) -> None: ...
 
-    async def _remove_entry(self, conn: LocalConn) -> None: ...
-
-    def _queue_cleanup(self, conn: LocalConn, failed: bool = False) -> None: ...
+    async def _remove_entry_surely(self, conn: LocalConn) -> None: ...
 
     async def _answer(self, envelope: Envelope, status: Status, **kw: Any) -> None: ...
 
@@ -169,15 +166,9 @@ class Drainer:
             self._remember(conn.robot_id)
             core.events.emit(EventName.DRAINED, conn.robot_id, conn.conn_id, batch=batch)
             core._spawn(core._close_socket(conn, CloseCode.SERVICE_RESTART, DRAIN_CLOSE_REASON))
-            try:
-                async with core._session_slots:
-                    await core._remove_entry(conn)
-            except asyncio.CancelledError:
-                # an undrain (or a new drain, or the instance stopping) cancelled the batch
-                # after this socket was dropped and told to close: its entry must still go, or
-                # it names a closed socket (a ghost); the clean-up loop removes it, fenced
-                core._queue_cleanup(conn)
-                raise
+            # an undrain (or a new drain, or the instance stopping) may cancel the batch here:
+            # the entry of this dropped socket still goes (queued for the clean-up loop)
+            await core._remove_entry_surely(conn)
 
     def explain(self, robot_id: str, decision: Decision) -> Decision:
         """``decision`` for a message to ``robot_id``, with a reason that says the robot is
