@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-__all__ = ["settle"]
+__all__ = ["settle", "settle_all"]
 
 
 async def settle(task: asyncio.Task[Any], *, cancel: bool = True) -> None:
@@ -23,3 +23,25 @@ async def settle(task: asyncio.Task[Any], *, cancel: bool = True) -> None:
     await asyncio.wait([task])
     if not task.cancelled():
         task.exception()  # retrieved, so asyncio does not log it as never retrieved
+
+
+async def settle_all(tasks: list[asyncio.Task[Any]], *, timeout: float) -> list[asyncio.Task[Any]]:
+    """Cancel ``tasks`` and wait until every one is done, for at most ``timeout`` seconds;
+    returns those still running. A task that keeps running after its cancel (a ``wait_for``
+    in Python 3.11 can swallow a cancellation that arrives as its inner future completes) is
+    cancelled again every 0.1 s, so a shutdown is bounded instead of waiting forever."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pending = [task for task in tasks if not task.done()]
+    while pending:
+        for task in pending:
+            task.cancel()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        await asyncio.wait(pending, timeout=min(0.1, remaining))
+        pending = [task for task in pending if not task.done()]
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not log it as never retrieved
+    return pending

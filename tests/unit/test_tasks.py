@@ -10,7 +10,7 @@ import pytest
 
 from wsctl.registry.model import Entry
 from wsctl.registry.store import RegistryStore
-from wsctl.tasks import settle
+from wsctl.tasks import settle, settle_all
 
 
 async def _slow_to_cancel() -> None:
@@ -77,3 +77,43 @@ async def test_a_reader_cancelled_while_the_read_ahead_winds_down_stays_cancelle
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not carried_on.is_set()
+
+
+async def test_settle_all_cancels_again_a_task_that_swallowed_its_first_cancellation() -> None:
+    """A task that ignores one cancel (as a 3.11 wait_for can) used to hang a gateway's stop
+    for ever; settle_all cancels it again and returns once it ends."""
+    swallowed = 0
+
+    async def stubborn() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                swallowed += 1
+                if swallowed >= 2:
+                    raise
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    assert await settle_all([task], timeout=5) == []
+    assert task.cancelled() and swallowed == 2
+
+
+async def test_settle_all_gives_up_after_its_timeout_and_returns_the_tasks_still_running() -> None:
+    released = asyncio.Event()
+
+    async def ignores_cancel_until_released() -> None:
+        while not released.is_set():
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                continue
+
+    task = asyncio.create_task(ignores_cancel_until_released())
+    await asyncio.sleep(0)
+    assert await settle_all([task], timeout=0.3) == [task]
+    released.set()  # the test's own clean-up: let it end
+    task.cancel()
+    await asyncio.wait([task], timeout=5)
+    assert task.done()

@@ -68,7 +68,7 @@ from wsctl.redis_topology import refresh_topology
 from wsctl.registry.keys import Keyspace, validate_id
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID, Registration, format_ts, utcnow
 from wsctl.registry.store import RegistryStore, TouchOutcome
-from wsctl.tasks import settle
+from wsctl.tasks import settle_all
 
 __all__ = [
     "CoreConfig",
@@ -270,15 +270,14 @@ class FleetCore:
                 await asyncio.wait_for(
                     asyncio.gather(*(self.close_session(c) for c in remaining)), grace
                 )
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            await settle(task)
+        stuck = await settle_all(list(self._tasks), timeout=grace)
         if self._cleanup:
             with contextlib.suppress(Exception):  # a last chance; what is left is reap's
                 await asyncio.wait_for(self._cleanup_pass(final=True), grace)
         if self._cleanup_task is not None:
-            await settle(self._cleanup_task)
+            stuck += await settle_all([self._cleanup_task], timeout=grace)
+        if stuck:  # bounded: a task that ignores cancellation must not hang the shutdown
+            log.warning("stopping: %d task(s) did not end: %s", len(stuck), stuck)
         for task in list(self._background):
             task.cancel()
         self.drainer.cancel()
