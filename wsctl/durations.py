@@ -42,8 +42,10 @@ def check_seconds(value: float, *, maximum: float, allow_zero: bool = False) -> 
         raise ValueError("must be a finite number of seconds")
     if allow_zero and value == 0:
         return 0.0
+    if allow_zero and value < MIN_SECONDS:
+        raise ValueError(f"must be 0 or from {MIN_SECONDS} to {maximum:g} seconds")
     if value <= 0:
-        raise ValueError("must be greater than 0" + (" (or 0)" if allow_zero else ""))
+        raise ValueError("must be greater than 0")
     if value < MIN_SECONDS:
         raise ValueError(f"must be at least {MIN_SECONDS} seconds")
     if value > maximum:

@@ -21,6 +21,10 @@ from wsctl.sandbox import RedisServer, SandboxInfo, write_sandbox_file
     ("args", "needle"),
     [
         (["reap", "--timeout", "-1"], "invalid --timeout -1.0: must be greater than 0"),
+        (
+            ["drain", "gw-a", "--interval", "-1"],
+            "invalid --interval -1.0: must be 0 or from 0.001 to 86400 seconds",
+        ),
         (["list", "connections", "--timeout", "-5"], "invalid --timeout -5.0"),
         (["gateway", "--heartbeat-interval", "0"], "invalid --heartbeat-interval 0.0"),
         (["--naive-tz", "Mars/Base", "list", "robots"], "invalid --naive-tz 'Mars/Base'"),

@@ -156,6 +156,28 @@ async def test_robots_that_do_not_come_back_are_listed_and_exit_1(single: Backen
             await stubborn.close_all()
 
 
+async def test_send_after_a_real_drain_says_the_robot_is_moving(backend: Backend) -> None:
+    """A real gateway's drain writes `drained`, then `disconnected` once the socket's close
+    completes: `wsctl send` to the robot that did not come back still says it is moving."""
+    async with running_fleet(backend.env, names=("gw-a", "gw-b")) as fleet:
+        a = fleet["gw-a"]
+        stubborn = RobotSwarm("moving-hint")  # never reconnects
+        try:
+            await stubborn.connect([("mh-1", a.ws_url)], 0)
+            await wait_for(lambda: len(a.local) == 1)
+            res = await ainvoke(
+                ["drain", "gw-a", "--interval", "0", "--timeout", "0.5"], backend.env
+            )
+            assert res.code == 1 and "not back: mh-1" in res.out, (res.out, res.err)
+            # the events reach Redis in batches: wait for the close's own event
+            await wait_for(lambda: _last_event(a.core, "mh-1", "disconnected"), 10, 0.1)
+            res = await ainvoke(["send", "mh-1", "hi"], backend.env)
+            assert res.code == 4, (res.out, res.err)
+            assert "robot is moving (instance gw-a drained it " in res.out, res.out
+        finally:
+            await stubborn.close_all()
+
+
 async def test_dry_run_says_what_would_happen_and_changes_nothing(single: Backend) -> None:
     async with running_fleet(single.env, names=("gw-a",)) as fleet:
         a = fleet["gw-a"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from wsctl.errors import (
     EXIT_TIMEOUT,
     EXIT_UNREACHABLE,
 )
-from wsctl.events import EventName, parse_entry
+from wsctl.events import EventName, StoredEvent, parse_entry
 from wsctl.instances import get_record, is_listening, liveness
 from wsctl.ops.compat import classify, explain
 from wsctl.protocol import Envelope, Op, Reply, Status
@@ -29,6 +30,7 @@ __all__ = [
     "TIMEOUT",
     "UNREACHABLE",
     "SendOutcome",
+    "moving_since",
     "send_message",
     "why_not_registered",
     "why_unreachable",
@@ -103,23 +105,48 @@ class SendOutcome:
 
 
 MOVING_FOR = 300.0  # seconds after a drain closed a robot that it is said to be moving
+MOVING_LOOKBACK = 20  # the robot's newest events read to find the drain that closed it
+CLOCK_SKEW = 5.0  # seconds an event's time may lie ahead of this clock (another host's)
 
 
-async def why_not_registered(client: AsyncClient, keys: Keyspace, robot_id: str) -> str:
-    """``no registry entry``; when the robot's last event says a drain closed it in the last
-    :data:`MOVING_FOR` seconds, also that it is moving (between instances: retry)."""
+def moving_since(events: Sequence[StoredEvent], now: float) -> StoredEvent | None:
+    """The ``drained`` event that left a robot between instances, given its newest events
+    (newest first) at ``now`` (epoch seconds): the newest drain with no ``connected`` (a later
+    session) after it, at most :data:`MOVING_FOR` seconds old. A drain writes ``drained`` then,
+    when the socket's close completes, ``disconnected``; events that say nothing about where the
+    robot is (``disconnected``, ``forward_failed``, the CLI's, malformed entries) are passed
+    over. None when the robot is not known to be moving."""
+    for event in events:
+        if event.problem:
+            continue
+        if event.event == EventName.CONNECTED:
+            return None
+        if event.event == EventName.DRAINED:
+            age = now - event.ts
+            return event if -CLOCK_SKEW <= age <= MOVING_FOR else None
+    return None
+
+
+async def why_not_registered(
+    client: AsyncClient, keys: Keyspace, robot_id: str, now: float | None = None
+) -> str:
+    """``no registry entry``; when the robot's recent events say a drain closed it in the last
+    :data:`MOVING_FOR` seconds and it has not connected since (:func:`moving_since`), also that
+    it is moving (between instances: retry)."""
     try:
-        page: Any = await client.xrevrange(keys.robot_events_key(robot_id), "+", "-", count=1)
+        page: Any = await client.xrevrange(
+            keys.robot_events_key(robot_id), "+", "-", count=MOVING_LOOKBACK
+        )
     except RedisError:  # the event log is an extra (a key of another type, say)
         return "no registry entry"
-    if not page:
+    events = [parse_entry(robot_id, str(entry_id), fields) for entry_id, fields in page or ()]
+    now = time.time() if now is None else now
+    drained = moving_since(events, now)
+    if drained is None:
         return "no registry entry"
-    last = parse_entry(robot_id, str(page[0][0]), page[0][1])
-    age = time.time() - last.ts
-    if last.event != EventName.DRAINED or last.problem or not 0 <= age <= MOVING_FOR:
-        return "no registry entry"
+    age = max(0.0, now - drained.ts)
     return (
-        f"no registry entry: robot is moving (instance {last.instance_id} drained it "
+        f"no registry entry: robot is moving (instance {drained.instance_id} drained it "
         f"{age:.0f}s ago); retry"
     )
 
