@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,12 +15,13 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.conftest import Backend, ainvoke
+from tests.conftest import Backend, ainvoke, open_test_store
 from tests.fleet import running_fleet, wait_for
 from wsctl.gateway.drain import DRAIN_CLOSE_REASON as DRAIN_REASON
 from wsctl.instances import InstanceRecord, write_record
 from wsctl.ops.robots import RobotSwarm, make_message
 from wsctl.registry.keys import Keyspace
+from wsctl.sandbox import GatewayProcess
 
 
 def _http(url: str) -> tuple[int, str, dict[str, str]]:
@@ -178,6 +181,129 @@ async def test_send_after_a_real_drain_says_the_robot_is_moving(backend: Backend
             await stubborn.close_all()
 
 
+async def _cli_process(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
+    """``wsctl ARGS`` as a process of its own (to run beside other commands)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "wsctl",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+
+
+async def _finish(proc: asyncio.subprocess.Process, timeout: float) -> tuple[int, str, str]:
+    """Wait at most ``timeout`` seconds for ``proc``; kill it if it has not ended."""
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"the command did not end within {timeout:g}s") from None
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_a_drain_cancelled_by_undrain_reports_moved_closed_and_never_closed(
+    single: Backend,
+) -> None:
+    """`drain --batch 2 --interval 30` closes two robots at once, the next batch is due in
+    30 s; an undrain meanwhile ends the drain command at once: cancelled, exit 1, the robots it
+    never closed counted as such (not as "not back")."""
+    async with running_fleet(single.env, names=("gw-a", "gw-b")) as fleet:
+        a, b = fleet["gw-a"], fleet["gw-b"]
+        movers = RobotSwarm("cancelled", reconnect=[a.ws_url, b.ws_url])
+        drains: list[asyncio.subprocess.Process] = []
+        try:
+            await movers.connect([(f"cx-{i}", a.ws_url) for i in range(8)], 0)
+            await wait_for(lambda: len(a.local) == 8, timeout=10)
+            for fmt, held, moved in (("json", 8, 2), ("table", 6, 4)):
+                drains.append(
+                    await _cli_process(
+                        single.env,
+                        *("drain", "gw-a", "--batch", "2", "--interval", "30", "--timeout", "60"),
+                        *("-o", fmt),
+                    )
+                )
+                await wait_for(lambda n=moved: len(b.local) == n, timeout=15)  # batch 1 moved
+                res = await ainvoke(["undrain", "gw-a"], single.env)
+                assert res.code == 0, res.err
+                code, out, err = await _finish(drains[-1], 20)
+                assert code == 1, (out, err)
+                if fmt == "json":
+                    report = json.loads(out)
+                    assert report["cancelled"] is True and report["instance_gone"] is None
+                    assert (report["robots"], report["moved"]) == (held, 2), report
+                    assert (report["not_back"], report["never_closed"]) == (0, held - 2), report
+                    assert report["not_back_ids"] == [] and len(report["never_closed_ids"]) == 6
+                else:
+                    assert out.startswith("drain of gw-a cancelled after "), out
+                    assert (
+                        "2 of 6 robot(s) moved, 0 closed and not registered elsewhere, "
+                        "4 never closed"
+                    ) in out, out
+                    assert "  never closed: 4 (still connected to gw-a;" in out, out
+                    assert "not back" not in out and "can be stopped now" not in out, out
+        finally:
+            for proc in drains:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+            await movers.close_all()
+
+
+async def test_a_gateway_killed_mid_drain_is_reported_dead_and_not_listed_alive(
+    single: Backend, tmp_path: Path
+) -> None:
+    """SIGKILL of a real gateway process while its drain is followed: the drain says the
+    instance died (exit 1), not "it can be stopped now", and removes the liveness record the
+    dead process left, so `list instances` does not show it alive and draining."""
+    url = single.env["WSCTL_REDIS_URL"]
+    gw_a = GatewayProcess(redis_url=url, instance_id="gw-a")
+    gw_b = GatewayProcess(redis_url=url, instance_id="gw-b")
+    movers: RobotSwarm | None = None
+    drain: asyncio.subprocess.Process | None = None
+    try:
+        gw_a.start(tmp_path)
+        gw_b.start(tmp_path)
+        movers = RobotSwarm("killed", reconnect=[gw_a.url, gw_b.url])
+        async with open_test_store(single) as store:
+            robots = [f"kx-{i}" for i in range(6)]
+
+            async def holds(instance: str, count: int) -> bool:
+                owners = await store.owners(robots)
+                return owners.count(instance) == count
+
+            await movers.connect([(r, gw_a.url) for r in robots], 0)
+            await wait_for(lambda: holds("gw-a", 6), timeout=10)
+            drain = await _cli_process(
+                single.env, "drain", "gw-a", "--batch", "2", "--interval", "30", "--timeout", "60"
+            )
+            await wait_for(lambda: holds("gw-b", 2), timeout=15)  # the first batch moved
+            gw_a.kill()
+            code, out, err = await _finish(drain, 20)
+            assert code == 1, (out, err)
+            assert out.startswith("drain of gw-a failed after "), out
+            assert "the instance died during the drain" in out and "removed" in out, out
+            assert "can be stopped now" not in out, out
+            assert await store.client.exists(Keyspace().instance_key("gw-a")) == 0
+            listing = await ainvoke(["list", "instances", "-o", "json"], single.env)
+            rows = {r["instance_id"]: r for r in json.loads(listing.out)}
+            if "gw-a" in rows:  # only seen in entries not yet replaced by the robots
+                assert rows["gw-a"]["liveness"] != "alive" and not rows["gw-a"]["draining"]
+    finally:
+        if drain is not None and drain.returncode is None:
+            drain.kill()
+            await drain.wait()
+        if movers is not None:
+            await movers.close_all()
+        gw_a.stop()
+        gw_b.stop()
+
+
 async def test_dry_run_says_what_would_happen_and_changes_nothing(single: Backend) -> None:
     async with running_fleet(single.env, names=("gw-a",)) as fleet:
         a = fleet["gw-a"]
@@ -203,6 +329,11 @@ async def test_unknown_and_non_listening_instances_exit_4_and_5(single: Backend)
         await write_record(client, Keyspace(), InstanceRecord("gw-deaf"), ttl=30)
     res = await ainvoke(["drain", "gw-deaf"], single.env)
     assert res.code == 5 and "not listening" in res.err and res.err.count("\n") == 1
+    assert "nothing to drain through it" in res.err
+    res = await ainvoke(["undrain", "gw-deaf"], single.env)
+    assert res.code == 5 and res.err.count("\n") == 1, res.err
+    assert "not listening" in res.err and "it cannot be undrained" in res.err, res.err
+    assert "drain through" not in res.err
     res = await ainvoke(["drain", "gw-a", "--batch", "0"], single.env)
     assert res.code == 2
 

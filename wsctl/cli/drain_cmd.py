@@ -63,8 +63,10 @@ def drain(
     instance. Afterwards the instance can be stopped (SIGTERM) without losing anything;
     `wsctl undrain` reopens it instead.
 
-    Exit codes: 0 every robot moved, 1 some not back within --timeout (listed by id),
-    4 unknown instance, 5 instance not listening, 6 no answer to the drain.
+    Exit codes: 0 every robot moved, 1 some not back within --timeout (listed by id), the
+    drain cancelled by `wsctl undrain` (moved, closed and never closed robots counted), or the
+    instance died or stopped during the drain; 4 unknown instance, 5 instance not listening,
+    6 no answer to the drain.
 
     Example: wsctl drain gw-3 --batch 100 --interval 2 --timeout 120
     """
@@ -97,10 +99,24 @@ def _summary(report: DrainReport) -> str:
             f"(about {eta:g}s), then wait up to {report.timeout:g}s for each to register "
             "elsewhere\n"
         )
-    lines = [
-        f"drained {name}: {len(report.moved)} of {n} robot(s) moved in {report.seconds:.1f}s"
-        + (f"; {len(report.not_back)} not back within the timeout" if report.not_back else "")
-    ]
+    counts = f"{len(report.moved)} of {n} robot(s) moved"
+    if report.gone is not None or report.cancelled:
+        counts += (
+            f", {len(report.not_back)} closed and not registered elsewhere, "
+            f"{len(report.never_closed)} never closed"
+        )
+    if report.gone is not None:
+        lines = [f"drain of {name} failed after {report.seconds:.1f}s: {_gone(report)}; {counts}"]
+    elif report.cancelled:
+        lines = [
+            f"drain of {name} cancelled after {report.seconds:.1f}s (undrained: it accepts "
+            f"robots again and closes no more): {counts}"
+        ]
+    else:
+        lines = [
+            f"drained {name}: {counts} in {report.seconds:.1f}s"
+            + (f"; {len(report.not_back)} not back within the timeout" if report.not_back else "")
+        ]
     by_target: dict[str, int] = {}
     for target in report.moved.values():
         by_target[target] = by_target.get(target, 0) + 1
@@ -108,9 +124,33 @@ def _summary(report: DrainReport) -> str:
         lines.append(f"  moved to {_shown(target)}: {count}")
     if report.not_back:
         lines.append("  not back: " + " ".join(_shown(r) for r in report.not_back))
-    if not report.not_back:
+    if report.never_closed:
+        where = (
+            f"their entries still name {name}"
+            if report.gone is not None
+            else f"still connected to {name}"
+        )
+        lines.append(f"  never closed: {len(report.never_closed)} ({where}; -o json lists them)")
+    if report.exit_code == 0:
         lines.append(f"{name} holds no robots and refuses new ones: it can be stopped now")
     return "\n".join(lines) + "\n"
+
+
+def _gone(report: DrainReport) -> str:
+    from wsctl.ops.drain import Gone
+
+    if report.gone is Gone.RESTARTED:
+        return "the instance restarted during the drain (a new process under its id)"
+    if report.gone is Gone.STOPPED:
+        return (
+            "the instance stopped during the drain (it stopped listening and removed its "
+            "liveness record)"
+        )
+    removed = "removed" if report.record_removed else "left as it was (it changed meanwhile)"
+    return (
+        "the instance died during the drain (it stopped listening on its control channel and "
+        f"left its liveness record behind: {removed})"
+    )
 
 
 async def _drain(

@@ -422,6 +422,24 @@ class RegistryStore:
             out.extend(await pipe.execute(raise_on_error=False))
         return out
 
+    async def sessions(self, robot_ids: Sequence[str]) -> list[tuple[Any, Any]]:
+        """The ``instance_id`` and ``conn_id`` of each robot's entry, in order (one pipeline
+        of HMGET): str values, None for a missing field or entry."""
+        if not robot_ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for robot_id in robot_ids:
+            pipe.hmget(self.keys.conn_key(robot_id), [F_INSTANCE_ID, F_CONN_ID])
+        return [(pair[0], pair[1]) for pair in await pipe.execute()]
+
+    async def delete_instance_record_if(self, record: InstanceRecord) -> bool:
+        """Remove an instance's liveness record only if every field is still as in ``record``
+        (a live or new process under the id rewrites ``last_seen``, and keeps its record);
+        True when removed. For an instance known to be gone that left its record behind."""
+        argv = ["hash", *expectations(dict(record.to_hash()))]
+        key = self.keys.instance_key(record.instance_id)
+        return bool(_ok(await run_script(self.client, COMPARE_AND_DELETE, [key], argv)) == 1)
+
     async def cluster_view(
         self, *, count_single_node: bool = True
     ) -> tuple[dict[str, Any] | None, dict[str, int]]:
