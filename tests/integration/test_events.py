@@ -52,6 +52,32 @@ async def test_a_session_leaves_connected_and_disconnected_with_code_and_length(
     assert str(connected["at"]).endswith("+00:00")
 
 
+async def test_the_close_a_core_sent_fills_in_what_the_transport_does_not_report(
+    single: Backend,
+) -> None:
+    """An ASGI server may report a close the instance made as 1005 (no status) without a
+    reason: the disconnected event still says the code and reason the instance sent."""
+    from tests.integration.test_gateway_core import FakeSocket, running_core
+    from wsctl.gateway.drain import DRAIN_CLOSE_REASON
+    from wsctl.protocol import Envelope, Op
+
+    async with running_core(single.env, name="gw-t") as core:
+        sock = FakeSocket()
+        conn = await core.open_session("t-1", sock)
+        await core.drainer.handle(Envelope(op=Op.DRAIN, message='{"batch": 1, "interval": 0}'))
+        await wait_for(lambda: sock.closed_with is not None, timeout=10)
+        await core.close_session(conn, 1005, None)  # what the transport reports then
+
+        async def closed() -> bool:
+            res = await ainvoke(["history", "t-1", "-o", "jsonl"], single.env)
+            return any(r["event"] == "disconnected" for r in _jsonl(res.out))
+
+        await wait_for(closed, timeout=10, interval=0.2)
+    rows = await _history(single, "t-1")
+    detail = next(r["detail"] for r in rows if r["event"] == "disconnected")
+    assert detail["code"] == 1012 and detail["reason"] == DRAIN_CLOSE_REASON, detail  # type: ignore[index]
+
+
 async def test_events_merges_instances_by_time_and_filters(backend: Backend) -> None:
     async with running_fleet(backend.env, names=("gw-a", "gw-b")) as fleet:
         urls = [fleet["gw-a"].ws_url, fleet["gw-b"].ws_url]

@@ -91,6 +91,48 @@ async def test_kick_across_fastapi_and_wsctl_instances(backend: Backend, tmp_pat
         assert res.code == 2 and "120 bytes" in res.err
 
 
+async def test_history_shows_close_reasons_of_kicks_and_drains_through_the_adapter(
+    single: Backend, tmp_path: Path
+) -> None:
+    """A kick's and a drain's close code and reason reach the `disconnected` event through
+    the FastAPI adapter (a real uvicorn process) as they do through `wsctl gateway`."""
+    from wsctl.gateway.drain import DRAIN_CLOSE_REASON
+
+    async def last_close(robot_id: str) -> dict[str, object] | None:
+        res = await ainvoke(["history", robot_id, "-o", "json"], env=single.env)
+        events = [e for e in json.loads(res.out or "[]") if e["event"] == "disconnected"]
+        return events[-1]["detail"] if events else None
+
+    async with mixed_fleet(single, tmp_path, names=("fa-a",)) as fleet:
+        store = fleet.store
+        robots = {
+            "r-fa": await connect(f"{fleet.urls['fa-a']}/ws/r-fa"),
+            "r-gw": await connect(f"{fleet.urls['gw-c']}/ws/r-gw"),
+            "d-fa": await connect(f"{fleet.urls['fa-a']}/ws/d-fa"),
+        }
+        try:
+            for rid in robots:
+                await wait_for(lambda r=rid: store.get(r))
+            for rid in ("r-fa", "r-gw"):
+                res = await ainvoke(["kick", rid, "--reason", "maintenance"], env=single.env)
+                assert res.code == 0, res.out + res.err
+                await wait_for(lambda r=rid: last_close(r), timeout=10, interval=0.2)
+                detail = await last_close(rid)
+                assert detail is not None
+                assert (detail["code"], detail["reason"]) == (4002, "maintenance"), (rid, detail)
+            res = await ainvoke(
+                ["drain", "fa-a", "--interval", "0", "--timeout", "0.5"], env=single.env
+            )
+            assert res.code == 1 and "not back: d-fa" in res.out, res.out + res.err
+            await wait_for(lambda: last_close("d-fa"), timeout=10, interval=0.2)
+            detail = await last_close("d-fa")
+            assert detail is not None
+            assert (detail["code"], detail["reason"]) == (1012, DRAIN_CLOSE_REASON), detail
+        finally:
+            for ws in robots.values():
+                await ws.close()
+
+
 async def test_doctor_is_healthy_then_finds_a_planted_ghost(
     backend: Backend, tmp_path: Path
 ) -> None:

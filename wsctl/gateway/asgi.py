@@ -222,13 +222,14 @@ class Fleet:
             return
         await websocket.accept()
         conn = await self.core.open_session(robot_id, StarletteSocket(websocket))
-        code: int | None = None  # the close code, for the disconnected event
+        code: int | None = None  # the close frame, for the disconnected event
+        reason: str | None = None
         try:
             await self._call(self.on_connect, robot_id)
             while True:
                 frame = await websocket.receive()
                 if frame["type"] == "websocket.disconnect":
-                    code = frame.get("code")
+                    code, reason = frame.get("code"), frame.get("reason")
                     break
                 text = frame.get("text")
                 if text is None and frame.get("bytes") is not None:
@@ -238,7 +239,7 @@ class Fleet:
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass  # the robot went away (RuntimeError: receive after a close we sent)
         finally:
-            await self.core.close_session(conn, code)
+            await self.core.close_session(conn, code, reason if isinstance(reason, str) else None)
             await self._call(self.on_disconnect, robot_id)
 
     async def _call(self, callback: Callable[..., Any] | None, *args: Any) -> None:

@@ -97,6 +97,7 @@ CLEANUP_MAX_DELAY = 5.0
 CLEANUP_BATCH = 1000
 # A heartbeat pass that takes longer than this is abandoned (and retried): every loop bounded.
 HEARTBEAT_DEADLINE = 60.0
+NO_STATUS = 1005  # RFC 6455: a close that carried no code (transports report it, never sent)
 MAX_CLOSE_REASON = 120  # bytes; WebSocket close reasons are limited to 123
 
 
@@ -374,8 +375,15 @@ class FleetCore:
         self, conn: LocalConn, code: int | None = None, reason: str | None = None
     ) -> None:
         """The session's socket is gone: forget it here and remove its entry (fenced).
-        ``code``/``reason``: the close frame, when the transport knows it (event detail)."""
+        ``code``/``reason``: the close frame, when the transport knows it (event detail); what
+        this instance closed the socket with fills in what the transport does not report (ASGI
+        servers differ: some pass no reason, some say 1005 "no status")."""
         conn.closed = True  # first, so no heartbeat or registration can bring it back
+        if conn.sent_close is not None:
+            if code is None or code == NO_STATUS:
+                code = conn.sent_close[0]
+            if not reason:
+                reason = conn.sent_close[1]
         self.events.emit(
             EventName.DISCONNECTED,
             conn.robot_id,
@@ -396,8 +404,10 @@ class FleetCore:
         )
 
     async def _close_socket(self, conn: LocalConn, code: int, reason: str) -> None:
+        text = close_reason(reason)
+        conn.sent_close = (int(code), text)  # before the close: the transport reports it after
         with contextlib.suppress(Exception):  # the socket may be gone already
-            await conn.sock.close(int(code), close_reason(reason))
+            await conn.sock.close(int(code), text)
 
     async def _register(self, conn: LocalConn) -> None:
         """Write the entry; kick the previous owner if it was another instance's session.

@@ -15,7 +15,9 @@ class LocalConn:
     """One robot's socket session on this instance.
 
     ``closed`` is set the moment the session ends (socket gone, superseded, kicked) and never
-    cleared: from then on nothing may register or re-register it.
+    cleared: from then on nothing may register or re-register it. ``sent_close`` is the close
+    code and reason this instance closed the socket with, if it did (for the event log, when
+    the transport does not report the close frame).
     """
 
     robot_id: str
@@ -25,6 +27,7 @@ class LocalConn:
     registered: bool = False
     closed: bool = False
     registration: dict[str, str] = field(default_factory=dict)
+    sent_close: tuple[int, str] | None = None
 
 
 class LocalConnections:
