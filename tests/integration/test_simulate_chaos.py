@@ -4,12 +4,14 @@ on a real Redis for drain; the sandbox's gateway processes for kill, one SIGKILL
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import jsonschema
 
 from tests.conftest import Backend, ainvoke, invoke
 from tests.fleet import running_fleet
+from wsctl.sandbox import RedisServer, SandboxInfo, remove_sandbox_file, write_sandbox_file
 
 SCHEMA = json.loads(
     (Path(__file__).parents[2] / "docs" / "simulate.schema.json").read_text(encoding="utf-8")
@@ -103,3 +105,24 @@ async def test_chaos_needs_two_gateways_and_kill_needs_the_sandbox(single: Backe
         for extra in cases:
             res = await ainvoke(["simulate", "--robots", "2", *extra], single.env)
             assert res.code == 2 and res.err.count("\n") == 1, (extra, res.err)
+
+
+def test_chaos_kill_names_why_simulate_starts_no_sandbox_of_its_own(
+    redis_server: RedisServer,
+) -> None:
+    """A running sandbox, --gateway, or a configured Redis: each is named as the reason."""
+    write_sandbox_file(SandboxInfo(redis_url=redis_server.url, pid=os.getpid()))
+    try:
+        res = invoke(["simulate", "--robots", "2", "--chaos", "kill"])
+        assert res.code == 2 and res.err.count("\n") == 1, res.err
+        assert f"a sandbox is running (pid {os.getpid()})" in res.err, res.err
+        assert "wsctl sandbox --stop" in res.err and "no Redis" not in res.err, res.err
+    finally:
+        remove_sandbox_file(os.getpid())
+    res = invoke(["simulate", "--robots", "2", "--chaos", "kill"], env={"REDIS_PORT": "1"})
+    assert res.code == 2 and "a Redis is configured" in res.err, res.err
+    res = invoke(
+        ["simulate", "--robots", "2", "--chaos", "kill", "--gateway", "ws://127.0.0.1:1"],
+        env={"WSCTL_REDIS_URL": redis_server.url},
+    )
+    assert res.code == 2 and "--gateway was given" in res.err, res.err

@@ -24,6 +24,7 @@ from wsctl.errors import EXIT_INTERRUPTED, EXIT_NEGATIVE, NotFound, UsageError, 
 if TYPE_CHECKING:
     from wsctl.config import Settings
     from wsctl.ops.simulate import SimulateOptions, SimulateReport
+    from wsctl.sandbox import SandboxInfo
 
 SANDBOX_HEARTBEAT = 2.0
 # Paced by default so the latency printed is the fleet's, not the queue of a burst.
@@ -221,12 +222,10 @@ def _run_simulation(
 ) -> SimulateReport:
     from wsctl.sandbox import Sandbox, running_sandbox
 
-    need_sandbox = settings.embedded and not options.gateways and running_sandbox() is None
+    running = running_sandbox() if settings.embedded and not options.gateways else None
+    need_sandbox = settings.embedded and not options.gateways and running is None
     if options.chaos == "kill" and not need_sandbox:
-        raise UsageError(
-            "--chaos kill needs the sandbox simulate starts itself (no --gateway and no Redis "
-            "configured); against your own fleet use --chaos drain"
-        )
+        raise UsageError(_no_kill_reason(options.gateways, running))
     if options.chaos is not None and sandbox_gateways < 2:
         raise UsageError("--chaos needs at least two gateways: --sandbox-gateways 2 or more")
     if not need_sandbox:
@@ -256,6 +255,22 @@ def _run_simulation(
         options.kill_gateway = kill_gateway
         sandboxed = without_tls(load_settings({"redis_url": sandbox.redis_url}, env={}))
         return run(_simulate(sandboxed, options))
+
+
+def _no_kill_reason(gateways: list[str], running: SandboxInfo | None) -> str:
+    """Why ``--chaos kill`` cannot run here: it only kills a gateway of the sandbox simulate
+    starts itself, which it does not when gateways are given, a Redis is configured, or a
+    sandbox is already running (simulate then uses that one's gateways)."""
+    if running is not None:
+        why = (
+            f"a sandbox is running (pid {running.pid}): simulate uses its gateways, and never "
+            "kills a process it did not start; stop it first (wsctl sandbox --stop)"
+        )
+    elif gateways:
+        why = "--gateway was given: simulate never kills a process it did not start"
+    else:
+        why = "a Redis is configured: simulate uses that fleet's gateways"
+    return f"--chaos kill needs the sandbox simulate starts itself; {why}, or use --chaos drain"
 
 
 async def _simulate(settings: Settings, options: SimulateOptions) -> SimulateReport:
