@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -92,3 +93,36 @@ def test_id_completion_is_bounded_when_redis_is_stalled_or_down() -> None:
         assert found == [] and seconds < 5
     found, seconds = _complete("wsctl show rob", 2, {"WSCTL_REDIS_URL": "redis://127.0.0.1:1/0"})
     assert found == [] and seconds < 5
+
+
+def _commands_with_option(option: str) -> list[list[str]]:
+    """The command paths (``["list", "connections"]``...) of every command taking ``option``."""
+    import typer.main
+
+    from wsctl.cli.main import app
+
+    found: list[list[str]] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        subcommands = getattr(command, "commands", None)  # a group (typer vendors click)
+        if subcommands is not None:
+            for name, sub in sorted(subcommands.items()):
+                walk(sub, [*path, name])
+        elif any(option in p.opts for p in command.params):
+            found.append(path)
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+async def test_every_instance_option_completes_instance_ids(single: Backend) -> None:
+    async with open_test_store(single) as store:
+        await seed_store_connection(store.client, "robot-17", "gw-alpha")
+        await store.client.hset("ws_inst:gw-alpha", mapping={"last_seen": "x"})
+    paths = _commands_with_option("--instance")
+    # the commands this test exists for are among those found (the walk itself works)
+    assert ["send"] in paths and ["events"] in paths and ["list", "connections"] in paths
+    for path in paths:
+        words = ["wsctl", *path, "--instance", "gw-"]
+        found = _complete(" ".join(words), len(words) - 1, single.env)[0]
+        assert found == ["gw-alpha"], path

@@ -17,7 +17,7 @@ from wsctl.cli.common import (
     seconds_flag,
     state,
 )
-from wsctl.cli.completion_cmd import complete_robot_ids
+from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
 from wsctl.cli.eventlog import event_columns, event_line
 from wsctl.errors import NotFound, UsageError
 
@@ -57,7 +57,10 @@ def events(
     ] = False,
     robot: Annotated[str | None, typer.Option("--robot", help="Robot id glob.")] = None,
     instance: Annotated[
-        str | None, typer.Option("--instance", help="Only events of this instance.")
+        str | None,
+        typer.Option(
+            "--instance", help="Only events of this instance.", autocompletion=complete_instance_ids
+        ),
     ] = None,
     event: Annotated[
         list[str] | None,

@@ -229,7 +229,11 @@ def send(
     ] = None,
     instance: Annotated[
         str | None,
-        typer.Option("--instance", help="Fan-out: every robot registered to this instance."),
+        typer.Option(
+            "--instance",
+            help="Fan-out: every robot registered to this instance.",
+            autocompletion=complete_instance_ids,
+        ),
     ] = None,
     robots_from: Annotated[
         str | None,
