@@ -183,6 +183,8 @@ class TlsSingle:
     wrong_name_port: int  # a certificate from the test CA for another host name
     untrusted_port: int  # a certificate from another CA
     mtls_port: int  # requires a client certificate from the test CA
+    slow_mtls_port: int  # the same, its refusal (the TLS alert) sent a second late
+    silent_mtls_port: int  # the same, refusing with a reset instead of an alert
 
     def env(self, port: int | None = None, **extra: str) -> dict[str, str]:
         """Settings for ``rediss://localhost:PORT/0`` trusting the test CA."""
@@ -209,6 +211,8 @@ def tls_single(redis_server: RedisServer, tls_pki, tls_proxy_loop) -> TlsSingle:
         wrong_name_port=proxy(tls_pki.wrong_name_server),
         untrusted_port=proxy(tls_pki.untrusted_server),
         mtls_port=proxy(tls_pki.server, client_ca=tls_pki.ca),
+        slow_mtls_port=proxy(tls_pki.server, client_ca=tls_pki.ca, verdict_delay=1.0),
+        silent_mtls_port=proxy(tls_pki.server, client_ca=tls_pki.ca, send_alerts=False),
     )
 
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -93,11 +94,25 @@ class ProxyLoop:
         client_ca: Path | None = None,
         allow_plain: bool = False,
         port: int = 0,
+        verdict_delay: float = 0.0,
+        send_alerts: bool = True,
     ) -> TlsProxy:
         """Start a proxy to ``127.0.0.1:backend_port`` serving ``cert``; ``client_ca`` makes a
         client certificate signed by it mandatory; ``allow_plain`` also passes connections
-        that do not start with a TLS handshake (a cluster replica's replication link)."""
-        proxy = TlsProxy(backend_port, cert, client_ca, allow_plain, port)
+        that do not start with a TLS handshake (a cluster replica's replication link).
+
+        A refused handshake's alert is sent ``verdict_delay`` seconds late (a server slow to
+        check a client certificate); with ``send_alerts`` false it is never sent and the
+        connection is reset instead (an alert lost on the way)."""
+        proxy = TlsProxy(
+            backend_port,
+            cert,
+            client_ca,
+            allow_plain,
+            port,
+            verdict_delay=verdict_delay,
+            send_alerts=send_alerts,
+        )
         self.call(proxy.start())
         self._proxies.append(proxy)
         return proxy
@@ -120,6 +135,8 @@ class TlsProxy:
     client_ca: Path | None = None
     allow_plain: bool = False
     port: int = 0
+    verdict_delay: float = 0.0
+    send_alerts: bool = True
     handshake_failures: list[str] = field(default_factory=list)
     _listener: socket.socket | None = field(default=None, repr=False)
     _accepting: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -168,7 +185,7 @@ class TlsProxy:
                 await loop.sock_sendall(backend, first)
                 await asyncio.gather(_relay(loop, conn, backend), _relay(loop, backend, conn))
                 return
-            tls = _TlsSide(loop, conn, ctx)
+            tls = _TlsSide(loop, conn, ctx, self.verdict_delay, self.send_alerts)
             if not await tls.handshake(first):
                 return
             await asyncio.gather(tls.to_plain(backend), tls.from_plain(backend))
@@ -196,9 +213,18 @@ class TlsProxy:
 class _TlsSide:
     """The TLS end of one proxied connection (an SSLObject over memory BIOs)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, ctx: ssl.SSLContext):
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        ctx: ssl.SSLContext,
+        verdict_delay: float = 0.0,
+        send_alerts: bool = True,
+    ):
         self.loop = loop
         self.sock = sock
+        self.verdict_delay = verdict_delay
+        self.send_alerts = send_alerts
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
         self.obj = ctx.wrap_bio(self.incoming, self.outgoing, server_side=True)
@@ -221,6 +247,12 @@ class _TlsSide:
                 self.incoming.write(data)
                 continue
             except ssl.SSLError:
+                await asyncio.sleep(self.verdict_delay)
+                if not self.send_alerts:  # close with a reset, the alert unsent
+                    self.sock.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    raise
                 with contextlib.suppress(OSError):
                     await self.flush()  # the alert: the client learns why
                 raise

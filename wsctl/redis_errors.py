@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 
 from redis import exceptions as rx
@@ -40,9 +41,13 @@ _NOT_TLS = (
     "RECORD_TOO_LARGE",
     "HTTP_REQUEST",
 )
-# What a plain client sees when a TLS server drops its non-TLS bytes.
+# What a client sees when the server closed the connection under it: a TLS server dropping a
+# plain client's bytes, or a server refusing a client certificate after a TLS 1.3 handshake
+# whose alert was not read (redis-py: "Connection closed by the server before write", "...
+# while writing", "Connection closed by server.", a reset, a broken pipe).
 _CLOSED = (
     "CONNECTION CLOSED BY SERVER",
+    "CLOSED BY THE SERVER",
     "CONNECTION RESET",
     "CONNECTION LOST",
     "BROKEN PIPE",
@@ -160,14 +165,21 @@ def plain_behind_tls(target: Target, timeout: float = 1.0) -> str | None:
     return None
 
 
-def _tls_handshake_verdict(target: Target, timeout: float = 1.0) -> BaseException | None:
-    """Handshake as the client does and wait a moment for the server's verdict.
+class _ClosedAfterHandshake(Exception):
+    """A probe's finding: the server closed (or reset) the connection right after a completed
+    TLS handshake, before the client wrote anything, and sent no alert saying why."""
 
-    With TLS 1.3 a server checks the client certificate after the client considers the
-    handshake done, and its alert ("certificate required", "unknown CA") can be lost when the
-    client's first command crosses the server's close (the client then sees a reset). Reading
-    right after the handshake, before writing anything, gets the alert itself.
-    """
+
+# How long the TLS 1.3 probe listens, after its handshake, for a refusal before it asks again
+# in TLS 1.2; the bound of each probe's connect and handshake; and of a whole probe.
+_PROBE_LISTEN_S = 0.5
+_PROBE_HANDSHAKE_S = 2.0
+_PROBE_DEADLINE_S = 4.0
+
+
+def _probe_context(target: Target, *, tls12: bool) -> ssl.SSLContext | None:
+    """A client context with the target's CA, verification and client certificate; with
+    ``tls12``, capped at TLS 1.2. None when the files cannot be loaded (reported elsewhere)."""
     tls = target.tls
     assert tls is not None
     try:
@@ -178,24 +190,114 @@ def _tls_handshake_verdict(target: Target, timeout: float = 1.0) -> BaseExceptio
             context.verify_mode = ssl.CERT_NONE
         if tls.cert:
             context.load_cert_chain(tls.cert, tls.key, password=lambda: b"")
+        if tls12:
+            context.maximum_version = ssl.TLSVersion.TLSv1_2
     except (OSError, ValueError):
         return None
+    return context
+
+
+def _listen_after_handshake(
+    context: ssl.SSLContext, host: str, port: int, timeout: float
+) -> BaseException | bool | None:
+    """Handshake (TLS 1.3 where the server speaks it), then read without writing anything.
+
+    Returns the server's alert (or any TLS error), True when the server closed or reset the
+    connection with no alert, False when it stayed silent (it waits for a command: accepted,
+    or still checking the certificate), None when nothing could be learnt.
+    """
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=host) as sock,
+        ):
+            sock.settimeout(min(_PROBE_LISTEN_S, timeout))
+            try:
+                data = sock.recv(1)
+            except TimeoutError:
+                return False
+            except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError):
+                return True
+            return not data or None  # data first: a Redis error line, not a TLS matter
+    except ssl.SSLError as exc:
+        return exc
+    except OSError:
+        return None
+
+
+def _tls12_refusal(
+    context: ssl.SSLContext, host: str, port: int, timeout: float
+) -> BaseException | bool:
+    """The alert of a TLS 1.2 handshake; True when the handshake completed (the server accepted
+    the client's certificate, or asks for none); False when nothing could be learnt (no TLS
+    1.2 at all, a reset, a timeout).
+
+    In TLS 1.2 the server checks the client certificate inside the handshake, before its own
+    Finished, so its refusal comes within the handshake however long the check takes: no
+    reading after it, and no race with a first command.
+    """
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            return True
+    except ssl.SSLError as exc:
+        reason = str(exc.reason or "").upper()
+        return exc if "ALERT" in reason and "PROTOCOL_VERSION" not in reason else False
+    except OSError:
+        return False
+
+
+def _tls_handshake_verdict(target: Target) -> BaseException | None:
+    """Handshake as the client does and get the server's verdict on it, without writing.
+
+    With TLS 1.3 a server checks the client certificate after the client considers the
+    handshake done. Its alert ("certificate required", "unknown CA") can reach the client
+    before its first command (redis-py: "closed by the server before write"), after it (a
+    read error naming the alert), or be lost when that command crosses the server's close (a
+    reset). So: handshake and listen, writing nothing, for the alert itself; if the server
+    stays silent (a slow check, or it accepted us), handshake again in TLS 1.2, where the
+    verdict comes inside the handshake. A server that closes right after the handshake with
+    no alert at all (and does not take the certificate in TLS 1.2 either) is reported as
+    :class:`_ClosedAfterHandshake`. Bounded by :data:`_PROBE_DEADLINE_S` in all.
+    """
+    latest = _probe_context(target, tls12=False)
+    capped = _probe_context(target, tls12=True)
+    if latest is None or capped is None:
+        return None
+    deadline = time.monotonic() + _PROBE_DEADLINE_S
+    closed = False
     for host, port in _endpoints(target):
-        try:
-            with (
-                socket.create_connection((host, port), timeout=timeout) as raw,
-                context.wrap_socket(raw, server_hostname=host) as sock,
-            ):
-                sock.settimeout(timeout / 2)
-                try:
-                    sock.recv(1)
-                except TimeoutError:
-                    continue  # the server waits for a command: it accepted us
-        except ssl.SSLError as exc:
-            return exc
-        except OSError:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        heard = _listen_after_handshake(latest, host, port, min(_PROBE_HANDSHAKE_S, left))
+        if isinstance(heard, BaseException):
+            return heard
+        if heard is None:
             continue
-    return None
+        closed = closed or heard
+        left = deadline - time.monotonic()
+        if left > 0:
+            refusal = _tls12_refusal(capped, host, port, min(_PROBE_HANDSHAKE_S, left))
+            if isinstance(refusal, BaseException):
+                return refusal
+            if refusal:  # the certificate is accepted: a close after it is not about it
+                return None
+    return _ClosedAfterHandshake() if closed else None
+
+
+def _closed_after_handshake(target: Target) -> str:
+    assert target.tls is not None
+    where = target.describe()
+    said = f"TLS: {where} closed the connection right after the TLS handshake, saying nothing:"
+    if target.tls.cert is None:
+        return f"{said} it may require a client certificate (give {_CERT_HINT})"
+    return (
+        f"{said} it may have rejected the client certificate {target.tls.cert} (use one "
+        "signed by a CA the server trusts)"
+    )
 
 
 def tls_problem(target: Target, exc: BaseException, *, probe: bool = True) -> str | None:
@@ -217,6 +319,8 @@ def tls_problem(target: Target, exc: BaseException, *, probe: bool = True) -> st
         if not (ambiguous or isinstance(exc, rx.TimeoutError)):
             return None
         found = _tls_handshake_verdict(target)
+        if isinstance(found, _ClosedAfterHandshake):
+            return _closed_after_handshake(target)
         if found is not None:
             verdict = _tls_verdict(target, target.scrub(str(found)).upper(), [found])
             if verdict is not None:

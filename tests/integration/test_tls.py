@@ -269,6 +269,88 @@ def test_a_reset_that_lost_the_alert_is_explained_by_a_probe(
     assert tls_problem(target, reset, probe=False) is None
 
 
+def _mtls_target(tls: TlsSingle, port: int, client_cert: bool):  # type: ignore[no-untyped-def]
+    from wsctl.redis_factory import target_from_settings
+
+    pki = tls.pki
+    extra = (
+        {
+            "WSCTL_TLS_CERT": str(pki.untrusted_client_cert),  # type: ignore[attr-defined]
+            "WSCTL_TLS_KEY": str(pki.untrusted_client_key),  # type: ignore[attr-defined]
+        }
+        if client_cert
+        else {}
+    )
+    return target_from_settings(load_settings(env=tls.env(port, **extra)))
+
+
+# What redis-py raises when the server's refusal closed the connection before the alert was
+# read: each must lead to the probe, whichever comes first on a given run.
+_CLOSED_TEXTS = [
+    "Connection closed by the server before write",
+    "Connection closed by the server while writing",
+    "Connection closed by server.",
+    "Error while reading from localhost : (104, 'Connection reset by peer')",
+    "Error 32 while writing to socket. Broken pipe.",
+]
+
+
+@pytest.mark.parametrize("text", _CLOSED_TEXTS)
+@pytest.mark.parametrize("client_cert", [False, True])
+def test_every_way_a_refused_client_certificate_closes_the_connection_is_probed(
+    tls: TlsSingle, client_cert: bool, text: str
+) -> None:
+    from redis.exceptions import ConnectionError
+
+    from wsctl.redis_errors import tls_problem
+
+    target = _mtls_target(tls, tls.mtls_port, client_cert)
+    line = tls_problem(target, ConnectionError(text)) or ""
+    needle = "rejected the client certificate" if client_cert else "requires a client certificate"
+    assert needle in line, line
+
+
+@pytest.mark.parametrize("client_cert", [False, True])
+def test_a_refusal_sent_late_is_still_found_by_the_probe(tls: TlsSingle, client_cert: bool) -> None:
+    """A server slow to check the client certificate (its alert comes a second after the
+    TLS 1.3 handshake completed): the probe does not take silence for acceptance; a TLS 1.2
+    handshake gets the refusal inside the handshake itself."""
+    from redis.exceptions import ConnectionError
+
+    from wsctl.redis_errors import tls_problem
+
+    target = _mtls_target(tls, tls.slow_mtls_port, client_cert)
+    line = tls_problem(target, ConnectionError("Connection closed by server.")) or ""
+    if client_cert:
+        assert "rejected the client certificate" in line, line
+    else:
+        assert "client certificate" in line and "--tls-cert" in line, line
+
+
+@pytest.mark.parametrize("client_cert", [False, True])
+def test_a_refusal_without_any_alert_still_names_the_client_certificate(
+    tls: TlsSingle, client_cert: bool
+) -> None:
+    """The server resets every connection whose client certificate it refuses, right after
+    the TLS 1.3 handshake, never sending an alert: the line says the server closed the
+    connection after the handshake and names the certificate (or its absence)."""
+    pki = tls.pki
+    extra = (
+        {
+            "WSCTL_TLS_CERT": str(pki.untrusted_client_cert),  # type: ignore[attr-defined]
+            "WSCTL_TLS_KEY": str(pki.untrusted_client_key),  # type: ignore[attr-defined]
+        }
+        if client_cert
+        else {}
+    )
+    res = invoke(["list", "robots"], env=tls.env(tls.silent_mtls_port, **extra))
+    _one_line_exit_3(res, "closed the connection right after the TLS handshake")
+    if client_cert:
+        assert str(pki.untrusted_client_cert) in res.err  # type: ignore[attr-defined]
+    else:
+        assert "client certificate" in res.err and "--tls-cert" in res.err
+
+
 def test_client_certificate_from_an_unknown_ca_is_rejected(tls: TlsSingle) -> None:
     pki = tls.pki
     env = tls.env(
