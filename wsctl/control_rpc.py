@@ -1,32 +1,202 @@
 """Request/reply over the control channel: how one instance or command asks another instance
 and waits for its answer (gateway forwarding, the registry store's requests, ``send``,
-``kick``, ``drain``, ``doctor``). Below ``registry/``, ``gateway/`` and ``ops/``: it uses only
-the protocol, pub/sub and liveness modules.
+``kick``, ``drain``, ``doctor``, fan-out ``send``). Below ``registry/``, ``gateway/`` and
+``ops/``: it uses only the protocol, pub/sub and client modules.
 
-The reply channel is subscribed *before* the request is published, so a fast reply is never
-missed; if nobody listens on the instance's control channel (subscribers are counted on every
-node of a cluster), the request is not sent and the caller learns at once.
+Every process has one **reply inbox** per Redis client (:func:`inbox_for`): one channel,
+``{reply_prefix}inbox-{token}``, subscribed once and kept (it subscribes again by itself after
+a Redis restart or a cluster failover, within :data:`~wsctl.redis_pubsub.RESUBSCRIBE_MAX_DELAY`).
+A request is published with ``reply_to`` naming that channel and waits on a future matched by
+its id, so a request costs one PUBLISH: no SUBSCRIBE, no new connection, no subscriber count.
+Whether anyone listens comes from PUBLISH's receiver count (on a cluster, a count of 0 on the
+channel's home primary is confirmed over every node, and a positive answer remembered for a
+second: see :class:`~wsctl.redis_pubsub.Audience`). Requests wait until the inbox is
+subscribed before they publish, so a fast reply is never missed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
+import weakref
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
-from wsctl.instances import is_listening
-from wsctl.protocol import Envelope, ProtocolError, Reply, decode_reply, encode
-from wsctl.redis_pubsub import publish, subscribe
+from wsctl.protocol import Envelope, ProtocolError, Reply, encode
+from wsctl.protocol_batch import BatchReply, decode_any_reply
+from wsctl.redis_factory import on_close
+from wsctl.redis_pubsub import Audience, publish, subscription
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
+from wsctl.tasks import settle_all
 
-__all__ = ["Unreachable", "gather_requests", "request"]
+__all__ = ["Inbox", "ReplyHandler", "Unreachable", "gather_requests", "inbox_for", "request"]
+
+log = logging.getLogger("wsctl.control")
+
+# What the inbox hands a reply to: a v1 reply, or a batch reply (v2).
+ReplyHandler = Callable[[Reply | BatchReply], None]
 
 
 class Unreachable(Exception):
     """Nobody is subscribed to the instance's control channel."""
+
+
+class Inbox:
+    """One process's reply channel on one Redis client: subscribed once, kept, and shared by
+    every request, batch and fan-out of the process.
+
+    Callers register a handler under the id replies will carry (:meth:`expect`): an envelope's
+    id, or a batch's id (whose v1 item replies, ``{batch id}:{item id}``, reach the same
+    handler). Replies nobody expects (late ones, after a timeout) are dropped.
+    """
+
+    def __init__(self, client: AsyncClient, keys: Keyspace, name: str = "") -> None:
+        self.client = client
+        self.keys = keys
+        token = f"{name}-{uuid.uuid4().hex}" if name else uuid.uuid4().hex
+        self.channel = keys.reply_channel(f"inbox-{token}")
+        self.audience = Audience()
+        self.subscribed = False
+        self.resubscribed = 0  # times the subscription came back after a loss
+        self.last_error: BaseException | None = None
+        self._handlers: dict[str, ReplyHandler] = {}
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._was_subscribed = False
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start listening (idempotent; the subscription is made in the background)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._listen(), name="reply inbox")
+
+    async def _listen(self) -> None:
+        async for data in subscription(self.client, self.channel, self._state):
+            self.dispatch(data)
+
+    def _state(self, subscribed: bool, exc: BaseException | None) -> None:
+        self.subscribed = subscribed
+        if subscribed:
+            if self._was_subscribed:
+                self.resubscribed += 1
+            self._was_subscribed = True
+            self.last_error = None
+            self._ready.set()
+        else:
+            self.last_error = exc
+            self._ready.clear()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Start if needed and wait until subscribed; False after ``timeout`` seconds."""
+        self.start()
+        if self._ready.is_set():
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), max(0.0, timeout))
+        return self._ready.is_set()
+
+    async def aclose(self) -> None:
+        """Stop listening (pending requests end as timeouts)."""
+        if self._task is not None:
+            await settle_all([self._task], timeout=2.0)
+            self._task = None
+        self.subscribed = False
+        self._ready.clear()
+
+    # ------------------------------------------------------------------ replies
+    def expect(self, ident: str, handler: ReplyHandler) -> None:
+        """Hand replies carrying ``ident`` (or ``{ident}:{item}``) to ``handler``."""
+        self._handlers[ident] = handler
+
+    def forget(self, ident: str) -> None:
+        """Stop handing replies for ``ident`` to anyone."""
+        self._handlers.pop(ident, None)
+
+    @property
+    def pending(self) -> int:
+        """Ids replies are awaited for."""
+        return len(self._handlers)
+
+    def dispatch(self, data: str | bytes) -> None:
+        """Hand one message of the reply channel to its handler (malformed ones are ignored)."""
+        try:
+            reply = decode_any_reply(data)
+        except ProtocolError:
+            return
+        handler = self._handlers.get(reply.id)
+        if handler is None and isinstance(reply, Reply) and ":" in reply.id:
+            handler = self._handlers.get(reply.id.partition(":")[0])
+        if handler is None:
+            return
+        try:
+            handler(reply)
+        except Exception:  # a handler's bug must not end the inbox (every request would hang)
+            log.exception("reply handler for %s failed", reply.id[:16])
+
+    # ------------------------------------------------------------------ requests
+    async def ensure_ready(self, timeout: float) -> None:
+        """Wait until subscribed; raise the subscription's last error (a Redis failure) if it
+        is not by ``timeout``, or TimeoutError when there was none."""
+        if await self.wait_ready(timeout):
+            return
+        if self.last_error is not None:
+            raise self.last_error
+        raise TimeoutError("reply inbox not subscribed in time")
+
+    async def publish_heard(self, channel: str, text: str) -> bool:
+        """PUBLISH ``text`` on ``channel``; True when some subscriber got it."""
+        receivers = await publish(self.client, channel, text)
+        return await self.audience.heard(self.client, channel, receivers)
+
+    async def request(self, instance_id: str, envelope: Envelope, timeout: float) -> Reply | None:
+        """Send ``envelope`` to ``instance_id`` and wait for its one reply (None on timeout).
+
+        Raises :class:`Unreachable` when nobody listens on the instance's control channel (the
+        envelope reached no subscriber), and a Redis error when Redis fails.
+        """
+        deadline = time.monotonic() + timeout
+        await self.ensure_ready(timeout)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Reply] = loop.create_future()
+
+        def on_reply(reply: Reply | BatchReply) -> None:
+            if isinstance(reply, Reply) and not answer.done():
+                answer.set_result(reply)
+
+        envelope = replace(envelope, reply_to=self.channel, sent_at=time.time())
+        self.expect(envelope.id, on_reply)
+        try:
+            channel = self.keys.control_channel(instance_id)
+            if not await self.publish_heard(channel, encode(envelope)):
+                raise Unreachable(instance_id)
+            try:
+                return await asyncio.wait_for(answer, max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return None
+        finally:
+            self.forget(envelope.id)
+
+
+# One inbox per client and reply prefix; closed with the client (redis_factory.close_client).
+_inboxes: weakref.WeakKeyDictionary[Any, dict[str, Inbox]] = weakref.WeakKeyDictionary()
+
+
+def inbox_for(client: AsyncClient, keys: Keyspace, name: str = "") -> Inbox:
+    """The process's reply inbox on ``client`` (made and started on first use; closed by
+    :func:`wsctl.redis_factory.close_client`). ``name`` goes into the channel name, for
+    whoever reads ``PUBSUB CHANNELS``."""
+    mine = _inboxes.setdefault(client, {})
+    inbox = mine.get(keys.reply_prefix)
+    if inbox is None:
+        inbox = mine[keys.reply_prefix] = Inbox(client, keys, name)
+        on_close(client, inbox.aclose)
+    inbox.start()
+    return inbox
 
 
 async def request(
@@ -36,36 +206,10 @@ async def request(
     envelope: Envelope,
     timeout: float,
 ) -> Reply | None:
-    """Send ``envelope`` to ``instance_id`` and wait for its one reply (None on timeout).
-
-    Raises :class:`Unreachable` when the instance does not listen on its control channel.
-    """
-    channel = keys.reply_channel(uuid.uuid4().hex)
-    envelope = replace(envelope, reply_to=channel, sent_at=time.time())
-    pubsub = await subscribe(client, channel)
-    try:
-        if not await is_listening(client, keys, instance_id):
-            raise Unreachable(instance_id)
-        await publish(client, keys.control_channel(instance_id), encode(envelope))
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            message = await pubsub.get_message(
-                ignore_subscribe_messages=True, timeout=min(remaining, 1.0)
-            )
-            if not message or message.get("type") != "message":
-                continue
-            try:
-                reply = decode_reply(message["data"])
-            except ProtocolError:
-                continue
-            if reply.id == envelope.id:
-                return reply
-        return None
-    finally:
-        # the reply (or the error being raised) is what matters; a close that fails on a
-        # connection that broke meanwhile is not news
-        with contextlib.suppress(Exception):
-            await pubsub.aclose()
+    """Send ``envelope`` to ``instance_id`` through the process's inbox and wait for its one
+    reply (None on timeout). Raises :class:`Unreachable` when the instance does not listen on
+    its control channel."""
+    return await inbox_for(client, keys).request(instance_id, envelope, timeout)
 
 
 async def gather_requests(

@@ -15,7 +15,8 @@ import contextlib
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator, Mapping
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -35,10 +36,12 @@ from wsctl.tasks import settle
 __all__ = [
     "RETRIES",
     "check_mode",
+    "close_client",
     "connect",
     "insecure_warning",
     "is_cluster",
     "make_client",
+    "on_close",
     "target_from_settings",
     "tls_kwargs",
 ]
@@ -342,6 +345,28 @@ async def _checked(client: AsyncClient, target: Target, socket_timeout: float) -
         await settle(check)
 
 
+# Per client, what has to stop before it closes (a process's reply inbox: its subscription
+# would otherwise reconnect through the closed client's pool).
+_closers: weakref.WeakKeyDictionary[Any, list[Callable[[], Awaitable[None]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def on_close(client: AsyncClient, closer: Callable[[], Awaitable[None]]) -> None:
+    """Have :func:`close_client` await ``closer`` before it closes ``client`` (once)."""
+    _closers.setdefault(client, []).append(closer)
+
+
+async def close_client(client: AsyncClient) -> None:
+    """Run what :func:`on_close` registered for ``client``, then close it. Nothing raises:
+    a client whose server failed fails its close too, which is not news."""
+    for closer in _closers.pop(client, []):
+        with contextlib.suppress(Exception):  # on the way out: each closer is best effort
+            await closer()
+    with contextlib.suppress(Exception):  # the server may be gone already
+        await client.aclose()
+
+
 @contextlib.asynccontextmanager
 async def connect(
     target: Target,
@@ -362,5 +387,4 @@ async def connect(
     finally:
         # closing a client whose server failed raises that failure again: the error raised
         # from the block (already translated) is the one to report
-        with contextlib.suppress(Exception):
-            await client.aclose()
+        await close_client(client)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,6 +17,9 @@ from wsctl.redis_target import AsyncClient
 from wsctl.redis_topology import refresh_topology
 
 __all__ = [
+    "HEARD_TTL",
+    "RESUBSCRIBE_MAX_DELAY",
+    "Audience",
     "make_pubsub",
     "publish",
     "publish_many",
@@ -23,6 +27,11 @@ __all__ = [
     "subscriber_count",
     "subscription",
 ]
+
+
+# The longest wait between two attempts to subscribe again: a restarted Redis is listened to
+# again within about this long (an attempt against a server that is down costs little).
+RESUBSCRIBE_MAX_DELAY = 0.5
 
 
 async def subscriber_count(client: AsyncClient, channel: str) -> int:
@@ -46,6 +55,41 @@ async def subscriber_count(client: AsyncClient, channel: str) -> int:
         return total
     reply = await client.execute_command("PUBSUB NUMSUB", channel)  # type: ignore[no-untyped-call]
     return _numsub_value(reply)
+
+
+# How long a cluster-wide "someone listens on this channel" is believed without asking again.
+HEARD_TTL = 1.0
+
+
+class Audience:
+    """Did a PUBLISH reach anyone? From the receiver count PUBLISH returned, at no cost on a
+    single node (it counts every subscriber) and in the usual case on a cluster (wsctl
+    publishes on the channel's home primary, where subscribers made by :func:`make_pubsub`
+    listen). A cluster count of 0 may hide a subscriber on another node (one whose home node
+    failed: it still gets the message, through the cluster bus), so it is checked with
+    :func:`subscriber_count` over every node, and a positive answer is believed for
+    :data:`HEARD_TTL` seconds per channel (not a question per message). A negative answer is
+    never cached: the next PUBLISH asks again."""
+
+    def __init__(self, ttl: float = HEARD_TTL) -> None:
+        self.ttl = ttl
+        self._heard: dict[str, float] = {}  # channel -> when a cluster-wide count was > 0
+
+    async def heard(self, client: AsyncClient, channel: str, receivers: int) -> bool:
+        """True when a PUBLISH on ``channel`` that counted ``receivers`` reached someone."""
+        if receivers > 0:
+            return True
+        if not isinstance(client, RedisCluster):
+            return False
+        now = time.monotonic()
+        seen = self._heard.get(channel)
+        if seen is not None and now - seen < self.ttl:
+            return True
+        if await subscriber_count(client, channel) > 0:
+            self._heard[channel] = now
+            return True
+        self._heard.pop(channel, None)
+        return False
 
 
 def _numsub_value(reply: Any) -> int:
@@ -163,7 +207,8 @@ async def subscription(
 ) -> AsyncIterator[Any]:
     """Yield the payloads published on ``channel`` for as long as the caller iterates.
 
-    Survives node failures: after any error it waits (0.1 s doubling to 2 s), and on a cluster
+    Survives node failures: after any error it waits (0.1 s doubling to
+    :data:`RESUBSCRIBE_MAX_DELAY`), and on a cluster
     re-reads the slot map and subscribes on another primary than the one that failed.
     ``on_state(True, None)`` is called once subscribed, ``on_state(False, error)`` on each loss.
     """
@@ -192,7 +237,7 @@ async def subscription(
             if on_state is not None:
                 on_state(False, exc)
             await asyncio.sleep(delay)
-            delay = min(2.0, delay * 2)
+            delay = min(RESUBSCRIBE_MAX_DELAY, delay * 2)
         finally:
             if pubsub is not None:
                 await _close(pubsub)

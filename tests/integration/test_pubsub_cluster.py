@@ -8,7 +8,8 @@ import asyncio
 import pytest
 
 from tests.conftest import Backend, open_test_store
-from wsctl.redis_pubsub import make_pubsub, publish, publish_many, subscription
+from tests.redis_counts import RedisCounts
+from wsctl.redis_pubsub import Audience, make_pubsub, publish, publish_many, subscription
 
 pytestmark = pytest.mark.cluster
 
@@ -77,3 +78,39 @@ async def test_publish_many_keeps_each_channels_order_across_primaries(cluster: 
             for task in tasks:
                 task.cancel()
         assert all(got == [str(k) for k in range(50)] for got in received.values())
+
+
+async def test_a_subscriber_away_from_the_home_node_is_heard_and_believed_for_a_second(
+    cluster: Backend,
+) -> None:
+    """A subscriber whose home primary failed listens on another one: PUBLISH on the home node
+    counts 0 there, yet the message reaches it (cluster bus). :class:`Audience` confirms the 0
+    over every node once, then believes it for a second; nobody anywhere is not heard."""
+    async with open_test_store(cluster) as store:
+        client = store.client
+        channel = "ws_ctl:away"
+        home = client.get_node_from_key(channel).name
+        pubsub, node = make_pubsub(client, avoid=frozenset({home}), channel=channel)
+        assert node != home
+        await pubsub.subscribe(channel)
+        try:
+            audience = Audience()
+            assert cluster.cluster is not None
+            counts = RedisCounts(cluster.cluster.primary_ports())
+            before = counts.read()
+            for _ in range(5):
+                assert await audience.heard(client, channel, await publish(client, channel, "x"))
+            after = counts.read()
+            counts.close()
+            assert after["pubsub"] - before["pubsub"] == 3  # one question, every primary
+            received = 0
+            for _ in range(40):
+                got = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                received += got is not None
+                if received == 5:
+                    break
+            assert received == 5
+        finally:
+            await pubsub.aclose()
+        nobody = "ws_ctl:nobody-anywhere"
+        assert not await audience.heard(client, nobody, await publish(client, nobody, "x"))

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 
 from wsctl import __version__
 from wsctl.config import DEFAULT_SOCKET_TIMEOUT
-from wsctl.control_rpc import Unreachable, request
+from wsctl.control_rpc import Inbox, Unreachable, inbox_for
 from wsctl.events import EventLimits, EventName
 from wsctl.gateway.batch_router import BatchRouter
 from wsctl.gateway.batching import OWNER_CACHE_TTL
@@ -61,7 +61,7 @@ from wsctl.protocol import (
 )
 from wsctl.protocol_batch import BATCH_VERSION, Batch, OwnerHint, decode_control
 from wsctl.redis_errors import tls_problem
-from wsctl.redis_factory import is_cluster, make_client
+from wsctl.redis_factory import close_client, is_cluster, make_client
 from wsctl.redis_pubsub import publish, subscription
 from wsctl.redis_target import AsyncClient, Target
 from wsctl.redis_topology import refresh_topology
@@ -186,6 +186,7 @@ class FleetCore:
         self.started_at = utcnow()
         self._client: AsyncClient | None = None
         self._store: RegistryStore | None = None
+        self._inbox: Inbox | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         # Striped per-robot locks: a robot's local session order and its registry writes from
@@ -223,6 +224,13 @@ class FleetCore:
         return self._store
 
     @property
+    def inbox(self) -> Inbox:
+        """The instance's reply inbox: one subscription for every reply it waits for (after
+        :meth:`start`; asserts before)."""
+        assert self._inbox is not None, "fleet core not started"
+        return self._inbox
+
+    @property
     def cleanup_pending(self) -> int:
         """Closed sessions whose registry entry is still to be removed (retried in the
         background until it goes or its deadline passes)."""
@@ -235,6 +243,7 @@ class FleetCore:
             self.target, retries=1, socket_timeout=self.config.socket_timeout
         )
         self._store = RegistryStore(self._client, self.keys)
+        self._inbox = inbox_for(self._client, self.keys, self.instance_id)
         self.events.writer = self.instance_id
         self.events.start(self._client)
         try:
@@ -249,10 +258,11 @@ class FleetCore:
         ]
 
     async def wait_subscribed(self, timeout: float = 10.0) -> None:
-        """Wait until the control-channel subscription is live, so requests sent next
-        are heard; raises TimeoutError after ``timeout`` seconds."""
+        """Wait until the control channel and the reply inbox are subscribed, so requests
+        sent next are heard and replies reach us; raises TimeoutError after ``timeout``
+        seconds."""
         deadline = time.monotonic() + timeout
-        while not self.subscribed:
+        while not (self.subscribed and self.inbox.subscribed):
             if time.monotonic() > deadline:
                 raise TimeoutError("control channel not subscribed in time")
             await asyncio.sleep(0.01)
@@ -285,8 +295,7 @@ class FleetCore:
         await self.events.stop()
         with contextlib.suppress(Exception):  # on the way out: the record's TTL ends it anyway
             await asyncio.wait_for(delete_record(self._client, self.keys, self.instance_id), 5)
-        with contextlib.suppress(Exception):  # the server may be gone already
-            await self._client.aclose()
+        await close_client(self._client)  # the inbox first; never raises
         self._client = None
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -898,7 +907,7 @@ class FleetCore:
                 return SendResult(SendOutcome(status.value), robot_id, here, decision.reason)
             owner = decision.target or ""
             try:
-                reply = await request(self.client, self.keys, owner, envelope.forwarded(), timeout)
+                reply = await self.inbox.request(owner, envelope.forwarded(), timeout)
             except Unreachable:
                 self.metrics.messages_failed += 1
                 return SendResult(
