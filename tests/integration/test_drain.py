@@ -20,8 +20,9 @@ from tests.fleet import running_fleet, wait_for
 from wsctl.gateway.drain import DRAIN_CLOSE_REASON as DRAIN_REASON
 from wsctl.instances import InstanceRecord, write_record
 from wsctl.ops.robots import RobotSwarm, make_message
+from wsctl.protocol import Envelope, Op
 from wsctl.registry.keys import Keyspace
-from wsctl.sandbox import GatewayProcess
+from wsctl.sandbox import DemoRobots, GatewayProcess
 
 
 def _http(url: str) -> tuple[int, str, dict[str, str]]:
@@ -302,6 +303,54 @@ async def test_a_gateway_killed_mid_drain_is_reported_dead_and_not_listed_alive(
             await movers.close_all()
         gw_a.stop()
         gw_b.stop()
+
+
+async def test_demo_robots_refused_by_a_draining_gateway_connect_to_the_next(
+    single: Backend,
+) -> None:
+    """The sandbox's demo robots do what README tells robot authors: a 503 at the handshake
+    (a draining gateway) sends the robot to the next gateway, after a jittered backoff; a
+    drain's 1012 close too. (They used to retry the same URL for ever.)"""
+    async with running_fleet(single.env, names=("gw-a", "gw-b")) as fleet:
+        a, b = fleet["gw-a"], fleet["gw-b"]
+        await a.core.drainer.handle(Envelope(op=Op.DRAIN, message='{"batch": 10, "interval": 0}'))
+        demo = DemoRobots([a.ws_url, b.ws_url], 4)  # robot-1 and robot-3 start on gw-a
+        await asyncio.to_thread(demo.start, 15.0)
+        try:
+            assert len(a.local) == 0 and len(b.local) == 4
+            await b.core.drainer.handle(Envelope(op=Op.UNDRAIN))
+            await a.core.drainer.handle(Envelope(op=Op.UNDRAIN))
+            res = await ainvoke(["drain", "gw-b", "--timeout", "10", "-o", "json"], single.env)
+            assert res.code == 0, res.out + res.err
+            report = json.loads(res.out)
+            assert report["moved"] == 4 and {m["instance_id"] for m in report["moved_to"]} == {
+                "gw-a"
+            }
+        finally:
+            await asyncio.to_thread(demo.stop)
+
+
+async def test_simulated_robots_follow_a_drain_but_not_a_kick_without_reconnect(
+    single: Backend,
+) -> None:
+    """simulate's robots (without --reconnect) move to the next gateway on a drain's 1012,
+    as every robot should; other closes (a kick's 4002) end them, as before."""
+    async with running_fleet(single.env, names=("gw-a", "gw-b")) as fleet:
+        a, b = fleet["gw-a"], fleet["gw-b"]
+        swarm = RobotSwarm("follow", reconnect=[a.ws_url, b.ws_url], reconnect_any_close=False)
+        try:
+            await swarm.connect([(f"fw-{i}", a.ws_url) for i in range(3)], 0)
+            await wait_for(lambda: len(a.local) == 3)
+            res = await ainvoke(["kick", "fw-0", "--reason", "bye"], single.env)
+            assert res.code == 0, res.out + res.err
+            res = await ainvoke(["drain", "gw-a", "--interval", "0", "--timeout", "10"], single.env)
+            assert res.code == 0 and "2 of 2 robot(s) moved" in res.out, res.out + res.err
+            stats = swarm.stats()
+            assert stats["reconnects"] == 2 and len(b.local) == 2
+            assert stats["robots"]["fw-0"]["close_code"] == 4002
+            assert not stats["robots"]["fw-0"]["open"]
+        finally:
+            await swarm.close_all()
 
 
 async def test_dry_run_says_what_would_happen_and_changes_nothing(single: Backend) -> None:

@@ -283,8 +283,9 @@ async def test_messages_refused_with_a_reply_are_rejected_not_lost(single: Backe
 
 
 def test_the_readme_tour_works_against_a_detached_sandbox_with_demo_robots() -> None:
-    """README's tour: `wsctl sandbox --detach`, then show/send to robot-17 and the rest, then
-    `wsctl sandbox --stop` stops every process the sandbox started."""
+    """README's tour: `wsctl sandbox --detach`, then show/send to robot-17, drain a gateway
+    (its demo robots move to the other) and the rest, then `wsctl sandbox --stop` stops every
+    process the sandbox started."""
     import subprocess
     import sys
 
@@ -311,6 +312,14 @@ def test_the_readme_tour_works_against_a_detached_sandbox_with_demo_robots() -> 
             ["send", "robot-17", '{"cmd":"ping"}', "--json", "--via", "sandbox-gw-1", "--trace"]
         )
         assert res.code == 0 and "robot-17: delivered in" in res.out, res
+        # the tour's drain: the demo robots move to the other gateway, as robots should
+        drained = run("drain", "sandbox-gw-1", "--timeout", "20")
+        assert drained.returncode == 0, drained.stdout + drained.stderr
+        assert "drained sandbox-gw-1: 10 of 10 robot(s) moved in " in drained.stdout
+        assert "  moved to sandbox-gw-2: 10" in drained.stdout
+        assert "it can be stopped now" in drained.stdout
+        undrained = run("undrain", "sandbox-gw-1")
+        assert undrained.returncode == 0 and "accepts robots again" in undrained.stdout
         assert invoke(["reap", "--timeout", "90", "--dry-run"]).code == 0
         assert len(invoke(["registry", "export"]).out.splitlines()) == 20
     finally:

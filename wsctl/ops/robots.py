@@ -8,9 +8,11 @@ Messages carry ``{"sim": run, "n": seq, "t": epoch seconds, "p": padding}``; eac
 they belong to its run, arrive in order and once, and records the end-to-end latency. With a
 ``heartbeat`` of ``(text, every)``, every open robot also sends ``text`` once per ``every``
 seconds (spread over the period), as robots of gateways that count a message as a heartbeat do.
-With ``reconnect`` (the gateways' URLs), a robot whose socket the gateway closes reconnects as
-real robots do: after a jittered backoff, to the next gateway in the list (a draining gateway
-refuses with 503, a killed one refuses the connection: the robot then tries the next).
+With ``reconnect`` (the gateways' URLs), a robot reconnects as README tells robot authors to
+(:mod:`wsctl.reconnect`): after a jittered backoff, to the next gateway in the list (a draining
+gateway refuses with 503, a killed one refuses the connection: the robot then tries the next).
+It does so when its gateway closes it with 1012 (a drain: service restart), and with
+``reconnect_any_close`` after any close (``simulate --reconnect``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from websockets.asyncio.client import connect
 from wsctl.eventloop import run
 from wsctl.gateway.identity import robot_token
 from wsctl.ops.histogram import Histogram
+from wsctl.protocol import CloseCode
+from wsctl.reconnect import FIRST_DELAY, MAX_DELAY, backoff, next_gateway
 from wsctl.system import raise_fd_limit
 from wsctl.tasks import settle
 
@@ -50,10 +54,10 @@ __all__ = [
 CONNECT_TIMEOUT = 10.0
 HEARTBEAT_SLICES = 10  # the robots' heartbeats are spread over this many ticks per period
 Heartbeat = tuple[str, float]  # (text, every seconds)
-# --reconnect: first retry after 50-150 ms, doubling to RECONNECT_MAX_DELAY, at most
+# reconnects: first retry after 50-150 ms, doubling to RECONNECT_MAX_DELAY, at most
 # RECONNECT_ATTEMPTS tries (about a minute) before the robot gives up
-RECONNECT_FIRST_DELAY = 0.1
-RECONNECT_MAX_DELAY = 2.0
+RECONNECT_FIRST_DELAY = FIRST_DELAY
+RECONNECT_MAX_DELAY = MAX_DELAY
 RECONNECT_ATTEMPTS = 40
 
 
@@ -102,9 +106,12 @@ class RobotSwarm:
         auth_secret: str | None = None,
         heartbeat: Heartbeat | None = None,
         reconnect: list[str] | None = None,
+        reconnect_any_close: bool = True,
     ) -> None:
         self.run_id = run_id
         self.reconnect_urls = list(reconnect or [])
+        # False: reconnect only after a 1012 close (a drain), as every robot should
+        self.reconnect_any_close = reconnect_any_close
         self.reconnects = 0
         self.reconnect_failures = 0
         self.longest_gap = 0.0  # seconds a robot spent between its sockets (reconnect)
@@ -190,7 +197,8 @@ class RobotSwarm:
         finally:
             if robot.ws is ws:
                 robot.close_code = ws.close_code
-                if self.reconnect_urls and not self._closing:
+                follows = self.reconnect_any_close or robot.close_code == CloseCode.SERVICE_RESTART
+                if self.reconnect_urls and follows and not self._closing:
                     task = asyncio.create_task(self._reconnect_after_close(robot, ws))
                     self._reconnecting.add(task)
                     task.add_done_callback(self._reconnecting.discard)
@@ -200,19 +208,18 @@ class RobotSwarm:
         exponential backoff, bounded in attempts."""
         robot.closed_at = time.monotonic()
         urls = self.reconnect_urls
-        start = urls.index(robot.url) + 1 if robot.url in urls else 0
-        delay = RECONNECT_FIRST_DELAY
+        current = urls.index(robot.url) if robot.url in urls else len(urls) - 1
         for attempt in range(RECONNECT_ATTEMPTS):
-            await asyncio.sleep(delay * (0.5 + self._rng.random()))
+            await asyncio.sleep(backoff(attempt, self._rng.random()))
             if self._closing or robot.ws is not ws:
                 return  # closed by us, or reconnected by someone else meanwhile
-            if await self._open(robot, urls[(start + attempt) % len(urls)], quiet=True):
+            current = next_gateway(len(urls), current)
+            if await self._open(robot, urls[current], quiet=True):
                 robot.reconnects += 1
                 self.reconnects += 1
                 self.longest_gap = max(self.longest_gap, time.monotonic() - robot.closed_at)
                 robot.closed_at = None
                 return
-            delay = min(RECONNECT_MAX_DELAY, delay * 2)
         self.reconnect_failures += 1
 
     async def connect(self, assignments: list[tuple[str, str]], rate: float) -> dict[str, Any]:
@@ -306,12 +313,13 @@ def _worker_main(
     auth_secret: str | None,
     heartbeat: Heartbeat | None = None,
     reconnect: list[str] | None = None,
+    reconnect_any_close: bool = True,
 ) -> None:
     """Entry point of a swarm worker process: executes commands from the pipe."""
     raise_fd_limit()
 
     async def serve() -> None:
-        swarm = RobotSwarm(run_id, auth_secret, heartbeat, reconnect)
+        swarm = RobotSwarm(run_id, auth_secret, heartbeat, reconnect, reconnect_any_close)
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -341,12 +349,13 @@ class ProcessSwarm:
         auth_secret: str | None = None,
         heartbeat: Heartbeat | None = None,
         reconnect: list[str] | None = None,
+        reconnect_any_close: bool = True,
     ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self.process = ctx.Process(
             target=_worker_main,
-            args=(child, run_id, auth_secret, heartbeat, reconnect),
+            args=(child, run_id, auth_secret, heartbeat, reconnect, reconnect_any_close),
             daemon=True,
         )
         self.process.start()

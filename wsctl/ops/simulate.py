@@ -7,7 +7,8 @@ robots can send an application heartbeat (``robot_heartbeat``), as such fleets n
 robots disconnect and the run's registry entries are removed (compare-and-delete), never other
 robots'. Returns a :class:`SimulateReport`; printing is the CLI's job.
 
-With ``reconnect`` robots reconnect on close, to the next gateway, as real robots do. With
+Robots follow a drain (close code 1012) to the next gateway, as real robots do; with
+``reconnect`` they reconnect after any close. With
 ``chaos`` (``drain`` or ``kill``) one gateway (the first) is drained, or SIGKILLed through the
 ``kill_gateway`` callback the sandbox provides, while the deliver phase publishes; the phase then
 reports messages lost to the victim's robots, lost in flight to the victim, lost to other
@@ -179,7 +180,8 @@ class SimulateOptions:
     # their owner (forwarded once); the rest go straight to the owner
     non_owner_share: float = 0.75
     liveness_timeout: float = 90.0  # judges the gateways' liveness records
-    reconnect: bool = False  # robots reconnect on close (jittered backoff, next gateway)
+    # robots reconnect after any close, not only a drain's 1012 (jittered backoff, next gateway)
+    reconnect: bool = False
     chaos: str | None = None  # "drain" or "kill" one gateway during the deliver phase
     # SIGKILLs the gateway at this URL (the sandbox's); True if it did
     kill_gateway: Callable[[str], bool] | None = None
@@ -954,12 +956,14 @@ class Simulation:
                 if opts.robot_heartbeat is not None
                 else None
             )
-            again = list(opts.gateways) if (opts.reconnect or opts.chaos) else None
+            # robots follow a drain's 1012 to the next gateway, as every robot should; with
+            # --reconnect (or --chaos) they reconnect after any close
+            again, any_close = list(opts.gateways), bool(opts.reconnect or opts.chaos)
             for _ in range(opts.processes if opts.processes > 1 else 1):
                 self.swarms.append(
-                    ProcessSwarm(self.run_id, opts.auth_secret, beat, again)
+                    ProcessSwarm(self.run_id, opts.auth_secret, beat, again, any_close)
                     if opts.processes > 1
-                    else RobotSwarm(self.run_id, opts.auth_secret, beat, again)
+                    else RobotSwarm(self.run_id, opts.auth_secret, beat, again, any_close)
                 )
             await self.replies.start()
             steps = [
