@@ -126,7 +126,8 @@ def simulate(
         bool,
         typer.Option(
             "--reconnect",
-            help="Robots reconnect when a gateway closes them (jittered backoff, next gateway).",
+            help="Robots reconnect after any close (jittered backoff, next gateway); without "
+            "it they do so only after a drain's 1012.",
         ),
     ] = False,
     chaos: Annotated[
@@ -153,7 +154,8 @@ def simulate(
     skipped for their robots (--require-delivery: failed). Exit 0 only when every phase and
     every --slo holds, 1 otherwise (the failed checks are named).
 
-    --reconnect makes robots reconnect when a gateway closes them, as real robots do.
+    Robots follow a drain (close code 1012) to the next gateway, as real robots do;
+    --reconnect makes them reconnect after any close.
     --chaos drain|kill drains, or SIGKILLs, the first gateway while deliver publishes, and the
     deliver phase reports messages lost (to its robots, in flight to it, to other robots: the
     last must be 0) and the seconds until every robot is registered again.
