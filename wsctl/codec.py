@@ -1,7 +1,7 @@
 """The JSON codec of control-channel traffic: one place to choose it.
 
 Compact separators, UTF-8 kept as is (no ``\\u`` escapes). The standard library's ``json``;
-see README ("Decisions worth knowing", event loop and JSON codec) for the measurements
+see docs/decisions.md (event loop and JSON codec) for the measurements
 behind the choice.
 """
 

@@ -24,7 +24,7 @@ __all__ = [
     "WsctlError",
 ]
 
-# Documented exit codes (README "Exit codes").
+# Documented exit codes (docs/reference/exit-codes.md).
 EXIT_OK = 0
 EXIT_NEGATIVE = 1  # a negative result: robot not found, problems found, a check failed
 EXIT_USAGE = 2  # bad flags or input

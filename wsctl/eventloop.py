@@ -2,7 +2,7 @@
 
 ``WSCTL_EVENT_LOOP``: ``asyncio`` (the default) or ``uvloop`` (when installed; an error
 otherwise). asyncio's own loop is the default because uvloop measured no better here
-(README, "Decisions worth knowing", event loop and JSON codec); the switch stays so that the
+(docs/decisions.md, event loop and JSON codec); the switch stays so that the
 measurement can be repeated on other machines.
 """
 

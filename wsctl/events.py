@@ -120,7 +120,7 @@ _DETAIL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=st
 # Robots of one bulk CLI run (a reap pass, an import, a restore) that get their own event by default;
 # the rest are counted in the run's summary event. Each per-robot event costs about 15 us of
 # wsctl CPU and 10 us of Redis CPU (two XADDs, an EXPIRE, a new key): for every robot of a big
-# reap that is more than the reap itself (bench/registry_bench.py, README "The event log").
+# reap that is more than the reap itself (bench/registry_bench.py, docs/operate/events.md).
 DEFAULT_ROBOT_EVENTS = 1_000
 
 _T = TypeVar("_T")

@@ -1,8 +1,8 @@
-"""How a robot reconnects, as README tells robot authors and as wsctl's own robots do (the demo
-robots of ``wsctl sandbox``, ``simulate``'s robots): after its gateway closes it (1012 from a
-drain, 1001 from a shutdown), refuses its handshake (HTTP 503 while draining) or refuses the
-connection (a dead gateway), the next attempt goes to the next gateway in its list, after a
-jittered exponential backoff, so a fleet's robots neither come back to the gateway that sent
+"""How a robot reconnects, as the docs tell robot authors (docs/operate/drain.md) and as
+wsctl's own robots do (the demo robots of ``wsctl sandbox``, ``simulate``'s robots): after its
+gateway closes it (1012 from a drain, 1001 from a shutdown), refuses its handshake (HTTP 503
+while draining) or refuses the connection (a dead gateway), the next attempt goes to the next
+gateway in its list, after a jittered exponential backoff, so a fleet's robots neither come back to the gateway that sent
 them away nor all arrive at the same instant. Pure: the random number is an input.
 """
 

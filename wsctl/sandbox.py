@@ -634,7 +634,7 @@ DEMO_STEADY = 10.0  # seconds a connection must last for the next close to start
 class DemoRobots(_StartStop):
     """``count`` robots (``robot-1`` … ``robot-N``) holding real WebSocket connections to the
     sandbox's gateways, round robin, in a thread of their own, until :meth:`stop`. They are
-    what the README's tour shows, sends to, pings and drains. They reconnect as README tells
+    what the README's tour shows, sends to, pings and drains. They reconnect as the docs tell
     robot authors to (:mod:`wsctl.reconnect`): when a gateway closes them (1012 from a drain),
     refuses the handshake (503 while draining) or the connection, the next attempt goes to the
     next gateway, after a jittered backoff that grows while attempts keep failing."""

@@ -308,7 +308,7 @@ async def test_a_gateway_killed_mid_drain_is_reported_dead_and_not_listed_alive(
 async def test_demo_robots_refused_by_a_draining_gateway_connect_to_the_next(
     single: Backend,
 ) -> None:
-    """The sandbox's demo robots do what README tells robot authors: a 503 at the handshake
+    """The sandbox's demo robots do what the docs tell robot authors: a 503 at the handshake
     (a draining gateway) sends the robot to the next gateway, after a jittered backoff; a
     drain's 1012 close too. (They used to retry the same URL for ever.)"""
     async with running_fleet(single.env, names=("gw-a", "gw-b")) as fleet:

@@ -2,7 +2,7 @@
 RESP3 push frames (then redis-py's own reader is used, and that is logged once at debug).
 
 These run against whatever redis-py is installed; CI runs the suite with the newest release and
-with the lowest allowed one (.ci/lower-bounds.txt, README "Development")."""
+with the lowest allowed one (.ci/lower-bounds.txt, docs/development.md)."""
 
 from __future__ import annotations
 

@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _usage_error(exc: Any) -> int:
-    """A usage error as one line on stderr (README: errors are one line), naming where the
+    """A usage error as one line on stderr (docs/reference/exit-codes.md: errors are one line), naming where the
     help is; returns the exit code (2)."""
     message = " ".join(exc.format_message().split())
     where = ""

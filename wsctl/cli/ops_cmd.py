@@ -87,7 +87,7 @@ def reap(
     removed entry is first written to a JSONL backup (path printed) that
     `wsctl registry import BACKUP` restores. Each pass records one summary event, and a
     `reaped` event per robot for its first --robot-events robots (`all` records every one,
-    at a cost: see README, The event log). Exit 0 when the pass ran, 3 on
+    at a cost: see the docs, Events and history). Exit 0 when the pass ran, 3 on
     Redis errors.
 
     Example: wsctl reap --timeout 90 --dry-run

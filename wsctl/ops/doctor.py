@@ -75,7 +75,7 @@ class Severity(StrEnum):
 
 class Kind(StrEnum):
     """What a finding is about, one stable name each (``kind`` in ``doctor -o json``); the
-    README lists what each means and its fix."""
+    docs/operate/doctor.md lists what each means and its fix."""
 
     GHOST = "ghost"
     NOT_REGISTERED = "not_registered"

@@ -8,8 +8,8 @@ Messages carry ``{"sim": run, "n": seq, "t": epoch seconds, "p": padding}``; eac
 they belong to its run, arrive in order and once, and records the end-to-end latency. With a
 ``heartbeat`` of ``(text, every)``, every open robot also sends ``text`` once per ``every``
 seconds (spread over the period), as robots of gateways that count a message as a heartbeat do.
-With ``reconnect`` (the gateways' URLs), a robot reconnects as README tells robot authors to
-(:mod:`wsctl.reconnect`): after a jittered backoff, to the next gateway in the list (a draining
+With ``reconnect`` (the gateways' URLs), a robot reconnects as the docs tell robot authors
+to (docs/operate/drain.md, :mod:`wsctl.reconnect`): after a jittered backoff, to the next gateway in the list (a draining
 gateway refuses with 503, a killed one refuses the connection: the robot then tries the next).
 It does so when its gateway closes it with 1012 (a drain: service restart), and with
 ``reconnect_any_close`` after any close (``simulate --reconnect``).
