@@ -406,3 +406,125 @@ async def test_a_disconnect_cancelled_mid_delete_still_removes_the_entry(single:
         finally:
             gate.restore(core)
         assert await _entry_conn(store, "cancelled") is None and core.cleanup_pending == 0
+
+
+class CancelledAsItBeats(FleetCore):
+    """Once armed, each heartbeat cancels the heartbeat loop in the very step its Redis round
+    trip completes: the moment a stop's cancel meets a beat finishing on a busy loop, made
+    certain instead of hoped for."""
+
+    armed = False
+
+    async def heartbeat_once(self) -> int:
+        count = await super().heartbeat_once()
+        if self.armed:
+            next(t for t in self._tasks if t.get_name() == "heartbeat").cancel()
+        return count
+
+
+async def test_the_heartbeat_loop_ends_when_cancelled_as_a_beat_completes(single: Backend) -> None:
+    """Fixed bug (suite runs hung 120 s in a fleet's teardown): the loop awaited each beat
+    through ``asyncio.wait_for``, which in Python 3.11 returns the beat's result and drops a
+    cancellation that arrives as the beat completes; the loop then beat on for ever and
+    stop() waited for it."""
+    target = target_from_settings(load_settings(env=single.env))
+    core = CancelledAsItBeats(
+        CoreConfig(instance_id="core-beat", heartbeat_interval=0.05, timeout=30.0), target
+    )
+    await core.start()
+    try:
+        beat = next(t for t in core._tasks if t.get_name() == "heartbeat")
+        core.armed = True
+        await asyncio.wait([beat], timeout=2)
+        assert beat.done() and beat.cancelled(), "the heartbeat loop survived its cancel"
+    finally:
+        core.armed = False
+        await core.stop()
+
+
+class LosesTheCancelInABeat(FleetCore):
+    """Once armed, a heartbeat is cancelled in a way it never sees: redis-py writes each
+    command under ``asyncio.wait_for``, which in Python 3.11 drops a cancellation that lands
+    as the write completes (measured: a loop of SETs survived 193 of 300 single cancels with
+    a socket timeout set, 0 of 300 without). The beat here goes through such a wait_for and
+    the cancel lands as it completes; stop() sets ``finishing`` before cancelling, as here."""
+
+    armed = False
+
+    async def heartbeat_once(self) -> int:
+        return await asyncio.wait_for(self._beat(), 5)
+
+    async def _beat(self) -> int:
+        count = await super().heartbeat_once()
+        if self.armed:
+            self.finishing = True
+            next(t for t in self._tasks if t.get_name() == "heartbeat").cancel()
+        return count
+
+
+async def test_the_heartbeat_loop_ends_at_stop_even_when_its_cancel_is_lost(
+    single: Backend,
+) -> None:
+    target = target_from_settings(load_settings(env=single.env))
+    core = LosesTheCancelInABeat(
+        CoreConfig(instance_id="core-lost", heartbeat_interval=0.05, timeout=30.0), target
+    )
+    await core.start()
+    try:
+        beat = next(t for t in core._tasks if t.get_name() == "heartbeat")
+        core.armed = True
+        await asyncio.wait([beat], timeout=2)
+        assert beat.done(), "the heartbeat loop outlived a lost cancel"
+    finally:
+        core.armed = False
+        await core.stop()
+
+
+async def test_stop_leaves_no_task_running_and_removes_what_its_cancels_left_queued(
+    single: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session whose close is in flight in a background task when the core stops: stop()
+    cancels that task, which queues the entry's removal; the removal happens in stop()'s
+    last pass, and no clean-up loop is started after it (it used to be: a task left running
+    after stop(), and the entry left until it ran)."""
+    monkeypatch.setattr(core_module, "CLEANUP_FIRST_DELAY", 5.0)
+    target = target_from_settings(load_settings(env=single.env))
+    core = FleetCore(CoreConfig(instance_id="core-end", heartbeat_interval=3600.0), target)
+    await core.start()
+    async with open_test_store(single) as store:
+        try:
+            await core.wait_subscribed()
+            conn = await core.open_session("closing", FakeSocket())
+            gate = Gate(core)
+            core._spawn(core.close_session(conn))
+            await gate.settle()
+            assert [c.name for c in gate.pending] == ["delete_if"]  # held before Redis
+            gate.restore(core)  # later calls go straight to Redis
+        finally:
+            await core.stop()
+        left = [
+            t
+            for t in asyncio.all_tasks()
+            if not t.done() and t.get_coro().__qualname__.startswith("FleetCore.")
+        ]
+        assert left == [] and core.cleanup_pending == 0
+        assert await _entry_conn(store, "closing") is None
+
+
+async def test_the_batch_worker_ends_at_stop_even_when_its_cancel_is_lost(single: Backend) -> None:
+    """The batch worker's cancel lost in a Redis call's write (see LosesTheCancelInABeat):
+    it ends on ``finishing`` instead of waiting for the next batch for ever."""
+    async with running_core(single.env, "core-batches") as core:
+        worker = next(t for t in core._tasks if t.get_name() == "batches")
+
+        async def lose_the_cancel(batch: Any) -> None:
+            core.finishing = True
+            worker.cancel()
+
+        async def handle(batch: Any) -> None:
+            await asyncio.wait_for(lose_the_cancel(batch), 5)
+
+        core.batches.handle = handle  # type: ignore[method-assign]
+        await core.batches.queue.put(object())  # type: ignore[arg-type]
+        await asyncio.wait([worker], timeout=2)
+        assert worker.done(), "the batch worker outlived a lost cancel"

@@ -159,6 +159,18 @@ def test_no_suppress_that_could_swallow_the_callers_cancellation() -> None:
     assert offenders == [], offenders
 
 
+def test_no_asyncio_wait_for_which_can_drop_the_callers_cancellation() -> None:
+    """In Python 3.11 ``asyncio.wait_for`` returns the result and drops the caller's
+    cancellation when it arrives as the awaited call completes (a gateway's heartbeat loop
+    outlived its stop that way): wsctl.tasks.wait_within bounds an await without that flaw."""
+    offenders = []
+    for path, tree in _trees():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and ast.unparse(node.func).split(".")[-1] == "wait_for":
+                offenders.append(f"{path}:{node.lineno}")
+    assert offenders == [], offenders
+
+
 def test_every_catch_all_says_why_it_is_a_boundary() -> None:
     """``except Exception`` and ``suppress(Exception)`` are for real boundaries (a loop that
     must survive, a best-effort clean-up, the CLI's exit-code boundary): each carries a comment

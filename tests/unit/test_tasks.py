@@ -10,7 +10,7 @@ import pytest
 
 from wsctl.registry.model import Entry
 from wsctl.registry.store import RegistryStore
-from wsctl.tasks import settle, settle_all
+from wsctl.tasks import settle, settle_all, wait_within
 
 
 async def _slow_to_cancel() -> None:
@@ -117,3 +117,34 @@ async def test_settle_all_gives_up_after_its_timeout_and_returns_the_tasks_still
     task.cancel()
     await asyncio.wait([task], timeout=5)
     assert task.done()
+
+
+async def test_wait_within_keeps_a_cancellation_that_arrives_as_the_awaited_call_completes() -> (
+    None
+):
+    """A loop bounding each step with wait_within ends on its cancel even when the cancel
+    lands in the step the awaited call completes (``asyncio.wait_for`` drops it in 3.11)."""
+    loop_task: asyncio.Task[None] | None = None
+
+    async def step() -> int:
+        await asyncio.sleep(0)
+        assert loop_task is not None
+        loop_task.cancel()  # the cancel meets the completion
+        return 1
+
+    async def loop() -> None:
+        for _ in range(1000):  # bounded: ends at once when the cancel is kept
+            await wait_within(step(), 5)
+            await asyncio.sleep(0.001)
+
+    loop_task = asyncio.create_task(loop())
+    await asyncio.wait([loop_task], timeout=2)
+    assert loop_task.cancelled()
+
+
+async def test_wait_within_times_out_and_cancels_the_awaited_task() -> None:
+    slow = asyncio.create_task(asyncio.sleep(10))
+    with pytest.raises(TimeoutError):
+        await wait_within(slow, 0.05)
+    assert slow.cancelled()
+    assert await wait_within(asyncio.sleep(0, "done"), None) == "done"

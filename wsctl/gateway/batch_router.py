@@ -67,6 +67,7 @@ class Core(Protocol):
     """What the router uses of :class:`wsctl.gateway.core.FleetCore` (no import cycle)."""
 
     instance_id: str
+    finishing: bool
     local: LocalConnections
     metrics: Metrics
     keys: Keyspace
@@ -119,8 +120,9 @@ class BatchRouter:
         return cached[1] >= BATCH_VERSION
 
     async def run(self) -> None:
-        """The worker: one batch at a time, in arrival order, until cancelled."""
-        while True:
+        """The worker: one batch at a time, in arrival order, until cancelled or the core
+        stops (a cancellation lost in a Redis call's write must not keep it running)."""
+        while not self.core.finishing:
             batch = await self.queue.get()
             try:
                 await self.handle(batch)

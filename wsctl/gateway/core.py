@@ -68,7 +68,7 @@ from wsctl.redis_topology import refresh_topology
 from wsctl.registry.keys import Keyspace, validate_id
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID, Registration, format_ts, utcnow
 from wsctl.registry.store import RegistryStore, TouchOutcome
-from wsctl.tasks import settle_all
+from wsctl.tasks import settle_all, wait_within
 
 __all__ = [
     "CoreConfig",
@@ -183,6 +183,9 @@ class FleetCore:
         self.redis_ok = False
         self.subscribed = False
         self.stopping = False
+        # set by stop() when it ends the background loops, which check it as well as being
+        # cancelled (see stop())
+        self.finishing = False
         self.started_at = utcnow()
         self._client: AsyncClient | None = None
         self._store: RegistryStore | None = None
@@ -247,7 +250,7 @@ class FleetCore:
         self.events.writer = self.instance_id
         self.events.start(self._client)
         try:
-            await asyncio.wait_for(self.heartbeat_once(), HEARTBEAT_DEADLINE)
+            await wait_within(self.heartbeat_once(), HEARTBEAT_DEADLINE)
             self.redis_ok = True
         except Exception as exc:  # keep serving; the heartbeat loop retries
             self._redis_failed("start", exc)
@@ -278,23 +281,28 @@ class FleetCore:
             self._spawn(self._close_socket(conn, CloseCode.GOING_AWAY, "server shutting down"))
         if remaining:
             with contextlib.suppress(Exception):  # shutting down: bounded by grace, whatever fails
-                await asyncio.wait_for(
+                await wait_within(
                     asyncio.gather(*(self.close_session(c) for c in remaining)), grace
                 )
+        # the loops end on ``finishing`` too: redis-py writes each command under
+        # asyncio.wait_for, which in Python 3.11 drops a cancellation that lands as the write
+        # completes, so a cancel alone may be lost (settle_all cancels again, bounded)
+        self.finishing = True
         stuck = await settle_all(list(self._tasks), timeout=grace)
-        if self._cleanup:
-            with contextlib.suppress(Exception):  # a last chance; what is left is reap's
-                await asyncio.wait_for(self._cleanup_pass(final=True), grace)
+        # then what may still queue a clean-up (a drain batch, a handler closing a session),
+        # so the last pass below sees every entry they leave, and none is queued after it
+        self.drainer.cancel()
+        stuck += await settle_all(list(self._background), timeout=grace)
         if self._cleanup_task is not None:
             stuck += await settle_all([self._cleanup_task], timeout=grace)
+        if self._cleanup:
+            with contextlib.suppress(Exception):  # a last chance; what is left is reap's
+                await wait_within(self._cleanup_pass(final=True), grace)
         if stuck:  # bounded: a task that ignores cancellation must not hang the shutdown
             log.warning("stopping: %d task(s) did not end: %s", len(stuck), stuck)
-        for task in list(self._background):
-            task.cancel()
-        self.drainer.cancel()
         await self.events.stop()
         with contextlib.suppress(Exception):  # on the way out: the record's TTL ends it anyway
-            await asyncio.wait_for(delete_record(self._client, self.keys, self.instance_id), 5)
+            await wait_within(delete_record(self._client, self.keys, self.instance_id), 5)
         await close_client(self._client)  # the inbox first; never raises
         self._client = None
 
@@ -324,7 +332,7 @@ class FleetCore:
         if self._client is None:
             return False
         try:
-            await asyncio.wait_for(self._client.ping(), timeout=2)
+            await wait_within(self._client.ping(), timeout=2)
         except Exception:  # any failure means not ready
             return False
         return True
@@ -473,6 +481,8 @@ class FleetCore:
         if conn not in self._cleanup:
             self._cleanup[conn] = time.monotonic() + self.config.cleanup_retry_for
         self._cleanup_wake.set()
+        if self.finishing:
+            return  # stop()'s last pass removes it; no loop is left running after stop()
         if self._cleanup_task is None or self._cleanup_task.done():
             self._cleanup_task = asyncio.create_task(self._cleanup_loop(), name="cleanup")
 
@@ -480,7 +490,7 @@ class FleetCore:
         """Retry queued deletes in batches: first after CLEANUP_FIRST_DELAY, doubling to
         CLEANUP_MAX_DELAY while Redis keeps failing; ends when the queue is empty."""
         delay = CLEANUP_FIRST_DELAY
-        while self._cleanup:
+        while self._cleanup and not self.finishing:
             self._cleanup_wake.clear()
             await asyncio.sleep(delay)
             if await self._cleanup_pass():
@@ -525,10 +535,12 @@ class FleetCore:
     async def _heartbeat_loop(self) -> None:
         interval = self.config.heartbeat_interval
         delay = interval
-        while True:
+        while not self.finishing:  # not on cancellation alone: see stop()
             await asyncio.sleep(delay)
+            if self.finishing:
+                return
             try:
-                await asyncio.wait_for(self.heartbeat_once(), HEARTBEAT_DEADLINE)
+                await wait_within(self.heartbeat_once(), HEARTBEAT_DEADLINE)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis failed: counted, logged, retried
@@ -617,6 +629,8 @@ class FleetCore:
         subscription itself survives node failures (see :func:`subscription`)."""
         channel = self.keys.control_channel(self.instance_id)
         async for data in subscription(self.client, channel, self._subscription_state):
+            if self.finishing:  # not on cancellation alone: see stop()
+                return
             try:
                 request = decode_control(data)
             except ProtocolError as exc:
@@ -751,7 +765,7 @@ class FleetCore:
             return
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(ping(), timeout=PING_TIMEOUT)
+            await wait_within(ping(), timeout=PING_TIMEOUT)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the transport's ping failed: the reply says how

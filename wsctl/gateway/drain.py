@@ -25,6 +25,7 @@ from wsctl.gateway.events import EventSink
 from wsctl.gateway.local import LocalConn, LocalConnections
 from wsctl.gateway.routing import Decision
 from wsctl.protocol import CloseCode, Envelope, Op, ProtocolError, Status, drain_params
+from wsctl.tasks import wait_within
 
 __all__ = ["DRAIN_CLOSE_REASON", "Drainer"]
 
@@ -141,7 +142,7 @@ class Drainer:
         """Refresh the liveness record now (it carries ``draining``), not at the next beat."""
         # best effort: the next heartbeat writes the record anyway
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.core.write_liveness(), RECORD_TIMEOUT)
+            await wait_within(self.core.write_liveness(), RECORD_TIMEOUT)
 
     async def _run(self, sessions: list[LocalConn], batch: int, interval: float) -> None:
         number = 0

@@ -25,7 +25,7 @@ from wsctl.events import Event, EventLimits, event_commands
 from wsctl.redis_internals import bulk_execute
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
-from wsctl.tasks import settle
+from wsctl.tasks import settle, wait_within
 
 __all__ = ["EventSink"]
 
@@ -160,11 +160,11 @@ class EventSink:
         batch = [self._pending.popleft() for _ in range(min(FLUSH_BATCH, len(self._pending)))]
         calls, starts = event_commands(self.keys, self.writer, batch, self.limits)
         try:
-            results = await asyncio.wait_for(bulk_execute(self._client, calls), timeout)
+            results = await wait_within(bulk_execute(self._client, calls), timeout)
             # the stream's name in the index after every batch, and after its XADDs (not in
             # the same pipeline: on a cluster they run in parallel), so a prune that removed
             # it as gone just before never leaves a written stream unlisted
-            await asyncio.wait_for(
+            await wait_within(
                 self._client.sadd(self.keys.events_index, self.keys.events_key(self.writer)),
                 timeout,
             )

@@ -38,6 +38,7 @@ from wsctl.protocol import CloseCode
 from wsctl.redis_target import AsyncClient, Target
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.store import RegistryStore
+from wsctl.tasks import wait_within
 
 __all__ = ["CLOSE_SUPERSEDED", "Gateway", "GatewayConfig", "WebsocketsSocket"]
 
@@ -211,7 +212,7 @@ class Gateway:
             self._server.close()  # closes sockets with 1001; handlers remove their entries
             # shutting down: a server that does not close in time is left to the process exit
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), timeout=15)
+                await wait_within(self._server.wait_closed(), timeout=15)
         await self.core.stop()
         log.info("instance %s stopped", self.instance_id)
 

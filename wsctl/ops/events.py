@@ -29,6 +29,7 @@ from wsctl.events import (
 from wsctl.redis_internals import bulk_execute
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import CLI_WRITER, Keyspace
+from wsctl.tasks import wait_within
 
 __all__ = [
     "EventFilter",
@@ -303,7 +304,7 @@ class EventRecorder:
     async def _write(self, part: list[Event]) -> None:
         try:
             calls, starts = event_commands(self.keys, CLI_WRITER, part, self.limits)
-            results = await asyncio.wait_for(bulk_execute(self.client, calls), self.timeout)
+            results = await wait_within(bulk_execute(self.client, calls), self.timeout)
         except asyncio.CancelledError:
             self.outcome.lost += len(part)
             raise
@@ -327,7 +328,7 @@ class EventRecorder:
             self._inflight = None
         if self.outcome.written:
             try:
-                await asyncio.wait_for(
+                await wait_within(
                     self.client.sadd(self.keys.events_index, self.keys.events_key(CLI_WRITER)),
                     self.timeout,
                 )

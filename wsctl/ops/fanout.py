@@ -44,7 +44,7 @@ from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID
 from wsctl.registry.store import RegistryStore
-from wsctl.tasks import settle
+from wsctl.tasks import settle, wait_within
 
 __all__ = [
     "BATCH_ITEMS",
@@ -429,7 +429,7 @@ class _FanOut:
             self.finished_sending = True
             if self.pending:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.done.wait(), self.options.timeout)
+                    await wait_within(self.done.wait(), self.options.timeout)
         finally:
             await collector.stop()
         for robot_id, instance_id in list(self.pending.values()):

@@ -26,6 +26,7 @@ from wsctl.instances import Liveness, liveness
 from wsctl.ops.backup import BackupWriter, default_backup_path
 from wsctl.registry.model import Entry, State, assess, format_ts, utcnow
 from wsctl.registry.store import DeleteOutcome, RegistryStore
+from wsctl.tasks import wait_within
 
 __all__ = [
     "MAX_ITEMS_REPORTED",
@@ -349,4 +350,4 @@ class ReapLoop:
             report = await reap(store, options, on_reaped=on_reaped)
             yield format_ts(utcnow()), report
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.every)
+                await wait_within(stop.wait(), timeout=self.every)

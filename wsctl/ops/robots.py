@@ -36,7 +36,7 @@ from wsctl.ops.histogram import Histogram
 from wsctl.protocol import CloseCode
 from wsctl.reconnect import FIRST_DELAY, MAX_DELAY, backoff, next_gateway
 from wsctl.system import raise_fd_limit
-from wsctl.tasks import settle
+from wsctl.tasks import settle, wait_within
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -256,7 +256,7 @@ class RobotSwarm:
                 await ws.close()
         if robot.task is not None:
             with contextlib.suppress(Exception):  # the receiver's end is recorded by itself
-                await asyncio.wait_for(robot.task, 5)
+                await wait_within(robot.task, 5)
             robot.task = None
 
     async def close_all(self) -> None:

@@ -50,7 +50,7 @@ from wsctl.protocol_batch import (
 from wsctl.registry.model import Entry, utcnow
 from wsctl.registry.store import DeleteOutcome, RegistryStore
 from wsctl.system import raise_fd_limit
-from wsctl.tasks import settle
+from wsctl.tasks import settle, wait_within
 
 __all__ = [
     "NOT_SPEAKING",
@@ -305,7 +305,7 @@ class _Replies:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen())
-        await asyncio.wait_for(self._ready.wait(), 10)
+        await wait_within(self._ready.wait(), 10)
 
     async def _listen(self) -> None:
         def state(subscribed: bool, _: BaseException | None) -> None:
@@ -1020,7 +1020,7 @@ class Simulation:
         # clean-up after a run that may have failed: each step is tried whatever the others did
         for swarm in self.swarms:
             with contextlib.suppress(Exception):  # one swarm failing to close stops no other
-                await asyncio.wait_for(swarm.close_all(), 30)
+                await wait_within(swarm.close_all(), 30)
             if isinstance(swarm, ProcessSwarm):
                 swarm.stop()
         await self.replies.stop()
