@@ -32,7 +32,7 @@ from wsctl.redis_factory import on_close
 from wsctl.redis_pubsub import Audience, publish, subscription
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
-from wsctl.tasks import settle_all
+from wsctl.tasks import settle_all, wait_within
 
 __all__ = ["Inbox", "ReplyHandler", "Unreachable", "gather_requests", "inbox_for", "request"]
 
@@ -97,7 +97,7 @@ class Inbox:
         if self._ready.is_set():
             return True
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), max(0.0, timeout))
+            await wait_within(self._ready.wait(), max(0.0, timeout))
         return self._ready.is_set()
 
     async def aclose(self) -> None:
@@ -175,7 +175,7 @@ class Inbox:
             if not await self.publish_heard(channel, encode(envelope)):
                 raise Unreachable(instance_id)
             try:
-                return await asyncio.wait_for(answer, max(0.0, deadline - time.monotonic()))
+                return await wait_within(answer, max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 return None
         finally:
