@@ -43,7 +43,7 @@ def ensure_node() -> str | None:
     assert node is not None
     probe = "for (const m of PACKAGES) require(m)".replace(
         "PACKAGES",
-        json.dumps(["socket.io", "socket.io-client", "@socket.io/redis-adapter", "redis"]),
+        json.dumps(["socket.io", "socket.io-client", "@socket.io/redis-adapter", "redis", "ws"]),
     )
     if subprocess.run([node, "-e", probe], cwd=HERE, capture_output=True).returncode == 0:
         return None  # the pinned packages load (a partial node_modules does not pass)
