@@ -20,12 +20,16 @@ redis-server of its own, two `server.js` processes, the same N robots through th
 Counted the same way on both sides, by the robots: delivered (distinct messages received) /
 (last received - first send), latency = receive time - the message's own time (p50/p99).
 Per mode also the outcomes the API returned (errors by reason), Redis connections opened
-during the mode (INFO stats total_connections_received, before/after, summed over the nodes)
-and Redis commands per forwarded message (INFO commandstats calls, before/after, summed over
-the primaries, INFO itself left out; with the top commands). The gateways' heartbeats are set
-to 300 s so none falls inside a measured window. Ratios: msg/s vs socket.io's emit; paced p99
-wsctl / socket.io (target <= 1.0). The sides alternate which goes first, --runs times
-(default 3); each run is printed, then the medians and the issue's targets.
+during the mode (INFO stats total_connections_received, before/after, summed over the nodes),
+Redis commands per forwarded message (INFO commandstats calls, before/after, summed over the
+primaries, INFO itself left out, over the messages robots on B received: a send that failed
+before it reached Redis is not a forwarded message; with the top commands), and each
+process's CPU (share of one core from the trigger to the last message received). Paced is an
+open loop: message k starts k / rate s after the first, whether or not earlier ones are done
+(a user's timer, not a loop awaiting each send). The gateways' heartbeats are set to 300 s
+so none falls inside a measured window. Ratios: msg/s vs socket.io's emit; paced p99 wsctl /
+socket.io (target <= 1.0). The sides alternate which goes first, --runs times (default 3);
+each run is printed, then the medians (with each run's ratio) and the issue's targets.
 
 Node is needed (the swarm and the peer): without node/npm it says so in one line and exits 1
 (the first run installs bench/socketio's pinned packages with `npm ci`). --wsctl-only skips
@@ -284,7 +288,8 @@ class Result:
     outcomes: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
     errors: int | None = None  # None: the API reports no outcome (socket.io's emit)
-    forwarded: int = 0
+    forwarded: int = 0  # messages addressed to robots on B
+    crossed: int = 0  # of those, the ones robots on B received (they went through Redis)
     connections: int = 0
     commands: Counter[str] = field(default_factory=Counter)
     cpu: dict[str, float] = field(default_factory=dict)  # share of one core while busy
@@ -293,8 +298,10 @@ class Result:
 
     @property
     def per_forwarded(self) -> float | None:
+        """Redis commands per message that went through Redis and arrived (a send that
+        failed before reaching Redis is not counted as forwarded)."""
         total = sum(self.commands.values())
-        return total / self.forwarded if self.forwarded else None
+        return total / self.crossed if self.crossed else None
 
 
 def measure(
@@ -356,6 +363,7 @@ def measure(
         reasons=answer.get("reasons", {}),
         errors=errors,
         forwarded=forwarded,
+        crossed=int(got["by_url"][1]),
         connections=after.connections - before.connections,
         commands=after.commands - before.commands,
         cpu={k: (v - cpu_before[k]) / busy for k, v in cpu_after.items() if k in cpu_before},
@@ -591,8 +599,8 @@ def print_result(run: int, r: Result) -> None:
         return
     per_fwd = r.per_forwarded
     top = (
-        ", ".join(f"{name} {calls / r.forwarded:.2f}" for name, calls in r.commands.most_common(4))
-        if r.forwarded
+        ", ".join(f"{name} {calls / r.crossed:.2f}" for name, calls in r.commands.most_common(4))
+        if r.crossed
         else ""
     )
     errors = "-" if r.errors is None else f"{r.errors:,}"

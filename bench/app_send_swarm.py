@@ -31,12 +31,14 @@ class Tag:
     seen: set[int] = field(default_factory=set)
     duplicated: int = 0
     latencies: list[float] = field(default_factory=list)
+    by_url: list[int] = field(default_factory=list)  # distinct messages per URL's robots
 
 
 tags: dict[str, Tag] = {}
+urls: list[str] = []
 
 
-def receive(payload: str) -> None:
+def receive(payload: str, where: int) -> None:
     """Count one message (``{"m": tag, "n": k, "t": epoch ms}``) for its tag."""
     at = time.time() * 1000.0
     try:
@@ -44,26 +46,29 @@ def receive(payload: str) -> None:
         tag, k, sent = str(msg["m"]), int(msg["n"]), float(msg["t"])
     except (ValueError, KeyError, TypeError):
         return
-    t = tags.setdefault(tag, Tag(first=at, last=at))
+    t = tags.setdefault(tag, Tag(first=at, last=at, by_url=[0] * len(urls)))
     if k in t.seen:
         t.duplicated += 1
         return
     t.seen.add(k)
+    t.by_url[where] += 1
     t.last = at
     t.latencies.append(at - sent)
 
 
-async def robot(url: str, robot_id: str, ready: asyncio.Future[ClientConnection]) -> None:
+async def robot(where: int, robot_id: str, ready: asyncio.Future[ClientConnection]) -> None:
     """One robot: connect, hand its connection over, count every frame until closed."""
     try:
-        ws = await connect(f"{url}/ws/{robot_id}", ping_interval=None, open_timeout=CONNECT_TIMEOUT)
+        ws = await connect(
+            f"{urls[where]}/ws/{robot_id}", ping_interval=None, open_timeout=CONNECT_TIMEOUT
+        )
     except Exception as exc:  # reported by the caller, which exits 1
         ready.set_exception(exc)
         return
     ready.set_result(ws)
     with contextlib.suppress(Exception):
         async for frame in ws:
-            receive(str(frame))
+            receive(str(frame), where)
 
 
 async def report(cmd: dict[str, object]) -> dict[str, object]:
@@ -89,6 +94,7 @@ async def report(cmd: dict[str, object]) -> dict[str, object]:
         "tag": name,
         "delivered": got,
         "duplicated": t.duplicated if t else 0,
+        "by_url": t.by_url if t else [0] * len(urls),
         "first_recv_ms": t.first if t else None,
         "last_recv_ms": t.last if t else None,
         "p50_ms": pct(50),
@@ -97,8 +103,9 @@ async def report(cmd: dict[str, object]) -> dict[str, object]:
     }
 
 
-async def main(n: int, urls: list[str]) -> int:
+async def main(n: int, targets: list[str]) -> int:
     raise_fd_limit()
+    urls.extend(targets)
     loop = asyncio.get_running_loop()
     tasks: list[asyncio.Task[None]] = []
     conns: list[ClientConnection] = []
@@ -107,7 +114,7 @@ async def main(n: int, urls: list[str]) -> int:
             futures = []
             for i in range(start, min(n, start + CONNECT_BATCH)):
                 fut: asyncio.Future[ClientConnection] = loop.create_future()
-                tasks.append(asyncio.create_task(robot(urls[i % len(urls)], f"robot-{i}", fut)))
+                tasks.append(asyncio.create_task(robot(i % len(urls), f"robot-{i}", fut)))
                 futures.append(fut)
             conns += await asyncio.wait_for(asyncio.gather(*futures), CONNECT_TIMEOUT)
         print(json.dumps({"ready": len(conns)}), flush=True)

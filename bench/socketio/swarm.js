@@ -4,7 +4,8 @@
 // /ws/{robot_id}; KIND "sio": socket.io-client with auth {robot: id} (server.js joins it to
 // the room of that id) receiving event "m". Both count the same way: every message is JSON
 // {"m": tag, "n": k, "t": epoch ms at send}; per tag: distinct messages, duplicates, first
-// and last receive time (epoch ms) and latency (receive - t).
+// and last receive time (epoch ms), latency (receive - t) and the distinct messages received
+// by the robots of each URL ("by_url").
 //
 // Protocol: prints {"ready": N} once every robot is connected (or exits 1 with the error on
 // stderr). Then one JSON command per stdin line: {"report": TAG, "total": T, "idle_ms": I,
@@ -23,7 +24,7 @@ const CONNECT_TIMEOUT_MS = 30000;
 const now = () => performance.timeOrigin + performance.now();
 const tags = new Map(); // tag -> {seen: Set, duplicated, first, last, latencies, lastAt}
 
-function receive(payload) {
+function receive(payload, where) {
   const at = now();
   let msg;
   try {
@@ -33,7 +34,7 @@ function receive(payload) {
   }
   let t = tags.get(msg.m);
   if (t === undefined) {
-    t = { seen: new Set(), duplicated: 0, first: at, last: at, latencies: [] };
+    t = { seen: new Set(), duplicated: 0, first: at, last: at, latencies: [], byUrl: urls.map(() => 0) };
     tags.set(msg.m, t);
   }
   if (t.seen.has(msg.n)) {
@@ -41,6 +42,7 @@ function receive(payload) {
     return;
   }
   t.seen.add(msg.n);
+  t.byUrl[where]++;
   t.last = at;
   t.latencies.push(at - msg.t);
 }
@@ -53,17 +55,17 @@ function withTimeout(promise, ms, what) {
   return Promise.race([promise, limit]).finally(() => clearTimeout(timer));
 }
 
-function connectWs(url, id) {
+function connectWs(url, id, where) {
   const WebSocket = require("ws");
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(`${url.replace(/^http/, "ws")}/ws/${id}`, { perMessageDeflate: false });
     ws.once("open", () => resolve(ws));
     ws.once("error", reject);
-    ws.on("message", (data) => receive(data.toString()));
+    ws.on("message", (data) => receive(data.toString(), where));
   });
 }
 
-function connectSio(url, id) {
+function connectSio(url, id, where) {
   const { io } = require("socket.io-client");
   return new Promise((resolve, reject) => {
     const socket = io(url, {
@@ -74,7 +76,7 @@ function connectSio(url, id) {
     });
     socket.once("connect", () => resolve(socket));
     socket.once("connect_error", reject);
-    socket.on("m", receive);
+    socket.on("m", (payload) => receive(payload, where));
   });
 }
 
@@ -94,6 +96,7 @@ function report(cmd) {
           tag: cmd.report,
           delivered: got,
           duplicated: t ? t.duplicated : 0,
+          by_url: t ? t.byUrl : urls.map(() => 0),
           first_recv_ms: t ? t.first : null,
           last_recv_ms: t ? t.last : null,
           p50_ms: pct(50),
@@ -115,8 +118,8 @@ async function main() {
   for (let start = 0; start < n; start += CONNECT_BATCH) {
     const batch = [];
     for (let i = start; i < Math.min(n, start + CONNECT_BATCH); i++) {
-      const url = urls[i % urls.length];
-      batch.push(withTimeout(connect(url, `robot-${i}`), CONNECT_TIMEOUT_MS, `robot-${i}`));
+      const where = i % urls.length;
+      batch.push(withTimeout(connect(urls[where], `robot-${i}`, where), CONNECT_TIMEOUT_MS, `robot-${i}`));
     }
     robots.push(...(await Promise.all(batch)));
   }
