@@ -22,9 +22,9 @@ Counted the same way on both sides, by the robots: delivered (distinct messages 
 Per mode also the outcomes the API returned (errors by reason), Redis connections opened
 during the mode (INFO stats total_connections_received, before/after, summed over the nodes),
 Redis commands per forwarded message (INFO commandstats calls, before/after, summed over the
-primaries, INFO itself left out, over the messages robots on B received: a send that failed
-before it reached Redis is not a forwarded message; with the top commands), and each
-process's CPU (share of one core from the trigger to the last message received). Paced is an
+primaries, INFO and replication's REPLCONF left out, over the messages robots on B received:
+a send that failed before it reached Redis is not a forwarded message; with the top
+commands), and each process's CPU (share of one core from the trigger to the last message received). Paced is an
 open loop: message k starts k / rate s after the first, whether or not earlier ones are done
 (a user's timer, not a loop awaiting each send). The gateways' heartbeats are set to 300 s
 so none falls inside a measured window. Ratios: msg/s vs socket.io's emit; paced p99 wsctl /
@@ -203,7 +203,8 @@ class Snapshot:
 
 class RedisStats:
     """INFO stats / commandstats over a set of nodes, through connections opened once (so the
-    bench's own reads open none during a measured window; its INFO calls are left out)."""
+    bench's own reads open none during a measured window; its INFO calls and the replicas'
+    REPLCONF acknowledgements are left out)."""
 
     def __init__(self, ports: list[int]) -> None:
         import redis
@@ -218,7 +219,7 @@ class RedisStats:
         for c in self.primaries:
             for key, value in c.info("commandstats").items():
                 name = key.removeprefix("cmdstat_")
-                if name != "info":
+                if name not in ("info", "replconf"):  # the bench's reads; replication
                     commands[name.upper()] += int(value["calls"])
         return Snapshot(connections, commands)
 
