@@ -24,12 +24,13 @@ during the mode (INFO stats total_connections_received, before/after, summed ove
 Redis commands per forwarded message (INFO commandstats calls, before/after, summed over the
 primaries, INFO and replication's REPLCONF left out, over the messages robots on B received:
 a send that failed before it reached Redis is not a forwarded message; with the top
-commands), and each process's CPU (share of one core from the trigger to the last message received). Paced is an
-open loop: message k starts k / rate s after the first, whether or not earlier ones are done
-(a user's timer, not a loop awaiting each send). The gateways' heartbeats are set to 300 s
-so none falls inside a measured window. Ratios: msg/s vs socket.io's emit; paced p99 wsctl /
-socket.io (target <= 1.0). The sides alternate which goes first, --runs times (default 3);
-each run is printed, then the medians (with each run's ratio) and the issue's targets.
+commands), and each process's CPU (share of one core from the trigger to the last message
+received). Paced is an open loop: message k starts k / rate s after the first, whether or not
+earlier ones are done (a user's timer, not a loop awaiting each send). The gateways'
+heartbeats are set to 300 s so none falls inside a measured window. Ratios: msg/s vs
+socket.io's emit; paced p99 wsctl / socket.io (target <= 1.0). The sides alternate which goes
+first, --runs times (default 3); each run is printed, then the medians (with each run's
+ratio) and the issue's targets.
 
 Node is needed (the swarm and the peer): without node/npm it says so in one line and exits 1
 (the first run installs bench/socketio's pinned packages with `npm ci`). --wsctl-only skips
