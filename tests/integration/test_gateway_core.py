@@ -387,6 +387,35 @@ async def test_operator_kick_closes_with_4002_and_removes_the_entry(single: Back
         assert again.status is Status.NOT_CONNECTED
 
 
+async def test_kick_json_names_the_close_reason_apart_from_why_a_kick_failed(
+    single: Backend,
+) -> None:
+    """`kick --reason X -o json` said `"reason": null` on success: the one key meant both the
+    reason sent with the close and why a kick failed."""
+    import json
+
+    from tests.conftest import ainvoke
+
+    async with running_core(single.env) as core:
+        sock = FakeSocket()
+        await core.open_session("kj", sock)
+        args = ["kick", "kj", "--reason", "firmware update", "-o", "json"]
+        res = await ainvoke(args, single.env)
+        assert res.code == 0, res.out + res.err
+        kicked = json.loads(res.out)
+        assert (kicked["close_code"], kicked["close_reason"]) == (4002, "firmware update")
+        assert kicked["detail"] is None and "reason" not in kicked
+        await wait_for(lambda: sock.closed_with is not None)
+        assert sock.closed_with == (4002, "firmware update")
+        res = await ainvoke(args, single.env)
+        assert res.code == 4, res.out + res.err
+        missing = json.loads(res.out)
+        assert missing["status"] == "not_registered" and missing["detail"] == "no registry entry"
+        assert missing["close_code"] is None and missing["close_reason"] is None
+        res = await ainvoke(["kick", "kj"], single.env)
+        assert "not registered (no registry entry)" in res.out
+
+
 async def test_a_disconnect_cancelled_mid_delete_still_removes_the_entry(single: Backend) -> None:
     """A server shutting down may cancel the handler while its delete is in flight: the entry
     is queued and removed all the same."""

@@ -21,7 +21,7 @@ from wsctl.protocol import CloseCode, Envelope, Op, Status
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID
-from wsctl.shell import command
+from wsctl.shell import command, quoted
 
 __all__ = [
     "DEFAULT_KICK_REASON",
@@ -59,17 +59,19 @@ _KICK_EXIT = {
 
 @dataclass(frozen=True)
 class KickOutcome:
-    """The result of :func:`kick_robot`: its status, the owner and session it reached,
-    the close code sent, and a shell-quoted command to run next when there is one."""
+    """The result of :func:`kick_robot`: its status, the owner and session it reached, the
+    close code and close reason the robot got (when it was kicked), why it was not (``detail``)
+    and a shell-quoted command to run next when there is one."""
 
     status: KickStatus
     robot_id: str
     owner: str | None = None
     conn_id: str | None = None
-    reason: str | None = None
+    detail: str | None = None  # why the outcome is not "kicked"
     close_code: int | None = None
     elapsed_ms: float = 0.0
     fix: str | None = None  # a command to run next (shell-quoted)
+    close_reason: str | None = None  # the reason the robot's socket was closed with
 
     @property
     def exit_code(self) -> int:
@@ -84,7 +86,8 @@ class KickOutcome:
             "owner": self.owner,
             "conn_id": self.conn_id,
             "close_code": self.close_code,
-            "reason": self.reason,
+            "close_reason": self.close_reason,
+            "detail": self.detail,
             "fix": self.fix,
             "elapsed_ms": round(self.elapsed_ms, 3),
         }
@@ -94,9 +97,11 @@ class KickOutcome:
         where = f" on {self.owner}" if self.owner else ""
         text = f"{self.robot_id}{where}: {self.status.value.replace('_', ' ')}"
         if self.status is KickStatus.KICKED:
-            text += f" (closed with {self.close_code}, entry removed) in {self.elapsed_ms:.1f} ms"
-        if self.reason:
-            text += f" ({self.reason})"
+            why = quoted(self.close_reason or "")
+            text += f" (closed with {self.close_code} {why}, entry removed)"
+            text += f" in {self.elapsed_ms:.1f} ms"
+        if self.detail:
+            text += f" ({self.detail})"
         return text
 
 
@@ -114,13 +119,14 @@ async def kick_robot(
     started = time.perf_counter()
     owner_raw, conn_raw = await client.hmget(keys.conn_key(robot_id), [F_INSTANCE_ID, F_CONN_ID])
     if not owner_raw:
-        return KickOutcome(KickStatus.NOT_REGISTERED, robot_id, reason="no registry entry")
+        return KickOutcome(KickStatus.NOT_REGISTERED, robot_id, detail="no registry entry")
     owner, conn_id = str(owner_raw), (str(conn_raw) if conn_raw else None)
+    close_reason = reason or DEFAULT_KICK_REASON
     envelope = Envelope(
         op=Op.KICK,
         robot_id=robot_id,
         conn_id=conn_id,
-        message=reason or DEFAULT_KICK_REASON,
+        message=close_reason,
         origin="cli",
     )
     try:
@@ -135,7 +141,14 @@ async def kick_robot(
         )
     if reply.status is Status.KICKED:
         return KickOutcome(
-            KickStatus.KICKED, robot_id, owner, conn_id, None, int(CloseCode.KICKED), elapsed
+            KickStatus.KICKED,
+            robot_id,
+            owner,
+            conn_id,
+            None,
+            int(CloseCode.KICKED),
+            elapsed,
+            close_reason=close_reason,
         )
     if reply.status is Status.NOT_CONNECTED:
         return KickOutcome(
