@@ -44,16 +44,97 @@ def loop_name() -> str:
     return "asyncio" if loop_factory() is None else "uvloop"
 
 
+# After Ctrl-C a command has this long to end by cancellation (its clean-up runs) before it
+# is interrupted where it stands, and again after as long while it has not ended.
+INTERRUPT_GRACE = 0.3
+
+
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(coro)`` on the chosen loop. A bad choice raises ConfigError before the
     coroutine starts, and the coroutine is closed (no "never awaited" warning after the
-    one-line error)."""
+    one-line error).
+
+    Ctrl-C stops it within a second: asyncio cancels the coroutine on the first SIGINT, which
+    only takes effect at its next ``await``; work that does not await (rendering a table,
+    a long computation) would ignore it. So SIGINT also starts a watchdog that, while the
+    coroutine has not ended after :data:`INTERRUPT_GRACE` seconds, interrupts the main thread
+    where it stands (KeyboardInterrupt, as a second Ctrl-C does). A coroutine that installs
+    its own SIGINT handler (``wsctl gateway``'s graceful stop) keeps its own behaviour."""
     import asyncio
+    import signal
+    import threading
 
     try:
         factory = loop_factory()
     except ConfigError:
         coro.close()
         raise
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(coro)
+    # asyncio.Runner installs its SIGINT handler in exactly this case
+    guarded = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+    watchdog = _Watchdog()
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(_guard(coro, watchdog) if guarded else coro)
+    finally:
+        watchdog.stop()
+
+
+class _Watchdog:
+    """Interrupts the main thread every :data:`INTERRUPT_GRACE` seconds once started, until
+    stopped (the run ended)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self, loop: Any) -> None:
+        import threading
+
+        if self.thread is not None:
+            return
+
+        def watch() -> None:
+            import _thread
+            import contextlib
+
+            while not self.stopped.wait(INTERRUPT_GRACE):
+                _thread.interrupt_main()
+                # the handler runs when the main thread next runs Python code: wake a loop
+                # blocked in select()
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(lambda: None)
+
+        self.thread = threading.Thread(target=watch, name="wsctl-interrupt", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+async def _guard(coro: Coroutine[Any, Any, T], watchdog: _Watchdog) -> T:
+    """``coro`` with asyncio.Runner's SIGINT handler wrapped so that SIGINT also starts the
+    watchdog; the runner's handler is put back when ``coro`` ends (the runner then restores
+    the default)."""
+    import asyncio
+    import signal
+
+    runner_handler = signal.getsignal(signal.SIGINT)
+    if not callable(runner_handler):  # pragma: no cover - the runner installs one
+        return await coro
+    loop = asyncio.get_running_loop()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        watchdog.start(loop)
+        runner_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return await coro
+    finally:
+        if signal.getsignal(signal.SIGINT) is on_sigint:
+            signal.signal(signal.SIGINT, runner_handler)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,7 +37,6 @@ __all__ = [
     "index_entry_stale",
     "parse_entry",
     "parse_robot_events",
-    "printable",
     "stream_id_ms",
 ]
 
@@ -320,14 +318,6 @@ def parse_entry(stream: str, stream_id: str, fields: Any) -> StoredEvent:
         detail=detail,
         problem="; ".join(problems) or None,
     )
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters (and bidi overrides) shown as escapes, for tables."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def detail_text(detail: dict[str, Any]) -> str:

@@ -129,6 +129,45 @@ def test_keys_that_are_not_utf8_print_escaped_and_round_trip_byte_for_byte(
     raw.close()
 
 
+def test_ids_that_are_not_utf8_are_their_own_bytes_in_csv_and_shell_words_for_people(
+    single: Backend, tmp_path: Path
+) -> None:
+    """An id of bytes ff fe was written to CSV as the 12 characters \\udcff\\udcfe, and
+    tables and errors showed that Python escape. CSV (for machines) now carries the bytes;
+    people see $'...' words, which bash turns back into those bytes."""
+    import redis
+
+    raw = redis.Redis(port=single.single.port)  # type: ignore[union-attr]
+    raw.hset(b"ws_conn:bot\xff\xfe", mapping={b"instance_id": b"gw\xff", b"last_heartbeat": b"1"})
+    raw.close()
+    env = {**os.environ, **single.env}
+
+    def run(*args: str | bytes) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "wsctl", *args], capture_output=True, env=env, timeout=60
+        )
+
+    for listing in (("list", "connections"), ("list", "robots")):
+        csv = run(*listing, "-o", "csv")
+        assert csv.returncode == 0, csv.stderr
+        assert b"\nbot\xff\xfe," in csv.stdout and b",gw\xff" in csv.stdout
+        assert b"\\udc" not in csv.stdout
+        table = run(*listing)
+        assert b"$'bot\\xff\\xfe'" in table.stdout and b"$'gw\\xff'" in table.stdout
+        assert b"udc" not in table.stdout
+    missing = run("show", b"nobody\xff")
+    assert missing.returncode == 1
+    assert b"robot $'nobody\\xff' has no registry entry" in missing.stderr
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(b"bot\xff\xfe\nnot-there\xff\n")
+    for extra in ((), ("--dry-run",)):
+        sent = run("send", "hi", "--robots-from", str(ids), "-o", "csv", *extra)
+        assert b"\nnot-there\xff," in sent.stdout and b"\nbot\xff\xfe," in sent.stdout, extra
+        assert b"\\udc" not in sent.stdout
+    listed = run("send", "hi", "--robots-from", str(ids), "--dry-run")
+    assert b"$'not-there\\xff'" in listed.stdout and b"$'bot\\xff\\xfe'" in listed.stdout
+
+
 def test_gateway_bad_port_and_busy_port_are_usage_errors(single: Backend) -> None:
     env = {**os.environ, **single.env}
     bad = _run("gateway", "--port", "99999", env=env)

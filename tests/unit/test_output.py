@@ -102,7 +102,7 @@ def test_every_human_readable_rendering_escapes_control_characters() -> None:
     render_object({EVIL: EVIL, "fields": {"status": EVIL}}, "table", stream=out)
     assert "\x1b" not in out.getvalue() and out.getvalue().count("\\x1b[2J") == 3
     assert printable("机器人 café") == "机器人 café"
-    assert printable("a\udcffb") == "a\\udcffb"
+    assert printable("a\udcffb") == "a\\xffb"  # the byte, as bash's $'...' spells it
     # machine formats stay exact (JSON escapes control characters itself)
     out = io.StringIO()
     render(rows, COLUMNS, "jsonl", stream=out)
@@ -113,7 +113,7 @@ def test_diagnostics_on_stderr_escape_control_characters(capsys) -> None:  # typ
     from wsctl.cli.common import err
 
     err(f"robot {EVIL} gone\nforged line")
-    assert capsys.readouterr().err == "robot ok\\x1b]0;pwned\\x07\\x1b[2J gone\\nforged line\n"
+    assert capsys.readouterr().err == "robot ok\\x1b]0;pwned\\x07\\x1b[2J gone\\x0aforged line\n"
 
 
 def test_tables_honour_columns_have_no_trailing_padding_and_keep_ids_whole(
@@ -234,7 +234,134 @@ def test_invisible_format_characters_are_escaped_so_look_alike_ids_differ() -> N
     are format characters (Unicode category Cf) and are escaped like controls."""
     from wsctl.cli.output import printable
 
-    assert printable("\ufeffrobot-1") == "\\ufeffrobot-1"
-    assert printable("robot\u200b-1") == "robot\\u200b-1"
-    assert printable("a\u00adb") == "a\\xadb"  # soft hyphen: invisible in most terminals
+    assert printable("\ufeffrobot-1") == "\\xef\\xbb\\xbfrobot-1"  # its UTF-8 bytes
+    assert printable("robot\u200b-1") == "robot\\xe2\\x80\\x8b-1"
+    assert printable("a\u00adb") == "a\\xc2\\xadb"  # soft hyphen: invisible in most terminals
     assert printable("robot 1") == "robot 1"  # the space stays
+
+
+class _Terminal(io.StringIO):
+    """A stream that says it is a terminal, so rich colours what it writes."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _visible(line: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", line)
+
+
+def test_no_line_of_a_table_ends_in_spaces_on_a_terminal_even_inside_colour_codes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a terminal rich pads a bold header cell inside its colour codes (``DETAIL   \\x1b[0m
+    ``): the headers of `events` and `history` ended in spaces."""
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    columns = [Column("robot_id", "ROBOT"), Column("detail", "DETAIL", wrap=True)]
+    rows = [{"robot_id": "r-1", "detail": "short"}, {"robot_id": "r-2", "detail": "longer " * 9}]
+    out = _Terminal()
+    render(rows, columns, "table", stream=out)
+    text = out.getvalue()
+    assert "\x1b[" in text  # coloured: written as to a terminal
+    for line in text.splitlines():
+        assert _visible(line) == _visible(line).rstrip(), repr(line)
+
+
+def test_cells_longer_than_the_cut_end_with_a_marker_and_an_escape_is_never_cut_in_half() -> None:
+    from wsctl.cli.output import TEXT_MAX, WORD_MAX
+    from wsctl.shell import clip
+
+    out = io.StringIO()
+    rows = [{"robot_id": "r" * 10_000, "reason": "w " * 20_000}]
+    columns = [Column("robot_id", "ROBOT"), Column("reason", "REASON", wrap=True)]
+    render(rows, columns, "table", stream=out)
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) < WORD_MAX + TEXT_MAX + 20
+    assert f"{'r' * (WORD_MAX - len('… (10,000 chars)'))}… (10,000 chars)" in out.getvalue()
+    assert "… (40,000 chars)" in out.getvalue()
+    # a cut that would fall inside \xff keeps the escape whole or drops it
+    for limit in range(14, 60):
+        head, _, note = clip("ab\\xff\\xfe" * 10, limit, 60).partition("…")
+        assert note == " (60 chars)" and len(head) + 1 + len(note) <= limit
+        assert all(part[:2] in ("ff", "fe") for part in head.split("\\x")[1:]), head
+
+
+def test_ids_that_are_not_printable_show_as_shell_words_and_free_text_inline() -> None:
+    """A table showed the id of bytes ff fe as ``\\udcff\\udcfe``: now ``$'\\xff\\xfe'``, as
+    README's suggested commands spell it (bash gives back those bytes), so the literal text
+    ``bad-\\xff`` and the byte ff no longer print alike. Free text escapes the same bytes
+    inline."""
+    from wsctl.shell import quoted, word
+
+    columns = [Column("robot_id", "ROBOT"), Column("reason", "REASON", wrap=True)]
+    rows = [
+        {"robot_id": "bad-\udcff\udcfe", "reason": "got \udcff and \x1b[2J"},
+        {"robot_id": "bad-\\xff", "reason": "-"},
+    ]
+    out = io.StringIO()
+    render(rows, columns, "table", stream=out)
+    text = out.getvalue()
+    assert "$'bad-\\xff\\xfe'" in text and "udc" not in text
+    assert "got \\xff and \\x1b[2J" in text
+    assert " bad-\\xff " in text  # printable text is shown as it is
+    assert word("robot-1") == "robot-1" and word("a\u202eb") == "$'a\\xe2\\x80\\xaeb'"
+    assert quoted("robot-1") == "'robot-1'" and quoted("it's") == "'it'\"'\"'s'"
+    assert quoted("bad-\udcff") == "$'bad-\\xff'"
+
+
+def test_a_table_too_narrow_for_its_free_text_puts_it_under_each_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    columns = [
+        Column("at", "AT"),
+        Column("robot_id", "ROBOT"),
+        Column("detail", "DETAIL", wrap=True),
+    ]
+    detail = " ".join(f"word{n}=value-{n:024d}" for n in range(12))  # words longer than 20
+    rows = [{"at": "2026-12-07T13:03:31.620Z", "robot_id": "robot-1", "detail": detail}]
+    monkeypatch.setenv("COLUMNS", "50")
+    out = io.StringIO()
+    render(rows, columns, "table", stream=out)
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 50 and line == line.rstrip() for line in lines)
+    assert lines[1].split() == ["AT", "ROBOT"]
+    assert lines[3].split() == ["2026-12-07T13:03:31.620Z", "robot-1"]
+    assert lines[4] == f"     detail: word0=value-{0:024d}"
+    assert lines[5] == f"             word1=value-{1:024d}"
+    assert " ".join(lines[4:]).count("word") == 12
+    rule = next(line for line in lines if "─" in line)
+    assert len(rule) <= max(len(line) for line in lines if "─" not in line)
+    monkeypatch.setenv("COLUMNS", "200")  # room enough: one table, DETAIL a column
+    out = io.StringIO()
+    render(rows, columns, "table", stream=out)
+    assert out.getvalue().splitlines()[1].split() == ["AT", "ROBOT", "DETAIL"]
+
+
+def test_a_streamed_table_writes_each_row_as_it_comes() -> None:
+    from wsctl.cli.output import RowWriter, StreamedTable
+
+    columns = [
+        Column("robot_id", "ROBOT"),
+        Column("outcome", "OUTCOME"),
+        Column("reason", "REASON", wrap=True),
+    ]
+    out = io.StringIO()
+    writer = RowWriter(columns, "wide", stream=out, streamed=True)
+    for n in range(StreamedTable.BLOCK - 1):
+        writer.write({"robot_id": f"r-{n}", "outcome": "delivered", "reason": None})
+    assert out.getvalue() == ""  # the first block sizes the columns
+    writer.write({"robot_id": "r-last-of-block", "outcome": "timeout", "reason": "no answer"})
+    lines = out.getvalue().splitlines()
+    assert lines[0].split() == ["ROBOT", "OUTCOME", "REASON"] and set(lines[1].strip()) == {"─"}
+    assert len(lines) == 2 + StreamedTable.BLOCK
+    writer.write({"robot_id": "r-later", "outcome": "rejected", "reason": "too big"})
+    assert out.getvalue().splitlines()[-1].split() == ["r-later", "rejected", "too", "big"]
+    assert writer.close() == StreamedTable.BLOCK + 1
+    widths = {
+        line.index("OUTCOME") if "OUTCOME" in line else line.index("delivered")
+        for line in lines[:1] + lines[2:-1]
+    }
+    assert len(widths) == 1  # aligned on the first block

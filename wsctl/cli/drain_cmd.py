@@ -24,9 +24,9 @@ if TYPE_CHECKING:
 
 
 def _shown(text: str) -> str:
-    from wsctl.events import printable
+    from wsctl.shell import word
 
-    return printable(text)
+    return word(text)
 
 
 def drain(

@@ -29,34 +29,57 @@ __all__ = [
 
 
 def shown(value: Any) -> str:
-    """A cell for a person: ``-`` when empty, control characters escaped."""
-    from wsctl.events import printable
+    """An id for a person: ``-`` when empty, else as it is, or its ``$'...'`` shell word
+    when it holds characters that are not printable."""
+    from wsctl.shell import word
 
-    return "-" if value in (None, "") else printable(str(value))
+    return "-" if value in (None, "") else word(str(value))
+
+
+def _text(value: Any) -> str:
+    """A cell's text before the table escapes and cuts it: ``-`` when empty."""
+    return "-" if value in (None, "") else str(value)
+
+
+def _at(value: Any) -> str:
+    """An event's time for a person: UTC to the millisecond (``2026-12-07T13:03:31.620Z``,
+    the precision of stream ids), or the text as written when it is not an aware ISO time
+    (json, jsonl and csv carry it as written)."""
+    from datetime import UTC, datetime
+
+    text = _text(value)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if moment.tzinfo is None:
+        return text
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _detail(value: Any) -> str:
-    from wsctl.events import detail_text, printable
+    from wsctl.events import detail_text
 
-    return printable(detail_text(value)) if isinstance(value, dict) and value else "-"
+    return detail_text(value) if isinstance(value, dict) and value else "-"
 
 
 def _conn(value: Any) -> str:
-    return shown(str(value)[:8]) if value else "-"
+    return str(value)[:8] if value else "-"
 
 
 def event_columns() -> list[Column]:
-    """The columns of every event listing (``events``, ``history``); the last three in wide."""
+    """The columns of every event listing (``events``, ``history``); the last three in wide.
+    DETAIL and PROBLEM are free text: they wrap at ``COLUMNS`` and are cut when very long."""
     return [
-        Column("at", "AT", fmt=shown),
-        Column("event", "EVENT", fmt=shown),
-        Column("robot_id", "ROBOT", fmt=shown),
-        Column("instance_id", "INSTANCE", fmt=shown),
+        Column("at", "AT", fmt=_at),
+        Column("event", "EVENT", fmt=_text),
+        Column("robot_id", "ROBOT", fmt=_text),
+        Column("instance_id", "INSTANCE", fmt=_text),
         Column("conn_id", "CONN", fmt=_conn),
-        Column("detail", "DETAIL", fmt=_detail),
-        Column("stream", "STREAM", wide_only=True, fmt=shown),
-        Column("id", "ID", wide_only=True, fmt=shown),
-        Column("problem", "PROBLEM", wide_only=True, fmt=shown),
+        Column("detail", "DETAIL", fmt=_detail, wrap=True),
+        Column("stream", "STREAM", wide_only=True, fmt=_text),
+        Column("id", "ID", wide_only=True, fmt=_text),
+        Column("problem", "PROBLEM", wide_only=True, fmt=_text, wrap=True),
     ]
 
 
@@ -66,17 +89,22 @@ def event_line(event: StoredEvent) -> str:
 
 
 def row_line(row: dict[str, Any]) -> str:
-    """One event row as one line, control characters escaped."""
+    """One event row as one line for a person: ids as :func:`shown`, the detail escaped and
+    cut like a table cell (``… (N chars)``)."""
+    from wsctl.cli.output import TEXT_MAX
+    from wsctl.shell import clip, printable
+
+    detail = _detail(row["detail"])
     parts = [
-        shown(row["at"]),
+        shown(_at(row["at"])),
         shown(row["event"]).ljust(14),
         shown(row["robot_id"]),
         shown(row["instance_id"]),
-        _conn(row["conn_id"]),
-        _detail(row["detail"]),
+        shown(_conn(row["conn_id"])),
+        clip(printable(detail[: TEXT_MAX + 1]), TEXT_MAX, len(detail)),
     ]
     if row.get("problem"):
-        parts.append(f"(malformed: {shown(row['problem'])})")
+        parts.append(f"(malformed: {printable(str(row['problem']))})")
     return "  ".join(parts)
 
 

@@ -20,6 +20,7 @@ from wsctl.cli.common import (
 from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
 from wsctl.cli.eventlog import event_columns, event_line
 from wsctl.errors import NotFound, UsageError
+from wsctl.shell import quoted
 
 if TYPE_CHECKING:
     from wsctl.config import Settings
@@ -182,7 +183,7 @@ def history(
     validate_id(robot_id)
     found = run(_history(state(ctx).settings(), robot_id, limit or None))
     if not found:
-        raise NotFound(f"robot {robot_id!r} has no events")
+        raise NotFound(f"robot {quoted(robot_id)} has no events")
     _note_malformed(found)
     from wsctl.cli.output import render
 

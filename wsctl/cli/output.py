@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
@@ -20,11 +20,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMATS",
+    "TABLE_ROWS",
+    "TEXT_MAX",
     "UNWRAPPED",
+    "WORD_MAX",
     "WRAP_MIN",
     "Column",
+    "FitTable",
     "RowWriter",
+    "StreamedTable",
     "build_table",
+    "cut_note",
     "human_value",
     "make_console",
     "output_width",
@@ -36,6 +42,11 @@ __all__ = [
 ]
 
 FORMATS = ("table", "wide", "json", "jsonl", "csv")
+
+# Tables show at most this many rows unless --limit says otherwise (listings, fan-out
+# --dry-run): rendering 200k rows took 100 s and 1 GiB. jsonl and csv stream everything in
+# flat memory.
+TABLE_ROWS = 1000
 
 
 @dataclass(frozen=True)
@@ -53,33 +64,59 @@ class Column:
     wrap: bool = False  # free text (reasons, details) wraps at words; nothing else does
 
 
-def _cell(column: Column, row: dict[str, Any]) -> str:
+# Cells longer than this many characters are cut for a person (table, wide), ending with
+# "… (N chars)"; json, jsonl and csv carry them whole. Ids, states and ages: every id wsctl
+# accepts (256 bytes) fits. Free text (reasons, details) is cut longer and wraps.
+WORD_MAX = 256
+TEXT_MAX = 512
+
+
+def _cell(column: Column, row: dict[str, Any]) -> tuple[str, bool]:
+    """The text a person sees in ``column`` of ``row``, and whether it was cut: free text
+    escaped inline, any other cell (ids) as its ``$'...'`` shell word when it holds
+    characters that are not printable. Work is bounded by the cut, not the value."""
     value = row.get(column.key)
     if column.fmt is not None:
-        return printable(column.fmt(value))
-    if value is None:
-        return "-"
-    return printable(str(value))
+        text = column.fmt(value)
+    elif value is None:
+        return "-", False
+    else:
+        text = str(value)
+    return _shown(text, column.wrap)
 
 
-def printable(text: str) -> str:
-    """``text`` with every character that is not printable escaped (``\\x1b``, ``\\n``,
-    ``\\u202e``, ``\\ufeff``): registry data is untrusted, and anything printed for a person
-    goes through here. Python's rule (``str.isprintable``) covers C0/C1 controls (escape
-    sequences set the window title, clear the screen, fake output), format characters
-    (bidirectional overrides that make text read differently from what it is, zero-width
-    spaces and BOMs that make two ids look alike), separators other than the space, and lone
-    surrogates (bytes that were not UTF-8)."""
-    if text.isprintable():  # the common case, in C
-        return text
-    return "".join(
-        ch if ch.isprintable() else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
-        for ch in text
+def _shown(text: str, free: bool) -> tuple[str, bool]:
+    from wsctl.shell import clip, word
+
+    limit = TEXT_MAX if free else WORD_MAX
+    part = text[: limit + 1]  # every character shows as one or more: enough to fill the cut
+    shown = printable(part) if free else word(part)
+    if len(shown) <= limit:
+        return shown, False
+    return clip(shown, limit, len(text)), True
+
+
+def cut_note(cut: int) -> str:
+    """The line on stderr after a table where ``cut`` cells were cut."""
+    return (
+        f"wsctl: note: {cut} cell(s) longer than {WORD_MAX} characters ({TEXT_MAX} for "
+        "free text) cut, marked …; -o json, jsonl or csv carry them whole"
     )
 
 
-# A wrapping column is never narrower than its longest word, up to this many characters.
-WRAP_MIN = 30
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable escaped as the bytes it holds
+    (``\\x1b``, ``\\xe2\\x80\\xae``, ``\\xff``): :func:`wsctl.shell.printable`, the one
+    rule for everything printed for a person (registry data is untrusted)."""
+    from wsctl.shell import printable as escape
+
+    return escape(text)
+
+
+# A wrapping column is never narrower than its longest word, up to this many characters; a
+# table whose last column wraps and cannot give it that much within COLUMNS puts that column
+# under each row instead (see FitTable).
+WRAP_MIN = 20
 # Piped output without COLUMNS is not wrapped at all (a table is as wide as its rows).
 UNWRAPPED = 100_000
 
@@ -109,104 +146,220 @@ def make_console(stream: IO[str] | None = None, *, stderr: bool = False) -> Cons
     )
 
 
-_TRAILING = None
-
-
-def print_table(table: Table, stream: IO[str] | None = None) -> None:
+def print_table(table: FitTable, stream: IO[str] | None = None) -> None:
     """Print a table without trailing padding on any line (rich pads every cell and the
-    blank lines around the table to the table's width)."""
+    blank lines around the table to the table's width). Linear in the output."""
     import io
-    import re
 
-    global _TRAILING
-    if _TRAILING is None:
-        _TRAILING = re.compile(r"[ ]+((?:\x1b\[[0-9;]*m)*)$", re.M)
     out = stream or sys.stdout
     console = make_console(out)
     buffer = io.StringIO()
     console.file = buffer
     # columns that must not wrap (ids, states, ages) are never dropped or cut to fit COLUMNS:
     # the table is then as wide as they need (build_table's min_width), and no wider
-    if table.min_width and table.min_width > console.width:
+    if table.min_width > console.width:
         console.width = table.min_width
     console.print(table)
-    out.write(_fit_rules(_TRAILING.sub(r"\1", buffer.getvalue())))
+    lines = [_strip_trailing(line) for line in buffer.getvalue().split("\n")]
+    out.write("\n".join(_fit_rules(lines)))
 
 
-_ANSI = None
+# the longest SGR code rich writes (``\x1b[1;38;2;255;255;255m`` is 22 characters)
+_SGR_MAX = 32
 
 
-def _fit_rules(text: str) -> str:
+def _strip_trailing(line: str) -> str:
+    """``line`` without the spaces at its end, also where they sit inside colour codes
+    (``DETAIL   \\x1b[0m ``), the codes kept. Each character is looked at a bounded number
+    of times (a regular expression doing this took time quadratic in a run of spaces)."""
+    end = len(line)
+    codes: list[str] = []
+    while end:
+        last = line[end - 1]
+        if last == " ":
+            end -= 1
+            continue
+        if last != "m":
+            break
+        start = line.rfind("\x1b[", max(0, end - _SGR_MAX), end)
+        if start < 0 or not all(c.isdigit() or c == ";" for c in line[start + 2 : end - 1]):
+            break
+        codes.append(line[start:end])
+        end = start
+    if not codes:
+        return line[:end]
+    return line[:end] + "".join(reversed(codes))
+
+
+def _visible(line: str) -> str:
+    """``line`` without its SGR colour codes."""
+    if "\x1b" not in line:
+        return line
+    parts = line.split("\x1b[")
+    kept = [parts[0]]
+    for part in parts[1:]:
+        end = 0
+        while end < len(part) and (part[end].isdigit() or part[end] == ";"):
+            end += 1
+        kept.append(part[end + 1 :] if end < len(part) and part[end] == "m" else "\x1b[" + part)
+    return "".join(kept)
+
+
+def _fit_rules(lines: list[str]) -> list[str]:
     """Cut the header rule (``───``) to the widest other line: rich draws it across the
     width it gave the table, wider than the rows once a wrapped column's padding is gone."""
-    import re
-
-    global _ANSI
-    if _ANSI is None:
-        _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-    lines = text.split("\n")
-    visible = [_ANSI.sub("", line) for line in lines]
-    is_rule = [bool(v.strip()) and set(v.strip()) == {"─"} for v in visible]
+    visible = [_visible(line) for line in lines]
+    is_rule = [bool(v.strip()) and not v.strip().strip("─") for v in visible]
     widest = max((len(v) for v, rule in zip(visible, is_rule, strict=True) if not rule), default=0)
     for i, (v, rule) in enumerate(zip(visible, is_rule, strict=True)):
         extra = len(v) - widest
         if rule and extra > 0 and widest > 0:
             head, _, tail = lines[i].rpartition("─" * extra)
             lines[i] = head + tail
-    return "\n".join(lines)
+    return lines
 
 
 def build_table(
-    rows: Iterable[dict[str, Any]], columns: Sequence[Column], *, wide: bool, title: str | None
-) -> Table:
-    """A rich Table of ``rows`` in ``columns`` (the wide-only ones when ``wide``), cells
-    escaped for the terminal."""
-    from rich import box
-    from rich.table import Table
-
+    rows: Iterable[dict[str, Any]],
+    columns: Sequence[Column],
+    *,
+    wide: bool,
+    title: str | None,
+    notes: list[str] | None = None,
+) -> FitTable:
+    """A table of ``rows`` in ``columns`` (the wide-only ones when ``wide``), cells escaped
+    for the terminal and cut at :data:`WORD_MAX` / :data:`TEXT_MAX` characters (a line for
+    stderr saying so is appended to ``notes``)."""
     shown = [c for c in columns if wide or not c.wide_only]
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        title=printable(title) if title else None,
-        title_justify="left",
-        pad_edge=False,
-    )
     held = list(rows)
-    texts = [[_cell(column, row) for column in shown] for row in held]
-    # the narrowest this table can be: every column at its least width, plus (box SIMPLE_HEAD,
-    # no edge padding) one space on each side of every inner edge and a separator per edge
-    needed = 3 * len(shown) - 1
-    for i, column in enumerate(shown):
-        # ids, states and ages are never broken across lines: only free text (reasons,
-        # details) wraps, at word boundaries
-        if column.wrap:
-            words = (word for cells in texts for word in cells[i].split())
-            least = min(max((len(w) for w in words), default=0), WRAP_MIN)
-        else:
-            least = max((len(cells[i]) for cells in texts), default=0)
-        least = max(least, len(column.header))
-        needed += least
-        table.add_column(
-            column.header,
-            justify=column.justify,  # type: ignore[arg-type]
-            overflow="fold",
-            no_wrap=not column.wrap,
-            min_width=None if column.wrap else least,
+    cut = 0
+    texts: list[list[str]] = []
+    styles: list[list[str | None]] = []
+    for row in held:
+        cells = []
+        for column in shown:
+            text, was_cut = _cell(column, row)
+            cut += was_cut
+            cells.append(text)
+        texts.append(cells)
+        styles.append([column.style(row) if column.style else None for column in shown])
+    if cut and notes is not None:
+        notes.append(cut_note(cut))
+    return FitTable(shown, texts, styles, _shown(title, True)[0] if title else None)
+
+
+class FitTable:
+    """A rendered listing that fits ``COLUMNS``: a rich table when its columns fit (ids,
+    states and ages whole, free text wrapped at words in a column at least
+    :data:`WRAP_MIN` wide); otherwise the same table without its free-text columns, that
+    text under each row, labelled, indented and wrapped (``reason: ...``). Ids are never
+    broken: a table whose unbreakable columns alone are wider than ``COLUMNS`` is as wide as
+    they need (:attr:`min_width`)."""
+
+    def __init__(
+        self,
+        columns: list[Column],
+        texts: list[list[str]],
+        styles: list[list[str | None]],
+        title: str | None,
+    ) -> None:
+        self.columns, self.texts, self.styles, self.title = columns, texts, styles, title
+        self.least = []
+        for i, column in enumerate(columns):
+            if column.wrap:
+                words = (word for cells in texts for word in cells[i].split())
+                least = min(max((len(w) for w in words), default=0), WRAP_MIN)
+            else:
+                least = max((len(cells[i]) for cells in texts), default=0)
+            self.least.append(max(least, len(column.header)))
+        # box SIMPLE_HEAD without edge padding: one space on each side of every inner edge and
+        # a separator per edge
+        self.needed = sum(self.least) + 3 * len(columns) - 1
+        kept = [i for i, column in enumerate(columns) if not column.wrap]
+        self.stackable = 0 < len(kept) < len(columns)
+        self.min_width = (
+            sum(self.least[i] for i in kept) + 3 * len(kept) - 1 if self.stackable else self.needed
         )
-    table.min_width = needed
-    for row, cells in zip(held, texts, strict=True):
-        styled = []
-        for column, text in zip(shown, cells, strict=True):
-            style = column.style(row) if column.style else None
-            styled.append(f"[{style}]{_escape(text)}[/]" if style else _escape(text))
-        table.add_row(*styled)
-    return table
 
+    def __rich_console__(self, console: Console, options: Any) -> Iterator[Any]:
+        if options.max_width >= self.needed or not self.stackable:
+            yield self._table()
+        else:
+            yield from self._stacked(options.max_width)
 
-def _escape(text: str) -> str:
-    from rich.markup import escape
+    def _table(self) -> Table:
+        from rich import box
+        from rich.table import Table
+        from rich.text import Text
 
-    return escape(text)
+        table = Table(
+            box=box.SIMPLE_HEAD,
+            title=Text(self.title) if self.title else None,
+            title_justify="left",
+            pad_edge=False,
+        )
+        for column, least in zip(self.columns, self.least, strict=True):
+            table.add_column(
+                column.header,
+                justify=column.justify,  # type: ignore[arg-type]
+                overflow="fold",
+                no_wrap=not column.wrap,
+                min_width=least,
+            )
+        table.min_width = self.needed
+        for cells, styles in zip(self.texts, self.styles, strict=True):
+            # Text, not markup: a cell is shown as it is, and nothing parses it again
+            table.add_row(
+                *(Text(t, style=style or "") for t, style in zip(cells, styles, strict=True))
+            )
+        return table
+
+    def _stacked(self, width: int) -> Iterator[Any]:
+        import textwrap
+
+        from rich.text import Text
+
+        kept = [i for i, column in enumerate(self.columns) if not column.wrap]
+        free = [i for i, column in enumerate(self.columns) if column.wrap]
+        indent = "     "
+
+        def line(cells: list[str], styles: list[str | None]) -> Text:
+            text = Text(" ")
+            for n, i in enumerate(kept):
+                column, cell = self.columns[i], cells[i]
+                if n:
+                    text.append("   ")
+                pad = self.least[i] - len(cell)
+                if column.justify == "right":
+                    text.append(" " * pad)
+                text.append(cell, style=styles[i] or "")
+                if column.justify != "right" and n < len(kept) - 1:
+                    text.append(" " * pad)
+            return text
+
+        header = line([c.header for c in self.columns], ["bold"] * len(self.columns))
+        body: list[Text] = []
+        for cells, styles in zip(self.texts, self.styles, strict=True):
+            body.append(line(cells, styles))
+            for i in free:
+                if cells[i] in ("", "-"):
+                    continue
+                label = self.columns[i].header.lower() + ": "
+                room = max(width - len(indent) - len(label), WRAP_MIN)
+                wrapped = textwrap.wrap(cells[i], room, break_on_hyphens=False) or [cells[i]]
+                body.append(Text(indent + label + wrapped[0], style=styles[i] or ""))
+                body.extend(
+                    Text(indent + " " * len(label) + part, style=styles[i] or "")
+                    for part in wrapped[1:]
+                )
+        rule = max(len(t.plain.rstrip()) for t in [header, *body])
+        if self.title:
+            yield Text(self.title)
+        yield Text("")
+        yield header
+        yield Text(" " + "─" * (rule - 1))
+        yield from body
+        yield Text("")
 
 
 _encoder: Any = None
@@ -223,8 +376,121 @@ def _encode(row: dict[str, Any]) -> str:
     return str(_encoder(row))
 
 
+class _ExactBytes:
+    """A text sink that writes UTF-8 to a binary stream, with every byte that was not UTF-8
+    (read as a surrogate escape) written as that byte: CSV is for machines, and an id of
+    bytes ff fe must come out as those two bytes, not as escapes."""
+
+    def __init__(self, stream: IO[str], raw: Any) -> None:
+        self.stream, self.raw = stream, raw
+
+    def write(self, text: str) -> int:
+        try:
+            data = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate no byte decodes to: shown escaped
+            data = text.encode("utf-8", "backslashreplace")
+        self.raw.write(data)
+        return len(text)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+def _exact(stream: IO[str]) -> IO[str] | _ExactBytes:
+    """``stream`` as an :class:`_ExactBytes` sink when it has a binary buffer (stdout, a
+    file); an in-memory text stream (an in-process caller) keeps the text as it is."""
+    raw = getattr(stream, "buffer", None)
+    if raw is None:
+        return stream
+    stream.flush()  # what was written as text goes first
+    return _ExactBytes(stream, raw)
+
+
+class StreamedTable:
+    """A table written a row at a time (``send ... -o wide`` to any number of robots): the
+    header and the column widths come from the first :attr:`BLOCK` rows (or those of the
+    first :attr:`WAIT` seconds), each later row is written as it comes, and a cell wider
+    than its column shifts only its own line. Cells are cut as in :func:`build_table`; on a
+    known width (``COLUMNS`` or a terminal) a free-text last column is cut to fit it."""
+
+    BLOCK = 100
+    WAIT = 0.1
+
+    def __init__(self, columns: Sequence[Column], out: IO[str], *, wide: bool) -> None:
+        import time
+
+        self.columns = [c for c in columns if wide or not c.wide_only]
+        self.out = out
+        self.widths: list[int] | None = None
+        self.pending: list[list[str]] = []
+        self.cut = 0
+        self.started = time.monotonic()
+        is_tty = hasattr(out, "isatty") and out.isatty()
+        width = output_width(is_tty)
+        if width is None:
+            import shutil
+
+            width = shutil.get_terminal_size().columns
+        self.width = None if width == UNWRAPPED else width
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Write ``row`` (or keep it until the widths are known)."""
+        import time
+
+        cells = []
+        for column in self.columns:
+            text, was_cut = _cell(column, row)
+            self.cut += was_cut
+            cells.append(text)
+        if self.widths is not None:
+            self.out.write(self._line(cells) + "\n")
+            return
+        self.pending.append(cells)
+        if len(self.pending) >= self.BLOCK or time.monotonic() - self.started >= self.WAIT:
+            self._start()
+
+    def _start(self) -> None:
+        headers = [c.header for c in self.columns]
+        self.widths = [
+            max([len(header), *(len(cells[i]) for cells in self.pending)])
+            for i, header in enumerate(headers)
+        ]
+        lines = [self._line(headers)]
+        body = [self._line(cells) for cells in self.pending]
+        lines.append(" " + "─" * (max(len(line) for line in lines + body) - 1))
+        self.out.write("\n".join(lines + body) + "\n")
+        self.pending = []
+
+    def _line(self, cells: list[str]) -> str:
+        assert self.widths is not None
+        parts: list[str] = []
+        last = len(cells) - 1
+        for i, (column, text) in enumerate(zip(self.columns, cells, strict=True)):
+            if i == last:
+                if column.wrap and self.width is not None:
+                    room = self.width - sum(len(p) for p in parts) - 3 * last - 1
+                    if room >= WRAP_MIN and len(text) > room:
+                        from wsctl.shell import clip
+
+                        text = clip(text, room, len(text))
+                parts.append(text)
+            elif column.justify == "right":
+                parts.append(text.rjust(self.widths[i]))
+            else:
+                parts.append(text.ljust(self.widths[i]))
+        return (" " + "   ".join(parts)).rstrip()
+
+    def close(self) -> int:
+        """Write what is still held; returns how many cells were cut."""
+        if self.widths is None and self.pending:
+            self._start()
+        return self.cut
+
+
 class RowWriter:
-    """Writes rows one at a time; streaming formats never hold more than one row."""
+    """Writes rows one at a time; streaming formats never hold more than one row. ``table``
+    and ``wide`` hold every row to size the columns, unless ``streamed``
+    (:class:`StreamedTable`)."""
 
     def __init__(
         self,
@@ -233,6 +499,7 @@ class RowWriter:
         *,
         stream: IO[str] | None = None,
         title: str | None = None,
+        streamed: bool = False,
     ) -> None:
         self.columns = columns
         self.fmt = fmt
@@ -241,6 +508,7 @@ class RowWriter:
         self.count = 0
         self._buffer: list[dict[str, Any]] = []
         self._csv: Any = None
+        self._streamed: StreamedTable | None = None
         if fmt == "json":
             self.out.write("[")
         elif fmt == "csv":
@@ -248,13 +516,15 @@ class RowWriter:
 
             keys = [c.key for c in columns]
             self._csv = csv.DictWriter(
-                self.out, fieldnames=keys, extrasaction="ignore", lineterminator="\n"
+                _exact(self.out), fieldnames=keys, extrasaction="ignore", lineterminator="\n"
             )
             self._csv.writeheader()
+        elif fmt in ("table", "wide") and streamed:
+            self._streamed = StreamedTable(columns, self.out, wide=fmt == "wide")
 
     def write(self, row: dict[str, Any]) -> None:
-        """Write one row now (json, jsonl, csv) or keep it for the table drawn by
-        :meth:`close`."""
+        """Write one row now (json, jsonl, csv, a streamed table) or keep it for the table
+        drawn by :meth:`close`."""
         if self.fmt == "jsonl":
             self.out.write(_encode(row) + "\n")
         elif self.fmt == "json":
@@ -262,6 +532,8 @@ class RowWriter:
             self.out.write(prefix + "\n  " + _encode(row))
         elif self._csv is not None:
             self._csv.writerow({k: "" if v is None else v for k, v in row.items()})
+        elif self._streamed is not None:
+            self._streamed.add(row)
         else:
             self._buffer.append(row)
         self.count += 1
@@ -277,16 +549,24 @@ class RowWriter:
             self.write(row)
 
     def close(self) -> int:
-        """Finish the output (close the JSON array, draw the table); returns the rows written."""
+        """Finish the output (close the JSON array, draw the table); returns the rows
+        written. Cells cut in a table are counted in one line on stderr."""
+        notes: list[str] = []
         if self.fmt == "json":
             self.out.write("\n]\n" if self.count else "]\n")
+        elif self._streamed is not None:
+            cut = self._streamed.close()
+            if cut:
+                notes.append(cut_note(cut))
         elif self.fmt in ("table", "wide"):
             table = build_table(
-                self._buffer, self.columns, wide=self.fmt == "wide", title=self.title
+                self._buffer, self.columns, wide=self.fmt == "wide", title=self.title, notes=notes
             )
-            print_table(table, self.out)
             self._buffer = []
+            print_table(table, self.out)
         self.out.flush()
+        for note in notes:
+            sys.stderr.write(note + "\n")
         return self.count
 
 
@@ -315,7 +595,7 @@ def render_object(obj: dict[str, Any], fmt: str, *, stream: IO[str] | None = Non
         indent = 2 if fmt == "json" else None
         out.write(json.dumps(obj, ensure_ascii=False, indent=indent, default=str) + "\n")
     elif fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
+        writer = csv.writer(_exact(out), lineterminator="\n")
         writer.writerow(["key", "value"])
         for key, value in _flatten(obj):
             writer.writerow([key, value])

@@ -9,7 +9,7 @@ import typer
 
 from wsctl.cli.common import OUTPUT_HELP, check_output, err, open_store, run, seconds_flag, state
 from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
-from wsctl.cli.output import Column
+from wsctl.cli.output import TABLE_ROWS, Column
 from wsctl.errors import NotFound, UsageError
 from wsctl.ops.listing import (
     ConnectionFilter,
@@ -17,6 +17,7 @@ from wsctl.ops.listing import (
     connection_row_batches,
     top_connection_rows,
 )
+from wsctl.shell import quoted
 
 if TYPE_CHECKING:
     from wsctl.config import Settings
@@ -81,11 +82,6 @@ def connection_columns(timeout: float) -> list[Column]:
         Column("connected_at", "CONNECTED AT", wide_only=True),
         Column("reason", "REASON", wrap=True),
     ]
-
-
-# Tables show at most this many rows unless --limit says otherwise: rendering 200k rows
-# took 100 s and 1 GiB. jsonl and csv stream everything in flat memory.
-TABLE_ROWS = 1000
 
 
 @list_app.command("connections")
@@ -381,7 +377,7 @@ async def _show(settings: Settings, robot_id: str) -> dict[str, Any]:
         recent, problem = await recent_rows(store.client, store.keys, robot_id)
         if entry is None:
             last = f"; last event: {row_line(recent[-1])}" if recent else ""
-            raise NotFound(f"robot {robot_id!r} has no registry entry{last}")
+            raise NotFound(f"robot {quoted(robot_id)} has no registry entry{last}")
         now = utcnow()
         row = connection_row(entry, now, settings.timeout)
         owner = None

@@ -27,6 +27,7 @@ from wsctl.cli.output import Column
 from wsctl.errors import EXIT_NEGATIVE, NotFound, UsageError
 from wsctl.events import DEFAULT_ROBOT_EVENTS
 from wsctl.shell import quote as shell_quote
+from wsctl.shell import quoted
 
 if TYPE_CHECKING:
     from wsctl.config import Settings
@@ -114,7 +115,7 @@ async def _set(
         entry = await store.get(robot_id)
         if entry is None:
             if not create:
-                raise NotFound(f"robot {robot_id!r} has no registry entry (use --create)")
+                raise NotFound(f"robot {quoted(robot_id)} has no registry entry (use --create)")
             mapping = {F_ROBOT_ID: robot_id, F_CONNECTED_AT: now, F_LAST_HEARTBEAT: now, **mapping}
         elif entry.key_type != "hash":
             raise UsageError(
@@ -245,9 +246,11 @@ async def _rm(
                     continue
                 mismatch = None
                 if if_instance is not None and entry.instance_id != if_instance:
-                    mismatch = f"owned by {entry.instance_id!r}, not {if_instance!r}"
+                    mismatch = (
+                        f"owned by {quoted(entry.instance_id or '')}, not {quoted(if_instance)}"
+                    )
                 if if_conn_id is not None and entry.conn_id != if_conn_id:
-                    mismatch = f"session {entry.conn_id!r}, not {if_conn_id!r}"
+                    mismatch = f"session {quoted(entry.conn_id or '')}, not {quoted(if_conn_id)}"
                 if mismatch:
                     rows.append({"robot_id": robot_id, "result": "kept", "detail": mismatch})
                     continue
@@ -501,10 +504,9 @@ def _import_command(
     render_object(result, fmt)
     if result["not_restored"]:
         for item in result["not_restored_items"][:10]:
-            err(
-                f"wsctl: not restored: line {item['line']}, robot {item['robot_id']!r}: "
-                f"{item['reason']}"
-            )
+            robot = item["robot_id"]
+            named = f", robot {quoted(robot)}" if isinstance(robot, str) else ""
+            err(f"wsctl: not restored: line {item['line']}{named}: {item['reason']}")
         raise typer.Exit(EXIT_NEGATIVE)
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wsctl.errors import UsageError
+from wsctl.shell import quoted
 
 __all__ = [
     "CLI_WRITER",
@@ -63,7 +64,7 @@ def validate_id(value: str, what: str = "robot id", *, utf8: bool = False) -> st
         raise UsageError(f"{what} is {size} bytes long; at most {MAX_ID_BYTES} are allowed")
     for ch in value:
         if unicodedata.category(ch) == "Cc":
-            raise UsageError(f"{what} {value!r} contains a control character")
+            raise UsageError(f"{what} {quoted(value)} contains a control character")
     return value
 
 

@@ -19,6 +19,7 @@ from wsctl.errors import UsageError
 from wsctl.jsonenc import make_encoder
 from wsctl.registry.keys import validate_id
 from wsctl.registry.model import Entry
+from wsctl.shell import quoted
 
 __all__ = [
     "MAX_BAD_LINES_SHOWN",
@@ -114,11 +115,11 @@ def parse_line(text: str, line: int, *, registry_ids: bool = False) -> Record | 
         raise ValueError("fields missing, empty or not an object")
     bad = [k for k, v in fields.items() if not isinstance(v, str) or not (k or registry_ids)]
     if bad:
-        raise ValueError(f"field {bad[0]!r} is not a non-empty name with a string value")
+        raise ValueError(f"field {quoted(bad[0])} is not a non-empty name with a string value")
     if registry_ids:
         for name, value in fields.items():
             _check_bytes(name, "field name")
-            _check_bytes(value, f"field {name!r}")
+            _check_bytes(value, f"field {quoted(name)}")
     return Record(robot_id, dict(fields), line)
 
 
@@ -191,7 +192,7 @@ def validate_lines(
         if earlier is not None:
             if not last_wins:
                 errors.append(
-                    f"{source}:{number}: robot {record.robot_id!r} already on line {earlier}"
+                    f"{source}:{number}: robot {quoted(record.robot_id)} already on line {earlier}"
                 )
                 continue
             result.superseded[earlier] = number
