@@ -428,7 +428,8 @@ async def test_every_listing_format_works_for_outcomes_and_the_dry_run(single: B
             assert "3 selected, 3 delivered" in res.err
             res = await ainvoke(["send", "w", "--robot", "fmt-*", "-o", "wide"], single.env)
             assert res.code == 0, res.err
-            assert res.out.startswith("3 selected, 3 delivered")
+            # wide streams each robot's row, then the summary under them
+            assert res.out.splitlines()[-1].startswith("3 selected, 3 delivered")
             assert "REASON" in res.out and all(robot in res.out for robot in urls)
             for fmt in ("table", "wide", "json", "jsonl", "csv"):
                 res = await ainvoke(
@@ -634,3 +635,48 @@ async def test_a_table_fan_out_where_every_robot_got_it_prints_no_empty_table(
             res = await ainvoke(["send", "hi", "--robot", "tbl-*"], single.env)
             assert res.code == 0, res
             assert res.out.startswith("3 selected, 3 delivered") and "ROBOT" not in res.out, res
+
+
+async def test_wide_streams_each_robots_row_and_a_closed_stdout_stops_the_run(
+    single: Backend, tmp_path: Path
+) -> None:
+    """`send -o wide` held every row for one table drawn at the end: 870k robots took 2.4 GB
+    and more than 300 s, and `-o wide | head -1` ran until the whole selection was done."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"nobody-{n}\n" for n in range(200_000)))
+    args = ["send", "hi", "--robots-from", str(ids), "-o", "wide"]
+    proc = _wsctl(args, single.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        header = await asyncio.to_thread(proc.stdout.readline)
+        running = proc.poll() is None
+        proc.stdout.close()  # the reader leaves, like `head -1`
+    finally:
+        _, err = await asyncio.to_thread(_finish, proc, 60)
+    assert header.split() == ["ROBOT", "OUTCOME", "INSTANCE", "REASON"]
+    assert running  # the first line came while the run went on
+    assert proc.returncode == 1, err
+    assert err.startswith("wsctl: stdout was closed; stopped: sent to "), err
+    assert "(selection not fully read)" in err, err  # it stopped, not at the end
+
+
+async def test_a_dry_run_table_is_sorted_by_robot_and_bounded_like_other_tables(
+    single: Backend,
+) -> None:
+    """`send --dry-run` tables were in scan order (here: the order of the file) and held
+    every robot."""
+    ids = [f"dry-{n:05d}" for n in range(1500)]
+    stdin = "\n".join(reversed(ids)) + "\n"
+    for fmt in ("table", "wide"):
+        res = await ainvoke(
+            ["send", "d", "--robots-from", "-", "--dry-run", "-o", fmt], single.env, stdin=stdin
+        )
+        assert res.code == 0, res.err
+        listed = [line.split()[0] for line in res.out.splitlines()[3:] if line.strip()]
+        assert listed == ids[:1000], fmt
+        assert "showing 1000 of 1500 selected robots (sorted by robot)" in res.err, fmt
+        assert "1500 robots selected; nothing sent (--dry-run)" in res.err
+    res = await ainvoke(
+        ["send", "d", "--robots-from", "-", "--dry-run", "-o", "jsonl"], single.env, stdin=stdin
+    )
+    assert len(res.out.splitlines()) == 1500 and "showing" not in res.err  # streams them all

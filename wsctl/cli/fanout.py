@@ -3,9 +3,11 @@
 A helper module, not a command of its own: called by :func:`wsctl.cli.fleet_cmd.send` when a
 selection option is given. The selection streams (registry SCAN; a ``--robots-from`` list is
 read first, so its size is known); per-robot outcomes are rendered by
-:class:`wsctl.cli.output.RowWriter` as they come (``-o jsonl``/``csv``) or at the end (``-o
-table``: the robots not delivered, ``-o wide``: every robot), after a one-line summary;
-``-o json`` is the summary object. A progress bar is drawn on stderr only when it is a
+:class:`wsctl.cli.output.RowWriter` as they come (``-o jsonl``/``csv``, and ``-o wide``: every
+robot, a table streamed row by row, then a one-line summary) or at the end (``-o table``: a
+one-line summary, then the robots not delivered); ``-o json`` is the summary object. A
+``--dry-run`` table lists the selection like ``list robots``: sorted by robot, the first
+:data:`~wsctl.cli.output.TABLE_ROWS`. A progress bar is drawn on stderr only when it is a
 terminal, and never touches stdout (data written there stays data).
 """
 
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["FAILURES_SHOWN", "read_ids", "run_fanout"]
 
 FAILURES_SHOWN = 20
+# How long a run stopped early (stdout closed) may take to end its clean-up.
+STOP_WAIT = 2.0
 BOM = "\ufeff"
 
 
@@ -199,7 +203,7 @@ async def _run(
     import asyncio
 
     from wsctl.ops.fanout import fan_out, with_owners
-    from wsctl.tasks import settle
+    from wsctl.tasks import settle, settle_all
 
     async with open_store(settings) as store:
         selection = selection_of(store)
@@ -225,7 +229,9 @@ async def _run(
         finally:
             await settle(stopper)
             if not sending.done() or stop.is_set():
-                await settle(sending)  # cancels: nothing more is sent
+                # cancels, again every 0.1 s: a cancel that lands as a Redis reply arrives can
+                # be swallowed (Python 3.11's wait_for), and the run then went on to the end
+                await settle_all([sending], timeout=STOP_WAIT)
         if stop.is_set():
             raise _ReaderGone
         return sending.result()
@@ -248,7 +254,7 @@ def run_fanout(
     1 otherwise, 3 when Redis failed (after rendering what was known), 130 on Ctrl-C (after
     a partial summary on stderr)."""
     from wsctl.cli.common import check_output, run
-    from wsctl.cli.output import RowWriter, render_object
+    from wsctl.cli.output import TABLE_ROWS, RowWriter, render, render_object
     from wsctl.ops.fanout import (
         FanOutcome,
         FanoutOptions,
@@ -256,6 +262,7 @@ def run_fanout(
         chunks_of,
         registry_selection,
     )
+    from wsctl.ops.listing import SortKey, TopRows
 
     check_output(output)
     options = FanoutOptions(via=via, rate=rate, timeout=timeout)
@@ -274,22 +281,31 @@ def run_fanout(
         )
         what = f"no robot matched {flag} {shlex.quote(value or '')}"
 
-    if dry_run:
+    # a --dry-run table is a listing: sorted by robot, the first TABLE_ROWS (held bounded)
+    top = TopRows(SortKey.robot, TABLE_ROWS) if dry_run and output in ("table", "wide") else None
+    if top is not None:
+        writer = None
+    elif dry_run:
         writer = RowWriter(_listing_columns(), output, stream=sys.stdout)
     elif output in ("jsonl", "csv", "wide"):
-        writer = RowWriter(_outcome_columns(), output, stream=sys.stdout)
+        # wide: every robot's row as it comes, like jsonl (a table held until the end took
+        # 2.4 GB for 870k robots, and a closed pipe went unnoticed)
+        writer = RowWriter(_outcome_columns(), output, stream=sys.stdout, streamed=True)
     elif output == "table":
         writer = RowWriter(_outcome_columns(), "table", stream=sys.stdout)
     else:
         writer = None
     every = dry_run or output != "table"  # table: only the first robots not delivered
     not_shown = 0
-    streaming = output in ("jsonl", "csv")
+    streaming = output in ("jsonl", "csv", "wide") and not dry_run
     reader_gone = _ReaderWatch()
     last_flush = 0.0
 
     def on_outcome(item: RobotOutcome | dict[str, Any]) -> None:
         nonlocal not_shown, last_flush
+        if top is not None and isinstance(item, dict):
+            top.add([item])
+            return
         if writer is None or reader_gone.gone:
             return
         try:
@@ -343,8 +359,17 @@ def run_fanout(
     from wsctl.cli.common import err
 
     if dry_run:
-        assert writer is not None
-        writer.close()
+        if top is not None:
+            shown = top.result()
+            render(shown, _listing_columns(), output, stream=sys.stdout)
+            if top.seen > len(shown):
+                err(
+                    f"showing {len(shown)} of {top.seen} selected robots (sorted by robot); "
+                    "-o jsonl or -o csv lists them all"
+                )
+        else:
+            assert writer is not None
+            writer.close()
         if summary.selected == 0:
             err(f"wsctl: {what}")
         sys.stderr.write(f"{summary.selected} robots selected; nothing sent (--dry-run)\n")
@@ -356,6 +381,10 @@ def run_fanout(
         assert writer is not None
         writer.close()
         sys.stderr.write(_summary_line(result) + "\n")
+    elif output == "wide":
+        assert writer is not None
+        writer.close()  # the rows not written yet, then the summary under them
+        sys.stdout.write(_summary_line(result) + "\n")
     else:
         assert writer is not None
         sys.stdout.write(_summary_line(result) + "\n")

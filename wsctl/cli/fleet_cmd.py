@@ -271,8 +271,9 @@ def send(
     (or --via routes them), and a summary says how many were delivered, not_connected,
     rejected, unreachable, timeout. -o json is that summary as one object; -o jsonl and csv
     give one row per robot (summary on stderr); -o table lists the first robots not delivered
-    under the summary line, -o wide every robot. --dry-run lists robot and owner in any -o
-    format. Exit 0 when every selected robot got it (also when nothing matched: a line on
+    under the summary line, -o wide every robot as it answers (streamed), the summary under
+    them. --dry-run lists robot and owner in any -o format (a table sorted by robot, the first
+    1000). Exit 0 when every selected robot got it (also when nothing matched: a line on
     stderr says so), 1 otherwise, 3 when Redis fails mid-send (the run stops; robots not sent
     are counted not_tried).
 
