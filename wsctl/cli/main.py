@@ -173,9 +173,10 @@ app.command("undrain")(drain_cmd.undrain)
 
 
 def _tolerant_streams() -> None:
-    """Keys that are not UTF-8 are read with surrogateescape; print those bytes as \\udcXX
-    escapes rather than crash. In JSON output the escapes parse back to the same surrogates, so
-    an export of such keys imports to the very same bytes."""
+    """Keys that are not UTF-8 are read with surrogateescape; JSON output prints those bytes
+    as \\udcXX escapes rather than crash, and they parse back to the same surrogates, so an
+    export of such keys imports to the very same bytes. (Text for people escapes them first,
+    as ``$'\\xff'``; CSV writes the bytes themselves.)"""
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:

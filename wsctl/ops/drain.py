@@ -32,6 +32,7 @@ from wsctl.errors import EXIT_NOT_REGISTERED, EXIT_TIMEOUT, EXIT_UNREACHABLE, Ws
 from wsctl.instances import InstanceRecord
 from wsctl.protocol import Envelope, Op, Status
 from wsctl.registry.store import RegistryStore
+from wsctl.shell import quoted
 
 __all__ = [
     "GONE_AFTER",
@@ -196,7 +197,7 @@ async def check_instance(store: RegistryStore, instance: str, op: Op = Op.DRAIN)
     record = await store.instance_record(instance)
     if record is None:
         raise WsctlError(
-            f"unknown instance {instance!r}: no liveness record and nobody listens on its "
+            f"unknown instance {quoted(instance)}: no liveness record and nobody listens on its "
             "control channel (see `wsctl list instances`)",
             exit_code=EXIT_NOT_REGISTERED,
         )
@@ -206,7 +207,7 @@ async def check_instance(store: RegistryStore, instance: str, op: Op = Op.DRAIN)
         else "nothing to drain through it"
     )
     raise WsctlError(
-        f"instance {instance!r} is not listening on its control channel (down, or a gateway "
+        f"instance {quoted(instance)} is not listening on its control channel (down, or a gateway "
         f"that does not speak the wsctl protocol); {consequence}",
         exit_code=EXIT_UNREACHABLE,
     )
@@ -217,19 +218,19 @@ async def _ask(store: RegistryStore, instance: str, envelope: Envelope) -> dict[
         reply = await store.request(instance, envelope, REQUEST_TIMEOUT)
     except Unreachable:
         raise WsctlError(
-            f"instance {instance!r} stopped listening on its control channel",
+            f"instance {quoted(instance)} stopped listening on its control channel",
             exit_code=EXIT_UNREACHABLE,
         ) from None
     if reply is None:
         raise WsctlError(
-            f"instance {instance!r} did not answer {envelope.op.value} within "
+            f"instance {quoted(instance)} did not answer {envelope.op.value} within "
             f"{REQUEST_TIMEOUT:g}s (an older gateway that does not know the op?)",
             exit_code=EXIT_TIMEOUT,
         )
     wanted = Status.DRAINING if envelope.op is Op.DRAIN else Status.UNDRAINED
     if reply.status is not wanted:
         raise WsctlError(
-            f"instance {instance!r} answered {reply.status.value}: {reply.reason or '-'}"
+            f"instance {quoted(instance)} answered {reply.status.value}: {reply.reason or '-'}"
         )
     return reply.data
 
@@ -353,7 +354,7 @@ async def _ask_inventory(store: RegistryStore, instance: str) -> dict[str, Any]:
     reply = await store.request(instance, Envelope(op=Op.INVENTORY), REQUEST_TIMEOUT)
     if reply is None or reply.status is not Status.INVENTORY:
         raise WsctlError(
-            f"instance {instance!r} did not answer inventory within {REQUEST_TIMEOUT:g}s",
+            f"instance {quoted(instance)} did not answer inventory within {REQUEST_TIMEOUT:g}s",
             exit_code=EXIT_TIMEOUT,
         )
     return reply.data
