@@ -14,17 +14,22 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 from wsctl.codec import dumps, loads
+from wsctl.errors import WsctlError
 
 __all__ = [
     "DRAIN_BATCH",
     "DRAIN_INTERVAL",
     "MAX_DRAIN_INTERVAL",
     "MAX_HOPS",
+    "MAX_MESSAGE_BYTES",
+    "MAX_PUBLISH_BYTES",
+    "MAX_REQUEST_BYTES",
     "ROBOT_PING",
     "ROBOT_PING_UNSUPPORTED",
     "VERSION",
     "CloseCode",
     "Envelope",
+    "EnvelopeTooLarge",
     "Hop",
     "Op",
     "ProtocolError",
@@ -35,16 +40,33 @@ __all__ = [
     "drain_params",
     "encode",
     "envelope_from_data",
+    "fits",
+    "format_bytes",
     "load_object",
+    "message_oversize",
     "message_problem",
+    "oversize",
     "parse_route",
     "parse_time",
     "reply_from_data",
     "reply_to",
+    "utf8_size",
 ]
 
 VERSION = 1
 MAX_HOPS = 2
+
+# Sizes (docs/protocol.md §7, "Sizes"). Redis closes a pub/sub subscriber whose output buffer
+# passes 32 MB at once, or stays over 8 MB for 60 s (the default ``client-output-buffer-limit
+# pubsub 32mb 8mb 60``); a gateway whose control subscription is closed loses every request
+# in flight to it. So nothing larger than MAX_PUBLISH_BYTES is ever published (a quarter of the
+# hard limit; a message that large leaves the buffer long before the soft limit's 60 s), a new
+# request leaves room for the route entries forwarding adds, and a message a robot gets is at
+# most MAX_MESSAGE_BYTES (UTF-8): the largest any gateway accepts, so a request carrying one
+# fits whatever its text (JSON escapes a control character in 6 bytes: at most 6 MiB).
+MAX_MESSAGE_BYTES = 1 << 20
+MAX_PUBLISH_BYTES = 8 << 20
+MAX_REQUEST_BYTES = MAX_PUBLISH_BYTES - (64 << 10)
 
 
 class Op(StrEnum):
@@ -122,6 +144,44 @@ def drain_params(message: str | None) -> tuple[int, float]:
 
 class ProtocolError(ValueError):
     """An envelope that cannot be understood (bad JSON, unknown op, wrong types)."""
+
+
+class EnvelopeTooLarge(WsctlError):
+    """A text larger than :data:`MAX_PUBLISH_BYTES` was about to be published; nothing was.
+    Callers check with :func:`fits` first and answer ``rejected``; this is the last guard."""
+
+
+def utf8_size(text: str) -> int:
+    """The UTF-8 size of ``text`` in bytes: exact for text, an upper bound for text holding
+    lone surrogates (bytes that were not UTF-8, which go to Redis as single bytes)."""
+    if text.isascii():  # a scan, no copy
+        return len(text)
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def fits(text: str, limit: int = MAX_PUBLISH_BYTES) -> bool:
+    """Does ``text`` (an encoded envelope, batch or reply) fit in ``limit`` bytes? Short texts
+    are answered without encoding them (a character is at most 4 bytes)."""
+    return len(text) * 4 <= limit or utf8_size(text) <= limit
+
+
+def format_bytes(size: int) -> str:
+    """``1048576`` -> ``1 MiB``, ``8192`` -> ``8 KiB``; any other size in bytes
+    (``1,048,577 bytes``), so a limit and a size just over it never read alike."""
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size:,} bytes"
+
+
+def oversize(text: str, limit: int = MAX_PUBLISH_BYTES) -> str | None:
+    """Why ``text`` may not be published (larger than ``limit`` bytes), or None."""
+    if fits(text, limit):
+        return None
+    return (
+        f"envelope of {format_bytes(utf8_size(text))} is larger than the "
+        f"{format_bytes(limit)} one control-channel message may carry"
+    )
 
 
 @dataclass(frozen=True)
@@ -206,6 +266,20 @@ def message_problem(message: str, max_bytes: int) -> str | None:
     if size > max_bytes:
         return f"message larger than {max_bytes} bytes"
     return None
+
+
+def message_oversize(message: str) -> str | None:
+    """Why ``message`` can go to no robot at all (larger than :data:`MAX_MESSAGE_BYTES`, the
+    largest any gateway accepts), or None: requesters refuse it before publishing anything."""
+    if len(message) <= MAX_MESSAGE_BYTES // 4:
+        return None
+    size = utf8_size(message)
+    if size <= MAX_MESSAGE_BYTES:
+        return None
+    return (
+        f"message of {format_bytes(size)} is larger than {format_bytes(MAX_MESSAGE_BYTES)}, "
+        "the largest a gateway accepts"
+    )
 
 
 def reply_to(envelope: Envelope, status: Status, instance: str, **kw: Any) -> Reply:

@@ -5,7 +5,8 @@ batch) and optionally its own message; items without one carry the batch's share
 (one payload to many robots is sent, and written to the sockets of one instance, once). The
 instance that handles a batch delivers what it holds, forwards the rest to the owners in
 per-owner batches (same ``id``, same ``reply_to``, ``hops + 1``) and answers what it resolved in
-one :class:`BatchReply`: the ids delivered plus an :class:`Outcome` per item that was not. Every
+one :class:`BatchReply` (in parts when one would be too large: :func:`pack_reply`): the ids
+delivered plus an :class:`Outcome` per item that was not. Every
 item gets exactly one outcome, from exactly one instance; a requester collects them by
 ``(batch id, item id)``. Single-message envelopes (``"v": 1``, :mod:`wsctl.protocol`) keep
 working side by side. Documented in docs/protocol.md (§16).
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from wsctl.codec import dumps
 from wsctl.protocol import (
+    MAX_PUBLISH_BYTES,
     VERSION,
     Envelope,
     Hop,
@@ -29,6 +31,7 @@ from wsctl.protocol import (
     Reply,
     Status,
     envelope_from_data,
+    fits,
     load_object,
     parse_route,
     parse_time,
@@ -53,6 +56,8 @@ __all__ = [
     "encode_owner_hint",
     "item_key",
     "owner_hint_from_data",
+    "pack_batch",
+    "pack_reply",
     "singles",
     "split",
 ]
@@ -185,6 +190,67 @@ def item_key(reply_id: str) -> tuple[str, str]:
 def split(items: Sequence[Item], size: int) -> list[tuple[Item, ...]]:
     """``items`` in consecutive chunks of at most ``size`` (order kept)."""
     return [tuple(items[i : i + size]) for i in range(0, len(items), max(1, size))]
+
+
+T = TypeVar("T")
+
+
+def _halves(
+    parts: Sequence[T], encode_part: Callable[[Sequence[T]], str], limit: int
+) -> tuple[list[tuple[Sequence[T], str]], list[T]]:
+    """``parts`` encoded in as few texts of at most ``limit`` bytes as halving finds: all in
+    one when that fits, else each half on its own, recursively, order kept. Returns the
+    (parts, text) pairs and the parts that do not fit even alone. One encoding when it all
+    fits (the usual case); at most ``log2(len)`` rounds of encodings otherwise."""
+    packed: list[tuple[Sequence[T], str]] = []
+    unfit: list[T] = []
+    todo: list[Sequence[T]] = [parts]
+    while todo:
+        part = todo.pop()
+        text = encode_part(part)
+        if fits(text, limit):
+            packed.append((part, text))
+        elif len(part) <= 1:
+            unfit.extend(part)
+        else:
+            middle = len(part) // 2
+            todo.append(part[middle:])
+            todo.append(part[:middle])  # popped first: order kept
+    return packed, unfit
+
+
+def pack_batch(
+    batch: Batch, limit: int = MAX_PUBLISH_BYTES
+) -> tuple[list[tuple[Batch, str]], list[Item]]:
+    """``batch`` as envelopes of at most ``limit`` bytes each, with their JSON: itself when it
+    fits, else its items split in halves (same id, reply channel, hops and route: a batch's
+    items may arrive in several envelopes, as forwards to several owners do). The items that
+    do not fit even alone come back apart, unsent: the caller answers them ``rejected``."""
+    packed, unfit = _halves(
+        batch.items, lambda items: encode_batch(replace(batch, items=tuple(items))), limit
+    )
+    return [(replace(batch, items=tuple(items)), text) for items, text in packed], unfit
+
+
+def pack_reply(reply: BatchReply, limit: int = MAX_PUBLISH_BYTES) -> tuple[list[str], int]:
+    """The JSON of ``reply`` in texts of at most ``limit`` bytes each: one when it fits, else
+    its outcomes split over several replies with the same id (a requester collects outcomes
+    by batch and item id, from any number of replies). Also returns how many outcomes do not
+    fit even alone (left out: their requester reports them as ``timeout``)."""
+    outcomes: list[Outcome] = [Outcome(i, Status.DELIVERED) for i in reply.delivered]
+    outcomes.extend(reply.failed)
+
+    def encode_part(part: Sequence[Outcome]) -> str:
+        return encode_batch_reply(
+            replace(
+                reply,
+                delivered=tuple(o.id for o in part if o.status is Status.DELIVERED),
+                failed=tuple(o for o in part if o.status is not Status.DELIVERED),
+            )
+        )
+
+    packed, unfit = _halves(outcomes, encode_part, limit)
+    return [text for _, text in packed], len(unfit)
 
 
 def _route_json(route: tuple[Hop, ...]) -> list[dict[str, Any]]:

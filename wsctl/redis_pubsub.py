@@ -1,5 +1,11 @@
 """Classic pub/sub: subscriptions that survive node failures, subscriber counts summed over a
-cluster, and many PUBLISHes in one pipeline."""
+cluster, and many PUBLISHes in one pipeline.
+
+Every PUBLISH of wsctl goes through :func:`publish` or :func:`publish_many`, which refuse a
+text larger than :data:`wsctl.protocol.MAX_PUBLISH_BYTES` before anything is sent: a message
+that large could make Redis close the subscriber's connection (its pub/sub output-buffer
+limit), and the subscriber loses whatever else was in flight to it. :func:`subscription` says
+when its subscription was lost, including the times redis-py re-subscribed on its own."""
 
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError, TimeoutError
 
+from wsctl.protocol import EnvelopeTooLarge, oversize
 from wsctl.redis_target import AsyncClient
 from wsctl.redis_topology import refresh_topology
 
@@ -20,6 +27,7 @@ __all__ = [
     "HEARD_TTL",
     "RESUBSCRIBE_MAX_DELAY",
     "Audience",
+    "SubscriptionLost",
     "make_pubsub",
     "publish",
     "publish_many",
@@ -103,9 +111,17 @@ def _numsub_value(reply: Any) -> int:
     return sum(int(count) for count in reply[1::2])
 
 
+def _check_size(message: str) -> None:
+    problem = oversize(message)
+    if problem is not None:
+        raise EnvelopeTooLarge(problem)
+
+
 async def publish(client: AsyncClient, channel: str, message: str) -> int:
     """PUBLISH one message; on a cluster, on the primary that owns the channel's hash slot (see
-    :func:`publish_many`). Returns the receivers that node counted (subscribers there)."""
+    :func:`publish_many`). Returns the receivers that node counted (subscribers there).
+    Raises :class:`EnvelopeTooLarge`, publishing nothing, for a message over the bound."""
+    _check_size(message)
     if isinstance(client, RedisCluster):
         node = client.get_node_from_key(channel)
         return int(await client.execute_command("PUBLISH", channel, message, target_nodes=node))
@@ -123,7 +139,12 @@ async def publish_many(client: AsyncClient, messages: list[tuple[str, str]]) -> 
     primary that owns its channel's hash slot, where subscribers made by :func:`make_pubsub`
     for that channel listen: no bus hop on the way to them. Commands for one channel go to one
     node on one connection and keep their order.
+
+    Raises :class:`EnvelopeTooLarge`, publishing none of them, when any message is over the
+    bound (callers split or refuse first).
     """
+    for _, message in messages:
+        _check_size(message)
     pipe = client.pipeline(transaction=False)
     if isinstance(client, RedisCluster):
         for channel, message in messages:
@@ -200,6 +221,39 @@ async def subscribe(client: AsyncClient, channel: str, attempts: int = 3) -> Any
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+class SubscriptionLost(Exception):
+    """The connection a subscription listened on was closed (by Redis for its pub/sub output
+    buffer, by ``CLIENT KILL``, by the network) and redis-py subscribed again on a new one:
+    whatever was published in between never arrived."""
+
+
+class _Reconnects:
+    """Counts the connects of a PubSub's connection after it subscribed, which are redis-py
+    subscribing again on its own after the connection was lost. A method because redis-py
+    keeps connect callbacks as weak methods."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_connect(self, _connection: Any) -> None:
+        self.count += 1
+
+
+def _watch(pubsub: Any) -> tuple[Any, _Reconnects]:
+    """Start counting the reconnects of ``pubsub``'s connection: (connection, counter)."""
+    watch = _Reconnects()
+    connection = getattr(pubsub, "connection", None)
+    if connection is not None:
+        connection.register_connect_callback(watch.on_connect)
+    return connection, watch
+
+
+def _unwatch(connection: Any, watch: _Reconnects) -> None:
+    # the connection goes back to its pool: a later reconnect there is none of ours
+    if connection is not None:
+        connection.deregister_connect_callback(watch.on_connect)
+
+
 async def subscription(
     client: AsyncClient,
     channel: str,
@@ -211,22 +265,38 @@ async def subscription(
     :data:`RESUBSCRIBE_MAX_DELAY`), and on a cluster
     re-reads the slot map and subscribes on another primary than the one that failed.
     ``on_state(True, None)`` is called once subscribed, ``on_state(False, error)`` on each loss.
+    A loss redis-py repairs by itself (it reconnects and subscribes again inside a read, as
+    after Redis closed the connection for its output buffer) is reported too: as
+    ``on_state(False, SubscriptionLost(...))`` then ``on_state(True, None)``.
     """
     failed: set[str] = set()
     delay = 0.1
     while True:
         pubsub: Any = None
         node = ""
+        connection: Any = None
+        watch = _Reconnects()
         try:
             if failed:
                 await refresh_topology(client)
             pubsub, node = await _subscribe_avoiding(client, channel, failed)
+            connection, watch = _watch(pubsub)
             failed.clear()
             delay = 0.1
             if on_state is not None:
                 on_state(True, None)
             while True:
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if watch.count:
+                    watch.count = 0
+                    if on_state is not None:
+                        on_state(
+                            False,
+                            SubscriptionLost(
+                                "the connection was closed and redis-py subscribed again"
+                            ),
+                        )
+                        on_state(True, None)
                 if message and message.get("type") == "message":
                     yield message["data"]
         except asyncio.CancelledError:
@@ -239,5 +309,6 @@ async def subscription(
             await asyncio.sleep(delay)
             delay = min(RESUBSCRIBE_MAX_DELAY, delay * 2)
         finally:
+            _unwatch(connection, watch)
             if pubsub is not None:
                 await _close(pubsub)

@@ -126,7 +126,6 @@ async def test_bad_flags_get_one_line_and_exit_2(single: Backend) -> None:
         ["events", "--event", "exploded"],
         ["events", "--since", "yesterday"],
         ["events", "--for", "3"],
-        ["history", "bad\x01id"],
     ):
         res = await ainvoke(args, single.env)
         assert res.code == 2 and res.err.count("\n") == 1 and "Traceback" not in res.err, args

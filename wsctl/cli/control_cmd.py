@@ -70,9 +70,9 @@ def kick(
 
     Example: wsctl kick robot-17 --reason "firmware update"
     """
-    from wsctl.registry.keys import validate_id
+    from wsctl.registry.keys import validate_existing_id
 
-    validate_id(robot_id)
+    validate_existing_id(robot_id)  # exact bytes: any id the registry may hold
     check_report_output(output, "kick")
     if timeout <= 0:
         raise UsageError("--timeout must be greater than 0")
@@ -112,9 +112,9 @@ def ping(
 
     Example: wsctl ping gw-a --timeout 2
     """
-    from wsctl.registry.keys import validate_id
+    from wsctl.registry.keys import validate_existing_id
 
-    validate_id(instance_id, "instance id")
+    validate_existing_id(instance_id, "instance id")  # exact bytes, as listed
     check_report_output(output, "ping")
     if timeout <= 0:
         raise UsageError("--timeout must be greater than 0")

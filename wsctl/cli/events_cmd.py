@@ -177,10 +177,10 @@ def history(
 
     Example: wsctl history robot-17 -o json
     """
-    from wsctl.registry.keys import validate_id
+    from wsctl.registry.keys import validate_existing_id
 
     fmt = check_output(output)
-    validate_id(robot_id)
+    validate_existing_id(robot_id)  # exact bytes: what show and doctor accept
     found = run(_history(state(ctx).settings(), robot_id, limit or None))
     if not found:
         raise NotFound(f"robot {quoted(robot_id)} has no events")

@@ -45,7 +45,7 @@ def read_ids(source: str) -> list[str]:
     dropped; blank lines and lines starting with ``#`` are skipped. A ``#`` later in a line is
     part of the id (ids may hold spaces and ``#``). A bad id is a usage error naming its line.
     """
-    from wsctl.registry.keys import validate_id
+    from wsctl.registry.keys import validate_existing_id
 
     if source == "":
         raise UsageError("--robots-from needs a file path or - for stdin (got an empty path)")
@@ -65,7 +65,7 @@ def read_ids(source: str) -> list[str]:
             if not text or text.startswith("#"):
                 continue
             try:
-                ids.append(validate_id(text))
+                ids.append(validate_existing_id(text))  # exact, as a registry may hold it
             except UsageError as exc:
                 raise UsageError(f"--robots-from {source} line {number}: {exc}") from None
     except OSError as exc:

@@ -69,7 +69,13 @@ def gateway(
         ),
     ] = None,
     max_message_bytes: Annotated[
-        int, typer.Option("--max-message-bytes", min=1, help="Largest message accepted.")
+        int,
+        typer.Option(
+            "--max-message-bytes",
+            min=1,
+            max=1 << 20,
+            help="Largest message accepted (at most 1 MiB, the default).",
+        ),
     ] = 1 << 20,
     advertise_url: Annotated[
         str | None,
@@ -265,6 +271,9 @@ def send(
     One robot: without --via the message goes to the robot's registered owner; with --via it is
     injected at that instance, which forwards it (at most 2 hops). Exit codes: 0 delivered,
     1 not connected/rejected, 4 not registered, 5 instance unreachable, 6 timed out.
+    The message is UTF-8 text of at most 1 MiB, the largest a gateway accepts: a larger one
+    (MESSAGE, --file or - for stdin, which are read no further) is refused, exit 2, and
+    nothing is sent.
 
     Many robots (--robot GLOB, --instance ID or --robots-from FILE|-): the selection streams
     from the registry (or the file), each robot's owner gets batches carrying the message once
@@ -281,7 +290,7 @@ def send(
 
     Example: wsctl send '{"cmd": "update"}' --instance gw-a -o json
     """
-    from wsctl.registry.keys import validate_id
+    from wsctl.registry.keys import validate_existing_id
 
     chosen = [o for o in (robot_glob, instance, robots_from) if o is not None]
     if len(chosen) > 1:
@@ -294,9 +303,9 @@ def send(
                 "with --robot, --instance or --robots-from give only MESSAGE (no robot id)"
             )
         if instance is not None:
-            validate_id(instance, "instance id")
+            validate_existing_id(instance, "instance id")
         if via is not None:
-            validate_id(via, "instance id")
+            validate_existing_id(via, "instance id")
         if trace:
             raise UsageError("--trace goes with one robot (wsctl send ROBOT MESSAGE --trace)")
         if robots_from == "-" and robot_id == "-" and file is None:
@@ -323,13 +332,13 @@ def send(
         raise UsageError("--dry-run and --rate go with --robot, --instance or --robots-from")
     if robot_id is None:
         raise UsageError("missing ROBOT (or --robot, --instance, --robots-from) and MESSAGE")
-    validate_id(robot_id)
+    validate_existing_id(robot_id)  # exact bytes: any id the registry may hold
     check_report_output(output, "send")
     text = _message_text(message, file)
     if as_json:
         _check_json(text)
     if via is not None:
-        validate_id(via, "instance id")
+        validate_existing_id(via, "instance id")
     outcome = run(_send(state(ctx).settings(), robot_id, text, via, timeout))
     if output == "json":
         import json
@@ -359,23 +368,45 @@ def _check_json(text: str) -> None:
 
 
 def _message_text(message: str | None, file: Path | None) -> str:
-    """The message as text, refused (exit 2) unless it is valid UTF-8: a WebSocket text frame
-    cannot carry anything else, and a gateway must never get bytes it cannot send."""
+    """The message as text, refused (exit 2) unless it is valid UTF-8 (a WebSocket text frame
+    cannot carry anything else, and a gateway must never get bytes it cannot send) and at
+    most 1 MiB, the largest message a gateway accepts: a file or stdin is read up to one byte
+    more than that and no further, so ``--file /dev/zero`` fails at once in bounded memory."""
+    from wsctl.protocol import MAX_MESSAGE_BYTES
+
     if file is not None and message is not None:
         raise UsageError("give MESSAGE or --file, not both")
     if file is not None:
         try:
-            data = file.read_bytes()
+            with file.open("rb") as stream:
+                data = stream.read(MAX_MESSAGE_BYTES + 1)
         except OSError as exc:
             raise UsageError(f"cannot read {file}: {exc.strerror}") from None
-        return _utf8(data, f"--file {file}")
+        return _utf8(_within_limit(data, f"--file {file}"), f"--file {file}")
     if message is None:
         raise UsageError("missing MESSAGE (text, - for stdin, or --file PATH)")
     if message == "-":
         buffer = getattr(sys.stdin, "buffer", None)
-        return _utf8(buffer.read() if buffer is not None else sys.stdin.read(), "stdin")
+        # a text stdin (tests, embedding) reads characters, each at least one byte
+        stdin: Any = buffer if buffer is not None else sys.stdin
+        data = stdin.read(MAX_MESSAGE_BYTES + 1)
+        return _utf8(_within_limit(data, "stdin"), "stdin")
     # argv is decoded with surrogateescape: bytes that were not UTF-8 are lone surrogates
-    return _utf8(message, "MESSAGE")
+    return _utf8(_within_limit(message, "MESSAGE"), "MESSAGE")
+
+
+def _within_limit(data: bytes | str, source: str) -> bytes | str:
+    """``data`` if it is at most the largest message a gateway accepts, else a usage error."""
+    from wsctl.cli.output import printable
+    from wsctl.protocol import MAX_MESSAGE_BYTES, format_bytes, utf8_size
+
+    size = len(data) if isinstance(data, bytes) else utf8_size(data)
+    if size > MAX_MESSAGE_BYTES:
+        raise UsageError(
+            f"{printable(source)} holds more than {format_bytes(MAX_MESSAGE_BYTES)}, the "
+            "largest message a gateway accepts"
+        )
+    return data
 
 
 def _utf8(

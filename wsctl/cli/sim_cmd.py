@@ -85,7 +85,13 @@ def simulate(
         ),
     ] = 0.0,
     payload_bytes: Annotated[
-        int, typer.Option("--payload-bytes", min=0, help="Padding added to each message.")
+        int,
+        typer.Option(
+            "--payload-bytes",
+            min=0,
+            max=(1 << 20) - 1024,
+            help="Padding added to each message (a message stays within 1 MiB).",
+        ),
     ] = 0,
     processes: Annotated[
         int, typer.Option("--processes", min=1, help="Worker processes holding the robots.")

@@ -34,7 +34,14 @@ from wsctl.gateway.batching import OwnerCache, SharedText, route_items
 from wsctl.gateway.events import EventSink
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
 from wsctl.gateway.routing import LocalSocket
-from wsctl.protocol import Status, encode, message_problem
+from wsctl.protocol import (
+    MAX_PUBLISH_BYTES,
+    Status,
+    encode,
+    fits,
+    format_bytes,
+    message_problem,
+)
 from wsctl.protocol_batch import (
     BATCH_VERSION,
     Batch,
@@ -42,9 +49,9 @@ from wsctl.protocol_batch import (
     Item,
     Outcome,
     OwnerHint,
-    encode_batch,
-    encode_batch_reply,
     encode_owner_hint,
+    pack_batch,
+    pack_reply,
     singles,
 )
 from wsctl.redis_pubsub import publish_many
@@ -155,8 +162,11 @@ class BatchRouter:
         if not via or via == core.instance_id or not await self._speaks_batches(via):
             return None
         hint = OwnerHint(owners=tuple(owners), origin=core.instance_id)
+        text = encode_owner_hint(hint)
+        if not fits(text):
+            return None  # a hint is an optimisation: one too large is not sent
         core.metrics.owner_hints_sent += 1
-        return core.keys.control_channel(via), encode_owner_hint(hint)
+        return core.keys.control_channel(via), text
 
     # ------------------------------------------------------------------ local writes
     async def _write(self, conn: LocalConn, payloads: list[SharedText]) -> None:
@@ -311,13 +321,10 @@ class BatchRouter:
                         )
                         continue
                     channel = core.keys.control_channel(owner)
-                    if await self._speaks_batches(owner):
-                        forwards.append((channel, encode_batch(batch.forwarded(items))))
-                    else:
-                        forwards.extend(
-                            (channel, encode(single)) for single in singles(batch, items)
-                        )
-                    forwarded += len(items)
+                    texts, unfit = self._fitting(batch, items, await self._speaks_batches(owner))
+                    forwards.extend((channel, text) for text in texts)
+                    failed.extend(unfit)
+                    forwarded += len(items) - len(unfit)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -355,9 +362,45 @@ class BatchRouter:
                 route=batch.route,
                 sent_at=batch.sent_at,
             )
-            messages.append((batch.reply_to, encode_batch_reply(reply)))
+            texts, left_out = pack_reply(reply)
+            if len(texts) > 1 or left_out:
+                core.metrics.envelopes_refused += 1
+                log.warning(
+                    "the reply to batch %s did not fit one message: sent in %d, %d outcome(s) "
+                    "left out",
+                    batch.id[:8],
+                    len(texts),
+                    left_out,
+                )
+            messages.extend((batch.reply_to, text) for text in texts)
         if messages:
             await self._publish(messages)
+
+    def _fitting(
+        self, batch: Batch, items: list[Item], speaks_batches: bool
+    ) -> tuple[list[str], list[Outcome]]:
+        """The forward of ``items`` to one owner as texts that each fit one message (a batch
+        split in halves as needed, or one single envelope per item for an owner that does
+        not speak batches), and a ``rejected`` outcome per item that fits in none."""
+        unfit: list[Item] = []
+        texts: list[str] = []
+        if speaks_batches:
+            packed, unfit = pack_batch(batch.forwarded(items))
+            texts = [text for _, text in packed]
+        else:
+            for single, item in zip(singles(batch, items), items, strict=True):
+                text = encode(single)
+                if fits(text):
+                    texts.append(text)
+                else:
+                    unfit.append(item)
+        if unfit:
+            self.core.metrics.envelopes_refused += 1
+        reason = (
+            f"too large to forward: larger than the {format_bytes(MAX_PUBLISH_BYTES)} one "
+            "control-channel message may carry"
+        )
+        return texts, [Outcome(i.id, Status.REJECTED, reason) for i in unfit]
 
     async def _publish(self, messages: list[tuple[str, str]]) -> None:
         """One pipeline for the forwards and the reply. Not retried: a pipeline that failed

@@ -39,6 +39,7 @@ from typing import Any, Protocol
 from wsctl import __version__
 from wsctl.config import DEFAULT_SOCKET_TIMEOUT
 from wsctl.control_rpc import Inbox, Unreachable, inbox_for
+from wsctl.errors import ConfigError
 from wsctl.events import EventLimits, EventName
 from wsctl.gateway.batch_router import BatchRouter
 from wsctl.gateway.batching import OWNER_CACHE_TTL
@@ -48,6 +49,7 @@ from wsctl.gateway.local import LocalConn, LocalConnections, Metrics, prometheus
 from wsctl.gateway.routing import Decision, LocalSocket, Route, decide
 from wsctl.instances import InstanceRecord, delete_record, is_listening, write_record
 from wsctl.protocol import (
+    MAX_MESSAGE_BYTES,
     ROBOT_PING,
     ROBOT_PING_UNSUPPORTED,
     CloseCode,
@@ -56,13 +58,16 @@ from wsctl.protocol import (
     ProtocolError,
     Status,
     encode,
+    fits,
+    format_bytes,
     message_problem,
+    oversize,
     reply_to,
 )
 from wsctl.protocol_batch import BATCH_VERSION, Batch, OwnerHint, decode_control
 from wsctl.redis_errors import tls_problem
 from wsctl.redis_factory import close_client, is_cluster, make_client
-from wsctl.redis_pubsub import publish, subscription
+from wsctl.redis_pubsub import SubscriptionLost, publish, subscription
 from wsctl.redis_target import AsyncClient, Target
 from wsctl.redis_topology import refresh_topology
 from wsctl.registry.keys import Keyspace, validate_id
@@ -177,11 +182,20 @@ class FleetCore:
         # rules as robot ids (no control characters, at most 256 bytes)
         if config.instance_id:
             validate_id(config.instance_id, "instance id", utf8=True)
+        if not 1 <= config.max_message_bytes <= MAX_MESSAGE_BYTES:
+            # the bound every requester refuses larger messages by, before publishing them
+            raise ConfigError(
+                f"max_message_bytes must be within 1..{MAX_MESSAGE_BYTES} "
+                f"({format_bytes(MAX_MESSAGE_BYTES)}), got {config.max_message_bytes}"
+            )
         self.instance_id = config.instance_id
         self.local = LocalConnections()
         self.metrics = Metrics()
         self.redis_ok = False
         self.subscribed = False
+        # the control subscription: made once; lost since (monotonic time, logged as retrying)
+        self._control_made = False
+        self._control_lost: tuple[float, bool] | None = None
         self.stopping = False
         # set by stop() when it ends the background loops, which check it as well as being
         # cancelled (see stop())
@@ -646,11 +660,50 @@ class FleetCore:
             self._spawn(self._on_control_slot(request))
 
     def _subscription_state(self, subscribed: bool, exc: BaseException | None) -> None:
+        """Track the control subscription. Once made, each loss is one warning line (requests
+        published to the channel until it is made again are lost: their requesters time out)
+        and counted in ``control_resubscribes`` when it is made again."""
         self.subscribed = subscribed
         if subscribed:
             self._redis_recovered("control channel")
-        elif exc is not None:
+            lost = self._control_lost
+            if lost is not None:
+                self.metrics.control_resubscribes += 1
+                self._control_lost = None
+                if lost[1]:  # the loss was logged as "subscribing again"
+                    log.info(
+                        "control channel %s subscribed again after %.1fs",
+                        self.keys.control_channel(self.instance_id),
+                        time.monotonic() - lost[0],
+                    )
+            self._control_made = True
+            return
+        if exc is None:
+            return
+        if not self._control_made:  # never subscribed yet (Redis down at start)
             self._redis_failed("control channel", exc)
+            return
+        if self._control_lost is not None:
+            return  # the same loss, retried: logged once
+        channel = self.keys.control_channel(self.instance_id)
+        if isinstance(exc, SubscriptionLost):
+            self._control_lost = (time.monotonic(), False)
+            log.warning(
+                "control channel %s: subscription lost and made again (the connection was "
+                "closed: Redis's client-output-buffer-limit pubsub, a CLIENT KILL or the "
+                "network); requests published to it in between are lost",
+                channel,
+            )
+            return
+        self.metrics.redis_errors += 1
+        self._control_lost = (time.monotonic(), True)
+        reason = tls_problem(self.target, exc, probe=False) or self.target.scrub(str(exc))
+        log.warning(
+            "control channel %s: subscription lost (%s); subscribing again; requests "
+            "published to it until then are lost",
+            channel,
+            reason,
+        )
 
     async def _on_control_slot(self, envelope: Envelope) -> None:
         try:
@@ -798,10 +851,25 @@ class FleetCore:
         await self._answer(envelope, status, reason=reason)
 
     async def _answer(self, envelope: Envelope, status: Status, **kw: Any) -> None:
-        """Publish exactly one reply to the envelope's ``reply_to`` channel (if it has one)."""
-        if envelope.reply_to:
-            reply = reply_to(envelope, status, self.instance_id, **kw)
-            await publish(self.client, envelope.reply_to, encode(reply))
+        """Publish exactly one reply to the envelope's ``reply_to`` channel (if it has one).
+        A reply too large for one message (the inventory of a huge instance) is replaced by an
+        ``error`` reply saying so; one that cannot be made small is not sent (logged)."""
+        if not envelope.reply_to:
+            return
+        text = encode(reply_to(envelope, status, self.instance_id, **kw))
+        problem = oversize(text)
+        if problem is not None:
+            self.metrics.envelopes_refused += 1
+            text = encode(reply_to(envelope, Status.ERROR, self.instance_id, reason=problem))
+            log.warning(
+                "reply to %s %s too large, answered error instead: %s",
+                envelope.op.value,
+                envelope.id[:8],
+                problem,
+            )
+            if not fits(text):
+                return
+        await publish(self.client, envelope.reply_to, text)
 
     async def _listening(self, instance_id: str) -> bool:
         """Is anyone subscribed to the instance's control channel? Cached for a second, so
@@ -891,9 +959,13 @@ class FleetCore:
                     f"owner {owner} is not listening on its control channel",
                 )
                 return
-            await publish(
-                self.client, self.keys.control_channel(owner), encode(envelope.forwarded())
-            )
+            text = encode(envelope.forwarded())
+            problem = oversize(text)
+            if problem is not None:  # room for the hops is left by requesters; not by all
+                self.metrics.envelopes_refused += 1
+                await self._fail(envelope, Status.REJECTED, f"too large to forward: {problem}")
+                return
+            await publish(self.client, self.keys.control_channel(owner), text)
             self.metrics.messages_forwarded += 1
         else:
             await self._fail(envelope, decision.status or Status.ERROR, decision.reason)

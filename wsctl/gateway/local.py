@@ -82,6 +82,8 @@ COUNTERS = (
     "closed_entries_recreated",
     "owner_hints_sent",
     "owner_cache_corrected",
+    "control_resubscribes",
+    "envelopes_refused",
 )
 
 
@@ -95,7 +97,11 @@ class Metrics:
     had just closed (each deleted again). ``owner_hints_sent`` counts owner hints this
     instance sent to an instance that forwarded it messages for robots it does not hold, and
     ``owner_cache_corrected`` the owner-cache entries corrected by hints it received (the
-    cache named the hinting instance).
+    cache named the hinting instance). ``control_resubscribes`` counts the times the control
+    channel's subscription was lost and made again (requests published to it in between were
+    lost; each loss is logged); ``envelopes_refused`` the forwards and replies this instance
+    did not publish because they were larger than one control-channel message may be
+    (answered ``rejected`` or ``error`` instead).
     """
 
     connections_opened: int = 0
@@ -112,6 +118,8 @@ class Metrics:
     closed_entries_recreated: int = 0
     owner_hints_sent: int = 0
     owner_cache_corrected: int = 0
+    control_resubscribes: int = 0
+    envelopes_refused: int = 0
 
     def render(
         self, instance_id: str, connections: int, redis_ok: bool, cleanup_pending: int = 0

@@ -8,6 +8,14 @@ instance, which routes. Every robot ends with exactly one :class:`FanOutcome`; a
 an answer by the deadline is ``timeout``, so a frozen or killed owner never makes it hang, and
 an item whose PUBLISH reached no subscriber (a killed owner) is ``unreachable`` at once.
 
+Sizes: a message larger than any gateway accepts makes every robot ``rejected`` and nothing is
+published; a batch too large for one message is split (an item too large alone is
+``rejected``); and at most :data:`WINDOW_BYTES` of envelopes an instance has not answered yet
+are in flight to it, so a slow or frozen instance's pub/sub output buffer in Redis never holds
+more than that from one fan-out (Redis closes a subscriber over 32 MB, and the instance loses
+what was in flight). An instance that answers nothing for ``timeout`` seconds while its window
+is full gets no more: its remaining robots are ``timeout`` without being sent.
+
 Redis failing (a timeout or a lost connection on a publish, an owner lookup or the selection)
 ends the run at once: going on would cost every later batch the same wait. The robots already
 answered keep their outcome, those sent but not answered are ``timeout`` (their fate is
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -28,15 +37,28 @@ from typing import Any
 
 from wsctl.instances import get_record, is_listening
 from wsctl.ops.send import why_unreachable
-from wsctl.protocol import Envelope, Op, ProtocolError, Reply, Status, encode
+from wsctl.protocol import (
+    MAX_PUBLISH_BYTES,
+    MAX_REQUEST_BYTES,
+    Envelope,
+    Op,
+    ProtocolError,
+    Reply,
+    Status,
+    encode,
+    format_bytes,
+    message_oversize,
+    oversize,
+    utf8_size,
+)
 from wsctl.protocol_batch import (
     BATCH_VERSION,
     Batch,
     BatchReply,
     Item,
     decode_any_reply,
-    encode_batch,
     item_key,
+    pack_batch,
 )
 from wsctl.redis_factory import is_cluster
 from wsctl.redis_pubsub import publish_many, subscribe, subscriber_count
@@ -48,6 +70,7 @@ from wsctl.tasks import settle, wait_within
 
 __all__ = [
     "BATCH_ITEMS",
+    "WINDOW_BYTES",
     "FanOutcome",
     "FanoutOptions",
     "FanoutSummary",
@@ -62,6 +85,11 @@ __all__ = [
 
 BATCH_ITEMS = 500  # robots per batch envelope
 LOOKUP_CHUNK = 1000  # owners read per pipeline
+# Bytes of envelopes published to one instance and not answered yet; beyond this the fan-out
+# waits for answers (one envelope is always allowed). A quarter of Redis's default pub/sub
+# hard limit (32 MB) with the largest envelope on top: one fan-out can never make Redis close
+# an instance's control subscription, however slowly the instance reads.
+WINDOW_BYTES = MAX_PUBLISH_BYTES
 
 
 class FanOutcome(StrEnum):
@@ -244,6 +272,15 @@ class _FanOut:
         self.seen: set[str] = set()
         self.open: dict[str, None] = {}  # selected robots without an outcome yet, in order
         self.pending: dict[Key, tuple[str, str]] = {}  # key -> (robot id, target instance)
+        # the window: key -> its envelope; envelope -> [instance, bytes, items unanswered]
+        self.carrier: dict[Key, int] = {}
+        self.envelopes: dict[int, list[Any]] = {}
+        self.serials = itertools.count()
+        self.inflight: dict[str, int] = {}  # instance -> bytes published, not answered
+        self.freed_at: dict[str, float] = {}  # instance -> when bytes to it were last freed
+        self.freed = asyncio.Event()
+        self.stalled: dict[str, str] = {}  # instance -> why nothing more is sent to it
+        self.refused = message_oversize(message)  # the message is too large for any gateway
         self.targets: dict[str, _Target] = {}
         self.channel = keys.reply_channel(f"fanout-{uuid.uuid4().hex}")
         self.sent = 0
@@ -260,12 +297,28 @@ class _FanOut:
         if self.on_outcome is not None:
             self.on_outcome(RobotOutcome(robot_id, outcome, instance, reason))
 
+    def settled(self, key: Key) -> None:
+        """``key`` needs no answer any more: when it was its envelope's last, the envelope's
+        bytes leave its instance's window."""
+        serial = self.carrier.pop(key, None)
+        if serial is None:
+            return
+        envelope = self.envelopes[serial]
+        envelope[2] -= 1
+        if envelope[2] <= 0:
+            del self.envelopes[serial]
+            instance, size = envelope[0], envelope[1]
+            self.inflight[instance] -= size
+            self.freed_at[instance] = time.monotonic()
+            self.freed.set()
+
     def answered(
         self, key: Key, status: Status, instance: str, reason: str | None, _: object
     ) -> None:
         found = self.pending.pop(key, None)
         if found is None:
             return  # not ours, or a second answer (never counted twice)
+        self.settled(key)
         self.record(found[0], _FROM_STATUS.get(status, FanOutcome.ERROR), instance, reason)
         if self.finished_sending and not self.pending:
             self.done.set()
@@ -300,6 +353,55 @@ class _FanOut:
                 await asyncio.sleep(delay)
         self.sent += count
 
+    async def room(self, instance_id: str, size: int) -> bool:
+        """Wait until ``size`` more bytes fit the instance's window (at once when nothing to
+        it is unanswered). False when it answered nothing for ``timeout`` seconds meanwhile."""
+        waiting_since = time.monotonic()
+        while (used := self.inflight.get(instance_id, 0)) > 0 and used + size > WINDOW_BYTES:
+            progress = max(waiting_since, self.freed_at.get(instance_id, 0.0))
+            remaining = progress + self.options.timeout - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.freed.wait(), remaining)
+        return True
+
+    def envelopes_for(
+        self, instance_id: str, chunk: list[str], batches: bool
+    ) -> tuple[list[tuple[str, list[tuple[Key, str]]]], list[str]]:
+        """The texts that carry ``chunk`` to the instance, each with its (key, robot) items:
+        one batch (split when too large for one message) or one envelope per robot; and the
+        robots that fit in no message (a robot id of megabytes)."""
+        out: list[tuple[str, list[tuple[Key, str]]]] = []
+        unfit: list[str] = []
+        if batches:
+            batch = Batch(
+                items=tuple(Item(str(n), r) for n, r in enumerate(chunk)),
+                message=self.message,
+                reply_to=self.channel,
+                origin=self.options.origin,
+            )
+            packed, left = pack_batch(batch, MAX_REQUEST_BYTES)
+            for part, text in packed:
+                out.append((text, [((part.id, i.id), i.robot_id) for i in part.items]))
+            unfit = [i.robot_id for i in left]
+            return out, unfit
+        for robot_id in chunk:
+            envelope = Envelope(
+                op=Op.SEND,
+                robot_id=robot_id,
+                message=self.message,
+                reply_to=self.channel,
+                origin=self.options.origin,
+            )
+            text = encode(envelope)
+            if oversize(text, MAX_REQUEST_BYTES) is None:
+                out.append((text, [((envelope.id, ""), robot_id)]))
+            else:
+                unfit.append(robot_id)
+        return out, unfit
+
     async def send_group(self, instance_id: str, robots: list[str], known: bool | None) -> None:
         """Send to ``robots`` through ``instance_id`` (their owner, or the via instance)."""
         target = await self.target(instance_id, known)
@@ -307,45 +409,64 @@ class _FanOut:
             for robot_id in robots:
                 self.record(robot_id, FanOutcome.UNREACHABLE, instance_id, target.why)
             return
-        channel = self.keys.control_channel(instance_id)
         size = max(1, self.options.batch_items)
         if self.options.rate > 0:
             size = max(1, min(size, int(self.options.rate / 20)))
         for start in range(0, len(robots), size):
             chunk = robots[start : start + size]
             await self.pace(len(chunk))
-            messages: list[tuple[str, str]] = []
-            keys: list[Key] = []
-            per_message: list[list[Key]] = []  # the items each message carries
-            if target.batches:
-                batch = Batch(
-                    items=tuple(Item(str(n), r) for n, r in enumerate(chunk)),
-                    message=self.message,
-                    reply_to=self.channel,
-                    origin=self.options.origin,
+            texts, unfit = self.envelopes_for(instance_id, chunk, target.batches)
+            for robot_id in unfit:
+                why = (
+                    f"too large for one control-channel message ({format_bytes(MAX_PUBLISH_BYTES)})"
                 )
-                for n, robot_id in enumerate(chunk):
-                    keys.append((batch.id, str(n)))
-                    self.pending[keys[-1]] = (robot_id, instance_id)
-                messages.append((channel, encode_batch(batch)))
-                per_message.append(keys)
-            else:
-                for robot_id in chunk:
-                    envelope = Envelope(
-                        op=Op.SEND,
-                        robot_id=robot_id,
-                        message=self.message,
-                        reply_to=self.channel,
-                        origin=self.options.origin,
-                    )
-                    keys.append((envelope.id, ""))
-                    self.pending[keys[-1]] = (robot_id, instance_id)
-                    messages.append((channel, encode(envelope)))
-                    per_message.append([keys[-1]])
-            self.summary.sent += len(chunk)
-            # a failure propagates: run() ends the fan-out (never a resend, never a wait per batch)
-            counts = await publish_many(self.client, messages)
+                self.record(robot_id, FanOutcome.REJECTED, instance_id, why)
+            await self.publish_window(instance_id, texts)
+
+    async def publish_window(
+        self, instance_id: str, texts: list[tuple[str, list[tuple[Key, str]]]]
+    ) -> None:
+        """Publish ``texts`` to the instance in as few pipelines as its window allows (one,
+        unless the window fills). When the instance stalls (answers nothing for ``timeout``
+        seconds with its window full), the robots of what is left are ``timeout``, unsent."""
+        channel = self.keys.control_channel(instance_id)
+        sized = [(text, items, utf8_size(text)) for text, items in texts]
+        at = 0
+        while at < len(sized):
+            if instance_id not in self.stalled and not await self.room(instance_id, sized[at][2]):
+                self.stalled[instance_id] = (
+                    f"not sent: {instance_id} answered nothing for {self.options.timeout:g}s "
+                    f"while {format_bytes(self.inflight[instance_id])} to it were unanswered"
+                )
+            if instance_id in self.stalled:
+                why = self.stalled[instance_id]
+                for _, items, _ in sized[at:]:
+                    for _, robot_id in items:
+                        self.record(robot_id, FanOutcome.TIMEOUT, instance_id, why)
+                return
+            group: list[tuple[str, list[tuple[Key, str]]]] = []
+            while at < len(sized) and (
+                not group or self.inflight.get(instance_id, 0) + sized[at][2] <= WINDOW_BYTES
+            ):
+                text, items, size = sized[at]
+                self.reserve(instance_id, items, size)
+                group.append((text, items))
+                at += 1
+            # a failure propagates: run() ends the fan-out (never a resend, never a wait)
+            counts = await publish_many(self.client, [(channel, text) for text, _ in group])
+            per_message = [[key for key, _ in items] for _, items in group]
             await self.unheard(instance_id, channel, per_message, counts)
+
+    def reserve(self, instance_id: str, items: list[tuple[Key, str]], size: int) -> None:
+        """Count one envelope about to be published: its items pending, its bytes in the
+        instance's window until every item is answered."""
+        serial = next(self.serials)
+        self.envelopes[serial] = [instance_id, size, len(items)]
+        self.inflight[instance_id] = self.inflight.get(instance_id, 0) + size
+        for key, robot_id in items:
+            self.pending[key] = (robot_id, instance_id)
+            self.carrier[key] = serial
+        self.summary.sent += len(items)
 
     async def unheard(
         self, instance_id: str, channel: str, per_message: list[list[Key]], counts: list[int]
@@ -367,6 +488,7 @@ class _FanOut:
             for key in keys:
                 found = self.pending.pop(key, None)
                 if found is not None:
+                    self.settled(key)
                     self.record(found[0], FanOutcome.UNREACHABLE, instance_id, reason)
 
     async def owners(self, robots: list[str]) -> list[tuple[str, str | None, bool]]:
@@ -383,6 +505,10 @@ class _FanOut:
         self.summary.selected += len(fresh)
         self.open.update(dict.fromkeys(r for r, _ in fresh))
         if not fresh:
+            return
+        if self.refused is not None:  # too large for any gateway: nothing is looked up or sent
+            for robot_id, _ in fresh:
+                self.record(robot_id, FanOutcome.REJECTED, None, self.refused)
             return
         via = self.options.via
         if via is not None:

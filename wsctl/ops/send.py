@@ -20,13 +20,23 @@ from wsctl.errors import (
 from wsctl.events import EventName, StoredEvent, parse_entry
 from wsctl.instances import get_record, is_listening, liveness
 from wsctl.ops.compat import classify, explain
-from wsctl.protocol import Envelope, Op, Reply, Status
+from wsctl.protocol import (
+    MAX_REQUEST_BYTES,
+    Envelope,
+    Op,
+    Reply,
+    Status,
+    encode,
+    message_oversize,
+    oversize,
+)
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID, utcnow
 
 __all__ = [
     "NOT_REGISTERED",
+    "REJECTED",
     "TIMEOUT",
     "UNREACHABLE",
     "SendOutcome",
@@ -37,6 +47,7 @@ __all__ = [
 ]
 
 NOT_REGISTERED = "not_registered"
+REJECTED = "rejected"
 TIMEOUT = "timeout"
 UNREACHABLE = "instance_unreachable"
 
@@ -179,9 +190,14 @@ async def send_message(
 
     When the target (or, through ``via``, the owner) does not listen on its control channel,
     the outcome says why: alive but unsubscribed, down, or a gateway that does not speak the
-    control protocol (``liveness_timeout`` judges its liveness record)."""
+    control protocol (``liveness_timeout`` judges its liveness record). A message larger than
+    any gateway accepts (:data:`~wsctl.protocol.MAX_MESSAGE_BYTES`) is ``rejected`` before
+    anything is read or published."""
     started = time.perf_counter()
     target = via
+    too_large = message_oversize(message)
+    if too_large is not None:  # refused before anything is read or published
+        return SendOutcome(REJECTED, robot_id, via, via is not None, too_large)
     owner, conn_id = await client.hmget(keys.conn_key(robot_id), [F_INSTANCE_ID, F_CONN_ID])
     if target is None:
         if not owner:
@@ -190,6 +206,9 @@ async def send_message(
         target = str(owner)
     writes_conn_id = bool(conn_id) if owner else None
     envelope = Envelope(op=Op.SEND, robot_id=robot_id, message=message, origin="cli")
+    too_large = oversize(encode(envelope), MAX_REQUEST_BYTES)  # a robot id of megabytes
+    if too_large is not None:
+        return SendOutcome(REJECTED, robot_id, target, via is not None, too_large)
     try:
         reply = await request(client, keys, target, envelope, timeout)
     except Unreachable:

@@ -45,7 +45,7 @@ from wsctl.protocol_batch import (
     BatchReply,
     Item,
     decode_any_reply,
-    encode_batch,
+    pack_batch,
 )
 from wsctl.registry.model import Entry, utcnow
 from wsctl.registry.store import DeleteOutcome, RegistryStore
@@ -454,7 +454,11 @@ class Simulation:
                     items=tuple(items), reply_to=self.replies.channel, origin=origin
                 )
                 ids.extend(f"{envelope_batch.id}:{item.id}" for item in items)
-                batch.append((self.store.keys.control_channel(via), encode_batch(envelope_batch)))
+                # large payloads: the batch in parts that each fit one message (an item of a
+                # message within 1 MiB always fits: none is left over)
+                packed, _ = pack_batch(envelope_batch)
+                channel = self.store.keys.control_channel(via)
+                batch.extend((channel, text) for _, text in packed)
             try:
                 await self._retrying(partial(self.store.publish_many, batch), "publish")
             except RuntimeError:

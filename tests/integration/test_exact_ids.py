@@ -1,0 +1,72 @@
+"""Every command that reads or acts on what a registry holds takes an id by its exact bytes:
+ids wsctl would never create (control characters, over 256 bytes, bytes that are not UTF-8)
+can be in a registry (written by another program, restored from a file), and ``show`` lists
+them and points at ``history``; ``history``, ``send``, ``kick``, ``ping``, ``--robots-from``
+and ``events --robot`` take them as they are, never refusing them as bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Backend, ainvoke, open_test_store
+from tests.fleet import running_fleet
+from tests.seedlike import seed_store_connection
+
+ODD_IDS = {
+    "control": "ctl\x1b]0;x\x07bot",
+    "not-utf8": "nu\udcff\udcfe",
+    "long": "r" * 300,
+}
+
+
+@pytest.mark.parametrize("robot_id", ODD_IDS.values(), ids=ODD_IDS.keys())
+async def test_history_takes_every_id_that_show_and_doctor_take(
+    single: Backend, robot_id: str
+) -> None:
+    async with open_test_store(single) as store:
+        await seed_store_connection(store.client, robot_id, "gw-gone")
+        removed = await ainvoke(["registry", "rm", robot_id], single.env)  # writes an event
+        assert removed.code == 0, removed
+        await seed_store_connection(store.client, robot_id, "gw-gone")
+    shown = await ainvoke(["show", robot_id], single.env)
+    assert shown.code == 0 and "wsctl history ROBOT" in shown.out, shown
+    doctor = await ainvoke(["doctor", robot_id], single.env)
+    assert doctor.code != 2, doctor
+    history = await ainvoke(["history", robot_id, "-o", "jsonl"], single.env)
+    assert history.code == 0, history
+    rows = [json.loads(line) for line in history.out.splitlines()]
+    assert [r["event"] for r in rows] == ["removed"]
+    events = await ainvoke(["events", "--robot", robot_id, "-o", "jsonl"], single.env)
+    assert events.code == 0 and [json.loads(x)["event"] for x in events.out.splitlines()] == [
+        "removed"
+    ]
+
+
+@pytest.mark.parametrize("robot_id", ODD_IDS.values(), ids=ODD_IDS.keys())
+async def test_send_kick_and_robots_from_take_a_registered_id_by_its_exact_bytes(
+    single: Backend, robot_id: str, tmp_path: Path
+) -> None:
+    """The registry names gw-a, which holds no such socket: every command reaches it and
+    says so (not connected), none refuses the id."""
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(robot_id.encode("utf-8", "surrogateescape") + b"\n")
+    async with running_fleet(single.env, names=("gw-a",)), open_test_store(single) as store:
+        await seed_store_connection(store.client, robot_id, "gw-a")
+        sent = await ainvoke(["send", robot_id, "hi", "-o", "json"], single.env)
+        assert sent.code == 1 and json.loads(sent.out)["status"] == "not_connected", sent
+        await seed_store_connection(store.client, robot_id, "gw-a")
+        kicked = await ainvoke(["kick", robot_id, "-o", "json"], single.env)
+        assert kicked.code == 1 and json.loads(kicked.out)["status"] == "not_connected", kicked
+        await seed_store_connection(store.client, robot_id, "gw-a")
+        fanned = await ainvoke(["send", "hi", "--robots-from", str(ids), "-o", "json"], single.env)
+        assert fanned.code == 1, fanned
+        assert json.loads(fanned.out)["not_connected"] == 1
+
+
+async def test_ping_takes_an_instance_id_by_its_exact_bytes(single: Backend) -> None:
+    pinged = await ainvoke(["ping", "gw\x1b[2J", "-o", "json"], single.env)
+    assert pinged.code == 5, pinged
+    assert json.loads(pinged.out)["status"] == "instance_unreachable"
