@@ -245,8 +245,8 @@ async def test_a_fan_out_to_a_frozen_gateway_never_overflows_its_control_subscri
         for robot_id in robots:
             pipe.hset(f"ws_conn:{robot_id}", mapping={"instance_id": "gw-frozen", "conn_id": "c"})
         pipe.execute()
-        before = _subscriber_ids(own_redis.port)
-        assert len(before) == 1
+        before = _subscriber_ids(own_redis.port)  # the gateway's control channel and inbox
+        assert before
         assert gw.pid is not None
         os.kill(gw.pid, signal.SIGSTOP)
         try:
