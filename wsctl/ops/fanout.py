@@ -364,7 +364,7 @@ class _FanOut:
                 return False
             self.freed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.freed.wait(), remaining)
+                await wait_within(self.freed.wait(), remaining)
         return True
 
     def envelopes_for(
