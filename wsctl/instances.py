@@ -7,6 +7,7 @@ entries (the seed's gateways write no record) are ``unknown``. Pure parts take `
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -19,6 +20,7 @@ from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import parse_timestamp
 
 __all__ = [
+    "COUNTER_FIELDS",
     "InstanceRecord",
     "Liveness",
     "delete_record",
@@ -39,9 +41,24 @@ class Liveness(StrEnum):
     UNKNOWN = "unknown"
 
 
+# The gateway's counters in its liveness record (totals since it started; ``wsctl top`` takes
+# rates as deltas between two records): the record's field names, spelled once.
+COUNTER_FIELDS = (
+    "messages_delivered",
+    "messages_forwarded",
+    "messages_failed",
+    "connections_opened",
+    "connections_closed",
+    "redis_errors",
+)
+
+
 @dataclass(frozen=True)
 class InstanceRecord:
-    """What a gateway says about itself in its liveness record, refreshed every heartbeat."""
+    """What a gateway says about itself in its liveness record, refreshed every heartbeat.
+
+    The counters (:data:`COUNTER_FIELDS`), ``redis_up`` and ``heartbeat_interval`` are None in
+    a record that does not carry them (an older gateway, or another implementation)."""
 
     instance_id: str
     host: str = ""
@@ -55,16 +72,40 @@ class InstanceRecord:
     # the highest control-protocol version the instance speaks (0: not said, i.e. 1 at most)
     protocol: int = 0
     draining: bool = False  # ``wsctl drain``: refuses new robots, closing the ones it has
+    heartbeat_interval: float | None = None  # seconds between two writes of this record
+    messages_delivered: int | None = None
+    messages_forwarded: int | None = None
+    messages_failed: int | None = None
+    connections_opened: int | None = None
+    connections_closed: int | None = None
+    redis_errors: int | None = None
+    redis_up: bool | None = None  # did its last Redis calls succeed (from its own view)
 
     def to_hash(self) -> dict[str, str]:
-        """The record as the hash fields written to Redis."""
-        out = {k: str(v) for k, v in asdict(self).items()}
-        out["draining"] = "1" if self.draining else "0"
+        """The record as the hash fields written to Redis (fields that are None left out)."""
+        out: dict[str, str] = {}
+        for name, value in asdict(self).items():
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                out[name] = "1" if value else "0"
+            elif isinstance(value, float):
+                out[name] = f"{value:g}"
+            else:
+                out[name] = str(value)
         return out
+
+    def counters(self) -> dict[str, int] | None:
+        """The record's counters by field name; None unless it carries every one of them."""
+        values = {name: getattr(self, name) for name in COUNTER_FIELDS}
+        if any(v is None for v in values.values()):
+            return None
+        return values
 
     @classmethod
     def from_hash(cls, instance_id: str, mapping: Mapping[str, str]) -> InstanceRecord:
-        """Read a record tolerantly: missing or non-numeric fields become empty or 0."""
+        """Read a record tolerantly: missing or non-numeric fields become empty or 0 (the
+        optional counters, ``redis_up`` and ``heartbeat_interval``: None)."""
 
         def number(name: str) -> int:
             try:
@@ -72,6 +113,24 @@ class InstanceRecord:
             except ValueError:
                 return 0
 
+        def count(name: str) -> int | None:
+            raw = mapping.get(name)
+            if raw is None:
+                return None
+            try:
+                value = int(raw)
+            except ValueError:
+                return None
+            return value if value >= 0 else None
+
+        def seconds(name: str) -> float | None:
+            try:
+                value = float(mapping.get(name, ""))
+            except ValueError:
+                return None
+            return value if math.isfinite(value) and value > 0 else None
+
+        up = mapping.get("redis_up")
         return cls(
             instance_id=instance_id,
             host=mapping.get("host", ""),
@@ -84,6 +143,9 @@ class InstanceRecord:
             connections=number("connections"),
             protocol=number("protocol"),
             draining=mapping.get("draining", "0") == "1",
+            heartbeat_interval=seconds("heartbeat_interval"),
+            redis_up=None if up not in ("0", "1") else up == "1",
+            **{name: count(name) for name in COUNTER_FIELDS},
         )
 
     def age(self, now: datetime) -> float | None:

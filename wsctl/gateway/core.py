@@ -410,6 +410,7 @@ class FleetCore:
         this instance closed the socket with fills in what the transport does not report (ASGI
         servers differ: some pass no reason, some say 1005 "no status")."""
         conn.closed = True  # first, so no heartbeat or registration can bring it back
+        self.metrics.connections_closed += 1
         if conn.sent_close is not None:
             if code is None or code == NO_STATUS:
                 code = conn.sent_close[0]
@@ -621,7 +622,9 @@ class FleetCore:
         return reregistered
 
     async def write_liveness(self, stamp: str | None = None) -> None:
-        """Write the instance's liveness record (every heartbeat, and when draining changes)."""
+        """Write the instance's liveness record (every heartbeat, and when draining changes),
+        with its counters so far (``wsctl top`` reads rates from Redis alone)."""
+        m = self.metrics
         record = InstanceRecord(
             instance_id=self.instance_id,
             host=self.config.host,
@@ -634,6 +637,15 @@ class FleetCore:
             connections=len(self.local),
             protocol=BATCH_VERSION,
             draining=self.draining,
+            heartbeat_interval=self.config.heartbeat_interval,
+            messages_delivered=m.messages_delivered,
+            messages_forwarded=m.messages_forwarded,
+            messages_failed=m.messages_failed,
+            connections_opened=m.connections_opened,
+            connections_closed=m.connections_closed,
+            redis_errors=m.redis_errors,
+            # from a heartbeat (``stamp``): its batch just went through
+            redis_up=stamp is not None or self.redis_ok,
         )
         await write_record(self.client, self.keys, record, ttl=self.config.timeout)
 

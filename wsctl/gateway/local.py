@@ -69,6 +69,7 @@ class LocalConnections:
 
 COUNTERS = (
     "connections_opened",
+    "connections_closed",
     "connections_superseded",
     "connections_kicked",
     "messages_delivered",
@@ -105,6 +106,7 @@ class Metrics:
     """
 
     connections_opened: int = 0
+    connections_closed: int = 0  # sessions ended, whatever ended them
     connections_superseded: int = 0
     connections_kicked: int = 0
     messages_delivered: int = 0
