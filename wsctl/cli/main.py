@@ -24,6 +24,7 @@ from wsctl.cli import (
     read_cmd,
     registry_cmd,
     sim_cmd,
+    top_cmd,
 )
 from wsctl.cli.common import CliState, debug_enabled, err, seconds_flag
 from wsctl.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, WsctlError
@@ -170,6 +171,7 @@ app.command("events")(events_cmd.events)
 app.command("history")(events_cmd.history)
 app.command("drain")(drain_cmd.drain)
 app.command("undrain")(drain_cmd.undrain)
+app.command("top")(top_cmd.top)
 
 
 def _tolerant_streams() -> None:

@@ -58,6 +58,14 @@ class Histogram:
                 return min(upper, self.maximum)
         return self.maximum  # pragma: no cover - rank never exceeds count
 
+    def count_below(self, value: float) -> int:
+        """How many samples are below ``value`` (seconds), within the bucket precision
+        (about 2%): a bucket counts when its upper edge is at most ``value``."""
+        if value <= _MIN:
+            return 0
+        edge = int(math.log(value / _MIN) / _LOG_GROWTH)  # the bucket ``value`` falls in
+        return sum(n for bucket, n in self.buckets.items() if bucket < edge)
+
     def summary_ms(self) -> dict[str, float]:
         """Count, p50, p90, p99, max and mean in milliseconds (zeros when empty), for reports."""
         if not self.count:

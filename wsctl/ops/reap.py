@@ -36,6 +36,7 @@ __all__ = [
     "ReapReport",
     "Reason",
     "judge",
+    "owner_known_dead",
     "reap",
 ]
 

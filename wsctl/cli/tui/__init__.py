@@ -1,0 +1,1 @@
+"""The live screen of ``wsctl top`` (Textual, the optional ``wsctl[tui]`` extra)."""
