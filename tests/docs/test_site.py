@@ -192,6 +192,60 @@ def test_the_simulate_page_lists_every_slo_metric() -> None:
     assert set(re.findall(r"`([a-z_0-9]+)`", table)) >= set(SLO_METRICS)
 
 
+def _top_keys() -> dict[str, set[str]]:
+    """Every key of ``wsctl top --once -o json``, from a snapshot with one of each part."""
+    from datetime import UTC, datetime
+
+    from wsctl.instances import InstanceRecord, Liveness
+    from wsctl.ops.summary import InstanceTally
+    from wsctl.ops.top import (
+        Alert,
+        AlertKind,
+        InstanceRow,
+        Rates,
+        RedisState,
+        RegistryPass,
+        Severity,
+        Snapshot,
+        registry_summary,
+    )
+
+    now = datetime.now(UTC)
+    row = InstanceRow(
+        "gw",
+        2,
+        Liveness.ALIVE,
+        True,
+        InstanceRecord("gw"),
+        0.0,
+        0,
+        "record",
+        Rates(1.0, {"delivered_per_s": 0.0}),
+        "",
+        True,
+        InstanceTally("gw"),
+    )
+    registry = registry_summary(RegistryPass(started=now), None, {}, set(), now, 90)
+    snap = Snapshot(
+        now,
+        RedisState(ok=True),
+        [row],
+        registry,
+        [],
+        [Alert(AlertKind.NOT_LISTENING, Severity.ERROR, "m")],
+    ).as_dict()
+    instance = snap["instances"][0]
+    return {
+        "top": set(snap),
+        "top redis": set(snap["redis"]),
+        "top alert": set(snap["alerts"][0]) | {k.value for k in AlertKind},
+        "top instance": set(instance) | set(instance["rates"]) | set(instance["entries"]),
+        "top registry": set(registry)
+        | set(registry["heartbeat_age"])
+        | set(registry["heartbeat_age"]["bands"][0]),
+    }
+
+
 def test_the_json_page_names_every_key_of_each_commands_json_output() -> None:
     from datetime import UTC, datetime
 
@@ -215,8 +269,9 @@ def test_the_json_page_names_every_key_of_each_commands_json_output() -> None:
         "doctor finding": Finding(Kind.GHOST, Severity.WARNING, "", ""),
         "doctor": DoctorReport([], Facts(), datetime.now(UTC), 90.0),
     }
-    named = set(re.findall(r"`([a-z_]+)`", _page("reference/json.md")))
+    named = set(re.findall(r"`([a-z][a-z_0-9]*)`", _page("reference/json.md")))
     keys = {what: set(o.as_dict()) for what, o in outputs.items()}
     keys["list connections"] = set(connection_row(Entry("r", {}), datetime.now(UTC), 90.0))
+    keys.update(_top_keys())
     missing = {what: sorted(k - named) for what, k in keys.items()}
     assert {k: v for k, v in missing.items() if v} == {}

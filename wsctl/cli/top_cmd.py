@@ -22,7 +22,7 @@ INSTALL_HINT = (
 )
 # Keys SCAN visits per second for the registry summary (see README, wsctl top: what a refresh
 # costs Redis); a pass over N keys takes about N / this seconds.
-DEFAULT_SCAN_RATE = 2000
+DEFAULT_SCAN_RATE = 800
 
 
 def top(
