@@ -281,3 +281,24 @@ async def test_a_killed_gateway_is_named_as_not_listening_at_the_next_refresh(
 
 async def _not_listening(store: Any, name: str) -> bool:
     return not await store.is_listening(name)
+
+
+async def test_once_over_tls_and_from_a_config_context(tls: Any, tmp_path: Path) -> None:
+    """The same settings as every command: TLS (a private CA) and a named context."""
+    from tests.conftest import TlsSingle
+
+    assert isinstance(tls, TlsSingle)
+    plain = Backend("single", {"WSCTL_REDIS_URL": tls.server.url}, single=tls.server)
+    async with running_fleet(plain.env, names=("gw-tls",)):
+        res = await ainvoke([*ONCE, "-o", "json"], tls.env())
+        assert res.code == 0, res.err
+        assert [r["instance_id"] for r in json.loads(res.out)["instances"]] == ["gw-tls"]
+        config = tmp_path / "wsctl.toml"
+        config.write_text(
+            f'[contexts.tls-ctx]\nredis_url = "rediss://localhost:{tls.port}/0"\n'
+            f'tls_ca_cert = "{tls.pki.ca}"\n',  # type: ignore[attr-defined]
+            encoding="utf-8",
+        )
+        res = await ainvoke(["--config", str(config), "--context", "tls-ctx", *ONCE, "-o", "json"])
+        assert res.code == 0, res.err
+        assert json.loads(res.out)["redis"]["ok"] is True
