@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-__all__ = ["raise_fd_limit"]
+__all__ = [
+    "GENEROUS",
+    "UNLIMITED",
+    "limit_targets",
+    "open_files_limit",
+    "raise_fd_limit",
+    "raise_open_files",
+]
+
+UNLIMITED = -1  # what ``resource.RLIM_INFINITY`` is on Linux and macOS
+GENEROUS = 65536  # the soft limit raise_fd_limit aims at
 
 
-def raise_fd_limit(wanted: int = 65536) -> int:
+def raise_fd_limit(wanted: int = GENEROUS) -> int:
     """Raise the soft open-files limit towards ``wanted`` (never above the hard limit).
 
     A gateway or a simulation holds one descriptor per robot; many systems default to 1024.
@@ -24,3 +34,59 @@ def raise_fd_limit(wanted: int = 65536) -> int:
         except (ValueError, OSError):
             pass
     return int(soft)
+
+
+def limit_targets(needed: int, soft: int, hard: int) -> list[tuple[int, int]]:
+    """The ``(soft, hard)`` open-files limits to try, in order, so that one process may hold
+    ``needed`` descriptors (``-1``: unlimited). None when the soft limit already allows it.
+
+    Below the hard limit: the soft limit is raised to at least ``needed`` (to
+    :data:`GENEROUS` if that is more, as :func:`raise_fd_limit` does). Above it: first both
+    to ``needed`` (allowed to root, or with CAP_SYS_RESOURCE), then the soft limit to the hard
+    one, the most an unprivileged process gets."""
+    if soft == UNLIMITED or needed <= soft:
+        return []
+    if hard == UNLIMITED:
+        return [(max(needed, GENEROUS), hard)]
+    if needed <= hard:
+        return [(max(needed, min(GENEROUS, hard)), hard)]
+    return [(needed, needed), (hard, hard)]
+
+
+def open_files_limit() -> tuple[int, int]:
+    """The ``(soft, hard)`` open-files limits of this process (``-1``: unlimited; ``(-1,
+    -1)`` where the platform has none)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return UNLIMITED, UNLIMITED
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return _plain(soft), _plain(hard)
+
+
+def _plain(value: int) -> int:
+    import resource
+
+    return UNLIMITED if value == resource.RLIM_INFINITY else int(value)
+
+
+def raise_open_files(needed: int) -> tuple[int, int]:
+    """Raise this process's open-files limits so that it may hold ``needed`` descriptors,
+    as far as it is allowed (:func:`limit_targets`); processes it starts afterwards inherit
+    them. Returns the ``(soft, hard)`` limits in force afterwards."""
+    soft, hard = open_files_limit()
+    targets = limit_targets(needed, soft, hard)
+    if not targets:
+        return soft, hard
+    import resource
+
+    def native(value: int) -> int:
+        return int(resource.RLIM_INFINITY) if value == UNLIMITED else value
+
+    for new_soft, new_hard in targets:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (native(new_soft), native(new_hard)))
+        except (ValueError, OSError):  # not allowed (the hard limit) or above the system's
+            continue
+        break
+    return open_files_limit()

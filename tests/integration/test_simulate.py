@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 import jsonschema
@@ -353,3 +354,80 @@ async def test_simulate_deliver_goes_through_batches_with_the_non_owner_share_as
 def test_a_non_owner_share_outside_0_to_1_is_a_usage_error() -> None:
     res = invoke(["simulate", "--non-owner-share", "1.5", "--gateway", "ws://127.0.0.1:1"])
     assert res.code == 2 and "--non-owner-share" in res.err
+
+
+# ------------------------------------------------------------------ open files and the ramp
+
+
+def _open_files_limited(soft: int, hard: int) -> Any:
+    """A preexec_fn: the child process starts with these open-files limits."""
+    import resource
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+    return apply
+
+
+def _may_raise_the_hard_limit() -> bool:
+    """Whether a process here may raise its hard open-files limit (root with
+    CAP_SYS_RESOURCE): simulate then raises it instead of refusing."""
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import resource; s, h = resource.getrlimit(resource.RLIMIT_NOFILE); "
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (h + 1, h + 1))",
+        ],
+        preexec_fn=_open_files_limited(1024, 1024),
+        capture_output=True,
+        timeout=30,
+    )
+    return probe.returncode == 0
+
+
+def _simulate_limited(args: list[str], soft: int, hard: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wsctl", "simulate", *args],
+        preexec_fn=_open_files_limited(soft, hard),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_simulate_over_the_open_files_limit_fails_before_anything_starts() -> None:
+    """1,200 robots in one process under a hard limit of 1,024 open files: one line saying
+    what to do, exit 2, and no sandbox started (it used to start, then fail hundreds of robots
+    with "Too many open files")."""
+    if _may_raise_the_hard_limit():
+        pytest.skip("a process here may raise its hard open-files limit: simulate raises it")
+    done = _simulate_limited(["--robots", "1200", "--messages", "1"], 1024, 1024)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
+    line = done.stderr
+    assert "1,200 robot(s) need 1,328 open files in simulate's process" in line, line
+    assert "limit of 1,024" in line and "--processes 2" in line, line
+    assert "--sandbox-gateways" not in line  # 600 robots a gateway fit
+    assert "raise the open-files limit" in line, line
+    more = _simulate_limited(["--robots", "3000"], 1024, 1024)
+    assert more.returncode == 2 and "--processes 4 --sandbox-gateways 4" in more.stderr
+
+
+def test_simulate_following_the_advice_runs_under_the_same_limit_and_reports_its_ramp() -> None:
+    """The run the line above advises (--processes 2) passes under the same hard limit, with
+    the soft limit below it raised; the connect phase reports its ramp."""
+    done = _simulate_limited(
+        ["--robots", "1200", "--processes", "2", "--messages", "1", "-o", "json"], 512, 1024
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    jsonschema.validate(report, SCHEMA)
+    connect = report["phases"][0]
+    assert connect["name"] == "connect" and connect["metrics"]["connected"] == 1200
+    assert connect["metrics"]["ramp_asked_per_s"] == 1000.0
+    assert {"ramp_lowest_per_s", "ramp_final_per_s", "ramp_slowdowns", "retried"} <= set(
+        connect["metrics"]
+    )
+    assert "; ramp 1000/s" in connect["detail"], connect["detail"]

@@ -56,7 +56,10 @@ def simulate(
     ramp: Annotated[
         float,
         typer.Option(
-            "--ramp", help="Connects per second (0: all at once).", callback=rate_flag("--ramp")
+            "--ramp",
+            help="Connects per second at most, slower while the gateways accept fewer "
+            "(0: all at once, then as fast as accepted).",
+            callback=rate_flag("--ramp"),
         ),
     ] = 1000.0,
     rate: Annotated[
@@ -236,6 +239,10 @@ def _run_simulation(
         raise UsageError(_no_kill_reason(options.gateways, running))
     if options.chaos is not None and sandbox_gateways < 2:
         raise UsageError("--chaos needs at least two gateways: --sandbox-gateways 2 or more")
+    from wsctl.ops.capacity import check_open_files
+
+    # before anything starts; the sandbox and the robot workers inherit the limits raised here
+    check_open_files(options.robots, options.processes, sandbox_gateways if need_sandbox else None)
     if not need_sandbox:
         options.duration = duration or settings.heartbeat_interval + 5.0
         return run(_simulate(settings, options))

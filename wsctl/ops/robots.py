@@ -19,26 +19,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import json
+import math
 import multiprocessing
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus, InvalidURI
 
 from wsctl.eventloop import run
 from wsctl.gateway.identity import robot_token
 from wsctl.ops.histogram import Histogram
+from wsctl.ops.ramp import WINDOW_S, ConnectRamp
 from wsctl.protocol import CloseCode
 from wsctl.reconnect import FIRST_DELAY, MAX_DELAY, backoff, next_gateway
 from wsctl.system import raise_fd_limit
 from wsctl.tasks import settle, wait_within
 
 __all__ = [
+    "CONNECT_ATTEMPTS",
     "CONNECT_TIMEOUT",
     "HEARTBEAT_SLICES",
     "RECONNECT_ATTEMPTS",
@@ -52,6 +58,7 @@ __all__ = [
 ]
 
 CONNECT_TIMEOUT = 10.0
+CONNECT_ATTEMPTS = 3  # opening handshakes a robot of the connect phase gets (see connect())
 HEARTBEAT_SLICES = 10  # the robots' heartbeats are spread over this many ticks per period
 Heartbeat = tuple[str, float]  # (text, every seconds)
 # reconnects: first retry after 50-150 ms, doubling to RECONNECT_MAX_DELAY, at most
@@ -77,6 +84,22 @@ class RobotState:
     generation: int = 0
     reconnects: int = 0
     closed_at: float | None = None  # monotonic, when the gateway closed it (reconnect pending)
+
+
+def _failure_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """A handshake failure another try may not meet: a timeout, a refused or reset
+    connection, a 5xx (503 from a draining or overloaded gateway). Not a 4xx answer (a bad
+    token, a wrong path), a malformed URL, or this process out of descriptors (no socket
+    closes during the connect phase)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+        return False
+    if isinstance(exc, InvalidStatus):
+        return int(exc.response.status_code) >= 500
+    return not isinstance(exc, InvalidURI | ValueError)
 
 
 def make_message(run_id: str, seq: int, padding: int = 0) -> str:
@@ -153,6 +176,18 @@ class RobotSwarm:
 
     async def _open(self, robot: RobotState, base: str, quiet: bool = False) -> bool:
         started = time.perf_counter()
+        failure = await self._dial(robot, base)
+        if failure is not None:
+            if not quiet:
+                self.connect_failures[robot.robot_id] = _failure_text(failure)
+            return False
+        if not quiet:
+            self.connect_hist.add(time.perf_counter() - started)
+        return True
+
+    async def _dial(self, robot: RobotState, base: str) -> Exception | None:
+        """One opening handshake to ``base``: on success the robot holds the socket (and its
+        receiver runs), else the failure."""
         try:
             ws = await connect(
                 self._url(base, robot.robot_id),
@@ -163,17 +198,13 @@ class RobotSwarm:
                 close_timeout=2,
             )
         except Exception as exc:  # any failure to connect is a result the report counts
-            if not quiet:
-                self.connect_failures[robot.robot_id] = f"{type(exc).__name__}: {exc}"[:200]
-            return False
-        if not quiet:
-            self.connect_hist.add(time.perf_counter() - started)
+            return exc
         robot.url = base
         robot.ws = ws
         robot.close_code = None
         robot.generation += 1
         robot.task = asyncio.create_task(self._receive(robot, ws))
-        return True
+        return None
 
     async def _receive(self, robot: RobotState, ws: Any) -> None:
         try:
@@ -223,25 +254,81 @@ class RobotSwarm:
         self.reconnect_failures += 1
 
     async def connect(self, assignments: list[tuple[str, str]], rate: float) -> dict[str, Any]:
-        """Connect ``(robot_id, gateway_url)`` pairs, starting at most ``rate`` per second."""
-        interval = 1.0 / rate if rate > 0 else 0.0
+        """Connect ``(robot_id, gateway_url)`` pairs, starting at most ``rate`` per second (0:
+        all at once), slower while the gateways accept fewer (:class:`ConnectRamp`). A
+        handshake that times out or is refused is tried again later, at the slower rate, up to
+        :data:`CONNECT_ATTEMPTS` times; a robot fails only then, or on an answer that another
+        try would not change (401, 404)."""
         started = time.perf_counter()
         if self.heartbeat is not None and self._beat_task is None:
             self._beat_task = asyncio.create_task(self._beat(*self.heartbeat))
-        pending: list[asyncio.Task[bool]] = []
-        for i, (robot_id, base) in enumerate(assignments):
-            robot = self.robots.setdefault(robot_id, RobotState(robot_id))
-            if interval:
-                delay = started + i * interval - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            pending.append(asyncio.create_task(self._open(robot, base)))
-        results = await asyncio.gather(*pending)
+        ramp = ConnectRamp(rate if rate > 0 else math.inf)
+        queue = deque((robot_id, base, 1) for robot_id, base in assignments)
+        ended: deque[asyncio.Task[tuple[str, str, int, Exception | None, float]]] = deque()
+        wake = asyncio.Event()
+        in_flight: set[asyncio.Task[Any]] = set()
+        connected = retried = 0
+        waiting_for_an_end = False  # wake the loop on an end only when it waits for one
+
+        def done(task: asyncio.Task[Any]) -> None:
+            in_flight.discard(task)
+            ended.append(task)
+            if waiting_for_an_end:
+                wake.set()
+
+        try:
+            while queue or in_flight or ended:
+                while ended:
+                    robot_id, base, attempt, failure, seconds = ended.popleft().result()
+                    now = time.monotonic()
+                    if failure is None:
+                        ramp.ended(now, seconds)
+                        self.connect_hist.add(seconds)
+                        connected += 1
+                    elif _worth_retrying(failure) and attempt < CONNECT_ATTEMPTS:
+                        ramp.ended(now, None)
+                        queue.append((robot_id, base, attempt + 1))
+                        retried += 1
+                    else:
+                        ramp.ended(now, None if _worth_retrying(failure) else seconds)
+                        self.connect_failures[robot_id] = _failure_text(failure)
+                delay = ramp.delay(time.monotonic()) if queue else math.inf
+                if queue and delay <= 0:
+                    robot_id, base, attempt = queue.popleft()
+                    robot = self.robots.setdefault(robot_id, RobotState(robot_id))
+                    ramp.started(time.monotonic())
+                    task = asyncio.create_task(self._attempt(robot, base, attempt))
+                    in_flight.add(task)
+                    task.add_done_callback(done)
+                    if len(in_flight) % 256 == 0:
+                        await asyncio.sleep(0)  # let the handshakes started so far run
+                    continue
+                wake.clear()
+                if not ended:
+                    # the next start falls due (ends meanwhile are handled then), or, with
+                    # nothing to start, a handshake ends (bounded: decisions need time)
+                    waiting_for_an_end = math.isinf(delay)
+                    try:
+                        with contextlib.suppress(TimeoutError):
+                            await wait_within(wake.wait(), min(delay, WINDOW_S))
+                    finally:
+                        waiting_for_an_end = False
+        finally:
+            for task in list(in_flight):
+                task.cancel()
         return {
-            "connected": sum(results),
-            "failed": len(results) - sum(results),
+            "connected": connected,
+            "failed": len(assignments) - connected,
             "seconds": time.perf_counter() - started,
+            "ramp": {**ramp.summary(), "retried": retried},
         }
+
+    async def _attempt(
+        self, robot: RobotState, base: str, attempt: int
+    ) -> tuple[str, str, int, Exception | None, float]:
+        started = time.perf_counter()
+        failure = await self._dial(robot, base)
+        return robot.robot_id, base, attempt, failure, time.perf_counter() - started
 
     async def reconnect(self, robot_id: str, base: str) -> bool:
         """Close the robot's connection and open a new one to ``base``; True if it opened."""

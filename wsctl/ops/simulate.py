@@ -34,9 +34,12 @@ from redis.exceptions import RedisClusterException, RedisError
 from wsctl.durations import counted
 from wsctl.errors import UsageError
 from wsctl.instances import liveness
+from wsctl.ops.capacity import check_open_files
 from wsctl.ops.compat import Participation, classify, explain, writes_conn_id
 from wsctl.ops.drain import check_instance, start_drain, undrain_instance
 from wsctl.ops.histogram import Histogram
+from wsctl.ops.ramp import combine as combine_ramps
+from wsctl.ops.ramp import describe as describe_ramp
 from wsctl.ops.robots import ProcessSwarm, RobotSwarm, make_message
 from wsctl.protocol import Envelope, Op, ProtocolError, encode
 from wsctl.protocol_batch import (
@@ -49,7 +52,6 @@ from wsctl.protocol_batch import (
 )
 from wsctl.registry.model import Entry, utcnow
 from wsctl.registry.store import DeleteOutcome, RegistryStore
-from wsctl.system import raise_fd_limit
 from wsctl.tasks import settle, wait_within
 
 __all__ = [
@@ -519,9 +521,11 @@ class Simulation:
 
     # ---------------------------------------------------------------- phases
     async def phase_connect(self) -> tuple[bool, str, dict[str, Any]]:
-        """Connect every robot, spread round robin over the gateways at the ramp rate.
+        """Connect every robot, spread round robin over the gateways at the ramp rate, slower
+        while the gateways accept fewer (:mod:`wsctl.ops.ramp`; a timed-out handshake is
+        tried again at the slower rate).
 
-        Passes when all connected; measures connect latency."""
+        Passes when all connected; measures connect latency and reports the ramp."""
         opts = self.options
         per_swarm: list[list[tuple[str, str]]] = [[] for _ in self.swarms]
         for n, robot_id in enumerate(self.robot_ids):
@@ -538,20 +542,28 @@ class Simulation:
         connected = sum(r["connected"] for r in results)
         stats = await self._stats()
         self.report.connect_ms = stats["connect"].summary_ms()
+        ramp = combine_ramps([r["ramp"] for r in results])
         metrics = {
             "connected": connected,
             "failed": opts.robots - connected,
             "rate_per_s": round(connected / seconds, 1) if seconds else 0.0,
             **{f"connect_{k}_ms": v for k, v in self.report.connect_ms.items() if k != "count"},
+            **ramp,
         }
         if connected != opts.robots:
             sample = next(iter(stats["connect_failures"].values()), "")
             return (
                 False,
-                f"{opts.robots - connected} of {opts.robots} robots failed to connect ({sample})",
+                f"{opts.robots - connected} of {opts.robots} robots failed to connect ({sample}); "
+                f"{describe_ramp(ramp)}",
                 metrics,
             )
-        return True, f"{connected} robots in {seconds:.2f}s ({metrics['rate_per_s']}/s)", metrics
+        return (
+            True,
+            f"{connected} robots in {seconds:.2f}s ({metrics['rate_per_s']}/s); "
+            f"{describe_ramp(ramp)}",
+            metrics,
+        )
 
     async def phase_registered(self) -> tuple[bool, str, dict[str, Any]]:
         """Wait (up to the settle timeout) until every robot has a registry entry, and
@@ -1065,5 +1077,6 @@ async def simulate(
             f"--robot-heartbeat-every must be above 0 and below the heartbeat phase's "
             f"--duration ({options.duration:g}s), so that a heartbeat can land within it"
         )
-    raise_fd_limit()
+    # the open files the robots need (a sandbox simulate starts is checked by its caller)
+    check_open_files(options.robots, options.processes, None)
     return await Simulation(store, options, progress).run()
