@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError, MaxConnectionsError, TimeoutError
 
 from wsctl.config import DEFAULT_SOCKET_TIMEOUT, Settings, parse_bool
 from wsctl.errors import ConfigError, RedisUnavailable, TlsError
@@ -34,12 +34,15 @@ from wsctl.redis_target import AsyncClient, Target, TlsOptions, redact_url, spli
 from wsctl.tasks import settle
 
 __all__ = [
+    "MAX_CONNECTIONS",
     "RETRIES",
+    "PoolBusy",
     "check_mode",
     "close_client",
     "connect",
     "insecure_warning",
     "is_cluster",
+    "is_pool_busy",
     "make_client",
     "on_close",
     "target_from_settings",
@@ -257,11 +260,44 @@ def _retry(retries: int) -> Retry:
     return Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries)
 
 
+# Connections a client holds at most (per node on a cluster), redis-py's default.
+MAX_CONNECTIONS = 100
+
+
+class PoolBusy(ConnectionError):
+    """Every pooled connection stayed in use for as long as a command may wait for one: the
+    client is busy, Redis is not (known to be) down."""
+
+
+class _WaitingPool(BlockingConnectionPool):
+    """redis-py's blocking pool (a command waits for a free connection instead of failing
+    with "Too many connections"), whose wait, when it runs out, says so with
+    :class:`PoolBusy`."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except ConnectionError as exc:
+            if isinstance(exc.__cause__, asyncio.TimeoutError):
+                raise PoolBusy(
+                    f"no free Redis connection within {self.timeout:g}s "
+                    f"({self.max_connections} in use)"
+                ) from exc
+            raise
+
+
+def is_pool_busy(exc: BaseException) -> bool:
+    """True for a client-side shortage of connections (a busy client, not a Redis failure):
+    the single-node pool's wait ran out, or a cluster node's pool was full."""
+    return isinstance(exc, PoolBusy | MaxConnectionsError)
+
+
 def make_client(
     target: Target,
     *,
     retries: int = RETRIES,
     socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> AsyncClient:
     """A decode_responses async client for ``target`` (no I/O until first use).
 
@@ -270,6 +306,13 @@ def make_client(
     frames can arrive between replies, which the bulk reader relies on, and every server
     speaks it. ``surrogateescape`` keeps keys that are not UTF-8 readable and writable
     unchanged.
+
+    At most ``max_connections`` connections (per node on a cluster). On a single node a
+    command that finds them all in use waits for one (back-pressure, never "Too many
+    connections"), for at most what one command may take, ``socket_timeout`` times
+    ``retries + 1``, then fails with :class:`PoolBusy`. redis-py's cluster client cannot
+    wait (its per-node pool is taken synchronously): wsctl's own callers bound how many
+    commands they run at once below ``max_connections``.
     """
     common: dict[str, Any] = {
         "username": target.username,
@@ -290,13 +333,24 @@ def make_client(
         cluster = RedisCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],
             require_full_coverage=False,
+            max_connections=max_connections,
             **common,
         )
         start_on_a_live_node(cluster)
         return cluster
     if target.kind == "unix":
-        return Redis(unix_socket_path=target.path, db=target.db, **common)
-    return Redis(host=target.host, port=target.port, db=target.db, **common)
+        plain = Redis(unix_socket_path=target.path, db=target.db, **common)
+    else:
+        plain = Redis(host=target.host, port=target.port, db=target.db, **common)
+    # the same connections (class and keyword arguments, TLS and retries included) from a
+    # pool that waits
+    pool = _WaitingPool(
+        connection_class=plain.connection_pool.connection_class,
+        max_connections=max_connections,
+        timeout=socket_timeout * (retries + 1),
+        **plain.connection_pool.connection_kwargs,
+    )
+    return Redis.from_pool(pool)
 
 
 def is_cluster(client: AsyncClient) -> bool:

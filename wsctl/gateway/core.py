@@ -66,7 +66,7 @@ from wsctl.protocol import (
 )
 from wsctl.protocol_batch import BATCH_VERSION, Batch, OwnerHint, decode_control
 from wsctl.redis_errors import tls_problem
-from wsctl.redis_factory import close_client, is_cluster, make_client
+from wsctl.redis_factory import close_client, is_cluster, is_pool_busy, make_client
 from wsctl.redis_pubsub import SubscriptionLost, publish, subscription
 from wsctl.redis_target import AsyncClient, Target
 from wsctl.redis_topology import refresh_topology
@@ -216,6 +216,7 @@ class FleetCore:
         self._control_slots = asyncio.Semaphore(CONTROL_CONCURRENCY)
         self._session_slots = asyncio.Semaphore(SESSION_CONCURRENCY)
         self._failing: set[str] = set()
+        self._busy_logged = -60.0  # monotonic time of the last "pool busy" line
         # closed sessions whose entry still has to go: conn -> give-up time (monotonic)
         self._cleanup: dict[LocalConn, float] = {}
         # ...of which these are there because a delete failed (counted as retries)
@@ -326,7 +327,18 @@ class FleetCore:
         task.add_done_callback(self._background.discard)
 
     def _redis_failed(self, where: str, exc: BaseException) -> None:
-        """Count the error; log once per outage of each part (heartbeat, control channel…)."""
+        """Count the error; log once per outage of each part (heartbeat, control channel…).
+
+        A client-side shortage of connections (every pooled connection busy) is not a Redis
+        failure: counted as ``redis_busy``, logged as such at most once a minute, and
+        ``redis_up`` stays as it was."""
+        if is_pool_busy(exc):
+            self.metrics.redis_busy += 1
+            now = time.monotonic()
+            if now - self._busy_logged >= 60.0:
+                self._busy_logged = now
+                log.warning("redis connection pool busy (%s): %s", where, exc)
+            return
         self.metrics.redis_errors += 1
         if where not in self._failing:
             self._failing.add(where)

@@ -76,6 +76,7 @@ COUNTERS = (
     "messages_forwarded",
     "messages_failed",
     "redis_errors",
+    "redis_busy",
     "reregistered",
     "ghosts_removed",
     "cleanup_retries",
@@ -103,6 +104,8 @@ class Metrics:
     lost; each loss is logged); ``envelopes_refused`` the forwards and replies this instance
     did not publish because they were larger than one control-channel message may be
     (answered ``rejected`` or ``error`` instead).
+    ``redis_busy`` counts commands that found every pooled Redis connection in use for too
+    long (the client was busy; not counted in ``redis_errors``, and ``redis_up`` stays 1).
     """
 
     connections_opened: int = 0
@@ -113,6 +116,7 @@ class Metrics:
     messages_forwarded: int = 0
     messages_failed: int = 0
     redis_errors: int = 0
+    redis_busy: int = 0
     reregistered: int = 0
     ghosts_removed: int = 0
     cleanup_retries: int = 0
