@@ -25,16 +25,17 @@ def fastapi_gateways(
     heartbeat_interval: float = 0.5,
     timeout: float = 20.0,
     extra_env: dict[str, str] | None = None,
+    app: str = "examples.fastapi_gateway:app",
 ) -> Iterator[list[UvicornGateway]]:
-    """Start ``uvicorn examples.fastapi_gateway:app`` per name, each healthy (Redis answers,
-    control channel subscribed) before it is yielded; stop (SIGTERM) them after."""
+    """Start ``uvicorn APP`` (the FastAPI example by default) per name, each healthy (Redis
+    answers, control channel subscribed) before it is yielded; stop (SIGTERM) them after."""
     env = {
         "WSCTL_HEARTBEAT_INTERVAL": str(heartbeat_interval),
         "WSCTL_TIMEOUT": "10",
         **(extra_env or {}),
     }
     with uvicorn_gateways(
-        "examples.fastapi_gateway:app",
+        app,
         backend,
         names,
         ready=healthy,

@@ -39,6 +39,7 @@ from wsctl.protocol import (
 )
 
 __all__ = [
+    "BATCH_BYTES",
     "BATCH_VERSION",
     "ITEM_STATUSES",
     "MAX_ITEMS",
@@ -65,6 +66,11 @@ __all__ = [
 BATCH_VERSION = 2
 # Items one envelope may carry; a decoder refuses more. Senders use far fewer (wsctl: 500).
 MAX_ITEMS = 10_000
+# The size one batch envelope is kept under by the senders that build batches from many
+# messages (a gateway's coalesced sends, its forwards): a subscriber's pub/sub output buffer
+# must never have to take a multi-MB publish. One item alone may still be larger (a single
+# message up to the gateway's size limit).
+BATCH_BYTES = 256 * 1024
 # What an item's outcome may say (a batch has no op other than send).
 ITEM_STATUSES = frozenset(
     {

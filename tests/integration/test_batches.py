@@ -91,6 +91,29 @@ async def test_a_batch_through_a_non_owner_reaches_every_robot_in_order_once(
                 assert await frames(conn) == [f"m{k}-{robot_id}" for k in range(3)]
 
 
+async def test_a_control_message_published_twice_reaches_the_robot_once(
+    backend: Backend,
+) -> None:
+    """A PUBLISH redis-py retried on a new connection just as Redis resumed runs twice: the
+    receiving instance drops the identical copy (a batch, and a single envelope alike), and
+    counts it in /metrics."""
+    async with (
+        running_fleet(backend.env, names=("gw-a",)) as fleet,
+        open_test_store(backend) as store,
+    ):
+        async with robots({"twice": fleet["gw-a"].ws_url}) as conns:
+            await wait_for(lambda: registered(store, ["twice"]))
+            channel = store.keys.control_channel("gw-a")
+            batch = encode_batch(Batch(items=(Item("0", "twice", "batched"),), origin="test"))
+            single = encode(Envelope(op=Op.SEND, robot_id="twice", message="single"))
+            for text in (batch, batch, single, single):
+                await store.client.publish(channel, text)
+            assert await frames(conns["twice"]) == ["batched", "single"]
+            core = fleet["gw-a"].core
+            assert core.recent.dropped == 2
+            assert "wsctl_gateway_control_duplicates_dropped_total" in core.metrics_text()
+
+
 async def test_a_shared_message_batch_is_written_to_each_socket_once(single: Backend) -> None:
     async with (
         running_fleet(single.env, names=("gw-a",)) as fleet,

@@ -92,3 +92,26 @@ def test_a_hint_corrects_only_an_entry_naming_the_hinting_instance() -> None:
     assert not cache.correct("newer", "gw-a", "gw-b", 5.0)  # someone else's entry: kept
     assert cache.get("newer", 0.5) == "gw-c"
     assert not cache.correct("unknown", "gw-a", "gw-b", 5.0) and len(cache) == 2
+
+
+def test_recent_payloads_drop_a_copy_within_the_window_only() -> None:
+    from wsctl.gateway.dedup import RecentPayloads
+
+    recent = RecentPayloads(size=100, window=10.0)
+    assert not recent.seen('{"v":2,"id":"a"}', now=0.0)
+    assert recent.seen('{"v":2,"id":"a"}', now=5.0)
+    assert recent.seen(b'{"v":2,"id":"a"}', now=5.0)  # bytes or text: the same payload
+    assert not recent.seen('{"v":2,"id":"b"}', now=5.0)
+    assert not recent.seen('{"v":2,"id":"a"}', now=10.5)  # forgotten after the window
+    assert recent.dropped == 2
+
+
+def test_recent_payloads_memory_is_bounded_by_count() -> None:
+    from wsctl.gateway.dedup import RecentPayloads
+
+    recent = RecentPayloads(size=3, window=1000.0)
+    for n in range(10):
+        assert not recent.seen(f"m{n}", now=float(n))
+    assert len(recent) == 3
+    assert not recent.seen("m0", now=11.0)  # the oldest went first
+    assert recent.seen("m9", now=11.0)

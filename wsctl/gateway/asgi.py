@@ -254,10 +254,19 @@ class Fleet:
             log.exception("callback %s failed", getattr(callback, "__name__", callback))
 
     async def send(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:
-        """Deliver ``message`` here or through the instance that holds the robot; the outcome
-        is ``delivered``, ``not_connected``, ``instance_unreachable``, ``rejected``, ``error``
-        or ``timeout``, with the route taken."""
+        """Deliver ``message`` here or through the instance that holds the robot, and wait for
+        the outcome: ``delivered``, ``not_connected``, ``instance_unreachable``, ``rejected``,
+        ``error`` or ``timeout`` (none within ``timeout`` seconds), with the route taken.
+        Sends in flight together leave in batches; each robot's messages keep their order."""
         return await self.core.send(robot_id, message, timeout=timeout)
+
+    async def publish(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:
+        """Fire and forget, like socket.io's ``emit``: returns once ``message`` is handed to
+        Redis for the robot's owner (``published``; nobody confirms it arrived), or written
+        here (``delivered``), or known to fail first (``not_connected``, ``rejected``,
+        ``instance_unreachable``, ``error``; ``timeout`` when Redis took longer than
+        ``timeout`` seconds to take it)."""
+        return await self.core.publish(robot_id, message, timeout=timeout)
 
     # ------------------------------------------------------------------ HTTP
     async def healthz(self, request: Request) -> Response:

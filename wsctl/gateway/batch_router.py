@@ -5,20 +5,28 @@ Batches are handled one at a time, in the order they arrive on the control chann
 queue between the subscriber and one worker), which keeps every robot's messages in order:
 within a batch items are taken in order, local sockets are written synchronously (no await
 between two writes), and what goes to another instance leaves in one pipeline per batch, the
-per-owner forward batches before the next batch is looked at. Per batch:
+per-owner forward batches before the next batch is looked at. The app's own sends go through
+the same routing (:meth:`BatchRouter.route`), coalesced into batches by the outbox
+(:mod:`wsctl.gateway.outbox`). Per batch:
 
 1. every item whose robot has an open socket here is written: an identical payload is encoded
    once, and framed once (:mod:`wsctl.gateway.wsframes`), and the items of one robot leave in
    one write; a socket whose write fails is dropped and its entry removed (fenced), and its
    items are routed on;
-2. the owners of the rest come from a short cache (first hop only) or one pipelined ``HGET``
+2. the owners of the rest come from the owner cache (first hop only) or one pipelined ``HGET``
    per robot in one round trip;
 3. :func:`route_items` decides; ghosts (entries naming this instance without a socket) are
-   removed as observed; owners that do not listen get ``instance_unreachable``;
-4. one pipeline publishes a forward batch per owner plus this instance's one reply (the ids
-   delivered here and the outcome of every item answered here), plus, for a forwarded batch
-   (``hops`` >= 1) with items for robots this instance does not hold, one owner hint to the
-   instance that forwarded it (the previous hop), whose owner cache sent them here.
+   removed as observed;
+4. one pipeline publishes a forward batch per owner (parts of at most
+   :data:`~wsctl.protocol_batch.BATCH_BYTES`), plus, for a forwarded batch (``hops`` >= 1)
+   with items for robots this instance does not hold, one owner hint to the instance that
+   forwarded it (the previous hop), whose owner cache sent them here. A forward that reached
+   no subscriber (PUBLISH's receiver count, see :class:`~wsctl.redis_pubsub.Audience`) makes
+   its items ``instance_unreachable``, except on the first hop when the owner came from the
+   cache: those robots' owners are read from the registry again and routed once more (a
+   robot that moved away from an instance that died);
+5. a batch from the control channel gets this instance's one reply: the ids delivered here and
+   the outcome of every item answered here (the owners answer for what they were sent).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from wsctl.events import EventName
@@ -54,13 +63,13 @@ from wsctl.protocol_batch import (
     pack_reply,
     singles,
 )
-from wsctl.redis_pubsub import publish_many
+from wsctl.redis_pubsub import Audience, publish_many
 from wsctl.redis_target import AsyncClient, Target
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_INSTANCE_ID
 from wsctl.registry.store import RegistryStore
 
-__all__ = ["BATCH_QUEUE", "BatchRouter"]
+__all__ = ["BATCH_QUEUE", "BatchRouter", "Routed"]
 
 log = logging.getLogger("wsctl.gateway")
 
@@ -97,9 +106,21 @@ class Core(Protocol):
 
     async def _remove_entry(self, conn: LocalConn) -> None: ...
 
+    @property
+    def drainer(self) -> Any:
+        """The core's :class:`~wsctl.gateway.drain.Drainer` (who was drained lately)."""
+
     def _redis_failed(self, where: str, exc: BaseException) -> None: ...
 
-    async def _listening(self, instance_id: str) -> bool: ...
+
+@dataclass
+class Routed:
+    """What :meth:`BatchRouter.route` did with a batch's items: written here (ids), answered
+    here (outcomes), and handed to an owner, who answers for them (``(id, owner)``)."""
+
+    delivered: list[str] = field(default_factory=list)
+    failed: list[Outcome] = field(default_factory=list)
+    forwarded: list[tuple[str, str]] = field(default_factory=list)
 
 
 class BatchRouter:
@@ -108,6 +129,7 @@ class BatchRouter:
     def __init__(self, core: Core, owner_ttl: float) -> None:
         self.core = core
         self.owners = OwnerCache(ttl=owner_ttl)
+        self.audience = Audience()
         self.queue: asyncio.Queue[Batch] = asyncio.Queue(BATCH_QUEUE)
         self._protocols: dict[str, tuple[float, int]] = {}  # instance -> (read at, version)
 
@@ -239,11 +261,13 @@ class BatchRouter:
     # ------------------------------------------------------------------ owners
     async def _owners(
         self, batch: Batch, pending: list[tuple[Item, LocalSocket]]
-    ) -> dict[str, str | None]:
-        """Step 2: every pending robot's owner, cached ones first (first hop only)."""
+    ) -> tuple[dict[str, str | None], set[str]]:
+        """Step 2: every pending robot's owner, cached ones first (first hop only); and the
+        robots whose owner came from the cache."""
         core = self.core
         now = time.monotonic()
         owners: dict[str, str | None] = {}
+        cached_ones: set[str] = set()
         lookup: list[str] = []
         for item, local in pending:
             robot_id = item.robot_id
@@ -256,6 +280,7 @@ class BatchRouter:
             )
             if cached is not None and cached != core.instance_id:
                 owners[robot_id] = cached
+                cached_ones.add(robot_id)
             else:
                 lookup.append(robot_id)
         if lookup:
@@ -269,7 +294,7 @@ class BatchRouter:
                     self.owners.put(robot_id, owner, now)
                 else:
                     self.owners.invalidate((robot_id,))
-        return owners
+        return owners, cached_ones
 
     async def _remove_ghosts(self, robot_ids: list[str]) -> None:
         """Entries that name this instance although it holds no socket: remove as observed."""
@@ -284,81 +309,17 @@ class BatchRouter:
 
     # ------------------------------------------------------------------ one batch
     async def handle(self, batch: Batch) -> None:
-        """Deliver, forward and answer one batch: every item gets exactly one outcome, from
-        this instance or from the one it is forwarded to."""
+        """Deliver, forward and answer one batch from the control channel: every item gets
+        exactly one outcome, from this instance or from the one it is forwarded to."""
         core = self.core
         batch = batch.arrived(core.instance_id, time.time())
-        delivered: list[str] = []
-        failed: list[Outcome] = []
-        forwards: list[tuple[str, str]] = []
-        forwarded = 0
-        try:
-            pending = await self._deliver_local(batch, delivered, failed)
-            if pending:
-                owners = await self._owners(batch, pending)
-                if batch.hops >= 1:
-                    # sent here by an instance that thought we hold these robots: tell it
-                    me = core.instance_id
-                    hinted = {
-                        item.robot_id: (o if (o := owners.get(item.robot_id)) != me else None)
-                        for item, _ in pending
-                    }
-                    hint = await self.hint_message(batch.route, list(hinted.items()))
-                    if hint is not None:
-                        forwards.append(hint)
-                plan = route_items(
-                    self_id=core.instance_id, hops=batch.hops, pending=pending, owners=owners
-                )
-                failed.extend(plan.failed)
-                if plan.stale:
-                    await self._remove_ghosts(plan.stale)
-                for owner, items in plan.forward.items():
-                    if not await core._listening(owner):
-                        reason = f"owner {owner} is not listening on its control channel"
-                        self.owners.invalidate(i.robot_id for i in items)
-                        failed.extend(
-                            Outcome(i.id, Status.INSTANCE_UNREACHABLE, reason) for i in items
-                        )
-                        continue
-                    channel = core.keys.control_channel(owner)
-                    texts, unfit = self._fitting(batch, items, await self._speaks_batches(owner))
-                    forwards.extend((channel, text) for text in texts)
-                    failed.extend(unfit)
-                    forwarded += len(items) - len(unfit)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # a Redis failure part-way: what was written stays delivered, the rest is an error
-            core._redis_failed("control", exc)
-            answered = set(delivered) | {o.id for o in failed}
-            reason = core.target.scrub(str(exc))[:200]
-            failed.extend(
-                Outcome(i.id, Status.ERROR, reason) for i in batch.items if i.id not in answered
-            )
-            forwards = []
-            forwarded = 0
-        core.metrics.messages_delivered += len(delivered)
-        core.metrics.messages_forwarded += forwarded
-        core.metrics.messages_failed += len(failed)
-        if failed:
-            robot_of = {i.id: i.robot_id for i in batch.items}
-            for outcome in failed:
-                core.events.emit(
-                    EventName.FORWARD_FAILED,
-                    robot_of.get(outcome.id, ""),
-                    status=outcome.status.value,
-                    reason=outcome.reason,
-                    origin=batch.origin,
-                    hops=batch.hops,
-                    batch=batch.id,
-                )
-        messages = list(forwards)
-        if batch.reply_to and (delivered or failed):
+        routed = await self.route(batch)
+        if batch.reply_to and (routed.delivered or routed.failed):
             reply = BatchReply(
                 id=batch.id,
                 instance=core.instance_id,
-                delivered=tuple(delivered),
-                failed=tuple(failed),
+                delivered=tuple(routed.delivered),
+                failed=tuple(routed.failed),
                 route=batch.route,
                 sent_at=batch.sent_at,
             )
@@ -372,26 +333,26 @@ class BatchRouter:
                     len(texts),
                     left_out,
                 )
-            messages.extend((batch.reply_to, text) for text in texts)
-        if messages:
-            await self._publish(messages)
+            await self._publish([(batch.reply_to, text) for text in texts])
 
-    def _fitting(
-        self, batch: Batch, items: list[Item], speaks_batches: bool
-    ) -> tuple[list[str], list[Outcome]]:
-        """The forward of ``items`` to one owner as texts that each fit one message (a batch
-        split in halves as needed, or one single envelope per item for an owner that does
-        not speak batches), and a ``rejected`` outcome per item that fits in none."""
+    async def _forward_messages(
+        self, batch: Batch, owner: str, items: list[Item]
+    ) -> tuple[list[tuple[str, str, list[Item]]], list[Outcome]]:
+        """(channel, text, items) of the envelopes that carry ``items`` to ``owner``, each
+        fitting one message (a batch split in halves as needed, or one single envelope per
+        item for an owner that does not speak batches), and a ``rejected`` outcome per item
+        that fits in none."""
+        channel = self.core.keys.control_channel(owner)
         unfit: list[Item] = []
-        texts: list[str] = []
-        if speaks_batches:
+        out: list[tuple[str, str, list[Item]]] = []
+        if await self._speaks_batches(owner):
             packed, unfit = pack_batch(batch.forwarded(items))
-            texts = [text for _, text in packed]
+            out = [(channel, text, list(part.items)) for part, text in packed]
         else:
             for single, item in zip(singles(batch, items), items, strict=True):
                 text = encode(single)
                 if fits(text):
-                    texts.append(text)
+                    out.append((channel, text, [item]))
                 else:
                     unfit.append(item)
         if unfit:
@@ -400,7 +361,115 @@ class BatchRouter:
             f"too large to forward: larger than the {format_bytes(MAX_PUBLISH_BYTES)} one "
             "control-channel message may carry"
         )
-        return texts, [Outcome(i.id, Status.REJECTED, reason) for i in unfit]
+        return out, [Outcome(i.id, Status.REJECTED, reason) for i in unfit]
+
+    async def route(self, batch: Batch, *, events: bool = True) -> Routed:
+        """Deliver what this instance holds and forward the rest of ``batch`` (whose route
+        already ends with this instance) to the owners; publish nothing else. Returns what
+        became of each item here: the caller answers the delivered and failed ones (a reply
+        on the control channel, or the app's own futures); the owners answer the forwarded
+        ones. A Redis failure part-way leaves what was written delivered and makes every item
+        not yet handed over an ``error``. ``events``: write a ``forward_failed`` event per
+        failed item (not for the app's own sends, whose outcome the app gets)."""
+        core = self.core
+        routed = Routed()
+        try:
+            pending = await self._deliver_local(batch, routed.delivered, routed.failed)
+            again = batch.hops == 0  # owners from the cache get one more chance
+            while pending:
+                pending = await self._forward(batch, pending, routed, again)
+                again = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a Redis failure part-way: counted, the rest is an error
+            core._redis_failed("control", exc)
+            answered = {*routed.delivered, *(o.id for o in routed.failed)}
+            answered.update(ident for ident, _ in routed.forwarded)
+            reason = core.target.scrub(str(exc))[:200]
+            routed.failed.extend(
+                Outcome(i.id, Status.ERROR, reason) for i in batch.items if i.id not in answered
+            )
+        core.metrics.messages_delivered += len(routed.delivered)
+        core.metrics.messages_forwarded += len(routed.forwarded)
+        core.metrics.messages_failed += len(routed.failed)
+        if routed.failed:
+            robot_of = {i.id: i.robot_id for i in batch.items}
+            for n, outcome in enumerate(routed.failed):
+                if outcome.status is Status.NOT_CONNECTED:
+                    # drained here lately: say it is moving (the sender should retry)
+                    moving = core.drainer.moving(robot_of.get(outcome.id, ""))
+                    if moving is not None:
+                        routed.failed[n] = outcome = replace(outcome, reason=moving)
+                if not events:
+                    continue
+                core.events.emit(
+                    EventName.FORWARD_FAILED,
+                    robot_of.get(outcome.id, ""),
+                    status=outcome.status.value,
+                    reason=outcome.reason,
+                    origin=batch.origin,
+                    hops=batch.hops,
+                    batch=batch.id,
+                )
+        return routed
+
+    async def _forward(
+        self, batch: Batch, pending: list[tuple[Item, LocalSocket]], routed: Routed, again: bool
+    ) -> list[tuple[Item, LocalSocket]]:
+        """Steps 2-4 for ``pending``; returns the items to route once more (their owner came
+        from the cache and did not hear the forward), when ``again``."""
+        core = self.core
+        owners, from_cache = await self._owners(batch, pending)
+        messages: list[tuple[str, str]] = []
+        carried: list[tuple[str, list[Item]]] = []  # per message: the owner and its items
+        if batch.hops >= 1:
+            # sent here by an instance that thought we hold these robots: tell it
+            me = core.instance_id
+            hinted = {
+                item.robot_id: (o if (o := owners.get(item.robot_id)) != me else None)
+                for item, _ in pending
+            }
+            hint = await self.hint_message(batch.route, list(hinted.items()))
+            if hint is not None:
+                messages.append(hint)
+                carried.append(("", []))
+        plan = route_items(
+            self_id=core.instance_id, hops=batch.hops, pending=pending, owners=owners
+        )
+        routed.failed.extend(plan.failed)
+        if plan.stale:
+            await self._remove_ghosts(plan.stale)
+        for owner, items in plan.forward.items():
+            parts, unfit = await self._forward_messages(batch, owner, items)
+            routed.failed.extend(unfit)
+            for channel, text, part in parts:
+                messages.append((channel, text))
+                carried.append((owner, part))
+        if not messages:
+            return []
+        counts = await self._publish_forwards(messages)
+        retry: list[tuple[Item, LocalSocket]] = []
+        for (channel, _), (owner, items), count in zip(messages, carried, counts, strict=True):
+            if not owner:
+                continue  # the owner hint: nobody answers it
+            if await self.audience.heard(core.client, channel, count):
+                routed.forwarded.extend((item.id, owner) for item in items)
+                continue
+            self.owners.invalidate(item.robot_id for item in items)
+            reason = f"owner {owner} is not listening on its control channel"
+            for item in items:
+                if again and item.robot_id in from_cache:
+                    retry.append((item, LocalSocket.NONE))
+                else:
+                    routed.failed.append(Outcome(item.id, Status.INSTANCE_UNREACHABLE, reason))
+        return retry
+
+    async def _publish_forwards(self, messages: list[tuple[str, str]]) -> list[int]:
+        """One pipeline for the forwards (and owner hint) of a batch; each PUBLISH's receiver
+        count. Not retried by wsctl: a pipeline that failed may have gone out in part (a
+        receiver drops a copy redis-py's own retry may deliver twice, see
+        :class:`~wsctl.gateway.dedup.RecentPayloads`)."""
+        return await publish_many(self.core.client, messages)
 
     async def _publish(self, messages: list[tuple[str, str]]) -> None:
         """One pipeline for the forwards and the reply. Not retried: a pipeline that failed

@@ -33,21 +33,23 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Protocol
 
 from wsctl import __version__
 from wsctl.config import DEFAULT_SOCKET_TIMEOUT
-from wsctl.control_rpc import Inbox, Unreachable, inbox_for
+from wsctl.control_rpc import Inbox, inbox_for
 from wsctl.errors import ConfigError
 from wsctl.events import EventLimits, EventName
 from wsctl.gateway.batch_router import BatchRouter
 from wsctl.gateway.batching import OWNER_CACHE_TTL
+from wsctl.gateway.dedup import RecentPayloads
 from wsctl.gateway.drain import Drainer
 from wsctl.gateway.events import EventSink
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics, prometheus_label
+from wsctl.gateway.outbox import Outbox
+from wsctl.gateway.outcomes import SendOutcome, SendResult
 from wsctl.gateway.routing import Decision, LocalSocket, Route, decide
-from wsctl.instances import InstanceRecord, delete_record, is_listening, write_record
+from wsctl.instances import InstanceRecord, delete_record, write_record
 from wsctl.protocol import (
     MAX_MESSAGE_BYTES,
     ROBOT_PING,
@@ -93,7 +95,6 @@ CONTROL_CONCURRENCY = 48
 # Registrations and disconnect clean-ups at once (connects/disconnects come in storms); with the
 # control slots this stays below redis-py's 100 connections per node.
 SESSION_CONCURRENCY = 40
-LISTENING_TTL = 1.0
 PING_TIMEOUT = 3.0
 # Failed deletes on disconnect: first retry after CLEANUP_FIRST_DELAY, doubling to
 # CLEANUP_MAX_DELAY; an entry is given up (counted, logged) after CoreConfig.cleanup_retry_for.
@@ -115,33 +116,6 @@ class RobotSocket(Protocol):
 
     async def close(self, code: int, reason: str) -> None:
         """Close the connection with a WebSocket close code and reason."""
-
-
-class SendOutcome(StrEnum):
-    """What became of :meth:`FleetCore.send` (reply statuses, plus ``timeout``)."""
-
-    DELIVERED = "delivered"
-    NOT_CONNECTED = "not_connected"
-    INSTANCE_UNREACHABLE = "instance_unreachable"
-    REJECTED = "rejected"
-    ERROR = "error"
-    TIMEOUT = "timeout"
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """What became of one :meth:`FleetCore.send`: the outcome, the instances the
-    message went through, and the owner's reason when it was not delivered."""
-
-    outcome: SendOutcome
-    robot_id: str
-    route: tuple[str, ...] = ()
-    reason: str | None = None
-
-    @property
-    def delivered(self) -> bool:
-        """True when the robot's socket took the message."""
-        return self.outcome is SendOutcome.DELIVERED
 
 
 @dataclass
@@ -210,13 +184,17 @@ class FleetCore:
         # this instance happen in the same order (a fast reconnect cannot be overtaken by the
         # older session's registration), and sends to one robot are routed in arrival order.
         self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
-        self._listening_cache: dict[str, tuple[float, bool]] = {}
         # batched sends (protocol v2): one worker, in arrival order, and the owner cache
         self.batches = BatchRouter(self, config.owner_cache_ttl)
+        # the app's sends for robots held elsewhere, coalesced into batches
+        self.outbox = Outbox(self)
+        # control messages seen lately: a copy (a PUBLISH redis-py retried) is dropped
+        self.recent = RecentPayloads()
         self._control_slots = asyncio.Semaphore(CONTROL_CONCURRENCY)
         self._session_slots = asyncio.Semaphore(SESSION_CONCURRENCY)
         self._failing: set[str] = set()
         self._busy_logged = -60.0  # monotonic time of the last "pool busy" line
+        self._beat_now = asyncio.Event()  # wakes the heartbeat loop before its interval
         # closed sessions whose entry still has to go: conn -> give-up time (monotonic)
         self._cleanup: dict[LocalConn, float] = {}
         # ...of which these are there because a delete failed (counted as retries)
@@ -273,6 +251,7 @@ class FleetCore:
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._control_loop(), name="control"),
             asyncio.create_task(self.batches.run(), name="batches"),
+            asyncio.create_task(self.outbox.run(), name="outbox"),
         ]
 
     async def wait_subscribed(self, timeout: float = 10.0) -> None:
@@ -303,11 +282,13 @@ class FleetCore:
         # asyncio.wait_for, which in Python 3.11 drops a cancellation that lands as the write
         # completes, so a cancel alone may be lost (settle_all cancels again, bounded)
         self.finishing = True
+        self.outbox.closed = True  # sends from now on: error, the instance stops
         stuck = await settle_all(list(self._tasks), timeout=grace)
         # then what may still queue a clean-up (a drain batch, a handler closing a session),
         # so the last pass below sees every entry they leave, and none is queued after it
         self.drainer.cancel()
         stuck += await settle_all(list(self._background), timeout=grace)
+        self.outbox.close()  # sends still queued or unanswered: error, the instance stops
         if self._cleanup_task is not None:
             stuck += await settle_all([self._cleanup_task], timeout=grace)
         if self._cleanup:
@@ -346,6 +327,9 @@ class FleetCore:
             reason = tls_problem(self.target, exc, probe=False) or self.target.scrub(str(exc))
             log.warning("redis unavailable (%s): %s", where, reason)
         if where != "control channel":
+            if self.redis_ok and where in ("send", "control"):
+                # messages failed: find out soon whether Redis is back (redis_up)
+                self._beat_now.set()
             self.redis_ok = False
 
     def _redis_recovered(self, where: str) -> None:
@@ -370,7 +354,27 @@ class FleetCore:
             self.instance_id, len(self.local), self.redis_ok, self.cleanup_pending
         )
         label = f'{{instance_id="{prometheus_label(self.instance_id)}"}}'
-        return text + "\n".join([*self.events.render(label), *self.drainer.render(label)]) + "\n"
+        owners = self.batches.owners
+        figures = [
+            ("owner_cache_hits_total", "counter", owners.hits),
+            ("owner_cache_misses_total", "counter", owners.misses),
+            ("owner_cache_entries", "gauge", len(owners)),
+            ("outbox_batches_total", "counter", self.outbox.batches_sent),
+            ("outbox_messages_total", "counter", self.outbox.items_sent),
+            ("outbox_queued", "gauge", self.outbox.queued),
+            ("control_duplicates_dropped_total", "counter", self.recent.dropped),
+            ("reply_inbox_up", "gauge", int(self._inbox is not None and self._inbox.subscribed)),
+            (
+                "reply_inbox_resubscribed_total",
+                "counter",
+                self._inbox.resubscribed if self._inbox is not None else 0,
+            ),
+        ]
+        lines = []
+        for name, kind, value in figures:
+            lines += [f"# TYPE wsctl_gateway_{name} {kind}", f"wsctl_gateway_{name}{label} {value}"]
+        parts = [*lines, *self.events.render(label), *self.drainer.render(label)]
+        return text + "\n".join(parts) + "\n"
 
     # ------------------------------------------------------------------ draining
     @property
@@ -563,7 +567,11 @@ class FleetCore:
         interval = self.config.heartbeat_interval
         delay = interval
         while not self.finishing:  # not on cancellation alone: see stop()
-            await asyncio.sleep(delay)
+            # a beat every interval, or at once when Redis failed elsewhere (a send, the
+            # control channel's work): the beat tells whether it is back, and redis_up says so
+            with contextlib.suppress(TimeoutError):
+                await wait_within(self._beat_now.wait(), delay)
+            self._beat_now.clear()
             if self.finishing:
                 return
             try:
@@ -579,7 +587,8 @@ class FleetCore:
                     with contextlib.suppress(Exception):
                         await refresh_topology(self.client)
                 continue
-            self._redis_recovered("heartbeat")
+            for where in sorted(self._failing - {"control channel"}):
+                self._redis_recovered(where)  # every part: Redis answers again
             self.redis_ok = True
             delay = interval
 
@@ -669,6 +678,8 @@ class FleetCore:
         async for data in subscription(self.client, channel, self._subscription_state):
             if self.finishing:  # not on cancellation alone: see stop()
                 return
+            if self.recent.seen(data, time.monotonic()):
+                continue  # a copy of a message handled already (a retried PUBLISH)
             try:
                 request = decode_control(data)
             except ProtocolError as exc:
@@ -895,17 +906,6 @@ class FleetCore:
                 return
         await publish(self.client, envelope.reply_to, text)
 
-    async def _listening(self, instance_id: str) -> bool:
-        """Is anyone subscribed to the instance's control channel? Cached for a second, so
-        bulk forwarding does not count subscribers on every node for every message."""
-        now = time.monotonic()
-        cached = self._listening_cache.get(instance_id)
-        if cached is not None and now - cached[0] < LISTENING_TTL:
-            return cached[1]
-        answer = await is_listening(self.client, self.keys, instance_id)
-        self._listening_cache[instance_id] = (now, answer)
-        return answer
-
     # ------------------------------------------------------------------ routing
     def _too_big(self, message: str) -> str | None:
         """Why the message cannot go to any robot (not UTF-8 text, over the size limit)."""
@@ -976,68 +976,106 @@ class FleetCore:
             await self._answer(envelope, Status.DELIVERED)
         elif decision.route is Route.FORWARD:
             owner = decision.target or ""
-            if not await self._listening(owner):
-                await self._fail(
-                    envelope,
-                    Status.INSTANCE_UNREACHABLE,
-                    f"owner {owner} is not listening on its control channel",
-                )
-                return
             text = encode(envelope.forwarded())
             problem = oversize(text)
             if problem is not None:  # room for the hops is left by requesters; not by all
                 self.metrics.envelopes_refused += 1
                 await self._fail(envelope, Status.REJECTED, f"too large to forward: {problem}")
                 return
-            await publish(self.client, self.keys.control_channel(owner), text)
+            channel = self.keys.control_channel(owner)
+            receivers = await publish(self.client, channel, text)
+            if not await self.batches.audience.heard(self.client, channel, receivers):
+                self.batches.owners.invalidate((robot_id,))
+                await self._fail(
+                    envelope,
+                    Status.INSTANCE_UNREACHABLE,
+                    f"owner {owner} is not listening on its control channel",
+                )
+                return
             self.metrics.messages_forwarded += 1
         else:
             await self._fail(envelope, decision.status or Status.ERROR, decision.reason)
 
     async def send(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:
-        """Deliver ``message`` to ``robot_id``: on this instance's socket, or forwarded to the
-        instance that holds it (which replies). Never raises for a Redis failure: the outcome
-        says ``error``."""
+        """Deliver ``message`` to ``robot_id`` and wait for the outcome: written to this
+        instance's socket, or forwarded to the instance that holds the robot, which answers.
+        Sends in flight together leave in batches (:mod:`wsctl.gateway.outbox`); each robot's
+        messages keep their order. Never raises for a Redis failure, never waits longer than
+        ``timeout``: the outcome says ``error`` or ``timeout``."""
+        return await self._send(robot_id, message, timeout, ack=True)
+
+    async def publish(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:
+        """Fire and forget: hand ``message`` over and return without waiting for the owner's
+        answer (like socket.io's ``emit``). ``published`` once it is handed to Redis for the
+        robot's owner; ``delivered`` when the robot's socket is here (written at once); a
+        failure known before the hand-over (``not_connected``: no owner; ``rejected``,
+        ``instance_unreachable``, ``error``) or ``timeout`` as for :meth:`send`."""
+        return await self._send(robot_id, message, timeout, ack=False)
+
+    async def _send(self, robot_id: str, message: str, timeout: float, *, ack: bool) -> SendResult:
+        here = (self.instance_id,)
         too_big = self._too_big(message)
         if too_big:
             self.metrics.messages_failed += 1
-            return SendResult(SendOutcome.REJECTED, robot_id, (self.instance_id,), too_big)
-        envelope = Envelope(
-            op=Op.SEND, robot_id=robot_id, message=message, origin=self.instance_id
-        ).arrived(self.instance_id, time.time())
-        here = (self.instance_id,)
-        try:
-            async with self._lock(robot_id):
-                decision = await self._route_step(robot_id, message, envelope.hops)
-            if decision.route is Route.LOCAL:
-                return SendResult(SendOutcome.DELIVERED, robot_id, here)
-            if decision.route is not Route.FORWARD:
-                self.metrics.messages_failed += 1
-                status = decision.status or Status.ERROR
-                return SendResult(SendOutcome(status.value), robot_id, here, decision.reason)
-            owner = decision.target or ""
+            return SendResult(SendOutcome.REJECTED, robot_id, here, too_big)
+        conn = self.local.get(robot_id)
+        if conn is not None and not conn.closed and not self.outbox.holds(robot_id):
+            # the robot is here and nothing for it waits in the outbox: write it now
             try:
-                reply = await self.inbox.request(owner, envelope.forwarded(), timeout)
-            except Unreachable:
+                async with asyncio.timeout(timeout):
+                    async with self._lock(robot_id):
+                        written = await self._write_local(robot_id, message)
+                    if written is LocalSocket.DEAD:
+                        written = await self._after_dead_socket(robot_id)
+            except TimeoutError:
+                reason = f"no outcome within {timeout:g}s (socket busy)"
+                return SendResult(SendOutcome.TIMEOUT, robot_id, here, reason)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis failed reading the owner: the outcome says error
+                self._redis_failed("send", exc)
                 self.metrics.messages_failed += 1
-                return SendResult(
-                    SendOutcome.INSTANCE_UNREACHABLE,
-                    robot_id,
-                    here,
-                    f"owner {owner} is not listening on its control channel",
-                )
+                reason = self.target.scrub(str(exc))[:200]
+                return SendResult(SendOutcome.ERROR, robot_id, here, reason)
+            if isinstance(written, SendResult):
+                return written
+        return await self.outbox.send(robot_id, message, timeout, ack=ack)
+
+    async def _after_dead_socket(self, robot_id: str) -> SendResult | LocalSocket:
+        """The robot's socket here just died: what the registry says now. A result when the
+        message stops here (no entry, or it named this instance), else route it on."""
+        owner = str(await self.client.hget(self.keys.conn_key(robot_id), F_INSTANCE_ID) or "")
+        decision = decide(
+            self_id=self.instance_id, local=LocalSocket.DEAD, owner=owner or None, hops=0
+        )
+        if decision.route is Route.FORWARD:
+            return LocalSocket.NONE
+        decision = self.drainer.explain(robot_id, decision)
+        self.metrics.messages_failed += 1
+        status = SendOutcome((decision.status or Status.ERROR).value)
+        return SendResult(status, robot_id, (self.instance_id,), decision.reason)
+
+    async def _write_local(self, robot_id: str, message: str) -> SendResult | LocalSocket:
+        """Write ``message`` to the robot's socket here (caller holds the robot's lock): its
+        outcome; or NONE when there is no open socket after all (it closed meanwhile), DEAD
+        when its write failed (dropped, entry removed): the message is then to be routed."""
+        here = (self.instance_id,)
+        conn = self.local.get(robot_id)
+        if conn is None or conn.closed or self.outbox.holds(robot_id):
+            return LocalSocket.NONE
+        try:
+            await conn.sock.send_text(message)
+        except (UnicodeError, TypeError, ValueError) as exc:
+            # a message the socket cannot carry says nothing about the socket: keep it
+            self.metrics.messages_failed += 1
+            reason = f"message not sendable: {exc}"[:200]
+            return SendResult(SendOutcome.REJECTED, robot_id, here, reason)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # Redis failed: the outcome says error
-            self._redis_failed("send", exc)
-            self.metrics.messages_failed += 1
-            return SendResult(SendOutcome.ERROR, robot_id, here, self.target.scrub(str(exc))[:200])
-        self.metrics.messages_forwarded += 1
-        if reply is None:
-            return SendResult(
-                SendOutcome.TIMEOUT, robot_id, here, f"no reply from {owner} within {timeout:g}s"
-            )
-        route = tuple(hop.instance for hop in reply.route)
-        if reply.status is Status.NOT_CONNECTED:
-            self.batches.owners.invalidate((robot_id,))  # the forward came back: forget the owner
-        return SendResult(SendOutcome(reply.status.value), robot_id, route, reply.reason)
+        except Exception as exc:  # the local socket is dead: clean it, then route the message
+            log.debug("send to %s failed, socket dropped: %r", robot_id, exc)
+            if self._drop(conn):
+                await self._remove_entry_surely(conn)
+            return LocalSocket.DEAD
+        self.metrics.messages_delivered += 1
+        return SendResult(SendOutcome.DELIVERED, robot_id, here)

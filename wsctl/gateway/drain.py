@@ -178,16 +178,22 @@ class Drainer:
         retry once the robot has reconnected elsewhere. Other decisions are returned as is."""
         if decision.status is not Status.NOT_CONNECTED:
             return decision
+        why = self.moving(robot_id)
+        return decision if why is None else replace(decision, reason=why)
+
+    def moving(self, robot_id: str) -> str | None:
+        """ "robot is moving: …; retry" when this instance drained ``robot_id`` in the last
+        :data:`MOVING_FOR` seconds, else None."""
         since = self._moved.get(robot_id)
         if since is None:
-            return decision
+            return None
         age = time.monotonic() - since
         if age > MOVING_FOR:
-            return decision
+            return None
         me = self.core.instance_id
         why = f"instance {me} is draining" if self.active else f"instance {me} drained it"
         when = "" if self.active else f" {age:.0f}s ago"
-        return replace(decision, reason=f"robot is moving: {why}{when}; retry")
+        return f"robot is moving: {why}{when}; retry"
 
     def _remember(self, robot_id: str) -> None:
         self._moved.pop(robot_id, None)

@@ -1,0 +1,49 @@
+"""examples/fastapi_gateway.py plus one test-only endpoint: app code that sends many distinct
+messages through ``fleet.send`` / ``fleet.publish`` at once, as a user's business code would
+(``asyncio.gather`` in chunks of ``in_flight``), and reports the outcomes it got back."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import time
+from typing import Any
+
+from examples.fastapi_gateway import app, fleet
+
+__all__ = ["app"]
+
+
+@app.post("/test/blast")
+async def blast(body: dict[str, Any]) -> dict[str, Any]:
+    """Send ``count`` messages numbered from ``first`` (default 0), message ``n`` to
+    ``robots[n % len(robots)]``, each carrying ``{"n": n, "t": send time}``, ``in_flight`` at once (``mode`` ``send`` or ``publish``);
+    answer the outcome counts, a few reasons, the time taken and the outbox's batches."""
+    robots: list[str] = body["robots"]
+    count = int(body["count"])
+    first = int(body.get("first", 0))
+    in_flight = int(body["in_flight"])
+    timeout = float(body.get("timeout", 5.0))
+    call = fleet.publish if body.get("mode") == "publish" else fleet.send
+    outcomes: collections.Counter[str] = collections.Counter()
+    reasons: dict[str, str] = {}
+    batches_before = fleet.core.outbox.batches_sent
+
+    async def one(n: int) -> None:
+        text = json.dumps({"n": n, "t": time.time()})
+        result = await call(robots[n % len(robots)], text, timeout=timeout)
+        outcomes[result.outcome.value] += 1
+        if result.reason and result.outcome.value not in reasons:
+            reasons[result.outcome.value] = result.reason
+
+    started = time.perf_counter()
+    end = first + count
+    for start in range(first, end, in_flight):
+        await asyncio.gather(*(one(n) for n in range(start, min(end, start + in_flight))))
+    return {
+        "outcomes": dict(outcomes),
+        "reasons": reasons,
+        "seconds": time.perf_counter() - started,
+        "batches": fleet.core.outbox.batches_sent - batches_before,
+    }

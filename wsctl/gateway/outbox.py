@@ -1,0 +1,291 @@
+"""The app's sends, coalesced: what ``send`` and ``publish`` hand to the fleet core for robots
+it does not hold leaves in batch envelopes (protocol v2), not one request per message.
+
+Sends queue here; one flusher takes whatever has queued (at most :data:`BATCH_ITEMS` items and
+about :data:`~wsctl.protocol_batch.BATCH_BYTES`), makes it one batch whose route starts at this
+instance, and routes it like a batch from the control channel
+(:meth:`~wsctl.gateway.batch_router.BatchRouter.route`: local writes, owners from the cache or
+one pipelined read, one forward batch per owner in one pipeline). While a flush waits for
+Redis, the next sends queue behind it and leave together in the next one: under load batches
+grow by themselves, alone a send leaves at once (no timer). Flushes run one after another, so
+each robot's messages keep their order. Owners answer the forwarded items to the instance's
+reply inbox (:class:`~wsctl.control_rpc.Inbox`), item by item.
+
+Every send ends with an outcome within its timeout, whatever Redis does: an item still queued
+or unanswered at its deadline is ``timeout`` (and is not sent later, if it was not yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from wsctl.control_rpc import Inbox
+from wsctl.gateway.batch_router import BatchRouter, Routed
+from wsctl.gateway.outcomes import SendOutcome, SendResult
+from wsctl.protocol import Reply, Status, utf8_size
+from wsctl.protocol_batch import BATCH_BYTES, Batch, BatchReply, Item
+
+__all__ = ["BATCH_ITEMS", "LINGER", "Outbox"]
+
+# Items one coalesced batch carries at most (the protocol allows 10,000).
+BATCH_ITEMS = 1000
+# How long the flusher waits, once woken, for more sends to join (seconds). 0: it only lets
+# the sends already made in this turn of the event loop join (asyncio.gather()'s all do).
+LINGER = 0.0
+# How long a flush waits for the reply inbox to be subscribed before it sends anyway.
+INBOX_WAIT = 5.0
+# Per item, what its envelope adds to the message's own bytes (ids, JSON punctuation).
+ITEM_OVERHEAD = 40
+
+
+class Core(Protocol):
+    """What the outbox uses of :class:`wsctl.gateway.core.FleetCore` (no import cycle)."""
+
+    instance_id: str
+    batches: BatchRouter
+
+    @property
+    def inbox(self) -> Inbox:
+        """The core's reply inbox."""
+
+
+@dataclass(eq=False, slots=True)
+class _Send:
+    """One queued message and the future its sender waits on."""
+
+    robot_id: str
+    text: str
+    ack: bool  # send() waits for the owner's answer; publish() only for the hand-over
+    future: asyncio.Future[SendResult]
+    size: int
+    owner: str = ""  # the instance it was forwarded to, once it was
+
+
+@dataclass(eq=False)
+class _InFlight:
+    """A flushed batch whose forwarded items wait for their owners' answers."""
+
+    sends: dict[str, _Send] = field(default_factory=dict)  # item id -> send
+
+
+class Outbox:
+    """The queue and flusher of one fleet core's coalesced sends."""
+
+    def __init__(
+        self,
+        core: Core,
+        batch_items: int = BATCH_ITEMS,
+        batch_bytes: int = BATCH_BYTES,
+        linger: float = LINGER,
+    ) -> None:
+        self.core = core
+        self.batch_items = max(1, batch_items)
+        self.batch_bytes = batch_bytes
+        self.linger = linger
+        self._queue: collections.deque[_Send] = collections.deque()
+        self._held: collections.Counter[str] = collections.Counter()  # robot -> queued/flushing
+        self._wake = asyncio.Event()
+        self._flights: dict[str, _InFlight] = {}  # batch id -> its unanswered items
+        self.batches_sent = 0
+        self.items_sent = 0
+        self.closed = False
+
+    # ------------------------------------------------------------------ senders
+    def holds(self, robot_id: str) -> bool:
+        """Are messages for ``robot_id`` queued or being flushed? (A later message to the robot
+        must then queue behind them, even when the robot's socket is here.)"""
+        return robot_id in self._held
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting for the flusher."""
+        return len(self._queue)
+
+    async def send(
+        self, robot_id: str, text: str, timeout: float, *, ack: bool = True
+    ) -> SendResult:
+        """Queue ``text`` for ``robot_id`` and wait for its outcome: the owner's answer
+        (``ack``), or only its hand-over to Redis (``published``), for at most ``timeout``
+        seconds (then ``timeout``)."""
+        loop = asyncio.get_running_loop()
+        here = (self.core.instance_id,)
+        if self.closed:
+            return SendResult(SendOutcome.ERROR, robot_id, here, "the instance is stopping")
+        future: asyncio.Future[SendResult] = loop.create_future()
+        size = utf8_size(text) + len(robot_id) + ITEM_OVERHEAD
+        sent = _Send(robot_id, text, ack, future, size)
+        self._queue.append(sent)
+        self._held[robot_id] += 1
+        self._wake.set()
+        try:
+            done, _ = await asyncio.wait((future,), timeout=max(0.0, timeout))
+        except asyncio.CancelledError:
+            future.cancel()  # never sent, if it is still queued
+            raise
+        if done:
+            return future.result()
+        future.cancel()
+        if sent.owner:
+            reason = f"no reply from {sent.owner} within {timeout:g}s"
+        else:
+            reason = f"not handed to Redis within {timeout:g}s"
+        return SendResult(SendOutcome.TIMEOUT, robot_id, here, reason)
+
+    # ------------------------------------------------------------------ flusher
+    async def run(self) -> None:
+        """The flusher: batches of whatever queued, one after another, until cancelled."""
+        while not self.closed:  # not on cancellation alone (see FleetCore.stop)
+            await self._wake.wait()
+            self._wake.clear()
+            if self.linger > 0:
+                await asyncio.sleep(self.linger)
+            while self._queue and not self.closed:
+                sends = self._take()
+                try:
+                    if sends:
+                        await self._flush(sends)
+                finally:
+                    self._release(sends)
+
+    def _take(self) -> list[_Send]:
+        """The next batch's sends, in queue order: at most batch_items, and batch_bytes (one
+        send alone may be larger). Sends whose sender gave up are dropped here."""
+        taken: list[_Send] = []
+        size = 0
+        queue = self._queue
+        while queue and len(taken) < self.batch_items:
+            sent = queue[0]
+            if sent.future.done():
+                queue.popleft()
+                self._release((sent,))
+                continue
+            if taken and size + sent.size > self.batch_bytes:
+                break
+            queue.popleft()
+            taken.append(sent)
+            size += sent.size
+        return taken
+
+    def _release(self, sends: Iterable[_Send]) -> None:
+        held = self._held
+        for sent in sends:
+            held[sent.robot_id] -= 1
+            if held[sent.robot_id] <= 0:
+                del held[sent.robot_id]
+
+    async def _flush(self, sends: list[_Send]) -> None:
+        """Route one batch of ``sends`` and settle what is known now; the owners' answers
+        settle the rest (through the inbox)."""
+        core = self.core
+        me = core.instance_id
+        first = sends[0].text
+        shared = all(s.text == first for s in sends)
+        ack = any(s.ack for s in sends)
+        batch = Batch(
+            items=tuple(
+                Item(str(n), s.robot_id, None if shared else s.text) for n, s in enumerate(sends)
+            ),
+            message=first if shared else None,
+            reply_to=core.inbox.channel if ack else None,
+            origin=me,
+        ).arrived(me, time.time())
+        flight = _InFlight({str(n): s for n, s in enumerate(sends)})
+        if ack and not core.inbox.subscribed:
+            # answers would be lost: wait for the inbox (back within a second after a Redis
+            # restart); senders time out meanwhile as they would anyway
+            await core.inbox.wait_ready(INBOX_WAIT)
+        if ack:
+            self._flights[batch.id] = flight
+            core.inbox.expect(batch.id, lambda reply: self._answered(batch.id, reply))
+        self.batches_sent += 1
+        self.items_sent += len(sends)
+        routed = await core.batches.route(batch, events=False)
+        self._settle_routed(batch.id, flight, routed)
+
+    def _settle_routed(self, batch_id: str, flight: _InFlight, routed: Routed) -> None:
+        here = (self.core.instance_id,)
+        sends = flight.sends
+        for ident in routed.delivered:
+            sent = sends.pop(ident, None)
+            if sent is not None:
+                _settle(sent, SendOutcome.DELIVERED, here)
+        for outcome in routed.failed:
+            sent = sends.pop(outcome.id, None)
+            if sent is not None:
+                _settle(sent, SendOutcome(outcome.status.value), here, outcome.reason)
+        for ident, owner in routed.forwarded:
+            sent = sends.get(ident)
+            if sent is None:
+                continue
+            sent.owner = owner
+            if not sent.ack:
+                del sends[ident]
+                _settle(sent, SendOutcome.PUBLISHED, (*here, owner))
+        self._drop_answered(batch_id, flight)
+
+    def _answered(self, batch_id: str, reply: Reply | BatchReply) -> None:
+        """An owner's answer for items of a flushed batch (a batch reply, or a single reply
+        ``{batch}:{item}`` from an owner that does not speak batches)."""
+        flight = self._flights.get(batch_id)
+        if flight is None:
+            return
+        sends = flight.sends
+        route = tuple(hop.instance for hop in reply.route)
+        if isinstance(reply, BatchReply):
+            outcomes: list[tuple[str, Status, str | None]] = [
+                (ident, Status.DELIVERED, None) for ident in reply.delivered
+            ]
+            outcomes.extend((o.id, o.status, o.reason) for o in reply.failed)
+        else:
+            outcomes = [(reply.id.partition(":")[2], reply.status, reply.reason)]
+        for ident, status, reason in outcomes:
+            sent = sends.pop(ident, None)
+            if sent is None:
+                continue
+            if status is Status.NOT_CONNECTED:
+                # the forward came back: forget the owner
+                self.core.batches.owners.invalidate((sent.robot_id,))
+            try:
+                outcome = SendOutcome(status.value)
+            except ValueError:
+                outcome = SendOutcome.ERROR
+            _settle(sent, outcome, route, reason)
+        self._drop_answered(batch_id, flight)
+
+    def _drop_answered(self, batch_id: str, flight: _InFlight) -> None:
+        """Forget the batch once no sender waits on any of its items."""
+        for ident in [i for i, s in flight.sends.items() if s.future.done()]:
+            del flight.sends[ident]
+        if not flight.sends and self._flights.pop(batch_id, None) is not None:
+            self.core.inbox.forget(batch_id)
+
+    def sweep(self) -> None:
+        """Forget batches whose every sender gave up (timed out): their answers, if they ever
+        come, are not awaited."""
+        for batch_id, flight in list(self._flights.items()):
+            self._drop_answered(batch_id, flight)
+
+    def close(self, reason: str = "the instance is stopping") -> None:
+        """Settle every queued or unanswered send with ``error`` (the flusher has stopped)."""
+        self.closed = True
+        here = (self.core.instance_id,)
+        while self._queue:
+            _settle(self._queue.popleft(), SendOutcome.ERROR, here, reason)
+        self._held.clear()
+        for batch_id, flight in list(self._flights.items()):
+            for sent in flight.sends.values():
+                _settle(sent, SendOutcome.ERROR, here, reason)
+            self.core.inbox.forget(batch_id)
+        self._flights.clear()
+
+
+def _settle(
+    sent: _Send, outcome: SendOutcome, route: tuple[str, ...], reason: str | None = None
+) -> None:
+    if not sent.future.done():
+        sent.future.set_result(SendResult(outcome, sent.robot_id, route, reason))

@@ -1,0 +1,44 @@
+"""What became of a message the app sent through the fleet core (``send``, ``publish``).
+
+Pure values, below the core and the outbox that fill them in, so that both (and the adapters)
+share one spelling of every outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = ["SendOutcome", "SendResult"]
+
+
+class SendOutcome(StrEnum):
+    """What became of one :meth:`~wsctl.gateway.core.FleetCore.send` or
+    :meth:`~wsctl.gateway.core.FleetCore.publish`: the reply statuses of a ``send``, plus
+    ``timeout`` (no answer in time: the message may or may not have arrived) and, for
+    ``publish`` only, ``published``: handed to Redis for the robot's owner, no acknowledgement
+    awaited (like socket.io's ``emit``)."""
+
+    DELIVERED = "delivered"
+    NOT_CONNECTED = "not_connected"
+    INSTANCE_UNREACHABLE = "instance_unreachable"
+    REJECTED = "rejected"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    PUBLISHED = "published"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What became of one message: the outcome, the instances it went through, and the
+    reason when it was not delivered."""
+
+    outcome: SendOutcome
+    robot_id: str
+    route: tuple[str, ...] = ()
+    reason: str | None = None
+
+    @property
+    def delivered(self) -> bool:
+        """True when the robot's socket took the message."""
+        return self.outcome is SendOutcome.DELIVERED
