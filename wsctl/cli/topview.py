@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from wsctl.cli.output import Column, printable
-from wsctl.durations import counted
 
 __all__ = [
     "BAR",
@@ -26,6 +25,8 @@ __all__ = [
 ]
 
 BAR = "#"
+# The histogram's longest bar: a wide screen, or a pipe (no width limit), gets no longer bars.
+BAR_MAX = 60
 
 
 def _num(value: Any) -> str:
@@ -159,7 +160,8 @@ def registry_lines(registry: dict[str, Any], width: int = 80) -> list[str]:
     if registry.get("age_s") is None:
         return ["registry: first scan under way"]
     scope = "" if registry.get("complete") else " so far (first scan under way)"
-    entries = counted(registry["entries"], "entry", "entries")
+    total = registry["entries"]
+    entries = f"{total:,} {'entry' if total == 1 else 'entries'}"
     parts = [
         f"registry{scope}: {entries}:",
         f"{registry['fresh']:,} fresh,",
@@ -185,7 +187,7 @@ def registry_lines(registry: dict[str, Any], width: int = 80) -> list[str]:
     label_w = max(len(label) for label in labels)
     counts = [f"{b['count']:,}" for b in bands]
     count_w = max(len(c) for c in counts)
-    room = max(1, width - label_w - count_w - 4)
+    room = max(1, min(BAR_MAX, width - label_w - count_w - 4))
     top = max(b["count"] for b in bands) or 1
     for label, count, band in zip(labels, counts, bands, strict=True):
         bar = BAR * (round(room * band["count"] / top) if band["count"] else 0)
