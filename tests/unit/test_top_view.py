@@ -4,10 +4,21 @@ commands quoted. Pure, no Redis."""
 
 from __future__ import annotations
 
+import shlex
 from datetime import UTC, datetime, timedelta
 
 from wsctl.cli.topview import registry_lines
-from wsctl.ops.top import RegistryPass, registry_summary
+from wsctl.instances import InstanceRecord
+from wsctl.ops.summary import InstanceTally
+from wsctl.ops.top import (
+    AlertKind,
+    RateTracker,
+    RedisState,
+    RegistryPass,
+    alerts,
+    instance_rows,
+    registry_summary,
+)
 from wsctl.registry.model import entry_from_hash, format_ts
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -37,3 +48,52 @@ def test_histogram_bars_stay_short_on_an_unlimited_width() -> None:
 def test_registry_counts_read_with_thousands_separators() -> None:
     lines = registry_lines(_summary([1.0] * 1234), 200)
     assert lines[0].startswith("registry: 1,234 entries: 1,234 fresh,"), lines[0]
+
+
+def _tally(name: str, n: int) -> InstanceTally:
+    tally = InstanceTally(name)
+    tally.connections = n
+    return tally
+
+
+def test_a_dead_instance_alert_quotes_its_reap_command_for_the_shell() -> None:
+    name = "gw a;touch /tmp/PWNED"
+    rows = instance_rows({}, set(), RateTracker(), {name: _tally(name, 2)}, {name: 2}, {}, NOW, 90)
+    registry = {"on_dead_by_instance": {name: 2}}
+    [dead] = alerts(RedisState(ok=True), rows, registry, None, NOW)
+    assert dead.kind is AlertKind.DEAD_WITH_ENTRIES
+    command = dead.message.split(": ", 1)[1]
+    assert shlex.split(command) == ["wsctl", "reap", "--dead-instances", "--instance", name]
+
+
+def test_alerts_cut_a_huge_instance_id_so_the_sentence_shows() -> None:
+    name = "L" * 10_240
+    late = InstanceRecord(name, last_seen=format_ts(NOW - timedelta(seconds=1)), connections=3)
+    rows = instance_rows({name: late}, set(), RateTracker(), {}, {}, {}, NOW, 90)
+    [deaf] = alerts(RedisState(ok=True), rows, {}, None, NOW)
+    assert deaf.kind is AlertKind.NOT_LISTENING and deaf.instance_id == name  # whole in JSON
+    assert len(deaf.message) < 300, len(deaf.message)
+    assert "10,240 chars" in deaf.message and "is not listening" in deaf.message
+
+
+def test_alerts_show_an_id_with_control_characters_as_a_shell_word() -> None:
+    name = "evil\x1b[2J"
+    late = InstanceRecord(name, last_seen=format_ts(NOW - timedelta(seconds=1)))
+    rows = instance_rows({name: late}, set(), RateTracker(), {}, {}, {}, NOW, 90)
+    [deaf] = alerts(RedisState(ok=True), rows, {}, None, NOW)
+    assert deaf.message.startswith("$'evil\\x1b[2J' is not listening"), deaf.message
+
+
+def test_a_clock_behind_reads_behind_redis() -> None:
+    rec = InstanceRecord("gw-a", last_seen=format_ts(NOW - timedelta(seconds=1)))
+    rows = instance_rows({"gw-a": rec}, {"gw-a"}, RateTracker(), {}, {}, {"gw-a": -15.0}, NOW, 90)
+    [skew] = alerts(RedisState(ok=True), rows, {}, None, NOW)
+    assert skew.message == "gw-a's clock is 15s behind Redis'", skew.message
+
+
+def test_a_dead_instance_alert_never_suggests_a_command_with_a_cut_id() -> None:
+    name = "L" * 10_240
+    rows = instance_rows({}, set(), RateTracker(), {name: _tally(name, 2)}, {name: 2}, {}, NOW, 90)
+    [dead] = alerts(RedisState(ok=True), rows, {"on_dead_by_instance": {name: 2}}, None, NOW)
+    assert "--instance ID (the whole id: wsctl top --once -o json)" in dead.message
+    assert "L" * 100 not in dead.message

@@ -28,6 +28,7 @@ from wsctl.ops.histogram import Histogram
 from wsctl.ops.reap import owner_known_dead
 from wsctl.ops.summary import InstanceTally
 from wsctl.registry.model import DEFAULT_MAX_SKEW, Entry, assess, format_ts, parse_timestamp
+from wsctl.shell import clip, command, word
 
 __all__ = [
     "RATE_NAMES",
@@ -498,6 +499,25 @@ class RedisState:
         }
 
 
+# An id named in an alert's sentence is cut to this many characters (the alert's
+# ``instance_id`` holds it whole): a 10 KB id must not push the sentence off the screen.
+ALERT_ID_MAX = 64
+
+
+def _named(name: str) -> str:
+    """An instance id inside an alert's sentence: a shell word (``$'...'`` when it holds
+    characters a terminal would act on, like ids in tables), cut past :data:`ALERT_ID_MAX`."""
+    return clip(word(name[: ALERT_ID_MAX + 1]), ALERT_ID_MAX, len(name))
+
+
+def _reap_command(name: str) -> str:
+    """The command that reaps a dead instance's entries, its id quoted for the shell; an id
+    too long to show is not cut inside a command (pasted, it would name another instance)."""
+    if len(name) > ALERT_ID_MAX:
+        return "wsctl reap --dead-instances --instance ID (the whole id: wsctl top --once -o json)"
+    return command("wsctl", "reap", "--dead-instances", "--instance", name)
+
+
 # An instance writes its first record just before it subscribes to its control channel: not
 # listening within this many seconds of its start is not yet news.
 STARTING_S = 3.0
@@ -543,13 +563,14 @@ def alerts(
     dead = registry.get("on_dead_by_instance") or {}
     for row in rows:
         name = row.instance_id
+        named = _named(name)
         if row.liveness is Liveness.ALIVE and row.listening is False and not _starting(row, now):
             held = f"; its record says it holds {counted(row.robots or 0, 'robot')}"
             out.append(
                 Alert(
                     AlertKind.NOT_LISTENING,
                     Severity.ERROR,
-                    f"{name} is not listening on its control channel (killed, stuck or cut "
+                    f"{named} is not listening on its control channel (killed, stuck or cut "
                     f"off from Redis?): its record is {human_duration(row.record_age_s)} old"
                     + held,
                     name,
@@ -561,9 +582,8 @@ def alerts(
                 Alert(
                     AlertKind.DEAD_WITH_ENTRIES,
                     Severity.ERROR,
-                    f"{name} is dead ({why}, nobody listens) with "
-                    f"{counted(dead[name], 'entry', 'entries')} left: "
-                    f"wsctl reap --dead-instances --instance {name}",
+                    f"{named} is dead ({why}, nobody listens) with "
+                    f"{counted(dead[name], 'entry', 'entries')} left: {_reap_command(name)}",
                     name,
                 )
             )
@@ -578,13 +598,13 @@ def alerts(
         )
     for row in rows:
         if row.skew_s is not None and abs(row.skew_s) > max_skew:
-            side = "ahead" if row.skew_s > 0 else "behind"
+            side = "ahead of" if row.skew_s > 0 else "behind"
             out.append(
                 Alert(
                     AlertKind.CLOCK_SKEW,
                     Severity.WARNING,
-                    f"{row.instance_id}'s clock is {human_duration(abs(row.skew_s))} {side} of "
-                    "Redis'",
+                    f"{_named(row.instance_id)}'s clock is {human_duration(abs(row.skew_s))} "
+                    f"{side} Redis'",
                     row.instance_id,
                 )
             )
