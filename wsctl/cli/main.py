@@ -16,6 +16,7 @@ from wsctl import __version__
 from wsctl.cli import (
     completion_cmd,
     config_cmd,
+    conformance_cmd,
     control_cmd,
     drain_cmd,
     events_cmd,
@@ -172,6 +173,7 @@ app.command("history")(events_cmd.history)
 app.command("drain")(drain_cmd.drain)
 app.command("undrain")(drain_cmd.undrain)
 app.command("top")(top_cmd.top)
+app.command("conformance")(conformance_cmd.conformance)
 
 
 def _tolerant_streams() -> None:

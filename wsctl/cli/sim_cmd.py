@@ -393,34 +393,16 @@ def _print_report(report: SimulateReport) -> None:
 
 def write_junit(report: SimulateReport, path: Path) -> None:
     """One testsuite, a testcase per phase and per SLO, failures and skips with their detail."""
-    import xml.etree.ElementTree as ET
+    from wsctl.cli.junit import JunitCase, write_junit_file
 
-    cases = [(p.name, p.status, p.detail, p.seconds) for p in report.phases]
+    cases = [JunitCase(p.name, p.status, p.detail, p.seconds) for p in report.phases]
     cases += [
-        (f"slo {s['slo']}", "passed" if s["ok"] else "failed", f"actual {s['actual']}", 0.0)
+        JunitCase(
+            f"slo {s['slo']}", "passed" if s["ok"] else "failed", f"actual {s['actual']}", 0.0
+        )
         for s in report.slos
     ]
-    suite = ET.Element(
-        "testsuite",
-        name=f"wsctl.simulate.{report.run_id}",
-        tests=str(len(cases)),
-        failures=str(sum(1 for c in cases if c[1] == "failed")),
-        skipped=str(sum(1 for c in cases if c[1] == "skipped")),
-        time=f"{sum(c[3] for c in cases):.3f}",
-    )
-    for name, status, detail, seconds in cases:
-        case = ET.SubElement(
-            suite, "testcase", classname="wsctl.simulate", name=name, time=f"{seconds:.3f}"
-        )
-        if status != "passed":
-            tag = "failure" if status == "failed" else "skipped"
-            element = ET.SubElement(case, tag, message=detail[:200])
-            element.text = detail
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    write_junit_file(path, f"wsctl.simulate.{report.run_id}", "wsctl.simulate", cases)
 
 
 def sandbox(

@@ -1,0 +1,1 @@
+"""``wsctl conformance``: which protocol level a gateway reaches, and what it gets wrong."""
