@@ -249,6 +249,7 @@ def _top_keys() -> dict[str, set[str]]:
 def test_the_json_page_names_every_key_of_each_commands_json_output() -> None:
     from datetime import UTC, datetime
 
+    from wsctl.conformance.checks import CheckResult, ConformanceReport, Verdict
     from wsctl.ops.doctor import DoctorReport, Facts, Finding, Kind, Severity
     from wsctl.ops.drain import DrainReport
     from wsctl.ops.fanout import FanOutcome, FanoutSummary, RobotOutcome
@@ -271,6 +272,8 @@ def test_the_json_page_names_every_key_of_each_commands_json_output() -> None:
     }
     named = set(re.findall(r"`([a-z][a-z_0-9]*)`", _page("reference/json.md")))
     keys = {what: set(o.as_dict()) for what, o in outputs.items()}
+    keys["conformance"] = set(ConformanceReport("ws://g/ws/{robot_id}", 2, "run").as_dict())
+    keys["conformance check"] = set(CheckResult("registry.entry", Verdict.PASS).as_dict())
     keys["list connections"] = set(connection_row(Entry("r", {}), datetime.now(UTC), 90.0))
     keys.update(_top_keys())
     missing = {what: sorted(k - named) for what, k in keys.items()}

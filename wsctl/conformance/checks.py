@@ -755,7 +755,7 @@ def record_problems(
                     )
                 elif age < -DEFAULT_MAX_SKEW:
                     problems.append(f"last_seen is {-age:.1f}s in the future")
-    if pttl_ms == -1:
+    if pttl_ms < 0:
         problems.append("no TTL (PEXPIRE it to the fleet's timeout)")
     elif pttl_ms > fleet_timeout * 1000 + 1000:
         problems.append(

@@ -136,7 +136,7 @@ class Tap:
         """Messages received after ``mark`` (monotonic)."""
         return [text for at, text in self.messages if at >= mark]
 
-    async def wait_for(
+    async def next_match(
         self, predicate: Callable[[dict[str, Any]], bool], since: float, timeout: float
     ) -> dict[str, Any] | None:
         """The first message after ``since`` that is a JSON object ``predicate`` accepts,

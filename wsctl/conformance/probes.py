@@ -875,7 +875,7 @@ async def forward_check(kit: Kit) -> str:
     envelope = kit.envelope(Op.SEND, robot_id=robot_id, message=SAMPLE)
     pending = await kit.send(envelope)
     try:
-        got = await fleet.peer_tap.wait_for(_is(envelope.id), pending.since, kit.timeout)
+        got = await fleet.peer_tap.next_match(_is(envelope.id), pending.since, kit.timeout)
         if got is None:
             reply = pending.reply
             raise Failed(
@@ -926,7 +926,7 @@ async def hop_limit_check(kit: Kit) -> str:
         deadline = time.monotonic() + kit.timeout
         forwarded = None
         while not pending.replies and time.monotonic() < deadline:
-            forwarded = await fleet.peer_tap.wait_for(_is(envelope.id), pending.since, 0.05)
+            forwarded = await fleet.peer_tap.next_match(_is(envelope.id), pending.since, 0.05)
             if forwarded is not None:
                 break
         if forwarded is not None:
@@ -1047,7 +1047,7 @@ async def kick_previous_check(kit: Kit) -> str:
     await fleet.register_elsewhere(robot_id, fleet.peer, conn_id)
     since = time.monotonic()
     await kit.connect(robot_id)
-    got = await fleet.peer_tap.wait_for(
+    got = await fleet.peer_tap.next_match(
         lambda o: o.get("op") == "kick" and o.get("robot_id") == robot_id, since, kit.timeout
     )
     if got is None:
@@ -1101,7 +1101,7 @@ async def batch_check(kit: Kit) -> str:
     )
     pending = await kit.send(batch)
     try:
-        forwarded = await fleet.peer_tap.wait_for(
+        forwarded = await fleet.peer_tap.next_match(
             _is(batch.id, version=2), pending.since, kit.timeout
         )
         await pending.wait(1, kit.timeout)
@@ -1155,7 +1155,7 @@ async def owner_hints_check(kit: Kit) -> str:
     )
     pending = await kit.send(envelope)
     try:
-        hint = await fleet.peer_tap.wait_for(
+        hint = await fleet.peer_tap.next_match(
             lambda o: o.get("op") == "owners" and o.get("v") == 2, pending.since, kit.timeout
         )
         await pending.wait(1, kit.timeout)
