@@ -196,7 +196,11 @@ async def test_gateways_broken_on_purpose_each_fail_exactly_the_check_that_cover
     assert "1 reply(ies) without it arrived" in seen["reply_without_id"]
     assert seen["no_hop_limit"].endswith("with hops 3")
     assert seen["drain_accepts"] == "the handshake was accepted"
-    assert seen["closes_mid_check"] == "the entry is gone"
+    # dropped before the heartbeat refreshed the entry (gone with the session), or after
+    assert seen["closes_mid_check"] in (
+        "the entry is gone",
+        "ended without a close frame from the gateway (1006)",
+    )
 
 
 async def test_a_gateway_that_hangs_mid_run_fails_the_check_then_the_run_ends_and_cleans_up(
