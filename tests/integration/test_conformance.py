@@ -34,19 +34,12 @@ FREEZE = ("faults.redis_frozen", "faults.redis_frozen_control")
 INTERVAL = 0.3  # the in-process gateways' heartbeat interval (tests/fleet.py)
 
 
-def _args(url: str, *extra: str, interval: float = INTERVAL) -> list[str]:
-    return [
-        "conformance",
-        "--gateway",
-        f"{url}/ws/{{robot_id}}",
-        "--timeout",
-        "2",
-        "--heartbeat-interval",
-        str(interval),
-        "-o",
-        "json",
-        *extra,
-    ]
+def _args(url: str, *extra: str, interval: float | None = None) -> list[str]:
+    """The kit's command line; without ``interval`` it takes the one the gateway's liveness
+    record states."""
+    stated = [] if interval is None else ["--heartbeat-interval", str(interval)]
+    gateway = f"{url}/ws/{{robot_id}}"
+    return ["conformance", "--gateway", gateway, "--timeout", "2", "-o", "json", *stated, *extra]
 
 
 def _freeze(backend: Backend) -> list[str]:
@@ -101,6 +94,7 @@ async def test_wsctl_gateway_reaches_level_2_with_every_check_passing(
         report = json.loads(res.out)
         _assert_all_passed(report, backend)
         assert report["instance_id"] == "gw-conf"
+        assert report["heartbeat_interval_s"] == INTERVAL  # as its liveness record states
         await wait_for(lambda: len(gw.local) == 0)  # every socket of the run closed
     assert await _run_keys(backend) == []
     suite = ElementTree.parse(junit).getroot()
@@ -113,7 +107,7 @@ async def test_the_fastapi_example_reaches_level_2_with_every_check_passing(
     backend: Backend, tmp_path: Path
 ) -> None:
     with fastapi_gateways(backend, tmp_path, names=("fa-conf",)) as (fa,):
-        res = await ainvoke(_args(fa.ws_url, *_freeze(backend), interval=0.5), env=backend.env)
+        res = await ainvoke(_args(fa.ws_url, *_freeze(backend)), env=backend.env)
         assert res.code == 0, res.out + res.err
         report = json.loads(res.out)
         _assert_all_passed(report, backend)
@@ -125,7 +119,8 @@ async def test_the_original_design_reaches_level_0_exactly_and_says_why_not_more
     single: Backend,
 ) -> None:
     with original_gateways(single, names=("orig-conf",)) as (orig,):
-        res = await ainvoke(_args(orig.ws_url), env=single.env)
+        # no liveness record states its interval: the kit is told one
+        res = await ainvoke(_args(orig.ws_url, interval=0.5), env=single.env)
         level0 = await ainvoke(_args(orig.ws_url, "--level", "0"), env=single.env)
     assert res.code == 1 and level0.code == 0, res.err + level0.err
     report = json.loads(res.out)
@@ -169,7 +164,7 @@ async def test_gateways_broken_on_purpose_each_fail_exactly_the_check_that_cover
 
     async def check(fault: str, url: str) -> tuple[str, list[tuple[str, str, str]]]:
         options = ConformanceOptions(
-            gateway=f"{url}/ws/{{robot_id}}", timeout=2, heartbeat_interval=INTERVAL
+            gateway=f"{url}/ws/{{robot_id}}", timeout=2, default_interval=60
         )
         async with connect(target) as client:
             report = await run_conformance(client, Keyspace(), options)

@@ -23,6 +23,7 @@ from wsctl.conformance.checks import (
     reply_problems,
     robot_url,
     spec,
+    stated_interval,
     timestamp_problems,
 )
 from wsctl.conformance.probes import PROBES
@@ -265,4 +266,21 @@ def test_event_problems_check_fields_names_times_and_detail() -> None:
         "no instance_id",
         "no conn_id",
         "no detail",
+    ]
+
+
+def test_the_interval_a_record_states_is_a_positive_number_of_seconds() -> None:
+    assert stated_interval({"heartbeat_interval": "0.3"}) == 0.3
+    for bad in (
+        {},
+        {"heartbeat_interval": ""},
+        {"heartbeat_interval": "fast"},
+        {"heartbeat_interval": "0"},
+        {"heartbeat_interval": "nan"},
+        {"heartbeat_interval": "inf"},
+    ):
+        assert stated_interval(bad) is None, bad
+    assert record_problems(_record(heartbeat_interval="2"), "gw", NOW, 90, 30, 60_000) == []
+    assert record_problems(_record(heartbeat_interval="x"), "gw", NOW, 90, 30, 60_000) == [
+        "heartbeat_interval 'x' is not a number of seconds"
     ]

@@ -61,8 +61,8 @@ def conformance(
         float | None,
         typer.Option(
             "--heartbeat-interval",
-            help="The gateway's heartbeat interval (default: the configured one, 30 s); "
-            "heartbeat checks wait 1.5 times it.",
+            help="The gateway's heartbeat interval (default: what its liveness record says, "
+            "else the configured one, 30 s); heartbeat checks wait 1.5 times it.",
             callback=seconds_flag("--heartbeat-interval"),
         ),
     ] = None,
@@ -123,7 +123,8 @@ def conformance(
         level=level,
         instance_id=instance_id,
         timeout=timeout,
-        heartbeat_interval=heartbeat_interval or settings.heartbeat_interval,
+        heartbeat_interval=heartbeat_interval,
+        default_interval=settings.heartbeat_interval,
         fleet_timeout=settings.timeout,
         max_message_bytes=max_message_bytes,
         freeze_pids=pids,

@@ -47,6 +47,7 @@ __all__ = [
     "ConformanceReport",
     "Phase",
     "Verdict",
+    "beat_within",
     "blocked",
     "check_ids",
     "entry_problems",
@@ -57,6 +58,7 @@ __all__ = [
     "reply_problems",
     "robot_url",
     "spec",
+    "stated_interval",
     "timestamp_problems",
 ]
 
@@ -438,15 +440,17 @@ def check_ids(level: int | None = None) -> list[str]:
 class ConformanceOptions:
     """What a run is told: the gateway's robot URL template (see :func:`gateway_url`), the
     level to reach, the instance id when known, the per-step timeout, the gateway's heartbeat
-    interval, the fleet's timeout (the liveness TTL), its message size limit, the Redis
-    processes the kit may freeze (none: it never does) and for how long, and the robots' auth
-    secret."""
+    interval when given (else the one its liveness record states, else
+    ``default_interval``), the fleet's timeout (the liveness TTL), its message size limit,
+    the Redis processes the kit may freeze (none: it never does) and for how long, and the
+    robots' auth secret."""
 
     gateway: str
     level: int = 2
     instance_id: str | None = None
     timeout: float = 5.0
-    heartbeat_interval: float = 30.0
+    heartbeat_interval: float | None = None
+    default_interval: float = 30.0
     fleet_timeout: float = 90.0
     max_message_bytes: int = 1 << 20
     freeze_pids: tuple[int, ...] = ()
@@ -459,19 +463,31 @@ class ConformanceOptions:
         """Seconds the kit watches for what must not happen (a second reply, a forward)."""
         return min(0.5, self.timeout / 2)
 
-    @property
-    def beat(self) -> float:
-        """Seconds within which a heartbeat's effect must show: one and a half intervals and
-        a second of slack."""
-        return self.heartbeat_interval * 1.5 + 1.0
-
-    def budget(self, check: CheckSpec) -> float:
-        """The longest one probe may take before it fails as hung: its steps' timeouts and
-        heartbeat waits, and the freeze for the one that freezes Redis."""
-        base = self.timeout * 4 + self.beat * 3 + 5.0
+    def budget(self, check: CheckSpec, interval: float) -> float:
+        """The longest one probe may take before it fails as hung, for a gateway beating
+        every ``interval`` seconds: its steps' timeouts and heartbeat waits, and the freeze
+        for the one that freezes Redis."""
+        beat = beat_within(interval)
+        base = self.timeout * 4 + beat * 3 + 5.0
         if check.id.startswith("faults.redis_frozen"):
-            base += self.freeze_seconds + self.timeout + self.beat
+            base += self.freeze_seconds + self.timeout + beat
         return base
+
+
+def beat_within(interval: float) -> float:
+    """Seconds within which the effect of a heartbeat every ``interval`` seconds must show:
+    one and a half intervals and a second of slack."""
+    return interval * 1.5 + 1.0
+
+
+def stated_interval(record: Mapping[str, str]) -> float | None:
+    """The heartbeat interval a liveness record states (§6 ``heartbeat_interval``), None
+    when it states none (or nothing usable)."""
+    try:
+        value = float(record.get("heartbeat_interval") or "nan")
+    except ValueError:
+        return None
+    return value if 0 < value < 86_400 else None
 
 
 @dataclass
@@ -560,6 +576,7 @@ class ConformanceReport:
     run_id: str
     instance_id: str | None = None
     results: list[CheckResult] = field(default_factory=list)
+    heartbeat_interval: float | None = None  # what the heartbeat checks waited for
     seconds: float = 0.0
     robots: int = 0  # robot ids the kit used
     keys_removed: int = 0  # keys the kit made (or made the gateway write) and removed
@@ -601,6 +618,7 @@ class ConformanceReport:
             "level": self.level,
             "ok": self.ok,
             "counts": self.counts(),
+            "heartbeat_interval_s": self.heartbeat_interval,
             "seconds": round(self.seconds, 3),
             "robots": self.robots,
             "keys_removed": self.keys_removed,
@@ -736,6 +754,9 @@ def record_problems(
     protocol = mapping.get("protocol")
     if protocol is not None and protocol not in ("1", "2"):
         problems.append(f"protocol {_short(protocol)} is neither 1 nor 2")
+    stated = mapping.get("heartbeat_interval")
+    if stated is not None and stated_interval(mapping) is None:
+        problems.append(f"heartbeat_interval {_short(stated)} is not a number of seconds")
     draining = mapping.get("draining")
     if draining is not None and draining not in ("0", "1"):
         problems.append(f"draining {_short(draining)} is neither 0 nor 1")

@@ -28,11 +28,13 @@ from wsctl.conformance.checks import (
     CheckResult,
     ConformanceOptions,
     Verdict,
+    beat_within,
     entry_problems,
     event_problems,
     record_problems,
     reply_problems,
     robot_url,
+    stated_interval,
     timestamp_problems,
 )
 from wsctl.conformance.fleet import FleetSide, Pending, Tap, ascii_json
@@ -100,6 +102,9 @@ class Kit:
         self.options = options
         self.fleet = fleet
         self.instance_id = options.instance_id
+        # the gateway's heartbeat interval: as given, else as its liveness record states
+        # (read once the instance is known), else the configured default
+        self.interval = options.heartbeat_interval or options.default_interval
         self.protocol = 1  # from the liveness record, when it has one
         self.robots: list[Robot] = []
         self.draining = False  # a drain was sent and not yet undone (the clean-up undrains)
@@ -116,6 +121,18 @@ class Kit:
             await self.fleet.wait_released(ids, self.instance_id, min(self.timeout, 2.0))
 
     # ------------------------------------------------------------------ shorthands
+    @property
+    def beat(self) -> float:
+        """Seconds within which a heartbeat's effect must show."""
+        return beat_within(self.interval)
+
+    async def learn_interval(self) -> None:
+        """Take the heartbeat interval the gateway's liveness record states, unless one was
+        given."""
+        if self.options.heartbeat_interval is None and self.instance_id:
+            record, _ = await self.fleet.record(self.instance_id)
+            self.interval = stated_interval(record) or self.interval
+
     @property
     def timeout(self) -> float:
         """The per-step timeout (``--timeout``)."""
@@ -442,7 +459,7 @@ async def refresh_check(kit: Kit) -> str:
     """heartbeat.refresh: last_heartbeat moves while the robot sends nothing."""
     robot_id, robot, fields = await kit.connected("hb-refresh")
     before = fields.get(F_LAST_HEARTBEAT)
-    wait = kit.options.beat
+    wait = kit.beat
     started = time.monotonic()
     ok, after = await kit.fleet.wait_fields(
         robot_id, lambda f: f.get(F_LAST_HEARTBEAT) not in (None, before), wait
@@ -450,19 +467,19 @@ async def refresh_check(kit: Kit) -> str:
     if not ok:
         raise Failed(
             f"last_heartbeat refreshed within {wait:g}s (heartbeat interval "
-            f"{kit.options.heartbeat_interval:g}s; the robot sends nothing)",
+            f"{kit.interval:g}s; the robot sends nothing)",
             f"still {before!r}" if after else "the entry is gone",
         )
     if not robot.open:
         raise Failed("the robot's socket kept open", robot.ending())
-    return f"refreshed after {time.monotonic() - started:.2f}s"
+    return f"refreshed after {time.monotonic() - started:.2f}s (interval {kit.interval:g}s)"
 
 
 async def reregister_check(kit: Kit) -> str:
     """heartbeat.reregister: an entry deleted behind the gateway's back comes back."""
     robot_id, _, fields = await kit.connected("hb-reregister")
     await kit.fleet.delete_entry(robot_id)
-    wait = kit.options.beat
+    wait = kit.beat
     ok, again = await kit.fleet.wait_fields(robot_id, bool, wait)
     if not ok:
         raise Failed(
@@ -484,7 +501,7 @@ async def superseded_check(kit: Kit) -> str:
     robot_id, robot, _ = await kit.connected("hb-superseded")
     conn_id = kit.new_conn_id()
     await fleet.register_elsewhere(robot_id, fleet.peer, conn_id)
-    wait = kit.options.beat
+    wait = kit.beat
     if not await robot.wait_ended(wait) or _close_of(robot) != CloseCode.SUPERSEDED:
         raise Failed(
             f"the socket closed with 4001 within {wait:g}s (the heartbeat's TOUCH returns 0)",
@@ -507,7 +524,7 @@ async def no_resurrect_check(kit: Kit) -> str:
     if not await kit.gone(robot_id):
         raise Blocked("registry.disconnect", "the entry was not removed at the disconnect")
     removed = time.monotonic()
-    watch = kit.options.heartbeat_interval * 2 + 1.0
+    watch = kit.interval * 2 + 1.0
     ok, back = await kit.fleet.wait_fields(robot_id, bool, watch)
     if ok:
         raise Failed(
@@ -572,7 +589,7 @@ async def frozen_probe(kit: Kit, rec: Recorder) -> None:
         for pid in frozen:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
-    recover = kit.timeout + kit.options.beat
+    recover = kit.timeout + kit.beat
     try:
         if not before.open:
             raise Failed(f"sockets kept open through {seconds:g}s of frozen Redis", before.ending())
@@ -626,20 +643,18 @@ async def liveness_check(kit: Kit) -> str:
     if not mapping:
         raise Failed(f"a liveness record {key} (§6)", "none" if pttl == -2 else "not a hash")
     options = kit.options
-    problems = record_problems(
-        mapping, gw, utcnow(), options.fleet_timeout, options.heartbeat_interval, pttl
-    )
+    problems = record_problems(mapping, gw, utcnow(), options.fleet_timeout, kit.interval, pttl)
     if problems:
         raise Failed("every field of §6 and a TTL", "; ".join(problems))
     seen = mapping.get("last_seen")
-    deadline = time.monotonic() + options.beat
+    deadline = time.monotonic() + kit.beat
     while True:
         again, pttl = await fleet.record(gw)
         if again.get("last_seen") not in (None, seen):
             break
         if time.monotonic() > deadline:
             raise Failed(
-                f"last_seen rewritten within {options.beat:g}s",
+                f"last_seen rewritten within {kit.beat:g}s",
                 f"still {seen!r}" if again else "gone",
             )
         await asyncio.sleep(0.05)

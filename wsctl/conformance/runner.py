@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 
 from redis.exceptions import RedisError
+from websockets.exceptions import WebSocketException
 
 from wsctl.conformance.checks import (
     CheckResult,
@@ -88,6 +89,8 @@ async def run_conformance(
                     _not_run(probe, wanted, results, stopped, on_result)
                 continue
             if phase is Phase.PARALLEL:
+                await kit.learn_interval()
+                report.heartbeat_interval = kit.interval
                 failed = await _run_together(kit, probes, wanted, results, on_result)
                 if failed and not await gateway_answers(kit):
                     stopped = failed
@@ -140,8 +143,14 @@ async def _run_together(
     on_result: Callable[[CheckResult], None] | None,
 ) -> str | None:
     """Run ``probes`` at the same time; the first check that failed, if any."""
-    outcomes = await asyncio.gather(*(_run_one(kit, p, wanted, results, on_result) for p in probes))
-    return next((o for o in outcomes if o is not None), None)
+    outcomes = await asyncio.gather(
+        *(_run_one(kit, p, wanted, results, on_result) for p in probes), return_exceptions=True
+    )
+    # every probe has ended (none left running behind the clean-up) before a bug is raised
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return next((o for o in outcomes if isinstance(o, str)), None)
 
 
 async def _run_one(
@@ -162,7 +171,7 @@ async def _run_one(
         else:
             runnable.append(check_id)
     if runnable:
-        budget = max(kit.options.budget(spec(i)) for i in runnable)
+        budget = max(kit.options.budget(spec(i), kit.interval) for i in runnable)
         began = time.monotonic()
         try:
             await wait_within(probe.fn(kit, Recorder(tuple(runnable), results, on_result)), budget)
@@ -173,11 +182,15 @@ async def _run_one(
                     f"the check done within {budget:g}s",
                     "it did not finish: the gateway hung, or answered too slowly",
                 )
-        except (RedisError, OSError) as exc:
+        except RedisError as exc:
             # the kit's own Redis failed (not the gateway): the check could not be made
             for check_id in runnable:
                 rec.failed(check_id, "the kit's Redis calls to succeed", f"{exc}"[:200])
             await _redis_still_there(kit)
+        except (OSError, WebSocketException) as exc:
+            # a robot's connection failed where the probe did not expect it
+            for check_id in runnable:
+                rec.failed(check_id, "the robot's connection to work", f"{exc!r}"[:200])
         elapsed = time.monotonic() - began
         for check_id in runnable:
             if check_id not in results:  # a probe that forgot one: never a silent pass
