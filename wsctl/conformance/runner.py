@@ -36,7 +36,7 @@ from wsctl.conformance.checks import (
     spec,
 )
 from wsctl.conformance.fleet import FleetSide
-from wsctl.conformance.probes import PROBES, Kit, Probe, Recorder, gateway_answers
+from wsctl.conformance.probes import PROBES, Failed, Kit, Probe, Recorder, gateway_answers
 from wsctl.protocol import Op
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
@@ -175,6 +175,9 @@ async def _run_one(
         began = time.monotonic()
         try:
             await wait_within(probe.fn(kit, Recorder(tuple(runnable), results, on_result)), budget)
+        except Failed as exc:  # a probe of several checks failed before it recorded them
+            for check_id in runnable:
+                rec.failed(check_id, exc.expected, exc.seen)
         except TimeoutError:
             for check_id in runnable:
                 rec.failed(
