@@ -21,6 +21,7 @@ from wsctl.cli.common import (
     state,
 )
 from wsctl.errors import EXIT_INTERRUPTED, EXIT_NEGATIVE, UsageError, WsctlError
+from wsctl.protocol import MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
     from wsctl.conformance.checks import CheckResult, ConformanceOptions, ConformanceReport
@@ -68,8 +69,13 @@ def conformance(
     ] = None,
     max_message_bytes: Annotated[
         int,
-        typer.Option("--max-message-bytes", min=1, help="The gateway's message size limit."),
-    ] = 1 << 20,
+        typer.Option(
+            "--max-message-bytes",
+            min=1,
+            max=MAX_MESSAGE_BYTES,
+            help="The gateway's message size limit (at most 1 MiB, the protocol's).",
+        ),
+    ] = MAX_MESSAGE_BYTES,
     freeze_redis_pid: Annotated[
         list[int] | None,
         typer.Option(
@@ -173,20 +179,20 @@ async def _conformance(
     from wsctl.conformance.runner import run_conformance
 
     task = asyncio.current_task()
-    interrupted = False
+    stop = asyncio.Event()
 
     def interrupt() -> None:
-        nonlocal interrupted
-        interrupted = True
+        stop.set()
         if task is not None:
             task.cancel()
 
     on_stop_signals(interrupt)
     try:
         async with open_client(settings) as client:
-            return await run_conformance(client, keyspace_of(settings), options, progress)
+            keys = keyspace_of(settings)
+            return await run_conformance(client, keys, options, progress, stop)
     except asyncio.CancelledError:
-        if interrupted:
+        if stop.is_set():
             raise WsctlError(
                 "interrupted; the run's robots were disconnected and its keys removed",
                 exit_code=EXIT_INTERRUPTED,

@@ -25,7 +25,7 @@ from urllib.parse import quote, urlsplit
 
 from wsctl.errors import UsageError
 from wsctl.events import EventName
-from wsctl.protocol import Envelope, Reply
+from wsctl.protocol import MAX_MESSAGE_BYTES, Envelope, Reply
 from wsctl.registry.model import (
     DEFAULT_MAX_SKEW,
     F_CONNECTED_AT,
@@ -452,7 +452,7 @@ class ConformanceOptions:
     heartbeat_interval: float | None = None
     default_interval: float = 30.0
     fleet_timeout: float = 90.0
-    max_message_bytes: int = 1 << 20
+    max_message_bytes: int = MAX_MESSAGE_BYTES
     freeze_pids: tuple[int, ...] = ()
     freeze_seconds: float = 6.0
     auth_secret: str | None = None

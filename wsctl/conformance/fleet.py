@@ -353,11 +353,11 @@ class FleetSide:
         """Is anyone subscribed to the instance's control channel?"""
         return await self.store.is_listening(instance_id)
 
-    async def publish(self, channel: str, text: str) -> int:
+    async def post(self, channel: str, text: str) -> int:
         """PUBLISH one message as is; the receivers counted."""
         return await publish(self.client, channel, text)
 
-    async def publish_many(self, messages: list[tuple[str, str]]) -> None:
+    async def post_many(self, messages: list[tuple[str, str]]) -> None:
         """PUBLISH many messages in one pipeline, in order."""
         await self.store.publish_many(messages)
 
@@ -378,7 +378,7 @@ class FleetSide:
             else:
                 heard = await self.listening(instance_id)
                 if heard:
-                    await self.publish_many([(channel, ascii_json(p.request)) for p in pendings])
+                    await self.post_many([(channel, ascii_json(p.request)) for p in pendings])
             if not heard:
                 raise Unreachable(instance_id)
         except BaseException:

@@ -802,7 +802,7 @@ async def malformed_check(kit: Kit) -> str:
     channel = kit.fleet.keys.control_channel(kit.gw)
     bad = _malformed(robot_id, tap.channel)
     since = time.monotonic()
-    await kit.fleet.publish_many([(channel, text) for text in bad])
+    await kit.fleet.post_many([(channel, text) for text in bad])
     await asyncio.sleep(kit.options.quiet)
     answered = tap.since(since)
     if answered:
@@ -825,7 +825,7 @@ async def malformed_check(kit: Kit) -> str:
             obj = {**json.loads(ascii_json(envelope)), **extra}
         pending = Pending(fleet.inbox, envelope)
         try:
-            await fleet.publish(channel, ascii_json_obj(obj))
+            await fleet.post(channel, ascii_json_obj(obj))
             await pending.wait(1, kit.timeout)
         finally:
             pending.close()
@@ -1046,7 +1046,7 @@ async def kick_superseded_check(kit: Kit) -> str:
     """kick.superseded: a kick as gateways publish it (no message, no reply_to)."""
     robot_id, robot, fields = await kit.connected("kick-superseded")
     kick = kit.envelope(Op.KICK, robot_id=robot_id, conn_id=fields.get(F_CONN_ID))
-    await kit.fleet.publish(kit.fleet.keys.control_channel(kit.gw), ascii_json(kick))
+    await kit.fleet.post(kit.fleet.keys.control_channel(kit.gw), ascii_json(kick))
     if not await robot.wait_ended(kit.timeout) or _close_of(robot) != CloseCode.SUPERSEDED:
         raise Failed("the socket closed with 4001", robot.ending())
     return ""
@@ -1193,7 +1193,7 @@ async def reply_unread_check(kit: Kit) -> str:
     unread = kit.fleet.keys.reply_channel(f"{kit.fleet.prefix}unread")
     channel = kit.fleet.keys.control_channel(kit.gw)
     count = 20
-    await kit.fleet.publish_many(
+    await kit.fleet.post_many(
         [
             (
                 channel,

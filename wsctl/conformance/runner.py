@@ -40,7 +40,7 @@ from wsctl.conformance.probes import PROBES, Failed, Kit, Probe, Recorder, gatew
 from wsctl.protocol import Op
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
-from wsctl.tasks import wait_within
+from wsctl.tasks import settle_all, wait_within
 
 __all__ = ["ROBOT_PREFIX", "run_conformance"]
 
@@ -51,10 +51,12 @@ EVENTS_SETTLE = 0.5  # seconds for the gateway's last events to be written befor
 # the same when interrupted (the whole clean-up then takes a second): entries released by
 # the gateway within FAST_SETTLE, then FAST_EVENTS for the events of those disconnects, and
 # a second removal at FAST_AGAIN
-FAST_SETTLE = 0.4
-FAST_EVENTS = 0.3
-FAST_AGAIN = 0.85  # seconds after the clean-up began: the second removal
-CLEANUP_DEADLINE = 10.0  # the clean-up as a whole (a second when interrupted)
+FAST_SETTLE = 0.35
+FAST_EVENTS = 0.25
+FAST_AGAIN = 0.7  # seconds after the clean-up began: the second removal
+FAST_DEADLINE = 0.85  # the clean-up as a whole when interrupted
+CLEANUP_DEADLINE = 10.0  # ...and otherwise
+SETTLE = 0.2  # seconds the probes have to end once the run is cancelled
 
 
 def _phase(probe: Probe) -> Phase:
@@ -66,10 +68,13 @@ async def run_conformance(
     keys: Keyspace,
     options: ConformanceOptions,
     on_result: Callable[[CheckResult], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> ConformanceReport:
     """Run every check up to ``options.level`` against the gateway; ``on_result`` hears each
-    result as it is made. Raises a Redis error when Redis itself fails (not a check's
-    business), after cleaning up what it can."""
+    result as it is made. Cancelling it (or setting ``stop``, which the kit also looks at
+    between checks, in case a cancellation was lost in a Redis call) ends it within a second,
+    cleaned up. Raises a Redis error when Redis itself fails (not a check's business), after
+    cleaning up what it can."""
     run_id = uuid.uuid4().hex[:8]
     prefix = f"{ROBOT_PREFIX}{run_id}-"
     fleet = FleetSide(client, keys, prefix, options.fleet_timeout)
@@ -80,9 +85,15 @@ async def run_conformance(
     started = time.monotonic()
     interrupted = False
     stopped: str | None = None  # the check after which the gateway stopped answering
+
+    def stop_asked() -> None:
+        if stop is not None and stop.is_set():
+            raise asyncio.CancelledError
+
     try:
         await fleet.start(options.timeout)
         for phase in Phase:
+            stop_asked()
             probes = [p for p in PROBES if _phase(p) is phase and wanted & set(p.ids)]
             if stopped is not None:
                 for probe in probes:
@@ -98,10 +109,11 @@ async def run_conformance(
             if phase is Phase.EXCLUSIVE:
                 await kit.close_robots()  # a drain must close the kit's own robots only
             for probe in probes:
+                stop_asked()
                 if stopped is not None:
                     _not_run(probe, wanted, results, stopped, on_result)
                     continue
-                failed = await _run_one(kit, probe, wanted, results, on_result)
+                failed = await _run_together(kit, [probe], wanted, results, on_result)
                 if failed and not await gateway_answers(kit):
                     stopped = failed
     except asyncio.CancelledError:
@@ -115,7 +127,7 @@ async def run_conformance(
         kit.stopped = stopped is not None
         fast = interrupted or kit.stopped
         try:
-            deadline = 1.0 if interrupted else CLEANUP_DEADLINE
+            deadline = FAST_DEADLINE if interrupted else CLEANUP_DEADLINE
             await wait_within(_cleanup(kit, report, fast=fast), deadline)
         except TimeoutError:
             log.warning("clean-up did not finish in time; left: %s", report.left_behind)
@@ -142,15 +154,26 @@ async def _run_together(
     results: dict[str, CheckResult],
     on_result: Callable[[CheckResult], None] | None,
 ) -> str | None:
-    """Run ``probes`` at the same time; the first check that failed, if any."""
-    outcomes = await asyncio.gather(
-        *(_run_one(kit, p, wanted, results, on_result) for p in probes), return_exceptions=True
-    )
+    """Run ``probes`` at the same time, each in a task of its own; the first check that
+    failed, if any. When the run is cancelled, the probes are cancelled again until they end
+    (a cancellation that lands as a Redis call completes can be lost in redis-py), for at most
+    :data:`SETTLE` seconds."""
+    if not probes:
+        return None
+    tasks = [
+        asyncio.create_task(_run_one(kit, p, wanted, results, on_result), name=p.ids[0])
+        for p in probes
+    ]
+    try:
+        await asyncio.wait(tasks)
+    except asyncio.CancelledError:
+        await settle_all(tasks, timeout=SETTLE)
+        raise
     # every probe has ended (none left running behind the clean-up) before a bug is raised
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return next((o for o in outcomes if isinstance(o, str)), None)
+    for task in tasks:
+        if task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+    return next((t.result() for t in tasks if t.result() is not None), None)
 
 
 async def _run_one(
