@@ -25,6 +25,7 @@ pytest.importorskip("textual")
 from textual.widgets import DataTable, Static
 
 from wsctl.cli.tui.app import TopApp
+from wsctl.instances import InstanceRecord, write_record
 
 
 @contextlib.asynccontextmanager
@@ -200,3 +201,152 @@ async def test_a_frozen_redis_is_said_on_screen_and_the_screen_recovers(single: 
                 await until(pilot, lambda: "showing data from 1s ago" in text(app, "#alerts"), 5)
             await until(pilot, lambda: "no alerts" in text(app, "#alerts"), 15)
             await pilot.press("q")
+
+
+# ---------------------------------------------------------------------- hostile data, 80x24
+async def _hostile(store: Any) -> None:
+    """A fresh liveness record (nobody listens) under a 10 KB id and one under an id with an
+    escape sequence, and an instance whose entries include a 10 KB robot id."""
+    from wsctl.registry.model import format_ts, utcnow
+
+    now = utcnow()
+    for name in ("L" * 10_240, "evil\x1b[2J"):
+        rec = InstanceRecord(
+            name,
+            last_seen=format_ts(now),
+            started_at=format_ts(now.replace(year=now.year - 1)),
+            connections=3,
+        )
+        await write_record(store.client, store.keys, rec, 600)
+    for robot in ("R" * 10_240, "short-1"):
+        await store.client.hset(
+            store.keys.conn_key(robot),
+            mapping={
+                "instance_id": "gw-x",
+                "robot_id": robot,
+                "connected_at": format_ts(now),
+                "last_heartbeat": format_ts(now),
+                "status": "connected",
+                "websocket_state": "active",
+            },
+        )
+
+
+def _widths(table: DataTable[Any]) -> int:
+    """The columns' rendered widths added up (their cells' padding included)."""
+    return sum(column.get_render_width(table) for column in table.columns.values())
+
+
+async def test_a_10kb_instance_id_leaves_its_state_and_counts_on_an_80_column_screen(
+    single: Backend,
+) -> None:
+    async with open_test_store(single) as store:
+        await _hostile(store)
+        async with top_app(single) as app, app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: len(rows(app)) == 3)  # gw-x: found by the scan
+            table = app.query_one("#instances", DataTable)
+            headers = [str(c.label) for c in table.columns.values()]
+            assert headers[:5] == ["INSTANCE", "LVL", "STATE", "AGE", "ROBOTS"], headers
+            assert _widths(table) <= 80, _widths(table)
+            cells = _cells(app, "L" * 10_240)
+            assert cells[0].endswith("(10,240 chars)") and cells[2] == "deaf", cells[:3]
+            assert _cells(app, "evil\x1b[2J")[0] == "$'evil\\x1b[2J'"
+            alerts = text(app, "#alerts").splitlines()
+            assert all("is not listening" in line[:80] for line in alerts[:2]), alerts
+
+
+async def test_an_instances_robots_keep_their_state_beside_a_10kb_robot_id(
+    single: Backend,
+) -> None:
+    async with open_test_store(single) as store:
+        await _hostile(store)
+        async with top_app(single) as app, app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: "gw-x" in rows(app))
+            await select_instance(pilot, app, "gw-x")
+            await pilot.press("enter")
+            await until(pilot, lambda: "robots of gw-x: 2" in text(app, "#instance-title"))
+            robots_table = app.screen.query_one("#robots", DataTable)
+            assert _widths(robots_table) <= 80, _widths(robots_table)
+            assert str(robots_table.get_row_at(0)[1]) == "online"
+
+
+async def test_the_header_says_how_old_the_registry_scan_is_at_80_columns(
+    single: Backend,
+) -> None:
+    async with top_app(single) as app, app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: "registry scan" in text(app, "#header"))
+        lines = text(app, "#header").splitlines()
+        assert all(len(line) <= 80 for line in lines), lines
+        assert app.query_one("#header").size.height == len(lines)
+
+
+async def test_a_confirmation_wraps_its_whole_question_at_80_columns(single: Backend) -> None:
+    from textual.widgets import Label
+
+    from wsctl.cli.tui.app import ConfirmScreen
+
+    async with open_test_store(single) as store:
+        await _hostile(store)
+        async with top_app(single) as app, app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: "gw-x" in rows(app))
+            await select_instance(pilot, app, "gw-x")
+            await pilot.press("d")  # the question: drain gw-x? ... batches of 50 every 1s
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.pause()  # laid out
+            question = app.screen.query(Label).first()
+            room = question.parent.content_region.width  # type: ignore[union-attr]
+            assert question.size.width <= room and question.size.height >= 2
+            await pilot.press("n")
+
+
+async def test_instance_keys_do_nothing_on_a_robots_screen_or_under_a_question(
+    single: Backend,
+) -> None:
+    from wsctl.cli.tui.app import ConfirmScreen, RobotScreen
+
+    async with open_test_store(single) as store:
+        await _hostile(store)
+        async with top_app(single) as app, app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: "gw-x" in rows(app))
+            await select_instance(pilot, app, "gw-x")
+            await pilot.press("d")  # the question: drain gw-x?
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            await pilot.press("d", "s")  # no second question on top, no sort under it
+            assert len(app.screen_stack) == 2 and app.sort_index == 0
+            await pilot.press("n")
+            await pilot.press("enter")  # gw-x's robots, then one robot
+            await until(pilot, lambda: "robots of gw-x: 2" in text(app, "#instance-title"))
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, RobotScreen))
+            await pilot.press("d", "u", "s")  # would act on the instance table, unseen
+            await pilot.pause()
+            assert isinstance(app.screen, RobotScreen) and app.sort_index == 0
+
+
+async def test_registry_lines_fit_beside_the_panels_scrollbar(single: Backend) -> None:
+    async with open_test_store(single) as store:
+        await _hostile(store)
+        async with top_app(single) as app, app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: "heartbeat age" in text(app, "#registry"))
+            await pilot.pause(0.5)  # a refresh after the first layout
+            room = app.query_one("#registry-box").scrollable_content_region.width
+            lines = text(app, "#registry").splitlines()
+            assert max(len(line) for line in lines) <= room, (room, lines)
+
+
+async def test_a_resized_terminal_is_drawn_again_at_once_for_its_new_width(
+    single: Backend,
+) -> None:
+    async with open_test_store(single) as store:
+        await _hostile(store)
+        async with top_app(single, interval=60) as app, app.run_test(size=(200, 50)) as pilot:
+            await until(pilot, lambda: app.collector.scanner.done is not None)
+            app.show(await app.collector.refresh())  # the scan's instances; no refresh for 60s
+            await until(pilot, lambda: "gw-x" in rows(app))
+            assert app.refreshes == 1
+            table = app.query_one("#instances", DataTable)
+            assert len(table.columns) > 10  # more than 80 columns hold
+            await pilot.resize_terminal(80, 24)
+            await pilot.pause(0.2)
+            assert app.refreshes == 1 and _widths(table) <= 80, _widths(table)
+            assert all(len(line) <= 80 for line in text(app, "#header").splitlines())

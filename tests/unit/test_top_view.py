@@ -7,7 +7,7 @@ from __future__ import annotations
 import shlex
 from datetime import UTC, datetime, timedelta
 
-from wsctl.cli.topview import registry_lines
+from wsctl.cli.topview import event_cells, registry_lines
 from wsctl.instances import InstanceRecord
 from wsctl.ops.summary import InstanceTally
 from wsctl.ops.top import (
@@ -97,3 +97,16 @@ def test_a_dead_instance_alert_never_suggests_a_command_with_a_cut_id() -> None:
     [dead] = alerts(RedisState(ok=True), rows, {"on_dead_by_instance": {name: 2}}, None, NOW)
     assert "--instance ID (the whole id: wsctl top --once -o json)" in dead.message
     assert "L" * 100 not in dead.message
+
+
+def test_event_cells_cut_a_10kb_robot_id_and_keep_the_detail() -> None:
+    row = {
+        "at": "2026-11-27T12:00:00+00:00",
+        "event": "connected",
+        "robot_id": "R" * 10_240,
+        "instance_id": "gw-\x1b[2J",
+        "detail": {"code": 1000},
+    }
+    cells = event_cells(row)
+    assert len(cells[2]) <= 48 and cells[2].endswith("(10,240 chars)"), cells[2]
+    assert cells[3] == "$'gw-\\x1b[2J'" and cells[4] == "code=1000"

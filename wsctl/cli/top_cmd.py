@@ -144,7 +144,7 @@ async def _once(settings: Settings, fmt: str, interval: float, events: int) -> i
 
 
 def _print_table(data: dict[str, Any], where: str) -> None:
-    from wsctl.cli.output import build_table, make_console, print_table
+    from wsctl.cli.output import WORD_MAX, build_table, make_console, print_table
     from wsctl.cli.topview import (
         alert_lines,
         event_cells,
@@ -170,7 +170,8 @@ def _print_table(data: dict[str, Any], where: str) -> None:
     if data["events"]:
         out.write("events (newest last):\n")
         for row in data["events"][-20:]:
-            out.write("  " + "  ".join(c for c in event_cells(row) if c) + "\n")
+            cells = event_cells(row, WORD_MAX)
+            out.write("  " + "  ".join(c for c in cells if c) + "\n")
     out.flush()
 
 

@@ -8,15 +8,16 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from wsctl.cli.output import Column, printable
+from wsctl.cli.output import WORD_MAX, Column, printable
+from wsctl.shell import clip, word
 
 __all__ = [
     "BAR",
     "alert_lines",
     "event_cells",
     "fit_lines",
-    "header_line",
     "header_parts",
+    "id_cell",
     "instance_cells",
     "instance_columns",
     "instance_row",
@@ -25,6 +26,9 @@ __all__ = [
 ]
 
 BAR = "#"
+# Ids in the events' cells are cut past this many characters: the time, event and detail of
+# a 10 KB robot id's event stay on the screen.
+EVENT_ID_MAX = 48
 # The histogram's longest bar: a wide screen, or a pipe (no width limit), gets no longer bars.
 BAR_MAX = 60
 
@@ -43,6 +47,14 @@ def _age(value: Any) -> str:
     from wsctl.durations import human_duration
 
     return human_duration(value) if value is not None else "-"
+
+
+def id_cell(value: Any, limit: int = WORD_MAX) -> str:
+    """An id as a person sees it: a shell word (``$'...'`` when it holds characters that are
+    not printable, as in every table) cut past ``limit`` characters, with how long it was.
+    Work is bounded by ``limit``, not by the id."""
+    text = str(value)
+    return clip(word(text[: limit + 1]), limit, len(text))
 
 
 def state_cell(row: dict[str, Any]) -> str:
@@ -78,7 +90,7 @@ _RATE_KEYS = (
 def instance_columns() -> list[Column]:
     """The instance table's columns, most telling first (a narrow screen cuts the last)."""
     return [
-        Column("instance_id", "INSTANCE", fmt=lambda v: printable(str(v))),
+        Column("instance_id", "INSTANCE", fmt=id_cell),
         Column("level_text", "LVL", justify="right"),
         Column("state", "STATE"),
         Column("record_age_s", "AGE", fmt=_age, justify="right"),
@@ -132,11 +144,6 @@ def header_parts(snapshot: dict[str, Any], where: str, interval: float | None) -
     return parts
 
 
-def header_line(snapshot: dict[str, Any], where: str, interval: float | None) -> str:
-    """The header's parts on one line."""
-    return " | ".join(header_parts(snapshot, where, interval))
-
-
 def fit_lines(parts: list[str], width: int, sep: str = " | ") -> list[str]:
     """``parts`` joined by ``sep`` into lines of at most ``width`` characters where they fit
     (a part longer than the width has a line of its own)."""
@@ -163,7 +170,7 @@ def registry_lines(registry: dict[str, Any], width: int = 80) -> list[str]:
     total = registry["entries"]
     entries = f"{total:,} {'entry' if total == 1 else 'entries'}"
     parts = [
-        f"registry{scope}: {entries}:",
+        *f"registry{scope}: {entries}:".split(),
         f"{registry['fresh']:,} fresh,",
         f"{registry['stale']:,} stale,",
         f"{registry['malformed']:,} malformed,",
@@ -173,10 +180,13 @@ def registry_lines(registry: dict[str, Any], width: int = 80) -> list[str]:
     hist = registry["heartbeat_age"]
     if not hist["count"]:
         return lines
-    lines.append(
-        f"heartbeat age: p50 {_age(hist['p50_s'])}  p90 {_age(hist['p90_s'])}  "
-        f"p99 {_age(hist['p99_s'])}  max {_age(hist['max_s'])}"
-    )
+    ages = [
+        f"heartbeat age: p50 {_age(hist['p50_s'])}",
+        f"p90 {_age(hist['p90_s'])}",
+        f"p99 {_age(hist['p99_s'])}",
+        f"max {_age(hist['max_s'])}",
+    ]
+    lines.extend(fit_lines(ages, width, "  "))
     bands = hist["bands"]
     labels = [
         f"{_band_age(b['from_s'])}-{_band_age(b['to_s'])}"
@@ -195,8 +205,9 @@ def registry_lines(registry: dict[str, Any], width: int = 80) -> list[str]:
     return lines
 
 
-def event_cells(row: dict[str, Any]) -> list[str]:
-    """One event as short cells: local time, event, robot, instance, detail."""
+def event_cells(row: dict[str, Any], id_limit: int = EVENT_ID_MAX) -> list[str]:
+    """One event as short cells: local time, event, robot, instance (ids cut past
+    ``id_limit``), detail."""
     from wsctl.events import detail_text
 
     at = row.get("at") or ""
@@ -211,7 +222,7 @@ def event_cells(row: dict[str, Any]) -> list[str]:
     return [
         printable(stamp),
         printable(str(row.get("event") or "-")),
-        printable(str(row.get("robot_id") or "-")),
-        printable(str(row.get("instance_id") or "-")),
+        id_cell(row.get("robot_id") or "-", id_limit),
+        id_cell(row.get("instance_id") or "-", id_limit),
         printable(detail_text(detail)) if isinstance(detail, dict) and detail else "",
     ]

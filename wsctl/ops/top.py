@@ -501,7 +501,7 @@ class RedisState:
 
 # An id named in an alert's sentence is cut to this many characters (the alert's
 # ``instance_id`` holds it whole): a 10 KB id must not push the sentence off the screen.
-ALERT_ID_MAX = 64
+ALERT_ID_MAX = 40
 
 
 def _named(name: str) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar
 
 from rich.text import Text
+from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -27,7 +28,9 @@ from wsctl.cli.output import Column, printable
 from wsctl.cli.topview import (
     alert_lines,
     event_cells,
-    header_line,
+    fit_lines,
+    header_parts,
+    id_cell,
     instance_cells,
     instance_columns,
     instance_row,
@@ -36,6 +39,7 @@ from wsctl.cli.topview import (
 from wsctl.errors import EXIT_INTERNAL, WsctlError
 from wsctl.ops.top import Snapshot
 from wsctl.ops.top_collector import REDIS_ERRORS, Collector
+from wsctl.shell import clip
 
 __all__ = ["KICK_REASON", "SORTS", "TopApp"]
 
@@ -46,6 +50,13 @@ ROBOTS_SHOWN = 500
 HISTORY_SHOWN = 50
 EVENTS_SHOWN = 100
 MAX_ALERT_LINES = 4
+# Columns a vertical scrollbar takes; the registry panel's lines leave its gutter and one more.
+SCROLLBAR = 2
+REGISTRY_MARGIN = SCROLLBAR + 1
+# Ids in titles, questions and notifications are cut past this many characters.
+TITLE_ID_MAX = 64
+# A notification longer than this is cut (an action's message naming a 10 KB id).
+NOTE_MAX = 300
 
 # the instance table's orders: name, sort key of a flattened row, descending
 SORTS: list[tuple[str, Callable[[dict[str, Any]], Any], bool]] = [
@@ -74,6 +85,7 @@ class ConfirmScreen(ModalScreen[bool]):
     ConfirmScreen { align: center middle; }
     ConfirmScreen > Vertical { width: 70; max-width: 100%; height: auto; border: thick $warning;
         padding: 0 1; background: $surface; }
+    ConfirmScreen Label { width: 100%; }
     """
 
     def __init__(self, question: str) -> None:
@@ -138,7 +150,7 @@ class RobotScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         """Title, the entry and history (loaded in the background), keys."""
-        yield Static(_cell(f"robot {printable(self.robot_id)}"), id="robot-title")
+        yield Static(_cell(f"robot {id_cell(self.robot_id, TITLE_ID_MAX)}"), id="robot-title")
         with VerticalScroll():
             yield Static(Text("loading..."), id="robot-body")
         yield Footer()
@@ -179,7 +191,8 @@ class InstanceScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         """Title, the robots table, keys."""
         yield Static(
-            _cell(f"robots of {printable(self.instance_id)}: loading..."), id="instance-title"
+            _cell(f"robots of {id_cell(self.instance_id, TITLE_ID_MAX)}: loading..."),
+            id="instance-title",
         )
         table: DataTable[Text] = DataTable(id="robots", cursor_type="row", zebra_stripes=True)
         table.add_columns("ROBOT", "STATE", "HEARTBEAT", "CONNECTED")
@@ -200,10 +213,12 @@ class InstanceScreen(Screen[None]):
         rows, matched = await self.top.instance_robots(self.instance_id)
         table = self.query_one("#robots", DataTable)
         table.clear()
+        # the robot's id never pushes its state and ages off the screen
+        limit = max(16, (table.size.width or self.app.size.width) - 40)
         for row in rows:
             state = str(row["state"])
             table.add_row(
-                _cell(printable(str(row["robot_id"]))),
+                _cell(id_cell(row["robot_id"], limit)),
                 _cell(state, "green" if state == "online" else "red"),
                 _cell(human_duration(row.get("heartbeat_age_s"))),
                 _cell(human_duration(row.get("connected_for_s"))),
@@ -211,7 +226,7 @@ class InstanceScreen(Screen[None]):
             )
         glob = self.top.robot_glob
         shown = f"first {len(rows)} of {matched}" if matched > len(rows) else f"{matched}"
-        title = f"robots of {printable(self.instance_id)}: {shown}"
+        title = f"robots of {id_cell(self.instance_id, TITLE_ID_MAX)}: {shown}"
         if glob:
             title += f" matching {printable(glob)}"
         self.query_one("#instance-title", Static).update(_cell(title))
@@ -258,13 +273,13 @@ class TopApp(App[None]):
         Binding("u", "undrain", "Undrain"),
     ]
     CSS = """
-    #header { height: 1; background: $primary-background; text-wrap: nowrap;
-        text-overflow: ellipsis; }
+    #header { height: auto; max-height: 3; background: $primary-background;
+        text-wrap: nowrap; text-overflow: ellipsis; }
     #alerts { height: auto; max-height: 5; text-wrap: nowrap; text-overflow: ellipsis;
         padding: 0 0; }
     #instances { height: 1fr; min-height: 5; border-top: hkey $accent; }
     #bottom { height: 1fr; min-height: 6; }
-    #registry-box { width: 1fr; border-top: hkey $accent; }
+    #registry-box { width: 1fr; border-top: hkey $accent; scrollbar-gutter: stable; }
     #registry { text-wrap: nowrap; text-overflow: ellipsis; }
     #events { width: 1fr; border-top: hkey $accent; }
     """
@@ -294,6 +309,7 @@ class TopApp(App[None]):
         self.instance_glob = ""
         self.robot_glob = ""
         self._headers: list[str] = []
+        self._width: int | None = None
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -359,13 +375,14 @@ class TopApp(App[None]):
         """Draw one snapshot."""
         self.snapshot = snapshot
         data = snapshot.as_dict()
-        self.query_one("#header", Static).update(
-            _cell(header_line(data, self.where, self.interval), "bold")
-        )
+        parts = header_parts(data, self.where, self.interval)
+        lines = fit_lines(parts, max(20, self._columns()))  # every part shown, none cut
+        self.query_one("#header", Static).update(_cell("\n".join(lines), "bold"))
         self._show_alerts(data)
         self._show_instances(data)
-        box = self.query_one("#registry-box")
-        width = max(20, box.size.width - 1) if box.size.width else 40
+        # from the screen's size, known at once after a resize (the panels' sizes follow on
+        # the next layout): the registry panel is half the width, less its scrollbar gutter
+        width = max(20, self._columns() // 2 - REGISTRY_MARGIN)
         self.query_one("#registry", Static).update(
             Text("\n".join(registry_lines(data["registry"], width)), no_wrap=True)
         )
@@ -411,8 +428,12 @@ class TopApp(App[None]):
         selected = self.selected_instance()
         rows = self._instance_rows(data)
         every = instance_columns()
+        width = self._columns() - SCROLLBAR  # the table spans the screen, less its scrollbar
         texts = [instance_cells(row, every) for row in rows]
-        columns = self._fitting(texts, table.size.width or self.size.width)
+        limit = max(16, width // 3)  # a long id never pushes the state and counts off the screen
+        for row, cells_text in zip(rows, texts, strict=True):
+            cells_text[0] = id_cell(row["instance_id"], limit)
+        columns = self._fitting(texts, width)
         if [c.header for c in columns] != self._headers:
             table.clear(columns=True)
             table.add_columns(*(c.header for c in columns))
@@ -471,6 +492,32 @@ class TopApp(App[None]):
             self.show(self.snapshot)
 
     # ------------------------------------------------------------------ keys
+    # keys that act on the instance table, only where it is on the screen (an instance's screen
+    # has its own d and u; on a robot's screen or a question they would act unseen)
+    _MAIN_ACTIONS = frozenset({"sort", "filter_instances", "drain", "undrain"})
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """A key acts only where what it acts on is shown: sort, filter, drain and undrain on
+        the instance table; the robot glob there and on an instance's robots."""
+        stack = self.screen_stack
+        main = stack[0] if stack else None
+        if action in self._MAIN_ACTIONS:
+            return self.screen is main
+        if action == "robot_glob":
+            return self.screen is main or isinstance(self.screen, InstanceScreen)
+        return True
+
+    def on_resize(self, event: events.Resize) -> None:
+        """A new terminal size: draw the last data again for it (the columns that fit, the
+        header's lines) without waiting for the next refresh. This runs before Textual's own
+        handler takes the new size: the event's size is the one to draw for."""
+        self._width = event.size.width
+        self._redraw()
+
+    def _columns(self) -> int:
+        """The terminal's width (the last resize's, else the app's)."""
+        return self._width or self.size.width
+
     def action_quit_top(self) -> None:
         """q or Ctrl-C: leave, restoring the terminal."""
         self.exit(return_code=0)
@@ -499,6 +546,8 @@ class TopApp(App[None]):
             if value is not None:
                 self.robot_glob = value
                 self._redraw()
+                if isinstance(self.screen, InstanceScreen):
+                    self.screen.action_reload()
 
         self.push_screen(
             PromptScreen("robots matching (glob, empty: all):", self.robot_glob), apply
@@ -524,7 +573,7 @@ class TopApp(App[None]):
     # ------------------------------------------------------------------ actions
     def say(self, message: str, error: bool = False) -> None:
         """Tell the operator what an action did (a notification; kept in :attr:`messages`)."""
-        text = printable(message)
+        text = clip(printable(message[:NOTE_MAX]), NOTE_MAX, len(message))
         self.messages.append(text)
         self.notify(text, severity="error" if error else "information", markup=False)
 
@@ -549,7 +598,9 @@ class TopApp(App[None]):
                 self._act(self._kick(robot_id))
 
         self.push_screen(
-            ConfirmScreen(f"Kick {printable(robot_id)}? Its owner closes its socket (4002)."),
+            ConfirmScreen(
+                f"Kick {id_cell(robot_id, TITLE_ID_MAX)}? Its owner closes its socket (4002)."
+            ),
             answered,
         )
 
@@ -575,7 +626,8 @@ class TopApp(App[None]):
 
         self.push_screen(
             ConfirmScreen(
-                f"Drain {printable(instance)}? It refuses new robots and closes its robots "
+                f"Drain {id_cell(instance, TITLE_ID_MAX)}? It refuses new robots and closes "
+                "its robots "
                 f"(1012) in batches of {DRAIN_BATCH} every {DRAIN_INTERVAL:g}s."
             ),
             answered,
@@ -586,7 +638,7 @@ class TopApp(App[None]):
 
         await check_instance(self.store, instance)
         robots = await start_drain(self.store, instance, DRAIN_BATCH, DRAIN_INTERVAL, "top")
-        return f"{instance} is draining: {len(robots)} robot(s) to close"
+        return f"{id_cell(instance, TITLE_ID_MAX)} is draining: {len(robots)} robot(s) to close"
 
     def confirm_undrain(self, instance: str) -> None:
         """Ask, then undrain ``instance``."""
@@ -596,14 +648,15 @@ class TopApp(App[None]):
                 self._act(self._undrain(instance))
 
         self.push_screen(
-            ConfirmScreen(f"Undrain {printable(instance)}? It accepts robots again."), answered
+            ConfirmScreen(f"Undrain {id_cell(instance, TITLE_ID_MAX)}? It accepts robots again."),
+            answered,
         )
 
     async def _undrain(self, instance: str) -> str:
         from wsctl.ops.drain import undrain_instance
 
         held = await undrain_instance(self.store, instance)
-        return f"{instance} accepts robots again ({held} held)"
+        return f"{id_cell(instance, TITLE_ID_MAX)} accepts robots again ({held} held)"
 
     # ------------------------------------------------------------------ reads
     async def instance_robots(self, instance: str) -> tuple[list[dict[str, Any]], int]:
