@@ -302,3 +302,29 @@ async def test_once_over_tls_and_from_a_config_context(tls: Any, tmp_path: Path)
         res = await ainvoke(["--config", str(config), "--context", "tls-ctx", *ONCE, "-o", "json"])
         assert res.code == 0, res.err
         assert json.loads(res.out)["redis"]["ok"] is True
+
+
+async def test_once_table_at_80_columns_leaves_out_the_last_instance_columns(
+    single: Backend,
+) -> None:
+    from wsctl.registry.model import format_ts, utcnow
+
+    async with open_test_store(single) as store:
+        now = utcnow()
+        rec = InstanceRecord(
+            "gw-narrow",
+            last_seen=format_ts(now),
+            started_at=format_ts(now.replace(year=now.year - 1)),
+            version="1.2.3",
+            connections=4,
+        )
+        await write_record(store.client, store.keys, rec, 600)
+        res = await ainvoke([*ONCE, "--interval", "0.1"], {**single.env, "COLUMNS": "80"})
+        wide = await ainvoke([*ONCE, "--interval", "0.1"], {**single.env, "COLUMNS": "200"})
+    assert res.code == 1, res.err  # nobody listens for gw-narrow: an error alert
+    lines = res.out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("INSTANCE"))
+    table = lines[header : header + 3]
+    assert all(len(line) <= 80 for line in table), table
+    assert table[0].split()[:5] == ["INSTANCE", "LVL", "STATE", "AGE", "ROBOTS"]
+    assert "VERSION" not in table[0] and "VERSION" in wide.out  # left out, not wrapped

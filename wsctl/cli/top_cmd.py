@@ -144,12 +144,14 @@ async def _once(settings: Settings, fmt: str, interval: float, events: int) -> i
 
 
 def _print_table(data: dict[str, Any], where: str) -> None:
-    from wsctl.cli.output import WORD_MAX, build_table, make_console, print_table
+    from wsctl.cli.output import UNWRAPPED, WORD_MAX, build_table, make_console, print_table
     from wsctl.cli.topview import (
         alert_lines,
         event_cells,
         fit_lines,
+        fitting_columns,
         header_parts,
+        instance_cells,
         instance_columns,
         instance_row,
         registry_lines,
@@ -164,7 +166,12 @@ def _print_table(data: dict[str, Any], where: str) -> None:
     if not data["alerts"]:
         out.write("no alerts\n")
     rows = [instance_row(i) for i in data["instances"]]
-    print_table(build_table(rows, instance_columns(), wide=True, title=None))
+    columns = instance_columns()
+    if width < UNWRAPPED:  # a terminal, or COLUMNS: the columns that fit, as on the screen
+        texts = [instance_cells(row, columns) for row in rows]
+        # the table's rules: a space either side of each column's separator
+        columns = fitting_columns(columns, texts, width + 1, pad=3)
+    print_table(build_table(rows, columns, wide=True, title=None))
     for line in registry_lines(data["registry"], width):
         out.write(line + "\n")
     if data["events"]:

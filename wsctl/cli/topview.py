@@ -16,6 +16,7 @@ __all__ = [
     "alert_lines",
     "event_cells",
     "fit_lines",
+    "fitting_columns",
     "header_parts",
     "id_cell",
     "instance_cells",
@@ -105,6 +106,28 @@ def instance_columns() -> list[Column]:
         Column("version", "VERSION", fmt=lambda v: printable(str(v)) if v else "-"),
         Column("rates_note", "NOTE", fmt=lambda v: printable(str(v)) if v else "", wrap=True),
     ]
+
+
+# Columns of the instance table shown whatever the width: INSTANCE, LVL, STATE, AGE, ROBOTS.
+ALWAYS_SHOWN = 5
+
+
+def fitting_columns(
+    columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int, pad: int
+) -> list[Column]:
+    """The first of ``columns`` that fit ``width`` side by side, each as wide as its header
+    or its widest cell in ``rows`` plus ``pad`` (the table's padding and rules), the first
+    :data:`ALWAYS_SHOWN` always: a narrow terminal leaves the least telling columns out
+    rather than wrapping every row."""
+    chosen: list[Column] = []
+    used = 0
+    for i, column in enumerate(columns):
+        need = max([len(column.header), *(len(r[i]) for r in rows)]) + pad
+        if i >= ALWAYS_SHOWN and used + need > width:
+            break
+        chosen.append(column)
+        used += need
+    return chosen
 
 
 def instance_cells(row: dict[str, Any], columns: Sequence[Column]) -> list[str]:

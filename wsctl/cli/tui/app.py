@@ -24,11 +24,12 @@ from textual.coordinate import Coordinate
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
-from wsctl.cli.output import Column, printable
+from wsctl.cli.output import printable
 from wsctl.cli.topview import (
     alert_lines,
     event_cells,
     fit_lines,
+    fitting_columns,
     header_parts,
     id_cell,
     instance_cells,
@@ -410,19 +411,6 @@ class TopApp(App[None]):
         _, key, reverse = SORTS[self.sort_index]
         return sorted(rows, key=key, reverse=reverse)
 
-    def _fitting(self, rows: list[list[str]], width: int) -> list[Column]:
-        """The instance columns that fit ``width`` side by side (the first five always):
-        the screen never scrolls sideways for the least telling ones."""
-        columns = instance_columns()
-        chosen, used = [], 0
-        for i, column in enumerate(columns):
-            need = max([len(column.header), *(len(r[i]) for r in rows)]) + 2  # cell padding
-            if i >= 5 and used + need > width:
-                break
-            chosen.append(column)
-            used += need
-        return chosen
-
     def _show_instances(self, data: dict[str, Any]) -> None:
         table = self.query_one("#instances", DataTable)
         selected = self.selected_instance()
@@ -433,7 +421,7 @@ class TopApp(App[None]):
         limit = max(16, width // 3)  # a long id never pushes the state and counts off the screen
         for row, cells_text in zip(rows, texts, strict=True):
             cells_text[0] = id_cell(row["instance_id"], limit)
-        columns = self._fitting(texts, width)
+        columns = fitting_columns(instance_columns(), texts, width, pad=2)
         if [c.header for c in columns] != self._headers:
             table.clear(columns=True)
             table.add_columns(*(c.header for c in columns))
