@@ -350,3 +350,23 @@ async def test_a_resized_terminal_is_drawn_again_at_once_for_its_new_width(
             await pilot.pause(0.2)
             assert app.refreshes == 1 and _widths(table) <= 80, _widths(table)
             assert all(len(line) <= 80 for line in text(app, "#header").splitlines())
+
+
+async def test_a_kick_from_a_robots_screen_shows_its_entry_gone(single: Backend) -> None:
+    from wsctl.cli.tui.app import RobotScreen
+
+    async with running_fleet(single.env) as fleet, open_test_store(single) as store:
+        async with robots({"kick-2": fleet["gw-b"].ws_url}):
+            await wait_for(lambda: registered(store, ["kick-2"]))
+            async with top_app(single) as app, app.run_test(size=(120, 40)) as pilot:
+                await until(pilot, lambda: "gw-b" in rows(app))
+                await select_instance(pilot, app, "gw-b")
+                await pilot.press("enter")
+                await until(pilot, lambda: "robots of gw-b: 1" in text(app, "#instance-title"))
+                await pilot.press("enter")
+                await until(pilot, lambda: isinstance(app.screen, RobotScreen))
+                await until(pilot, lambda: "instance_id" in text(app, "#robot-body"))
+                await pilot.press("k", "y")
+                await until(pilot, lambda: any("kicked" in m for m in app.messages))
+                await until(pilot, lambda: "no registry entry" in text(app, "#robot-body"))
+                await pilot.press("q")

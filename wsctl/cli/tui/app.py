@@ -139,6 +139,7 @@ class RobotScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.pop_screen", "Back"),
         Binding("k", "kick", "Kick"),
+        Binding("r", "reload", "Reload"),
     ]
     DEFAULT_CSS = """
     RobotScreen #robot-title { height: 1; background: $primary-background; }
@@ -158,7 +159,11 @@ class RobotScreen(Screen[None]):
 
     def on_mount(self) -> None:
         """Read the entry and the history."""
-        self.run_worker(self.top.guarded(self._load()), exit_on_error=False)
+        self.action_reload()
+
+    def action_reload(self) -> None:
+        """Read the entry and the history again."""
+        self.run_worker(self.top.guarded(self._load()), exit_on_error=False, exclusive=True)
 
     async def _load(self) -> None:
         lines = await self.top.robot_lines(self.robot_id)
@@ -569,6 +574,11 @@ class TopApp(App[None]):
         async def run() -> None:
             try:
                 self.say(await work)
+                # the screen the action came from shows what it did (an entry gone, a robot
+                # left), not what was there before
+                screen = self.screen
+                if isinstance(screen, RobotScreen | InstanceScreen):
+                    screen.action_reload()
             except asyncio.CancelledError:
                 raise
             except WsctlError as exc:
