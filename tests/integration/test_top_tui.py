@@ -370,3 +370,17 @@ async def test_a_kick_from_a_robots_screen_shows_its_entry_gone(single: Backend)
                 await until(pilot, lambda: any("kicked" in m for m in app.messages))
                 await until(pilot, lambda: "no registry entry" in text(app, "#robot-body"))
                 await pilot.press("q")
+
+
+async def test_a_robot_glob_typed_on_an_instances_robots_reads_them_again(
+    single: Backend,
+) -> None:
+    async with open_test_store(single) as store:
+        await _hostile(store)
+        async with top_app(single) as app, app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: "gw-x" in rows(app))
+            await select_instance(pilot, app, "gw-x")
+            await pilot.press("enter")
+            await until(pilot, lambda: "robots of gw-x: 2" in text(app, "#instance-title"))
+            await pilot.press("g", *"short*", "enter")
+            await until(pilot, lambda: "gw-x: 1 matching short*" in text(app, "#instance-title"))

@@ -57,7 +57,7 @@ REGISTRY_MARGIN = SCROLLBAR + 1
 # Ids in titles, questions and notifications are cut past this many characters.
 TITLE_ID_MAX = 64
 # A notification longer than this is cut (an action's message naming a 10 KB id).
-NOTE_MAX = 300
+NOTE_MAX = 600
 
 # the instance table's orders: name, sort key of a flattened row, descending
 SORTS: list[tuple[str, Callable[[dict[str, Any]], Any], bool]] = [
