@@ -39,41 +39,48 @@ BOM = "\ufeff"
 
 
 def read_ids(source: str) -> list[str]:
-    """Robot ids, one a line, from a file or ``-`` (stdin), in order, duplicates kept.
+    """Robot ids, one a line, from a file or ``-`` (stdin), in order of first appearance
+    (each robot is sent the message once: a repeated id is dropped as it is read, so a list
+    that repeats itself holds memory for its distinct ids only).
 
     A UTF-8 byte order mark at the start is dropped; leading and trailing blanks of a line are
     dropped; blank lines and lines starting with ``#`` are skipped. A ``#`` later in a line is
-    part of the id (ids may hold spaces and ``#``). A bad id is a usage error naming its line.
+    part of the id (ids may hold spaces and ``#``). A bad id is a usage error naming its line,
+    and so is a line over :data:`~wsctl.cli.lines.ID_LINE_LIMIT` (``/dev/zero``, the wrong
+    file): each line is read up to that limit and no further.
     """
+    from wsctl.cli.lines import ID_LINE_LIMIT, bounded_lines
     from wsctl.registry.keys import validate_existing_id
 
     if source == "":
         raise UsageError("--robots-from needs a file path or - for stdin (got an empty path)")
+    label = f"--robots-from {source}"
     if source == "-":
         stream: Any = sys.stdin
     else:
         try:
             stream = Path(source).open(encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
         except OSError as exc:
-            raise UsageError(f"cannot read --robots-from {source}: {exc.strerror}") from None
-    ids: list[str] = []
+            raise UsageError(f"cannot read {label}: {exc.strerror}") from None
+    ids: dict[str, None] = {}
     try:
-        for number, line in enumerate(stream, 1):
+        lines = bounded_lines(stream, label, ID_LINE_LIMIT, "one robot id a line")
+        for number, line in enumerate(lines, 1):
             text = line.strip()
             if number == 1:
                 text = text.removeprefix(BOM).strip()
             if not text or text.startswith("#"):
                 continue
             try:
-                ids.append(validate_existing_id(text))  # exact, as a registry may hold it
+                ids[validate_existing_id(text)] = None  # exact, as a registry may hold it
             except UsageError as exc:
-                raise UsageError(f"--robots-from {source} line {number}: {exc}") from None
+                raise UsageError(f"{label} line {number}: {exc}") from None
     except OSError as exc:
-        raise UsageError(f"cannot read --robots-from {source}: {exc.strerror}") from None
+        raise UsageError(f"cannot read {label}: {exc.strerror}") from None
     finally:
         if stream is not sys.stdin:
             stream.close()
-    return ids
+    return list(ids)
 
 
 class _Progress:
@@ -271,7 +278,7 @@ def run_fanout(
     selection_of: Callable[[Any], AsyncIterator[list[tuple[str, str | None]]]]
     if robots_from is not None:
         ids = read_ids(robots_from)
-        total = len(set(ids))
+        total = len(ids)
         selection_of = lambda _store: chunks_of(ids)  # noqa: E731
         what = f"no robot id in --robots-from {shlex.quote(robots_from)}"
     else:

@@ -462,40 +462,41 @@ def _import_command(
         judged_malformed = judged_malformed or bool(problems)
         return problems
 
-    with _seekable(file) as (path, label):
-        with path.open(encoding="utf-8", errors="surrogateescape") as fh:
-            try:
-                found = validate_lines(
-                    fh,
-                    label,
-                    None if allow_malformed else check,
-                    last_wins=restoring,
-                    registry_ids=allow_malformed,
-                    partial=restoring,
-                )
-            except UsageError as exc:
-                # an export of a registry holding malformed entries, or ids wsctl would not
-                # create (control characters, over 256 bytes, empty)
-                if not allow_malformed and (judged_malformed or "robot id" in exc.message):
-                    raise UsageError(
-                        f"{exc.message} (--allow-malformed writes what a registry held as it "
-                        "is: malformed entries, and ids wsctl would not create)"
-                    ) from None
-                raise
-        with path.open(encoding="utf-8", errors="surrogateescape") as fh:
-            records = iter_records(fh, found.skip, registry_ids=allow_malformed)
-            result = run(
-                _import(
-                    settings,
-                    records,
-                    found.count,
-                    overwrite,
-                    dry_run,
-                    label,
-                    restoring,
-                    robot_event_limit,
-                )
+    from wsctl.cli.lines import RECORD_LINE_LIMIT, TwoPassInput
+
+    with TwoPassInput(file, RECORD_LINE_LIMIT, "one entry a line") as source:
+        label = source.label
+        try:
+            found = validate_lines(
+                source.first(),
+                label,
+                None if allow_malformed else check,
+                last_wins=restoring,
+                registry_ids=allow_malformed,
+                partial=restoring,
             )
+        except UsageError as exc:
+            # an export of a registry holding malformed entries, or ids wsctl would not
+            # create (control characters, over 256 bytes, empty)
+            if not allow_malformed and (judged_malformed or "robot id" in exc.message):
+                raise UsageError(
+                    f"{exc.message} (--allow-malformed writes what a registry held as it "
+                    "is: malformed entries, and ids wsctl would not create)"
+                ) from None
+            raise
+        records = iter_records(source.second(), found.skip, registry_ids=allow_malformed)
+        result = run(
+            _import(
+                settings,
+                records,
+                found.count,
+                overwrite,
+                dry_run,
+                label,
+                restoring,
+                robot_event_limit,
+            )
+        )
     result["superseded"] = len(found.superseded)
     result["not_restored_items"] = found.unrestorable + result["not_restored_items"]
     result["not_restored"] = len(result["not_restored_items"])
@@ -508,48 +509,6 @@ def _import_command(
             named = f", robot {quoted(robot)}" if isinstance(robot, str) else ""
             err(f"wsctl: not restored: line {item['line']}{named}: {item['reason']}")
         raise typer.Exit(EXIT_NEGATIVE)
-
-
-@contextlib.contextmanager
-def _seekable(file: str) -> Iterator[tuple[Path, str]]:
-    """A regular file holding the input: the file itself, or for stdin and anything that
-    cannot be read twice (a pipe such as ``<(cat f)``, a FIFO) a private temporary copy."""
-    import os
-    import shutil
-    import stat
-    import tempfile
-
-    if file != "-":
-        path = Path(file)
-        try:
-            mode = path.stat().st_mode
-        except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-        if stat.S_ISDIR(mode):
-            raise UsageError(f"cannot read {path}: it is a directory")
-        if stat.S_ISREG(mode):
-            yield path, str(path)
-            return
-    label = "<stdin>" if file == "-" else file
-    fd, tmp = tempfile.mkstemp(prefix="wsctl-import-", suffix=".jsonl")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if file == "-":
-                source = getattr(sys.stdin, "buffer", None)
-                if source is not None:
-                    shutil.copyfileobj(source, out)
-                else:  # an in-process caller's text stream
-                    out.write(sys.stdin.read().encode("utf-8", "surrogateescape"))
-            else:
-                try:
-                    with open(file, "rb") as src:
-                        shutil.copyfileobj(src, out)
-                except OSError as exc:
-                    raise UsageError(f"cannot read {file}: {exc.strerror}") from None
-        yield Path(tmp), label
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
 
 
 async def _import(

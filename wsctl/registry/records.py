@@ -22,6 +22,7 @@ from wsctl.registry.model import Entry
 from wsctl.shell import quoted
 
 __all__ = [
+    "MAX_BAD_LINES",
     "MAX_BAD_LINES_SHOWN",
     "Check",
     "Record",
@@ -35,6 +36,9 @@ __all__ = [
 ]
 
 MAX_BAD_LINES_SHOWN = 10
+# A file with this many bad lines is not an export or a backup: reading stops there (an
+# endless stream of bad lines, ``yes | wsctl registry import -``, fails at once).
+MAX_BAD_LINES = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,12 +171,22 @@ def validate_lines(
     backup appended by several reaps) the last line of a robot wins and earlier ones are
     reported as superseded. Unrestorable lines are reported, not fatal; with ``partial`` (a
     restore: put back all it can) a bad line is reported the same way instead of failing the
-    whole file. ``registry_ids``: see :func:`parse_line`.
+    whole file. ``registry_ids``: see :func:`parse_line`. Reading stops at the
+    :data:`MAX_BAD_LINES`-th bad or unrestorable line (a UsageError saying where).
     """
     result = Validation()
     errors: list[str] = []
     seen: dict[str, int] = {}
     for number, text in enumerate(lines, start=1):
+        if len(errors) + len(result.unrestorable) >= MAX_BAD_LINES:
+            shown = "; ".join(
+                errors[:MAX_BAD_LINES_SHOWN]
+                or [f"{source}:{u['line']}: {u['reason']}" for u in result.unrestorable[:1]]
+            )
+            raise UsageError(
+                f"{MAX_BAD_LINES} bad line(s) before line {number}, stopped reading (not an "
+                f"export or a backup?), nothing imported: {shown}"
+            )
         try:
             record = parse_line(text, number, registry_ids=registry_ids)
         except ValueError as exc:
