@@ -117,7 +117,7 @@ def test_config_depends_on_no_registry_or_client_code() -> None:
 
 def test_command_modules_do_not_import_each_other() -> None:
     """A command module uses the shared CLI modules (common, output, completion_cmd, eventlog,
-    fanout, junit) and the library; what two commands share lives in one of those, never in a
+    fanout, lines, junit) and the library; what two commands share lives in one of those, never in a
     command module."""
     graph = import_graph()
     shared = {
@@ -126,6 +126,7 @@ def test_command_modules_do_not_import_each_other() -> None:
         "wsctl.cli.completion_cmd",
         "wsctl.cli.eventlog",
         "wsctl.cli.fanout",
+        "wsctl.cli.lines",  # line input in bounded memory (--robots-from, registry import)
         "wsctl.cli.topview",  # wsctl top's words and cells, for --once and the live screen
         "wsctl.cli.tui.app",  # wsctl top's live screen
         "wsctl.cli.junit",
