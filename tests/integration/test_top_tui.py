@@ -384,3 +384,24 @@ async def test_a_robot_glob_typed_on_an_instances_robots_reads_them_again(
             await until(pilot, lambda: "robots of gw-x: 2" in text(app, "#instance-title"))
             await pilot.press("g", *"short*", "enter")
             await until(pilot, lambda: "gw-x: 1 matching short*" in text(app, "#instance-title"))
+
+
+async def test_thousands_of_instances_draw_the_first_500_in_the_sort_order(
+    single: Backend,
+) -> None:
+    from wsctl.registry.model import format_ts, utcnow
+
+    async with open_test_store(single) as store:
+        stamp = format_ts(utcnow())
+        pipe = store.client.pipeline(transaction=False)
+        for i in range(2000):  # the original design's entries left by 2,000 gone pods
+            pipe.hset(
+                store.keys.conn_key(f"orphan-{i:04d}"),
+                mapping={"instance_id": f"old-pod-{i:04d}", "last_heartbeat": stamp},
+            )
+        await pipe.execute()
+        async with top_app(single) as app, app.run_test(size=(120, 40)) as pilot:
+            title = lambda: str(app.query_one("#instances").border_title)  # noqa: E731
+            await until(pilot, lambda: "instances (2,000)" in title(), 30)
+            assert "first 500 shown" in title() and len(rows(app)) == 500
+            assert rows(app)[0] == "old-pod-0000" and rows(app)[-1] == "old-pod-0499"

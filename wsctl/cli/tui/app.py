@@ -48,6 +48,9 @@ KICK_REASON = "kicked from wsctl top"
 DRAIN_BATCH = 50
 DRAIN_INTERVAL = 1.0
 ROBOTS_SHOWN = 500
+# Instance rows drawn, first in the sort order: drawing a row costs about 0.3 ms, and a
+# registry left by thousands of gone pods must not make every refresh block the keys.
+INSTANCES_SHOWN = 500
 HISTORY_SHOWN = 50
 EVENTS_SHOWN = 100
 MAX_ALERT_LINES = 4
@@ -419,7 +422,8 @@ class TopApp(App[None]):
     def _show_instances(self, data: dict[str, Any]) -> None:
         table = self.query_one("#instances", DataTable)
         selected = self.selected_instance()
-        rows = self._instance_rows(data)
+        every_row = self._instance_rows(data)
+        rows = every_row[:INSTANCES_SHOWN]  # drawing is the cost of a refresh: bounded
         every = instance_columns()
         width = self._columns() - SCROLLBAR  # the table spans the screen, less its scrollbar
         texts = [instance_cells(row, every) for row in rows]
@@ -450,7 +454,9 @@ class TopApp(App[None]):
             ids = [r["instance_id"] for r in rows]
             if selected in ids:
                 table.move_cursor(row=ids.index(selected), animate=False)
-        title = f"instances ({len(rows)}) sort: {SORTS[self.sort_index][0]}"
+        title = f"instances ({len(every_row):,}) sort: {SORTS[self.sort_index][0]}"
+        if len(every_row) > len(rows):
+            title += f", first {len(rows):,} shown (/ filters)"
         if self.instance_glob:
             title += f", filter: {printable(self.instance_glob)}"
         table.border_title = title
