@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shlex
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from wsctl.cli.topview import event_cells, registry_lines
 from wsctl.instances import InstanceRecord
@@ -110,3 +111,24 @@ def test_event_cells_cut_a_10kb_robot_id_and_keep_the_detail() -> None:
     cells = event_cells(row)
     assert len(cells[2]) <= 48 and cells[2].endswith("(10,240 chars)"), cells[2]
     assert cells[3] == "$'gw-\\x1b[2J'" and cells[4] == "code=1000"
+
+
+def test_the_header_and_the_events_read_the_same_local_clock(monkeypatch: Any) -> None:
+    import time
+
+    from wsctl.cli.topview import header_parts
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        snapshot = {
+            "at": "2026-11-27T14:25:43+00:00",
+            "redis": {"ok": True},
+            "registry": {"complete": False},
+        }
+        assert "at 09:25:43" in header_parts(snapshot, "redis://x", 2.0)
+        event = {"at": "2026-11-27T14:25:40+00:00", "event": "connected"}
+        assert event_cells(event)[0] == "09:25:40"
+    finally:
+        monkeypatch.undo()
+        time.tzset()

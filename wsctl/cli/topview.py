@@ -22,6 +22,7 @@ __all__ = [
     "instance_cells",
     "instance_columns",
     "instance_row",
+    "local_clock",
     "registry_lines",
     "state_cell",
 ]
@@ -48,6 +49,17 @@ def _age(value: Any) -> str:
     from wsctl.durations import human_duration
 
     return human_duration(value) if value is not None else "-"
+
+
+def local_clock(at: str) -> str:
+    """An ISO timestamp as this machine's local time of day (``14:03:07``), as a person
+    reads a clock; what cannot be parsed, its first 19 characters."""
+    from datetime import datetime
+
+    try:
+        return time.strftime("%H:%M:%S", time.localtime(datetime.fromisoformat(at).timestamp()))
+    except ValueError:
+        return at[:19]
 
 
 def id_cell(value: Any, limit: int = WORD_MAX) -> str:
@@ -151,8 +163,8 @@ def header_parts(snapshot: dict[str, Any], where: str, interval: float | None) -
     """Redis, the time of the data and the refresh interval, and how old the registry
     summary is: the header's parts, most telling first."""
     redis = snapshot["redis"]
-    at = snapshot["at"][11:19]
-    parts = [f"wsctl top: {printable(where)}", f"at {at}"]
+    # local time, as the events beside it: one clock on the screen
+    parts = [f"wsctl top: {printable(where)}", f"at {local_clock(snapshot['at'])}"]
     if interval:
         parts.append(f"every {interval:g}s")
     if not redis["ok"]:
@@ -233,17 +245,9 @@ def event_cells(row: dict[str, Any], id_limit: int = EVENT_ID_MAX) -> list[str]:
     ``id_limit``), detail."""
     from wsctl.events import detail_text
 
-    at = row.get("at") or ""
-    stamp = at
-    try:
-        from datetime import datetime
-
-        stamp = time.strftime("%H:%M:%S", time.localtime(datetime.fromisoformat(at).timestamp()))
-    except ValueError:
-        stamp = at[:19]
     detail = row.get("detail")
     return [
-        printable(stamp),
+        printable(local_clock(row.get("at") or "")),
         printable(str(row.get("event") or "-")),
         id_cell(row.get("robot_id") or "-", id_limit),
         id_cell(row.get("instance_id") or "-", id_limit),
