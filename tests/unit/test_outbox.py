@@ -1,0 +1,205 @@
+"""The outbox's coalescing, deadlines and bounds, over a stand-in for the fleet core's routing
+(no Redis: what route() is handed and when is what these tests look at; the real routing is
+tested end to end in tests/integration/test_app_send.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+from wsctl.gateway.batch_router import Routed
+from wsctl.gateway.outbox import Outbox
+from wsctl.gateway.outcomes import SendOutcome
+from wsctl.protocol import Hop
+from wsctl.protocol_batch import Batch, BatchReply
+
+
+class FakeInbox:
+    channel = "ws_reply:inbox-test"
+    subscribed = True
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Any] = {}
+
+    def expect(self, ident: str, handler: Any) -> None:
+        self.handlers[ident] = handler
+
+    def forget(self, ident: str) -> None:
+        self.handlers.pop(ident, None)
+
+    async def wait_ready(self, timeout: float) -> bool:
+        return True
+
+
+class FakeOwners:
+    def invalidate(self, robot_ids: Any) -> None:
+        list(robot_ids)
+
+
+class FakeRouter:
+    """Forwards every item to ``gw-b``, which answers ``delivered`` at once (unless held)."""
+
+    def __init__(self, inbox: FakeInbox) -> None:
+        self.inbox = inbox
+        self.owners = FakeOwners()
+        self.batches: list[tuple[float, Batch]] = []
+        self.hold: asyncio.Event | None = None
+
+    async def route(self, batch: Batch, *, events: bool = True) -> Routed:
+        self.batches.append((time.monotonic(), batch))
+        if self.hold is not None:
+            await self.hold.wait()
+        routed = Routed(forwarded=[(item.id, "gw-b") for item in batch.items])
+        if batch.reply_to:
+            reply = BatchReply(
+                id=batch.id,
+                instance="gw-b",
+                delivered=tuple(i.id for i in batch.items),
+                route=(*batch.route, Hop("gw-b", time.time())),
+            )
+            asyncio.get_running_loop().call_soon(self.inbox.handlers[batch.id], reply)
+        return routed
+
+
+class FakeCore:
+    instance_id = "gw-a"
+
+    def __init__(self) -> None:
+        self._inbox = FakeInbox()
+        self.batches: Any = FakeRouter(self._inbox)
+
+    @property
+    def inbox(self) -> Any:
+        return self._inbox
+
+
+async def _running(outbox: Outbox) -> asyncio.Task[None]:
+    task = asyncio.create_task(outbox.run())
+    await asyncio.sleep(0)
+    return task
+
+
+async def test_sends_made_together_leave_in_one_batch_and_each_gets_its_answer() -> None:
+    core = FakeCore()
+    outbox = Outbox(core, linger=0.0)
+    task = await _running(outbox)
+    try:
+        results = await asyncio.gather(*(outbox.send(f"r{n}", f"m{n}", 5.0) for n in range(300)))
+        assert [r.outcome for r in results] == [SendOutcome.DELIVERED] * 300
+        assert results[7].route == ("gw-a", "gw-b") and results[7].robot_id == "r7"
+        (_, batch), *more = core.batches.batches
+        assert more == [] and len(batch.items) == 300
+        assert [batch.text(i) for i in batch.items[:3]] == ["m0", "m1", "m2"]  # order kept
+        assert core.inbox.handlers == {}  # every item answered: the batch is forgotten
+    finally:
+        task.cancel()
+
+
+async def test_an_identical_message_is_carried_once_per_batch() -> None:
+    core = FakeCore()
+    outbox = Outbox(core, linger=0.0)
+    task = await _running(outbox)
+    try:
+        await asyncio.gather(*(outbox.send(f"r{n}", "same", 5.0) for n in range(10)))
+        (_, batch), *_ = core.batches.batches
+        assert batch.message == "same" and all(i.message is None for i in batch.items)
+    finally:
+        task.cancel()
+
+
+async def test_a_send_after_a_quiet_spell_leaves_at_once_steady_ones_one_linger_apart() -> None:
+    core = FakeCore()
+    linger = 0.2
+    outbox = Outbox(core, linger=linger)
+    task = await _running(outbox)
+    try:
+        await asyncio.sleep(linger * 2)
+        started = time.monotonic()
+        await outbox.send("alone", "x", 5.0)
+        assert time.monotonic() - started < linger / 2  # no wait for a first send
+        await asyncio.sleep(linger * 2)
+        sends = []
+        for n in range(30):  # one every 20 ms: about ten per linger
+            sends.append(asyncio.create_task(outbox.send(f"r{n}", f"m{n}", 5.0)))
+            await asyncio.sleep(0.02)
+        await asyncio.gather(*sends)
+        flushes = core.batches.batches[1:]
+        assert 2 <= len(flushes) <= 6, [len(b.items) for _, b in flushes]
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(flushes)]
+        assert min(gaps) >= linger * 0.9, gaps
+    finally:
+        task.cancel()
+
+
+async def test_a_send_still_queued_at_its_deadline_times_out_and_is_never_sent() -> None:
+    core = FakeCore()
+    core.batches.hold = asyncio.Event()  # Redis stuck on the first flush
+    outbox = Outbox(core, linger=0.0)
+    task = await _running(outbox)
+    try:
+        first = asyncio.create_task(outbox.send("r1", "stuck", 5.0))
+        await asyncio.sleep(0.01)
+        late = await outbox.send("r2", "queued", 0.05)
+        assert late.outcome is SendOutcome.TIMEOUT
+        assert late.reason == "not handed to Redis within 0.05s"
+        core.batches.hold.set()
+        assert (await first).outcome is SendOutcome.DELIVERED
+        await outbox.send("r3", "next", 5.0)
+        sent = [b.text(i) for _, b in core.batches.batches for i in b.items]
+        assert sent == ["stuck", "next"]  # the timed-out one never left
+        assert not outbox.holds("r2")
+    finally:
+        task.cancel()
+
+
+async def test_an_unanswered_forward_times_out_naming_the_owner() -> None:
+    core = FakeCore()
+    outbox = Outbox(core, linger=0.0)
+    core.batches.route = _forward_without_answer
+    task = await _running(outbox)
+    try:
+        result = await outbox.send("r1", "m", 0.05)
+        assert result.outcome is SendOutcome.TIMEOUT
+        assert result.reason == "no reply from gw-b within 0.05s"
+        outbox.sweep()
+        assert core.inbox.handlers == {}  # nobody waits: the batch is forgotten
+    finally:
+        task.cancel()
+
+
+async def _forward_without_answer(batch: Batch, *, events: bool = True) -> Routed:
+    return Routed(forwarded=[(item.id, "gw-b") for item in batch.items])
+
+
+async def test_batches_are_bounded_by_messages_and_by_bytes() -> None:
+    core = FakeCore()
+    outbox = Outbox(core, batch_items=100, batch_bytes=10_000, linger=0.0)
+    task = await _running(outbox)
+    try:
+        await asyncio.gather(*(outbox.send(f"r{n}", "s", 5.0) for n in range(250)))
+        assert [len(b.items) for _, b in core.batches.batches] == [100, 100, 50]
+        core.batches.batches.clear()
+        big = "x" * 3000  # about three to a batch
+        await asyncio.gather(*(outbox.send(f"r{n}", big + str(n), 5.0) for n in range(7)))
+        assert [len(b.items) for _, b in core.batches.batches] == [3, 3, 1]
+        core.batches.batches.clear()
+        await outbox.send("huge", "y" * 50_000, 5.0)  # alone it may be larger
+        assert [len(b.items) for _, b in core.batches.batches] == [1]
+    finally:
+        task.cancel()
+
+
+async def test_publish_returns_once_handed_over_without_asking_for_an_answer() -> None:
+    core = FakeCore()
+    outbox = Outbox(core, linger=0.0)
+    task = await _running(outbox)
+    try:
+        result = await outbox.send("r1", "m", 5.0, ack=False)
+        assert result.outcome is SendOutcome.PUBLISHED and result.route == ("gw-a", "gw-b")
+        ((_, batch),) = core.batches.batches
+        assert batch.reply_to is None  # the owner is asked for no reply
+        assert core.inbox.handlers == {}
+    finally:
+        task.cancel()
