@@ -11,8 +11,11 @@ import time
 from typing import Any
 
 from examples.fastapi_gateway import app, fleet
+from wsctl.system import raise_fd_limit
 
 __all__ = ["app"]
+
+raise_fd_limit()  # a stress run puts 1,000 robots on each instance
 
 
 @app.post("/test/blast")
@@ -46,4 +49,27 @@ async def blast(body: dict[str, Any]) -> dict[str, Any]:
         "reasons": reasons,
         "seconds": time.perf_counter() - started,
         "batches": fleet.core.outbox.batches_sent - batches_before,
+    }
+
+
+@app.post("/test/send_many")
+async def send_many(body: dict[str, Any]) -> dict[str, Any]:
+    """``fleet.send_many`` from app code: to ``robots`` (ids) or to the registry's robots
+    matching ``glob``; answers each robot's outcome and reason, and the summary."""
+    if "glob" in body:
+        robots: Any = fleet.selection(body["glob"])
+    else:
+        robots = body["robots"]
+    seen: list[str] = []
+    result = await fleet.send_many(
+        robots,
+        body["message"],
+        timeout=float(body.get("timeout", 5.0)),
+        on_outcome=lambda outcome: seen.append(outcome.robot_id),
+    )
+    return {
+        "outcomes": {o.robot_id: o.outcome.value for o in result.outcomes},
+        "reasons": {o.robot_id: o.reason for o in result.outcomes if o.reason},
+        "summary": result.summary.as_dict(),
+        "streamed": len(seen),
     }

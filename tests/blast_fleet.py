@@ -54,8 +54,16 @@ class BlastFleet:
             "mode": mode,
             "timeout": timeout,
         }
+        return self.post("/test/blast", body)
+
+    def send_many(self, message: str, **selection: Any) -> dict[str, Any]:
+        """App code on ``sender`` runs ``fleet.send_many`` (``robots=[...]`` or ``glob=...``)."""
+        return self.post("/test/send_many", {"message": message, **selection})
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` as JSON to the sender, its JSON answer."""
         request = urllib.request.Request(
-            self.sender.http_url + "/test/blast",
+            self.sender.http_url + path,
             data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )
@@ -80,17 +88,18 @@ async def blast_fleet(
     log_dir: Path,
     heartbeat_interval: float = 300,
     extra_env: dict[str, str] | None = None,
+    robot_count: int = ROBOTS,
 ) -> AsyncIterator[BlastFleet]:
     """Two blast-app instances on ``backend`` (by default with heartbeats far apart: none falls
-    inside a measured run, whose commands are the sends' alone), ROBOTS robots connected and
-    registered, each robot's frames collected."""
+    inside a measured run, whose commands are the sends' alone), ``robot_count`` robots
+    connected and registered, each robot's frames collected."""
     env = {"WSCTL_TIMEOUT": "900", **(extra_env or {})}
     with fastapi_gateways(
         backend, log_dir, heartbeat_interval=heartbeat_interval, app=BLAST_APP, extra_env=env
     ) as (ga, gb):
         async with open_test_store(backend) as store:
             await wait_for(lambda: all_listening(store, ["fa-a", "fa-b"]), timeout=10)
-            robots = [f"blast-{n}" for n in range(ROBOTS)]
+            robots = [f"blast-{n}" for n in range(robot_count)]
             sockets = [
                 await connect(f"{(ga, gb)[n % 2].ws_url}/ws/{robot_id}", max_queue=None)
                 for n, robot_id in enumerate(robots)
@@ -102,6 +111,7 @@ async def blast_fleet(
             ]
             try:
                 await wait_for(lambda: registered(store, robots), timeout=10)
+                await asyncio.sleep(1.0)  # the connects' events are written by now
                 yield fleet
             finally:
                 for ws in sockets:

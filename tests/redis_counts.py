@@ -47,6 +47,17 @@ class RedisCounts:
                     totals[command] += int(row.get("calls", 0))
         return totals
 
+    def per_command(self) -> dict[str, int]:
+        """Calls per command (but this reader's own), summed over the ports."""
+        calls: dict[str, int] = {}
+        for client in self.clients:
+            stats: dict[str, Any] = client.info("commandstats")
+            for name, row in stats.items():
+                command = name.removeprefix("cmdstat_")
+                if command not in ("info", "ping"):
+                    calls[command] = calls.get(command, 0) + int(row.get("calls", 0))
+        return calls
+
     def close(self) -> None:
         """Close the reading connections."""
         for client in self.clients:

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from wsctl.protocol import Envelope, ProtocolError, Reply, encode
 from wsctl.protocol_batch import BatchReply, decode_any_reply
 from wsctl.redis_factory import on_close
@@ -141,12 +143,12 @@ class Inbox:
     # ------------------------------------------------------------------ requests
     async def ensure_ready(self, timeout: float) -> None:
         """Wait until subscribed; raise the subscription's last error (a Redis failure) if it
-        is not by ``timeout``, or TimeoutError when there was none."""
+        is not by ``timeout``, or a Redis timeout when there was none (Redis is that slow)."""
         if await self.wait_ready(timeout):
             return
         if self.last_error is not None:
             raise self.last_error
-        raise TimeoutError("reply inbox not subscribed in time")
+        raise RedisTimeoutError(f"the reply inbox was not subscribed within {timeout:g}s")
 
     async def publish_heard(self, channel: str, text: str) -> bool:
         """PUBLISH ``text`` on ``channel``; True when some subscriber got it."""

@@ -557,3 +557,33 @@ async def test_the_batch_worker_ends_at_stop_even_when_its_cancel_is_lost(single
         await core.batches.queue.put(object())  # type: ignore[arg-type]
         await asyncio.wait([worker], timeout=2)
         assert worker.done(), "the batch worker outlived a lost cancel"
+
+
+async def test_send_many_from_the_core_gives_every_robot_an_outcome_even_when_redis_is_down(
+    tmp_path: Any,
+) -> None:
+    """The app's ``send_many`` never raises for Redis: with Redis killed, every robot asked
+    for is ``not_tried`` and the summary says aborted; before that, local robots are
+    delivered through the fan-out (one batch to this instance's own control channel)."""
+    from wsctl.fanout import FanOutcome
+    from wsctl.sandbox import RedisServer
+
+    with RedisServer() as server:
+        env = {"WSCTL_REDIS_URL": server.url, "WSCTL_SOCKET_TIMEOUT": "1"}
+        async with running_core(env, name="core-many") as core:
+            socks = {f"m{n}": FakeSocket() for n in range(3)}
+            for robot_id, sock in socks.items():
+                await core.open_session(robot_id, sock)
+            result = await core.send_many([*socks, "missing"], "hello", timeout=5)
+            assert {o.robot_id: o.outcome for o in result.outcomes} == {
+                **dict.fromkeys(socks, FanOutcome.DELIVERED),
+                "missing": FanOutcome.NOT_CONNECTED,
+            }
+            assert all(sock.sent == ["hello"] for sock in socks.values())
+            server.kill()
+            down = await core.send_many(["m0", "m1"], "again", timeout=1)
+            assert down.summary.aborted
+            assert {o.robot_id: o.outcome for o in down.outcomes} == dict.fromkeys(
+                ["m0", "m1"], FanOutcome.NOT_TRIED
+            )
+            assert all(sock.sent == ["hello"] for sock in socks.values())

@@ -225,8 +225,9 @@ async def test_the_fastapi_adapter_logs_counts_and_recovers_a_killed_control_sub
 
 
 def _subscriber_ids(port: int) -> list[str]:
-    """The client ids of the server's pub/sub connections (a closed one comes back new)."""
-    return [c["id"] for c in redis.Redis(port=port).client_list(_type="pubsub")]
+    """The client ids of the server's pub/sub connections (a closed one comes back new), in
+    id order (CLIENT LIST's own order moves with activity)."""
+    return sorted(c["id"] for c in redis.Redis(port=port).client_list(_type="pubsub"))
 
 
 async def test_a_fan_out_to_a_frozen_gateway_never_overflows_its_control_subscription(

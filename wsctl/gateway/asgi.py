@@ -24,7 +24,7 @@ import contextlib
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -34,6 +34,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from wsctl.config import DEFAULT_SOCKET_TIMEOUT, load_settings
 from wsctl.errors import ConfigError
+from wsctl.fanout import FanoutResult, RobotOutcome, Selection, registry_selection
 from wsctl.gateway.admission import (
     HEALTH_PATH,
     METRICS_PATH,
@@ -267,6 +268,27 @@ class Fleet:
         ``instance_unreachable``, ``error``; ``timeout`` when Redis took longer than
         ``timeout`` seconds to take it)."""
         return await self.core.publish(robot_id, message, timeout=timeout)
+
+    async def send_many(
+        self,
+        robots: Iterable[str] | Selection,
+        message: str,
+        *,
+        timeout: float = 5.0,
+        on_outcome: Callable[[RobotOutcome], None] | None = None,
+    ) -> FanoutResult:
+        """Send ``message`` to many robots (robot ids, or :meth:`selection`), each straight
+        to its owner in batches carrying the message once, and get one outcome per robot
+        (``delivered``, ``not_connected``, ``unreachable``, ``rejected``, ``timeout``,
+        ``error``, ``not_tried``): the fan-out of ``wsctl send --robot``, from this instance.
+        ``on_outcome`` sees each as it is known; ``timeout``: seconds to wait for answers
+        after the last batch left."""
+        return await self.core.send_many(robots, message, timeout=timeout, on_outcome=on_outcome)
+
+    def selection(self, robot_glob: str | None = None, instance: str | None = None) -> Selection:
+        """The registry's robots matching ``robot_glob`` (every robot when None) and, when
+        given, held by ``instance``, read as :meth:`send_many` goes (for ``send_many``)."""
+        return registry_selection(self.core.store, robot_glob, instance)
 
     # ------------------------------------------------------------------ HTTP
     async def healthz(self, request: Request) -> Response:

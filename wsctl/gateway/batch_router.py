@@ -133,7 +133,7 @@ class BatchRouter:
         self.queue: asyncio.Queue[Batch] = asyncio.Queue(BATCH_QUEUE)
         self._protocols: dict[str, tuple[float, int]] = {}  # instance -> (read at, version)
 
-    async def _speaks_batches(self, instance_id: str) -> bool:
+    async def speaks_batches(self, instance_id: str) -> bool:
         """Does the instance's liveness record say ``protocol`` 2? (Read at most every
         PROTOCOL_TTL seconds per instance.)"""
         now = time.monotonic()
@@ -181,7 +181,7 @@ class BatchRouter:
         if not owners or len(route) < 2:
             return None
         via = route[-2].instance
-        if not via or via == core.instance_id or not await self._speaks_batches(via):
+        if not via or via == core.instance_id or not await self.speaks_batches(via):
             return None
         hint = OwnerHint(owners=tuple(owners), origin=core.instance_id)
         text = encode_owner_hint(hint)
@@ -345,7 +345,7 @@ class BatchRouter:
         channel = self.core.keys.control_channel(owner)
         unfit: list[Item] = []
         out: list[tuple[str, str, list[Item]]] = []
-        if await self._speaks_batches(owner):
+        if await self.speaks_batches(owner):
             packed, unfit = pack_batch(batch.forwarded(items))
             out = [(channel, text, list(part.items)) for part, text in packed]
         else:

@@ -31,7 +31,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,6 +40,17 @@ from wsctl.config import DEFAULT_SOCKET_TIMEOUT
 from wsctl.control_rpc import Inbox, inbox_for
 from wsctl.errors import ConfigError
 from wsctl.events import EventLimits, EventName
+from wsctl.fanout import (
+    FanOutcome,
+    FanoutOptions,
+    FanoutResult,
+    FanoutSummary,
+    FanTarget,
+    RobotOutcome,
+    Selection,
+    fan_out,
+    selection_of,
+)
 from wsctl.gateway.batch_router import BatchRouter
 from wsctl.gateway.batching import OWNER_CACHE_TTL
 from wsctl.gateway.dedup import RecentPayloads
@@ -1011,6 +1022,70 @@ class FleetCore:
         failure known before the hand-over (``not_connected``: no owner; ``rejected``,
         ``instance_unreachable``, ``error``) or ``timeout`` as for :meth:`send`."""
         return await self._send(robot_id, message, timeout, ack=False)
+
+    async def send_many(
+        self,
+        robots: Iterable[str] | Selection,
+        message: str,
+        *,
+        timeout: float = 5.0,
+        on_outcome: Callable[[RobotOutcome], None] | None = None,
+    ) -> FanoutResult:
+        """Send ``message`` to many robots, each straight to its owner in batches carrying the
+        message once, with one outcome per robot: the fan-out of ``wsctl send --robot``
+        (:mod:`wsctl.fanout`, the same implementation), from this instance. ``robots``: robot
+        ids, or a selection (:func:`wsctl.fanout.registry_selection`, chunks of ``(robot id,
+        owner or None)``). ``on_outcome`` sees each robot's outcome as it is known. Waits
+        ``timeout`` seconds at most for answers after the last batch left. Never raises for a
+        Redis failure: the robots it left without an answer are ``timeout`` (sent) or
+        ``not_tried`` (not sent), and the summary says ``aborted``."""
+        outcomes: list[RobotOutcome] = []
+
+        def collect(outcome: RobotOutcome) -> None:
+            outcomes.append(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
+
+        options = FanoutOptions(
+            timeout=timeout, origin=self.instance_id, liveness_timeout=self.config.timeout
+        )
+        if isinstance(robots, str):
+            raise TypeError("robots: a list of robot ids or a selection, not one string")
+        summary = FanoutSummary()
+        ids = None if isinstance(robots, AsyncIterable) else list(robots)
+        try:
+            await fan_out(
+                self.client,
+                self.keys,
+                selection_of(robots if ids is None else ids),
+                message,
+                options,
+                collect,
+                summary,
+                check=self._fan_target,
+                inbox=self.inbox,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Redis failed: what is known is returned, the rest settled
+            self._redis_failed("send", exc)
+            summary.aborted = True
+            if ids is not None:  # robots the fan-out had not read yet: not tried either
+                unique = list(dict.fromkeys(ids))
+                known = {o.robot_id for o in outcomes}
+                summary.selected = max(summary.selected, len(unique))
+                reason = f"not sent: Redis failed first ({self.target.scrub(str(exc))[:200]})"
+                for robot_id in unique:
+                    if robot_id not in known:
+                        summary.counts[FanOutcome.NOT_TRIED] += 1
+                        collect(RobotOutcome(robot_id, FanOutcome.NOT_TRIED, None, reason))
+        return FanoutResult(outcomes, summary)
+
+    async def _fan_target(self, instance_id: str, conn_id_known: bool | None) -> FanTarget:
+        """An instance a fan-out sends to, as this instance knows it: listening is told by
+        each PUBLISH's receiver count (no question asked first), the protocol comes from its
+        liveness record, read at most every few seconds."""
+        return FanTarget(listening=True, batches=await self.batches.speaks_batches(instance_id))
 
     async def _send(self, robot_id: str, message: str, timeout: float, *, ack: bool) -> SendResult:
         here = (self.instance_id,)
