@@ -131,7 +131,8 @@ async def test_the_fastapi_adapter_example_delivers_a_posted_message_to_its_robo
     single: Backend, tmp_path: Path
 ) -> None:
     """The example of the FastAPI page, as it is, under uvicorn on a real Redis: it joins the
-    fleet (healthy), registers a robot that connects, and its POST endpoint delivers."""
+    fleet (healthy), registers a robot that connects, and its POST endpoints (send, publish,
+    send_many) deliver."""
     (block,) = _marked("fastapi-app")
     (tmp_path / "docs_fastapi_app.py").write_text(block.body, encoding="utf-8")
     env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "WSCTL_HEARTBEAT_INTERVAL": "0.5"}
@@ -152,6 +153,13 @@ async def test_the_fastapi_adapter_example_delivers_a_posted_message_to_its_robo
                 answer = await asyncio.to_thread(_post, url, {"cmd": "ping"})
                 assert answer == {"status": "delivered", "route": ["doc-a"]}
                 assert json.loads(await asyncio.wait_for(robot.recv(), 5)) == {"cmd": "ping"}
+                url = f"{gw.http_url}/robots/robot-doc/notices"
+                answer = await asyncio.to_thread(_post, url, {"notice": 1})
+                assert answer == {"status": "delivered"}  # the robot is here: written at once
+                assert json.loads(await asyncio.wait_for(robot.recv(), 5)) == {"notice": 1}
+                answer = await asyncio.to_thread(_post, f"{gw.http_url}/broadcast", {"all": 1})
+                assert answer == {"robot-doc": "delivered"}
+                assert json.loads(await asyncio.wait_for(robot.recv(), 5)) == {"all": 1}
             finally:
                 await robot.close()
             await wait_for(lambda: _gone(store, "robot-doc"))

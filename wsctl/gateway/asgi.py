@@ -11,6 +11,8 @@
         await fleet.serve(websocket, robot_id)    # a whole session: auth, register, clean-up
 
     result = await fleet.send("robot-17", "hello")  # here or across instances -> outcome
+    await fleet.publish("robot-17", "hello")        # fire and forget: handed to Redis
+    done = await fleet.send_many(["robot-1", "robot-2"], "hello")  # an outcome per robot
 
 The app's instances then take part in the fleet like ``wsctl gateway`` instances: ``wsctl
 send``, ``kick``, ``ping``, ``doctor`` and ``simulate`` work against them. Starlette sockets have
