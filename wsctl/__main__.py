@@ -1,6 +1,6 @@
 """`python -m wsctl` runs the CLI."""
 
-from wsctl.cli.main import main
+from wsctl.cli.entry import main
 
 if __name__ == "__main__":
     main()

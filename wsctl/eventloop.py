@@ -51,8 +51,8 @@ INTERRUPT_GRACE = 0.3
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(coro)`` on the chosen loop. A bad choice raises ConfigError before the
-    coroutine starts, and the coroutine is closed (no "never awaited" warning after the
-    one-line error).
+    coroutine starts; then, as after Ctrl-C before the loop ran it, the coroutine is closed
+    (no "never awaited" warning after the one-line error).
 
     Ctrl-C stops it within a second: asyncio cancels the coroutine on the first SIGINT, which
     only takes effect at its next ``await``; work that does not await (rendering a table,
@@ -60,26 +60,41 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     coroutine has not ended after :data:`INTERRUPT_GRACE` seconds, interrupts the main thread
     where it stands (KeyboardInterrupt, as a second Ctrl-C does). A coroutine that installs
     its own SIGINT handler (``wsctl gateway``'s graceful stop) keeps its own behaviour."""
+    try:
+        return _run(coro)
+    finally:
+        _close_unstarted(coro)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
     import asyncio
     import signal
     import threading
 
-    try:
-        factory = loop_factory()
-    except ConfigError:
-        coro.close()
-        raise
+    factory = loop_factory()
     # asyncio.Runner installs its SIGINT handler in exactly this case
     guarded = (
         threading.current_thread() is threading.main_thread()
         and signal.getsignal(signal.SIGINT) is signal.default_int_handler
     )
     watchdog = _Watchdog()
+    main = _guard(coro, watchdog) if guarded else coro
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(_guard(coro, watchdog) if guarded else coro)
+            return runner.run(main)
     finally:
         watchdog.stop()
+        _close_unstarted(main)
+
+
+def _close_unstarted(coro: Coroutine[Any, Any, Any]) -> None:
+    """Close ``coro`` if it never started (a bad loop choice, Ctrl-C before the loop ran it),
+    so no "coroutine ... was never awaited" warning follows the one-line error. One that ran
+    is left alone: closing it here would run its clean-up outside any loop."""
+    import inspect
+
+    if inspect.iscoroutine(coro) and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+        coro.close()
 
 
 class _Watchdog:

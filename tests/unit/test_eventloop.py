@@ -61,3 +61,25 @@ def test_a_bad_choice_closes_the_coroutine_it_was_given(monkeypatch: pytest.Monk
     with pytest.raises(ConfigError):
         run(coro)
     assert coro.cr_frame is None  # closed: it can never run, and Python does not warn
+
+
+@pytest.mark.parametrize("where", ["choosing the loop", "starting the loop"])
+def test_ctrl_c_before_the_coroutine_starts_closes_it(
+    monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """Ctrl-C between the command building its coroutine and the loop running it (the first
+    import of asyncio, the loop's set-up) left it unawaited: Python then printed a
+    three-line "coroutine ... was never awaited" warning after ``wsctl: interrupted``."""
+    import wsctl.eventloop as eventloop
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    if where == "choosing the loop":
+        monkeypatch.setattr(eventloop, "loop_factory", interrupted)
+    else:
+        monkeypatch.setattr(asyncio.Runner, "run", interrupted)
+    coro = _loop_type()
+    with pytest.raises(KeyboardInterrupt):
+        run(coro)
+    assert coro.cr_frame is None  # closed: it can never run, and Python does not warn

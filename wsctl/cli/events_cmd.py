@@ -112,6 +112,9 @@ def events(
         since_s=parse_since(since) if since is not None else None,
     )
     settings = state(ctx).settings()
+    if not follow:  # Ctrl-C stops a listing like any command: exit 130
+        run(_events(settings, flt, limit or None, fmt, follow, for_seconds))
+        return
     try:
         run(_events(settings, flt, limit or None, fmt, follow, for_seconds))
     except KeyboardInterrupt:
