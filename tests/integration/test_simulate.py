@@ -249,6 +249,45 @@ def test_wsctl_sandbox_serves_other_commands_and_stops_on_sigint(tmp_path: Path)
     assert not (tmp_path / "state" / "sandbox.json").exists()
 
 
+def test_a_second_sandbox_in_the_foreground_is_refused_and_leaves_the_first_reachable(
+    tmp_path: Path,
+) -> None:
+    """`wsctl sandbox` in the foreground while one ran (detached or not) started a second
+    one over the first's state file, and removed that file when stopped: the first sandbox's
+    Redis, gateways and robots were left running where no command, `--stop` included, could
+    find them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WSCTL_", "REDIS_"))}
+    env["WSCTL_STATE_DIR"] = str(tmp_path / "state")
+    state = tmp_path / "state" / "sandbox.json"
+    cmd = [sys.executable, "-m", "wsctl", "sandbox", "--gateways", "1", "--robots", "0"]
+    first = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True
+    )
+    second: subprocess.Popen[str] | None = None
+    try:
+        assert first.stdout is not None and first.stdout.readline().startswith("export ")
+        assert json.loads(state.read_text())["pid"] == first.pid
+        second = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+        )
+        try:
+            out, err = second.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            second.send_signal(signal.SIGINT)
+            second.communicate(timeout=30)
+            raise AssertionError("a second sandbox started") from None
+        assert second.returncode == 2, err
+        assert err == (
+            f"wsctl: error: a sandbox is already running (pid {first.pid}); wsctl sandbox --stop\n"
+        )
+        assert out == ""
+        assert json.loads(state.read_text())["pid"] == first.pid  # still found
+    finally:
+        first.send_signal(signal.SIGINT)
+        assert first.wait(timeout=30) == 0
+    assert not state.exists()
+
+
 async def test_messages_refused_with_a_reply_are_rejected_not_lost(single: Backend) -> None:
     """Review: oversize messages refused with a reply were counted as "lost" with "p99 0.0 ms",
     and `--slo p99<50ms` then passed on nothing measured."""

@@ -452,6 +452,7 @@ def sandbox(
             raise UsageError("--stop and --detach exclude each other")
         _stop_sandbox()
         return
+    _refuse_a_second_sandbox()
     if detach:
         _detach(gateways, robots, cluster, heartbeat_interval, auth_secret)
         return
@@ -506,6 +507,16 @@ def sandbox(
     err("sandbox stopped")
 
 
+def _refuse_a_second_sandbox() -> None:
+    """One sandbox at a time: a second would take over the state file (other commands would
+    use it) and remove it when stopped, leaving the first running where nothing finds it."""
+    from wsctl.sandbox import running_sandbox
+
+    found = running_sandbox()
+    if found is not None:
+        raise UsageError(f"a sandbox is already running (pid {found.pid}); wsctl sandbox --stop")
+
+
 def _detach(
     gateways: int, robots: int, cluster: bool, heartbeat_interval: float, auth_secret: str | None
 ) -> None:
@@ -518,9 +529,6 @@ def _detach(
     from wsctl.paths import state_dir
     from wsctl.sandbox import python_executable, running_sandbox
 
-    found = running_sandbox()
-    if found is not None:
-        raise UsageError(f"a sandbox is already running (pid {found.pid}); wsctl sandbox --stop")
     log_path = state_dir() / "sandbox.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [
