@@ -256,6 +256,47 @@ async def test_a_drain_cancelled_by_undrain_reports_moved_closed_and_never_close
             await movers.close_all()
 
 
+async def test_ctrl_c_of_a_started_drain_says_the_instance_goes_on_draining(
+    single: Backend,
+) -> None:
+    """Ctrl-C of `wsctl drain` only stops following the drain: the instance goes on closing
+    its robots in batches. It said `wsctl: interrupted` and nothing else, so the operator who
+    meant to stop the drain never learnt that it went on, nor how to stop it."""
+    import signal
+
+    async with running_fleet(single.env, names=("gw-a", "gw-b")) as fleet:
+        a, b = fleet["gw-a"], fleet["gw-b"]
+        movers = RobotSwarm("interrupted", reconnect=[a.ws_url, b.ws_url])
+        drain: asyncio.subprocess.Process | None = None
+        try:
+            await movers.connect([(f"ix-{i}", a.ws_url) for i in range(4)], 0)
+            await wait_for(lambda: len(a.local) == 4, timeout=10)
+            drain = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "wsctl", "drain", "gw-a"),
+                *("--batch", "2", "--interval", "30", "--timeout", "60"),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env={**os.environ, **single.env},
+                # a suite started in the background inherits SIGINT ignored
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+            )
+            await wait_for(lambda: len(b.local) == 2, timeout=15)  # the first batch moved
+            drain.send_signal(signal.SIGINT)
+            code, out, err = await _finish(drain, 5)
+            assert code == 130, (out, err)
+            assert err == (
+                "wsctl: error: interrupted; gw-a goes on draining (it refuses new robots and "
+                "closes the rest in batches): wsctl undrain gw-a reopens it\n"
+            )
+            assert a.core.draining  # so it does
+        finally:
+            if drain is not None and drain.returncode is None:
+                drain.kill()
+                await drain.wait()
+            await movers.close_all()
+
+
 async def test_a_gateway_killed_mid_drain_is_reported_dead_and_not_listed_alive(
     single: Backend, tmp_path: Path
 ) -> None:

@@ -19,6 +19,8 @@ from wsctl.cli.completion_cmd import complete_instance_ids
 from wsctl.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from wsctl.config import Settings
     from wsctl.ops.drain import DrainReport
 
@@ -76,7 +78,31 @@ def drain(
     check_report_output(output, "drain")
     if timeout <= 0:
         raise UsageError("--timeout must be greater than 0")
-    report = run(_drain(state(ctx).settings(), instance, batch, interval, timeout, dry_run))
+    started: list[bool] = []
+    try:
+        report = run(
+            _drain(
+                state(ctx).settings(),
+                instance,
+                batch,
+                interval,
+                timeout,
+                dry_run,
+                lambda: started.append(True),
+            )
+        )
+    except KeyboardInterrupt:
+        if not started:
+            raise
+        # the instance drains by itself: Ctrl-C only stopped following it
+        from wsctl.errors import EXIT_INTERRUPTED, WsctlError
+        from wsctl.shell import quote
+
+        raise WsctlError(
+            f"interrupted; {_shown(instance)} goes on draining (it refuses new robots and "
+            f"closes the rest in batches): wsctl undrain {quote(instance)} reopens it",
+            exit_code=EXIT_INTERRUPTED,
+        ) from None
     if output == "json":
         import json
 
@@ -160,6 +186,7 @@ async def _drain(
     interval: float,
     timeout: float,
     dry_run: bool,
+    on_started: Callable[[], None],
 ) -> DrainReport:
     from wsctl.ops.drain import drain_instance
 
@@ -171,6 +198,7 @@ async def _drain(
             interval=interval,
             timeout=timeout,
             dry_run=dry_run,
+            on_started=on_started,
         )
 
 

@@ -22,7 +22,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -255,10 +255,12 @@ async def drain_instance(
     interval: float,
     timeout: float,
     dry_run: bool = False,
+    on_started: Callable[[], None] | None = None,
 ) -> DrainReport:
     """Drain ``instance`` and follow its robots until each is registered elsewhere (or
     ``timeout`` seconds after the last batch is due), the drain is cancelled, or the instance
-    goes away."""
+    goes away. ``on_started`` is called once the instance has accepted the drain: from then
+    on it drains by itself, whether or not this follows it to the end."""
     started = time.monotonic()
     report = DrainReport(instance, batch, interval, timeout, dry_run=dry_run)
     await check_instance(store, instance)
@@ -267,6 +269,8 @@ async def drain_instance(
         report.robots = list(_sessions(data))
         return report
     sessions = await start_sessions(store, instance, batch, interval)
+    if on_started is not None:
+        on_started()
     report.robots = list(sessions)
     deadline = started + max(0, report.batches - 1) * interval + timeout
     watch = InstanceWatch()
