@@ -70,3 +70,27 @@ async def test_ping_takes_an_instance_id_by_its_exact_bytes(single: Backend) -> 
     pinged = await ainvoke(["ping", "gw\x1b[2J", "-o", "json"], single.env)
     assert pinged.code == 5, pinged
     assert json.loads(pinged.out)["status"] == "instance_unreachable"
+
+
+async def test_what_send_kick_ping_and_set_say_names_an_odd_id_by_its_shell_word(
+    single: Backend,
+) -> None:
+    """An id holding bytes that are not UTF-8 or control characters was printed in the
+    Python-like escape (`nu\\xff\\xfe: not registered`), which reads like an id holding the
+    text `\\xff`; what people read names it as its `$'...'` word, as tables and errors do.
+    `registry set` also echoed a value whole (a 100 KB note: a 100 KB line)."""
+    robot_id = ODD_IDS["not-utf8"]
+    sent = await ainvoke(["send", robot_id, "hi"], single.env)
+    assert sent.code == 4 and sent.out == "$'nu\\xff\\xfe': not registered (no registry entry)\n"
+    kicked = await ainvoke(["kick", robot_id], single.env)
+    assert kicked.code == 4 and kicked.out.startswith("$'nu\\xff\\xfe': not registered"), kicked
+    pinged = await ainvoke(["ping", "gw\x1b[2J"], single.env)
+    assert pinged.code == 5 and pinged.out.startswith("$'gw\\x1b[2J': instance unreachable")
+    note = "n" * 100_000
+    created = await ainvoke(
+        ["registry", "set", robot_id, "instance_id=gw-x", f"note={note}", "--create"], single.env
+    )
+    assert created.code == 0, created
+    (line,) = created.err.splitlines()
+    assert line.startswith("set $'nu\\xff\\xfe': robot_id=$'nu\\xff\\xfe', "), line[:80]
+    assert line.endswith("nnn… (100,000 chars)") and len(line) < 1000, line[-80:]

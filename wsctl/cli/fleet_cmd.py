@@ -346,12 +346,13 @@ def send(
         sys.stdout.write(json.dumps(outcome.as_dict(), ensure_ascii=False) + "\n")
     else:
         from wsctl.cli.output import printable
+        from wsctl.shell import word
 
         # the route, reason and instance names come from gateways and the registry
         sys.stdout.write(printable(outcome.summary()) + "\n")
         if trace:
             for hop in outcome.as_dict()["hops"]:
-                name = printable(hop["instance"])
+                name = word(hop["instance"])
                 sys.stdout.write(f"  {name:<24} +{hop['latency_ms']:.2f} ms\n")
     sys.stdout.flush()
     if outcome.exit_code:

@@ -132,8 +132,15 @@ async def _set(
             owner = mapping.get("instance_id") or (entry.instance_id if entry else "") or ""
             event = set_event(robot_id, owner, dict(mapping), created=entry is None)
             await record_cli_events(store.client, store.keys, [event])
-        fields = ", ".join(f"{k}={v}" for k, v in mapping.items())
-        err(f"{verb} {robot_id}: {fields}")
+        from wsctl.cli.output import TEXT_MAX
+        from wsctl.shell import clip, word
+
+        # names and values as shell words, long values cut (a 100 KB note was echoed whole)
+        fields = ", ".join(
+            f"{word(k)}={clip(word(v[: TEXT_MAX + 1]), TEXT_MAX, len(v))}"
+            for k, v in mapping.items()
+        )
+        err(f"{verb} {word(robot_id)}: {fields}")
 
 
 def _refuse_malformed(robot_id: str, entry: Any, mapping: dict[str, str], naive_tz: Any) -> None:

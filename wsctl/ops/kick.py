@@ -21,7 +21,7 @@ from wsctl.protocol import CloseCode, Envelope, Op, Status
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID
-from wsctl.shell import command, quoted
+from wsctl.shell import command, quoted, word
 
 __all__ = [
     "DEFAULT_KICK_REASON",
@@ -93,9 +93,10 @@ class KickOutcome:
         }
 
     def summary(self) -> str:
-        """One line for a person (ids escaped by the caller's printer)."""
-        where = f" on {self.owner}" if self.owner else ""
-        text = f"{self.robot_id}{where}: {self.status.value.replace('_', ' ')}"
+        """One line for a person (ids that hold control characters or bytes that are not
+        UTF-8 as their ``$'...'`` shell words; the rest escaped by the caller's printer)."""
+        where = f" on {word(self.owner)}" if self.owner else ""
+        text = f"{word(self.robot_id)}{where}: {self.status.value.replace('_', ' ')}"
         if self.status is KickStatus.KICKED:
             why = quoted(self.close_reason or "")
             text += f" (closed with {self.close_code} {why}, entry removed)"
@@ -210,10 +211,10 @@ class PingOutcome:
         """One line for a person: round trip, version and connections, or what failed."""
         if self.status is PingStatus.PONG:
             return (
-                f"pong from {self.instance_id} in {self.rtt_ms or 0:.1f} ms: "
+                f"pong from {word(self.instance_id)} in {self.rtt_ms or 0:.1f} ms: "
                 f"version {self.version or '?'}, {self.connections} connections"
             )
-        return f"{self.instance_id}: {self.status.value.replace('_', ' ')} ({self.reason})"
+        return f"{word(self.instance_id)}: {self.status.value.replace('_', ' ')} ({self.reason})"
 
 
 async def ping_instance(

@@ -33,6 +33,7 @@ from wsctl.protocol import (
 from wsctl.redis_target import AsyncClient
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID, utcnow
+from wsctl.shell import word
 
 __all__ = [
     "NOT_REGISTERED",
@@ -99,14 +100,15 @@ class SendOutcome:
         }
 
     def summary(self) -> str:
-        """``via gw-a -> owner gw-b -> robot-17: delivered in 2.1 ms``."""
+        """``via gw-a -> owner gw-b -> robot-17: delivered in 2.1 ms`` (ids that hold control
+        characters or bytes that are not UTF-8 as their ``$'...'`` shell words)."""
         route = self.route or ([self.target] if self.target else [])
         parts = [
             ("via " if i == 0 and self.via else "owner " if i == len(route) - 1 else "hop ")
-            + instance
+            + word(instance)
             for i, instance in enumerate(route)
         ]
-        parts.append(self.robot_id)
+        parts.append(word(self.robot_id))
         text = " -> ".join(parts) + f": {self.status.replace('_', ' ')}"
         if self.status == "delivered":
             text += f" in {self.elapsed_ms:.1f} ms"
