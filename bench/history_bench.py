@@ -24,9 +24,9 @@ import time
 
 async def fill(url: str, events: int, robots: int, instances: int) -> float:
     from wsctl.config import load_settings
-    from wsctl.events import Event, EventLimits, event_commands
-    from wsctl.redis_factory import connect, target_from_settings
-    from wsctl.redis_internals import bulk_execute
+    from wsctl.eventlog.model import Event, EventLimits, event_commands
+    from wsctl.redis.factory import connect, target_from_settings
+    from wsctl.redis.internals import bulk_execute
     from wsctl.registry.keys import Keyspace
 
     keys = Keyspace()

@@ -100,7 +100,7 @@ def event_cpu_per_event(count: int = 20_000) -> float:
 
     from wsctl.config import load_settings
     from wsctl.gateway.events import EventSink
-    from wsctl.redis_factory import connect, target_from_settings
+    from wsctl.redis.factory import connect, target_from_settings
     from wsctl.registry.keys import Keyspace
     from wsctl.sandbox import RedisServer
 

@@ -30,8 +30,8 @@ from wsctl.gateway import server as server_module
 from wsctl.gateway.local import LocalConn
 from wsctl.gateway.routing import decide
 from wsctl.gateway.server import Gateway
-from wsctl.protocol import encode, reply_to
-from wsctl.redis_pubsub import publish
+from wsctl.protocol.envelopes import encode, reply_to
+from wsctl.redis.pubsub import publish
 from wsctl.registry.model import format_ts, utcnow
 from wsctl.registry.store import DeleteOutcome
 

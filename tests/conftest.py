@@ -136,7 +136,7 @@ def single(redis_server: RedisServer) -> Backend:
 async def open_test_store(backend: Backend):  # type: ignore[no-untyped-def]
     """A RegistryStore on the backend through the same code path the CLI uses."""
     from wsctl.config import load_settings
-    from wsctl.redis_factory import connect, target_from_settings
+    from wsctl.redis.factory import connect, target_from_settings
     from wsctl.registry.keys import Keyspace
     from wsctl.registry.store import RegistryStore
 

@@ -11,7 +11,7 @@ from tests.conftest import Backend, open_test_store
 from tests.fleet import running_fleet, wait_for
 from tests.uvicorn_fleet import UvicornGateway, healthy, uvicorn_gateways
 from wsctl.gateway.server import Gateway
-from wsctl.instances import is_listening
+from wsctl.registry.instances import is_listening
 from wsctl.registry.store import RegistryStore
 
 __all__ = ["MixedFleet", "all_listening", "fastapi_gateways", "mixed_fleet"]

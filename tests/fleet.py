@@ -9,7 +9,7 @@ from typing import Any
 
 from wsctl.config import load_settings
 from wsctl.gateway.server import Gateway, GatewayConfig
-from wsctl.redis_factory import target_from_settings
+from wsctl.redis.factory import target_from_settings
 
 
 @contextlib.asynccontextmanager

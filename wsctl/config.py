@@ -20,7 +20,7 @@ from typing import Any
 
 from wsctl.durations import AGE_MAX_S, WAIT_MAX_S, check_seconds
 from wsctl.errors import ConfigError, UsageError
-from wsctl.redis_target import redact_url, split_url
+from wsctl.redis.target import redact_url, split_url
 from wsctl.timezones import resolve_tz
 
 __all__ = [

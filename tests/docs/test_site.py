@@ -166,7 +166,7 @@ def test_the_exit_codes_page_lists_every_exit_code() -> None:
 
 def test_the_metrics_page_lists_every_metric_the_gateway_exports_with_its_type() -> None:
     from wsctl.gateway.core import CoreConfig, FleetCore
-    from wsctl.redis_target import Target
+    from wsctl.redis.target import Target
 
     text = FleetCore(CoreConfig(instance_id="doc"), Target("tcp")).metrics_text()
     exported = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
@@ -196,7 +196,6 @@ def _top_keys() -> dict[str, set[str]]:
     """Every key of ``wsctl top --once -o json``, from a snapshot with one of each part."""
     from datetime import UTC, datetime
 
-    from wsctl.instances import InstanceRecord, Liveness
     from wsctl.ops.summary import InstanceTally
     from wsctl.ops.top import (
         Alert,
@@ -209,6 +208,7 @@ def _top_keys() -> dict[str, set[str]]:
         Snapshot,
         registry_summary,
     )
+    from wsctl.registry.instances import InstanceRecord, Liveness
 
     now = datetime.now(UTC)
     row = InstanceRow(
@@ -256,8 +256,8 @@ def test_the_json_page_names_every_key_of_each_commands_json_output() -> None:
     from wsctl.ops.kick import KickOutcome, KickStatus, PingOutcome, PingStatus
     from wsctl.ops.reap import ReapReport
     from wsctl.ops.send import SendOutcome
+    from wsctl.ops.views import connection_row
     from wsctl.registry.model import Entry
-    from wsctl.views import connection_row
 
     outputs = {
         "reap": ReapReport(dry_run=True, timeout=90),

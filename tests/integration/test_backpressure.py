@@ -12,8 +12,8 @@ from redis.exceptions import MaxConnectionsError
 from tests.conftest import Backend
 from tests.redis_counts import RedisCounts, primary_ports
 from wsctl.gateway.core import CoreConfig, FleetCore
-from wsctl.redis_factory import PoolBusy, close_client, is_pool_busy, make_client
-from wsctl.redis_target import Target
+from wsctl.redis.factory import PoolBusy, close_client, is_pool_busy, make_client
+from wsctl.redis.target import Target
 
 
 def _target(single: Backend) -> Target:

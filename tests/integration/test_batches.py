@@ -10,15 +10,15 @@ import pytest
 from tests.conftest import Backend, open_test_store
 from tests.fleet import running_fleet, wait_for
 from tests.robot_clients import frames, registered, robots
-from wsctl.protocol import Envelope, Op, Status, encode
-from wsctl.protocol_batch import (
+from wsctl.protocol.batch import (
     Batch,
     BatchReply,
     Item,
     decode_any_reply,
     encode_batch,
 )
-from wsctl.redis_pubsub import make_pubsub
+from wsctl.protocol.envelopes import Envelope, Op, Status, encode
+from wsctl.redis.pubsub import make_pubsub
 
 
 async def _exchange(
@@ -202,8 +202,8 @@ async def test_hop_limit_holds_for_batches(single: Backend, hops: int) -> None:
 
 
 async def test_the_liveness_record_says_the_instance_speaks_batches(single: Backend) -> None:
-    from wsctl.instances import get_record
-    from wsctl.protocol_batch import BATCH_VERSION
+    from wsctl.protocol.batch import BATCH_VERSION
+    from wsctl.registry.instances import get_record
 
     async with (
         running_fleet(single.env, names=("gw-a",)),

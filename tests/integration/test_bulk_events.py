@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import Backend, ainvoke, open_test_store
-from wsctl.events import DEFAULT_ROBOT_EVENTS
+from wsctl.eventlog.model import DEFAULT_ROBOT_EVENTS
 from wsctl.ops.reap import MAX_ITEMS_REPORTED
 from wsctl.registry.keys import CLI_WRITER, Keyspace
 
@@ -192,7 +192,7 @@ async def test_a_stalled_redis_costs_one_timeout_and_every_event_is_counted_lost
     import time
 
     from tests.faults import frozen
-    from wsctl.events import Event
+    from wsctl.eventlog.model import Event
     from wsctl.ops.events import EventRecorder
 
     assert single.single is not None

@@ -13,7 +13,7 @@ from tests.fleet import running_fleet
 from wsctl.config import load_settings
 from wsctl.ops.send import send_message
 from wsctl.ops.simulate import SimulateOptions, Simulation
-from wsctl.redis_factory import connect, target_from_settings
+from wsctl.redis.factory import connect, target_from_settings
 from wsctl.registry.store import RegistryStore
 from wsctl.sandbox import RedisClusterProcesses
 

@@ -158,7 +158,7 @@ async def test_gateways_broken_on_purpose_each_fail_exactly_the_check_that_cover
     """Six gateways, one fault each, checked at the same time (each run on a client of its
     own)."""
     from wsctl.config import load_settings
-    from wsctl.redis_factory import connect, target_from_settings
+    from wsctl.redis.factory import connect, target_from_settings
 
     target = target_from_settings(load_settings(env=single.env))
 

@@ -11,7 +11,7 @@ from websockets.asyncio.client import connect
 from tests.conftest import Backend, ainvoke, open_test_store
 from tests.fleet import running_fleet, wait_for
 from tests.seedlike import seed_hash, seed_store_connection
-from wsctl.instances import InstanceRecord, write_record
+from wsctl.registry.instances import InstanceRecord, write_record
 from wsctl.registry.model import format_ts, utcnow
 
 

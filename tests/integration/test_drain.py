@@ -18,9 +18,9 @@ from websockets.exceptions import InvalidStatus
 from tests.conftest import Backend, ainvoke, open_test_store
 from tests.fleet import running_fleet, wait_for
 from wsctl.gateway.drain import DRAIN_CLOSE_REASON as DRAIN_REASON
-from wsctl.instances import InstanceRecord, write_record
 from wsctl.ops.robots import RobotSwarm, make_message
-from wsctl.protocol import Envelope, Op
+from wsctl.protocol.envelopes import Envelope, Op
+from wsctl.registry.instances import InstanceRecord, write_record
 from wsctl.registry.keys import Keyspace
 from wsctl.sandbox import DemoRobots, GatewayProcess
 
@@ -412,8 +412,8 @@ async def test_unknown_and_non_listening_instances_exit_4_and_5(single: Backend)
     res = await ainvoke(["undrain", "gw-nowhere"], single.env)
     assert res.code == 4
     from wsctl.config import load_settings
-    from wsctl.redis_factory import connect as redis_connect
-    from wsctl.redis_factory import target_from_settings
+    from wsctl.redis.factory import connect as redis_connect
+    from wsctl.redis.factory import target_from_settings
 
     async with redis_connect(target_from_settings(load_settings(env=single.env))) as client:
         await write_record(client, Keyspace(), InstanceRecord("gw-deaf"), ttl=30)
@@ -429,8 +429,8 @@ async def test_unknown_and_non_listening_instances_exit_4_and_5(single: Backend)
 
 
 async def test_a_bad_drain_envelope_is_rejected_and_changes_nothing(single: Backend) -> None:
-    from wsctl.control_rpc import request
-    from wsctl.protocol import Envelope, Op, Status
+    from wsctl.protocol.envelopes import Envelope, Op, Status
+    from wsctl.protocol.rpc import request
 
     async with running_fleet(single.env, names=("gw-a",)) as fleet:
         a = fleet["gw-a"]
@@ -482,7 +482,7 @@ async def test_a_fastapi_instance_drains_like_a_wsctl_gateway(
 
 async def test_a_session_that_slipped_in_during_the_drain_is_closed_too(single: Backend) -> None:
     from tests.integration.test_gateway_core import FakeSocket, running_core
-    from wsctl.protocol import Envelope, Op
+    from wsctl.protocol.envelopes import Envelope, Op
 
     async with running_core(single.env) as core:
         early = [FakeSocket(), FakeSocket()]
@@ -507,7 +507,7 @@ async def test_an_undrain_mid_batch_leaves_no_entry_for_a_closed_socket(
     and the robots it had not reached keep theirs."""
     from tests.conftest import open_test_store
     from tests.integration.test_gateway_core import FakeSocket, Gate, running_core
-    from wsctl.protocol import Envelope, Op
+    from wsctl.protocol.envelopes import Envelope, Op
 
     async with running_core(backend.env) as core, open_test_store(backend) as store:
         socks = {f"mid-{n}": FakeSocket() for n in range(4)}
@@ -551,7 +551,7 @@ async def test_a_message_for_a_robot_being_drained_says_it_is_moving(backend: Ba
     from tests.conftest import open_test_store
     from tests.integration.test_gateway_core import FakeSocket, running_core
     from wsctl.gateway.core import SendOutcome
-    from wsctl.protocol import Envelope, Op
+    from wsctl.protocol.envelopes import Envelope, Op
 
     async with running_core(backend.env, name="gw-mv") as core, open_test_store(backend) as store:
         sock = FakeSocket()

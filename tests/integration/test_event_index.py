@@ -12,8 +12,8 @@ import pytest
 
 from tests.conftest import Backend, ainvoke, open_test_store
 from tests.fleet import wait_for
-from wsctl.event_index import prune_index
-from wsctl.events import Event
+from wsctl.eventlog.index import prune_index
+from wsctl.eventlog.model import Event
 from wsctl.gateway import events as sink_module
 from wsctl.ops.events import record_events
 from wsctl.registry.keys import Keyspace

@@ -11,7 +11,7 @@ from websockets.asyncio.client import connect
 
 from tests.conftest import Backend, ainvoke
 from tests.fleet import running_fleet, wait_for
-from wsctl.events import Event, EventLimits
+from wsctl.eventlog.model import Event, EventLimits
 from wsctl.registry.keys import Keyspace
 
 
@@ -59,7 +59,7 @@ async def test_the_close_a_core_sent_fills_in_what_the_transport_does_not_report
     reason: the disconnected event still says the code and reason the instance sent."""
     from tests.integration.test_gateway_core import FakeSocket, running_core
     from wsctl.gateway.drain import DRAIN_CLOSE_REASON
-    from wsctl.protocol import Envelope, Op
+    from wsctl.protocol.envelopes import Envelope, Op
 
     async with running_core(single.env, name="gw-t") as core:
         sock = FakeSocket()
@@ -166,7 +166,7 @@ async def test_malformed_and_hostile_entries_are_listed_escaped_never_crash(
 
 async def test_an_instance_stream_stays_capped(single: Backend) -> None:
     from wsctl.ops.events import record_events
-    from wsctl.redis_factory import connect, target_from_settings
+    from wsctl.redis.factory import connect, target_from_settings
 
     settings = single.settings()
     keys = Keyspace()
@@ -273,7 +273,7 @@ async def test_the_clis_own_writes_are_events_with_their_backup_paths(backend: B
 
 
 async def test_messages_that_cannot_be_delivered_leave_forward_failed(backend: Backend) -> None:
-    from wsctl.protocol_batch import Batch, Item, encode_batch
+    from wsctl.protocol.batch import Batch, Item, encode_batch
 
     async with running_fleet(backend.env, names=("gw-a", "gw-b")) as fleet:
         res = await ainvoke(["send", "nobody", "hello", "--via", "gw-a"], backend.env)

@@ -299,7 +299,7 @@ async def test_both_adapters_refuse_handshakes_alike(single: Backend) -> None:
     from starlette.applications import Starlette
 
     from wsctl.gateway.asgi import Fleet
-    from wsctl.redis_target import Target
+    from wsctl.redis.target import Target
 
     fleet = Fleet(Target("tcp"), instance_id="fa-refuse", auth_secret="s3cret")
     app = Starlette(routes=fleet.routes("/ws/{robot_id:path}"))

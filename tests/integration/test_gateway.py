@@ -21,7 +21,7 @@ from tests.seedlike import seed_store_connection
 from wsctl.errors import UsageError
 from wsctl.gateway.identity import instance_id_for, robot_token
 from wsctl.gateway.server import Gateway, GatewayConfig
-from wsctl.redis_target import Target
+from wsctl.redis.target import Target
 
 
 async def test_connect_registers_and_disconnect_removes_entry(backend: Backend) -> None:
@@ -320,13 +320,13 @@ async def test_a_message_that_is_not_utf8_is_rejected_and_the_robot_stays_connec
     error as a dead socket, drop the robot and delete its entry. Whoever publishes such an
     envelope (an older CLI, another language's gateway), directly or through a forwarding
     instance, gets ``rejected`` with the reason; the robot keeps its socket and its entry."""
-    from wsctl import protocol
     from wsctl.ops.send import send_message
+    from wsctl.protocol import envelopes as protocol
     from wsctl.registry.keys import Keyspace
 
     # as a peer in another language would write them: JSON \\uXXXX escapes, ASCII on the wire
     monkeypatch.setattr(
-        "wsctl.control_rpc.encode", lambda obj: json.dumps(json.loads(protocol.encode(obj)))
+        "wsctl.protocol.rpc.encode", lambda obj: json.dumps(json.loads(protocol.encode(obj)))
     )
     async with running_fleet(backend.env) as fleet, open_test_store(backend) as store:
         async with connect(f"{fleet['gw-b'].ws_url}/ws/robot-6") as robot:

@@ -18,8 +18,8 @@ from tests.fleet import wait_for
 from wsctl.config import load_settings
 from wsctl.gateway import core as core_module
 from wsctl.gateway.core import CoreConfig, FleetCore, SendOutcome
-from wsctl.protocol import ROBOT_PING, ROBOT_PING_UNSUPPORTED, Envelope, Op, Status
-from wsctl.redis_factory import target_from_settings
+from wsctl.protocol.envelopes import ROBOT_PING, ROBOT_PING_UNSUPPORTED, Envelope, Op, Status
+from wsctl.redis.factory import target_from_settings
 
 
 class FakeSocket:
@@ -355,7 +355,7 @@ async def test_a_dead_local_socket_is_dropped_and_its_entry_removed(single: Back
 
 
 async def _ask(core: FleetCore, store: Any, envelope: Envelope) -> Any:
-    from wsctl.control_rpc import request
+    from wsctl.protocol.rpc import request
 
     return await request(store.client, store.keys, core.instance_id, envelope, 5.0)
 
@@ -565,7 +565,7 @@ async def test_send_many_from_the_core_gives_every_robot_an_outcome_even_when_re
     """The app's ``send_many`` never raises for Redis: with Redis killed, every robot asked
     for is ``not_tried`` and the summary says aborted; before that, local robots are
     delivered through the fan-out (one batch to this instance's own control channel)."""
-    from wsctl.fanout import FanOutcome
+    from wsctl.protocol.fanout import FanOutcome
     from wsctl.sandbox import RedisServer
 
     with RedisServer() as server:

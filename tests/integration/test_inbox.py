@@ -13,10 +13,10 @@ import redis
 from tests.conftest import Backend, open_test_store
 from tests.fleet import running_fleet, wait_for
 from tests.redis_counts import RedisCounts, primary_ports
-from wsctl.control_rpc import Unreachable, gather_requests, inbox_for, request
-from wsctl.protocol import Envelope, Op, Status
-from wsctl.redis_factory import connect
-from wsctl.redis_target import Target
+from wsctl.protocol.envelopes import Envelope, Op, Status
+from wsctl.protocol.rpc import Unreachable, gather_requests, inbox_for, request
+from wsctl.redis.factory import connect
+from wsctl.redis.target import Target
 from wsctl.registry.keys import Keyspace
 from wsctl.sandbox import RedisServer
 
@@ -99,7 +99,7 @@ async def test_the_inbox_is_back_within_a_second_after_redis_is_killed_and_resta
 
 async def _echo_one(client: Any, pubsub: Any) -> None:
     """Answer the first ping on ``pubsub`` with a pong, as an instance would."""
-    from wsctl.protocol import decode_envelope, encode, reply_to
+    from wsctl.protocol.envelopes import decode_envelope, encode, reply_to
 
     for _ in range(100):
         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)

@@ -28,7 +28,8 @@ from tests.fastapi_fleet import fastapi_gateways
 from tests.fleet import running_fleet, wait_for
 from wsctl.ops.fanout import WINDOW_BYTES, FanOutcome, FanoutOptions, chunks_of, fan_out
 from wsctl.ops.send import send_message
-from wsctl.protocol import (
+from wsctl.protocol.batch import Batch, BatchReply, Item, decode_any_reply, encode_batch
+from wsctl.protocol.envelopes import (
     MAX_MESSAGE_BYTES,
     MAX_PUBLISH_BYTES,
     Envelope,
@@ -37,7 +38,6 @@ from wsctl.protocol import (
     decode_reply,
     encode,
 )
-from wsctl.protocol_batch import Batch, BatchReply, Item, decode_any_reply, encode_batch
 from wsctl.registry.keys import Keyspace
 from wsctl.sandbox import GatewayProcess, RedisServer, free_port
 

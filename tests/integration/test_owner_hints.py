@@ -17,9 +17,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from tests.conftest import Backend, open_test_store
 from tests.fleet import wait_for
 from tests.robot_clients import frames
-from wsctl.protocol import Envelope, Op, Reply, Status, encode
-from wsctl.protocol_batch import Batch, BatchReply, Item, decode_any_reply, encode_batch
-from wsctl.redis_pubsub import make_pubsub
+from wsctl.protocol.batch import Batch, BatchReply, Item, decode_any_reply, encode_batch
+from wsctl.protocol.envelopes import Envelope, Op, Reply, Status, encode
+from wsctl.redis.pubsub import make_pubsub
 from wsctl.registry.model import Registration, utcnow
 from wsctl.sandbox import GatewayProcess
 

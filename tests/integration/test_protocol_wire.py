@@ -21,9 +21,8 @@ from tests.conftest import Backend, open_test_store
 from tests.fastapi_fleet import fastapi_gateways
 from tests.fleet import running_fleet, wait_for
 from tests.seedlike import seed_store_connection
-from wsctl.control_rpc import request
 from wsctl.ops.send import send_message
-from wsctl.protocol import (
+from wsctl.protocol.envelopes import (
     ROBOT_PING,
     ROBOT_PING_UNSUPPORTED,
     CloseCode,
@@ -32,6 +31,7 @@ from wsctl.protocol import (
     Status,
     encode,
 )
+from wsctl.protocol.rpc import request
 
 SCHEMA = json.loads(
     (Path(__file__).parents[2] / "docs" / "envelope.schema.json").read_text(encoding="utf-8")

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import Backend, open_test_store
 from tests.redis_counts import RedisCounts
-from wsctl.redis_pubsub import Audience, make_pubsub, publish, publish_many, subscription
+from wsctl.redis.pubsub import Audience, make_pubsub, publish, publish_many, subscription
 
 pytestmark = pytest.mark.cluster
 

@@ -227,7 +227,7 @@ async def test_dead_instances_reaps_fresh_entries_of_gone_instances_only(backend
     of an instance with no liveness record, or an instance whose record expired. A seed-style
     entry (no conn_id) of an instance without a record may belong to a live original-design
     gateway: kept."""
-    from wsctl.instances import InstanceRecord, write_record
+    from wsctl.registry.instances import InstanceRecord, write_record
 
     async with (
         running_fleet(backend.env, names=("gw-live",)) as fleet,

@@ -20,7 +20,7 @@ import redis
 
 from tests.conftest import invoke
 from tests.faults import fill, frozen
-from wsctl.redis_factory import RETRIES
+from wsctl.redis.factory import RETRIES
 from wsctl.sandbox import RedisClusterProcesses, RedisServer
 
 TIMEOUT = 1.0  # --request-timeout used by these tests

@@ -18,10 +18,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tests.conftest import Backend, open_test_store
 from tests.faults import fill, frozen
-from wsctl import redis_internals
-from wsctl.redis_factory import make_client
-from wsctl.redis_internals import bulk_execute, bulk_path_counts
-from wsctl.redis_target import Target
+from wsctl.redis import internals as redis_internals
+from wsctl.redis.factory import make_client
+from wsctl.redis.internals import bulk_execute, bulk_path_counts
+from wsctl.redis.target import Target
 from wsctl.sandbox import RedisServer
 
 

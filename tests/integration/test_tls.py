@@ -80,8 +80,8 @@ async def test_simulate_through_gateways_on_tls_redis(tls: TlsSingle) -> None:
 async def test_bulk_read_fast_path_runs_on_tls_connections(tls: TlsSingle) -> None:
     """The raw pipelined reader needs a plain asyncio stream under the connection; a TLS
     connection has one too, so bulk reads keep their fast path over TLS."""
-    from wsctl.redis_factory import connect, target_from_settings
-    from wsctl.redis_internals import bulk_execute
+    from wsctl.redis.factory import connect, target_from_settings
+    from wsctl.redis.internals import bulk_execute
 
     target = target_from_settings(load_settings(env=tls.env()))
     async with connect(target) as client:
@@ -203,7 +203,7 @@ async def test_embedded_fleet_core_logs_which_tls_failure_it_met(
 ) -> None:
     """A gateway embedding the fleet core (no exit code to give) logs the same TLS reason."""
     from wsctl.gateway.server import Gateway, GatewayConfig
-    from wsctl.redis_factory import target_from_settings
+    from wsctl.redis.factory import target_from_settings
 
     env = {"WSCTL_REDIS_URL": f"rediss://localhost:{tls.untrusted_port}/0"}
     env["WSCTL_TLS_CA_CERT"] = str(tls.pki.ca)  # type: ignore[attr-defined]
@@ -247,8 +247,8 @@ def test_a_reset_that_lost_the_alert_is_explained_by_a_probe(
     handshake gets the alert and says which."""
     from redis.exceptions import ConnectionError
 
-    from wsctl.redis_errors import tls_problem
-    from wsctl.redis_factory import target_from_settings
+    from wsctl.redis.errors import tls_problem
+    from wsctl.redis.factory import target_from_settings
 
     pki = tls.pki
     extra = (
@@ -270,7 +270,7 @@ def test_a_reset_that_lost_the_alert_is_explained_by_a_probe(
 
 
 def _mtls_target(tls: TlsSingle, port: int, client_cert: bool):  # type: ignore[no-untyped-def]
-    from wsctl.redis_factory import target_from_settings
+    from wsctl.redis.factory import target_from_settings
 
     pki = tls.pki
     extra = (
@@ -302,7 +302,7 @@ def test_every_way_a_refused_client_certificate_closes_the_connection_is_probed(
 ) -> None:
     from redis.exceptions import ConnectionError
 
-    from wsctl.redis_errors import tls_problem
+    from wsctl.redis.errors import tls_problem
 
     target = _mtls_target(tls, tls.mtls_port, client_cert)
     line = tls_problem(target, ConnectionError(text)) or ""
@@ -317,7 +317,7 @@ def test_a_refusal_sent_late_is_still_found_by_the_probe(tls: TlsSingle, client_
     handshake gets the refusal inside the handshake itself."""
     from redis.exceptions import ConnectionError
 
-    from wsctl.redis_errors import tls_problem
+    from wsctl.redis.errors import tls_problem
 
     target = _mtls_target(tls, tls.slow_mtls_port, client_cert)
     line = tls_problem(target, ConnectionError("Connection closed by server.")) or ""

@@ -17,7 +17,7 @@ from tests.faults import fill, frozen
 from tests.fleet import running_fleet, wait_for
 from tests.redis_counts import RedisCounts, primary_ports
 from tests.robot_clients import registered, robots
-from wsctl.instances import InstanceRecord, write_record
+from wsctl.registry.instances import InstanceRecord, write_record
 from wsctl.registry.keys import Keyspace
 
 ONCE = ["top", "--once", "--interval", "1", "--timeout", "5"]
@@ -202,8 +202,8 @@ async def test_a_frozen_redis_is_said_within_the_request_timeout_and_recovered_f
 ) -> None:
     from wsctl.config import load_settings
     from wsctl.ops.top_collector import Collector, redis_problem
-    from wsctl.redis_factory import connect as redis_connect
-    from wsctl.redis_factory import target_from_settings
+    from wsctl.redis.factory import connect as redis_connect
+    from wsctl.redis.factory import target_from_settings
 
     assert single.single is not None
     target = target_from_settings(load_settings(env=single.env))

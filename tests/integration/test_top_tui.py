@@ -25,7 +25,7 @@ pytest.importorskip("textual")
 from textual.widgets import DataTable, Static
 
 from wsctl.cli.tui.app import TopApp
-from wsctl.instances import InstanceRecord, write_record
+from wsctl.registry.instances import InstanceRecord, write_record
 
 
 @contextlib.asynccontextmanager
@@ -35,7 +35,7 @@ async def top_app(
     """The app on its own client (as `wsctl top` makes it: no retries), not yet running."""
     from wsctl.config import load_settings
     from wsctl.ops.top_collector import Collector, redis_problem
-    from wsctl.redis_factory import connect, target_from_settings
+    from wsctl.redis.factory import connect, target_from_settings
     from wsctl.registry.keys import Keyspace
 
     target = target_from_settings(load_settings(env=backend.env))

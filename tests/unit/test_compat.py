@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wsctl.instances import Liveness
 from wsctl.ops.compat import Participation, classify, explain, writes_conn_id
+from wsctl.registry.instances import Liveness
 from wsctl.registry.model import entry_from_hash
 
 

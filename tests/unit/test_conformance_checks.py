@@ -28,7 +28,7 @@ from wsctl.conformance.checks import (
 )
 from wsctl.conformance.probes import PROBES
 from wsctl.errors import UsageError
-from wsctl.protocol import Envelope, Hop, Op, Reply, Status
+from wsctl.protocol.envelopes import Envelope, Hop, Op, Reply, Status
 
 NOW = datetime(2026, 11, 27, 10, 0, 0, tzinfo=UTC)
 

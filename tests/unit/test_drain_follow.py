@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from wsctl.instances import InstanceRecord
 from wsctl.ops.drain import DrainReport, Gone, InstanceWatch, Place, place_of
+from wsctl.registry.instances import InstanceRecord
 
 RECORD = InstanceRecord("gw-a", pid=100, started_at="2026-01-01T00:00:00Z", draining=True)
 

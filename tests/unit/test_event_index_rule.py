@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wsctl.events import index_entry_stale
+from wsctl.eventlog.model import index_entry_stale
 
 NOW = 1_800_000_000.0
 WEEK = 7 * 86400.0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from wsctl.gateway.batching import OwnerCache, route_items
 from wsctl.gateway.routing import LocalSocket
-from wsctl.protocol import Status
-from wsctl.protocol_batch import Item
+from wsctl.protocol.batch import Item
+from wsctl.protocol.envelopes import Status
 
 
 def _items(*robots: str) -> list[Item]:

@@ -7,7 +7,7 @@ import socket
 from wsctl.gateway.identity import robot_token, token_ok
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
 from wsctl.gateway.server import Gateway, GatewayConfig
-from wsctl.redis_target import Target
+from wsctl.redis.target import Target
 
 
 def test_tokens_are_per_robot_and_per_secret() -> None:
@@ -44,7 +44,7 @@ def test_the_request_timeout_reaches_the_core_of_both_adapters() -> None:
     """``--request-timeout`` / ``WSCTL_SOCKET_TIMEOUT`` bounds the gateways' Redis calls too."""
     from wsctl.gateway.asgi import Fleet
     from wsctl.gateway.server import Gateway, GatewayConfig
-    from wsctl.redis_target import Target
+    from wsctl.redis.target import Target
 
     gw = Gateway(GatewayConfig(instance_id="gw-t", socket_timeout=1.5), Target("tcp"))
     assert gw.core.config.socket_timeout == 1.5

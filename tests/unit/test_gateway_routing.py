@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wsctl.gateway.routing import LocalSocket, Route, decide
-from wsctl.protocol import MAX_HOPS, Status
+from wsctl.protocol.envelopes import MAX_HOPS, Status
 
 
 def test_an_open_local_socket_is_used_whatever_the_registry_says() -> None:

@@ -200,7 +200,7 @@ HOSTILE_TIMES = [
     "zone", [None, UTC, ZoneInfo("Pacific/Kiritimati"), ZoneInfo("Etc/GMT+12")]
 )
 def test_hostile_timestamps_make_a_malformed_entry_never_an_exception(raw: str, zone) -> None:  # type: ignore[no-untyped-def]
-    from wsctl.views import connection_row
+    from wsctl.ops.views import connection_row
 
     for name in ("last_heartbeat", "connected_at"):
         fields = seed_fields("2026-11-27T11:59:59+00:00", **{name: raw})
@@ -215,7 +215,7 @@ def test_hostile_timestamps_make_a_malformed_entry_never_an_exception(raw: str, 
 
 @given(st.dictionaries(st.sampled_from(list(seed_fields("x"))) | st.text(), st.text()))
 def test_any_value_of_any_field_is_survivable(fields: dict[str, str]) -> None:
-    from wsctl.views import connection_row
+    from wsctl.ops.views import connection_row
 
     row = connection_row(entry_from_hash("r1", fields), NOW, 90)
     assert row["state"] in ("online", "stale", "malformed")

@@ -84,7 +84,7 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 def test_the_graph_sees_function_local_and_type_checking_imports() -> None:
     graph = import_graph()
     # cli.common imports the factory only inside functions (for --help speed)
-    assert "wsctl.redis_factory" in graph["wsctl.cli.common"]
+    assert "wsctl.redis.factory" in graph["wsctl.cli.common"]
     assert "wsctl.cli.config_cmd" in graph["wsctl.cli.main"]
 
 
@@ -95,7 +95,7 @@ def test_the_module_graph_has_no_cycles() -> None:
 
 def test_leaf_modules_import_nothing_from_wsctl_but_errors() -> None:
     graph = import_graph()
-    for leaf in ("wsctl.redis_target", "wsctl.errors", "wsctl.timezones"):
+    for leaf in ("wsctl.redis.target", "wsctl.errors", "wsctl.timezones"):
         assert graph[leaf] <= {"wsctl.errors"}, (leaf, graph[leaf])
 
 
@@ -110,7 +110,7 @@ def test_config_depends_on_no_registry_or_client_code() -> None:
     assert reachable <= {
         "wsctl.durations",
         "wsctl.errors",
-        "wsctl.redis_target",
+        "wsctl.redis.target",
         "wsctl.timezones",
     }, reachable
 

@@ -3,7 +3,7 @@ the robot's newest events (newest first), given `now`."""
 
 from __future__ import annotations
 
-from wsctl.events import StoredEvent
+from wsctl.eventlog.model import StoredEvent
 from wsctl.ops.send import MOVING_FOR, moving_since
 
 NOW = 1_700_000_000.0

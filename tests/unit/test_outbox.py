@@ -12,8 +12,8 @@ from typing import Any
 from wsctl.gateway.batch_router import Routed
 from wsctl.gateway.outbox import Outbox
 from wsctl.gateway.outcomes import SendOutcome
-from wsctl.protocol import Hop
-from wsctl.protocol_batch import Batch, BatchReply
+from wsctl.protocol.batch import Batch, BatchReply
+from wsctl.protocol.envelopes import Hop
 
 
 class FakeInbox:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from wsctl.protocol import (
+from wsctl.protocol.envelopes import (
     Envelope,
     Hop,
     Op,
@@ -63,7 +63,7 @@ def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
 def test_encode_carries_every_field_of_envelopes_and_replies() -> None:
     from dataclasses import fields
 
-    from wsctl.protocol import Reply
+    from wsctl.protocol.envelopes import Reply
 
     env = Envelope(op=Op.PING)
     assert set(json.loads(encode(env))) == {f.name for f in fields(Envelope)}
@@ -77,7 +77,7 @@ def test_reply_with_a_non_numeric_time_is_a_protocol_error() -> None:
 
 
 def test_message_problem_names_text_a_websocket_cannot_carry() -> None:
-    from wsctl.protocol import message_problem
+    from wsctl.protocol.envelopes import message_problem
 
     assert message_problem("café ☃", 100) is None
     assert message_problem("caf\udce9", 100) == "message is not valid UTF-8 text"

@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from wsctl.protocol import Envelope, Op, ProtocolError, Reply, Status, encode, reply_to
-from wsctl.protocol_batch import (
+from wsctl.protocol.batch import (
     MAX_ITEMS,
     Batch,
     BatchReply,
@@ -21,6 +20,7 @@ from wsctl.protocol_batch import (
     encode_owner_hint,
     split,
 )
+from wsctl.protocol.envelopes import Envelope, Op, ProtocolError, Reply, Status, encode, reply_to
 
 
 def test_a_batch_round_trips_with_shared_and_own_messages() -> None:
@@ -118,7 +118,7 @@ def test_the_reply_decoder_refuses_bad_batch_replies(payload: str) -> None:
 
 
 def test_items_for_a_version_1_owner_become_single_envelopes_keyed_back_to_the_item() -> None:
-    from wsctl.protocol_batch import item_key, singles
+    from wsctl.protocol.batch import item_key, singles
 
     batch = Batch(
         items=(Item("0", "r1"), Item("1", "r2", "own")), message="shared", reply_to="c"

@@ -16,8 +16,23 @@ from unittest.mock import ANY
 import jsonschema
 import pytest
 
-from wsctl.events import Event, EventName
-from wsctl.protocol import (
+from wsctl.eventlog.model import Event, EventName
+from wsctl.protocol.batch import (
+    BATCH_VERSION,
+    ITEM_STATUSES,
+    MAX_ITEMS,
+    Batch,
+    BatchReply,
+    Item,
+    Outcome,
+    OwnerHint,
+    decode_any_reply,
+    decode_control,
+    encode_batch,
+    encode_batch_reply,
+    encode_owner_hint,
+)
+from wsctl.protocol.envelopes import (
     MAX_HOPS,
     ROBOT_PING,
     ROBOT_PING_UNSUPPORTED,
@@ -32,21 +47,6 @@ from wsctl.protocol import (
     encode,
     message_problem,
     reply_to,
-)
-from wsctl.protocol_batch import (
-    BATCH_VERSION,
-    ITEM_STATUSES,
-    MAX_ITEMS,
-    Batch,
-    BatchReply,
-    Item,
-    Outcome,
-    OwnerHint,
-    decode_any_reply,
-    decode_control,
-    encode_batch,
-    encode_batch_reply,
-    encode_owner_hint,
 )
 from wsctl.registry import store
 from wsctl.registry.keys import CLI_WRITER, Keyspace

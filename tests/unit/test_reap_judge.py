@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from wsctl.instances import Liveness
 from wsctl.ops.reap import ReapOptions, Reason, judge, owner_known_dead
+from wsctl.registry.instances import Liveness
 from wsctl.registry.model import entry_from_hash, format_ts, wrong_type_entry
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

@@ -16,8 +16,8 @@ from tests.seedlike import seed_hash
 from wsctl.cli import ops_cmd
 from wsctl.errors import RedisUnavailable
 from wsctl.ops.reap import ReapLoop, ReapOptions
-from wsctl.redis_errors import translate_errors
-from wsctl.redis_target import Target
+from wsctl.redis.errors import translate_errors
+from wsctl.redis.target import Target
 from wsctl.registry.model import Entry
 from wsctl.registry.store import DeleteOutcome, RegistryStore
 

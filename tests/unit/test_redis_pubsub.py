@@ -8,7 +8,7 @@ import asyncio
 
 import fakeredis
 
-from wsctl.redis_pubsub import subscribe, subscriber_count, subscription
+from wsctl.redis.pubsub import subscribe, subscriber_count, subscription
 
 
 async def test_subscribe_returns_a_subscribed_pubsub() -> None:

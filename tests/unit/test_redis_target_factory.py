@@ -6,10 +6,10 @@ import pytest
 
 from wsctl.config import Settings, load_settings
 from wsctl.errors import ConfigError
-from wsctl.redis_factory import target_from_settings
-from wsctl.redis_internals import pack_commands
-from wsctl.redis_pubsub import _numsub_value
-from wsctl.redis_target import redact_url
+from wsctl.redis.factory import target_from_settings
+from wsctl.redis.internals import pack_commands
+from wsctl.redis.pubsub import _numsub_value
+from wsctl.redis.target import redact_url
 
 
 def test_redact_url_never_shows_the_user_part() -> None:
@@ -146,7 +146,7 @@ def _tls_target(env: dict[str, str], flags: dict[str, object] | None = None):  #
 
 
 def test_rediss_url_and_tls_setting_both_give_tls_options() -> None:
-    from wsctl.redis_target import TlsOptions
+    from wsctl.redis.target import TlsOptions
 
     assert _tls_target({"REDIS_URL": "rediss://h:1/0"}).tls == TlsOptions()
     target = _tls_target({"REDIS_HOST": "h", "WSCTL_REDIS_TLS": "true"})
@@ -203,7 +203,7 @@ def test_inconsistent_tls_settings_are_config_errors(env: dict[str, str], needle
 def test_tls_kwargs_are_the_same_for_single_node_and_cluster(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import trustme
 
-    from wsctl.redis_factory import make_client, tls_kwargs
+    from wsctl.redis.factory import make_client, tls_kwargs
 
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
@@ -230,7 +230,7 @@ def test_tls_kwargs_are_the_same_for_single_node_and_cluster(tmp_path) -> None: 
 
 
 def test_insecure_turns_every_check_off_and_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    from wsctl.redis_factory import insecure_warning, make_client, tls_kwargs
+    from wsctl.redis.factory import insecure_warning, make_client, tls_kwargs
 
     target = _tls_target({"REDIS_URL": "rediss://h:1/0", "WSCTL_TLS_INSECURE": "1"})
     kwargs = tls_kwargs(target.tls)
@@ -246,8 +246,8 @@ def test_encrypted_client_key_is_refused_without_a_prompt(tmp_path) -> None:  # 
     import trustme
     from cryptography.hazmat.primitives import serialization
 
-    from wsctl.redis_factory import tls_kwargs
-    from wsctl.redis_target import TlsOptions
+    from wsctl.redis.factory import tls_kwargs
+    from wsctl.redis.target import TlsOptions
 
     issued = trustme.CA().issue_cert("client")
     key = serialization.load_pem_private_key(issued.private_key_pem.bytes(), None)
@@ -268,8 +268,8 @@ def test_tls_failures_are_told_apart_from_the_error_alone() -> None:
 
     from redis.exceptions import ConnectionError
 
-    from wsctl.redis_errors import tls_problem
-    from wsctl.redis_target import Target, TlsOptions
+    from wsctl.redis.errors import tls_problem
+    from wsctl.redis.target import Target, TlsOptions
 
     tls = Target("tcp", host="r.example", port=6380, tls=TlsOptions())
     mtls = Target("tcp", host="r.example", port=6380, tls=TlsOptions(cert="/c.pem"))
@@ -299,7 +299,7 @@ def test_tls_failures_are_told_apart_from_the_error_alone() -> None:
     assert "does not speak TLS" in (tls_problem(tls, plain, probe=False) or "")
     assert tls_problem(tls, failure("Connection refused"), probe=False) is None
     from wsctl.errors import TlsError
-    from wsctl.redis_errors import describe_error
+    from wsctl.redis.errors import describe_error
 
     assert isinstance(describe_error(tls, plain, probe=False), TlsError)
     assert not isinstance(describe_error(tls, failure("refused"), probe=False), TlsError)

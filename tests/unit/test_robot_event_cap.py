@@ -1,4 +1,4 @@
-"""Which robots of a bulk CLI run get their own event (wsctl.events: ``--robot-events`` and
+"""Which robots of a bulk CLI run get their own event (wsctl.eventlog.model: ``--robot-events`` and
 :class:`RobotEventCap`); pure, no Redis."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from wsctl.errors import UsageError
-from wsctl.events import RobotEventCap, parse_robot_events
+from wsctl.eventlog.model import RobotEventCap, parse_robot_events
 
 
 def test_robot_events_takes_a_count_all_or_none() -> None:

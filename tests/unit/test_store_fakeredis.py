@@ -6,7 +6,7 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from wsctl.instances import InstanceRecord, write_record
+from wsctl.registry.instances import InstanceRecord, write_record
 from wsctl.registry.model import Registration, utcnow
 from wsctl.registry.store import DeleteOutcome, RegistryStore, TouchOutcome
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from wsctl.instances import InstanceRecord
 from wsctl.ops.summary import instance_rows, tally
+from wsctl.registry.instances import InstanceRecord
 from wsctl.registry.model import entry_from_hash, format_ts, wrong_type_entry
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

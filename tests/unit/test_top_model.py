@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from wsctl.instances import InstanceRecord, Liveness
 from wsctl.ops.histogram import Histogram
 from wsctl.ops.summary import InstanceTally
 from wsctl.ops.top import (
@@ -22,6 +21,7 @@ from wsctl.ops.top import (
     record_skew,
     registry_summary,
 )
+from wsctl.registry.instances import InstanceRecord, Liveness
 from wsctl.registry.model import entry_from_hash, format_ts
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from wsctl.cli.topview import event_cells, registry_lines
-from wsctl.instances import InstanceRecord
 from wsctl.ops.summary import InstanceTally
 from wsctl.ops.top import (
     AlertKind,
@@ -20,6 +19,7 @@ from wsctl.ops.top import (
     instance_rows,
     registry_summary,
 )
+from wsctl.registry.instances import InstanceRecord
 from wsctl.registry.model import entry_from_hash, format_ts
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

@@ -20,7 +20,7 @@ from wsctl.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from wsctl.config import Settings
-    from wsctl.redis_target import AsyncClient, Target
+    from wsctl.redis.target import AsyncClient, Target
     from wsctl.registry.store import RegistryStore
 
 __all__ = [
@@ -51,7 +51,7 @@ OUTPUT_HELP = "Output format: table, wide, json, jsonl or csv."
 ReportOutput = Annotated[str, typer.Option("-o", "--output", help="table or json.")]
 
 # Bulk commands (reap, registry import/restore): which robots get their own event
-# (wsctl.events.parse_robot_events reads it).
+# (wsctl.eventlog.model.parse_robot_events reads it).
 RobotEventsOpt = Annotated[
     str,
     typer.Option(
@@ -175,7 +175,7 @@ def check_output(fmt: str) -> str:
 
 def resolve_target(settings: Settings) -> Target:
     """The Redis to use; with nothing configured, the running ``wsctl sandbox`` if any."""
-    from wsctl.redis_factory import target_from_settings
+    from wsctl.redis.factory import target_from_settings
 
     if settings.embedded:
         from wsctl.sandbox import running_sandbox
@@ -218,7 +218,7 @@ def _show_redis_warnings() -> None:
 async def open_client(settings: Settings) -> AsyncIterator[AsyncClient]:
     """A Redis client on the configured target for the ``async with`` body, closed after;
     connection errors become RedisUnavailable (exit 3)."""
-    from wsctl.redis_factory import connect
+    from wsctl.redis.factory import connect
 
     async with connect(resolve_target(settings), socket_timeout=settings.socket_timeout) as client:
         yield client

@@ -52,7 +52,7 @@ def show(
 
 def _target(settings: object) -> str:
     from wsctl.config import Settings
-    from wsctl.redis_factory import target_from_settings
+    from wsctl.redis.factory import target_from_settings
 
     assert isinstance(settings, Settings)
     return target_from_settings(settings).describe()

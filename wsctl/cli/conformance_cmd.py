@@ -21,7 +21,7 @@ from wsctl.cli.common import (
     state,
 )
 from wsctl.errors import EXIT_INTERRUPTED, EXIT_NEGATIVE, UsageError, WsctlError
-from wsctl.protocol import MAX_MESSAGE_BYTES
+from wsctl.protocol.envelopes import MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
     from wsctl.conformance.checks import CheckResult, ConformanceOptions, ConformanceReport

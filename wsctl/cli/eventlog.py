@@ -11,7 +11,7 @@ from wsctl.cli.common import err
 from wsctl.cli.output import Column
 
 if TYPE_CHECKING:
-    from wsctl.events import StoredEvent
+    from wsctl.eventlog.model import StoredEvent
 
 __all__ = [
     "RECENT",
@@ -58,7 +58,7 @@ def _at(value: Any) -> str:
 
 
 def _detail(value: Any) -> str:
-    from wsctl.events import detail_text
+    from wsctl.eventlog.model import detail_text
 
     return detail_text(value) if isinstance(value, dict) and value else "-"
 
@@ -158,7 +158,7 @@ async def finish_recording(recorder: Any) -> Any:
 
 
 def note_robot_event_cap(cap: Any) -> None:
-    """One line on stderr when a :class:`wsctl.events.RobotEventCap` count left robots of the
+    """One line on stderr when a :class:`wsctl.eventlog.model.RobotEventCap` count left robots of the
     run without their own event (nothing for ``all``, ``none`` or a run within the count)."""
     line = cap.note()
     if line:
@@ -180,7 +180,7 @@ async def prune_event_index(client: Any, keys: Any) -> int:
     returns how many. A failure is a warning on stderr: the reap it follows still stands."""
     import asyncio
 
-    from wsctl.event_index import prune_index
+    from wsctl.eventlog.index import prune_index
 
     try:
         outcome = await prune_index(client, keys)

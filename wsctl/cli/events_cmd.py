@@ -24,7 +24,7 @@ from wsctl.shell import quoted
 
 if TYPE_CHECKING:
     from wsctl.config import Settings
-    from wsctl.events import StoredEvent
+    from wsctl.eventlog.model import StoredEvent
     from wsctl.ops.events import EventFilter
 
 __all__ = ["events", "history"]
@@ -93,7 +93,7 @@ def events(
 
     Example: wsctl events --since 10m --robot 'robot-1*' --event disconnected -o jsonl
     """
-    from wsctl.events import EventName
+    from wsctl.eventlog.model import EventName
     from wsctl.ops.events import EventFilter, parse_since
 
     fmt = check_output(output)

@@ -109,7 +109,7 @@ def gateway(
     """
     import logging
 
-    from wsctl.events import EventLimits
+    from wsctl.eventlog.model import EventLimits
     from wsctl.gateway.server import Gateway, GatewayConfig
     from wsctl.registry.keys import validate_id
 
@@ -153,7 +153,7 @@ async def _check_tls(target: Any, socket_timeout: float) -> None:
     so the gateway exits 3 with it. Any other failure (Redis down) leaves the gateway to start
     and retry, as it does without TLS."""
     from wsctl.errors import RedisUnavailable, TlsError
-    from wsctl.redis_factory import connect
+    from wsctl.redis.factory import connect
 
     if target.tls is None:
         return
@@ -373,7 +373,7 @@ def _message_text(message: str | None, file: Path | None) -> str:
     cannot carry anything else, and a gateway must never get bytes it cannot send) and at
     most 1 MiB, the largest message a gateway accepts: a file or stdin is read up to one byte
     more than that and no further, so ``--file /dev/zero`` fails at once in bounded memory."""
-    from wsctl.protocol import MAX_MESSAGE_BYTES
+    from wsctl.protocol.envelopes import MAX_MESSAGE_BYTES
 
     if file is not None and message is not None:
         raise UsageError("give MESSAGE or --file, not both")
@@ -399,7 +399,7 @@ def _message_text(message: str | None, file: Path | None) -> str:
 def _within_limit(data: bytes | str, source: str) -> bytes | str:
     """``data`` if it is at most the largest message a gateway accepts, else a usage error."""
     from wsctl.cli.output import printable
-    from wsctl.protocol import MAX_MESSAGE_BYTES, format_bytes, utf8_size
+    from wsctl.protocol.envelopes import MAX_MESSAGE_BYTES, format_bytes, utf8_size
 
     size = len(data) if isinstance(data, bytes) else utf8_size(data)
     if size > MAX_MESSAGE_BYTES:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from wsctl.errors import UsageError
-from wsctl.protocol import format_bytes
+from wsctl.protocol.envelopes import format_bytes
 
 __all__ = ["ID_LINE_LIMIT", "RECORD_LINE_LIMIT", "TwoPassInput", "bounded_lines"]
 

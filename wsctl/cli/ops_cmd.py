@@ -25,7 +25,7 @@ from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
 from wsctl.cli.output import Column, print_cluster, printable
 from wsctl.durations import counted
 from wsctl.errors import UsageError, WsctlError
-from wsctl.events import DEFAULT_ROBOT_EVENTS, parse_robot_events
+from wsctl.eventlog.model import DEFAULT_ROBOT_EVENTS, parse_robot_events
 from wsctl.shell import quote as shell_quote
 
 if TYPE_CHECKING:
@@ -188,7 +188,7 @@ class _PassEvents:
     def __init__(
         self, store: Any, backup_of: Callable[[], Path | None], robot_event_limit: int | None
     ) -> None:
-        from wsctl.events import RobotEventCap
+        from wsctl.eventlog.model import RobotEventCap
         from wsctl.ops.events import EventRecorder
 
         self.store = store
@@ -221,7 +221,7 @@ class _PassEvents:
             note_robot_event_cap,
             prune_event_index,
         )
-        from wsctl.events import RobotEventCap
+        from wsctl.eventlog.model import RobotEventCap
         from wsctl.ops.events import EventRecorder, reap_summary_events
 
         if report.dry_run:

@@ -367,10 +367,10 @@ def show(
 
 
 async def _show(settings: Settings, robot_id: str) -> dict[str, Any]:
-    from wsctl import instances as inst
     from wsctl.cli.eventlog import recent_rows, row_line
+    from wsctl.ops.views import connection_row
+    from wsctl.registry import instances as inst
     from wsctl.registry.model import utcnow
-    from wsctl.views import connection_row
 
     async with open_store(settings) as store:
         entry = await store.get(robot_id)

@@ -25,7 +25,7 @@ from wsctl.cli.common import (
 from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
 from wsctl.cli.output import Column
 from wsctl.errors import EXIT_NEGATIVE, NotFound, UsageError
-from wsctl.events import DEFAULT_ROBOT_EVENTS
+from wsctl.eventlog.model import DEFAULT_ROBOT_EVENTS
 from wsctl.shell import quote as shell_quote
 from wsctl.shell import quoted
 
@@ -449,7 +449,7 @@ def _import_command(
     restoring: bool,
     robot_events: str,
 ) -> None:
-    from wsctl.events import parse_robot_events
+    from wsctl.eventlog.model import parse_robot_events
     from wsctl.registry.model import problems_at, utcnow
     from wsctl.registry.records import Record, iter_records, validate_lines
     from wsctl.timezones import resolve_tz
@@ -529,7 +529,7 @@ async def _import(
     robot_event_limit: int | None = DEFAULT_ROBOT_EVENTS,
 ) -> dict[str, Any]:
     from wsctl.cli.eventlog import finish_recording, note_robot_event_cap
-    from wsctl.events import RobotEventCap
+    from wsctl.eventlog.model import RobotEventCap
     from wsctl.ops.events import EventRecorder, import_summary_events, imported_events
     from wsctl.ops.transfer import import_records
 

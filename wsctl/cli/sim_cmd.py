@@ -319,7 +319,7 @@ async def _simulate(settings: Settings, options: SimulateOptions) -> SimulateRep
 
 
 async def _discover(store: Any, settings: Settings) -> list[str]:
-    from wsctl import instances as inst
+    from wsctl.registry import instances as inst
     from wsctl.registry.model import utcnow
 
     now = utcnow()

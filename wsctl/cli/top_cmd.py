@@ -185,7 +185,7 @@ def _print_table(data: dict[str, Any], where: str) -> None:
 async def _live(settings: Settings, interval: float, scan_rate: int, events: int) -> int:
     from wsctl.cli.tui.app import TopApp
     from wsctl.ops.top_collector import Collector
-    from wsctl.redis_factory import connect
+    from wsctl.redis.factory import connect
     from wsctl.timezones import resolve_tz
 
     target = resolve_target(settings)

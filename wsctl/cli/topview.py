@@ -243,7 +243,7 @@ def registry_lines(registry: dict[str, Any], width: int = 80) -> list[str]:
 def event_cells(row: dict[str, Any], id_limit: int = EVENT_ID_MAX) -> list[str]:
     """One event as short cells: local time, event, robot, instance (ids cut past
     ``id_limit``), detail."""
-    from wsctl.events import detail_text
+    from wsctl.eventlog.model import detail_text
 
     detail = row.get("detail")
     return [

@@ -24,8 +24,8 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from wsctl.errors import UsageError
-from wsctl.events import EventName
-from wsctl.protocol import MAX_MESSAGE_BYTES, Envelope, Reply
+from wsctl.eventlog.model import EventName
+from wsctl.protocol.envelopes import MAX_MESSAGE_BYTES, Envelope, Reply
 from wsctl.registry.model import (
     DEFAULT_MAX_SKEW,
     F_CONNECTED_AT,

@@ -1,7 +1,7 @@
 """The conformance kit acting as the fleet around the gateway under test.
 
 It is a requester on the control channel (through a reply inbox of
-:mod:`wsctl.control_rpc`, recording every message that reaches it, so a reply without its
+:mod:`wsctl.protocol.rpc`, recording every message that reaches it, so a reply without its
 id or a second reply is seen), a peer instance (``{prefix}peer``: a liveness record saying
 protocol 2, and a subscription to its control channel, where the gateway's forwards, kicks
 and owner hints arrive), and the other sessions of the registry (it writes entries of its own
@@ -27,12 +27,12 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from wsctl.control_rpc import Inbox, ReplyHandler, Unreachable
-from wsctl.instances import InstanceRecord, write_record
-from wsctl.protocol import Envelope, ProtocolError, Reply, encode, load_object
-from wsctl.protocol_batch import BATCH_VERSION, Batch, BatchReply, encode_batch
-from wsctl.redis_pubsub import publish, subscription
-from wsctl.redis_target import AsyncClient
+from wsctl.protocol.batch import BATCH_VERSION, Batch, BatchReply, encode_batch
+from wsctl.protocol.envelopes import Envelope, ProtocolError, Reply, encode, load_object
+from wsctl.protocol.rpc import Inbox, ReplyHandler, Unreachable
+from wsctl.redis.pubsub import publish, subscription
+from wsctl.redis.target import AsyncClient
+from wsctl.registry.instances import InstanceRecord, write_record
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import Registration, format_ts, utcnow
 from wsctl.registry.store import RegistryStore
@@ -367,7 +367,7 @@ class FleetSide:
         """Publish ``requests`` (their reply channel: the kit's inbox) on the instance's
         control channel, in order, in one pipeline; the replies carrying each one's id are
         collected by its :class:`Pending` (close it when done). Raises
-        :class:`~wsctl.control_rpc.Unreachable` when nobody listens there."""
+        :class:`~wsctl.protocol.rpc.Unreachable` when nobody listens there."""
         await self.inbox.ensure_ready(timeout)
         channel = self.keys.control_channel(instance_id)
         pendings = [Pending(self.inbox, replace(r, reply_to=self.inbox.channel)) for r in requests]

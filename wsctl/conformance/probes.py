@@ -39,9 +39,9 @@ from wsctl.conformance.checks import (
 )
 from wsctl.conformance.fleet import FleetSide, Pending, Tap, ascii_json
 from wsctl.conformance.robots import Handshake, Robot, handshake, send_garbage
-from wsctl.control_rpc import Unreachable
 from wsctl.gateway.identity import robot_token
-from wsctl.protocol import (
+from wsctl.protocol.batch import Batch, BatchReply, Item
+from wsctl.protocol.envelopes import (
     ROBOT_PING,
     ROBOT_PING_UNSUPPORTED,
     CloseCode,
@@ -51,7 +51,7 @@ from wsctl.protocol import (
     Reply,
     Status,
 )
-from wsctl.protocol_batch import Batch, BatchReply, Item
+from wsctl.protocol.rpc import Unreachable
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID, F_LAST_HEARTBEAT, utcnow
 from wsctl.tasks import wait_within
 

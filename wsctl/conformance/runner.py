@@ -37,8 +37,8 @@ from wsctl.conformance.checks import (
 )
 from wsctl.conformance.fleet import FleetSide
 from wsctl.conformance.probes import PROBES, Failed, Kit, Probe, Recorder, gateway_answers
-from wsctl.protocol import Op
-from wsctl.redis_target import AsyncClient
+from wsctl.protocol.envelopes import Op
+from wsctl.redis.target import AsyncClient
 from wsctl.registry.keys import Keyspace
 from wsctl.tasks import settle_all, wait_within
 

@@ -36,7 +36,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from wsctl.config import DEFAULT_SOCKET_TIMEOUT, load_settings
 from wsctl.errors import ConfigError
-from wsctl.fanout import FanoutResult, RobotOutcome, Selection, registry_selection
 from wsctl.gateway.admission import (
     HEALTH_PATH,
     METRICS_PATH,
@@ -48,8 +47,9 @@ from wsctl.gateway.admission import (
 from wsctl.gateway.core import CoreConfig, FleetCore, SendResult
 from wsctl.gateway.identity import instance_id_for
 from wsctl.gateway.local import LocalConnections, Metrics
-from wsctl.redis_factory import target_from_settings
-from wsctl.redis_target import Target
+from wsctl.protocol.fanout import FanoutResult, RobotOutcome, Selection, registry_selection
+from wsctl.redis.factory import target_from_settings
+from wsctl.redis.target import Target
 from wsctl.registry.keys import Keyspace, validate_id
 
 __all__ = ["Fleet", "StarletteSocket"]

@@ -18,10 +18,10 @@ the same routing (:meth:`BatchRouter.route`), coalesced into batches by the outb
 3. :func:`route_items` decides; ghosts (entries naming this instance without a socket) are
    removed as observed;
 4. one pipeline publishes a forward batch per owner (parts of at most
-   :data:`~wsctl.protocol_batch.BATCH_BYTES`), plus, for a forwarded batch (``hops`` >= 1)
+   :data:`~wsctl.protocol.batch.BATCH_BYTES`), plus, for a forwarded batch (``hops`` >= 1)
    with items for robots this instance does not hold, one owner hint to the instance that
    forwarded it (the previous hop), whose owner cache sent them here. A forward that reached
-   no subscriber (PUBLISH's receiver count, see :class:`~wsctl.redis_pubsub.Audience`) makes
+   no subscriber (PUBLISH's receiver count, see :class:`~wsctl.redis.pubsub.Audience`) makes
    its items ``instance_unreachable``, except on the first hop when the owner came from the
    cache: those robots' owners are read from the registry again and routed once more (a
    robot that moved away from an instance that died);
@@ -38,20 +38,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from wsctl.events import EventName
+from wsctl.eventlog.model import EventName
 from wsctl.gateway.batching import OwnerCache, SharedText, route_items
 from wsctl.gateway.events import EventSink
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
 from wsctl.gateway.routing import LocalSocket
-from wsctl.protocol import (
-    MAX_PUBLISH_BYTES,
-    Status,
-    encode,
-    fits,
-    format_bytes,
-    message_problem,
-)
-from wsctl.protocol_batch import (
+from wsctl.protocol.batch import (
     BATCH_VERSION,
     Batch,
     BatchReply,
@@ -63,8 +55,16 @@ from wsctl.protocol_batch import (
     pack_reply,
     singles,
 )
-from wsctl.redis_pubsub import Audience, publish_many
-from wsctl.redis_target import AsyncClient, Target
+from wsctl.protocol.envelopes import (
+    MAX_PUBLISH_BYTES,
+    Status,
+    encode,
+    fits,
+    format_bytes,
+    message_problem,
+)
+from wsctl.redis.pubsub import Audience, publish_many
+from wsctl.redis.target import AsyncClient, Target
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_INSTANCE_ID
 from wsctl.registry.store import RegistryStore

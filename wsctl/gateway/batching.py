@@ -16,8 +16,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from wsctl.gateway.routing import LocalSocket, Route, decide
-from wsctl.protocol import Status
-from wsctl.protocol_batch import Item, Outcome
+from wsctl.protocol.batch import Item, Outcome
+from wsctl.protocol.envelopes import Status
 
 __all__ = ["OWNER_CACHE_TTL", "OwnerCache", "RoutePlan", "SharedText", "route_items"]
 

@@ -37,20 +37,8 @@ from typing import Any, Protocol
 
 from wsctl import __version__
 from wsctl.config import DEFAULT_SOCKET_TIMEOUT
-from wsctl.control_rpc import Inbox, inbox_for
 from wsctl.errors import ConfigError
-from wsctl.events import EventLimits, EventName
-from wsctl.fanout import (
-    FanOutcome,
-    FanoutOptions,
-    FanoutResult,
-    FanoutSummary,
-    FanTarget,
-    RobotOutcome,
-    Selection,
-    fan_out,
-    selection_of,
-)
+from wsctl.eventlog.model import EventLimits, EventName
 from wsctl.gateway.batch_router import BatchRouter
 from wsctl.gateway.batching import OWNER_CACHE_TTL
 from wsctl.gateway.dedup import RecentPayloads
@@ -60,8 +48,8 @@ from wsctl.gateway.local import LocalConn, LocalConnections, Metrics, prometheus
 from wsctl.gateway.outbox import Outbox
 from wsctl.gateway.outcomes import SendOutcome, SendResult
 from wsctl.gateway.routing import Decision, LocalSocket, Route, decide
-from wsctl.instances import InstanceRecord, delete_record, write_record
-from wsctl.protocol import (
+from wsctl.protocol.batch import BATCH_VERSION, Batch, OwnerHint, decode_control
+from wsctl.protocol.envelopes import (
     MAX_MESSAGE_BYTES,
     ROBOT_PING,
     ROBOT_PING_UNSUPPORTED,
@@ -77,12 +65,24 @@ from wsctl.protocol import (
     oversize,
     reply_to,
 )
-from wsctl.protocol_batch import BATCH_VERSION, Batch, OwnerHint, decode_control
-from wsctl.redis_errors import tls_problem
-from wsctl.redis_factory import close_client, is_cluster, is_pool_busy, make_client
-from wsctl.redis_pubsub import SubscriptionLost, publish, subscription
-from wsctl.redis_target import AsyncClient, Target
-from wsctl.redis_topology import refresh_topology
+from wsctl.protocol.fanout import (
+    FanOutcome,
+    FanoutOptions,
+    FanoutResult,
+    FanoutSummary,
+    FanTarget,
+    RobotOutcome,
+    Selection,
+    fan_out,
+    selection_of,
+)
+from wsctl.protocol.rpc import Inbox, inbox_for
+from wsctl.redis.errors import tls_problem
+from wsctl.redis.factory import close_client, is_cluster, is_pool_busy, make_client
+from wsctl.redis.pubsub import SubscriptionLost, publish, subscription
+from wsctl.redis.target import AsyncClient, Target
+from wsctl.redis.topology import refresh_topology
+from wsctl.registry.instances import InstanceRecord, delete_record, write_record
 from wsctl.registry.keys import Keyspace, validate_id
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID, Registration, format_ts, utcnow
 from wsctl.registry.store import RegistryStore, TouchOutcome
@@ -1033,8 +1033,8 @@ class FleetCore:
     ) -> FanoutResult:
         """Send ``message`` to many robots, each straight to its owner in batches carrying the
         message once, with one outcome per robot: the fan-out of ``wsctl send --robot``
-        (:mod:`wsctl.fanout`, the same implementation), from this instance. ``robots``: robot
-        ids, or a selection (:func:`wsctl.fanout.registry_selection`, chunks of ``(robot id,
+        (:mod:`wsctl.protocol.fanout`, the same implementation), from this instance. ``robots``: robot
+        ids, or a selection (:func:`wsctl.protocol.fanout.registry_selection`, chunks of ``(robot id,
         owner or None)``). ``on_outcome`` sees each robot's outcome as it is known. Waits
         ``timeout`` seconds at most for answers after the last batch left. Never raises for a
         Redis failure: the robots it left without an answer are ``timeout`` (sent) or

@@ -20,11 +20,11 @@ from collections.abc import Coroutine
 from dataclasses import replace
 from typing import Any, Protocol
 
-from wsctl.events import EventName
+from wsctl.eventlog.model import EventName
 from wsctl.gateway.events import EventSink
 from wsctl.gateway.local import LocalConn, LocalConnections
 from wsctl.gateway.routing import Decision
-from wsctl.protocol import CloseCode, Envelope, Op, ProtocolError, Status, drain_params
+from wsctl.protocol.envelopes import CloseCode, Envelope, Op, ProtocolError, Status, drain_params
 from wsctl.tasks import wait_within
 
 __all__ = ["DRAIN_CLOSE_REASON", "Drainer"]

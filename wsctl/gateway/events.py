@@ -2,11 +2,11 @@
 
 :meth:`EventSink.emit` is synchronous and O(1): it appends to a bounded in-memory queue and
 never waits for Redis. A background task writes the queue in pipelined batches (each event
-XADDed to the instance's capped stream and to the robot's, see :mod:`wsctl.events`). When Redis
+XADDed to the instance's capped stream and to the robot's, see :mod:`wsctl.eventlog.model`). When Redis
 is down or slow a batch fails within the socket timeout and is dropped with a counter; when the
 queue is full new events are dropped with the same counter. A robot is never blocked by events.
 
-Batches go through :func:`wsctl.redis_internals.bulk_execute` (commands packed by wsctl, one raw
+Batches go through :func:`wsctl.redis.internals.bulk_execute` (commands packed by wsctl, one raw
 pipeline per node): redis-py's per-command pipeline machinery cost the gateway ~90 µs of CPU
 per event, several percent of a session's total; packed, it is a fraction of that.
 """
@@ -20,10 +20,10 @@ import time
 from collections import deque
 from typing import Any
 
-from wsctl.event_index import PRUNE_DEADLINE, prune_index
-from wsctl.events import Event, EventLimits, event_commands
-from wsctl.redis_internals import bulk_execute
-from wsctl.redis_target import AsyncClient
+from wsctl.eventlog.index import PRUNE_DEADLINE, prune_index
+from wsctl.eventlog.model import Event, EventLimits, event_commands
+from wsctl.redis.internals import bulk_execute
+from wsctl.redis.target import AsyncClient
 from wsctl.registry.keys import Keyspace
 from wsctl.tasks import settle, wait_within
 
@@ -130,7 +130,7 @@ class EventSink:
                 await self.flush()
 
     async def _prune_loop(self) -> None:
-        """Prune the writer index (:func:`wsctl.event_index.prune_index`) shortly after start,
+        """Prune the writer index (:func:`wsctl.eventlog.index.prune_index`) shortly after start,
         then every :data:`PRUNE_EVERY` seconds: names of streams that are gone leave it."""
         delay = PRUNE_FIRST
         while not self._stopping:

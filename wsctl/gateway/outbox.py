@@ -2,7 +2,7 @@
 it does not hold leaves in batch envelopes (protocol v2), not one request per message.
 
 Sends queue here; one flusher takes whatever has queued (at most :data:`BATCH_ITEMS` items and
-about :data:`~wsctl.protocol_batch.BATCH_BYTES`), makes it one batch whose route starts at this
+about :data:`~wsctl.protocol.batch.BATCH_BYTES`), makes it one batch whose route starts at this
 instance, and routes it like a batch from the control channel
 (:meth:`~wsctl.gateway.batch_router.BatchRouter.route`: local writes, owners from the cache or
 one pipelined read, one forward batch per owner in one pipeline). While a flush waits for
@@ -10,7 +10,7 @@ Redis, the next sends queue behind it and leave together in the next one: under 
 grow by themselves. Flushes are at least :data:`LINGER` apart, so steady light traffic is
 batched too, while a send after a quiet spell leaves at once. Flushes run one after another, so
 each robot's messages keep their order. Owners answer the forwarded items to the instance's
-reply inbox (:class:`~wsctl.control_rpc.Inbox`), item by item.
+reply inbox (:class:`~wsctl.protocol.rpc.Inbox`), item by item.
 
 Every send ends with an outcome within its timeout, whatever Redis does: an item still queued
 or unanswered at its deadline is ``timeout`` (and is not sent later, if it was not yet).
@@ -25,11 +25,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from wsctl.control_rpc import Inbox
 from wsctl.gateway.batch_router import BatchRouter, Routed
 from wsctl.gateway.outcomes import SendOutcome, SendResult
-from wsctl.protocol import Reply, Status, utf8_size
-from wsctl.protocol_batch import BATCH_BYTES, Batch, BatchReply, Item
+from wsctl.protocol.batch import BATCH_BYTES, Batch, BatchReply, Item
+from wsctl.protocol.envelopes import Reply, Status, utf8_size
+from wsctl.protocol.rpc import Inbox
 
 __all__ = ["BATCH_ITEMS", "LINGER", "Outbox"]
 

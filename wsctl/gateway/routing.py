@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from wsctl.protocol import MAX_HOPS, Status
+from wsctl.protocol.envelopes import MAX_HOPS, Status
 
 __all__ = ["Decision", "LocalSocket", "Route", "decide"]
 

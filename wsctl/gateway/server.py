@@ -20,7 +20,7 @@ from websockets.asyncio.server import serve
 from websockets.protocol import State
 
 from wsctl.config import DEFAULT_SOCKET_TIMEOUT
-from wsctl.events import EventLimits
+from wsctl.eventlog.model import EventLimits
 from wsctl.gateway.admission import (
     HEALTH_PATH,
     METRICS_PATH,
@@ -34,8 +34,8 @@ from wsctl.gateway.core import CoreConfig, FleetCore
 from wsctl.gateway.identity import instance_id_for
 from wsctl.gateway.local import LocalConnections, Metrics
 from wsctl.gateway.wsframes import write_texts
-from wsctl.protocol import CloseCode
-from wsctl.redis_target import AsyncClient, Target
+from wsctl.protocol.envelopes import CloseCode
+from wsctl.redis.target import AsyncClient, Target
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.store import RegistryStore
 from wsctl.tasks import wait_within

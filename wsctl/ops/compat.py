@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from enum import StrEnum
 
-from wsctl.instances import Liveness
+from wsctl.registry.instances import Liveness
 from wsctl.registry.model import Entry
 
 __all__ = [

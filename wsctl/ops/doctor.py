@@ -17,11 +17,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from wsctl.control_rpc import Unreachable
 from wsctl.durations import counted
-from wsctl.instances import InstanceRecord, Liveness, liveness
 from wsctl.ops.compat import Participation, classify, explain, how_to_join, writes_conn_id
-from wsctl.protocol import ROBOT_PING, ROBOT_PING_UNSUPPORTED, Envelope, Op, Reply, Status
+from wsctl.protocol.envelopes import ROBOT_PING, ROBOT_PING_UNSUPPORTED, Envelope, Op, Reply, Status
+from wsctl.protocol.rpc import Unreachable
+from wsctl.registry.instances import InstanceRecord, Liveness, liveness
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONNECTED_AT, Entry, State, assess, utcnow
 from wsctl.registry.store import FENCE_FIELDS, DeleteOutcome, RegistryStore

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from wsctl.control_rpc import Unreachable
 from wsctl.errors import EXIT_NOT_REGISTERED, EXIT_TIMEOUT, EXIT_UNREACHABLE, WsctlError
-from wsctl.instances import InstanceRecord
-from wsctl.protocol import Envelope, Op, Status
+from wsctl.protocol.envelopes import Envelope, Op, Status
+from wsctl.protocol.rpc import Unreachable
+from wsctl.registry.instances import InstanceRecord
 from wsctl.registry.store import RegistryStore
 from wsctl.shell import quoted
 

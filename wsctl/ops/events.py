@@ -3,7 +3,7 @@
 
 Writers' streams are found in the index set (no SCAN). Reads are XREVRANGE/XRANGE pages with
 COUNT, pipelined over streams (a cluster pipeline sends each to its node), each bounded by the
-client's socket timeout. Entries are parsed tolerantly (:func:`wsctl.events.parse_entry`):
+client's socket timeout. Entries are parsed tolerantly (:func:`wsctl.eventlog.model.parse_entry`):
 a malformed one is listed with ``problem`` set, never a crash. Results merge by event time.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from wsctl.errors import UsageError
-from wsctl.events import (
+from wsctl.eventlog.model import (
     Event,
     EventLimits,
     EventName,
@@ -26,8 +26,8 @@ from wsctl.events import (
     event_commands,
     parse_entry,
 )
-from wsctl.redis_internals import bulk_execute
-from wsctl.redis_target import AsyncClient
+from wsctl.redis.internals import bulk_execute
+from wsctl.redis.target import AsyncClient
 from wsctl.registry.keys import CLI_WRITER, Keyspace
 from wsctl.tasks import wait_within
 
@@ -320,7 +320,7 @@ class EventRecorder:
 
     async def close(self) -> RecordOutcome:
         """Send what is buffered, wait for it, list the CLI's stream in the writer index (after
-        its XADDs: see :mod:`wsctl.event_index`); returns the outcome."""
+        its XADDs: see :mod:`wsctl.eventlog.index`); returns the outcome."""
         if self._buffer:
             await self._send()
         if self._inflight is not None:

@@ -1,5 +1,5 @@
 """Fan-out ``send`` (``wsctl send MESSAGE --robot GLOB | --instance ID | --robots-from FILE``):
-the library's fan-out (:mod:`wsctl.fanout`, the one implementation, which an app's
+the library's fan-out (:mod:`wsctl.protocol.fanout`, the one implementation, which an app's
 ``fleet.send_many`` runs too) with the operator's explanation of an instance that cannot be
 reached (alive but unsubscribed, down, or a gateway that does not speak the control protocol:
 :func:`wsctl.ops.send.why_unreachable`)."""
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from wsctl.fanout import (
+from wsctl.ops.send import why_unreachable
+from wsctl.protocol.fanout import (
     BATCH_ITEMS,
     WINDOW_BYTES,
     FanOutcome,
@@ -22,9 +23,8 @@ from wsctl.fanout import (
     registry_selection,
     with_owners,
 )
-from wsctl.fanout import fan_out as library_fan_out
-from wsctl.ops.send import why_unreachable
-from wsctl.redis_target import AsyncClient
+from wsctl.protocol.fanout import fan_out as library_fan_out
+from wsctl.redis.target import AsyncClient
 from wsctl.registry.keys import Keyspace
 
 __all__ = [
@@ -51,7 +51,7 @@ async def fan_out(
     on_outcome: Callable[[RobotOutcome], None] | None = None,
     summary: FanoutSummary | None = None,
 ) -> FanoutSummary:
-    """:func:`wsctl.fanout.fan_out`, an instance that cannot be reached explained as ``wsctl
+    """:func:`wsctl.protocol.fanout.fan_out`, an instance that cannot be reached explained as ``wsctl
     send ROBOT`` explains it (judged with the options' ``liveness_timeout``)."""
     options = options or FanoutOptions()
 

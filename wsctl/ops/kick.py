@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from wsctl.control_rpc import Unreachable, request
 from wsctl.errors import (
     EXIT_NEGATIVE,
     EXIT_NOT_REGISTERED,
@@ -17,8 +16,9 @@ from wsctl.errors import (
     EXIT_UNREACHABLE,
 )
 from wsctl.ops.send import why_unreachable
-from wsctl.protocol import CloseCode, Envelope, Op, Status
-from wsctl.redis_target import AsyncClient
+from wsctl.protocol.envelopes import CloseCode, Envelope, Op, Status
+from wsctl.protocol.rpc import Unreachable, request
+from wsctl.redis.target import AsyncClient
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID
 from wsctl.shell import command, quoted, word

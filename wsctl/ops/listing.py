@@ -1,7 +1,7 @@
 """Connection listings (``wsctl list connections|robots``): filter rows and keep the first N
 in a sort order, streaming the registry so memory stays flat (or bounded by N).
 
-Rows are the stable dictionaries of :func:`wsctl.views.connection_row`; the filtering and the
+Rows are the stable dictionaries of :func:`wsctl.ops.views.connection_row`; the filtering and the
 bounded sort are pure, :func:`connection_row_batches` and :func:`top_connection_rows` read the
 store.
 """
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from wsctl.ops.views import connection_row
 from wsctl.registry.model import utcnow
-from wsctl.views import connection_row
 
 if TYPE_CHECKING:  # the CLI imports this module for --help (SortKey): no redis-py then
     from wsctl.registry.store import RegistryStore
@@ -56,7 +56,7 @@ class ConnectionFilter:
     older_than: float | None = None  # seconds since the last heartbeat
 
     def keep(self, row: dict[str, Any]) -> bool:
-        """True when ``row`` (a :func:`~wsctl.views.connection_row`) passes the filter."""
+        """True when ``row`` (a :func:`~wsctl.ops.views.connection_row`) passes the filter."""
         if self.instance is not None and row["instance_id"] != self.instance:
             return False
         if self.state == "stale" and row["state"] != "stale":

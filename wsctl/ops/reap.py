@@ -22,8 +22,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from wsctl.instances import Liveness, liveness
 from wsctl.ops.backup import BackupWriter, default_backup_path
+from wsctl.registry.instances import Liveness, liveness
 from wsctl.registry.model import Entry, State, assess, format_ts, utcnow
 from wsctl.registry.store import DeleteOutcome, RegistryStore
 from wsctl.tasks import wait_within

@@ -9,7 +9,6 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from wsctl.control_rpc import Unreachable, request
 from wsctl.errors import (
     EXIT_NEGATIVE,
     EXIT_NOT_REGISTERED,
@@ -17,10 +16,9 @@ from wsctl.errors import (
     EXIT_TIMEOUT,
     EXIT_UNREACHABLE,
 )
-from wsctl.events import EventName, StoredEvent, parse_entry
-from wsctl.instances import get_record, is_listening, liveness
+from wsctl.eventlog.model import EventName, StoredEvent, parse_entry
 from wsctl.ops.compat import classify, explain
-from wsctl.protocol import (
+from wsctl.protocol.envelopes import (
     MAX_REQUEST_BYTES,
     Envelope,
     Op,
@@ -30,7 +28,9 @@ from wsctl.protocol import (
     message_oversize,
     oversize,
 )
-from wsctl.redis_target import AsyncClient
+from wsctl.protocol.rpc import Unreachable, request
+from wsctl.redis.target import AsyncClient
+from wsctl.registry.instances import get_record, is_listening, liveness
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID, utcnow
 from wsctl.shell import word
@@ -193,7 +193,7 @@ async def send_message(
     When the target (or, through ``via``, the owner) does not listen on its control channel,
     the outcome says why: alive but unsubscribed, down, or a gateway that does not speak the
     control protocol (``liveness_timeout`` judges its liveness record). A message larger than
-    any gateway accepts (:data:`~wsctl.protocol.MAX_MESSAGE_BYTES`) is ``rejected`` before
+    any gateway accepts (:data:`~wsctl.protocol.envelopes.MAX_MESSAGE_BYTES`) is ``rejected`` before
     anything is read or published."""
     started = time.perf_counter()
     target = via

@@ -33,7 +33,6 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from wsctl.durations import counted
 from wsctl.errors import UsageError
-from wsctl.instances import liveness
 from wsctl.ops.capacity import check_open_files
 from wsctl.ops.compat import Participation, classify, explain, writes_conn_id
 from wsctl.ops.drain import check_instance, start_drain, undrain_instance
@@ -41,8 +40,7 @@ from wsctl.ops.histogram import Histogram
 from wsctl.ops.ramp import combine as combine_ramps
 from wsctl.ops.ramp import describe as describe_ramp
 from wsctl.ops.robots import ProcessSwarm, RobotSwarm, make_message
-from wsctl.protocol import Envelope, Op, ProtocolError, encode
-from wsctl.protocol_batch import (
+from wsctl.protocol.batch import (
     BATCH_VERSION,
     Batch,
     BatchReply,
@@ -50,6 +48,8 @@ from wsctl.protocol_batch import (
     decode_any_reply,
     pack_batch,
 )
+from wsctl.protocol.envelopes import Envelope, Op, ProtocolError, encode
+from wsctl.registry.instances import liveness
 from wsctl.registry.model import Entry, utcnow
 from wsctl.registry.store import DeleteOutcome, RegistryStore
 from wsctl.tasks import settle, wait_within

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from wsctl.instances import InstanceRecord, liveness
+from wsctl.registry.instances import InstanceRecord, liveness
 from wsctl.registry.model import Entry, State, assess, utcnow
 from wsctl.registry.store import RegistryStore
 

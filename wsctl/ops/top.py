@@ -23,10 +23,10 @@ from itertools import pairwise
 from typing import Any
 
 from wsctl.durations import counted, human_duration
-from wsctl.instances import COUNTER_FIELDS, InstanceRecord, Liveness, liveness
 from wsctl.ops.histogram import Histogram
 from wsctl.ops.reap import owner_known_dead
 from wsctl.ops.summary import InstanceTally
+from wsctl.registry.instances import COUNTER_FIELDS, InstanceRecord, Liveness, liveness
 from wsctl.registry.model import DEFAULT_MAX_SKEW, Entry, assess, format_ts, parse_timestamp
 from wsctl.shell import clip, command, word
 

@@ -22,8 +22,7 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError, RedisClusterException, RedisError, TimeoutError
 
-from wsctl.events import StoredEvent
-from wsctl.instances import InstanceRecord
+from wsctl.eventlog.model import StoredEvent
 from wsctl.ops.events import EventFilter, follow_events, read_events
 from wsctl.ops.top import (
     RateTracker,
@@ -35,8 +34,9 @@ from wsctl.ops.top import (
     registry_summary,
 )
 from wsctl.ops.top_scan import RegistryScanner
-from wsctl.redis_errors import describe_error
-from wsctl.redis_target import Target
+from wsctl.redis.errors import describe_error
+from wsctl.redis.target import Target
+from wsctl.registry.instances import InstanceRecord
 from wsctl.registry.keys import Keyspace, escape_glob
 from wsctl.registry.model import utcnow
 from wsctl.registry.store import RegistryStore

@@ -8,8 +8,8 @@
   cluster pipelines) and fall back to EVAL on ``NOSCRIPT`` (a restarted or promoted node).
 * The store is also ``ops/``'s one handle on the deployment's Redis: liveness records,
   listeners, cluster facts, pub/sub and control-channel requests go through its methods (thin
-  delegates to :mod:`wsctl.instances`, :mod:`wsctl.redis_topology`, :mod:`wsctl.redis_pubsub`
-  and :mod:`wsctl.control_rpc`), so no operation reaches into its client.
+  delegates to :mod:`wsctl.registry.instances`, :mod:`wsctl.redis.topology`, :mod:`wsctl.redis.pubsub`
+  and :mod:`wsctl.protocol.rpc`), so no operation reaches into its client.
 """
 
 from __future__ import annotations
@@ -24,14 +24,14 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
-from wsctl.control_rpc import Unreachable, gather_requests, request
-from wsctl.instances import InstanceRecord, get_record, is_listening, iter_records
-from wsctl.protocol import Envelope, Reply
-from wsctl.redis_internals import bulk_execute
-from wsctl.redis_pubsub import publish_many, subscription
-from wsctl.redis_scan import scan_keys
-from wsctl.redis_target import AsyncClient
-from wsctl.redis_topology import cluster_facts, keys_per_node, refresh_topology
+from wsctl.protocol.envelopes import Envelope, Reply
+from wsctl.protocol.rpc import Unreachable, gather_requests, request
+from wsctl.redis.internals import bulk_execute
+from wsctl.redis.pubsub import publish_many, subscription
+from wsctl.redis.scan import scan_keys
+from wsctl.redis.target import AsyncClient
+from wsctl.redis.topology import cluster_facts, keys_per_node, refresh_topology
+from wsctl.registry.instances import InstanceRecord, get_record, is_listening, iter_records
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import (
     F_CONN_ID,
@@ -399,8 +399,8 @@ class RegistryStore:
     async def request(self, instance_id: str, envelope: Envelope, timeout: float) -> Reply | None:
         """Send ``envelope`` on the instance's control channel and wait for its one reply.
 
-        Returns None on timeout; raises :class:`~wsctl.control_rpc.Unreachable` when nobody
-        listens on that channel (see :func:`wsctl.control_rpc.request`).
+        Returns None on timeout; raises :class:`~wsctl.protocol.rpc.Unreachable` when nobody
+        listens on that channel (see :func:`wsctl.protocol.rpc.request`).
         """
         return await request(self.client, self.keys, instance_id, envelope, timeout)
 
@@ -408,7 +408,7 @@ class RegistryStore:
         self, targets: list[tuple[str, Envelope]], timeout: float
     ) -> dict[str, Reply | Unreachable | None]:
         """Several control-channel requests at once; per instance its reply, None (timeout)
-        or :class:`~wsctl.control_rpc.Unreachable`."""
+        or :class:`~wsctl.protocol.rpc.Unreachable`."""
         return await gather_requests(self.client, self.keys, targets, timeout)
 
     async def owners(self, robot_ids: Sequence[str], chunk: int = 1000) -> list[Any]:
@@ -466,7 +466,7 @@ class RegistryStore:
         on_state: Callable[[bool, BaseException | None], None] | None = None,
     ) -> AsyncIterator[Any]:
         """The payloads published on ``channel``, surviving node failures
-        (see :func:`wsctl.redis_pubsub.subscription`)."""
+        (see :func:`wsctl.redis.pubsub.subscription`)."""
         return subscription(self.client, channel, on_state)
 
     # ---------------------------------------------------------------- writes

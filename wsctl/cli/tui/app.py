@@ -682,10 +682,10 @@ class TopApp(App[None]):
         """``wsctl show ROBOT`` and ``wsctl history ROBOT`` as lines."""
         from wsctl.cli.output import human_value
         from wsctl.durations import human_duration
-        from wsctl.instances import liveness
         from wsctl.ops.events import robot_history
+        from wsctl.ops.views import connection_row
+        from wsctl.registry.instances import liveness
         from wsctl.registry.model import utcnow
-        from wsctl.views import connection_row
 
         try:
             entry = await self.store.get(robot_id)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError, TimeoutError
 
-from wsctl.redis_target import AsyncClient
+from wsctl.redis.target import AsyncClient
 
 __all__ = ["scan_keys"]
 

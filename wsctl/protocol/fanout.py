@@ -19,7 +19,7 @@ more than that from one fan-out (Redis closes a subscriber over 32 MB, and the i
 what was in flight). An instance that answers nothing for ``timeout`` seconds while its window
 is full gets no more: its remaining robots are ``timeout`` without being sent.
 
-Answers come back to the process's reply inbox (:func:`wsctl.control_rpc.inbox_for`, or the
+Answers come back to the process's reply inbox (:func:`wsctl.protocol.rpc.inbox_for`, or the
 one given), matched by batch and item id: a fan-out opens no subscription of its own.
 
 Redis failing (a timeout or a lost connection on a publish, an owner lookup or the selection)
@@ -40,9 +40,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from wsctl.control_rpc import Inbox, inbox_for
-from wsctl.instances import get_record, is_listening
-from wsctl.protocol import (
+from wsctl.protocol.batch import (
+    BATCH_VERSION,
+    Batch,
+    BatchReply,
+    Item,
+    item_key,
+    pack_batch,
+)
+from wsctl.protocol.envelopes import (
     MAX_PUBLISH_BYTES,
     MAX_REQUEST_BYTES,
     Envelope,
@@ -55,17 +61,11 @@ from wsctl.protocol import (
     oversize,
     utf8_size,
 )
-from wsctl.protocol_batch import (
-    BATCH_VERSION,
-    Batch,
-    BatchReply,
-    Item,
-    item_key,
-    pack_batch,
-)
-from wsctl.redis_factory import is_cluster
-from wsctl.redis_pubsub import publish_many, subscriber_count
-from wsctl.redis_target import AsyncClient
+from wsctl.protocol.rpc import Inbox, inbox_for
+from wsctl.redis.factory import is_cluster
+from wsctl.redis.pubsub import publish_many, subscriber_count
+from wsctl.redis.target import AsyncClient
+from wsctl.registry.instances import get_record, is_listening
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID
 from wsctl.registry.store import RegistryStore

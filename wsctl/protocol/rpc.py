@@ -5,12 +5,12 @@ and waits for its answer (gateway forwarding, the registry store's requests, ``s
 
 Every process has one **reply inbox** per Redis client (:func:`inbox_for`): one channel,
 ``{reply_prefix}inbox-{token}``, subscribed once and kept (it subscribes again by itself after
-a Redis restart or a cluster failover, within :data:`~wsctl.redis_pubsub.RESUBSCRIBE_MAX_DELAY`).
+a Redis restart or a cluster failover, within :data:`~wsctl.redis.pubsub.RESUBSCRIBE_MAX_DELAY`).
 A request is published with ``reply_to`` naming that channel and waits on a future matched by
 its id, so a request costs one PUBLISH: no SUBSCRIBE, no new connection, no subscriber count.
 Whether anyone listens comes from PUBLISH's receiver count (on a cluster, a count of 0 on the
 channel's home primary is confirmed over every node, and a positive answer remembered for a
-second: see :class:`~wsctl.redis_pubsub.Audience`). Requests wait until the inbox is
+second: see :class:`~wsctl.redis.pubsub.Audience`). Requests wait until the inbox is
 subscribed before they publish, so a fast reply is never missed.
 """
 
@@ -28,11 +28,11 @@ from typing import Any
 
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from wsctl.protocol import Envelope, ProtocolError, Reply, encode
-from wsctl.protocol_batch import BatchReply, decode_any_reply
-from wsctl.redis_factory import on_close
-from wsctl.redis_pubsub import Audience, publish, subscription
-from wsctl.redis_target import AsyncClient
+from wsctl.protocol.batch import BatchReply, decode_any_reply
+from wsctl.protocol.envelopes import Envelope, ProtocolError, Reply, encode
+from wsctl.redis.factory import on_close
+from wsctl.redis.pubsub import Audience, publish, subscription
+from wsctl.redis.target import AsyncClient
 from wsctl.registry.keys import Keyspace
 from wsctl.tasks import settle_all, wait_within
 
@@ -190,7 +190,7 @@ _inboxes: weakref.WeakKeyDictionary[Any, dict[str, Inbox]] = weakref.WeakKeyDict
 
 def inbox_for(client: AsyncClient, keys: Keyspace, name: str = "") -> Inbox:
     """The process's reply inbox on ``client`` (made and started on first use; closed by
-    :func:`wsctl.redis_factory.close_client`). ``name`` goes into the channel name, for
+    :func:`wsctl.redis.factory.close_client`). ``name`` goes into the channel name, for
     whoever reads ``PUBSUB CHANNELS``."""
     mine = _inboxes.setdefault(client, {})
     inbox = mine.get(keys.reply_prefix)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from redis import exceptions as rx
 
 from wsctl.errors import RedisUnavailable, TlsError
-from wsctl.redis_target import Target
+from wsctl.redis.target import Target
 
 __all__ = ["describe_error", "plain_behind_tls", "tls_problem", "translate_errors"]
 

@@ -28,9 +28,9 @@ from redis.exceptions import ConnectionError, MaxConnectionsError, TimeoutError
 
 from wsctl.config import DEFAULT_SOCKET_TIMEOUT, Settings, parse_bool
 from wsctl.errors import ConfigError, RedisUnavailable, TlsError
-from wsctl.redis_errors import plain_behind_tls, translate_errors
-from wsctl.redis_internals import start_on_a_live_node
-from wsctl.redis_target import AsyncClient, Target, TlsOptions, redact_url, split_url
+from wsctl.redis.errors import plain_behind_tls, translate_errors
+from wsctl.redis.internals import start_on_a_live_node
+from wsctl.redis.target import AsyncClient, Target, TlsOptions, redact_url, split_url
 from wsctl.tasks import settle
 
 __all__ = [
@@ -302,7 +302,7 @@ def make_client(
     """A decode_responses async client for ``target`` (no I/O until first use).
 
     Every read, write and connect is bounded by ``socket_timeout`` (the bulk fast path in
-    :mod:`wsctl.redis_internals` honours it too). The protocol is pinned to RESP2: no push
+    :mod:`wsctl.redis.internals` honours it too). The protocol is pinned to RESP2: no push
     frames can arrive between replies, which the bulk reader relies on, and every server
     speaks it. ``surrogateescape`` keeps keys that are not UTF-8 readable and writable
     unchanged.

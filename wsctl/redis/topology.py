@@ -6,8 +6,8 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
-from wsctl.redis_scan import scan_keys
-from wsctl.redis_target import AsyncClient
+from wsctl.redis.scan import scan_keys
+from wsctl.redis.target import AsyncClient
 
 __all__ = [
     "CLUSTER_SLOTS",

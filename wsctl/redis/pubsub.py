@@ -2,7 +2,7 @@
 cluster, and many PUBLISHes in one pipeline.
 
 Every PUBLISH of wsctl goes through :func:`publish` or :func:`publish_many`, which refuse a
-text larger than :data:`wsctl.protocol.MAX_PUBLISH_BYTES` before anything is sent: a message
+text larger than :data:`wsctl.protocol.envelopes.MAX_PUBLISH_BYTES` before anything is sent: a message
 that large could make Redis close the subscriber's connection (its pub/sub output-buffer
 limit), and the subscriber loses whatever else was in flight to it. :func:`subscription` says
 when its subscription was lost, including the times redis-py re-subscribed on its own."""
@@ -19,9 +19,9 @@ from typing import Any
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError, TimeoutError
 
-from wsctl.protocol import EnvelopeTooLarge, oversize
-from wsctl.redis_target import AsyncClient
-from wsctl.redis_topology import refresh_topology
+from wsctl.protocol.envelopes import EnvelopeTooLarge, oversize
+from wsctl.redis.target import AsyncClient
+from wsctl.redis.topology import refresh_topology
 
 __all__ = [
     "HEARD_TTL",

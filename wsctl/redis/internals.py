@@ -35,7 +35,7 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from wsctl.redis_target import AsyncClient
+from wsctl.redis.target import AsyncClient
 
 __all__ = [
     "BulkPathCounts",

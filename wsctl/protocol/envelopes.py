@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from enum import IntEnum, StrEnum
 from typing import Any
 
-from wsctl.codec import dumps, loads
 from wsctl.errors import WsctlError
+from wsctl.protocol.codec import dumps, loads
 
 __all__ = [
     "DRAIN_BATCH",

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-from wsctl.codec import dumps
-from wsctl.protocol import (
+from wsctl.protocol.codec import dumps
+from wsctl.protocol.envelopes import (
     MAX_PUBLISH_BYTES,
     VERSION,
     Envelope,

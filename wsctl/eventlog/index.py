@@ -5,7 +5,7 @@ Writers add their stream's name after each batch of events; names of streams tha
 (their writer went quiet for the retention and the stream expired) are removed by
 :func:`prune_index`, which ``wsctl reap`` runs after each pass and every gateway's event writer
 runs shortly after start and then every few hours. The rule is
-:func:`wsctl.events.index_entry_stale`.
+:func:`wsctl.eventlog.model.index_entry_stale`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from wsctl.events import DEFAULT_RETENTION_S, index_entry_stale
-from wsctl.redis_target import AsyncClient
+from wsctl.eventlog.model import DEFAULT_RETENTION_S, index_entry_stale
+from wsctl.redis.target import AsyncClient
 from wsctl.registry.keys import Keyspace
 
 __all__ = ["PRUNE_DEADLINE", "PruneOutcome", "prune_index"]

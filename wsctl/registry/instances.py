@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from wsctl.redis_pubsub import subscriber_count
-from wsctl.redis_scan import scan_keys
-from wsctl.redis_target import AsyncClient
+from wsctl.redis.pubsub import subscriber_count
+from wsctl.redis.scan import scan_keys
+from wsctl.redis.target import AsyncClient
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import parse_timestamp
 
