@@ -134,15 +134,16 @@ def single(redis_server: RedisServer) -> Backend:
 
 @contextlib.asynccontextmanager
 async def open_test_store(backend: Backend):  # type: ignore[no-untyped-def]
-    """A RegistryStore on the backend through the same code path the CLI uses."""
+    """The backend's :class:`~wsctl.ops.deployment.Deployment` (registry store and control
+    requests) through the same code path the CLI uses."""
     from wsctl.config import load_settings
+    from wsctl.ops.deployment import Deployment
     from wsctl.redis.factory import connect, target_from_settings
     from wsctl.registry.keys import Keyspace
-    from wsctl.registry.store import RegistryStore
 
     settings = load_settings(env=backend.env)
     async with connect(target_from_settings(settings)) as client:
-        yield RegistryStore(client, Keyspace(), batch_size=50, scan_count=100)
+        yield Deployment(client, Keyspace(), batch_size=50, scan_count=100)
 
 
 async def ainvoke(args: list[str], env: dict[str, str] | None = None, stdin: str = "") -> CliResult:

@@ -195,10 +195,10 @@ def test_uncovered_cluster_slots_are_an_error() -> None:
 async def test_ghosts_that_changed_since_the_read_are_not_reported() -> None:
     import fakeredis
 
+    from wsctl.ops.deployment import Deployment
     from wsctl.ops.doctor import Finding, Severity, confirm_ghosts
-    from wsctl.registry.store import RegistryStore
 
-    store = RegistryStore(fakeredis.FakeAsyncRedis(decode_responses=True))
+    store = Deployment(fakeredis.FakeAsyncRedis(decode_responses=True))
     seen = {r: entry(r, "gw-a", conn=f"{r}-c1") for r in ("same", "moved", "gone")}
     for robot, conn in (("same", "same-c1"), ("moved", "moved-c2")):
         await store.client.hset(f"ws_conn:{robot}", mapping={**seen[robot].fields, "conn_id": conn})

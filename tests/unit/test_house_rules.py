@@ -188,8 +188,9 @@ def test_every_catch_all_says_why_it_is_a_boundary() -> None:
 
 
 def test_operations_never_reach_into_the_stores_client() -> None:
-    """``ops/`` goes through :class:`RegistryStore` methods (control-channel requests included),
-    so the store stays the one handle on the deployment's Redis."""
+    """``ops/`` goes through the methods of :class:`RegistryStore` and of
+    :class:`~wsctl.ops.deployment.Deployment` (which adds control-channel requests), so the
+    store stays the one handle on the deployment's Redis."""
     files = sorted((ROOT / "ops").glob("*.py"))
     assert len(files) > 5
     found = [

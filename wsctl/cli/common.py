@@ -20,8 +20,8 @@ from wsctl.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from wsctl.config import Settings
+    from wsctl.ops.deployment import Deployment
     from wsctl.redis.target import AsyncClient, Target
-    from wsctl.registry.store import RegistryStore
 
 __all__ = [
     "OUTPUT_HELP",
@@ -225,13 +225,14 @@ async def open_client(settings: Settings) -> AsyncIterator[AsyncClient]:
 
 
 @contextlib.asynccontextmanager
-async def open_store(settings: Settings) -> AsyncIterator[RegistryStore]:
-    """A :class:`RegistryStore` on the configured Redis; errors become RedisUnavailable."""
-    from wsctl.registry.store import RegistryStore
+async def open_store(settings: Settings) -> AsyncIterator[Deployment]:
+    """The configured deployment (its registry store, and control-channel requests to its
+    instances: :class:`~wsctl.ops.deployment.Deployment`); errors become RedisUnavailable."""
+    from wsctl.ops.deployment import Deployment
     from wsctl.timezones import resolve_tz
 
     async with open_client(settings) as client:
-        store = RegistryStore(
+        store = Deployment(
             client,
             keyspace_of(settings),
             naive_tz=resolve_tz(settings.naive_tz),

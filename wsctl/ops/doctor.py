@@ -19,12 +19,13 @@ from typing import Any
 
 from wsctl.durations import counted
 from wsctl.ops.compat import Participation, classify, explain, how_to_join, writes_conn_id
+from wsctl.ops.deployment import Deployment
 from wsctl.protocol.envelopes import ROBOT_PING, ROBOT_PING_UNSUPPORTED, Envelope, Op, Reply, Status
 from wsctl.protocol.rpc import Unreachable
 from wsctl.registry.instances import InstanceRecord, Liveness, liveness
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_CONNECTED_AT, Entry, State, assess, utcnow
-from wsctl.registry.store import FENCE_FIELDS, DeleteOutcome, RegistryStore
+from wsctl.registry.store import FENCE_FIELDS, DeleteOutcome
 from wsctl.shell import command
 
 __all__ = [
@@ -423,7 +424,7 @@ def _sessions(reply: Reply) -> list[Session]:
     ]
 
 
-async def gather(store: RegistryStore, timeout: float) -> Facts:
+async def gather(store: Deployment, timeout: float) -> Facts:
     """Read the registry, liveness records, subscriber counts and every live inventory."""
     facts = Facts(keyspace=store.keys)
     async for record in store.instance_records():
@@ -504,7 +505,7 @@ class DoctorReport:
         ]
 
 
-async def doctor(store: RegistryStore, timeout: float) -> DoctorReport:
+async def doctor(store: Deployment, timeout: float) -> DoctorReport:
     """Check the whole fleet: read the registry and liveness records, ask each listening
     instance for its inventory, diff them, and return the findings.
 
@@ -522,9 +523,7 @@ def _session(entry: Entry) -> tuple[str | None, str | None]:
     return entry.conn_id, entry.fields.get(F_CONNECTED_AT)
 
 
-async def confirm_ghosts(
-    store: RegistryStore, findings: list[Finding], facts: Facts
-) -> list[Finding]:
+async def confirm_ghosts(store: Deployment, findings: list[Finding], facts: Facts) -> list[Finding]:
     """Drop ghost findings whose entry changed since the registry was read (the robot left or
     reconnected while the instances were being asked): on a busy fleet these are not faults."""
     ghosts = [f.robot_id for f in findings if f.kind is Kind.GHOST and f.robot_id]
@@ -543,7 +542,7 @@ async def confirm_ghosts(
     return [f for f in findings if not (f.kind is Kind.GHOST and f.robot_id in stale)]
 
 
-async def fix(store: RegistryStore, report: DoctorReport, dry_run: bool) -> list[dict[str, Any]]:
+async def fix(store: Deployment, report: DoctorReport, dry_run: bool) -> list[dict[str, Any]]:
     """Apply the safe fixes: fenced deletes of ghosts, a resync request per orphan owner."""
     done: list[dict[str, Any]] = []
     ghosts = [
@@ -594,7 +593,7 @@ def rm_this_entry(entry: Entry) -> str:
     return command("wsctl", "registry", "rm", entry.robot_id)
 
 
-async def doctor_robot(store: RegistryStore, robot_id: str, timeout: float) -> dict[str, Any]:
+async def doctor_robot(store: Deployment, robot_id: str, timeout: float) -> dict[str, Any]:
     """Everything known about one robot end to end, with findings and a ping through the route."""
     findings: list[Finding] = []
     now = utcnow()

@@ -28,10 +28,10 @@ from enum import StrEnum
 from typing import Any
 
 from wsctl.errors import EXIT_NOT_REGISTERED, EXIT_TIMEOUT, EXIT_UNREACHABLE, WsctlError
+from wsctl.ops.deployment import Deployment
 from wsctl.protocol.envelopes import Envelope, Op, Status
 from wsctl.protocol.rpc import Unreachable
 from wsctl.registry.instances import InstanceRecord
-from wsctl.registry.store import RegistryStore
 from wsctl.shell import quoted
 
 __all__ = [
@@ -188,7 +188,7 @@ class DrainReport:
         }
 
 
-async def check_instance(store: RegistryStore, instance: str, op: Op = Op.DRAIN) -> None:
+async def check_instance(store: Deployment, instance: str, op: Op = Op.DRAIN) -> None:
     """Raise unless ``instance`` listens on its control channel: exit 4 when nothing is known
     of it (no liveness record), exit 5 when it has a record but does not listen; the message
     says what that means for ``op`` (``drain`` or ``undrain``)."""
@@ -213,7 +213,7 @@ async def check_instance(store: RegistryStore, instance: str, op: Op = Op.DRAIN)
     )
 
 
-async def _ask(store: RegistryStore, instance: str, envelope: Envelope) -> dict[str, Any]:
+async def _ask(store: Deployment, instance: str, envelope: Envelope) -> dict[str, Any]:
     try:
         reply = await store.request(instance, envelope, REQUEST_TIMEOUT)
     except Unreachable:
@@ -248,7 +248,7 @@ def _sessions(data: dict[str, Any]) -> dict[str, str]:
 
 
 async def drain_instance(
-    store: RegistryStore,
+    store: Deployment,
     instance: str,
     *,
     batch: int,
@@ -306,7 +306,7 @@ async def drain_instance(
 
 
 async def _places(
-    store: RegistryStore,
+    store: Deployment,
     instance: str,
     sessions: Mapping[str, str],
     moved: dict[str, str],
@@ -327,7 +327,7 @@ async def _places(
 
 
 async def start_sessions(
-    store: RegistryStore,
+    store: Deployment,
     instance: str,
     batch: int,
     interval: float,
@@ -344,7 +344,7 @@ async def start_sessions(
 
 
 async def start_drain(
-    store: RegistryStore,
+    store: Deployment,
     instance: str,
     batch: int,
     interval: float,
@@ -354,7 +354,7 @@ async def start_drain(
     return list(await start_sessions(store, instance, batch, interval, origin))
 
 
-async def _ask_inventory(store: RegistryStore, instance: str) -> dict[str, Any]:
+async def _ask_inventory(store: Deployment, instance: str) -> dict[str, Any]:
     reply = await store.request(instance, Envelope(op=Op.INVENTORY), REQUEST_TIMEOUT)
     if reply is None or reply.status is not Status.INVENTORY:
         raise WsctlError(
@@ -364,7 +364,7 @@ async def _ask_inventory(store: RegistryStore, instance: str) -> dict[str, Any]:
     return reply.data
 
 
-async def undrain_instance(store: RegistryStore, instance: str) -> int:
+async def undrain_instance(store: Deployment, instance: str) -> int:
     """Let ``instance`` accept robots again; returns how many sessions it holds."""
     await check_instance(store, instance, Op.UNDRAIN)
     data = await _ask(store, instance, Envelope(op=Op.UNDRAIN, origin="cli"))

@@ -35,6 +35,7 @@ from wsctl.durations import counted
 from wsctl.errors import UsageError
 from wsctl.ops.capacity import check_open_files
 from wsctl.ops.compat import Participation, classify, explain, writes_conn_id
+from wsctl.ops.deployment import Deployment
 from wsctl.ops.drain import check_instance, start_drain, undrain_instance
 from wsctl.ops.histogram import Histogram
 from wsctl.ops.ramp import combine as combine_ramps
@@ -51,7 +52,7 @@ from wsctl.protocol.batch import (
 from wsctl.protocol.envelopes import Envelope, Op, ProtocolError, encode
 from wsctl.registry.instances import liveness
 from wsctl.registry.model import Entry, utcnow
-from wsctl.registry.store import DeleteOutcome, RegistryStore
+from wsctl.registry.store import DeleteOutcome
 from wsctl.tasks import settle, wait_within
 
 __all__ = [
@@ -289,7 +290,7 @@ class SimulateReport:
 class _Replies:
     """Counts replies on the run's reply channel (subscribed before anything is sent)."""
 
-    def __init__(self, store: RegistryStore, channel: str) -> None:
+    def __init__(self, store: Deployment, channel: str) -> None:
         self.store = store
         self.channel = channel
         self.status: dict[str, str] = {}
@@ -344,7 +345,7 @@ class Simulation:
     Use :func:`simulate`, which validates the options first."""
 
     def __init__(
-        self, store: RegistryStore, options: SimulateOptions, progress: Progress | None
+        self, store: Deployment, options: SimulateOptions, progress: Progress | None
     ) -> None:
         self.store = store
         self.options = options
@@ -1051,7 +1052,7 @@ class Simulation:
 
 
 async def simulate(
-    store: RegistryStore, options: SimulateOptions, progress: Progress | None = None
+    store: Deployment, options: SimulateOptions, progress: Progress | None = None
 ) -> SimulateReport:
     """Check a fleet end to end with real robots: see the module docstring for the phases.
 

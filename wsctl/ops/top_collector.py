@@ -23,6 +23,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError, RedisClusterException, RedisError, TimeoutError
 
 from wsctl.eventlog.model import StoredEvent
+from wsctl.ops.deployment import Deployment
 from wsctl.ops.events import EventFilter, follow_events, read_events
 from wsctl.ops.top import (
     RateTracker,
@@ -39,7 +40,6 @@ from wsctl.redis.target import Target
 from wsctl.registry.instances import InstanceRecord
 from wsctl.registry.keys import Keyspace, escape_glob
 from wsctl.registry.model import utcnow
-from wsctl.registry.store import RegistryStore
 
 __all__ = ["REDIS_ERRORS", "Collector", "redis_problem"]
 
@@ -77,7 +77,7 @@ class Collector:
     ) -> None:
         self.client = client
         self.keys = keys
-        self.store = RegistryStore(client, keys, naive_tz=naive_tz, scan_count=scan_count)
+        self.store = Deployment(client, keys, naive_tz=naive_tz, scan_count=scan_count)
         self.timeout = timeout
         self.describe = describe
         self.scanner = RegistryScanner(self.store, client, timeout, scan_count)

@@ -6,10 +6,11 @@
   entry goes only if it is still exactly what the caller judged.
 * Scripts are run with EVALSHA through ``execute_command`` (``Script`` objects fail inside
   cluster pipelines) and fall back to EVAL on ``NOSCRIPT`` (a restarted or promoted node).
-* The store is also ``ops/``'s one handle on the deployment's Redis: liveness records,
-  listeners, cluster facts, pub/sub and control-channel requests go through its methods (thin
-  delegates to :mod:`wsctl.registry.instances`, :mod:`wsctl.redis.topology`, :mod:`wsctl.redis.pubsub`
-  and :mod:`wsctl.protocol.rpc`), so no operation reaches into its client.
+* Liveness records, listeners, cluster facts and pub/sub go through its methods too (thin
+  delegates to :mod:`wsctl.registry.instances`, :mod:`wsctl.redis.topology` and
+  :mod:`wsctl.redis.pubsub`), so no operation reaches into its client. Control-channel requests
+  are the layer above's (:class:`wsctl.ops.deployment.Deployment` adds them): the registry
+  depends only on the layers below it.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
-from wsctl.protocol.envelopes import Envelope, Reply
-from wsctl.protocol.rpc import Unreachable, gather_requests, request
 from wsctl.redis.internals import bulk_execute
 from wsctl.redis.pubsub import publish_many, subscription
 from wsctl.redis.scan import scan_keys
@@ -395,21 +394,6 @@ class RegistryStore:
     async def is_listening(self, instance_id: str) -> bool:
         """Is anyone subscribed to the instance's control channel?"""
         return await is_listening(self.client, self.keys, instance_id)
-
-    async def request(self, instance_id: str, envelope: Envelope, timeout: float) -> Reply | None:
-        """Send ``envelope`` on the instance's control channel and wait for its one reply.
-
-        Returns None on timeout; raises :class:`~wsctl.protocol.rpc.Unreachable` when nobody
-        listens on that channel (see :func:`wsctl.protocol.rpc.request`).
-        """
-        return await request(self.client, self.keys, instance_id, envelope, timeout)
-
-    async def gather_requests(
-        self, targets: list[tuple[str, Envelope]], timeout: float
-    ) -> dict[str, Reply | Unreachable | None]:
-        """Several control-channel requests at once; per instance its reply, None (timeout)
-        or :class:`~wsctl.protocol.rpc.Unreachable`."""
-        return await gather_requests(self.client, self.keys, targets, timeout)
 
     async def owners(self, robot_ids: Sequence[str], chunk: int = 1000) -> list[Any]:
         """The ``instance_id`` field of each robot's entry, in order (one pipelined HGET per
