@@ -25,7 +25,7 @@ from typing import Any
 
 from fastapi import FastAPI, WebSocket
 
-from wsctl.gateway.asgi import Fleet
+from wsctl.api import Fleet
 
 log = logging.getLogger("robot_gateway")
 

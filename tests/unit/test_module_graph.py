@@ -216,7 +216,7 @@ LAYERS: list[set[str]] = [
     {"wsctl.protocol.rpc", "wsctl.eventlog"},
     {"wsctl.gateway"},
     {"wsctl.ops"},
-    {"wsctl.sandbox"},
+    {"wsctl.sandbox", "wsctl.api"},
     {"wsctl.cli", "wsctl.__main__"},
 ]
 
