@@ -215,7 +215,7 @@ LAYERS: list[set[str]] = [
     {"wsctl.registry"},
     {"wsctl.protocol.rpc", "wsctl.eventlog"},
     {"wsctl.gateway"},
-    {"wsctl.ops"},
+    {"wsctl.ops", "wsctl.conformance"},
     {"wsctl.sandbox", "wsctl.api"},
     {"wsctl.cli", "wsctl.__main__"},
 ]
