@@ -21,6 +21,7 @@ from wsctl.eventlog.model import EventLimits
 from wsctl.gateway.core import CoreConfig, FleetCore, RobotSocket
 from wsctl.gateway.outcomes import SendOutcome, SendResult
 from wsctl.protocol.envelopes import CloseCode
+from wsctl.protocol.fanout import FanOutcome, FanoutResult, FanoutSummary, RobotOutcome, Selection
 from wsctl.registry.keys import Keyspace
 
 if TYPE_CHECKING:
@@ -31,10 +32,15 @@ __all__ = [
     "ConfigError",
     "CoreConfig",
     "EventLimits",
+    "FanOutcome",
+    "FanoutResult",
+    "FanoutSummary",
     "Fleet",
     "FleetCore",
     "Keyspace",
+    "RobotOutcome",
     "RobotSocket",
+    "Selection",
     "SendOutcome",
     "SendResult",
     "WsctlError",
