@@ -117,3 +117,36 @@ async def test_kick_and_ping_of_a_frozen_gateway_exit_6_then_work_after_sigcont(
             assert done.returncode == 0 and done.stdout.startswith("pong from gw-frozen")
     finally:
         gateway.stop()
+
+
+async def test_a_drain_a_frozen_gateway_did_not_answer_says_it_may_still_happen(
+    single: Backend, tmp_path: Path
+) -> None:
+    """A frozen (or overloaded) gateway gets the drain request once it runs again and then
+    drains: exit 6 said only "did not answer ... (an older gateway that does not know the
+    op?)", so the operator took it that nothing had happened."""
+    gateway = GatewayProcess(redis_url=single.env["WSCTL_REDIS_URL"], instance_id="gw-sleepy")
+    gateway.start(tmp_path)
+    try:
+        async with open_test_store(single) as store:
+            assert gateway.pid is not None
+            os.kill(gateway.pid, signal.SIGSTOP)
+            try:
+                done, _ = _wsctl(single.env, "drain", "gw-sleepy", "--timeout", "1")
+            finally:
+                os.kill(gateway.pid, signal.SIGCONT)
+            assert done.returncode == 6, (done.stdout, done.stderr)
+            assert done.stderr == (
+                "wsctl: error: instance 'gw-sleepy' did not answer drain within 10s (frozen, "
+                "overloaded, or an older gateway that does not know the op); it may still "
+                "drain once the request reaches it: `wsctl list instances` shows whether it "
+                "drains, `wsctl undrain gw-sleepy` reopens it\n"
+            )
+
+            async def draining() -> bool:
+                record = await store.instance_record("gw-sleepy")
+                return record is not None and record.draining
+
+            await wait_for(draining, timeout=15)  # so it did
+    finally:
+        gateway.stop()

@@ -32,7 +32,7 @@ from wsctl.ops.deployment import Deployment
 from wsctl.protocol.envelopes import Envelope, Op, Status
 from wsctl.protocol.rpc import Unreachable
 from wsctl.registry.instances import InstanceRecord
-from wsctl.shell import quoted
+from wsctl.shell import command, quoted
 
 __all__ = [
     "GONE_AFTER",
@@ -222,9 +222,20 @@ async def _ask(store: Deployment, instance: str, envelope: Envelope) -> dict[str
             exit_code=EXIT_UNREACHABLE,
         ) from None
     if reply is None:
+        # the request waits in the instance's subscription: a frozen or overloaded instance
+        # acts on it once it runs again
+        op = envelope.op.value
+        shows = "drains" if envelope.op is Op.DRAIN else "accepts robots again"
         raise WsctlError(
-            f"instance {quoted(instance)} did not answer {envelope.op.value} within "
-            f"{REQUEST_TIMEOUT:g}s (an older gateway that does not know the op?)",
+            f"instance {quoted(instance)} did not answer {op} within {REQUEST_TIMEOUT:g}s "
+            "(frozen, overloaded, or an older gateway that does not know the op); it may "
+            f"still {op} once the request reaches it: `wsctl list instances` shows whether it "
+            f"{shows}"
+            + (
+                f", `{command('wsctl', 'undrain', instance)}` reopens it"
+                if envelope.op is Op.DRAIN
+                else ""
+            ),
             exit_code=EXIT_TIMEOUT,
         )
     wanted = Status.DRAINING if envelope.op is Op.DRAIN else Status.UNDRAINED
