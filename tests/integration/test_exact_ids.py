@@ -94,3 +94,23 @@ async def test_what_send_kick_ping_and_set_say_names_an_odd_id_by_its_shell_word
     (line,) = created.err.splitlines()
     assert line.startswith("set $'nu\\xff\\xfe': robot_id=$'nu\\xff\\xfe', "), line[:80]
     assert line.endswith("nnn… (100,000 chars)") and len(line) < 1000, line[-80:]
+
+
+async def test_show_names_odd_values_by_their_shell_words_and_cuts_long_ones(
+    single: Backend,
+) -> None:
+    """`show` printed its values in the escape that reads like the text (`robot_id
+    nu\\xff\\xfe`) and whole: a 20 KB instance id was a 20 KB line. Values are now shell
+    words, cut like table cells (JSON keeps them whole)."""
+    robot_id, owner = ODD_IDS["not-utf8"], "g" * 20_000
+    async with open_test_store(single) as store:
+        await seed_store_connection(store.client, robot_id, owner)
+    shown = await ainvoke(["show", robot_id], single.env)
+    assert shown.code == 0, shown
+    lines = shown.out.splitlines()
+    assert "robot_id                $'nu\\xff\\xfe'" in lines
+    assert max(len(line) for line in lines) < 600
+    assert any(line.endswith("ggg… (20,000 chars)") for line in lines)
+    assert "2 cell(s) longer than" in shown.err
+    whole = await ainvoke(["show", robot_id, "-o", "json"], single.env)
+    assert json.loads(whole.out)["instance_id"] == owner

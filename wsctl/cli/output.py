@@ -600,10 +600,23 @@ def render_object(obj: dict[str, Any], fmt: str, *, stream: IO[str] | None = Non
         for key, value in _flatten(obj):
             writer.writerow([key, value])
     else:
-        items = [(printable(k), printable(v)) for k, v in _flatten(obj, human=True)]
+        from wsctl.shell import clip, word
+
+        # values as shell words (an id holding byte ff reads $'..\xff', never like the text
+        # "\xff"), cut like table cells: a 20 KB instance id was a 20 KB line
+        items: list[tuple[str, str]] = []
+        cut = 0
+        for key, value in _flatten(obj, human=True):
+            shown = word(value[: TEXT_MAX + 1])
+            if len(shown) > TEXT_MAX:
+                shown, cut = clip(shown, TEXT_MAX, len(value)), cut + 1
+            items.append((printable(key), shown))
         width = max((len(k) for k, _ in items), default=0)
-        for key, value in items:
-            out.write(f"{key.ljust(width)}  {value}".rstrip() + "\n")
+        for key, shown in items:
+            out.write(f"{key.ljust(width)}  {shown}".rstrip() + "\n")
+        if cut:
+            out.flush()
+            sys.stderr.write(cut_note(cut) + "\n")
     out.flush()
 
 
