@@ -118,7 +118,7 @@ def check_wsctl(args: list[str]) -> None:
     on the way, flag names, counts, choices and each flag's own checks, such as durations and
     ``--slo`` expressions), without running it. Raises on anything wsctl would refuse."""
     from wsctl.cli.main import app
-    from wsctl.ops.simulate import parse_slo
+    from wsctl.ops.simulate.options import parse_slo
 
     command: Any = typer.main.get_command(app)
     ctx = command.make_context("wsctl", list(args))

@@ -186,7 +186,7 @@ def test_the_doctor_page_lists_every_finding_kind() -> None:
 
 
 def test_the_simulate_page_lists_every_slo_metric() -> None:
-    from wsctl.ops.simulate import SLO_METRICS
+    from wsctl.ops.simulate.options import SLO_METRICS
 
     table = _page("simulate.md").split("## SLOs", 1)[1].split("\n## ", 1)[0]
     assert set(re.findall(r"`([a-z_0-9]+)`", table)) >= set(SLO_METRICS)

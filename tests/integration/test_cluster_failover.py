@@ -11,10 +11,12 @@ from websockets.asyncio.client import connect as wsconnect
 
 from tests.fleet import running_fleet
 from wsctl.config import load_settings
+from wsctl.ops.deployment import Deployment
 from wsctl.ops.send import send_message
-from wsctl.ops.simulate import SimulateOptions, Simulation
+from wsctl.ops.simulate.options import SimulateOptions
+from wsctl.ops.simulate.run import run
+from wsctl.ops.simulate.state import Simulation
 from wsctl.redis.factory import connect, target_from_settings
-from wsctl.registry.store import RegistryStore
 from wsctl.sandbox import RedisClusterProcesses
 
 pytestmark = pytest.mark.cluster
@@ -42,7 +44,7 @@ async def test_master_killed_mid_simulate_recovers_and_robots_stay_registered(ca
             victim_port = _slot_owner(cluster, "ws_ctl:gw-a")  # gw-a's control subscription
             victim = next(n for n in cluster.nodes if n.port == victim_port)
             async with connect(target_from_settings(load_settings(env=env))) as client:
-                store = RegistryStore(client)
+                store = Deployment(client)
                 killed_at: float | None = None
 
                 def progress(phase: str, text: str) -> None:
@@ -65,7 +67,7 @@ async def test_master_killed_mid_simulate_recovers_and_robots_stay_registered(ca
                 )
                 # a robot outside the simulation, held by gw-b, reached through gw-a
                 probe = await wsconnect(f"{fleet['gw-b'].ws_url}/ws/probe")
-                task = asyncio.create_task(sim.run())
+                task = asyncio.create_task(run(sim))
                 # probe: a message through gw-a to a robot held by gw-b, until it works again
                 recovered_at = None
                 probes: list[str] = []

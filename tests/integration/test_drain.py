@@ -18,7 +18,7 @@ from websockets.exceptions import InvalidStatus
 from tests.conftest import Backend, ainvoke, open_test_store
 from tests.fleet import running_fleet, wait_for
 from wsctl.gateway.drain import DRAIN_CLOSE_REASON as DRAIN_REASON
-from wsctl.ops.robots import RobotSwarm, make_message
+from wsctl.ops.simulate.robots import RobotSwarm, make_message
 from wsctl.protocol.envelopes import Envelope, Op
 from wsctl.registry.instances import InstanceRecord, write_record
 from wsctl.registry.keys import Keyspace

@@ -17,7 +17,8 @@ import pytest
 
 from tests.conftest import Backend, ainvoke, invoke, open_test_store
 from tests.fleet import running_fleet
-from wsctl.ops.simulate import SimulateOptions, parse_slo, simulate
+from wsctl.ops.simulate.options import SimulateOptions, parse_slo
+from wsctl.ops.simulate.run import simulate
 from wsctl.sandbox import Sandbox, running_sandbox
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "simulate.schema.json").read_text())

@@ -1,4 +1,4 @@
-"""What a simulate run needs of the machine (wsctl.ops.capacity) and the open-files limits
+"""What a simulate run needs of the machine (wsctl.ops.simulate.capacity) and the open-files limits
 to try (wsctl.system.limit_targets): pure, no limit is changed here."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.http11 import Response
 
 from wsctl.gateway.core import CONTROL_CONCURRENCY, SESSION_CONCURRENCY
-from wsctl.ops.capacity import GATEWAY_REDIS, PROCESS_RESERVE, fd_advice, simulate_fd_needs
-from wsctl.ops.robots import _worth_retrying
+from wsctl.ops.simulate.capacity import GATEWAY_REDIS, PROCESS_RESERVE, fd_advice, simulate_fd_needs
+from wsctl.ops.simulate.robots import _worth_retrying
 from wsctl.system import GENEROUS, UNLIMITED, limit_targets
 
 

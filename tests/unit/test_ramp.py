@@ -1,4 +1,4 @@
-"""The adaptive connect ramp (wsctl.ops.ramp): a pure controller driven with explicit times,
+"""The adaptive connect ramp (wsctl.ops.simulate.ramp): a pure controller driven with explicit times,
 and a model of a gateway that accepts a fixed number of handshakes per second."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from wsctl.ops.ramp import (
+from wsctl.ops.simulate.ramp import (
     BURST_S,
     DECREASE_ON_SLOW,
     MIN_IN_FLIGHT,

@@ -23,7 +23,8 @@ from wsctl.errors import EXIT_INTERRUPTED, EXIT_NEGATIVE, NotFound, UsageError, 
 
 if TYPE_CHECKING:
     from wsctl.config import Settings
-    from wsctl.ops.simulate import SimulateOptions, SimulateReport
+    from wsctl.ops.simulate.options import SimulateOptions
+    from wsctl.ops.simulate.report import SimulateReport
     from wsctl.sandbox import SandboxInfo
 
 SANDBOX_HEARTBEAT = 2.0
@@ -172,7 +173,7 @@ def simulate(
     Example: wsctl simulate --robots 200 --slo 'p99<50ms' --slo 'lost==0';
     wsctl simulate --gateway ws://a:8000 --gateway ws://b:8000 --robot-heartbeat '{"type":"hb"}'
     """
-    from wsctl.ops.simulate import SimulateOptions, parse_slo
+    from wsctl.ops.simulate.options import SimulateOptions, parse_slo
 
     check_report_output(output, "simulate")
     if not 0.0 <= non_owner_share <= 1.0:
@@ -239,7 +240,7 @@ def _run_simulation(
         raise UsageError(_no_kill_reason(options.gateways, running))
     if options.chaos is not None and sandbox_gateways < 2:
         raise UsageError("--chaos needs at least two gateways: --sandbox-gateways 2 or more")
-    from wsctl.ops.capacity import check_open_files
+    from wsctl.ops.simulate.capacity import check_open_files
 
     # before anything starts; the sandbox and the robot workers inherit the limits raised here
     check_open_files(options.robots, options.processes, sandbox_gateways if need_sandbox else None)
@@ -292,7 +293,7 @@ async def _simulate(settings: Settings, options: SimulateOptions) -> SimulateRep
     import asyncio
 
     from wsctl.cli.common import open_store
-    from wsctl.ops.simulate import simulate as run_simulation
+    from wsctl.ops.simulate.run import simulate as run_simulation
 
     task = asyncio.current_task()
     interrupted = False

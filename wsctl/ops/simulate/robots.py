@@ -37,7 +37,7 @@ from websockets.exceptions import InvalidStatus, InvalidURI
 from wsctl.eventloop import run
 from wsctl.gateway.identity import robot_token
 from wsctl.ops.histogram import Histogram
-from wsctl.ops.ramp import WINDOW_S, ConnectRamp
+from wsctl.ops.simulate.ramp import WINDOW_S, ConnectRamp
 from wsctl.protocol.envelopes import CloseCode
 from wsctl.reconnect import FIRST_DELAY, MAX_DELAY, backoff, next_gateway
 from wsctl.system import raise_fd_limit
