@@ -177,7 +177,7 @@ def test_the_metrics_page_lists_every_metric_the_gateway_exports_with_its_type()
 
 
 def test_the_doctor_page_lists_every_finding_kind() -> None:
-    from wsctl.ops.doctor import Kind
+    from wsctl.ops.doctor.diagnose import Kind
 
     rows = set(
         re.findall(r"^\| `(\w+)` \| (?:error|warning|info) \|", _page("operate/doctor.md"), re.M)
@@ -250,7 +250,8 @@ def test_the_json_page_names_every_key_of_each_commands_json_output() -> None:
     from datetime import UTC, datetime
 
     from wsctl.conformance.checks import CheckResult, ConformanceReport, Verdict
-    from wsctl.ops.doctor import DoctorReport, Facts, Finding, Kind, Severity
+    from wsctl.ops.doctor.diagnose import Facts, Finding, Kind, Severity
+    from wsctl.ops.doctor.fleet import DoctorReport
     from wsctl.ops.drain import DrainReport
     from wsctl.ops.fanout import FanOutcome, FanoutSummary, RobotOutcome
     from wsctl.ops.kick import KickOutcome, KickStatus, PingOutcome, PingStatus

@@ -18,7 +18,7 @@ from wsctl.registry.model import format_ts, utcnow
 @pytest.fixture(autouse=True)
 def _no_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     """Faults planted a moment ago count as faults (production waits 3 s for in-flight)."""
-    monkeypatch.setattr("wsctl.ops.doctor.GRACE_S", -1.0)
+    monkeypatch.setattr("wsctl.ops.doctor.diagnose.GRACE_S", -1.0)
 
 
 def kinds(report: dict) -> dict[str, set[str | None]]:  # type: ignore[type-arg]

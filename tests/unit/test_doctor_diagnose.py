@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from wsctl.ops.doctor import Facts, Finding, Kind, Session, Severity, diagnose, healthy
+from wsctl.ops.doctor.diagnose import Facts, Finding, Kind, Session, Severity, diagnose, healthy
 from wsctl.registry.instances import InstanceRecord
 from wsctl.registry.model import entry_from_hash, format_ts, wrong_type_entry
 
@@ -196,7 +196,8 @@ async def test_ghosts_that_changed_since_the_read_are_not_reported() -> None:
     import fakeredis
 
     from wsctl.ops.deployment import Deployment
-    from wsctl.ops.doctor import Finding, Severity, confirm_ghosts
+    from wsctl.ops.doctor.diagnose import Finding, Severity
+    from wsctl.ops.doctor.fleet import confirm_ghosts
 
     store = Deployment(fakeredis.FakeAsyncRedis(decode_responses=True))
     seen = {r: entry(r, "gw-a", conn=f"{r}-c1") for r in ("same", "moved", "gone")}

@@ -371,8 +371,8 @@ def doctor(
 
 
 async def _doctor(settings: Settings, apply_fix: bool, dry_run: bool) -> dict[str, Any]:
-    from wsctl.ops.doctor import doctor as run_doctor
-    from wsctl.ops.doctor import fix as run_fix
+    from wsctl.ops.doctor.fleet import doctor as run_doctor
+    from wsctl.ops.doctor.fleet import fix as run_fix
 
     async with open_store(settings) as store:
         report = await run_doctor(store, settings.timeout)
@@ -383,7 +383,7 @@ async def _doctor(settings: Settings, apply_fix: bool, dry_run: bool) -> dict[st
 
 async def _doctor_robot(settings: Settings, robot_id: str) -> dict[str, Any]:
     from wsctl.cli.eventlog import recent_rows
-    from wsctl.ops.doctor import doctor_robot
+    from wsctl.ops.doctor.robot import doctor_robot
 
     async with open_store(settings) as store:
         result = await doctor_robot(store, robot_id, settings.timeout)

@@ -1,15 +1,9 @@
-"""``wsctl doctor``: the registry versus reality.
-
-Every live instance is asked for its local connection table (``inventory`` over the control
-channel) and the tables are diffed against the registry. The diff (:func:`diagnose`) is pure:
-it takes the gathered facts and ``now``. :func:`gather` is the thin I/O shell, :func:`fix`
-applies only the safe repairs (fenced deletes of ghosts; asking an instance to re-register its
-orphans).
-"""
+"""Doctor's pure diff: the facts gathered about a fleet (registry entries, liveness records,
+listeners, every live instance's socket inventory, cluster coverage) judged at ``now`` into
+findings, each with its kind, severity, what it means and what to do. No I/O."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,50 +13,38 @@ from typing import Any
 
 from wsctl.durations import counted
 from wsctl.ops.compat import Participation, classify, explain, how_to_join, writes_conn_id
-from wsctl.ops.deployment import Deployment
-from wsctl.protocol.envelopes import ROBOT_PING, ROBOT_PING_UNSUPPORTED, Envelope, Op, Reply, Status
-from wsctl.protocol.rpc import Unreachable
+from wsctl.protocol.envelopes import Reply
 from wsctl.registry.instances import InstanceRecord, Liveness, liveness
 from wsctl.registry.keys import Keyspace
-from wsctl.registry.model import F_CONNECTED_AT, Entry, State, assess, utcnow
-from wsctl.registry.store import FENCE_FIELDS, DeleteOutcome
+from wsctl.registry.model import Entry, State, assess
 from wsctl.shell import command
 
 __all__ = [
     "CHECK_LIVENESS",
     "CHECK_PING",
     "CHECK_SOCKETS",
-    "GHOST_OUTCOMES",
     "GRACE_S",
-    "INVENTORY_TIMEOUT",
     "MAX_FINDINGS_PER_KIND",
     "SAFE_FIXES",
-    "DoctorReport",
     "Facts",
     "Finding",
     "Kind",
     "Session",
     "Severity",
-    "confirm_ghosts",
     "diagnose",
-    "doctor",
-    "doctor_robot",
-    "fix",
-    "gather",
     "healthy",
+    "inventory_sessions",
     "not_checked",
+    "not_checked_finding",
 ]
+
 
 # An entry younger than this when the inventory was asked may not be in it yet (and the
 # reverse for sessions): such differences are in flight, not faults.
 GRACE_S = 3.0
-INVENTORY_TIMEOUT = 3.0
-MAX_FINDINGS_PER_KIND = 200
 
-# The fields doctor keeps of each entry while it asks the instances (the whole registry is held
-# for the diff): the fencing set for --fix and connected_at for session identity. The rest is
-# dropped, and the kept names are shared constants, halving memory on big registries.
-_KEPT_FIELDS = (*FENCE_FIELDS, F_CONNECTED_AT)
+
+MAX_FINDINGS_PER_KIND = 200
 
 
 class Severity(StrEnum):
@@ -97,13 +79,6 @@ class Kind(StrEnum):
 
 
 SAFE_FIXES = frozenset({Kind.GHOST, Kind.ORPHAN})
-# How ``doctor --fix`` reports each delete outcome of a ghost
-GHOST_OUTCOMES = {
-    DeleteOutcome.DELETED: "removed",
-    DeleteOutcome.CHANGED: "changed since; kept",
-    DeleteOutcome.GONE: "already gone",
-    DeleteOutcome.WOULD_DELETE: "would remove",
-}
 
 
 @dataclass(frozen=True)
@@ -159,8 +134,14 @@ class Facts:
 
 # What doctor checks of an instance, by the names ``not_checked`` lists when it could not.
 CHECK_SOCKETS = "sockets"  # its socket inventory against the registry (ghosts, orphans, splits)
+
+
 CHECK_LIVENESS = "liveness"  # its liveness record
+
+
 CHECK_PING = "robot_ping"  # doctor ROBOT: a WebSocket ping through it
+
+
 _CHECK_TEXT = {
     CHECK_SOCKETS: "its sockets against the registry (ghosts, orphans, split owners)",
     CHECK_LIVENESS: "its liveness",
@@ -178,9 +159,11 @@ def not_checked(facts: Facts, instance_id: str, state: Liveness) -> list[str]:
     return missing
 
 
-def _not_checked_finding(
+def not_checked_finding(
     instance_id: str, checks: list[str], why: str, participation: Participation
 ) -> Finding:
+    """The ``info`` finding that says which checks of ``instance_id`` could not be made, why,
+    and how its kind of gateway joins the control protocol."""
     what = " and ".join(_CHECK_TEXT[c] for c in checks)
     joins = participation in (Participation.NO_CONTROL_PROTOCOL, Participation.DOWN_OR_UNKNOWN)
     return Finding(
@@ -241,7 +224,7 @@ def diagnose(facts: Facts, now: datetime, timeout: float, prefix: str) -> list[F
                     instance_id, facts.keyspace.control_channel(instance_id), participation
                 )
             )
-            out.append(_not_checked_finding(instance_id, checks, why, participation))
+            out.append(not_checked_finding(instance_id, checks, why, participation))
         count = sum(1 for e in facts.entries.values() if e.instance_id == instance_id)
         if count and state is not Liveness.ALIVE and not facts.listening.get(instance_id, False):
             # dead only as `reap --dead-instances` judges it (wsctl.ops.reap.owner_known_dead):
@@ -415,305 +398,11 @@ def _cap(findings: list[Finding]) -> list[Finding]:
     return capped
 
 
-def _sessions(reply: Reply) -> list[Session]:
+def inventory_sessions(reply: Reply) -> list[Session]:
+    """The sessions of an ``inventory`` reply (malformed rows left out)."""
     rows = reply.data.get("connections", [])
     return [
         Session(str(r.get("robot_id")), str(r.get("conn_id")), float(r.get("since", 0.0)))
         for r in rows
         if isinstance(r, dict)
     ]
-
-
-async def gather(store: Deployment, timeout: float) -> Facts:
-    """Read the registry, liveness records, subscriber counts and every live inventory."""
-    facts = Facts(keyspace=store.keys)
-    async for record in store.instance_records():
-        facts.records[record.instance_id] = record
-    facts.asked_at = time.time()
-    candidates = set(facts.records)
-    # entries first seen below may name more instances; ask those that listen too
-    async for batch in store.iter_batches():
-        for entry in batch:
-            fields = entry.fields
-            entry.fields = {name: fields[name] for name in _KEPT_FIELDS if name in fields}
-            facts.entries[entry.robot_id] = entry
-            if entry.instance_id:
-                candidates.add(entry.instance_id)
-    for instance_id in sorted(candidates):
-        facts.listening[instance_id] = await store.is_listening(instance_id)
-    targets = [
-        (i, Envelope(op=Op.INVENTORY, origin="doctor")) for i, ok in facts.listening.items() if ok
-    ]
-    replies = await store.gather_requests(targets, INVENTORY_TIMEOUT)
-    for instance_id, reply in replies.items():
-        if isinstance(reply, Reply) and reply.status is Status.INVENTORY:
-            facts.inventories[instance_id] = _sessions(reply)
-        elif not isinstance(reply, Unreachable):
-            facts.no_reply.add(instance_id)
-    facts.cluster, facts.keys_per_node = await store.cluster_view()
-    return facts
-
-
-@dataclass
-class DoctorReport:
-    """The result of :func:`doctor`: findings, the facts they were judged on, when and
-    with which liveness timeout, and what ``--fix`` did."""
-
-    findings: list[Finding]
-    facts: Facts
-    now: datetime
-    timeout: float
-    fixed: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def healthy(self) -> bool:
-        """True when no finding is worse than informational."""
-        return healthy(self.findings)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The report as the JSON document of ``doctor -o json``."""
-        by_severity = Counter(f.severity.value for f in self.findings)
-        return {
-            "healthy": self.healthy,
-            "entries": len(self.facts.entries),
-            "instances": self.instance_rows(),
-            "cluster": self.facts.cluster,
-            "keys_per_node": self.facts.keys_per_node,
-            "counts": dict(by_severity),
-            "findings": [f.as_dict() for f in self.findings],
-            "fixed": self.fixed,
-        }
-
-    def instance_rows(self) -> list[dict[str, Any]]:
-        """One row per instance seen (owning entries, writing a liveness record or
-        answering inventory): liveness, listening, entries owned and sockets held."""
-        facts = self.facts
-        owned = Counter(e.instance_id for e in facts.entries.values() if e.instance_id)
-        names = sorted(set(owned) | set(facts.records) | set(facts.inventories))
-        return [
-            {
-                "instance_id": i,
-                "liveness": liveness(facts.records.get(i), self.now, self.timeout).value,
-                "listening": facts.listening.get(i, False),
-                "entries": owned.get(i, 0),
-                "sockets": len(facts.inventories[i]) if i in facts.inventories else None,
-                "not_checked": not_checked(
-                    facts, i, liveness(facts.records.get(i), self.now, self.timeout)
-                ),
-            }
-            for i in names
-        ]
-
-
-async def doctor(store: Deployment, timeout: float) -> DoctorReport:
-    """Check the whole fleet: read the registry and liveness records, ask each listening
-    instance for its inventory, diff them, and return the findings.
-
-    Ghost findings whose entry changed meanwhile are dropped (a robot that moved while
-    instances were asked is not a fault). ``timeout`` is the fleet's liveness timeout."""
-    facts = await gather(store, timeout)
-    now = utcnow()
-    findings = diagnose(facts, now, timeout, store.keys.prefix)
-    return DoctorReport(await confirm_ghosts(store, findings, facts), facts, now, timeout)
-
-
-def _session(entry: Entry) -> tuple[str | None, str | None]:
-    """What identifies one registration: its conn_id, and for the original code's entries
-    (which have none) when it connected."""
-    return entry.conn_id, entry.fields.get(F_CONNECTED_AT)
-
-
-async def confirm_ghosts(store: Deployment, findings: list[Finding], facts: Facts) -> list[Finding]:
-    """Drop ghost findings whose entry changed since the registry was read (the robot left or
-    reconnected while the instances were being asked): on a busy fleet these are not faults."""
-    ghosts = [f.robot_id for f in findings if f.kind is Kind.GHOST and f.robot_id]
-    if not ghosts:
-        return findings
-    now_entries = {
-        e.robot_id: e for e in await store.read_keys([store.keys.conn_key(r) for r in ghosts])
-    }
-    stale: set[str] = set()
-    for robot_id in ghosts:
-        before, after = facts.entries.get(robot_id), now_entries.get(robot_id)
-        if after is None or before is None or _session(after) != _session(before):
-            stale.add(robot_id)
-        else:
-            facts.entries[robot_id] = after
-    return [f for f in findings if not (f.kind is Kind.GHOST and f.robot_id in stale)]
-
-
-async def fix(store: Deployment, report: DoctorReport, dry_run: bool) -> list[dict[str, Any]]:
-    """Apply the safe fixes: fenced deletes of ghosts, a resync request per orphan owner."""
-    done: list[dict[str, Any]] = []
-    ghosts = [
-        report.facts.entries[f.robot_id]
-        for f in report.findings
-        if f.kind is Kind.GHOST and f.robot_id in report.facts.entries
-    ]
-    if ghosts:
-        results = (
-            [DeleteOutcome.WOULD_DELETE] * len(ghosts)
-            if dry_run
-            else await store.delete_observed(ghosts)
-        )
-        for entry, result in zip(ghosts, results, strict=True):
-            done.append(
-                {"kind": "ghost", "robot_id": entry.robot_id, "result": GHOST_OUTCOMES[result]}
-            )
-    owners = sorted(
-        {f.instance_id for f in report.findings if f.kind is Kind.ORPHAN and f.instance_id}
-    )
-    for instance_id in owners:
-        if dry_run:
-            done.append({"kind": "orphan", "instance_id": instance_id, "result": "would resync"})
-            continue
-        try:
-            reply = await store.request(instance_id, Envelope(op=Op.RESYNC, origin="doctor"), 5.0)
-        except Unreachable:
-            reply = None
-        answer = (
-            f"re-registered {reply.data.get('reregistered', 0)}"
-            if reply is not None and reply.status is Status.RESYNCED
-            else "no answer"
-        )
-        done.append({"kind": "orphan", "instance_id": instance_id, "result": answer})
-    return done
-
-
-def rm_this_entry(entry: Entry) -> str:
-    """The command that removes exactly this entry, and only while it is this session (its
-    ``conn_id``; for entries without one, its owner): a fix scoped to the one robot a finding
-    is about, never a reap of the fleet."""
-    if entry.conn_id:
-        return command("wsctl", "registry", "rm", entry.robot_id, "--if-conn-id", entry.conn_id)
-    if entry.instance_id:
-        return command(
-            "wsctl", "registry", "rm", entry.robot_id, "--if-instance", entry.instance_id
-        )
-    return command("wsctl", "registry", "rm", entry.robot_id)
-
-
-async def doctor_robot(store: Deployment, robot_id: str, timeout: float) -> dict[str, Any]:
-    """Everything known about one robot end to end, with findings and a ping through the route."""
-    findings: list[Finding] = []
-    now = utcnow()
-    entry = await store.get(robot_id)
-    result: dict[str, Any] = {"robot_id": robot_id, "registered": entry is not None}
-
-    def add(kind: Kind, severity: Severity, detail: str, fix_hint: str) -> None:
-        findings.append(Finding(kind, severity, detail, fix_hint, robot_id, owner))
-
-    owner = entry.instance_id if entry is not None else None
-    if entry is None:
-        add(
-            Kind.NOT_REGISTERED,
-            Severity.ERROR,
-            "no registry entry: the robot is not connected to any instance (or never was)",
-            "is the robot running? check its logs and the gateway it should connect to",
-        )
-    else:
-        verdict = assess(entry, now, timeout)
-        result.update(
-            {
-                "state": verdict.state.value,
-                "heartbeat_age_s": verdict.heartbeat_age,
-                "fields": dict(entry.fields),
-                "owner": owner,
-            }
-        )
-        if verdict.state is State.MALFORMED:
-            kind = Kind.CLOCK_SKEW if verdict.clock_skew else Kind.MALFORMED
-            add(kind, Severity.WARNING, verdict.reason, "wsctl registry set / rm to repair it")
-        elif verdict.state is State.STALE:
-            add(Kind.STALE, Severity.WARNING, verdict.reason, rm_this_entry(entry))
-    if owner:
-        state = liveness(await store.instance_record(owner), now, timeout)
-        listening = await store.is_listening(owner)
-        result["owner_liveness"] = state.value
-        result["owner_listening"] = listening
-        participation = classify(listening, state, bool(entry.conn_id) if entry else None)
-        checks = ([] if listening else [CHECK_SOCKETS, CHECK_PING]) + (
-            [CHECK_LIVENESS] if state is Liveness.UNKNOWN else []
-        )
-        result["not_checked"] = checks
-        why = (
-            "it writes no liveness record"
-            if listening
-            else explain(owner, store.keys.control_channel(owner), participation)
-        )
-        if checks:
-            findings.append(_not_checked_finding(owner, checks, why, participation))
-        if participation is Participation.NO_CONTROL_PROTOCOL:
-            pass  # an original-design owner is not dead for not listening: it never does
-        elif not listening and state is Liveness.ALIVE:
-            add(
-                Kind.NOT_SUBSCRIBED,
-                Severity.ERROR,
-                f"owner {owner} is alive (fresh liveness record) but does not listen on its "
-                "control channel",
-                f"check the instance's logs and restart it ({owner}); its robots are not "
-                "reaped, it is not dead",
-            )
-        elif not listening:
-            assert entry is not None  # an owner comes from the entry
-            add(
-                Kind.DEAD_OWNER,
-                Severity.ERROR,
-                f"owner {owner} does not listen on its control channel",
-                rm_this_entry(entry),
-            )
-        else:
-            inventory = await store.request(
-                owner,
-                Envelope(op=Op.INVENTORY, origin="doctor"),
-                INVENTORY_TIMEOUT,
-            )
-            sessions = {s.robot_id: s for s in _sessions(inventory)} if inventory else {}
-            session = sessions.get(robot_id)
-            result["owner_holds_socket"] = session is not None
-            result["owner_session_matches"] = bool(
-                session and entry and (not entry.conn_id or session.conn_id == entry.conn_id)
-            )
-            if inventory is None:
-                add(Kind.NO_REPLY, Severity.ERROR, f"owner {owner} did not answer", "check it")
-            elif session is None:
-                add(
-                    Kind.GHOST,
-                    Severity.WARNING,
-                    f"owner {owner} holds no socket for it",
-                    command("wsctl", "registry", "rm", robot_id),
-                )
-            ping = await store.request(
-                owner,
-                Envelope(op=Op.PING, robot_id=robot_id, origin="doctor"),
-                INVENTORY_TIMEOUT,
-            )
-            unsupported = ping is not None and (ping.data.get(ROBOT_PING) == ROBOT_PING_UNSUPPORTED)
-            if ping is not None and ping.status is Status.PONG:
-                result["ping"] = {
-                    "ok": True,
-                    "supported": not unsupported,
-                    "robot_rtt_ms": ping.data.get("robot_rtt_ms"),
-                    "route": [h.instance for h in ping.route],
-                    "total_ms": round(ping.total_ms, 3),
-                }
-                if unsupported:
-                    add(
-                        Kind.NOT_CHECKED,
-                        Severity.INFO,
-                        f"robot ping unsupported by {owner}'s transport (Starlette has no "
-                        "WebSocket ping): it holds the socket, the robot was not probed",
-                        "rely on the server's keepalive (uvicorn --ws-ping-interval)",
-                    )
-            else:
-                reason = ping.reason if ping is not None else "no reply"
-                result["ping"] = {"ok": False, "reason": reason}
-                add(
-                    Kind.ROBOT_UNREACHABLE,
-                    Severity.ERROR,
-                    f"ping through {owner} failed: {reason}",
-                    command("wsctl", "send", robot_id, "...", "--trace"),
-                )
-    result["findings"] = [f.as_dict() for f in findings]
-    result["healthy"] = healthy(findings)
-    return result
