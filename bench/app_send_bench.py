@@ -137,7 +137,7 @@ class Child:
 
     def stop(self) -> None:
         """End its input, give it 5 s to exit, then SIGTERM and SIGKILL."""
-        from wsctl.sandbox import _stop_process
+        from wsctl.sandbox.processes import stop_process
 
         with contextlib.suppress(OSError):
             assert self.proc.stdin is not None
@@ -145,7 +145,7 @@ class Child:
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
-            _stop_process(self.proc)
+            stop_process(self.proc)
 
 
 @contextlib.contextmanager
@@ -439,7 +439,7 @@ def sio_modes(args: argparse.Namespace) -> list[Mode]:
 def redis_backend(cluster: bool) -> Iterator[Any]:
     """A fresh redis-server (or 3+3 cluster) as the tests' ``Backend``."""
     from tests.conftest import Backend
-    from wsctl.sandbox import RedisClusterProcesses, RedisServer
+    from wsctl.sandbox.redis_servers import RedisClusterProcesses, RedisServer
 
     if cluster:
         with RedisClusterProcesses(masters=3, replicas=1) as nodes:
@@ -542,7 +542,8 @@ def run_wsctl(args: argparse.Namespace, run: int, logs: Path) -> list[Result]:
 
 
 def run_socketio(args: argparse.Namespace, run: int, logs: Path) -> list[Result]:
-    from wsctl.sandbox import RedisServer, free_port
+    from wsctl.sandbox.processes import free_port
+    from wsctl.sandbox.redis_servers import RedisServer
 
     robots = robot_ids(args.robots)
     with contextlib.ExitStack() as stack:

@@ -44,7 +44,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from wsctl.cli.sim_cmd import SANDBOX_HEARTBEAT, SANDBOX_TIMEOUT
-    from wsctl.sandbox import Sandbox
+    from wsctl.sandbox.local import Sandbox
 
     base = {k: v for k, v in os.environ.items() if not k.startswith(("WSCTL_", "REDIS_"))}
     passed = 0

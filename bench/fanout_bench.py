@@ -73,7 +73,7 @@ def main() -> None:
     import redis
     from redis.cluster import ClusterNode, RedisCluster
 
-    from wsctl.sandbox import Sandbox
+    from wsctl.sandbox.local import Sandbox
 
     with Sandbox(gateways=2, heartbeat_interval=2.0, timeout=30.0, cluster=args.cluster) as box:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WSCTL_", "REDIS_"))}

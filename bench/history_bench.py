@@ -97,7 +97,7 @@ def main() -> None:
     import redis
 
     from wsctl.registry.keys import Keyspace
-    from wsctl.sandbox import RedisServer
+    from wsctl.sandbox.redis_servers import RedisServer
 
     with RedisServer() as server:
         filled = asyncio.run(fill(server.url, args.events, args.robots, args.instances))

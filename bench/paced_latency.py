@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--cluster", action="store_true", help="a 3+3 Redis Cluster")
     args = parser.parse_args()
 
-    from wsctl.sandbox import Sandbox
+    from wsctl.sandbox.local import Sandbox
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WSCTL_", "REDIS_"))}
     if "WSCTL_EVENT_LOOP" in os.environ:

@@ -251,7 +251,7 @@ def main() -> None:
     import redis
     from redis.cluster import ClusterNode, RedisCluster
 
-    from wsctl.sandbox import RedisClusterProcesses, RedisServer
+    from wsctl.sandbox.redis_servers import RedisClusterProcesses, RedisServer
 
     with tempfile.TemporaryDirectory() as state:
         with RedisServer() as server:

@@ -102,7 +102,7 @@ def event_cpu_per_event(count: int = 20_000) -> float:
     from wsctl.gateway.events import EventSink
     from wsctl.redis.factory import connect, target_from_settings
     from wsctl.registry.keys import Keyspace
-    from wsctl.sandbox import RedisServer
+    from wsctl.sandbox.redis_servers import RedisServer
 
     async def measure(url: str) -> float:
         target = target_from_settings(load_settings(env={"WSCTL_REDIS_URL": url}))
@@ -184,7 +184,7 @@ def events_written(urls: list[str]) -> float:
 
 
 def run_once(args: Any, *, events: bool, floor: bool) -> dict[str, float]:
-    from wsctl.sandbox import Sandbox
+    from wsctl.sandbox.local import Sandbox
 
     with Sandbox(gateways=2, heartbeat_interval=2.0, timeout=30.0, events=events) as box:
         cpu_before = sum(cpu_seconds(g.pid) for g in box.gateway_procs)

@@ -63,7 +63,7 @@ def ensure_node() -> str | None:
 def run_wsctl(
     robots: int, messages: int, share: float, env_base: dict[str, str], cluster: bool = False
 ) -> dict:
-    from wsctl.sandbox import Sandbox
+    from wsctl.sandbox.local import Sandbox
 
     with Sandbox(gateways=2, heartbeat_interval=2.0, timeout=30.0, cluster=cluster) as box:
         env = dict(env_base)
@@ -93,7 +93,8 @@ def run_wsctl(
 
 
 def run_socketio(robots: int, messages: int, share: float, env_base: dict[str, str]) -> dict:
-    from wsctl.sandbox import RedisServer, free_port
+    from wsctl.sandbox.processes import free_port
+    from wsctl.sandbox.redis_servers import RedisServer
 
     with tempfile.TemporaryDirectory(prefix="wsctl-sio-") as tmp:
         redis = RedisServer(workdir=Path(tmp) / "redis").start()

@@ -108,7 +108,8 @@ def main() -> None:
 
     import pyte
 
-    from wsctl.sandbox import GatewayProcess, RedisServer
+    from wsctl.sandbox.gateways import GatewayProcess
+    from wsctl.sandbox.redis_servers import RedisServer
 
     with RedisServer() as server, tempfile.TemporaryDirectory(prefix="wsctl-top-bench-") as tmp:
         started = time.monotonic()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from wsctl.sandbox import RedisClusterProcesses, RedisServer
+from wsctl.sandbox.redis_servers import RedisClusterProcesses, RedisServer
 
 
 @dataclass

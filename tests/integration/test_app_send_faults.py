@@ -17,7 +17,7 @@ import pytest
 from tests.blast_fleet import ROBOTS, BlastFleet, blast_fleet, duplicates
 from tests.conftest import Backend
 from tests.fleet import wait_for
-from wsctl.sandbox import RedisClusterProcesses, RedisServer
+from wsctl.sandbox.redis_servers import RedisClusterProcesses, RedisServer
 
 SOCKET_TIMEOUT = "1"  # the gateways' Redis socket timeout: a frozen Redis is noticed in 1 s
 

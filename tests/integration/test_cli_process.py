@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from tests.conftest import Backend, ainvoke, invoke, open_test_store
 from tests.fleet import running_fleet, wait_for
 from wsctl import __version__
-from wsctl.sandbox import GatewayProcess
+from wsctl.sandbox.gateways import GatewayProcess
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

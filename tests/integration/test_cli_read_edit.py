@@ -254,7 +254,7 @@ def test_unreachable_redis_is_exit_3_one_line_no_secret(env: dict[str, str], nee
 
 
 def test_wrong_password_is_an_auth_error(tmp_path: Path) -> None:
-    from wsctl.sandbox import RedisServer
+    from wsctl.sandbox.redis_servers import RedisServer
 
     with RedisServer(password="right:p@ss/&#") as server:
         ok = invoke(

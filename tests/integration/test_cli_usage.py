@@ -14,7 +14,8 @@ import pytest
 
 from tests.conftest import Backend, invoke, open_test_store
 from tests.seedlike import seed_store_connection
-from wsctl.sandbox import RedisServer, SandboxInfo, write_sandbox_file
+from wsctl.sandbox.local import SandboxInfo, write_sandbox_file
+from wsctl.sandbox.redis_servers import RedisServer
 
 
 @pytest.mark.parametrize(

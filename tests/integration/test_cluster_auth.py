@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.conftest import invoke
-from wsctl.sandbox import RedisClusterProcesses
+from wsctl.sandbox.redis_servers import RedisClusterProcesses
 
 pytestmark = pytest.mark.cluster
 

@@ -17,7 +17,7 @@ from wsctl.ops.simulate.options import SimulateOptions
 from wsctl.ops.simulate.run import run
 from wsctl.ops.simulate.state import Simulation
 from wsctl.redis.factory import connect, target_from_settings
-from wsctl.sandbox import RedisClusterProcesses
+from wsctl.sandbox.redis_servers import RedisClusterProcesses
 
 pytestmark = pytest.mark.cluster
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import Backend, invoke, open_test_store
 from tests.seedlike import seed_store_connection
-from wsctl.sandbox import RedisServer
+from wsctl.sandbox.redis_servers import RedisServer
 
 
 def _complete(words: str, cword: int, env: dict[str, str]) -> tuple[list[str], float]:

@@ -28,7 +28,7 @@ from tests.original_fleet import original_gateways
 from wsctl.conformance.checks import ConformanceOptions, check_ids
 from wsctl.conformance.runner import ROBOT_PREFIX, run_conformance
 from wsctl.registry.keys import Keyspace
-from wsctl.sandbox import GatewayProcess
+from wsctl.sandbox.gateways import GatewayProcess
 
 FREEZE = ("faults.redis_frozen", "faults.redis_frozen_control")
 INTERVAL = 0.3  # the in-process gateways' heartbeat interval (tests/fleet.py)

@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from tests.conftest import Backend, open_test_store
 from tests.fleet import wait_for
 from wsctl.registry.keys import Keyspace
-from wsctl.sandbox import GatewayProcess
+from wsctl.sandbox.gateways import GatewayProcess
 
 TIMEOUT_LINE_KICK = "{robot} on {owner}: timeout (no reply within 1s)"
 TIMEOUT_LINE_PING = "{owner}: timeout (no pong within 1s)"

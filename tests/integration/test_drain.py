@@ -22,7 +22,8 @@ from wsctl.ops.simulate.robots import RobotSwarm, make_message
 from wsctl.protocol.envelopes import Envelope, Op
 from wsctl.registry.instances import InstanceRecord, write_record
 from wsctl.registry.keys import Keyspace
-from wsctl.sandbox import DemoRobots, GatewayProcess
+from wsctl.sandbox.demo import DemoRobots
+from wsctl.sandbox.gateways import GatewayProcess
 
 
 def _http(url: str) -> tuple[int, str, dict[str, str]]:

@@ -17,7 +17,8 @@ from typing import Any
 from tests.conftest import Backend, ainvoke, open_test_store
 from tests.fleet import running_fleet, wait_for
 from tests.robot_clients import frames, registered, robots
-from wsctl.sandbox import GatewayProcess, RedisServer
+from wsctl.sandbox.gateways import GatewayProcess
+from wsctl.sandbox.redis_servers import RedisServer
 
 
 async def test_fan_out_by_glob_reaches_every_robot_on_both_gateways_exactly_once(

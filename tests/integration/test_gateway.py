@@ -290,7 +290,8 @@ def test_instance_id_follows_the_seed_rule() -> None:
 
 
 async def test_gateway_survives_a_redis_restart_and_reregisters(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from wsctl.sandbox import RedisServer, free_port
+    from wsctl.sandbox.processes import free_port
+    from wsctl.sandbox.redis_servers import RedisServer
 
     port = free_port()
     server = RedisServer(port=port).start()

@@ -566,7 +566,7 @@ async def test_send_many_from_the_core_gives_every_robot_an_outcome_even_when_re
     for is ``not_tried`` and the summary says aborted; before that, local robots are
     delivered through the fan-out (one batch to this instance's own control channel)."""
     from wsctl.protocol.fanout import FanOutcome
-    from wsctl.sandbox import RedisServer
+    from wsctl.sandbox.redis_servers import RedisServer
 
     with RedisServer() as server:
         env = {"WSCTL_REDIS_URL": server.url, "WSCTL_SOCKET_TIMEOUT": "1"}

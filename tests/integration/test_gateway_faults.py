@@ -15,7 +15,8 @@ from websockets.asyncio.client import connect
 
 from tests.conftest import Backend, open_test_store
 from tests.fleet import running_fleet, wait_for
-from wsctl.sandbox import RedisServer, free_port
+from wsctl.sandbox.processes import free_port
+from wsctl.sandbox.redis_servers import RedisServer
 
 INTERVAL = 0.5
 # one heartbeat interval, plus what a loaded 2-core machine needs to run one batch

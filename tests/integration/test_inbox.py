@@ -18,7 +18,7 @@ from wsctl.protocol.rpc import Unreachable, gather_requests, inbox_for, request
 from wsctl.redis.factory import connect
 from wsctl.redis.target import Target
 from wsctl.registry.keys import Keyspace
-from wsctl.sandbox import RedisServer
+from wsctl.sandbox.redis_servers import RedisServer
 
 
 async def test_requests_share_one_subscription_and_open_no_connection_each(

@@ -39,7 +39,9 @@ from wsctl.protocol.envelopes import (
     encode,
 )
 from wsctl.registry.keys import Keyspace
-from wsctl.sandbox import GatewayProcess, RedisServer, free_port
+from wsctl.sandbox.gateways import GatewayProcess
+from wsctl.sandbox.processes import free_port
+from wsctl.sandbox.redis_servers import RedisServer
 
 TOO_BIG = MAX_MESSAGE_BYTES + 1
 LOST_LINE = "subscription lost"

@@ -21,7 +21,7 @@ from wsctl.protocol.batch import Batch, BatchReply, Item, decode_any_reply, enco
 from wsctl.protocol.envelopes import Envelope, Op, Reply, Status, encode
 from wsctl.redis.pubsub import make_pubsub
 from wsctl.registry.model import Registration, utcnow
-from wsctl.sandbox import GatewayProcess
+from wsctl.sandbox.gateways import GatewayProcess
 
 ATTEMPTS = 3  # the owner cache lives 1 s: a slow move lets it expire, and the attempt is redone
 

@@ -21,7 +21,7 @@ import redis
 from tests.conftest import invoke
 from tests.faults import fill, frozen
 from wsctl.redis.factory import RETRIES
-from wsctl.sandbox import RedisClusterProcesses, RedisServer
+from wsctl.sandbox.redis_servers import RedisClusterProcesses, RedisServer
 
 TIMEOUT = 1.0  # --request-timeout used by these tests
 # "within socket timeout x (retries + 1) plus a little": the little is process start-up

@@ -22,7 +22,7 @@ from wsctl.redis import internals as redis_internals
 from wsctl.redis.factory import make_client
 from wsctl.redis.internals import bulk_execute, bulk_path_counts
 from wsctl.redis.target import Target
-from wsctl.sandbox import RedisServer
+from wsctl.sandbox.redis_servers import RedisServer
 
 
 @pytest.fixture

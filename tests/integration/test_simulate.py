@@ -19,7 +19,7 @@ from tests.conftest import Backend, ainvoke, invoke, open_test_store
 from tests.fleet import running_fleet
 from wsctl.ops.simulate.options import SimulateOptions, parse_slo
 from wsctl.ops.simulate.run import simulate
-from wsctl.sandbox import Sandbox, running_sandbox
+from wsctl.sandbox.local import Sandbox, running_sandbox
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "simulate.schema.json").read_text())
 
@@ -177,7 +177,7 @@ async def test_a_gateway_killed_mid_run_fails_the_named_phase_and_leaves_no_entr
 ) -> None:
     """Kill one gateway process after registration: deliver fails, the report names it, and
     the run's entries (including the dead gateway's) are removed by the clean-up."""
-    from wsctl.sandbox import GatewayProcess
+    from wsctl.sandbox.gateways import GatewayProcess
 
     redis_url = single.env["WSCTL_REDIS_URL"]
     logs = Path(os.environ["WSCTL_STATE_DIR"])

@@ -11,7 +11,8 @@ import jsonschema
 
 from tests.conftest import Backend, ainvoke, invoke
 from tests.fleet import running_fleet
-from wsctl.sandbox import RedisServer, SandboxInfo, remove_sandbox_file, write_sandbox_file
+from wsctl.sandbox.local import SandboxInfo, remove_sandbox_file, write_sandbox_file
+from wsctl.sandbox.redis_servers import RedisServer
 
 SCHEMA = json.loads(
     (Path(__file__).parents[2] / "docs" / "simulate.schema.json").read_text(encoding="utf-8")

@@ -16,7 +16,7 @@ from tests.conftest import Backend, TlsSingle, ainvoke, invoke, open_test_store
 from tests.fleet import running_fleet, wait_for
 from tests.seedlike import seed_store_connection
 from wsctl.config import load_settings, tls_env
-from wsctl.sandbox import GatewayProcess
+from wsctl.sandbox.gateways import GatewayProcess
 
 
 def _one_line_exit_3(res: object, needle: str) -> None:
@@ -568,7 +568,7 @@ def test_tls_settings_from_a_config_file_do_not_reach_the_plain_sandbox(
     file's TLS settings, meant for real Redis, are not applied to it."""
     import os
 
-    from wsctl.sandbox import SandboxInfo, write_sandbox_file
+    from wsctl.sandbox.local import SandboxInfo, write_sandbox_file
 
     (tmp_path / "wsctl.toml").write_text(
         f'tls_ca_cert = "{tls.pki.ca}"\nredis_tls = true\n'  # type: ignore[attr-defined]

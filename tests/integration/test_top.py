@@ -254,7 +254,7 @@ async def test_a_killed_gateway_is_named_as_not_listening_at_the_next_refresh(
 ) -> None:
     """A SIGKILLed gateway leaves its record (TTL = timeout) but its subscription goes with
     its connection: the next refresh says it stopped listening."""
-    from wsctl.sandbox import GatewayProcess
+    from wsctl.sandbox.gateways import GatewayProcess
 
     async with open_test_store(single) as store:
         proc = GatewayProcess(

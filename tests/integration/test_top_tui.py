@@ -120,7 +120,7 @@ async def test_a_kick_from_the_ui_closes_the_robot(single: Backend) -> None:
 
 
 async def test_a_drain_from_the_ui_moves_robots_and_an_undrain_reopens(single: Backend) -> None:
-    from wsctl.sandbox import DemoRobots
+    from wsctl.sandbox.demo import DemoRobots
 
     async with running_fleet(single.env) as fleet:
         a, b = fleet["gw-a"], fleet["gw-b"]
@@ -158,7 +158,7 @@ def _cells(app: TopApp, name: str) -> list[str]:
 async def test_a_killed_gateway_becomes_an_alert_within_one_refresh(
     single: Backend, tmp_path: Path
 ) -> None:
-    from wsctl.sandbox import GatewayProcess
+    from wsctl.sandbox.gateways import GatewayProcess
 
     proc = GatewayProcess(
         redis_url=single.env["WSCTL_REDIS_URL"],

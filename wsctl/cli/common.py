@@ -178,7 +178,7 @@ def resolve_target(settings: Settings) -> Target:
     from wsctl.redis.factory import target_from_settings
 
     if settings.embedded:
-        from wsctl.sandbox import running_sandbox
+        from wsctl.sandbox.local import running_sandbox
 
         found = running_sandbox()
         if found is None:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from wsctl.config import Settings
     from wsctl.ops.simulate.options import SimulateOptions
     from wsctl.ops.simulate.report import SimulateReport
-    from wsctl.sandbox import SandboxInfo
+    from wsctl.sandbox.local import SandboxInfo
 
 SANDBOX_HEARTBEAT = 2.0
 # Paced by default so the latency printed is the fleet's, not the queue of a burst.
@@ -232,7 +232,7 @@ def simulate(
 def _run_simulation(
     settings: Settings, options: SimulateOptions, duration: float | None, sandbox_gateways: int
 ) -> SimulateReport:
-    from wsctl.sandbox import Sandbox, running_sandbox
+    from wsctl.sandbox.local import Sandbox, running_sandbox
 
     running = running_sandbox() if settings.embedded and not options.gateways else None
     need_sandbox = settings.embedded and not options.gateways and running is None
@@ -461,13 +461,8 @@ def sandbox(
     import signal
     import threading
 
-    from wsctl.sandbox import (
-        DemoRobots,
-        Sandbox,
-        SandboxInfo,
-        remove_sandbox_file,
-        write_sandbox_file,
-    )
+    from wsctl.sandbox.demo import DemoRobots
+    from wsctl.sandbox.local import Sandbox, SandboxInfo, remove_sandbox_file, write_sandbox_file
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -511,7 +506,7 @@ def sandbox(
 def _refuse_a_second_sandbox() -> None:
     """One sandbox at a time: a second would take over the state file (other commands would
     use it) and remove it when stopped, leaving the first running where nothing finds it."""
-    from wsctl.sandbox import running_sandbox
+    from wsctl.sandbox.local import running_sandbox
 
     found = running_sandbox()
     if found is not None:
@@ -528,7 +523,8 @@ def _detach(
     import time
 
     from wsctl.paths import state_dir
-    from wsctl.sandbox import python_executable, running_sandbox
+    from wsctl.sandbox.local import running_sandbox
+    from wsctl.sandbox.processes import python_executable
 
     log_path = state_dir() / "sandbox.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -585,7 +581,7 @@ def _stop_sandbox() -> None:
     import signal
     import time
 
-    from wsctl.sandbox import running_sandbox
+    from wsctl.sandbox.local import running_sandbox
 
     found = running_sandbox()
     if found is None:
