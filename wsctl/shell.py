@@ -58,7 +58,10 @@ def quoted(arg: str) -> str:
 
 def word(text: str) -> str:
     """An id in a table cell: as it is when printable, else its ``$'...'`` shell word (so
-    ``bad-\\xff`` the literal text and the id holding byte ff do not print alike)."""
+    ``bad-\\xff`` the literal text and the id holding byte ff do not print alike); the empty
+    id (the key that is the bare prefix) as ``''``, never a blank cell."""
+    if not text:
+        return "''"
     return text if text.isprintable() else _dollar_quote(text)
 
 

@@ -114,3 +114,14 @@ async def test_show_names_odd_values_by_their_shell_words_and_cuts_long_ones(
     assert "2 cell(s) longer than" in shown.err
     whole = await ainvoke(["show", robot_id, "-o", "json"], single.env)
     assert json.loads(whole.out)["instance_id"] == owner
+
+
+async def test_the_empty_id_shows_as_two_quotes_not_a_blank_cell(single: Backend) -> None:
+    """The key that is the bare prefix (`ws_conn:`) is the empty robot id: tables showed it
+    as a blank cell, which reads as no robot at all; it is `''`, what bash takes back."""
+    async with open_test_store(single) as store:
+        await seed_store_connection(store.client, "", "gw-gone")
+    listed = await ainvoke(["list", "robots"], single.env)
+    assert listed.code == 0, listed
+    (row,) = [line for line in listed.out.splitlines() if "gw-gone" in line]
+    assert row.split()[0] == "''", row
