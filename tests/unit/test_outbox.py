@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from wsctl.gateway.batch_router import Routed
-from wsctl.gateway.outbox import Outbox
+from wsctl.gateway.outbox import SWEEP_EVERY, Outbox
 from wsctl.gateway.outcomes import SendOutcome
 from wsctl.protocol.batch import Batch, BatchReply
 from wsctl.protocol.envelopes import Hop
@@ -163,7 +163,8 @@ async def test_an_unanswered_forward_times_out_naming_the_owner() -> None:
         result = await outbox.send("r1", "m", 0.05)
         assert result.outcome is SendOutcome.TIMEOUT
         assert result.reason == "no reply from gw-b within 0.05s"
-        outbox.sweep()
+        assert len(core.inbox.handlers) == 1
+        await asyncio.sleep(SWEEP_EVERY * 1.5)
         assert core.inbox.handlers == {}  # nobody waits: the batch is forgotten
     finally:
         task.cancel()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from wsctl.gateway.outcomes import SendOutcome, SendResult
 from wsctl.protocol.batch import BATCH_BYTES, Batch, BatchReply, Item
 from wsctl.protocol.envelopes import Reply, Status, utf8_size
 from wsctl.protocol.rpc import Inbox
+from wsctl.tasks import wait_within
 
 __all__ = ["BATCH_ITEMS", "LINGER", "Outbox"]
 
@@ -41,6 +43,8 @@ BATCH_ITEMS = 1000
 # one or two, and its reply), 1 ms about the same, 2 ms 0.75 with p50 +0.6 ms and a lower p99
 # (fewer round trips to pay for); under load flushes take longer than 2 ms anyway.
 LINGER = 0.002
+# How often batches nobody waits for any more (every sender timed out) are forgotten.
+SWEEP_EVERY = 1.0
 # How long a flush waits for the reply inbox to be subscribed before it sends anyway.
 INBOX_WAIT = 5.0
 # Per item, what its envelope adds to the message's own bytes (ids, JSON punctuation).
@@ -142,9 +146,14 @@ class Outbox:
         """The flusher: batches of whatever queued, one after another, until cancelled."""
         loop = asyncio.get_running_loop()
         last = -self.linger
+        swept = loop.time()
         while not self.closed:  # not on cancellation alone (see FleetCore.stop)
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                await wait_within(self._wake.wait(), SWEEP_EVERY)
             self._wake.clear()
+            if loop.time() - swept >= SWEEP_EVERY:
+                swept = loop.time()
+                self.sweep()  # batches whose every sender gave up: not awaited any more
             while self._queue and not self.closed:
                 # at most one flush per linger: a send after a quiet spell leaves at once,
                 # steady traffic leaves in batches of what came in one linger
