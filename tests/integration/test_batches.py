@@ -114,6 +114,43 @@ async def test_a_control_message_published_twice_reaches_the_robot_once(
             assert "wsctl_gateway_control_duplicates_dropped_total" in core.metrics_text()
 
 
+async def test_a_batch_partly_held_here_is_forwarded_and_answered_in_one_round_trip(
+    single: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An instance holding some of a batch's robots forwards the rest and publishes its own
+    reply in the same pipeline as the forward: one round trip, not two."""
+    from wsctl.gateway import batch_router
+
+    pipelines: list[list[str]] = []
+    original = batch_router.publish_many
+
+    async def counting(client: Any, messages: list[tuple[str, str]]) -> list[int]:
+        pipelines.append([channel for channel, _ in messages])
+        return await original(client, messages)
+
+    monkeypatch.setattr(batch_router, "publish_many", counting)
+    async with running_fleet(single.env) as fleet, open_test_store(single) as store:
+        urls = {"here": fleet["gw-a"].ws_url, "there": fleet["gw-b"].ws_url}
+        async with robots(urls) as conns:
+            await wait_for(lambda: registered(store, list(urls)))
+            channel = store.keys.reply_channel("one-trip")
+            batch = Batch(
+                items=(Item("0", "here", "a"), Item("1", "there", "b")),
+                reply_to=channel,
+                origin="test",
+            )
+            replies = await _exchange(
+                store, channel, [(store.keys.control_channel("gw-a"), encode_batch(batch))], 2
+            )
+            assert _outcomes(replies) == {
+                "0": (Status.DELIVERED, "gw-a"),
+                "1": (Status.DELIVERED, "gw-b"),
+            }
+            assert await frames(conns["there"]) == ["b"]
+        # gw-a: the forward to gw-b and its reply together; gw-b: its reply
+        assert sorted(pipelines) == sorted([["ws_ctl:gw-b", channel], [channel]]), pipelines
+
+
 async def test_a_shared_message_batch_is_written_to_each_socket_once(single: Backend) -> None:
     async with (
         running_fleet(single.env, names=("gw-a",)) as fleet,

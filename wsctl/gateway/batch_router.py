@@ -121,6 +121,8 @@ class Routed:
     delivered: list[str] = field(default_factory=list)
     failed: list[Outcome] = field(default_factory=list)
     forwarded: list[tuple[str, str]] = field(default_factory=list)
+    # how many of ``delivered`` and ``failed`` were answered already, in the forwards' pipeline
+    answered: tuple[int, int] = (0, 0)
 
 
 class BatchRouter:
@@ -310,16 +312,34 @@ class BatchRouter:
     # ------------------------------------------------------------------ one batch
     async def handle(self, batch: Batch) -> None:
         """Deliver, forward and answer one batch from the control channel: every item gets
-        exactly one outcome, from this instance or from the one it is forwarded to."""
+        exactly one outcome, from this instance or from the one it is forwarded to. What is
+        answered here goes out in the forwards' pipeline (one round trip), and what only the
+        forwards' receiver counts decide (an owner nobody listens for) in a second reply."""
+        batch = batch.arrived(self.core.instance_id, time.time())
+        answer = self._answer_to(batch) if batch.reply_to else None
+        routed = await self.route(batch, answer=answer)
+        if answer is not None:
+            done_delivered, done_failed = routed.answered
+            rest = answer(routed.delivered[done_delivered:], routed.failed[done_failed:])
+            if rest:
+                await self._publish(rest)
+
+    def _answer_to(
+        self, batch: Batch
+    ) -> Callable[[list[str], list[Outcome]], list[tuple[str, str]]]:
+        """What answers ``delivered`` and ``failed`` items of ``batch``: (channel, text) of
+        its reply, in as many texts as it takes to fit (none when there is nothing to say)."""
         core = self.core
-        batch = batch.arrived(core.instance_id, time.time())
-        routed = await self.route(batch)
-        if batch.reply_to and (routed.delivered or routed.failed):
+        reply_to = batch.reply_to or ""
+
+        def answer(delivered: list[str], failed: list[Outcome]) -> list[tuple[str, str]]:
+            if not delivered and not failed:
+                return []
             reply = BatchReply(
                 id=batch.id,
                 instance=core.instance_id,
-                delivered=tuple(routed.delivered),
-                failed=tuple(routed.failed),
+                delivered=tuple(delivered),
+                failed=tuple(failed),
                 route=batch.route,
                 sent_at=batch.sent_at,
             )
@@ -333,7 +353,9 @@ class BatchRouter:
                     len(texts),
                     left_out,
                 )
-            await self._publish([(batch.reply_to, text) for text in texts])
+            return [(reply_to, text) for text in texts]
+
+        return answer
 
     async def _forward_messages(
         self, batch: Batch, owner: str, items: list[Item]
@@ -363,22 +385,30 @@ class BatchRouter:
         )
         return out, [Outcome(i.id, Status.REJECTED, reason) for i in unfit]
 
-    async def route(self, batch: Batch, *, events: bool = True) -> Routed:
+    async def route(
+        self,
+        batch: Batch,
+        *,
+        events: bool = True,
+        answer: Callable[[list[str], list[Outcome]], list[tuple[str, str]]] | None = None,
+    ) -> Routed:
         """Deliver what this instance holds and forward the rest of ``batch`` (whose route
         already ends with this instance) to the owners; publish nothing else. Returns what
         became of each item here: the caller answers the delivered and failed ones (a reply
         on the control channel, or the app's own futures); the owners answer the forwarded
         ones. A Redis failure part-way leaves what was written delivered and makes every item
         not yet handed over an ``error``. ``events``: write a ``forward_failed`` event per
-        failed item (not for the app's own sends, whose outcome the app gets)."""
+        failed item (not for the app's own sends, whose outcome the app gets). ``answer``: the
+        reply to what is known when the forwards leave, published in their pipeline (then
+        counted in :attr:`Routed.answered`)."""
         core = self.core
         routed = Routed()
         try:
             pending = await self._deliver_local(batch, routed.delivered, routed.failed)
             again = batch.hops == 0  # owners from the cache get one more chance
             while pending:
-                pending = await self._forward(batch, pending, routed, again)
-                again = False
+                pending = await self._forward(batch, pending, routed, again, answer)
+                again, answer = False, None
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a Redis failure part-way: counted, the rest is an error
@@ -392,16 +422,9 @@ class BatchRouter:
         core.metrics.messages_delivered += len(routed.delivered)
         core.metrics.messages_forwarded += len(routed.forwarded)
         core.metrics.messages_failed += len(routed.failed)
-        if routed.failed:
+        if routed.failed and events:
             robot_of = {i.id: i.robot_id for i in batch.items}
-            for n, outcome in enumerate(routed.failed):
-                if outcome.status is Status.NOT_CONNECTED:
-                    # drained here lately: say it is moving (the sender should retry)
-                    moving = core.drainer.moving(robot_of.get(outcome.id, ""))
-                    if moving is not None:
-                        routed.failed[n] = outcome = replace(outcome, reason=moving)
-                if not events:
-                    continue
+            for outcome in routed.failed:
                 core.events.emit(
                     EventName.FORWARD_FAILED,
                     robot_of.get(outcome.id, ""),
@@ -413,11 +436,33 @@ class BatchRouter:
                 )
         return routed
 
+    def _moving(self, batch: Batch, outcomes: list[Outcome]) -> list[Outcome]:
+        """``outcomes`` with "robot is moving" as the reason of a not_connected robot this
+        instance drained lately (the sender should retry)."""
+        drainer = self.core.drainer
+        robot_of: dict[str, str] | None = None
+        out: list[Outcome] = []
+        for outcome in outcomes:
+            if outcome.status is Status.NOT_CONNECTED:
+                if robot_of is None:
+                    robot_of = {i.id: i.robot_id for i in batch.items}
+                moving = drainer.moving(robot_of.get(outcome.id, ""))
+                if moving is not None:
+                    outcome = replace(outcome, reason=moving)
+            out.append(outcome)
+        return out
+
     async def _forward(
-        self, batch: Batch, pending: list[tuple[Item, LocalSocket]], routed: Routed, again: bool
+        self,
+        batch: Batch,
+        pending: list[tuple[Item, LocalSocket]],
+        routed: Routed,
+        again: bool,
+        answer: Callable[[list[str], list[Outcome]], list[tuple[str, str]]] | None,
     ) -> list[tuple[Item, LocalSocket]]:
         """Steps 2-4 for ``pending``; returns the items to route once more (their owner came
-        from the cache and did not hear the forward), when ``again``."""
+        from the cache and did not hear the forward), when ``again``. ``answer``: the reply to
+        what is known by then, published in the same pipeline."""
         core = self.core
         owners, from_cache = await self._owners(batch, pending)
         messages: list[tuple[str, str]] = []
@@ -436,7 +481,7 @@ class BatchRouter:
         plan = route_items(
             self_id=core.instance_id, hops=batch.hops, pending=pending, owners=owners
         )
-        routed.failed.extend(plan.failed)
+        routed.failed.extend(self._moving(batch, plan.failed))
         if plan.stale:
             await self._remove_ghosts(plan.stale)
         for owner, items in plan.forward.items():
@@ -447,7 +492,14 @@ class BatchRouter:
                 carried.append((owner, part))
         if not messages:
             return []
-        counts = await self._publish_forwards(messages)
+        forwards = len(messages)
+        answered = (len(routed.delivered), len(routed.failed))
+        if answer is not None:
+            messages.extend(answer(routed.delivered, routed.failed))
+        counts = (await self._publish_forwards(messages))[:forwards]
+        if answer is not None:
+            routed.answered = answered  # (had the pipeline failed, handle() answers them all)
+        messages = messages[:forwards]
         retry: list[tuple[Item, LocalSocket]] = []
         for (channel, _), (owner, items), count in zip(messages, carried, counts, strict=True):
             if not owner:
