@@ -174,3 +174,19 @@ def test_gateway_bad_port_and_busy_port_are_usage_errors(single: Backend) -> Non
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     busy = _run("gateway", "--port", str(single.single.port), env=env)  # type: ignore[union-attr]
     assert busy.returncode == 2 and "cannot listen on" in busy.stderr
+
+
+def test_watch_needs_a_terminal(single: Backend) -> None:
+    """`--watch` redraws in place; piped or redirected it wrote nothing at all, forever (and
+    `| head -1` never stopped it)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "wsctl", "list", "connections", "--watch"],
+        env={**os.environ, **single.env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, done
+    assert done.stderr == (
+        "wsctl: error: --watch needs a terminal; for a file or a pipe, list without --watch\n"
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -141,6 +142,8 @@ def list_connections(
     if watch:
         if fmt not in ("table", "wide"):
             raise UsageError("--watch needs -o table or wide")
+        if not sys.stdout.isatty():  # it redraws in place: elsewhere it would write nothing
+            raise UsageError("--watch needs a terminal; for a file or a pipe, list without --watch")
         run(_watch(settings, robot, flt, sort or SortKey.robot, limit or 200, fmt, interval))
         return
     _list_and_note(settings, robot, flt, sort, limit, fmt, "entries")
