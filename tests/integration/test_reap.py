@@ -330,3 +330,52 @@ async def test_every_runs_passes_until_sigterm(single: Backend, tmp_path: Path) 
         proc.wait(timeout=10)
     stamp, rest = line.split(" ", 1)
     assert datetime.fromisoformat(stamp).tzinfo is not None and rest.startswith("reap: examined")
+
+
+def test_ctrl_c_part_way_names_the_backup_of_what_was_removed(
+    single: Backend, tmp_path: Path
+) -> None:
+    """Ctrl-C of a reap that had removed 107,000 of 200,000 entries said only `wsctl:
+    interrupted`: the operator was not told that entries were gone, nor where their backup
+    was. Redis is frozen once the backup holds something, so the reap is caught part-way."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.faults import fill, frozen
+
+    assert single.single is not None
+    fill(single.single, 30_000, age_s=3600)
+    backups = tmp_path / "state" / "backups"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WSCTL_", "REDIS_"))}
+    env.update(single.env, WSCTL_STATE_DIR=str(tmp_path / "state"))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wsctl", "reap", "--timeout", "90", "--robot-events", "none"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(
+            p.stat().st_size for p in (backups.glob("reap-*.jsonl") if backups.is_dir() else [])
+        ):
+            time.sleep(0.005)
+        with frozen(single.single):
+            assert proc.poll() is None, "the reap ended before it could be caught part-way"
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    (backup,) = backups.glob("reap-*.jsonl")
+    assert proc.returncode == 130, err
+    assert err == (
+        f"wsctl: error: interrupted; entries removed before it are backed up in {backup} "
+        f"(undo: wsctl registry restore {backup})\n"
+    )

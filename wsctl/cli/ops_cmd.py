@@ -24,7 +24,7 @@ from wsctl.cli.common import (
 from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
 from wsctl.cli.output import Column, print_cluster, printable
 from wsctl.durations import counted
-from wsctl.errors import UsageError, WsctlError
+from wsctl.errors import EXIT_INTERRUPTED, UsageError, WsctlError
 from wsctl.eventlog.model import DEFAULT_ROBOT_EVENTS, parse_robot_events
 from wsctl.shell import quote as shell_quote
 
@@ -85,10 +85,10 @@ def reap(
     An entry goes only if it is still exactly what was judged stale (instance_id, conn_id and
     last_heartbeat unchanged): a robot that heartbeats or reconnects meanwhile is kept. Every
     removed entry is first written to a JSONL backup (path printed) that
-    `wsctl registry import BACKUP` restores. Each pass records one summary event, and a
+    `wsctl registry restore BACKUP` puts back. Each pass records one summary event, and a
     `reaped` event per robot for its first --robot-events robots (`all` records every one,
     at a cost: see the docs, Events and history). Exit 0 when the pass ran, 3 on
-    Redis errors.
+    Redis errors, 130 on Ctrl-C (naming the backup of what was removed).
 
     Example: wsctl reap --timeout 90 --dry-run
     """
@@ -116,7 +116,8 @@ def reap(
         limit=limit,
     )
     if every is None:
-        report = run(_reap_once(settings, options, robot_event_limit))
+        with _naming_backup(lambda: options.backup):  # Ctrl-C part-way: where they are
+            report = run(_reap_once(settings, options, robot_event_limit))
         _show_report(report, output)
     else:
         run(_reap_forever(settings, options, every, output, robot_event_limit))
@@ -124,21 +125,38 @@ def reap(
 
 @contextlib.contextmanager
 def _naming_backup(backup_of: Callable[[], Path | None]) -> Iterator[None]:
-    """A reap that fails part-way (Redis stalled or gone) may have deleted some entries, each
-    backed up first: its one-line error says where they are and how to restore them.
-    ``backup_of`` gives the backup file of the pass that failed. Wraps :func:`open_store`,
-    where Redis errors become :class:`WsctlError`."""
+    """A reap that fails part-way (Redis stalled or gone) or is interrupted (Ctrl-C) may have
+    deleted some entries, each backed up first: its one-line error says where they are and how
+    to restore them. ``backup_of`` gives the backup file of the pass that failed. Wraps
+    :func:`open_store`, where Redis errors become :class:`WsctlError`, and the command's
+    ``run``, where Ctrl-C arrives as KeyboardInterrupt."""
+
+    def backed_up() -> Path | None:
+        path = backup_of()
+        if path is None or not path.is_file() or not path.stat().st_size:
+            return None
+        return path
+
     try:
         yield
     except WsctlError as exc:
-        path = backup_of()
-        if path is None or not path.is_file() or not path.stat().st_size:
+        path = backed_up()
+        if path is None or "backed up in" in exc.message:
             raise
         raise type(exc)(
             f"{exc.message}; entries removed before the failure are backed up in {path} "
             f"(undo: wsctl registry restore {shell_quote(str(path))})",
             exit_code=exc.exit_code,
         ) from exc
+    except KeyboardInterrupt:
+        path = backed_up()
+        if path is None:
+            raise
+        raise WsctlError(
+            f"interrupted; entries removed before it are backed up in {path} "
+            f"(undo: wsctl registry restore {shell_quote(str(path))})",
+            exit_code=EXIT_INTERRUPTED,
+        ) from None
 
 
 async def _reap_once(

@@ -192,7 +192,7 @@ def remove(
     """Remove entries atomically: an entry goes only if unchanged since it was read.
 
     The entry is first appended to a backup (default under the state dir; the path is
-    printed), which `wsctl registry import` restores. Exits 1 if any robot was not removed.
+    printed), which `wsctl registry restore` puts back. Exits 1 if any robot was not removed.
 
     Example: wsctl registry rm robot-17 --if-instance gw-a
     """
