@@ -8,7 +8,8 @@ import errno
 from websockets.exceptions import InvalidStatus
 from websockets.http11 import Response
 
-from wsctl.gateway.core import CONTROL_CONCURRENCY, SESSION_CONCURRENCY
+from wsctl.gateway.control import CONTROL_CONCURRENCY
+from wsctl.gateway.core import SESSION_CONCURRENCY
 from wsctl.ops.simulate.capacity import GATEWAY_REDIS, PROCESS_RESERVE, fd_advice, simulate_fd_needs
 from wsctl.ops.simulate.robots import _worth_retrying
 from wsctl.system import GENEROUS, UNLIMITED, limit_targets

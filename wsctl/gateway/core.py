@@ -31,7 +31,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,29 +41,25 @@ from wsctl.errors import ConfigError
 from wsctl.eventlog.model import EventLimits, EventName
 from wsctl.gateway.batch_router import BatchRouter
 from wsctl.gateway.batching import OWNER_CACHE_TTL
+from wsctl.gateway.control import ControlChannel
 from wsctl.gateway.dedup import RecentPayloads
 from wsctl.gateway.drain import Drainer
 from wsctl.gateway.events import EventSink
-from wsctl.gateway.local import LocalConn, LocalConnections, Metrics, prometheus_label
+from wsctl.gateway.local import LocalConn, LocalConnections, Metrics, close_reason, prometheus_label
 from wsctl.gateway.outbox import Outbox
 from wsctl.gateway.outcomes import SendOutcome, SendResult
 from wsctl.gateway.routing import Decision, LocalSocket, Route, decide
-from wsctl.protocol.batch import BATCH_VERSION, Batch, OwnerHint, decode_control
+from wsctl.protocol.batch import BATCH_VERSION
 from wsctl.protocol.envelopes import (
     MAX_MESSAGE_BYTES,
-    ROBOT_PING,
-    ROBOT_PING_UNSUPPORTED,
     CloseCode,
     Envelope,
     Op,
-    ProtocolError,
     Status,
     encode,
-    fits,
     format_bytes,
     message_problem,
     oversize,
-    reply_to,
 )
 from wsctl.protocol.fanout import (
     FanOutcome,
@@ -79,7 +75,7 @@ from wsctl.protocol.fanout import (
 from wsctl.protocol.rpc import Inbox, inbox_for
 from wsctl.redis.errors import tls_problem
 from wsctl.redis.factory import close_client, is_cluster, is_pool_busy, make_client
-from wsctl.redis.pubsub import SubscriptionLost, publish, subscription
+from wsctl.redis.pubsub import publish
 from wsctl.redis.target import AsyncClient, Target
 from wsctl.redis.topology import refresh_topology
 from wsctl.registry.instances import InstanceRecord, delete_record, write_record
@@ -100,13 +96,9 @@ log = logging.getLogger("wsctl.gateway")
 
 TOUCH_CHUNK = 1000
 LOCK_STRIPES = 256
-# Control envelopes handled at once; the subscriber stops reading beyond this (backpressure),
-# which keeps Redis connections (pool of 100 per node) well within bounds.
-CONTROL_CONCURRENCY = 48
 # Registrations and disconnect clean-ups at once (connects/disconnects come in storms); with the
 # control slots this stays below redis-py's 100 connections per node.
 SESSION_CONCURRENCY = 40
-PING_TIMEOUT = 3.0
 # Failed deletes on disconnect: first retry after CLEANUP_FIRST_DELAY, doubling to
 # CLEANUP_MAX_DELAY; an entry is given up (counted, logged) after CoreConfig.cleanup_retry_for.
 CLEANUP_FIRST_DELAY = 0.2
@@ -115,7 +107,6 @@ CLEANUP_BATCH = 1000
 # A heartbeat pass that takes longer than this is abandoned (and retried): every loop bounded.
 HEARTBEAT_DEADLINE = 60.0
 NO_STATUS = 1005  # RFC 6455: a close that carried no code (transports report it, never sent)
-MAX_CLOSE_REASON = 120  # bytes; WebSocket close reasons are limited to 123
 
 
 class RobotSocket(Protocol):
@@ -149,12 +140,6 @@ class CoreConfig:
     event_limits: EventLimits = field(default_factory=EventLimits)
 
 
-def close_reason(text: str) -> str:
-    """``text`` cut to what fits a WebSocket close frame (UTF-8, whole characters)."""
-    raw = text.encode("utf-8", "replace")[:MAX_CLOSE_REASON]
-    return raw.decode("utf-8", "ignore")
-
-
 class FleetCore:
     """One instance's fleet logic. ``await start()``; sessions via ``open_session`` /
     ``close_session``; ``await stop()`` when the transport has stopped accepting."""
@@ -178,9 +163,6 @@ class FleetCore:
         self.metrics = Metrics()
         self.redis_ok = False
         self.subscribed = False
-        # the control subscription: made once; lost since (monotonic time, logged as retrying)
-        self._control_made = False
-        self._control_lost: tuple[float, bool] | None = None
         self.stopping = False
         # set by stop() when it ends the background loops, which check it as well as being
         # cancelled (see stop())
@@ -201,7 +183,6 @@ class FleetCore:
         self.outbox = Outbox(self)
         # control messages seen lately: a copy (a PUBLISH redis-py retried) is dropped
         self.recent = RecentPayloads()
-        self._control_slots = asyncio.Semaphore(CONTROL_CONCURRENCY)
         self._session_slots = asyncio.Semaphore(SESSION_CONCURRENCY)
         self._failing: set[str] = set()
         self._busy_logged = -60.0  # monotonic time of the last "pool busy" line
@@ -216,6 +197,7 @@ class FleetCore:
             self.keys, config.instance_id, config.event_limits, enabled=config.events
         )
         self.drainer = Drainer(self)
+        self.control = ControlChannel(self)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -260,7 +242,7 @@ class FleetCore:
             self._redis_failed("start", exc)
         self._tasks = [
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-            asyncio.create_task(self._control_loop(), name="control"),
+            asyncio.create_task(self.control.run(), name="control"),
             asyncio.create_task(self.batches.run(), name="batches"),
             asyncio.create_task(self.outbox.run(), name="outbox"),
         ]
@@ -682,240 +664,15 @@ class FleetCore:
         await write_record(self.client, self.keys, record, ttl=self.config.timeout)
 
     # ------------------------------------------------------------------ control channel
-    async def _control_loop(self) -> None:
-        """Handle envelopes from our control channel, at most CONTROL_CONCURRENCY at once; the
-        subscription itself survives node failures (see :func:`subscription`)."""
-        channel = self.keys.control_channel(self.instance_id)
-        async for data in subscription(self.client, channel, self._subscription_state):
-            if self.finishing:  # not on cancellation alone: see stop()
-                return
-            if self.recent.seen(data, time.monotonic()):
-                continue  # a copy of a message handled already (a retried PUBLISH)
-            try:
-                request = decode_control(data)
-            except ProtocolError as exc:
-                log.warning("ignored bad control envelope: %s", exc)
-                continue
-            if isinstance(request, Batch):
-                await self.batches.queue.put(request)  # one worker: arrival order kept
-                continue
-            if isinstance(request, OwnerHint):
-                self.batches.apply_hint(request)  # no I/O, no reply
-                continue
-            await self._control_slots.acquire()
-            self._spawn(self._on_control_slot(request))
-
-    def _subscription_state(self, subscribed: bool, exc: BaseException | None) -> None:
-        """Track the control subscription. Once made, each loss is one warning line (requests
-        published to the channel until it is made again are lost: their requesters time out)
-        and counted in ``control_resubscribes`` when it is made again."""
-        self.subscribed = subscribed
-        if subscribed:
-            self._redis_recovered("control channel")
-            lost = self._control_lost
-            if lost is not None:
-                self.metrics.control_resubscribes += 1
-                self._control_lost = None
-                if lost[1]:  # the loss was logged as "subscribing again"
-                    log.info(
-                        "control channel %s subscribed again after %.1fs",
-                        self.keys.control_channel(self.instance_id),
-                        time.monotonic() - lost[0],
-                    )
-            self._control_made = True
-            return
-        if exc is None:
-            return
-        if not self._control_made:  # never subscribed yet (Redis down at start)
-            self._redis_failed("control channel", exc)
-            return
-        if self._control_lost is not None:
-            return  # the same loss, retried: logged once
-        channel = self.keys.control_channel(self.instance_id)
-        if isinstance(exc, SubscriptionLost):
-            self._control_lost = (time.monotonic(), False)
-            log.warning(
-                "control channel %s: subscription lost and made again (the connection was "
-                "closed: Redis's client-output-buffer-limit pubsub, a CLIENT KILL or the "
-                "network); requests published to it in between are lost",
-                channel,
-            )
-            return
-        self.metrics.redis_errors += 1
-        self._control_lost = (time.monotonic(), True)
-        reason = tls_problem(self.target, exc, probe=False) or self.target.scrub(str(exc))
-        log.warning(
-            "control channel %s: subscription lost (%s); subscribing again; requests "
-            "published to it until then are lost",
-            channel,
-            reason,
-        )
-
-    async def _on_control_slot(self, envelope: Envelope) -> None:
-        try:
-            await self._handle_envelope(envelope)
-        finally:
-            self._control_slots.release()
-
     async def handle_control(self, data: str | bytes) -> None:
         """Act on one control envelope or batch and publish its reply (if it asked for one)."""
-        try:
-            request = decode_control(data)
-        except ProtocolError as exc:
-            log.warning("ignored bad control envelope: %s", exc)
-            return
-        if isinstance(request, Batch):
-            await self.batches.handle(request)
-        elif isinstance(request, OwnerHint):
-            self.batches.apply_hint(request)
-        else:
-            await self._handle_envelope(request)
-
-    async def _handle_envelope(self, envelope: Envelope) -> None:
-        """Act on one single-message (v1) envelope and publish its reply."""
-        envelope = envelope.arrived(self.instance_id, time.time())
-        try:
-            if envelope.op is Op.PING and envelope.robot_id:
-                await self._ping_robot(envelope)
-            elif envelope.op is Op.PING:
-                await self._answer(
-                    envelope,
-                    Status.PONG,
-                    data={"connections": len(self.local), "version": __version__},
-                )
-            elif envelope.op is Op.RESYNC:
-                count = await self.heartbeat_once()
-                await self._answer(envelope, Status.RESYNCED, data={"reregistered": count})
-            elif envelope.op is Op.INVENTORY:
-                await self._answer(
-                    envelope, Status.INVENTORY, data={"connections": self.local.inventory()}
-                )
-            elif envelope.op is Op.KICK:
-                await self._kick(envelope)
-            elif envelope.op in (Op.DRAIN, Op.UNDRAIN):
-                await self.drainer.handle(envelope)
-            else:
-                # per-robot FIFO: envelopes for one robot are routed in arrival order
-                async with self._lock(envelope.robot_id or ""):
-                    await self._route_envelope(envelope)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # Redis failed: counted and logged
-            self._redis_failed("control", exc)
-            with contextlib.suppress(Exception):  # the reply goes to the same Redis
-                await self._answer(envelope, Status.ERROR, reason=str(exc)[:200])
-
-    async def _kick(self, envelope: Envelope) -> None:
-        """Close the robot's socket here and remove its entry, fenced by its conn_id (which
-        keeps the entry when a newer session already owns it, as after a reconnect elsewhere).
-
-        Without ``message`` it is a supersede kick from the instance the robot reconnected to
-        (close code 4001); with one, an operator's kick (``wsctl kick``): 4002 with ``message``
-        as the close reason.
-        """
-        robot_id = envelope.robot_id or ""
-        conn = self.local.get(robot_id)
-        kicked = conn is not None and envelope.conn_id in (None, conn.conn_id)
-        if conn is not None and kicked:
-            async with self._lock(robot_id):
-                if self._drop(conn):
-                    if envelope.message is None:
-                        self.metrics.connections_superseded += 1
-                        self.events.emit(
-                            EventName.SUPERSEDED, robot_id, conn.conn_id, by=envelope.origin
-                        )
-                        self._spawn(
-                            self._close_socket(
-                                conn, CloseCode.SUPERSEDED, "superseded by a newer connection"
-                            )
-                        )
-                    else:
-                        self.metrics.connections_kicked += 1
-                        self.events.emit(
-                            EventName.KICKED,
-                            robot_id,
-                            conn.conn_id,
-                            by=envelope.origin,
-                            reason=close_reason(envelope.message or ""),
-                        )
-                        self._spawn(
-                            self._close_socket(conn, CloseCode.KICKED, envelope.message or "kicked")
-                        )
-                    await self._remove_entry(conn)
-        await self._answer(
-            envelope,
-            Status.KICKED if kicked else Status.NOT_CONNECTED,
-            reason=None if kicked else "no such session on this instance",
-        )
-
-    async def _ping_robot(self, envelope: Envelope) -> None:
-        """A WebSocket ping to the robot itself: proves this instance holds a live socket."""
-        conn = self.local.get(envelope.robot_id or "")
-        if conn is None:
-            await self._answer(envelope, Status.NOT_CONNECTED, reason="no socket on this instance")
-            return
-        ping: Callable[[], Awaitable[Any]] | None = getattr(conn.sock, "ping", None)
-        if ping is None:
-            await self._answer(
-                envelope,
-                Status.PONG,
-                data={ROBOT_PING: ROBOT_PING_UNSUPPORTED, "conn_id": conn.conn_id},
-            )
-            return
-        started = time.perf_counter()
-        try:
-            await wait_within(ping(), timeout=PING_TIMEOUT)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the transport's ping failed: the reply says how
-            await self._answer(
-                envelope,
-                Status.NOT_CONNECTED,
-                reason=f"socket did not answer a ping: {exc!r}"[:200],
-            )
-            return
-        await self._answer(
-            envelope,
-            Status.PONG,
-            data={
-                "robot_rtt_ms": round((time.perf_counter() - started) * 1000, 3),
-                "conn_id": conn.conn_id,
-            },
-        )
+        await self.control.handle(data)
 
     async def _fail(self, envelope: Envelope, status: Status, reason: str | None) -> None:
-        """Count a message that could not be delivered and say why to the sender."""
-        self.metrics.messages_failed += 1
-        self.events.emit(
-            EventName.FORWARD_FAILED,
-            envelope.robot_id or "",
-            status=status.value,
-            reason=reason,
-            origin=envelope.origin,
-            hops=envelope.hops,
-        )
-        await self._answer(envelope, status, reason=reason)
+        await self.control.fail(envelope, status, reason)
 
     async def _answer(self, envelope: Envelope, status: Status, **kw: Any) -> None:
-        """Publish exactly one reply to the envelope's ``reply_to`` channel (if it has one).
-        A reply too large for one message (the inventory of a huge instance) is replaced by an
-        ``error`` reply saying so; one that cannot be made small is not sent (logged)."""
-        if not envelope.reply_to:
-            return
-        text = encode(reply_to(envelope, status, self.instance_id, **kw))
-        problem = oversize(text)
-        if problem is not None:
-            self.metrics.envelopes_refused += 1
-            text = encode(reply_to(envelope, Status.ERROR, self.instance_id, reason=problem))
-            log.warning(
-                "reply to %s %s too large, answered error instead: %s",
-                envelope.op.value,
-                envelope.id[:8],
-                problem,
-            )
-            if not fits(text):
-                return
-        await publish(self.client, envelope.reply_to, text)
+        await self.control.answer(envelope, status, **kw)
 
     # ------------------------------------------------------------------ routing
     def _too_big(self, message: str) -> str | None:

@@ -7,7 +7,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LocalConn", "LocalConnections", "Metrics", "prometheus_label"]
+__all__ = [
+    "MAX_CLOSE_REASON",
+    "LocalConn",
+    "LocalConnections",
+    "Metrics",
+    "close_reason",
+    "prometheus_label",
+]
+
+MAX_CLOSE_REASON = 120  # bytes; WebSocket close reasons are limited to 123
 
 
 @dataclass(eq=False)
@@ -149,3 +158,9 @@ class Metrics:
 def prometheus_label(value: str) -> str:
     """A Prometheus label value: backslash, quote and newline escaped."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def close_reason(text: str) -> str:
+    """``text`` cut to what fits a WebSocket close frame (UTF-8, whole characters)."""
+    raw = text.encode("utf-8", "replace")[:MAX_CLOSE_REASON]
+    return raw.decode("utf-8", "ignore")
