@@ -21,6 +21,7 @@ from typing import Any
 from wsctl.durations import AGE_MAX_S, WAIT_MAX_S, check_seconds
 from wsctl.errors import ConfigError, UsageError
 from wsctl.redis.target import redact_url, split_url
+from wsctl.shell import quoted
 from wsctl.timezones import resolve_tz
 
 __all__ = [
@@ -296,12 +297,28 @@ def default_config_paths(env: Mapping[str, str], cwd: Path) -> list[Path]:
     return [cwd / "wsctl.toml", Path(xdg) / "wsctl" / "config.toml"]
 
 
+# A config file is a few hundred bytes: anything larger is the wrong file (read no further).
+CONFIG_MAX_BYTES = 1 << 20
+
+
 def _read_file(path: Path) -> dict[str, Any]:
+    """The TOML document at ``path``: a file, or a pipe (``--config <(cmd)``), read up to
+    :data:`CONFIG_MAX_BYTES` and no further (``--config /dev/zero`` fails at once)."""
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
+            data = fh.read(CONFIG_MAX_BYTES + 1)
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    if len(data) > CONFIG_MAX_BYTES:
+        raise ConfigError(f"config file {path} is larger than 1 MiB (the wrong file?)")
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not valid TOML: not UTF-8 (byte {exc.start})"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
@@ -324,7 +341,7 @@ def load_settings(
     explicit = flags.get("config") or env.get("WSCTL_CONFIG")
     if explicit:
         config_path = Path(explicit)
-        if not config_path.is_file():
+        if not config_path.exists():
             raise ConfigError(f"config file {config_path} does not exist")
     else:
         config_path = next((p for p in default_config_paths(env, cwd) if p.is_file()), None)
@@ -340,7 +357,7 @@ def load_settings(
             if not isinstance(contexts, dict) or context not in contexts:
                 known = ", ".join(sorted(contexts)) if isinstance(contexts, dict) else ""
                 raise ConfigError(
-                    f"context {context!r} not found in {config_path}"
+                    f"context {quoted(context)} not found in {config_path}"
                     + (f" (known: {known})" if known else "")
                 )
             layers.append((contexts[context], f"{config_path} [contexts.{context}]"))
@@ -351,7 +368,7 @@ def load_settings(
         if unknown:
             raise ConfigError(f"unknown setting(s) in {config_path}: {', '.join(unknown)}")
     elif context:
-        raise ConfigError(f"context {context!r} given but no config file was found")
+        raise ConfigError(f"context {quoted(context)} given but no config file was found")
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}

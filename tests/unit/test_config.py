@@ -327,3 +327,37 @@ def test_config_show_never_prints_url_userinfo(tmp_path: Path) -> None:
     result = invoke(["config", "show"])
     assert result.code == 0 and "Hunter2" not in result.out + result.err
     assert "redis://***@h:1/0" in result.out
+
+
+def test_a_config_file_that_is_not_a_file_gets_a_message_that_says_what_it_is(
+    tmp_path: Path,
+) -> None:
+    """`--config /dev/zero` and `--config /tmp` said "does not exist"; `/dev/zero` is read up
+    to 1 MiB and no further; a pipe (`--config <(cmd)`) was refused the same way and is read."""
+    import os
+    import threading
+
+    with pytest.raises(ConfigError, match=r"config file /dev/zero is larger than 1 MiB"):
+        load_settings(flags={"config": "/dev/zero"}, env={}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match=rf"config file {tmp_path} is a directory"):
+        load_settings(flags={"config": str(tmp_path)}, env={}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match=r"config file \S+ does not exist"):
+        load_settings(flags={"config": str(tmp_path / "nope.toml")}, env={}, cwd=tmp_path)
+    fifo = tmp_path / "cfg.fifo"
+    os.mkfifo(fifo)
+
+    def write() -> None:
+        with fifo.open("w") as fh:
+            fh.write('prefix = "piped:"\n')
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    settings = load_settings(flags={"config": str(fifo)}, env={}, cwd=tmp_path)
+    writer.join(10)
+    assert settings.prefix == "piped:"
+
+
+def test_a_context_with_control_characters_is_named_as_a_shell_word(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(flags={"context": "x\x1b[2J"}, env={}, cwd=tmp_path)
+    assert caught.value.message == "context $'x\\x1b[2J' given but no config file was found"
