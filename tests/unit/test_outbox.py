@@ -86,11 +86,11 @@ async def test_sends_made_together_leave_in_one_batch_and_each_gets_its_answer()
     outbox = Outbox(core, linger=0.0)
     task = await _running(outbox)
     try:
-        results = await asyncio.gather(*(outbox.send(f"r{n}", f"m{n}", 5.0) for n in range(300)))
-        assert [r.outcome for r in results] == [SendOutcome.DELIVERED] * 300
+        results = await asyncio.gather(*(outbox.send(f"r{n}", f"m{n}", 5.0) for n in range(150)))
+        assert [r.outcome for r in results] == [SendOutcome.DELIVERED] * 150
         assert results[7].route == ("gw-a", "gw-b") and results[7].robot_id == "r7"
         (_, batch), *more = core.batches.batches
-        assert more == [] and len(batch.items) == 300
+        assert more == [] and len(batch.items) == 150
         assert [batch.text(i) for i in batch.items[:3]] == ["m0", "m1", "m2"]  # order kept
         assert core.inbox.handlers == {}  # every item answered: the batch is forgotten
     finally:
