@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from wsctl.durations import AGE_MAX_S, check_seconds
 from wsctl.errors import UsageError
 from wsctl.eventlog.model import (
     Event,
@@ -62,7 +63,10 @@ def parse_since(text: str) -> float:
     match = _SINCE.match(text)
     if not match:
         raise UsageError(f"--since {text!r}: use a number with s, m, h or d (for example 10m)")
-    return float(match.group(1)) * _UNIT[match.group(2)]
+    try:  # an age, like every age flag: from 1 ms up to ten years
+        return check_seconds(float(match.group(1)) * _UNIT[match.group(2)], maximum=AGE_MAX_S)
+    except ValueError as exc:
+        raise UsageError(f"--since {text!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
