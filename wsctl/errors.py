@@ -29,9 +29,9 @@ EXIT_OK = 0
 EXIT_NEGATIVE = 1  # a negative result: robot not found, problems found, a check failed
 EXIT_USAGE = 2  # bad flags or input
 EXIT_REDIS = 3  # Redis unreachable, auth failure, cluster mismatch, configuration error
-EXIT_NOT_REGISTERED = 4  # send: the robot has no registry entry
-EXIT_UNREACHABLE = 5  # send: the owning / via instance is not listening
-EXIT_TIMEOUT = 6  # send: no reply within --timeout
+EXIT_NOT_REGISTERED = 4  # send, kick: no registry entry; drain, undrain: unknown instance
+EXIT_UNREACHABLE = 5  # send, kick, ping, drain, undrain: the instance is not listening
+EXIT_TIMEOUT = 6  # send, kick, ping: no reply within --timeout
 EXIT_INTERNAL = 70  # a bug in wsctl (traceback with --debug)
 EXIT_INTERRUPTED = 130
 

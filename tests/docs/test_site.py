@@ -279,3 +279,23 @@ def test_the_json_page_names_every_key_of_each_commands_json_output() -> None:
     keys.update(_top_keys())
     missing = {what: sorted(k - named) for what, k in keys.items()}
     assert {k: v for k, v in missing.items() if v} == {}
+
+
+_SOURCE_PATH = re.compile(r"`((?:[A-Za-z_0-9]+/)*[A-Za-z_0-9]+\.py)`")
+
+
+def test_every_python_file_the_docs_name_exists() -> None:
+    """A module path in the docs or README (``registry/store.py``, ``wsctl/gateway/core.py``,
+    or a bare ``factory.py``) names a file that exists, so a moved module leaves no stale path."""
+    bases = ("", "wsctl/", "tests/", "examples/", "bench/", "docs/")
+    sources = {p.name for base in bases[1:] for p in (ROOT / base).rglob("*.py")}
+    stale = []
+    for page in [*DOCS.rglob("*.md"), ROOT / "README.md"]:
+        for name in _SOURCE_PATH.findall(page.read_text(encoding="utf-8")):
+            if "/" in name:
+                found = any((ROOT / f"{base}{name}").is_file() for base in bases)
+            else:
+                found = name in sources
+            if not found:
+                stale.append(f"{page.relative_to(ROOT)}: {name}")
+    assert stale == []

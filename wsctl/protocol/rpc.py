@@ -184,7 +184,7 @@ class Inbox:
             self.forget(envelope.id)
 
 
-# One inbox per client and reply prefix; closed with the client (redis_factory.close_client).
+# One inbox per client and reply prefix; closed with the client (wsctl.redis.factory.close_client).
 _inboxes: weakref.WeakKeyDictionary[Any, dict[str, Inbox]] = weakref.WeakKeyDictionary()
 
 
