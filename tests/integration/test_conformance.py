@@ -308,3 +308,30 @@ async def test_a_redis_that_cannot_be_reached_exits_3() -> None:
         env={"WSCTL_REDIS_URL": "redis://127.0.0.1:1"},
     )
     assert res.code == 3 and "cannot connect to Redis" in res.err
+
+
+async def test_an_interrupted_run_removes_its_own_entries_before_waiting_on_the_gateway(
+    single: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # waits that outlast the clean-up's second (a slow gateway, a busy machine) must not
+    # keep the kit's own entries (of its fleet peer) from being removed
+    from wsctl.config import load_settings
+    from wsctl.conformance import runner
+    from wsctl.redis.factory import connect, target_from_settings
+
+    monkeypatch.setattr(runner, "FAST_EVENTS", 2.0)
+    target = target_from_settings(load_settings(env=single.env))
+    async with running_fleet(single.env, names=("gw-tmo",)) as gateways:
+        gw = gateways["gw-tmo"]
+        options = ConformanceOptions(gateway=f"{gw.ws_url}/ws/{{robot_id}}", timeout=2)
+        async with connect(target) as client:
+            run = asyncio.create_task(run_conformance(client, Keyspace(), options))
+
+            async def peer_entries() -> bool:  # the kit's own entries of a fleet peer are on
+                return bool([k async for k in client.scan_iter(match="ws_conn:*-forward")])
+
+            await wait_for(peer_entries, timeout=15)
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(run, 5)
+    assert await _run_keys(single, events=False) == []

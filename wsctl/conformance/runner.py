@@ -233,8 +233,9 @@ async def _redis_still_there(kit: Kit) -> None:
 async def _cleanup(kit: Kit, report: ConformanceReport, *, fast: bool) -> None:
     """Undrain if needed, close every robot, remove every key of the run. ``fast`` (the run
     was interrupted, or the gateway stopped answering): robots dropped at once, short waits,
-    all within a second; the keys are removed twice, the second time for what the gateway
-    wrote about robots whose handshake was still under way."""
+    all within a second; the keys are removed before any wait (so a wait cut short by the
+    deadline leaves none of the kit's own), then again after, for what the gateway wrote
+    about robots whose sockets or handshakes were still closing."""
     fleet = kit.fleet
     began = time.monotonic()
     if kit.draining and kit.instance_id:
@@ -244,6 +245,10 @@ async def _cleanup(kit: Kit, report: ConformanceReport, *, fast: bool) -> None:
     if fast:
         for robot in kit.robots:
             robot.abort()
+        # first what the kit wrote itself, before any wait: a wait that outlasts the
+        # clean-up's deadline (a slow gateway, a busy machine) must not leave it behind
+        with contextlib.suppress(RedisError, OSError):
+            report.keys_removed, report.left_behind = await fleet.remove_owned()
         if not kit.stopped:
             with contextlib.suppress(RedisError, OSError):
                 ids = [r.robot_id for r in kit.robots]
@@ -253,7 +258,8 @@ async def _cleanup(kit: Kit, report: ConformanceReport, *, fast: bool) -> None:
         await kit.close_robots()
         await asyncio.sleep(EVENTS_SETTLE)
     try:
-        report.keys_removed, report.left_behind = await fleet.remove_owned()
+        removed, report.left_behind = await fleet.remove_owned()
+        report.keys_removed += removed
         if fast and not kit.stopped:
             await asyncio.sleep(max(0.0, FAST_AGAIN - (time.monotonic() - began)))
             again, report.left_behind = await fleet.remove_owned()
