@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from wsctl.cli.common import open_store
-from wsctl.errors import EXIT_NEGATIVE, UsageError, WsctlError
+from wsctl.errors import EXIT_INTERRUPTED, EXIT_NEGATIVE, UsageError, WsctlError
 
 if TYPE_CHECKING:
     from wsctl.cli.output import Column
@@ -356,9 +356,12 @@ def run_fanout(
         raise typer.Exit(0 if dry_run else EXIT_NEGATIVE) from None
     except KeyboardInterrupt:
         sys.stdout.flush()
-        if not dry_run:
-            sys.stderr.write(f"interrupted: {_progress_line(summary)}\n")
-        raise
+        if dry_run:
+            raise
+        # one line: what was sent and what came back so far
+        raise WsctlError(
+            f"interrupted: {_progress_line(summary)}", exit_code=EXIT_INTERRUPTED
+        ) from None
     except WsctlError as exc:
         if not summary.aborted:
             raise  # nothing was sent (connecting failed, bad input): the error alone says it
