@@ -2,7 +2,8 @@
 failovers, each loss logged once), the dispatch of what arrives on it (single envelopes here,
 batches and owner hints to :class:`~wsctl.gateway.batch_router.BatchRouter`), the answers to
 ``ping``, ``inventory``, ``resync``, ``kick`` and a robot ping, and the one reply each request
-gets. Routing a ``send`` stays the core's (:meth:`Core._route_envelope`)."""
+gets. Routing a ``send`` is :mod:`wsctl.gateway.sending`'s (through
+:meth:`Core._route_envelope`)."""
 
 from __future__ import annotations
 

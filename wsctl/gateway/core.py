@@ -31,7 +31,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterable, Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -48,7 +48,7 @@ from wsctl.gateway.events import EventSink
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics, close_reason, prometheus_label
 from wsctl.gateway.outbox import Outbox
 from wsctl.gateway.outcomes import SendOutcome, SendResult
-from wsctl.gateway.routing import Decision, LocalSocket, Route, decide
+from wsctl.gateway.sending import Sender
 from wsctl.protocol.batch import BATCH_VERSION
 from wsctl.protocol.envelopes import (
     MAX_MESSAGE_BYTES,
@@ -58,19 +58,11 @@ from wsctl.protocol.envelopes import (
     Status,
     encode,
     format_bytes,
-    message_problem,
-    oversize,
 )
 from wsctl.protocol.fanout import (
-    FanOutcome,
-    FanoutOptions,
     FanoutResult,
-    FanoutSummary,
-    FanTarget,
     RobotOutcome,
     Selection,
-    fan_out,
-    selection_of,
 )
 from wsctl.protocol.rpc import Inbox, inbox_for
 from wsctl.redis.errors import tls_problem
@@ -80,7 +72,7 @@ from wsctl.redis.target import AsyncClient, Target
 from wsctl.redis.topology import refresh_topology
 from wsctl.registry.instances import InstanceRecord, delete_record, write_record
 from wsctl.registry.keys import Keyspace, validate_id
-from wsctl.registry.model import F_CONN_ID, F_INSTANCE_ID, Registration, format_ts, utcnow
+from wsctl.registry.model import F_CONN_ID, Registration, format_ts, utcnow
 from wsctl.registry.store import RegistryStore, TouchOutcome
 from wsctl.tasks import settle_all, wait_within
 
@@ -198,6 +190,7 @@ class FleetCore:
         )
         self.drainer = Drainer(self)
         self.control = ControlChannel(self)
+        self.sender = Sender(self)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -674,103 +667,14 @@ class FleetCore:
     async def _answer(self, envelope: Envelope, status: Status, **kw: Any) -> None:
         await self.control.answer(envelope, status, **kw)
 
-    # ------------------------------------------------------------------ routing
-    def _too_big(self, message: str) -> str | None:
-        """Why the message cannot go to any robot (not UTF-8 text, over the size limit)."""
-        return message_problem(message, self.config.max_message_bytes)
-
-    async def _route_step(self, robot_id: str, message: str, hops: int) -> Decision:
-        """Try the local socket; else read the owner and :func:`decide`. Carries out LOCAL
-        (the write) and STALE_OWNER (the ghost's fenced removal). Caller holds the lock."""
-        conn = self.local.get(robot_id)
-        state = LocalSocket.NONE
-        if conn is not None and not conn.closed:
-            try:
-                await conn.sock.send_text(message)
-            except (UnicodeError, TypeError, ValueError) as exc:
-                # a message the socket cannot carry says nothing about the socket: keep it
-                return Decision(
-                    Route.REFUSED,
-                    status=Status.REJECTED,
-                    reason=f"message not sendable: {exc}"[:200],
-                )
-            except Exception as exc:
-                # the local socket is dead: clean it, then consult the registry again
-                log.debug("send to %s failed, socket dropped: %r", robot_id, exc)
-                state = LocalSocket.DEAD
-                if self._drop(conn):
-                    await self._remove_entry(conn)
-            else:
-                self.metrics.messages_delivered += 1
-                return decide(
-                    self_id=self.instance_id, local=LocalSocket.OPEN, owner=None, hops=hops
-                )
-        owners = self.batches.owners
-        owner = ""
-        if state is LocalSocket.NONE and hops == 0:
-            owner = owners.get(robot_id, time.monotonic()) or ""
-        if not owner or owner == self.instance_id:
-            owner = str(await self.client.hget(self.keys.conn_key(robot_id), F_INSTANCE_ID) or "")
-            if owner:
-                owners.put(robot_id, owner, time.monotonic())
-            else:
-                owners.invalidate((robot_id,))
-        decision = decide(self_id=self.instance_id, local=state, owner=owner or None, hops=hops)
-        if decision.route is Route.STALE_OWNER:
-            # the registry says "here" but there is no socket: a ghost; remove exactly it
-            entry = await self.store.get(robot_id)
-            ours = entry is not None and entry.instance_id == self.instance_id
-            if entry is not None and ours and self.local.get(robot_id) is None:
-                await self.store.delete_observed([entry])
-                self.metrics.ghosts_removed += 1
-        return self.drainer.explain(robot_id, decision)  # "robot is moving" when drained
-
-    async def _route_envelope(self, envelope: Envelope) -> None:
-        """A ``send`` from the control channel: deliver, forward (at most MAX_HOPS) or fail."""
-        robot_id = envelope.robot_id or ""
-        message = envelope.message or ""
-        too_big = self._too_big(message)
-        if too_big:
-            await self._fail(envelope, Status.REJECTED, too_big)
-            return
-        decision = await self._route_step(robot_id, message, envelope.hops)
-        if decision.route is not Route.LOCAL and envelope.hops >= 1:
-            # forwarded here by an instance that thought we hold the robot: tell it who does
-            owner = decision.target if decision.route in (Route.FORWARD, Route.HOP_LIMIT) else None
-            hint = await self.batches.hint_message(envelope.route, [(robot_id, owner)])
-            if hint is not None:
-                await publish(self.client, *hint)
-        if decision.route is Route.LOCAL:
-            await self._answer(envelope, Status.DELIVERED)
-        elif decision.route is Route.FORWARD:
-            owner = decision.target or ""
-            text = encode(envelope.forwarded())
-            problem = oversize(text)
-            if problem is not None:  # room for the hops is left by requesters; not by all
-                self.metrics.envelopes_refused += 1
-                await self._fail(envelope, Status.REJECTED, f"too large to forward: {problem}")
-                return
-            channel = self.keys.control_channel(owner)
-            receivers = await publish(self.client, channel, text)
-            if not await self.batches.audience.heard(self.client, channel, receivers):
-                self.batches.owners.invalidate((robot_id,))
-                await self._fail(
-                    envelope,
-                    Status.INSTANCE_UNREACHABLE,
-                    f"owner {owner} is not listening on its control channel",
-                )
-                return
-            self.metrics.messages_forwarded += 1
-        else:
-            await self._fail(envelope, decision.status or Status.ERROR, decision.reason)
-
+    # ------------------------------------------------------------------ sending
     async def send(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:
         """Deliver ``message`` to ``robot_id`` and wait for the outcome: written to this
         instance's socket, or forwarded to the instance that holds the robot, which answers.
         Sends in flight together leave in batches (:mod:`wsctl.gateway.outbox`); each robot's
         messages keep their order. Never raises for a Redis failure, never waits longer than
         ``timeout``: the outcome says ``error`` or ``timeout``."""
-        return await self._send(robot_id, message, timeout, ack=True)
+        return await self.sender.send(robot_id, message, timeout=timeout)
 
     async def publish(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:
         """Fire and forget: hand ``message`` over and return without waiting for the owner's
@@ -778,7 +682,7 @@ class FleetCore:
         robot's owner; ``delivered`` when the robot's socket is here (written at once); a
         failure known before the hand-over (``not_connected``: no owner; ``rejected``,
         ``instance_unreachable``, ``error``) or ``timeout`` as for :meth:`send`."""
-        return await self._send(robot_id, message, timeout, ack=False)
+        return await self.sender.publish(robot_id, message, timeout=timeout)
 
     async def send_many(
         self,
@@ -790,124 +694,14 @@ class FleetCore:
     ) -> FanoutResult:
         """Send ``message`` to many robots, each straight to its owner in batches carrying the
         message once, with one outcome per robot: the fan-out of ``wsctl send --robot``
-        (:mod:`wsctl.protocol.fanout`, the same implementation), from this instance. ``robots``: robot
-        ids, or a selection (:func:`wsctl.protocol.fanout.registry_selection`, chunks of ``(robot id,
-        owner or None)``). ``on_outcome`` sees each robot's outcome as it is known. Waits
+        (:mod:`wsctl.protocol.fanout`, the same implementation), from this instance.
+        ``robots``: robot ids, or a selection
+        (:func:`wsctl.protocol.fanout.registry_selection`, chunks of ``(robot id, owner or
+        None)``). ``on_outcome`` sees each robot's outcome as it is known. Waits
         ``timeout`` seconds at most for answers after the last batch left. Never raises for a
         Redis failure: the robots it left without an answer are ``timeout`` (sent) or
         ``not_tried`` (not sent), and the summary says ``aborted``."""
-        outcomes: list[RobotOutcome] = []
+        return await self.sender.send_many(robots, message, timeout=timeout, on_outcome=on_outcome)
 
-        def collect(outcome: RobotOutcome) -> None:
-            outcomes.append(outcome)
-            if on_outcome is not None:
-                on_outcome(outcome)
-
-        options = FanoutOptions(
-            timeout=timeout, origin=self.instance_id, liveness_timeout=self.config.timeout
-        )
-        if isinstance(robots, str):
-            raise TypeError("robots: a list of robot ids or a selection, not one string")
-        summary = FanoutSummary()
-        ids = None if isinstance(robots, AsyncIterable) else list(robots)
-        try:
-            await fan_out(
-                self.client,
-                self.keys,
-                selection_of(robots if ids is None else ids),
-                message,
-                options,
-                collect,
-                summary,
-                check=self._fan_target,
-                inbox=self.inbox,
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # Redis failed: what is known is returned, the rest settled
-            self._redis_failed("send", exc)
-            summary.aborted = True
-            if ids is not None:  # robots the fan-out had not read yet: not tried either
-                unique = list(dict.fromkeys(ids))
-                known = {o.robot_id for o in outcomes}
-                summary.selected = max(summary.selected, len(unique))
-                reason = f"not sent: Redis failed first ({self.target.scrub(str(exc))[:200]})"
-                for robot_id in unique:
-                    if robot_id not in known:
-                        summary.counts[FanOutcome.NOT_TRIED] += 1
-                        collect(RobotOutcome(robot_id, FanOutcome.NOT_TRIED, None, reason))
-        return FanoutResult(outcomes, summary)
-
-    async def _fan_target(self, instance_id: str, conn_id_known: bool | None) -> FanTarget:
-        """An instance a fan-out sends to, as this instance knows it: listening is told by
-        each PUBLISH's receiver count (no question asked first), the protocol comes from its
-        liveness record, read at most every few seconds."""
-        return FanTarget(listening=True, batches=await self.batches.speaks_batches(instance_id))
-
-    async def _send(self, robot_id: str, message: str, timeout: float, *, ack: bool) -> SendResult:
-        here = (self.instance_id,)
-        too_big = self._too_big(message)
-        if too_big:
-            self.metrics.messages_failed += 1
-            return SendResult(SendOutcome.REJECTED, robot_id, here, too_big)
-        conn = self.local.get(robot_id)
-        if conn is not None and not conn.closed and not self.outbox.holds(robot_id):
-            # the robot is here and nothing for it waits in the outbox: write it now
-            try:
-                async with asyncio.timeout(timeout):
-                    async with self._lock(robot_id):
-                        written = await self._write_local(robot_id, message)
-                    if written is LocalSocket.DEAD:
-                        written = await self._after_dead_socket(robot_id)
-            except TimeoutError:
-                reason = f"no outcome within {timeout:g}s (socket busy)"
-                return SendResult(SendOutcome.TIMEOUT, robot_id, here, reason)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis failed reading the owner: the outcome says error
-                self._redis_failed("send", exc)
-                self.metrics.messages_failed += 1
-                reason = self.target.scrub(str(exc))[:200]
-                return SendResult(SendOutcome.ERROR, robot_id, here, reason)
-            if isinstance(written, SendResult):
-                return written
-        return await self.outbox.send(robot_id, message, timeout, ack=ack)
-
-    async def _after_dead_socket(self, robot_id: str) -> SendResult | LocalSocket:
-        """The robot's socket here just died: what the registry says now. A result when the
-        message stops here (no entry, or it named this instance), else route it on."""
-        owner = str(await self.client.hget(self.keys.conn_key(robot_id), F_INSTANCE_ID) or "")
-        decision = decide(
-            self_id=self.instance_id, local=LocalSocket.DEAD, owner=owner or None, hops=0
-        )
-        if decision.route is Route.FORWARD:
-            return LocalSocket.NONE
-        decision = self.drainer.explain(robot_id, decision)
-        self.metrics.messages_failed += 1
-        status = SendOutcome((decision.status or Status.ERROR).value)
-        return SendResult(status, robot_id, (self.instance_id,), decision.reason)
-
-    async def _write_local(self, robot_id: str, message: str) -> SendResult | LocalSocket:
-        """Write ``message`` to the robot's socket here (caller holds the robot's lock): its
-        outcome; or NONE when there is no open socket after all (it closed meanwhile), DEAD
-        when its write failed (dropped, entry removed): the message is then to be routed."""
-        here = (self.instance_id,)
-        conn = self.local.get(robot_id)
-        if conn is None or conn.closed or self.outbox.holds(robot_id):
-            return LocalSocket.NONE
-        try:
-            await conn.sock.send_text(message)
-        except (UnicodeError, TypeError, ValueError) as exc:
-            # a message the socket cannot carry says nothing about the socket: keep it
-            self.metrics.messages_failed += 1
-            reason = f"message not sendable: {exc}"[:200]
-            return SendResult(SendOutcome.REJECTED, robot_id, here, reason)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the local socket is dead: clean it, then route the message
-            log.debug("send to %s failed, socket dropped: %r", robot_id, exc)
-            if self._drop(conn):
-                await self._remove_entry_surely(conn)
-            return LocalSocket.DEAD
-        self.metrics.messages_delivered += 1
-        return SendResult(SendOutcome.DELIVERED, robot_id, here)
+    async def _route_envelope(self, envelope: Envelope) -> None:
+        await self.sender.route_envelope(envelope)

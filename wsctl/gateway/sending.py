@@ -1,0 +1,324 @@
+"""Where a message for a robot goes, from this instance: a ``send`` arriving on the control
+channel (written to the socket here, forwarded to the owner at most
+:data:`~wsctl.protocol.envelopes.MAX_HOPS` times, or failed with a reply), and the app's own
+sends (``send``, ``publish``, ``send_many``), written here when the robot's socket is here,
+else through the outbox or the fan-out. The decision itself is
+:func:`wsctl.gateway.routing.decide` (pure)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterable, Callable, Iterable
+from typing import Any, Protocol
+
+from wsctl.gateway.batch_router import BatchRouter
+from wsctl.gateway.drain import Drainer
+from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
+from wsctl.gateway.outbox import Outbox
+from wsctl.gateway.outcomes import SendOutcome, SendResult
+from wsctl.gateway.routing import Decision, LocalSocket, Route, decide
+from wsctl.protocol.envelopes import Envelope, Status, encode, message_problem, oversize
+from wsctl.protocol.fanout import (
+    FanOutcome,
+    FanoutOptions,
+    FanoutResult,
+    FanoutSummary,
+    FanTarget,
+    RobotOutcome,
+    Selection,
+    fan_out,
+    selection_of,
+)
+from wsctl.protocol.rpc import Inbox
+from wsctl.redis.pubsub import publish
+from wsctl.redis.target import AsyncClient, Target
+from wsctl.registry.keys import Keyspace
+from wsctl.registry.model import F_INSTANCE_ID
+from wsctl.registry.store import RegistryStore
+
+__all__ = ["Core", "Sender"]
+
+log = logging.getLogger("wsctl.gateway")
+
+
+class Core(Protocol):
+    """What sending uses of :class:`wsctl.gateway.core.FleetCore` (no import cycle)."""
+
+    instance_id: str
+    keys: Keyspace
+    target: Target
+    local: LocalConnections
+    metrics: Metrics
+    batches: BatchRouter
+    drainer: Drainer
+    outbox: Outbox
+
+    @property
+    def config(self) -> Any:
+        """The core's :class:`~wsctl.gateway.core.CoreConfig`."""
+
+    @property
+    def client(self) -> AsyncClient:
+        """The core's Redis client."""
+
+    @property
+    def store(self) -> RegistryStore:
+        """The core's registry store."""
+
+    @property
+    def inbox(self) -> Inbox:
+        """The core's reply inbox."""
+
+    def _lock(self, robot_id: str) -> asyncio.Lock: ...
+
+    def _drop(self, conn: LocalConn) -> bool: ...
+
+    def _redis_failed(self, where: str, exc: BaseException) -> None: ...
+
+    async def _remove_entry(self, conn: LocalConn) -> None: ...
+
+    async def _remove_entry_surely(self, conn: LocalConn) -> None: ...
+
+    async def _fail(self, envelope: Envelope, status: Status, reason: str | None) -> None: ...
+
+    async def _answer(self, envelope: Envelope, status: Status, **kw: Any) -> None: ...
+
+
+class Sender:
+    """One instance's routing of messages to robots (see the module docstring)."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    # ------------------------------------------------------------------ routing
+    def too_big(self, message: str) -> str | None:
+        """Why the message cannot go to any robot (not UTF-8 text, over the size limit)."""
+        return message_problem(message, self.core.config.max_message_bytes)
+
+    async def _route_step(self, robot_id: str, message: str, hops: int) -> Decision:
+        """Try the local socket; else read the owner and :func:`decide`. Carries out LOCAL
+        (the write) and STALE_OWNER (the ghost's fenced removal). Caller holds the lock."""
+        conn = self.core.local.get(robot_id)
+        state = LocalSocket.NONE
+        if conn is not None and not conn.closed:
+            try:
+                await conn.sock.send_text(message)
+            except (UnicodeError, TypeError, ValueError) as exc:
+                # a message the socket cannot carry says nothing about the socket: keep it
+                return Decision(
+                    Route.REFUSED,
+                    status=Status.REJECTED,
+                    reason=f"message not sendable: {exc}"[:200],
+                )
+            except Exception as exc:
+                # the local socket is dead: clean it, then consult the registry again
+                log.debug("send to %s failed, socket dropped: %r", robot_id, exc)
+                state = LocalSocket.DEAD
+                if self.core._drop(conn):
+                    await self.core._remove_entry(conn)
+            else:
+                self.core.metrics.messages_delivered += 1
+                return decide(
+                    self_id=self.core.instance_id, local=LocalSocket.OPEN, owner=None, hops=hops
+                )
+        owners = self.core.batches.owners
+        owner = ""
+        if state is LocalSocket.NONE and hops == 0:
+            owner = owners.get(robot_id, time.monotonic()) or ""
+        if not owner or owner == self.core.instance_id:
+            owner = str(
+                await self.core.client.hget(self.core.keys.conn_key(robot_id), F_INSTANCE_ID) or ""
+            )
+            if owner:
+                owners.put(robot_id, owner, time.monotonic())
+            else:
+                owners.invalidate((robot_id,))
+        decision = decide(
+            self_id=self.core.instance_id, local=state, owner=owner or None, hops=hops
+        )
+        if decision.route is Route.STALE_OWNER:
+            # the registry says "here" but there is no socket: a ghost; remove exactly it
+            entry = await self.core.store.get(robot_id)
+            ours = entry is not None and entry.instance_id == self.core.instance_id
+            if entry is not None and ours and self.core.local.get(robot_id) is None:
+                await self.core.store.delete_observed([entry])
+                self.core.metrics.ghosts_removed += 1
+        return self.core.drainer.explain(robot_id, decision)  # "robot is moving" when drained
+
+    async def route_envelope(self, envelope: Envelope) -> None:
+        """A ``send`` from the control channel: deliver, forward (at most MAX_HOPS) or fail."""
+        robot_id = envelope.robot_id or ""
+        message = envelope.message or ""
+        too_big = self.too_big(message)
+        if too_big:
+            await self.core._fail(envelope, Status.REJECTED, too_big)
+            return
+        decision = await self._route_step(robot_id, message, envelope.hops)
+        if decision.route is not Route.LOCAL and envelope.hops >= 1:
+            # forwarded here by an instance that thought we hold the robot: tell it who does
+            owner = decision.target if decision.route in (Route.FORWARD, Route.HOP_LIMIT) else None
+            hint = await self.core.batches.hint_message(envelope.route, [(robot_id, owner)])
+            if hint is not None:
+                await publish(self.core.client, *hint)
+        if decision.route is Route.LOCAL:
+            await self.core._answer(envelope, Status.DELIVERED)
+        elif decision.route is Route.FORWARD:
+            owner = decision.target or ""
+            text = encode(envelope.forwarded())
+            problem = oversize(text)
+            if problem is not None:  # room for the hops is left by requesters; not by all
+                self.core.metrics.envelopes_refused += 1
+                await self.core._fail(envelope, Status.REJECTED, f"too large to forward: {problem}")
+                return
+            channel = self.core.keys.control_channel(owner)
+            receivers = await publish(self.core.client, channel, text)
+            if not await self.core.batches.audience.heard(self.core.client, channel, receivers):
+                self.core.batches.owners.invalidate((robot_id,))
+                await self.core._fail(
+                    envelope,
+                    Status.INSTANCE_UNREACHABLE,
+                    f"owner {owner} is not listening on its control channel",
+                )
+                return
+            self.core.metrics.messages_forwarded += 1
+        else:
+            await self.core._fail(envelope, decision.status or Status.ERROR, decision.reason)
+
+    async def send(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:
+        """What :meth:`wsctl.gateway.core.FleetCore.send` does: wait for the outcome."""
+        return await self._send(robot_id, message, timeout, ack=True)
+
+    async def publish(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:
+        """What :meth:`wsctl.gateway.core.FleetCore.publish` does: fire and forget."""
+        return await self._send(robot_id, message, timeout, ack=False)
+
+    async def send_many(
+        self,
+        robots: Iterable[str] | Selection,
+        message: str,
+        *,
+        timeout: float = 5.0,
+        on_outcome: Callable[[RobotOutcome], None] | None = None,
+    ) -> FanoutResult:
+        """What :meth:`wsctl.gateway.core.FleetCore.send_many` does: one outcome per robot."""
+        outcomes: list[RobotOutcome] = []
+
+        def collect(outcome: RobotOutcome) -> None:
+            outcomes.append(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
+
+        options = FanoutOptions(
+            timeout=timeout, origin=self.core.instance_id, liveness_timeout=self.core.config.timeout
+        )
+        if isinstance(robots, str):
+            raise TypeError("robots: a list of robot ids or a selection, not one string")
+        summary = FanoutSummary()
+        ids = None if isinstance(robots, AsyncIterable) else list(robots)
+        try:
+            await fan_out(
+                self.core.client,
+                self.core.keys,
+                selection_of(robots if ids is None else ids),
+                message,
+                options,
+                collect,
+                summary,
+                check=self._fan_target,
+                inbox=self.core.inbox,
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Redis failed: what is known is returned, the rest settled
+            self.core._redis_failed("send", exc)
+            summary.aborted = True
+            if ids is not None:  # robots the fan-out had not read yet: not tried either
+                unique = list(dict.fromkeys(ids))
+                known = {o.robot_id for o in outcomes}
+                summary.selected = max(summary.selected, len(unique))
+                reason = f"not sent: Redis failed first ({self.core.target.scrub(str(exc))[:200]})"
+                for robot_id in unique:
+                    if robot_id not in known:
+                        summary.counts[FanOutcome.NOT_TRIED] += 1
+                        collect(RobotOutcome(robot_id, FanOutcome.NOT_TRIED, None, reason))
+        return FanoutResult(outcomes, summary)
+
+    async def _fan_target(self, instance_id: str, conn_id_known: bool | None) -> FanTarget:
+        """An instance a fan-out sends to, as this instance knows it: listening is told by
+        each PUBLISH's receiver count (no question asked first), the protocol comes from its
+        liveness record, read at most every few seconds."""
+        return FanTarget(
+            listening=True, batches=await self.core.batches.speaks_batches(instance_id)
+        )
+
+    async def _send(self, robot_id: str, message: str, timeout: float, *, ack: bool) -> SendResult:
+        here = (self.core.instance_id,)
+        too_big = self.too_big(message)
+        if too_big:
+            self.core.metrics.messages_failed += 1
+            return SendResult(SendOutcome.REJECTED, robot_id, here, too_big)
+        conn = self.core.local.get(robot_id)
+        if conn is not None and not conn.closed and not self.core.outbox.holds(robot_id):
+            # the robot is here and nothing for it waits in the outbox: write it now
+            try:
+                async with asyncio.timeout(timeout):
+                    async with self.core._lock(robot_id):
+                        written = await self._write_local(robot_id, message)
+                    if written is LocalSocket.DEAD:
+                        written = await self._after_dead_socket(robot_id)
+            except TimeoutError:
+                reason = f"no outcome within {timeout:g}s (socket busy)"
+                return SendResult(SendOutcome.TIMEOUT, robot_id, here, reason)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis failed reading the owner: the outcome says error
+                self.core._redis_failed("send", exc)
+                self.core.metrics.messages_failed += 1
+                reason = self.core.target.scrub(str(exc))[:200]
+                return SendResult(SendOutcome.ERROR, robot_id, here, reason)
+            if isinstance(written, SendResult):
+                return written
+        return await self.core.outbox.send(robot_id, message, timeout, ack=ack)
+
+    async def _after_dead_socket(self, robot_id: str) -> SendResult | LocalSocket:
+        """The robot's socket here just died: what the registry says now. A result when the
+        message stops here (no entry, or it named this instance), else route it on."""
+        owner = str(
+            await self.core.client.hget(self.core.keys.conn_key(robot_id), F_INSTANCE_ID) or ""
+        )
+        decision = decide(
+            self_id=self.core.instance_id, local=LocalSocket.DEAD, owner=owner or None, hops=0
+        )
+        if decision.route is Route.FORWARD:
+            return LocalSocket.NONE
+        decision = self.core.drainer.explain(robot_id, decision)
+        self.core.metrics.messages_failed += 1
+        status = SendOutcome((decision.status or Status.ERROR).value)
+        return SendResult(status, robot_id, (self.core.instance_id,), decision.reason)
+
+    async def _write_local(self, robot_id: str, message: str) -> SendResult | LocalSocket:
+        """Write ``message`` to the robot's socket here (caller holds the robot's lock): its
+        outcome; or NONE when there is no open socket after all (it closed meanwhile), DEAD
+        when its write failed (dropped, entry removed): the message is then to be routed."""
+        here = (self.core.instance_id,)
+        conn = self.core.local.get(robot_id)
+        if conn is None or conn.closed or self.core.outbox.holds(robot_id):
+            return LocalSocket.NONE
+        try:
+            await conn.sock.send_text(message)
+        except (UnicodeError, TypeError, ValueError) as exc:
+            # a message the socket cannot carry says nothing about the socket: keep it
+            self.core.metrics.messages_failed += 1
+            reason = f"message not sendable: {exc}"[:200]
+            return SendResult(SendOutcome.REJECTED, robot_id, here, reason)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the local socket is dead: clean it, then route the message
+            log.debug("send to %s failed, socket dropped: %r", robot_id, exc)
+            if self.core._drop(conn):
+                await self.core._remove_entry_surely(conn)
+            return LocalSocket.DEAD
+        self.core.metrics.messages_delivered += 1
+        return SendResult(SendOutcome.DELIVERED, robot_id, here)
