@@ -335,3 +335,32 @@ async def test_an_interrupted_run_removes_its_own_entries_before_waiting_on_the_
             with pytest.raises(asyncio.CancelledError):
                 await asyncio.wait_for(run, 5)
     assert await _run_keys(single, events=False) == []
+
+
+async def test_ctrl_c_during_the_clean_up_of_a_finished_run_still_removes_its_own_entries(
+    single: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsctl.config import load_settings
+    from wsctl.conformance import runner
+    from wsctl.redis.factory import connect, target_from_settings
+
+    monkeypatch.setattr(runner, "EVENTS_SETTLE", 3.0)  # the clean-up's wait, made long
+    target = target_from_settings(load_settings(env=single.env))
+    done: list[str] = []
+    async with running_fleet(single.env, names=("gw-late",)) as gateways:
+        gw = gateways["gw-late"]
+        options = ConformanceOptions(gateway=f"{gw.ws_url}/ws/{{robot_id}}", timeout=2)
+        async with connect(target) as client:
+            run = asyncio.create_task(
+                run_conformance(client, Keyspace(), options, lambda r: done.append(r.id))
+            )
+
+            async def checked() -> bool:
+                return len(done) == len(check_ids(2))
+
+            await wait_for(checked, timeout=60)
+            await asyncio.sleep(0.5)  # the clean-up is waiting for the last events
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(run, 5)
+    assert await _run_keys(single, events=False) == []

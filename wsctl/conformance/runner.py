@@ -131,6 +131,11 @@ async def run_conformance(
             await wait_within(_cleanup(kit, report, fast=fast), deadline)
         except TimeoutError:
             log.warning("clean-up did not finish in time; left: %s", report.left_behind)
+        except asyncio.CancelledError:
+            if not fast:  # interrupted during the clean-up of a run that had ended
+                with contextlib.suppress(TimeoutError):
+                    await wait_within(_abandon(kit, report), FAST_DEADLINE)
+            raise
         report.seconds = time.monotonic() - started
     return report
 
@@ -228,6 +233,20 @@ async def _run_one(
 async def _redis_still_there(kit: Kit) -> None:
     """Raise the error when Redis does not answer a PING: the run cannot go on."""
     await wait_within(kit.fleet.client.ping(), kit.timeout)
+
+
+async def _abandon(kit: Kit, report: ConformanceReport) -> None:
+    """The clean-up cut short by Ctrl-C: drop the robots, stop the fleet side's listeners
+    (its peer record's refresher among them), remove the run's keys; within a second."""
+    for robot in kit.robots:
+        robot.abort()
+    await kit.fleet.aclose()
+    try:
+        removed, report.left_behind = await kit.fleet.remove_owned()
+        report.keys_removed += removed
+    except (RedisError, OSError) as exc:
+        report.left_behind = kit.fleet.owned_keys()
+        log.warning("clean-up failed: %s", exc)
 
 
 async def _cleanup(kit: Kit, report: ConformanceReport, *, fast: bool) -> None:
