@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -190,3 +191,32 @@ def test_watch_needs_a_terminal(single: Backend) -> None:
     assert done.stderr == (
         "wsctl: error: --watch needs a terminal; for a file or a pipe, list without --watch\n"
     )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["registry", "export"], ["list", "connections", "-o", "jsonl"], ["--version"]],
+    ids=lambda a: " ".join(a),
+)
+def test_a_full_disk_under_stdout_is_one_line_and_exit_2_not_an_internal_error(
+    single: Backend, args: list[str]
+) -> None:
+    """`wsctl registry export > backup.jsonl` on a full disk said "internal error ... report
+    it", exit 70: the disk is the operator's to free, not a bug."""
+    import redis as redis_sync
+
+    assert single.single is not None
+    redis_sync.Redis(port=single.single.port).hset(
+        "ws_conn:full-1", mapping={"instance_id": "gw-a", "robot_id": "full-1"}
+    )
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "wsctl", *args],
+            env={**os.environ, **single.env},
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == "wsctl: error: cannot write the output: No space left on device\n"

@@ -6,9 +6,10 @@ heavy imports (redis, websockets, rich tables) inside the functions, so ``wsctl 
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -240,19 +241,51 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err("wsctl: interrupted")
         _exit_interrupted()
+    except OSError as exc:
+        if _debug or debug_enabled():
+            raise
+        if exc.errno not in _FULL:
+            _internal_error(exc)
+        # stdout (or a file) on a full disk: `wsctl registry export > backup.jsonl`
+        err(f"wsctl: error: cannot write the output: {exc.strerror}")
+        _exit_now(EXIT_USAGE)
     except Exception as exc:  # the one boundary: anything unexpected is one line, exit 70
         if _debug or debug_enabled():
             raise
-        err(
-            f"wsctl: internal error: {exc.__class__.__name__}: {exc} "
-            "(run with --debug for a traceback and report it)"
-        )
-        sys.exit(EXIT_INTERNAL)
+        _internal_error(exc)
     if isinstance(code, int) and code:
         if code == EXIT_INTERRUPTED:  # typer's spelling of KeyboardInterrupt (Ctrl-C)
             err("wsctl: interrupted")
             _exit_interrupted()
         sys.exit(code)
+
+
+# A write that failed for want of room (a full disk, a quota, a file size limit): the
+# operator's environment, not a bug in wsctl.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def _internal_error(exc: Exception) -> NoReturn:
+    """A bug in wsctl: one line naming the exception, exit 70."""
+    err(
+        f"wsctl: internal error: {exc.__class__.__name__}: {exc} "
+        "(run with --debug for a traceback and report it)"
+    )
+    sys.exit(EXIT_INTERNAL)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Exit with ``code`` without flushing stdout again: output that could not be written
+    would fail once more at the interpreter's teardown ("Exception ignored", exit 120). An
+    in-process caller (a thread other than the main one) gets the usual SystemExit."""
+    import contextlib
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        sys.exit(code)
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    os._exit(code)
 
 
 def _exit_interrupted() -> None:
