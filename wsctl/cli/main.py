@@ -283,7 +283,7 @@ def _exit_now(code: int) -> NoReturn:
 
     if threading.current_thread() is not threading.main_thread():
         sys.exit(code)
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception):  # stderr gone too: nothing more can be said
         sys.stderr.flush()
     os._exit(code)
 
