@@ -39,16 +39,22 @@ SCHEMA = json.loads(
 
 
 @contextlib.asynccontextmanager
-async def captured(client: object) -> AsyncIterator[list[tuple[str, str]]]:
-    """Every (channel, payload) published on ws_ctl:* and ws_reply:* while inside."""
+async def captured(
+    client: object, instances: tuple[str, ...]
+) -> AsyncIterator[list[tuple[str, str]]]:
+    """Every (channel, payload) published on the control channels of ``instances`` and on
+    ws_reply:* while inside. The control channels are subscribed by name, not by a pattern: a
+    pattern subscriber counts in every PUBLISH's receivers, so a dead owner's channel would
+    look heard (docs/protocol.md §7)."""
     seen: list[tuple[str, str]] = []
     pubsub = client.pubsub()  # type: ignore[attr-defined]
-    await pubsub.psubscribe("ws_ctl:*", "ws_reply:*")
+    await pubsub.subscribe(*(f"ws_ctl:{name}" for name in instances))
+    await pubsub.psubscribe("ws_reply:*")
 
     async def listen() -> None:
         while True:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
-            if message and message["type"] == "pmessage":
+            if message and message["type"] in ("message", "pmessage"):
                 seen.append((message["channel"], message["data"]))
 
     task = asyncio.create_task(listen())
@@ -68,7 +74,7 @@ async def test_everything_real_gateways_publish_validates_against_the_schema(
     async with (
         running_fleet(single.env, max_message_bytes=100) as fleet,
         open_test_store(single) as store,
-        captured(store.client) as seen,
+        captured(store.client, ("gw-a", "gw-b", "fa-a")) as seen,
     ):
         # a FastAPI instance on the fleet core too (uvicorn): it cannot ping a robot
         with fastapi_gateways(single, tmp_path, names=("fa-a",)) as (fa,):
