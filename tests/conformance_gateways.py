@@ -25,7 +25,7 @@ from typing import Any
 from unittest import mock
 
 from tests.fleet import running_fleet
-from wsctl.gateway import core as core_module
+from wsctl.gateway import sending as sending_module
 from wsctl.gateway import server as server_module
 from wsctl.gateway.local import LocalConn
 from wsctl.gateway.routing import decide
@@ -99,7 +99,7 @@ def _reply_without_id(gw: Gateway) -> None:
             del data["id"]
             await publish(core.client, envelope.reply_to, json.dumps(data))
 
-    core._answer = answer  # type: ignore[method-assign]
+    core.control.answer = answer  # type: ignore[method-assign]  # every reply goes through it
 
 
 def _closes_mid_check(gw: Gateway) -> None:
@@ -146,7 +146,7 @@ def _module_patch(fault: str, instance_id: str) -> Iterator[None]:
                 kw["max_hops"] = 1_000
             return decide(**kw)
 
-        with mock.patch.object(core_module, "decide", no_limit):
+        with mock.patch.object(sending_module, "decide", no_limit):
             yield
     elif fault == "drain_accepts":
         refusal = server_module.refusal
