@@ -100,6 +100,23 @@ async def test_list_instances_counts_fresh_and_stale(backend: Backend) -> None:
     assert rows["gw-a"]["liveness"] == "unknown"
 
 
+async def test_list_instances_fits_80_columns_leaving_out_the_heartbeat_ages(
+    backend: Backend,
+) -> None:
+    async with open_test_store(backend) as store:
+        for i in range(4):
+            await seed_store_connection(store.client, f"r{i}", f"gateway-prod-eu-{i % 2}")
+    res = invoke(["list", "instances"], env={**backend.env, "COLUMNS": "80"})
+    assert res.code == 0, res.err
+    lines = res.out.splitlines()
+    assert lines and all(len(line) <= 80 for line in lines)
+    header = next(line for line in lines if "INSTANCE" in line).split()
+    assert header == ["INSTANCE", "LIVENESS", "DRAINING", "CONNS", "FRESH", "STALE", "MALFORMED"]
+    assert "NEWEST HB, OLDEST HB left out to fit 80 columns" in res.err
+    wide = invoke(["list", "instances"], env={**backend.env, "COLUMNS": "200"})
+    assert "OLDEST HB" in wide.out and "left out" not in wide.err
+
+
 async def test_show_glob_id_means_that_one_robot(backend: Backend) -> None:
     async with open_test_store(backend) as store:
         await store.client.hset("ws_conn:robot*", mapping=seed_hash("robot*", "i"))

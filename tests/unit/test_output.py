@@ -365,3 +365,48 @@ def test_a_streamed_table_writes_each_row_as_it_comes() -> None:
         for line in lines[:1] + lines[2:-1]
     }
     assert len(widths) == 1  # aligned on the first block
+
+
+def test_a_narrow_table_leaves_out_optional_columns_rightmost_first_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    columns = [
+        Column("instance_id", "INSTANCE"),
+        Column("state", "STATE"),
+        Column("a", "FIRST-OPTIONAL", optional=True),
+        Column("b", "SECOND-OPTIONAL", optional=True),
+        Column("c", "LAST", optional=True),
+    ]
+    rows = [{"instance_id": "gateway-instance-1", "state": "alive", "a": 1, "b": 2, "c": 3}]
+    monkeypatch.setenv("COLUMNS", "60")
+    out = io.StringIO()
+    render(rows, columns, "table", stream=out)
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 60 for line in lines)
+    assert lines[1].split() == ["INSTANCE", "STATE", "FIRST-OPTIONAL"]
+    err = capsys.readouterr().err
+    assert err == (
+        "wsctl: note: SECOND-OPTIONAL, LAST left out to fit 60 columns; "
+        "-o wide, json, jsonl or csv show every column\n"
+    )
+    monkeypatch.setenv("COLUMNS", "200")  # room enough: every column, no note
+    out = io.StringIO()
+    render(rows, columns, "table", stream=out)
+    assert out.getvalue().splitlines()[1].split()[-1] == "LAST"
+    assert capsys.readouterr().err == ""
+
+
+def test_wide_output_and_required_columns_are_never_left_out(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    columns = [Column("robot_id", "ROBOT"), Column("n", "OPTIONAL-COLUMN", optional=True)]
+    rows = [{"robot_id": "r" * 70, "n": 1}]
+    monkeypatch.setenv("COLUMNS", "40")
+    out = io.StringIO()
+    render(rows, columns, "wide", stream=out)  # asked for every column: all of them
+    assert "OPTIONAL-COLUMN" in out.getvalue()
+    assert capsys.readouterr().err == ""
+    out = io.StringIO()
+    render(rows, columns, "table", stream=out)  # the id stays whole; the optional one goes
+    assert "r" * 70 in out.getvalue() and "OPTIONAL-COLUMN" not in out.getvalue()
+    assert "OPTIONAL-COLUMN left out to fit 40 columns" in capsys.readouterr().err

@@ -31,6 +31,7 @@ __all__ = [
     "StreamedTable",
     "build_table",
     "cut_note",
+    "hidden_note",
     "human_value",
     "make_console",
     "output_width",
@@ -62,6 +63,9 @@ class Column:
     style: Callable[[dict[str, Any]], str | None] | None = None
     justify: str = "left"
     wrap: bool = False  # free text (reasons, details) wraps at words; nothing else does
+    # a table (not -o wide) narrower than its columns leaves optional ones out, rightmost first,
+    # and says so on stderr: `list instances` in 80 columns drops its heartbeat ages
+    optional: bool = False
 
 
 # Cells longer than this many characters are cut for a person (table, wide), ending with
@@ -146,15 +150,30 @@ def make_console(stream: IO[str] | None = None, *, stderr: bool = False) -> Cons
     )
 
 
-def print_table(table: FitTable, stream: IO[str] | None = None) -> None:
+def hidden_note(headers: Sequence[str], width: int) -> str:
+    """The line on stderr after a table that left ``headers`` out to fit ``width``."""
+    return (
+        f"wsctl: note: {', '.join(headers)} left out to fit {width} columns; "
+        "-o wide, json, jsonl or csv show every column"
+    )
+
+
+def print_table(
+    table: FitTable, stream: IO[str] | None = None, notes: list[str] | None = None
+) -> None:
     """Print a table without trailing padding on any line (rich pads every cell and the
-    blank lines around the table to the table's width). Linear in the output."""
+    blank lines around the table to the table's width). Linear in the output. Optional
+    columns that do not fit ``COLUMNS`` are left out (a line for stderr saying so is
+    appended to ``notes``)."""
     import io
 
     out = stream or sys.stdout
     console = make_console(out)
     buffer = io.StringIO()
     console.file = buffer
+    hidden = table.fit(console.width)
+    if hidden and notes is not None:
+        notes.append(hidden_note(hidden, console.width))
     # columns that must not wrap (ids, states, ages) are never dropped or cut to fit COLUMNS:
     # the table is then as wide as they need (build_table's min_width), and no wider
     if table.min_width > console.width:
@@ -245,7 +264,9 @@ def build_table(
         styles.append([column.style(row) if column.style else None for column in shown])
     if cut and notes is not None:
         notes.append(cut_note(cut))
-    return FitTable(shown, texts, styles, _shown(title, True)[0] if title else None)
+    return FitTable(
+        shown, texts, styles, _shown(title, True)[0] if title else None, optional=not wide
+    )
 
 
 class FitTable:
@@ -262,8 +283,15 @@ class FitTable:
         texts: list[list[str]],
         styles: list[list[str | None]],
         title: str | None,
+        *,
+        optional: bool = False,
     ) -> None:
         self.columns, self.texts, self.styles, self.title = columns, texts, styles, title
+        self.optional = optional
+        self._measure()
+
+    def _measure(self) -> None:
+        columns, texts = self.columns, self.texts
         self.least = []
         for i, column in enumerate(columns):
             if column.wrap:
@@ -280,6 +308,23 @@ class FitTable:
         self.min_width = (
             sum(self.least[i] for i in kept) + 3 * len(kept) - 1 if self.stackable else self.needed
         )
+
+    def fit(self, width: int) -> list[str]:
+        """Leave out optional columns (when this table may: not ``-o wide``), rightmost
+        first, until the rest fits ``width``; returns the headers left out, in column order."""
+        hidden: list[str] = []
+        while self.optional and self.min_width > width:
+            optional = [i for i, c in enumerate(self.columns) if c.optional]
+            if not optional:
+                break
+            i = optional[-1]
+            hidden.insert(0, self.columns[i].header)
+            del self.columns[i]
+            for rows in (self.texts, self.styles):
+                for cells in rows:
+                    del cells[i]
+            self._measure()
+        return hidden
 
     def __rich_console__(self, console: Console, options: Any) -> Iterator[Any]:
         if options.max_width >= self.needed or not self.stackable:
@@ -563,7 +608,7 @@ class RowWriter:
                 self._buffer, self.columns, wide=self.fmt == "wide", title=self.title, notes=notes
             )
             self._buffer = []
-            print_table(table, self.out)
+            print_table(table, self.out, notes)
         self.out.flush()
         for note in notes:
             sys.stderr.write(note + "\n")
