@@ -249,7 +249,8 @@ def _top_keys() -> dict[str, set[str]]:
 def test_the_json_page_names_every_key_of_each_commands_json_output() -> None:
     from datetime import UTC, datetime
 
-    from wsctl.conformance.checks import CheckResult, ConformanceReport, Verdict
+    from wsctl.conformance.checks import Verdict
+    from wsctl.conformance.results import CheckResult, ConformanceReport
     from wsctl.ops.doctor.diagnose import Facts, Finding, Kind, Severity
     from wsctl.ops.doctor.fleet import DoctorReport
     from wsctl.ops.drain import DrainReport

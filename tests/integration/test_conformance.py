@@ -25,7 +25,8 @@ from tests.conftest import Backend, ainvoke, open_test_store
 from tests.fastapi_fleet import fastapi_gateways
 from tests.fleet import running_fleet, wait_for
 from tests.original_fleet import original_gateways
-from wsctl.conformance.checks import ConformanceOptions, check_ids
+from wsctl.conformance.checks import check_ids
+from wsctl.conformance.options import ConformanceOptions
 from wsctl.conformance.runner import ROBOT_PREFIX, run_conformance
 from wsctl.registry.keys import Keyspace
 from wsctl.sandbox.gateways import GatewayProcess

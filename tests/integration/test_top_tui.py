@@ -283,7 +283,7 @@ async def test_the_header_says_how_old_the_registry_scan_is_at_80_columns(
 async def test_a_confirmation_wraps_its_whole_question_at_80_columns(single: Backend) -> None:
     from textual.widgets import Label
 
-    from wsctl.cli.tui.app import ConfirmScreen
+    from wsctl.cli.tui.screens import ConfirmScreen
 
     async with open_test_store(single) as store:
         await _hostile(store)
@@ -302,7 +302,7 @@ async def test_a_confirmation_wraps_its_whole_question_at_80_columns(single: Bac
 async def test_instance_keys_do_nothing_on_a_robots_screen_or_under_a_question(
     single: Backend,
 ) -> None:
-    from wsctl.cli.tui.app import ConfirmScreen, RobotScreen
+    from wsctl.cli.tui.screens import ConfirmScreen, RobotScreen
 
     async with open_test_store(single) as store:
         await _hostile(store)
@@ -353,7 +353,7 @@ async def test_a_resized_terminal_is_drawn_again_at_once_for_its_new_width(
 
 
 async def test_a_kick_from_a_robots_screen_shows_its_entry_gone(single: Backend) -> None:
-    from wsctl.cli.tui.app import RobotScreen
+    from wsctl.cli.tui.screens import RobotScreen
 
     async with running_fleet(single.env) as fleet, open_test_store(single) as store:
         async with robots({"kick-2": fleet["gw-b"].ws_url}):

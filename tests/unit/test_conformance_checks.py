@@ -7,26 +7,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from wsctl.conformance.checks import (
-    CHECKS,
-    CheckResult,
-    ConformanceReport,
-    Phase,
-    Verdict,
-    blocked,
-    check_ids,
+from wsctl.conformance.checks import CHECKS, Phase, Verdict, check_ids, spec
+from wsctl.conformance.judgements import (
     entry_problems,
     event_problems,
-    gateway_url,
-    level_reached,
     record_problems,
     reply_problems,
-    robot_url,
-    spec,
     stated_interval,
     timestamp_problems,
 )
+from wsctl.conformance.options import gateway_url, robot_url
 from wsctl.conformance.probes import PROBES
+from wsctl.conformance.results import CheckResult, ConformanceReport, blocked, level_reached
 from wsctl.errors import UsageError
 from wsctl.protocol.envelopes import Envelope, Hop, Op, Reply, Status
 

@@ -24,7 +24,8 @@ from wsctl.errors import EXIT_INTERRUPTED, EXIT_NEGATIVE, UsageError, WsctlError
 from wsctl.protocol.envelopes import MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
-    from wsctl.conformance.checks import CheckResult, ConformanceOptions, ConformanceReport
+    from wsctl.conformance.options import ConformanceOptions
+    from wsctl.conformance.results import CheckResult, ConformanceReport
 
 # The freeze lasts longer than wsctl's own 5 s Redis socket timeout by default, so a
 # gateway's calls really fail (and have to be retried) rather than merely wait.
@@ -114,7 +115,7 @@ def conformance(
 
     Example: wsctl conformance --gateway 'ws://127.0.0.1:8765/ws/{robot_id}' --junit conf.xml
     """
-    from wsctl.conformance.checks import ConformanceOptions, gateway_url
+    from wsctl.conformance.options import ConformanceOptions, gateway_url
     from wsctl.registry.keys import validate_id
     from wsctl.timezones import resolve_tz
 

@@ -25,18 +25,12 @@ from collections.abc import Callable
 from redis.exceptions import RedisError
 from websockets.exceptions import WebSocketException
 
-from wsctl.conformance.checks import (
-    CheckResult,
-    ConformanceOptions,
-    ConformanceReport,
-    Phase,
-    Verdict,
-    blocked,
-    check_ids,
-    spec,
-)
+from wsctl.conformance.checks import Phase, Verdict, check_ids, spec
 from wsctl.conformance.fleet import FleetSide
-from wsctl.conformance.probes import PROBES, Failed, Kit, Probe, Recorder, gateway_answers
+from wsctl.conformance.kit import Failed, Kit, Probe, Recorder, gateway_answers
+from wsctl.conformance.options import ConformanceOptions
+from wsctl.conformance.probes import PROBES
+from wsctl.conformance.results import CheckResult, ConformanceReport, blocked
 from wsctl.protocol.envelopes import Op
 from wsctl.redis.target import AsyncClient
 from wsctl.registry.keys import Keyspace

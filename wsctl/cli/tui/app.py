@@ -19,10 +19,9 @@ from rich.text import Text
 from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.coordinate import Coordinate
-from textual.screen import ModalScreen, Screen
-from textual.widgets import DataTable, Footer, Input, Label, Static
+from textual.widgets import DataTable, Footer, Static
 
 from wsctl.cli.output import printable
 from wsctl.cli.topview import (
@@ -36,6 +35,14 @@ from wsctl.cli.topview import (
     instance_columns,
     instance_row,
     registry_lines,
+)
+from wsctl.cli.tui.screens import (
+    TITLE_ID_MAX,
+    ConfirmScreen,
+    InstanceScreen,
+    PromptScreen,
+    RobotScreen,
+    cell,
 )
 from wsctl.errors import EXIT_INTERNAL, WsctlError
 from wsctl.ops.top import Snapshot
@@ -57,8 +64,6 @@ MAX_ALERT_LINES = 4
 # Columns a vertical scrollbar takes; the registry panel's lines leave its gutter and one more.
 SCROLLBAR = 2
 REGISTRY_MARGIN = SCROLLBAR + 1
-# Ids in titles, questions and notifications are cut past this many characters.
-TITLE_ID_MAX = 64
 # A notification longer than this is cut (an action's message naming a 10 KB id).
 NOTE_MAX = 600
 
@@ -71,199 +76,6 @@ SORTS: list[tuple[str, Callable[[dict[str, Any]], Any], bool]] = [
 ]
 
 _STATE_STYLE = {"alive": "green", "deaf": "bold red", "dead": "bold red", "unknown": "yellow"}
-
-
-def _cell(text: str, style: str | None = None) -> Text:
-    return Text(text, style=style or "", no_wrap=True, overflow="ellipsis")
-
-
-class ConfirmScreen(ModalScreen[bool]):
-    """A yes/no question; ``y`` confirms, ``n`` or Escape cancels."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("y", "answer(True)", "Yes"),
-        Binding("n", "answer(False)", "No"),
-        Binding("escape", "answer(False)", "Cancel", show=False),
-    ]
-    DEFAULT_CSS = """
-    ConfirmScreen { align: center middle; }
-    ConfirmScreen > Vertical { width: 70; max-width: 100%; height: auto; border: thick $warning;
-        padding: 0 1; background: $surface; }
-    ConfirmScreen Label { width: 100%; }
-    """
-
-    def __init__(self, question: str) -> None:
-        super().__init__()
-        self.question = question
-
-    def compose(self) -> ComposeResult:
-        """The question and the keys that answer it."""
-        with Vertical():
-            yield Label(Text(self.question))
-            yield Label(Text("y: yes    n: no", style="bold"))
-
-    def action_answer(self, yes: bool) -> None:
-        """Close with the answer."""
-        self.dismiss(yes)
-
-
-class PromptScreen(ModalScreen[str | None]):
-    """One line of input (a glob); Enter applies it, Escape cancels."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
-    DEFAULT_CSS = """
-    PromptScreen { align: center middle; }
-    PromptScreen > Vertical { width: 70; max-width: 100%; height: auto; border: thick $accent;
-        padding: 0 1; background: $surface; }
-    """
-
-    def __init__(self, prompt: str, value: str) -> None:
-        super().__init__()
-        self.prompt, self.value = prompt, value
-
-    def compose(self) -> ComposeResult:
-        """The prompt and its input line."""
-        with Vertical():
-            yield Label(Text(self.prompt))
-            yield Input(value=self.value, id="prompt")
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        """Enter: the text typed."""
-        self.dismiss(event.value.strip())
-
-    def action_cancel(self) -> None:
-        """Escape: nothing changes."""
-        self.dismiss(None)
-
-
-class RobotScreen(Screen[None]):
-    """One robot: its entry (``wsctl show``) and its history (``wsctl history``)."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("k", "kick", "Kick"),
-        Binding("r", "reload", "Reload"),
-    ]
-    DEFAULT_CSS = """
-    RobotScreen #robot-title { height: 1; background: $primary-background; }
-    RobotScreen #robot-body { text-wrap: nowrap; text-overflow: ellipsis; }
-    """
-
-    def __init__(self, top: TopApp, robot_id: str) -> None:
-        super().__init__()
-        self.top, self.robot_id = top, robot_id
-
-    def compose(self) -> ComposeResult:
-        """Title, the entry and history (loaded in the background), keys."""
-        yield Static(_cell(f"robot {id_cell(self.robot_id, TITLE_ID_MAX)}"), id="robot-title")
-        with VerticalScroll():
-            yield Static(Text("loading..."), id="robot-body")
-        yield Footer()
-
-    def on_mount(self) -> None:
-        """Read the entry and the history."""
-        self.action_reload()
-
-    def action_reload(self) -> None:
-        """Read the entry and the history again."""
-        self.run_worker(self.top.guarded(self._load()), exit_on_error=False, exclusive=True)
-
-    async def _load(self) -> None:
-        lines = await self.top.robot_lines(self.robot_id)
-        self.query_one("#robot-body", Static).update(Text("\n".join(lines)))
-
-    def action_kick(self) -> None:
-        """Kick this robot, after a confirmation."""
-        self.top.confirm_kick(self.robot_id)
-
-
-class InstanceScreen(Screen[None]):
-    """One instance's robots (their registry entries, first :data:`ROBOTS_SHOWN` by id,
-    matching the robot glob); Enter opens a robot."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("k", "kick", "Kick"),
-        Binding("d", "drain", "Drain"),
-        Binding("u", "undrain", "Undrain"),
-        Binding("r", "reload", "Reload"),
-    ]
-    DEFAULT_CSS = """
-    InstanceScreen #instance-title { height: 1; background: $primary-background;
-        text-wrap: nowrap; text-overflow: ellipsis; }
-    """
-
-    def __init__(self, top: TopApp, instance_id: str) -> None:
-        super().__init__()
-        self.top, self.instance_id = top, instance_id
-
-    def compose(self) -> ComposeResult:
-        """Title, the robots table, keys."""
-        yield Static(
-            _cell(f"robots of {id_cell(self.instance_id, TITLE_ID_MAX)}: loading..."),
-            id="instance-title",
-        )
-        table: DataTable[Text] = DataTable(id="robots", cursor_type="row", zebra_stripes=True)
-        table.add_columns("ROBOT", "STATE", "HEARTBEAT", "CONNECTED")
-        yield table
-        yield Footer()
-
-    def on_mount(self) -> None:
-        """Read the robots."""
-        self.action_reload()
-
-    def action_reload(self) -> None:
-        """Read the robots again."""
-        self.run_worker(self.top.guarded(self._load()), exit_on_error=False, exclusive=True)
-
-    async def _load(self) -> None:
-        from wsctl.durations import human_duration
-
-        rows, matched = await self.top.instance_robots(self.instance_id)
-        table = self.query_one("#robots", DataTable)
-        table.clear()
-        # the robot's id never pushes its state and ages off the screen
-        limit = max(16, (table.size.width or self.app.size.width) - 40)
-        for row in rows:
-            state = str(row["state"])
-            table.add_row(
-                _cell(id_cell(row["robot_id"], limit)),
-                _cell(state, "green" if state == "online" else "red"),
-                _cell(human_duration(row.get("heartbeat_age_s"))),
-                _cell(human_duration(row.get("connected_for_s"))),
-                key=str(row["robot_id"]),
-            )
-        glob = self.top.robot_glob
-        shown = f"first {len(rows)} of {matched}" if matched > len(rows) else f"{matched}"
-        title = f"robots of {id_cell(self.instance_id, TITLE_ID_MAX)}: {shown}"
-        if glob:
-            title += f" matching {printable(glob)}"
-        self.query_one("#instance-title", Static).update(_cell(title))
-
-    def _robot(self) -> str | None:
-        table = self.query_one("#robots", DataTable)
-        if not table.row_count:
-            return None
-        key = table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key
-        return str(key.value)
-
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        """Enter on a robot: its entry and history."""
-        self.app.push_screen(RobotScreen(self.top, str(event.row_key.value)))
-
-    def action_kick(self) -> None:
-        """Kick the highlighted robot, after a confirmation."""
-        robot = self._robot()
-        if robot is not None:
-            self.top.confirm_kick(robot)
-
-    def action_drain(self) -> None:
-        """Drain this instance, after a confirmation."""
-        self.top.confirm_drain(self.instance_id)
-
-    def action_undrain(self) -> None:
-        """Undrain this instance, after a confirmation."""
-        self.top.confirm_undrain(self.instance_id)
 
 
 class TopApp(App[None]):
@@ -323,7 +135,7 @@ class TopApp(App[None]):
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
         """Header, alerts, instances, registry and events side by side, keys."""
-        yield Static(_cell("wsctl top: connecting..."), id="header")
+        yield Static(cell("wsctl top: connecting..."), id="header")
         yield Static(Text(""), id="alerts")
         instances: DataTable[Text] = DataTable(
             id="instances", cursor_type="row", zebra_stripes=True
@@ -386,7 +198,7 @@ class TopApp(App[None]):
         data = snapshot.as_dict()
         parts = header_parts(data, self.where, self.interval)
         lines = fit_lines(parts, max(20, self._columns()))  # every part shown, none cut
-        self.query_one("#header", Static).update(_cell("\n".join(lines), "bold"))
+        self.query_one("#header", Static).update(cell("\n".join(lines), "bold"))
         self._show_alerts(data)
         self._show_instances(data)
         # from the screen's size, known at once after a resize (the panels' sizes follow on
@@ -472,7 +284,7 @@ class TopApp(App[None]):
                 if fnmatch.fnmatchcase(str(e.get("robot_id") or ""), self.robot_glob)
             ]
         for row in reversed(events[-EVENTS_SHOWN:]):  # newest first
-            table.add_row(*(_cell(c) for c in event_cells(row)))
+            table.add_row(*(cell(c) for c in event_cells(row)))
         title = "events, newest first"
         if self.robot_glob:
             title += f" (robots {printable(self.robot_glob)})"
