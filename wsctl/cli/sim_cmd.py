@@ -19,13 +19,14 @@ from wsctl.cli.common import (
     state,
 )
 from wsctl.durations import counted
-from wsctl.errors import EXIT_INTERRUPTED, EXIT_NEGATIVE, NotFound, UsageError, WsctlError
+from wsctl.errors import EXIT_INTERRUPTED, EXIT_NEGATIVE, UsageError, WsctlError
 
 if TYPE_CHECKING:
     from wsctl.config import Settings
     from wsctl.ops.simulate.options import SimulateOptions
     from wsctl.ops.simulate.report import SimulateReport
     from wsctl.sandbox.local import SandboxInfo
+    from wsctl.sandbox.service import SandboxSpec
 
 SANDBOX_HEARTBEAT = 2.0
 # Paced by default so the latency printed is the fleet's, not the queue of a burst.
@@ -33,9 +34,6 @@ DEFAULT_RATE = 1000.0
 SANDBOX_TIMEOUT = 10.0
 # robot-1 .. robot-20 stay connected in `wsctl sandbox` (the README tour uses robot-17)
 DEMO_ROBOTS = 20
-# a detached sandbox must be ready, and a stopped one gone, within these
-DETACH_TIMEOUT = 90.0
-STOP_TIMEOUT = 60.0
 
 
 def simulate(
@@ -453,160 +451,69 @@ def sandbox(
             raise UsageError("--stop and --detach exclude each other")
         _stop_sandbox()
         return
-    _refuse_a_second_sandbox()
+    from wsctl.sandbox.service import SandboxSpec, refuse_a_second_sandbox
+
+    refuse_a_second_sandbox()
+    spec = SandboxSpec(
+        gateways=gateways,
+        robots=robots,
+        cluster=cluster,
+        heartbeat_interval=heartbeat_interval,
+        timeout=max(SANDBOX_TIMEOUT, heartbeat_interval * 3),
+        auth_secret=auth_secret,
+    )
     if detach:
-        _detach(gateways, robots, cluster, heartbeat_interval, auth_secret)
+        _detach(spec)
         return
-    import os
     import signal
     import threading
 
-    from wsctl.sandbox.demo import DemoRobots
-    from wsctl.sandbox.local import Sandbox, SandboxInfo, remove_sandbox_file, write_sandbox_file
+    from wsctl.sandbox.service import Serving, serve
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+
+    def ready(serving: Serving) -> None:
+        for name, value in serving.env.items():
+            sys.stdout.write(f"export {name}={value}\n")
+        for url in serving.gateway_urls:
+            sys.stdout.write(f"# gateway {url}/ws/{{robot_id}}\n")
+        if serving.demo_robots:
+            sys.stdout.write(f"# demo robots robot-1 .. robot-{serving.demo_robots} connected\n")
+        sys.stdout.flush()
+        err("sandbox running; Ctrl-C stops it (or wsctl sandbox --stop)")
+
     err("starting sandbox...")
-    with (
-        Sandbox(
-            gateways=gateways,
-            heartbeat_interval=heartbeat_interval,
-            timeout=max(SANDBOX_TIMEOUT, heartbeat_interval * 3),
-            auth_secret=auth_secret,
-            cluster=cluster,
-        ) as box,
-        DemoRobots(box.gateway_urls, robots, auth_secret) as demo,
-    ):
-        info = SandboxInfo(
-            redis_url=box.redis_url,
-            pid=os.getpid(),
-            gateways=tuple(box.gateway_urls),
-            auth_secret=auth_secret,
-            cluster_nodes=box.redis_cluster.startup if box.redis_cluster else None,
-        )
-        write_sandbox_file(info)  # written once everything is up: its presence means ready
-        try:
-            for name, value in box.env.items():
-                sys.stdout.write(f"export {name}={value}\n")
-            for url in box.gateway_urls:
-                sys.stdout.write(f"# gateway {url}/ws/{{robot_id}}\n")
-            if demo.count:
-                sys.stdout.write(f"# demo robots robot-1 .. robot-{demo.count} connected\n")
-            sys.stdout.flush()
-            err("sandbox running; Ctrl-C stops it (or wsctl sandbox --stop)")
-            while not stop.wait(0.5):
-                pass
-        finally:
-            remove_sandbox_file(os.getpid())
-            err("stopping sandbox...")
+    serve(spec, stop, ready, lambda: err("stopping sandbox..."))
     err("sandbox stopped")
 
 
-def _refuse_a_second_sandbox() -> None:
-    """One sandbox at a time: a second would take over the state file (other commands would
-    use it) and remove it when stopped, leaving the first running where nothing finds it."""
-    from wsctl.sandbox.local import running_sandbox
+def _detach(spec: SandboxSpec) -> None:
+    """Start the sandbox in the background and print the lines that point other commands at
+    it once it is ready."""
+    from wsctl.sandbox.service import start_detached
 
-    found = running_sandbox()
-    if found is not None:
-        raise UsageError(f"a sandbox is already running (pid {found.pid}); wsctl sandbox --stop")
-
-
-def _detach(
-    gateways: int, robots: int, cluster: bool, heartbeat_interval: float, auth_secret: str | None
-) -> None:
-    """Start ``wsctl sandbox`` as a background process (its own session, output to a log in
-    the state dir) and wait until it has written its state file: ready."""
-    import os
-    import subprocess
-    import time
-
-    from wsctl.paths import state_dir
-    from wsctl.sandbox.local import running_sandbox
-    from wsctl.sandbox.processes import python_executable
-
-    log_path = state_dir() / "sandbox.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        python_executable(),
-        "-m",
-        "wsctl",
-        "sandbox",
-        "--gateways",
-        str(gateways),
-        "--robots",
-        str(robots),
-        "--heartbeat-interval",
-        str(heartbeat_interval),
-    ]
-    if cluster:
-        cmd.append("--cluster")
-    env = dict(os.environ)
-    if auth_secret:
-        env["WSCTL_AUTH_SECRET"] = auth_secret
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, start_new_session=True
-        )
-    deadline = time.monotonic() + DETACH_TIMEOUT
-    while time.monotonic() < deadline:
-        info = running_sandbox()
-        if info is not None and info.pid == proc.pid:
-            if info.cluster_nodes:
-                lines = [
-                    "export REDIS_USE_CLUSTER=true",
-                    f"export REDIS_NODES={info.cluster_nodes}",
-                ]
-            else:
-                lines = [f"export WSCTL_REDIS_URL={info.redis_url}"]
-            lines += [f"# gateway {url}/ws/{{robot_id}}" for url in info.gateways]
-            if robots:
-                lines.append(f"# demo robots robot-1 .. robot-{robots} connected")
-            sys.stdout.write("\n".join(lines) + "\n")
-            sys.stdout.flush()
-            err(f"sandbox running in the background (pid {proc.pid}, log {log_path})")
-            err("stop it with: wsctl sandbox --stop")
-            return
-        if proc.poll() is not None:
-            raise WsctlError(f"the sandbox exited while starting (log: {log_path})")
-        time.sleep(0.1)
-    proc.terminate()
-    raise WsctlError(f"the sandbox was not ready within {DETACH_TIMEOUT:g}s (log: {log_path})")
+    started = start_detached(spec)
+    info = started.info
+    if info.cluster_nodes:
+        lines = [
+            "export REDIS_USE_CLUSTER=true",
+            f"export REDIS_NODES={info.cluster_nodes}",
+        ]
+    else:
+        lines = [f"export WSCTL_REDIS_URL={info.redis_url}"]
+    lines += [f"# gateway {url}/ws/{{robot_id}}" for url in info.gateways]
+    if spec.robots:
+        lines.append(f"# demo robots robot-1 .. robot-{spec.robots} connected")
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+    err(f"sandbox running in the background (pid {started.pid}, log {started.log_path})")
+    err("stop it with: wsctl sandbox --stop")
 
 
 def _stop_sandbox() -> None:
-    """SIGTERM the running sandbox and wait until it has stopped everything it started."""
-    import os
-    import signal
-    import time
+    """Stop the sandbox running in the background and say so."""
+    from wsctl.sandbox.service import stop_sandbox
 
-    from wsctl.sandbox.local import running_sandbox
-
-    found = running_sandbox()
-    if found is None:
-        raise NotFound("no sandbox is running")
-    os.kill(found.pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline:
-        if running_sandbox() is None and not _pid_alive(found.pid):
-            err(f"sandbox stopped (pid {found.pid})")
-            return
-        time.sleep(0.1)
-    raise WsctlError(f"the sandbox (pid {found.pid}) did not stop within {STOP_TIMEOUT:g}s")
-
-
-def _pid_alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (our own detached child, not yet reaped) is not alive
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except OSError:
-        return True
+    err(f"sandbox stopped (pid {stop_sandbox()})")
