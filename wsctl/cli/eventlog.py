@@ -12,6 +12,7 @@ from wsctl.cli.output import Column
 
 if TYPE_CHECKING:
     from wsctl.eventlog.model import StoredEvent
+    from wsctl.ops.reap_events import PassEvents
 
 __all__ = [
     "RECENT",
@@ -19,11 +20,11 @@ __all__ = [
     "event_line",
     "finish_recording",
     "note_robot_event_cap",
-    "prune_event_index",
     "recent_rows",
     "record_cli_events",
     "row_line",
     "shown",
+    "warn_pass_events",
     "write_recent",
 ]
 
@@ -175,18 +176,14 @@ def _warn_lost(outcome: Any) -> None:
         err(f"wsctl: warning: event log index not updated ({outcome.error})")
 
 
-async def prune_event_index(client: Any, keys: Any) -> int:
-    """Remove gone writers' stream names from the event log's index (after a reap pass);
-    returns how many. A failure is a warning on stderr: the reap it follows still stands."""
-    import asyncio
-
-    from wsctl.eventlog.index import prune_index
-
-    try:
-        outcome = await prune_index(client, keys)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # the index is housekeeping: the next pass prunes it
-        err(f"wsctl: warning: event log index not pruned ({type(exc).__name__})")
-        return 0
-    return outcome.pruned
+def warn_pass_events(events: PassEvents | None) -> None:
+    """The stderr lines about a reap pass's events: events not recorded, robots the
+    ``--robot-events`` count left out, a writer index that could not be pruned (the reap it
+    follows still stands). Nothing for a dry run (None)."""
+    if events is None:
+        return
+    _warn_lost(events.recorded)
+    if events.cap_note:
+        err(f"wsctl: {events.cap_note}")
+    if events.index.error is not None:
+        err(f"wsctl: warning: event log index not pruned ({events.index.error})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -162,97 +162,36 @@ def _naming_backup(backup_of: Callable[[], Path | None]) -> Iterator[None]:
 async def _reap_once(
     settings: Settings, options: ReapOptions, robot_event_limit: int | None = DEFAULT_ROBOT_EVENTS
 ) -> ReapReport:
-    from wsctl.ops.reap import reap as reap_pass
+    from wsctl.cli.eventlog import warn_pass_events
+    from wsctl.ops.reap_events import reap_recorded
 
     with _naming_backup(lambda: options.backup):
         async with open_store(settings) as store:
-            events = _PassEvents(store, lambda: options.backup, robot_event_limit)
-            try:
-                if sys.stderr.isatty():
-                    from rich.progress import Progress, SpinnerColumn, TextColumn
+            if sys.stderr.isatty():
+                from rich.progress import Progress, SpinnerColumn, TextColumn
 
-                    from wsctl.cli.output import make_console
+                from wsctl.cli.output import make_console
 
-                    with Progress(
-                        SpinnerColumn(),
-                        TextColumn("examined {task.completed} entries"),
-                        console=make_console(stderr=True),
-                        transient=True,
-                    ) as bar:
-                        task = bar.add_task("reap", total=None)
-                        report = await reap_pass(
-                            store,
-                            options,
-                            lambda n: bar.update(task, completed=n),
-                            events.reaped_hook(options.dry_run),
-                        )
-                else:
-                    report = await reap_pass(
-                        store, options, on_reaped=events.reaped_hook(options.dry_run)
+                with Progress(
+                    SpinnerColumn(),
+                    TextColumn("examined {task.completed} entries"),
+                    console=make_console(stderr=True),
+                    transient=True,
+                ) as bar:
+                    task = bar.add_task("reap", total=None)
+                    report, events = await reap_recorded(
+                        store,
+                        store.client,
+                        options,
+                        robot_event_limit,
+                        lambda n: bar.update(task, completed=n),
                     )
-            except BaseException:
-                events.abort()
-                raise
-            await events.finish(report)
+            else:
+                report, events = await reap_recorded(
+                    store, store.client, options, robot_event_limit
+                )
+            warn_pass_events(events)
             return report
-
-
-class _PassEvents:
-    """The event log side of reap passes: a ``reaped`` event for each robot a pass removes,
-    up to the pass's ``--robot-events`` count, streamed batch by batch while it runs (bounded
-    memory), then the pass's summary event, the counts in its report, one stderr line when
-    the count left robots out, and a prune of the writer index."""
-
-    def __init__(
-        self, store: Any, backup_of: Callable[[], Path | None], robot_event_limit: int | None
-    ) -> None:
-        from wsctl.eventlog.model import RobotEventCap
-        from wsctl.ops.events import EventRecorder
-
-        self.store = store
-        self.backup_of = backup_of
-        self.limit = robot_event_limit
-        self.recorder = EventRecorder(store.client, store.keys)
-        self.cap = RobotEventCap(robot_event_limit)
-
-    def reaped_hook(self, dry_run: bool) -> Callable[[list[Any]], Awaitable[None]] | None:
-        """What :func:`wsctl.ops.reap.reap` calls with each batch's deleted entries."""
-        return None if dry_run else self._reaped
-
-    async def _reaped(self, items: list[Any]) -> None:
-        from wsctl.ops.events import reaped_events
-
-        part = self.cap.take(items)
-        if part:
-            backup = self.backup_of()
-            await self.recorder.add(reaped_events(part, str(backup) if backup else None))
-
-    def abort(self) -> None:
-        """The pass failed: drop what is not written yet."""
-        self.recorder.abort()
-
-    async def finish(self, report: ReapReport) -> None:
-        """Write the pass's summary and what is queued, note the counts in ``report``, prune
-        the writer index; then start afresh for the next pass."""
-        from wsctl.cli.eventlog import (
-            finish_recording,
-            note_robot_event_cap,
-            prune_event_index,
-        )
-        from wsctl.eventlog.model import RobotEventCap
-        from wsctl.ops.events import EventRecorder, reap_summary_events
-
-        if report.dry_run:
-            return
-        await self.recorder.add(reap_summary_events(report, self.cap.given))
-        outcome = await finish_recording(self.recorder)
-        note_robot_event_cap(self.cap)
-        report.events_recorded = outcome.written
-        report.events_capped = self.cap.left_out
-        report.events_not_recorded = outcome.lost + self.cap.left_out
-        report.events_index_pruned = await prune_event_index(self.store.client, self.store.keys)
-        self.recorder = EventRecorder(self.store.client, self.store.keys)
-        self.cap = RobotEventCap(self.limit)
 
 
 async def _reap_forever(
@@ -266,28 +205,25 @@ async def _reap_forever(
     import asyncio
     import json
 
+    from wsctl.cli.eventlog import warn_pass_events
     from wsctl.ops.reap import ReapLoop
+    from wsctl.ops.reap_events import PassEvents, reap_forever
+
+    def show(at: str, report: ReapReport, events: PassEvents | None) -> None:
+        warn_pass_events(events)
+        if output == "json":
+            summary = {k: v for k, v in report.as_dict().items() if k != "items"}
+            sys.stdout.write(json.dumps({"at": at, **summary}) + "\n")
+            sys.stdout.flush()
+        else:
+            err(f"{at} {report.summary()}")
 
     stop = asyncio.Event()
     on_stop_signals(stop.set)
     loop = ReapLoop(options, every)
     with _naming_backup(lambda: loop.backup):
         async with open_store(settings) as store:
-            events = _PassEvents(store, lambda: loop.backup, robot_event_limit)
-            try:
-                async for at, report in loop.passes(
-                    store, stop, events.reaped_hook(options.dry_run)
-                ):
-                    await events.finish(report)
-                    if output == "json":
-                        summary = {k: v for k, v in report.as_dict().items() if k != "items"}
-                        sys.stdout.write(json.dumps({"at": at, **summary}) + "\n")
-                        sys.stdout.flush()
-                    else:
-                        err(f"{at} {report.summary()}")
-            except BaseException:
-                events.abort()
-                raise
+            await reap_forever(store, store.client, loop, stop, show, robot_event_limit)
 
 
 def _show_report(report: ReapReport, output: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from wsctl.durations import AGE_MAX_S, check_seconds
 from wsctl.errors import UsageError
+from wsctl.eventlog.index import prune_index
 from wsctl.eventlog.model import (
     Event,
     EventLimits,
@@ -35,11 +36,13 @@ from wsctl.tasks import wait_within
 __all__ = [
     "EventFilter",
     "EventRecorder",
+    "IndexPrune",
     "RecordOutcome",
     "follow_events",
     "import_summary_events",
     "imported_events",
     "parse_since",
+    "prune_writer_index",
     "read_events",
     "reap_summary_events",
     "reaped_events",
@@ -452,3 +455,25 @@ def import_summary_events(
         "robot_events": robot_events,
     }
     return [Event(EventName.IMPORTED, detail=detail)]
+
+
+@dataclass(frozen=True)
+class IndexPrune:
+    """What a prune of the writer index did: how many gone writers' names it removed, or
+    (``error``, the exception's type) why it could not."""
+
+    pruned: int = 0
+    error: str | None = None
+
+
+async def prune_writer_index(client: AsyncClient, keys: Keyspace) -> IndexPrune:
+    """Remove gone writers' stream names from the event log's index (after a reap pass).
+    Never raises for a failure, which the outcome names: the reap it follows still stands, and
+    the next pass prunes the index."""
+    try:
+        outcome = await prune_index(client, keys)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the index is housekeeping: the next pass prunes it
+        return IndexPrune(error=type(exc).__name__)
+    return IndexPrune(outcome.pruned)

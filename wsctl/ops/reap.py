@@ -34,6 +34,7 @@ __all__ = [
     "ReapLoop",
     "ReapOptions",
     "ReapReport",
+    "Reaped",
     "Reason",
     "judge",
     "owner_known_dead",
