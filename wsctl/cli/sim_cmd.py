@@ -259,14 +259,7 @@ def _run_simulation(
         options.gateways = sandbox.gateway_urls
         options.duration = duration or SANDBOX_HEARTBEAT * 2 + 3.0
 
-        def kill_gateway(url: str) -> bool:
-            for proc in sandbox.gateway_procs:
-                if proc.url == url and proc.pid is not None:
-                    proc.kill()  # SIGKILL: no clean-up at all, as in a crash
-                    return True
-            return False
-
-        options.kill_gateway = kill_gateway
+        options.kill_gateway = sandbox.kill_gateway
         sandboxed = without_tls(load_settings({"redis_url": sandbox.redis_url}, env={}))
         return run(_simulate(sandboxed, options))
 
@@ -291,6 +284,7 @@ async def _simulate(settings: Settings, options: SimulateOptions) -> SimulateRep
     import asyncio
 
     from wsctl.cli.common import open_store
+    from wsctl.ops.simulate.run import alive_gateways
     from wsctl.ops.simulate.run import simulate as run_simulation
 
     task = asyncio.current_task()
@@ -306,7 +300,10 @@ async def _simulate(settings: Settings, options: SimulateOptions) -> SimulateRep
     try:
         async with open_store(settings) as store:
             if not options.gateways:
-                options.gateways = await _discover(store, settings)
+                options.gateways = await alive_gateways(store, settings.timeout)
+                err(
+                    f"found {len(options.gateways)} alive gateway(s): {', '.join(options.gateways)}"
+                )
             return await run_simulation(store, options, _progress)
     except asyncio.CancelledError:
         if interrupted:
@@ -315,25 +312,6 @@ async def _simulate(settings: Settings, options: SimulateOptions) -> SimulateRep
                 exit_code=EXIT_INTERRUPTED,
             ) from None
         raise
-
-
-async def _discover(store: Any, settings: Settings) -> list[str]:
-    from wsctl.registry import instances as inst
-    from wsctl.registry.model import utcnow
-
-    now = utcnow()
-    urls: list[str] = []
-    async for record in store.instance_records():
-        if record.ws_url and inst.liveness(record, now, settings.timeout) is inst.Liveness.ALIVE:
-            urls.append(record.ws_url)
-    urls.sort()
-    if not urls:
-        raise UsageError(
-            "no alive gateways found in liveness records (gateways that do not speak wsctl's "
-            "control protocol write none): pass --gateway ws://host:port for each"
-        )
-    err(f"found {len(urls)} alive gateway(s): {', '.join(urls)}")
-    return urls
 
 
 def _progress(phase: str, text: str) -> None:

@@ -182,6 +182,15 @@ class Sandbox(StartStop):
             raise
         return self
 
+    def kill_gateway(self, url: str) -> bool:
+        """SIGKILL the gateway serving ``url`` (no clean-up at all, as in a crash: ``simulate
+        --chaos kill``); False when none of the sandbox's gateways runs there."""
+        for proc in self.gateway_procs:
+            if proc.url == url and proc.pid is not None:
+                proc.kill()
+                return True
+        return False
+
     def stop(self) -> None:
         """Stop gateways (SIGTERM, then SIGKILL after a grace period), then Redis."""
         for gw in self.gateway_procs:

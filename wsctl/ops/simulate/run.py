@@ -27,8 +27,11 @@ from wsctl.ops.simulate.phases import churn, connect, deliver, disconnect, heart
 from wsctl.ops.simulate.report import SimulateReport
 from wsctl.ops.simulate.robots import ProcessSwarm, RobotSwarm
 from wsctl.ops.simulate.state import Simulation
+from wsctl.registry.instances import Liveness, liveness
+from wsctl.registry.model import utcnow
 
 __all__ = [
+    "alive_gateways",
     "run",
     "simulate",
 ]
@@ -111,3 +114,21 @@ async def simulate(
     # the open files the robots need (a sandbox simulate starts is checked by its caller)
     check_open_files(options.robots, options.processes, None)
     return await run(Simulation(store, options, progress))
+
+
+async def alive_gateways(store: Deployment, timeout: float) -> list[str]:
+    """The robot URLs of the instances whose liveness records say they are alive (stale
+    after ``timeout``), sorted. Raises UsageError when there are none: gateways that do not
+    speak wsctl's control protocol write no record, so they must be named."""
+    now = utcnow()
+    urls: list[str] = []
+    async for record in store.instance_records():
+        if record.ws_url and liveness(record, now, timeout) is Liveness.ALIVE:
+            urls.append(record.ws_url)
+    urls.sort()
+    if not urls:
+        raise UsageError(
+            "no alive gateways found in liveness records (gateways that do not speak wsctl's "
+            "control protocol write none): pass --gateway ws://host:port for each"
+        )
+    return urls
