@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
@@ -25,9 +26,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OUTPUT_HELP",
+    "AuthSecretOpt",
+    "BackupOpt",
     "CliState",
+    "JunitOpt",
+    "NoBackupOpt",
+    "OutputOpt",
     "ReportOutput",
     "RobotEventsOpt",
+    "StaleTimeoutOpt",
     "check_output",
     "check_report_output",
     "debug_enabled",
@@ -47,8 +54,29 @@ T = TypeVar("T")
 
 OUTPUT_HELP = "Output format: table, wide, json, jsonl or csv."
 
-# Commands that print one report rather than a listing take -o table|json.
+# Commands that print a listing take every format; those that print one report rather than a
+# listing take -o table|json.
+OutputOpt = Annotated[str, typer.Option("-o", "--output", help=OUTPUT_HELP)]
 ReportOutput = Annotated[str, typer.Option("-o", "--output", help="table or json.")]
+
+# The gateways' shared secret: wsctl gateway and wsctl sandbox start gateways with it; token,
+# conformance and simulate compute the robots' tokens from it.
+AuthSecretOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--auth-secret",
+        envvar="WSCTL_AUTH_SECRET",
+        show_envvar=True,
+        help="Shared secret: robots must present hex HMAC-SHA256(secret, robot_id).",
+    ),
+]
+
+# Commands that remove entries back them up first (default: a file under the state dir).
+BackupOpt = Annotated[Path | None, typer.Option("--backup", help="Backup file (JSONL, appended).")]
+NoBackupOpt = Annotated[bool, typer.Option("--no-backup", help="Do not write a backup.")]
+
+# Commands that end in pass/fail checks (conformance, simulate) write them for CI.
+JunitOpt = Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here.")]
 
 # Bulk commands (reap, registry import/restore): which robots get their own event
 # (wsctl.eventlog.model.parse_robot_events reads it).
@@ -84,6 +112,17 @@ def seconds_flag(
             raise UsageError(f"invalid {flag} {value!r}: {exc}") from None
 
     return check
+
+
+# When an entry is stale (commands that judge entries; default: the configured timeout).
+StaleTimeoutOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--timeout",
+        help="Seconds without heartbeat that make an entry stale (default: config, 90).",
+        callback=seconds_flag("--timeout", wait=False),
+    ),
+]
 
 
 def rate_flag(flag: str) -> Callable[[float], float]:

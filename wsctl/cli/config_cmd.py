@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
-from wsctl.cli.common import OUTPUT_HELP, check_output, state
+from wsctl.cli.common import OutputOpt, check_output, state
 from wsctl.cli.output import Column
 
 config_app = typer.Typer(
@@ -18,7 +16,7 @@ config_app = typer.Typer(
 @config_app.command("show")
 def show(
     ctx: typer.Context,
-    output: Annotated[str, typer.Option("-o", "--output", help=OUTPUT_HELP)] = "table",
+    output: OutputOpt = "table",
 ) -> None:
     """Print every setting, its value and its source (flag, env VAR, file, default).
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from wsctl.cli.common import (
+    AuthSecretOpt,
+    JunitOpt,
     ReportOutput,
     check_report_output,
     err,
@@ -93,12 +95,9 @@ def conformance(
             callback=seconds_flag("--freeze-seconds"),
         ),
     ] = FREEZE_SECONDS,
-    auth_secret: Annotated[
-        str | None,
-        typer.Option("--auth-secret", envvar="WSCTL_AUTH_SECRET", help="Gateway auth secret."),
-    ] = None,
+    auth_secret: AuthSecretOpt = None,
     output: ReportOutput = "table",
-    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here.")] = None,
+    junit: JunitOpt = None,
 ) -> None:
     """Test a gateway, in any language, against docs/protocol.md: which level it reaches
     (0 registry, 1 fencing and heartbeats, 2 control channel) and, for each check, pass,

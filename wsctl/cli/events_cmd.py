@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from wsctl.cli.common import (
-    OUTPUT_HELP,
+    OutputOpt,
     check_output,
     err,
     keyspace_of,
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from wsctl.ops.events import EventFilter
 
 __all__ = ["events", "history"]
-
-OutputOpt = Annotated[str, typer.Option("-o", "--output", help=OUTPUT_HELP)]
 
 
 def _row(event: StoredEvent, fmt: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from wsctl.cli.common import (
+    AuthSecretOpt,
     check_report_output,
     err,
     keyspace_of,
@@ -25,16 +26,6 @@ from wsctl.errors import UsageError
 
 if TYPE_CHECKING:
     from wsctl.config import Settings
-
-AuthSecretOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--auth-secret",
-        envvar="WSCTL_AUTH_SECRET",
-        show_envvar=True,
-        help="Shared secret: robots must present hex HMAC-SHA256(secret, robot_id).",
-    ),
-]
 
 
 def gateway(

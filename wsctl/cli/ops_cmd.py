@@ -11,8 +11,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from wsctl.cli.common import (
+    BackupOpt,
+    NoBackupOpt,
     ReportOutput,
     RobotEventsOpt,
+    StaleTimeoutOpt,
     check_report_output,
     err,
     on_stop_signals,
@@ -35,21 +38,12 @@ if TYPE_CHECKING:
 
 def reap(
     ctx: typer.Context,
-    timeout: Annotated[
-        float | None,
-        typer.Option(
-            "--timeout",
-            help="Stale after SECONDS without heartbeat (default: config, 90).",
-            callback=seconds_flag("--timeout", wait=False),
-        ),
-    ] = None,
+    timeout: StaleTimeoutOpt = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would go; change nothing.")
     ] = False,
-    backup: Annotated[
-        Path | None, typer.Option("--backup", help="Backup file (JSONL, appended).")
-    ] = None,
-    no_backup: Annotated[bool, typer.Option("--no-backup", help="Do not write a backup.")] = False,
+    backup: BackupOpt = None,
+    no_backup: NoBackupOpt = False,
     instance: Annotated[
         str | None,
         typer.Option(
@@ -283,14 +277,7 @@ def doctor(
         bool, typer.Option("--fix", help="Apply the safe fixes (ghosts, orphans).")
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="With --fix: only say what.")] = False,
-    timeout: Annotated[
-        float | None,
-        typer.Option(
-            "--timeout",
-            help="Stale after SECONDS without heartbeat.",
-            callback=seconds_flag("--timeout", wait=False),
-        ),
-    ] = None,
+    timeout: StaleTimeoutOpt = None,
     output: ReportOutput = "table",
 ) -> None:
     """Check the registry against reality: every live instance is asked for its sockets.

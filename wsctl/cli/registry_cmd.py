@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from wsctl.cli.common import (
-    OUTPUT_HELP,
+    BackupOpt,
+    NoBackupOpt,
+    OutputOpt,
     RobotEventsOpt,
     check_output,
     err,
@@ -41,7 +43,6 @@ registry_app = typer.Typer(
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="Show what would change; change nothing.")
 ]
-OutputOpt = Annotated[str, typer.Option("-o", "--output", help=OUTPUT_HELP)]
 
 
 def parse_assignments(pairs: list[str]) -> dict[str, str]:
@@ -182,10 +183,8 @@ def remove(
     if_conn_id: Annotated[
         str | None, typer.Option("--if-conn-id", help="Only if it is this session.")
     ] = None,
-    backup: Annotated[
-        Path | None, typer.Option("--backup", help="Backup file (JSONL, appended).")
-    ] = None,
-    no_backup: Annotated[bool, typer.Option("--no-backup", help="Do not write a backup.")] = False,
+    backup: BackupOpt = None,
+    no_backup: NoBackupOpt = False,
     dry_run: DryRunOpt = False,
     output: OutputOpt = "table",
 ) -> None:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from wsctl.cli.common import (
+    AuthSecretOpt,
+    JunitOpt,
     ReportOutput,
     check_report_output,
     err,
@@ -98,10 +100,7 @@ def simulate(
     processes: Annotated[
         int, typer.Option("--processes", min=1, help="Worker processes holding the robots.")
     ] = 1,
-    auth_secret: Annotated[
-        str | None,
-        typer.Option("--auth-secret", envvar="WSCTL_AUTH_SECRET", help="Gateway auth secret."),
-    ] = None,
+    auth_secret: AuthSecretOpt = None,
     slo: Annotated[
         list[str] | None,
         typer.Option("--slo", help="Objective like 'p99<50ms', 'lost==0' (repeatable)."),
@@ -146,7 +145,7 @@ def simulate(
             "sandbox simulate starts); implies --reconnect.",
         ),
     ] = None,
-    junit: Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML here.")] = None,
+    junit: JunitOpt = None,
     sandbox_gateways: Annotated[
         int, typer.Option("--sandbox-gateways", min=1, help="Gateways in an auto-started sandbox.")
     ] = 2,
@@ -401,10 +400,7 @@ def sandbox(
             callback=seconds_flag("--heartbeat-interval"),
         ),
     ] = SANDBOX_HEARTBEAT,
-    auth_secret: Annotated[
-        str | None,
-        typer.Option("--auth-secret", envvar="WSCTL_AUTH_SECRET", help="Gateways' auth secret."),
-    ] = None,
+    auth_secret: AuthSecretOpt = None,
     detach: Annotated[
         bool,
         typer.Option("--detach", "-d", help="Run in the background; return once it is ready."),

@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from wsctl.cli.common import err, keyspace_of, resolve_target, run, seconds_flag, state
+from wsctl.cli.common import (
+    StaleTimeoutOpt,
+    err,
+    keyspace_of,
+    resolve_target,
+    run,
+    seconds_flag,
+    state,
+)
 from wsctl.errors import EXIT_NEGATIVE, EXIT_REDIS, RedisUnavailable, UsageError, WsctlError
 
 if TYPE_CHECKING:
@@ -41,14 +49,7 @@ def top(
             callback=seconds_flag("--interval"),
         ),
     ] = 2.0,
-    timeout: Annotated[
-        float | None,
-        typer.Option(
-            "--timeout",
-            help="Seconds without heartbeat that make an entry stale.",
-            callback=seconds_flag("--timeout", wait=False),
-        ),
-    ] = None,
+    timeout: StaleTimeoutOpt = None,
     scan_rate: Annotated[
         int,
         typer.Option(
