@@ -187,6 +187,25 @@ def test_every_catch_all_says_why_it_is_a_boundary() -> None:
     assert offenders == [], offenders
 
 
+def test_command_modules_manage_no_processes_and_prune_nothing_themselves() -> None:
+    """cli/ stays thin: starting, signalling and waiting for processes is the sandbox's (or
+    the kit's) job, and the event log's index is pruned by ops; a command calls them."""
+    offenders = []
+    for path in sorted((ROOT / "cli").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Attribute) and node.attr in ("kill", "killpg", "waitpid"):
+                names = [f"os.{node.attr}"] if ast.unparse(node.value) == "os" else []
+            else:
+                continue
+            bad = ("subprocess", "os.kill", "os.killpg", "os.waitpid", "wsctl.eventlog.index")
+            offenders += [f"{path.name}:{node.lineno} {n}" for n in names if n in bad]
+    assert offenders == [], offenders
+
+
 def test_operations_never_reach_into_the_stores_client() -> None:
     """``ops/`` goes through the methods of :class:`RegistryStore` and of
     :class:`~wsctl.ops.deployment.Deployment` (which adds control-channel requests), so the

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -22,7 +21,7 @@ from wsctl.cli.common import (
     seconds_flag,
     state,
 )
-from wsctl.errors import EXIT_INTERRUPTED, EXIT_NEGATIVE, UsageError, WsctlError
+from wsctl.errors import EXIT_INTERRUPTED, EXIT_NEGATIVE, WsctlError
 from wsctl.protocol.envelopes import MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:
@@ -114,7 +113,7 @@ def conformance(
 
     Example: wsctl conformance --gateway 'ws://127.0.0.1:8765/ws/{robot_id}' --junit conf.xml
     """
-    from wsctl.conformance.options import ConformanceOptions, gateway_url
+    from wsctl.conformance.options import ConformanceOptions, freezable_redis_pid, gateway_url
     from wsctl.registry.keys import validate_id
     from wsctl.timezones import resolve_tz
 
@@ -122,7 +121,7 @@ def conformance(
     template = gateway_url(gateway)
     if instance_id is not None:
         validate_id(instance_id, "instance id")
-    pids = tuple(_redis_pid(pid) for pid in freeze_redis_pid or [])
+    pids = tuple(freezable_redis_pid(pid) for pid in freeze_redis_pid or [])
     settings = state(ctx).settings()
     options = ConformanceOptions(
         gateway=template,
@@ -154,21 +153,6 @@ def conformance(
         failed = [r.id for r in report.results if r.verdict.value == "fail"]
         err(f"conformance: level {level} not reached; failed: {', '.join(failed) or 'none'}")
         raise typer.Exit(EXIT_NEGATIVE)
-
-
-def _redis_pid(pid: int) -> int:
-    """``pid`` when it is a running redis-server this user may signal (Linux: by its name)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        raise UsageError(f"--freeze-redis-pid {pid}: no such process") from None
-    except PermissionError:
-        raise UsageError(f"--freeze-redis-pid {pid}: not allowed to signal it") from None
-    comm = Path(f"/proc/{pid}/comm")
-    if comm.exists() and "redis" not in comm.read_text(errors="replace"):
-        name = comm.read_text(errors="replace").strip()
-        raise UsageError(f"--freeze-redis-pid {pid} is {name!r}, not a redis-server")
-    return pid
 
 
 async def _conformance(

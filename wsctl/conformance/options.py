@@ -1,10 +1,13 @@
 """What a conformance run is told (:class:`ConformanceOptions`) and where its robots connect:
-the gateway's robot URL template and each robot's URL. Pure."""
+the gateway's robot URL template and each robot's URL (pure); and the check that a process
+the kit is asked to freeze is a redis-server it may signal."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import tzinfo
+from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from wsctl.conformance.checks import CheckSpec
@@ -15,6 +18,7 @@ __all__ = [
     "ROBOT_PLACEHOLDER",
     "ConformanceOptions",
     "beat_within",
+    "freezable_redis_pid",
     "gateway_url",
     "robot_url",
 ]
@@ -96,3 +100,19 @@ def robot_url(template: str, robot_id: str, token: str | None = None) -> str:
     ``token`` (when the gateway has an auth secret) as the query parameter."""
     url = template.replace(ROBOT_PLACEHOLDER, quote(robot_id, safe=""))
     return f"{url}?token={token}" if token else url
+
+
+def freezable_redis_pid(pid: int) -> int:
+    """``pid`` when it is a running redis-server this user may signal (Linux: by its name),
+    for ``--freeze-redis-pid``; UsageError otherwise."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        raise UsageError(f"--freeze-redis-pid {pid}: no such process") from None
+    except PermissionError:
+        raise UsageError(f"--freeze-redis-pid {pid}: not allowed to signal it") from None
+    comm = Path(f"/proc/{pid}/comm")
+    if comm.exists() and "redis" not in comm.read_text(errors="replace"):
+        name = comm.read_text(errors="replace").strip()
+        raise UsageError(f"--freeze-redis-pid {pid} is {name!r}, not a redis-server")
+    return pid
