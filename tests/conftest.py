@@ -61,6 +61,15 @@ def invoke(args: list[str], env: dict[str, str] | None = None, stdin: str = "") 
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` of a child a test interrupts as a person's Ctrl-C would: a suite started
+    in the background by a non-interactive shell (CI) inherits SIGINT ignored, and a child
+    inheriting that would never see the test's SIGINT."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's Redis settings, config files or state dir."""

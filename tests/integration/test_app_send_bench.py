@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.conftest import default_sigint
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [
     "--wsctl-only",
@@ -33,6 +35,7 @@ def bench(args: list[str], log_dir: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "bench/app_send_bench.py", *args, "--log-dir", str(log_dir)],
         cwd=ROOT,
+        preexec_fn=default_sigint,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

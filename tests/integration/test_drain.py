@@ -15,7 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.conftest import Backend, ainvoke, open_test_store
+from tests.conftest import Backend, ainvoke, default_sigint, open_test_store
 from tests.fleet import running_fleet, wait_for
 from wsctl.gateway.drain import DRAIN_CLOSE_REASON as DRAIN_REASON
 from wsctl.ops.simulate.robots import RobotSwarm, make_message
@@ -280,7 +280,7 @@ async def test_ctrl_c_of_a_started_drain_says_the_instance_goes_on_draining(
                 stderr=asyncio.subprocess.PIPE,
                 env={**os.environ, **single.env},
                 # a suite started in the background inherits SIGINT ignored
-                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                preexec_fn=default_sigint,
             )
             await wait_for(lambda: len(b.local) == 2, timeout=15)  # the first batch moved
             drain.send_signal(signal.SIGINT)

@@ -9,7 +9,7 @@ import signal
 
 from websockets.asyncio.client import connect
 
-from tests.conftest import Backend, ainvoke
+from tests.conftest import Backend, ainvoke, default_sigint
 from tests.fleet import running_fleet, wait_for
 from wsctl.eventlog.model import Event, EventLimits
 from wsctl.registry.keys import Keyspace
@@ -323,10 +323,6 @@ async def test_follow_prints_new_events_as_they_come_and_stops_after_for(
     assert all(str(r["robot_id"]).startswith("new-") for r in rows)
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def test_ctrl_c_ends_follow_cleanly_with_exit_0(single: Backend, tmp_path: object) -> None:
     import os
     import subprocess
@@ -343,7 +339,7 @@ def test_ctrl_c_ends_follow_cleanly_with_exit_0(single: Backend, tmp_path: objec
         text=True,
         # a suite started in the background by a non-interactive shell inherits SIGINT
         # ignored, and so would wsctl: give it the default disposition a terminal gives
-        preexec_fn=_default_sigint,
+        preexec_fn=default_sigint,
     )
     try:
         time.sleep(2.0)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Backend, ainvoke, open_test_store
+from tests.conftest import Backend, ainvoke, default_sigint, open_test_store
 from tests.fleet import running_fleet, wait_for
 from tests.robot_clients import frames, registered, robots
 from wsctl.sandbox.gateways import GatewayProcess
@@ -214,17 +214,12 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def _default_sigint() -> None:
-    # a suite started in the background by a non-interactive shell inherits SIGINT ignored
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _wsctl(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "wsctl", *args],
         env=_env(env),
         text=True,
-        preexec_fn=_default_sigint,
+        preexec_fn=default_sigint,
         **kwargs,
     )
 

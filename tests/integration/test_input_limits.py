@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Backend
+from tests.conftest import Backend, default_sigint
 from wsctl.cli.fanout import read_ids
 
 
@@ -26,9 +26,8 @@ def _limits() -> None:
     # file: reading /dev/zero whole, or copying it, fails under these instead of never ending
     resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20))
     resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 20, 256 << 20))
-    # a suite started in the background by a non-interactive shell inherits SIGINT ignored;
+    default_sigint()
     # a file over RLIMIT_FSIZE must fail the write, not kill the process unseen
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 

@@ -16,12 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Backend
-
-
-def _default_sigint() -> None:
-    # a suite started in the background by a non-interactive shell inherits SIGINT ignored
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+from tests.conftest import Backend, default_sigint
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -65,7 +60,7 @@ def test_ctrl_c_while_a_read_waits_for_redis_exits_130_with_one_line(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_default_sigint,
+        preexec_fn=default_sigint,
     )
     accepted: socket.socket | None = None
     try:
@@ -113,7 +108,7 @@ def test_ctrl_c_during_the_start_up_imports_exits_130_with_one_line(
             capture_output=True,
             text=True,
             timeout=30,
-            preexec_fn=_default_sigint,
+            preexec_fn=default_sigint,
         )
         assert proc.returncode == 130, (command, proc.returncode, proc.stderr)
         assert proc.stderr == "wsctl: interrupted\n"

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.conftest import Backend
+from tests.conftest import Backend, default_sigint
 
 ROWS = 120  # the issue's figures were taken with about this many rows
 # Far below the long values (10,000 to 100,000 characters) and far above any table of these
@@ -38,11 +38,6 @@ def _env(backend: Backend, **extra: str) -> dict[str, str]:
     return env
 
 
-def _default_sigint() -> None:
-    # a suite started in the background by a non-interactive shell inherits SIGINT ignored
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _wsctl(backend: Backend, *args: str, **env: str) -> subprocess.CompletedProcess[bytes]:
     """wsctl as a process; 60 s is far more than any of these takes (each took over 60 s
     before the fix, one over 10 minutes)."""
@@ -51,7 +46,7 @@ def _wsctl(backend: Backend, *args: str, **env: str) -> subprocess.CompletedProc
         capture_output=True,
         env=_env(backend, **env),
         timeout=60,
-        preexec_fn=_default_sigint,
+        preexec_fn=default_sigint,
     )
 
 
@@ -165,7 +160,7 @@ def test_ctrl_c_while_a_long_table_is_drawn_exits_130_within_a_second(
         env=_env(single),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        preexec_fn=_default_sigint,
+        preexec_fn=default_sigint,
     )
     try:
         # it connects, reads every entry, closes its connection, then draws: wait for that

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Backend, ainvoke, invoke, open_test_store
+from tests.conftest import Backend, ainvoke, default_sigint, invoke, open_test_store
 from tests.fleet import running_fleet
 from tests.seedlike import seed_hash, seed_store_connection
 from wsctl.errors import UsageError
@@ -357,7 +357,7 @@ def test_ctrl_c_part_way_names_the_backup_of_what_was_removed(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_sigint,
     )
     try:
         deadline = time.monotonic() + 30

@@ -9,7 +9,6 @@ import contextlib
 import fcntl
 import os
 import select
-import signal
 import struct
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.conftest import Backend, open_test_store
+from tests.conftest import Backend, default_sigint, open_test_store
 from tests.fleet import running_fleet, wait_for
 from tests.robot_clients import registered, robots
 
@@ -79,7 +78,7 @@ def run_top(
         stderr=slave,
         env=_env(session.env),
         start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_sigint,
     )
     seen = ""
     try:
