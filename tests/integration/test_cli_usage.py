@@ -34,6 +34,10 @@ from wsctl.sandbox.redis_servers import RedisServer
         (["show"], "Missing argument 'robot_id'"),
         (["shw"], "No such command 'shw'"),
         (["list", "connections", "--limit", "0"], "0 is not in the range"),
+        # click kept the last of a repeated one-value option: this sent to b* alone
+        (["send", "hi", "--robot", "a*", "--robot", "b*"], "--robot given more than once"),
+        (["--context", "a", "--context", "b", "doctor"], "--context given more than once"),
+        (["list", "connections", "-o", "json", "--output", "csv"], "--output given more"),
     ],
 )
 def test_usage_errors_are_one_line_with_exit_2(args: list[str], needle: str) -> None:
@@ -41,6 +45,14 @@ def test_usage_errors_are_one_line_with_exit_2(args: list[str], needle: str) -> 
     assert res.code == 2, res
     assert needle in res.err and len(res.err.splitlines()) == 1, res.err
     assert res.err.startswith("wsctl: error: ")
+
+
+def test_flags_and_repeatable_options_may_be_given_more_than_once() -> None:
+    env = {"WSCTL_REDIS_URL": "redis://127.0.0.1:1/0"}
+    res = invoke(["simulate", "--slo", "p99<50ms", "--slo", "bogus"], env=env)
+    assert res.code == 2 and "bad --slo 'bogus'" in res.err, res.err  # read every --slo
+    res = invoke(["send", "hi", "--robot", "a*", "--dry-run", "--dry-run"], env=env)
+    assert "given more than once" not in res.err and "127.0.0.1:1" in res.err, res.err
 
 
 def test_usage_errors_are_one_line_as_a_process() -> None:

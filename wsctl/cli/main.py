@@ -177,6 +177,37 @@ app.command("top")(top_cmd.top)
 app.command("conformance")(conformance_cmd.conformance)
 
 
+def _one_value_each(command: Any) -> None:
+    """Make ``command`` and every command under it refuse an option that takes one value
+    given more than once (click keeps the last one silently: ``wsctl send hi --robot
+    'a*' --robot 'b*'`` sent to ``b*`` alone). Flags and repeatable options are not
+    concerned. A usage error, exit 2."""
+    from typer._click.exceptions import UsageError
+
+    def strict(cmd: Any) -> None:
+        parse = cmd.parse_args
+
+        def parse_args(ctx: Any, args: list[str]) -> Any:
+            _, _, order = cmd.make_parser(ctx).parse_args(args=list(args))
+            seen: set[str] = set()
+            for param in order:
+                if getattr(param, "param_type_name", "") != "option" or param.multiple:
+                    continue
+                if param.count or param.is_flag or param.name is None:
+                    continue
+                if param.name in seen:
+                    name = max(param.opts, key=len)
+                    raise UsageError(f"{name} given more than once; it takes one value", ctx)
+                seen.add(param.name)
+            return parse(ctx, args)
+
+        cmd.parse_args = parse_args
+        for sub in getattr(cmd, "commands", {}).values():
+            strict(sub)
+
+    strict(command)
+
+
 def _tolerant_streams() -> None:
     """Keys that are not UTF-8 are read with surrogateescape; JSON output prints those bytes
     as \\udcXX escapes rather than crash, and they parse back to the same surrogates, so an
@@ -221,7 +252,9 @@ def main(argv: list[str] | None = None) -> None:
 
         completion_init()
     try:
-        code = app(args=argv, prog_name="wsctl", standalone_mode=False)
+        command = typer.main.get_command(app)
+        _one_value_each(command)
+        code = command.main(args=argv, prog_name="wsctl", standalone_mode=False)
     except click.NoArgsIsHelpError as exc:
         exc.show()  # a group without a command: its help
         sys.exit(EXIT_USAGE)
