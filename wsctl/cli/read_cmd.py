@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from wsctl.cli.common import OUTPUT_HELP, check_output, err, open_store, run, seconds_flag, state
+from wsctl.cli.common import (
+    OutputOpt,
+    StaleTimeoutOpt,
+    check_output,
+    err,
+    open_store,
+    run,
+    seconds_flag,
+    state,
+)
 from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
 from wsctl.cli.output import TABLE_ROWS, Column
 from wsctl.errors import NotFound, UsageError
@@ -28,16 +37,6 @@ list_app = typer.Typer(
     "Example: wsctl list connections --stale -o jsonl",
     no_args_is_help=True,
 )
-
-OutputOpt = Annotated[str, typer.Option("-o", "--output", help=OUTPUT_HELP)]
-TimeoutOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--timeout",
-        help="Seconds without heartbeat that make an entry stale.",
-        callback=seconds_flag("--timeout", wait=False),
-    ),
-]
 
 
 def _age(value: Any) -> str:
@@ -113,7 +112,7 @@ def list_connections(
         typer.Option("--sort", help="Sort order (tables: robot by default)."),
     ] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most N rows.")] = None,
-    timeout: TimeoutOpt = None,
+    timeout: StaleTimeoutOpt = None,
     output: OutputOpt = "table",
     watch: Annotated[
         bool, typer.Option("--watch", "-w", help="Refresh the table in place (Ctrl-C stops).")
@@ -269,7 +268,7 @@ def instance_columns() -> list[Column]:
 
 @list_app.command("instances")
 def list_instances(
-    ctx: typer.Context, timeout: TimeoutOpt = None, output: OutputOpt = "table"
+    ctx: typer.Context, timeout: StaleTimeoutOpt = None, output: OutputOpt = "table"
 ) -> None:
     """List every instance seen in the registry or in liveness records.
 
@@ -317,7 +316,7 @@ def list_robots(
     ctx: typer.Context,
     robot: Annotated[str | None, typer.Option("--robot", help="Robot id glob.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most N rows.")] = None,
-    timeout: TimeoutOpt = None,
+    timeout: StaleTimeoutOpt = None,
     output: OutputOpt = "table",
 ) -> None:
     """List robots compactly: id, state (online/stale/malformed) and instance.
@@ -339,7 +338,7 @@ def show(
         str,
         typer.Argument(help="The robot id (exact; no glob).", autocompletion=complete_robot_ids),
     ],
-    timeout: TimeoutOpt = None,
+    timeout: StaleTimeoutOpt = None,
     output: OutputOpt = "table",
 ) -> None:
     """Show one robot's entry: every field plus heartbeat age and whether it is stale, ending
