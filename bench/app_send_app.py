@@ -23,7 +23,9 @@ Run by bench/app_send_bench.py as ``uvicorn bench.app_send_app:app`` from the re
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -145,3 +147,29 @@ async def blast(spec: dict[str, Any]) -> dict[str, Any]:
         "redis_errors": fleet.metrics.redis_errors - redis_errors,
         "redis_ok_after": getattr(fleet.core, "redis_ok", None),
     }
+
+
+# bench/app_send_bench.py --profile DIR: this instance profiles each mode (cProfile, the event
+# loop's thread) between POST /bench/profile {"tag": ..., "on": true} and {"on": false}, and
+# writes DIR/{instance}-{tag}.prof.
+PROFILE_DIR = os.environ.get("WSCTL_BENCH_PROFILE")
+_profiler: list[cProfile.Profile] = []
+
+
+@app.post("/bench/profile")
+async def profile(spec: dict[str, Any]) -> dict[str, Any]:
+    """Start or stop profiling this instance (only with WSCTL_BENCH_PROFILE set)."""
+    if not PROFILE_DIR:
+        return {"available": False}
+    if spec.get("on"):
+        if not _profiler:
+            _profiler.append(cProfile.Profile())
+            _profiler[0].enable()
+        return {"available": True}
+    if _profiler:
+        prof = _profiler.pop()
+        prof.disable()
+        path = os.path.join(PROFILE_DIR, f"{fleet.instance_id}-{spec.get('tag', 'mode')}.prof")
+        prof.dump_stats(path)
+        return {"available": True, "path": path}
+    return {"available": True}

@@ -504,7 +504,7 @@ def run_wsctl(args: argparse.Namespace, run: int, logs: Path) -> list[Result]:
                 ready=healthy,
                 what="bench app",
                 log_dir=logs,
-                env=GATEWAY_ENV,
+                env=gateway_env(args),
                 timeout=START_TIMEOUT,
             )
         )
@@ -526,6 +526,7 @@ def run_wsctl(args: argparse.Namespace, run: int, logs: Path) -> list[Result]:
 
         results = []
         for mode in wsctl_modes(args):
+            profiling(gateways, args, f"r{run}-{mode.key}", on=True)
             result = measure(
                 "wsctl",
                 mode,
@@ -536,9 +537,26 @@ def run_wsctl(args: argparse.Namespace, run: int, logs: Path) -> list[Result]:
                 stats,
                 pids,
             )
+            profiling(gateways, args, f"r{run}-{mode.key}", on=False)
             print_result(run, result)
             results.append(result)
         return results
+
+
+def gateway_env(args: argparse.Namespace) -> dict[str, str]:
+    """The bench app's environment: GATEWAY_ENV, and where to profile with --profile."""
+    if args.profile is None:
+        return GATEWAY_ENV
+    args.profile.mkdir(parents=True, exist_ok=True)
+    return {**GATEWAY_ENV, "WSCTL_BENCH_PROFILE": str(args.profile.resolve())}
+
+
+def profiling(gateways: list[Any], args: argparse.Namespace, tag: str, *, on: bool) -> None:
+    """With --profile: start (``on``) or stop and write every instance's profile of a mode."""
+    if args.profile is None:
+        return
+    for gw in gateways:
+        post_json(gw.http_url + "/bench/profile", {"tag": tag, "on": on}, 30.0)
 
 
 def run_socketio(args: argparse.Namespace, run: int, logs: Path) -> list[Result]:
@@ -746,6 +764,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="wsctl's robot swarm (python: small runs without Node)",
     )
     parser.add_argument("--log-dir", type=Path, help="keep the processes' logs here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="cProfile both wsctl instances per mode into this directory (slows them down)",
+    )
     args = parser.parse_args(argv)
     args.inflight = args.inflight or [1000, 10000]
     if args.client == "python" and not args.wsctl_only:

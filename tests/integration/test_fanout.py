@@ -35,7 +35,7 @@ async def test_fan_out_by_glob_reaches_every_robot_on_both_gateways_exactly_once
             assert res.code == 0, res.err
             summary = json.loads(res.out)
             assert summary["selected"] == 30 and summary["delivered"] == 30
-            for key in ("not_connected", "rejected", "unreachable", "timeout"):
+            for key in ("not_connected", "rejected", "instance_unreachable", "timeout"):
                 assert summary[key] == 0
             assert isinstance(summary["seconds"], float)
             for robot_id, conn in conns.items():
@@ -169,7 +169,7 @@ async def test_an_owner_frozen_or_killed_mid_fan_out_gives_timeout_or_unreachabl
                 res = await ainvoke(["send", "k", "--robot", "flt-*", "-o", "json"], single.env)
                 summary = json.loads(res.out)
                 assert res.code == 1 and summary["delivered"] == 5
-                assert summary["unreachable"] == 5
+                assert summary["instance_unreachable"] == 5
     finally:
         frozen.stop()
         live.stop()
@@ -360,7 +360,14 @@ async def test_redis_frozen_mid_fan_out_stops_with_exit_3_within_3_request_timeo
         assert summary["aborted"] is True and summary["selected"] == 40
         assert summary["delivered"] >= 5 and summary["not_tried"] >= 5
         assert summary["error"] == 0
-        counted = ("delivered", "not_connected", "rejected", "unreachable", "timeout", "not_tried")
+        counted = (
+            "delivered",
+            "not_connected",
+            "rejected",
+            "instance_unreachable",
+            "timeout",
+            "not_tried",
+        )
         assert sum(summary[k] for k in counted) == 40
 
 
@@ -539,7 +546,7 @@ async def test_an_owner_killed_mid_fan_out_makes_later_robots_unreachable_at_onc
         rows = [json.loads(line) for line in out.splitlines()]
         outcomes = [r["outcome"] for r in rows]
         assert proc.returncode == 1 and len(rows) == 20, err
-        unreachable = [r for r in rows if r["outcome"] == "unreachable"]
+        unreachable = [r for r in rows if r["outcome"] == "instance_unreachable"]
         assert len(unreachable) >= 8, outcomes
         # robots whose PUBLISH reached nobody say so; robots of a later chunk, whose owner was
         # already known deaf, get the operator's explanation (alive record, nobody listening)
@@ -559,7 +566,7 @@ async def test_an_owner_gone_mid_fan_out_is_unreachable_at_once_on_a_node_and_a_
     backend: Backend, tmp_path: Path
 ) -> None:
     """The owner stops listening mid-send: its PUBLISHes reach nobody (on a cluster, checked
-    over every node), so its later robots are ``unreachable`` without waiting for --timeout."""
+    over every node), so its later robots are ``instance_unreachable`` without waiting for --timeout."""
     async with (
         running_fleet(backend.env, names=("gw-a",)) as fleet,
         open_test_store(backend) as store,
@@ -579,7 +586,7 @@ async def test_an_owner_gone_mid_fan_out_is_unreachable_at_once_on_a_node_and_a_
     rows = [json.loads(line) for line in res.out.splitlines()]
     outcomes = [r["outcome"] for r in rows]
     assert res.code == 1 and len(rows) == 20, res.err
-    unreachable = [r for r in rows if r["outcome"] == "unreachable"]
+    unreachable = [r for r in rows if r["outcome"] == "instance_unreachable"]
     assert len(unreachable) >= 5, outcomes
     assert all("no subscriber" in r["reason"] for r in unreachable)
     assert outcomes.count("timeout") <= 2, outcomes

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,8 +19,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.conftest import Backend, ainvoke, open_test_store
 from tests.fastapi_fleet import all_listening, fastapi_gateways, mixed_fleet
 from tests.fleet import running_fleet, wait_for
-from tests.uvicorn_fleet import uvicorn_in_process
+from tests.uvicorn_fleet import redis_env, uvicorn_in_process
 from wsctl.gateway.identity import robot_token
+from wsctl.system import GC_THRESHOLD0
 
 
 async def test_send_via_every_instance_reaches_robots_on_every_other(
@@ -332,3 +334,44 @@ async def test_both_adapters_refuse_handshakes_alike(single: Backend) -> None:
         assert seen["shutting down"][0] == (503, b"shutting down\n", None)
         for situation, (from_shell, from_asgi) in seen.items():
             assert from_asgi == from_shell, situation
+
+
+_GC_PROBE = """
+import asyncio, gc, json, os, sys
+from wsctl.gateway.asgi import Fleet
+
+async def main() -> None:
+    fleet = Fleet.from_env(tune_gc=sys.argv[1] == "tune")
+    before = gc.get_threshold()[0]
+    async with fleet.lifespan():
+        print(json.dumps([before, gc.get_threshold()[0], gc.get_freeze_count()]))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("mode", ["tune", "leave"])
+def test_a_fleet_tunes_its_process_gc_on_start_unless_told_not_to(
+    single: Backend, mode: str
+) -> None:
+    """Started, a Fleet tunes the cycle collector as ``wsctl gateway`` does (start-up objects
+    frozen, gen-0 threshold 50,000); ``tune_gc=False`` leaves the process's GC alone."""
+    env = (
+        {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "WSCTL_"))}
+        | redis_env(single)
+        | {"SERVER_INSTANCE_ID": f"gc-{mode}", "PORT": "8999"}
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _GC_PROBE, mode],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    before, after, frozen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert before == 700
+    if mode == "tune":
+        assert (after, frozen > 0) == (GC_THRESHOLD0, True)
+    else:
+        assert (after, frozen) == (700, 0)

@@ -4,6 +4,7 @@ and real gateways (single node and 3+3 cluster)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -95,6 +96,31 @@ async def test_the_inbox_is_back_within_a_second_after_redis_is_killed_and_resta
             finally:
                 await pubsub.aclose()
                 await listener.aclose()
+
+
+async def test_a_lost_and_a_restored_inbox_subscription_log_one_line_each(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secret = "inbox-s3cret"
+    with RedisServer(password=secret) as server:
+        target = Target("tcp", port=server.port, password=secret)
+        async with connect(target, socket_timeout=1.0) as client:
+            inbox = inbox_for(client, Keyspace())
+            assert await inbox.wait_ready(5)
+            with caplog.at_level(logging.INFO, logger="wsctl.control"):
+                server.kill()
+                await wait_for(lambda: not inbox.subscribed, timeout=5)
+                await asyncio.sleep(1.5)  # several failed retries while Redis is away
+                await asyncio.to_thread(server.start)
+                await wait_for(lambda: inbox.subscribed, timeout=5, interval=0.01)
+    lines = [r for r in caplog.records if r.name == "wsctl.control" and "reply inbox" in r.message]
+    assert [(r.levelno, inbox.channel in r.message) for r in lines] == [
+        (logging.WARNING, True),
+        (logging.INFO, True),
+    ], [r.message for r in lines]
+    assert "lost its subscription" in lines[0].message
+    assert "subscribed again (1 time(s)" in lines[1].message
+    assert not [r for r in caplog.records if secret in r.getMessage()]
 
 
 async def _echo_one(client: Any, pubsub: Any) -> None:

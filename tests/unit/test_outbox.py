@@ -192,6 +192,24 @@ async def test_batches_are_bounded_by_messages_and_by_bytes() -> None:
         task.cancel()
 
 
+async def test_published_sends_leave_in_larger_batches_than_acknowledged_ones() -> None:
+    core = FakeCore()
+    outbox = Outbox(core, batch_items=100, batch_bytes=100_000, linger=0.0, publish_items=400)
+    task = await _running(outbox)
+    try:
+        await asyncio.gather(*(outbox.send(f"r{n}", "p", 5.0, ack=False) for n in range(500)))
+        assert [len(b.items) for _, b in core.batches.batches] == [400, 100]
+        core.batches.batches.clear()
+        # acknowledged sends among them still count towards batch_items: every other one here,
+        # so the 100th acknowledged send (the 199th item) ends the first batch
+        sends = [outbox.send(f"a{n}", "s", 5.0, ack=n % 2 == 0) for n in range(300)]
+        results = await asyncio.gather(*sends)
+        assert [len(b.items) for _, b in core.batches.batches] == [199, 101]
+        assert {r.outcome for r in results[0::2]} == {SendOutcome.DELIVERED}
+    finally:
+        task.cancel()
+
+
 async def test_publish_returns_once_handed_over_without_asking_for_an_answer() -> None:
     core = FakeCore()
     outbox = Outbox(core, linger=0.0)

@@ -427,7 +427,14 @@ def _summary_line(result: dict[str, Any]) -> str:
     """``5000 selected, 5000 delivered in 1.23 s`` plus every non-zero other outcome."""
     others = [
         f"{result[k]} {k.replace('_', ' ')}"
-        for k in ("not_connected", "rejected", "unreachable", "timeout", "error", "not_tried")
+        for k in (
+            "not_connected",
+            "rejected",
+            "instance_unreachable",
+            "timeout",
+            "error",
+            "not_tried",
+        )
         if result[k]
     ]
     text = f"{result['selected']} selected, {result['delivered']} delivered"

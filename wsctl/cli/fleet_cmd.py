@@ -269,7 +269,7 @@ def send(
     Many robots (--robot GLOB, --instance ID or --robots-from FILE|-): the selection streams
     from the registry (or the file), each robot's owner gets batches carrying the message once
     (or --via routes them), and a summary says how many were delivered, not_connected,
-    rejected, unreachable, timeout. -o json is that summary as one object; -o jsonl and csv
+    rejected, instance_unreachable, timeout. -o json: the summary as one object; -o jsonl and csv
     give one row per robot (summary on stderr); -o table lists the first robots not delivered
     under the summary line, -o wide every robot as it answers (streamed), the summary under
     them. --dry-run lists robot and owner in any -o format (a table sorted by robot, the first

@@ -668,21 +668,26 @@ class FleetCore:
         await self.control.answer(envelope, status, **kw)
 
     # ------------------------------------------------------------------ sending
-    async def send(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:
+    def send(
+        self, robot_id: str, message: str, *, timeout: float = 5.0
+    ) -> Coroutine[Any, Any, SendResult]:
         """Deliver ``message`` to ``robot_id`` and wait for the outcome: written to this
         instance's socket, or forwarded to the instance that holds the robot, which answers.
         Sends in flight together leave in batches (:mod:`wsctl.gateway.outbox`); each robot's
         messages keep their order. Never raises for a Redis failure, never waits longer than
-        ``timeout``: the outcome says ``error`` or ``timeout``."""
-        return await self.sender.send(robot_id, message, timeout=timeout)
+        ``timeout``: the outcome says ``error`` or ``timeout``. (The sender's coroutine itself,
+        to await: no coroutine of its own per message.)"""
+        return self.sender.send(robot_id, message, timeout=timeout)
 
-    async def publish(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:
+    def publish(
+        self, robot_id: str, message: str, *, timeout: float = 5.0
+    ) -> Coroutine[Any, Any, SendResult]:
         """Fire and forget: hand ``message`` over and return without waiting for the owner's
         answer (like socket.io's ``emit``). ``published`` once it is handed to Redis for the
         robot's owner; ``delivered`` when the robot's socket is here (written at once); a
         failure known before the hand-over (``not_connected``: no owner; ``rejected``,
         ``instance_unreachable``, ``error``) or ``timeout`` as for :meth:`send`."""
-        return await self.sender.publish(robot_id, message, timeout=timeout)
+        return self.sender.publish(robot_id, message, timeout=timeout)
 
     async def send_many(
         self,

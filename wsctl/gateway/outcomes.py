@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from wsctl.protocol.envelopes import Status
+
 __all__ = ["SendOutcome", "SendResult"]
 
 
@@ -17,13 +19,14 @@ class SendOutcome(StrEnum):
     :meth:`~wsctl.gateway.core.FleetCore.publish`: the reply statuses of a ``send``, plus
     ``timeout`` (no answer in time: the message may or may not have arrived) and, for
     ``publish`` only, ``published``: handed to Redis for the robot's owner, no acknowledgement
-    awaited (like socket.io's ``emit``)."""
+    awaited (like socket.io's ``emit``). Spelled as the wire's statuses, and as
+    ``send_many``'s :class:`~wsctl.protocol.fanout.FanOutcome` for the same situation."""
 
-    DELIVERED = "delivered"
-    NOT_CONNECTED = "not_connected"
-    INSTANCE_UNREACHABLE = "instance_unreachable"
-    REJECTED = "rejected"
-    ERROR = "error"
+    DELIVERED = Status.DELIVERED.value
+    NOT_CONNECTED = Status.NOT_CONNECTED.value
+    INSTANCE_UNREACHABLE = Status.INSTANCE_UNREACHABLE.value
+    REJECTED = Status.REJECTED.value
+    ERROR = Status.ERROR.value
     TIMEOUT = "timeout"
     PUBLISHED = "published"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
 from wsctl.gateway.batch_router import BatchRouter
@@ -186,13 +186,17 @@ class Sender:
         else:
             await self.core._fail(envelope, decision.status or Status.ERROR, decision.reason)
 
-    async def send(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:
+    def send(
+        self, robot_id: str, message: str, *, timeout: float = 5.0
+    ) -> Coroutine[Any, Any, SendResult]:
         """What :meth:`wsctl.gateway.core.FleetCore.send` does: wait for the outcome."""
-        return await self._send(robot_id, message, timeout, ack=True)
+        return self._send(robot_id, message, timeout, ack=True)
 
-    async def publish(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:
+    def publish(
+        self, robot_id: str, message: str, *, timeout: float = 5.0
+    ) -> Coroutine[Any, Any, SendResult]:
         """What :meth:`wsctl.gateway.core.FleetCore.publish` does: fire and forget."""
-        return await self._send(robot_id, message, timeout, ack=False)
+        return self._send(robot_id, message, timeout, ack=False)
 
     async def send_many(
         self,

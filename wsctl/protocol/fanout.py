@@ -9,7 +9,7 @@ at most :data:`BATCH_ITEMS` robots carrying the payload once (protocol v2), or s
 when its liveness record does not say ``protocol`` 2. With ``via`` every batch goes to that
 instance, which routes. Every robot ends with exactly one :class:`FanOutcome`; an item without
 an answer by the deadline is ``timeout``, so a frozen or killed owner never makes it hang, and
-an item whose PUBLISH reached no subscriber (a killed owner) is ``unreachable`` at once.
+an item whose PUBLISH reached no subscriber (a killed owner) is ``instance_unreachable`` at once.
 
 Sizes: a message larger than any gateway accepts makes every robot ``rejected`` and nothing is
 published; a batch too large for one message is split (an item too large alone is
@@ -101,14 +101,16 @@ WINDOW_BYTES = MAX_PUBLISH_BYTES
 
 
 class FanOutcome(StrEnum):
-    """What became of the message for one robot."""
+    """What became of the message for one robot. The outcomes a reply reports are spelled as
+    the wire's :class:`~wsctl.protocol.envelopes.Status` (and so as a single ``send``'s
+    :class:`~wsctl.gateway.outcomes.SendOutcome`)."""
 
-    DELIVERED = "delivered"
-    NOT_CONNECTED = "not_connected"
-    REJECTED = "rejected"
-    UNREACHABLE = "unreachable"
+    DELIVERED = Status.DELIVERED.value
+    NOT_CONNECTED = Status.NOT_CONNECTED.value
+    REJECTED = Status.REJECTED.value
+    INSTANCE_UNREACHABLE = Status.INSTANCE_UNREACHABLE.value
     TIMEOUT = "timeout"
-    ERROR = "error"
+    ERROR = Status.ERROR.value
     NOT_TRIED = "not_tried"  # selected, never sent: Redis failed first
 
 
@@ -116,7 +118,7 @@ _FROM_STATUS = {
     Status.DELIVERED: FanOutcome.DELIVERED,
     Status.NOT_CONNECTED: FanOutcome.NOT_CONNECTED,
     Status.REJECTED: FanOutcome.REJECTED,
-    Status.INSTANCE_UNREACHABLE: FanOutcome.UNREACHABLE,
+    Status.INSTANCE_UNREACHABLE: FanOutcome.INSTANCE_UNREACHABLE,
     Status.ERROR: FanOutcome.ERROR,
 }
 
@@ -411,7 +413,7 @@ class _FanOut:
         target = await self.target(instance_id, known)
         if not target.listening:
             for robot_id in robots:
-                self.record(robot_id, FanOutcome.UNREACHABLE, instance_id, target.why)
+                self.record(robot_id, FanOutcome.INSTANCE_UNREACHABLE, instance_id, target.why)
             return
         size = max(1, self.options.batch_items)
         if self.options.rate > 0:
@@ -475,8 +477,8 @@ class _FanOut:
     async def unheard(
         self, instance_id: str, channel: str, per_message: list[list[Key]], counts: list[int]
     ) -> None:
-        """Items whose PUBLISH reached no subscriber are ``unreachable`` now: nobody got them,
-        so no answer can come (a killed owner's liveness record outlives it by its TTL).
+        """Items whose PUBLISH reached no subscriber are ``instance_unreachable`` now: nobody
+        got them, so no answer can come (a killed owner's liveness record outlives it by its TTL).
 
         A single node counts every subscriber of the channel. A cluster node counts only its
         own: wsctl publishes on the channel's home primary, where gateways subscribe, but a
@@ -493,7 +495,7 @@ class _FanOut:
                 found = self.pending.pop(key, None)
                 if found is not None:
                     self.settled(key)
-                    self.record(found[0], FanOutcome.UNREACHABLE, instance_id, reason)
+                    self.record(found[0], FanOutcome.INSTANCE_UNREACHABLE, instance_id, reason)
 
     async def owners(self, robots: list[str]) -> list[tuple[str, str | None, bool]]:
         """(robot, owner or None, entry has a conn_id) for each robot, in one pipeline."""

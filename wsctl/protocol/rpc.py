@@ -82,14 +82,29 @@ class Inbox:
             self.dispatch(data)
 
     def _state(self, subscribed: bool, exc: BaseException | None) -> None:
+        """The subscription's state changed: one log line when it is lost (not per failed
+        retry while Redis stays away) and one when it is back. The error's type only: its
+        text may name the Redis server, and a log is not the place for anything more."""
+        was = self.subscribed
         self.subscribed = subscribed
         if subscribed:
             if self._was_subscribed:
                 self.resubscribed += 1
+                log.info(
+                    "reply inbox %s subscribed again (%d time(s) since start)",
+                    self.channel,
+                    self.resubscribed,
+                )
             self._was_subscribed = True
             self.last_error = None
             self._ready.set()
         else:
+            if was:
+                log.warning(
+                    "reply inbox %s lost its subscription (%s); subscribing again",
+                    self.channel,
+                    type(exc).__name__ if exc is not None else "closed",
+                )
             self.last_error = exc
             self._ready.clear()
 
