@@ -115,13 +115,15 @@ def test_config_depends_on_no_registry_or_client_code() -> None:
 
 
 def test_command_modules_do_not_import_each_other() -> None:
-    """A command module uses the shared CLI modules (common, output, completion_cmd, eventlog,
+    """A command module uses the shared CLI modules (common, output, columns, tables, completion_cmd, eventlog,
     fanout, lines, junit) and the library; what two commands share lives in one of those, never in a
     command module."""
     graph = import_graph()
     shared = {
         "wsctl.cli.common",
         "wsctl.cli.output",
+        "wsctl.cli.columns",  # a listing's columns and how a cell shows to a person
+        "wsctl.cli.tables",  # tables for people, drawn by output.py's renderer
         "wsctl.cli.completion_cmd",
         "wsctl.cli.eventlog",
         "wsctl.cli.fanout",

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from wsctl.cli.output import Column, render, render_object
+from wsctl.cli.columns import Column
+from wsctl.cli.output import render, render_object
 from wsctl.durations import human_duration
 
 COLUMNS = [Column("robot_id", "ROBOT"), Column("age", "AGE", wide_only=True)]
@@ -89,7 +90,7 @@ EVIL = "ok\x1b]0;pwned\x07\x1b[2J"
 
 
 def test_every_human_readable_rendering_escapes_control_characters() -> None:
-    from wsctl.cli.output import printable
+    from wsctl.cli.columns import printable
 
     rows = [{"robot_id": EVIL, "age": "a\u202eb\nc"}]
     for fmt in ("table", "wide"):
@@ -232,7 +233,7 @@ def test_the_header_rule_is_never_wider_than_the_table(
 def test_invisible_format_characters_are_escaped_so_look_alike_ids_differ() -> None:
     """A BOM or a zero-width space makes ``robot-1`` and ``\\ufeffrobot-1`` print alike; both
     are format characters (Unicode category Cf) and are escaped like controls."""
-    from wsctl.cli.output import printable
+    from wsctl.cli.columns import printable
 
     assert printable("\ufeffrobot-1") == "\\xef\\xbb\\xbfrobot-1"  # its UTF-8 bytes
     assert printable("robot\u200b-1") == "robot\\xe2\\x80\\x8b-1"
@@ -271,7 +272,7 @@ def test_no_line_of_a_table_ends_in_spaces_on_a_terminal_even_inside_colour_code
 
 
 def test_cells_longer_than_the_cut_end_with_a_marker_and_an_escape_is_never_cut_in_half() -> None:
-    from wsctl.cli.output import TEXT_MAX, WORD_MAX
+    from wsctl.cli.columns import TEXT_MAX, WORD_MAX
     from wsctl.shell import clip
 
     out = io.StringIO()
@@ -341,7 +342,8 @@ def test_a_table_too_narrow_for_its_free_text_puts_it_under_each_row(
 
 
 def test_a_streamed_table_writes_each_row_as_it_comes() -> None:
-    from wsctl.cli.output import RowWriter, StreamedTable
+    from wsctl.cli.output import RowWriter
+    from wsctl.cli.tables import StreamedTable
 
     columns = [
         Column("robot_id", "ROBOT"),

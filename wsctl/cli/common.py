@@ -300,7 +300,7 @@ def keyspace_of(settings: Settings) -> Any:
 def err(message: str) -> None:
     """One diagnostic line on stderr, control characters escaped (messages quote ids and
     values from the registry, which is untrusted)."""
-    from wsctl.cli.output import printable
+    from wsctl.cli.columns import printable
 
     sys.stderr.write(printable(message.rstrip("\n")) + "\n")
     sys.stderr.flush()

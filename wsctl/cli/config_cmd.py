@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from wsctl.cli.columns import Column
 from wsctl.cli.common import OutputOpt, check_output, state
-from wsctl.cli.output import Column
 
 config_app = typer.Typer(
     help="Inspect the effective configuration.\n\nExample: wsctl --context prod config show",

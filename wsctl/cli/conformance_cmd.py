@@ -195,7 +195,8 @@ def _detail(row: CheckResult) -> str:
 
 
 def _print_report(report: ConformanceReport) -> None:
-    from wsctl.cli.output import Column, printable, render
+    from wsctl.cli.columns import Column, printable
+    from wsctl.cli.output import render
 
     styles = {"pass": "green", "fail": "bold red", "n/a": "yellow"}
     columns = [

@@ -39,7 +39,7 @@ def _emit(outcome: Any, output: str) -> None:
 
         sys.stdout.write(json.dumps(outcome.as_dict(), ensure_ascii=False) + "\n")
     else:
-        from wsctl.cli.output import printable
+        from wsctl.cli.columns import printable
 
         # instance names and reasons come from the registry and from gateways: untrusted
         sys.stdout.write(printable(outcome.summary()) + "\n")

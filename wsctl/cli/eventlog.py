@@ -7,8 +7,8 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
+from wsctl.cli.columns import Column
 from wsctl.cli.common import err
-from wsctl.cli.output import Column
 
 if TYPE_CHECKING:
     from wsctl.eventlog.model import StoredEvent
@@ -92,7 +92,7 @@ def event_line(event: StoredEvent) -> str:
 def row_line(row: dict[str, Any]) -> str:
     """One event row as one line for a person: ids as :func:`shown`, the detail escaped and
     cut like a table cell (``… (N chars)``)."""
-    from wsctl.cli.output import TEXT_MAX
+    from wsctl.cli.columns import TEXT_MAX
     from wsctl.shell import clip, printable
 
     detail = _detail(row["detail"])

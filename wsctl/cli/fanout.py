@@ -26,7 +26,7 @@ from wsctl.cli.common import open_store
 from wsctl.errors import EXIT_INTERRUPTED, EXIT_NEGATIVE, UsageError, WsctlError
 
 if TYPE_CHECKING:
-    from wsctl.cli.output import Column
+    from wsctl.cli.columns import Column
     from wsctl.config import Settings
     from wsctl.ops.fanout import FanoutOptions, FanoutSummary, RobotOutcome
 
@@ -102,7 +102,7 @@ class _Progress:
         from rich.progress_bar import ProgressBar
         from rich.table import Table
 
-        from wsctl.cli.output import make_console
+        from wsctl.cli.tables import make_console
 
         console = make_console(stderr=True)
         started = time.monotonic()
@@ -152,7 +152,7 @@ class _Progress:
 
 
 def _outcome_columns() -> list[Column]:
-    from wsctl.cli.output import Column
+    from wsctl.cli.columns import Column
 
     return [
         Column("robot_id", "ROBOT"),
@@ -163,7 +163,7 @@ def _outcome_columns() -> list[Column]:
 
 
 def _listing_columns() -> list[Column]:
-    from wsctl.cli.output import Column
+    from wsctl.cli.columns import Column
 
     return [Column("robot_id", "ROBOT"), Column("instance", "INSTANCE")]
 

@@ -336,7 +336,7 @@ def send(
 
         sys.stdout.write(json.dumps(outcome.as_dict(), ensure_ascii=False) + "\n")
     else:
-        from wsctl.cli.output import printable
+        from wsctl.cli.columns import printable
         from wsctl.shell import word
 
         # the route, reason and instance names come from gateways and the registry
@@ -389,7 +389,7 @@ def _message_text(message: str | None, file: Path | None) -> str:
 
 def _within_limit(data: bytes | str, source: str) -> bytes | str:
     """``data`` if it is at most the largest message a gateway accepts, else a usage error."""
-    from wsctl.cli.output import printable
+    from wsctl.cli.columns import printable
     from wsctl.protocol.envelopes import MAX_MESSAGE_BYTES, format_bytes, utf8_size
 
     size = len(data) if isinstance(data, bytes) else utf8_size(data)

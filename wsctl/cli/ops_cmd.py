@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from wsctl.cli.columns import Column, printable
 from wsctl.cli.common import (
     BackupOpt,
     NoBackupOpt,
@@ -25,7 +26,7 @@ from wsctl.cli.common import (
     state,
 )
 from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
-from wsctl.cli.output import Column, print_cluster, printable
+from wsctl.cli.output import print_cluster
 from wsctl.durations import counted
 from wsctl.errors import EXIT_INTERRUPTED, UsageError, WsctlError
 from wsctl.eventlog.model import DEFAULT_ROBOT_EVENTS, parse_robot_events
@@ -164,7 +165,7 @@ async def _reap_once(
             if sys.stderr.isatty():
                 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-                from wsctl.cli.output import make_console
+                from wsctl.cli.tables import make_console
 
                 with Progress(
                     SpinnerColumn(),

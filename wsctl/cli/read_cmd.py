@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from wsctl.cli.columns import Column
 from wsctl.cli.common import (
     OutputOpt,
     StaleTimeoutOpt,
@@ -19,7 +20,7 @@ from wsctl.cli.common import (
     state,
 )
 from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
-from wsctl.cli.output import TABLE_ROWS, Column
+from wsctl.cli.output import TABLE_ROWS
 from wsctl.errors import NotFound, UsageError
 from wsctl.ops.listing import (
     ConnectionFilter,
@@ -228,7 +229,7 @@ async def _watch(
 
     from rich.live import Live
 
-    from wsctl.cli.output import build_table, make_console
+    from wsctl.cli.tables import build_table, make_console
     from wsctl.durations import counted
 
     columns = connection_columns(settings.timeout)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from wsctl.cli.columns import Column
 from wsctl.cli.common import (
     BackupOpt,
     NoBackupOpt,
@@ -25,7 +26,6 @@ from wsctl.cli.common import (
     state,
 )
 from wsctl.cli.completion_cmd import complete_instance_ids, complete_robot_ids
-from wsctl.cli.output import Column
 from wsctl.errors import EXIT_NEGATIVE, NotFound, UsageError
 from wsctl.eventlog.model import DEFAULT_ROBOT_EVENTS
 from wsctl.shell import quote as shell_quote
@@ -133,7 +133,7 @@ async def _set(
             owner = mapping.get("instance_id") or (entry.instance_id if entry else "") or ""
             event = set_event(robot_id, owner, dict(mapping), created=entry is None)
             await record_cli_events(store.client, store.keys, [event])
-        from wsctl.cli.output import TEXT_MAX
+        from wsctl.cli.columns import TEXT_MAX
         from wsctl.shell import clip, word
 
         # names and values as shell words, long values cut (a 100 KB note was echoed whole)

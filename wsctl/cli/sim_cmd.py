@@ -319,7 +319,8 @@ def _progress(phase: str, text: str) -> None:
 
 
 def _print_report(report: SimulateReport) -> None:
-    from wsctl.cli.output import Column, render
+    from wsctl.cli.columns import Column
+    from wsctl.cli.output import render
 
     rows = [
         {

@@ -145,7 +145,8 @@ async def _once(settings: Settings, fmt: str, interval: float, events: int) -> i
 
 
 def _print_table(data: dict[str, Any], where: str) -> None:
-    from wsctl.cli.output import UNWRAPPED, WORD_MAX, build_table, make_console, print_table
+    from wsctl.cli.columns import WORD_MAX
+    from wsctl.cli.tables import UNWRAPPED, build_table, make_console, print_table
     from wsctl.cli.topview import (
         alert_lines,
         event_cells,

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from wsctl.cli.output import WORD_MAX, Column, printable
+from wsctl.cli.columns import WORD_MAX, Column, printable
 from wsctl.shell import clip, word
 
 __all__ = [

@@ -23,7 +23,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Footer, Static
 
-from wsctl.cli.output import printable
+from wsctl.cli.columns import printable
 from wsctl.cli.topview import (
     alert_lines,
     event_cells,

@@ -15,7 +15,7 @@ from textual.coordinate import Coordinate
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
-from wsctl.cli.output import printable
+from wsctl.cli.columns import printable
 from wsctl.cli.topview import id_cell
 
 __all__ = [
