@@ -219,34 +219,17 @@ def _tolerant_streams() -> None:
             reconfigure(errors="backslashreplace")
 
 
-_gc_tuned = False
-
-
-def _tune_gc() -> None:
-    """Bulk reads allocate millions of short-lived containers (a reply list, a dict and a
-    record per entry; none in a reference cycle). With CPython's default gen-0 threshold of
-    700 the cycle collector then runs thousands of times, rescanning everything alive: about
-    10% of a 200k-entry list or reap. So what start-up imported is frozen out of collections
-    and collections run less often; cycles are still collected. Once per process: objects
-    frozen by a later call (an in-process caller running several commands) would never be
-    collected."""
-    global _gc_tuned
-    if _gc_tuned:
-        return
-    _gc_tuned = True
-    import gc
-
-    gc.freeze()
-    gc.set_threshold(50_000, 10, 10)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, map WsctlError to its exit code."""
     # typer 0.28 vendors click (pinned in pyproject): its exceptions live here
     from typer._click import exceptions as click
 
+    from wsctl.system import tune_gc
+
     _tolerant_streams()
-    _tune_gc()
+    # bulk reads allocate millions of short-lived containers (a reply list, a dict and a
+    # record per entry): about 10% of a 200k-entry list or reap went to the cycle collector
+    tune_gc()
     if completion_cmd.COMPLETE_VAR in os.environ:  # a shell asking for completions
         from typer._completion_classes import completion_init
 
