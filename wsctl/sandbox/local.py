@@ -13,7 +13,7 @@ from pathlib import Path
 
 from wsctl.paths import sandbox_file
 from wsctl.sandbox.gateways import GatewayProcess
-from wsctl.sandbox.processes import StartStop
+from wsctl.sandbox.processes import StartStop, pid_alive
 from wsctl.sandbox.redis_servers import RedisClusterProcesses, RedisServer
 
 # Every command that talks to Redis imports this module (to find a running sandbox) and almost
@@ -49,16 +49,6 @@ class SandboxInfo:
         return {"redis_url": self.redis_url}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def running_sandbox() -> SandboxInfo | None:
     """The ``wsctl sandbox`` currently running for this user, if any."""
     path = sandbox_file()
@@ -73,7 +63,7 @@ def running_sandbox() -> SandboxInfo | None:
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return info if _alive(info.pid) else None
+    return info if pid_alive(info.pid) else None
 
 
 def write_sandbox_file(info: SandboxInfo) -> Path:

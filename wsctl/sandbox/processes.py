@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ __all__ = [
     "free_cluster_port",
     "free_port",
     "http_ok",
+    "pid_alive",
     "python_executable",
     "stop_process",
 ]
@@ -98,3 +100,18 @@ def http_ok(port: int, path: str = "/healthz", timeout: float = 0.5) -> bool:
             return sock.recv(32).startswith(b"HTTP/1.1 200")
     except OSError:
         return False
+
+
+def pid_alive(pid: int) -> bool:
+    """Is process ``pid`` running (one of another user's counts; a zombie does not)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (our own detached child, not yet reaped) is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return True

@@ -28,7 +28,7 @@ from wsctl.sandbox.local import (
     running_sandbox,
     write_sandbox_file,
 )
-from wsctl.sandbox.processes import python_executable
+from wsctl.sandbox.processes import pid_alive, python_executable
 
 __all__ = [
     "DETACH_TIMEOUT",
@@ -36,7 +36,6 @@ __all__ = [
     "Detached",
     "SandboxSpec",
     "Serving",
-    "pid_alive",
     "refuse_a_second_sandbox",
     "serve",
     "start_detached",
@@ -182,18 +181,3 @@ def stop_sandbox(timeout: float = STOP_TIMEOUT) -> int:
             return found.pid
         time.sleep(0.1)
     raise WsctlError(f"the sandbox (pid {found.pid}) did not stop within {timeout:g}s")
-
-
-def pid_alive(pid: int) -> bool:
-    """Is process ``pid`` running (one of another user's counts; a zombie does not)?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (our own detached child, not yet reaped) is not alive
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
-    except OSError:
-        return True
