@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from wsctl.errors import ConfigError, WsctlError
+from wsctl.errors import ConfigError, FleetNotRunning, WsctlError
 from wsctl.eventlog.model import EventLimits
 from wsctl.gateway.core import CoreConfig, FleetCore, RobotSocket
 from wsctl.gateway.outcomes import SendOutcome, SendResult
@@ -37,6 +37,7 @@ __all__ = [
     "FanoutSummary",
     "Fleet",
     "FleetCore",
+    "FleetNotRunning",
     "Keyspace",
     "RobotOutcome",
     "RobotSocket",

@@ -17,6 +17,7 @@ __all__ = [
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
     "ConfigError",
+    "FleetNotRunning",
     "NotFound",
     "RedisUnavailable",
     "TlsError",
@@ -80,3 +81,11 @@ class NotFound(WsctlError):
     """The thing asked for does not exist (a negative result, not a failure of wsctl)."""
 
     exit_code = EXIT_NEGATIVE
+
+
+class FleetNotRunning(WsctlError, RuntimeError):
+    """The app's API was called on a fleet core that is not running: before ``start()`` or
+    after ``stop()``. A bug in the calling code's order (raised at once, nothing is sent),
+    not an outcome of the fleet."""
+
+    exit_code = EXIT_INTERNAL

@@ -44,6 +44,7 @@ from wsctl.gateway.admission import (
     health_answer,
     refusal,
 )
+from wsctl.gateway.args import check_filter
 from wsctl.gateway.core import CoreConfig, FleetCore, SendResult
 from wsctl.gateway.identity import instance_id_for
 from wsctl.gateway.local import LocalConnections, Metrics
@@ -298,8 +299,12 @@ class Fleet:
 
     def selection(self, robot_glob: str | None = None, instance: str | None = None) -> Selection:
         """The registry's robots matching ``robot_glob`` (every robot when None) and, when
-        given, held by ``instance``, read as :meth:`send_many` goes (for ``send_many``)."""
-        return registry_selection(self.core.store, robot_glob, instance)
+        given, held by ``instance``, read as :meth:`send_many` goes (for ``send_many``).
+        Raises ``TypeError`` for a filter that is not a ``str`` or None, and
+        :class:`~wsctl.errors.FleetNotRunning` before :meth:`start` or after :meth:`stop`."""
+        glob = check_filter(robot_glob, "robot_glob")
+        owner = check_filter(instance, "instance")
+        return registry_selection(self.core.store, glob, owner)
 
     # ------------------------------------------------------------------ HTTP
     async def healthz(self, request: Request) -> Response:
@@ -308,8 +313,9 @@ class Fleet:
         return PlainTextResponse(text, status_code=status)
 
     async def metrics_endpoint(self, request: Request) -> Response:
-        """A Starlette endpoint serving the Prometheus text of :meth:`FleetCore.metrics_text`."""
-        return PlainTextResponse(self.core.metrics_text())
+        """A Starlette endpoint serving the Prometheus text of :meth:`FleetCore.metrics_answer`
+        (``wsctl_gateway_redis_up`` from the same probe as ``/healthz``)."""
+        return PlainTextResponse(await self.core.metrics_answer())
 
     async def _websocket_endpoint(self, websocket: WebSocket) -> None:
         await self.serve(websocket, str(websocket.path_params.get("robot_id", "")))

@@ -85,6 +85,10 @@ class Core(Protocol):
 
     async def _close_socket(self, conn: LocalConn, code: int, reason: str) -> None: ...
 
+    def resync_soon(self) -> None:
+        """Re-register every live session now (see
+        :meth:`wsctl.gateway.core.FleetCore.resync_soon`)."""
+
     async def heartbeat_once(self) -> int:
         """Refresh every live local session and the liveness record now (see
         :meth:`wsctl.gateway.core.FleetCore.heartbeat_once`); how many were (re-)registered."""
@@ -137,6 +141,7 @@ class ControlChannel:
             if lost is not None:
                 self.core.metrics.control_resubscribes += 1
                 self._lost = None
+                self.core.resync_soon()  # Redis may have restarted empty: re-register now
                 if lost[1]:  # the loss was logged as "subscribing again"
                     log.info(
                         "control channel %s subscribed again after %.1fs",

@@ -37,8 +37,15 @@ from typing import Any, Protocol
 
 from wsctl import __version__
 from wsctl.config import DEFAULT_SOCKET_TIMEOUT
-from wsctl.errors import ConfigError
+from wsctl.errors import ConfigError, FleetNotRunning, WsctlError
 from wsctl.eventlog.model import EventLimits, EventName
+from wsctl.gateway.args import (
+    check_callback,
+    check_message,
+    check_robot_id,
+    check_robots,
+    check_timeout,
+)
 from wsctl.gateway.batch_router import BatchRouter
 from wsctl.gateway.batching import OWNER_CACHE_TTL
 from wsctl.gateway.control import ControlChannel
@@ -98,6 +105,12 @@ CLEANUP_MAX_DELAY = 5.0
 CLEANUP_BATCH = 1000
 # A heartbeat pass that takes longer than this is abandoned (and retried): every loop bounded.
 HEARTBEAT_DEADLINE = 60.0
+# /healthz and /metrics' redis_up: a PING answered within PROBE_TIMEOUT seconds, at most one
+# per PROBE_FRESH seconds (a scrape or a load balancer's check each second costs one PING).
+PROBE_TIMEOUT = 2.0
+PROBE_FRESH = 1.0
+# How often the heartbeat loop looks whether the reply inbox was subscribed again (no I/O).
+INBOX_LOOK = 0.25
 NO_STATUS = 1005  # RFC 6455: a close that carried no code (transports report it, never sent)
 
 
@@ -151,8 +164,29 @@ class FleetCore:
                 f"({format_bytes(MAX_MESSAGE_BYTES)}), got {config.max_message_bytes}"
             )
         self.instance_id = config.instance_id
+        self.metrics = Metrics()  # counters of the process's life, kept across restarts
+        self.events = EventSink(
+            self.keys, config.instance_id, config.event_limits, enabled=config.events
+        )
+        self._client: AsyncClient | None = None
+        self._store: RegistryStore | None = None
+        self._inbox: Inbox | None = None
+        self._ran = False  # start() was called before: the next one starts a fresh run
+        self._busy_logged = -60.0  # monotonic time of the last "pool busy" line
+        # the last Redis probe (/healthz, /metrics): when it ended, and the one in flight
+        self._probed_at = -60.0
+        self._probe: asyncio.Future[bool] | None = None
+        # Striped per-robot locks: a robot's local session order and its registry writes from
+        # this instance happen in the same order (a fast reconnect cannot be overtaken by the
+        # older session's registration), and sends to one robot are routed in arrival order.
+        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
+        self._session_slots = asyncio.Semaphore(SESSION_CONCURRENCY)
+        self._new_run()
+
+    def _new_run(self) -> None:
+        """The state of one run, from :meth:`start` to :meth:`stop`: made fresh for each, so a
+        stopped core can be started again (an app whose lifespan runs twice: tests, reloads)."""
         self.local = LocalConnections()
-        self.metrics = Metrics()
         self.redis_ok = False
         self.subscribed = False
         self.stopping = False
@@ -160,24 +194,15 @@ class FleetCore:
         # cancelled (see stop())
         self.finishing = False
         self.started_at = utcnow()
-        self._client: AsyncClient | None = None
-        self._store: RegistryStore | None = None
-        self._inbox: Inbox | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
-        # Striped per-robot locks: a robot's local session order and its registry writes from
-        # this instance happen in the same order (a fast reconnect cannot be overtaken by the
-        # older session's registration), and sends to one robot are routed in arrival order.
-        self._locks = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
         # batched sends (protocol v2): one worker, in arrival order, and the owner cache
-        self.batches = BatchRouter(self, config.owner_cache_ttl)
+        self.batches = BatchRouter(self, self.config.owner_cache_ttl)
         # the app's sends for robots held elsewhere, coalesced into batches
         self.outbox = Outbox(self)
         # control messages seen lately: a copy (a PUBLISH redis-py retried) is dropped
         self.recent = RecentPayloads()
-        self._session_slots = asyncio.Semaphore(SESSION_CONCURRENCY)
         self._failing: set[str] = set()
-        self._busy_logged = -60.0  # monotonic time of the last "pool busy" line
         self._beat_now = asyncio.Event()  # wakes the heartbeat loop before its interval
         # closed sessions whose entry still has to go: conn -> give-up time (monotonic)
         self._cleanup: dict[LocalConn, float] = {}
@@ -185,31 +210,52 @@ class FleetCore:
         self._failed_deletes: set[LocalConn] = set()
         self._cleanup_wake = asyncio.Event()
         self._cleanup_task: asyncio.Task[None] | None = None
-        self.events = EventSink(
-            self.keys, config.instance_id, config.event_limits, enabled=config.events
-        )
         self.drainer = Drainer(self)
         self.control = ControlChannel(self)
         self.sender = Sender(self)
 
     # ------------------------------------------------------------------ lifecycle
     @property
+    def running(self) -> bool:
+        """Between :meth:`start` and the end of :meth:`stop` (while it stops, sends still end
+        with an outcome: ``error``, the instance is stopping)."""
+        return self._client is not None
+
+    def require_running(self) -> None:
+        """Raise :class:`~wsctl.errors.FleetNotRunning` unless :attr:`running`: before
+        :meth:`start` or after :meth:`stop`, the app's API has nothing to send with."""
+        if self._client is None:
+            raise self._not_running()
+
+    def _not_running(self) -> FleetNotRunning:
+        when = "stopped" if self._ran else "not started"
+        return FleetNotRunning(
+            f"fleet {self.instance_id} is {when}: call start() first "
+            "(FastAPI: FastAPI(lifespan=fleet.lifespan))"
+        )
+
+    @property
     def client(self) -> AsyncClient:
-        """The Redis client (after :meth:`start`; asserts before)."""
-        assert self._client is not None, "fleet core not started"
+        """The Redis client (after :meth:`start`; :class:`~wsctl.errors.FleetNotRunning`
+        before it and after :meth:`stop`)."""
+        if self._client is None:
+            raise self._not_running()
         return self._client
 
     @property
     def store(self) -> RegistryStore:
-        """The registry store on :attr:`client` (after :meth:`start`; asserts before)."""
-        assert self._store is not None, "fleet core not started"
+        """The registry store on :attr:`client` (after :meth:`start`;
+        :class:`~wsctl.errors.FleetNotRunning` before it and after :meth:`stop`)."""
+        if self._store is None or self._client is None:
+            raise self._not_running()
         return self._store
 
     @property
     def inbox(self) -> Inbox:
         """The instance's reply inbox: one subscription for every reply it waits for (after
-        :meth:`start`; asserts before)."""
-        assert self._inbox is not None, "fleet core not started"
+        :meth:`start`; :class:`~wsctl.errors.FleetNotRunning` before it)."""
+        if self._inbox is None:
+            raise self._not_running()
         return self._inbox
 
     @property
@@ -220,7 +266,17 @@ class FleetCore:
 
     async def start(self) -> None:
         """Connect (lazily), write the liveness record, start heartbeats and the control
-        channel. A Redis that is down at start is not fatal: the heartbeat loop retries."""
+        channel. A Redis that is down at start is not fatal: the heartbeat loop retries.
+
+        A core that was stopped starts again with fresh state (no sessions, a new reply inbox
+        and control subscription; the counters of ``/metrics`` go on), so an app whose
+        lifespan runs more than once (a test client entered twice) works each time. Starting
+        a running core raises :class:`~wsctl.errors.WsctlError`."""
+        if self._client is not None:
+            raise WsctlError(f"fleet {self.instance_id} is already started")
+        if self._ran:
+            self._new_run()
+        self._ran = True
         self._client = make_client(
             self.target, retries=1, socket_timeout=self.config.socket_timeout
         )
@@ -324,14 +380,47 @@ class FleetCore:
             log.info("redis available again (%s)", where)
 
     async def healthy(self) -> bool:
-        """Does Redis answer a PING within 2 s?"""
+        """Is Redis up? :meth:`probe_redis`."""
+        return await self.probe_redis()
+
+    async def probe_redis(self) -> bool:
+        """Is Redis up: the one fact behind ``/healthz``'s ``redis unavailable`` and
+        ``/metrics``' ``wsctl_gateway_redis_up`` (:attr:`redis_ok`), so the two always agree.
+
+        A PING answered within :data:`PROBE_TIMEOUT` seconds, asked at most once per
+        :data:`PROBE_FRESH` seconds (callers in between, and callers while one is in flight,
+        get its answer): ``redis_ok`` is set from it, as heartbeats and failed calls set it
+        between probes. A busy connection pool says nothing about Redis: ``redis_ok`` is kept.
+        False when the core is not running."""
         if self._client is None:
             return False
+        if time.monotonic() - self._probed_at < PROBE_FRESH:
+            return self.redis_ok
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(self._ping(self._client))
+        # shielded: a caller that gives up (an HTTP client gone) leaves it to the others
+        return await asyncio.shield(self._probe)
+
+    async def _ping(self, client: AsyncClient) -> bool:
         try:
-            await wait_within(self._client.ping(), timeout=2)
-        except Exception:  # any failure means not ready
-            return False
-        return True
+            await wait_within(client.ping(), PROBE_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # down, frozen or refusing: redis_ok says so (or busy: kept)
+            self._redis_failed("health check", exc)
+        else:
+            self._redis_recovered("health check")
+            self.redis_ok = True
+        finally:
+            self._probed_at = time.monotonic()
+        return self.redis_ok
+
+    async def metrics_answer(self) -> str:
+        """What ``/metrics`` serves: :meth:`metrics_text` after :meth:`probe_redis` (so
+        ``wsctl_gateway_redis_up`` is at most :data:`PROBE_FRESH` seconds old and agrees with
+        ``/healthz``). Adapters serve it as is."""
+        await self.probe_redis()
+        return self.metrics_text()
 
     def metrics_text(self) -> str:
         """The Prometheus text of ``/metrics``: connection, Redis, event-stream and
@@ -554,9 +643,9 @@ class FleetCore:
         delay = interval
         while not self.finishing:  # not on cancellation alone: see stop()
             # a beat every interval, or at once when Redis failed elsewhere (a send, the
-            # control channel's work): the beat tells whether it is back, and redis_up says so
-            with contextlib.suppress(TimeoutError):
-                await wait_within(self._beat_now.wait(), delay)
+            # control channel's work): the beat tells whether it is back, and redis_up says so;
+            # or when a subscription came back (Redis restarted, maybe empty: see resync_soon)
+            await self._until_beat(delay)
             self._beat_now.clear()
             if self.finishing:
                 return
@@ -577,6 +666,29 @@ class FleetCore:
                 self._redis_recovered(where)  # every part: Redis answers again
             self.redis_ok = True
             delay = interval
+
+    def resync_soon(self) -> None:
+        """Beat now: Redis came back from a loss this instance noticed (its control
+        subscription or reply inbox was made again), and a restarted Redis may have lost the
+        registry, so every live session is re-registered at once (fenced, as each heartbeat
+        does: an entry another session holds now is never overwritten) instead of after up
+        to one heartbeat interval in which other instances find no entry."""
+        self._beat_now.set()
+
+    async def _until_beat(self, delay: float) -> None:
+        """Wait ``delay`` seconds, or less: until :meth:`resync_soon` (or a failure elsewhere)
+        asks for a beat, or the reply inbox was subscribed again since the last look."""
+        deadline = time.monotonic() + delay
+        seen = self._inbox.resubscribed if self._inbox is not None else 0
+        while not self._beat_now.is_set() and not self.finishing:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await wait_within(self._beat_now.wait(), min(left, INBOX_LOOK))
+            now = self._inbox.resubscribed if self._inbox is not None else 0
+            if now != seen:
+                return  # the inbox came back: Redis may have restarted empty
 
     async def heartbeat_once(self) -> int:
         """Refresh every live local session's entry (re-registering vanished ones) and the
@@ -676,7 +788,12 @@ class FleetCore:
         Sends in flight together leave in batches (:mod:`wsctl.gateway.outbox`); each robot's
         messages keep their order. Never raises for a Redis failure, never waits longer than
         ``timeout``: the outcome says ``error`` or ``timeout``. (The sender's coroutine itself,
-        to await: no coroutine of its own per message.)"""
+        to await: no coroutine of its own per message.)
+
+        Raises at once, before anything is queued, for a bug in the call: ``TypeError`` or
+        ``ValueError`` for a wrong argument (:mod:`wsctl.gateway.args`),
+        :class:`~wsctl.errors.FleetNotRunning` before :meth:`start` or after :meth:`stop`."""
+        robot_id, message, timeout = self._checked(robot_id, message, timeout)
         return self.sender.send(robot_id, message, timeout=timeout)
 
     def publish(
@@ -686,8 +803,19 @@ class FleetCore:
         answer (like socket.io's ``emit``). ``published`` once it is handed to Redis for the
         robot's owner; ``delivered`` when the robot's socket is here (written at once); a
         failure known before the hand-over (``not_connected``: no owner; ``rejected``,
-        ``instance_unreachable``, ``error``) or ``timeout`` as for :meth:`send`."""
+        ``instance_unreachable``, ``error``) or ``timeout`` as for :meth:`send`. Raises for
+        a bug in the call as :meth:`send` does."""
+        robot_id, message, timeout = self._checked(robot_id, message, timeout)
         return self.sender.publish(robot_id, message, timeout=timeout)
+
+    def _checked(
+        self, robot_id: object, message: object, timeout: object
+    ) -> tuple[str, str, float]:
+        """The arguments of :meth:`send` / :meth:`publish`, checked (raises for a bug in the
+        call), and the core running."""
+        checked = (check_robot_id(robot_id), check_message(message), check_timeout(timeout))
+        self.require_running()
+        return checked
 
     async def send_many(
         self,
@@ -705,8 +833,13 @@ class FleetCore:
         None)``). ``on_outcome`` sees each robot's outcome as it is known. Waits
         ``timeout`` seconds at most for answers after the last batch left. Never raises for a
         Redis failure: the robots it left without an answer are ``timeout`` (sent) or
-        ``not_tried`` (not sent), and the summary says ``aborted``."""
-        return await self.sender.send_many(robots, message, timeout=timeout, on_outcome=on_outcome)
+        ``not_tried`` (not sent), and the summary says ``aborted``. Raises for a bug in the
+        call as :meth:`send` does (robot ids that are not ``str`` included)."""
+        selection = check_robots(robots)
+        text, seconds = check_message(message), check_timeout(timeout)
+        callback = check_callback(on_outcome)
+        self.require_running()
+        return await self.sender.send_many(selection, text, timeout=seconds, on_outcome=callback)
 
     async def _route_envelope(self, envelope: Envelope) -> None:
         await self.sender.route_envelope(envelope)

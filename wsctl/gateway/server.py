@@ -231,7 +231,7 @@ class Gateway:
             code, text = health_answer(*await self.core.health())
             return connection.respond(HTTPStatus(code), text)
         if path == METRICS_PATH:
-            return connection.respond(HTTPStatus.OK, self.core.metrics_text())
+            return connection.respond(HTTPStatus.OK, await self.core.metrics_answer())
         robot_id = robot_from_path(request.path)
         if robot_id is None:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found: use /ws/{robot_id}\n")
