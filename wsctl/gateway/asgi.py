@@ -183,11 +183,13 @@ class Fleet:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Join the fleet: write the liveness record, start heartbeats and the control
-        channel (call it from the app's startup or lifespan). Unless ``tune_gc=False``, the
-        process's cycle collector is tuned as ``wsctl gateway``'s is (:func:`wsctl.system.tune_gc`:
-        what start-up imported frozen, collections every 50,000 allocations instead of 700),
-        once per process: with the default, full collections during a blast of sends
-        rescanned every robot's objects and took a third of the sending instance's time."""
+        channel (call it from the app's startup or lifespan). A stopped fleet starts again
+        with fresh state; starting a running one raises :class:`~wsctl.errors.WsctlError`.
+        Unless ``tune_gc=False``, the process's cycle collector is tuned as ``wsctl
+        gateway``'s is (:func:`wsctl.system.tune_gc`: what start-up imported frozen,
+        collections every 50,000 allocations instead of 700), once per process: with the
+        default, full collections during a blast of sends rescanned every robot's objects and
+        took a third of the sending instance's time."""
         if self.tune_gc:
             tune_gc()
         await self.core.start()
@@ -270,7 +272,12 @@ class Fleet:
         """Deliver ``message`` here or through the instance that holds the robot, and wait for
         the outcome: ``delivered``, ``not_connected``, ``instance_unreachable``, ``rejected``,
         ``error`` or ``timeout`` (none within ``timeout`` seconds), with the route taken.
-        Sends in flight together leave in batches; each robot's messages keep their order."""
+        Sends in flight together leave in batches; each robot's messages keep their order.
+
+        A bug in the call raises at once, before anything is sent (the same checks for
+        :meth:`publish` and :meth:`send_many`): ``TypeError`` / ``ValueError`` for an argument
+        of the wrong type or value (:mod:`wsctl.gateway.args`),
+        :class:`~wsctl.errors.FleetNotRunning` before :meth:`start` or after :meth:`stop`."""
         return await self.core.send(robot_id, message, timeout=timeout)
 
     async def publish(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:
