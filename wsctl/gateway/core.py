@@ -173,9 +173,6 @@ class FleetCore:
         self._inbox: Inbox | None = None
         self._ran = False  # start() was called before: the next one starts a fresh run
         self._busy_logged = -60.0  # monotonic time of the last "pool busy" line
-        # the last Redis probe (/healthz, /metrics): when it ended, and the one in flight
-        self._probed_at = -60.0
-        self._probe: asyncio.Future[bool] | None = None
         # Striped per-robot locks: a robot's local session order and its registry writes from
         # this instance happen in the same order (a fast reconnect cannot be overtaken by the
         # older session's registration), and sends to one robot are routed in arrival order.
@@ -194,6 +191,9 @@ class FleetCore:
         # cancelled (see stop())
         self.finishing = False
         self.started_at = utcnow()
+        # the last Redis probe (/healthz, /metrics): when it ended, and the one in flight
+        self._probed_at = -60.0
+        self._probe: asyncio.Future[bool] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         # batched sends (protocol v2): one worker, in arrival order, and the owner cache
