@@ -317,8 +317,9 @@ async def test_once_table_at_80_columns_leaves_out_the_last_instance_columns(
             connections=4,
         )
         await write_record(store.client, store.keys, rec, 600)
-        res = await ainvoke([*ONCE, "--interval", "0.1"], {**single.env, "COLUMNS": "80"})
-        wide = await ainvoke([*ONCE, "--interval", "0.1"], {**single.env, "COLUMNS": "200"})
+        quick = ["top", "--once", "--interval", "0.1", "--timeout", "5"]
+        res = await ainvoke(quick, {**single.env, "COLUMNS": "80"})
+        wide = await ainvoke(quick, {**single.env, "COLUMNS": "200"})
     assert res.code == 1, res.err  # nobody listens for gw-narrow: an error alert
     lines = res.out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.lstrip().startswith("INSTANCE"))

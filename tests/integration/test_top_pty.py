@@ -16,6 +16,7 @@ import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -178,3 +179,33 @@ def test_without_textual_wsctl_top_says_how_to_install_it(single: Backend) -> No
         "(wsctl top --once -o table|json works without it)\n"
     )
     assert proc.stdout == ""
+
+
+def test_wsctl_top_started_while_redis_is_down_opens_on_the_alert_and_recovers(
+    tmp_path: Path,
+) -> None:
+    """It exited 3 before drawing anything: the 3 a.m. case, where Redis is what is wrong."""
+    from wsctl.sandbox.processes import free_port
+    from wsctl.sandbox.redis_servers import RedisServer
+
+    port = free_port()
+    session = Session(120, 30, {"WSCTL_REDIS_URL": f"redis://127.0.0.1:{port}/0"})
+    servers: list[RedisServer] = []
+
+    def down_then_up(s: Session) -> bool:
+        alerts = s.lines()[1:5]
+        if not servers:
+            if any(f"127.0.0.1:{port}" in line for line in alerts):
+                # the screen is up, on the alert: now Redis starts on that port
+                servers.append(RedisServer(port=port, workdir=tmp_path).start())
+            return False
+        return any(line.strip() == "no alerts" for line in alerts)
+
+    try:
+        code, restored, seen = run_top(session, down_then_up, b"q", timeout=60)
+    finally:
+        for server in servers:
+            server.stop()
+    assert servers, session.text()  # the alert was on the screen
+    assert code == 0 and restored, seen or session.text()
+    assert "no alerts" in seen

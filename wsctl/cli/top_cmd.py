@@ -73,7 +73,8 @@ def top(
     background SCAN (--scan-rate keys per second) and the header says how old it is.
     Keys: s sort, / filter instances, g robot glob, Enter open, k kick, d drain, u undrain,
     q or Ctrl-C quit. The live screen needs the tui extra (pip install 'wsctl[tui]'; without
-    it: exit 3 and that line). --once prints one snapshot (two reads --interval apart, for
+    it: exit 3 and that line); started while Redis is down, it opens on that alert and fills
+    in once Redis answers. --once prints one snapshot (two reads --interval apart, for
     rates) with no extra: exit 0, 1 when an alert is an error, 3 when Redis fails.
 
     Example: wsctl top --once -o json | jq '.alerts'
@@ -185,15 +186,29 @@ def _print_table(data: dict[str, Any], where: str) -> None:
 
 
 async def _live(settings: Settings, interval: float, scan_rate: int, events: int) -> int:
+    import contextlib
+
     from wsctl.cli.tui.app import TopApp
+    from wsctl.errors import TlsError
     from wsctl.ops.top_collector import Collector
-    from wsctl.redis.factory import connect
+    from wsctl.redis.factory import close_client, connect, make_client
     from wsctl.timezones import resolve_tz
 
     target = resolve_target(settings)
-    # no retries: a refresh against a frozen Redis gives up after one request timeout, says
-    # so on the screen and tries again at the next refresh
-    async with connect(target, socket_timeout=settings.socket_timeout, retries=0) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        # no retries: a refresh against a frozen Redis gives up after one request timeout,
+        # says so on the screen and tries again at the next refresh
+        try:
+            client = await stack.enter_async_context(
+                connect(target, socket_timeout=settings.socket_timeout, retries=0)
+            )
+        except TlsError:
+            raise  # a TLS setting to fix: no refresh will heal it
+        except RedisUnavailable:
+            # Redis down as top starts (the 3 a.m. case): the screen opens on that alert and
+            # fills in once Redis answers, as it does when Redis fails later
+            client = make_client(target, retries=0, socket_timeout=settings.socket_timeout)
+            stack.push_async_callback(close_client, client)
         collector = Collector(
             client,
             keyspace_of(settings),
