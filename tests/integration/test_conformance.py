@@ -192,14 +192,9 @@ async def test_gateways_broken_on_purpose_each_fail_exactly_the_check_that_cover
     assert "1 reply(ies) without it arrived" in seen["reply_without_id"]
     assert seen["no_hop_limit"].endswith("with hops 3")
     assert seen["drain_accepts"] == "the handshake was accepted"
-    # the drop comes 0.1 s after the accept, not in step with the kit: on a busy machine the
-    # kit sees it before its first read of the entry (no entry), before the heartbeat
-    # refreshed the entry (gone with the session), or after it (the socket's end)
-    assert seen["closes_mid_check"] in (
-        "no entry",
-        "the entry is gone",
-        "ended without a close frame from the gateway (1006)",
-    )
+    # the drop comes in place of the entry's first refresh: the kit sees the entry gone with
+    # the session, or (a busy machine delaying its first read past that beat) no entry at all
+    assert seen["closes_mid_check"] in ("no entry", "the entry is gone")
 
 
 async def test_a_gateway_that_hangs_mid_run_fails_the_check_then_the_run_ends_and_cleans_up(

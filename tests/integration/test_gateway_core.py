@@ -17,6 +17,7 @@ from tests.conftest import Backend, open_test_store
 from tests.fleet import wait_for
 from wsctl.config import load_settings
 from wsctl.gateway import core as core_module
+from wsctl.gateway import liveness as liveness_module
 from wsctl.gateway.core import CoreConfig, FleetCore, SendOutcome
 from wsctl.protocol.envelopes import ROBOT_PING, ROBOT_PING_UNSUPPORTED, Envelope, Op, Status
 from wsctl.redis.factory import target_from_settings
@@ -245,7 +246,7 @@ async def test_touch_in_flight_when_the_session_closes_does_not_recreate_its_ent
 async def test_session_closed_between_heartbeat_chunks_is_skipped(
     single: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(core_module, "TOUCH_CHUNK", 1)
+    monkeypatch.setattr(liveness_module, "TOUCH_CHUNK", 1)
     async with running_core(single.env) as core, open_test_store(single) as store:
         first = await core.open_session("c1", FakeSocket())
         second = await core.open_session("c2", FakeSocket())

@@ -28,14 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from wsctl import __version__
 from wsctl.config import DEFAULT_SOCKET_TIMEOUT
 from wsctl.errors import ConfigError, FleetNotRunning, WsctlError
 from wsctl.eventlog.model import EventLimits, EventName
@@ -52,11 +50,11 @@ from wsctl.gateway.control import ControlChannel
 from wsctl.gateway.dedup import RecentPayloads
 from wsctl.gateway.drain import Drainer
 from wsctl.gateway.events import EventSink
+from wsctl.gateway.liveness import HEARTBEAT_DEADLINE, Liveness
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics, close_reason, prometheus_label
 from wsctl.gateway.outbox import Outbox
 from wsctl.gateway.outcomes import SendOutcome, SendResult
 from wsctl.gateway.sending import Sender
-from wsctl.protocol.batch import BATCH_VERSION
 from wsctl.protocol.envelopes import (
     MAX_MESSAGE_BYTES,
     CloseCode,
@@ -73,14 +71,13 @@ from wsctl.protocol.fanout import (
 )
 from wsctl.protocol.rpc import Inbox, inbox_for
 from wsctl.redis.errors import tls_problem
-from wsctl.redis.factory import close_client, is_cluster, is_pool_busy, make_client
+from wsctl.redis.factory import close_client, is_pool_busy, make_client
 from wsctl.redis.pubsub import publish
 from wsctl.redis.target import AsyncClient, Target
-from wsctl.redis.topology import refresh_topology
-from wsctl.registry.instances import InstanceRecord, delete_record, write_record
+from wsctl.registry.instances import delete_record
 from wsctl.registry.keys import Keyspace, validate_id
-from wsctl.registry.model import F_CONN_ID, Registration, format_ts, utcnow
-from wsctl.registry.store import RegistryStore, TouchOutcome
+from wsctl.registry.model import F_CONN_ID, Registration, utcnow
+from wsctl.registry.store import RegistryStore
 from wsctl.tasks import settle_all, wait_within
 
 __all__ = [
@@ -93,7 +90,6 @@ __all__ = [
 
 log = logging.getLogger("wsctl.gateway")
 
-TOUCH_CHUNK = 1000
 LOCK_STRIPES = 256
 # Registrations and disconnect clean-ups at once (connects/disconnects come in storms); with the
 # control slots this stays below redis-py's 100 connections per node.
@@ -103,14 +99,6 @@ SESSION_CONCURRENCY = 40
 CLEANUP_FIRST_DELAY = 0.2
 CLEANUP_MAX_DELAY = 5.0
 CLEANUP_BATCH = 1000
-# A heartbeat pass that takes longer than this is abandoned (and retried): every loop bounded.
-HEARTBEAT_DEADLINE = 60.0
-# /healthz and /metrics' redis_up: a PING answered within PROBE_TIMEOUT seconds, at most one
-# per PROBE_FRESH seconds (a scrape or a load balancer's check each second costs one PING).
-PROBE_TIMEOUT = 2.0
-PROBE_FRESH = 1.0
-# How often the heartbeat loop looks whether the reply inbox was subscribed again (no I/O).
-INBOX_LOOK = 0.25
 NO_STATUS = 1005  # RFC 6455: a close that carried no code (transports report it, never sent)
 
 
@@ -191,9 +179,6 @@ class FleetCore:
         # cancelled (see stop())
         self.finishing = False
         self.started_at = utcnow()
-        # the last Redis probe (/healthz, /metrics): when it ended, and the one in flight
-        self._probed_at = -60.0
-        self._probe: asyncio.Future[bool] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         # batched sends (protocol v2): one worker, in arrival order, and the owner cache
@@ -203,7 +188,6 @@ class FleetCore:
         # control messages seen lately: a copy (a PUBLISH redis-py retried) is dropped
         self.recent = RecentPayloads()
         self._failing: set[str] = set()
-        self._beat_now = asyncio.Event()  # wakes the heartbeat loop before its interval
         # closed sessions whose entry still has to go: conn -> give-up time (monotonic)
         self._cleanup: dict[LocalConn, float] = {}
         # ...of which these are there because a delete failed (counted as retries)
@@ -213,6 +197,8 @@ class FleetCore:
         self.drainer = Drainer(self)
         self.control = ControlChannel(self)
         self.sender = Sender(self)
+        # heartbeats, the liveness record and the Redis probe behind /healthz and redis_up
+        self.liveness = Liveness(self)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -290,7 +276,7 @@ class FleetCore:
         except Exception as exc:  # keep serving; the heartbeat loop retries
             self._redis_failed("start", exc)
         self._tasks = [
-            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self.liveness.run(), name="heartbeat"),
             asyncio.create_task(self.control.run(), name="control"),
             asyncio.create_task(self.batches.run(), name="batches"),
             asyncio.create_task(self.outbox.run(), name="outbox"),
@@ -371,7 +357,7 @@ class FleetCore:
         if where != "control channel":
             if self.redis_ok and where in ("send", "control"):
                 # messages failed: find out soon whether Redis is back (redis_up)
-                self._beat_now.set()
+                self.liveness.beat_soon()
             self.redis_ok = False
 
     def _redis_recovered(self, where: str) -> None:
@@ -384,40 +370,13 @@ class FleetCore:
         return await self.probe_redis()
 
     async def probe_redis(self) -> bool:
-        """Is Redis up: the one fact behind ``/healthz``'s ``redis unavailable`` and
-        ``/metrics``' ``wsctl_gateway_redis_up`` (:attr:`redis_ok`), so the two always agree.
-
-        A PING answered within :data:`PROBE_TIMEOUT` seconds, asked at most once per
-        :data:`PROBE_FRESH` seconds (callers in between, and callers while one is in flight,
-        get its answer): ``redis_ok`` is set from it, as heartbeats and failed calls set it
-        between probes. A busy connection pool says nothing about Redis: ``redis_ok`` is kept.
-        False when the core is not running."""
-        if self._client is None:
-            return False
-        if time.monotonic() - self._probed_at < PROBE_FRESH:
-            return self.redis_ok
-        if self._probe is None or self._probe.done():
-            self._probe = asyncio.ensure_future(self._ping(self._client))
-        # shielded: a caller that gives up (an HTTP client gone) leaves it to the others
-        return await asyncio.shield(self._probe)
-
-    async def _ping(self, client: AsyncClient) -> bool:
-        try:
-            await wait_within(client.ping(), PROBE_TIMEOUT)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # down, frozen or refusing: redis_ok says so (or busy: kept)
-            self._redis_failed("health check", exc)
-        else:
-            self._redis_recovered("health check")
-            self.redis_ok = True
-        finally:
-            self._probed_at = time.monotonic()
-        return self.redis_ok
+        """Is Redis up: :meth:`wsctl.gateway.liveness.Liveness.probe_redis`, the one fact
+        behind ``/healthz`` and ``wsctl_gateway_redis_up``."""
+        return await self.liveness.probe_redis()
 
     async def metrics_answer(self) -> str:
         """What ``/metrics`` serves: :meth:`metrics_text` after :meth:`probe_redis` (so
-        ``wsctl_gateway_redis_up`` is at most :data:`PROBE_FRESH` seconds old and agrees with
+        ``wsctl_gateway_redis_up`` is at most ``PROBE_FRESH`` seconds old and agrees with
         ``/healthz``). Adapters serve it as is."""
         await self.probe_redis()
         return self.metrics_text()
@@ -638,135 +597,19 @@ class FleetCore:
         return True
 
     # ------------------------------------------------------------------ heartbeats
-    async def _heartbeat_loop(self) -> None:
-        interval = self.config.heartbeat_interval
-        delay = interval
-        while not self.finishing:  # not on cancellation alone: see stop()
-            # a beat every interval, or at once when Redis failed elsewhere (a send, the
-            # control channel's work): the beat tells whether it is back, and redis_up says so;
-            # or when a subscription came back (Redis restarted, maybe empty: see resync_soon)
-            await self._until_beat(delay)
-            self._beat_now.clear()
-            if self.finishing:
-                return
-            try:
-                await wait_within(self.heartbeat_once(), HEARTBEAT_DEADLINE)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis failed: counted, logged, retried
-                self._redis_failed("heartbeat", exc)
-                # retry soon (0.2 s doubling), never later than one interval
-                delay = min(interval, max(0.2, delay * 2 if delay < interval else 0.2))
-                if is_cluster(self.client):
-                    # a refresh that fails is retried next beat
-                    with contextlib.suppress(Exception):
-                        await refresh_topology(self.client)
-                continue
-            for where in sorted(self._failing - {"control channel"}):
-                self._redis_recovered(where)  # every part: Redis answers again
-            self.redis_ok = True
-            delay = interval
-
-    def resync_soon(self) -> None:
-        """Beat now: Redis came back from a loss this instance noticed (its control
-        subscription or reply inbox was made again), and a restarted Redis may have lost the
-        registry, so every live session is re-registered at once (fenced, as each heartbeat
-        does: an entry another session holds now is never overwritten) instead of after up
-        to one heartbeat interval in which other instances find no entry."""
-        self._beat_now.set()
-
-    async def _until_beat(self, delay: float) -> None:
-        """Wait ``delay`` seconds, or less: until :meth:`resync_soon` (or a failure elsewhere)
-        asks for a beat, or the reply inbox was subscribed again since the last look."""
-        deadline = time.monotonic() + delay
-        seen = self._inbox.resubscribed if self._inbox is not None else 0
-        while not self._beat_now.is_set() and not self.finishing:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            with contextlib.suppress(TimeoutError):
-                await wait_within(self._beat_now.wait(), min(left, INBOX_LOOK))
-            now = self._inbox.resubscribed if self._inbox is not None else 0
-            if now != seen:
-                return  # the inbox came back: Redis may have restarted empty
-
     async def heartbeat_once(self) -> int:
         """Refresh every live local session's entry (re-registering vanished ones) and the
-        liveness record. Returns how many entries were (re-)registered."""
-        stamp = format_ts(utcnow())
-        reregistered = 0
-        conns = list(self.local)
-        for conn in conns:
-            if not conn.registered and not conn.closed:
-                async with self._lock(conn.robot_id):
-                    current = self.local.get(conn.robot_id) is conn
-                    if current and not conn.closed and not conn.registered:
-                        await self._register(conn)
-                        self.metrics.reregistered += 1
-                        reregistered += 1
-                        self.events.emit(EventName.REREGISTERED, conn.robot_id, conn.conn_id)
-        active = [c for c in conns if c.registered]
-        for start in range(0, len(active), TOUCH_CHUNK):
-            # sessions closed since the snapshot are skipped here...
-            chunk = [c for c in active[start : start + TOUCH_CHUNK] if not c.closed]
-            if not chunk:
-                continue
-            results = await self.store.touch_many(
-                [(c.robot_id, c.conn_id, stamp, c.registration) for c in chunk]
-            )
-            for conn, result in zip(chunk, results, strict=True):
-                if result is TouchOutcome.REREGISTERED:
-                    if conn.closed:
-                        # ...and one that closed while the batch was in flight, whose fenced
-                        # delete ran before our TOUCH re-created it, is deleted again
-                        self.metrics.closed_entries_recreated += 1
-                        self._queue_cleanup(conn)
-                    else:
-                        self.metrics.reregistered += 1
-                        reregistered += 1
-                        self.events.emit(
-                            EventName.REREGISTERED, conn.robot_id, conn.conn_id, entry="vanished"
-                        )
-                elif result is TouchOutcome.SUPERSEDED and self._drop(conn):
-                    self.metrics.connections_superseded += 1
-                    self.events.emit(
-                        EventName.SUPERSEDED, conn.robot_id, conn.conn_id, by="registry"
-                    )
-                    self._spawn(
-                        self._close_socket(
-                            conn, CloseCode.SUPERSEDED, "superseded by a newer connection"
-                        )
-                    )
-        await self.write_liveness(stamp)
-        return reregistered
+        liveness record (:meth:`wsctl.gateway.liveness.Liveness.beat`). Returns how many
+        entries were (re-)registered."""
+        return await self.liveness.beat()
+
+    def resync_soon(self) -> None:
+        """Beat now (:meth:`wsctl.gateway.liveness.Liveness.resync_soon`)."""
+        self.liveness.resync_soon()
 
     async def write_liveness(self, stamp: str | None = None) -> None:
-        """Write the instance's liveness record (every heartbeat, and when draining changes),
-        with its counters so far (``wsctl top`` reads rates from Redis alone)."""
-        m = self.metrics
-        record = InstanceRecord(
-            instance_id=self.instance_id,
-            host=self.config.host,
-            port=self.config.port,
-            pid=os.getpid(),
-            ws_url=self.config.ws_url,
-            started_at=format_ts(self.started_at),
-            last_seen=stamp or format_ts(utcnow()),
-            version=__version__,
-            connections=len(self.local),
-            protocol=BATCH_VERSION,
-            draining=self.draining,
-            heartbeat_interval=self.config.heartbeat_interval,
-            messages_delivered=m.messages_delivered,
-            messages_forwarded=m.messages_forwarded,
-            messages_failed=m.messages_failed,
-            connections_opened=m.connections_opened,
-            connections_closed=m.connections_closed,
-            redis_errors=m.redis_errors,
-            # from a heartbeat (``stamp``): its batch just went through
-            redis_up=stamp is not None or self.redis_ok,
-        )
-        await write_record(self.client, self.keys, record, ttl=self.config.timeout)
+        """Write the instance's liveness record (every heartbeat, and when draining changes)."""
+        await self.liveness.write_liveness(stamp)
 
     # ------------------------------------------------------------------ control channel
     async def handle_control(self, data: str | bytes) -> None:
