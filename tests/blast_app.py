@@ -73,3 +73,25 @@ async def send_many(body: dict[str, Any]) -> dict[str, Any]:
         "summary": result.summary.as_dict(),
         "streamed": len(seen),
     }
+
+
+@app.post("/test/fill")
+async def fill(body: dict[str, Any]) -> dict[str, Any]:
+    """``count`` messages of ``size`` characters to one ``robot``, ``in_flight`` at once, through
+    ``fleet.publish`` (``mode`` ``publish``, the default) or ``fleet.send``: the outcome
+    counts, a reason per outcome and the seconds it took."""
+    call = fleet.send if body.get("mode") == "send" else fleet.publish
+    text = "z" * int(body["size"])
+    timeout = float(body.get("timeout", 5.0))
+    count, chunk = int(body["count"]), int(body.get("in_flight", 20))
+    started = time.perf_counter()
+    results = []
+    for start in range(0, count, chunk):  # in chunks: Redis's pub/sub buffer limit is 8 MiB
+        results += await asyncio.gather(
+            *(call(body["robot"], text, timeout=timeout) for _ in range(min(chunk, count - start)))
+        )
+    return {
+        "outcomes": dict(collections.Counter(r.outcome.value for r in results)),
+        "reasons": {r.outcome.value: r.reason for r in results if r.reason},
+        "seconds": time.perf_counter() - started,
+    }

@@ -22,6 +22,7 @@ no ping, so a robot ping (``doctor ROBOT``) is reported as unsupported, not fail
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import logging
@@ -45,14 +46,17 @@ from wsctl.gateway.admission import (
     refusal,
 )
 from wsctl.gateway.args import check_filter
+from wsctl.gateway.batching import SharedText
 from wsctl.gateway.core import CoreConfig, FleetCore, SendResult
 from wsctl.gateway.identity import instance_id_for
-from wsctl.gateway.local import LocalConnections, Metrics
+from wsctl.gateway.local import LocalConn, LocalConnections, Metrics, close_reason
+from wsctl.gateway.outbound import CLOSE_WAIT, OutboundQueue
 from wsctl.protocol.fanout import FanoutResult, RobotOutcome, Selection, registry_selection
 from wsctl.redis.factory import target_from_settings
 from wsctl.redis.target import Target
 from wsctl.registry.keys import Keyspace, validate_id
 from wsctl.system import tune_gc
+from wsctl.tasks import wait_within
 
 __all__ = ["Fleet", "StarletteSocket"]
 
@@ -65,22 +69,73 @@ OnDisconnect = Callable[[str], Awaitable[None] | None]
 
 
 class StarletteSocket:
-    """A Starlette ``WebSocket`` as the core's ``RobotSocket``: no ``ping``."""
+    """A Starlette ``WebSocket`` as the core's ``RobotSocket``: no ``ping``; writes go
+    through a per-connection :class:`~wsctl.gateway.outbound.OutboundQueue` (ASGI has no
+    write that does not wait), so a robot that stops reading delays nobody else's messages
+    and is closed as a slow consumer (:mod:`wsctl.gateway.outbound`)."""
 
-    __slots__ = ("ws",)
+    __slots__ = ("_ended", "out", "ws")
 
     def __init__(self, ws: WebSocket) -> None:
         self.ws = ws
+        self.out = OutboundQueue(ws.send_text, self._close_slow)
+        # set when a slow consumer could not be closed in time: the session's receive then
+        # answers a disconnect, so the session ends here whatever the server does with the
+        # connection (an ASGI server waits for its write buffer to drain before closing)
+        self._ended: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        receive = ws._receive
+
+        async def receive_or_ended() -> Any:
+            if self._ended.done():
+                return self._ended.result()
+            frame = asyncio.ensure_future(receive())
+            await asyncio.wait((frame, self._ended), return_when=asyncio.FIRST_COMPLETED)
+            if frame.done():
+                return frame.result()
+            frame.cancel()
+            return self._ended.result()
+
+        ws._receive = receive_or_ended
+
+    def attach(self, conn: LocalConn) -> None:
+        """Its session: a slow-consumer close is recorded on it (the event log's reason)."""
+
+        def record(code: int, reason: str) -> None:
+            conn.sent_close = (code, close_reason(reason))
+
+        self.out.on_slow = record
 
     async def send_text(self, text: str) -> None:
-        """Send one text frame to the robot."""
-        await self.ws.send_text(text)
+        """Queue one text frame for the robot, behind what waits for it (never waits)."""
+        self.out.put((OutboundQueue.payload(text),))
+
+    def send_texts_nowait(self, payloads: list[SharedText]) -> None:
+        """Queue text frames for the robot, in order, without waiting."""
+        self.out.put(payloads)
 
     async def close(self, code: int, reason: str) -> None:
-        """Close with ``code`` and ``reason`` unless the socket is already disconnected
-        (Starlette raises on a second close)."""
+        """Close with ``code`` and ``reason`` once what is queued is written (at most about a
+        second: a kick's last messages go first), unless the socket is already disconnected."""
+        await self.out.flushed()
+        await self._close_now(code, reason)
+
+    async def _close_now(self, code: int, reason: str) -> None:
+        # Starlette raises on a second close
         if self.ws.application_state is not WebSocketState.DISCONNECTED:
             await self.ws.close(code, reason)
+
+    async def _close_slow(self, code: int, reason: str) -> None:
+        """Close a slow consumer: the close frame waits behind what it does not read (ASGI
+        servers wait for their write buffer to drain), so after CLOSE_WAIT seconds the session
+        ends here anyway (its receive answers a disconnect with ``code`` and ``reason``) and
+        the connection is left to the server."""
+        try:
+            await wait_within(self._close_now(code, reason), CLOSE_WAIT)
+        except Exception:  # it does not read: no close handshake to wait for
+            if not self._ended.done():
+                self._ended.set_result(
+                    {"type": "websocket.disconnect", "code": code, "reason": reason}
+                )
 
 
 class Fleet:

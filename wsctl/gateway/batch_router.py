@@ -42,6 +42,7 @@ from wsctl.eventlog.model import EventName
 from wsctl.gateway.batching import OwnerCache, SharedText, route_items
 from wsctl.gateway.events import EventSink
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
+from wsctl.gateway.outbound import SlowConsumer
 from wsctl.gateway.routing import LocalSocket
 from wsctl.protocol.batch import (
     BATCH_VERSION,
@@ -194,20 +195,19 @@ class BatchRouter:
 
     # ------------------------------------------------------------------ local writes
     async def _write(self, conn: LocalConn, payloads: list[SharedText]) -> None:
-        """Write ``payloads`` to ``conn``'s socket, in order: at once, without awaiting, where
-        the transport can (``send_texts_nowait``: one write, frames shared between sockets),
-        else awaiting ``send_text`` per payload. Raises when the socket is gone."""
+        """Hand ``payloads`` to ``conn``'s socket, in order, without waiting for the robot
+        where the socket can (``send_texts_nowait``: the websockets write buffer, or the
+        FastAPI adapter's outbound queue; :mod:`wsctl.gateway.outbound`), else awaiting
+        ``send_text`` per payload (a transport of one's own without a write that does not
+        wait). Raises when the socket is gone, and
+        :class:`~wsctl.gateway.outbound.SlowConsumer` when the robot does not read (closed)."""
         sock = conn.sock
         many: Callable[[list[SharedText]], None] | None = getattr(sock, "send_texts_nowait", None)
         if many is not None:
             many(payloads)
             return
-        one: Callable[[bytes], None] | None = getattr(sock, "send_text_nowait", None)
         for payload in payloads:
-            if one is not None:
-                one(payload.data)
-            else:
-                await sock.send_text(payload.text)
+            await sock.send_text(payload.text)
 
     async def _deliver_local(
         self, batch: Batch, delivered: list[str], failed: list[Outcome]
@@ -247,8 +247,12 @@ class BatchRouter:
         for robot_id, (conn, ids, payloads) in writes.items():
             try:
                 await self._write(conn, payloads)
-            except asyncio.CancelledError:
-                raise
+            except SlowConsumer as exc:  # closed: its items are not delivered, nor routed on
+                if core._drop(conn):
+                    await core._remove_entry(conn)
+                self.owners.invalidate((robot_id,))
+                failed.extend(Outcome(ident, Status.NOT_CONNECTED, exc.reason) for ident in ids)
+                continue
             except Exception as exc:  # any failure of a robot's socket makes it a dead one
                 log.debug("write to %s failed: %r", robot_id, exc)
                 if core._drop(conn):

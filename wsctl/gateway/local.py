@@ -38,6 +38,13 @@ class LocalConn:
     registration: dict[str, str] = field(default_factory=dict)
     sent_close: tuple[int, str] | None = None
 
+    def __post_init__(self) -> None:
+        # a socket that closes itself (a slow consumer, wsctl.gateway.outbound) records the
+        # close on its session, for the event log
+        attach = getattr(self.sock, "attach", None)
+        if attach is not None:
+            attach(self)
+
 
 class LocalConnections:
     """robot_id -> the newest local session. Older sessions of the same robot are closed."""

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from wsctl.gateway.batch_router import BatchRouter
 from wsctl.gateway.drain import Drainer
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
+from wsctl.gateway.outbound import SlowConsumer
 from wsctl.gateway.outbox import Outbox
 from wsctl.gateway.outcomes import SendOutcome, SendResult
 from wsctl.gateway.routing import Decision, LocalSocket, Route, decide
@@ -112,6 +113,11 @@ class Sender:
                     status=Status.REJECTED,
                     reason=f"message not sendable: {exc}"[:200],
                 )
+            except SlowConsumer as exc:  # closed: the message is not delivered, nor routed on
+                if self.core._drop(conn):
+                    await self.core._remove_entry(conn)
+                self.core.batches.owners.invalidate((robot_id,))
+                return Decision(Route.NOT_CONNECTED, status=Status.NOT_CONNECTED, reason=exc.reason)
             except Exception as exc:
                 # the local socket is dead: clean it, then consult the registry again
                 log.debug("send to %s failed, socket dropped: %r", robot_id, exc)
@@ -317,6 +323,12 @@ class Sender:
             self.core.metrics.messages_failed += 1
             reason = f"message not sendable: {exc}"[:200]
             return SendResult(SendOutcome.REJECTED, robot_id, here, reason)
+        except SlowConsumer as exc:  # closed: the message is not delivered, nor routed on
+            if self.core._drop(conn):
+                await self.core._remove_entry_surely(conn)
+            self.core.batches.owners.invalidate((robot_id,))
+            self.core.metrics.messages_failed += 1
+            return SendResult(SendOutcome.NOT_CONNECTED, robot_id, here, exc.reason)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the local socket is dead: clean it, then route the message

@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import serve
-from websockets.protocol import State
 
 from wsctl.config import DEFAULT_SOCKET_TIMEOUT
 from wsctl.eventlog.model import EventLimits
@@ -32,7 +31,8 @@ from wsctl.gateway.admission import (
 from wsctl.gateway.batching import SharedText
 from wsctl.gateway.core import CoreConfig, FleetCore
 from wsctl.gateway.identity import instance_id_for
-from wsctl.gateway.local import LocalConnections, Metrics
+from wsctl.gateway.local import LocalConn, LocalConnections, Metrics, close_reason
+from wsctl.gateway.outbound import OUTBOUND_BYTES, SLOW_CONSUMER_CODE, SlowConsumer, slow_reason
 from wsctl.gateway.wsframes import write_texts
 from wsctl.protocol.envelopes import CloseCode
 from wsctl.redis.target import AsyncClient, Target
@@ -69,34 +69,53 @@ class GatewayConfig:
 
 
 class WebsocketsSocket:
-    """A ``websockets`` server connection as the core's :class:`RobotSocket` (with ping)."""
+    """A ``websockets`` server connection as the core's :class:`RobotSocket` (with ping).
+    Writes never wait: frames go into the connection's write buffer at once, in order; a
+    robot with more than :data:`~wsctl.gateway.outbound.OUTBOUND_BYTES` unread is closed as
+    a slow consumer (:mod:`wsctl.gateway.outbound`), and keepalive pings close one that stops
+    answering."""
 
-    __slots__ = ("ws",)
+    __slots__ = ("_closing", "conn", "max_bytes", "ws")
 
-    def __init__(self, ws: Any) -> None:
+    def __init__(self, ws: Any, max_bytes: int = OUTBOUND_BYTES) -> None:
         self.ws = ws
+        self.max_bytes = max_bytes
+        self.conn: LocalConn | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    def attach(self, conn: LocalConn) -> None:
+        """Its session: a slow-consumer close is recorded on it (the event log's reason)."""
+        self.conn = conn
 
     async def send_text(self, text: str) -> None:
-        """Send one text frame, waiting while the write buffer is full (backpressure)."""
-        await self.ws.send(text)
-
-    def send_text_nowait(self, data: bytes) -> None:
-        """Write one text frame of UTF-8 ``data`` now, without waiting for the buffer to drain:
-        what ``websockets.broadcast()`` does per connection (one encoding shared by every
-        socket it goes to), but a socket that is not open is an error, not silently skipped.
-        No backpressure: keepalive pings close a robot that stops reading."""
-        ws = self.ws
-        if ws.protocol.state is not State.OPEN:
-            raise ConnectionError("socket not open")
-        if ws.send_in_progress is not None:
-            raise ConnectionError("a fragmented message is being sent")
-        ws.protocol.send_text(data)
-        ws.send_data()
+        """Write one text frame now, behind what waits for the robot (never waits)."""
+        self.send_texts_nowait([SharedText(text, text.encode("utf-8"))])
 
     def send_texts_nowait(self, payloads: list[SharedText]) -> None:
         """Write text frames now, in one write, each payload framed once for every socket it
-        goes to (:func:`wsctl.gateway.wsframes.write_texts`)."""
+        goes to (:func:`wsctl.gateway.wsframes.write_texts`). Raises
+        :class:`~wsctl.gateway.outbound.SlowConsumer` (nothing written, the robot closed) when
+        the write buffer would hold more than ``max_bytes``."""
+        if self._closing is not None:
+            raise SlowConsumer("slow consumer: closed")
+        transport = getattr(self.ws, "transport", None)
+        if transport is not None:
+            buffered = transport.get_write_buffer_size()
+            size = buffered + sum(len(p.data) for p in payloads)
+            if size > self.max_bytes:
+                reason = slow_reason(size)
+                self._slow(reason)
+                raise SlowConsumer(reason)
         write_texts(self.ws, payloads)
+
+    def _slow(self, reason: str) -> None:
+        """Close the robot as a slow consumer (the handshake is bounded by close_timeout)."""
+        log.info("closing a slow consumer: %s", reason)
+        if self.conn is not None:
+            self.conn.sent_close = (SLOW_CONSUMER_CODE, close_reason(reason))
+        self._closing = asyncio.get_running_loop().create_task(
+            self.close(SLOW_CONSUMER_CODE, close_reason(reason))
+        )
 
     async def close(self, code: int, reason: str) -> None:
         """Close the connection with ``code`` and ``reason`` (the close handshake)."""

@@ -1,0 +1,71 @@
+"""A robot that stops reading (a slow consumer) on a FastAPI instance: it never delays the
+other robots' messages, and is closed with 1008 "slow consumer" once too much waits for it.
+Two real uvicorn instances of the blast app, real Redis, a raw TCP robot that never reads."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from tests.blast_fleet import blast_fleet
+from tests.conftest import Backend, ainvoke, open_test_store
+from tests.fleet import wait_for
+from wsctl.gateway.outbound import SLOW_CONSUMER_CODE
+
+
+def _stuck_robot(port: int, robot_id: str) -> socket.socket:
+    """A robot that completes the WebSocket handshake, then never reads (a tiny receive
+    buffer, so the instance's writes to it soon wait)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /ws/{robot_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    answer = sock.recv(12)
+    assert answer.startswith(b"HTTP/1.1 101"), answer
+    return sock
+
+
+async def _last_close(backend: Backend, robot_id: str) -> dict[str, object] | None:
+    res = await ainvoke(["history", robot_id, "-o", "json"], env=backend.env)
+    events = [e for e in json.loads(res.out or "[]") if e["event"] == "disconnected"]
+    return events[-1]["detail"] if events else None
+
+
+async def test_a_robot_that_stops_reading_never_delays_other_robots_sends(
+    single: Backend, tmp_path: Path
+) -> None:
+    """App code on A fills a robot on B that never reads with 300 messages of 64 KiB (19 MiB); while it
+    does, and after, sends from A to the healthy robots (on A and on B) are all delivered within
+    their timeout, and the stuck robot is closed with 1008 "slow consumer" (event log)."""
+    async with blast_fleet(single, tmp_path) as fleet, open_test_store(single) as store:
+        stuck = await asyncio.to_thread(_stuck_robot, fleet.other.port, "stuck-b")
+        try:
+            await wait_for(lambda: store.get("stuck-b"), timeout=10)
+            body = {"robot": "stuck-b", "count": 300, "size": 65536, "timeout": 3}
+            filling = asyncio.create_task(asyncio.to_thread(fleet.post, "/test/fill", body))
+            await asyncio.sleep(0.3)
+            for _ in range(3):  # bounded: three blasts while and after the stuck robot fills
+                started = time.monotonic()
+                result = await asyncio.to_thread(fleet.blast, 300, 100, "send", 3.0)
+                assert result["outcomes"] == {"delivered": 300}, result
+                assert time.monotonic() - started < 10, result
+            filled = await filling
+            assert set(filled["outcomes"]) <= {"published", "not_connected"}, filled
+            await wait_for(lambda: _last_close(single, "stuck-b"), timeout=20, interval=0.3)
+            detail = await _last_close(single, "stuck-b")
+            assert detail is not None
+            assert detail["code"] == SLOW_CONSUMER_CODE, detail
+            assert str(detail["reason"]).startswith("slow consumer"), detail
+            assert await store.get("stuck-b") is None
+        finally:
+            stuck.close()

@@ -1,0 +1,88 @@
+"""The per-connection outbound queue (wsctl.gateway.outbound): order, bounds, the stall rule."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from wsctl.gateway.outbound import SLOW_CONSUMER_CODE, OutboundQueue, SlowConsumer
+
+
+class _Socket:
+    """A socket whose writes wait while ``open`` is clear; what it wrote and how it closed."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.open.set()
+        self.written: list[str] = []
+        self.closed: list[tuple[int, str]] = []
+
+    async def write(self, text: str) -> None:
+        await self.open.wait()
+        self.written.append(text)
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed.append((code, reason))
+
+
+async def test_messages_are_written_in_the_order_they_were_taken() -> None:
+    sock = _Socket()
+    out = OutboundQueue(sock.write, sock.close)
+    for n in range(50):
+        out.put([OutboundQueue.payload(str(n))])
+    await out.flushed()
+    assert sock.written == [str(n) for n in range(50)]
+    assert out.queued_bytes == 0 and len(out) == 0
+
+
+async def test_a_robot_over_the_byte_bound_is_closed_and_the_message_not_taken() -> None:
+    sock = _Socket()
+    sock.open.clear()  # the robot does not read
+    out = OutboundQueue(sock.write, sock.close, max_bytes=100)
+    out.put([OutboundQueue.payload("x" * 60)])
+    with pytest.raises(SlowConsumer, match=r"^slow consumer"):
+        out.put([OutboundQueue.payload("y" * 60)])
+    await asyncio.sleep(0.01)
+    assert sock.closed and sock.closed[0][0] == SLOW_CONSUMER_CODE
+    with pytest.raises(SlowConsumer):  # and nothing is taken after
+        out.put([OutboundQueue.payload("z")])
+
+
+async def test_a_robot_over_the_message_bound_is_a_slow_consumer() -> None:
+    sock = _Socket()
+    sock.open.clear()
+    out = OutboundQueue(sock.write, sock.close, max_messages=3)
+    out.put([OutboundQueue.payload(str(n)) for n in range(3)])
+    with pytest.raises(SlowConsumer):
+        out.put([OutboundQueue.payload("3")])
+
+
+async def test_a_write_that_stalls_past_the_limit_closes_the_robot_and_records_why() -> None:
+    sock = _Socket()
+    sock.open.clear()
+    out = OutboundQueue(sock.write, sock.close, stall=0.05)
+    recorded: list[tuple[int, str]] = []
+    out.on_slow = lambda code, reason: recorded.append((code, reason))
+    out.put([OutboundQueue.payload("stuck")])
+    for _ in range(100):  # bounded: 1 s at most
+        if sock.closed:
+            break
+        await asyncio.sleep(0.01)
+    assert recorded and recorded[0][0] == SLOW_CONSUMER_CODE
+    assert recorded[0][1].startswith("slow consumer")
+    assert sock.closed == recorded
+    assert out.failed is not None and len(out) == 0
+
+
+async def test_a_robot_that_reads_slowly_but_steadily_is_not_closed() -> None:
+    sock = _Socket()
+
+    async def slow_write(text: str) -> None:
+        await asyncio.sleep(0.01)
+        sock.written.append(text)
+
+    out = OutboundQueue(slow_write, sock.close, stall=0.2)
+    out.put([OutboundQueue.payload(str(n)) for n in range(40)])  # 0.4 s in all
+    await out.flushed(timeout=2)
+    assert len(sock.written) == 40 and not sock.closed and out.failed is None
