@@ -22,7 +22,8 @@ raise_fd_limit()  # a stress run puts 1,000 robots on each instance
 async def blast(body: dict[str, Any]) -> dict[str, Any]:
     """Send ``count`` messages numbered from ``first`` (default 0), message ``n`` to
     ``robots[n % len(robots)]``, each carrying ``{"n": n, "t": send time}``, ``in_flight`` at once (``mode`` ``send`` or ``publish``);
-    answer the outcome counts, a few reasons, the time taken and the outbox's batches."""
+    answer the outcome counts, a few reasons, the time taken and the outbox's batches (and,
+    with ``detail``, each message's outcome and reason)."""
     robots: list[str] = body["robots"]
     count = int(body["count"])
     first = int(body.get("first", 0))
@@ -33,10 +34,14 @@ async def blast(body: dict[str, Any]) -> dict[str, Any]:
     reasons: dict[str, str] = {}
     batches_before = fleet.core.outbox.batches_sent
 
+    detail: list[tuple[int, str, str | None]] = []
+
     async def one(n: int) -> None:
         text = json.dumps({"n": n, "t": time.time()})
         result = await call(robots[n % len(robots)], text, timeout=timeout)
         outcomes[result.outcome.value] += 1
+        if body.get("detail"):
+            detail.append((n, result.outcome.value, result.reason))
         if result.reason and result.outcome.value not in reasons:
             reasons[result.outcome.value] = result.reason
 
@@ -49,6 +54,7 @@ async def blast(body: dict[str, Any]) -> dict[str, Any]:
         "reasons": reasons,
         "seconds": time.perf_counter() - started,
         "batches": fleet.core.outbox.batches_sent - batches_before,
+        "detail": detail,  # (n, outcome, reason) per message, when asked for
     }
 
 
@@ -95,3 +101,29 @@ async def fill(body: dict[str, Any]) -> dict[str, Any]:
         "reasons": {r.outcome.value: r.reason for r in results if r.reason},
         "seconds": time.perf_counter() - started,
     }
+
+
+@app.post("/test/interleave")
+async def interleave(body: dict[str, Any]) -> dict[str, Any]:
+    """Per robot and round, ``send(n)``, ``send_many([robot], n + 1)`` and ``send(n + 2)``,
+    started in that order, every call of every robot and round at once (one gather); numbered
+    from ``first``. Answers the outcome counts and a few reasons."""
+    robots: list[str] = body["robots"]
+    timeout = float(body.get("timeout", 5.0))
+    n = int(body.get("first", 0))
+    calls: list[Any] = []
+    for _ in range(int(body["rounds"])):
+        for robot_id in robots:
+            calls.append(fleet.send(robot_id, json.dumps({"n": n}), timeout=timeout))
+            calls.append(fleet.send_many([robot_id], json.dumps({"n": n + 1}), timeout=timeout))
+            calls.append(fleet.send(robot_id, json.dumps({"n": n + 2}), timeout=timeout))
+            n += 3
+    outcomes: collections.Counter[str] = collections.Counter()
+    reasons: dict[str, str] = {}
+    for result in await asyncio.gather(*calls):
+        found = result.outcomes if hasattr(result, "outcomes") else [result]
+        for one in found:
+            outcomes[one.outcome.value] += 1
+            if one.reason:
+                reasons.setdefault(one.outcome.value, one.reason)
+    return {"outcomes": dict(outcomes), "reasons": reasons, "sent": n}

@@ -7,6 +7,7 @@ stays within the targets of issue #20 (connections opened, commands per forwarde
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,21 @@ async def test_issue_20s_workload_2000_robots_20000_messages_arrive_without_an_e
             f"\n[stress] {mode} {in_flight} in flight: {count} in {result['seconds']:.2f}s "
             f"({count / result['seconds']:.0f} msg/s from app code), {result['batches']} batches"
         )
+
+
+async def test_send_many_keeps_each_robots_order_with_send_and_publish(
+    single: Backend, tmp_path: Path
+) -> None:
+    """Per robot, send(n), send_many([robot], n + 1) and send(n + 2) started in that order,
+    all at once for 60 robots on two instances and 10 rounds: every message delivered, and
+    each robot receives its messages in that order (send_many used to overtake send)."""
+    async with blast_fleet(single, tmp_path) as fleet:
+        rounds = 10
+        body = {"robots": fleet.robots, "rounds": rounds, "timeout": 10}
+        result = await asyncio.to_thread(fleet.post, "/test/interleave", body)
+        total = 3 * rounds * len(fleet.robots)
+        assert result["outcomes"] == {"delivered": total}, result
+        await wait_for(lambda: fleet.total() >= total, timeout=10)
+        for robot_id in fleet.robots:
+            got = [json.loads(frame)["n"] for frame in fleet.received[robot_id]]
+            assert len(got) == 3 * rounds and got == sorted(got), (robot_id, got)

@@ -10,10 +10,12 @@ import time
 from typing import Any
 
 from wsctl.gateway.batch_router import Routed
+from wsctl.gateway.local import LocalConnections
 from wsctl.gateway.outbox import SWEEP_EVERY, Outbox
 from wsctl.gateway.outcomes import SendOutcome
 from wsctl.protocol.batch import Batch, BatchReply
 from wsctl.protocol.envelopes import Hop
+from wsctl.redis.target import Target
 
 
 class FakeInbox:
@@ -65,6 +67,8 @@ class FakeRouter:
 
 class FakeCore:
     instance_id = "gw-a"
+    target = Target("tcp", port=1, password="s3cret")
+    local = LocalConnections()
 
     def __init__(self) -> None:
         self._inbox = FakeInbox()
@@ -143,13 +147,60 @@ async def test_a_send_still_queued_at_its_deadline_times_out_and_is_never_sent()
         await asyncio.sleep(0.01)
         late = await outbox.send("r2", "queued", 0.05)
         assert late.outcome is SendOutcome.TIMEOUT
-        assert late.reason == "not handed to Redis within 0.05s"
+        assert late.reason == "not sent within 0.05s: withdrawn, never sent"
         core.batches.hold.set()
         assert (await first).outcome is SendOutcome.DELIVERED
         await outbox.send("r3", "next", 5.0)
         sent = [b.text(i) for _, b in core.batches.batches for i in b.items]
         assert sent == ["stuck", "next"]  # the timed-out one never left
         assert not outbox.holds("r2")
+    finally:
+        task.cancel()
+
+
+async def test_a_send_being_handed_to_redis_at_its_deadline_says_it_may_still_arrive() -> None:
+    """Not "not handed to Redis": its PUBLISH may have gone out (Redis frozen, then resumed)."""
+    core = FakeCore()
+    core.batches.hold = asyncio.Event()  # the flush's Redis call does not return
+    outbox = Outbox(core, linger=0.0)
+    task = await _running(outbox)
+    try:
+        result = await outbox.send("r1", "maybe", 0.05)
+        assert result.outcome is SendOutcome.TIMEOUT
+        assert (
+            result.reason == "no outcome within 0.05s: being handed to Redis, it may still arrive"
+        )
+        core.batches.hold.set()
+    finally:
+        task.cancel()
+
+
+class RefusedInbox(FakeInbox):
+    """Redis refuses connections: the inbox cannot subscribe, and says so at once."""
+
+    subscribed = False
+    refused: BaseException | None = ConnectionError("Error 111 connecting to :s3cret@host")
+
+    async def wait_ready(self, timeout: float) -> bool:
+        return False
+
+
+async def test_a_send_fails_at_once_when_redis_refuses_and_does_not_hold_up_a_publish() -> None:
+    core = FakeCore()
+    core._inbox = RefusedInbox()
+    outbox = Outbox(core, linger=0.0)
+    task = await _running(outbox)
+    try:
+        started = time.monotonic()
+        sent, published = await asyncio.gather(
+            outbox.send("r1", "m", 10.0), outbox.send("r2", "m", 10.0, ack=False)
+        )
+        assert time.monotonic() - started < 1.0
+        assert sent.outcome is SendOutcome.ERROR
+        assert sent.reason is not None and sent.reason.startswith("Redis unavailable: ")
+        assert "s3cret" not in sent.reason
+        assert published.outcome is SendOutcome.PUBLISHED  # routed on its own
+        assert [b.text(i) for _, b in core.batches.batches for i in b.items] == ["m"]
     finally:
         task.cancel()
 

@@ -43,6 +43,7 @@ from wsctl.gateway.batching import OwnerCache, SharedText, route_items
 from wsctl.gateway.events import EventSink
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
 from wsctl.gateway.outbound import SlowConsumer
+from wsctl.gateway.outcomes import is_redis_failure, redis_reason
 from wsctl.gateway.routing import LocalSocket
 from wsctl.protocol.batch import (
     BATCH_VERSION,
@@ -415,11 +416,15 @@ class BatchRouter:
                 again, answer = False, None
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # a Redis failure part-way: counted, the rest is an error
-            core._redis_failed("control", exc)
+        except Exception as exc:  # a failure part-way: what is not answered is an error
+            if is_redis_failure(exc):  # counted as a Redis failure only when it is one
+                core._redis_failed("control", exc)
+                reason = redis_reason(core.target.scrub(str(exc)))
+            else:
+                log.exception("routing batch %s failed", batch.id[:8])
+                reason = f"internal error: {type(exc).__name__}"
             answered = {*routed.delivered, *(o.id for o in routed.failed)}
             answered.update(ident for ident, _ in routed.forwarded)
-            reason = core.target.scrub(str(exc))[:200]
             routed.failed.extend(
                 Outcome(i.id, Status.ERROR, reason) for i in batch.items if i.id not in answered
             )

@@ -12,8 +12,10 @@ batched too, while a send after a quiet spell leaves at once. Flushes run one af
 each robot's messages keep their order. Owners answer the forwarded items to the instance's
 reply inbox (:class:`~wsctl.protocol.rpc.Inbox`), item by item.
 
-Every send ends with an outcome within its timeout, whatever Redis does: an item still queued
-or unanswered at its deadline is ``timeout`` (and is not sent later, if it was not yet).
+Every send ends with an outcome within its timeout, whatever Redis does: ``timeout`` at its
+deadline, with a reason that says which: still queued (withdrawn: never sent later), being
+handed to Redis (it may still arrive), or forwarded and not answered. When Redis refuses
+connections, sends fail at once (``error``) instead of waiting for the reply inbox.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from wsctl.gateway.batch_router import BatchRouter, Routed
-from wsctl.gateway.outcomes import SendOutcome, SendResult
+from wsctl.gateway.local import LocalConnections
+from wsctl.gateway.outcomes import SendOutcome, SendResult, redis_reason
 from wsctl.protocol.batch import BATCH_BYTES, Batch, BatchReply, Item
 from wsctl.protocol.envelopes import Reply, Status, utf8_size
 from wsctl.protocol.rpc import Inbox
+from wsctl.redis.target import Target
 from wsctl.tasks import wait_within
 
 __all__ = ["BATCH_ITEMS", "LINGER", "PUBLISH_ITEMS", "Outbox"]
@@ -58,6 +62,11 @@ LINGER = 0.002
 SWEEP_EVERY = 1.0
 # How long a flush waits for the reply inbox to be subscribed before it sends anyway.
 INBOX_WAIT = 5.0
+# The reasons of a send that timed out before an owner took it: still queued at its deadline
+# (then never sent: safe to retry), or being handed to Redis (it may still arrive: a retry may
+# deliver it twice).
+WITHDRAWN_REASON = "not sent within {timeout:g}s: withdrawn, never sent"
+TAKEN_REASON = "no outcome within {timeout:g}s: being handed to Redis, it may still arrive"
 # Per item, what its envelope adds to the message's own bytes (ids, JSON punctuation).
 ITEM_OVERHEAD = 40
 
@@ -67,6 +76,8 @@ class Core(Protocol):
 
     instance_id: str
     batches: BatchRouter
+    target: Target
+    local: LocalConnections
 
     @property
     def inbox(self) -> Inbox:
@@ -82,7 +93,9 @@ class _Send:
     ack: bool  # send() waits for the owner's answer; publish() only for the hand-over
     future: asyncio.Future[SendResult]
     size: int
+    deadline: float  # loop time
     owner: str = ""  # the instance it was forwarded to, once it was
+    taken: bool = False  # being routed: from now on it may reach the robot, whatever comes
 
 
 @dataclass(eq=False)
@@ -133,26 +146,37 @@ class Outbox:
         """Queue ``text`` for ``robot_id`` and wait for its outcome: the owner's answer
         (``ack``), or only its hand-over to Redis (``published``), for at most ``timeout``
         seconds (then ``timeout``)."""
+        future = self.submit(robot_id, text, timeout, ack=ack)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            future.cancel()  # never sent, if it is still queued
+            raise
+
+    def submit(
+        self, robot_id: str, text: str, timeout: float, *, ack: bool = True
+    ) -> asyncio.Future[SendResult]:
+        """Queue ``text`` for ``robot_id`` now (no await: messages submitted one after another
+        leave in that order) and return the future of its outcome, settled within
+        ``timeout`` seconds. Cancelling the future withdraws the message if still queued."""
         loop = asyncio.get_running_loop()
+        future: asyncio.Future[SendResult] = loop.create_future()
         here = (self.core.instance_id,)
         if self.closed:
-            return SendResult(SendOutcome.ERROR, robot_id, here, "the instance is stopping")
-        future: asyncio.Future[SendResult] = loop.create_future()
+            future.set_result(
+                SendResult(SendOutcome.ERROR, robot_id, here, "the instance is stopping")
+            )
+            return future
         size = utf8_size(text) + len(robot_id) + ITEM_OVERHEAD
-        sent = _Send(robot_id, text, ack, future, size)
+        sent = _Send(robot_id, text, ack, future, size, loop.time() + max(0.0, timeout))
         self._queue.append(sent)
         self._held[robot_id] += 1
         self._wake.set()
         # the deadline settles the future itself (cheaper than a wait per send); a send still
         # queued then is dropped by the flusher, never sent later
         timer = loop.call_later(max(0.0, timeout), _expire, sent, here, timeout)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            future.cancel()  # never sent, if it is still queued
-            raise
-        finally:
-            timer.cancel()
+        future.add_done_callback(lambda _: timer.cancel())
+        return future
 
     # ------------------------------------------------------------------ flusher
     async def run(self) -> None:
@@ -215,6 +239,24 @@ class Outbox:
         settle the rest (through the inbox)."""
         core = self.core
         me = core.instance_id
+        if not core.inbox.subscribed and any(s.ack for s in sends):
+            # answers would be lost: wait for the inbox (back within a second after a Redis
+            # restart), no longer than the last sender waits; when Redis refuses, the
+            # acknowledged sends fail now (a refused connection is known at once)
+            loop = asyncio.get_running_loop()
+            wait = min(INBOX_WAIT, max(s.deadline for s in sends) - loop.time())
+            if not await core.inbox.wait_ready(wait) and core.inbox.refused is not None:
+                reason = redis_reason(core.target.scrub(str(core.inbox.refused)))
+                local = core.local
+                for sent in sends:
+                    if sent.ack and local.get(sent.robot_id) is None:  # held here: written
+                        _settle(sent, SendOutcome.ERROR, (me,), reason)
+            # sends whose deadline passed meanwhile are withdrawn: never sent
+            sends = [s for s in sends if not s.future.done()]
+            if not sends:
+                return
+        for sent in sends:
+            sent.taken = True
         first = sends[0].text
         shared = all(s.text == first for s in sends)
         ack = any(s.ack for s in sends)
@@ -227,10 +269,6 @@ class Outbox:
             origin=me,
         ).arrived(me, time.time())
         flight = _InFlight({str(n): s for n, s in enumerate(sends)})
-        if ack and not core.inbox.subscribed:
-            # answers would be lost: wait for the inbox (back within a second after a Redis
-            # restart); senders time out meanwhile as they would anyway
-            await core.inbox.wait_ready(INBOX_WAIT)
         if ack:
             self._flights[batch.id] = flight
             core.inbox.expect(batch.id, lambda reply: self._answered(batch.id, reply))
@@ -317,11 +355,15 @@ class Outbox:
 
 
 def _expire(sent: _Send, here: tuple[str, ...], timeout: float) -> None:
-    """``sent``'s deadline passed without an outcome: ``timeout``."""
+    """``sent``'s deadline passed without an outcome: ``timeout``, with the reason that is
+    true: still queued (withdrawn, never sent: the flusher drops it), being handed to Redis
+    (it may still arrive), or forwarded without an answer."""
     if sent.owner:
         reason = f"no reply from {sent.owner} within {timeout:g}s"
+    elif sent.taken:
+        reason = TAKEN_REASON.format(timeout=timeout)
     else:
-        reason = f"not handed to Redis within {timeout:g}s"
+        reason = WITHDRAWN_REASON.format(timeout=timeout)
     _settle(sent, SendOutcome.TIMEOUT, here, reason)
 
 

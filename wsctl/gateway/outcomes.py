@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from redis.exceptions import RedisError
+
 from wsctl.protocol.envelopes import Status
 
-__all__ = ["SendOutcome", "SendResult"]
+__all__ = ["SendOutcome", "SendResult", "is_redis_failure", "redis_reason"]
 
 
 class SendOutcome(StrEnum):
@@ -45,3 +47,16 @@ class SendResult:
     def delivered(self) -> bool:
         """True when the robot's socket took the message."""
         return self.outcome is SendOutcome.DELIVERED
+
+
+def is_redis_failure(exc: BaseException) -> bool:
+    """Did Redis (or the way to it) fail, rather than the app's input or code? A Redis error,
+    a socket error or a timeout; anything else is a bug to report as one, never as Redis
+    being down."""
+    return isinstance(exc, RedisError | OSError | TimeoutError)
+
+
+def redis_reason(scrubbed: str) -> str:
+    """The reason of an outcome that failed because Redis did, from the error's text with
+    addresses' passwords already scrubbed (``Target.scrub``)."""
+    return f"Redis unavailable: {scrubbed[:200]}"

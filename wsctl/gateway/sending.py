@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterable, Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
 from wsctl.gateway.batch_router import BatchRouter
@@ -18,18 +18,15 @@ from wsctl.gateway.drain import Drainer
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
 from wsctl.gateway.outbound import SlowConsumer
 from wsctl.gateway.outbox import Outbox
-from wsctl.gateway.outcomes import SendOutcome, SendResult
+from wsctl.gateway.outcomes import SendOutcome, SendResult, is_redis_failure, redis_reason
 from wsctl.gateway.routing import Decision, LocalSocket, Route, decide
 from wsctl.protocol.envelopes import Envelope, Status, encode, message_problem, oversize
 from wsctl.protocol.fanout import (
     FanOutcome,
-    FanoutOptions,
     FanoutResult,
     FanoutSummary,
-    FanTarget,
     RobotOutcome,
     Selection,
-    fan_out,
     selection_of,
 )
 from wsctl.protocol.rpc import Inbox
@@ -212,56 +209,79 @@ class Sender:
         timeout: float = 5.0,
         on_outcome: Callable[[RobotOutcome], None] | None = None,
     ) -> FanoutResult:
-        """What :meth:`wsctl.gateway.core.FleetCore.send_many` does: one outcome per robot."""
+        """What :meth:`wsctl.gateway.core.FleetCore.send_many` does: one outcome per robot.
+
+        Each robot's message goes through the outbox as :meth:`send`'s does (one
+        implementation): submitted in order without an await, so a robot's messages keep
+        their order across ``send``, ``publish`` and ``send_many`` from this process, and
+        coalesced with whatever else is in flight into one batch per owner (the message
+        carried once when every item of a batch is this message). ``timeout``: per robot,
+        as for :meth:`send`."""
+        core = self.core
+        here = core.instance_id
         outcomes: list[RobotOutcome] = []
+        summary = FanoutSummary()
+        started = time.perf_counter()
+        callback_failed = False
 
         def collect(outcome: RobotOutcome) -> None:
+            nonlocal callback_failed
             outcomes.append(outcome)
+            summary.counts[outcome.outcome] += 1
             if on_outcome is not None:
-                on_outcome(outcome)
+                try:
+                    on_outcome(outcome)
+                except Exception:  # the app's callback: logged once, the outcome stands
+                    if not callback_failed:
+                        callback_failed = True
+                        log.exception("send_many: on_outcome failed (logged once per call)")
 
-        options = FanoutOptions(
-            timeout=timeout, origin=self.core.instance_id, liveness_timeout=self.core.config.timeout
-        )
+        def settled(future: asyncio.Future[SendResult]) -> None:
+            if future.cancelled():
+                return
+            result = future.result()
+            instance = result.route[-1] if result.route else None
+            collect(RobotOutcome(result.robot_id, _fan_outcome(result), instance, result.reason))
+
         if isinstance(robots, str):
             raise TypeError("robots: a list of robot ids or a selection, not one string")
-        summary = FanoutSummary()
-        ids = None if isinstance(robots, AsyncIterable) else list(robots)
+        problem = self.too_big(message)
+        seen: set[str] = set()
+        futures: list[asyncio.Future[SendResult]] = []
         try:
-            await fan_out(
-                self.core.client,
-                self.core.keys,
-                selection_of(robots if ids is None else ids),
-                message,
-                options,
-                collect,
-                summary,
-                check=self._fan_target,
-                inbox=self.core.inbox,
-            )
+            async for chunk in selection_of(robots):
+                for robot_id, _ in chunk:
+                    if robot_id in seen:
+                        continue
+                    seen.add(robot_id)
+                    summary.selected += 1
+                    if problem:  # rejected here, as send() does: nothing leaves
+                        core.metrics.messages_failed += 1
+                        collect(RobotOutcome(robot_id, FanOutcome.REJECTED, here, problem))
+                        continue
+                    future = core.outbox.submit(robot_id, message, timeout, ack=True)
+                    future.add_done_callback(settled)
+                    futures.append(future)
+            summary.selection_done = True
         except asyncio.CancelledError:
+            for future in futures:
+                future.cancel()  # withdrawn where still queued
             raise
-        except Exception as exc:  # Redis failed: what is known is returned, the rest settled
-            self.core._redis_failed("send", exc)
+        except Exception as exc:  # reading the selection failed: what was read is sent
+            if not is_redis_failure(exc):
+                raise  # a bug, not Redis: never reported as Redis being down
+            core._redis_failed("send", exc)
             summary.aborted = True
-            if ids is not None:  # robots the fan-out had not read yet: not tried either
-                unique = list(dict.fromkeys(ids))
-                known = {o.robot_id for o in outcomes}
-                summary.selected = max(summary.selected, len(unique))
-                reason = f"not sent: Redis failed first ({self.core.target.scrub(str(exc))[:200]})"
-                for robot_id in unique:
-                    if robot_id not in known:
-                        summary.counts[FanOutcome.NOT_TRIED] += 1
-                        collect(RobotOutcome(robot_id, FanOutcome.NOT_TRIED, None, reason))
+        summary.sent = len(futures)
+        if futures:
+            try:
+                await asyncio.wait(futures)
+            except asyncio.CancelledError:
+                for future in futures:
+                    future.cancel()  # withdrawn where still queued
+                raise
+        summary.seconds = time.perf_counter() - started
         return FanoutResult(outcomes, summary)
-
-    async def _fan_target(self, instance_id: str, conn_id_known: bool | None) -> FanTarget:
-        """An instance a fan-out sends to, as this instance knows it: listening is told by
-        each PUBLISH's receiver count (no question asked first), the protocol comes from its
-        liveness record, read at most every few seconds."""
-        return FanTarget(
-            listening=True, batches=await self.core.batches.speaks_batches(instance_id)
-        )
 
     async def _send(self, robot_id: str, message: str, timeout: float, *, ack: bool) -> SendResult:
         here = (self.core.instance_id,)
@@ -284,9 +304,11 @@ class Sender:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis failed reading the owner: the outcome says error
+                if not is_redis_failure(exc):
+                    raise  # a bug, not Redis: never reported as Redis being down
                 self.core._redis_failed("send", exc)
                 self.core.metrics.messages_failed += 1
-                reason = self.core.target.scrub(str(exc))[:200]
+                reason = redis_reason(self.core.target.scrub(str(exc)))
                 return SendResult(SendOutcome.ERROR, robot_id, here, reason)
             if isinstance(written, SendResult):
                 return written
@@ -338,3 +360,11 @@ class Sender:
             return LocalSocket.DEAD
         self.core.metrics.messages_delivered += 1
         return SendResult(SendOutcome.DELIVERED, robot_id, here)
+
+
+def _fan_outcome(result: SendResult) -> FanOutcome:
+    """A send's outcome in send_many's spelling (the same words; ``published`` is not one)."""
+    try:
+        return FanOutcome(result.outcome.value)
+    except ValueError:
+        return FanOutcome.ERROR

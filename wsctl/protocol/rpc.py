@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from redis import exceptions as rx
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wsctl.protocol.batch import BatchReply, decode_any_reply
@@ -68,6 +69,7 @@ class Inbox:
         self.last_error: BaseException | None = None
         self._handlers: dict[str, ReplyHandler] = {}
         self._ready = asyncio.Event()
+        self._changed = asyncio.Event()  # set (and replaced) at every change of state
         self._task: asyncio.Task[None] | None = None
         self._was_subscribed = False
 
@@ -107,14 +109,36 @@ class Inbox:
                 )
             self.last_error = exc
             self._ready.clear()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    @property
+    def refused(self) -> BaseException | None:
+        """The error of the subscription's last attempt when Redis refused it (connection
+        refused or reset, authentication failed): known at once, not worth waiting out; None
+        while subscribed, before the first attempt ends, or when Redis was only slow."""
+        exc = self.last_error
+        if self.subscribed or exc is None:
+            return None
+        if isinstance(exc, (rx.TimeoutError, TimeoutError)):
+            return None
+        if isinstance(exc, (rx.ConnectionError, ConnectionError)):
+            return exc
+        return None
 
     async def wait_ready(self, timeout: float) -> bool:
-        """Start if needed and wait until subscribed; False after ``timeout`` seconds."""
+        """Start if needed and wait until subscribed; False after ``timeout`` seconds, or as
+        soon as Redis refuses the subscription (:attr:`refused`)."""
         self.start()
-        if self._ready.is_set():
-            return True
-        with contextlib.suppress(TimeoutError):
-            await wait_within(self._ready.wait(), max(0.0, timeout))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        # False at once when Redis refuses (a refused connection is known at once)
+        while not self._ready.is_set() and self.refused is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await wait_within(self._changed.wait(), remaining)
         return self._ready.is_set()
 
     async def aclose(self) -> None:
