@@ -17,6 +17,7 @@ import pytest
 from tests.blast_fleet import blast_fleet
 from tests.conftest import Backend
 from wsctl.gateway.core import CoreConfig, FleetCore, SendOutcome
+from wsctl.protocol.envelopes import NO_ENTRY
 from wsctl.protocol.fanout import FanOutcome
 from wsctl.redis.target import Target
 from wsctl.sandbox.redis_servers import RedisServer
@@ -134,5 +135,33 @@ async def test_an_on_outcome_callback_that_raises_keeps_the_outcome_and_is_no_re
         assert all(sock.sent == ["hi"] for sock in sockets.values())
         assert sum("on_outcome failed" in r.getMessage() for r in caplog.records) == 1
         assert core.metrics.redis_errors == 0 and core.redis_ok
+    finally:
+        await core.stop()
+
+
+async def test_send_publish_and_send_many_spell_each_outcome_and_reason_alike(
+    single: Backend,
+) -> None:
+    """An unknown robot, a message over the limit and text that is not UTF-8: the same
+    outcome and reason from send, publish and send_many (send_many rejects locally too)."""
+    assert single.single is not None
+    core = FleetCore(
+        CoreConfig(instance_id="core-spell", heartbeat_interval=3600.0, max_message_bytes=100),
+        Target("tcp", port=single.single.port),
+    )
+    await core.start()
+    try:
+        await core.wait_subscribed()
+        for message, outcome, reason in (
+            ("hi", "not_connected", NO_ENTRY),
+            ("x" * 101, "rejected", "message larger than 100 bytes"),
+            ("\udcff", "rejected", "message is not valid UTF-8 text"),
+        ):
+            sent = await core.send("nobody", message, timeout=3)
+            published = await core.publish("nobody", message, timeout=3)
+            many = (await core.send_many(["nobody"], message, timeout=3)).outcomes[0]
+            said = {(r.outcome.value, r.reason) for r in (sent, published, many)}
+            assert said == {(outcome, reason)}, said
+        assert core.outbox.items_sent == 3  # the unknown robot's three; nothing else left
     finally:
         await core.stop()

@@ -62,9 +62,7 @@ def test_sizes_are_utf8_bytes_not_characters() -> None:
 def test_a_message_over_the_largest_any_gateway_accepts_is_oversize() -> None:
     assert message_oversize("x" * MAX_MESSAGE_BYTES) is None
     reason = message_oversize("x" * (MAX_MESSAGE_BYTES + 1))
-    assert (
-        reason == "message of 1,048,577 bytes is larger than 1 MiB, the largest a gateway accepts"
-    )
+    assert reason == "message larger than 1048576 bytes"
     assert message_oversize("é" * (MAX_MESSAGE_BYTES // 2 + 1)) is not None
     assert format_bytes(8 << 20) == "8 MiB" and format_bytes(1536) == "1,536 bytes"
 

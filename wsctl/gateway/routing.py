@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from wsctl.protocol.envelopes import MAX_HOPS, Status
+from wsctl.protocol.envelopes import MAX_HOPS, NO_ENTRY, Status
 
 __all__ = ["Decision", "LocalSocket", "Route", "decide"]
 
@@ -62,7 +62,7 @@ def decide(
     if local is LocalSocket.OPEN:
         return Decision(Route.LOCAL)
     if not owner:
-        reason = "local socket dead and no entry" if local is LocalSocket.DEAD else "no entry"
+        reason = NO_ENTRY if local is not LocalSocket.DEAD else f"local socket dead and {NO_ENTRY}"
         return Decision(Route.NOT_CONNECTED, status=Status.NOT_CONNECTED, reason=reason)
     if owner == self_id:
         reason = (

@@ -24,6 +24,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "MAX_PUBLISH_BYTES",
     "MAX_REQUEST_BYTES",
+    "NO_ENTRY",
     "ROBOT_PING",
     "ROBOT_PING_UNSUPPORTED",
     "VERSION",
@@ -90,6 +91,10 @@ class CloseCode(IntEnum):
     SUPERSEDED = 4001  # the robot connected again (here or elsewhere); this socket is old
     KICKED = 4002  # an operator kicked the robot (``wsctl kick``); the reason says why
 
+
+# The reason of a ``not_connected`` outcome for a robot without a registry entry, the one
+# spelling of the gateway's routing, the fan-out and the CLI.
+NO_ENTRY = "no registry entry"
 
 # ``data`` of a ``pong`` reply to a robot ping when the instance's transport cannot ping a
 # socket (Starlette has no ping): the instance holds the socket, liveness was not probed.
@@ -265,8 +270,15 @@ def message_problem(message: str, max_bytes: int) -> str | None:
     except UnicodeEncodeError:
         return "message is not valid UTF-8 text"
     if size > max_bytes:
-        return f"message larger than {max_bytes} bytes"
+        return size_problem(max_bytes)
     return None
+
+
+def size_problem(max_bytes: int) -> str:
+    """The reason a message over ``max_bytes`` is ``rejected``: one spelling for a gateway's
+    own limit, the largest any gateway accepts, ``send``, ``publish``, ``send_many`` and the
+    CLI (the wire's, docs/protocol.md)."""
+    return f"message larger than {max_bytes} bytes"
 
 
 def message_oversize(message: str) -> str | None:
@@ -277,10 +289,7 @@ def message_oversize(message: str) -> str | None:
     size = utf8_size(message)
     if size <= MAX_MESSAGE_BYTES:
         return None
-    return (
-        f"message of {format_bytes(size)} is larger than {format_bytes(MAX_MESSAGE_BYTES)}, "
-        "the largest a gateway accepts"
-    )
+    return size_problem(MAX_MESSAGE_BYTES)
 
 
 def reply_to(envelope: Envelope, status: Status, instance: str, **kw: Any) -> Reply:

@@ -51,6 +51,7 @@ from wsctl.protocol.batch import (
 from wsctl.protocol.envelopes import (
     MAX_PUBLISH_BYTES,
     MAX_REQUEST_BYTES,
+    NO_ENTRY,
     Envelope,
     Op,
     Reply,
@@ -529,7 +530,7 @@ class _FanOut:
                 unknown[start : start + LOOKUP_CHUNK]
             ):
                 if owner is None:
-                    self.record(robot_id, FanOutcome.NOT_CONNECTED, None, "no registry entry")
+                    self.record(robot_id, FanOutcome.NOT_CONNECTED, None, NO_ENTRY)
                 else:
                     known_owner[robot_id] = (owner, has_conn_id)
         groups: dict[str, list[str]] = {}
