@@ -12,10 +12,13 @@ import socket
 import time
 from pathlib import Path
 
+from websockets.asyncio.client import connect
+
 from tests.blast_fleet import blast_fleet
 from tests.conftest import Backend, ainvoke, open_test_store
-from tests.fleet import wait_for
+from tests.fleet import running_fleet, wait_for
 from wsctl.gateway.outbound import SLOW_CONSUMER_CODE
+from wsctl.gateway.outcomes import SendOutcome
 
 
 def _stuck_robot(port: int, robot_id: str) -> socket.socket:
@@ -69,3 +72,39 @@ async def test_a_robot_that_stops_reading_never_delays_other_robots_sends(
             assert await store.get("stuck-b") is None
         finally:
             stuck.close()
+
+
+async def test_the_websockets_adapter_closes_a_slow_consumer_at_the_same_bound(
+    single: Backend,
+) -> None:
+    """`wsctl gateway` writes without waiting: a robot that never reads is closed with 1008
+    "slow consumer" once its write buffer would pass 8 MiB, the message that found it over
+    is `not_connected` with that reason, and a healthy robot's sends go on meanwhile."""
+    async with (
+        running_fleet(single.env, names=("gw-slow",)) as gateways,
+        open_test_store(single) as store,
+    ):
+        gw = gateways["gw-slow"]
+        stuck = await asyncio.to_thread(_stuck_robot, gw.port, "stuck-w")
+        healthy = await connect(f"ws://127.0.0.1:{gw.port}/ws/fine-w")
+        try:
+            await wait_for(lambda: store.get("stuck-w"), timeout=10)
+            await wait_for(lambda: store.get("fine-w"), timeout=10)
+            reasons: list[str] = []
+            for n in range(300):  # bounded: 19 MiB in all
+                result = await gw.core.send("stuck-w", "z" * 65536, timeout=3)
+                if result.outcome is not SendOutcome.DELIVERED:
+                    reasons.append(f"{result.outcome.value}: {result.reason}")
+                    break
+                if n % 50 == 0:
+                    fine = await gw.core.send("fine-w", f"ok {n}", timeout=3)
+                    assert fine.delivered, fine
+                    assert await asyncio.wait_for(healthy.recv(), 3) == f"ok {n}"
+            assert reasons and reasons[0].startswith("not_connected: slow consumer"), reasons
+            await wait_for(lambda: _last_close(single, "stuck-w"), timeout=15, interval=0.3)
+            detail = await _last_close(single, "stuck-w")
+            assert detail is not None and detail["code"] == SLOW_CONSUMER_CODE, detail
+            assert await store.get("stuck-w") is None
+        finally:
+            stuck.close()
+            await healthy.close()

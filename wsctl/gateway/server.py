@@ -32,7 +32,13 @@ from wsctl.gateway.batching import SharedText
 from wsctl.gateway.core import CoreConfig, FleetCore
 from wsctl.gateway.identity import instance_id_for
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics, close_reason
-from wsctl.gateway.outbound import OUTBOUND_BYTES, SLOW_CONSUMER_CODE, SlowConsumer, slow_reason
+from wsctl.gateway.outbound import (
+    CLOSE_WAIT,
+    OUTBOUND_BYTES,
+    SLOW_CONSUMER_CODE,
+    SlowConsumer,
+    slow_reason,
+)
 from wsctl.gateway.wsframes import write_texts
 from wsctl.protocol.envelopes import CloseCode
 from wsctl.redis.target import AsyncClient, Target
@@ -45,6 +51,7 @@ __all__ = ["CLOSE_SUPERSEDED", "Gateway", "GatewayConfig", "WebsocketsSocket"]
 log = logging.getLogger("wsctl.gateway")
 
 CLOSE_SUPERSEDED = int(CloseCode.SUPERSEDED)
+ABNORMAL_CLOSURE = 1006  # RFC 6455: the connection ended without a close frame from the robot
 
 
 @dataclass
@@ -114,8 +121,18 @@ class WebsocketsSocket:
         if self.conn is not None:
             self.conn.sent_close = (SLOW_CONSUMER_CODE, close_reason(reason))
         self._closing = asyncio.get_running_loop().create_task(
-            self.close(SLOW_CONSUMER_CODE, close_reason(reason))
+            self._close_slow(close_reason(reason))
         )
+
+    async def _close_slow(self, reason: str) -> None:
+        """The close frame waits behind what the robot does not read: after CLOSE_WAIT
+        seconds the connection is aborted (its handler then ends the session)."""
+        try:
+            await wait_within(self.close(SLOW_CONSUMER_CODE, reason), CLOSE_WAIT)
+        except Exception:  # it does not read: no close handshake to wait for
+            transport = getattr(self.ws, "transport", None)
+            if transport is not None:
+                transport.abort()
 
     async def close(self, code: int, reason: str) -> None:
         """Close the connection with ``code`` and ``reason`` (the close handshake)."""
@@ -280,4 +297,7 @@ class Gateway:
         except Exception:  # ConnectionClosedError and friends: the robot went away
             pass
         finally:
-            await self.core.close_session(conn, ws.close_code, ws.close_reason)
+            code, reason = ws.close_code, ws.close_reason
+            if conn.sent_close is not None and code == ABNORMAL_CLOSURE:
+                code, reason = conn.sent_close  # closed by us, never answered (a slow consumer)
+            await self.core.close_session(conn, code, reason)
