@@ -351,12 +351,11 @@ class Fleet:
         timeout: float = 5.0,
         on_outcome: Callable[[RobotOutcome], None] | None = None,
     ) -> FanoutResult:
-        """Send ``message`` to many robots (robot ids, or :meth:`selection`), each straight
-        to its owner in batches carrying the message once, and get one outcome per robot
-        (``delivered``, ``not_connected``, ``instance_unreachable``, ``rejected``, ``timeout``,
-        ``error``, ``not_tried``): the fan-out of ``wsctl send --robot``, from this instance.
-        ``on_outcome`` sees each as it is known; ``timeout``: seconds to wait for answers
-        after the last batch left."""
+        """Send ``message`` to many robots (robot ids, or :meth:`selection`), each robot's
+        message going the way :meth:`send`'s does (batches per owner carrying the message
+        once, each robot's order kept), and get one outcome per robot (``delivered``,
+        ``not_connected``, ``instance_unreachable``, ``rejected``, ``timeout``, ``error``).
+        ``on_outcome`` sees each as it is known; ``timeout``: per robot, as for :meth:`send`."""
         return await self.core.send_many(robots, message, timeout=timeout, on_outcome=on_outcome)
 
     def selection(self, robot_glob: str | None = None, instance: str | None = None) -> Selection:

@@ -668,16 +668,16 @@ class FleetCore:
         timeout: float = 5.0,
         on_outcome: Callable[[RobotOutcome], None] | None = None,
     ) -> FanoutResult:
-        """Send ``message`` to many robots, each straight to its owner in batches carrying the
-        message once, with one outcome per robot: the fan-out of ``wsctl send --robot``
-        (:mod:`wsctl.protocol.fanout`, the same implementation), from this instance.
+        """Send ``message`` to many robots with one outcome per robot, each robot's message
+        going the way :meth:`send`'s does (the outbox: batches per owner carrying the message
+        once; each robot's order kept with ``send`` and ``publish``).
         ``robots``: robot ids, or a selection
         (:func:`wsctl.protocol.fanout.registry_selection`, chunks of ``(robot id, owner or
-        None)``). ``on_outcome`` sees each robot's outcome as it is known. Waits
-        ``timeout`` seconds at most for answers after the last batch left. Never raises for a
-        Redis failure: the robots it left without an answer are ``timeout`` (sent) or
-        ``not_tried`` (not sent), and the summary says ``aborted``. Raises for a bug in the
-        call as :meth:`send` does (robot ids that are not ``str`` included)."""
+        None)``). ``on_outcome`` sees each robot's outcome as it is known. ``timeout``: per
+        robot, as for :meth:`send`. Never raises for a Redis failure: each robot's outcome
+        says ``error`` or ``timeout``, and a selection whose reading failed says ``aborted``
+        in the summary. Raises for a bug in the call as :meth:`send` does (robot ids that are
+        not ``str`` included)."""
         selection = check_robots(robots)
         text, seconds = check_message(message), check_timeout(timeout)
         callback = check_callback(on_outcome)
