@@ -165,3 +165,25 @@ async def test_send_publish_and_send_many_spell_each_outcome_and_reason_alike(
         assert core.outbox.items_sent == 3  # the unknown robot's three; nothing else left
     finally:
         await core.stop()
+
+
+async def test_a_wrong_redis_password_fails_sends_at_once_without_the_password() -> None:
+    with RedisServer(password="right-one") as server:
+        core = FleetCore(
+            CoreConfig(instance_id="core-wrongpass", heartbeat_interval=3600.0),
+            Target("tcp", port=server.port, password="wrong-one"),
+        )
+        await core.start()
+        try:
+            await asyncio.sleep(0.5)  # the reply inbox has been refused
+            started = time.monotonic()
+            sent, published = await asyncio.gather(
+                core.send("robot-far", "m", timeout=10), core.publish("robot-far2", "m", timeout=10)
+            )
+            assert time.monotonic() - started < 1.0, (sent, published)
+            for result in (sent, published):
+                assert result.outcome is SendOutcome.ERROR, result
+                assert result.reason is not None and result.reason.startswith("Redis"), result
+                assert "wrong-one" not in result.reason and "right-one" not in result.reason
+        finally:
+            await core.stop()
