@@ -91,12 +91,16 @@ async def test_the_websockets_adapter_closes_a_slow_consumer_at_the_same_bound(
             await wait_for(lambda: store.get("stuck-w"), timeout=10)
             await wait_for(lambda: store.get("fine-w"), timeout=10)
             reasons: list[str] = []
-            for n in range(300):  # bounded: 19 MiB in all
+            for n in range(300):  # bounded: 19 MiB in all, and by the 10 s stall
                 result = await gw.core.send("stuck-w", "z" * 65536, timeout=3)
-                if result.outcome is not SendOutcome.DELIVERED:
+                if result.outcome is SendOutcome.TIMEOUT:
+                    # held back while more than half the bound waits (a sender is not told
+                    # its robot is slow before it is): then closed at the stall
+                    assert result.reason and "socket busy" in result.reason, result
+                elif result.outcome is not SendOutcome.DELIVERED:
                     reasons.append(f"{result.outcome.value}: {result.reason}")
                     break
-                if n % 50 == 0:
+                if n % 5 == 0:
                     fine = await gw.core.send("fine-w", f"ok {n}", timeout=3)
                     assert fine.delivered, fine
                     assert await asyncio.wait_for(healthy.recv(), 3) == f"ok {n}"
@@ -108,3 +112,24 @@ async def test_the_websockets_adapter_closes_a_slow_consumer_at_the_same_bound(
         finally:
             stuck.close()
             await healthy.close()
+
+
+async def test_a_loop_of_awaited_sends_to_a_robot_that_reads_delivers_every_message(
+    single: Backend, tmp_path: Path
+) -> None:
+    """App code on A awaits 12,000 sends, one after another, to a robot on A that reads (and
+    9 publishes of 1 MiB): every one is delivered and received, and the robot is not closed.
+    Such a loop never yielded, so the robot's queue passed its 10,000-message bound before
+    its writer ran: the healthy robot was closed as a slow consumer and the 10,000 messages
+    reported delivered never reached it."""
+    async with blast_fleet(single, tmp_path, robot_count=2) as fleet:
+        robot = fleet.robots[0]  # robot i is on instance i % 2: this one is on the sender
+        body = {"robot": robot, "count": 12_000, "size": 10, "in_flight": 1, "mode": "send"}
+        result = await asyncio.to_thread(fleet.post, "/test/fill", body)
+        assert result["outcomes"] == {"delivered": 12_000}, result
+        big = {"robot": robot, "count": 9, "size": 1 << 20, "in_flight": 9, "mode": "publish"}
+        result = await asyncio.to_thread(fleet.post, "/test/fill", big)
+        assert result["outcomes"] == {"delivered": 9}, result
+        await wait_for(lambda: len(fleet.received[robot]) >= 12_009, timeout=30)
+        assert len(fleet.received[robot]) == 12_009
+        assert await _last_close(single, robot) is None  # never closed

@@ -86,3 +86,31 @@ async def test_a_robot_that_reads_slowly_but_steadily_is_not_closed() -> None:
     out.put([OutboundQueue.payload(str(n)) for n in range(40)])  # 0.4 s in all
     await out.flushed(timeout=2)
     assert len(sock.written) == 40 and not sock.closed and out.failed is None
+
+
+async def test_a_sender_that_waits_for_room_never_makes_a_reading_robot_a_slow_consumer() -> None:
+    """A loop of awaited sends to a robot that reads (an app's `await fleet.send` to a robot on
+    its own instance) never yielded, so the queue passed its bound before the writer ran: the
+    healthy robot was closed and 10,000 messages reported delivered were lost."""
+    sock = _Socket()
+    out = OutboundQueue(sock.write, sock.close, max_messages=10, stall=5.0)
+    for n in range(100):
+        if out.crowded():
+            await out.room()
+        out.put([OutboundQueue.payload(str(n))])
+    await out.flushed()
+    assert sock.written == [str(n) for n in range(100)]
+    assert sock.closed == [] and out.failed is None
+
+
+async def test_waiting_for_room_at_a_robot_that_stopped_reading_ends_as_a_slow_consumer() -> None:
+    sock = _Socket()
+    sock.open.clear()  # its writes never complete
+    out = OutboundQueue(sock.write, sock.close, max_messages=10, stall=0.2)
+    for n in range(6):
+        out.put([OutboundQueue.payload(str(n))])
+    assert out.crowded()
+    with pytest.raises(SlowConsumer):
+        await asyncio.wait_for(out.room(), 5)
+    await asyncio.sleep(0.05)
+    assert sock.closed and sock.closed[0][0] == SLOW_CONSUMER_CODE

@@ -106,8 +106,12 @@ class StarletteSocket:
         self.out.on_slow = record
 
     async def send_text(self, text: str) -> None:
-        """Queue one text frame for the robot, behind what waits for it (never waits)."""
-        self.out.put((OutboundQueue.payload(text),))
+        """Queue one text frame for the robot, behind what waits for it; while much waits
+        and the robot reads, first wait for room (:meth:`OutboundQueue.room`)."""
+        payload = OutboundQueue.payload(text)
+        if self.out.crowded():
+            await self.out.room()
+        self.out.put((payload,))
 
     def send_texts_nowait(self, payloads: list[SharedText]) -> None:
         """Queue text frames for the robot, in order, without waiting."""

@@ -18,6 +18,12 @@ recorded in the event log like every other close:
 - when one write to it has waited longer than :data:`WRITE_STALL` seconds (the queue; the
   ``websockets`` adapter's keepalive pings close such a robot).
 
+A sender that waits for its outcome (the app's ``send`` and ``publish`` to a robot held here)
+is held back instead while the robot reads: over half a bound, it waits for the robot's writes
+to go on (:meth:`OutboundQueue.room`), so a loop of awaited sends to a robot that reads never
+makes it a slow consumer; a robot none of whose writes completes for :data:`WRITE_STALL`
+seconds is one. Paths that must not wait for one robot (a batch for many) take or refuse.
+
 The message that finds the robot over a bound is not taken: its outcome is ``not_connected``
 with that reason, never ``delivered``. ``delivered`` means taken by the robot's connection on
 the instance that holds it (its write buffer or queue), in order; not that the robot read it.
@@ -40,6 +46,7 @@ __all__ = [
     "CLOSE_WAIT",
     "OUTBOUND_BYTES",
     "OUTBOUND_MESSAGES",
+    "ROOM_POLL",
     "SLOW_CONSUMER_CODE",
     "WRITE_STALL",
     "OutboundQueue",
@@ -57,6 +64,9 @@ OUTBOUND_BYTES = 8 << 20
 OUTBOUND_MESSAGES = 10_000
 # Seconds one write to a robot may wait (its receive window full) before it is a slow consumer.
 WRITE_STALL = 10.0
+# Seconds between two looks at a write buffer a sender waits to drain (the websockets adapter,
+# which has no event for it).
+ROOM_POLL = 0.005
 # Seconds a close waits for what is queued before it to be written (a kick's last messages).
 CLOSE_FLUSH = 1.0
 # Seconds the close handshake of a slow consumer may take (it does not read: it may never end).
@@ -111,10 +121,31 @@ class OutboundQueue:
         self._watch: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._progress = asyncio.Event()  # set as each write completes (room() waits on it)
         self._closer: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self._queue)
+
+    def crowded(self) -> bool:
+        """More than half a bound waits for the robot: a sender that can wait should."""
+        return self.queued_bytes * 2 > self.max_bytes or len(self._queue) * 2 > self.max_messages
+
+    async def room(self) -> None:
+        """Wait while the queue is :meth:`crowded` and the robot's writes go on (a sender
+        faster than its robot reads is held back, never taken for a slow consumer); a robot
+        none of whose writes completes for ``stall`` seconds is one (closed). Raises
+        :class:`SlowConsumer` once it is, ConnectionError when the socket is gone."""
+        while self.crowded() and self.failed is None and not self.broken:
+            self._progress.clear()
+            try:
+                await wait_within(self._progress.wait(), self.stall)
+            except TimeoutError:
+                self.slow(slow_reason(self.queued_bytes, len(self._queue)))
+        if self.failed is not None:
+            raise SlowConsumer(self.failed)
+        if self.broken:
+            raise ConnectionError("socket closed")
 
     def put(self, payloads: Iterable[SharedText]) -> None:
         """Queue ``payloads`` (all or none) and make sure the writer runs. Raises
@@ -148,6 +179,7 @@ class OutboundQueue:
                 self._writing_since = None
                 queue.popleft()
                 self.queued_bytes -= len(payload.data)
+                self._progress.set()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the socket is gone: what waits is lost with it
@@ -163,6 +195,7 @@ class OutboundQueue:
                 self.queued_bytes = 0
             self._writer = None
             self._idle.set()
+            self._progress.set()
 
     def _check_stall(self) -> None:
         """The watchdog: a write that started ``stall`` seconds ago and still waits makes

@@ -35,7 +35,9 @@ from wsctl.gateway.local import LocalConn, LocalConnections, Metrics, close_reas
 from wsctl.gateway.outbound import (
     CLOSE_WAIT,
     OUTBOUND_BYTES,
+    ROOM_POLL,
     SLOW_CONSUMER_CODE,
+    WRITE_STALL,
     SlowConsumer,
     slow_reason,
 )
@@ -82,21 +84,47 @@ class WebsocketsSocket:
     a slow consumer (:mod:`wsctl.gateway.outbound`), and keepalive pings close one that stops
     answering."""
 
-    __slots__ = ("_closing", "conn", "max_bytes", "ws")
+    __slots__ = ("_closing", "_stalled_since", "conn", "max_bytes", "ws")
 
     def __init__(self, ws: Any, max_bytes: int = OUTBOUND_BYTES) -> None:
         self.ws = ws
         self.max_bytes = max_bytes
         self.conn: LocalConn | None = None
         self._closing: asyncio.Task[None] | None = None
+        # loop time since which senders waiting for room saw the write buffer not shrink
+        self._stalled_since: float | None = None
 
     def attach(self, conn: LocalConn) -> None:
         """Its session: a slow-consumer close is recorded on it (the event log's reason)."""
         self.conn = conn
 
     async def send_text(self, text: str) -> None:
-        """Write one text frame now, behind what waits for the robot (never waits)."""
-        self.send_texts_nowait([SharedText(text, text.encode("utf-8"))])
+        """Write one text frame now, behind what waits for the robot; while more than half
+        of ``max_bytes`` waits in the write buffer and the robot reads, first wait for it to
+        drain below that (a sender faster than its robot is held back, not taken for a slow
+        consumer; no progress for WRITE_STALL seconds: it is one)."""
+        payloads = [SharedText(text, text.encode("utf-8"))]
+        transport = getattr(self.ws, "transport", None)
+        if transport is not None and transport.get_write_buffer_size() * 2 > self.max_bytes:
+            await self._room(transport)
+        self.send_texts_nowait(payloads)
+
+    async def _room(self, transport: Any) -> None:
+        loop = asyncio.get_running_loop()
+        size = transport.get_write_buffer_size()
+        while size * 2 > self.max_bytes and self._closing is None:
+            # bounded: every step either sees the buffer shrink or moves towards the stall,
+            # which counts across senders (each may give up at its own timeout before it)
+            await asyncio.sleep(ROOM_POLL)
+            now, before = loop.time(), size
+            size = transport.get_write_buffer_size()
+            if size < before or self._stalled_since is None:
+                self._stalled_since = now
+            elif now - self._stalled_since >= WRITE_STALL:
+                reason = slow_reason(size)
+                self._slow(reason)
+                raise SlowConsumer(reason)
+        self._stalled_since = None
 
     def send_texts_nowait(self, payloads: list[SharedText]) -> None:
         """Write text frames now, in one write, each payload framed once for every socket it
