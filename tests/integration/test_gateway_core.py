@@ -590,3 +590,41 @@ async def test_send_many_from_the_core_gives_every_robot_an_outcome_even_when_re
             }
             assert down.summary.seconds < 2
             assert socks["m0"].sent == ["hello", "again"] and socks["m2"].sent == ["hello"]
+
+
+async def test_stopping_never_reports_a_forwarded_send_that_arrived_as_an_error(
+    single: Backend,
+) -> None:
+    """A core stopped while sends it forwarded to another instance were unanswered settled
+    them all with `error` "the instance is stopping", though most had arrived (an app that
+    retries on `error` sent them twice). Now answers on their way get a moment, and what is
+    still unanswered is `timeout` "... it may have arrived"; `error` only for the never sent."""
+    from tests.fleet import running_fleet
+    from tests.robot_clients import frames, registered, robots
+
+    async with (
+        running_fleet(single.env, names=("gw-a", "gw-b")) as gws,
+        open_test_store(single) as store,
+    ):
+        urls = {f"stop-{n}": gws["gw-b"].ws_url for n in range(20)}
+        async with robots(urls) as conns:
+            await wait_for(lambda: registered(store, list(urls)), timeout=10)
+            core = gws["gw-a"].core
+            sends = [
+                asyncio.ensure_future(core.send(f"stop-{n % 20}", f"m{n}", timeout=5))
+                for n in range(2000)
+            ]
+            await asyncio.sleep(0.05)
+            await core.stop()
+            results = await asyncio.gather(*sends)
+            got = await asyncio.gather(*(frames(conn, 0.5) for conn in conns.values()))
+            received = {frame for frames_of_one in got for frame in frames_of_one}
+    for n, result in enumerate(results):
+        if f"m{n}" in received:
+            assert result.outcome in (SendOutcome.DELIVERED, SendOutcome.TIMEOUT), (n, result)
+        else:
+            assert result.outcome is not SendOutcome.DELIVERED, (n, result)
+        if result.outcome is SendOutcome.TIMEOUT:
+            assert result.reason and "may have arrived" in result.reason, result
+        elif result.outcome is SendOutcome.ERROR:
+            assert result.reason and "never sent" in result.reason, result

@@ -109,6 +109,8 @@ async def test_the_websockets_adapter_closes_a_slow_consumer_at_the_same_bound(
             detail = await _last_close(single, "stuck-w")
             assert detail is not None and detail["code"] == SLOW_CONSUMER_CODE, detail
             assert await store.get("stuck-w") is None
+            assert "wsctl_gateway_slow_consumers_total" in gw.core.metrics_text()
+            assert gw.core.metrics.slow_consumers == 1
         finally:
             stuck.close()
             await healthy.close()

@@ -89,6 +89,11 @@ def test_an_on_outcome_that_is_not_callable_is_a_type_error() -> None:
         check_callback("print")
     assert check_callback(None) is None and check_callback(print) is print
 
+    async def later(outcome: object) -> None: ...
+
+    with pytest.raises(TypeError, match="async function"):  # it was never awaited
+        check_callback(later)
+
 
 @pytest.mark.parametrize("value", [17, b"robot-*", ["robot-*"]])
 def test_a_selection_filter_that_is_not_a_str_is_a_type_error_naming_it(value: object) -> None:

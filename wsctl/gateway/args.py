@@ -10,6 +10,7 @@ what the fleet answers. Pure: no I/O.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Any
@@ -83,9 +84,17 @@ def check_robots(robots: object) -> list[str] | AsyncIterable[Any]:
 
 
 def check_callback(on_outcome: object) -> Callable[..., Any] | None:
-    """``on_outcome``: None or a callable; else ``TypeError``."""
-    if on_outcome is None or callable(on_outcome):
+    """``on_outcome``: None or a plain callable; else ``TypeError`` (an ``async def`` one
+    would only make coroutines nobody awaits: its work would never run)."""
+    if on_outcome is None:
+        return None
+    if callable(on_outcome) and not inspect.iscoroutinefunction(on_outcome):
         return on_outcome
+    if callable(on_outcome):
+        raise TypeError(
+            "on_outcome: a plain function taking a RobotOutcome (it is called as each "
+            "outcome is known, not awaited), got an async function"
+        )
     raise TypeError(
         f"on_outcome: a function taking a RobotOutcome, or None, got {_kind(on_outcome)}"
     )

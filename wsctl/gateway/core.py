@@ -52,6 +52,7 @@ from wsctl.gateway.drain import Drainer
 from wsctl.gateway.events import EventSink
 from wsctl.gateway.liveness import HEARTBEAT_DEADLINE, Liveness
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics, close_reason, prometheus_label
+from wsctl.gateway.outbound import SLOW_CONSUMER
 from wsctl.gateway.outbox import Outbox
 from wsctl.gateway.outcomes import SendOutcome, SendResult
 from wsctl.gateway.sending import Sender
@@ -99,6 +100,8 @@ SESSION_CONCURRENCY = 40
 CLEANUP_FIRST_DELAY = 0.2
 CLEANUP_MAX_DELAY = 5.0
 CLEANUP_BATCH = 1000
+# Seconds a stopping instance waits for the answers to sends it forwarded.
+STOP_ANSWER_WAIT = 1.0
 NO_STATUS = 1005  # RFC 6455: a close that carried no code (transports report it, never sent)
 
 
@@ -316,7 +319,10 @@ class FleetCore:
         # so the last pass below sees every entry they leave, and none is queued after it
         self.drainer.cancel()
         stuck += await settle_all(list(self._background), timeout=grace)
-        self.outbox.close()  # sends still queued or unanswered: error, the instance stops
+        # replies on their way get a moment (a send that arrived is not reported failed),
+        # then what is left says whether it was never sent (error) or may have arrived
+        await self.outbox.answered(min(grace, STOP_ANSWER_WAIT))
+        self.outbox.close()
         if self._cleanup_task is not None:
             stuck += await settle_all([self._cleanup_task], timeout=grace)
         if self._cleanup:
@@ -462,6 +468,8 @@ class FleetCore:
         conn.closed = True  # first, so no heartbeat or registration can bring it back
         self.metrics.connections_closed += 1
         if conn.sent_close is not None:
+            if conn.sent_close[1].startswith(SLOW_CONSUMER):
+                self.metrics.slow_consumers += 1
             if code is None or code == NO_STATUS:
                 code = conn.sent_close[0]
             if not reason:

@@ -88,6 +88,7 @@ COUNTERS = (
     "connections_closed",
     "connections_superseded",
     "connections_kicked",
+    "slow_consumers",
     "messages_delivered",
     "messages_forwarded",
     "messages_failed",
@@ -128,6 +129,7 @@ class Metrics:
     connections_closed: int = 0  # sessions ended, whatever ended them
     connections_superseded: int = 0
     connections_kicked: int = 0
+    slow_consumers: int = 0  # sessions closed because the robot did not read (1008)
     messages_delivered: int = 0
     messages_forwarded: int = 0
     messages_failed: int = 0

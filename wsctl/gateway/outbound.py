@@ -47,6 +47,7 @@ __all__ = [
     "OUTBOUND_BYTES",
     "OUTBOUND_MESSAGES",
     "ROOM_POLL",
+    "SLOW_CONSUMER",
     "SLOW_CONSUMER_CODE",
     "WRITE_STALL",
     "OutboundQueue",
@@ -73,6 +74,8 @@ CLOSE_FLUSH = 1.0
 CLOSE_WAIT = 2.0
 
 SLOW_CONSUMER_CODE = int(CloseCode.POLICY_VIOLATION)
+# How every slow-consumer close reason (and outcome reason) starts.
+SLOW_CONSUMER = "slow consumer"
 
 
 class SlowConsumer(ConnectionError):
@@ -87,7 +90,7 @@ class SlowConsumer(ConnectionError):
 def slow_reason(queued_bytes: int, queued: int | None = None) -> str:
     """The close reason (and outcome reason) for a robot with this much waiting for it."""
     count = f" in {queued:,} messages" if queued is not None else ""
-    return f"slow consumer: {format_bytes(queued_bytes)}{count} not read"
+    return f"{SLOW_CONSUMER}: {format_bytes(queued_bytes)}{count} not read"
 
 
 class OutboundQueue:

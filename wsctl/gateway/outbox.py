@@ -67,6 +67,8 @@ INBOX_WAIT = 5.0
 # deliver it twice).
 WITHDRAWN_REASON = "not sent within {timeout:g}s: withdrawn, never sent"
 TAKEN_REASON = "no outcome within {timeout:g}s: being handed to Redis, it may still arrive"
+# Seconds between two looks at the unanswered sends while a stopping instance waits for them.
+ANSWER_POLL = 0.01
 # Per item, what its envelope adds to the message's own bytes (ids, JSON punctuation).
 ITEM_OVERHEAD = 40
 
@@ -340,16 +342,30 @@ class Outbox:
         for batch_id, flight in list(self._flights.items()):
             self._drop_answered(batch_id, flight)
 
+    async def answered(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until every forwarded send has its owner's
+        answer: a stopping instance gives replies on their way a moment to arrive."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._flights and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(ANSWER_POLL)
+
     def close(self, reason: str = "the instance is stopping") -> None:
-        """Settle every queued or unanswered send with ``error`` (the flusher has stopped)."""
+        """Settle every send still without an outcome (the flusher has stopped), saying what
+        is true: one still queued was never sent (``error``), one forwarded may have arrived
+        (``timeout``: sending it again may deliver it twice)."""
         self.closed = True
         here = (self.core.instance_id,)
         while self._queue:
-            _settle(self._queue.popleft(), SendOutcome.ERROR, here, reason)
+            _settle(self._queue.popleft(), SendOutcome.ERROR, here, f"{reason}: never sent")
         self._held.clear()
         for batch_id, flight in list(self._flights.items()):
             for sent in flight.sends.values():
-                _settle(sent, SendOutcome.ERROR, here, reason)
+                if sent.owner or sent.taken:
+                    who = f"from {sent.owner} " if sent.owner else ""
+                    why = f"no reply {who}before {reason}: it may have arrived"
+                    _settle(sent, SendOutcome.TIMEOUT, here, why)
+                else:
+                    _settle(sent, SendOutcome.ERROR, here, f"{reason}: never sent")
             self.core.inbox.forget(batch_id)
         self._flights.clear()
 
