@@ -26,6 +26,9 @@ def test_a_robot_id_that_is_not_a_str_is_a_type_error_naming_robot_id(value: obj
 
 def test_a_robot_id_str_is_returned_as_given() -> None:
     assert check_robot_id("robot-1") == "robot-1"
+    assert check_robot_id("id\nwith a newline") == "id\nwith a newline"  # as a registry may hold
+    with pytest.raises(ValueError, match="empty"):
+        check_robot_id("")
 
 
 def test_a_bytes_message_is_a_type_error_that_says_to_decode_it() -> None:

@@ -32,9 +32,14 @@ def _kind(value: object) -> str:
 
 
 def check_robot_id(robot_id: object, name: str = "robot_id") -> str:
-    """``robot_id`` as given when it is a ``str``; else ``TypeError``."""
+    """``robot_id`` as given when it is a non-empty ``str``; else ``TypeError`` or
+    ``ValueError`` (empty). Any other text is taken as it is: a registry may hold ids no
+    wsctl gateway would accept (the original design's), and one nobody holds is simply
+    ``not_connected``."""
     if not isinstance(robot_id, str):
         raise TypeError(f"{name}: a robot id (str), got {_kind(robot_id)}")
+    if not robot_id:
+        raise ValueError(f"{name}: a robot id, got an empty string")
     return robot_id
 
 
