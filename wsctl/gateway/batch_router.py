@@ -40,10 +40,10 @@ from typing import Any, Protocol
 
 from wsctl.eventlog.model import EventName
 from wsctl.gateway.batching import OwnerCache, SharedText, route_items
-from wsctl.gateway.events import EventSink
-from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
+from wsctl.gateway.local import LocalConn
 from wsctl.gateway.outbound import SlowConsumer
 from wsctl.gateway.outcomes import is_redis_failure, redis_reason
+from wsctl.gateway.parts import CoreParts
 from wsctl.gateway.routing import LocalSocket
 from wsctl.protocol.batch import (
     BATCH_VERSION,
@@ -66,10 +66,7 @@ from wsctl.protocol.envelopes import (
     message_problem,
 )
 from wsctl.redis.pubsub import Audience, publish_many
-from wsctl.redis.target import AsyncClient, Target
-from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_INSTANCE_ID
-from wsctl.registry.store import RegistryStore
 
 __all__ = ["BATCH_QUEUE", "BatchRouter", "Routed"]
 
@@ -81,38 +78,12 @@ BATCH_QUEUE = 64
 PROTOCOL_TTL = 10.0
 
 
-class Core(Protocol):
+class Core(CoreParts, Protocol):
     """What the router uses of :class:`wsctl.gateway.core.FleetCore` (no import cycle)."""
-
-    instance_id: str
-    finishing: bool
-    local: LocalConnections
-    metrics: Metrics
-    keys: Keyspace
-    target: Target
-    events: EventSink
-
-    @property
-    def config(self) -> Any:
-        """The core's :class:`~wsctl.gateway.core.CoreConfig`."""
-
-    @property
-    def client(self) -> AsyncClient:
-        """The core's Redis client."""
-
-    @property
-    def store(self) -> RegistryStore:
-        """The core's registry store."""
-
-    def _drop(self, conn: LocalConn) -> bool: ...
-
-    async def _remove_entry(self, conn: LocalConn) -> None: ...
 
     @property
     def drainer(self) -> Any:
         """The core's :class:`~wsctl.gateway.drain.Drainer` (who was drained lately)."""
-
-    def _redis_failed(self, where: str, exc: BaseException) -> None: ...
 
 
 @dataclass

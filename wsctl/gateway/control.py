@@ -19,8 +19,8 @@ from wsctl.eventlog.model import EventName
 from wsctl.gateway.batch_router import BatchRouter
 from wsctl.gateway.dedup import RecentPayloads
 from wsctl.gateway.drain import Drainer
-from wsctl.gateway.events import EventSink
-from wsctl.gateway.local import LocalConn, LocalConnections, Metrics, close_reason
+from wsctl.gateway.local import LocalConn, close_reason
+from wsctl.gateway.parts import CoreParts
 from wsctl.protocol.batch import Batch, OwnerHint, decode_control
 from wsctl.protocol.envelopes import (
     ROBOT_PING,
@@ -37,8 +37,6 @@ from wsctl.protocol.envelopes import (
 )
 from wsctl.redis.errors import tls_problem
 from wsctl.redis.pubsub import SubscriptionLost, publish, subscription
-from wsctl.redis.target import AsyncClient, Target
-from wsctl.registry.keys import Keyspace
 from wsctl.tasks import wait_within
 
 __all__ = ["CONTROL_CONCURRENCY", "PING_TIMEOUT", "ControlChannel", "Core"]
@@ -51,37 +49,18 @@ CONTROL_CONCURRENCY = 48
 PING_TIMEOUT = 3.0
 
 
-class Core(Protocol):
+class Core(CoreParts, Protocol):
     """What the control channel uses of :class:`wsctl.gateway.core.FleetCore` (no import
     cycle)."""
 
-    instance_id: str
-    keys: Keyspace
-    target: Target
-    local: LocalConnections
-    metrics: Metrics
-    events: EventSink
     batches: BatchRouter
     drainer: Drainer
     recent: RecentPayloads
-    finishing: bool
     subscribed: bool
-
-    @property
-    def client(self) -> AsyncClient:
-        """The core's Redis client."""
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None: ...
 
-    def _redis_failed(self, where: str, exc: BaseException) -> None: ...
-
     def _redis_recovered(self, where: str) -> None: ...
-
-    def _lock(self, robot_id: str) -> asyncio.Lock: ...
-
-    def _drop(self, conn: LocalConn) -> bool: ...
-
-    async def _remove_entry(self, conn: LocalConn) -> None: ...
 
     async def _close_socket(self, conn: LocalConn, code: int, reason: str) -> None: ...
 

@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 from wsctl import __version__
 from wsctl.eventlog.model import EventName
-from wsctl.gateway.events import EventSink
-from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
+from wsctl.gateway.local import LocalConn
+from wsctl.gateway.parts import CoreParts
 from wsctl.protocol.batch import BATCH_VERSION
 from wsctl.protocol.envelopes import CloseCode
 from wsctl.protocol.rpc import Inbox
@@ -28,9 +28,8 @@ from wsctl.redis.factory import is_cluster
 from wsctl.redis.target import AsyncClient
 from wsctl.redis.topology import refresh_topology
 from wsctl.registry.instances import InstanceRecord, write_record
-from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import format_ts, utcnow
-from wsctl.registry.store import RegistryStore, TouchOutcome
+from wsctl.registry.store import TouchOutcome
 from wsctl.tasks import wait_within
 
 __all__ = ["HEARTBEAT_DEADLINE", "INBOX_LOOK", "PROBE_FRESH", "PROBE_TIMEOUT", "Core", "Liveness"]
@@ -46,32 +45,14 @@ PROBE_FRESH = 1.0
 INBOX_LOOK = 0.25
 
 
-class Core(Protocol):
+class Core(CoreParts, Protocol):
     """What liveness uses of :class:`wsctl.gateway.core.FleetCore` (no import cycle)."""
 
-    instance_id: str
-    keys: Keyspace
-    local: LocalConnections
-    metrics: Metrics
-    events: EventSink
-    finishing: bool
     redis_ok: bool
     started_at: datetime
     _failing: set[str]
     _inbox: Inbox | None
     _client: AsyncClient | None
-
-    @property
-    def config(self) -> Any:
-        """The core's :class:`~wsctl.gateway.core.CoreConfig`."""
-
-    @property
-    def client(self) -> AsyncClient:
-        """The core's Redis client."""
-
-    @property
-    def store(self) -> RegistryStore:
-        """The core's registry store."""
 
     @property
     def draining(self) -> bool:
@@ -83,19 +64,13 @@ class Core(Protocol):
     async def write_liveness(self, stamp: str | None = None) -> None:
         """Write the liveness record (through the core, as the drain does)."""
 
-    def _lock(self, robot_id: str) -> asyncio.Lock: ...
-
     async def _register(self, conn: LocalConn) -> None: ...
 
     def _queue_cleanup(self, conn: LocalConn, failed: bool = False) -> None: ...
 
-    def _drop(self, conn: LocalConn) -> bool: ...
-
     def _spawn(self, coro: Any) -> None: ...
 
     async def _close_socket(self, conn: LocalConn, code: int, reason: str) -> None: ...
-
-    def _redis_failed(self, where: str, exc: BaseException) -> None: ...
 
     def _redis_recovered(self, where: str) -> None: ...
 

@@ -15,10 +15,11 @@ from typing import Any, Protocol
 
 from wsctl.gateway.batch_router import BatchRouter
 from wsctl.gateway.drain import Drainer
-from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
+from wsctl.gateway.local import LocalConn
 from wsctl.gateway.outbound import SlowConsumer
 from wsctl.gateway.outbox import Outbox
 from wsctl.gateway.outcomes import SendOutcome, SendResult, is_redis_failure, redis_reason
+from wsctl.gateway.parts import CoreParts
 from wsctl.gateway.routing import Decision, LocalSocket, Route, decide
 from wsctl.protocol.envelopes import Envelope, Status, encode, message_problem, oversize
 from wsctl.protocol.fanout import (
@@ -31,51 +32,23 @@ from wsctl.protocol.fanout import (
 )
 from wsctl.protocol.rpc import Inbox
 from wsctl.redis.pubsub import publish
-from wsctl.redis.target import AsyncClient, Target
-from wsctl.registry.keys import Keyspace
 from wsctl.registry.model import F_INSTANCE_ID
-from wsctl.registry.store import RegistryStore
 
 __all__ = ["Core", "Sender"]
 
 log = logging.getLogger("wsctl.gateway")
 
 
-class Core(Protocol):
+class Core(CoreParts, Protocol):
     """What sending uses of :class:`wsctl.gateway.core.FleetCore` (no import cycle)."""
 
-    instance_id: str
-    keys: Keyspace
-    target: Target
-    local: LocalConnections
-    metrics: Metrics
     batches: BatchRouter
     drainer: Drainer
     outbox: Outbox
 
     @property
-    def config(self) -> Any:
-        """The core's :class:`~wsctl.gateway.core.CoreConfig`."""
-
-    @property
-    def client(self) -> AsyncClient:
-        """The core's Redis client."""
-
-    @property
-    def store(self) -> RegistryStore:
-        """The core's registry store."""
-
-    @property
     def inbox(self) -> Inbox:
         """The core's reply inbox."""
-
-    def _lock(self, robot_id: str) -> asyncio.Lock: ...
-
-    def _drop(self, conn: LocalConn) -> bool: ...
-
-    def _redis_failed(self, where: str, exc: BaseException) -> None: ...
-
-    async def _remove_entry(self, conn: LocalConn) -> None: ...
 
     async def _remove_entry_surely(self, conn: LocalConn) -> None: ...
 
