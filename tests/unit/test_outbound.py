@@ -114,3 +114,41 @@ async def test_waiting_for_room_at_a_robot_that_stopped_reading_ends_as_a_slow_c
         await asyncio.wait_for(out.room(), 5)
     await asyncio.sleep(0.05)
     assert sock.closed and sock.closed[0][0] == SLOW_CONSUMER_CODE
+
+
+async def test_one_watchdog_timer_serves_every_writer_of_a_connection() -> None:
+    sock = _Socket()
+    out = OutboundQueue(sock.write, sock.close, stall=5.0)
+    out.put([OutboundQueue.payload("first")])
+    await asyncio.sleep(0)  # the writer runs and the queue is idle again
+    assert sock.written == ["first"] and len(out) == 0
+    watch = out._watch
+    assert watch is not None  # armed by the first writer, left armed while idle
+    for n in range(20):  # each message finds the queue idle: a writer of its own
+        out.put([OutboundQueue.payload(str(n))])
+        await asyncio.sleep(0)
+    assert sock.written == ["first", *(str(n) for n in range(20))]
+    assert out._watch is watch  # no timer per writer (nor per write)
+    await out.flushed()
+    assert out._watch is None  # disarmed before the close
+
+
+async def test_a_write_that_stalls_after_an_idle_spell_is_closed_a_whole_stall_after_it_began() -> (
+    None
+):
+    sock = _Socket()
+    out = OutboundQueue(sock.write, sock.close, stall=0.3)
+    out.put([OutboundQueue.payload("read")])  # arms the watchdog (fires at 0.3 s)
+    await asyncio.sleep(0.2)
+    sock.open.clear()  # the robot stops reading
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    out.put([OutboundQueue.payload("stuck")])
+    closed_at = None
+    for _ in range(200):  # bounded: 2 s at most
+        if sock.closed:
+            closed_at = loop.time()
+            break
+        await asyncio.sleep(0.01)
+    assert closed_at is not None and sock.closed[0][0] == SLOW_CONSUMER_CODE
+    assert closed_at - began >= 0.3  # not when the watchdog first fired (0.1 s into the write)

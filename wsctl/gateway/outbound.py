@@ -173,7 +173,8 @@ class OutboundQueue:
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         queue = self._queue
-        self._watch = loop.call_later(self.stall, self._check_stall)
+        if self._watch is None:  # one watchdog per connection, armed while it writes
+            self._watch = loop.call_later(self.stall, self._check_stall)
         try:
             while queue and self.failed is None and not self.broken:
                 payload = queue[0]
@@ -190,29 +191,37 @@ class OutboundQueue:
             self.broken = True
         finally:
             self._writing_since = None
-            if self._watch is not None:
-                self._watch.cancel()
-                self._watch = None
             if self.failed is not None or self.broken:
                 queue.clear()
                 self.queued_bytes = 0
+                self._disarm()
             self._writer = None
             self._idle.set()
             self._progress.set()
 
     def _check_stall(self) -> None:
-        """The watchdog: a write that started ``stall`` seconds ago and still waits makes
-        the robot a slow consumer; else look again when the current write would stall."""
+        """The connection's watchdog, armed when a writer starts and left armed across
+        writers (not a timer per write or per writer): a write that started ``stall``
+        seconds ago and still waits makes the robot a slow consumer; else it looks again
+        when the current write would stall, or ``stall`` seconds on while the queue is being
+        written, and disarms once the connection is idle (the next writer arms it)."""
         self._watch = None
-        since = self._writing_since
-        if self._writer is None or self.failed is not None or self.broken:
+        if self.failed is not None or self.broken:
             return
+        since = self._writing_since
         now = asyncio.get_running_loop().time()
         if since is not None and now - since >= self.stall:
             self.slow(slow_reason(self.queued_bytes, len(self._queue)))
             return
+        if self._writer is None:
+            return  # idle: nothing can stall until the next writer, which arms it again
         delay = self.stall if since is None else self.stall - (now - since)
         self._watch = asyncio.get_running_loop().call_later(delay, self._check_stall)
+
+    def _disarm(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
 
     def slow(self, reason: str) -> None:
         """Close the robot as a slow consumer (once): what waits is dropped, the writer
@@ -226,6 +235,7 @@ class OutboundQueue:
         writer = self._writer
         if writer is not None and writer is not asyncio.current_task():
             writer.cancel()
+        self._disarm()
         self._queue.clear()
         self.queued_bytes = 0
         self._closer = asyncio.get_running_loop().create_task(self._close_slow(reason))
@@ -242,6 +252,7 @@ class OutboundQueue:
         writer = self._writer
         if writer is not None:
             await settle(writer)
+        self._disarm()
 
     @staticmethod
     def payload(text: str) -> SharedText:

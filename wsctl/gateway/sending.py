@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
 from wsctl.gateway.batch_router import BatchRouter
+from wsctl.gateway.batching import SharedText
 from wsctl.gateway.drain import Drainer
 from wsctl.gateway.local import LocalConn
 from wsctl.gateway.outbound import SlowConsumer
@@ -265,10 +266,13 @@ class Sender:
         conn = self.core.local.get(robot_id)
         if conn is not None and not conn.closed and not self.core.outbox.holds(robot_id):
             # the robot is here and nothing for it waits in the outbox: write it now
+            done = self._write_now(conn, message)
+            if isinstance(done, SendResult):
+                return done
             try:
                 async with asyncio.timeout(timeout):
                     async with self.core._lock(robot_id):
-                        written = await self._write_local(robot_id, message)
+                        written = await self._write_local(robot_id, message, (conn, done))
                     if written is LocalSocket.DEAD:
                         written = await self._after_dead_socket(robot_id)
             except TimeoutError:
@@ -287,6 +291,24 @@ class Sender:
                 return written
         return await self.core.outbox.send(robot_id, message, timeout, ack=ack)
 
+    def _write_now(self, conn: LocalConn, message: str) -> SendResult | Exception | None:
+        """The common case of a local write, without an await or a timer: the robot's lock
+        is free and its socket takes frames without waiting (``send_texts_nowait``, both
+        adapters). ``delivered``; else it goes the careful way (:meth:`_write_local`, under
+        the lock and within the send's timeout): None when nothing was tried (lock held,
+        another kind of socket), the write's exception when it failed (nothing written)."""
+        many: Callable[[list[SharedText]], None] | None = getattr(
+            conn.sock, "send_texts_nowait", None
+        )
+        if many is None or self.core._lock(conn.robot_id).locked():
+            return None
+        try:
+            many([SharedText(message, message.encode("utf-8"))])
+        except Exception as exc:  # refused, nothing written: the careful way deals with it
+            return exc
+        self.core.metrics.messages_delivered += 1
+        return SendResult(SendOutcome.DELIVERED, conn.robot_id, (self.core.instance_id,))
+
     async def _after_dead_socket(self, robot_id: str) -> SendResult | LocalSocket:
         """The robot's socket here just died: what the registry says now. A result when the
         message stops here (no entry, or it named this instance), else route it on."""
@@ -303,15 +325,25 @@ class Sender:
         status = SendOutcome((decision.status or Status.ERROR).value)
         return SendResult(status, robot_id, (self.core.instance_id,), decision.reason)
 
-    async def _write_local(self, robot_id: str, message: str) -> SendResult | LocalSocket:
+    async def _write_local(
+        self,
+        robot_id: str,
+        message: str,
+        failed: tuple[LocalConn, Exception | None] | None = None,
+    ) -> SendResult | LocalSocket:
         """Write ``message`` to the robot's socket here (caller holds the robot's lock): its
         outcome; or NONE when there is no open socket after all (it closed meanwhile), DEAD
-        when its write failed (dropped, entry removed): the message is then to be routed."""
+        when its write failed (dropped, entry removed): the message is then to be routed.
+        ``failed``: the write to that session's socket was just tried (:meth:`_write_now`) and
+        raised this; if it is still the robot's session, that is this write's failure (the
+        message is not written twice)."""
         here = (self.core.instance_id,)
         conn = self.core.local.get(robot_id)
         if conn is None or conn.closed or self.core.outbox.holds(robot_id):
             return LocalSocket.NONE
         try:
+            if failed is not None and failed[0] is conn and failed[1] is not None:
+                raise failed[1]
             await conn.sock.send_text(message)
         except (UnicodeError, TypeError, ValueError) as exc:
             # a message the socket cannot carry says nothing about the socket: keep it
