@@ -273,3 +273,35 @@ async def test_publish_returns_once_handed_over_without_asking_for_an_answer() -
         assert core.inbox.handlers == {}
     finally:
         task.cancel()
+
+
+async def test_each_send_times_out_at_its_own_deadline_a_shorter_one_after_a_longer_one() -> None:
+    core = FakeCore()
+    core.batches.hold = asyncio.Event()  # Redis stuck: nothing gets an answer
+    outbox = Outbox(core, linger=0.0)
+    task = await _running(outbox)
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        longer = asyncio.create_task(outbox.send("r1", "a", 0.4))
+        await asyncio.sleep(0)
+        shorter = asyncio.create_task(outbox.send("r2", "b", 0.1))
+        first = (await shorter, loop.time() - started)
+        second = (await longer, loop.time() - started)
+        assert first[0].outcome is SendOutcome.TIMEOUT and 0.1 <= first[1] < 0.3
+        assert second[0].outcome is SendOutcome.TIMEOUT and 0.4 <= second[1] < 0.6
+    finally:
+        core.batches.hold.set()
+        task.cancel()
+
+
+async def test_settled_sends_are_not_held_until_their_deadline() -> None:
+    core = FakeCore()
+    outbox = Outbox(core, linger=0.0)
+    task = await _running(outbox)
+    try:
+        for _ in range(10):  # 30,000 sends answered at once, each with a minute to go
+            await asyncio.gather(*(outbox.send(f"r{n}", "m", 60.0) for n in range(3000)))
+        assert len(outbox._deadlines) <= 10_000  # forgotten once settled, not after a minute
+    finally:
+        task.cancel()

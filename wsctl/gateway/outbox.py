@@ -23,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import heapq
+import itertools
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -69,6 +71,8 @@ WITHDRAWN_REASON = "not sent within {timeout:g}s: withdrawn, never sent"
 TAKEN_REASON = "no outcome within {timeout:g}s: being handed to Redis, it may still arrive"
 # Seconds between two looks at the unanswered sends while a stopping instance waits for them.
 ANSWER_POLL = 0.01
+# Deadlines kept (settled sends' included) before the settled ones are forgotten.
+COMPACT_MIN = 10_000
 # Per item, what its envelope adds to the message's own bytes (ids, JSON punctuation).
 ITEM_OVERHEAD = 40
 
@@ -96,6 +100,7 @@ class _Send:
     future: asyncio.Future[SendResult]
     size: int
     deadline: float  # loop time
+    timeout: float  # seconds the sender gave it (for the reason)
     owner: str = ""  # the instance it was forwarded to, once it was
     taken: bool = False  # being routed: from now on it may reach the robot, whatever comes
 
@@ -127,6 +132,13 @@ class Outbox:
         self._held: collections.Counter[str] = collections.Counter()  # robot -> queued/flushing
         self._wake = asyncio.Event()
         self._flights: dict[str, _InFlight] = {}  # batch id -> its unanswered items
+        # every send's deadline, earliest first, and the one timer that expires them (not a
+        # timer per send): (deadline, sequence, send); settled sends leave when it fires
+        self._deadlines: list[tuple[float, int, _Send]] = []
+        self._order = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._compact_at = COMPACT_MIN  # heap size that makes the next compaction
         self.batches_sent = 0
         self.items_sent = 0
         self.closed = False
@@ -170,15 +182,54 @@ class Outbox:
             )
             return future
         size = utf8_size(text) + len(robot_id) + ITEM_OVERHEAD
-        sent = _Send(robot_id, text, ack, future, size, loop.time() + max(0.0, timeout))
+        deadline = loop.time() + max(0.0, timeout)
+        sent = _Send(robot_id, text, ack, future, size, deadline, timeout)
         self._queue.append(sent)
         self._held[robot_id] += 1
         self._wake.set()
         # the deadline settles the future itself (cheaper than a wait per send); a send still
         # queued then is dropped by the flusher, never sent later
-        timer = loop.call_later(max(0.0, timeout), _expire, sent, here, timeout)
-        future.add_done_callback(lambda _: timer.cancel())
+        deadlines = self._deadlines
+        heapq.heappush(deadlines, (deadline, next(self._order), sent))
+        if len(deadlines) >= self._compact_at:
+            self._compact()
+        if self._timer is None or deadline < self._timer_at:
+            self._arm(loop, deadline)
         return future
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._expire_due)
+
+    def _compact(self) -> None:
+        """Forget the deadlines of settled sends (they would wait for the timer to reach them,
+        holding their messages): linear, and at most once per doubling of what is alive."""
+        alive = [entry for entry in self._deadlines if not entry[2].future.done()]
+        heapq.heapify(alive)
+        self._deadlines = alive
+        self._compact_at = max(COMPACT_MIN, 2 * len(alive))
+
+    def _expire_due(self) -> None:
+        """The deadline timer: every send whose deadline has come and that has no outcome yet
+        gets ``timeout`` (:func:`_expire`); settled ones are forgotten; then it is armed for
+        the earliest deadline left (none: unarmed until the next send)."""
+        self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        here = (self.core.instance_id,)
+        deadlines = self._deadlines
+        while deadlines:
+            deadline, _, sent = deadlines[0]
+            if sent.future.done():
+                heapq.heappop(deadlines)
+            elif deadline <= now:
+                heapq.heappop(deadlines)
+                _expire(sent, here, sent.timeout)
+            else:
+                self._arm(loop, deadline)
+                return
 
     # ------------------------------------------------------------------ flusher
     async def run(self) -> None:
@@ -368,6 +419,10 @@ class Outbox:
                     _settle(sent, SendOutcome.ERROR, here, f"{reason}: never sent")
             self.core.inbox.forget(batch_id)
         self._flights.clear()
+        self._deadlines.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 def _expire(sent: _Send, here: tuple[str, ...], timeout: float) -> None:
