@@ -544,11 +544,15 @@ def run_wsctl(args: argparse.Namespace, run: int, logs: Path) -> list[Result]:
 
 
 def gateway_env(args: argparse.Namespace) -> dict[str, str]:
-    """The bench app's environment: GATEWAY_ENV, and where to profile with --profile."""
-    if args.profile is None:
-        return GATEWAY_ENV
-    args.profile.mkdir(parents=True, exist_ok=True)
-    return {**GATEWAY_ENV, "WSCTL_BENCH_PROFILE": str(args.profile.resolve())}
+    """The bench app's environment: GATEWAY_ENV, uvicorn's ``--ws`` with --ws, and where to
+    profile with --profile."""
+    env = dict(GATEWAY_ENV)
+    if args.ws:
+        env["UVICORN_WS"] = args.ws  # uvicorn's options from UVICORN_* variables
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        env["WSCTL_BENCH_PROFILE"] = str(args.profile.resolve())
+    return env
 
 
 def profiling(gateways: list[Any], args: argparse.Namespace, tag: str, *, on: bool) -> None:
@@ -762,6 +766,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=("node", "python"),
         default="node",
         help="wsctl's robot swarm (python: small runs without Node)",
+    )
+    parser.add_argument(
+        "--ws",
+        choices=("websockets", "websockets-sansio", "wsproto"),
+        help="uvicorn's WebSocket implementation for the wsctl instances (default: uvicorn's)",
     )
     parser.add_argument("--log-dir", type=Path, help="keep the processes' logs here")
     parser.add_argument(
