@@ -117,6 +117,10 @@ class StarletteSocket:
         """Queue text frames for the robot, in order, without waiting."""
         self.out.put(payloads)
 
+    def crowded(self) -> bool:
+        """Would :meth:`send_text` wait for room now? (Else a sender may write at once.)"""
+        return self.out.crowded()
+
     async def close(self, code: int, reason: str) -> None:
         """Close with ``code`` and ``reason`` once what is queued is written (at most about a
         second: a kick's last messages go first), unless the socket is already disconnected."""

@@ -294,14 +294,15 @@ class Sender:
     def _write_now(self, conn: LocalConn, message: str) -> SendResult | Exception | None:
         """The common case of a local write, without an await or a timer: the robot's lock
         is free and its socket takes frames without waiting (``send_texts_nowait``, both
-        adapters). ``delivered``; else it goes the careful way (:meth:`_write_local`, under
+        adapters) and is not ``crowded`` (its ``send_text`` would wait for room first).
+        ``delivered``; else it goes the careful way (:meth:`_write_local`, under
         the lock and within the send's timeout): None when nothing was tried (lock held,
         another kind of socket), the write's exception when it failed (nothing written)."""
-        many: Callable[[list[SharedText]], None] | None = getattr(
-            conn.sock, "send_texts_nowait", None
-        )
-        if many is None or self.core._lock(conn.robot_id).locked():
-            return None
+        sock = conn.sock
+        many: Callable[[list[SharedText]], None] | None = getattr(sock, "send_texts_nowait", None)
+        crowded: Callable[[], bool] | None = getattr(sock, "crowded", None)
+        if many is None or crowded is None or crowded() or self.core._lock(conn.robot_id).locked():
+            return None  # the careful way (which waits for room while much waits for the robot)
         try:
             many([SharedText(message, message.encode("utf-8"))])
         except Exception as exc:  # refused, nothing written: the careful way deals with it

@@ -126,6 +126,11 @@ class WebsocketsSocket:
                 raise SlowConsumer(reason)
         self._stalled_since = None
 
+    def crowded(self) -> bool:
+        """Would :meth:`send_text` wait for room now? (Else a sender may write at once.)"""
+        transport = getattr(self.ws, "transport", None)
+        return transport is not None and transport.get_write_buffer_size() * 2 > self.max_bytes
+
     def send_texts_nowait(self, payloads: list[SharedText]) -> None:
         """Write text frames now, in one write, each payload framed once for every socket it
         goes to (:func:`wsctl.gateway.wsframes.write_texts`). Raises
