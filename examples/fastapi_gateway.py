@@ -3,7 +3,13 @@
 Run from a checkout (``pip install 'wsctl[fastapi]'``)::
 
     REDIS_HOST=127.0.0.1 REDIS_PORT=6379 SERVER_INSTANCE_ID=gw-a PORT=8001 \\
-        uvicorn examples.fastapi_gateway:app --port 8001
+        uvicorn examples.fastapi_gateway:app --port 8001 --ws-per-message-deflate false
+
+``--ws-per-message-deflate false``: otherwise uvicorn compresses every message to a client that
+asks for per-message deflate (Python's ``websockets`` clients do by default): 1.3-1.9x the
+server's CPU per 60-byte JSON message (``bench/app_send_deflate.py``); socket.io and Node's
+``ws`` leave it off by default. What it costs is bandwidth: keep deflate on (drop the flag)
+for robots behind a slow or metered link.
 
 Configured by the original environment variables: ``REDIS_HOST``, ``REDIS_PORT``,
 ``REDIS_PASSWORD``, ``REDIS_USE_CLUSTER``, ``REDIS_NODES`` (``host:port,host:port``),
