@@ -170,12 +170,16 @@ class TopApp(App[None]):
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the screen's boundary: a bug ends it, said by the CLI
+            if not self.is_running:
+                return  # the app is closing: its widgets go first, so drawing can fail
             self.failure = exc
             self.exit(return_code=EXIT_INTERNAL)
 
     async def _refresh_loop(self) -> None:
         while True:
             snapshot = await self.collector.refresh()
+            if not self.is_running:
+                return  # closing while the refresh was out: its widgets are going
             self.refreshes += 1
             self.show(snapshot)
             await asyncio.sleep(self.interval)
