@@ -30,7 +30,7 @@ def test_the_readme_starts_with_the_install_and_test_commands() -> None:
     assert first.body.startswith("python3.11 -m venv .venv && .venv/bin/pip install -q -e . &&")
     assert second.body == (
         "python3.11 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && "
-        ".venv/bin/python -m pytest -q"
+        ".venv/bin/python -m pytest -q -n 2"
     )
 
 
