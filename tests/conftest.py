@@ -10,10 +10,12 @@ import concurrent.futures
 import contextlib
 import io
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,6 +70,29 @@ def default_sigint() -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def wsctl_env(extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a ``wsctl`` process a test starts: none of the developer's Redis
+    settings, the test's own state dir and event loop choice, then ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WSCTL_", "REDIS_"))}
+    for name in ("WSCTL_STATE_DIR", "WSCTL_EVENT_LOOP"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    env.update(extra)
+    return env
+
+
+def wsctl_process(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[str]:
+    """``wsctl ARGS`` as a real process (text streams), in :func:`wsctl_env` of ``env``, with
+    SIGINT as a terminal gives it (:func:`default_sigint`), so a test can press Ctrl-C."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "wsctl", *args],
+        env=wsctl_env(env),
+        text=True,
+        preexec_fn=default_sigint,
+        **kwargs,
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import signal
 
 from websockets.asyncio.client import connect
 
-from tests.conftest import Backend, ainvoke, default_sigint
+from tests.conftest import Backend, ainvoke, wsctl_process
 from tests.fleet import running_fleet, wait_for
 from wsctl.eventlog.model import Event, EventLimits
 from wsctl.registry.keys import Keyspace
@@ -324,22 +324,11 @@ async def test_follow_prints_new_events_as_they_come_and_stops_after_for(
 
 
 def test_ctrl_c_ends_follow_cleanly_with_exit_0(single: Backend, tmp_path: object) -> None:
-    import os
     import subprocess
-    import sys
     import time
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WSCTL_", "REDIS_"))}
-    env.update(single.env)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wsctl", "events", "--follow"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        # a suite started in the background by a non-interactive shell inherits SIGINT
-        # ignored, and so would wsctl: give it the default disposition a terminal gives
-        preexec_fn=default_sigint,
+    proc = wsctl_process(
+        ["events", "--follow"], single.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         time.sleep(2.0)

@@ -9,12 +9,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Backend, ainvoke, default_sigint, open_test_store
+from tests.conftest import Backend, ainvoke, open_test_store, wsctl_process
 from tests.fleet import running_fleet, wait_for
 from tests.robot_clients import frames, registered, robots
 from wsctl.sandbox.gateways import GatewayProcess
@@ -205,25 +204,6 @@ async def test_owners_that_speak_only_single_envelopes_get_single_envelopes(
 # ------------------------------------------------------------------ wsctl as a real process
 
 
-def _env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WSCTL_", "REDIS_"))}
-    for name in ("WSCTL_STATE_DIR", "WSCTL_EVENT_LOOP"):
-        if name in os.environ:
-            env[name] = os.environ[name]
-    env.update(extra)
-    return env
-
-
-def _wsctl(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "wsctl", *args],
-        env=_env(env),
-        text=True,
-        preexec_fn=default_sigint,
-        **kwargs,
-    )
-
-
 def _finish(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -244,7 +224,7 @@ def _on_a_terminal(args: list[str], env: dict[str, str], out: Path | None) -> tu
     screen = b""
     try:
         with out.open("w") if out is not None else contextlib.nullcontext(slave) as sink:
-            proc = _wsctl(
+            proc = wsctl_process(
                 args, {**env, "COLUMNS": "40"}, stdout=sink, stderr=slave, stdin=subprocess.DEVNULL
             )
         os.close(slave)
@@ -325,7 +305,7 @@ async def test_redis_frozen_mid_fan_out_stops_with_exit_3_within_3_request_timeo
                 results: dict[str, tuple[int, str, str, float]] = {}
                 for name, args in runs.items():
                     received[0] = 0
-                    proc = _wsctl(args, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                    proc = wsctl_process(args, env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                     # freeze once some robots got it (not after a fixed sleep: a loaded machine
                     # can take that long just to start the CLI); at 10/s most are still unsent
                     await wait_for(lambda: received[0] >= 8, timeout=20)
@@ -499,7 +479,7 @@ async def test_ctrl_c_mid_fan_out_prints_what_was_sent_so_far_and_exits_130(
         urls = {f"int-{n}": fleet["gw-a"].ws_url for n in range(20)}
         async with robots(urls):
             await wait_for(lambda: registered(store, list(urls)))
-            proc = _wsctl(
+            proc = wsctl_process(
                 ["send", "i", "--robot", "int-*", "--rate", "5", "-o", "json"],
                 single.env,
                 stdout=subprocess.PIPE,
@@ -531,7 +511,7 @@ async def test_an_owner_killed_mid_fan_out_makes_later_robots_unreachable_at_onc
             async with robots(urls):
                 await wait_for(lambda: registered(store, list(urls)), timeout=10)
                 args = ["send", "k", "--robot", "kil-*", "--rate", "10", "--timeout", "4"]
-                proc = _wsctl(
+                proc = wsctl_process(
                     [*args, "-o", "jsonl"],
                     single.env,
                     stdout=subprocess.PIPE,
@@ -632,7 +612,7 @@ async def test_a_closed_stdout_stops_the_send_at_once_and_says_so(
             ids.write_text("\n".join(urls) + "\n")
             args = ["send", "hi", "--robots-from", str(ids), "--rate", "2", "-o", "jsonl"]
             started = time.monotonic()
-            proc = _wsctl(args, single.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            proc = wsctl_process(args, single.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             assert proc.stdout is not None
             first = await asyncio.to_thread(proc.stdout.readline)  # the first row, in time
             proc.stdout.close()  # the reader leaves, like `head -1`
@@ -670,7 +650,7 @@ async def test_wide_streams_each_robots_row_and_a_closed_stdout_stops_the_run(
     ids = tmp_path / "ids.txt"
     ids.write_text("".join(f"nobody-{n}\n" for n in range(200_000)))
     args = ["send", "hi", "--robots-from", str(ids), "-o", "wide"]
-    proc = _wsctl(args, single.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = wsctl_process(args, single.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None
     try:
         header = await asyncio.to_thread(proc.stdout.readline)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Backend, ainvoke, default_sigint, invoke, open_test_store
+from tests.conftest import Backend, ainvoke, invoke, open_test_store, wsctl_process
 from tests.fleet import running_fleet
 from tests.seedlike import seed_hash, seed_store_connection
 from wsctl.errors import UsageError
@@ -338,10 +338,8 @@ def test_ctrl_c_part_way_names_the_backup_of_what_was_removed(
     """Ctrl-C of a reap that had removed 107,000 of 200,000 entries said only `wsctl:
     interrupted`: the operator was not told that entries were gone, nor where their backup
     was. Redis is frozen once the backup holds something, so the reap is caught part-way."""
-    import os
     import signal
     import subprocess
-    import sys
     import time
 
     from tests.faults import fill, frozen
@@ -349,15 +347,12 @@ def test_ctrl_c_part_way_names_the_backup_of_what_was_removed(
     assert single.single is not None
     fill(single.single, 30_000, age_s=3600)
     backups = tmp_path / "state" / "backups"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WSCTL_", "REDIS_"))}
-    env.update(single.env, WSCTL_STATE_DIR=str(tmp_path / "state"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wsctl", "reap", "--timeout", "90", "--robot-events", "none"],
-        env=env,
+    env = {**single.env, "WSCTL_STATE_DIR": str(tmp_path / "state")}
+    proc = wsctl_process(
+        ["reap", "--timeout", "90", "--robot-events", "none"],
+        env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=default_sigint,
     )
     try:
         deadline = time.monotonic() + 30
