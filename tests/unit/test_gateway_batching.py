@@ -80,6 +80,26 @@ def test_a_zero_ttl_owner_cache_remembers_nothing() -> None:
     assert cache.get("a", now=1.0) is None and len(cache) == 0
 
 
+def test_a_delivery_by_the_cached_owner_refreshes_its_entry() -> None:
+    cache = OwnerCache(ttl=10.0)
+    cache.put("r1", "gw-b", now=0.0)
+    cache.put("r2", "gw-b", now=0.0)
+    assert cache.confirm("r1", "gw-b", now=9.0)
+    assert cache.get("r1", now=18.0) == "gw-b"  # 9 s after the confirmation: still fresh
+    assert cache.get("r2", now=18.0) is None  # never confirmed: expired
+    assert cache.confirm("r2", "gw-b", now=18.0)  # an expired entry naming it comes back
+    assert cache.get("r2", now=19.0) == "gw-b"
+
+
+def test_a_delivery_confirms_no_entry_naming_another_owner_or_none() -> None:
+    cache = OwnerCache(ttl=10.0)
+    cache.put("r1", "gw-c", now=0.0)  # newer: the robot moved to gw-c
+    assert not cache.confirm("r1", "gw-b", now=9.0)
+    assert cache.get("r1", now=11.0) is None  # not refreshed by gw-b's answer
+    assert not cache.confirm("r2", "gw-b", now=1.0)  # invalidated/unknown: not made up
+    assert len(cache) == 1
+
+
 def test_a_hint_corrects_only_an_entry_naming_the_hinting_instance() -> None:
     cache = OwnerCache(ttl=1.0)
     cache.put("moved", "gw-a", 0.0)

@@ -5,7 +5,6 @@ tested end to end in tests/integration/test_app_send.py)."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from typing import Any
 
@@ -36,8 +35,15 @@ class FakeInbox:
 
 
 class FakeOwners:
+    def __init__(self) -> None:
+        self.confirmed: list[tuple[str, str]] = []
+
     def invalidate(self, robot_ids: Any) -> None:
         list(robot_ids)
+
+    def confirm(self, robot_id: str, owner: str, now: float) -> bool:
+        self.confirmed.append((robot_id, owner))
+        return True
 
 
 class FakeRouter:
@@ -87,7 +93,7 @@ async def _running(outbox: Outbox) -> asyncio.Task[None]:
 
 async def test_sends_made_together_leave_in_one_batch_and_each_gets_its_answer() -> None:
     core = FakeCore()
-    outbox = Outbox(core, linger=0.0)
+    outbox = Outbox(core)
     task = await _running(outbox)
     try:
         results = await asyncio.gather(*(outbox.send(f"r{n}", f"m{n}", 5.0) for n in range(150)))
@@ -103,7 +109,7 @@ async def test_sends_made_together_leave_in_one_batch_and_each_gets_its_answer()
 
 async def test_an_identical_message_is_carried_once_per_batch() -> None:
     core = FakeCore()
-    outbox = Outbox(core, linger=0.0)
+    outbox = Outbox(core)
     task = await _running(outbox)
     try:
         await asyncio.gather(*(outbox.send(f"r{n}", "same", 5.0) for n in range(10)))
@@ -113,26 +119,47 @@ async def test_an_identical_message_is_carried_once_per_batch() -> None:
         task.cancel()
 
 
-async def test_a_send_after_a_quiet_spell_leaves_at_once_steady_ones_one_linger_apart() -> None:
+async def test_a_send_made_right_after_a_flush_leaves_at_once_without_a_linger() -> None:
+    """50 sends one after another, each awaited: each leaves in a flush of its own as soon as
+    it is made. A fixed linger of even 2 ms between flushes would take 98 ms or more."""
     core = FakeCore()
-    linger = 0.2
-    outbox = Outbox(core, linger=linger)
+    outbox = Outbox(core)
     task = await _running(outbox)
     try:
-        await asyncio.sleep(linger * 2)
         started = time.monotonic()
-        await outbox.send("alone", "x", 5.0)
-        assert time.monotonic() - started < linger / 2  # no wait for a first send
-        await asyncio.sleep(linger * 2)
-        sends = []
-        for n in range(30):  # one every 20 ms: about ten per linger
-            sends.append(asyncio.create_task(outbox.send(f"r{n}", f"m{n}", 5.0)))
-            await asyncio.sleep(0.02)
-        await asyncio.gather(*sends)
-        flushes = core.batches.batches[1:]
-        assert 2 <= len(flushes) <= 6, [len(b.items) for _, b in flushes]
-        gaps = [b[0] - a[0] for a, b in itertools.pairwise(flushes)]
-        assert min(gaps) >= linger * 0.9, gaps
+        for n in range(50):
+            await outbox.send(f"r{n}", f"m{n}", 5.0)
+        took = time.monotonic() - started
+        assert [len(b.items) for _, b in core.batches.batches] == [1] * 50
+        assert took < 0.05, took
+    finally:
+        task.cancel()
+
+
+async def test_an_owner_answer_that_delivered_confirms_the_owner_cache_entry() -> None:
+    core = FakeCore()
+    outbox = Outbox(core)
+    task = await _running(outbox)
+    try:
+        await asyncio.gather(*(outbox.send(f"r{n}", f"m{n}", 5.0) for n in range(3)))
+        assert core.batches.owners.confirmed == [("r0", "gw-b"), ("r1", "gw-b"), ("r2", "gw-b")]
+    finally:
+        task.cancel()
+
+
+async def test_sends_made_while_a_flush_waits_on_redis_leave_together_in_the_next() -> None:
+    core = FakeCore()
+    outbox = Outbox(core)
+    core.batches.hold = asyncio.Event()
+    task = await _running(outbox)
+    try:
+        first = asyncio.create_task(outbox.send("r0", "m0", 5.0))
+        await asyncio.sleep(0.01)  # its flush is under way (held by "Redis")
+        rest = [asyncio.create_task(outbox.send(f"r{n}", f"m{n}", 5.0)) for n in range(1, 40)]
+        await asyncio.sleep(0.01)
+        core.batches.hold.set()
+        await asyncio.gather(first, *rest)
+        assert [len(b.items) for _, b in core.batches.batches] == [1, 39]
     finally:
         task.cancel()
 
@@ -140,7 +167,7 @@ async def test_a_send_after_a_quiet_spell_leaves_at_once_steady_ones_one_linger_
 async def test_a_send_still_queued_at_its_deadline_times_out_and_is_never_sent() -> None:
     core = FakeCore()
     core.batches.hold = asyncio.Event()  # Redis stuck on the first flush
-    outbox = Outbox(core, linger=0.0)
+    outbox = Outbox(core)
     task = await _running(outbox)
     try:
         first = asyncio.create_task(outbox.send("r1", "stuck", 5.0))
@@ -162,7 +189,7 @@ async def test_a_send_being_handed_to_redis_at_its_deadline_says_it_may_still_ar
     """Not "not handed to Redis": its PUBLISH may have gone out (Redis frozen, then resumed)."""
     core = FakeCore()
     core.batches.hold = asyncio.Event()  # the flush's Redis call does not return
-    outbox = Outbox(core, linger=0.0)
+    outbox = Outbox(core)
     task = await _running(outbox)
     try:
         result = await outbox.send("r1", "maybe", 0.05)
@@ -188,7 +215,7 @@ class RefusedInbox(FakeInbox):
 async def test_a_send_fails_at_once_when_redis_refuses_and_does_not_hold_up_a_publish() -> None:
     core = FakeCore()
     core._inbox = RefusedInbox()
-    outbox = Outbox(core, linger=0.0)
+    outbox = Outbox(core)
     task = await _running(outbox)
     try:
         started = time.monotonic()
@@ -207,7 +234,7 @@ async def test_a_send_fails_at_once_when_redis_refuses_and_does_not_hold_up_a_pu
 
 async def test_an_unanswered_forward_times_out_naming_the_owner() -> None:
     core = FakeCore()
-    outbox = Outbox(core, linger=0.0)
+    outbox = Outbox(core)
     core.batches.route = _forward_without_answer
     task = await _running(outbox)
     try:
@@ -227,7 +254,7 @@ async def _forward_without_answer(batch: Batch, *, events: bool = True) -> Route
 
 async def test_batches_are_bounded_by_messages_and_by_bytes() -> None:
     core = FakeCore()
-    outbox = Outbox(core, batch_items=100, batch_bytes=10_000, linger=0.0)
+    outbox = Outbox(core, batch_items=100, batch_bytes=10_000)
     task = await _running(outbox)
     try:
         await asyncio.gather(*(outbox.send(f"r{n}", "s", 5.0) for n in range(250)))
@@ -245,7 +272,7 @@ async def test_batches_are_bounded_by_messages_and_by_bytes() -> None:
 
 async def test_published_sends_leave_in_larger_batches_than_acknowledged_ones() -> None:
     core = FakeCore()
-    outbox = Outbox(core, batch_items=100, batch_bytes=100_000, linger=0.0, publish_items=400)
+    outbox = Outbox(core, batch_items=100, batch_bytes=100_000, publish_items=400)
     task = await _running(outbox)
     try:
         await asyncio.gather(*(outbox.send(f"r{n}", "p", 5.0, ack=False) for n in range(500)))
@@ -263,7 +290,7 @@ async def test_published_sends_leave_in_larger_batches_than_acknowledged_ones() 
 
 async def test_publish_returns_once_handed_over_without_asking_for_an_answer() -> None:
     core = FakeCore()
-    outbox = Outbox(core, linger=0.0)
+    outbox = Outbox(core)
     task = await _running(outbox)
     try:
         result = await outbox.send("r1", "m", 5.0, ack=False)
@@ -278,7 +305,7 @@ async def test_publish_returns_once_handed_over_without_asking_for_an_answer() -
 async def test_each_send_times_out_at_its_own_deadline_a_shorter_one_after_a_longer_one() -> None:
     core = FakeCore()
     core.batches.hold = asyncio.Event()  # Redis stuck: nothing gets an answer
-    outbox = Outbox(core, linger=0.0)
+    outbox = Outbox(core)
     task = await _running(outbox)
     loop = asyncio.get_running_loop()
     try:
@@ -297,7 +324,7 @@ async def test_each_send_times_out_at_its_own_deadline_a_shorter_one_after_a_lon
 
 async def test_settled_sends_are_not_held_until_their_deadline() -> None:
     core = FakeCore()
-    outbox = Outbox(core, linger=0.0)
+    outbox = Outbox(core)
     task = await _running(outbox)
     try:
         for _ in range(10):  # 30,000 sends answered at once, each with a minute to go

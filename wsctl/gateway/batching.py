@@ -80,6 +80,18 @@ class OwnerCache:
         for robot_id in robot_ids:
             self._owners.pop(robot_id, None)
 
+    def confirm(self, robot_id: str, owner: str, now: float) -> bool:
+        """``owner`` answered that it delivered a message to ``robot_id``: if the cache names
+        it (fresh or expired), the entry counts from ``now`` again, so a robot that keeps
+        getting messages never sends the next one back to the registry. True when refreshed;
+        an entry naming someone else (newer) or none (invalidated) is left as it is."""
+        found = self._owners.get(robot_id)
+        if found is None or found[0] != owner:
+            return False
+        self._owners[robot_id] = (owner, now)
+        self._owners.move_to_end(robot_id)
+        return True
+
     def correct(self, robot_id: str, wrong: str, owner: str | None, now: float) -> bool:
         """An owner hint from ``wrong``: if the cache names ``wrong`` as the robot's owner
         (fresh or expired), replace it with ``owner`` as of ``now`` (None: forget it). True

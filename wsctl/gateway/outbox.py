@@ -7,9 +7,10 @@ instance, and routes it like a batch from the control channel
 (:meth:`~wsctl.gateway.batch_router.BatchRouter.route`: local writes, owners from the cache or
 one pipelined read, one forward batch per owner in one pipeline). While a flush waits for
 Redis, the next sends queue behind it and leave together in the next one: under load batches
-grow by themselves. Flushes are at least :data:`LINGER` apart, so steady light traffic is
-batched too, while a send after a quiet spell leaves at once. Flushes run one after another, so
-each robot's messages keep their order. Owners answer the forwarded items to the instance's
+grow by themselves. There is no fixed linger: a flush starts as soon as the flusher is free,
+with what was submitted up to then (at least everything submitted in the same loop iteration),
+so a send waits only for the flush before it. Flushes run one after another, so each robot's
+messages keep their order. Owners answer the forwarded items to the instance's
 reply inbox (:class:`~wsctl.protocol.rpc.Inbox`), item by item.
 
 Every send ends with an outcome within its timeout, whatever Redis does: ``timeout`` at its
@@ -39,7 +40,7 @@ from wsctl.protocol.rpc import Inbox
 from wsctl.redis.target import Target
 from wsctl.tasks import wait_within
 
-__all__ = ["BATCH_ITEMS", "LINGER", "PUBLISH_ITEMS", "Outbox"]
+__all__ = ["BATCH_ITEMS", "PUBLISH_ITEMS", "Outbox"]
 
 # Items one coalesced batch carries at most (the protocol allows 10,000). Smaller batches are
 # answered sooner (the owner replies once it wrote the whole batch) and keep both instances
@@ -54,12 +55,7 @@ BATCH_ITEMS = 200
 # 53-57 us of the sending instance's CPU per message; 1,000 items 13.8k, 16.2k, 17.2k msg/s and
 # 42-44 us (the flusher hands five times as much to Redis per round trip).
 PUBLISH_ITEMS = 1000
-# At most one flush per LINGER seconds: a send after a quiet spell leaves at once, steady
-# traffic leaves in batches of what came within one linger. Measured (bench/app_send_bench.py,
-# paced 1 message per ms through the non-owner): 0 gave 1.2 PUBLISH per message (a batch of
-# one or two, and its reply), 1 ms about the same, 2 ms 0.75 with p50 +0.6 ms and a lower p99
-# (fewer round trips to pay for); under load flushes take longer than 2 ms anyway.
-LINGER = 0.002
+# No linger: a flush starts as soon as the previous one is done (FLUSH_MEASURED below).
 # How often batches nobody waits for any more (every sender timed out) are forgotten.
 SWEEP_EVERY = 1.0
 # How long a flush waits for the reply inbox to be subscribed before it sends anyway.
@@ -120,14 +116,12 @@ class Outbox:
         core: Core,
         batch_items: int = BATCH_ITEMS,
         batch_bytes: int = BATCH_BYTES,
-        linger: float = LINGER,
         publish_items: int = PUBLISH_ITEMS,
     ) -> None:
         self.core = core
         self.batch_items = max(1, batch_items)
         self.publish_items = max(self.batch_items, publish_items)
         self.batch_bytes = batch_bytes
-        self.linger = linger
         self._queue: collections.deque[_Send] = collections.deque()
         self._held: collections.Counter[str] = collections.Counter()  # robot -> queued/flushing
         self._wake = asyncio.Event()
@@ -235,7 +229,6 @@ class Outbox:
     async def run(self) -> None:
         """The flusher: batches of whatever queued, one after another, until cancelled."""
         loop = asyncio.get_running_loop()
-        last = -self.linger
         swept = loop.time()
         while not self.closed:  # not on cancellation alone (see FleetCore.stop)
             with contextlib.suppress(TimeoutError):
@@ -245,12 +238,7 @@ class Outbox:
                 swept = loop.time()
                 self.sweep()  # batches whose every sender gave up: not awaited any more
             while self._queue and not self.closed:
-                # at most one flush per linger: a send after a quiet spell leaves at once,
-                # steady traffic leaves in batches of what came in one linger
-                wait = last + self.linger - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                last = loop.time()
+                # no linger: what queued while the previous flush waited on Redis leaves now
                 sends = self._take()
                 try:
                     if sends:
@@ -359,6 +347,10 @@ class Outbox:
             return
         sends = flight.sends
         route = tuple(hop.instance for hop in reply.route)
+        # the instance that answered (and, for a delivered item, holds the robot)
+        answerer = reply.instance
+        owners = self.core.batches.owners
+        now = time.monotonic()
         if isinstance(reply, BatchReply):
             outcomes: list[tuple[str, Status, str | None]] = [
                 (ident, Status.DELIVERED, None) for ident in reply.delivered
@@ -372,7 +364,10 @@ class Outbox:
                 continue
             if status is Status.NOT_CONNECTED:
                 # the forward came back: forget the owner
-                self.core.batches.owners.invalidate((sent.robot_id,))
+                owners.invalidate((sent.robot_id,))
+            elif status is Status.DELIVERED and answerer:
+                # the cached owner still holds the robot: its entry counts from now
+                owners.confirm(sent.robot_id, answerer, now)
             try:
                 outcome = SendOutcome(status.value)
             except ValueError:
