@@ -10,7 +10,7 @@ from typing import Any
 
 from wsctl.gateway.batch_router import Routed
 from wsctl.gateway.local import LocalConnections
-from wsctl.gateway.outbox import SWEEP_EVERY, Outbox
+from wsctl.gateway.outbox import REPLY_HOLD_MS, SWEEP_EVERY, Outbox
 from wsctl.gateway.outcomes import SendOutcome
 from wsctl.protocol.batch import Batch, BatchReply
 from wsctl.protocol.envelopes import Hop
@@ -143,6 +143,24 @@ async def test_an_owner_answer_that_delivered_confirms_the_owner_cache_entry() -
     try:
         await asyncio.gather(*(outbox.send(f"r{n}", f"m{n}", 5.0) for n in range(3)))
         assert core.batches.owners.confirmed == [("r0", "gw-b"), ("r1", "gw-b"), ("r2", "gw-b")]
+    finally:
+        task.cancel()
+
+
+async def test_acknowledged_batches_accept_bundled_answers_within_half_their_time() -> None:
+    """The owner may bundle the answers (reply_hold_ms), never holding one past half the
+    earliest acknowledged send's time left; a plain (unbundled) answer settles them as well,
+    as from an owner that does not know bundles."""
+    core = FakeCore()
+    outbox = Outbox(core)
+    task = await _running(outbox)
+    try:
+        await outbox.send("r0", "m", 5.0)
+        await outbox.send("r1", "m", 0.05)
+        holds = [b.reply_hold_ms for _, b in core.batches.batches]
+        assert holds[0] == REPLY_HOLD_MS and 20 <= holds[1] <= 25, holds
+        await outbox.send("r2", "m", 5.0, ack=False)
+        assert core.batches.batches[-1][1].reply_hold_ms == 0  # nobody waits for an answer
     finally:
         task.cancel()
 

@@ -26,12 +26,17 @@ the same routing (:meth:`BatchRouter.route`), coalesced into batches by the outb
    cache: those robots' owners are read from the registry again and routed once more (a
    robot that moved away from an instance that died);
 5. a batch from the control channel gets this instance's one reply: the ids delivered here and
-   the outcome of every item answered here (the owners answer for what they were sent).
+   the outcome of every item answered here (the owners answer for what they were sent). When
+   the requester accepts bundles (``reply_hold_ms``), replies to its channel go out
+   Nagle-style (:class:`~wsctl.gateway.batching.ReplyHolder`): the first after a quiet spell at
+   once, then at most one PUBLISH per :data:`~wsctl.gateway.batching.REPLY_EVERY` carrying
+   what came meanwhile (the messages themselves are written at once; only the answers wait).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -39,13 +44,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from wsctl.eventlog.model import EventName
-from wsctl.gateway.batching import OwnerCache, SharedText, route_items
+from wsctl.gateway.batching import OwnerCache, ReplyHolder, SharedText, route_items
 from wsctl.gateway.local import LocalConn
 from wsctl.gateway.outbound import SlowConsumer
 from wsctl.gateway.outcomes import is_redis_failure, redis_reason
 from wsctl.gateway.parts import CoreParts
 from wsctl.gateway.routing import LocalSocket
 from wsctl.protocol.batch import (
+    BATCH_BYTES,
     BATCH_VERSION,
     Batch,
     BatchReply,
@@ -54,6 +60,7 @@ from wsctl.protocol.batch import (
     OwnerHint,
     encode_owner_hint,
     pack_batch,
+    pack_bundles,
     pack_reply,
     singles,
 )
@@ -67,6 +74,7 @@ from wsctl.protocol.envelopes import (
 )
 from wsctl.redis.pubsub import Audience, publish_many
 from wsctl.registry.model import F_INSTANCE_ID
+from wsctl.tasks import wait_within
 
 __all__ = ["BATCH_QUEUE", "BatchRouter", "Routed"]
 
@@ -76,6 +84,8 @@ log = logging.getLogger("wsctl.gateway")
 BATCH_QUEUE = 64
 # How long an instance's protocol version (from its liveness record) is remembered.
 PROTOCOL_TTL = 10.0
+# How long a stopping instance tries to publish the replies it still holds.
+HELD_FLUSH_WAIT = 1.0
 
 
 class Core(CoreParts, Protocol):
@@ -106,6 +116,9 @@ class BatchRouter:
         self.owners = OwnerCache(ttl=owner_ttl)
         self.audience = Audience()
         self.queue: asyncio.Queue[Batch] = asyncio.Queue(BATCH_QUEUE)
+        # replies to requesters that accept bundles, held Nagle-style per reply channel
+        self.replies = ReplyHolder()
+        self._held_changed = asyncio.Event()
         self._protocols: dict[str, tuple[float, int]] = {}  # instance -> (read at, version)
 
     async def speaks_batches(self, instance_id: str) -> bool:
@@ -125,15 +138,52 @@ class BatchRouter:
 
     async def run(self) -> None:
         """The worker: one batch at a time, in arrival order, until cancelled or the core
-        stops (a cancellation lost in a Redis call's write must not keep it running)."""
-        while not self.core.finishing:
-            batch = await self.queue.get()
-            try:
-                await self.handle(batch)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # handle() answers what it can; never let the worker die
-                log.exception("batch %s failed", batch.id[:8])
+        stops (a cancellation lost in a Redis call's write must not keep it running). The
+        replies it holds (:class:`~wsctl.gateway.batching.ReplyHolder`) go out on their own
+        task, and what is still held when it stops goes out then."""
+        held = asyncio.create_task(self._send_held(), name="held replies")
+        try:
+            while not self.core.finishing:
+                batch = await self.queue.get()
+                try:
+                    await self.handle(batch)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # handle() answers what it can; never let the worker die
+                    log.exception("batch %s failed", batch.id[:8])
+        finally:
+            held.cancel()
+            rest = self._bundled(self.replies.take_all())
+            if rest:  # a stopping owner answers what it holds (bounded; not cancelled midway)
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await asyncio.shield(wait_within(self._publish(rest), HELD_FLUSH_WAIT))
+
+    async def _send_held(self) -> None:
+        """Publish held replies when they are due (one pipeline for all that are), until
+        cancelled."""
+        replies = self.replies
+        changed = self._held_changed
+        while True:
+            changed.clear()
+            when = replies.next_due
+            if when is None:
+                await changed.wait()
+                continue
+            wait = when - time.monotonic()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    await wait_within(changed.wait(), wait)
+                continue
+            await self._publish(self._bundled(replies.due(time.monotonic())))
+
+    def _bundled(self, held: list[tuple[str, list[str]]]) -> list[tuple[str, str]]:
+        """(channel, text) of the messages that carry ``held`` replies: bundles per channel."""
+        me = self.core.instance_id
+        return [
+            (channel, text)
+            for channel, texts in held
+            for text in pack_bundles(me, texts, BATCH_BYTES)
+        ]
 
     # ------------------------------------------------------------------ owner hints
     def apply_hint(self, hint: OwnerHint) -> int:
@@ -293,6 +343,17 @@ class BatchRouter:
         forwards' receiver counts decide (an owner nobody listens for) in a second reply."""
         batch = batch.arrived(self.core.instance_id, time.time())
         answer = self._answer_to(batch) if batch.reply_to else None
+        if answer is not None and batch.reply_hold_ms > 0:
+            # the requester accepts bundles: the reply may wait for company (ReplyHolder)
+            routed = await self.route(batch)
+            texts = [t for _, t in answer(routed.delivered, routed.failed)]
+            channel = batch.reply_to or ""
+            hold = batch.reply_hold_ms / 1000
+            if self.replies.offer(channel, texts, time.monotonic(), hold):
+                await self._publish([(channel, text) for text in texts])
+            elif texts:
+                self._held_changed.set()
+            return
         routed = await self.route(batch, answer=answer)
         if answer is not None:
             done_delivered, done_failed = routed.answered

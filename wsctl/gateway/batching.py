@@ -7,6 +7,8 @@ traffic through a non-owner does not read the registry for every message; the ow
 forwarded to always checks its own socket and reads the registry itself, so a stale cache entry
 costs at most a hop, never a wrong delivery; that instance tells the one that forwarded it
 (an owner hint), which corrects its cache with :meth:`OwnerCache.correct`.
+:class:`ReplyHolder` decides when an owner's replies to requesters that accept bundles go out:
+Nagle-style, per reply channel.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from wsctl.gateway.routing import LocalSocket, Route, decide
 from wsctl.protocol.batch import Item, Outcome
 from wsctl.protocol.envelopes import Status
 
-__all__ = ["OWNER_CACHE_TTL", "OwnerCache", "RoutePlan", "SharedText", "route_items"]
+__all__ = [
+    "OWNER_CACHE_TTL",
+    "REPLY_EVERY",
+    "OwnerCache",
+    "ReplyHolder",
+    "RoutePlan",
+    "SharedText",
+    "route_items",
+]
 
 # Seconds an owner is remembered. Measured (bench/app_send_bench.py, paced 1 message per ms
 # to 1,000 robots, each robot every second or so): 1 s read the registry for 0.7 of the
@@ -28,6 +38,9 @@ __all__ = ["OWNER_CACHE_TTL", "OwnerCache", "RoutePlan", "SharedText", "route_it
 # an owner that stopped listening sends its robots back to the registry at once.
 OWNER_CACHE_TTL = 10.0
 OWNER_CACHE_SIZE = 100_000
+# At most one reply PUBLISH per REPLY_EVERY seconds and reply channel, for requesters that
+# accept bundles (REPLY_MEASURED in the CHANGELOG; set from bench/app_send_bench.py below).
+REPLY_EVERY = 0.005
 
 
 class SharedText:
@@ -140,3 +153,71 @@ def route_items(
         plan.failed.append(Outcome(item.id, decision.status or Status.ERROR, decision.reason))
     plan.stale = list(stale)
     return plan
+
+
+class ReplyHolder:
+    """When an owner's replies go out, per reply channel (Nagle-style, pure: ``now`` is
+    passed in): the first after a quiet spell at once; while one went out less than
+    ``every`` seconds ago, the next ones are held and leave together, in one bundle
+    (:func:`~wsctl.protocol.batch.pack_bundles`), ``every`` seconds after it, or sooner
+    when a requester allows less (its ``hold``) or ``limit`` bytes are held. Only replies to
+    requesters that accept bundles come here. Memory: the held replies (bounded by time) and
+    one time per channel that replied within the last ``every`` seconds."""
+
+    def __init__(self, every: float = REPLY_EVERY, limit: int = 256 * 1024) -> None:
+        self.every = every
+        self.limit = limit
+        self._last: dict[str, float] = {}  # channel -> when its last reply went out
+        self._held: dict[str, list[str]] = {}  # channel -> replies waiting, in order
+        self._size: dict[str, int] = {}  # channel -> their bytes (about)
+        self._due: dict[str, float] = {}  # channel -> when its held replies must go
+
+    def offer(self, channel: str, texts: list[str], now: float, hold: float) -> bool:
+        """Replies ``texts`` for ``channel``, whose requester lets them wait ``hold``
+        seconds at most: True when they go out now (the caller publishes them), False when
+        they are held (:meth:`due` hands them out)."""
+        if not texts:
+            return False
+        last = self._last.get(channel)
+        if channel not in self._held and (last is None or now - last >= self.every):
+            self._last[channel] = now
+            return True
+        held = self._held.setdefault(channel, [])
+        held.extend(texts)
+        size = self._size[channel] = self._size.get(channel, 0) + sum(len(t) for t in texts)
+        due = min(now + max(0.0, hold), (last if last is not None else now) + self.every)
+        if size >= self.limit:
+            due = now  # a full bundle: nothing to wait for
+        self._due[channel] = min(self._due.get(channel, due), due)
+        return False
+
+    @property
+    def next_due(self) -> float | None:
+        """When the earliest held replies must go (None: nothing held)."""
+        return min(self._due.values(), default=None)
+
+    @property
+    def held(self) -> int:
+        """Replies held now."""
+        return sum(len(texts) for texts in self._held.values())
+
+    def due(self, now: float) -> list[tuple[str, list[str]]]:
+        """The held replies whose time has come, per channel (in the order they came); those
+        channels count as replied to at ``now``. Channels quiet for ``every`` are forgotten."""
+        out: list[tuple[str, list[str]]] = []
+        for channel, when in list(self._due.items()):
+            if when <= now:
+                out.append((channel, self._held.pop(channel)))
+                del self._due[channel], self._size[channel]
+                self._last[channel] = now
+        if len(self._last) > len(self._held) + 64:  # forget quiet channels, now and then
+            self._last = {c: t for c, t in self._last.items() if now - t < self.every}
+        return out
+
+    def take_all(self) -> list[tuple[str, list[str]]]:
+        """Every held reply, per channel (a stopping owner sends them now)."""
+        out = list(self._held.items())
+        self._held.clear()
+        self._due.clear()
+        self._size.clear()
+        return out

@@ -11,7 +11,9 @@ grow by themselves. There is no fixed linger: a flush starts as soon as the flus
 with what was submitted up to then (at least everything submitted in the same loop iteration),
 so a send waits only for the flush before it. Flushes run one after another, so each robot's
 messages keep their order. Owners answer the forwarded items to the instance's
-reply inbox (:class:`~wsctl.protocol.rpc.Inbox`), item by item.
+reply inbox (:class:`~wsctl.protocol.rpc.Inbox`), item by item; the batches say they accept
+bundled answers (``reply_hold_ms``, :class:`~wsctl.protocol.batch.ReplyBundle`), so an owner
+answering a steady stream of them publishes far fewer replies.
 
 Every send ends with an outcome within its timeout, whatever Redis does: ``timeout`` at its
 deadline, with a reason that says which: still queued (withdrawn: never sent later), being
@@ -56,6 +58,10 @@ BATCH_ITEMS = 200
 # 42-44 us (the flusher hands five times as much to Redis per round trip).
 PUBLISH_ITEMS = 1000
 # No linger: a flush starts as soon as the previous one is done (FLUSH_MEASURED below).
+# The longest the outbox lets an owner hold its answers to bundle them (``reply_hold_ms``, at
+# most half a send's time left); owners hold them much less (REPLY_EVERY of
+# wsctl.gateway.batching). Delivery is not delayed by it, only the answer.
+REPLY_HOLD_MS = 100
 # How often batches nobody waits for any more (every sender timed out) are forgotten.
 SWEEP_EVERY = 1.0
 # How long a flush waits for the reply inbox to be subscribed before it sends anyway.
@@ -117,8 +123,10 @@ class Outbox:
         batch_items: int = BATCH_ITEMS,
         batch_bytes: int = BATCH_BYTES,
         publish_items: int = PUBLISH_ITEMS,
+        bundle_replies: bool = True,
     ) -> None:
         self.core = core
+        self.bundle_replies = bundle_replies  # owners may answer in bundles (reply_hold_ms)
         self.batch_items = max(1, batch_items)
         self.publish_items = max(self.batch_items, publish_items)
         self.batch_bytes = batch_bytes
@@ -308,6 +316,7 @@ class Outbox:
             message=first if shared else None,
             reply_to=core.inbox.channel if ack else None,
             origin=me,
+            reply_hold_ms=self._reply_hold(sends) if ack else 0,
         ).arrived(me, time.time())
         flight = _InFlight({str(n): s for n, s in enumerate(sends)})
         if ack:
@@ -317,6 +326,15 @@ class Outbox:
         self.items_sent += len(sends)
         routed = await core.batches.route(batch, events=False)
         self._settle_routed(batch.id, flight, routed)
+
+    def _reply_hold(self, sends: list[_Send]) -> int:
+        """The ``reply_hold_ms`` of a batch of ``sends``: owners may bundle its answers and
+        hold them up to :data:`REPLY_HOLD_MS`, and never more than half the time its
+        earliest acknowledged send has left (0, no bundling, below a millisecond)."""
+        if not self.bundle_replies:
+            return 0
+        left = min(s.deadline for s in sends if s.ack) - asyncio.get_running_loop().time()
+        return max(0, min(REPLY_HOLD_MS, int(left * 1000 / 2)))
 
     def _settle_routed(self, batch_id: str, flight: _InFlight, routed: Routed) -> None:
         here = (self.core.instance_id,)

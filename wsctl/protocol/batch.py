@@ -8,7 +8,10 @@ per-owner batches (same ``id``, same ``reply_to``, ``hops + 1``) and answers wha
 one :class:`BatchReply` (in parts when one would be too large: :func:`pack_reply`): the ids
 delivered plus an :class:`Outcome` per item that was not. Every
 item gets exactly one outcome, from exactly one instance; a requester collects them by
-``(batch id, item id)``. Single-message envelopes (``"v": 1``, :mod:`wsctl.protocol`) keep
+``(batch id, item id)``. A requester that says so (``reply_hold_ms`` on the batch) accepts its
+replies bundled: several batch replies in one :class:`ReplyBundle`, which an owner answering a
+steady stream of batches sends at most every few milliseconds instead of one PUBLISH per batch
+(:func:`pack_bundles`). Single-message envelopes (``"v": 1``, :mod:`wsctl.protocol`) keep
 working side by side. Documented in docs/protocol.md (§16).
 """
 
@@ -36,6 +39,7 @@ from wsctl.protocol.envelopes import (
     parse_route,
     parse_time,
     reply_from_data,
+    utf8_size,
 )
 
 __all__ = [
@@ -43,22 +47,28 @@ __all__ = [
     "BATCH_VERSION",
     "ITEM_STATUSES",
     "MAX_ITEMS",
+    "MAX_REPLY_HOLD_MS",
     "Batch",
     "BatchReply",
     "Item",
     "Outcome",
     "OwnerHint",
+    "ReplyBundle",
     "batch_from_data",
     "batch_reply_from_data",
     "decode_any_reply",
     "decode_control",
+    "decode_replies",
     "encode_batch",
     "encode_batch_reply",
     "encode_owner_hint",
+    "encode_reply_bundle",
     "item_key",
     "owner_hint_from_data",
     "pack_batch",
+    "pack_bundles",
     "pack_reply",
+    "reply_bundle_from_data",
     "singles",
     "split",
 ]
@@ -71,6 +81,9 @@ MAX_ITEMS = 10_000
 # must never have to take a multi-MB publish. One item alone may still be larger (a single
 # message up to the gateway's size limit).
 BATCH_BYTES = 256 * 1024
+# The longest a requester may let an owner hold its replies (``reply_hold_ms``); a decoder
+# refuses more. A bundle carries at most MAX_ITEMS replies.
+MAX_REPLY_HOLD_MS = 1000
 # What an item's outcome may say (a batch has no op other than send).
 ITEM_STATUSES = frozenset(
     {
@@ -105,6 +118,9 @@ class Batch:
     origin: str = "cli"
     sent_at: float = field(default_factory=time.time)
     route: tuple[Hop, ...] = ()
+    # > 0: the requester accepts its replies in bundles (ReplyBundle), each held by the
+    # instance that answers at most this many milliseconds; 0: one batch reply per answer
+    reply_hold_ms: int = 0
     v: int = BATCH_VERSION
 
     def text(self, item: Item) -> str:
@@ -163,6 +179,17 @@ class OwnerHint:
     origin: str  # the instance the items were wrongly forwarded to (the sender)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     sent_at: float = field(default_factory=time.time)
+    v: int = BATCH_VERSION
+
+
+@dataclass(frozen=True)
+class ReplyBundle:
+    """Several batch replies in one message, to one reply channel, from one instance (only to
+    a requester that accepts them: ``reply_hold_ms`` > 0 on its batches). Each reply is
+    handled exactly as if it had come alone."""
+
+    replies: tuple[BatchReply, ...]
+    instance: str
     v: int = BATCH_VERSION
 
 
@@ -259,6 +286,47 @@ def pack_reply(reply: BatchReply, limit: int = MAX_PUBLISH_BYTES) -> tuple[list[
     return [text for _, text in packed], len(unfit)
 
 
+def _bundle_text(instance: str, replies: Sequence[str]) -> str:
+    """A bundle's JSON from its replies' JSON (joined as they are: no second encoding)."""
+    head = dumps({"v": BATCH_VERSION, "instance": instance})
+    return f'{head[:-1]},"replies":[{",".join(replies)}]}}'
+
+
+def pack_bundles(
+    instance: str, replies: Sequence[str], limit: int = MAX_PUBLISH_BYTES
+) -> list[str]:
+    """The batch replies ``replies`` (their JSON, each fitting ``limit``: see
+    :func:`pack_reply`) in as few messages of at most ``limit`` bytes as taking them in order
+    makes: bundles (:class:`ReplyBundle`) of at most :data:`MAX_ITEMS` replies, and a reply
+    that would be alone in its bundle, or does not fit in one, as itself. Linear."""
+    overhead = utf8_size(_bundle_text(instance, []))
+    out: list[str] = []
+    group: list[str] = []
+    size = overhead
+
+    def close() -> None:
+        if len(group) == 1:
+            out.append(group[0])
+        elif group:
+            out.append(_bundle_text(instance, group))
+        group.clear()
+
+    for text in replies:
+        length = utf8_size(text)
+        if overhead + length > limit:  # fits only alone: sent as itself
+            close()
+            size = overhead
+            out.append(text)
+            continue
+        if group and (size + 1 + length > limit or len(group) >= MAX_ITEMS):
+            close()
+            size = overhead
+        size += length + (1 if group else 0)
+        group.append(text)
+    close()
+    return out
+
+
 def _route_json(route: tuple[Hop, ...]) -> list[dict[str, Any]]:
     return [{"instance": h.instance, "at": h.at} for h in route]
 
@@ -283,6 +351,7 @@ def encode_batch(batch: Batch) -> str:
             "origin": batch.origin,
             "sent_at": batch.sent_at,
             "route": _route_json(batch.route),
+            **({"reply_hold_ms": batch.reply_hold_ms} if batch.reply_hold_ms else {}),
         }
     )
 
@@ -303,6 +372,11 @@ def encode_batch_reply(reply: BatchReply) -> str:
             "replied_at": reply.replied_at,
         }
     )
+
+
+def encode_reply_bundle(bundle: ReplyBundle) -> str:
+    """JSON of a reply bundle (what :func:`pack_bundles` writes for replies already encoded)."""
+    return _bundle_text(bundle.instance, [encode_batch_reply(r) for r in bundle.replies])
 
 
 def encode_owner_hint(hint: OwnerHint) -> str:
@@ -364,6 +438,9 @@ def batch_from_data(data: dict[str, Any]) -> Batch:
             raise ProtocolError(f"duplicate item id {item_id!r}")
         seen.add(item_id)
         items.append(Item(item_id, robot_id, own))
+    hold = data.get("reply_hold_ms", 0)
+    if not isinstance(hold, int) or isinstance(hold, bool) or not 0 <= hold <= MAX_REPLY_HOLD_MS:
+        raise ProtocolError(f"reply_hold_ms must be an integer from 0 to {MAX_REPLY_HOLD_MS}")
     return Batch(
         items=tuple(items),
         message=message,
@@ -373,6 +450,7 @@ def batch_from_data(data: dict[str, Any]) -> Batch:
         origin=_text(data, "origin") or "unknown",
         sent_at=parse_time(data, "sent_at"),
         route=parse_route(data.get("route", [])),
+        reply_hold_ms=hold,
     )
 
 
@@ -436,6 +514,23 @@ def batch_reply_from_data(data: dict[str, Any]) -> BatchReply:
     )
 
 
+def reply_bundle_from_data(data: dict[str, Any]) -> ReplyBundle:
+    """A reply bundle from decoded JSON (``v`` 2 with ``replies``): each entry a batch reply
+    (a bundle holds no bundle)."""
+    instance = _text(data, "instance", required=True) or ""
+    raw = data.get("replies")
+    if not isinstance(raw, list):
+        raise ProtocolError("replies must be a list")
+    if len(raw) > MAX_ITEMS:
+        raise ProtocolError(f"more than {MAX_ITEMS} replies")
+    replies: list[BatchReply] = []
+    for entry in raw:
+        if not isinstance(entry, dict) or entry.get("v") != BATCH_VERSION or "replies" in entry:
+            raise ProtocolError("a bundled reply must be a batch reply")
+        replies.append(batch_reply_from_data(entry))
+    return ReplyBundle(replies=tuple(replies), instance=instance)
+
+
 def decode_control(text: str | bytes) -> Envelope | Batch | OwnerHint:
     """Any control-channel request: a single envelope (v1), a batch or an owner hint (v2)."""
     data = load_object(text)
@@ -454,7 +549,23 @@ def decode_any_reply(text: str | bytes) -> Reply | BatchReply:
     data = load_object(text)
     version = data.get("v")
     if version == BATCH_VERSION:
+        if "replies" in data:
+            raise ProtocolError("a reply bundle (see decode_replies)")
         return batch_reply_from_data(data)
     if version == VERSION:
         return reply_from_data(data)
+    raise ProtocolError(f"unsupported version {version!r}")
+
+
+def decode_replies(text: str | bytes) -> list[Reply | BatchReply]:
+    """Every reply one message of a reply channel carries: a single reply (v1), a batch
+    reply (v2), or each batch reply of a bundle, in order."""
+    data = load_object(text)
+    version = data.get("v")
+    if version == BATCH_VERSION:
+        if "replies" in data:
+            return list(reply_bundle_from_data(data).replies)
+        return [batch_reply_from_data(data)]
+    if version == VERSION:
+        return [reply_from_data(data)]
     raise ProtocolError(f"unsupported version {version!r}")

@@ -29,7 +29,7 @@ from typing import Any
 from redis import exceptions as rx
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from wsctl.protocol.batch import BatchReply, decode_any_reply
+from wsctl.protocol.batch import BatchReply, decode_replies
 from wsctl.protocol.envelopes import Envelope, ProtocolError, Reply, encode
 from wsctl.redis.factory import on_close
 from wsctl.redis.pubsub import Audience, publish, subscription
@@ -164,11 +164,17 @@ class Inbox:
         return len(self._handlers)
 
     def dispatch(self, data: str | bytes) -> None:
-        """Hand one message of the reply channel to its handler (malformed ones are ignored)."""
+        """Hand one message of the reply channel to its handler (malformed ones are ignored):
+        each reply of a bundle (:class:`~wsctl.protocol.batch.ReplyBundle`) as if it had come
+        alone."""
         try:
-            reply = decode_any_reply(data)
+            replies = decode_replies(data)
         except ProtocolError:
             return
+        for reply in replies:
+            self._dispatch_one(reply)
+
+    def _dispatch_one(self, reply: Reply | BatchReply) -> None:
         handler = self._handlers.get(reply.id)
         if handler is None and isinstance(reply, Reply) and ":" in reply.id:
             handler = self._handlers.get(reply.id.partition(":")[0])
