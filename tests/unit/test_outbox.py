@@ -250,6 +250,64 @@ async def test_a_send_fails_at_once_when_redis_refuses_and_does_not_hold_up_a_pu
         task.cancel()
 
 
+class LostInbox(FakeInbox):
+    """The reply inbox lost its subscription (Redis restarted, a failover) and is not back."""
+
+    subscribed = False
+    refused: BaseException | None = None
+
+    def start(self) -> None:
+        pass
+
+    async def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.subscribed and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return self.subscribed
+
+
+async def test_publishes_do_not_wait_behind_acknowledged_sends_waiting_for_the_inbox() -> None:
+    """Acknowledged sends wait aside until the reply inbox is back, with every later message
+    to their robots (order kept); everything else, a publish made after them included,
+    leaves at once."""
+    core = FakeCore()
+    core._inbox = core.batches.inbox = LostInbox()
+    outbox = Outbox(core)
+    task = await _running(outbox)
+    try:
+        acked = outbox.submit("r1", "a1", 5.0)
+        behind = outbox.submit("r1", "p1", 5.0, ack=False)  # same robot: stays behind a1
+        other = outbox.submit("r2", "p2", 5.0, ack=False)
+        assert (await other).outcome is SendOutcome.PUBLISHED
+        later = await outbox.send("r3", "p3", 5.0, ack=False)  # a later batch: not held
+        assert later.outcome is SendOutcome.PUBLISHED
+        assert not acked.done() and not behind.done() and outbox.queued == 2
+        assert outbox.holds("r1")  # a local write to r1 must queue behind it too
+        core.inbox.subscribed = True  # the inbox is back
+        assert (await acked).outcome is SendOutcome.DELIVERED
+        assert (await behind).outcome is SendOutcome.PUBLISHED
+        texts = [[b.text(i) for i in b.items] for _, b in core.batches.batches]
+        assert texts == [["p2"], ["p3"], ["a1", "p1"]]
+    finally:
+        task.cancel()
+
+
+async def test_a_send_waiting_for_the_inbox_at_its_deadline_is_withdrawn_never_sent() -> None:
+    core = FakeCore()
+    core._inbox = core.batches.inbox = LostInbox()
+    outbox = Outbox(core)
+    task = await _running(outbox)
+    try:
+        result = await outbox.send("r1", "a1", 0.05)
+        assert result.outcome is SendOutcome.TIMEOUT
+        assert result.reason == "not sent within 0.05s: withdrawn, never sent"
+        core.inbox.subscribed = True
+        await asyncio.sleep(0.05)
+        assert core.batches.batches == [] and not outbox.holds("r1") and outbox.queued == 0
+    finally:
+        task.cancel()
+
+
 async def test_an_unanswered_forward_times_out_naming_the_owner() -> None:
     core = FakeCore()
     outbox = Outbox(core)

@@ -15,6 +15,11 @@ reply inbox (:class:`~wsctl.protocol.rpc.Inbox`), item by item; the batches say 
 bundled answers (``reply_hold_ms``, :class:`~wsctl.protocol.batch.ReplyBundle`), so an owner
 answering a steady stream of them publishes far fewer replies.
 
+While the reply inbox is not subscribed (Redis restarted, a failover), acknowledged sends would
+lose their answers: they wait aside (parked) until it is, together with every later message to
+their robots (each robot's order holds), while the other messages, published ones included,
+keep leaving: a publish never waits for the inbox, whose answer it does not need.
+
 Every send ends with an outcome within its timeout, whatever Redis does: ``timeout`` at its
 deadline, with a reason that says which: still queued (withdrawn: never sent later), being
 handed to Redis (it may still arrive), or forwarded and not answered. When Redis refuses
@@ -64,8 +69,8 @@ PUBLISH_ITEMS = 1000
 REPLY_HOLD_MS = 100
 # How often batches nobody waits for any more (every sender timed out) are forgotten.
 SWEEP_EVERY = 1.0
-# How long a flush waits for the reply inbox to be subscribed before it sends anyway.
-INBOX_WAIT = 5.0
+# How often the flusher looks whether the reply inbox is back while sends wait for it.
+PARK_POLL = 0.01
 # The reasons of a send that timed out before an owner took it: still queued at its deadline
 # (then never sent: safe to retry), or being handed to Redis (it may still arrive: a retry may
 # deliver it twice).
@@ -131,6 +136,9 @@ class Outbox:
         self.publish_items = max(self.batch_items, publish_items)
         self.batch_bytes = batch_bytes
         self._queue: collections.deque[_Send] = collections.deque()
+        # acknowledged sends waiting for the reply inbox, and every later send to their robots
+        self._parked: collections.deque[_Send] = collections.deque()
+        self._parked_robots: collections.Counter[str] = collections.Counter()
         self._held: collections.Counter[str] = collections.Counter()  # robot -> queued/flushing
         self._wake = asyncio.Event()
         self._flights: dict[str, _InFlight] = {}  # batch id -> its unanswered items
@@ -153,8 +161,8 @@ class Outbox:
 
     @property
     def queued(self) -> int:
-        """Messages waiting for the flusher."""
-        return len(self._queue)
+        """Messages waiting for the flusher (those waiting for the reply inbox included)."""
+        return len(self._queue) + len(self._parked)
 
     async def send(
         self, robot_id: str, text: str, timeout: float, *, ack: bool = True
@@ -240,12 +248,16 @@ class Outbox:
         swept = loop.time()
         while not self.closed:  # not on cancellation alone (see FleetCore.stop)
             with contextlib.suppress(TimeoutError):
-                await wait_within(self._wake.wait(), SWEEP_EVERY)
+                # while sends wait for the reply inbox, look for it often
+                await wait_within(self._wake.wait(), PARK_POLL if self._parked else SWEEP_EVERY)
             self._wake.clear()
             if loop.time() - swept >= SWEEP_EVERY:
                 swept = loop.time()
                 self.sweep()  # batches whose every sender gave up: not awaited any more
-            while self._queue and not self.closed:
+            while not self.closed:
+                self._unpark()
+                if not self._queue:
+                    break
                 # no linger: what queued while the previous flush waited on Redis leaves now
                 sends = self._take()
                 try:
@@ -262,11 +274,28 @@ class Outbox:
         size = 0
         acked = 0
         queue = self._queue
+        # answers would be lost: acknowledged sends wait for the inbox, or fail at once when
+        # Redis refuses connections (known at once), unless their robot is here (written)
+        core = self.core
+        subscribed = core.inbox.subscribed
+        refused = None if subscribed else core.inbox.refused
+        parked = self._parked_robots
         while queue and acked < self.batch_items and len(taken) < self.publish_items:
             sent = queue[0]
             if sent.future.done():
                 queue.popleft()
                 self._release((sent,))
+                continue
+            if sent.ack and refused is not None and core.local.get(sent.robot_id) is None:
+                queue.popleft()
+                reason = redis_reason(core.target.scrub(str(refused)))
+                _settle(sent, SendOutcome.ERROR, (core.instance_id,), reason)
+                self._release((sent,))
+                continue
+            if (sent.ack and not subscribed and refused is None) or sent.robot_id in parked:
+                queue.popleft()  # behind an acknowledged send to its robot: stays behind it
+                self._parked.append(sent)
+                parked[sent.robot_id] += 1
                 continue
             if taken and size + sent.size > self.batch_bytes:
                 break
@@ -275,6 +304,41 @@ class Outbox:
             size += sent.size
             acked += sent.ack
         return taken
+
+    def _unpark(self) -> None:
+        """The sends waiting for the reply inbox: forgotten when their sender gave up;
+        acknowledged ones fail (``error``) when Redis refuses connections (known at once);
+        all go back to the head of the queue, in order, once the inbox is subscribed (or
+        when Redis refuses: what is left only publishes)."""
+        if not self._parked:
+            return
+        inbox = self.core.inbox
+        refused = inbox.refused if not inbox.subscribed else None
+        if refused is not None:
+            core = self.core
+            reason = redis_reason(core.target.scrub(str(refused)))
+            here = (core.instance_id,)
+            for sent in self._parked:
+                if sent.ack and core.local.get(sent.robot_id) is None:  # held here: written
+                    _settle(sent, SendOutcome.ERROR, here, reason)
+        elif not inbox.subscribed:
+            inbox.start()  # (idempotent) it subscribes in the background
+            if all(not s.future.done() for s in self._parked):
+                return
+        keep: list[_Send] = []
+        for sent in self._parked:
+            if sent.future.done():
+                self._release((sent,))
+            else:
+                keep.append(sent)
+        self._parked.clear()
+        self._parked_robots.clear()
+        if inbox.subscribed or refused is not None:
+            self._queue.extendleft(reversed(keep))
+            return
+        for sent in keep:  # still waiting for the inbox
+            self._parked.append(sent)
+            self._parked_robots[sent.robot_id] += 1
 
     def _release(self, sends: Iterable[_Send]) -> None:
         held = self._held
@@ -288,22 +352,6 @@ class Outbox:
         settle the rest (through the inbox)."""
         core = self.core
         me = core.instance_id
-        if not core.inbox.subscribed and any(s.ack for s in sends):
-            # answers would be lost: wait for the inbox (back within a second after a Redis
-            # restart), no longer than the last sender waits; when Redis refuses, the
-            # acknowledged sends fail now (a refused connection is known at once)
-            loop = asyncio.get_running_loop()
-            wait = min(INBOX_WAIT, max(s.deadline for s in sends) - loop.time())
-            if not await core.inbox.wait_ready(wait) and core.inbox.refused is not None:
-                reason = redis_reason(core.target.scrub(str(core.inbox.refused)))
-                local = core.local
-                for sent in sends:
-                    if sent.ack and local.get(sent.robot_id) is None:  # held here: written
-                        _settle(sent, SendOutcome.ERROR, (me,), reason)
-            # sends whose deadline passed meanwhile are withdrawn: never sent
-            sends = [s for s in sends if not s.future.done()]
-            if not sends:
-                return
         for sent in sends:
             sent.taken = True
         first = sends[0].text
@@ -419,8 +467,10 @@ class Outbox:
         (``timeout``: sending it again may deliver it twice)."""
         self.closed = True
         here = (self.core.instance_id,)
-        while self._queue:
-            _settle(self._queue.popleft(), SendOutcome.ERROR, here, f"{reason}: never sent")
+        for waiting in (self._parked, self._queue):
+            while waiting:
+                _settle(waiting.popleft(), SendOutcome.ERROR, here, f"{reason}: never sent")
+        self._parked_robots.clear()
         self._held.clear()
         for batch_id, flight in list(self._flights.items()):
             for sent in flight.sends.values():
