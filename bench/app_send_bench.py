@@ -24,7 +24,9 @@ during the mode (INFO stats total_connections_received, before/after, summed ove
 Redis commands per forwarded message (INFO commandstats calls, before/after, summed over the
 primaries, INFO and replication's REPLCONF left out, over the messages robots on B received:
 a send that failed before it reached Redis is not a forwarded message; with the top
-commands), and each process's CPU (share of one core from the trigger to the last message
+commands; a mode starts only once Redis ran no command for 0.5 s, so nothing before it, such as
+the robots' registration events still being written, falls inside its window), and each
+process's CPU (share of one core from the trigger to the last message
 received). Paced is an open loop: message k starts k / rate s after the first, whether or not
 earlier ones are done (a user's timer, not a loop awaiting each send). The gateways'
 heartbeats are set to 300 s so none falls inside a measured window. Ratios: msg/s vs
@@ -71,6 +73,8 @@ INSTANCES = ("bench-a", "bench-b")
 GATEWAY_ENV = {"WSCTL_HEARTBEAT_INTERVAL": "300", "WSCTL_TIMEOUT": "900"}
 IDLE_MS = 2000  # a report ends after this long without a new message...
 REPORT_DEADLINE_MS = 120_000  # ...or after this long in any case
+QUIET_S = 0.5  # a mode starts once Redis ran no command for this long (none of the bench's)...
+QUIET_WITHIN_S = 30.0  # ...waiting at most this long (then it says so and starts anyway)
 START_TIMEOUT = 60.0  # servers up, robots connected and registered
 
 
@@ -224,6 +228,22 @@ class RedisStats:
                     commands[name.upper()] += int(value["calls"])
         return Snapshot(connections, commands)
 
+    def quiet(self, quiet: float = QUIET_S, within: float = QUIET_WITHIN_S) -> bool:
+        """Wait until the command counts stop moving for ``quiet`` seconds (what came before
+        the mode, such as the robots' registration events still being written, is done), at
+        most ``within`` seconds; False when they never did."""
+        deadline = time.monotonic() + within
+        last = self.snapshot().commands
+        still = time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = self.snapshot().commands
+            if now != last:
+                last, still = now, time.monotonic()
+            elif time.monotonic() - still >= quiet:
+                return True
+        return False
+
     def close(self) -> None:
         """Close the connections."""
         for c in self.clients:
@@ -326,6 +346,8 @@ def measure(
         "api": mode.api,
         "robots": mode.robots,
     }
+    if not stats.quiet():
+        print(f"  note: Redis still busy before {tag} (measured anyway)", file=sys.stderr)
     before = stats.snapshot()
     cpu_before, began = cpu_seconds(pids), time.time()
     answer = trigger(spec)
