@@ -26,11 +26,14 @@ from wsctl.protocol.batch import (
     Item,
     Outcome,
     OwnerHint,
+    ReplyBundle,
     decode_any_reply,
     decode_control,
     encode_batch,
     encode_batch_reply,
     encode_owner_hint,
+    encode_reply_bundle,
+    reply_bundle_from_data,
 )
 from wsctl.protocol.envelopes import (
     MAX_HOPS,
@@ -64,6 +67,8 @@ GATEWAY_SCRIPTS = {"REGISTER", "TOUCH", "COMPARE_AND_DELETE", "FENCED_DELETE"}
 
 
 def _decode(text: str) -> Envelope | Any:
+    if "replies" in json.loads(text):
+        return reply_bundle_from_data(json.loads(text))
     if json.loads(text).get("v") == BATCH_VERSION:
         return decode_control(text) if "op" in json.loads(text) else decode_any_reply(text)
     return decode_envelope(text) if "op" in json.loads(text) else decode_reply(text)
@@ -76,6 +81,8 @@ def _encode(obj: Any) -> str:
         return encode_batch_reply(obj)
     if isinstance(obj, OwnerHint):
         return encode_owner_hint(obj)
+    if isinstance(obj, ReplyBundle):
+        return encode_reply_bundle(obj)
     return encode(obj)
 
 

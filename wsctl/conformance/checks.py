@@ -95,6 +95,7 @@ _S11 = ("§11", "11-routing-a-send-hop-limit-and-ordering")
 _S12 = ("§12", "12-the-robot-side")
 _S16 = ("§16", "16-batched-sends-version-2")
 _S16_HINTS = ("§16", "owner-hints")
+_S16_BUNDLES = ("§16", "reply-bundles")
 _S17 = ("§17", "17-the-event-log-optional")
 
 
@@ -323,6 +324,13 @@ CHECKS: tuple[CheckSpec, ...] = (
         2,
         _S16,
         "a batch (protocol 2): delivered, answered, forwarded per owner, one reply",
+        _REPLIES,
+    ),
+    _c(
+        "batch.reply_bundles",
+        2,
+        _S16_BUNDLES,
+        "batches with reply_hold_ms: each item answered once, plain or bundled, within the hold",
         _REPLIES,
     ),
     _c(

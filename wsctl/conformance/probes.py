@@ -31,6 +31,7 @@ from wsctl.conformance.send_probes import (
     ordering_check,
     owner_hints_check,
     rejected_check,
+    reply_bundles_check,
     reply_unread_check,
     unreachable_check,
 )
@@ -87,6 +88,7 @@ PROBES: tuple[Probe, ...] = (
     single("kick.superseded", kick_superseded_check),
     single("register.kick_previous", kick_previous_check),
     single("batch.send", batch_check),
+    single("batch.reply_bundles", reply_bundles_check),
     single("batch.owner_hints", owner_hints_check),
     single("faults.reply_unread", reply_unread_check),
     Probe(DRAIN_IDS, drain_probe),

@@ -375,6 +375,50 @@ async def batch_check(kit: Kit) -> str:
     return ""
 
 
+# Batches the reply_bundles check sends one after another, and the hold it allows (ms).
+BUNDLE_BATCHES = 5
+BUNDLE_HOLD_MS = 200
+
+
+async def reply_bundles_check(kit: Kit) -> str:
+    """batch.reply_bundles: batches that accept reply bundles (``reply_hold_ms``), sent one
+    after another to a robot held here: every item answered exactly once, in plain batch
+    replies or bundles (either is right: holding is optional), within the hold and the
+    kit's timeout; the messages delivered in order."""
+    _needs_batches(kit)
+    robot_id, robot, _ = await kit.connected("bundles")
+    batches = [
+        Batch(
+            items=(Item("0", robot_id, f"bundled {n}"),),
+            origin=ORIGIN,
+            reply_hold_ms=BUNDLE_HOLD_MS,
+        )
+        for n in range(BUNDLE_BATCHES)
+    ]
+    pendings = [await kit.send(batch) for batch in batches]
+    try:
+        within = kit.timeout + BUNDLE_HOLD_MS / 1000
+        for pending in pendings:
+            await pending.wait(1, within)
+        await asyncio.sleep(kit.options.quiet)
+        answers = [
+            [o.status.value for r in pending.batch_replies for o in r.outcomes()]
+            for pending in pendings
+        ]
+    finally:
+        for pending in pendings:
+            pending.close()
+    if answers != [["delivered"]] * BUNDLE_BATCHES:
+        raise Failed(
+            f"each of {BUNDLE_BATCHES} batches answered delivered, once", f"{answers}"[:300]
+        )
+    got = await robot.frames_until_quiet(kit.options.quiet, limit=BUNDLE_BATCHES + 1)
+    want = [f"bundled {n}" for n in range(BUNDLE_BATCHES)]
+    if got != want:
+        raise Failed(f"{want}", f"{[str(f)[:40] for f in got]}")
+    return ""
+
+
 async def owner_hints_check(kit: Kit) -> str:
     """batch.owner_hints: the peer forwards a send for a robot the gateway does not hold:
     the reply not_connected, and a hint to the peer that nobody owns the robot."""
