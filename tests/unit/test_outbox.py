@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from wsctl.gateway.batch_router import Routed
-from wsctl.gateway.local import LocalConnections
+from wsctl.gateway.local import LocalConn, LocalConnections
 from wsctl.gateway.outbox import REPLY_HOLD_MS, SWEEP_EVERY, Outbox
 from wsctl.gateway.outcomes import SendOutcome
 from wsctl.protocol.batch import Batch, BatchReply
@@ -304,6 +304,21 @@ async def test_a_send_waiting_for_the_inbox_at_its_deadline_is_withdrawn_never_s
         core.inbox.subscribed = True
         await asyncio.sleep(0.05)
         assert core.batches.batches == [] and not outbox.holds("r1") and outbox.queued == 0
+    finally:
+        task.cancel()
+
+
+async def test_an_acknowledged_send_to_a_robot_held_here_does_not_wait_for_the_inbox() -> None:
+    """A robot whose socket is here is answered here (written), not by the reply inbox."""
+    core = FakeCore()
+    core.local = LocalConnections()
+    core.local.add(LocalConn("here", "c1", sock=None))
+    core._inbox = core.batches.inbox = LostInbox()
+    outbox = Outbox(core)
+    task = await _running(outbox)
+    try:
+        await asyncio.wait_for(outbox.send("here", "m", 5.0), 1.0)
+        assert [[i.robot_id for i in b.items] for _, b in core.batches.batches] == [["here"]]
     finally:
         task.cancel()
 
