@@ -45,6 +45,7 @@ __all__ = [
     "ordering_check",
     "owner_hints_check",
     "rejected_check",
+    "reply_bundles_check",
     "reply_unread_check",
     "unreachable_check",
 ]

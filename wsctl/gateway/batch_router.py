@@ -154,8 +154,9 @@ class BatchRouter:
         finally:
             held.cancel()
             rest = self._bundled(self.replies.take_all())
-            if rest:  # a stopping owner answers what it holds (bounded; not cancelled midway)
-                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            if rest:  # a stopping owner answers what it holds (bounded; shielded: a second
+                # cancel ends the wait, not the publish)
+                with contextlib.suppress(TimeoutError):
                     await asyncio.shield(wait_within(self._publish(rest), HELD_FLUSH_WAIT))
 
     async def _send_held(self) -> None:
