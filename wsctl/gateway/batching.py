@@ -46,6 +46,8 @@ OWNER_CACHE_SIZE = 100_000
 # it the forwards), paced p50 0.7-0.9 ms, p99 2.1-4.6 ms; the blasts answer in batches of 200
 # anyway (0.01 commands per message either way).
 REPLY_EVERY = 0.010
+# Reply channels a ReplyHolder remembers before it forgets the quiet ones.
+FORGET_AT = 1024
 
 
 class SharedText:
@@ -176,6 +178,7 @@ class ReplyHolder:
         self._held: dict[str, list[str]] = {}  # channel -> replies waiting, in order
         self._size: dict[str, int] = {}  # channel -> their bytes (about)
         self._due: dict[str, float] = {}  # channel -> when its held replies must go
+        self._forget_at = FORGET_AT  # channels remembered that make the next clean-up
 
     def offer(self, channel: str, texts: list[str], now: float, hold: float) -> bool:
         """Replies ``texts`` for ``channel``, whose requester lets them wait ``hold``
@@ -186,6 +189,8 @@ class ReplyHolder:
         last = self._last.get(channel)
         if channel not in self._held and (last is None or now - last >= self.every):
             self._last[channel] = now
+            if len(self._last) >= self._forget_at:
+                self._forget_quiet(now)
             return True
         held = self._held.setdefault(channel, [])
         held.extend(texts)
@@ -215,9 +220,15 @@ class ReplyHolder:
                 out.append((channel, self._held.pop(channel)))
                 del self._due[channel], self._size[channel]
                 self._last[channel] = now
-        if len(self._last) > len(self._held) + 64:  # forget quiet channels, now and then
-            self._last = {c: t for c, t in self._last.items() if now - t < self.every}
+        if len(self._last) >= self._forget_at:
+            self._forget_quiet(now)
         return out
+
+    def _forget_quiet(self, now: float) -> None:
+        """Forget the channels that replied ``every`` seconds ago or more (they would go at
+        once anyway); next time when twice as many are remembered (linear overall)."""
+        self._last = {c: t for c, t in self._last.items() if now - t < self.every}
+        self._forget_at = max(FORGET_AT, 2 * len(self._last))
 
     def take_all(self) -> list[tuple[str, list[str]]]:
         """Every held reply, per channel (a stopping owner sends them now)."""
