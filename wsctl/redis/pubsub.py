@@ -5,29 +5,40 @@ Every PUBLISH of wsctl goes through :func:`publish` or :func:`publish_many`, whi
 text larger than :data:`wsctl.protocol.envelopes.MAX_PUBLISH_BYTES` before anything is sent: a message
 that large could make Redis close the subscriber's connection (its pub/sub output-buffer
 limit), and the subscriber loses whatever else was in flight to it. :func:`subscription` says
-when its subscription was lost, including the times redis-py re-subscribed on its own."""
+when its subscription was lost, including the times redis-py re-subscribed on its own, and
+notices a node that stopped answering (frozen, or cut off without a reset): a read on a
+subscribed connection has no deadline of its own, so a silent subscription asks its node with a
+PING (see :class:`Liveness`)."""
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Callable
+from enum import Enum
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError, TimeoutError
 
+from wsctl.config import DEFAULT_SOCKET_TIMEOUT
 from wsctl.protocol.envelopes import EnvelopeTooLarge, oversize
 from wsctl.redis.target import AsyncClient
 from wsctl.redis.topology import refresh_topology
+from wsctl.tasks import wait_within
 
 __all__ = [
     "HEARD_TTL",
+    "PING_AFTER_SILENCE",
     "RESUBSCRIBE_MAX_DELAY",
     "Audience",
+    "Liveness",
+    "LivenessStep",
     "SubscriptionLost",
+    "SubscriptionUnanswered",
     "make_pubsub",
     "publish",
     "publish_many",
@@ -227,6 +238,94 @@ class SubscriptionLost(Exception):
     whatever was published in between never arrived."""
 
 
+class SubscriptionUnanswered(TimeoutError):
+    """The node a subscription listened on did not answer a PING (or confirm the SUBSCRIBE)
+    within the bound: it is frozen (SIGSTOP, a paused VM, a long fork) or cut off without a
+    reset. A Redis timeout like any command's; the subscription is dropped and made again,
+    on a cluster on another primary."""
+
+
+# How long a subscription may hear nothing before it asks its node whether it is alive (a
+# PING on the subscribed connection, answered in order after anything published before it).
+# A subscription that receives messages never pings; an idle one pings every 2 s at most
+# (two subscriptions per gateway: a negligible load on Redis). A frozen node is noticed
+# within this plus the answer bound (the client's socket timeout): 7 s at the default 5 s.
+PING_AFTER_SILENCE = 2.0
+
+# The shortest and the longest read between two looks at the subscription's liveness: short
+# enough that a PING falls due on time, long enough that a read always happens (a loop
+# starved of CPU still reads what arrived before it judges the node silent).
+_READ_MIN = 0.05
+_READ_MAX = 1.0
+
+
+class LivenessStep(Enum):
+    """What a subscription does next about its node's liveness (:meth:`Liveness.step`)."""
+
+    LISTEN = "listen"  # keep reading: heard lately, or an answer is still awaited in time
+    PING = "ping"  # silent for long enough: ask the node
+    LOST = "lost"  # asked, and no answer within the bound: the node counts as gone
+
+
+class Liveness:
+    """Is a subscription's node alive? Pure: every decision takes ``now`` (monotonic seconds).
+
+    Anything read on the connection (a message, a subscribe confirmation, a PING's answer)
+    shows the node alive. After :attr:`silence` seconds without a read the subscription
+    PINGs; when nothing is read within :attr:`answer_within` seconds of a PING the
+    subscription is lost. A new subscription starts as if it had just asked: its SUBSCRIBE
+    must be confirmed within the same bound, so a subscription on a frozen node is never
+    reported as made."""
+
+    def __init__(
+        self, now: float, answer_within: float, silence: float = PING_AFTER_SILENCE
+    ) -> None:
+        self.silence = silence
+        self.answer_within = answer_within
+        self.heard_at = now
+        self.asked_at: float | None = now  # the SUBSCRIBE awaits its confirmation
+        self.confirmed = False
+
+    def heard(self, now: float) -> None:
+        """Something was read on the connection at ``now``."""
+        self.heard_at = now
+        self.asked_at = None
+        self.confirmed = True
+
+    def asked(self, now: float) -> None:
+        """A PING was sent at ``now``."""
+        self.asked_at = now
+
+    def step(self, now: float) -> LivenessStep:
+        """What to do at ``now`` (after a read that found nothing, or before the next)."""
+        if self.asked_at is not None:
+            return (
+                LivenessStep.LOST
+                if now - self.asked_at >= self.answer_within
+                else LivenessStep.LISTEN
+            )
+        return LivenessStep.PING if now - self.heard_at >= self.silence else LivenessStep.LISTEN
+
+    def read_for(self, now: float) -> float:
+        """How long the next read may wait for a message: until the next :meth:`step` can
+        change, within ``[0.05, 1.0]`` seconds."""
+        if self.asked_at is not None:
+            due = self.asked_at + self.answer_within
+        else:
+            due = self.heard_at + self.silence
+        return min(_READ_MAX, max(_READ_MIN, due - now))
+
+
+def _answer_bound(pubsub: Any) -> float:
+    """How long the node of ``pubsub`` may take to answer: its connection's socket timeout
+    (what every other command against it is allowed), else wsctl's default."""
+    connection = getattr(pubsub, "connection", None)
+    timeout = getattr(connection, "socket_timeout", None)
+    if isinstance(timeout, int | float) and timeout > 0:
+        return float(timeout)
+    return DEFAULT_SOCKET_TIMEOUT
+
+
 class _Reconnects:
     """Counts the connects of a PubSub's connection after it subscribed, which are redis-py
     subscribing again on its own after the connection was lost. A method because redis-py
@@ -264,11 +363,18 @@ async def subscription(
     Survives node failures: after any error it waits (0.1 s doubling to
     :data:`RESUBSCRIBE_MAX_DELAY`), and on a cluster
     re-reads the slot map and subscribes on another primary than the one that failed.
-    ``on_state(True, None)`` is called once subscribed, ``on_state(False, error)`` on each loss.
-    A loss redis-py repairs by itself (it reconnects and subscribes again inside a read, as
-    after Redis closed the connection for its output buffer) is reported too: as
-    ``on_state(False, SubscriptionLost(...))`` then ``on_state(True, None)``.
+    ``on_state(True, None)`` is called once the SUBSCRIBE is confirmed, ``on_state(False,
+    error)`` on each loss. A loss redis-py repairs by itself (it reconnects and subscribes
+    again inside a read, as after Redis closed the connection for its output buffer) is
+    reported too: as ``on_state(False, SubscriptionLost(...))`` then ``on_state(True, None)``.
+
+    A node that stops answering (frozen: the connection stays open and silent) is noticed by
+    :class:`Liveness`: after :data:`PING_AFTER_SILENCE` seconds without a read the
+    subscription PINGs, and without an answer within the client's socket timeout it is lost
+    (``on_state(False, SubscriptionUnanswered(...))``), its connection dropped without waiting
+    on the node, and it is made again (on a cluster, avoiding that node).
     """
+    loop = asyncio.get_running_loop()
     failed: set[str] = set()
     delay = 0.1
     while True:
@@ -276,17 +382,24 @@ async def subscription(
         node = ""
         connection: Any = None
         watch = _Reconnects()
+        lost: Exception | None = None
         try:
             if failed:
                 await refresh_topology(client)
             pubsub, node = await _subscribe_avoiding(client, channel, failed)
             connection, watch = _watch(pubsub)
-            failed.clear()
-            delay = 0.1
-            if on_state is not None:
-                on_state(True, None)
+            bound = _answer_bound(pubsub)
+            alive = Liveness(loop.time(), bound)
             while True:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                message = await pubsub.get_message(timeout=alive.read_for(loop.time()))
+                now = loop.time()
+                if message is not None:
+                    if not alive.confirmed:  # the SUBSCRIBE's confirmation comes first
+                        failed.clear()
+                        delay = 0.1
+                        if on_state is not None:
+                            on_state(True, None)
+                    alive.heard(now)
                 if watch.count:
                     watch.count = 0
                     if on_state is not None:
@@ -297,18 +410,33 @@ async def subscription(
                             ),
                         )
                         on_state(True, None)
-                if message and message.get("type") == "message":
-                    yield message["data"]
+                if message is not None:
+                    if message.get("type") == "message":
+                        yield message["data"]
+                    continue
+                step = alive.step(now)
+                if step is LivenessStep.LOST:
+                    what = "a PING" if alive.confirmed else "the SUBSCRIBE"
+                    raise SubscriptionUnanswered(f"no answer to {what} within {bound:g}s")
+                if step is LivenessStep.PING:
+                    try:
+                        await wait_within(pubsub.ping(), bound)
+                    except builtins.TimeoutError:
+                        raise SubscriptionUnanswered(
+                            f"a PING could not be sent within {bound:g}s"
+                        ) from None
+                    alive.asked(loop.time())
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # whatever broke the subscription: subscribe again, later
+            lost = exc
             if node:
                 failed.add(node)  # the primary we listened on: try another one next time
-            if on_state is not None:
-                on_state(False, exc)
-            await asyncio.sleep(delay)
-            delay = min(RESUBSCRIBE_MAX_DELAY, delay * 2)
         finally:
             _unwatch(connection, watch)
             if pubsub is not None:
-                await _close(pubsub)
+                await _close(pubsub)  # closes the socket; waits on nothing from the node
+        if on_state is not None:
+            on_state(False, lost)
+        await asyncio.sleep(delay)
+        delay = min(RESUBSCRIBE_MAX_DELAY, delay * 2)
