@@ -87,6 +87,35 @@ async def test_a_frozen_node_loses_the_inbox_within_the_bound_and_it_works_at_on
     assert answered < 1.5
 
 
+@pytest.mark.parametrize("lost_first", [False, True], ids=["before-loss", "after-loss"])
+async def test_a_subscription_on_a_frozen_node_closes_at_once(lost_first: bool) -> None:
+    """Nothing waits on the frozen node: not the loss (its connection is dropped), not the
+    caller that stops listening, before or after the loss was noticed."""
+    keys = Keyspace()
+    states: list[bool] = []
+    with RedisServer() as server:
+        async with connect(
+            Target("tcp", port=server.port), socket_timeout=SOCKET_TIMEOUT
+        ) as client:
+            stream = subscription(
+                client, keys.control_channel("x"), lambda up, _: states.append(up)
+            )
+            reading = asyncio.create_task(_drain(stream, []))
+            try:
+                await wait_for(lambda: states == [True], timeout=5)
+                with frozen(server):
+                    if lost_first:
+                        await wait_for(lambda: False in states, timeout=DETECTED_WITHIN + 2)
+                    started = time.monotonic()
+                    reading.cancel()
+                    await asyncio.wait_for(asyncio.gather(reading, return_exceptions=True), 5)
+                    await asyncio.wait_for(stream.aclose(), 5)  # type: ignore[attr-defined]
+                    closing = time.monotonic() - started
+            finally:
+                reading.cancel()
+    assert closing < 0.5
+
+
 def _pings(server: RedisServer) -> int:
     client = redis.Redis(port=server.port)
     try:
