@@ -5,7 +5,9 @@ and waits for its answer (gateway forwarding, the registry store's requests, ``s
 
 Every process has one **reply inbox** per Redis client (:func:`inbox_for`): one channel,
 ``{reply_prefix}inbox-{token}``, subscribed once and kept (it subscribes again by itself after
-a Redis restart or a cluster failover, within :data:`~wsctl.redis.pubsub.RESUBSCRIBE_MAX_DELAY`).
+a Redis restart or a cluster failover, within :data:`~wsctl.redis.pubsub.RESUBSCRIBE_MAX_DELAY`,
+and leaves a frozen node that does not answer its PING: see
+:class:`~wsctl.redis.pubsub.Liveness`).
 A request is published with ``reply_to`` naming that channel and waits on a future matched by
 its id, so a request costs one PUBLISH: no SUBSCRIBE, no new connection, no subscriber count.
 Whether anyone listens comes from PUBLISH's receiver count (on a cluster, a count of 0 on the
