@@ -147,20 +147,64 @@ async def test_an_owner_answer_that_delivered_confirms_the_owner_cache_entry() -
         task.cancel()
 
 
-async def test_acknowledged_batches_accept_bundled_answers_within_half_their_time() -> None:
-    """The owner may bundle the answers (reply_hold_ms), never holding one past half the
-    earliest acknowledged send's time left; a plain (unbundled) answer settles them as well,
-    as from an owner that does not know bundles."""
+async def test_a_lone_acknowledged_send_and_sends_awaited_in_sequence_ask_for_no_reply_hold() -> (
+    None
+):
+    """Nothing else waits for an answer: the owner must answer at once (reply_hold_ms 0)."""
     core = FakeCore()
     outbox = Outbox(core)
     task = await _running(outbox)
     try:
-        await outbox.send("r0", "m", 5.0)
-        await outbox.send("r1", "m", 0.05)
+        for n in range(5):
+            assert (await outbox.send(f"r{n}", "m", 5.0)).outcome is SendOutcome.DELIVERED
+        assert [b.reply_hold_ms for _, b in core.batches.batches] == [0] * 5
+    finally:
+        task.cancel()
+
+
+async def test_batches_flushed_while_earlier_ones_await_answers_accept_bundles_within_half_their_time() -> (
+    None
+):
+    """Under load (an earlier acknowledged batch still unanswered) the owner may bundle the
+    answers (reply_hold_ms), never holding one past half the earliest acknowledged send's
+    time left; a plain (unbundled) answer settles them as well; a batch that only publishes
+    asks for nothing."""
+    core = FakeCore()
+    outbox = Outbox(core)
+    answer = core.batches.route
+    core.batches.route = _forward_without_answer
+    task = await _running(outbox)
+    try:
+        first = outbox.submit("r0", "m", 5.0)
+        await asyncio.sleep(0.01)  # flushed, unanswered
+        core.batches.route = answer
+        await outbox.send("r1", "m", 5.0)
+        await outbox.send("r2", "m", 0.05)
+        await outbox.send("r3", "m", 5.0, ack=False)
         holds = [b.reply_hold_ms for _, b in core.batches.batches]
-        assert holds[0] == REPLY_HOLD_MS and 20 <= holds[1] <= 25, holds
-        await outbox.send("r2", "m", 5.0, ack=False)
-        assert core.batches.batches[-1][1].reply_hold_ms == 0  # nobody waits for an answer
+        assert holds[0] == REPLY_HOLD_MS and 20 <= holds[1] <= 25 and holds[2] == 0, holds
+        assert not first.done()
+    finally:
+        task.cancel()
+
+
+async def test_no_reply_hold_is_asked_when_bundling_is_off() -> None:
+    core = FakeCore()
+    outbox = Outbox(core, bundle_replies=False)
+    holds: list[int] = []
+
+    async def unanswered(batch: Batch, *, events: bool = True) -> Routed:
+        holds.append(batch.reply_hold_ms)
+        return await _forward_without_answer(batch)
+
+    core.batches.route = unanswered
+    task = await _running(outbox)
+    try:
+        outbox.submit("r0", "m", 5.0)
+        await asyncio.sleep(0.01)
+        outbox.submit("r1", "m", 5.0)
+        await asyncio.sleep(0.01)
+        assert holds == [0, 0]
     finally:
         task.cancel()
 
@@ -304,6 +348,77 @@ async def test_a_send_waiting_for_the_inbox_at_its_deadline_is_withdrawn_never_s
         core.inbox.subscribed = True
         await asyncio.sleep(0.05)
         assert core.batches.batches == [] and not outbox.holds("r1") and outbox.queued == 0
+    finally:
+        task.cancel()
+
+
+async def test_a_robot_stays_parked_only_while_an_acknowledged_send_to_it_waits_ahead() -> None:
+    """The acknowledged send that parked r1 timed out (withdrawn): the publishes behind it
+    and later ones leave at once, while the inbox is still away."""
+    core = FakeCore()
+    core._inbox = core.batches.inbox = LostInbox()
+    outbox = Outbox(core)
+    task = await _running(outbox)
+    try:
+        acked = outbox.submit("r1", "a1", 0.1)
+        behind = [outbox.submit("r1", f"p{n}", 5.0, ack=False) for n in range(3)]
+        assert (await acked).outcome is SendOutcome.TIMEOUT
+        results = await asyncio.wait_for(asyncio.gather(*behind), 1.0)
+        assert [r.outcome for r in results] == [SendOutcome.PUBLISHED] * 3
+        late = await asyncio.wait_for(outbox.send("r1", "p-late", 5.0, ack=False), 1.0)
+        assert late.outcome is SendOutcome.PUBLISHED
+        texts = [b.text(i) for _, b in core.batches.batches for i in b.items]
+        assert texts == ["p0", "p1", "p2", "p-late"]  # order kept, a1 never sent
+        assert not outbox.holds("r1") and outbox.queued == 0
+    finally:
+        task.cancel()
+
+
+async def test_a_cancelled_acknowledged_send_lets_the_sends_parked_behind_it_go() -> None:
+    core = FakeCore()
+    core._inbox = core.batches.inbox = LostInbox()
+    outbox = Outbox(core)
+    task = await _running(outbox)
+    try:
+        acked = outbox.submit("r1", "a1", 5.0)
+        behind = outbox.submit("r1", "p1", 5.0, ack=False)
+        await asyncio.sleep(0.02)
+        assert not behind.done()
+        acked.cancel()
+        assert (await asyncio.wait_for(behind, 1.0)).outcome is SendOutcome.PUBLISHED
+    finally:
+        task.cancel()
+
+
+async def test_parked_sends_are_not_polled_while_nothing_changes() -> None:
+    """While sends wait for the inbox, the flusher looks at them only when something
+    changes (the inbox's state, a parked send's end), not on a timer nor per submit."""
+    core = FakeCore()
+    core._inbox = core.batches.inbox = LostInbox()
+    outbox = Outbox(core)
+    looks = 0
+    real = outbox._unpark
+
+    def counted() -> None:
+        nonlocal looks
+        if outbox._parked:
+            looks += 1 if outbox._park_changed else 0
+        real()
+
+    task = await _running(outbox)
+    try:
+        parked = [outbox.submit(f"r{n}", "a", 5.0) for n in range(200)]
+        await asyncio.sleep(0.02)
+        outbox._unpark = counted  # type: ignore[method-assign]
+        for n in range(100):  # publishes to other robots: they leave, nothing parked changes
+            outbox.submit(f"x{n}", "p", 5.0, ack=False)
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.1)
+        assert looks == 0 and outbox.queued == 200
+        core.inbox.subscribed = True
+        results = await asyncio.wait_for(asyncio.gather(*parked), 2.0)
+        assert {r.outcome for r in results} == {SendOutcome.DELIVERED}
+        assert looks >= 1
     finally:
         task.cancel()
 

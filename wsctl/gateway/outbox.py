@@ -11,14 +11,19 @@ grow by themselves. There is no fixed linger: a flush starts as soon as the flus
 with what was submitted up to then (at least everything submitted in the same loop iteration),
 so a send waits only for the flush before it. Flushes run one after another, so each robot's
 messages keep their order. Owners answer the forwarded items to the instance's
-reply inbox (:class:`~wsctl.protocol.rpc.Inbox`), item by item; the batches say they accept
+reply inbox (:class:`~wsctl.protocol.rpc.Inbox`), item by item. Under load (a batch flushed
+while earlier acknowledged batches still wait for their answers) the batches say they accept
 bundled answers (``reply_hold_ms``, :class:`~wsctl.protocol.batch.ReplyBundle`), so an owner
-answering a steady stream of them publishes far fewer replies.
+answering a steady stream of them publishes far fewer replies; a lone send, or sends awaited
+one after another, ask for none and are answered at once.
 
 While the reply inbox is not subscribed (Redis restarted, a failover), acknowledged sends would
 lose their answers: they wait aside (parked) until it is, together with every later message to
 their robots (each robot's order holds), while the other messages, published ones included,
-keep leaving: a publish never waits for the inbox, whose answer it does not need.
+keep leaving: a publish never waits for the inbox, whose answer it does not need. A robot's
+messages wait aside only while an acknowledged send to it is still waiting ahead of them (one
+that timed out or was cancelled lets the rest go). The flusher looks at the waiting sends only
+when something changed (the inbox's state, a waiting send ended), not per submit or on a timer.
 
 Every send ends with an outcome within its timeout, whatever Redis does: ``timeout`` at its
 deadline, with a reason that says which: still queued (withdrawn: never sent later), being
@@ -71,13 +76,12 @@ PUBLISH_ITEMS = 1000
 # 25.3k msg/s (24.0k, 26.7k, 25.3k), 10,000 in flight 32.3k, fleet.publish 29.8k.
 
 # The longest the outbox lets an owner hold its answers to bundle them (``reply_hold_ms``, at
-# most half a send's time left); owners hold them much less (REPLY_EVERY of
+# most half a send's time left), asked only while earlier acknowledged batches still wait for
+# their answers (under load); owners hold them much less (REPLY_EVERY of
 # wsctl.gateway.batching). Delivery is not delayed by it, only the answer.
 REPLY_HOLD_MS = 100
 # How often batches nobody waits for any more (every sender timed out) are forgotten.
 SWEEP_EVERY = 1.0
-# How often the flusher looks whether the reply inbox is back while sends wait for it.
-PARK_POLL = 0.01
 # The reasons of a send that timed out before an owner took it: still queued at its deadline
 # (then never sent: safe to retry), or being handed to Redis (it may still arrive: a retry may
 # deliver it twice).
@@ -117,6 +121,7 @@ class _Send:
     timeout: float  # seconds the sender gave it (for the reason)
     owner: str = ""  # the instance it was forwarded to, once it was
     taken: bool = False  # being routed: from now on it may reach the robot, whatever comes
+    watched: bool = False  # parked once: its end makes the flusher look at the parked sends
 
 
 @dataclass(eq=False)
@@ -132,6 +137,7 @@ class Outbox:
     def __init__(
         self,
         core: Core,
+        *,
         batch_items: int = BATCH_ITEMS,
         batch_bytes: int = BATCH_BYTES,
         publish_items: int = PUBLISH_ITEMS,
@@ -146,6 +152,8 @@ class Outbox:
         # acknowledged sends waiting for the reply inbox, and every later send to their robots
         self._parked: collections.deque[_Send] = collections.deque()
         self._parked_robots: collections.Counter[str] = collections.Counter()
+        self._park_changed = False  # the inbox's state changed or a parked send ended
+        self._inbox_watch: asyncio.Task[None] | None = None
         self._held: collections.Counter[str] = collections.Counter()  # robot -> queued/flushing
         self._wake = asyncio.Event()
         self._flights: dict[str, _InFlight] = {}  # batch id -> its unanswered items
@@ -255,8 +263,7 @@ class Outbox:
         swept = loop.time()
         while not self.closed:  # not on cancellation alone (see FleetCore.stop)
             with contextlib.suppress(TimeoutError):
-                # while sends wait for the reply inbox, look for it often
-                await wait_within(self._wake.wait(), PARK_POLL if self._parked else SWEEP_EVERY)
+                await wait_within(self._wake.wait(), SWEEP_EVERY)
             self._wake.clear()
             if loop.time() - swept >= SWEEP_EVERY:
                 swept = loop.time()
@@ -272,6 +279,7 @@ class Outbox:
                         await self._flush(sends)
                 finally:
                     self._release(sends)
+            self._watch_inbox()
 
     def _take(self) -> list[_Send]:
         """The next batch's sends, in queue order: at most batch_items acknowledged ones,
@@ -308,6 +316,9 @@ class Outbox:
                 queue.popleft()  # behind an acknowledged send to its robot: stays behind it
                 self._parked.append(sent)
                 parked[sent.robot_id] += 1
+                if sent.ack and not sent.watched:
+                    sent.watched = True  # its end (timeout, cancel) may free the sends behind
+                    sent.future.add_done_callback(self._parked_done)
                 continue
             if taken and size + sent.size > self.batch_bytes:
                 break
@@ -317,40 +328,66 @@ class Outbox:
             acked += sent.ack
         return taken
 
-    def _unpark(self) -> None:
-        """The sends waiting for the reply inbox: forgotten when their sender gave up;
-        acknowledged ones fail (``error``) when Redis refuses connections (known at once);
-        all go back to the head of the queue, in order, once the inbox is subscribed (or
-        when Redis refuses: what is left only publishes)."""
-        if not self._parked:
-            return
+    def _parked_done(self, _future: asyncio.Future[SendResult]) -> None:
+        self._park_changed = True
+        self._wake.set()
+
+    def _watch_inbox(self) -> None:
+        """While sends are parked, one task waits for the reply inbox's state to change
+        (subscribed, or refused) and wakes the flusher then: no polling."""
+        if self._parked and (self._inbox_watch is None or self._inbox_watch.done()):
+            self._inbox_watch = asyncio.create_task(self._inbox_changed(), name="outbox inbox")
+
+    async def _inbox_changed(self) -> None:
         inbox = self.core.inbox
-        refused = inbox.refused if not inbox.subscribed else None
+        while self._parked and not self.closed:
+            if await inbox.wait_ready(SWEEP_EVERY) or inbox.refused is not None:
+                self._park_changed = True
+                self._wake.set()
+                return
+
+    def _unpark(self) -> None:
+        """The sends waiting for the reply inbox, looked at only when something changed
+        (:meth:`_parked_done`, :meth:`_inbox_changed`): forgotten when their sender gave up;
+        acknowledged ones fail (``error``) when Redis refuses connections (known at once);
+        back to the head of the queue, in order, once the inbox is subscribed (or when Redis
+        refuses: what is left only publishes), and so is every send to a robot that no
+        acknowledged send waits ahead of any more (it timed out or was cancelled)."""
+        if not self._parked or not self._park_changed:
+            return
+        self._park_changed = False
+        core = self.core
+        inbox = core.inbox
+        subscribed = inbox.subscribed
+        refused = inbox.refused if not subscribed else None
         if refused is not None:
-            core = self.core
             reason = redis_reason(core.target.scrub(str(refused)))
             here = (core.instance_id,)
             for sent in self._parked:
                 if sent.ack and core.local.get(sent.robot_id) is None:  # held here: written
                     _settle(sent, SendOutcome.ERROR, here, reason)
-        elif not inbox.subscribed:
-            inbox.start()  # (idempotent) it subscribes in the background
-            if all(not s.future.done() for s in self._parked):
-                return
-        keep: list[_Send] = []
-        for sent in self._parked:
+        back: list[_Send] = []
+        parked = self._parked
+        robots = self._parked_robots
+        waiting: set[str] = set()  # robots an acknowledged send still waits ahead for
+        still_away = not subscribed and refused is None
+        for _ in range(len(parked)):
+            sent = parked.popleft()
+            robots[sent.robot_id] -= 1
+            if robots[sent.robot_id] <= 0:
+                del robots[sent.robot_id]
             if sent.future.done():
                 self._release((sent,))
-            else:
-                keep.append(sent)
-        self._parked.clear()
-        self._parked_robots.clear()
-        if inbox.subscribed or refused is not None:
-            self._queue.extendleft(reversed(keep))
-            return
-        for sent in keep:  # still waiting for the inbox
-            self._parked.append(sent)
-            self._parked_robots[sent.robot_id] += 1
+                continue
+            if still_away and (
+                sent.robot_id in waiting or (sent.ack and core.local.get(sent.robot_id) is None)
+            ):
+                waiting.add(sent.robot_id)
+                parked.append(sent)
+                robots[sent.robot_id] += 1
+                continue
+            back.append(sent)
+        self._queue.extendleft(reversed(back))
 
     def _release(self, sends: Iterable[_Send]) -> None:
         held = self._held
@@ -376,7 +413,7 @@ class Outbox:
             message=first if shared else None,
             reply_to=core.inbox.channel if ack else None,
             origin=me,
-            reply_hold_ms=self._reply_hold(sends) if ack else 0,
+            reply_hold_ms=self._reply_hold(sends, asyncio.get_running_loop().time()),
         ).arrived(me, time.time())
         flight = _InFlight({str(n): s for n, s in enumerate(sends)})
         if ack:
@@ -387,14 +424,28 @@ class Outbox:
         routed = await core.batches.route(batch, events=False)
         self._settle_routed(batch.id, flight, routed)
 
-    def _reply_hold(self, sends: list[_Send]) -> int:
-        """The ``reply_hold_ms`` of a batch of ``sends``: owners may bundle its answers and
-        hold them up to :data:`REPLY_HOLD_MS`, and never more than half the time its
-        earliest acknowledged send has left (0, no bundling, below a millisecond)."""
-        if not self.bundle_replies:
+    def _reply_hold(self, sends: list[_Send], now: float) -> int:
+        """The ``reply_hold_ms`` of a batch of ``sends`` flushed at ``now`` (loop time): 0
+        (answer at once) unless replies are bundled (:attr:`bundle_replies`) and earlier
+        acknowledged batches still wait for their answers (under load: the answer would
+        find company); then owners may hold its answers up to :data:`REPLY_HOLD_MS`, never
+        more than half the time its earliest acknowledged send has left (0 below a
+        millisecond). A lone send, or sends awaited one after another, are answered at once."""
+        if not self.bundle_replies or not self._awaiting():
             return 0
-        left = min(s.deadline for s in sends if s.ack) - asyncio.get_running_loop().time()
-        return max(0, min(REPLY_HOLD_MS, int(left * 1000 / 2)))
+        acked = [s.deadline for s in sends if s.ack]
+        if not acked:
+            return 0
+        return max(0, min(REPLY_HOLD_MS, int((min(acked) - now) * 1000 / 2)))
+
+    def _awaiting(self) -> bool:
+        """Does an earlier flushed batch still wait for an owner's answer? (Batches whose
+        senders all gave up are forgotten on the way: amortised, each once.)"""
+        for batch_id, flight in list(self._flights.items()):
+            if any(not s.future.done() for s in flight.sends.values()):
+                return True
+            self._drop_answered(batch_id, flight)
+        return False
 
     def _settle_routed(self, batch_id: str, flight: _InFlight, routed: Routed) -> None:
         here = (self.core.instance_id,)
@@ -484,6 +535,9 @@ class Outbox:
                 _settle(waiting.popleft(), SendOutcome.ERROR, here, f"{reason}: never sent")
         self._parked_robots.clear()
         self._held.clear()
+        if self._inbox_watch is not None:
+            self._inbox_watch.cancel()
+            self._inbox_watch = None
         for batch_id, flight in list(self._flights.items()):
             for sent in flight.sends.values():
                 if sent.owner or sent.taken:
