@@ -14,8 +14,11 @@ semaphore around ``asyncio.gather`` gives); ``rate`` > 0: open loop, message ``k
 ``k / rate`` seconds whatever the earlier ones are doing. ``api`` ``send`` is the acknowledged
 ``await fleet.send(robot_id, text, timeout=...)``, ``publish`` the fire-and-forget
 ``await fleet.publish(robot_id, text)`` (answered ``{"available": false}`` while the fleet has
-no such method). The answer counts outcomes and reasons, and how many messages were addressed
-to robots not on this instance (forwarded). Everything is bounded by ``deadline`` seconds.
+no such method). ``inflight`` 1 is one caller awaiting each send before the next (a user's
+HTTP route calling ``fleet.send`` in sequence). The answer counts outcomes and reasons, how many
+messages were addressed to robots not on this instance (forwarded), and the acknowledgement
+latency (``ack_p50_ms``/``ack_p99_ms``: from a send's start until its ``await`` returned).
+Everything is bounded by ``deadline`` seconds.
 
 Run by bench/app_send_bench.py as ``uvicorn bench.app_send_app:app`` from the repository root.
 """
@@ -76,12 +79,14 @@ async def blast(spec: dict[str, Any]) -> dict[str, Any]:
     outcomes: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     first_send_ms: list[float] = []
+    acks: list[float] = []  # ms from a send's start until its await returned
 
     async def one(k: int) -> None:
         now_ms = time.time() * 1000.0
         if not first_send_ms:
             first_send_ms.append(now_ms)
         text = json.dumps({"m": tag, "n": k, "t": now_ms}, separators=(",", ":"))
+        began = time.perf_counter()
         try:
             result = await call(robots[k % len(robots)], text)
         except asyncio.CancelledError:
@@ -90,6 +95,7 @@ async def blast(spec: dict[str, Any]) -> dict[str, Any]:
             outcome, reason = "raised", f"{type(exc).__name__}: {exc}"
         else:
             outcome, reason = result.outcome.value, result.reason or ""
+            acks.append((time.perf_counter() - began) * 1000.0)
         outcomes[outcome] += 1
         if outcome in FAILED or outcome == "raised":
             key = f"{outcome}: {reason[:100]}"
@@ -134,6 +140,7 @@ async def blast(spec: dict[str, Any]) -> dict[str, Any]:
         finished = False
     if sum(outcomes.values()) < count:  # the deadline passed first
         outcomes["unfinished"] = count - sum(outcomes.values())
+    acks.sort()
     return {
         "available": True,
         "finished": finished,
@@ -142,6 +149,8 @@ async def blast(spec: dict[str, Any]) -> dict[str, Any]:
         "outcomes": dict(outcomes),
         "reasons": dict(reasons),
         "forwarded": forwarded,
+        "ack_p50_ms": acks[len(acks) // 2] if acks else None,
+        "ack_p99_ms": acks[min(len(acks) - 1, int(len(acks) * 0.99))] if acks else None,
         # what the instance itself made of Redis during the blast (a busy connection pool
         # taken for "Redis down" shows here): failures counted, and /metrics' redis_up after
         "redis_errors": fleet.metrics.redis_errors - redis_errors,

@@ -11,7 +11,11 @@ send began:
   - `await fleet.send(robot, text)` with 1,000 and with 10,000 sends in flight (--inflight);
   - `await fleet.publish(robot, text)` (fire-and-forget) with the largest in-flight count,
     when the fleet has it ("n/a" until then);
-  - paced: one `fleet.send` per ms (--rate) to robots on B only (through the non-owner).
+  - paced: one `fleet.send` per ms (--rate) to robots on B only (through the non-owner);
+  - one caller in sequence: --serial (default 300) sends to robots on B, each awaited before
+    the next (a user's HTTP route calling `fleet.send`), wsctl only.
+For `fleet.send` also the acknowledgement latency: from a send's start until its `await`
+returned (ack p50/p99), as the sending code sees it.
 socket.io side: socket.io 4.8 + @socket.io/redis-adapter 8.3 (bench/socketio, pinned) on a
 redis-server of its own, two `server.js` processes, the same N robots through the same swarm
 (socket.io-client), server A's own code emitting the same M messages to per-robot rooms
@@ -42,6 +46,7 @@ runs, the smoke test; not for figures) and Node is not needed at all.
 Run from the repository root:
   .venv/bin/python bench/app_send_bench.py [--runs 3] [--cluster] [--robots 2000]
       [--messages 20000] [--inflight 1000 --inflight 10000] [--paced 3000] [--rate 1000]
+      [--serial 300]
 """
 
 from __future__ import annotations
@@ -76,6 +81,8 @@ REPORT_DEADLINE_MS = 120_000  # ...or after this long in any case
 QUIET_S = 0.5  # a mode starts once Redis ran no command for this long (none of the bench's)...
 QUIET_WITHIN_S = 30.0  # ...waiting at most this long (then it says so and starts anyway)
 START_TIMEOUT = 60.0  # servers up, robots connected and registered
+REPLY_EVERY_MS = 10  # an owner's reply hold (wsctl.gateway.batching.REPLY_EVERY): a sequential
+# send acknowledged this late or later was held
 
 
 class BenchError(Exception):
@@ -307,6 +314,8 @@ class Result:
     msg_per_s: float | None = None
     p50: float | None = None
     p99: float | None = None
+    ack_p50: float | None = None  # fleet.send: until its await returned
+    ack_p99: float | None = None
     outcomes: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
     errors: int | None = None  # None: the API reports no outcome (socket.io's emit)
@@ -383,6 +392,8 @@ def measure(
         msg_per_s=got["delivered"] / seconds if seconds > 0 else None,
         p50=got.get("p50_ms"),
         p99=got.get("p99_ms"),
+        ack_p50=answer.get("ack_p50_ms") if mode.api == "send" else None,
+        ack_p99=answer.get("ack_p99_ms") if mode.api == "send" else None,
         outcomes=outcomes,
         reasons=answer.get("reasons", {}),
         errors=errors,
@@ -426,6 +437,19 @@ def wsctl_modes(args: argparse.Namespace) -> list[Mode]:
             args.paced,
             everyone[1::2],
             rate=args.rate,
+        ),
+        *(
+            [
+                Mode(
+                    "serial",
+                    "fleet.send in sequence via B",
+                    args.serial,
+                    everyone[1::2],
+                    inflight=1,
+                )
+            ]
+            if args.serial > 0
+            else []
         ),
         *(
             Mode(f"send-{n}", f"fleet.send, {n:,} in flight", args.messages, everyone, inflight=n)
@@ -653,7 +677,8 @@ def print_result(run: int, r: Result) -> None:
     errors = "-" if r.errors is None else f"{r.errors:,}"
     line = (
         f"{head}: {r.delivered:,}/{r.mode.count:,} delivered ({r.duplicated} dup), "
-        f"{fmt(r.msg_per_s)} msg/s, p50 {fmt(r.p50, '.1f')} ms, p99 {fmt(r.p99, '.1f')} ms; "
+        f"{fmt(r.msg_per_s)} msg/s, p50 {fmt(r.p50, '.1f')} ms, p99 {fmt(r.p99, '.1f')} ms, "
+        f"ack p50 {fmt(r.ack_p50, '.1f')} ms, p99 {fmt(r.ack_p99, '.1f')} ms; "
         f"errors {errors}; Redis: {r.connections:,} connections opened, "
         f"{fmt(per_fwd, '.2f')} commands per forwarded message ({top})"
     )
@@ -714,9 +739,10 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, list[Result]]]) -> 
         f"wsctl on {where}, socket.io on one redis-server"
     )
     print(
-        "| mode | delivered | errors | msg/s | p50 ms | p99 ms | Redis conns | cmds/fwd msg | vs socket.io |"
+        "| mode | delivered | errors | msg/s | p50 ms | p99 ms | ack p50/p99 ms | Redis conns "
+        "| cmds/fwd msg | vs socket.io |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows: list[tuple[str, list[Result]]] = []
     for side in ("wsctl", "socket.io"):
         keys = [m.key for m in (wsctl_modes(args) if side == "wsctl" else sio_modes(args))]
@@ -728,7 +754,7 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, list[Result]]]) -> 
     for side, found in rows:
         mode = found[0].mode
         if not all(r.available for r in found):
-            print(f"| {mode.label} | n/a | | | | | | | |")
+            print(f"| {mode.label} | n/a | | | | | | | | |")
             continue
         delivered = median([r.delivered for r in found])
         errors = median([r.errors for r in found])
@@ -737,14 +763,16 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, list[Result]]]) -> 
         conns = median([r.connections for r in found])
         per_fwd = median([r.per_forwarded for r in found])
         ratio = "-"
-        if side == "wsctl" and peer:
+        if side == "wsctl" and peer and mode.key != "serial":
             if mode.paced and p99 and sio_p99:
                 ratio = f"p99 {p99 / sio_p99:.2f}x" + per_run(runs, mode, "p99")
             elif not mode.paced and rate and sio_rate:
                 ratio = f"{rate / sio_rate:.2f}x" + per_run(runs, mode, "msg_per_s")
         print(
             f"| {mode.label} | {fmt(delivered)}/{mode.count:,} | {fmt(errors)} | {fmt(rate)} | "
-            f"{fmt(median([r.p50 for r in found]), '.1f')} | {fmt(p99, '.1f')} | {fmt(conns)} | "
+            f"{fmt(median([r.p50 for r in found]), '.1f')} | {fmt(p99, '.1f')} | "
+            f"{fmt(median([r.ack_p50 for r in found]), '.1f')}/"
+            f"{fmt(median([r.ack_p99 for r in found]), '.1f')} | {fmt(conns)} | "
             f"{fmt(per_fwd, '.2f')} | {ratio} |"
         )
         if side != "wsctl":
@@ -752,9 +780,18 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, list[Result]]]) -> 
         bits = [
             f"all delivered, no error: {'met' if delivered == mode.count and errors == 0 else 'NOT met'}",
             f"<= 10 connections per instance: {'met' if (conns or 0) <= 10 * len(INSTANCES) else 'NOT met'}",
-            f"<= 1.5 commands per forwarded message: {'met' if per_fwd is not None and per_fwd <= 1.5 else 'NOT met'}",
         ]
-        if peer and mode.paced and p99 and sio_p99:
+        if mode.key != "serial":  # one send at a time: a forward and its reply, 2 at least
+            bits.append(
+                f"<= 1.5 commands per forwarded message: {'met' if per_fwd is not None and per_fwd <= 1.5 else 'NOT met'}"
+            )
+        if mode.key == "serial":
+            ack = median([r.ack_p50 for r in found])
+            held = ack is None or ack >= REPLY_EVERY_MS
+            bits.append(
+                f"answered at once (ack p50 < {REPLY_EVERY_MS} ms): {'NOT met' if held else 'met'}"
+            )
+        elif peer and mode.paced and p99 and sio_p99:
             bits.append(f"p99 <= socket.io's: {'met' if p99 <= sio_p99 else 'NOT met'}")
         elif peer and rate and sio_rate:
             floor = 1.5 if mode.api == "publish" else 1.0
@@ -779,6 +816,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--paced", type=int, default=3000, help="messages in the paced mode")
     parser.add_argument("--rate", type=float, default=1000.0, help="paced messages per second")
+    parser.add_argument(
+        "--serial", type=int, default=300, help="sends awaited one after another (0: skip)"
+    )
     parser.add_argument("--send-timeout", type=float, default=5.0, help="fleet.send's timeout")
     parser.add_argument("--deadline", type=float, default=180.0, help="bound of one blast (s)")
     parser.add_argument("--cluster", action="store_true", help="wsctl on a 3+3 Redis Cluster")

@@ -9,9 +9,12 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from tests.conftest import Backend, open_test_store
 from tests.fleet import running_fleet, wait_for
 from tests.robot_clients import frames, registered, robots
+from wsctl.gateway import batch_router
 from wsctl.protocol.batch import Batch, Item, decode_replies, encode_batch
 from wsctl.redis.pubsub import make_pubsub
 
@@ -130,3 +133,64 @@ async def test_a_stopping_owner_publishes_the_replies_it_holds(single: Backend) 
                 assert got == ["b0", "b1", "b2"]
             finally:
                 await pubsub.aclose()
+
+
+async def test_a_stopping_owner_loses_no_reply_being_published_when_it_stops(
+    single: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held replies whose PUBLISH is under way (a slow round trip to Redis) when the owner
+    stops still reach the requester: the publish is finished, not cancelled."""
+    slow = asyncio.Event()
+    started = asyncio.Event()
+    real = batch_router.publish_many
+
+    async def slow_publish(client: Any, messages: list[tuple[str, str]]) -> list[int]:
+        if slow.is_set() and any("stop-slow" in channel for channel, _ in messages):
+            started.set()
+            await asyncio.sleep(0.3)  # a slow round trip while the held replies go out
+        return await real(client, messages)
+
+    monkeypatch.setattr(batch_router, "publish_many", slow_publish)
+    async with (
+        running_fleet(single.env, names=("gw-b",)) as fleet,
+        open_test_store(single) as store,
+    ):
+        gateway = fleet["gw-b"]
+        async with robots({"r0": gateway.ws_url}):
+            await wait_for(lambda: registered(store, ["r0"]))
+            channel = store.keys.reply_channel("stop-slow")
+            pubsub, _ = make_pubsub(store.client)
+            await pubsub.subscribe(channel)
+            try:
+                for n in range(3):
+                    batch = Batch(
+                        items=(Item("0", "r0", f"m{n}"),),
+                        id=f"b{n}",
+                        reply_to=channel,
+                        reply_hold_ms=1000,
+                    )
+                    await store.client.publish(
+                        store.keys.control_channel("gw-b"), encode_batch(batch)
+                    )
+                    if n == 0:  # b0 goes at once; b1 and b2 are held, then slow to go
+                        got = await _replies(pubsub, 1)
+                        slow.set()
+                await asyncio.wait_for(started.wait(), 2.0)
+                await gateway.stop()
+                got.extend(await _replies(pubsub, 2))
+                assert got == ["b0", "b1", "b2"]
+            finally:
+                await pubsub.aclose()
+
+
+async def _replies(pubsub: Any, count: int) -> list[str]:
+    """The ids of the next ``count`` replies on ``pubsub`` (bundled or not), waiting at most
+    5 s in all."""
+    got: list[str] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    while len(got) < count and loop.time() < deadline:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        if message and message.get("type") == "message":
+            got.extend(r.id for r in decode_replies(message["data"]))
+    return got

@@ -10,6 +10,7 @@ import pytest
 
 from wsctl.gateway.batching import ReplyHolder
 from wsctl.protocol.batch import (
+    BATCH_BYTES,
     MAX_REPLY_HOLD_MS,
     Batch,
     BatchReply,
@@ -52,12 +53,24 @@ def test_a_batch_carries_reply_hold_ms_only_when_it_accepts_bundles() -> None:
     assert again.forwarded(again.items).reply_hold_ms == 40  # forwards keep it
 
 
-@pytest.mark.parametrize("value", [-1, MAX_REPLY_HOLD_MS + 1, 1.5, "5", True])
-def test_a_bad_reply_hold_ms_is_refused(value: Any) -> None:
+@pytest.mark.parametrize(
+    ("value", "taken"),
+    [
+        (37.5, 37),  # "half the time left" as a JavaScript requester computes it
+        (-1, 0),
+        (MAX_REPLY_HOLD_MS + 1, MAX_REPLY_HOLD_MS),
+        (1e300, MAX_REPLY_HOLD_MS),
+        ("5", 0),
+        (True, 0),
+        (None, 0),
+    ],
+)
+def test_an_odd_reply_hold_ms_is_clamped_never_drops_the_batch(value: Any, taken: int) -> None:
     data = json.loads(encode_batch(Batch(items=(Item("0", "r1", "m"),))))
     data["reply_hold_ms"] = value
-    with pytest.raises(ProtocolError, match="reply_hold_ms"):
-        decode_control(json.dumps(data))
+    batch = decode_control(json.dumps(data))
+    assert isinstance(batch, Batch) and batch.reply_hold_ms == taken
+    assert [i.robot_id for i in batch.items] == ["r1"]
 
 
 # ------------------------------------------------------------------ the bundle
@@ -168,6 +181,15 @@ def test_a_full_bundle_is_due_at_once() -> None:
     assert holder.next_due == pytest.approx(1.010)
     assert not holder.offer("c", ["z" * 60], now=1.002, hold=0.1)
     assert holder.next_due == pytest.approx(1.002)
+
+
+def test_held_replies_are_bounded_by_one_bundle_of_utf8_bytes() -> None:
+    holder = ReplyHolder(every=0.010)
+    assert holder.limit == BATCH_BYTES
+    assert holder.offer("c", ["x"], now=1.0, hold=0.1)
+    text = "\u00e9" * (BATCH_BYTES // 2)  # half the limit in characters, all of it in bytes
+    assert not holder.offer("c", [text], now=1.001, hold=0.1)
+    assert holder.next_due == pytest.approx(1.001)  # full: due at once
 
 
 def test_a_stopping_owner_takes_every_held_reply() -> None:

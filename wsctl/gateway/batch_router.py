@@ -27,10 +27,11 @@ the same routing (:meth:`BatchRouter.route`), coalesced into batches by the outb
    robot that moved away from an instance that died);
 5. a batch from the control channel gets this instance's one reply: the ids delivered here and
    the outcome of every item answered here (the owners answer for what they were sent). When
-   the requester accepts bundles (``reply_hold_ms``), replies to its channel go out
+   the requester accepts bundles (``reply_hold_ms`` > 0), replies to its channel go out
    Nagle-style (:class:`~wsctl.gateway.batching.ReplyHolder`): the first after a quiet spell at
    once, then at most one PUBLISH per :data:`~wsctl.gateway.batching.REPLY_EVERY` carrying
    what came meanwhile (the messages themselves are written at once; only the answers wait).
+   A batch without ``reply_hold_ms`` is answered at once, whatever its channel got before.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ log = logging.getLogger("wsctl.gateway")
 BATCH_QUEUE = 64
 # How long an instance's protocol version (from its liveness record) is remembered.
 PROTOCOL_TTL = 10.0
-# How long a stopping instance tries to publish the replies it still holds.
+# How long a stopping instance waits for the replies it still holds to be published (the one
+# being published when it stops included).
 HELD_FLUSH_WAIT = 1.0
 
 
@@ -119,6 +121,7 @@ class BatchRouter:
         # replies to requesters that accept bundles, held Nagle-style per reply channel
         self.replies = ReplyHolder()
         self._held_changed = asyncio.Event()
+        self._held_stop = False  # the worker stops: publish what is held, then end
         self._protocols: dict[str, tuple[float, int]] = {}  # instance -> (read at, version)
 
     async def speaks_batches(self, instance_id: str) -> bool:
@@ -141,6 +144,7 @@ class BatchRouter:
         stops (a cancellation lost in a Redis call's write must not keep it running). The
         replies it holds (:class:`~wsctl.gateway.batching.ReplyHolder`) go out on their own
         task, and what is still held when it stops goes out then."""
+        self._held_stop = False
         held = asyncio.create_task(self._send_held(), name="held replies")
         try:
             while not self.core.finishing:
@@ -152,19 +156,40 @@ class BatchRouter:
                 except Exception:  # handle() answers what it can; never let the worker die
                     log.exception("batch %s failed", batch.id[:8])
         finally:
-            held.cancel()
-            rest = self._bundled(self.replies.take_all())
-            if rest:  # a stopping owner answers what it holds (bounded; shielded: a second
-                # cancel ends the wait, not the publish)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.shield(wait_within(self._publish(rest), HELD_FLUSH_WAIT))
+            # a stopping owner answers what it holds: the held-replies task is told to stop,
+            # finishes the publish it is in (never cancelled mid-publish: those replies are
+            # no longer in the holder), publishes the rest and ends; waited for, bounded
+            self._held_stop = True
+            self._held_changed.set()
+            await self._finish_held(held)
+
+    @staticmethod
+    async def _finish_held(held: asyncio.Task[None]) -> None:
+        """Wait for the held-replies task to end, at most :data:`HELD_FLUSH_WAIT` seconds,
+        then cancel it if it has not. A cancellation of the caller meanwhile (a stopping core
+        cancels its tasks again every 0.1 s) is deferred, not swallowed: raised once the wait
+        is over, so it cannot cut the last replies' publish short."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HELD_FLUSH_WAIT
+        cancelled = False
+        while not held.done():
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait([held], timeout=left)
+            except asyncio.CancelledError:
+                cancelled = True
+        held.cancel()  # (a no-op once it ended)
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def _send_held(self) -> None:
         """Publish held replies when they are due (one pipeline for all that are), until
-        cancelled."""
+        told to stop (``_held_stop``): then what is still held, and end."""
         replies = self.replies
         changed = self._held_changed
-        while True:
+        while not self._held_stop:
             changed.clear()
             when = replies.next_due
             if when is None:
@@ -175,7 +200,22 @@ class BatchRouter:
                 with contextlib.suppress(TimeoutError):
                     await wait_within(changed.wait(), wait)
                 continue
-            await self._publish(self._bundled(replies.due(time.monotonic())))
+            await self._publish_replies(self._bundled(replies.due(time.monotonic())))
+        await self._publish_replies(self._bundled(replies.take_all()))
+
+    async def _publish_replies(self, messages: list[tuple[str, str]]) -> None:
+        """Publish held replies (one pipeline), once more if that failed: requesters match
+        replies by id, so a reply that went out twice is harmless, one lost is a timeout."""
+        if not messages:
+            return
+        try:
+            await publish_many(self.core.client, messages)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Redis failed: counted and logged by the core; tried again
+            self.core._redis_failed("control", exc)
+        await self._publish(messages)
 
     def _bundled(self, held: list[tuple[str, list[str]]]) -> list[tuple[str, str]]:
         """(channel, text) of the messages that carry ``held`` replies: bundles per channel."""

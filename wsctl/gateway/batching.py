@@ -18,8 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from wsctl.gateway.routing import LocalSocket, Route, decide
-from wsctl.protocol.batch import Item, Outcome
-from wsctl.protocol.envelopes import Status
+from wsctl.protocol.batch import BATCH_BYTES, Item, Outcome
+from wsctl.protocol.envelopes import Status, utf8_size
 
 __all__ = [
     "OWNER_CACHE_TTL",
@@ -167,16 +167,17 @@ class ReplyHolder:
     passed in): the first after a quiet spell at once; while one went out less than
     ``every`` seconds ago, the next ones are held and leave together, in one bundle
     (:func:`~wsctl.protocol.batch.pack_bundles`), ``every`` seconds after it, or sooner
-    when a requester allows less (its ``hold``) or ``limit`` bytes are held. Only replies to
-    requesters that accept bundles come here. Memory: the held replies (bounded by time) and
+    when a requester allows less (its ``hold``) or ``limit`` bytes (UTF-8) are held: one
+    bundle's size, :data:`~wsctl.protocol.batch.BATCH_BYTES`. Only replies to requesters that
+    ask for it (``reply_hold_ms`` > 0: wsctl's outbox asks only under load) come here. Memory: the held replies (bounded by time) and
     one time per channel that replied within the last ``every`` seconds."""
 
-    def __init__(self, every: float = REPLY_EVERY, limit: int = 256 * 1024) -> None:
+    def __init__(self, every: float = REPLY_EVERY, limit: int = BATCH_BYTES) -> None:
         self.every = every
         self.limit = limit
         self._last: dict[str, float] = {}  # channel -> when its last reply went out
         self._held: dict[str, list[str]] = {}  # channel -> replies waiting, in order
-        self._size: dict[str, int] = {}  # channel -> their bytes (about)
+        self._size: dict[str, int] = {}  # channel -> their bytes (UTF-8)
         self._due: dict[str, float] = {}  # channel -> when its held replies must go
         self._forget_at = FORGET_AT  # channels remembered that make the next clean-up
 
@@ -194,7 +195,7 @@ class ReplyHolder:
             return True
         held = self._held.setdefault(channel, [])
         held.extend(texts)
-        size = self._size[channel] = self._size.get(channel, 0) + sum(len(t) for t in texts)
+        size = self._size[channel] = self._size.get(channel, 0) + sum(utf8_size(t) for t in texts)
         due = min(now + max(0.0, hold), (last if last is not None else now) + self.every)
         if size >= self.limit:
             due = now  # a full bundle: nothing to wait for

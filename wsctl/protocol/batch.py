@@ -69,6 +69,7 @@ __all__ = [
     "pack_bundles",
     "pack_reply",
     "reply_bundle_from_data",
+    "reply_hold",
     "singles",
     "split",
 ]
@@ -82,7 +83,7 @@ MAX_ITEMS = 10_000
 # message up to the gateway's size limit).
 BATCH_BYTES = 256 * 1024
 # The longest a requester may let an owner hold its replies (``reply_hold_ms``); a decoder
-# refuses more. A bundle carries at most MAX_ITEMS replies.
+# takes more as this much (clamped, see reply_hold). A bundle carries at most MAX_ITEMS replies.
 MAX_REPLY_HOLD_MS = 1000
 # What an item's outcome may say (a batch has no op other than send).
 ITEM_STATUSES = frozenset(
@@ -404,6 +405,16 @@ def _text(data: dict[str, Any], name: str, required: bool = False) -> str | None
     return value
 
 
+def reply_hold(value: Any) -> int:
+    """A batch's ``reply_hold_ms`` as its receiver takes it (§13's tolerance, never a reason
+    to drop the batch): a number is clamped to 0..:data:`MAX_REPLY_HOLD_MS` and rounded down
+    (37.5 from a JavaScript requester is 37); anything else (text, a boolean, null, NaN) is 0:
+    no bundles, the safe reading."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return 0
+    return int(min(max(value, 0), MAX_REPLY_HOLD_MS))
+
+
 def batch_from_data(data: dict[str, Any]) -> Batch:
     """A batch envelope from decoded JSON (``v`` already checked to be 2)."""
     if data.get("op") != "send":
@@ -438,9 +449,7 @@ def batch_from_data(data: dict[str, Any]) -> Batch:
             raise ProtocolError(f"duplicate item id {item_id!r}")
         seen.add(item_id)
         items.append(Item(item_id, robot_id, own))
-    hold = data.get("reply_hold_ms", 0)
-    if not isinstance(hold, int) or isinstance(hold, bool) or not 0 <= hold <= MAX_REPLY_HOLD_MS:
-        raise ProtocolError(f"reply_hold_ms must be an integer from 0 to {MAX_REPLY_HOLD_MS}")
+    hold = reply_hold(data.get("reply_hold_ms", 0))
     return Batch(
         items=tuple(items),
         message=message,
