@@ -10,7 +10,10 @@ of mistake a gateway written from docs/protocol.md could make.
 * ``no_hop_limit``: forwards a send however many hops it has travelled;
 * ``drain_accepts``: keeps accepting new robots while draining;
 * ``closes_mid_check``: drops the connection of the robot the heartbeat check watches (a
-  robot id ending ``-hb-refresh``) at the first heartbeat that would refresh its entry.
+  robot id ending ``-hb-refresh``) at the first heartbeat that would refresh its entry;
+* ``holds_too_long``: holds replies 1.5 s, whatever a batch's ``reply_hold_ms`` allows;
+* ``bundles_unasked``: bundles its replies to batches without ``reply_hold_ms`` too;
+* ``bundle_elsewhere``: its reply bundles name another instance.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from unittest import mock
 
@@ -29,6 +32,7 @@ from wsctl.gateway import server as server_module
 from wsctl.gateway.local import LocalConn
 from wsctl.gateway.routing import decide
 from wsctl.gateway.server import Gateway
+from wsctl.protocol.batch import BATCH_BYTES, pack_bundles
 from wsctl.protocol.envelopes import encode, reply_to
 from wsctl.redis.pubsub import publish
 from wsctl.registry.model import format_ts, utcnow
@@ -44,6 +48,9 @@ FAULTS = {
     "no_hop_limit": "send.hop_limit",
     "drain_accepts": "drain.refuse_new",
     "closes_mid_check": "heartbeat.refresh",
+    "holds_too_long": "batch.reply_bundles",
+    "bundles_unasked": "batch.reply_bundles",
+    "bundle_elsewhere": "batch.reply_bundles",
 }
 
 
@@ -164,7 +171,48 @@ def _module_patch(fault: str, instance_id: str) -> Iterator[None]:
         yield
 
 
+def _holds_too_long(gw: Gateway) -> None:
+    holder = gw.core.batches.replies
+    holder.every = 1.5
+    offer = holder.offer
+
+    def ignoring_hold(channel: str, texts: list[str], now: float, hold: float) -> bool:
+        return offer(channel, texts, now, 1.5)
+
+    holder.offer = ignoring_hold  # type: ignore[method-assign]
+
+
+def _bundles_unasked(gw: Gateway) -> None:
+    router = gw.core.batches
+    router.replies.every = 0.3
+    handle = router.handle
+
+    async def bundling(batch: Any) -> None:
+        if batch.reply_to and not batch.reply_hold_ms:
+            batch = replace(batch, reply_hold_ms=300)
+        await handle(batch)
+
+    router.handle = bundling  # type: ignore[method-assign]
+
+
+def _bundle_elsewhere(gw: Gateway) -> None:
+    router = gw.core.batches
+    router.replies.every = 0.1  # bundles for sure, even on a busy machine
+
+    def elsewhere(held: list[tuple[str, list[str]]]) -> list[tuple[str, str]]:
+        return [
+            (channel, text)
+            for channel, texts in held
+            for text in pack_bundles("elsewhere", texts, BATCH_BYTES)
+        ]
+
+    router._bundled = elsewhere  # type: ignore[method-assign]
+
+
 PATCHES = {
+    "holds_too_long": _holds_too_long,
+    "bundles_unasked": _bundles_unasked,
+    "bundle_elsewhere": _bundle_elsewhere,
     "no_fencing": _no_fencing,
     "resurrect": _resurrect,
     "reply_without_id": _reply_without_id,

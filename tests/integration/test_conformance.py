@@ -156,7 +156,7 @@ async def test_the_original_design_reaches_level_0_exactly_and_says_why_not_more
 async def test_gateways_broken_on_purpose_each_fail_exactly_the_check_that_covers_the_fault(
     single: Backend,
 ) -> None:
-    """Six gateways, one fault each, checked at the same time (each run on a client of its
+    """Nine gateways, one fault each, checked at the same time (each run on a client of its
     own)."""
     from wsctl.config import load_settings
     from wsctl.redis.factory import connect, target_from_settings

@@ -330,7 +330,8 @@ CHECKS: tuple[CheckSpec, ...] = (
         "batch.reply_bundles",
         2,
         _S16_BUNDLES,
-        "batches with reply_hold_ms: each item answered once, plain or bundled, within the hold",
+        "batches with reply_hold_ms: each answered once, plain or bundled (from the gateway), "
+        "within the hold; batches without it: never bundled",
         _REPLIES,
     ),
     _c(

@@ -79,6 +79,9 @@ class RecordingInbox(Inbox):
         super().__init__(client, keys, name)
         self.seen: deque[Seen] = deque(maxlen=KEEP)
         self._claimed = False
+        # while a message is dispatched: the ``instance`` of the reply bundle it is (None: a
+        # reply that came alone), so a request knows how each of its replies came
+        self.bundle: str | None = None
 
     def expect(self, ident: str, handler: ReplyHandler) -> None:
         """As :meth:`Inbox.expect`, noting that the message was claimed."""
@@ -92,8 +95,15 @@ class RecordingInbox(Inbox):
     def dispatch(self, data: str | bytes) -> None:
         """As :meth:`Inbox.dispatch`, and remember the message."""
         self._claimed = False
-        super().dispatch(data)
         text = data if isinstance(data, str) else data.decode("utf-8", "replace")
+        obj = decoded(text)
+        self.bundle = None
+        if obj is not None and "replies" in obj:
+            self.bundle = str(obj.get("instance"))
+        try:
+            super().dispatch(data)
+        finally:
+            self.bundle = None
         self.seen.append(Seen(time.monotonic(), text, self._claimed))
 
     def unclaimed_since(self, since: float) -> list[str]:
@@ -169,12 +179,16 @@ class Pending:
         self.inbox = inbox
         self.request = request
         self.replies: list[Reply | BatchReply] = []
+        # per reply: when it came (monotonic, and epoch seconds) and the instance of the
+        # bundle it came in (None: alone)
+        self.arrivals: list[tuple[float, float, str | None]] = []
         self.since = time.monotonic()
         self._changed = asyncio.Event()
         inbox.expect(request.id, self._on_reply)
 
     def _on_reply(self, reply: Reply | BatchReply) -> None:
         self.replies.append(reply)
+        self.arrivals.append((time.monotonic(), time.time(), self.inbox.bundle))
         self._changed.set()
 
     async def wait(self, count: int, timeout: float) -> bool:

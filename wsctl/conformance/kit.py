@@ -198,6 +198,16 @@ class Kit:
             ) from None
         return pending
 
+    async def send_many(self, requests: list[Envelope | Batch]) -> list[Pending]:
+        """Send ``requests`` back to back (one pipeline) without waiting (close each
+        Pending when done)."""
+        try:
+            return await self.fleet.send_requests(self.gw, list(requests), self.timeout)
+        except Unreachable:
+            raise Failed(
+                f"a subscriber on {self.fleet.keys.control_channel(self.gw)}", "nobody listens"
+            ) from None
+
     def envelope(self, op: Op, **kw: Any) -> Envelope:
         """A fresh envelope from the kit."""
         return Envelope(op=op, origin=ORIGIN, **kw)

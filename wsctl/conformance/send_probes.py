@@ -376,31 +376,45 @@ async def batch_check(kit: Kit) -> str:
     return ""
 
 
-# Batches the reply_bundles check sends one after another, and the hold it allows (ms).
+# Batches the reply_bundles check sends back to back with reply_hold_ms, the hold it allows
+# (ms), the allowance on top of it for the round trips and a busy machine (s), and the batches
+# it sends back to back without reply_hold_ms (their replies must come alone).
 BUNDLE_BATCHES = 5
 BUNDLE_HOLD_MS = 200
+BUNDLE_ALLOWANCE = 0.5
+PLAIN_BATCHES = 3
 
 
 async def reply_bundles_check(kit: Kit) -> str:
-    """batch.reply_bundles: batches that accept reply bundles (``reply_hold_ms``), sent one
-    after another to a robot held here: every item answered exactly once, in plain batch
-    replies or bundles (either is right: holding is optional), within the hold and the
-    kit's timeout; the messages delivered in order."""
+    """batch.reply_bundles: batches that accept reply bundles (``reply_hold_ms``), sent back
+    to back to a robot held here: every item answered exactly once, in plain batch replies or
+    bundles (either is right: holding is optional), each reply within the hold (plus
+    :data:`BUNDLE_ALLOWANCE`) of its batch's publish (or of the reply's ``replied_at``, by the
+    gateway's clock: a busy machine delays the first); a bundle names the gateway, and so does
+    every reply in it. Then batches without ``reply_hold_ms``, back to back: each answered
+    alone, never in a bundle. The messages delivered in order."""
     _needs_batches(kit)
     robot_id, robot, _ = await kit.connected("bundles")
-    batches = [
-        Batch(
-            items=(Item("0", robot_id, f"bundled {n}"),),
-            origin=ORIGIN,
-            reply_hold_ms=BUNDLE_HOLD_MS,
-        )
-        for n in range(BUNDLE_BATCHES)
-    ]
-    pendings = [await kit.send(batch) for batch in batches]
+
+    def batch(text: str, hold: int) -> Batch:
+        return Batch(items=(Item("0", robot_id, text),), origin=ORIGIN, reply_hold_ms=hold)
+
+    held = [batch(f"bundled {n}", BUNDLE_HOLD_MS) for n in range(BUNDLE_BATCHES)]
+    plain = [batch(f"plain {n}", 0) for n in range(PLAIN_BATCHES)]
+    within = BUNDLE_HOLD_MS / 1000 + BUNDLE_ALLOWANCE
+    bundled = await kit.send_many(list(held))
     try:
-        within = kit.timeout + BUNDLE_HOLD_MS / 1000
-        for pending in pendings:
-            await pending.wait(1, within)
+        for pending in bundled:
+            await pending.wait(1, kit.timeout + within)
+        alone = await kit.send_many(list(plain))
+    except BaseException:
+        for pending in bundled:
+            pending.close()
+        raise
+    pendings = [*bundled, *alone]
+    try:
+        for pending in alone:
+            await pending.wait(1, kit.timeout)
         await asyncio.sleep(kit.options.quiet)
         answers = [
             [o.status.value for r in pending.batch_replies for o in r.outcomes()]
@@ -409,12 +423,36 @@ async def reply_bundles_check(kit: Kit) -> str:
     finally:
         for pending in pendings:
             pending.close()
-    if answers != [["delivered"]] * BUNDLE_BATCHES:
+    if answers != [["delivered"]] * len(pendings):
         raise Failed(
-            f"each of {BUNDLE_BATCHES} batches answered delivered, once", f"{answers}"[:300]
+            f"each of {len(pendings)} batches answered delivered, once", f"{answers}"[:300]
         )
-    got = await robot.frames_until_quiet(kit.options.quiet, limit=BUNDLE_BATCHES + 1)
-    want = [f"bundled {n}" for n in range(BUNDLE_BATCHES)]
+    for n, pending in enumerate(bundled):
+        (at, epoch, bundle), reply = pending.arrivals[0], pending.batch_replies[0]
+        # late by both clocks: since the kit published the batch (a busy kit or gateway adds
+        # to it) and since the reply was made (the gateway's clock, its replied_at)
+        late = min(at - pending.since, epoch - (reply.replied_at or 0.0))
+        if late > within:
+            raise Failed(
+                f"each reply within reply_hold_ms {BUNDLE_HOLD_MS} ms + "
+                f"{BUNDLE_ALLOWANCE * 1000:g} ms of its batch's publish or its replied_at",
+                f"batch {n} answered {late * 1000:.0f} ms late",
+            )
+        if bundle is not None and (bundle != kit.gw or reply.instance != kit.gw):
+            raise Failed(
+                f"a bundle and each reply in it from {kit.gw!r}",
+                f"a bundle from {bundle!r} holding a reply from {reply.instance!r}",
+            )
+    bundled_plain = [n for n, p in enumerate(alone) if p.arrivals[0][2] is not None]
+    if bundled_plain:
+        raise Failed(
+            "batches without reply_hold_ms answered alone, never in a bundle",
+            f"{len(bundled_plain)} of {PLAIN_BATCHES} answered in a bundle",
+        )
+    got = await robot.frames_until_quiet(kit.options.quiet, limit=len(pendings) + 1)
+    want = [f"bundled {n}" for n in range(BUNDLE_BATCHES)] + [
+        f"plain {n}" for n in range(PLAIN_BATCHES)
+    ]
     if got != want:
         raise Failed(f"{want}", f"{[str(f)[:40] for f in got]}")
     return ""
