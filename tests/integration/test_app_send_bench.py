@@ -77,11 +77,13 @@ def alive(pid: int) -> bool:
 
 
 def test_app_send_bench_without_node_counts_every_message_of_every_mode(tmp_path: Path) -> None:
-    proc = bench([*TINY, "--paced", "50", "--rate", "200"], tmp_path)
+    proc = bench([*TINY, "--paced", "50", "--rate", "200", "--serial", "30"], tmp_path)
     out, err = finish(proc, 100)
     assert proc.returncode == 0, err
     lines = {m.group(1).strip(): m.group(2) for m in re.finditer(r"run 1 wsctl (.+?): (.+)", out)}
     assert lines["fleet.send paced 200/s via B"].startswith("50/50 delivered (0 dup)")
+    assert lines["fleet.send in sequence via B"].startswith("30/30 delivered (0 dup)")
+    assert re.search(r"ack p50 [0-9.]+ ms, p99 [0-9.]+ ms", lines["fleet.send paced 200/s via B"])
     assert lines["fleet.send, 5 in flight"].startswith("200/200 delivered (0 dup)")
     assert "errors 0;" in lines["fleet.send, 5 in flight"]
     assert "connections opened" in lines["fleet.send, 5 in flight"]
