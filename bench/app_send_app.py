@@ -41,6 +41,10 @@ from wsctl.system import raise_fd_limit
 __all__ = ["app", "fleet"]
 
 raise_fd_limit()  # 1,000+ robot sockets on one instance
+# bench/app_send_bench.py --reply-every MS: the owners' reply hold (REPLY_EVERY; 0: none)
+_REPLY_EVERY_MS = os.environ.get("WSCTL_BENCH_REPLY_EVERY_MS")
+if _REPLY_EVERY_MS is not None:
+    fleet.core.batches.replies.every = float(_REPLY_EVERY_MS) / 1000
 
 # Outcomes that are not a message handed over; anything else (a fire-and-forget outcome this
 # build does not know yet included) counts as handed over.

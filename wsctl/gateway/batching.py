@@ -38,13 +38,20 @@ __all__ = [
 # an owner that stopped listening sends its robots back to the registry at once.
 OWNER_CACHE_TTL = 10.0
 OWNER_CACHE_SIZE = 100_000
-# At most one reply PUBLISH per REPLY_EVERY seconds and reply channel, for requesters that
-# accept bundles (only the answer waits, never the message). Measured (bench/app_send_bench.py
+# A reply to a requester that asks for bundles (reply_hold_ms > 0; wsctl's outbox asks only
+# under load) goes at once when none went to its channel in the last REPLY_EVERY seconds, else
+# it is held until REPLY_EVERY after that one (only the answer waits, never the message); a
+# reply to a batch that does not ask is never held. Measured (bench/app_send_bench.py
 # --wsctl-only, paced 1 send per ms through the non-owner, Redis commands per forwarded
 # message, of which HGET 0.33 is the first message to each of 1,000 robots): no bundling 2.2-2.4;
 # 2 ms 1.64 (2 runs); 5 ms 1.40 (1 run); 10 ms 1.28 and 1.34 (PUBLISH 0.95-1.00, nearly all of
 # it the forwards), paced p50 0.7-0.9 ms, p99 2.1-4.6 ms; the blasts answer in batches of 200
-# anyway (0.01 commands per message either way).
+# anyway (0.01 commands per message either way). With bundles asked only under load (--runs 3):
+# paced 1.30 commands, delivered p99 5.4 ms, acknowledged (await fleet.send returned) p50
+# 7.4 ms, p99 14.3 ms: the price of the bundling; one caller in sequence is never held (ack
+# p50 1.0 ms, 2.00 commands: a forward and its reply). Other holds, same rule (--reply-every,
+# --wsctl-only, 1 run each): 5 ms 1.40 commands, ack p50 5.0 ms, p99 11.6 ms; 0 (no holding)
+# 2.08 commands, ack p50 1.0 ms, p99 4.9 ms. 10 ms keeps the 1.5 target with a margin.
 REPLY_EVERY = 0.010
 # Reply channels a ReplyHolder remembers before it forgets the quiet ones.
 FORGET_AT = 1024

@@ -73,7 +73,9 @@ PUBLISH_ITEMS = 1000
 # 4.1 ms in the same runs), 1.28-1.31 Redis commands per forwarded message; with the 2 ms linger
 # it replaces p50 3.1 ms, p99 6.0 ms (socket.io 4.1 ms), 1.10-1.15 commands (a 2 ms linger
 # lasts 2-3 ms with epoll's 1 ms timer). The blasts do not regress: fleet.send 1,000 in flight
-# 25.3k msg/s (24.0k, 26.7k, 25.3k), 10,000 in flight 32.3k, fleet.publish 29.8k.
+# 25.3k msg/s (24.0k, 26.7k, 25.3k), 10,000 in flight 32.3k, fleet.publish 29.8k. (Those p50/p99
+# are the robots' receive latency; the sender's await returns later, after the owner's answer:
+# paced ack p50 7.4 ms, p99 14.3 ms with bundled answers, see REPLY_EVERY.)
 
 # The longest the outbox lets an owner hold its answers to bundle them (``reply_hold_ms``, at
 # most half a send's time left), asked only while earlier acknowledged batches still wait for
