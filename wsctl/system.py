@@ -13,7 +13,13 @@ __all__ = [
     "tune_gc",
 ]
 
-# The cycle collector's gen-0 threshold once tuned (CPython's default is 700).
+# The cycle collector's gen-0 threshold once tuned (CPython's default is 700). Measured
+# (bench/app_send_bench.py --wsctl-only, the sending instance's collections timed with
+# gc.callbacks, per 20,000-message blast): 50,000 makes 1-2 gen-0 collections of 7-14 ms
+# (15-25 ms in all, 3-5% of its CPU) and none while paced 1 per ms; 100,000 and 200,000 one
+# of 13-49 ms (the count carries over between blasts: rarer, longer pauses, no less work);
+# 20,000 and 30,000 four to seven short ones, but every tenth is a gen-1 collection of
+# 40-120 ms (it rescans the sessions of robots connected since start-up), and paced got one.
 GC_THRESHOLD0 = 50_000
 
 UNLIMITED = -1  # what ``resource.RLIM_INFINITY`` is on Linux and macOS

@@ -4,6 +4,7 @@ and Redis is not blamed; a stopped fleet starts again with fresh state."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -218,3 +219,23 @@ async def test_fleet_api_raises_for_wrong_arguments_and_outside_its_lifespan(
             assert result.outcome is SendOutcome.DELIVERED and sock.sent == ["ok"]
     with pytest.raises(FleetNotRunning, match="stopped"):
         await fleet.send_many(["robot-1"], "x")
+
+
+async def test_a_send_cancelled_while_it_waits_in_the_outbox_is_withdrawn_never_sent(
+    single: Backend,
+) -> None:
+    """The app's task awaiting ``send`` is cancelled before the outbox's flusher took the
+    message: the cancellation comes out, and the message never leaves (nor counts as sent)."""
+    async with _running(single, "cancel-b") as other:
+        there = FakeSocket()
+        await other.open_session("robot-b", there)
+        async with _running(single, "cancel-a") as core:
+            task = asyncio.create_task(core.send("robot-b", "never", timeout=3))
+            await asyncio.sleep(0)  # the send ran up to its wait: queued, not yet flushed
+            assert core.outbox.queued == 1 and core.outbox.items_sent == 0
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            after = await core.send("robot-b", "after", timeout=3)
+            assert after.outcome is SendOutcome.DELIVERED
+            assert there.sent == ["after"] and core.outbox.items_sent == 1

@@ -118,15 +118,22 @@ async def test_waiting_for_room_at_a_robot_that_stopped_reading_ends_as_a_slow_c
 
 async def test_one_watchdog_timer_serves_every_writer_of_a_connection() -> None:
     sock = _Socket()
-    out = OutboundQueue(sock.write, sock.close, stall=5.0)
+
+    async def yielding_write(text: str) -> None:  # each write waits one loop iteration
+        await asyncio.sleep(0)
+        sock.written.append(text)
+
+    out = OutboundQueue(yielding_write, sock.close, stall=5.0)
     out.put([OutboundQueue.payload("first")])
-    await asyncio.sleep(0)  # the writer runs and the queue is idle again
-    assert sock.written == ["first"] and len(out) == 0
+    for _ in range(3):
+        await asyncio.sleep(0)  # the writer finishes and the queue is idle again
+    assert sock.written == ["first"] and len(out) == 0 and out._writer is None
     watch = out._watch
     assert watch is not None  # armed by the first writer, left armed while idle
     for n in range(20):  # each message finds the queue idle: a writer of its own
         out.put([OutboundQueue.payload(str(n))])
-        await asyncio.sleep(0)
+        for _ in range(3):
+            await asyncio.sleep(0)
     assert sock.written == ["first", *(str(n) for n in range(20))]
     assert out._watch is watch  # no timer per writer (nor per write)
     await out.flushed()
@@ -152,3 +159,126 @@ async def test_a_write_that_stalls_after_an_idle_spell_is_closed_a_whole_stall_a
         await asyncio.sleep(0.01)
     assert closed_at is not None and sock.closed[0][0] == SLOW_CONSUMER_CODE
     assert closed_at - began >= 0.3  # not when the watchdog first fired (0.1 s into the write)
+
+
+async def test_a_burst_for_an_idle_connection_is_written_back_to_back_without_a_task() -> None:
+    """Messages taken in one loop iteration are written together in the next, by a loop
+    callback (no writer task per burst) when the socket takes each at once (an ASGI server's
+    send to a writable transport)."""
+    sock = _Socket()
+    out = OutboundQueue(sock.write, sock.close)
+    tasks = len(asyncio.all_tasks())
+    for n in range(3):
+        out.put([OutboundQueue.payload(str(n))])
+    out.put([OutboundQueue.payload("3"), OutboundQueue.payload("4")])
+    assert len(asyncio.all_tasks()) == tasks and out._writer is None
+    assert sock.written == [] and len(out) == 5
+    await asyncio.sleep(0)
+    assert sock.written == ["0", "1", "2", "3", "4"]
+    assert out._writer is None and len(out) == 0 and out.queued_bytes == 0
+    assert out._idle.is_set()
+
+
+async def test_a_write_that_waits_is_finished_by_a_writer_and_later_messages_keep_order() -> None:
+    sock = _Socket()
+    sock.open.clear()  # the transport is not writable: the first write waits
+    out = OutboundQueue(sock.write, sock.close)
+    out.put([OutboundQueue.payload("0")])
+    await asyncio.sleep(0)
+    assert sock.written == [] and out._writer is not None
+    assert len(out) == 1 and out.queued_bytes == 1  # the write under way still counts
+    out.put([OutboundQueue.payload("1"), OutboundQueue.payload("2")])
+    out.put([OutboundQueue.payload("3")])
+    sock.open.set()
+    await out.flushed()
+    assert sock.written == ["0", "1", "2", "3"]
+    assert len(out) == 0 and out.queued_bytes == 0 and out._writer is None
+
+
+async def test_a_burst_whose_second_write_waits_queues_the_rest_behind_it_in_order() -> None:
+    sock = _Socket()
+    writes = 0
+
+    async def write(text: str) -> None:
+        nonlocal writes
+        writes += 1
+        if writes == 2:
+            await sock.open.wait()
+        sock.written.append(text)
+
+    out = OutboundQueue(write, sock.close)
+    sock.open.clear()
+    out.put([OutboundQueue.payload(str(n)) for n in range(4)])
+    await asyncio.sleep(0)
+    assert sock.written == ["0"] and len(out) == 3  # "1" under way, "2" and "3" queued
+    out.put([OutboundQueue.payload("4")])
+    sock.open.set()
+    await out.flushed()
+    assert sock.written == ["0", "1", "2", "3", "4"] and out.queued_bytes == 0
+
+
+async def test_a_write_that_fails_at_once_drops_the_burst_and_refuses_what_follows() -> None:
+    sock = _Socket()
+    tried: list[str] = []
+
+    async def broken(text: str) -> None:
+        tried.append(text)
+        raise OSError("connection reset")
+
+    out = OutboundQueue(broken, sock.close)
+    out.put([OutboundQueue.payload("0"), OutboundQueue.payload("1")])
+    await out.flushed()
+    assert tried == ["0"] and out.broken and len(out) == 0 and out.queued_bytes == 0
+    with pytest.raises(ConnectionError):
+        out.put([OutboundQueue.payload("2")])
+
+
+async def test_a_write_that_fails_after_waiting_drops_what_waits_behind_it() -> None:
+    sock = _Socket()
+    sock.open.clear()
+
+    async def fails_later(text: str) -> None:
+        await sock.open.wait()
+        raise OSError("connection reset")
+
+    out = OutboundQueue(fails_later, sock.close)
+    out.put([OutboundQueue.payload("0"), OutboundQueue.payload("1")])
+    await asyncio.sleep(0)
+    assert out._writer is not None
+    sock.open.set()
+    await out.flushed()
+    assert out.broken and len(out) == 0 and out.queued_bytes == 0
+    with pytest.raises(ConnectionError):
+        out.put([OutboundQueue.payload("2")])
+
+
+async def test_a_slow_consumer_close_cancels_the_write_its_writer_took_over() -> None:
+    """The write began in a loop callback and waits; the stall closes the robot: the
+    cancellation reaches that write (it does not linger), and nothing more is written."""
+    sock = _Socket()
+    sock.open.clear()
+    cancelled: list[str] = []
+
+    async def write(text: str) -> None:
+        try:
+            await sock.open.wait()
+        except asyncio.CancelledError:
+            cancelled.append(text)
+            raise
+        sock.written.append(text)
+
+    out = OutboundQueue(write, sock.close, stall=0.05)
+    out.put([OutboundQueue.payload("stuck"), OutboundQueue.payload("behind")])
+    await asyncio.sleep(0)
+    writer = out._writer
+    assert writer is not None
+    for _ in range(100):  # bounded: 1 s at most
+        if sock.closed:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.wait([writer], timeout=1)
+    assert writer.cancelled() and cancelled == ["stuck"]
+    assert sock.closed and sock.closed[0][0] == SLOW_CONSUMER_CODE
+    sock.open.set()
+    await asyncio.sleep(0.01)
+    assert sock.written == [] and len(out) == 0

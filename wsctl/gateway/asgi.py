@@ -27,7 +27,14 @@ import contextlib
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+)
 from typing import Any
 
 from starlette.requests import Request
@@ -331,7 +338,9 @@ class Fleet:
         except Exception:  # the app's callback: its failure is logged, the session goes on
             log.exception("callback %s failed", getattr(callback, "__name__", callback))
 
-    async def send(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:
+    def send(
+        self, robot_id: str, message: str, *, timeout: float = 5.0
+    ) -> Coroutine[Any, Any, SendResult]:
         """Deliver ``message`` here or through the instance that holds the robot, and wait for
         the outcome: ``delivered``, ``not_connected``, ``instance_unreachable``, ``rejected``,
         ``error`` or ``timeout`` (none within ``timeout`` seconds), with the route taken.
@@ -340,16 +349,20 @@ class Fleet:
         A bug in the call raises at once, before anything is sent (the same checks for
         :meth:`publish` and :meth:`send_many`): ``TypeError`` / ``ValueError`` for an argument
         of the wrong type or value (:mod:`wsctl.gateway.args`),
-        :class:`~wsctl.errors.FleetNotRunning` before :meth:`start` or after :meth:`stop`."""
-        return await self.core.send(robot_id, message, timeout=timeout)
+        :class:`~wsctl.errors.FleetNotRunning` before :meth:`start` or after :meth:`stop`.
+        (The core's coroutine itself, to await: no coroutine of its own per message.)"""
+        return self.core.send(robot_id, message, timeout=timeout)
 
-    async def publish(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:
+    def publish(
+        self, robot_id: str, message: str, *, timeout: float = 5.0
+    ) -> Coroutine[Any, Any, SendResult]:
         """Fire and forget, like socket.io's ``emit``: returns once ``message`` is handed to
         Redis for the robot's owner (``published``; nobody confirms it arrived), or written
         here (``delivered``), or known to fail first (``not_connected``, ``rejected``,
         ``instance_unreachable``, ``error``; ``timeout`` when Redis took longer than
-        ``timeout`` seconds to take it)."""
-        return await self.core.publish(robot_id, message, timeout=timeout)
+        ``timeout`` seconds to take it). Raises for a bug in the call as :meth:`send` does;
+        returns the core's coroutine, as :meth:`send` does."""
+        return self.core.publish(robot_id, message, timeout=timeout)
 
     async def send_many(
         self,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wsctl.gateway.outcomes import SendResult
 
 __all__ = [
     "MAX_CLOSE_REASON",
@@ -26,7 +29,8 @@ class LocalConn:
     ``closed`` is set the moment the session ends (socket gone, superseded, kicked) and never
     cleared: from then on nothing may register or re-register it. ``sent_close`` is the close
     code and reason this instance closed the socket with, if it did (for the event log, when
-    the transport does not report the close frame).
+    the transport does not report the close frame). ``delivered`` is the app's outcome of a
+    message written to this session, made once (immutable, shared by its messages).
     """
 
     robot_id: str
@@ -37,6 +41,7 @@ class LocalConn:
     closed: bool = False
     registration: dict[str, str] = field(default_factory=dict)
     sent_close: tuple[int, str] | None = None
+    delivered: SendResult | None = None  # the outcome of a message written to it (shared)
 
     def __post_init__(self) -> None:
         # a socket that closes itself (a slow consumer, wsctl.gateway.outbound) records the

@@ -66,8 +66,12 @@ class Sender:
 
     # ------------------------------------------------------------------ routing
     def too_big(self, message: str) -> str | None:
-        """Why the message cannot go to any robot (not UTF-8 text, over the size limit)."""
-        return message_problem(message, self.core.config.max_message_bytes)
+        """Why the message cannot go to any robot (not UTF-8 text, over the size limit).
+        ASCII text within the limit (the common case) is answered without encoding it."""
+        limit = self.core.config.max_message_bytes
+        if len(message) <= limit and message.isascii():
+            return None
+        return message_problem(message, limit)
 
     async def _route_step(self, robot_id: str, message: str, hops: int) -> Decision:
         """Try the local socket; else read the owner and :func:`decide`. Carries out LOCAL
@@ -289,7 +293,14 @@ class Sender:
                 return SendResult(SendOutcome.ERROR, robot_id, here, reason)
             if isinstance(written, SendResult):
                 return written
-        return await self.core.outbox.send(robot_id, message, timeout, ack=ack)
+        # the outbox's future awaited here (what Outbox.send does, without a coroutine more
+        # per message)
+        future = self.core.outbox.submit(robot_id, message, timeout, ack=ack)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            future.cancel()  # never sent, if it is still queued
+            raise
 
     def _write_now(self, conn: LocalConn, message: str) -> SendResult | Exception | None:
         """The common case of a local write, without an await or a timer: the robot's lock
@@ -308,7 +319,16 @@ class Sender:
         except Exception as exc:  # refused, nothing written: the careful way deals with it
             return exc
         self.core.metrics.messages_delivered += 1
-        return SendResult(SendOutcome.DELIVERED, conn.robot_id, (self.core.instance_id,))
+        return self._delivered(conn)
+
+    def _delivered(self, conn: LocalConn) -> SendResult:
+        """The outcome of a message written to ``conn``: one immutable value per session,
+        made on its first write (not one per message)."""
+        result = conn.delivered
+        if result is None:
+            here = (self.core.instance_id,)
+            result = conn.delivered = SendResult(SendOutcome.DELIVERED, conn.robot_id, here)
+        return result
 
     async def _after_dead_socket(self, robot_id: str) -> SendResult | LocalSocket:
         """The robot's socket here just died: what the registry says now. A result when the
@@ -365,7 +385,7 @@ class Sender:
                 await self.core._remove_entry_surely(conn)
             return LocalSocket.DEAD
         self.core.metrics.messages_delivered += 1
-        return SendResult(SendOutcome.DELIVERED, robot_id, here)
+        return self._delivered(conn)
 
 
 def _fan_outcome(result: SendResult) -> FanOutcome:
