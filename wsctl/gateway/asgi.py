@@ -31,7 +31,6 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
-    Coroutine,
     Iterable,
     Mapping,
 )
@@ -174,6 +173,7 @@ class Fleet:
         on_message: OnMessage | None = None,
         on_disconnect: OnDisconnect | None = None,
         tune_gc: bool = True,
+        bundle_replies: bool = True,
     ) -> None:
         self.tune_gc = tune_gc
         self.auth_secret = auth_secret or None
@@ -191,6 +191,7 @@ class Fleet:
                 port=port,
                 ws_url=advertised_url(host, port, advertise_url),
                 socket_timeout=socket_timeout,
+                bundle_replies=bundle_replies,
             ),
             target,
         )
@@ -338,9 +339,7 @@ class Fleet:
         except Exception:  # the app's callback: its failure is logged, the session goes on
             log.exception("callback %s failed", getattr(callback, "__name__", callback))
 
-    def send(
-        self, robot_id: str, message: str, *, timeout: float = 5.0
-    ) -> Coroutine[Any, Any, SendResult]:
+    async def send(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:
         """Deliver ``message`` here or through the instance that holds the robot, and wait for
         the outcome: ``delivered``, ``not_connected``, ``instance_unreachable``, ``rejected``,
         ``error`` or ``timeout`` (none within ``timeout`` seconds), with the route taken.
@@ -350,19 +349,17 @@ class Fleet:
         :meth:`publish` and :meth:`send_many`): ``TypeError`` / ``ValueError`` for an argument
         of the wrong type or value (:mod:`wsctl.gateway.args`),
         :class:`~wsctl.errors.FleetNotRunning` before :meth:`start` or after :meth:`stop`.
-        (The core's coroutine itself, to await: no coroutine of its own per message.)"""
-        return self.core.send(robot_id, message, timeout=timeout)
+        A coroutine function, so frameworks that look (Starlette's ``BackgroundTasks``, which
+        runs anything else in a thread) run it on the event loop."""
+        return await self.core.send(robot_id, message, timeout=timeout)
 
-    def publish(
-        self, robot_id: str, message: str, *, timeout: float = 5.0
-    ) -> Coroutine[Any, Any, SendResult]:
+    async def publish(self, robot_id: str, message: str, *, timeout: float = 5.0) -> SendResult:
         """Fire and forget, like socket.io's ``emit``: returns once ``message`` is handed to
         Redis for the robot's owner (``published``; nobody confirms it arrived), or written
         here (``delivered``), or known to fail first (``not_connected``, ``rejected``,
         ``instance_unreachable``, ``error``; ``timeout`` when Redis took longer than
-        ``timeout`` seconds to take it). Raises for a bug in the call as :meth:`send` does;
-        returns the core's coroutine, as :meth:`send` does."""
-        return self.core.publish(robot_id, message, timeout=timeout)
+        ``timeout`` seconds to take it). Raises for a bug in the call as :meth:`send` does."""
+        return await self.core.publish(robot_id, message, timeout=timeout)
 
     async def send_many(
         self,

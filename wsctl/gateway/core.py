@@ -133,6 +133,9 @@ class CoreConfig:
     cleanup_retry_for: float = 900.0
     socket_timeout: float = DEFAULT_SOCKET_TIMEOUT
     owner_cache_ttl: float = OWNER_CACHE_TTL  # seconds; 0 turns the owner cache off
+    # the app's acknowledged sends may be answered in reply bundles under load (owners hold
+    # answers up to REPLY_EVERY: fewer Redis commands, later acknowledgements); False: never
+    bundle_replies: bool = True
     events: bool = True  # write the event stream (wsctl events / history)
     event_limits: EventLimits = field(default_factory=EventLimits)
 
@@ -188,7 +191,7 @@ class FleetCore:
         # batched sends (protocol v2): one worker, in arrival order, and the owner cache
         self.batches = BatchRouter(self, self.config.owner_cache_ttl)
         # the app's sends for robots held elsewhere, coalesced into batches
-        self.outbox = Outbox(self)
+        self.outbox = Outbox(self, bundle_replies=self.config.bundle_replies)
         # control messages seen lately: a copy (a PUBLISH redis-py retried) is dropped
         self.recent = RecentPayloads()
         self._failing: set[str] = set()
