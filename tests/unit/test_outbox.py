@@ -390,6 +390,67 @@ async def test_a_cancelled_acknowledged_send_lets_the_sends_parked_behind_it_go(
         task.cancel()
 
 
+async def _a_publish_between_two_acks_after_the_first_ends(end: str) -> None:
+    """r1 gets a1 (acknowledged), p1 (publish), a2 (acknowledged) while the inbox is away; a1
+    ends (``end``: it times out, or its sender cancels it): p1 leaves at once, ahead of a2,
+    which waits for the inbox and then follows it."""
+    core = FakeCore()
+    core._inbox = core.batches.inbox = LostInbox()
+    outbox = Outbox(core)
+    task = await _running(outbox)
+    try:
+        a1 = outbox.submit("r1", "a1", 0.1 if end == "timeout" else 5.0)
+        p1 = outbox.submit("r1", "p1", 5.0, ack=False)
+        a2 = outbox.submit("r1", "a2", 5.0)
+        await asyncio.sleep(0.02)
+        assert not p1.done()  # behind a1
+        if end == "cancel":
+            a1.cancel()
+        else:
+            assert (await a1).outcome is SendOutcome.TIMEOUT
+        assert (await asyncio.wait_for(p1, 1.0)).outcome is SendOutcome.PUBLISHED
+        assert not a2.done() and outbox.holds("r1")  # still waiting for the inbox
+        core.inbox.subscribed = True
+        assert (await asyncio.wait_for(a2, 1.0)).outcome is SendOutcome.DELIVERED
+        texts = [b.text(i) for _, b in core.batches.batches for i in b.items]
+        assert texts == ["p1", "a2"]  # submission order; a1 never sent
+    finally:
+        task.cancel()
+
+
+async def test_a_publish_behind_a_timed_out_ack_leaves_before_the_next_ack_to_its_robot() -> None:
+    await _a_publish_between_two_acks_after_the_first_ends("timeout")
+
+
+async def test_a_publish_behind_a_cancelled_ack_leaves_before_the_next_ack_to_its_robot() -> None:
+    await _a_publish_between_two_acks_after_the_first_ends("cancel")
+
+
+async def test_a_robots_sends_leave_in_submission_order_after_an_ack_ahead_ends() -> None:
+    """r1 gets a1 (acknowledged, times out), then p1, a2, p2, p3, a3 and p4 after it, while
+    the inbox is away: p1 leaves once a1 ends; the rest wait behind a2 and, once the inbox is
+    back, reach r1 in the order they were made."""
+    core = FakeCore()
+    core._inbox = core.batches.inbox = LostInbox()
+    outbox = Outbox(core)
+    task = await _running(outbox)
+    try:
+        a1 = outbox.submit("r1", "a1", 0.1)
+        names = ["p1", "a2", "p2", "p3", "a3", "p4"]
+        rest = [outbox.submit("r1", n, 5.0, ack=n.startswith("a")) for n in names]
+        assert (await a1).outcome is SendOutcome.TIMEOUT
+        await asyncio.wait_for(rest[0], 1.0)
+        late = outbox.submit("r1", "p5", 5.0, ack=False)  # made while a2 still waits
+        await asyncio.sleep(0.02)
+        assert not late.done()
+        core.inbox.subscribed = True
+        await asyncio.wait_for(asyncio.gather(*rest, late), 1.0)
+        texts = [b.text(i) for _, b in core.batches.batches for i in b.items]
+        assert texts == [*names, "p5"]
+    finally:
+        task.cancel()
+
+
 async def test_parked_sends_are_not_polled_while_nothing_changes() -> None:
     """While sends wait for the inbox, the flusher looks at them only when something
     changes (the inbox's state, a parked send's end), not on a timer nor per submit."""

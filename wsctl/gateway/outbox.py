@@ -121,6 +121,7 @@ class _Send:
     size: int
     deadline: float  # loop time
     timeout: float  # seconds the sender gave it (for the reason)
+    seq: int  # submission order (a robot's messages leave in it)
     owner: str = ""  # the instance it was forwarded to, once it was
     taken: bool = False  # being routed: from now on it may reach the robot, whatever comes
     watched: bool = False  # parked once: its end makes the flusher look at the parked sends
@@ -152,8 +153,12 @@ class Outbox:
         self.batch_bytes = batch_bytes
         self._queue: collections.deque[_Send] = collections.deque()
         # acknowledged sends waiting for the reply inbox, and every later send to their robots
+        # (not necessarily in submission order: _unpark sorts them)
         self._parked: collections.deque[_Send] = collections.deque()
-        self._parked_robots: collections.Counter[str] = collections.Counter()
+        # robot -> the submission order (seq) of its earliest parked send: a queued send to
+        # the robot submitted after it parks behind it; one submitted before it (given back
+        # by _unpark) may leave
+        self._parked_robots: dict[str, int] = {}
         self._park_changed = False  # the inbox's state changed or a parked send ended
         self._inbox_watch: asyncio.Task[None] | None = None
         self._held: collections.Counter[str] = collections.Counter()  # robot -> queued/flushing
@@ -210,14 +215,15 @@ class Outbox:
             return future
         size = utf8_size(text) + len(robot_id) + ITEM_OVERHEAD
         deadline = loop.time() + max(0.0, timeout)
-        sent = _Send(robot_id, text, ack, future, size, deadline, timeout)
+        seq = next(self._order)
+        sent = _Send(robot_id, text, ack, future, size, deadline, timeout, seq)
         self._queue.append(sent)
         self._held[robot_id] += 1
         self._wake.set()
         # the deadline settles the future itself (cheaper than a wait per send); a send still
         # queued then is dropped by the flusher, never sent later
         deadlines = self._deadlines
-        heapq.heappush(deadlines, (deadline, next(self._order), sent))
+        heapq.heappush(deadlines, (deadline, seq, sent))
         if len(deadlines) >= self._compact_at:
             self._compact()
         if self._timer is None or deadline < self._timer_at:
@@ -309,7 +315,8 @@ class Outbox:
                 _settle(sent, SendOutcome.ERROR, (core.instance_id,), reason)
                 self._release((sent,))
                 continue
-            if sent.robot_id in parked or (
+            first = parked.get(sent.robot_id)
+            if (first is not None and first < sent.seq) or (
                 sent.ack
                 and not subscribed
                 and refused is None
@@ -317,7 +324,8 @@ class Outbox:
             ):
                 queue.popleft()  # behind an acknowledged send to its robot: stays behind it
                 self._parked.append(sent)
-                parked[sent.robot_id] += 1
+                if first is None or sent.seq < first:
+                    parked[sent.robot_id] = sent.seq
                 if sent.ack and not sent.watched:
                     sent.watched = True  # its end (timeout, cancel) may free the sends behind
                     sent.future.add_done_callback(self._parked_done)
@@ -354,7 +362,9 @@ class Outbox:
         acknowledged ones fail (``error``) when Redis refuses connections (known at once);
         back to the head of the queue, in order, once the inbox is subscribed (or when Redis
         refuses: what is left only publishes), and so is every send to a robot that no
-        acknowledged send waits ahead of any more (it timed out or was cancelled)."""
+        acknowledged send waits ahead of any more (it timed out or was cancelled). They are
+        looked at in submission order, so a send given back was submitted before every send
+        to its robot still parked, and :meth:`_take` lets it leave ahead of them."""
         if not self._parked or not self._park_changed:
             return
         self._park_changed = False
@@ -371,13 +381,14 @@ class Outbox:
         back: list[_Send] = []
         parked = self._parked
         robots = self._parked_robots
+        robots.clear()
         waiting: set[str] = set()  # robots an acknowledged send still waits ahead for
         still_away = not subscribed and refused is None
-        for _ in range(len(parked)):
-            sent = parked.popleft()
-            robots[sent.robot_id] -= 1
-            if robots[sent.robot_id] <= 0:
-                del robots[sent.robot_id]
+        # submission order (a send re-parked by _take may have been appended after later
+        # ones; nearly sorted, so the sort is about linear)
+        ordered = sorted(parked, key=_seq)
+        parked.clear()
+        for sent in ordered:
             if sent.future.done():
                 self._release((sent,))
                 continue
@@ -386,7 +397,7 @@ class Outbox:
             ):
                 waiting.add(sent.robot_id)
                 parked.append(sent)
-                robots[sent.robot_id] += 1
+                robots.setdefault(sent.robot_id, sent.seq)
                 continue
             back.append(sent)
         self._queue.extendleft(reversed(back))
@@ -554,6 +565,10 @@ class Outbox:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _seq(sent: _Send) -> int:
+    return sent.seq
 
 
 def _expire(sent: _Send, here: tuple[str, ...], timeout: float) -> None:
