@@ -11,7 +11,9 @@ of mistake a gateway written from docs/protocol.md could make.
 * ``drain_accepts``: keeps accepting new robots while draining;
 * ``closes_mid_check``: drops the connection of the robot the heartbeat check watches (a
   robot id ending ``-hb-refresh``) at the first heartbeat that would refresh its entry;
-* ``holds_too_long``: holds replies 1.5 s, whatever a batch's ``reply_hold_ms`` allows;
+* ``holds_too_long``: holds replies 3 s, whatever a batch's ``reply_hold_ms`` allows;
+* ``restamps``: holds replies as long, but stamps their ``replied_at`` when it publishes them
+  (as a gateway that makes its replies at flush time would, or one whose clock is ahead);
 * ``bundles_unasked``: bundles its replies to batches without ``reply_hold_ms`` too;
 * ``bundle_elsewhere``: its reply bundles name another instance.
 """
@@ -49,6 +51,7 @@ FAULTS = {
     "drain_accepts": "drain.refuse_new",
     "closes_mid_check": "heartbeat.refresh",
     "holds_too_long": "batch.reply_bundles",
+    "restamps": "batch.reply_bundles",
     "bundles_unasked": "batch.reply_bundles",
     "bundle_elsewhere": "batch.reply_bundles",
 }
@@ -171,15 +174,36 @@ def _module_patch(fault: str, instance_id: str) -> Iterator[None]:
         yield
 
 
+# How long the gateways that hold replies too long hold them (s): past the largest
+# reply_hold_ms the protocol allows (1 s) and past the check's hold plus allowance (1.7 s)
+TOO_LONG = 3.0
+
+
 def _holds_too_long(gw: Gateway) -> None:
     holder = gw.core.batches.replies
-    holder.every = 1.5
+    holder.every = TOO_LONG
     offer = holder.offer
 
     def ignoring_hold(channel: str, texts: list[str], now: float, hold: float) -> bool:
-        return offer(channel, texts, now, 1.5)
+        return offer(channel, texts, now, TOO_LONG)
 
     holder.offer = ignoring_hold  # type: ignore[method-assign]
+
+
+def _restamps(gw: Gateway) -> None:
+    _holds_too_long(gw)
+    router = gw.core.batches
+    me = gw.core.instance_id
+
+    def restamped(held: list[tuple[str, list[str]]]) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for channel, texts in held:
+            now = time.time()
+            fresh = [json.dumps({**json.loads(text), "replied_at": now}) for text in texts]
+            out += [(channel, text) for text in pack_bundles(me, fresh, BATCH_BYTES)]
+        return out
+
+    router._bundled = restamped  # type: ignore[method-assign]
 
 
 def _bundles_unasked(gw: Gateway) -> None:
@@ -211,6 +235,7 @@ def _bundle_elsewhere(gw: Gateway) -> None:
 
 PATCHES = {
     "holds_too_long": _holds_too_long,
+    "restamps": _restamps,
     "bundles_unasked": _bundles_unasked,
     "bundle_elsewhere": _bundle_elsewhere,
     "no_fencing": _no_fencing,

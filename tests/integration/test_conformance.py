@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -156,7 +157,7 @@ async def test_the_original_design_reaches_level_0_exactly_and_says_why_not_more
 async def test_gateways_broken_on_purpose_each_fail_exactly_the_check_that_covers_the_fault(
     single: Backend,
 ) -> None:
-    """Nine gateways, one fault each, checked at the same time (each run on a client of its
+    """Ten gateways, one fault each, checked at the same time (each run on a client of its
     own)."""
     from wsctl.config import load_settings
     from wsctl.redis.factory import connect, target_from_settings
@@ -192,6 +193,9 @@ async def test_gateways_broken_on_purpose_each_fail_exactly_the_check_that_cover
     assert "1 reply(ies) without it arrived" in seen["reply_without_id"]
     assert seen["no_hop_limit"].endswith("with hops 3")
     assert seen["drain_accepts"] == "the handshake was accepted"
+    # held 3 s: late by the kit's clock, whatever replied_at says (restamps stamps it late)
+    for fault in ("holds_too_long", "restamps"):
+        assert re.fullmatch(r"batch [1-4] answered \d+ ms after its publish", seen[fault]), seen
     # the drop comes in place of the entry's first refresh: the kit sees the entry gone with
     # the session, or (a busy machine delaying its first read past that beat) no entry at all
     assert seen["closes_mid_check"] in ("no entry", "the entry is gone")

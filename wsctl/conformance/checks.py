@@ -331,7 +331,7 @@ CHECKS: tuple[CheckSpec, ...] = (
         2,
         _S16_BUNDLES,
         "batches with reply_hold_ms: each answered once, plain or bundled (from the gateway), "
-        "within the hold; batches without it: never bundled",
+        "within the hold + 1.5 s of its publish (the kit's clock); batches without it: never bundled",
         _REPLIES,
     ),
     _c(

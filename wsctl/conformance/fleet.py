@@ -179,16 +179,16 @@ class Pending:
         self.inbox = inbox
         self.request = request
         self.replies: list[Reply | BatchReply] = []
-        # per reply: when it came (monotonic, and epoch seconds) and the instance of the
-        # bundle it came in (None: alone)
-        self.arrivals: list[tuple[float, float, str | None]] = []
-        self.since = time.monotonic()
+        # per reply: when it came (monotonic) and the instance of the bundle it came in
+        # (None: alone)
+        self.arrivals: list[tuple[float, str | None]] = []
+        self.since = time.monotonic()  # just before the request is published
         self._changed = asyncio.Event()
         inbox.expect(request.id, self._on_reply)
 
     def _on_reply(self, reply: Reply | BatchReply) -> None:
         self.replies.append(reply)
-        self.arrivals.append((time.monotonic(), time.time(), self.inbox.bundle))
+        self.arrivals.append((time.monotonic(), self.inbox.bundle))
         self._changed.set()
 
     async def wait(self, count: int, timeout: float) -> bool:
@@ -392,6 +392,9 @@ class FleetSide:
             else:
                 heard = await self.listening(instance_id)
                 if heard:
+                    published = time.monotonic()  # the clock starts at the publish
+                    for pending in pendings:
+                        pending.since = published
                     await self.post_many([(channel, ascii_json(p.request)) for p in pendings])
             if not heard:
                 raise Unreachable(instance_id)

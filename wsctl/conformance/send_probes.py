@@ -377,11 +377,17 @@ async def batch_check(kit: Kit) -> str:
 
 
 # Batches the reply_bundles check sends back to back with reply_hold_ms, the hold it allows
-# (ms), the allowance on top of it for the round trips and a busy machine (s), and the batches
-# it sends back to back without reply_hold_ms (their replies must come alone).
+# (ms), the allowance on top of it (s), and the batches it sends back to back without
+# reply_hold_ms (their replies must come alone). Lateness is measured by the kit's own clock,
+# from the batch's publish to its reply's arrival: a gateway's replied_at cannot excuse it (a
+# gateway that stamps it when it publishes a held reply, or whose clock is ahead, would pass
+# however long it held). So the allowance covers the round trips and a busy machine: a correct
+# gateway's reply was seen 934 ms after its publish on a busy 2-core machine running the test
+# suite; 1.5 s leaves room for that while a gateway holding a reply as long as the protocol's
+# largest reply_hold_ms (1,000 ms) past a 200 ms one still fails.
 BUNDLE_BATCHES = 5
 BUNDLE_HOLD_MS = 200
-BUNDLE_ALLOWANCE = 0.5
+BUNDLE_ALLOWANCE = 1.5
 PLAIN_BATCHES = 3
 
 
@@ -389,8 +395,8 @@ async def reply_bundles_check(kit: Kit) -> str:
     """batch.reply_bundles: batches that accept reply bundles (``reply_hold_ms``), sent back
     to back to a robot held here: every item answered exactly once, in plain batch replies or
     bundles (either is right: holding is optional), each reply within the hold (plus
-    :data:`BUNDLE_ALLOWANCE`) of its batch's publish (or of the reply's ``replied_at``, by the
-    gateway's clock: a busy machine delays the first); a bundle names the gateway, and so does
+    :data:`BUNDLE_ALLOWANCE`) of its batch's publish, by the kit's clock (never the reply's
+    ``replied_at``, which the gateway stamps); a bundle names the gateway, and so does
     every reply in it. Then batches without ``reply_hold_ms``, back to back: each answered
     alone, never in a bundle. The messages delivered in order."""
     _needs_batches(kit)
@@ -428,22 +434,20 @@ async def reply_bundles_check(kit: Kit) -> str:
             f"each of {len(pendings)} batches answered delivered, once", f"{answers}"[:300]
         )
     for n, pending in enumerate(bundled):
-        (at, epoch, bundle), reply = pending.arrivals[0], pending.batch_replies[0]
-        # late by both clocks: since the kit published the batch (a busy kit or gateway adds
-        # to it) and since the reply was made (the gateway's clock, its replied_at)
-        late = min(at - pending.since, epoch - (reply.replied_at or 0.0))
+        (at, bundle), reply = pending.arrivals[0], pending.batch_replies[0]
+        late = at - pending.since  # the kit's clock: from the batch's publish to the arrival
         if late > within:
             raise Failed(
                 f"each reply within reply_hold_ms {BUNDLE_HOLD_MS} ms + "
-                f"{BUNDLE_ALLOWANCE * 1000:g} ms of its batch's publish or its replied_at",
-                f"batch {n} answered {late * 1000:.0f} ms late",
+                f"{BUNDLE_ALLOWANCE * 1000:g} ms of its batch's publish (the kit's clock)",
+                f"batch {n} answered {late * 1000:.0f} ms after its publish",
             )
         if bundle is not None and (bundle != kit.gw or reply.instance != kit.gw):
             raise Failed(
                 f"a bundle and each reply in it from {kit.gw!r}",
                 f"a bundle from {bundle!r} holding a reply from {reply.instance!r}",
             )
-    bundled_plain = [n for n, p in enumerate(alone) if p.arrivals[0][2] is not None]
+    bundled_plain = [n for n, p in enumerate(alone) if p.arrivals[0][1] is not None]
     if bundled_plain:
         raise Failed(
             "batches without reply_hold_ms answered alone, never in a bundle",
