@@ -153,7 +153,8 @@ class Outbox:
         self.batch_bytes = batch_bytes
         self._queue: collections.deque[_Send] = collections.deque()
         # acknowledged sends waiting for the reply inbox, and every later send to their robots
-        # (not necessarily in submission order: _unpark sorts them)
+        # (each robot's in submission order: _take parks in queue order, and a send _unpark
+        # gives back precedes every send to its robot still parked)
         self._parked: collections.deque[_Send] = collections.deque()
         # robot -> the submission order (seq) of its earliest parked send: a queued send to
         # the robot submitted after it parks behind it; one submitted before it (given back
@@ -324,7 +325,7 @@ class Outbox:
             ):
                 queue.popleft()  # behind an acknowledged send to its robot: stays behind it
                 self._parked.append(sent)
-                if first is None or sent.seq < first:
+                if first is None:
                     parked[sent.robot_id] = sent.seq
                 if sent.ack and not sent.watched:
                     sent.watched = True  # its end (timeout, cancel) may free the sends behind
@@ -363,8 +364,8 @@ class Outbox:
         back to the head of the queue, in order, once the inbox is subscribed (or when Redis
         refuses: what is left only publishes), and so is every send to a robot that no
         acknowledged send waits ahead of any more (it timed out or was cancelled). They are
-        looked at in submission order, so a send given back was submitted before every send
-        to its robot still parked, and :meth:`_take` lets it leave ahead of them."""
+        looked at in each robot's submission order, so a send given back was submitted before
+        every send to its robot still parked, and :meth:`_take` lets it leave ahead of them."""
         if not self._parked or not self._park_changed:
             return
         self._park_changed = False
@@ -384,11 +385,8 @@ class Outbox:
         robots.clear()
         waiting: set[str] = set()  # robots an acknowledged send still waits ahead for
         still_away = not subscribed and refused is None
-        # submission order (a send re-parked by _take may have been appended after later
-        # ones; nearly sorted, so the sort is about linear)
-        ordered = sorted(parked, key=_seq)
-        parked.clear()
-        for sent in ordered:
+        for _ in range(len(parked)):
+            sent = parked.popleft()
             if sent.future.done():
                 self._release((sent,))
                 continue
@@ -565,10 +563,6 @@ class Outbox:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-
-def _seq(sent: _Send) -> int:
-    return sent.seq
 
 
 def _expire(sent: _Send, here: tuple[str, ...], timeout: float) -> None:
