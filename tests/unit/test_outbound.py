@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 
 import pytest
 
-from wsctl.gateway.outbound import SLOW_CONSUMER_CODE, OutboundQueue, SlowConsumer
+from wsctl.gateway.outbound import (
+    SLOW_CONSUMER_CODE,
+    WRITE_FAILED,
+    WRITE_FAILED_CODE,
+    OutboundQueue,
+    SlowConsumer,
+)
 
 
 class _Socket:
@@ -161,22 +168,84 @@ async def test_a_write_that_stalls_after_an_idle_spell_is_closed_a_whole_stall_a
     assert closed_at - began >= 0.3  # not when the watchdog first fired (0.1 s into the write)
 
 
-async def test_a_burst_for_an_idle_connection_is_written_back_to_back_without_a_task() -> None:
-    """Messages taken in one loop iteration are written together in the next, by a loop
-    callback (no writer task per burst) when the socket takes each at once (an ASGI server's
-    send to a writable transport)."""
+async def test_a_burst_for_an_idle_connection_is_written_back_to_back_by_one_writer_task() -> None:
+    """Messages taken in one loop iteration are written together in the next, by one writer
+    task, when the socket takes each at once (an ASGI server's send to a writable transport)."""
     sock = _Socket()
     out = OutboundQueue(sock.write, sock.close)
     tasks = len(asyncio.all_tasks())
     for n in range(3):
         out.put([OutboundQueue.payload(str(n))])
     out.put([OutboundQueue.payload("3"), OutboundQueue.payload("4")])
-    assert len(asyncio.all_tasks()) == tasks and out._writer is None
+    assert len(asyncio.all_tasks()) == tasks + 1 and out._writer is not None
     assert sock.written == [] and len(out) == 5
     await asyncio.sleep(0)
     assert sock.written == ["0", "1", "2", "3", "4"]
     assert out._writer is None and len(out) == 0 and out.queued_bytes == 0
     assert out._idle.is_set()
+
+
+async def test_a_send_wrapped_in_a_timeout_and_a_context_value_writes_every_message() -> None:
+    """An app's ASGI middleware may wrap ``send`` in ``asyncio.timeout`` (it needs a current
+    task) and set and reset a context value around it (it needs one context throughout,
+    also across a write that waits): every write runs so, none is taken for a failure."""
+    span: contextvars.ContextVar[str | None] = contextvars.ContextVar("span", default=None)
+    sock = _Socket()
+    sock.open.clear()  # the first writes wait (the robot's receive window is full)
+
+    async def wrapped(text: str) -> None:
+        token = span.set(text)
+        try:
+            async with asyncio.timeout(5):
+                await sock.write(text)
+        finally:
+            span.reset(token)
+
+    out = OutboundQueue(wrapped, sock.close)
+    out.put([OutboundQueue.payload(f"m{n}") for n in range(3)])
+    await asyncio.sleep(0.01)
+    sock.open.set()
+    await out.flushed()
+    out.put([OutboundQueue.payload("m3")])  # an idle connection's write that does not wait
+    await out.flushed()
+    assert sock.written == ["m0", "m1", "m2", "m3"]
+    assert not out.broken and out.failed is None and sock.closed == []
+
+
+async def test_a_failed_write_closes_the_socket_so_the_session_ends() -> None:
+    """A write that fails drops the session's socket as gone: it is closed too (1011), so
+    the session ends and is cleaned up instead of staying open and unreachable."""
+    sock = _Socket()
+
+    async def fails(text: str) -> None:
+        raise RuntimeError("a middleware's send failed")
+
+    out = OutboundQueue(fails, sock.close)
+    out.put([OutboundQueue.payload("0")])
+    await out.flushed()
+    await asyncio.sleep(0.01)
+    assert out.broken and sock.closed == [(WRITE_FAILED_CODE, WRITE_FAILED)]
+    assert WRITE_FAILED_CODE == 1011
+
+
+async def test_a_writer_cancelled_before_its_first_step_leaves_the_connection_idle() -> None:
+    """A slow-consumer close in the iteration that started the writer cancels it before it
+    ran: the connection is still left idle (no writer, nothing queued), so a close's flush
+    does not wait its whole timeout."""
+    sock = _Socket()
+    sock.open.clear()
+    out = OutboundQueue(sock.write, sock.close)
+    out.put([OutboundQueue.payload("0")])
+    writer = out._writer
+    assert writer is not None
+    out.slow("slow consumer: test")
+    await asyncio.wait([writer], timeout=1)
+    assert writer.cancelled()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await out.flushed(timeout=2.0)
+    assert loop.time() - began < 1.0
+    assert out._writer is None and out._idle.is_set() and len(out) == 0
 
 
 async def test_a_write_that_waits_is_finished_by_a_writer_and_later_messages_keep_order() -> None:
@@ -252,9 +321,8 @@ async def test_a_write_that_fails_after_waiting_drops_what_waits_behind_it() -> 
         out.put([OutboundQueue.payload("2")])
 
 
-async def test_a_slow_consumer_close_cancels_the_write_its_writer_took_over() -> None:
-    """The write began in a loop callback and waits; the stall closes the robot: the
-    cancellation reaches that write (it does not linger), and nothing more is written."""
+async def test_a_slow_consumer_close_cancels_the_write_under_way() -> None:
+    """The write waits; the stall closes the robot: the cancellation reaches that write (it does not linger), and nothing more is written."""
     sock = _Socket()
     sock.open.clear()
     cancelled: list[str] = []

@@ -5,10 +5,11 @@ A robot's messages are written in the order the instance took them, whatever pat
 (a batch from the control channel, the app's own ``send``/``publish``/``send_many``, a single
 ``send`` envelope). Taking a message never waits for the robot: a transport that can write
 without waiting (``websockets``: frames go into the connection's write buffer) does so, and
-one that cannot (ASGI: ``send`` is a coroutine) gets a per-connection :class:`OutboundQueue`:
-what a robot got in one loop iteration is written back to back by one loop callback, and a
-write that has to wait (the robot's receive window is full) is finished by a writer task of
-its own. So one robot that stops reading never delays anybody else's messages.
+one that cannot (ASGI: ``send`` is a coroutine) gets a per-connection :class:`OutboundQueue`
+whose writer task writes what a robot got back to back, and waits alone when the robot's
+receive window is full. So one robot that stops reading never delays anybody else's messages.
+A write that fails takes the socket for gone: what waits for it is dropped and the socket
+closed (:data:`WRITE_FAILED_CODE`, 1011), so the session ends and is cleaned up.
 
 A robot that stops reading is a **slow consumer** and is closed with
 :data:`SLOW_CONSUMER_CODE` (1008, policy violation) and a reason starting ``slow consumer``,
@@ -37,9 +38,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-import types
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
 
 from wsctl.gateway.batching import SharedText
 from wsctl.protocol.envelopes import CloseCode, format_bytes
@@ -52,6 +51,8 @@ __all__ = [
     "ROOM_POLL",
     "SLOW_CONSUMER",
     "SLOW_CONSUMER_CODE",
+    "WRITE_FAILED",
+    "WRITE_FAILED_CODE",
     "WRITE_STALL",
     "OutboundQueue",
     "SlowConsumer",
@@ -77,6 +78,9 @@ CLOSE_FLUSH = 1.0
 CLOSE_WAIT = 2.0
 
 SLOW_CONSUMER_CODE = int(CloseCode.POLICY_VIOLATION)
+# The close code and reason of a socket whose write failed.
+WRITE_FAILED_CODE = int(CloseCode.INTERNAL_ERROR)
+WRITE_FAILED = "write failed"
 # How every slow-consumer close reason (and outcome reason) starts.
 SLOW_CONSUMER = "slow consumer"
 
@@ -98,15 +102,14 @@ def slow_reason(queued_bytes: int, queued: int | None = None) -> str:
 
 class OutboundQueue:
     """One robot's messages waiting to be written through an awaiting ``write`` (an ASGI
-    socket's ``send_text``), in order: by a loop callback while each write completes at once
-    (:meth:`_write_soon`), by a writer task from the first write that waits until the queue
-    is empty. Bounded (``max_bytes``, ``max_messages``) and watched (``stall``): a robot over
+    socket's ``send_text``), in order, by a writer task that runs while the queue is not
+    empty. Bounded (``max_bytes``, ``max_messages``) and watched (``stall``): a robot over
     either bound, or whose write waits longer than ``stall`` seconds, is a slow consumer
     (:class:`SlowConsumer` from :meth:`put`; ``close`` is called with the code and reason)."""
 
     def __init__(
         self,
-        write: Callable[[str], Coroutine[Any, Any, None]],
+        write: Callable[[str], Awaitable[None]],
         close: Callable[[int, str], Awaitable[None]],
         *,
         max_bytes: int = OUTBOUND_BYTES,
@@ -124,7 +127,6 @@ class OutboundQueue:
         self.broken = False  # a write failed: the socket is gone
         self.on_slow: Callable[[int, str], None] | None = None  # records the close (event log)
         self._writer: asyncio.Task[None] | None = None
-        self._soon = False  # _write_soon is scheduled
         self._writing_since: float | None = None  # loop time the current write started
         self._watch: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()
@@ -156,11 +158,9 @@ class OutboundQueue:
             raise ConnectionError("socket closed")
 
     def put(self, payloads: Sequence[SharedText]) -> None:
-        """Queue ``payloads`` (all or none) and make sure they get written: by
-        :meth:`_write_soon` in the next loop iteration when the connection is idle, else by
-        the writer task under way. Raises :class:`SlowConsumer` when the robot is over a
-        bound (then closed) or was closed as a slow consumer, ConnectionError when the socket
-        was closed otherwise."""
+        """Queue ``payloads`` (all or none) and make sure the writer runs. Raises
+        :class:`SlowConsumer` when the robot is over a bound (then closed) or was closed as a
+        slow consumer, ConnectionError when the socket was closed otherwise (a write failed)."""
         if self.failed is not None:
             raise SlowConsumer(self.failed)
         if self.broken:
@@ -174,60 +174,24 @@ class OutboundQueue:
             raise SlowConsumer(self.failed or "slow consumer")
         queue.extend(payloads)
         self.queued_bytes += size
-        if self._writer is None and not self._soon:
-            self._soon = True
+        if self._writer is None:
             self._idle.clear()
-            asyncio.get_running_loop().call_soon(self._write_soon)
+            writer = asyncio.get_running_loop().create_task(self._drain())
+            writer.add_done_callback(self._writer_ended)
+            self._writer = writer
 
-    def _write_soon(self) -> None:
-        """Write what is queued for an idle connection, back to back, in a callback of the
-        loop, as long as each write completes without waiting (an ASGI server's ``send`` to
-        a writable transport): no task per burst of messages, and the messages a robot got in
-        one loop iteration leave one after another (cheaper for the kernel and the robot than
-        the same writes interleaved with other sockets'). The first write that would wait is
-        handed, already started, to a writer task (:func:`_resumed`), with the rest queued
-        behind it, as Python 3.12's eager tasks do."""
-        self._soon = False
-        queue = self._queue
-        try:
-            while queue and self.failed is None and not self.broken:
-                payload = queue[0]
-                write = self._write(payload.text)
-                try:
-                    waiting = write.send(None)
-                except StopIteration:  # written
-                    queue.popleft()
-                    self.queued_bytes -= len(payload.data)
-                    continue
-                except Exception as exc:  # the socket is gone: what waits is lost with it
-                    log.debug("outbound write failed: %r", exc)
-                    self.broken = True
-                    break
-                # the write waits (the transport's buffer is full): a writer task finishes it
-                loop = asyncio.get_running_loop()
-                self._writing_since = loop.time()
-                self._writer = loop.create_task(self._drain(_resumed(write, waiting)))
-                return
-        finally:
-            if self._writer is None:
-                if self.failed is not None or self.broken:
-                    queue.clear()
-                    self.queued_bytes = 0
-                    self._disarm()
-                self._idle.set()
-            self._progress.set()
-
-    async def _drain(self, started: Awaitable[None]) -> None:
-        """Write what is queued, in order, while the connection is healthy, beginning with
-        ``started``: the first payload's write, begun by :meth:`_write_soon` and waiting (its
-        payload stays first in the queue until it completes)."""
+    async def _drain(self) -> None:
+        """Write what is queued, back to back and in order, while the connection is healthy:
+        one writer task per burst, so every step of every write runs in a task (an app's ASGI
+        middleware around ``send`` may need ``asyncio.current_task()``, e.g. for
+        ``asyncio.timeout``, and one context throughout, e.g. a contextvar set and reset
+        around the send). A write that fails takes the socket for gone: what waits is
+        dropped and the socket closed (:meth:`_close_broken`)."""
         loop = asyncio.get_running_loop()
         queue = self._queue
         if self._watch is None:  # one watchdog per connection, armed while it writes
             self._watch = loop.call_later(self.stall, self._check_stall)
         try:
-            await started
-            self._wrote(queue.popleft())
             while queue and self.failed is None and not self.broken:
                 payload = queue[0]
                 self._writing_since = loop.time()
@@ -238,15 +202,28 @@ class OutboundQueue:
         except Exception as exc:  # the socket is gone: what waits is lost with it
             log.debug("outbound write failed: %r", exc)
             self.broken = True
+            if self.failed is None:  # else closed as a slow consumer already
+                self._closer = loop.create_task(self._close_broken())
         finally:
-            self._writing_since = None
-            if self.failed is not None or self.broken:
-                queue.clear()
-                self.queued_bytes = 0
-                self._disarm()
-            self._writer = None
-            self._idle.set()
-            self._progress.set()
+            self._ended()
+
+    def _writer_ended(self, writer: asyncio.Task[None]) -> None:
+        """The writer task is done: clean up if :meth:`_drain` did not (a writer cancelled
+        before its first step never runs its body, ``finally`` included)."""
+        if self._writer is writer:
+            self._ended()
+
+    def _ended(self) -> None:
+        """The writer stops: what waits is dropped if the robot is closed or the socket
+        gone, and the connection is idle (a later :meth:`put` starts a writer)."""
+        self._writing_since = None
+        if self.failed is not None or self.broken:
+            self._queue.clear()
+            self.queued_bytes = 0
+            self._disarm()
+        self._writer = None
+        self._idle.set()
+        self._progress.set()
 
     def _wrote(self, payload: SharedText) -> None:
         self._writing_since = None
@@ -298,6 +275,14 @@ class OutboundQueue:
         with contextlib.suppress(Exception):  # it does not read: the handshake may never end
             await wait_within(self._close(SLOW_CONSUMER_CODE, reason), CLOSE_WAIT + 1)
 
+    async def _close_broken(self) -> None:
+        """Close a socket whose write failed (bounded, in the background): the session ends
+        and is cleaned up as every other, so a session dropped for a failed write never stays
+        an open socket nobody can reach (a write may fail while the socket is fine, e.g. an
+        app's middleware around ``send`` raising)."""
+        with contextlib.suppress(Exception):  # the socket may be gone already
+            await wait_within(self._close(WRITE_FAILED_CODE, WRITE_FAILED), CLOSE_WAIT + 1)
+
     async def flushed(self, timeout: float = CLOSE_FLUSH) -> None:
         """Wait (at most ``timeout`` seconds) until what is queued has been written; then
         stop the writer (a close follows)."""
@@ -313,28 +298,3 @@ class OutboundQueue:
         """``text`` as a queue item (its UTF-8 bytes; a lone surrogate raises here, before
         anything is queued)."""
         return SharedText(text, text.encode("utf-8"))
-
-
-@types.coroutine
-def _resumed(started: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Any, None]:
-    """Await the rest of ``started``, a coroutine whose first step already ran (in another
-    task) and yielded ``waiting`` (what it waits for: a future, or None for a bare yield).
-    What ``yield from`` does, from the second step on: the task running this waits for
-    ``waiting``, then each value and exception (a cancellation included) goes on to
-    ``started``, and its end is this one's."""
-    while True:
-        try:
-            sent = yield waiting
-        except GeneratorExit:
-            started.close()
-            raise
-        except BaseException as exc:  # a cancellation of the writer: it goes on to the write
-            try:
-                waiting = started.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                waiting = started.send(sent)
-            except StopIteration:
-                return

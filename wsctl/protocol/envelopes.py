@@ -87,6 +87,7 @@ class CloseCode(IntEnum):
 
     GOING_AWAY = 1001  # the instance is shutting down
     POLICY_VIOLATION = 1008  # a slow consumer: the robot does not read its messages
+    INTERNAL_ERROR = 1011  # a write to the robot failed: the session is ended and cleaned up
     SERVICE_RESTART = 1012  # the instance is draining (``wsctl drain``): reconnect elsewhere
     SUPERSEDED = 4001  # the robot connected again (here or elsewhere); this socket is old
     KICKED = 4002  # an operator kicked the robot (``wsctl kick``); the reason says why
