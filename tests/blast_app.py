@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import json
+import os
 import time
 from typing import Any
 
@@ -17,11 +19,37 @@ __all__ = ["app"]
 
 raise_fd_limit()  # a stress run puts 1,000 robots on each instance
 
+_SPAN: contextvars.ContextVar[str | None] = contextvars.ContextVar("span", default=None)
+
+
+class _WrappedSend:
+    """An ASGI middleware as apps use them (tracing, timeouts): each websocket ``send`` runs
+    with a context value set and reset around it and inside ``asyncio.timeout`` (which needs
+    a current task). On with ``WSCTL_TEST_WRAP_SEND=1``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def wrapped(message: Any) -> None:
+            token = _SPAN.set(message["type"])
+            try:
+                async with asyncio.timeout(30):
+                    await send(message)
+            finally:
+                _SPAN.reset(token)
+
+        await self.app(scope, receive, wrapped if scope["type"] == "websocket" else send)
+
+
+if os.environ.get("WSCTL_TEST_WRAP_SEND") == "1":
+    app.add_middleware(_WrappedSend)
+
 
 @app.post("/test/blast")
 async def blast(body: dict[str, Any]) -> dict[str, Any]:
     """Send ``count`` messages numbered from ``first`` (default 0), message ``n`` to
-    ``robots[n % len(robots)]``, each carrying ``{"n": n, "t": send time}``, ``in_flight`` at once (``mode`` ``send`` or ``publish``);
+    ``robots[n % len(robots)]``, each carrying ``{"n": n, "t": send time}`` (and ``pad`` characters when given), ``in_flight`` at once (``mode`` ``send`` or ``publish``);
     answer the outcome counts, a few reasons, the time taken and the outbox's batches (and,
     with ``detail``, each message's outcome and reason)."""
     robots: list[str] = body["robots"]
@@ -35,9 +63,10 @@ async def blast(body: dict[str, Any]) -> dict[str, Any]:
     batches_before = fleet.core.outbox.batches_sent
 
     detail: list[tuple[int, str, str | None]] = []
+    pad = {"pad": "x" * int(body["pad"])} if body.get("pad") else {}
 
     async def one(n: int) -> None:
-        text = json.dumps({"n": n, "t": time.time()})
+        text = json.dumps({"n": n, "t": time.time(), **pad})
         result = await call(robots[n % len(robots)], text, timeout=timeout)
         outcomes[result.outcome.value] += 1
         if body.get("detail"):
