@@ -15,17 +15,20 @@ from typing import Any
 from examples.fastapi_gateway import app, fleet
 from wsctl.system import raise_fd_limit
 
-__all__ = ["app"]
+__all__ = ["FAIL_SEND", "app"]
 
 raise_fd_limit()  # a stress run puts 1,000 robots on each instance
 
+# A message the send-wrapping middleware fails to send.
+FAIL_SEND = "make the middleware fail"
 _SPAN: contextvars.ContextVar[str | None] = contextvars.ContextVar("span", default=None)
 
 
 class _WrappedSend:
     """An ASGI middleware as apps use them (tracing, timeouts): each websocket ``send`` runs
     with a context value set and reset around it and inside ``asyncio.timeout`` (which needs
-    a current task). On with ``WSCTL_TEST_WRAP_SEND=1``."""
+    a current task), and raises for the text :data:`FAIL_SEND` (a middleware that fails). On
+    with ``WSCTL_TEST_WRAP_SEND=1``."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -34,6 +37,8 @@ class _WrappedSend:
         async def wrapped(message: Any) -> None:
             token = _SPAN.set(message["type"])
             try:
+                if message.get("text") == FAIL_SEND:
+                    raise RuntimeError("the middleware's send failed")
                 async with asyncio.timeout(30):
                     await send(message)
             finally:

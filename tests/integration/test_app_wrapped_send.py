@@ -11,12 +11,15 @@ import contextlib
 import json
 import socket
 from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.blast_app import FAIL_SEND
 from tests.blast_fleet import blast_fleet
 from tests.conftest import Backend, open_test_store
 from tests.fleet import wait_for
+from wsctl.gateway.outbound import WRITE_FAILED, WRITE_FAILED_CODE
 
 BURST = 300
 PAD = 16_000  # 300 messages of 16 KB: far more than the robot's receive window holds
@@ -80,3 +83,37 @@ async def test_a_burst_through_a_send_wrapping_middleware_arrives_in_order_and_s
         finally:
             await ws.close()
             await reader
+
+
+async def test_a_write_the_middleware_fails_closes_the_robots_socket_and_removes_its_entry(
+    single: Backend, tmp_path: Path
+) -> None:
+    """A write that fails in the app's middleware (the socket itself fine) drops the session:
+    the robot's socket is closed with 1011 ``write failed`` and its entry removed, so it
+    reconnects and is reached again (it used to stay open, registered nowhere, unreachable)."""
+    extra = {"WSCTL_TEST_WRAP_SEND": "1"}
+    async with (
+        blast_fleet(single, tmp_path, robot_count=2, extra_env=extra) as fleet,
+        open_test_store(single) as store,
+    ):
+        ws = await connect(f"{fleet.sender.ws_url}/ws/fails-once")
+        try:
+            await wait_for(lambda: store.get("fails-once"), timeout=10)
+            result = await asyncio.to_thread(
+                fleet.send_many, FAIL_SEND, robots=["fails-once"]
+            )  # taken by the connection: its write then fails
+            assert result["outcomes"] == {"fails-once": "delivered"}, result
+            await asyncio.wait_for(ws.wait_closed(), 5)
+            assert ws.close_code == WRITE_FAILED_CODE and ws.close_reason == WRITE_FAILED
+            await wait_for(lambda: _gone(store, "fails-once"), timeout=5)
+        finally:
+            await ws.close()
+        async with connect(f"{fleet.sender.ws_url}/ws/fails-once") as again:
+            await wait_for(lambda: store.get("fails-once"), timeout=10)
+            result = await asyncio.to_thread(fleet.send_many, "hello", robots=["fails-once"])
+            assert result["outcomes"] == {"fails-once": "delivered"}, result
+            assert await asyncio.wait_for(again.recv(), 5) == "hello"
+
+
+async def _gone(store: Any, robot_id: str) -> bool:
+    return await store.get(robot_id) is None
