@@ -65,8 +65,12 @@ BATCH_ITEMS = 200
 # count towards BATCH_ITEMS. Measured (bench/app_send_bench.py --wsctl-only, fleet.publish with
 # 10,000 in flight, 3 runs each on a busy machine): 200 items 11.8k, 12.9k, 10.6k msg/s and
 # 53-57 us of the sending instance's CPU per message; 1,000 items 13.8k, 16.2k, 17.2k msg/s and
-# 42-44 us (the flusher hands five times as much to Redis per round trip).
-PUBLISH_ITEMS = 1000
+# 42-44 us (the flusher hands five times as much to Redis per round trip). Again without a
+# linger (quiet machine, 8 runs each, interleaved): 1,000 items median 30.9k msg/s (28.0-32.6k),
+# 2,500 items 33.9k (30.1-34.6k): the flusher waits for one PUBLISH round trip per batch, so
+# fewer, larger batches leave the sending instance less idle. At about 100 bytes a message the
+# batch's byte bound (BATCH_BYTES) caps it near there anyway.
+PUBLISH_ITEMS = 2500
 # No linger: a flush starts as soon as the previous one is done, with what was submitted up to
 # then. Measured (bench/app_send_bench.py --runs 3, paced 1 send per ms through the non-owner,
 # with owners bundling replies): p50 0.8-0.9 ms and p99 3.5, 4.7, 3.9 ms (socket.io 5.1, 4.1,
