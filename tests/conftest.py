@@ -106,6 +106,23 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+def slot_owner(cluster: RedisClusterProcesses, key: str) -> RedisServer:
+    """The live primary of ``cluster`` that serves ``key``'s slot (asks a live node), e.g.
+    the node to freeze or kill in a failover test."""
+    live = next(n for n in cluster.nodes if n.proc and n.proc.poll() is None)
+    slot = int(cluster._cli(live.port, "cluster", "keyslot", key).strip())
+    for line in cluster._cli(live.port, "cluster", "nodes").splitlines():
+        parts = line.split()
+        if "master" not in parts[2] or "fail" in parts[2]:
+            continue
+        for span in parts[8:]:
+            first, _, last = span.partition("-")
+            if first.isdigit() and int(first) <= slot <= int(last or first):
+                port = int(parts[1].split("@")[0].rsplit(":", 1)[1])
+                return next(n for n in cluster.nodes if n.port == port)
+    raise AssertionError(f"no primary serves the slot of {key!r}")
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     with RedisServer() as server:

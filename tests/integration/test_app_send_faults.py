@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.blast_fleet import ROBOTS, BlastFleet, blast_fleet, duplicates
-from tests.conftest import Backend
+from tests.conftest import Backend, slot_owner
 from tests.fleet import wait_for
 from wsctl.sandbox.redis_servers import RedisClusterProcesses, RedisServer
 
@@ -130,7 +130,7 @@ async def test_a_primary_failing_over_mid_blast_sends_resume_without_a_restart(
         env = {"WSCTL_SOCKET_TIMEOUT": SOCKET_TIMEOUT}
         async with blast_fleet(backend, tmp_path, heartbeat_interval=0.5, extra_env=env) as fleet:
             # the primary the robots' owner listens on (its control channel's home)
-            victim = _slot_owner(cluster, "ws_ctl:fa-b")
+            victim = slot_owner(cluster, "ws_ctl:fa-b")
             blasting = asyncio.create_task(asyncio.to_thread(fleet.blast, 4000, 500, "send", 1.0))
             await asyncio.sleep(0.3)
             victim.kill()
@@ -144,19 +144,3 @@ async def test_a_primary_failing_over_mid_blast_sends_resume_without_a_restart(
                 f"after the kill ({took:.1f}s of retries)"
             )
             assert duplicates(fleet) == {}
-
-
-def _slot_owner(cluster: RedisClusterProcesses, key: str) -> RedisServer:
-    """The live primary serving ``key``."""
-    live = next(n for n in cluster.nodes if n.proc and n.proc.poll() is None)
-    slot = int(cluster._cli(live.port, "cluster", "keyslot", key).strip())
-    for line in cluster._cli(live.port, "cluster", "nodes").splitlines():
-        parts = line.split()
-        if "master" not in parts[2] or "fail" in parts[2]:
-            continue
-        for span in parts[8:]:
-            first, _, last = span.partition("-")
-            if first.isdigit() and int(first) <= slot <= int(last or first):
-                port = int(parts[1].split("@")[0].rsplit(":", 1)[1])
-                return next(n for n in cluster.nodes if n.port == port)
-    raise AssertionError("no owner for slot")

@@ -9,6 +9,7 @@ import time
 import pytest
 from websockets.asyncio.client import connect as wsconnect
 
+from tests.conftest import slot_owner
 from tests.fleet import running_fleet
 from wsctl.config import load_settings
 from wsctl.ops.deployment import Deployment
@@ -22,26 +23,11 @@ from wsctl.sandbox.redis_servers import RedisClusterProcesses
 pytestmark = pytest.mark.cluster
 
 
-def _slot_owner(cluster: RedisClusterProcesses, key: str) -> int:
-    """The port of the master serving ``key`` (asks a live node)."""
-    live = next(n for n in cluster.nodes if n.proc and n.proc.poll() is None)
-    slot = int(cluster._cli(live.port, "cluster", "keyslot", key).strip())
-    for line in cluster._cli(live.port, "cluster", "nodes").splitlines():
-        parts = line.split()
-        if "master" not in parts[2] or "fail" in parts[2]:
-            continue
-        for span in parts[8:]:
-            first, _, last = span.partition("-")
-            if first.isdigit() and int(first) <= slot <= int(last or first):
-                return int(parts[1].split("@")[0].rsplit(":", 1)[1])
-    raise AssertionError("no owner for slot")
-
-
 async def test_master_killed_mid_simulate_recovers_and_robots_stay_registered(capsys) -> None:  # type: ignore[no-untyped-def]
     with RedisClusterProcesses() as cluster:
         env = {"REDIS_USE_CLUSTER": "true", "REDIS_NODES": cluster.startup}
         async with running_fleet(env, heartbeat_interval=0.5, timeout=30.0) as fleet:
-            victim_port = _slot_owner(cluster, "ws_ctl:gw-a")  # gw-a's control subscription
+            victim_port = slot_owner(cluster, "ws_ctl:gw-a").port  # gw-a's control subscription
             victim = next(n for n in cluster.nodes if n.port == victim_port)
             async with connect(target_from_settings(load_settings(env=env))) as client:
                 store = Deployment(client)

@@ -16,6 +16,7 @@ import pytest
 import redis
 from websockets.asyncio.client import connect as wsconnect
 
+from tests.conftest import slot_owner
 from tests.faults import frozen
 from tests.fleet import running_fleet, wait_for
 from wsctl.config import load_settings
@@ -166,22 +167,6 @@ async def _drain(stream: Any, into: list[str]) -> None:
         into.append(data)
 
 
-def _primary_for(cluster: RedisClusterProcesses, key: str) -> RedisServer:
-    """The live primary serving ``key``."""
-    live = next(n for n in cluster.nodes if n.proc and n.proc.poll() is None)
-    slot = int(cluster._cli(live.port, "cluster", "keyslot", key).strip())
-    for line in cluster._cli(live.port, "cluster", "nodes").splitlines():
-        parts = line.split()
-        if "master" not in parts[2] or "fail" in parts[2]:
-            continue
-        for span in parts[8:]:
-            first, _, last = span.partition("-")
-            if first.isdigit() and int(first) <= slot <= int(last or first):
-                port = int(parts[1].split("@")[0].rsplit(":", 1)[1])
-                return next(n for n in cluster.nodes if n.port == port)
-    raise AssertionError("no owner for slot")
-
-
 @pytest.mark.cluster
 async def test_sends_resume_after_a_frozen_inbox_and_control_primary_fails_over() -> None:
     """gw-a forwards a send to a robot held by another instance and waits for the answer on
@@ -199,7 +184,7 @@ async def test_sends_resume_after_a_frozen_inbox_and_control_primary_fails_over(
         ):
             inbox = sender["gw-a"].core.inbox
             assert await inbox.wait_ready(5)
-            victim = _primary_for(cluster, inbox.channel)  # where the inbox listens
+            victim = slot_owner(cluster, inbox.channel)  # where the inbox listens
             home = f"127.0.0.1:{victim.port}"
             owner = next(  # an owner whose control channel listens there too
                 f"gw-b{n}"
