@@ -293,14 +293,7 @@ class Sender:
                 return SendResult(SendOutcome.ERROR, robot_id, here, reason)
             if isinstance(written, SendResult):
                 return written
-        # the outbox's future awaited here (what Outbox.send does, without a coroutine more
-        # per message)
-        future = self.core.outbox.submit(robot_id, message, timeout, ack=ack)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            future.cancel()  # never sent, if it is still queued
-            raise
+        return await self.core.outbox.send(robot_id, message, timeout, ack=ack)
 
     def _write_now(self, conn: LocalConn, message: str) -> SendResult | Exception | None:
         """The common case of a local write, without an await or a timer: the robot's lock
