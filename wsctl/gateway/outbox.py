@@ -304,9 +304,8 @@ class Outbox:
         queue = self._queue
         # answers would be lost: acknowledged sends wait for the inbox, or fail at once when
         # Redis refuses connections (known at once), unless their robot is here (written)
-        core = self.core
-        subscribed = core.inbox.subscribed
-        refused = None if subscribed else core.inbox.refused
+        subscribed = self.core.inbox.subscribed
+        refused = None if subscribed else self._refused_reason()
         parked = self._parked_robots
         while queue and acked < self.batch_items and len(taken) < self.publish_items:
             sent = queue[0]
@@ -314,18 +313,14 @@ class Outbox:
                 queue.popleft()
                 self._release((sent,))
                 continue
-            if sent.ack and refused is not None and core.local.get(sent.robot_id) is None:
+            if refused is not None and self._answered_by_inbox(sent):
                 queue.popleft()
-                reason = redis_reason(core.target.scrub(str(refused)))
-                _settle(sent, SendOutcome.ERROR, (core.instance_id,), reason)
+                _settle(sent, SendOutcome.ERROR, (self.core.instance_id,), refused)
                 self._release((sent,))
                 continue
             first = parked.get(sent.robot_id)
             if (first is not None and first < sent.seq) or (
-                sent.ack
-                and not subscribed
-                and refused is None
-                and core.local.get(sent.robot_id) is None  # one held here is answered here
+                not subscribed and refused is None and self._answered_by_inbox(sent)
             ):
                 queue.popleft()  # behind an acknowledged send to its robot: stays behind it
                 self._parked.append(sent)
@@ -342,6 +337,19 @@ class Outbox:
             size += sent.size
             acked += sent.ack
         return taken
+
+    def _answered_by_inbox(self, sent: _Send) -> bool:
+        """Does ``sent``'s outcome come through the reply inbox? (An acknowledged send to a
+        robot not held here; one held here is written and answered here.)"""
+        return sent.ack and self.core.local.get(sent.robot_id) is None
+
+    def _refused_reason(self) -> str | None:
+        """The outcome reason of a send that needs the reply inbox while Redis refuses
+        connections (known at once: such sends fail now), else None."""
+        refused = self.core.inbox.refused
+        if refused is None:
+            return None
+        return redis_reason(self.core.target.scrub(str(refused)))
 
     def _parked_done(self, _future: asyncio.Future[SendResult]) -> None:
         self._park_changed = True
@@ -373,16 +381,13 @@ class Outbox:
         if not self._parked or not self._park_changed:
             return
         self._park_changed = False
-        core = self.core
-        inbox = core.inbox
-        subscribed = inbox.subscribed
-        refused = inbox.refused if not subscribed else None
+        subscribed = self.core.inbox.subscribed
+        refused = None if subscribed else self._refused_reason()
         if refused is not None:
-            reason = redis_reason(core.target.scrub(str(refused)))
-            here = (core.instance_id,)
+            here = (self.core.instance_id,)
             for sent in self._parked:
-                if sent.ack and core.local.get(sent.robot_id) is None:  # held here: written
-                    _settle(sent, SendOutcome.ERROR, here, reason)
+                if self._answered_by_inbox(sent):
+                    _settle(sent, SendOutcome.ERROR, here, refused)
         back: list[_Send] = []
         parked = self._parked
         robots = self._parked_robots
@@ -394,9 +399,7 @@ class Outbox:
             if sent.future.done():
                 self._release((sent,))
                 continue
-            if still_away and (
-                sent.robot_id in waiting or (sent.ack and core.local.get(sent.robot_id) is None)
-            ):
+            if still_away and (sent.robot_id in waiting or self._answered_by_inbox(sent)):
                 waiting.add(sent.robot_id)
                 parked.append(sent)
                 robots.setdefault(sent.robot_id, sent.seq)
