@@ -123,14 +123,7 @@ async def test_a_stopping_owner_publishes_the_replies_it_holds(single: Backend) 
                     )
                 await wait_for(lambda: gateway.core.batches.replies.held == 2)
                 await gateway.stop()
-                got: list[str] = []
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + 5
-                while len(got) < 3 and loop.time() < deadline:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
-                    if message and message.get("type") == "message":
-                        got.extend(r.id for r in decode_replies(message["data"]))
-                assert got == ["b0", "b1", "b2"]
+                assert await _replies(pubsub, 3) == ["b0", "b1", "b2"]
             finally:
                 await pubsub.aclose()
 
