@@ -4,10 +4,13 @@
   (:func:`pack_commands`), written as one raw pipeline per node on a pooled connection, and their
   replies parsed straight from the connection's stream with a hiredis reader, skipping
   redis-py's per-command pipeline machinery (a third of bulk-read time).
+- :class:`PublishLanes`: PUBLISH written to a dedicated connection per node without an
+  await, its replies read in order by one task per connection (the outbox's hand-over from
+  inside the app's own ``publish`` calls).
 - :func:`start_on_a_live_node`: lets a cluster client start when the first primary of its slot
   map is down.
 
-Internals used: ``Connection._reader`` / ``.encoder`` / ``send_packed_command`` /
+Internals used: ``Connection._reader`` / ``._writer`` / ``.encoder`` / ``send_packed_command`` /
 ``read_response``, ``ConnectionPool.get_connection``, ``ClusterNode.acquire_connection`` /
 ``release``, ``RedisCluster.commands_parser`` / ``nodes_manager``, and
 ``redis._parsers.base.BaseParser.parse_error``. Tested against the lowest and the newest
@@ -17,7 +20,10 @@ supported redis-py.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,10 +41,14 @@ from redis.exceptions import (
 )
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from wsctl.protocol.envelopes import EnvelopeTooLarge, oversize
 from wsctl.redis.target import AsyncClient
 
 __all__ = [
+    "LANE_BYTES",
     "BulkPathCounts",
+    "LaneClosed",
+    "PublishLanes",
     "bulk_execute",
     "bulk_path_counts",
     "pack_commands",
@@ -265,3 +275,294 @@ async def bulk_execute(
             except Exception as exc:  # the per-command contract: errors as values
                 results[index] = exc
     return results
+
+
+# ------------------------------------------------------------------ publish lanes
+
+# The most bytes a lane lets wait for their replies (written, not yet answered) before it takes
+# no more: the caller then goes the awaited way (back-pressure: a stalled Redis holds at most
+# this much per node).
+LANE_BYTES = 8 << 20
+# Seconds between two attempts to open a node's lane after one failed.
+LANE_RETRY = 1.0
+# Bytes read from a lane's stream at a time.
+_LANE_READ = 1 << 16
+
+
+class LaneClosed(ConnectionError):
+    """The lanes were closed (the instance stops) before Redis answered: what was written may
+    have been published."""
+
+
+@dataclass(eq=False)
+class _Written:
+    """What one :meth:`PublishLanes.publish` wrote on one lane, waiting for its replies."""
+
+    indices: list[int]  # positions in the caller's messages
+    size: int  # bytes written
+    results: list[int | BaseException]  # the caller's, filled in at those positions
+    outer: asyncio.Future[list[int | BaseException]]
+    lanes: list[int]  # lanes of the call still unanswered (a one-element counter)
+
+
+class _Lane:
+    """One dedicated connection to one node: commands are written the moment they come, and
+    one task reads their replies, in order."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.pending: collections.deque[_Written] = collections.deque()
+        self.size = 0
+        self.wake = asyncio.Event()
+        self.dead = False
+        self.task: asyncio.Task[None] | None = None
+
+
+class PublishLanes:
+    """PUBLISH written without an await, in order, on one connection per node.
+
+    The outbox (:mod:`wsctl.gateway.outbox`) hands messages to Redis from inside the caller's
+    ``publish``: while an app's code submits thousands of messages in one go, nothing else runs
+    on the event loop, so a flush that has to wait its turn would leave them all queued until
+    the last one is submitted. A lane writes the PUBLISH commands to its connection's buffer at
+    once (the event loop sends them as soon as it gets back) and its task reads the replies in
+    the order they were written: commands on one connection are run by Redis in that order, so
+    what was written first is published first.
+
+    On a cluster each message goes to the primary that owns its channel's hash slot, as
+    :func:`~wsctl.redis.pubsub.publish_many` does, on that node's lane. A lane is opened on
+    first need, in the background (the call that needed it is told to go the awaited way);
+    one that failed is tried again after :data:`LANE_RETRY` seconds. A lane whose replies do
+    not come within the client's ``socket_timeout`` (a stalled Redis), or whose connection
+    fails, fails every message waiting on it and is dropped. A channel whose node changed
+    while its previous lane still waits for replies is not written to (its order would not
+    hold) until those replies came.
+    """
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._cluster = client if isinstance(client, RedisCluster) else None
+        self._single = client if isinstance(client, Redis) else None
+        self._lanes: dict[str, _Lane] = {}  # node name ("" on a single node) -> open lane
+        self._opening: dict[str, asyncio.Task[None]] = {}
+        self._failed_at: dict[str, float] = {}
+        self._last: dict[str, str] = {}  # channel -> the node its last message went to
+        self.closed = False
+
+    @property
+    def cluster(self) -> bool:
+        """Is it a cluster's (a PUBLISH nobody heard on its home node may have been heard
+        elsewhere, see :class:`~wsctl.redis.pubsub.Audience`)?"""
+        return self._cluster is not None
+
+    def prepare(self) -> None:
+        """Start opening the lanes known to be needed: the server's, or every primary's."""
+        if self._cluster is None:
+            self._ready("")
+            return
+        for node in self._cluster.get_primaries():
+            self._ready(str(node.name))
+
+    # ------------------------------------------------------------------ writing
+    def publish(
+        self, messages: list[tuple[str, str]]
+    ) -> asyncio.Future[list[int | BaseException]] | None:
+        """Write every PUBLISH of ``messages`` now, each on its channel's lane, and return the
+        future of their results (receiver counts, or the error of each one that failed, in
+        order); None when any lane is not open yet, full (:data:`LANE_BYTES`), or its channel
+        just moved to another node: then nothing was written and the caller publishes the
+        awaited way. Raises :class:`~wsctl.protocol.envelopes.EnvelopeTooLarge`, writing none
+        of them, when any message is over the bound (as
+        :func:`~wsctl.redis.pubsub.publish_many` does)."""
+        for _, message in messages:
+            problem = oversize(message)
+            if problem is not None:
+                raise EnvelopeTooLarge(problem)
+        if self.closed or not messages:
+            return None
+        groups: dict[str, list[int]] = {}
+        for index, (channel, _) in enumerate(messages):
+            groups.setdefault(self._node_of(channel), []).append(index)
+        lanes: list[tuple[_Lane, list[int]]] = []
+        for name, indices in groups.items():
+            lane = self._ready(name)
+            if lane is None:
+                return None
+            lanes.append((lane, indices))
+        for channel, _ in messages:
+            if not self._may_write(channel, groups):
+                return None
+        loop = asyncio.get_running_loop()
+        outer: asyncio.Future[list[int | BaseException]] = loop.create_future()
+        results: list[int | BaseException] = [0] * len(messages)
+        counter = [len(lanes)]
+        packed_all: list[tuple[_Lane, list[int], list[bytes]]] = []
+        for lane, indices in lanes:
+            packed = pack_commands((("PUBLISH", *messages[i]) for i in indices), 1)
+            size = sum(map(len, packed))
+            if lane.pending and lane.size + size > LANE_BYTES:
+                return None
+            packed_all.append((lane, indices, packed))
+        for lane, indices, packed in packed_all:
+            size = sum(map(len, packed))
+            lane.conn._writer.writelines(packed)
+            lane.pending.append(_Written(indices, size, results, outer, counter))
+            lane.size += size
+            lane.wake.set()
+        for name, indices in groups.items():
+            for i in indices:
+                self._last[messages[i][0]] = name
+        return outer
+
+    def _node_of(self, channel: str) -> str:
+        if self._cluster is None:
+            return ""
+        node = self._cluster.get_node_from_key(channel)
+        return "" if node is None else str(node.name)
+
+    def _may_write(self, channel: str, groups: dict[str, list[int]]) -> bool:
+        """False when ``channel``'s previous message went to another node whose lane still
+        waits for replies (writing now could overtake it)."""
+        last = self._last.get(channel)
+        if last is None or last in groups:
+            return True
+        lane = self._lanes.get(last)
+        return lane is None or not lane.pending
+
+    def _ready(self, name: str) -> _Lane | None:
+        """The open lane to node ``name``, or None (then it is being opened, unless it failed
+        less than :data:`LANE_RETRY` seconds ago)."""
+        lane = self._lanes.get(name)
+        if lane is not None and not lane.dead:
+            transport = lane.conn._writer.transport
+            if not transport.is_closing():
+                return lane
+            self._fail(name, lane, ConnectionError("connection closed"))
+        if name not in self._opening:
+            now = time.monotonic()
+            if now - self._failed_at.get(name, -LANE_RETRY) >= LANE_RETRY:
+                self._failed_at[name] = now
+                task = asyncio.create_task(self._open(name), name=f"publish lane {name or 'redis'}")
+                self._opening[name] = task
+        return None
+
+    @property
+    def busy(self) -> bool:
+        """Does any lane still wait for replies?"""
+        return any(lane.pending for lane in self._lanes.values())
+
+    # ------------------------------------------------------------------ opening, reading
+    async def _open(self, name: str) -> None:
+        try:
+            conn = self._new_connection(name)
+            if conn is None:
+                return
+            await conn.connect()
+            if _why_not_fast(conn) is not None or self.closed:
+                await conn.disconnect()
+                return
+            lane = _Lane(conn)
+            lane.task = asyncio.create_task(self._read(name, lane), name="publish lane reader")
+            self._lanes[name] = lane
+            self._failed_at.pop(name, None)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # retried on a later need, LANE_RETRY apart
+            log.debug("publish lane to %s not opened: %r", name or "redis", exc)
+        finally:
+            self._opening.pop(name, None)
+
+    def _new_connection(self, name: str) -> Any:
+        """A connection of its own, made like the client's (credentials, TLS, timeouts)."""
+        if self._single is not None:
+            pool = self._single.connection_pool
+            return pool.connection_class(**pool.connection_kwargs)
+        if self._cluster is None or not name:
+            return None
+        node = self._cluster.get_node(node_name=name)
+        if node is None:
+            return None
+        return node.connection_class(**node.connection_kwargs)
+
+    async def _read(self, name: str, lane: _Lane) -> None:
+        conn = lane.conn
+        stream: asyncio.StreamReader = conn._reader
+        encoder = conn.encoder
+        timeout: float | None = conn.socket_timeout
+        reader = hiredis.Reader(
+            replyError=_reply_error, encoding=encoder.encoding, errors=encoder.encoding_errors
+        )
+        gets = reader.gets
+        loop = asyncio.get_running_loop()
+        got: list[Any] = []
+        try:
+            async with asyncio.timeout(None) as deadline:
+                while True:
+                    if not lane.pending:
+                        deadline.reschedule(None)
+                        lane.wake.clear()
+                        await lane.wake.wait()
+                        continue
+                    reply = gets()
+                    if reply is False:
+                        if timeout:
+                            deadline.reschedule(loop.time() + timeout)
+                        data = await stream.read(_LANE_READ)
+                        if not data:
+                            raise ConnectionError("connection closed while reading replies")
+                        reader.feed(data)
+                        continue
+                    got.append(reply)
+                    head = lane.pending[0]
+                    if len(got) == len(head.indices):
+                        lane.pending.popleft()
+                        lane.size -= head.size
+                        for index, value in zip(head.indices, got, strict=True):
+                            head.results[index] = (
+                                value if isinstance(value, BaseException) else int(value)
+                            )
+                        got = []
+                        _answered(head)
+        except asyncio.CancelledError:
+            self._fail(name, lane, LaneClosed("the publish lanes were closed"))
+            raise
+        except TimeoutError:  # the builtin, from asyncio.timeout: no reply in time
+            self._fail(name, lane, RedisTimeoutError(f"Timeout reading from {_address(conn)}"))
+        except Exception as exc:  # the connection failed: every waiting message fails
+            self._fail(name, lane, exc)
+
+    def _fail(self, name: str, lane: _Lane, exc: BaseException) -> None:
+        """Drop ``lane``: every message waiting on it fails with ``exc``."""
+        lane.dead = True
+        if self._lanes.get(name) is lane:
+            del self._lanes[name]
+            self._failed_at[name] = time.monotonic()
+        while lane.pending:
+            written = lane.pending.popleft()
+            for index in written.indices:
+                written.results[index] = exc
+            _answered(written)
+        lane.size = 0
+        if lane.task is not None and lane.task is not asyncio.current_task():
+            lane.task.cancel()
+        with contextlib.suppress(Exception):  # the transport goes; nothing left to read
+            lane.conn._writer.transport.abort()
+
+    async def aclose(self) -> None:
+        """Close every lane: messages still waiting fail with :class:`LaneClosed`."""
+        self.closed = True
+        for task in list(self._opening.values()):
+            task.cancel()
+        for name, lane in list(self._lanes.items()):
+            self._fail(name, lane, LaneClosed("the publish lanes were closed"))
+            with contextlib.suppress(Exception):  # aborted already: only redis-py's state left
+                await lane.conn.disconnect()
+        tasks = [*self._opening.values()]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _answered(written: _Written) -> None:
+    """One lane's part of a publish came back: the call's future ends with its last part."""
+    written.lanes[0] -= 1
+    if written.lanes[0] <= 0 and not written.outer.done():
+        written.outer.set_result(written.results)
