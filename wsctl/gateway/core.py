@@ -53,7 +53,7 @@ from wsctl.gateway.events import EventSink
 from wsctl.gateway.liveness import HEARTBEAT_DEADLINE, Liveness
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics, close_reason, prometheus_label
 from wsctl.gateway.outbound import SLOW_CONSUMER
-from wsctl.gateway.outbox import Outbox
+from wsctl.gateway.outbox import EARLY_ITEMS, Outbox
 from wsctl.gateway.outcomes import SendOutcome, SendResult
 from wsctl.gateway.sending import Sender
 from wsctl.protocol.envelopes import (
@@ -136,6 +136,10 @@ class CoreConfig:
     # the app's acknowledged sends may be answered in reply bundles under load (owners hold
     # answers up to REPLY_EVERY: fewer Redis commands, later acknowledgements); False: never
     bundle_replies: bool = True
+    # the app's published messages may be handed to Redis from inside its own publish calls
+    # when many queue at once (outbox EARLY_ITEMS, on a connection of their own per node);
+    # False: only the outbox's flusher publishes
+    early_publish: bool = True
     events: bool = True  # write the event stream (wsctl events / history)
     event_limits: EventLimits = field(default_factory=EventLimits)
 
@@ -191,7 +195,11 @@ class FleetCore:
         # batched sends (protocol v2): one worker, in arrival order, and the owner cache
         self.batches = BatchRouter(self, self.config.owner_cache_ttl)
         # the app's sends for robots held elsewhere, coalesced into batches
-        self.outbox = Outbox(self, bundle_replies=self.config.bundle_replies)
+        self.outbox = Outbox(
+            self,
+            bundle_replies=self.config.bundle_replies,
+            early_items=EARLY_ITEMS if self.config.early_publish else 0,
+        )
         # control messages seen lately: a copy (a PUBLISH redis-py retried) is dropped
         self.recent = RecentPayloads()
         self._failing: set[str] = set()
@@ -405,6 +413,7 @@ class FleetCore:
             ("owner_cache_entries", "gauge", len(owners)),
             ("outbox_batches_total", "counter", self.outbox.batches_sent),
             ("outbox_messages_total", "counter", self.outbox.items_sent),
+            ("outbox_early_batches_total", "counter", self.outbox.early_batches),
             ("outbox_queued", "gauge", self.outbox.queued),
             ("control_duplicates_dropped_total", "counter", self.recent.dropped),
             ("reply_inbox_up", "gauge", int(self._inbox is not None and self._inbox.subscribed)),

@@ -17,6 +17,19 @@ bundled answers (``reply_hold_ms``, :class:`~wsctl.protocol.batch.ReplyBundle`),
 answering a steady stream of them publishes far fewer replies; a lone send, or sends awaited
 one after another, ask for none and are answered at once.
 
+Published messages (``publish``, nobody waits for an owner's answer) may also leave from
+inside the caller's own call, before the flusher gets its turn: when :data:`EARLY_ITEMS` of
+them are queued and no flush is under way, the one ``publish`` call that saw it takes them
+(whole prefix of the queue whose owners are known without reading: cached, speaking batches)
+and writes their forward batches to Redis at once, without an await, on a connection of their
+own per node (:class:`~wsctl.redis.internals.PublishLanes`), whose replies one task reads in
+order. An app that submits thousands of messages in one go (``asyncio.gather``) runs nothing
+else until the last one is submitted; without this the owners would get nothing before then.
+Each robot's order holds: the hand-over takes only a prefix of the queue, never while a flush
+is under way, and the flusher publishes nothing until every early hand-over was answered. A
+forward nobody heard (its cached owner is gone) goes back to the head of the queue, its owner
+forgotten, for the flusher to route through the registry, as a flush does once.
+
 While the reply inbox is not subscribed (Redis restarted, a failover), acknowledged sends would
 lose their answers: they wait aside (parked) until it is, together with every later message to
 their robots (each robot's order holds), while the other messages, published ones included,
@@ -41,18 +54,19 @@ import itertools
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from wsctl.gateway.batch_router import BatchRouter, Routed
-from wsctl.gateway.local import LocalConnections
 from wsctl.gateway.outcomes import SendOutcome, SendResult, redis_reason
-from wsctl.protocol.batch import BATCH_BYTES, Batch, BatchReply, Item
+from wsctl.gateway.parts import CoreParts
+from wsctl.protocol.batch import BATCH_BYTES, Batch, BatchReply, Item, pack_batch
 from wsctl.protocol.envelopes import Reply, Status, utf8_size
 from wsctl.protocol.rpc import Inbox
-from wsctl.redis.target import Target
+from wsctl.redis.internals import LaneClosed, PublishLanes
+from wsctl.redis.pubsub import Audience
 from wsctl.tasks import wait_within
 
-__all__ = ["BATCH_ITEMS", "PUBLISH_ITEMS", "Outbox"]
+__all__ = ["BATCH_ITEMS", "EARLY_ITEMS", "PUBLISH_ITEMS", "Outbox"]
 
 # Items one coalesced batch carries at most (the protocol allows 10,000). Smaller batches are
 # answered sooner (the owner replies once it wrote the whole batch) and keep both instances
@@ -81,6 +95,11 @@ PUBLISH_ITEMS = 2500
 # are the robots' receive latency; the sender's await returns later, after the owner's answer:
 # paced ack p50 7.4 ms, p99 14.3 ms with bundled answers, see REPLY_EVERY.)
 
+# Published messages queued that make the publish call seeing them hand them to Redis itself
+# when no flush is under way (see the module doc; 0: never). Below it the flusher takes them,
+# as it takes everything else.
+EARLY_ITEMS = 200
+
 # The longest the outbox lets an owner hold its answers to bundle them (``reply_hold_ms``, at
 # most half a send's time left), asked only while earlier acknowledged batches still wait for
 # their answers (under load); owners hold them much less (REPLY_EVERY of
@@ -101,13 +120,10 @@ COMPACT_MIN = 10_000
 ITEM_OVERHEAD = 40
 
 
-class Core(Protocol):
+class Core(CoreParts, Protocol):
     """What the outbox uses of :class:`wsctl.gateway.core.FleetCore` (no import cycle)."""
 
-    instance_id: str
     batches: BatchRouter
-    target: Target
-    local: LocalConnections
 
     @property
     def inbox(self) -> Inbox:
@@ -131,6 +147,15 @@ class _Send:
     watched: bool = False  # parked once: its end makes the flusher look at the parked sends
 
 
+@dataclass(eq=False, slots=True)
+class _HandedOver:
+    """An early hand-over (:meth:`Outbox._hand_over`) waiting for Redis's answers: per PUBLISH,
+    the owner and the sends it carries."""
+
+    carried: list[tuple[str, list[_Send]]]
+    written: asyncio.Future[list[int | BaseException]]
+
+
 @dataclass(eq=False)
 class _InFlight:
     """A flushed batch whose forwarded items wait for their owners' answers."""
@@ -149,8 +174,11 @@ class Outbox:
         batch_bytes: int = BATCH_BYTES,
         publish_items: int = PUBLISH_ITEMS,
         bundle_replies: bool = True,
+        early_items: int = 0,
     ) -> None:
         self.core = core
+        # published messages queued that make a publish call hand them over itself (0: never)
+        self.early_items = early_items
         self.bundle_replies = bundle_replies  # owners may answer in bundles (reply_hold_ms)
         self.batch_items = max(1, batch_items)
         self.publish_items = max(self.batch_items, publish_items)
@@ -179,6 +207,14 @@ class Outbox:
         self.batches_sent = 0
         self.items_sent = 0
         self.closed = False
+        # early hand-overs (publish calls writing to Redis themselves, see the module doc)
+        self._lanes: PublishLanes | None = None  # opened by run(), when early_items > 0
+        self._flushing = False  # a flush is under way: no early hand-over may overtake it
+        self._handed: set[_HandedOver] = set()  # written, Redis's answers not read yet
+        self._unheard: collections.deque[_Send] = collections.deque()  # for the flusher, first
+        self._checks: set[asyncio.Task[None]] = set()  # cluster-wide "did anyone hear?"
+        self._audience = Audience()
+        self.early_batches = 0
 
     # ------------------------------------------------------------------ senders
     def holds(self, robot_id: str) -> bool:
@@ -233,6 +269,8 @@ class Outbox:
             self._compact()
         if self._timer is None or deadline < self._timer_at:
             self._arm(loop, deadline)
+        if not ack and len(self._queue) >= self.early_items > 0 and not self._flushing:
+            self._hand_over()
         return future
 
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
@@ -274,25 +312,41 @@ class Outbox:
         """The flusher: batches of whatever queued, one after another, until cancelled."""
         loop = asyncio.get_running_loop()
         swept = loop.time()
-        while not self.closed:  # not on cancellation alone (see FleetCore.stop)
-            with contextlib.suppress(TimeoutError):
-                await wait_within(self._wake.wait(), SWEEP_EVERY)
-            self._wake.clear()
-            if loop.time() - swept >= SWEEP_EVERY:
-                swept = loop.time()
-                self.sweep()  # batches whose every sender gave up: not awaited any more
-            while not self.closed:
-                self._unpark()
-                if not self._queue:
-                    break
-                # no linger: what queued while the previous flush waited on Redis leaves now
-                sends = self._take()
-                try:
-                    if sends:
-                        await self._flush(sends)
-                finally:
-                    self._release(sends)
-            self._watch_inbox()
+        if self.early_items > 0:
+            self._lanes = PublishLanes(self.core.client)
+            self._lanes.prepare()
+        try:
+            while not self.closed:  # not on cancellation alone (see FleetCore.stop)
+                with contextlib.suppress(TimeoutError):
+                    await wait_within(self._wake.wait(), SWEEP_EVERY)
+                self._wake.clear()
+                if loop.time() - swept >= SWEEP_EVERY:
+                    swept = loop.time()
+                    self.sweep()  # batches whose every sender gave up: not awaited any more
+                while not self.closed:
+                    if self._handed or self._checks:
+                        # early hand-overs go first: nothing published may overtake them
+                        await self._handed_over()
+                        continue
+                    if self._unheard:  # their cached owner did not hear them: route again
+                        self._queue.extendleft(reversed(self._unheard))
+                        self._unheard.clear()
+                    self._unpark()
+                    if not self._queue:
+                        break
+                    # no linger: what queued while the previous flush waited on Redis leaves now
+                    self._flushing = True
+                    sends = self._take()
+                    try:
+                        if sends:
+                            await self._flush(sends)
+                    finally:
+                        self._flushing = False
+                        self._release(sends)
+                self._watch_inbox()
+        finally:
+            if self._lanes is not None:
+                await self._lanes.aclose()
 
     def _take(self) -> list[_Send]:
         """The next batch's sends, in queue order: at most batch_items acknowledged ones,
@@ -421,18 +475,13 @@ class Outbox:
         me = core.instance_id
         for sent in sends:
             sent.taken = True
-        first = sends[0].text
-        shared = all(s.text == first for s in sends)
         ack = any(s.ack for s in sends)
-        batch = Batch(
-            items=tuple(
-                Item(str(n), s.robot_id, None if shared else s.text) for n, s in enumerate(sends)
-            ),
-            message=first if shared else None,
+        batch = _batch_of(
+            sends,
+            me,
             reply_to=core.inbox.channel if ack else None,
-            origin=me,
             reply_hold_ms=self._reply_hold(sends, asyncio.get_running_loop().time()),
-        ).arrived(me, time.time())
+        )
         flight = _InFlight({str(n): s for n, s in enumerate(sends)})
         if ack:
             self._flights[batch.id] = flight
@@ -441,6 +490,158 @@ class Outbox:
         self.items_sent += len(sends)
         routed = await core.batches.route(batch, events=False)
         self._settle_routed(batch.id, flight, routed)
+
+    # ------------------------------------------------------------------ early hand-over
+    def _hand_over(self) -> None:
+        """Publish the head of the queue from inside the caller's ``publish`` (see the module
+        doc): the longest prefix of published messages to robots not held here whose owner
+        is known without reading (cached, speaking batches), within one batch's bounds,
+        written to the publish lanes at once. Nothing happens when messages wait aside for
+        the reply inbox or for a second route, when the head is not such a message, or when
+        a lane is not open (then the flusher takes them, as it takes everything else)."""
+        lanes = self._lanes
+        if lanes is None or self._parked or self._unheard or self._checks:
+            return
+        core = self.core
+        me = core.instance_id
+        now = time.monotonic()
+        owners = core.batches.owners
+        known = core.batches.speaks_batches_known
+        local = core.local
+        queue = self._queue
+        taken: list[_Send] = []
+        owner_of: list[str] = []
+        size = 0
+        while queue and len(taken) < self.publish_items:
+            sent = queue[0]
+            if sent.future.done():
+                queue.popleft()
+                self._release((sent,))
+                continue
+            if sent.ack or local.get(sent.robot_id) is not None:
+                break
+            owner = owners.get(sent.robot_id, now)
+            if owner is None or owner == me or not known(owner):
+                break
+            if taken and size + sent.size > self.batch_bytes:
+                break
+            queue.popleft()
+            taken.append(sent)
+            owner_of.append(owner)
+            size += sent.size
+        if not taken:
+            return
+        batch = _batch_of(taken, me)
+        per_owner: dict[str, list[int]] = {}
+        for n, owner in enumerate(owner_of):
+            per_owner.setdefault(owner, []).append(n)
+        messages: list[tuple[str, str]] = []
+        carried: list[tuple[str, list[_Send]]] = []
+        unfit: list[_Send] = []
+        for owner, numbers in per_owner.items():
+            parts, left_out = pack_batch(batch.forwarded([batch.items[n] for n in numbers]))
+            channel = core.keys.control_channel(owner)
+            for part, text in parts:
+                messages.append((channel, text))
+                carried.append((owner, [taken[int(item.id)] for item in part.items]))
+            unfit.extend(taken[int(item.id)] for item in left_out)
+        written = lanes.publish(messages) if messages else None
+        if written is None and messages:
+            queue.extendleft(reversed(taken))  # a lane is not ready: the flusher takes them
+            return
+        for sent in taken:
+            sent.taken = True
+        self.batches_sent += 1
+        self.early_batches += 1
+        self.items_sent += len(taken)
+        here = (me,)
+        for sent in unfit:  # one message too large for any PUBLISH (never at these bounds)
+            reason = "too large to forward in one control-channel message"
+            _settle(sent, SendOutcome.REJECTED, here, reason)
+            self._release((sent,))
+        if written is not None:
+            handed = _HandedOver(carried, written)
+            self._handed.add(handed)
+            written.add_done_callback(lambda done: self._answered_early(handed, done))
+
+    def _answered_early(
+        self, handed: _HandedOver, done: asyncio.Future[list[int | BaseException]]
+    ) -> None:
+        """Redis answered an early hand-over (or its lane failed): heard forwards are
+        ``published``; one nobody heard goes to the flusher for a second route, its owner
+        forgotten (on a cluster, after asking every node, see
+        :class:`~wsctl.redis.pubsub.Audience`); a failed one is an ``error``."""
+        self._handed.discard(handed)
+        core = self.core
+        here = (core.instance_id,)
+        results = done.result()  # the lanes end a write with its results, never an exception
+        for (owner, sends), result in zip(handed.carried, results, strict=True):
+            if isinstance(result, BaseException):
+                self._early_failed(sends, result)
+            elif result > 0:
+                core.metrics.messages_forwarded += len(sends)
+                for sent in sends:
+                    sent.owner = owner
+                    _settle(sent, SendOutcome.PUBLISHED, (*here, owner))
+                self._release(sends)
+            elif self._lanes is not None and self._lanes.cluster:
+                check = asyncio.create_task(self._heard_on_cluster(owner, sends))
+                self._checks.add(check)
+                check.add_done_callback(self._checks.discard)
+            else:
+                self._not_heard(sends)
+        self._wake.set()
+
+    async def _heard_on_cluster(self, owner: str, sends: list[_Send]) -> None:
+        """A forward the channel's home node counted nobody for: asked of every node."""
+        channel = self.core.keys.control_channel(owner)
+        try:
+            heard = await self._audience.heard(self.core.client, channel, 0)
+        except asyncio.CancelledError:
+            self._early_failed(sends, LaneClosed("the instance is stopping"))
+            raise
+        except Exception as exc:  # Redis failed answering: the forward's fate is not known
+            self._early_failed(sends, exc)
+            return
+        if heard:
+            here = (self.core.instance_id,)
+            self.core.metrics.messages_forwarded += len(sends)
+            for sent in sends:
+                sent.owner = owner
+                _settle(sent, SendOutcome.PUBLISHED, (*here, owner))
+            self._release(sends)
+        else:
+            self._not_heard(sends)
+        self._wake.set()
+
+    def _not_heard(self, sends: list[_Send]) -> None:
+        """Nobody listens where the cache said these robots are: route them again."""
+        self.core.batches.owners.invalidate(s.robot_id for s in sends)
+        self._unheard.extend(sends)
+
+    def _early_failed(self, sends: list[_Send], exc: BaseException) -> None:
+        """An early hand-over's PUBLISH failed (Redis, its connection, or the instance
+        stopping): ``error``, or ``timeout`` when the instance stops (it may have gone out)."""
+        core = self.core
+        here = (core.instance_id,)
+        if isinstance(exc, LaneClosed):
+            outcome, reason = SendOutcome.TIMEOUT, "no answer from Redis before the instance "
+            reason += "stopped: it may have been published"
+        else:
+            core._redis_failed("control", exc)
+            outcome, reason = SendOutcome.ERROR, redis_reason(core.target.scrub(str(exc)))
+        core.metrics.messages_failed += len(sends)
+        for sent in sends:
+            _settle(sent, outcome, here, reason)
+        self._release(sends)
+
+    async def _handed_over(self) -> None:
+        """Wait until every early hand-over was answered (and checked, on a cluster): bounded
+        by the lanes' read timeout and each check's own."""
+        waiting: list[asyncio.Future[Any]] = [h.written for h in self._handed]
+        waiting.extend(self._checks)
+        if waiting:
+            await asyncio.wait(waiting)  # their callbacks (added first) ran before this returns
 
     def _reply_hold(self, sends: list[_Send], now: float) -> int:
         """The ``reply_hold_ms`` of a batch of ``sends`` flushed at ``now`` (loop time): 0
@@ -548,7 +749,7 @@ class Outbox:
         (``timeout``: sending it again may deliver it twice)."""
         self.closed = True
         here = (self.core.instance_id,)
-        for waiting in (self._parked, self._queue):
+        for waiting in (self._unheard, self._parked, self._queue):
             while waiting:
                 _settle(waiting.popleft(), SendOutcome.ERROR, here, f"{reason}: never sent")
         self._parked_robots.clear()
@@ -566,10 +767,36 @@ class Outbox:
                     _settle(sent, SendOutcome.ERROR, here, f"{reason}: never sent")
             self.core.inbox.forget(batch_id)
         self._flights.clear()
+        for handed in self._handed:
+            for _, sends in handed.carried:
+                why = f"no answer from Redis before {reason}: it may have been published"
+                for sent in sends:
+                    _settle(sent, SendOutcome.TIMEOUT, here, why)
+        self._handed.clear()
+        for check in self._checks:
+            check.cancel()
         self._deadlines.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def _batch_of(
+    sends: list[_Send], origin: str, *, reply_to: str | None = None, reply_hold_ms: int = 0
+) -> Batch:
+    """The batch carrying ``sends`` (item ids are their positions), its route starting here;
+    one shared message when they all carry the same text."""
+    first = sends[0].text
+    shared = all(s.text == first for s in sends)
+    return Batch(
+        items=tuple(
+            Item(str(n), s.robot_id, None if shared else s.text) for n, s in enumerate(sends)
+        ),
+        message=first if shared else None,
+        reply_to=reply_to,
+        origin=origin,
+        reply_hold_ms=reply_hold_ms,
+    ).arrived(origin, time.time())
 
 
 def _expire(sent: _Send, here: tuple[str, ...], timeout: float) -> None:
