@@ -45,6 +45,10 @@ raise_fd_limit()  # 1,000+ robot sockets on one instance
 _REPLY_EVERY_MS = os.environ.get("WSCTL_BENCH_REPLY_EVERY_MS")
 if _REPLY_EVERY_MS is not None:
     fleet.core.batches.replies.every = float(_REPLY_EVERY_MS) / 1000
+# bench/app_send_bench.py --early-items N: the outbox's early hand-over threshold (0: none)
+_EARLY_ITEMS = os.environ.get("WSCTL_BENCH_EARLY_ITEMS")
+if _EARLY_ITEMS is not None:
+    fleet.core.outbox.early_items = int(_EARLY_ITEMS)
 
 # Outcomes that are not a message handed over; anything else (a fire-and-forget outcome this
 # build does not know yet included) counts as handed over.

@@ -46,7 +46,7 @@ runs, the smoke test; not for figures) and Node is not needed at all.
 Run from the repository root:
   .venv/bin/python bench/app_send_bench.py [--runs 3] [--cluster] [--robots 2000]
       [--messages 20000] [--inflight 1000 --inflight 10000] [--paced 3000] [--rate 1000]
-      [--serial 300] [--reply-every MS]
+      [--serial 300] [--reply-every MS] [--early-items N]
 """
 
 from __future__ import annotations
@@ -598,6 +598,8 @@ def gateway_env(args: argparse.Namespace) -> dict[str, str]:
         env["WSCTL_BENCH_PROFILE"] = str(args.profile.resolve())
     if args.reply_every is not None:
         env["WSCTL_BENCH_REPLY_EVERY_MS"] = f"{args.reply_every:g}"
+    if args.early_items is not None:
+        env["WSCTL_BENCH_EARLY_ITEMS"] = str(args.early_items)
     return env
 
 
@@ -827,6 +829,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--reply-every",
         type=float,
         help="the owners' reply hold in ms (default: REPLY_EVERY; 0: no holding)",
+    )
+    parser.add_argument(
+        "--early-items",
+        type=int,
+        help="published messages queued that make a publish call hand them over itself "
+        "(default: the outbox's EARLY_ITEMS; 0: never)",
     )
     parser.add_argument("--send-timeout", type=float, default=5.0, help="fleet.send's timeout")
     parser.add_argument("--deadline", type=float, default=180.0, help="bound of one blast (s)")
