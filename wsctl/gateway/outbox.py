@@ -210,6 +210,9 @@ class Outbox:
         # early hand-overs (publish calls writing to Redis themselves, see the module doc)
         self._lanes: PublishLanes | None = None  # opened by run(), when early_items > 0
         self._flushing = False  # a flush is under way: no early hand-over may overtake it
+        # a lane refused a hand-over: the flusher takes what queued (until its next flush; a
+        # refusal costs a scan of the queue's head, not to be paid per submit)
+        self._early_refused = False
         self._handed: set[_HandedOver] = set()  # written, Redis's answers not read yet
         self._unheard: collections.deque[_Send] = collections.deque()  # for the flusher, first
         self._checks: set[asyncio.Task[None]] = set()  # cluster-wide "did anyone hear?"
@@ -342,6 +345,7 @@ class Outbox:
                             await self._flush(sends)
                     finally:
                         self._flushing = False
+                        self._early_refused = False
                         self._release(sends)
                 self._watch_inbox()
         finally:
@@ -500,7 +504,7 @@ class Outbox:
         the reply inbox or for a second route, when the head is not such a message, or when
         a lane is not open (then the flusher takes them, as it takes everything else)."""
         lanes = self._lanes
-        if lanes is None or self._parked or self._unheard or self._checks:
+        if lanes is None or self._early_refused or self._parked or self._unheard or self._checks:
             return
         core = self.core
         me = core.instance_id
@@ -547,7 +551,10 @@ class Outbox:
             unfit.extend(taken[int(item.id)] for item in left_out)
         written = lanes.publish(messages) if messages else None
         if written is None and messages:
-            queue.extendleft(reversed(taken))  # a lane is not ready: the flusher takes them
+            # a lane is not open (being opened), full, or its node changed: the flusher takes
+            # them, and what queues until its next flush
+            queue.extendleft(reversed(taken))
+            self._early_refused = True
             return
         for sent in taken:
             sent.taken = True
@@ -630,9 +637,10 @@ class Outbox:
         else:
             core._redis_failed("control", exc)
             outcome, reason = SendOutcome.ERROR, redis_reason(core.target.scrub(str(exc)))
-        core.metrics.messages_failed += len(sends)
         for sent in sends:
-            _settle(sent, outcome, here, reason)
+            if not sent.future.done():
+                core.metrics.messages_failed += 1
+                _settle(sent, outcome, here, reason)
         self._release(sends)
 
     async def _handed_over(self) -> None:

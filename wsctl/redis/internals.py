@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -36,6 +37,7 @@ from redis.exceptions import (
     AskError,
     ConnectionError,
     MovedError,
+    RedisError,
     ResponseError,
     TryAgainError,
 )
@@ -381,7 +383,10 @@ class PublishLanes:
             return None
         groups: dict[str, list[int]] = {}
         for index, (channel, _) in enumerate(messages):
-            groups.setdefault(self._node_of(channel), []).append(index)
+            name = self._node_of(channel)
+            if name is None:
+                return None
+            groups.setdefault(name, []).append(index)
         lanes: list[tuple[_Lane, list[int]]] = []
         for name, indices in groups.items():
             lane = self._ready(name)
@@ -413,11 +418,16 @@ class PublishLanes:
                 self._last[messages[i][0]] = name
         return outer
 
-    def _node_of(self, channel: str) -> str:
+    def _node_of(self, channel: str) -> str | None:
+        """The name of the node ``channel``'s messages go to ("" on a single node), or None
+        when the slot map has none for it now (a failover: the awaited way finds out)."""
         if self._cluster is None:
             return ""
-        node = self._cluster.get_node_from_key(channel)
-        return "" if node is None else str(node.name)
+        try:
+            node = self._cluster.get_node_from_key(channel)
+        except RedisError:  # SlotNotCoveredError: the slot's primary is not known now
+            return None
+        return None if node is None else str(node.name)
 
     def _may_write(self, channel: str, groups: dict[str, list[int]]) -> bool:
         """False when ``channel``'s previous message went to another node whose lane still
@@ -441,7 +451,12 @@ class PublishLanes:
             now = time.monotonic()
             if now - self._failed_at.get(name, -LANE_RETRY) >= LANE_RETRY:
                 self._failed_at[name] = now
-                task = asyncio.create_task(self._open(name), name=f"publish lane {name or 'redis'}")
+                # a context of its own: the call that needed the lane may be an app's request
+                task = asyncio.create_task(
+                    self._open(name),
+                    name=f"publish lane {name or 'redis'}",
+                    context=contextvars.Context(),
+                )
                 self._opening[name] = task
         return None
 
@@ -529,6 +544,9 @@ class PublishLanes:
             self._fail(name, lane, RedisTimeoutError(f"Timeout reading from {_address(conn)}"))
         except Exception as exc:  # the connection failed: every waiting message fails
             self._fail(name, lane, exc)
+        finally:
+            with contextlib.suppress(Exception):  # aborted already: only redis-py's state left
+                await conn.disconnect(nowait=True)
 
     def _fail(self, name: str, lane: _Lane, exc: BaseException) -> None:
         """Drop ``lane``: every message waiting on it fails with ``exc``."""
