@@ -1,0 +1,269 @@
+"""Publish lanes (:class:`wsctl.redis.internals.PublishLanes`) against real redis-server: what
+they write is published in order with its receiver counts, a frozen or killed Redis fails the
+writes waiting for replies within the client's socket timeout and the lane comes back, the
+bytes waiting are bounded, closing fails what waits, and on a 3+3 cluster each message goes to
+its channel's home primary."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from tests.conftest import Backend
+from tests.faults import frozen
+from wsctl.config import load_settings
+from wsctl.protocol.envelopes import MAX_PUBLISH_BYTES, EnvelopeTooLarge
+from wsctl.redis.factory import make_client, target_from_settings
+from wsctl.redis.internals import LANE_BYTES, LANE_RETRY, LaneClosed, PublishLanes
+from wsctl.redis.target import AsyncClient, Target
+from wsctl.sandbox.redis_servers import RedisServer
+
+Results = list[int | BaseException]
+TIMEOUT = 0.5  # the clients' socket timeout: a frozen Redis is noticed this soon
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as own:
+        yield own
+
+
+@pytest.fixture
+async def client(server: RedisServer) -> AsyncIterator[AsyncClient]:
+    made = make_client(Target("tcp", port=server.port), socket_timeout=TIMEOUT)
+    try:
+        await made.ping()
+        yield made
+    finally:
+        await made.aclose()
+
+
+async def _open(lanes: PublishLanes, messages: list[tuple[str, str]]) -> asyncio.Future[Results]:
+    """``lanes.publish(messages)`` once a lane takes it (each refusal starts opening one):
+    bounded by a few retries of a failed open."""
+    deadline = time.monotonic() + 3 * LANE_RETRY + 2.0
+    while True:
+        written = lanes.publish(messages)
+        if written is not None:
+            return written
+        assert time.monotonic() < deadline, "no lane opened in time"
+        await asyncio.sleep(0.01)
+
+
+async def _received(subscriber: object, count: int, within: float = 5.0) -> list[str]:
+    """The data of the next ``count`` messages a subscribed PubSub gets (bounded in time)."""
+    got: list[str] = []
+    deadline = time.monotonic() + within
+    while len(got) < count and time.monotonic() < deadline:
+        message = await subscriber.get_message(  # type: ignore[attr-defined]
+            ignore_subscribe_messages=True, timeout=0.1
+        )
+        if message is not None:
+            got.append(message["data"])
+    return got
+
+
+async def test_writes_are_published_in_order_and_answered_with_receiver_counts(
+    server: RedisServer, client: AsyncClient
+) -> None:
+    listener = Redis(port=server.port, decode_responses=True)
+    subscriber = listener.pubsub()
+    lanes = PublishLanes(client)
+    try:
+        await subscriber.subscribe("heard")
+        messages = [("heard" if n % 2 else "unheard", f"m{n}") for n in range(1000)]
+        first = await _open(lanes, messages[:1])
+        assert await asyncio.wait_for(first, 5) == [0]
+        # two calls, no await between them: written in call order on the one lane
+        one, two = lanes.publish(messages[:500]), lanes.publish(messages[500:])
+        assert one is not None and two is not None
+        results = [*await asyncio.wait_for(one, 5), *await asyncio.wait_for(two, 5)]
+        assert results == [1 if n % 2 else 0 for n in range(1000)]
+        got = await _received(subscriber, 500)
+        assert got == [f"m{n}" for n in range(1, 1000, 2)]
+        assert not lanes.busy
+    finally:
+        await lanes.aclose()
+        await subscriber.aclose()
+        await listener.aclose()
+
+
+async def test_publish_is_refused_until_the_prepared_lane_is_open_then_writes(
+    client: AsyncClient,
+) -> None:
+    lanes = PublishLanes(client)
+    try:
+        lanes.prepare()
+        assert lanes.publish([("c", "early")]) is None  # opening: nothing written
+        written = await _open(lanes, [("c", "later")])
+        assert await asyncio.wait_for(written, 5) == [0]
+    finally:
+        await lanes.aclose()
+
+
+async def test_a_frozen_redis_fails_waiting_writes_within_the_socket_timeout_and_the_lane_reopens(
+    server: RedisServer, client: AsyncClient
+) -> None:
+    lanes = PublishLanes(client)
+    try:
+        assert await asyncio.wait_for(await _open(lanes, [("c", "warm")]), 5) == [0]
+        with frozen(server):
+            written = lanes.publish([("c", f"m{n}") for n in range(100)])
+            assert written is not None
+            started = time.monotonic()
+            results = await asyncio.wait_for(written, 5)
+            elapsed = time.monotonic() - started
+            assert all(isinstance(r, RedisTimeoutError) for r in results), results[:3]
+            assert TIMEOUT - 0.1 <= elapsed < TIMEOUT + 0.5, elapsed
+            assert lanes.publish([("c", "frozen")]) is None  # the lane was dropped
+        thawed = time.monotonic()
+        assert await asyncio.wait_for(await _open(lanes, [("c", "again")]), 5) == [0]
+        # tried again LANE_RETRY after the failure, and the one after a failed open
+        assert time.monotonic() - thawed < 2 * LANE_RETRY + 1.0
+    finally:
+        await lanes.aclose()
+
+
+async def test_a_killed_redis_fails_waiting_writes_and_no_lane_is_open_until_it_is_back(
+    server: RedisServer, client: AsyncClient
+) -> None:
+    lanes = PublishLanes(client)
+    assert server.pid is not None
+    try:
+        assert await asyncio.wait_for(await _open(lanes, [("c", "warm")]), 5) == [0]
+        os.kill(server.pid, signal.SIGSTOP)  # the writes wait for replies that never come
+        written = lanes.publish([("c", f"m{n}") for n in range(100)])
+        assert written is not None
+        await asyncio.sleep(0.05)  # the event loop sent them
+        server.kill()
+        started = time.monotonic()
+        results = await asyncio.wait_for(written, 5)
+        assert time.monotonic() - started < TIMEOUT, "failed by the connection, not the timeout"
+        assert all(isinstance(r, ConnectionError) for r in results), results[:3]
+        assert not any(isinstance(r, LaneClosed) for r in results)
+        for _ in range(int(2 * LANE_RETRY / 0.1) + 1):  # refused: nothing to open a lane to
+            assert lanes.publish([("c", "down")]) is None
+            await asyncio.sleep(0.1)
+        await asyncio.to_thread(server.start)  # same port
+        assert await asyncio.wait_for(await _open(lanes, [("c", "back")]), 5) == [0]
+    finally:
+        await lanes.aclose()
+
+
+async def test_writes_beyond_lane_bytes_are_refused_while_redis_does_not_answer(
+    server: RedisServer, client: AsyncClient
+) -> None:
+    lanes = PublishLanes(client)
+    try:
+        assert await asyncio.wait_for(await _open(lanes, [("c", "warm")]), 5) == [0]
+        chunk = "x" * (256 << 10)
+        accepted: list[asyncio.Future[Results]] = []
+        refused = 0
+        with frozen(server):
+            for _ in range(2 * LANE_BYTES // len(chunk)):
+                written = lanes.publish([("c", chunk)])
+                if written is None:
+                    refused += 1
+                else:
+                    accepted.append(written)
+            lane = lanes._lanes[""]
+            waiting = lane.size
+            buffered = lane.conn._writer.transport.get_write_buffer_size()
+            results = await asyncio.wait_for(asyncio.gather(*accepted), 5)
+        assert refused >= len(accepted) - 1 > 0, (refused, len(accepted))
+        assert len(accepted) * len(chunk) <= LANE_BYTES + len(chunk)
+        assert waiting <= LANE_BYTES + 64 and buffered <= LANE_BYTES + 64, (waiting, buffered)
+        assert all(isinstance(r[0], RedisTimeoutError) for r in results)
+    finally:
+        await lanes.aclose()
+
+
+async def test_closing_fails_waiting_writes_with_lane_closed(
+    server: RedisServer, client: AsyncClient
+) -> None:
+    lanes = PublishLanes(client)
+    assert await asyncio.wait_for(await _open(lanes, [("c", "warm")]), 5) == [0]
+    with frozen(server):
+        written = lanes.publish([("c", "a"), ("c", "b")])
+        assert written is not None
+        started = time.monotonic()
+        await asyncio.wait_for(lanes.aclose(), 5)
+        results = await asyncio.wait_for(written, 1)
+        assert time.monotonic() - started < TIMEOUT  # closing does not wait for Redis
+    assert [type(r) for r in results] == [LaneClosed, LaneClosed]
+    assert lanes.publish([("c", "after")]) is None
+
+
+async def test_an_oversize_message_raises_and_nothing_of_the_call_is_written(
+    server: RedisServer, client: AsyncClient
+) -> None:
+    listener = Redis(port=server.port, decode_responses=True)
+    subscriber = listener.pubsub()
+    lanes = PublishLanes(client)
+    try:
+        await subscriber.subscribe("c")
+        assert await asyncio.wait_for(await _open(lanes, [("c", "warm")]), 5) == [1]
+        assert await _received(subscriber, 1) == ["warm"]
+        with pytest.raises(EnvelopeTooLarge):
+            lanes.publish([("c", "fits"), ("c", "x" * (MAX_PUBLISH_BYTES + 1))])
+        assert not lanes.busy
+        written = lanes.publish([("c", "next")])
+        assert written is not None and await asyncio.wait_for(written, 5) == [1]
+        assert await _received(subscriber, 1) == ["next"]  # "fits" never went out
+    finally:
+        await lanes.aclose()
+        await subscriber.aclose()
+        await listener.aclose()
+
+
+@pytest.mark.cluster
+async def test_on_a_cluster_each_message_goes_to_its_channels_home_primary(
+    redis_cluster: object,
+) -> None:
+    backend = Backend("cluster", {"REDIS_USE_CLUSTER": "true", "REDIS_NODES": ""})
+    backend.env["REDIS_NODES"] = redis_cluster.startup  # type: ignore[attr-defined]
+    client = make_client(target_from_settings(load_settings(env=backend.env)), socket_timeout=2.0)
+    listeners: list[Redis] = []
+    try:
+        await client.ping()  # type: ignore[misc]
+        # one channel homed on each primary, a subscriber on that primary only: PUBLISH
+        # counts the receivers of the node it ran on
+        homes: dict[str, str] = {}
+        for n in range(1000):
+            node = client.get_node_from_key(f"lane-{n}")  # type: ignore[union-attr]
+            homes.setdefault(str(node.name), f"lane-{n}")
+        assert len(homes) == 3, homes
+        subscribers = []
+        for name, channel in homes.items():
+            host, port = name.rsplit(":", 1)
+            listener = Redis(host=host, port=int(port), decode_responses=True)
+            listeners.append(listener)
+            subscriber = listener.pubsub()
+            await subscriber.subscribe(channel)
+            subscribers.append((channel, subscriber))
+        lanes = PublishLanes(client)
+        try:
+            lanes.prepare()
+            channels = list(homes.values())
+            messages = [(channels[n % 3], f"{channels[n % 3]}:{n}") for n in range(300)]
+            results = await asyncio.wait_for(await _open(lanes, messages), 5)
+            assert results == [1] * 300  # each heard on its home node
+            assert set(lanes._lanes) == set(homes)
+            for channel, subscriber in subscribers:
+                got = await _received(subscriber, 100)
+                assert got == [text for c, text in messages if c == channel]
+        finally:
+            await lanes.aclose()
+            for _, subscriber in subscribers:
+                await subscriber.aclose()
+    finally:
+        for listener in listeners:
+            await listener.aclose()
+        await client.aclose()
