@@ -1,0 +1,374 @@
+"""The early hand-over of published messages (:mod:`wsctl.gateway.outbox`, its module doc):
+app code on one instance (a real :class:`~wsctl.gateway.core.FleetCore`, no robots of its
+own) publishes bursts to robots held by a real gateway, over real Redis and real WebSockets
+on 127.0.0.1. Bursts are handed to Redis from inside the ``publish`` calls (early batches),
+each robot gets each message once and in order, with acknowledged sends interleaved, with a
+stale cached owner, and while Redis is frozen, killed, a cluster, or the instance stops."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from websockets.asyncio.client import ClientConnection
+
+from tests.conftest import Backend, open_test_store
+from tests.fleet import running_fleet, wait_for
+from tests.robot_clients import registered, robots
+from wsctl.config import load_settings
+from wsctl.gateway.core import CoreConfig, FleetCore
+from wsctl.gateway.outcomes import SendOutcome, SendResult
+from wsctl.gateway.server import Gateway
+from wsctl.redis.factory import target_from_settings
+from wsctl.sandbox.redis_servers import RedisServer
+
+ROBOTS = 40
+BURST = 1200  # messages in one asyncio.gather: 30 per robot, several early batches
+
+
+@dataclass
+class Received:
+    """What each robot got, read as it arrives (a task per connection)."""
+
+    frames: dict[str, list[str]] = field(default_factory=lambda: collections.defaultdict(list))
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def total(self) -> int:
+        return sum(map(len, self.frames.values()))
+
+    def numbers(self, robot_id: str) -> list[int]:
+        return [json.loads(frame)["n"] for frame in self.frames[robot_id]]
+
+
+@contextlib.asynccontextmanager
+async def reading(conns: dict[str, ClientConnection]) -> AsyncIterator[Received]:
+    received = Received()
+
+    async def read(robot_id: str, conn: ClientConnection) -> None:
+        with contextlib.suppress(Exception):  # the connection closed: the test checks counts
+            async for frame in conn:
+                received.frames[robot_id].append(str(frame))
+
+    received.tasks = [asyncio.create_task(read(r, c)) for r, c in conns.items()]
+    try:
+        yield received
+    finally:
+        for task in received.tasks:
+            task.cancel()
+        await asyncio.gather(*received.tasks, return_exceptions=True)
+
+
+@dataclass
+class Pair:
+    """App code's instance (``core``), the gateway holding the robots, and the robots."""
+
+    core: FleetCore
+    gateway: Gateway
+    gateways: dict[str, Gateway]
+    backend: Backend
+    robot_ids: list[str]
+    received: Received
+    conns: dict[str, ClientConnection]
+    sent: int = 0  # numbers given to messages so far (each message is {"n": its number})
+
+    def burst(
+        self,
+        count: int = BURST,
+        *,
+        kind: str = "publish",
+        timeout: float = 5.0,
+        robot_ids: list[str] | None = None,
+    ) -> tuple[list[tuple[str, int]], list[asyncio.Future[SendResult]]]:
+        """``count`` messages round-robin over the robots, all submitted in one go (no await
+        between them); ``kind``: "publish", "send", or "mixed" (every fourth a send)."""
+        targets = robot_ids or self.robot_ids
+        plan: list[tuple[str, int]] = []
+        calls = []
+        for i in range(count):
+            n = self.sent + i
+            robot_id = targets[i % len(targets)]
+            text = json.dumps({"n": n})
+            ack = kind == "send" or (kind == "mixed" and i % 4 == 3)
+            call = self.core.send if ack else self.core.publish
+            plan.append((robot_id, n))
+            calls.append(call(robot_id, text, timeout=timeout))
+        self.sent += count
+        return plan, [asyncio.ensure_future(c) for c in calls]
+
+    async def warm(self) -> None:
+        """Every robot's owner read once (the owner cache and the owner's protocol known)."""
+        _, futures = self.burst(len(self.robot_ids), kind="send")
+        results = await asyncio.gather(*futures)
+        assert {r.outcome for r in results} == {SendOutcome.DELIVERED}, results[:3]
+        await wait_for(lambda: self.received.total() >= self.sent, timeout=10)
+
+    async def arrived(self, plan: list[tuple[str, int]], within: float = 10.0) -> None:
+        """Every message of ``plan`` arrived, once and in order per robot, among what each
+        robot got (checked once nothing more comes)."""
+        wanted: dict[str, list[int]] = collections.defaultdict(list)
+        for robot_id, n in plan:
+            wanted[robot_id].append(n)
+
+        def complete() -> bool:
+            return all(set(ns) <= set(self.received.numbers(r)) for r, ns in wanted.items())
+
+        await wait_for(complete, timeout=within)
+        await asyncio.sleep(0.3)  # a copy would come now
+        for robot_id, ns in wanted.items():
+            got = [n for n in self.received.numbers(robot_id) if n in set(ns)]
+            assert got == ns, (robot_id, got[:10], ns[:10])
+
+
+@contextlib.asynccontextmanager
+async def pair(
+    backend: Backend,
+    *,
+    early_publish: bool = True,
+    socket_timeout: float = 5.0,
+    robot_count: int = ROBOTS,
+    names: tuple[str, ...] = ("early-b",),
+) -> AsyncIterator[Pair]:
+    """App code's instance ``early-a`` and the gateways ``names``, the robots on the first."""
+    target = target_from_settings(load_settings(env=backend.env))
+    core = FleetCore(
+        CoreConfig(
+            instance_id="early-a",
+            heartbeat_interval=3600.0,
+            early_publish=early_publish,
+            socket_timeout=socket_timeout,
+        ),
+        target,
+    )
+    await core.start()
+    try:
+        await core.wait_subscribed()
+        async with (
+            running_fleet(backend.env, names) as fleet,
+            open_test_store(backend) as store,
+        ):
+            gateway = fleet[names[0]]
+            robot_ids = [f"early-{i}" for i in range(robot_count)]
+            async with robots({r: gateway.ws_url for r in robot_ids}) as conns:
+                await wait_for(lambda: registered(store, robot_ids), timeout=10)
+                async with reading(conns) as received:
+                    yield Pair(core, gateway, fleet, backend, robot_ids, received, conns)
+    finally:
+        await core.stop()
+
+
+def outcomes(results: list[SendResult]) -> dict[str, int]:
+    return dict(collections.Counter(r.outcome.value for r in results))
+
+
+@contextlib.contextmanager
+def own_redis() -> Iterator[tuple[RedisServer, Backend]]:
+    with RedisServer() as server:
+        yield server, Backend("own", {"WSCTL_REDIS_URL": server.url}, single=server)
+
+
+async def test_a_burst_of_publishes_is_handed_over_early_and_arrives_once_in_order(
+    backend: Backend,
+) -> None:
+    async with pair(backend) as fleet:
+        await fleet.warm()
+        early = fleet.core.outbox.early_batches
+        plan, futures = fleet.burst()
+        results = await asyncio.gather(*futures)
+        assert outcomes(results) == {"published": BURST}
+        assert fleet.core.outbox.early_batches > early
+        said = [
+            float(line.rsplit(" ", 1)[1])
+            for line in fleet.core.metrics_text().splitlines()
+            if line.startswith("wsctl_gateway_outbox_early_batches_total{")
+        ]
+        assert said == [fleet.core.outbox.early_batches]
+        await fleet.arrived(plan)
+
+
+async def test_with_early_publish_off_a_burst_takes_no_early_batch(single: Backend) -> None:
+    async with pair(single, early_publish=False) as fleet:
+        await fleet.warm()
+        plan, futures = fleet.burst()
+        results = await asyncio.gather(*futures)
+        assert outcomes(results) == {"published": BURST}
+        assert fleet.core.outbox.early_batches == 0
+        await fleet.arrived(plan)
+
+
+async def test_publishes_and_acknowledged_sends_in_one_burst_keep_each_robots_order(
+    single: Backend,
+) -> None:
+    async with pair(single) as fleet:
+        await fleet.warm()
+        early = fleet.core.outbox.early_batches
+        plans = []
+        futures: list[asyncio.Future[SendResult]] = []
+        # a burst of publishes handed over early, then, without an await, one that mixes
+        # sends in (the flusher's) and a second mixed burst while the first is answered
+        for kind in ("publish", "mixed"):
+            plan, more = fleet.burst(kind=kind)
+            plans.append(plan)
+            futures.extend(more)
+        await asyncio.sleep(0)
+        plan, more = fleet.burst(kind="mixed")
+        plans.append(plan)
+        futures.extend(more)
+        results = await asyncio.gather(*futures)
+        sends = 2 * BURST // 4
+        assert outcomes(results) == {"published": 3 * BURST - sends, "delivered": sends}
+        assert fleet.core.outbox.early_batches > early
+        await fleet.arrived([item for plan in plans for item in plan])
+
+
+async def _moved(fleet: Pair, moved: list[str], stop_owner: bool) -> None:
+    """``moved`` leave the gateway holding them (stopped, when ``stop_owner``, else they
+    disconnect) and connect to ``early-c``, while app code's owner cache still names the
+    first: a burst to them arrives once and in order."""
+    core = fleet.core
+    assert all(core.batches.owners.get(r, time.monotonic()) == "early-b" for r in moved)
+    if stop_owner:
+        await fleet.gateway.stop()  # closes every socket, stops listening
+    else:
+        await asyncio.gather(*(fleet.conns[r].close() for r in moved))
+    other = fleet.gateways["early-c"]
+    async with (
+        open_test_store(fleet.backend) as store,
+        robots({r: other.ws_url for r in moved}) as conns,
+        reading(conns) as received,
+    ):
+        await wait_for(lambda: _held_by(store, moved, "early-c"), timeout=10)
+        assert all(core.batches.owners.get(r, time.monotonic()) == "early-b" for r in moved)
+        early = core.outbox.early_batches
+        fleet.received = received
+        plan, futures = fleet.burst(robot_ids=moved)
+        results = await asyncio.gather(*futures)
+        assert outcomes(results) == {"published": BURST}, outcomes(results)
+        assert core.outbox.early_batches > early  # handed over to the stale owner first
+        await fleet.arrived(plan)
+
+
+async def _held_by(store: object, robot_ids: list[str], instance_id: str) -> bool:
+    pipe = store.client.pipeline(transaction=False)  # type: ignore[attr-defined]
+    for robot_id in robot_ids:
+        pipe.hget(store.keys.conn_key(robot_id), "instance_id")  # type: ignore[attr-defined]
+    return all(owner == instance_id for owner in await pipe.execute())
+
+
+async def test_a_cached_owner_that_stopped_listening_is_routed_again_and_delivered(
+    single: Backend,
+) -> None:
+    """Nobody hears the early forward to the stopped owner: its messages are routed again
+    through the registry."""
+    async with pair(single, names=("early-b", "early-c")) as fleet:
+        await fleet.warm()
+        unheard = fleet.core.metrics.messages_forwarded
+        await _moved(fleet, fleet.robot_ids[:10], stop_owner=True)
+        assert fleet.core.metrics.messages_forwarded >= unheard + BURST
+
+
+async def test_a_robot_moved_from_a_cached_owner_still_listening_is_delivered_in_order(
+    single: Backend,
+) -> None:
+    """The old owner hears the early forward and forwards it to the robot's new owner."""
+    async with pair(single, names=("early-b", "early-c")) as fleet:
+        await fleet.warm()
+        await _moved(fleet, fleet.robot_ids[:10], stop_owner=False)
+
+
+async def test_a_frozen_redis_mid_burst_ends_every_publish_in_time_and_they_work_again() -> None:
+    with own_redis() as (server, backend):
+        async with pair(backend, socket_timeout=1.0) as fleet:
+            await fleet.warm()
+            assert server.pid is not None
+            timeout = 2.0
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                _, futures = fleet.burst(timeout=timeout)
+                results = await asyncio.wait_for(asyncio.gather(*futures), timeout + 1.0)
+                elapsed = time.monotonic() - started
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            assert set(outcomes(results)) <= {"timeout", "error"}, outcomes(results)
+            assert elapsed < timeout + 0.5, elapsed
+            thawed = time.monotonic()
+            plan, futures = fleet.burst(timeout=timeout)
+            results = await asyncio.gather(*futures)
+            assert outcomes(results) == {"published": BURST}
+            assert time.monotonic() - thawed < 1.0
+            await fleet.arrived(plan)
+
+
+async def test_redis_killed_and_restarted_early_hand_over_comes_back() -> None:
+    with own_redis() as (server, backend):
+        async with pair(backend, socket_timeout=1.0) as fleet:
+            await fleet.warm()
+            _, futures = fleet.burst()
+            assert outcomes(await asyncio.gather(*futures)) == {"published": BURST}
+            server.kill()
+            _, futures = fleet.burst(timeout=2.0)
+            down = outcomes(await asyncio.wait_for(asyncio.gather(*futures), 5))
+            assert set(down) <= {"error", "timeout"}, down
+            await asyncio.to_thread(server.start)  # same port, empty: robots register again
+            async with open_test_store(backend) as store:
+                await wait_for(lambda: registered(store, fleet.robot_ids), timeout=10)
+            early = fleet.core.outbox.early_batches
+            for _ in range(20):  # bounded: the lanes reopen on the bursts' first need
+                plan, futures = fleet.burst()
+                results = await asyncio.gather(*futures)
+                assert outcomes(results) == {"published": BURST}, outcomes(results)
+                if fleet.core.outbox.early_batches > early:
+                    break
+                await asyncio.sleep(0.2)
+            assert fleet.core.outbox.early_batches > early
+            await fleet.arrived(plan)
+
+
+@pytest.mark.cluster
+async def test_on_a_cluster_a_burst_is_handed_over_early_and_arrives_in_order(
+    redis_cluster: object,
+) -> None:
+    backend = Backend(
+        "cluster",
+        {"REDIS_USE_CLUSTER": "true", "REDIS_NODES": redis_cluster.startup},  # type: ignore[attr-defined]
+    )
+    async with pair(backend) as fleet:
+        await fleet.warm()
+        early = fleet.core.outbox.early_batches
+        plan, futures = fleet.burst()
+        results = await asyncio.gather(*futures)
+        assert outcomes(results) == {"published": BURST}
+        assert fleet.core.outbox.early_batches > early
+        await fleet.arrived(plan)
+
+
+async def test_an_instance_stopped_with_early_hand_overs_unanswered_says_timeout() -> None:
+    with own_redis() as (server, backend):
+        async with pair(backend, socket_timeout=5.0) as fleet:
+            await fleet.warm()
+            assert server.pid is not None
+            os.kill(server.pid, signal.SIGSTOP)
+            try:
+                early = fleet.core.outbox.early_batches
+                _, futures = fleet.burst(timeout=30.0)
+                await asyncio.sleep(0.1)
+                assert fleet.core.outbox.early_batches > early
+                started = time.monotonic()
+                await asyncio.wait_for(fleet.core.stop(grace=1.0), 15)
+                stopped = time.monotonic() - started
+                results = await asyncio.wait_for(asyncio.gather(*futures), 1)
+            finally:
+                os.kill(server.pid, signal.SIGCONT)
+            said = outcomes(results)
+            assert set(said) <= {"timeout", "error"} and said.get("timeout"), said
+            handed = [r for r in results if r.outcome is SendOutcome.TIMEOUT]
+            assert all("may have been published" in (r.reason or "") for r in handed)
+            print(f"\n[stop] {said} in {stopped:.1f}s")
