@@ -62,7 +62,7 @@ from wsctl.gateway.parts import CoreParts
 from wsctl.protocol.batch import BATCH_BYTES, Batch, BatchReply, Item, pack_batch
 from wsctl.protocol.envelopes import Reply, Status, utf8_size
 from wsctl.protocol.rpc import Inbox
-from wsctl.redis.internals import LaneClosed, PublishLanes
+from wsctl.redis.internals import LaneClosed, LaneTimeout, PublishLanes
 from wsctl.redis.pubsub import Audience
 from wsctl.tasks import wait_within
 
@@ -628,12 +628,17 @@ class Outbox:
 
     def _early_failed(self, sends: list[_Send], exc: BaseException) -> None:
         """An early hand-over's PUBLISH failed (Redis, its connection, or the instance
-        stopping): ``error``, or ``timeout`` when the instance stops (it may have gone out)."""
+        stopping): ``error``; ``timeout`` when it may have gone out: the instance stopped, or
+        Redis did not answer in time (a stalled Redis runs what it read once it resumes)."""
         core = self.core
         here = (core.instance_id,)
         if isinstance(exc, LaneClosed):
             outcome, reason = SendOutcome.TIMEOUT, "no answer from Redis before the instance "
             reason += "stopped: it may have been published"
+        elif isinstance(exc, LaneTimeout):
+            core._redis_failed("control", exc)
+            outcome = SendOutcome.TIMEOUT
+            reason = redis_reason(core.target.scrub(str(exc))) + ": it may have been published"
         else:
             core._redis_failed("control", exc)
             outcome, reason = SendOutcome.ERROR, redis_reason(core.target.scrub(str(exc)))

@@ -50,6 +50,7 @@ __all__ = [
     "LANE_BYTES",
     "BulkPathCounts",
     "LaneClosed",
+    "LaneTimeout",
     "PublishLanes",
     "bulk_execute",
     "bulk_path_counts",
@@ -294,6 +295,11 @@ _LANE_READ = 1 << 16
 class LaneClosed(ConnectionError):
     """The lanes were closed (the instance stops) before Redis answered: what was written may
     have been published."""
+
+
+class LaneTimeout(RedisTimeoutError):
+    """No reply within the client's ``socket_timeout`` (a stalled Redis): what was written may
+    still be published (a frozen Redis runs what it had read once it resumes)."""
 
 
 @dataclass(eq=False)
@@ -541,7 +547,7 @@ class PublishLanes:
             self._fail(name, lane, LaneClosed("the publish lanes were closed"))
             raise
         except TimeoutError:  # the builtin, from asyncio.timeout: no reply in time
-            self._fail(name, lane, RedisTimeoutError(f"Timeout reading from {_address(conn)}"))
+            self._fail(name, lane, LaneTimeout(f"Timeout reading from {_address(conn)}"))
         except Exception as exc:  # the connection failed: every waiting message fails
             self._fail(name, lane, exc)
         finally:
