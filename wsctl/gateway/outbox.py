@@ -332,7 +332,10 @@ class Outbox:
                         await self._handed_over()
                         continue
                     if self._unheard:  # their cached owner did not hear them: route again
-                        self._queue.extendleft(reversed(self._unheard))
+                        # in submission order: on a cluster the checks that put them here
+                        # end in any order
+                        unheard = sorted(self._unheard, key=_submitted)
+                        self._queue.extendleft(reversed(unheard))
                         self._unheard.clear()
                     self._unpark()
                     if not self._queue:
@@ -810,6 +813,11 @@ def _batch_of(
         origin=origin,
         reply_hold_ms=reply_hold_ms,
     ).arrived(origin, time.time())
+
+
+def _submitted(sent: _Send) -> int:
+    """The position of ``sent`` in submission order (its ``seq``)."""
+    return sent.seq
 
 
 def _expire(sent: _Send, here: tuple[str, ...], timeout: float) -> None:
