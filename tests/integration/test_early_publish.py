@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import pytest
+import redis
 from websockets.asyncio.client import ClientConnection
 
 from tests.conftest import Backend, open_test_store
@@ -434,3 +435,43 @@ async def test_an_instance_stopped_with_early_hand_overs_unanswered_says_timeout
             assert max(settled) - started < 1.0 + 0.5, max(settled) - started
             assert stopped < 10.0, stopped
             print(f"\n[stop] {said} settled in {max(settled) - started:.2f}s, stop {stopped:.1f}s")
+
+
+async def test_a_lane_redis_closed_while_idle_costs_no_message() -> None:
+    """Redis closes idle clients (``timeout 1``): the lane it closed is reopened, and the next
+    burst is published whole, none of it written into the closed connection."""
+    with own_redis() as (server, backend):
+        async with pair(backend) as fleet:
+            await fleet.warm()
+            _, futures = fleet.burst()
+            assert outcomes(await asyncio.gather(*futures)) == {"published": BURST}
+            admin = redis.Redis(port=server.port)
+            try:
+                admin.config_set("timeout", 1)
+                await asyncio.sleep(2.5)  # the lane is idle: Redis closes it
+            finally:
+                admin.config_set("timeout", 0)
+                admin.close()
+            plan, futures = fleet.burst()
+            results = await asyncio.gather(*futures)
+            assert outcomes(results) == {"published": BURST}, outcomes(results)
+            assert fleet.core.metrics.redis_errors == 0
+            await fleet.arrived(plan)
+
+
+async def test_a_stop_right_after_a_burst_reports_what_redis_took_as_published(
+    single: Backend,
+) -> None:
+    """Stopping while Redis's answers to early hand-overs are on their way: they are read
+    first (as a forwarded send's answer is), so what was published says ``published``."""
+    async with pair(single) as fleet:
+        await fleet.warm()
+        early = fleet.core.outbox.early_batches
+        plan, futures = fleet.burst()
+        await asyncio.sleep(0)  # every publish call ran up to its hand-over
+        assert fleet.core.outbox.early_batches > early
+        assert not any(f.done() for f in futures)  # Redis has not answered yet
+        await fleet.core.stop()
+        results = await asyncio.wait_for(asyncio.gather(*futures), 5)
+        assert outcomes(results) == {"published": BURST}, outcomes(results)
+        await fleet.arrived(plan)

@@ -267,3 +267,22 @@ async def test_on_a_cluster_each_message_goes_to_its_channels_home_primary(
         for listener in listeners:
             await listener.aclose()
         await client.aclose()
+
+
+async def test_a_lane_the_server_closes_while_idle_is_dropped_at_once_and_opened_again(
+    server: RedisServer, client: AsyncClient
+) -> None:
+    """A server closing an idle connection (its client ``timeout``, a restart) is seen while
+    nothing waits (a read is always pending): the next write is refused, not lost in a dead
+    socket, and the lane opens again."""
+    killer = Redis(port=server.port, decode_responses=True)
+    lanes = PublishLanes(client)
+    try:
+        assert await asyncio.wait_for(await _open(lanes, [("c", "warm")]), 5) == [0]
+        await killer.client_kill_filter(_type="normal", skipme=True)
+        await asyncio.sleep(0.2)  # the close reaches the lane's reader
+        assert lanes.publish([("c", "into a dead socket?")]) is None
+        assert await asyncio.wait_for(await _open(lanes, [("c", "again")]), 5) == [0]
+    finally:
+        await lanes.aclose()
+        await killer.aclose()

@@ -335,6 +335,7 @@ class FleetCore:
         # then what is left says whether it was never sent (error) or may have arrived
         await self.outbox.answered(min(grace, STOP_ANSWER_WAIT))
         self.outbox.close()
+        await self.outbox.aclose()
         if self._cleanup_task is not None:
             stuck += await settle_all([self._cleanup_task], timeout=grace)
         if self._cleanup:

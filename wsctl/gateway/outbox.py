@@ -25,7 +25,8 @@ and writes their forward batches to Redis at once, without an await, on a connec
 own per node (:class:`~wsctl.redis.internals.PublishLanes`), whose replies one task reads in
 order. An app that submits thousands of messages in one go (``asyncio.gather``) runs nothing
 else until the last one is submitted; without this the owners would get nothing before then.
-Each robot's order holds: the hand-over takes only a prefix of the queue, never while a flush
+Each robot's order holds (while it stays on one instance: see docs/gateway/fastapi.md,
+"Order"): the hand-over takes only a prefix of the queue, never while a flush
 is under way, and the flusher publishes nothing until every early hand-over was answered. A
 forward nobody heard (its cached owner is gone) goes back to the head of the queue, its owner
 forgotten, for the flusher to route through the registry, as a flush does once.
@@ -318,42 +319,40 @@ class Outbox:
         if self.early_items > 0:
             self._lanes = PublishLanes(self.core.client)
             self._lanes.prepare()
-        try:
-            while not self.closed:  # not on cancellation alone (see FleetCore.stop)
-                with contextlib.suppress(TimeoutError):
-                    await wait_within(self._wake.wait(), SWEEP_EVERY)
-                self._wake.clear()
-                if loop.time() - swept >= SWEEP_EVERY:
-                    swept = loop.time()
-                    self.sweep()  # batches whose every sender gave up: not awaited any more
-                while not self.closed:
-                    if self._handed or self._checks:
-                        # early hand-overs go first: nothing published may overtake them
-                        await self._handed_over()
-                        continue
-                    if self._unheard:  # their cached owner did not hear them: route again
-                        # in submission order: on a cluster the checks that put them here
-                        # end in any order
-                        unheard = sorted(self._unheard, key=_submitted)
-                        self._queue.extendleft(reversed(unheard))
-                        self._unheard.clear()
-                    self._unpark()
-                    if not self._queue:
-                        break
-                    # no linger: what queued while the previous flush waited on Redis leaves now
-                    self._flushing = True
-                    sends = self._take()
-                    try:
-                        if sends:
-                            await self._flush(sends)
-                    finally:
-                        self._flushing = False
-                        self._early_refused = False
-                        self._release(sends)
-                self._watch_inbox()
-        finally:
+        while not self.closed:  # not on cancellation alone (see FleetCore.stop)
+            with contextlib.suppress(TimeoutError):
+                await wait_within(self._wake.wait(), SWEEP_EVERY)
+            self._wake.clear()
+            if loop.time() - swept >= SWEEP_EVERY:
+                swept = loop.time()
+                self.sweep()  # batches whose every sender gave up: not awaited any more
+            while not self.closed:
+                if self._handed or self._checks:
+                    # early hand-overs go first: nothing published may overtake them
+                    await self._handed_over()
+                    continue
+                if self._unheard:  # their cached owner did not hear them: route again
+                    # in submission order: on a cluster the checks that put them here
+                    # end in any order
+                    unheard = sorted(self._unheard, key=_submitted)
+                    self._queue.extendleft(reversed(unheard))
+                    self._unheard.clear()
+                self._unpark()
+                if not self._queue:
+                    break
+                # no linger: what queued while the previous flush waited on Redis leaves now
+                self._flushing = True
+                sends = self._take()
+                try:
+                    if sends:
+                        await self._flush(sends)
+                finally:
+                    self._flushing = False
+                    self._early_refused = False
+                    self._release(sends)
+            self._watch_inbox()
             if self._lanes is not None:
-                await self._lanes.aclose()
+                self._lanes.prepare()  # a lane lost meanwhile is opened again before a burst
 
     def _take(self) -> list[_Send]:
         """The next batch's sends, in queue order: at most batch_items acknowledged ones,
@@ -611,7 +610,7 @@ class Outbox:
             self._early_failed(sends, LaneClosed("the instance is stopping"))
             raise
         except Exception as exc:  # Redis failed answering: the forward's fate is not known
-            self._early_failed(sends, exc)
+            self._early_failed(sends, exc, published=True)
             return
         if heard:
             here = (self.core.instance_id,)
@@ -629,13 +628,21 @@ class Outbox:
         self.core.batches.owners.invalidate(s.robot_id for s in sends)
         self._unheard.extend(sends)
 
-    def _early_failed(self, sends: list[_Send], exc: BaseException) -> None:
+    def _early_failed(
+        self, sends: list[_Send], exc: BaseException, *, published: bool = False
+    ) -> None:
         """An early hand-over's PUBLISH failed (Redis, its connection, or the instance
-        stopping): ``error``; ``timeout`` when it may have gone out: the instance stopped, or
-        Redis did not answer in time (a stalled Redis runs what it read once it resumes)."""
+        stopping): ``error``; ``timeout`` when it may have gone out: the instance stopped,
+        Redis did not answer in time (a stalled Redis runs what it read once it resumes), or
+        it ran (``published``) and asking who heard it failed."""
         core = self.core
         here = (core.instance_id,)
-        if isinstance(exc, LaneClosed):
+        if published:
+            core._redis_failed("control", exc)
+            outcome = SendOutcome.TIMEOUT
+            reason = f"published, then {redis_reason(core.target.scrub(str(exc)))}: it may "
+            reason += "have arrived"
+        elif isinstance(exc, LaneClosed):
             outcome, reason = SendOutcome.TIMEOUT, "no answer from Redis before the instance "
             reason += "stopped: it may have been published"
         elif isinstance(exc, LaneTimeout):
@@ -754,10 +761,19 @@ class Outbox:
 
     async def answered(self, timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) until every forwarded send has its owner's
-        answer: a stopping instance gives replies on their way a moment to arrive."""
+        answer and every early hand-over Redis's: a stopping instance gives replies on their
+        way a moment to arrive."""
         deadline = asyncio.get_running_loop().time() + timeout
-        while self._flights and asyncio.get_running_loop().time() < deadline:
+        while (self._flights or self._handed or self._checks) and (
+            asyncio.get_running_loop().time() < deadline
+        ):
             await asyncio.sleep(ANSWER_POLL)
+
+    async def aclose(self) -> None:
+        """Close the publish lanes (after :meth:`close`: whatever still waited on them was
+        settled there)."""
+        if self._lanes is not None:
+            await self._lanes.aclose()
 
     def close(self, reason: str = "the instance is stopping") -> None:
         """Settle every send still without an outcome (the flusher has stopped), saying what

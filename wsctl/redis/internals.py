@@ -321,9 +321,12 @@ class _Lane:
         self.conn = conn
         self.pending: collections.deque[_Written] = collections.deque()
         self.size = 0
-        self.wake = asyncio.Event()
         self.dead = False
         self.task: asyncio.Task[None] | None = None
+        # the reader's deadline for the next reply (None while nothing waits: the reader then
+        # still reads, to see the server close the connection at once)
+        self.deadline: asyncio.Timeout | None = None
+        self.timeout: float | None = conn.socket_timeout
 
 
 class PublishLanes:
@@ -340,9 +343,11 @@ class PublishLanes:
     On a cluster each message goes to the primary that owns its channel's hash slot, as
     :func:`~wsctl.redis.pubsub.publish_many` does, on that node's lane. A lane is opened on
     first need, in the background (the call that needed it is told to go the awaited way);
-    one that failed is tried again after :data:`LANE_RETRY` seconds. A lane whose replies do
-    not come within the client's ``socket_timeout`` (a stalled Redis), or whose connection
-    fails, fails every message waiting on it and is dropped. A channel whose node changed
+    one that failed is tried again after :data:`LANE_RETRY` seconds (:meth:`prepare` asks for
+    every lane known to be needed). A lane whose replies do not come within the client's
+    ``socket_timeout`` (a stalled Redis: :class:`LaneTimeout`), or whose connection fails or is
+    closed by the server (seen at once, idle or not: a read is always pending), fails every
+    message waiting on it and is dropped. A channel whose node changed
     while its previous lane still waits for replies is not written to (its order would not
     hold) until those replies came.
     """
@@ -416,9 +421,11 @@ class PublishLanes:
         for lane, indices, packed in packed_all:
             size = sum(map(len, packed))
             lane.conn._writer.writelines(packed)
+            if not lane.pending and lane.deadline is not None and lane.timeout:
+                # the reader waits for data without a deadline while nothing is pending
+                lane.deadline.reschedule(loop.time() + lane.timeout)
             lane.pending.append(_Written(indices, size, results, outer, counter))
             lane.size += size
-            lane.wake.set()
         for name, indices in groups.items():
             for i in indices:
                 self._last[messages[i][0]] = name
@@ -449,10 +456,9 @@ class PublishLanes:
         less than :data:`LANE_RETRY` seconds ago)."""
         lane = self._lanes.get(name)
         if lane is not None and not lane.dead:
-            transport = lane.conn._writer.transport
-            if not transport.is_closing():
+            if not lane.conn._writer.transport.is_closing() and not lane.conn._reader.at_eof():
                 return lane
-            self._fail(name, lane, ConnectionError("connection closed"))
+            self._fail(name, lane, ConnectionError("connection closed by the server"))
         if name not in self._opening:
             now = time.monotonic()
             if now - self._failed_at.get(name, -LANE_RETRY) >= LANE_RETRY:
@@ -517,21 +523,22 @@ class PublishLanes:
         got: list[Any] = []
         try:
             async with asyncio.timeout(None) as deadline:
+                lane.deadline = deadline
                 while True:
-                    if not lane.pending:
-                        deadline.reschedule(None)
-                        lane.wake.clear()
-                        await lane.wake.wait()
-                        continue
                     reply = gets()
                     if reply is False:
-                        if timeout:
-                            deadline.reschedule(loop.time() + timeout)
+                        # always a read pending, so a server that closes an idle lane (its
+                        # client timeout, a restart) is seen at once, not by the next write;
+                        # bounded by socket_timeout while replies are awaited
+                        due = loop.time() + timeout if lane.pending and timeout else None
+                        deadline.reschedule(due)
                         data = await stream.read(_LANE_READ)
                         if not data:
-                            raise ConnectionError("connection closed while reading replies")
+                            raise ConnectionError("connection closed by the server")
                         reader.feed(data)
                         continue
+                    if not lane.pending:
+                        raise ConnectionError("a reply nobody waited for")
                     got.append(reply)
                     head = lane.pending[0]
                     if len(got) == len(head.indices):
