@@ -17,7 +17,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
-import pytest
 import redis
 from websockets.asyncio.client import ClientConnection
 
@@ -385,24 +384,6 @@ async def test_redis_killed_and_restarted_early_hand_over_comes_back() -> None:
                 await asyncio.sleep(0.2)
             assert fleet.core.outbox.early_batches > early
             await fleet.arrived(plan)
-
-
-@pytest.mark.cluster
-async def test_on_a_cluster_a_burst_is_handed_over_early_and_arrives_in_order(
-    redis_cluster: object,
-) -> None:
-    backend = Backend(
-        "cluster",
-        {"REDIS_USE_CLUSTER": "true", "REDIS_NODES": redis_cluster.startup},  # type: ignore[attr-defined]
-    )
-    async with pair(backend) as fleet:
-        await fleet.warm()
-        early = fleet.core.outbox.early_batches
-        plan, futures = fleet.burst()
-        results = await asyncio.gather(*futures)
-        assert outcomes(results) == {"published": BURST}
-        assert fleet.core.outbox.early_batches > early
-        await fleet.arrived(plan)
 
 
 async def test_an_instance_stopped_with_early_hand_overs_unanswered_says_timeout() -> None:

@@ -45,6 +45,15 @@ async def client(server: RedisServer) -> AsyncIterator[AsyncClient]:
         await made.aclose()
 
 
+@pytest.fixture
+async def lanes(client: AsyncClient) -> AsyncIterator[PublishLanes]:
+    made = PublishLanes(client)
+    try:
+        yield made
+    finally:
+        await made.aclose()
+
+
 async def _open(lanes: PublishLanes, messages: list[tuple[str, str]]) -> asyncio.Future[Results]:
     """``lanes.publish(messages)`` once a lane takes it (each refusal starts opening one):
     bounded by a few retries of a failed open."""
@@ -55,6 +64,11 @@ async def _open(lanes: PublishLanes, messages: list[tuple[str, str]]) -> asyncio
             return written
         assert time.monotonic() < deadline, "no lane opened in time"
         await asyncio.sleep(0.01)
+
+
+async def _warm(lanes: PublishLanes) -> None:
+    """The lane to channel "c"'s node open, one write answered."""
+    assert await asyncio.wait_for(await _open(lanes, [("c", "warm")]), 5) == [0]
 
 
 async def _received(subscriber: object, count: int, within: float = 5.0) -> list[str]:
@@ -96,39 +110,31 @@ async def test_writes_are_published_in_order_and_answered_with_receiver_counts(
 
 
 async def test_publish_is_refused_until_the_prepared_lane_is_open_then_writes(
-    client: AsyncClient,
+    lanes: PublishLanes,
 ) -> None:
-    lanes = PublishLanes(client)
-    try:
-        lanes.prepare()
-        assert lanes.publish([("c", "early")]) is None  # opening: nothing written
-        written = await _open(lanes, [("c", "later")])
-        assert await asyncio.wait_for(written, 5) == [0]
-    finally:
-        await lanes.aclose()
+    lanes.prepare()
+    assert lanes.publish([("c", "early")]) is None  # opening: nothing written
+    written = await _open(lanes, [("c", "later")])
+    assert await asyncio.wait_for(written, 5) == [0]
 
 
 async def test_a_frozen_redis_fails_waiting_writes_within_the_socket_timeout_and_the_lane_reopens(
-    server: RedisServer, client: AsyncClient
+    server: RedisServer, lanes: PublishLanes
 ) -> None:
-    lanes = PublishLanes(client)
-    try:
-        assert await asyncio.wait_for(await _open(lanes, [("c", "warm")]), 5) == [0]
-        with frozen(server):
-            written = lanes.publish([("c", f"m{n}") for n in range(100)])
-            assert written is not None
-            started = time.monotonic()
-            results = await asyncio.wait_for(written, 5)
-            elapsed = time.monotonic() - started
-            assert all(isinstance(r, LaneTimeout) for r in results), results[:3]
-            assert TIMEOUT - 0.1 <= elapsed < TIMEOUT + 0.5, elapsed
-            assert lanes.publish([("c", "frozen")]) is None  # the lane was dropped
-        thawed = time.monotonic()
-        assert await asyncio.wait_for(await _open(lanes, [("c", "again")]), 5) == [0]
-        # tried again LANE_RETRY after the failure, and the one after a failed open
-        assert time.monotonic() - thawed < 2 * LANE_RETRY + 1.0
-    finally:
-        await lanes.aclose()
+    await _warm(lanes)
+    with frozen(server):
+        written = lanes.publish([("c", f"m{n}") for n in range(100)])
+        assert written is not None
+        started = time.monotonic()
+        results = await asyncio.wait_for(written, 5)
+        elapsed = time.monotonic() - started
+        assert all(isinstance(r, LaneTimeout) for r in results), results[:3]
+        assert TIMEOUT - 0.1 <= elapsed < TIMEOUT + 0.5, elapsed
+        assert lanes.publish([("c", "frozen")]) is None  # the lane was dropped
+    thawed = time.monotonic()
+    assert await asyncio.wait_for(await _open(lanes, [("c", "again")]), 5) == [0]
+    # tried again LANE_RETRY after the failure, and the one after a failed open
+    assert time.monotonic() - thawed < 2 * LANE_RETRY + 1.0
 
 
 async def test_a_killed_redis_fails_waiting_writes_and_no_lane_is_open_until_it_is_back(
@@ -137,7 +143,7 @@ async def test_a_killed_redis_fails_waiting_writes_and_no_lane_is_open_until_it_
     lanes = PublishLanes(client)
     assert server.pid is not None
     try:
-        assert await asyncio.wait_for(await _open(lanes, [("c", "warm")]), 5) == [0]
+        await _warm(lanes)
         os.kill(server.pid, signal.SIGSTOP)  # the writes wait for replies that never come
         written = lanes.publish([("c", f"m{n}") for n in range(100)])
         assert written is not None
@@ -158,31 +164,27 @@ async def test_a_killed_redis_fails_waiting_writes_and_no_lane_is_open_until_it_
 
 
 async def test_writes_beyond_lane_bytes_are_refused_while_redis_does_not_answer(
-    server: RedisServer, client: AsyncClient
+    server: RedisServer, lanes: PublishLanes
 ) -> None:
-    lanes = PublishLanes(client)
-    try:
-        assert await asyncio.wait_for(await _open(lanes, [("c", "warm")]), 5) == [0]
-        chunk = "x" * (256 << 10)
-        accepted: list[asyncio.Future[Results]] = []
-        refused = 0
-        with frozen(server):
-            for _ in range(2 * LANE_BYTES // len(chunk)):
-                written = lanes.publish([("c", chunk)])
-                if written is None:
-                    refused += 1
-                else:
-                    accepted.append(written)
-            lane = lanes._lanes[""]
-            waiting = lane.size
-            buffered = lane.conn._writer.transport.get_write_buffer_size()
-            results = await asyncio.wait_for(asyncio.gather(*accepted), 5)
-        assert refused >= len(accepted) - 1 > 0, (refused, len(accepted))
-        assert len(accepted) * len(chunk) <= LANE_BYTES + len(chunk)
-        assert waiting <= LANE_BYTES + 64 and buffered <= LANE_BYTES + 64, (waiting, buffered)
-        assert all(isinstance(r[0], RedisTimeoutError) for r in results)
-    finally:
-        await lanes.aclose()
+    await _warm(lanes)
+    chunk = "x" * (256 << 10)
+    accepted: list[asyncio.Future[Results]] = []
+    refused = 0
+    with frozen(server):
+        for _ in range(2 * LANE_BYTES // len(chunk)):
+            written = lanes.publish([("c", chunk)])
+            if written is None:
+                refused += 1
+            else:
+                accepted.append(written)
+        lane = lanes._lanes[""]
+        waiting = lane.size
+        buffered = lane.conn._writer.transport.get_write_buffer_size()
+        results = await asyncio.wait_for(asyncio.gather(*accepted), 5)
+    assert refused >= len(accepted) - 1 > 0, (refused, len(accepted))
+    assert len(accepted) * len(chunk) <= LANE_BYTES + len(chunk)
+    assert waiting <= LANE_BYTES + 64 and buffered <= LANE_BYTES + 64, (waiting, buffered)
+    assert all(isinstance(r[0], RedisTimeoutError) for r in results)
 
 
 async def test_closing_fails_waiting_writes_with_lane_closed(
@@ -278,7 +280,7 @@ async def test_a_lane_the_server_closes_while_idle_is_dropped_at_once_and_opened
     killer = Redis(port=server.port, decode_responses=True)
     lanes = PublishLanes(client)
     try:
-        assert await asyncio.wait_for(await _open(lanes, [("c", "warm")]), 5) == [0]
+        await _warm(lanes)
         await killer.client_kill_filter(_type="normal", skipme=True)
         await asyncio.sleep(0.2)  # the close reaches the lane's reader
         assert lanes.publish([("c", "into a dead socket?")]) is None

@@ -177,16 +177,21 @@ def _note_fallback(reason: str) -> None:
         log.debug("bulk fast path not taken (%s): using redis-py's reader", reason)
 
 
+def _reply_reader(conn: Any) -> hiredis.Reader:
+    """A hiredis reader decoding replies as ``conn`` would, errors as redis-py's exceptions."""
+    encoder = conn.encoder
+    return hiredis.Reader(
+        replyError=_reply_error, encoding=encoder.encoding, errors=encoder.encoding_errors
+    )
+
+
 async def _read_replies(conn: Any, count: int) -> list[Any]:
     """Read ``count`` replies straight from the connection's stream with a hiredis reader
     (one parse call per reply, no per-reply coroutine). Each wait for data is bounded by the
     connection's ``socket_timeout``, as redis-py bounds its own reads."""
     stream: asyncio.StreamReader = conn._reader
-    encoder = conn.encoder
     timeout: float | None = conn.socket_timeout
-    reader = hiredis.Reader(
-        replyError=_reply_error, encoding=encoder.encoding, errors=encoder.encoding_errors
-    )
+    reader = _reply_reader(conn)
     gets = reader.gets
     loop = asyncio.get_running_loop()
     replies: list[Any] = []
@@ -513,11 +518,8 @@ class PublishLanes:
     async def _read(self, name: str, lane: _Lane) -> None:
         conn = lane.conn
         stream: asyncio.StreamReader = conn._reader
-        encoder = conn.encoder
         timeout: float | None = conn.socket_timeout
-        reader = hiredis.Reader(
-            replyError=_reply_error, encoding=encoder.encoding, errors=encoder.encoding_errors
-        )
+        reader = _reply_reader(conn)
         gets = reader.gets
         loop = asyncio.get_running_loop()
         got: list[Any] = []
