@@ -456,3 +456,23 @@ async def test_a_stop_right_after_a_burst_reports_what_redis_took_as_published(
         results = await asyncio.wait_for(asyncio.gather(*futures), 5)
         assert outcomes(results) == {"published": BURST}, outcomes(results)
         await fleet.arrived(plan)
+
+
+async def test_early_hand_overs_count_one_owner_cache_hit_per_robot_and_batch(
+    single: Backend,
+) -> None:
+    """The owner cache's hits and misses (/metrics) measure the cache as a flush counts it:
+    one lookup per robot and batch, not one per message or per publish call that looked."""
+    async with pair(single) as fleet:
+        await fleet.warm()
+        owners = fleet.core.batches.owners
+        outbox = fleet.core.outbox
+        hits, misses = owners.hits, owners.misses
+        early, batches = outbox.early_batches, outbox.batches_sent
+        plan, futures = fleet.burst()
+        assert outcomes(await asyncio.gather(*futures)) == {"published": BURST}
+        assert outbox.early_batches > early
+        assert owners.misses == misses
+        flushed = outbox.batches_sent - batches
+        assert 0 < owners.hits - hits <= ROBOTS * flushed, (owners.hits - hits, flushed)
+        await fleet.arrived(plan)

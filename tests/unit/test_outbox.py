@@ -599,3 +599,18 @@ async def test_settled_sends_are_not_held_until_their_deadline() -> None:
         assert len(outbox._deadlines) <= 10_000  # forgotten once settled, not after a minute
     finally:
         task.cancel()
+
+
+async def test_a_forward_nobody_heard_times_out_as_never_sent_while_it_waits_to_be_routed() -> None:
+    """A published message whose cached owner did not hear it waits for a second route; if
+    its deadline comes first, nobody got it: ``withdrawn, never sent`` (safe to send again),
+    not ``it may still arrive``."""
+    core = FakeCore()
+    outbox = Outbox(core)
+    future = outbox.submit("r1", "m", 0.05, ack=False)
+    sent = outbox._queue.popleft()
+    sent.taken = True  # handed to Redis early ...
+    outbox._not_heard([sent])  # ... and nobody heard it
+    result = await asyncio.wait_for(future, 1)
+    assert result.outcome is SendOutcome.TIMEOUT
+    assert "withdrawn, never sent" in (result.reason or ""), result.reason

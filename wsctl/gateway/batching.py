@@ -81,15 +81,20 @@ class OwnerCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, robot_id: str, now: float) -> str | None:
+    def get(self, robot_id: str, now: float, *, count: bool = True) -> str | None:
         """The cached owner of ``robot_id`` if cached less than ``ttl`` seconds before
-        ``now``, else None (counted as a hit or a miss)."""
+        ``now``, else None (counted as a hit or a miss, unless ``count`` is False: a caller
+        that only looks, and counts what it uses with :meth:`used`)."""
         found = self._owners.get(robot_id)
         if found is None or now - found[1] > self.ttl:
-            self.misses += 1
+            self.misses += count
             return None
-        self.hits += 1
+        self.hits += count
         return found[0]
+
+    def used(self, hits: int) -> None:
+        """Count ``hits`` lookups answered by the cache (see :meth:`get`'s ``count``)."""
+        self.hits += hits
 
     def put(self, robot_id: str, owner: str, now: float) -> None:
         """Remember ``owner`` for ``robot_id`` as of ``now``, dropping the oldest entries

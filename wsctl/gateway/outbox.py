@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import heapq
 import itertools
 import time
@@ -526,7 +527,7 @@ class Outbox:
                 continue
             if sent.ack or local.get(sent.robot_id) is not None:
                 break
-            owner = owners.get(sent.robot_id, now)
+            owner = owners.get(sent.robot_id, now, count=False)  # counted once used, below
             if owner is None or owner == me or not known(owner):
                 break
             if taken and size + sent.size > self.batch_bytes:
@@ -560,6 +561,8 @@ class Outbox:
             return
         for sent in taken:
             sent.taken = True
+        # one lookup per robot and batch, as a flush counts them
+        owners.used(len({sent.robot_id for sent in taken}))
         self.batches_sent += 1
         self.early_batches += 1
         self.items_sent += len(taken)
@@ -594,7 +597,9 @@ class Outbox:
                     _settle(sent, SendOutcome.PUBLISHED, (*here, owner))
                 self._release(sends)
             elif self._lanes is not None and self._lanes.cluster:
-                check = asyncio.create_task(self._heard_on_cluster(owner, sends))
+                check = asyncio.create_task(  # not in the context of whoever published
+                    self._heard_on_cluster(owner, sends), context=contextvars.Context()
+                )
                 self._checks.add(check)
                 check.add_done_callback(self._checks.discard)
             else:
@@ -624,8 +629,11 @@ class Outbox:
         self._wake.set()
 
     def _not_heard(self, sends: list[_Send]) -> None:
-        """Nobody listens where the cache said these robots are: route them again."""
+        """Nobody listens where the cache said these robots are: route them again (until
+        then they are as good as never sent: nobody got them)."""
         self.core.batches.owners.invalidate(s.robot_id for s in sends)
+        for sent in sends:
+            sent.taken = False
         self._unheard.extend(sends)
 
     def _early_failed(
