@@ -582,20 +582,15 @@ class Outbox:
         """Redis answered an early hand-over (or its lane failed): heard forwards are
         ``published``; one nobody heard goes to the flusher for a second route, its owner
         forgotten (on a cluster, after asking every node, see
-        :class:`~wsctl.redis.pubsub.Audience`); a failed one is an ``error``."""
+        :class:`~wsctl.redis.pubsub.Audience`); a failed one ends as
+        :meth:`_early_failed` says."""
         self._handed.discard(handed)
-        core = self.core
-        here = (core.instance_id,)
         results = done.result()  # the lanes end a write with its results, never an exception
         for (owner, sends), result in zip(handed.carried, results, strict=True):
             if isinstance(result, BaseException):
                 self._early_failed(sends, result)
             elif result > 0:
-                core.metrics.messages_forwarded += len(sends)
-                for sent in sends:
-                    sent.owner = owner
-                    _settle(sent, SendOutcome.PUBLISHED, (*here, owner))
-                self._release(sends)
+                self._published(owner, sends)
             elif self._lanes is not None and self._lanes.cluster:
                 check = asyncio.create_task(  # not in the context of whoever published
                     self._heard_on_cluster(owner, sends), context=contextvars.Context()
@@ -618,15 +613,19 @@ class Outbox:
             self._early_failed(sends, exc, published=True)
             return
         if heard:
-            here = (self.core.instance_id,)
-            self.core.metrics.messages_forwarded += len(sends)
-            for sent in sends:
-                sent.owner = owner
-                _settle(sent, SendOutcome.PUBLISHED, (*here, owner))
-            self._release(sends)
+            self._published(owner, sends)
         else:
             self._not_heard(sends)
         self._wake.set()
+
+    def _published(self, owner: str, sends: list[_Send]) -> None:
+        """An early forward to ``owner`` was heard: its sends are ``published``."""
+        here = (self.core.instance_id, owner)
+        self.core.metrics.messages_forwarded += len(sends)
+        for sent in sends:
+            sent.owner = owner
+            _settle(sent, SendOutcome.PUBLISHED, here)
+        self._release(sends)
 
     def _not_heard(self, sends: list[_Send]) -> None:
         """Nobody listens where the cache said these robots are: route them again (until
