@@ -416,15 +416,14 @@ class PublishLanes:
         outer: asyncio.Future[list[int | BaseException]] = loop.create_future()
         results: list[int | BaseException] = [0] * len(messages)
         counter = [len(lanes)]
-        packed_all: list[tuple[_Lane, list[int], list[bytes]]] = []
+        packed_all: list[tuple[_Lane, list[int], list[bytes], int]] = []
         for lane, indices in lanes:
             packed = pack_commands((("PUBLISH", *messages[i]) for i in indices), 1)
             size = sum(map(len, packed))
             if lane.pending and lane.size + size > LANE_BYTES:
                 return None
-            packed_all.append((lane, indices, packed))
-        for lane, indices, packed in packed_all:
-            size = sum(map(len, packed))
+            packed_all.append((lane, indices, packed, size))
+        for lane, indices, packed, size in packed_all:
             lane.conn._writer.writelines(packed)
             if not lane.pending and lane.deadline is not None and lane.timeout:
                 # the reader waits for data without a deadline while nothing is pending
@@ -518,7 +517,7 @@ class PublishLanes:
     async def _read(self, name: str, lane: _Lane) -> None:
         conn = lane.conn
         stream: asyncio.StreamReader = conn._reader
-        timeout: float | None = conn.socket_timeout
+        timeout = lane.timeout
         reader = _reply_reader(conn)
         gets = reader.gets
         loop = asyncio.get_running_loop()
