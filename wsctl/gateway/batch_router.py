@@ -139,15 +139,11 @@ class BatchRouter:
             cached = self._protocols[instance_id] = (now, version)
         return cached[1] >= BATCH_VERSION
 
-    def speaks_batches_known(self, instance_id: str) -> bool:
-        """:meth:`speaks_batches` as far as known now, without reading: False when not read
-        within PROTOCOL_TTL seconds."""
+    def speaks_batches_known(self, instance_id: str, now: float) -> bool:
+        """:meth:`speaks_batches` as far as known at ``now`` (monotonic), without reading:
+        False when not read within PROTOCOL_TTL seconds before."""
         cached = self._protocols.get(instance_id)
-        return (
-            cached is not None
-            and time.monotonic() - cached[0] <= PROTOCOL_TTL
-            and cached[1] >= BATCH_VERSION
-        )
+        return cached is not None and now - cached[0] <= PROTOCOL_TTL and cached[1] >= BATCH_VERSION
 
     async def run(self) -> None:
         """The worker: one batch at a time, in arrival order, until cancelled or the core

@@ -528,7 +528,7 @@ class Outbox:
             if sent.ack or local.get(sent.robot_id) is not None:
                 break
             owner = owners.get(sent.robot_id, now, count=False)  # counted once used, below
-            if owner is None or owner == me or not known(owner):
+            if owner is None or owner == me or not known(owner, now):
                 break
             if taken and size + sent.size > self.batch_bytes:
                 break
@@ -644,21 +644,18 @@ class Outbox:
         it ran (``published``) and asking who heard it failed."""
         core = self.core
         here = (core.instance_id,)
-        if published:
-            core._redis_failed("control", exc)
-            outcome = SendOutcome.TIMEOUT
-            reason = f"published, then {redis_reason(core.target.scrub(str(exc)))}: it may "
-            reason += "have arrived"
-        elif isinstance(exc, LaneClosed):
+        if isinstance(exc, LaneClosed) and not published:
             outcome, reason = SendOutcome.TIMEOUT, "no answer from Redis before the instance "
             reason += "stopped: it may have been published"
-        elif isinstance(exc, LaneTimeout):
-            core._redis_failed("control", exc)
-            outcome = SendOutcome.TIMEOUT
-            reason = redis_reason(core.target.scrub(str(exc))) + ": it may have been published"
         else:
             core._redis_failed("control", exc)
-            outcome, reason = SendOutcome.ERROR, redis_reason(core.target.scrub(str(exc)))
+            why = redis_reason(core.target.scrub(str(exc)))
+            if published:
+                outcome, reason = SendOutcome.TIMEOUT, f"published, then {why}: it may have arrived"
+            elif isinstance(exc, LaneTimeout):
+                outcome, reason = SendOutcome.TIMEOUT, f"{why}: it may have been published"
+            else:
+                outcome, reason = SendOutcome.ERROR, why
         for sent in sends:
             if not sent.future.done():
                 core.metrics.messages_failed += 1
