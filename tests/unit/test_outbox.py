@@ -5,7 +5,9 @@ tested end to end in tests/integration/test_app_send.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from wsctl.gateway.batch_router import Routed
@@ -310,15 +312,24 @@ class LostInbox(FakeInbox):
         return self.subscribed
 
 
-async def test_publishes_do_not_wait_behind_acknowledged_sends_waiting_for_the_inbox() -> None:
-    """Acknowledged sends wait aside until the reply inbox is back, with every later message
-    to their robots (order kept); everything else, a publish made after them included,
-    leaves at once."""
+@contextlib.asynccontextmanager
+async def _inbox_away() -> AsyncIterator[tuple[FakeCore, Outbox]]:
+    """A running outbox whose reply inbox is not subscribed (until the test says so)."""
     core = FakeCore()
     core._inbox = core.batches.inbox = LostInbox()
     outbox = Outbox(core)
     task = await _running(outbox)
     try:
+        yield core, outbox
+    finally:
+        task.cancel()
+
+
+async def test_publishes_do_not_wait_behind_acknowledged_sends_waiting_for_the_inbox() -> None:
+    """Acknowledged sends wait aside until the reply inbox is back, with every later message
+    to their robots (order kept); everything else, a publish made after them included,
+    leaves at once."""
+    async with _inbox_away() as (core, outbox):
         acked = outbox.submit("r1", "a1", 5.0)
         behind = outbox.submit("r1", "p1", 5.0, ack=False)  # same robot: stays behind a1
         other = outbox.submit("r2", "p2", 5.0, ack=False)
@@ -332,34 +343,22 @@ async def test_publishes_do_not_wait_behind_acknowledged_sends_waiting_for_the_i
         assert (await behind).outcome is SendOutcome.PUBLISHED
         texts = [[b.text(i) for i in b.items] for _, b in core.batches.batches]
         assert texts == [["p2"], ["p3"], ["a1", "p1"]]
-    finally:
-        task.cancel()
 
 
 async def test_a_send_waiting_for_the_inbox_at_its_deadline_is_withdrawn_never_sent() -> None:
-    core = FakeCore()
-    core._inbox = core.batches.inbox = LostInbox()
-    outbox = Outbox(core)
-    task = await _running(outbox)
-    try:
+    async with _inbox_away() as (core, outbox):
         result = await outbox.send("r1", "a1", 0.05)
         assert result.outcome is SendOutcome.TIMEOUT
         assert result.reason == "not sent within 0.05s: withdrawn, never sent"
         core.inbox.subscribed = True
         await asyncio.sleep(0.05)
         assert core.batches.batches == [] and not outbox.holds("r1") and outbox.queued == 0
-    finally:
-        task.cancel()
 
 
 async def test_a_robot_stays_parked_only_while_an_acknowledged_send_to_it_waits_ahead() -> None:
     """The acknowledged send that parked r1 timed out (withdrawn): the publishes behind it
     and later ones leave at once, while the inbox is still away."""
-    core = FakeCore()
-    core._inbox = core.batches.inbox = LostInbox()
-    outbox = Outbox(core)
-    task = await _running(outbox)
-    try:
+    async with _inbox_away() as (core, outbox):
         acked = outbox.submit("r1", "a1", 0.1)
         behind = [outbox.submit("r1", f"p{n}", 5.0, ack=False) for n in range(3)]
         assert (await acked).outcome is SendOutcome.TIMEOUT
@@ -370,35 +369,23 @@ async def test_a_robot_stays_parked_only_while_an_acknowledged_send_to_it_waits_
         texts = [b.text(i) for _, b in core.batches.batches for i in b.items]
         assert texts == ["p0", "p1", "p2", "p-late"]  # order kept, a1 never sent
         assert not outbox.holds("r1") and outbox.queued == 0
-    finally:
-        task.cancel()
 
 
 async def test_a_cancelled_acknowledged_send_lets_the_sends_parked_behind_it_go() -> None:
-    core = FakeCore()
-    core._inbox = core.batches.inbox = LostInbox()
-    outbox = Outbox(core)
-    task = await _running(outbox)
-    try:
+    async with _inbox_away() as (_core, outbox):
         acked = outbox.submit("r1", "a1", 5.0)
         behind = outbox.submit("r1", "p1", 5.0, ack=False)
         await asyncio.sleep(0.02)
         assert not behind.done()
         acked.cancel()
         assert (await asyncio.wait_for(behind, 1.0)).outcome is SendOutcome.PUBLISHED
-    finally:
-        task.cancel()
 
 
 async def _a_publish_between_two_acks_after_the_first_ends(end: str) -> None:
     """r1 gets a1 (acknowledged), p1 (publish), a2 (acknowledged) while the inbox is away; a1
     ends (``end``: it times out, or its sender cancels it): p1 leaves at once, ahead of a2,
     which waits for the inbox and then follows it."""
-    core = FakeCore()
-    core._inbox = core.batches.inbox = LostInbox()
-    outbox = Outbox(core)
-    task = await _running(outbox)
-    try:
+    async with _inbox_away() as (core, outbox):
         a1 = outbox.submit("r1", "a1", 0.1 if end == "timeout" else 5.0)
         p1 = outbox.submit("r1", "p1", 5.0, ack=False)
         a2 = outbox.submit("r1", "a2", 5.0)
@@ -414,8 +401,6 @@ async def _a_publish_between_two_acks_after_the_first_ends(end: str) -> None:
         assert (await asyncio.wait_for(a2, 1.0)).outcome is SendOutcome.DELIVERED
         texts = [b.text(i) for _, b in core.batches.batches for i in b.items]
         assert texts == ["p1", "a2"]  # submission order; a1 never sent
-    finally:
-        task.cancel()
 
 
 async def test_a_publish_behind_a_timed_out_ack_leaves_before_the_next_ack_to_its_robot() -> None:
@@ -430,11 +415,7 @@ async def test_a_robots_sends_leave_in_submission_order_after_an_ack_ahead_ends(
     """r1 gets a1 (acknowledged, times out), then p1, a2, p2, p3, a3 and p4 after it, while
     the inbox is away: p1 leaves once a1 ends; the rest wait behind a2 and, once the inbox is
     back, reach r1 in the order they were made."""
-    core = FakeCore()
-    core._inbox = core.batches.inbox = LostInbox()
-    outbox = Outbox(core)
-    task = await _running(outbox)
-    try:
+    async with _inbox_away() as (core, outbox):
         a1 = outbox.submit("r1", "a1", 0.1)
         names = ["p1", "a2", "p2", "p3", "a3", "p4"]
         rest = [outbox.submit("r1", n, 5.0, ack=n.startswith("a")) for n in names]
@@ -447,8 +428,6 @@ async def test_a_robots_sends_leave_in_submission_order_after_an_ack_ahead_ends(
         await asyncio.wait_for(asyncio.gather(*rest, late), 1.0)
         texts = [b.text(i) for _, b in core.batches.batches for i in b.items]
         assert texts == [*names, "p5"]
-    finally:
-        task.cancel()
 
 
 async def test_parked_sends_are_not_polled_while_nothing_changes() -> None:
