@@ -98,6 +98,14 @@ async def test_a_requester_that_does_not_accept_bundles_gets_a_plain_reply_per_b
             assert not any("replies" in json.loads(text) for text in raw)
 
 
+async def _request_held(store: Any, channel: str, n: int) -> None:
+    """Batch ``b{n}`` (message ``m{n}`` to r0 on gw-b), whose replies may be held a second."""
+    batch = Batch(
+        items=(Item("0", "r0", f"m{n}"),), id=f"b{n}", reply_to=channel, reply_hold_ms=1000
+    )
+    await store.client.publish(store.keys.control_channel("gw-b"), encode_batch(batch))
+
+
 async def test_a_stopping_owner_publishes_the_replies_it_holds(single: Backend) -> None:
     async with (
         running_fleet(single.env, names=("gw-b",)) as fleet,
@@ -112,15 +120,7 @@ async def test_a_stopping_owner_publishes_the_replies_it_holds(single: Backend) 
             await pubsub.subscribe(channel)
             try:
                 for n in range(3):
-                    batch = Batch(
-                        items=(Item("0", "r0", f"m{n}"),),
-                        id=f"b{n}",
-                        reply_to=channel,
-                        reply_hold_ms=1000,
-                    )
-                    await store.client.publish(
-                        store.keys.control_channel("gw-b"), encode_batch(batch)
-                    )
+                    await _request_held(store, channel, n)
                 await wait_for(lambda: gateway.core.batches.replies.held == 2)
                 await gateway.stop()
                 assert await _replies(pubsub, 3) == ["b0", "b1", "b2"]
@@ -156,15 +156,7 @@ async def test_a_stopping_owner_loses_no_reply_being_published_when_it_stops(
             await pubsub.subscribe(channel)
             try:
                 for n in range(3):
-                    batch = Batch(
-                        items=(Item("0", "r0", f"m{n}"),),
-                        id=f"b{n}",
-                        reply_to=channel,
-                        reply_hold_ms=1000,
-                    )
-                    await store.client.publish(
-                        store.keys.control_channel("gw-b"), encode_batch(batch)
-                    )
+                    await _request_held(store, channel, n)
                     if n == 0:  # b0 goes at once; b1 and b2 are held, then slow to go
                         got = await _replies(pubsub, 1)
                         slow.set()
