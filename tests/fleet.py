@@ -9,6 +9,7 @@ from typing import Any
 
 from wsctl.config import load_settings
 from wsctl.gateway.server import Gateway, GatewayConfig
+from wsctl.protocol.envelopes import Status, decode_envelope, encode, reply_to
 from wsctl.redis.factory import target_from_settings
 
 
@@ -45,3 +46,19 @@ async def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.02)
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+async def echo_pings(client: Any, pubsub: Any, count: int) -> None:
+    """Answer ``count`` pings that ``pubsub`` gets with pongs, as an instance would (at most
+    10 s): the other end of a request test."""
+    answered = 0
+    for _ in range(200):
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
+        if message and message["type"] == "message":
+            envelope = decode_envelope(message["data"])
+            assert envelope.reply_to
+            await client.publish(envelope.reply_to, encode(reply_to(envelope, Status.PONG, "echo")))
+            answered += 1
+            if answered == count:
+                return
+    raise AssertionError(f"{answered} of {count} requests came")

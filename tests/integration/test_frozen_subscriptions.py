@@ -18,10 +18,10 @@ from websockets.asyncio.client import connect as wsconnect
 
 from tests.conftest import slot_owner
 from tests.faults import frozen
-from tests.fleet import running_fleet, wait_for
+from tests.fleet import echo_pings, running_fleet, wait_for
 from wsctl.config import load_settings
 from wsctl.ops.send import send_message
-from wsctl.protocol.envelopes import Envelope, Op, Status, decode_envelope, encode, reply_to
+from wsctl.protocol.envelopes import Envelope, Op, Status
 from wsctl.protocol.rpc import inbox_for, request
 from wsctl.redis.factory import connect, target_from_settings
 from wsctl.redis.pubsub import PING_AFTER_SILENCE, SubscriptionUnanswered, subscription
@@ -32,21 +32,6 @@ from wsctl.sandbox.redis_servers import RedisClusterProcesses, RedisServer
 SOCKET_TIMEOUT = 1.0  # the clients' socket timeout: the bound on a PING's answer
 # freeze to loss: at most the silence, the bound, and a read's slack (a loaded machine)
 DETECTED_WITHIN = PING_AFTER_SILENCE + SOCKET_TIMEOUT + 0.5
-
-
-async def _echo(client: Any, pubsub: Any, count: int) -> None:
-    """Answer ``count`` pings on ``pubsub`` with pongs, as an instance would (bounded)."""
-    answered = 0
-    for _ in range(200):
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
-        if message and message["type"] == "message":
-            envelope = decode_envelope(message["data"])
-            assert envelope.reply_to
-            await client.publish(envelope.reply_to, encode(reply_to(envelope, Status.PONG, "echo")))
-            answered += 1
-            if answered == count:
-                return
-    raise AssertionError(f"{answered} of {count} requests came")
 
 
 async def test_a_frozen_node_loses_the_inbox_within_the_bound_and_it_works_at_once_after() -> None:
@@ -71,7 +56,7 @@ async def test_a_frozen_node_loses_the_inbox_within_the_bound_and_it_works_at_on
                 resumed = time.monotonic()
                 await wait_for(lambda: inbox.subscribed, timeout=5, interval=0.01)
                 back = time.monotonic() - resumed
-                answering = asyncio.create_task(_echo(listener, pubsub, 1))
+                answering = asyncio.create_task(echo_pings(listener, pubsub, 1))
                 reply = await request(client, keys, "echo", Envelope(op=Op.PING), 2)
                 answered = time.monotonic() - resumed
                 await asyncio.wait_for(answering, 5)

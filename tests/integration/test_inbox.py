@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 import pytest
 import redis
 
 from tests.conftest import Backend, open_test_store
-from tests.fleet import running_fleet, wait_for
+from tests.fleet import echo_pings, running_fleet, wait_for
 from tests.redis_counts import RedisCounts, primary_ports
 from wsctl.protocol.envelopes import Envelope, Op, Status
 from wsctl.protocol.rpc import Unreachable, gather_requests, inbox_for, request
@@ -89,7 +88,7 @@ async def test_the_inbox_is_back_within_a_second_after_redis_is_killed_and_resta
             pubsub = listener.pubsub()
             await pubsub.subscribe(Keyspace().control_channel("echo"))
             try:
-                answering = asyncio.create_task(_echo_one(listener, pubsub))
+                answering = asyncio.create_task(echo_pings(listener, pubsub, 1))
                 reply = await request(client, Keyspace(), "echo", Envelope(op=Op.PING), 5)
                 assert reply is not None and reply.status is Status.PONG
                 await answering
@@ -121,20 +120,6 @@ async def test_a_lost_and_a_restored_inbox_subscription_log_one_line_each(
     assert "lost its subscription" in lines[0].message
     assert "subscribed again (1 time(s)" in lines[1].message
     assert not [r for r in caplog.records if secret in r.getMessage()]
-
-
-async def _echo_one(client: Any, pubsub: Any) -> None:
-    """Answer the first ping on ``pubsub`` with a pong, as an instance would."""
-    from wsctl.protocol.envelopes import decode_envelope, encode, reply_to
-
-    for _ in range(100):
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
-        if message and message["type"] == "message":
-            envelope = decode_envelope(message["data"])
-            assert envelope.reply_to
-            await client.publish(envelope.reply_to, encode(reply_to(envelope, Status.PONG, "echo")))
-            return
-    raise AssertionError("no request came")
 
 
 async def test_closing_the_client_stops_its_inbox(single: Backend) -> None:
