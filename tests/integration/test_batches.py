@@ -124,9 +124,9 @@ async def test_a_batch_partly_held_here_is_forwarded_and_answered_in_one_round_t
     pipelines: list[list[str]] = []
     original = batch_router.publish_many
 
-    async def counting(client: Any, messages: list[tuple[str, str]]) -> list[int]:
+    async def counting(client: Any, messages: list[tuple[str, str]], lanes: Any) -> list[int]:
         pipelines.append([channel for channel, _ in messages])
-        return await original(client, messages)
+        return await original(client, messages, lanes)
 
     monkeypatch.setattr(batch_router, "publish_many", counting)
     async with running_fleet(single.env) as fleet, open_test_store(single) as store:

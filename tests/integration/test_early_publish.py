@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
+import pytest
 import redis
 from websockets.asyncio.client import ClientConnection
 
@@ -135,6 +136,7 @@ async def pair(
     backend: Backend,
     *,
     early_publish: bool = True,
+    publish_lanes: bool = True,
     socket_timeout: float = 5.0,
     robot_count: int = ROBOTS,
     names: tuple[str, ...] = ("early-b",),
@@ -146,6 +148,7 @@ async def pair(
             instance_id="early-a",
             heartbeat_interval=3600.0,
             early_publish=early_publish,
+            publish_lanes=publish_lanes,
             socket_timeout=socket_timeout,
         ),
         target,
@@ -202,6 +205,41 @@ async def test_with_early_publish_off_a_burst_takes_no_early_batch(single: Backe
         plan, futures = fleet.burst()
         results = await asyncio.gather(*futures)
         assert outcomes(results) == {"published": BURST}
+        assert fleet.core.outbox.early_batches == 0
+        await fleet.arrived(plan)
+
+
+async def test_forwarded_sends_leave_on_the_lanes_and_never_take_a_pipeline_from_the_pool(
+    single: Backend,
+) -> None:
+    """Once the lanes are open, the flusher's forward batches go on them: acknowledged sends
+    are delivered and answered while the sending instance's pool cannot make a pipeline."""
+    async with pair(single) as fleet:
+        await fleet.warm()
+        made: list[int] = []
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            made.append(1)
+            raise AssertionError("the pool's pipeline was used")
+
+        with pytest.MonkeyPatch.context() as patched:
+            patched.setattr(fleet.core.client, "pipeline", refuse)
+            plan, futures = fleet.burst(300, kind="send")
+            results = await asyncio.gather(*futures)
+        assert outcomes(results) == {"delivered": 300}
+        assert made == []
+        await fleet.arrived(plan)
+
+
+async def test_with_publish_lanes_off_every_send_and_publish_goes_through_the_pool(
+    single: Backend,
+) -> None:
+    async with pair(single, publish_lanes=False) as fleet:
+        assert fleet.core.lanes is None
+        await fleet.warm()
+        plan, futures = fleet.burst(kind="mixed")
+        results = await asyncio.gather(*futures)
+        assert outcomes(results) == {"published": BURST - BURST // 4, "delivered": BURST // 4}
         assert fleet.core.outbox.early_batches == 0
         await fleet.arrived(plan)
 

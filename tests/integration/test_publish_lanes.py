@@ -22,6 +22,7 @@ from wsctl.config import load_settings
 from wsctl.protocol.envelopes import MAX_PUBLISH_BYTES, EnvelopeTooLarge
 from wsctl.redis.factory import make_client, target_from_settings
 from wsctl.redis.internals import LANE_BYTES, LANE_RETRY, LaneClosed, LaneTimeout, PublishLanes
+from wsctl.redis.pubsub import publish_many
 from wsctl.redis.target import AsyncClient, Target
 from wsctl.sandbox.redis_servers import RedisServer
 
@@ -288,3 +289,68 @@ async def test_a_lane_the_server_closes_while_idle_is_dropped_at_once_and_opened
     finally:
         await lanes.aclose()
         await killer.aclose()
+
+
+def _no_pipeline(client: AsyncClient, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make ``client``'s pipelines count and fail: what still publishes went on a lane."""
+    made: list[int] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        made.append(1)
+        raise AssertionError("the pool's pipeline was used")
+
+    monkeypatch.setattr(client, "pipeline", refuse)
+    return made
+
+
+async def test_publish_many_goes_through_the_pool_until_a_lane_is_open_then_on_the_lane(
+    server: RedisServer, client: AsyncClient, lanes: PublishLanes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listener = Redis(port=server.port, decode_responses=True)
+    subscriber = listener.pubsub()
+    try:
+        await subscriber.subscribe("heard")
+        messages = [("heard", "m0"), ("unheard", "m1")]
+        # no lane yet: the pipeline publishes (and the call starts opening the lane)
+        assert await publish_many(client, messages, lanes) == [1, 0]
+        await _warm(lanes)
+        made = _no_pipeline(client, monkeypatch)
+        assert await publish_many(client, [("heard", "m2"), ("unheard", "m3")], lanes) == [1, 0]
+        assert made == []
+        assert await _received(subscriber, 2) == ["m0", "m2"]
+        with pytest.raises(AssertionError, match="pipeline was used"):
+            await publish_many(client, messages)  # no lanes given: the pool's way
+    finally:
+        await subscriber.aclose()
+        await listener.aclose()
+
+
+async def test_publish_many_raises_a_frozen_lanes_timeout_in_time_then_uses_the_pool(
+    server: RedisServer, client: AsyncClient, lanes: PublishLanes
+) -> None:
+    await _warm(lanes)
+    with frozen(server):
+        started = time.monotonic()
+        with pytest.raises(LaneTimeout):
+            await asyncio.wait_for(publish_many(client, [("c", "m0"), ("c", "m1")], lanes), 5)
+        assert time.monotonic() - started < TIMEOUT + 0.5
+    # the lane was dropped (reopened LANE_RETRY later): the pool publishes meanwhile
+    assert await asyncio.wait_for(publish_many(client, [("c", "m2")], lanes), 5) == [0]
+
+
+async def test_publish_many_refuses_an_oversize_message_before_any_lane_writes(
+    server: RedisServer, client: AsyncClient, lanes: PublishLanes
+) -> None:
+    await _warm(lanes)
+    listener = Redis(port=server.port, decode_responses=True)
+    subscriber = listener.pubsub()
+    try:
+        await subscriber.subscribe("c")
+        big = "x" * (MAX_PUBLISH_BYTES + 1)
+        with pytest.raises(EnvelopeTooLarge):
+            await publish_many(client, [("c", "first"), ("c", big)], lanes)
+        assert await publish_many(client, [("c", "after")], lanes) == [1]
+        assert await _received(subscriber, 2, within=1.0) == ["after"]
+    finally:
+        await subscriber.aclose()
+        await listener.aclose()

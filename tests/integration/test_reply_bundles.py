@@ -137,11 +137,11 @@ async def test_a_stopping_owner_loses_no_reply_being_published_when_it_stops(
     started = asyncio.Event()
     real = batch_router.publish_many
 
-    async def slow_publish(client: Any, messages: list[tuple[str, str]]) -> list[int]:
+    async def slow_publish(client: Any, messages: list[tuple[str, str]], lanes: Any) -> list[int]:
         if slow.is_set() and any("stop-slow" in channel for channel, _ in messages):
             started.set()
             await asyncio.sleep(0.3)  # a slow round trip while the held replies go out
-        return await real(client, messages)
+        return await real(client, messages, lanes)
 
     monkeypatch.setattr(batch_router, "publish_many", slow_publish)
     async with (

@@ -77,6 +77,7 @@ class FakeCore:
     instance_id = "gw-a"
     target = Target("tcp", port=1, password="s3cret")
     local = LocalConnections()
+    lanes = None  # every publish goes the flusher's way
 
     def __init__(self) -> None:
         self._inbox = FakeInbox()

@@ -215,7 +215,7 @@ class BatchRouter:
         if not messages:
             return
         try:
-            await publish_many(self.core.client, messages)
+            await publish_many(self.core.client, messages, self.core.lanes)
             return
         except asyncio.CancelledError:
             raise
@@ -609,14 +609,14 @@ class BatchRouter:
         count. Not retried by wsctl: a pipeline that failed may have gone out in part (a
         receiver drops a copy redis-py's own retry may deliver twice, see
         :class:`~wsctl.gateway.dedup.RecentPayloads`)."""
-        return await publish_many(self.core.client, messages)
+        return await publish_many(self.core.client, messages, self.core.lanes)
 
     async def _publish(self, messages: list[tuple[str, str]]) -> None:
         """One pipeline for the forwards and the reply. Not retried: a pipeline that failed
         may have gone out in part, and a duplicate is worse than a timeout (the requester
         reports items it got no outcome for as ``timeout``)."""
         try:
-            await publish_many(self.core.client, messages)
+            await publish_many(self.core.client, messages, self.core.lanes)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # Redis failed: counted and logged by the core, never raised

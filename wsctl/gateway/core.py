@@ -73,6 +73,7 @@ from wsctl.protocol.fanout import (
 from wsctl.protocol.rpc import Inbox, inbox_for
 from wsctl.redis.errors import tls_problem
 from wsctl.redis.factory import close_client, is_pool_busy, make_client
+from wsctl.redis.internals import PublishLanes
 from wsctl.redis.pubsub import publish
 from wsctl.redis.target import AsyncClient, Target
 from wsctl.registry.instances import delete_record
@@ -140,6 +141,11 @@ class CoreConfig:
     # when many queue at once (outbox EARLY_ITEMS, on a connection of their own per node);
     # False: only the outbox's flusher publishes
     early_publish: bool = True
+    # PUBLISH on a connection of its own per Redis node (wsctl.redis.internals.PublishLanes),
+    # written without an await and without redis-py's pool and pipeline: the forwards and
+    # replies of every batch, and the early hand-overs; False: every PUBLISH goes through the
+    # client's pool (and early_publish is off)
+    publish_lanes: bool = True
     events: bool = True  # write the event stream (wsctl events / history)
     event_limits: EventLimits = field(default_factory=EventLimits)
 
@@ -198,8 +204,12 @@ class FleetCore:
         self.outbox = Outbox(
             self,
             bundle_replies=self.config.bundle_replies,
-            early_items=EARLY_ITEMS if self.config.early_publish else 0,
+            early_items=(
+                EARLY_ITEMS if self.config.early_publish and self.config.publish_lanes else 0
+            ),
         )
+        # PUBLISH written at once, one connection per node (opened by start())
+        self.lanes: PublishLanes | None = None
         # control messages seen lately: a copy (a PUBLISH redis-py retried) is dropped
         self.recent = RecentPayloads()
         self._failing: set[str] = set()
@@ -283,6 +293,9 @@ class FleetCore:
         )
         self._store = RegistryStore(self._client, self.keys)
         self._inbox = inbox_for(self._client, self.keys, self.instance_id)
+        if self.config.publish_lanes:
+            self.lanes = PublishLanes(self._client)
+            self.lanes.prepare()  # opened in the background; the pool serves until then
         self.events.writer = self.instance_id
         self.events.start(self._client)
         try:
@@ -335,7 +348,8 @@ class FleetCore:
         # then what is left says whether it was never sent (error) or may have arrived
         await self.outbox.answered(min(grace, STOP_ANSWER_WAIT))
         self.outbox.close()
-        await self.outbox.aclose()
+        if self.lanes is not None:  # after close(): what waited on them was settled there
+            await self.lanes.aclose()
         if self._cleanup_task is not None:
             stuck += await settle_all([self._cleanup_task], timeout=grace)
         if self._cleanup:

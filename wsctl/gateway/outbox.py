@@ -64,7 +64,7 @@ from wsctl.gateway.parts import CoreParts
 from wsctl.protocol.batch import BATCH_BYTES, Batch, BatchReply, Item, pack_batch
 from wsctl.protocol.envelopes import Reply, Status, utf8_size
 from wsctl.protocol.rpc import Inbox
-from wsctl.redis.internals import LaneClosed, LaneTimeout, PublishLanes
+from wsctl.redis.internals import LaneClosed, LaneTimeout
 from wsctl.redis.pubsub import Audience
 from wsctl.tasks import wait_within
 
@@ -210,7 +210,6 @@ class Outbox:
         self.items_sent = 0
         self.closed = False
         # early hand-overs (publish calls writing to Redis themselves, see the module doc)
-        self._lanes: PublishLanes | None = None  # opened by run(), when early_items > 0
         self._flushing = False  # a flush is under way: no early hand-over may overtake it
         # a lane refused a hand-over: the flusher takes what queued (until its next flush; a
         # refusal costs a scan of the queue's head, not to be paid per submit)
@@ -317,9 +316,6 @@ class Outbox:
         """The flusher: batches of whatever queued, one after another, until cancelled."""
         loop = asyncio.get_running_loop()
         swept = loop.time()
-        if self.early_items > 0:
-            self._lanes = PublishLanes(self.core.client)
-            self._lanes.prepare()
         while not self.closed:  # not on cancellation alone (see FleetCore.stop)
             with contextlib.suppress(TimeoutError):
                 await wait_within(self._wake.wait(), SWEEP_EVERY)
@@ -352,8 +348,8 @@ class Outbox:
                     self._early_refused = False
                     self._release(sends)
             self._watch_inbox()
-            if self._lanes is not None:
-                self._lanes.prepare()  # a lane lost meanwhile is opened again before a burst
+            if self.core.lanes is not None:
+                self.core.lanes.prepare()  # a lane lost meanwhile is opened again
 
     def _take(self) -> list[_Send]:
         """The next batch's sends, in queue order: at most batch_items acknowledged ones,
@@ -506,7 +502,7 @@ class Outbox:
         written to the publish lanes at once. Nothing happens when messages wait aside for
         the reply inbox or for a second route, when the head is not such a message, or when
         a lane is not open (then the flusher takes them, as it takes everything else)."""
-        lanes = self._lanes
+        lanes = self.core.lanes if self.early_items > 0 else None
         if lanes is None or self._early_refused or self._parked or self._unheard or self._checks:
             return
         core = self.core
@@ -591,7 +587,7 @@ class Outbox:
                 self._early_failed(sends, result)
             elif result > 0:
                 self._published(owner, sends)
-            elif self._lanes is not None and self._lanes.cluster:
+            elif self.core.lanes is not None and self.core.lanes.cluster:
                 check = asyncio.create_task(  # not in the context of whoever published
                     self._heard_on_cluster(owner, sends), context=contextvars.Context()
                 )
@@ -772,12 +768,6 @@ class Outbox:
             asyncio.get_running_loop().time() < deadline
         ):
             await asyncio.sleep(ANSWER_POLL)
-
-    async def aclose(self) -> None:
-        """Close the publish lanes (after :meth:`close`: whatever still waited on them was
-        settled there)."""
-        if self._lanes is not None:
-            await self._lanes.aclose()
 
     def close(self, reason: str = "the instance is stopping") -> None:
         """Settle every send still without an outcome (the flusher has stopped), saying what

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from wsctl.gateway.events import EventSink
 from wsctl.gateway.local import LocalConn, LocalConnections, Metrics
+from wsctl.redis.internals import PublishLanes
 from wsctl.redis.target import AsyncClient, Target
 from wsctl.registry.keys import Keyspace
 from wsctl.registry.store import RegistryStore
@@ -27,6 +28,7 @@ class CoreParts(Protocol):
     metrics: Metrics
     events: EventSink
     finishing: bool
+    lanes: PublishLanes | None  # PUBLISH on connections of their own (None: the pool only)
 
     @property
     def config(self) -> Any:

@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError, TimeoutError
@@ -29,6 +29,9 @@ from wsctl.protocol.envelopes import EnvelopeTooLarge, oversize
 from wsctl.redis.target import AsyncClient
 from wsctl.redis.topology import refresh_topology
 from wsctl.tasks import wait_within
+
+if TYPE_CHECKING:
+    from wsctl.redis.internals import PublishLanes
 
 __all__ = [
     "HEARD_TTL",
@@ -139,9 +142,20 @@ async def publish(client: AsyncClient, channel: str, message: str) -> int:
     return int(await client.publish(channel, message))
 
 
-async def publish_many(client: AsyncClient, messages: list[tuple[str, str]]) -> list[int]:
+async def publish_many(
+    client: AsyncClient,
+    messages: list[tuple[str, str]],
+    lanes: PublishLanes | None = None,
+) -> list[int]:
     """PUBLISH many (channel, message) pairs in one non-transactional pipeline; returns each
     PUBLISH's receiver count (on a cluster, the subscribers of the node it ran on only).
+
+    With ``lanes`` (a gateway's :class:`~wsctl.redis.internals.PublishLanes`), on them when
+    they take the messages: written at once on a connection of their own per node, without
+    redis-py's pool and pipeline (less CPU per forwarded message: see
+    docs/performance.md); else, or when a lane is not open, the pipeline below. Either
+    way one failure raises (the first message's that failed): what the others did is not
+    reported, as with a pipeline that failed part-way.
 
     Through ``execute_command``: redis-py's cluster pipeline blocks its ``publish`` method. A
     classic PUBLISH on any cluster node reaches every subscriber (the cluster bus broadcasts
@@ -156,6 +170,14 @@ async def publish_many(client: AsyncClient, messages: list[tuple[str, str]]) -> 
     """
     for _, message in messages:
         _check_size(message)
+    written = None if lanes is None else lanes.publish(messages)
+    if written is not None:
+        counts: list[int] = []
+        for result in await written:
+            if isinstance(result, BaseException):
+                raise result
+            counts.append(result)
+        return counts
     pipe = client.pipeline(transaction=False)
     if isinstance(client, RedisCluster):
         for channel, message in messages:
