@@ -49,6 +49,9 @@ if _REPLY_EVERY_MS is not None:
 _EARLY_ITEMS = os.environ.get("WSCTL_BENCH_EARLY_ITEMS")
 if _EARLY_ITEMS is not None:
     fleet.core.outbox.early_items = int(_EARLY_ITEMS)
+# bench/app_send_bench.py --no-publish-lanes: every PUBLISH through the client's pool
+if os.environ.get("WSCTL_BENCH_PUBLISH_LANES") == "0":
+    fleet.core.config.publish_lanes = False
 
 # Outcomes that are not a message handed over; anything else (a fire-and-forget outcome this
 # build does not know yet included) counts as handed over.

@@ -46,7 +46,7 @@ runs, the smoke test; not for figures) and Node is not needed at all.
 Run from the repository root:
   .venv/bin/python bench/app_send_bench.py [--runs 3] [--cluster] [--robots 2000]
       [--messages 20000] [--inflight 1000 --inflight 10000] [--paced 3000] [--rate 1000]
-      [--serial 300] [--reply-every MS] [--early-items N]
+      [--serial 300] [--reply-every MS] [--early-items N] [--no-publish-lanes]
 """
 
 from __future__ import annotations
@@ -600,6 +600,8 @@ def gateway_env(args: argparse.Namespace) -> dict[str, str]:
         env["WSCTL_BENCH_REPLY_EVERY_MS"] = f"{args.reply_every:g}"
     if args.early_items is not None:
         env["WSCTL_BENCH_EARLY_ITEMS"] = str(args.early_items)
+    if not args.publish_lanes:
+        env["WSCTL_BENCH_PUBLISH_LANES"] = "0"
     return env
 
 
@@ -835,6 +837,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help="published messages queued that make a publish call hand them over itself "
         "(default: the outbox's EARLY_ITEMS; 0: never)",
+    )
+    parser.add_argument(
+        "--no-publish-lanes",
+        dest="publish_lanes",
+        action="store_false",
+        help="every PUBLISH of the wsctl instances through the client's pool "
+        "(CoreConfig.publish_lanes=False; the early hand-over off with it)",
     )
     parser.add_argument("--send-timeout", type=float, default=5.0, help="fleet.send's timeout")
     parser.add_argument("--deadline", type=float, default=180.0, help="bound of one blast (s)")

@@ -345,6 +345,11 @@ class PublishLanes:
     the order they were written: commands on one connection are run by Redis in that order, so
     what was written first is published first.
 
+    The fleet core keeps one set (``FleetCore.lanes``) for every PUBLISH it makes: through
+    :func:`~wsctl.redis.pubsub.publish_many` its batches' forwards and replies go on the
+    lanes when they take them, awaited, without taking a connection from the client's pool or
+    building a pipeline (what a steady stream of small batches spent most on).
+
     On a cluster each message goes to the primary that owns its channel's hash slot, as
     :func:`~wsctl.redis.pubsub.publish_many` does, on that node's lane. A lane is opened on
     first need, in the background (the call that needed it is told to go the awaited way);
