@@ -21,7 +21,14 @@ from tests.faults import frozen
 from wsctl.config import load_settings
 from wsctl.protocol.envelopes import MAX_PUBLISH_BYTES, EnvelopeTooLarge
 from wsctl.redis.factory import make_client, target_from_settings
-from wsctl.redis.internals import LANE_BYTES, LANE_RETRY, LaneClosed, LaneTimeout, PublishLanes
+from wsctl.redis.internals import (
+    LANE_BYTES,
+    LANE_RETRY,
+    LAST_CHANNELS,
+    LaneClosed,
+    LaneTimeout,
+    PublishLanes,
+)
 from wsctl.redis.pubsub import publish_many
 from wsctl.redis.target import AsyncClient, Target
 from wsctl.sandbox.redis_servers import RedisServer
@@ -226,13 +233,17 @@ async def test_an_oversize_message_raises_and_nothing_of_the_call_is_written(
         await listener.aclose()
 
 
+def _cluster_client(redis_cluster: object) -> AsyncClient:
+    backend = Backend("cluster", {"REDIS_USE_CLUSTER": "true", "REDIS_NODES": ""})
+    backend.env["REDIS_NODES"] = redis_cluster.startup  # type: ignore[attr-defined]
+    return make_client(target_from_settings(load_settings(env=backend.env)), socket_timeout=2.0)
+
+
 @pytest.mark.cluster
 async def test_on_a_cluster_each_message_goes_to_its_channels_home_primary(
     redis_cluster: object,
 ) -> None:
-    backend = Backend("cluster", {"REDIS_USE_CLUSTER": "true", "REDIS_NODES": ""})
-    backend.env["REDIS_NODES"] = redis_cluster.startup  # type: ignore[attr-defined]
-    client = make_client(target_from_settings(load_settings(env=backend.env)), socket_timeout=2.0)
+    client = _cluster_client(redis_cluster)
     listeners: list[Redis] = []
     try:
         await client.ping()  # type: ignore[misc]
@@ -269,6 +280,26 @@ async def test_on_a_cluster_each_message_goes_to_its_channels_home_primary(
     finally:
         for listener in listeners:
             await listener.aclose()
+        await client.aclose()
+
+
+@pytest.mark.cluster
+async def test_a_clusters_lanes_forget_the_nodes_of_channels_no_lane_waits_for(
+    redis_cluster: object,
+) -> None:
+    """Every requester's reply channel passes through the lanes: past LAST_CHANNELS, the
+    channels whose node's lane waits for nothing are forgotten (memory stays bounded)."""
+    client = _cluster_client(redis_cluster)
+    lanes = PublishLanes(client)
+    try:
+        await client.ping()  # type: ignore[misc]  # the slot map read
+        lanes.prepare()
+        for start in range(0, 3 * LAST_CHANNELS, 200):
+            messages = [(f"reply-{n}", "r") for n in range(start, start + 200)]
+            assert await asyncio.wait_for(await _open(lanes, messages), 5) == [0] * 200
+        assert 0 < len(lanes._last) <= LAST_CHANNELS
+    finally:
+        await lanes.aclose()
         await client.aclose()
 
 

@@ -5,8 +5,8 @@
   replies parsed straight from the connection's stream with a hiredis reader, skipping
   redis-py's per-command pipeline machinery (a third of bulk-read time).
 - :class:`PublishLanes`: PUBLISH written to a dedicated connection per node without an
-  await, its replies read in order by one task per connection (the outbox's hand-over from
-  inside the app's own ``publish`` calls).
+  await, its replies read in order by one task per connection (a fleet core's batches, and
+  the outbox's hand-over from inside the app's own ``publish`` calls).
 - :func:`start_on_a_live_node`: lets a cluster client start when the first primary of its slot
   map is down.
 
@@ -37,6 +37,7 @@ from redis.exceptions import (
     AskError,
     ConnectionError,
     MovedError,
+    RedisClusterException,
     RedisError,
     ResponseError,
     TryAgainError,
@@ -48,6 +49,7 @@ from wsctl.redis.target import AsyncClient
 
 __all__ = [
     "LANE_BYTES",
+    "LAST_CHANNELS",
     "BulkPathCounts",
     "LaneClosed",
     "LaneTimeout",
@@ -291,6 +293,8 @@ async def bulk_execute(
 # no more: the caller then goes the awaited way (back-pressure: a stalled Redis holds at most
 # this much per node).
 LANE_BYTES = 8 << 20
+# Channels whose node a cluster's lanes remember before they forget those no lane waits for.
+LAST_CHANNELS = 4096
 # Seconds between two attempts to open a node's lane after one failed.
 LANE_RETRY = 1.0
 # Bytes read from a lane's stream at a time.
@@ -327,6 +331,9 @@ class _Lane:
         self.pending: collections.deque[_Written] = collections.deque()
         self.size = 0
         self.dead = False
+        # publish calls written on it, and those answered or failed since (in that order)
+        self.written = 0
+        self.answered = 0
         self.task: asyncio.Task[None] | None = None
         # the reader's deadline for the next reply (None while nothing waits: the reader then
         # still reads, to see the server close the connection at once)
@@ -358,7 +365,7 @@ class PublishLanes:
     ``socket_timeout`` (a stalled Redis: :class:`LaneTimeout`), or whose connection fails or is
     closed by the server (seen at once, idle or not: a read is always pending), fails every
     message waiting on it and is dropped. A channel whose node changed
-    while its previous lane still waits for replies is not written to (its order would not
+    while its previous message still waits for its reply is not written to (its order would not
     hold) until those replies came.
     """
 
@@ -368,7 +375,10 @@ class PublishLanes:
         self._lanes: dict[str, _Lane] = {}  # node name ("" on a single node) -> open lane
         self._opening: dict[str, asyncio.Task[None]] = {}
         self._failed_at: dict[str, float] = {}
-        self._last: dict[str, str] = {}  # channel -> the node its last message went to
+        # on a cluster, channel -> the node its last message went to, that node's lane and
+        # the number of that write on it (forgotten once answered: see _forget)
+        self._last: dict[str, tuple[str, _Lane, int]] = {}
+        self._last_bound = LAST_CHANNELS
         self.closed = False
 
     @property
@@ -402,6 +412,8 @@ class PublishLanes:
                 raise EnvelopeTooLarge(problem)
         if self.closed or not messages:
             return None
+        if self._cluster is not None:
+            self._forget()
         groups: dict[str, list[int]] = {}
         for index, (channel, _) in enumerate(messages):
             name = self._node_of(channel)
@@ -429,16 +441,31 @@ class PublishLanes:
                 return None
             packed_all.append((lane, indices, packed, size))
         for lane, indices, packed, size in packed_all:
+            lane.written += 1
             lane.conn._writer.writelines(packed)
             if not lane.pending and lane.deadline is not None and lane.timeout:
                 # the reader waits for data without a deadline while nothing is pending
                 lane.deadline.reschedule(loop.time() + lane.timeout)
             lane.pending.append(_Written(indices, size, results, outer, counter))
             lane.size += size
-        for name, indices in groups.items():
-            for i in indices:
-                self._last[messages[i][0]] = name
+        if self._cluster is not None:
+            last = self._last
+            for (lane, _), (name, indices) in zip(lanes, groups.items(), strict=True):
+                for i in indices:
+                    last[messages[i][0]] = (name, lane, lane.written)
         return outer
+
+    def _forget(self) -> None:
+        """Past :data:`LAST_CHANNELS` channels noted (every requester's reply channel passes
+        here), forget those whose last write was answered (they may go anywhere), at most once
+        per doubling of what is kept: linear in all."""
+        if len(self._last) > self._last_bound:
+            self._last = {
+                channel: entry
+                for channel, entry in self._last.items()
+                if entry[1].answered < entry[2]
+            }
+            self._last_bound = max(LAST_CHANNELS, 2 * len(self._last))
 
     def _node_of(self, channel: str) -> str | None:
         """The name of the node ``channel``'s messages go to ("" on a single node), or None
@@ -447,18 +474,18 @@ class PublishLanes:
             return ""
         try:
             node = self._cluster.get_node_from_key(channel)
-        except RedisError:  # SlotNotCoveredError: the slot's primary is not known now
+        except (RedisError, RedisClusterException):  # SlotNotCoveredError: no primary known
             return None
         return None if node is None else str(node.name)
 
     def _may_write(self, channel: str, groups: dict[str, list[int]]) -> bool:
-        """False when ``channel``'s previous message went to another node whose lane still
-        waits for replies (writing now could overtake it)."""
+        """False when ``channel``'s previous message went to another node and is not
+        answered yet (writing now could overtake it)."""
         last = self._last.get(channel)
-        if last is None or last in groups:
+        if last is None or last[0] in groups:
             return True
-        lane = self._lanes.get(last)
-        return lane is None or not lane.pending
+        lane, number = last[1], last[2]
+        return lane.answered >= number
 
     def _ready(self, name: str) -> _Lane | None:
         """The open lane to node ``name``, or None (then it is being opened, unless it failed
@@ -549,6 +576,7 @@ class PublishLanes:
                     head = lane.pending[0]
                     if len(got) == len(head.indices):
                         lane.pending.popleft()
+                        lane.answered += 1
                         lane.size -= head.size
                         for index, value in zip(head.indices, got, strict=True):
                             head.results[index] = (
@@ -575,6 +603,7 @@ class PublishLanes:
             self._failed_at[name] = time.monotonic()
         while lane.pending:
             written = lane.pending.popleft()
+            lane.answered += 1
             for index in written.indices:
                 written.results[index] = exc
             _answered(written)
