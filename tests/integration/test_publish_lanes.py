@@ -385,3 +385,29 @@ async def test_publish_many_refuses_an_oversize_message_before_any_lane_writes(
     finally:
         await subscriber.aclose()
         await listener.aclose()
+
+
+async def test_publish_many_sends_what_a_lost_lane_carried_once_more_through_the_pool(
+    server: RedisServer, client: AsyncClient, lanes: PublishLanes
+) -> None:
+    """The lane's connection is lost with writes waiting for Redis's replies: they go once
+    more through the pool's pipeline (as the client's retry does for a pipeline), so the call
+    returns receiver counts instead of failing."""
+    await _warm(lanes)
+    listener = Redis(port=server.port, decode_responses=True)
+    subscriber = listener.pubsub()
+    try:
+        await subscriber.subscribe("c")
+        messages = [("c", f"m{n}") for n in range(50)]
+        with frozen(server):
+            call = asyncio.ensure_future(publish_many(client, messages, lanes))
+            await asyncio.sleep(0.05)  # written on the lane, waiting for replies
+            assert lanes.busy
+            lanes._lanes[""].conn._writer.transport.abort()
+            await asyncio.sleep(0.05)  # the lane failed; the pipeline waits for Redis
+        assert await asyncio.wait_for(call, 5) == [1] * 50
+        got = await _received(subscriber, 50)
+        assert set(got) == {text for _, text in messages}
+    finally:
+        await subscriber.aclose()
+        await listener.aclose()

@@ -26,6 +26,7 @@ from redis.exceptions import ConnectionError, TimeoutError
 
 from wsctl.config import DEFAULT_SOCKET_TIMEOUT
 from wsctl.protocol.envelopes import EnvelopeTooLarge, oversize
+from wsctl.redis.internals import LaneClosed, LaneTimeout
 from wsctl.redis.target import AsyncClient
 from wsctl.redis.topology import refresh_topology
 from wsctl.tasks import wait_within
@@ -147,15 +148,46 @@ async def publish_many(
     messages: list[tuple[str, str]],
     lanes: PublishLanes | None = None,
 ) -> list[int]:
-    """PUBLISH many (channel, message) pairs in one non-transactional pipeline; returns each
-    PUBLISH's receiver count (on a cluster, the subscribers of the node it ran on only).
+    """PUBLISH many (channel, message) pairs; returns each PUBLISH's receiver count (on a
+    cluster, the subscribers of the node it ran on only).
 
     With ``lanes`` (a gateway's :class:`~wsctl.redis.internals.PublishLanes`), on them when
     they take the messages: written at once on a connection of their own per node, without
-    redis-py's pool and pipeline (less CPU per forwarded message: see
-    docs/performance.md); else, or when a lane is not open, the pipeline below. Either
-    way one failure raises (the first message's that failed): what the others did is not
-    reported, as with a pipeline that failed part-way.
+    redis-py's pool and pipeline (less CPU per forwarded message: see docs/performance.md);
+    else, or when a lane is not open, in one non-transactional pipeline. Messages whose lane
+    lost its connection go once more through the pipeline, as the client's own retry does for
+    a pipeline (a receiver drops a copy, see :class:`~wsctl.gateway.dedup.RecentPayloads`). A
+    lane that timed out (a stalled Redis) or was closed (the instance stops) raises its error,
+    as does a pipeline that failed: what the other messages did is not reported.
+
+    Raises :class:`EnvelopeTooLarge`, publishing none of them, when any message is over the
+    bound (callers split or refuse first).
+    """
+    for _, message in messages:
+        _check_size(message)
+    written = None if lanes is None else lanes.publish(messages)
+    if written is None:
+        return await _pipelined(client, messages)
+    results = await written
+    lost: list[int] = []  # messages whose lane's connection was lost: once more, pooled
+    counts: list[int] = []
+    for index, result in enumerate(results):
+        if isinstance(result, LaneClosed | LaneTimeout):
+            raise result
+        if isinstance(result, BaseException):
+            lost.append(index)
+            result = 0
+        counts.append(result)
+    if lost:
+        again = await _pipelined(client, [messages[i] for i in lost])
+        for index, count in zip(lost, again, strict=True):
+            counts[index] = count
+    return counts
+
+
+async def _pipelined(client: AsyncClient, messages: list[tuple[str, str]]) -> list[int]:
+    """PUBLISH ``messages`` in one non-transactional pipeline on a connection of the client's
+    pool.
 
     Through ``execute_command``: redis-py's cluster pipeline blocks its ``publish`` method. A
     classic PUBLISH on any cluster node reaches every subscriber (the cluster bus broadcasts
@@ -164,20 +196,7 @@ async def publish_many(
     primary that owns its channel's hash slot, where subscribers made by :func:`make_pubsub`
     for that channel listen: no bus hop on the way to them. Commands for one channel go to one
     node on one connection and keep their order.
-
-    Raises :class:`EnvelopeTooLarge`, publishing none of them, when any message is over the
-    bound (callers split or refuse first).
     """
-    for _, message in messages:
-        _check_size(message)
-    written = None if lanes is None else lanes.publish(messages)
-    if written is not None:
-        counts: list[int] = []
-        for result in await written:
-            if isinstance(result, BaseException):
-                raise result
-            counts.append(result)
-        return counts
     pipe = client.pipeline(transaction=False)
     if isinstance(client, RedisCluster):
         for channel, message in messages:
