@@ -338,6 +338,26 @@ async def test_a_cached_owner_that_stopped_listening_is_routed_again_and_deliver
         assert fleet.core.metrics.messages_forwarded >= unheard + 2 * BURST
 
 
+@pytest.mark.cluster
+async def test_a_slot_no_primary_serves_ends_sends_as_redis_errors_and_no_call_raises(
+    redis_cluster: object,
+) -> None:
+    """The slot map has no primary for the owner's control channel (a failover under way):
+    the lanes refuse and the pool's pipeline fails, so every send and publish ends with a
+    Redis failure as its outcome; none raises into the app, none says "internal error"."""
+    backend = Backend("cluster", {"REDIS_USE_CLUSTER": "true", "REDIS_NODES": ""})
+    backend.env["REDIS_NODES"] = redis_cluster.startup  # type: ignore[attr-defined]
+    async with pair(backend) as fleet:
+        await fleet.warm()
+        client = fleet.core.client
+        slot = client.keyslot(fleet.core.keys.control_channel("early-b"))
+        client.nodes_manager.slots_cache.pop(slot)  # type: ignore[union-attr]
+        _, futures = fleet.burst(kind="mixed", timeout=3.0)
+        results = await asyncio.wait_for(asyncio.gather(*futures), 5.0)
+        assert set(outcomes(results)) == {"error"}, outcomes(results)
+        assert all("Redis unavailable" in (r.reason or "") for r in results), results[0]
+
+
 async def test_a_robot_moved_from_a_cached_owner_still_listening_is_delivered_in_order(
     single: Backend,
 ) -> None:
@@ -382,6 +402,57 @@ async def test_a_frozen_redis_mid_burst_ends_every_publish_in_time_and_says_what
                 assert len(numbers) == len(set(numbers)), robot_id
 
 
+@pytest.mark.parametrize(
+    ("kind", "publish_lanes"), [("publish", True), ("send", True), ("publish", False)]
+)
+async def test_a_flush_redis_did_not_answer_in_time_says_timeout_for_what_may_arrive(
+    kind: str, publish_lanes: bool
+) -> None:
+    """Redis frozen while the flusher's forwards wait for its answer (no early hand-over; on
+    the lanes, or the pool's pipeline): what Redis had read runs when it resumes, so a send
+    or publish whose forward got no answer in time says ``timeout`` (it may arrive), never
+    ``error``, and nothing arrives twice."""
+    with own_redis() as (server, backend):
+        async with pair(
+            backend, socket_timeout=1.0, early_publish=False, publish_lanes=publish_lanes
+        ) as fleet:
+            await fleet.warm()
+            with frozen(server):
+                plan, futures = fleet.burst(400, kind=kind, timeout=3.0)
+                results = await asyncio.wait_for(asyncio.gather(*futures), 4.0)
+            await asyncio.sleep(1.0)  # what Redis had read is published now
+            got = {(r, n) for r in fleet.robot_ids for n in fleet.received.numbers(r)}
+            assert got, "Redis ran what it had read once it resumed"
+            for item, result in zip(plan, results, strict=True):
+                if item in got:
+                    assert result.outcome is SendOutcome.TIMEOUT, (item, result)
+                    assert "may" in (result.reason or ""), result
+            for robot_id in fleet.robot_ids:
+                numbers = fleet.received.numbers(robot_id)
+                assert len(numbers) == len(set(numbers)), robot_id
+
+
+async def test_a_flush_whose_listeners_cannot_be_asked_after_publishing_says_it_may_arrive(
+    single: Backend,
+) -> None:
+    """The forwards went out, then asking who heard them failed (on a cluster a PUBSUB
+    NUMSUB; here the check made to fail): the messages arrive, and their sends say
+    ``timeout`` "published, then ...: it may have arrived", never ``error``."""
+    async with pair(single, early_publish=False) as fleet:
+        await fleet.warm()
+
+        async def unanswered(*args: object) -> bool:
+            raise redis.exceptions.ConnectionError("Connection reset by peer")
+
+        with pytest.MonkeyPatch.context() as patched:
+            patched.setattr(fleet.core.batches.audience, "heard", unanswered)
+            plan, futures = fleet.burst(100, kind="mixed")
+            results = await asyncio.gather(*futures)
+        assert outcomes(results) == {"timeout": 100}, outcomes(results)
+        assert all("published, then" in (r.reason or "") for r in results), results[0]
+        await fleet.arrived(plan)
+
+
 async def test_after_a_frozen_redis_resumes_a_large_burst_is_published_at_once() -> None:
     """The lane that timed out is not open again for a moment: meanwhile each publish call
     must not try (and undo) a hand-over of the whole queue, which made a burst's own
@@ -412,6 +483,9 @@ async def test_redis_killed_and_restarted_early_hand_over_comes_back() -> None:
             await asyncio.to_thread(server.start)  # same port, empty: robots register again
             async with open_test_store(backend) as store:
                 await wait_for(lambda: registered(store, fleet.robot_ids), timeout=10)
+            # the owner's control channel and the sender's reply inbox subscribed again
+            await fleet.gateway.core.wait_subscribed()
+            await fleet.core.wait_subscribed()
             early = fleet.core.outbox.early_batches
             for _ in range(20):  # bounded: the lanes reopen on the bursts' first need
                 plan, futures = fleet.burst()

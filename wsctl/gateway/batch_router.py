@@ -4,7 +4,8 @@
 Batches are handled one at a time, in the order they arrive on the control channel (a bounded
 queue between the subscriber and one worker), which keeps every robot's messages in order:
 within a batch items are taken in order, local sockets are written synchronously (no await
-between two writes), and what goes to another instance leaves in one pipeline per batch, the
+between two writes), and what goes to another instance leaves together per batch (on the
+core's publish lanes, else one pipeline: :func:`~wsctl.redis.pubsub.publish_many`), the
 per-owner forward batches before the next batch is looked at. The app's own sends go through
 the same routing (:meth:`BatchRouter.route`), coalesced into batches by the outbox
 (:mod:`wsctl.gateway.outbox`). Per batch:
@@ -17,14 +18,16 @@ the same routing (:meth:`BatchRouter.route`), coalesced into batches by the outb
    per robot in one round trip;
 3. :func:`route_items` decides; ghosts (entries naming this instance without a socket) are
    removed as observed;
-4. one pipeline publishes a forward batch per owner (parts of at most
+4. one write (lanes or pipeline) publishes a forward batch per owner (parts of at most
    :data:`~wsctl.protocol.batch.BATCH_BYTES`), plus, for a forwarded batch (``hops`` >= 1)
    with items for robots this instance does not hold, one owner hint to the instance that
    forwarded it (the previous hop), whose owner cache sent them here. A forward that reached
    no subscriber (PUBLISH's receiver count, see :class:`~wsctl.redis.pubsub.Audience`) makes
    its items ``instance_unreachable``, except on the first hop when the owner came from the
    cache: those robots' owners are read from the registry again and routed once more (a
-   robot that moved away from an instance that died);
+   robot that moved away from an instance that died). A forward Redis did not answer in time
+   is an ``error`` whose reason says it may have been published (the app's own sends say
+   ``timeout``: :attr:`Routed.unsure`);
 5. a batch from the control channel gets this instance's one reply: the ids delivered here and
    the outcome of every item answered here (the owners answer for what they were sent). When
    the requester accepts bundles (``reply_hold_ms`` > 0), replies to its channel go out
@@ -48,7 +51,7 @@ from wsctl.eventlog.model import EventName
 from wsctl.gateway.batching import OwnerCache, ReplyHolder, SharedText, route_items
 from wsctl.gateway.local import LocalConn
 from wsctl.gateway.outbound import SlowConsumer
-from wsctl.gateway.outcomes import is_redis_failure, redis_reason
+from wsctl.gateway.outcomes import is_redis_failure, is_redis_timeout, redis_reason
 from wsctl.gateway.parts import CoreParts
 from wsctl.gateway.routing import LocalSocket
 from wsctl.protocol.batch import (
@@ -108,6 +111,12 @@ class Routed:
     forwarded: list[tuple[str, str]] = field(default_factory=list)
     # how many of ``delivered`` and ``failed`` were answered already, in the forwards' pipeline
     answered: tuple[int, int] = (0, 0)
+    # ids among ``failed`` whose forward Redis did not answer in time, or whose listeners
+    # could not be asked after it was published: it may have arrived (the app's sends say
+    # ``timeout``, not ``error``: a retry may deliver twice)
+    unsure: set[str] = field(default_factory=set)
+    publishing: bool = False  # the forwards' PUBLISH is under way
+    published: bool = False  # ...and done: who heard them is being asked
 
 
 class BatchRouter:
@@ -191,7 +200,7 @@ class BatchRouter:
             raise asyncio.CancelledError
 
     async def _send_held(self) -> None:
-        """Publish held replies when they are due (one pipeline for all that are), until
+        """Publish held replies when they are due (together, all that are), until
         told to stop (``_held_stop``): then what is still held, and end."""
         replies = self.replies
         changed = self._held_changed
@@ -210,7 +219,7 @@ class BatchRouter:
         await self._publish_replies(self._bundled(replies.take_all()))
 
     async def _publish_replies(self, messages: list[tuple[str, str]]) -> None:
-        """Publish held replies (one pipeline), once more if that failed: requesters match
+        """Publish held replies (together), once more if that failed: requesters match
         replies by id, so a reply that went out twice is harmless, one lost is a timeout."""
         if not messages:
             return
@@ -502,11 +511,17 @@ class BatchRouter:
             else:
                 log.exception("routing batch %s failed", batch.id[:8])
                 reason = f"internal error: {type(exc).__name__}"
+            unsure = routed.published or (routed.publishing and is_redis_timeout(exc))
+            if routed.published:
+                reason = f"published, then {reason}: it may have arrived"
+            elif unsure:
+                reason += ": it may have been published"
             answered = {*routed.delivered, *(o.id for o in routed.failed)}
             answered.update(ident for ident, _ in routed.forwarded)
-            routed.failed.extend(
-                Outcome(i.id, Status.ERROR, reason) for i in batch.items if i.id not in answered
-            )
+            left = [i.id for i in batch.items if i.id not in answered]
+            routed.failed.extend(Outcome(ident, Status.ERROR, reason) for ident in left)
+            if unsure:
+                routed.unsure.update(left)
         core.metrics.messages_delivered += len(routed.delivered)
         core.metrics.messages_forwarded += len(routed.forwarded)
         core.metrics.messages_failed += len(routed.failed)
@@ -584,7 +599,9 @@ class BatchRouter:
         answered = (len(routed.delivered), len(routed.failed))
         if answer is not None:
             messages.extend(answer(routed.delivered, routed.failed))
+        routed.publishing = True
         counts = (await self._publish_forwards(messages))[:forwards]
+        routed.publishing, routed.published = False, True
         if answer is not None:
             routed.answered = answered  # (had the pipeline failed, handle() answers them all)
         messages = messages[:forwards]
@@ -602,18 +619,20 @@ class BatchRouter:
                     retry.append((item, LocalSocket.NONE))
                 else:
                     routed.failed.append(Outcome(item.id, Status.INSTANCE_UNREACHABLE, reason))
+        routed.published = False
         return retry
 
     async def _publish_forwards(self, messages: list[tuple[str, str]]) -> list[int]:
-        """One pipeline for the forwards (and owner hint) of a batch; each PUBLISH's receiver
-        count. Not retried by wsctl: a pipeline that failed may have gone out in part (a
-        receiver drops a copy redis-py's own retry may deliver twice, see
+        """The forwards (and owner hint) of a batch, together (on the publish lanes, else one
+        pipeline: :func:`~wsctl.redis.pubsub.publish_many`); each PUBLISH's receiver count.
+        Not retried by wsctl: what failed may have gone out in part (a receiver drops a copy
+        a retry on a lost connection may deliver twice, see
         :class:`~wsctl.gateway.dedup.RecentPayloads`)."""
         return await publish_many(self.core.client, messages, self.core.lanes)
 
     async def _publish(self, messages: list[tuple[str, str]]) -> None:
-        """One pipeline for the forwards and the reply. Not retried: a pipeline that failed
-        may have gone out in part, and a duplicate is worse than a timeout (the requester
+        """The forwards and the reply, together (on the publish lanes, else one pipeline). Not
+        retried: what failed may have gone out in part, and a duplicate is worse than a timeout (the requester
         reports items it got no outcome for as ``timeout``)."""
         try:
             await publish_many(self.core.client, messages, self.core.lanes)

@@ -699,7 +699,10 @@ class Outbox:
         for outcome in routed.failed:
             sent = sends.pop(outcome.id, None)
             if sent is not None:
-                _settle(sent, SendOutcome(outcome.status.value), here, outcome.reason)
+                # Redis did not answer the forward's PUBLISH in time: it may have gone out
+                unsure = outcome.id in routed.unsure
+                status = SendOutcome.TIMEOUT if unsure else SendOutcome(outcome.status.value)
+                _settle(sent, status, here, outcome.reason)
         for ident, owner in routed.forwarded:
             sent = sends.get(ident)
             if sent is None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wsctl.protocol.envelopes import Status
 
-__all__ = ["SendOutcome", "SendResult", "is_redis_failure", "redis_reason"]
+__all__ = ["SendOutcome", "SendResult", "is_redis_failure", "is_redis_timeout", "redis_reason"]
 
 
 class SendOutcome(StrEnum):
@@ -50,10 +51,16 @@ class SendResult:
 
 
 def is_redis_failure(exc: BaseException) -> bool:
-    """Did Redis (or the way to it) fail, rather than the app's input or code? A Redis error,
-    a socket error or a timeout; anything else is a bug to report as one, never as Redis
-    being down."""
-    return isinstance(exc, RedisError | OSError | TimeoutError)
+    """Did Redis (or the way to it) fail, rather than the app's input or code? A Redis error
+    (a cluster's too: a slot no primary serves during a failover), a socket error or a
+    timeout; anything else is a bug to report as one, never as Redis being down."""
+    return isinstance(exc, RedisError | RedisClusterException | OSError | TimeoutError)
+
+
+def is_redis_timeout(exc: BaseException) -> bool:
+    """Did Redis not answer in time? (What was written may still run: a stalled Redis runs
+    what it had read once it resumes.)"""
+    return isinstance(exc, RedisTimeoutError | TimeoutError)
 
 
 def redis_reason(scrubbed: str) -> str:
