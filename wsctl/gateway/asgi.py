@@ -174,6 +174,8 @@ class Fleet:
         on_disconnect: OnDisconnect | None = None,
         tune_gc: bool = True,
         bundle_replies: bool = True,
+        early_publish: bool = True,
+        publish_lanes: bool = True,
     ) -> None:
         self.tune_gc = tune_gc
         self.auth_secret = auth_secret or None
@@ -192,6 +194,8 @@ class Fleet:
                 ws_url=advertised_url(host, port, advertise_url),
                 socket_timeout=socket_timeout,
                 bundle_replies=bundle_replies,
+                early_publish=early_publish,
+                publish_lanes=publish_lanes,
             ),
             target,
         )
