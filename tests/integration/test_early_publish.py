@@ -174,6 +174,24 @@ def outcomes(results: list[SendResult]) -> dict[str, int]:
     return dict(collections.Counter(r.outcome.value for r in results))
 
 
+async def _arrived_once_saying(
+    fleet: Pair, plan: list[tuple[str, int]], results: list[SendResult], words: str
+) -> set[tuple[str, int]]:
+    """After a frozen Redis resumed (what it had read runs then): every message of ``plan``
+    that arrived said ``timeout`` with ``words`` in its reason, and none arrived twice.
+    Returns what arrived."""
+    await asyncio.sleep(1.0)
+    got = {(r, n) for r in fleet.robot_ids for n in fleet.received.numbers(r)}
+    for item, result in zip(plan, results, strict=True):
+        if item in got:
+            assert result.outcome is SendOutcome.TIMEOUT, (item, result)
+            assert words in (result.reason or ""), result
+    for robot_id in fleet.robot_ids:
+        numbers = fleet.received.numbers(robot_id)
+        assert len(numbers) == len(set(numbers)), robot_id
+    return got
+
+
 @contextlib.contextmanager
 def own_redis() -> Iterator[tuple[RedisServer, Backend]]:
     with RedisServer() as server:
@@ -391,15 +409,7 @@ async def test_a_frozen_redis_mid_burst_ends_every_publish_in_time_and_says_what
             said = outcomes(results)
             assert set(said) <= {"timeout", "error"}, said
             assert elapsed < timeout + 0.5, elapsed
-            await asyncio.sleep(1.0)  # what Redis had read is published now
-            got = {(r, n) for r in fleet.robot_ids for n in fleet.received.numbers(r)}
-            for item, result in zip(plan, results, strict=True):
-                if item in got:
-                    assert result.outcome is SendOutcome.TIMEOUT, (item, result)
-                    assert "may have been published" in (result.reason or ""), result
-            for robot_id in fleet.robot_ids:
-                numbers = fleet.received.numbers(robot_id)
-                assert len(numbers) == len(set(numbers)), robot_id
+            await _arrived_once_saying(fleet, plan, results, "may have been published")
 
 
 @pytest.mark.parametrize(
@@ -420,16 +430,8 @@ async def test_a_flush_redis_did_not_answer_in_time_says_timeout_for_what_may_ar
             with frozen(server):
                 plan, futures = fleet.burst(400, kind=kind, timeout=3.0)
                 results = await asyncio.wait_for(asyncio.gather(*futures), 4.0)
-            await asyncio.sleep(1.0)  # what Redis had read is published now
-            got = {(r, n) for r in fleet.robot_ids for n in fleet.received.numbers(r)}
+            got = await _arrived_once_saying(fleet, plan, results, "may")
             assert got, "Redis ran what it had read once it resumed"
-            for item, result in zip(plan, results, strict=True):
-                if item in got:
-                    assert result.outcome is SendOutcome.TIMEOUT, (item, result)
-                    assert "may" in (result.reason or ""), result
-            for robot_id in fleet.robot_ids:
-                numbers = fleet.received.numbers(robot_id)
-                assert len(numbers) == len(set(numbers)), robot_id
 
 
 async def test_a_flush_whose_listeners_cannot_be_asked_after_publishing_says_it_may_arrive(

@@ -7,10 +7,12 @@ its channel's home primary."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -79,6 +81,19 @@ async def _warm(lanes: PublishLanes) -> None:
     assert await asyncio.wait_for(await _open(lanes, [("c", "warm")]), 5) == [0]
 
 
+@contextlib.asynccontextmanager
+async def _subscribed(server: RedisServer, channel: str) -> AsyncIterator[Any]:
+    """A PubSub of its own subscribed to ``channel`` (closed after the block)."""
+    listener = Redis(port=server.port, decode_responses=True)
+    subscriber = listener.pubsub()
+    try:
+        await subscriber.subscribe(channel)
+        yield subscriber
+    finally:
+        await subscriber.aclose()
+        await listener.aclose()
+
+
 async def _received(subscriber: object, count: int, within: float = 5.0) -> list[str]:
     """The data of the next ``count`` messages a subscribed PubSub gets (bounded in time)."""
     got: list[str] = []
@@ -95,26 +110,22 @@ async def _received(subscriber: object, count: int, within: float = 5.0) -> list
 async def test_writes_are_published_in_order_and_answered_with_receiver_counts(
     server: RedisServer, client: AsyncClient
 ) -> None:
-    listener = Redis(port=server.port, decode_responses=True)
-    subscriber = listener.pubsub()
     lanes = PublishLanes(client)
     try:
-        await subscriber.subscribe("heard")
-        messages = [("heard" if n % 2 else "unheard", f"m{n}") for n in range(1000)]
-        first = await _open(lanes, messages[:1])
-        assert await asyncio.wait_for(first, 5) == [0]
-        # two calls, no await between them: written in call order on the one lane
-        one, two = lanes.publish(messages[:500]), lanes.publish(messages[500:])
-        assert one is not None and two is not None
-        results = [*await asyncio.wait_for(one, 5), *await asyncio.wait_for(two, 5)]
-        assert results == [1 if n % 2 else 0 for n in range(1000)]
-        got = await _received(subscriber, 500)
-        assert got == [f"m{n}" for n in range(1, 1000, 2)]
-        assert not lanes.busy
+        async with _subscribed(server, "heard") as subscriber:
+            messages = [("heard" if n % 2 else "unheard", f"m{n}") for n in range(1000)]
+            first = await _open(lanes, messages[:1])
+            assert await asyncio.wait_for(first, 5) == [0]
+            # two calls, no await between them: written in call order on the one lane
+            one, two = lanes.publish(messages[:500]), lanes.publish(messages[500:])
+            assert one is not None and two is not None
+            results = [*await asyncio.wait_for(one, 5), *await asyncio.wait_for(two, 5)]
+            assert results == [1 if n % 2 else 0 for n in range(1000)]
+            got = await _received(subscriber, 500)
+            assert got == [f"m{n}" for n in range(1, 1000, 2)]
+            assert not lanes.busy
     finally:
         await lanes.aclose()
-        await subscriber.aclose()
-        await listener.aclose()
 
 
 async def test_publish_is_refused_until_the_prepared_lane_is_open_then_writes(
@@ -214,23 +225,19 @@ async def test_closing_fails_waiting_writes_with_lane_closed(
 async def test_an_oversize_message_raises_and_nothing_of_the_call_is_written(
     server: RedisServer, client: AsyncClient
 ) -> None:
-    listener = Redis(port=server.port, decode_responses=True)
-    subscriber = listener.pubsub()
     lanes = PublishLanes(client)
     try:
-        await subscriber.subscribe("c")
-        assert await asyncio.wait_for(await _open(lanes, [("c", "warm")]), 5) == [1]
-        assert await _received(subscriber, 1) == ["warm"]
-        with pytest.raises(EnvelopeTooLarge):
-            lanes.publish([("c", "fits"), ("c", "x" * (MAX_PUBLISH_BYTES + 1))])
-        assert not lanes.busy
-        written = lanes.publish([("c", "next")])
-        assert written is not None and await asyncio.wait_for(written, 5) == [1]
-        assert await _received(subscriber, 1) == ["next"]  # "fits" never went out
+        async with _subscribed(server, "c") as subscriber:
+            assert await asyncio.wait_for(await _open(lanes, [("c", "warm")]), 5) == [1]
+            assert await _received(subscriber, 1) == ["warm"]
+            with pytest.raises(EnvelopeTooLarge):
+                lanes.publish([("c", "fits"), ("c", "x" * (MAX_PUBLISH_BYTES + 1))])
+            assert not lanes.busy
+            written = lanes.publish([("c", "next")])
+            assert written is not None and await asyncio.wait_for(written, 5) == [1]
+            assert await _received(subscriber, 1) == ["next"]  # "fits" never went out
     finally:
         await lanes.aclose()
-        await subscriber.aclose()
-        await listener.aclose()
 
 
 def _cluster_client(redis_cluster: object) -> AsyncClient:
@@ -337,10 +344,7 @@ def _no_pipeline(client: AsyncClient, monkeypatch: pytest.MonkeyPatch) -> list[i
 async def test_publish_many_goes_through_the_pool_until_a_lane_is_open_then_on_the_lane(
     server: RedisServer, client: AsyncClient, lanes: PublishLanes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    listener = Redis(port=server.port, decode_responses=True)
-    subscriber = listener.pubsub()
-    try:
-        await subscriber.subscribe("heard")
+    async with _subscribed(server, "heard") as subscriber:
         messages = [("heard", "m0"), ("unheard", "m1")]
         # no lane yet: the pipeline publishes (and the call starts opening the lane)
         assert await publish_many(client, messages, lanes) == [1, 0]
@@ -351,9 +355,6 @@ async def test_publish_many_goes_through_the_pool_until_a_lane_is_open_then_on_t
         assert await _received(subscriber, 2) == ["m0", "m2"]
         with pytest.raises(AssertionError, match="pipeline was used"):
             await publish_many(client, messages)  # no lanes given: the pool's way
-    finally:
-        await subscriber.aclose()
-        await listener.aclose()
 
 
 async def test_publish_many_raises_a_frozen_lanes_timeout_in_time_then_uses_the_pool(
@@ -373,18 +374,12 @@ async def test_publish_many_refuses_an_oversize_message_before_any_lane_writes(
     server: RedisServer, client: AsyncClient, lanes: PublishLanes
 ) -> None:
     await _warm(lanes)
-    listener = Redis(port=server.port, decode_responses=True)
-    subscriber = listener.pubsub()
-    try:
-        await subscriber.subscribe("c")
+    async with _subscribed(server, "c") as subscriber:
         big = "x" * (MAX_PUBLISH_BYTES + 1)
         with pytest.raises(EnvelopeTooLarge):
             await publish_many(client, [("c", "first"), ("c", big)], lanes)
         assert await publish_many(client, [("c", "after")], lanes) == [1]
         assert await _received(subscriber, 2, within=1.0) == ["after"]
-    finally:
-        await subscriber.aclose()
-        await listener.aclose()
 
 
 async def test_publish_many_sends_what_a_lost_lane_carried_once_more_through_the_pool(
@@ -394,10 +389,7 @@ async def test_publish_many_sends_what_a_lost_lane_carried_once_more_through_the
     more through the pool's pipeline (as the client's retry does for a pipeline), so the call
     returns receiver counts instead of failing."""
     await _warm(lanes)
-    listener = Redis(port=server.port, decode_responses=True)
-    subscriber = listener.pubsub()
-    try:
-        await subscriber.subscribe("c")
+    async with _subscribed(server, "c") as subscriber:
         messages = [("c", f"m{n}") for n in range(50)]
         with frozen(server):
             call = asyncio.ensure_future(publish_many(client, messages, lanes))
@@ -408,6 +400,3 @@ async def test_publish_many_sends_what_a_lost_lane_carried_once_more_through_the
         assert await asyncio.wait_for(call, 5) == [1] * 50
         got = await _received(subscriber, 50)
         assert set(got) == {text for _, text in messages}
-    finally:
-        await subscriber.aclose()
-        await listener.aclose()
