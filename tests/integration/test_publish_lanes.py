@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from tests.conftest import Backend
+from tests.conftest import Backend, slot_owner
 from tests.faults import frozen
 from wsctl.config import load_settings
 from wsctl.protocol.envelopes import MAX_PUBLISH_BYTES, EnvelopeTooLarge
@@ -33,7 +34,7 @@ from wsctl.redis.internals import (
 )
 from wsctl.redis.pubsub import publish_many
 from wsctl.redis.target import AsyncClient, Target
-from wsctl.sandbox.redis_servers import RedisServer
+from wsctl.sandbox.redis_servers import RedisClusterProcesses, RedisServer
 
 Results = list[int | BaseException]
 TIMEOUT = 0.5  # the clients' socket timeout: a frozen Redis is noticed this soon
@@ -305,6 +306,41 @@ async def test_a_clusters_lanes_forget_the_nodes_of_channels_no_lane_waits_for(
             messages = [(f"reply-{n}", "r") for n in range(start, start + 200)]
             assert await asyncio.wait_for(await _open(lanes, messages), 5) == [0] * 200
         assert 0 < len(lanes._last) <= LAST_CHANNELS
+    finally:
+        await lanes.aclose()
+        await client.aclose()
+
+
+@pytest.mark.cluster
+async def test_a_channel_moved_to_another_node_waits_for_its_unanswered_message_there(
+    redis_cluster: RedisClusterProcesses,
+) -> None:
+    """A channel's last message waits for its node's answer (the node frozen) when the slot
+    map moves the channel to another node: a call writing to it now is refused, even when the
+    call also carries a message for the old node (it would overtake the first)."""
+    client = _cluster_client(redis_cluster)
+    lanes = PublishLanes(client)
+    try:
+        await client.ping()  # type: ignore[misc]  # the slot map read
+        lanes.prepare()
+        assert isinstance(client, RedisCluster)
+        home = client.get_node_from_key("moving")
+        other = next(n for n in client.get_primaries() if n.name != home.name)
+        beside = next(
+            f"beside-{n}"
+            for n in range(1000)
+            if client.get_node_from_key(f"beside-{n}").name == home.name
+        )
+        assert await asyncio.wait_for(await _open(lanes, [("moving", "m0")]), 5) == [0]
+        with frozen(slot_owner(redis_cluster, "moving")):
+            first = lanes.publish([("moving", "m1")])
+            assert first is not None
+            client.nodes_manager.slots_cache[client.keyslot("moving")] = [other]
+            assert lanes.publish([("moving", "m2")]) is None
+            assert lanes.publish([("moving", "m2"), (beside, "x")]) is None
+        await asyncio.wait_for(first, 5)
+        written = lanes.publish([("moving", "m2")])  # answered: it may go to the new node
+        assert written is not None and await asyncio.wait_for(written, 5) == [0]
     finally:
         await lanes.aclose()
         await client.aclose()

@@ -417,7 +417,7 @@ class PublishLanes:
         groups: dict[str, list[int]] = {}
         for index, (channel, _) in enumerate(messages):
             name = self._node_of(channel)
-            if name is None:
+            if name is None or not self._may_write(channel, name):
                 return None
             groups.setdefault(name, []).append(index)
         lanes: list[tuple[_Lane, list[int]]] = []
@@ -426,9 +426,6 @@ class PublishLanes:
             if lane is None:
                 return None
             lanes.append((lane, indices))
-        for channel, _ in messages:
-            if not self._may_write(channel, groups):
-                return None
         loop = asyncio.get_running_loop()
         outer: asyncio.Future[list[int | BaseException]] = loop.create_future()
         results: list[int | BaseException] = [0] * len(messages)
@@ -478,11 +475,11 @@ class PublishLanes:
             return None
         return None if node is None else str(node.name)
 
-    def _may_write(self, channel: str, groups: dict[str, list[int]]) -> bool:
-        """False when ``channel``'s previous message went to another node and is not
-        answered yet (writing now could overtake it)."""
+    def _may_write(self, channel: str, name: str) -> bool:
+        """False when ``channel``'s previous message went to a node other than ``name`` (the
+        one it goes to now) and is not answered yet (writing now could overtake it)."""
         last = self._last.get(channel)
-        if last is None or last[0] in groups:
+        if last is None or last[0] == name:
             return True
         lane, number = last[1], last[2]
         return lane.answered >= number
