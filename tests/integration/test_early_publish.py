@@ -434,6 +434,28 @@ async def test_a_flush_redis_did_not_answer_in_time_says_timeout_for_what_may_ar
             assert got, "Redis ran what it had read once it resumed"
 
 
+async def test_an_early_hand_over_whose_lane_is_lost_before_redis_answers_says_it_may_arrive() -> (
+    None
+):
+    """Redis frozen with early batches written on the lane, and the lane's connection lost:
+    Redis runs what it had read once it resumes, so those messages say ``timeout`` (it may
+    have been published), never ``error``, and nothing arrives twice."""
+    with own_redis() as (server, backend):
+        async with pair(backend, socket_timeout=2.0) as fleet:
+            await fleet.warm()
+            early = fleet.core.outbox.early_batches
+            lanes = fleet.core.lanes
+            assert lanes is not None
+            with frozen(server):
+                plan, futures = fleet.burst(timeout=3.0)
+                await asyncio.sleep(0.05)  # the event loop sent what the lane wrote
+                assert fleet.core.outbox.early_batches > early and lanes.busy
+                lanes._lanes[""].conn._writer.transport.close()  # lost from this side
+                results = await asyncio.wait_for(asyncio.gather(*futures), 4.0)
+            got = await _arrived_once_saying(fleet, plan, results, "may")
+            assert got, "Redis ran what it had read once it resumed"
+
+
 async def test_a_flush_whose_listeners_cannot_be_asked_after_publishing_says_it_may_arrive(
     single: Backend,
 ) -> None:

@@ -64,7 +64,7 @@ from wsctl.gateway.parts import CoreParts
 from wsctl.protocol.batch import BATCH_BYTES, Batch, BatchReply, Item, pack_batch
 from wsctl.protocol.envelopes import Reply, Status, utf8_size
 from wsctl.protocol.rpc import Inbox
-from wsctl.redis.internals import LaneClosed, LaneTimeout
+from wsctl.redis.internals import LaneClosed
 from wsctl.redis.pubsub import Audience
 from wsctl.tasks import wait_within
 
@@ -634,28 +634,26 @@ class Outbox:
     def _early_failed(
         self, sends: list[_Send], exc: BaseException, *, published: bool = False
     ) -> None:
-        """An early hand-over's PUBLISH failed (Redis, its connection, or the instance
-        stopping): ``error``; ``timeout`` when it may have gone out: the instance stopped,
-        Redis did not answer in time (a stalled Redis runs what it read once it resumes), or
-        it ran (``published``) and asking who heard it failed."""
+        """An early hand-over's PUBLISH was written and then failed (Redis did not answer in
+        time, its connection was lost, the instance stopped), or it ran (``published``) and
+        asking who heard it failed: ``timeout``, as it may have gone out (a stalled Redis runs
+        what it read once it resumes; a connection closed by this side still delivers what
+        was written before)."""
         core = self.core
         here = (core.instance_id,)
         if isinstance(exc, LaneClosed) and not published:
-            outcome, reason = SendOutcome.TIMEOUT, "no answer from Redis before the instance "
-            reason += "stopped: it may have been published"
+            reason = "no answer from Redis before the instance stopped: it may have been published"
         else:
             core._redis_failed("control", exc)
             why = redis_reason(core.target.scrub(str(exc)))
             if published:
-                outcome, reason = SendOutcome.TIMEOUT, f"published, then {why}: it may have arrived"
-            elif isinstance(exc, LaneTimeout):
-                outcome, reason = SendOutcome.TIMEOUT, f"{why}: it may have been published"
+                reason = f"published, then {why}: it may have arrived"
             else:
-                outcome, reason = SendOutcome.ERROR, why
+                reason = f"{why}: it may have been published"
         for sent in sends:
             if not sent.future.done():
                 core.metrics.messages_failed += 1
-                _settle(sent, outcome, here, reason)
+                _settle(sent, SendOutcome.TIMEOUT, here, reason)
         self._release(sends)
 
     async def _handed_over(self) -> None:
