@@ -32,7 +32,7 @@ from wsctl.redis.internals import (
     LaneTimeout,
     PublishLanes,
 )
-from wsctl.redis.pubsub import publish_many
+from wsctl.redis.pubsub import PublishUncertain, publish_many
 from wsctl.redis.target import AsyncClient, Target
 from wsctl.sandbox.redis_servers import RedisClusterProcesses, RedisServer
 
@@ -436,3 +436,20 @@ async def test_publish_many_sends_what_a_lost_lane_carried_once_more_through_the
         assert await asyncio.wait_for(call, 5) == [1] * 50
         got = await _received(subscriber, 50)
         assert set(got) == {text for _, text in messages}
+
+
+async def test_publish_many_says_uncertain_when_a_lost_lanes_messages_fail_through_the_pool_too(
+    server: RedisServer, client: AsyncClient, lanes: PublishLanes
+) -> None:
+    """Written on the lane, the lane lost, then Redis gone before the pool could send them
+    again: what became of them is not known (Redis may have run them), so the call raises
+    PublishUncertain, which the gateway reports as ``timeout`` "it may have been published"."""
+    await _warm(lanes)
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGSTOP)  # the write waits for a reply that never comes
+    call = asyncio.ensure_future(publish_many(client, [("c", "m0")], lanes))
+    await asyncio.sleep(0.05)
+    assert lanes.busy
+    server.kill()  # a stopped process dies too: the lane is lost, the pool refused
+    with pytest.raises(PublishUncertain):
+        await asyncio.wait_for(call, 5)

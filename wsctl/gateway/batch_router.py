@@ -51,7 +51,7 @@ from wsctl.eventlog.model import EventName
 from wsctl.gateway.batching import OwnerCache, ReplyHolder, SharedText, route_items
 from wsctl.gateway.local import LocalConn
 from wsctl.gateway.outbound import SlowConsumer
-from wsctl.gateway.outcomes import is_redis_failure, is_redis_timeout, redis_reason
+from wsctl.gateway.outcomes import is_redis_failure, may_have_published, redis_reason
 from wsctl.gateway.parts import CoreParts
 from wsctl.gateway.routing import LocalSocket
 from wsctl.protocol.batch import (
@@ -511,7 +511,7 @@ class BatchRouter:
             else:
                 log.exception("routing batch %s failed", batch.id[:8])
                 reason = f"internal error: {type(exc).__name__}"
-            unsure = routed.published or (routed.publishing and is_redis_timeout(exc))
+            unsure = routed.published or (routed.publishing and may_have_published(exc))
             if routed.published:
                 reason = f"published, then {reason}: it may have arrived"
             elif unsure:
@@ -632,8 +632,9 @@ class BatchRouter:
 
     async def _publish(self, messages: list[tuple[str, str]]) -> None:
         """The forwards and the reply, together (on the publish lanes, else one pipeline). Not
-        retried: what failed may have gone out in part, and a duplicate is worse than a timeout (the requester
-        reports items it got no outcome for as ``timeout``)."""
+        retried here (only what a lost lane carried goes once more, through the pool): what
+        failed may have gone out in part, and a duplicate is worse than a timeout (the
+        requester reports items it got no outcome for as ``timeout``)."""
         try:
             await publish_many(self.core.client, messages, self.core.lanes)
         except asyncio.CancelledError:

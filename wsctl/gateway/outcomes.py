@@ -9,12 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisError, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wsctl.protocol.envelopes import Status
+from wsctl.redis.pubsub import PublishUncertain
 
-__all__ = ["SendOutcome", "SendResult", "is_redis_failure", "is_redis_timeout", "redis_reason"]
+__all__ = ["SendOutcome", "SendResult", "is_redis_failure", "may_have_published", "redis_reason"]
 
 
 class SendOutcome(StrEnum):
@@ -54,13 +55,15 @@ def is_redis_failure(exc: BaseException) -> bool:
     """Did Redis (or the way to it) fail, rather than the app's input or code? A Redis error
     (a cluster's too: a slot no primary serves during a failover), a socket error or a
     timeout; anything else is a bug to report as one, never as Redis being down."""
-    return isinstance(exc, RedisError | RedisClusterException | OSError | TimeoutError)
+    return isinstance(exc, RedisError | SlotNotCoveredError | OSError | TimeoutError)
 
 
-def is_redis_timeout(exc: BaseException) -> bool:
-    """Did Redis not answer in time? (What was written may still run: a stalled Redis runs
-    what it had read once it resumes.)"""
-    return isinstance(exc, RedisTimeoutError | TimeoutError)
+def may_have_published(exc: BaseException) -> bool:
+    """Does ``exc``, raised while publishing, leave the messages maybe published? Redis did
+    not answer in time (a stalled Redis runs what it had read once it resumes), or they were
+    written and the way to Redis was lost before it answered
+    (:class:`~wsctl.redis.pubsub.PublishUncertain`)."""
+    return isinstance(exc, RedisTimeoutError | TimeoutError | PublishUncertain)
 
 
 def redis_reason(scrubbed: str) -> str:

@@ -22,7 +22,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
 
 from wsctl.config import DEFAULT_SOCKET_TIMEOUT
 from wsctl.protocol.envelopes import EnvelopeTooLarge, oversize
@@ -41,6 +41,7 @@ __all__ = [
     "Audience",
     "Liveness",
     "LivenessStep",
+    "PublishUncertain",
     "SubscriptionLost",
     "SubscriptionUnanswered",
     "make_pubsub",
@@ -126,6 +127,11 @@ def _numsub_value(reply: Any) -> int:
     return sum(int(count) for count in reply[1::2])
 
 
+class PublishUncertain(RedisError):
+    """Messages were written to Redis and its answer never came (the connection was lost and
+    the pool failed too, or the lanes were closed): they may have been published."""
+
+
 def _check_size(message: str) -> None:
     problem = oversize(message)
     if problem is not None:
@@ -156,9 +162,12 @@ async def publish_many(
     redis-py's pool and pipeline (less CPU per forwarded message: see docs/performance.md);
     else, or when a lane is not open, in one non-transactional pipeline. Messages whose lane
     lost its connection go once more through the pipeline, as the client's own retry does for
-    a pipeline (a receiver drops a copy, see :class:`~wsctl.gateway.dedup.RecentPayloads`). A
-    lane that timed out (a stalled Redis) or was closed (the instance stops) raises its error,
-    as does a pipeline that failed: what the other messages did is not reported.
+    a pipeline (a receiver drops a copy, see :class:`~wsctl.gateway.dedup.RecentPayloads`;
+    other subscribers, such as a reply inbox, may get both). A lane that timed out (a stalled
+    Redis) raises its :class:`~wsctl.redis.internals.LaneTimeout`; messages written on a lane
+    whose outcome stays unknown (the lanes closed before Redis answered, or the pool failed
+    too) raise :class:`PublishUncertain`; a pipeline that failed raises its error. What the
+    other messages of the call did is not reported.
 
     Raises :class:`EnvelopeTooLarge`, publishing none of them, when any message is over the
     bound (callers split or refuse first).
@@ -172,14 +181,21 @@ async def publish_many(
     lost: list[int] = []  # messages whose lane's connection was lost: once more, pooled
     counts: list[int] = []
     for index, result in enumerate(results):
-        if isinstance(result, LaneClosed | LaneTimeout):
+        if isinstance(result, LaneTimeout):
             raise result
+        if isinstance(result, LaneClosed):
+            raise PublishUncertain(str(result)) from result
         if isinstance(result, BaseException):
             lost.append(index)
             result = 0
         counts.append(result)
     if lost:
-        again = await _pipelined(client, [messages[i] for i in lost])
+        try:
+            again = await _pipelined(client, [messages[i] for i in lost])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # written on the lane, then not through the pool either
+            raise PublishUncertain(f"{type(exc).__name__}: {exc}") from exc
         for index, count in zip(lost, again, strict=True):
             counts[index] = count
     return counts
