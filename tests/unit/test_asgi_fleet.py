@@ -30,3 +30,12 @@ def test_fleet_reply_bundling_is_on_by_default_and_bundle_replies_false_turns_it
     off = Fleet(Target("tcp"), instance_id="gw-off", tune_gc=False, bundle_replies=False)
     assert on.core.config.bundle_replies and on.core.outbox.bundle_replies
     assert not off.core.config.bundle_replies and not off.core.outbox.bundle_replies
+
+
+def test_fleet_publish_lanes_false_turns_the_lanes_and_the_early_hand_over_off() -> None:
+    on = Fleet(Target("tcp"), instance_id="gw-on", tune_gc=False)
+    no_lanes = Fleet(Target("tcp"), instance_id="gw-pool", tune_gc=False, publish_lanes=False)
+    no_early = Fleet(Target("tcp"), instance_id="gw-late", tune_gc=False, early_publish=False)
+    assert on.core.config.publish_lanes and on.core.outbox.early_items > 0
+    assert not no_lanes.core.config.publish_lanes and no_lanes.core.outbox.early_items == 0
+    assert no_early.core.config.publish_lanes and no_early.core.outbox.early_items == 0
