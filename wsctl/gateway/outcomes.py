@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from redis.exceptions import RedisError, SlotNotCoveredError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from wsctl.protocol.envelopes import Status
@@ -52,10 +52,11 @@ class SendResult:
 
 
 def is_redis_failure(exc: BaseException) -> bool:
-    """Did Redis (or the way to it) fail, rather than the app's input or code? A Redis error
-    (a cluster's too: a slot no primary serves during a failover), a socket error or a
-    timeout; anything else is a bug to report as one, never as Redis being down."""
-    return isinstance(exc, RedisError | SlotNotCoveredError | OSError | TimeoutError)
+    """Did Redis (or the way to it) fail, rather than the app's input or code? A Redis error,
+    a cluster client's error (no node reachable, a slot no primary serves during a failover:
+    redis-py raises those outside RedisError), a socket error or a timeout; anything else is
+    a bug to report as one, never as Redis being down."""
+    return isinstance(exc, RedisError | RedisClusterException | OSError | TimeoutError)
 
 
 def may_have_published(exc: BaseException) -> bool:

@@ -288,8 +288,10 @@ class _WaitingPool(BlockingConnectionPool):
 
 def is_pool_busy(exc: BaseException) -> bool:
     """True for a client-side shortage of connections (a busy client, not a Redis failure):
-    the single-node pool's wait ran out, or a cluster node's pool was full."""
-    return isinstance(exc, PoolBusy | MaxConnectionsError)
+    the single-node pool's wait ran out, or a cluster node's pool was full, or what failed
+    because of that (a lost publish lane's messages the pool could not take)."""
+    busy = PoolBusy | MaxConnectionsError
+    return isinstance(exc, busy) or isinstance(exc.__cause__, busy)
 
 
 def make_client(
