@@ -456,6 +456,26 @@ async def test_an_early_hand_over_whose_lane_is_lost_before_redis_answers_says_i
             assert got, "Redis ran what it had read once it resumed"
 
 
+async def test_a_publish_redis_refuses_says_error_early_or_flushed_never_may_have_arrived() -> None:
+    """Redis answers PUBLISH with an error (its ACL): the messages were not published, so
+    early hand-overs and flushes alike say ``error`` with Redis's reason, not ``timeout``."""
+    with own_redis() as (server, backend):
+        async with pair(backend) as fleet:
+            await fleet.warm()
+            early = fleet.core.outbox.early_batches
+            admin = redis.asyncio.Redis(port=server.port)
+            try:
+                await admin.execute_command("ACL", "SETUSER", "default", "-publish")
+                _, futures = fleet.burst(kind="mixed", timeout=3.0)
+                results = await asyncio.wait_for(asyncio.gather(*futures), 5.0)
+            finally:
+                await admin.execute_command("ACL", "SETUSER", "default", "+publish")
+                await admin.aclose()
+            assert fleet.core.outbox.early_batches > early
+            assert outcomes(results) == {"error": BURST}, outcomes(results)
+            assert all("permission" in (r.reason or "") for r in results), results[0]
+
+
 async def test_a_flush_whose_listeners_cannot_be_asked_after_publishing_says_it_may_arrive(
     single: Backend,
 ) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoPermissionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tests.conftest import Backend, slot_owner
@@ -453,3 +454,20 @@ async def test_publish_many_says_uncertain_when_a_lost_lanes_messages_fail_throu
     server.kill()  # a stopped process dies too: the lane is lost, the pool refused
     with pytest.raises(PublishUncertain):
         await asyncio.wait_for(call, 5)
+
+
+async def test_publish_many_raises_redis_refusing_a_publish_on_the_lane_as_is(
+    server: RedisServer, client: AsyncClient, lanes: PublishLanes
+) -> None:
+    """An error reply is Redis's answer: raised as it is, not sent again through the pool and
+    not taken for a message that may have been published."""
+    await _warm(lanes)
+    admin = Redis(port=server.port)
+    try:
+        await admin.execute_command("ACL", "SETUSER", "default", "-publish")
+        with pytest.raises(NoPermissionError):
+            await asyncio.wait_for(publish_many(client, [("c", "m0")], lanes), 5)
+        assert not lanes.busy
+    finally:
+        await admin.execute_command("ACL", "SETUSER", "default", "+publish")
+        await admin.aclose()

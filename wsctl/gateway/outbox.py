@@ -58,6 +58,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from redis.exceptions import ResponseError
+
 from wsctl.gateway.batch_router import BatchRouter, Routed
 from wsctl.gateway.outcomes import SendOutcome, SendResult, redis_reason
 from wsctl.gateway.parts import CoreParts
@@ -637,10 +639,11 @@ class Outbox:
         """An early hand-over's PUBLISH was written and then failed (Redis did not answer in
         time, its connection was lost, the instance stopped), or it ran (``published``) and
         asking who heard it failed: ``timeout``, as it may have gone out (a stalled Redis runs
-        what it read once it resumes; a connection closed by this side still delivers what
-        was written before)."""
+        what it had read once it resumes; what reached the kernel before a connection was
+        lost still arrives). Redis refusing it (an error reply) is an ``error``: not sent."""
         core = self.core
         here = (core.instance_id,)
+        outcome = SendOutcome.TIMEOUT
         if isinstance(exc, LaneClosed) and not published:
             reason = "no answer from Redis before the instance stopped: it may have been published"
         else:
@@ -648,12 +651,14 @@ class Outbox:
             why = redis_reason(core.target.scrub(str(exc)))
             if published:
                 reason = f"published, then {why}: it may have arrived"
+            elif isinstance(exc, ResponseError):  # Redis answered no (an ACL, a full memory)
+                outcome, reason = SendOutcome.ERROR, why
             else:
                 reason = f"{why}: it may have been published"
         for sent in sends:
             if not sent.future.done():
                 core.metrics.messages_failed += 1
-                _settle(sent, SendOutcome.TIMEOUT, here, reason)
+                _settle(sent, outcome, here, reason)
         self._release(sends)
 
     async def _handed_over(self) -> None:

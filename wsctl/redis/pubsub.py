@@ -22,7 +22,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ConnectionError, RedisError, TimeoutError
+from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError
 
 from wsctl.config import DEFAULT_SOCKET_TIMEOUT
 from wsctl.protocol.envelopes import EnvelopeTooLarge, oversize
@@ -128,8 +128,9 @@ def _numsub_value(reply: Any) -> int:
 
 
 class PublishUncertain(RedisError):
-    """Messages were written to Redis and its answer never came (the connection was lost and
-    the pool failed too, or the lanes were closed): they may have been published."""
+    """Messages were written to Redis and no answer came (the lane's connection was lost and
+    the pool failed too, or the lanes were closed): they may have been published. (An error
+    reply is an answer: raised as it is.)"""
 
 
 def _check_size(message: str) -> None:
@@ -164,10 +165,11 @@ async def publish_many(
     lost its connection go once more through the pipeline, as the client's own retry does for
     a pipeline (a receiver drops a copy, see :class:`~wsctl.gateway.dedup.RecentPayloads`;
     other subscribers, such as a reply inbox, may get both). A lane that timed out (a stalled
-    Redis) raises its :class:`~wsctl.redis.internals.LaneTimeout`; messages written on a lane
-    whose outcome stays unknown (the lanes closed before Redis answered, or the pool failed
-    too) raise :class:`PublishUncertain`; a pipeline that failed raises its error. What the
-    other messages of the call did is not reported.
+    Redis) raises its :class:`~wsctl.redis.internals.LaneTimeout`, and an error reply (Redis
+    refused: an ACL, a full memory) is raised as it is; messages written on a lane whose
+    outcome stays unknown (the lanes closed before Redis answered, or the pool failed too)
+    raise :class:`PublishUncertain`; a pipeline that failed raises its error. What the other
+    messages of the call did is not reported.
 
     Raises :class:`EnvelopeTooLarge`, publishing none of them, when any message is over the
     bound (callers split or refuse first).
@@ -181,7 +183,7 @@ async def publish_many(
     lost: list[int] = []  # messages whose lane's connection was lost: once more, pooled
     counts: list[int] = []
     for index, result in enumerate(results):
-        if isinstance(result, LaneTimeout):
+        if isinstance(result, LaneTimeout | ResponseError):  # too slow, or Redis said no
             raise result
         if isinstance(result, LaneClosed):
             raise PublishUncertain(str(result)) from result
