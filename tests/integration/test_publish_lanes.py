@@ -292,24 +292,31 @@ async def test_on_a_cluster_each_message_goes_to_its_channels_home_primary(
         await client.aclose()
 
 
+@contextlib.asynccontextmanager
+async def _cluster_lanes(redis_cluster: object) -> AsyncIterator[tuple[Any, PublishLanes]]:
+    """A cluster client whose slot map was read, and its lanes (being opened)."""
+    client = _cluster_client(redis_cluster)
+    lanes = PublishLanes(client)
+    try:
+        await client.ping()  # type: ignore[misc]
+        lanes.prepare()
+        yield client, lanes
+    finally:
+        await lanes.aclose()
+        await client.aclose()
+
+
 @pytest.mark.cluster
 async def test_a_clusters_lanes_forget_the_nodes_of_channels_no_lane_waits_for(
     redis_cluster: object,
 ) -> None:
     """Every requester's reply channel passes through the lanes: past LAST_CHANNELS, the
     channels whose node's lane waits for nothing are forgotten (memory stays bounded)."""
-    client = _cluster_client(redis_cluster)
-    lanes = PublishLanes(client)
-    try:
-        await client.ping()  # type: ignore[misc]  # the slot map read
-        lanes.prepare()
+    async with _cluster_lanes(redis_cluster) as (_, lanes):
         for start in range(0, 3 * LAST_CHANNELS, 200):
             messages = [(f"reply-{n}", "r") for n in range(start, start + 200)]
             assert await asyncio.wait_for(await _open(lanes, messages), 5) == [0] * 200
         assert 0 < len(lanes._last) <= LAST_CHANNELS
-    finally:
-        await lanes.aclose()
-        await client.aclose()
 
 
 @pytest.mark.cluster
@@ -319,11 +326,7 @@ async def test_a_channel_moved_to_another_node_waits_for_its_unanswered_message_
     """A channel's last message waits for its node's answer (the node frozen) when the slot
     map moves the channel to another node: a call writing to it now is refused, even when the
     call also carries a message for the old node (it would overtake the first)."""
-    client = _cluster_client(redis_cluster)
-    lanes = PublishLanes(client)
-    try:
-        await client.ping()  # type: ignore[misc]  # the slot map read
-        lanes.prepare()
+    async with _cluster_lanes(redis_cluster) as (client, lanes):
         assert isinstance(client, RedisCluster)
         home = client.get_node_from_key("moving")
         other = next(n for n in client.get_primaries() if n.name != home.name)
@@ -342,9 +345,6 @@ async def test_a_channel_moved_to_another_node_waits_for_its_unanswered_message_
         await asyncio.wait_for(first, 5)
         written = lanes.publish([("moving", "m2")])  # answered: it may go to the new node
         assert written is not None and await asyncio.wait_for(written, 5) == [0]
-    finally:
-        await lanes.aclose()
-        await client.aclose()
 
 
 async def test_a_lane_the_server_closes_while_idle_is_dropped_at_once_and_opened_again(

@@ -25,8 +25,9 @@ the same routing (:meth:`BatchRouter.route`), coalesced into batches by the outb
    no subscriber (PUBLISH's receiver count, see :class:`~wsctl.redis.pubsub.Audience`) makes
    its items ``instance_unreachable``, except on the first hop when the owner came from the
    cache: those robots' owners are read from the registry again and routed once more (a
-   robot that moved away from an instance that died). A forward Redis did not answer in time
-   is an ``error`` whose reason says it may have been published (the app's own sends say
+   robot that moved away from an instance that died). A forward whose fate is not known (no
+   answer in time, written and then lost, or who heard it could not be asked) is an
+   ``error`` whose reason says it may have been published (the app's own sends say
    ``timeout``: :attr:`Routed.unsure`);
 5. a batch from the control channel gets this instance's one reply: the ids delivered here and
    the outcome of every item answered here (the owners answer for what they were sent). When

@@ -651,7 +651,7 @@ class Outbox:
             why = redis_reason(core.target.scrub(str(exc)))
             if published:
                 reason = f"published, then {why}: it may have arrived"
-            elif isinstance(exc, ResponseError):  # Redis answered no (an ACL, a full memory)
+            elif isinstance(exc, ResponseError):  # Redis answered no (its ACL)
                 outcome, reason = SendOutcome.ERROR, why
             else:
                 reason = f"{why}: it may have been published"
@@ -702,7 +702,7 @@ class Outbox:
         for outcome in routed.failed:
             sent = sends.pop(outcome.id, None)
             if sent is not None:
-                # Redis did not answer the forward's PUBLISH in time: it may have gone out
+                # its forward may have gone out (Routed.unsure): timeout, not error
                 unsure = outcome.id in routed.unsure
                 status = SendOutcome.TIMEOUT if unsure else SendOutcome(outcome.status.value)
                 _settle(sent, status, here, outcome.reason)

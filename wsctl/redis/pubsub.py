@@ -166,7 +166,7 @@ async def publish_many(
     a pipeline (a receiver drops a copy, see :class:`~wsctl.gateway.dedup.RecentPayloads`;
     other subscribers, such as a reply inbox, may get both). A lane that timed out (a stalled
     Redis) raises its :class:`~wsctl.redis.internals.LaneTimeout`, and an error reply (Redis
-    refused: an ACL, a full memory) is raised as it is; messages written on a lane whose
+    refused: its ACL) is raised as it is; messages written on a lane whose
     outcome stays unknown (the lanes closed before Redis answered, or the pool failed too)
     raise :class:`PublishUncertain`; a pipeline that failed raises its error. What the other
     messages of the call did is not reported.
