@@ -52,7 +52,12 @@ from wsctl.eventlog.model import EventName
 from wsctl.gateway.batching import OwnerCache, ReplyHolder, SharedText, route_items
 from wsctl.gateway.local import LocalConn
 from wsctl.gateway.outbound import SlowConsumer
-from wsctl.gateway.outcomes import is_redis_failure, may_have_published, redis_reason
+from wsctl.gateway.outcomes import (
+    is_redis_failure,
+    may_have_published,
+    redis_reason,
+    unsure_reason,
+)
 from wsctl.gateway.parts import CoreParts
 from wsctl.gateway.routing import LocalSocket
 from wsctl.protocol.batch import (
@@ -81,7 +86,7 @@ from wsctl.redis.pubsub import Audience, publish_many
 from wsctl.registry.model import F_INSTANCE_ID
 from wsctl.tasks import wait_within
 
-__all__ = ["BATCH_QUEUE", "BatchRouter", "Routed"]
+__all__ = ["BATCH_QUEUE", "TOO_LARGE_REASON", "BatchRouter", "Routed"]
 
 log = logging.getLogger("wsctl.gateway")
 
@@ -89,6 +94,11 @@ log = logging.getLogger("wsctl.gateway")
 BATCH_QUEUE = 64
 # How long an instance's protocol version (from its liveness record) is remembered.
 PROTOCOL_TTL = 10.0
+# The outcome reason of an item no control-channel message can carry to its owner.
+TOO_LARGE_REASON = (
+    f"too large to forward: larger than the {format_bytes(MAX_PUBLISH_BYTES)} one "
+    "control-channel message may carry"
+)
 # How long a stopping instance waits for the replies it still holds to be published (the one
 # being published when it stops included).
 HELD_FLUSH_WAIT = 1.0
@@ -458,13 +468,12 @@ class BatchRouter:
         fitting one message (a batch split in halves as needed, or one single envelope per
         item for an owner that does not speak batches), and a ``rejected`` outcome per item
         that fits in none."""
-        channel = self.core.keys.control_channel(owner)
         unfit: list[Item] = []
         out: list[tuple[str, str, list[Item]]] = []
         if await self.speaks_batches(owner):
-            packed, unfit = pack_batch(batch.forwarded(items))
-            out = [(channel, text, list(part.items)) for part, text in packed]
+            out, unfit = self.batch_forwards(batch, owner, items)
         else:
+            channel = self.core.keys.control_channel(owner)
             for single, item in zip(singles(batch, items), items, strict=True):
                 text = encode(single)
                 if fits(text):
@@ -473,11 +482,17 @@ class BatchRouter:
                     unfit.append(item)
         if unfit:
             self.core.metrics.envelopes_refused += 1
-        reason = (
-            f"too large to forward: larger than the {format_bytes(MAX_PUBLISH_BYTES)} one "
-            "control-channel message may carry"
-        )
-        return out, [Outcome(i.id, Status.REJECTED, reason) for i in unfit]
+        return out, [Outcome(i.id, Status.REJECTED, TOO_LARGE_REASON) for i in unfit]
+
+    def batch_forwards(
+        self, batch: Batch, owner: str, items: list[Item]
+    ) -> tuple[list[tuple[str, str, list[Item]]], list[Item]]:
+        """(channel, text, items) of the forward batches that carry ``items`` to ``owner``
+        (which speaks batches), each fitting one message (split in halves as needed), and
+        the items that fit in none (see :data:`TOO_LARGE_REASON`). No I/O."""
+        channel = self.core.keys.control_channel(owner)
+        packed, unfit = pack_batch(batch.forwarded(items))
+        return [(channel, text, list(part.items)) for part, text in packed], list(unfit)
 
     async def route(
         self,
@@ -513,10 +528,8 @@ class BatchRouter:
                 log.exception("routing batch %s failed", batch.id[:8])
                 reason = f"internal error: {type(exc).__name__}"
             unsure = routed.published or (routed.publishing and may_have_published(exc))
-            if routed.published:
-                reason = f"published, then {reason}: it may have arrived"
-            elif unsure:
-                reason += ": it may have been published"
+            if unsure:
+                reason = unsure_reason(reason, published=routed.published)
             answered = {*routed.delivered, *(o.id for o in routed.failed)}
             answered.update(ident for ident, _ in routed.forwarded)
             left = [i.id for i in batch.items if i.id not in answered]

@@ -60,10 +60,10 @@ from typing import Any, Protocol
 
 from redis.exceptions import ResponseError
 
-from wsctl.gateway.batch_router import BatchRouter, Routed
-from wsctl.gateway.outcomes import SendOutcome, SendResult, redis_reason
+from wsctl.gateway.batch_router import TOO_LARGE_REASON, BatchRouter, Routed
+from wsctl.gateway.outcomes import SendOutcome, SendResult, redis_reason, unsure_reason
 from wsctl.gateway.parts import CoreParts
-from wsctl.protocol.batch import BATCH_BYTES, Batch, BatchReply, Item, pack_batch
+from wsctl.protocol.batch import BATCH_BYTES, Batch, BatchReply, Item
 from wsctl.protocol.envelopes import Reply, Status, utf8_size
 from wsctl.protocol.rpc import Inbox
 from wsctl.redis.internals import LaneClosed
@@ -544,11 +544,12 @@ class Outbox:
         carried: list[tuple[str, list[_Send]]] = []
         unfit: list[_Send] = []
         for owner, numbers in per_owner.items():
-            parts, left_out = pack_batch(batch.forwarded([batch.items[n] for n in numbers]))
-            channel = core.keys.control_channel(owner)
-            for part, text in parts:
+            parts, left_out = core.batches.batch_forwards(
+                batch, owner, [batch.items[n] for n in numbers]
+            )
+            for channel, text, items in parts:
                 messages.append((channel, text))
-                carried.append((owner, [taken[int(item.id)] for item in part.items]))
+                carried.append((owner, [taken[int(item.id)] for item in items]))
             unfit.extend(taken[int(item.id)] for item in left_out)
         written = lanes.publish(messages) if messages else None
         if written is None and messages:
@@ -566,8 +567,7 @@ class Outbox:
         self.items_sent += len(taken)
         here = (me,)
         for sent in unfit:  # one message too large for any PUBLISH (never at these bounds)
-            reason = "too large to forward in one control-channel message"
-            _settle(sent, SendOutcome.REJECTED, here, reason)
+            _settle(sent, SendOutcome.REJECTED, here, TOO_LARGE_REASON)
             self._release((sent,))
         if written is not None:
             handed = _HandedOver(carried, written)
@@ -649,12 +649,10 @@ class Outbox:
         else:
             core._redis_failed("control", exc)
             why = redis_reason(core.target.scrub(str(exc)))
-            if published:
-                reason = f"published, then {why}: it may have arrived"
-            elif isinstance(exc, ResponseError):  # Redis answered no (its ACL)
+            if isinstance(exc, ResponseError) and not published:  # Redis answered no (its ACL)
                 outcome, reason = SendOutcome.ERROR, why
             else:
-                reason = f"{why}: it may have been published"
+                reason = unsure_reason(why, published=published)
         for sent in sends:
             if not sent.future.done():
                 core.metrics.messages_failed += 1

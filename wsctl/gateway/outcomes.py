@@ -15,7 +15,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from wsctl.protocol.envelopes import Status
 from wsctl.redis.pubsub import PublishUncertain
 
-__all__ = ["SendOutcome", "SendResult", "is_redis_failure", "may_have_published", "redis_reason"]
+__all__ = [
+    "SendOutcome",
+    "SendResult",
+    "is_redis_failure",
+    "may_have_published",
+    "redis_reason",
+    "unsure_reason",
+]
 
 
 class SendOutcome(StrEnum):
@@ -65,6 +72,15 @@ def may_have_published(exc: BaseException) -> bool:
     written and the way to Redis was lost before it answered
     (:class:`~wsctl.redis.pubsub.PublishUncertain`)."""
     return isinstance(exc, RedisTimeoutError | TimeoutError | PublishUncertain)
+
+
+def unsure_reason(why: str, *, published: bool = False) -> str:
+    """The reason of a message whose fate is not known, from what failed (``why``): it was
+    written and Redis never answered, or (``published``) it went out and who heard it could
+    not be asked."""
+    if published:
+        return f"published, then {why}: it may have arrived"
+    return f"{why}: it may have been published"
 
 
 def redis_reason(scrubbed: str) -> str:
