@@ -110,24 +110,20 @@ async def _received(subscriber: object, count: int, within: float = 5.0) -> list
 
 
 async def test_writes_are_published_in_order_and_answered_with_receiver_counts(
-    server: RedisServer, client: AsyncClient
+    server: RedisServer, lanes: PublishLanes
 ) -> None:
-    lanes = PublishLanes(client)
-    try:
-        async with _subscribed(server, "heard") as subscriber:
-            messages = [("heard" if n % 2 else "unheard", f"m{n}") for n in range(1000)]
-            first = await _open(lanes, messages[:1])
-            assert await asyncio.wait_for(first, 5) == [0]
-            # two calls, no await between them: written in call order on the one lane
-            one, two = lanes.publish(messages[:500]), lanes.publish(messages[500:])
-            assert one is not None and two is not None
-            results = [*await asyncio.wait_for(one, 5), *await asyncio.wait_for(two, 5)]
-            assert results == [1 if n % 2 else 0 for n in range(1000)]
-            got = await _received(subscriber, 500)
-            assert got == [f"m{n}" for n in range(1, 1000, 2)]
-            assert not lanes.busy
-    finally:
-        await lanes.aclose()
+    async with _subscribed(server, "heard") as subscriber:
+        messages = [("heard" if n % 2 else "unheard", f"m{n}") for n in range(1000)]
+        first = await _open(lanes, messages[:1])
+        assert await asyncio.wait_for(first, 5) == [0]
+        # two calls, no await between them: written in call order on the one lane
+        one, two = lanes.publish(messages[:500]), lanes.publish(messages[500:])
+        assert one is not None and two is not None
+        results = [*await asyncio.wait_for(one, 5), *await asyncio.wait_for(two, 5)]
+        assert results == [1 if n % 2 else 0 for n in range(1000)]
+        got = await _received(subscriber, 500)
+        assert got == [f"m{n}" for n in range(1, 1000, 2)]
+        assert not lanes.busy
 
 
 async def test_publish_is_refused_until_the_prepared_lane_is_open_then_writes(
@@ -225,21 +221,17 @@ async def test_closing_fails_waiting_writes_with_lane_closed(
 
 
 async def test_an_oversize_message_raises_and_nothing_of_the_call_is_written(
-    server: RedisServer, client: AsyncClient
+    server: RedisServer, lanes: PublishLanes
 ) -> None:
-    lanes = PublishLanes(client)
-    try:
-        async with _subscribed(server, "c") as subscriber:
-            assert await asyncio.wait_for(await _open(lanes, [("c", "warm")]), 5) == [1]
-            assert await _received(subscriber, 1) == ["warm"]
-            with pytest.raises(EnvelopeTooLarge):
-                lanes.publish([("c", "fits"), ("c", "x" * (MAX_PUBLISH_BYTES + 1))])
-            assert not lanes.busy
-            written = lanes.publish([("c", "next")])
-            assert written is not None and await asyncio.wait_for(written, 5) == [1]
-            assert await _received(subscriber, 1) == ["next"]  # "fits" never went out
-    finally:
-        await lanes.aclose()
+    async with _subscribed(server, "c") as subscriber:
+        assert await asyncio.wait_for(await _open(lanes, [("c", "warm")]), 5) == [1]
+        assert await _received(subscriber, 1) == ["warm"]
+        with pytest.raises(EnvelopeTooLarge):
+            lanes.publish([("c", "fits"), ("c", "x" * (MAX_PUBLISH_BYTES + 1))])
+        assert not lanes.busy
+        written = lanes.publish([("c", "next")])
+        assert written is not None and await asyncio.wait_for(written, 5) == [1]
+        assert await _received(subscriber, 1) == ["next"]  # "fits" never went out
 
 
 def _cluster_client(redis_cluster: object) -> AsyncClient:
